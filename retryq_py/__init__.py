@@ -1,0 +1,1 @@
+"""retryq: a durable retry queue that lives in PostgreSQL."""

@@ -1,0 +1,103 @@
+"""Install, roll back and inspect the retryq schema with yoyo.
+
+The same migrations serve `yoyo apply` from the repository root and
+`retryq migrate` from an installed wheel, which carries a copy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from yoyo import get_backend, read_migrations
+
+# yoyo waits this long for a concurrent `apply` to release its lock.
+LOCK_TIMEOUT_SECONDS = 60
+
+
+def migrations_dir() -> Path:
+    """The packaged migrations, or the repository's in an editable install."""
+    packaged = Path(str(resources.files("retryq_py") / "migrations"))
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parent.parent / "migrations"
+
+
+def yoyo_url(dsn: str, schema: str | None = None) -> str:
+    """Turn a libpq DSN or URL into the `postgresql+psycopg://` URL yoyo wants."""
+    params: dict[str, Any] = conninfo_to_dict(dsn)
+    user = params.pop("user", "")
+    password = params.pop("password", None)
+    host = params.pop("host", "")
+    port = params.pop("port", None)
+    dbname = params.pop("dbname", "")
+    if schema is not None:
+        params["schema"] = schema
+    netloc = user + (f":{password}" if password else "")
+    query: dict[str, Any] = dict(params)
+    # A socket directory is not a URL host: pass it as a parameter instead.
+    if host.startswith("/"):
+        query["host"] = host
+        host = ""
+    if netloc:
+        netloc += "@"
+    netloc += host + (f":{port}" if port and host else "")
+    if port and not host:
+        query["port"] = port
+    url = f"postgresql+psycopg://{netloc}/{dbname}"
+    return url + (f"?{urlencode(query)}" if query else "")
+
+
+@dataclass(frozen=True)
+class MigrationStatus:
+    id: str
+    applied: bool
+
+
+@contextmanager
+def _backend(dsn: str, schema: str | None) -> Iterator[Any]:
+    backend = get_backend(yoyo_url(dsn, schema))
+    try:
+        yield backend
+    finally:
+        backend.connection.close()
+
+
+def apply(dsn: str, schema: str | None = None) -> list[str]:
+    """Apply every pending migration; returns the ids applied."""
+    migrations = read_migrations(str(migrations_dir()))
+    with _backend(dsn, schema) as backend, backend.lock(LOCK_TIMEOUT_SECONDS):
+        pending = backend.to_apply(migrations)
+        backend.apply_migrations(pending)
+        return [m.id for m in pending]
+
+
+def rollback(dsn: str, schema: str | None = None, count: int | None = None) -> list[str]:
+    """Roll back the newest `count` applied migrations (all when None)."""
+    migrations = read_migrations(str(migrations_dir()))
+    with _backend(dsn, schema) as backend, backend.lock(LOCK_TIMEOUT_SECONDS):
+        applied = backend.to_rollback(migrations)
+        chosen = applied if count is None else applied[:count]
+        backend.rollback_migrations(chosen)
+        return [m.id for m in chosen]
+
+
+def status(dsn: str, schema: str | None = None) -> list[MigrationStatus]:
+    """Every known migration, oldest first, and whether it is applied."""
+    migrations = read_migrations(str(migrations_dir()))
+    with _backend(dsn, schema) as backend:
+        applied = backend.get_applied_migration_hashes()
+        return [MigrationStatus(m.id, m.hash in applied) for m in migrations]
+
+
+def check_installed(conn: psycopg.Connection[Any]) -> bool:
+    """True when the connection's search_path finds the retryq functions."""
+    row = conn.execute("SELECT to_regprocedure('acquire_retry_items(text, integer, integer, timestamptz)') IS NOT NULL").fetchone()
+    return bool(row and row[0])

@@ -1,0 +1,93 @@
+"""Fixtures: one template database built from the migrations per session,
+cloned for every test that needs an installed queue."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from pytest_postgresql.janitor import DatabaseJanitor
+
+from retryq_py import migrate
+from tests.pg import Server, find_server
+
+_counter = itertools.count()
+
+
+def _janitor(server: Server, dbname: str, template: str | None = None) -> DatabaseJanitor:
+    return DatabaseJanitor(
+        user=server.user,
+        host=server.host,
+        port=server.port,
+        password=server.password,
+        dbname=dbname,
+        template_dbname=template,
+    )
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return "retryq: PostgreSQL from " + find_server().origin
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Server:
+    return find_server()
+
+
+@pytest.fixture(scope="session")
+def server_version(pg_server: Server) -> int:
+    with psycopg.connect(pg_server.dsn("postgres")) as conn:
+        return conn.info.server_version
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_server: Server) -> Iterator[str]:
+    name = f"retryq_tpl_{os.getpid()}"
+    janitor = _janitor(pg_server, name)
+    janitor.drop()
+    janitor.init()
+    try:
+        migrate.apply(pg_server.dsn(name))
+        yield name
+    finally:
+        janitor.drop()
+
+
+@pytest.fixture
+def new_database(pg_server: Server) -> Iterator[Any]:
+    """A factory of fresh databases (optionally cloned), dropped after the test."""
+    made: list[DatabaseJanitor] = []
+
+    def make(template: str | None = None) -> str:
+        name = f"retryq_t_{os.getpid()}_{next(_counter)}"
+        janitor = _janitor(pg_server, name, template)
+        janitor.drop()
+        janitor.init()
+        made.append(janitor)
+        return pg_server.dsn(name)
+
+    yield make
+    for janitor in reversed(made):
+        janitor.drop()
+
+
+@pytest.fixture
+def dsn(new_database: Any, template_db: str) -> str:
+    """A database with retryq installed in `public`, private to this test."""
+    return str(new_database(template_db))
+
+
+@pytest.fixture
+def conn(dsn: str) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        yield connection
+
+
+@pytest.fixture
+def conn2(dsn: str) -> Iterator[psycopg.Connection[Any]]:
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        yield connection
