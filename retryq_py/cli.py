@@ -1,0 +1,400 @@
+"""The `retryq` command line: flags in, a table or a count out.
+
+Each command is a thin shell over a function in `retryq_py.commands`. Errors a
+person can act on print one line on stderr and exit with a documented code
+(`commands.ExitCode`): 2 bad usage or config, 3 database unreachable, 4 retryq
+not installed there, 1 any other failure. Set RETRYQ_DEBUG=1 for tracebacks.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import datetime
+from typing import Annotated, NoReturn
+
+import psycopg
+import typer
+from psycopg import errors as pgerrors
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from retryq_py import commands as cmd
+from retryq_py.commands import DeadLetterFilter, ExitCode
+
+app = typer.Typer(
+    name="retryq",
+    help="A durable retry queue in PostgreSQL: install it, feed it, run workers, inspect it.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+dead_letter_app = typer.Typer(
+    help="Inspect, requeue and purge dead letters.", no_args_is_help=True, rich_markup_mode=None
+)
+app.add_typer(dead_letter_app, name="dead-letter")
+
+out = Console(highlight=False)
+
+DatabaseOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--database",
+        "-d",
+        envvar=cmd.DATABASE_ENV,
+        show_envvar=True,
+        help="libpq URL or DSN of the database holding the queue.",
+    ),
+]
+SchemaOpt = Annotated[
+    str | None,
+    typer.Option("--schema", help="Schema the queue lives in (default: the search_path's first)."),
+]
+
+
+def _when(value: datetime | str | None) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+        return parsed.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    return value.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _short(text: str | None, width: int = 60) -> str:
+    if not text:
+        return ""
+    one = " ".join(text.split())
+    return one if len(one) <= width else one[: width - 1] + "…"
+
+
+# --- migrate -----------------------------------------------------------------
+
+
+@app.command()
+def migrate(
+    database: DatabaseOpt = None,
+    schema: SchemaOpt = None,
+    rollback: Annotated[
+        bool, typer.Option("--rollback", help="Roll back (all, or the newest --steps N).")
+    ] = False,
+    steps: Annotated[
+        int | None, typer.Option("--steps", min=1, help="With --rollback: how many.")
+    ] = None,
+    status: Annotated[
+        bool, typer.Option("--status", help="Show which migrations are applied.")
+    ] = False,
+) -> None:
+    """Install (or upgrade) the retryq schema from the packaged migrations."""
+    t = cmd.target(database, schema)
+    if rollback and status:
+        raise cmd.UsageProblem("give --rollback or --status, not both")
+    if steps is not None and not rollback:
+        raise cmd.UsageProblem("--steps only goes with --rollback")
+    if status:
+        out.print(f"migrations in {t.describe()}:")
+        table = Table("migration", "applied")
+        for row in cmd.migrate_status(t):
+            table.add_row(row.id, "yes" if row.applied else "no")
+        out.print(table)
+        return
+    if rollback:
+        ids = cmd.migrate_rollback(t, steps)
+        out.print(f"rolled back {len(ids)} migration(s)" + (f": {', '.join(ids)}" if ids else ""))
+        return
+    ids = cmd.migrate_apply(t)
+    if ids:
+        out.print(f"applied {len(ids)} migration(s): {', '.join(ids)}")
+    else:
+        out.print("already up to date")
+
+
+# --- stats and cleanup -------------------------------------------------------
+
+
+def stats_table(s: cmd.Stats, title: str = "daz_retry_queue_stats") -> Table:
+    table = Table(
+        "status",
+        "event_type",
+        "plugin",
+        "items",
+        "avg retries",
+        "max retries",
+        "oldest",
+        "leased",
+        title=title,
+    )
+    for r in s.rows:
+        table.add_row(
+            r.status,
+            r.event_type,
+            r.plugin_name or "",
+            str(r.item_count),
+            f"{r.avg_retry_count:.2f}",
+            str(r.max_retry_count),
+            _when(r.oldest_created_at),
+            str(r.leased_count),
+        )
+    return table
+
+
+def totals_line(s: cmd.Stats) -> str:
+    parts = [f"{k} {v}" for k, v in s.totals.items()]
+    return f"total {s.total}: " + ", ".join(parts)
+
+
+@app.command()
+def stats(database: DatabaseOpt = None, schema: SchemaOpt = None) -> None:
+    """Items by status, event type and plugin, plus totals."""
+    s = cmd.stats(cmd.target(database, schema))
+    if s.rows:
+        out.print(stats_table(s))
+    out.print(totals_line(s))
+
+
+@app.command()
+def cleanup(
+    database: DatabaseOpt = None,
+    schema: SchemaOpt = None,
+    retention_days: Annotated[
+        int, typer.Option("--retention-days", min=0, help="Keep finished items this many days.")
+    ] = 7,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", min=1, help="Rows per transaction.")
+    ] = 5000,
+    no_archive: Annotated[
+        bool, typer.Option("--no-archive", help="Do not copy dead letters to the archive.")
+    ] = False,
+) -> None:
+    """Delete completed items and dead letters past retention (dead letters are archived)."""
+    t = cmd.target(database, schema)
+    due = cmd.cleanup_due(t, retention_days)
+    with Progress(
+        TextColumn("cleanup"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=out,
+        transient=True,
+        disable=due <= batch_size or not out.is_terminal,
+    ) as progress:
+        task = progress.add_task("cleanup", total=due)
+        result = cmd.cleanup(
+            t,
+            retention_days,
+            batch_size=batch_size,
+            archive=not no_archive,
+            on_batch=lambda d, _a: progress.advance(task, d),
+        )
+    out.print(f"deleted {result.deleted}, archived {result.archived}")
+
+
+# --- dead letters ------------------------------------------------------------
+
+EventTypeOpt = Annotated[str | None, typer.Option("--event-type", help="Only this event type.")]
+PluginOpt = Annotated[str | None, typer.Option("--plugin", help="Only this plugin_name.")]
+ErrorCodeOpt = Annotated[
+    str | None, typer.Option("--error-code", help="Only this last error code.")
+]
+OlderThanOpt = Annotated[
+    str | None,
+    typer.Option("--older-than", help="Only dead letters older than this (30s, 5m, 1h, 7d)."),
+]
+IdsOpt = Annotated[list[int] | None, typer.Option("--id", help="Only this item id (repeatable).")]
+
+
+def _filter(
+    ids: list[int] | None,
+    event_type: str | None,
+    plugin: str | None,
+    error_code: str | None,
+    older_than: str | None,
+) -> DeadLetterFilter:
+    return DeadLetterFilter(
+        ids=tuple(ids or ()),
+        event_type=event_type,
+        plugin=plugin,
+        error_code=error_code,
+        older_than=None if older_than is None else cmd.parse_duration(older_than, "--older-than"),
+    )
+
+
+def dead_letters_table(rows: list[cmd.DeadLetter], title: str = "dead letters") -> Table:
+    table = Table(
+        "id", "event_type", "plugin", "retries", "code", "last error", "dead since", title=title
+    )
+    for r in rows:
+        table.add_row(
+            str(r.id),
+            r.event_type,
+            r.plugin_name or "",
+            f"{r.retry_count}/{r.max_retries}",
+            r.last_error_code or "",
+            _short(r.error_message),
+            _when(r.dead_lettered_at),
+        )
+    return table
+
+
+def error_history_table(item: cmd.ItemDetail) -> Table:
+    table = Table(
+        "attempt", "failed at", "worker", "code", "retryable", "error", title="error history"
+    )
+    for e in item.errors:
+        table.add_row(
+            "" if e.attempt is None else str(e.attempt),
+            _when(e.failed_at),
+            e.worker_id or "",
+            e.code or "",
+            "" if e.retryable is None else ("yes" if e.retryable else "no"),
+            e.error or "",
+        )
+    return table
+
+
+@dead_letter_app.command("list")
+def dead_letter_list(
+    database: DatabaseOpt = None,
+    schema: SchemaOpt = None,
+    event_type: EventTypeOpt = None,
+    plugin: PluginOpt = None,
+    error_code: ErrorCodeOpt = None,
+    older_than: OlderThanOpt = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many rows.")] = 50,
+) -> None:
+    """Dead letters, most recent first."""
+    t = cmd.target(database, schema)
+    filt = _filter(None, event_type, plugin, error_code, older_than)
+    rows = cmd.dead_letter_list(t, filt, limit)
+    if not rows:
+        out.print("no dead letters match")
+        return
+    out.print(dead_letters_table(rows))
+    if len(rows) == limit:
+        out.print(f"(showing the first {limit}; raise --limit for more)")
+
+
+@dead_letter_app.command("show")
+def dead_letter_show(
+    item_id: Annotated[int, typer.Argument(metavar="ID", help="The item's id.")],
+    database: DatabaseOpt = None,
+    schema: SchemaOpt = None,
+) -> None:
+    """One item with its data and full error history."""
+    item = cmd.item_show(cmd.target(database, schema), item_id)
+    info = Table.grid(padding=(0, 2))
+    info.add_column(style="bold")
+    info.add_column()
+    for label, value in (
+        ("id", str(item.id)),
+        ("event_id", item.event_id),
+        ("event_type", item.event_type),
+        ("status", item.status),
+        ("channel", item.channel_name or ""),
+        ("plugin", item.plugin_name or ""),
+        ("retries", f"{item.retry_count}/{item.max_retries}"),
+        ("priority", str(item.priority)),
+        ("correlation_id", item.correlation_id or ""),
+        ("tags", ", ".join(item.tags)),
+        ("created", _when(item.created_at)),
+        ("dead since", _when(item.dead_lettered_at)),
+        ("last error", f"[{item.last_error_code or ''}] {item.error_message or ''}".strip()),
+        ("data", json.dumps(item.event_data, sort_keys=True)),
+        ("metadata", json.dumps(item.event_metadata, sort_keys=True)),
+    ):
+        info.add_row(label, value)
+    out.print(info)
+    if item.errors:
+        out.print(error_history_table(item))
+    else:
+        out.print("no errors recorded")
+
+
+@dead_letter_app.command("requeue")
+def dead_letter_requeue(
+    database: DatabaseOpt = None,
+    schema: SchemaOpt = None,
+    ids: IdsOpt = None,
+    event_type: EventTypeOpt = None,
+    plugin: PluginOpt = None,
+    error_code: ErrorCodeOpt = None,
+    older_than: OlderThanOpt = None,
+) -> None:
+    """Give matching dead letters a fresh retry budget, due now (one transaction)."""
+    t = cmd.target(database, schema)
+    count = cmd.dead_letter_requeue(t, _filter(ids, event_type, plugin, error_code, older_than))
+    out.print(f"requeued {count}")
+
+
+@dead_letter_app.command("purge")
+def dead_letter_purge(
+    database: DatabaseOpt = None,
+    schema: SchemaOpt = None,
+    ids: IdsOpt = None,
+    event_type: EventTypeOpt = None,
+    plugin: PluginOpt = None,
+    error_code: ErrorCodeOpt = None,
+    older_than: OlderThanOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete matching dead letters for good (asks first unless --yes)."""
+    t = cmd.target(database, schema)
+
+    def confirm(count: int) -> bool:
+        return yes or typer.confirm(f"Delete {count} dead letter(s) for good?", default=False)
+
+    count = cmd.dead_letter_purge(
+        t, _filter(ids, event_type, plugin, error_code, older_than), confirm
+    )
+    out.print(f"purged {count}")
+
+
+# --- entry point -------------------------------------------------------------
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    sys.stderr.write(f"retryq: {message}\n")
+    sys.stderr.flush()
+    raise SystemExit(code)
+
+
+def _exit_for(exc: BaseException) -> tuple[str, int]:
+    """The one line and exit code for an exception escaping a command."""
+    if isinstance(exc, cmd.CommandError):
+        return str(exc), exc.exit_code
+    if isinstance(exc, pgerrors.UndefinedFunction | pgerrors.UndefinedTable):
+        return (
+            f"{cmd.first_line(exc)} (is retryq installed here? run `retryq migrate`)",
+            ExitCode.NOT_INSTALLED,
+        )
+    # 22023 and 23514: the queue's own validation of a value the user gave.
+    if isinstance(exc, pgerrors.InvalidParameterValue | pgerrors.CheckViolation):
+        return cmd.first_line(exc), ExitCode.USAGE
+    if isinstance(exc, psycopg.OperationalError):
+        return f"database error: {cmd.first_line(exc)}", ExitCode.UNREACHABLE
+    if isinstance(exc, psycopg.Error):
+        return f"database error: {cmd.first_line(exc)}", ExitCode.FAILURE
+    return f"{type(exc).__name__}: {cmd.first_line(exc)}", ExitCode.FAILURE
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: runs the app and turns errors into one line + exit code."""
+    try:
+        app(args=argv, prog_name="retryq")
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except Exception as exc:
+        if os.environ.get("RETRYQ_DEBUG"):
+            raise
+        message, code = _exit_for(exc)
+        _fail(message, code)
+
+
+if __name__ == "__main__":
+    main()

