@@ -1,0 +1,355 @@
+"""AsyncRetryQueue: RetryQueue for asyncio, method for method.
+
+Give it a psycopg AsyncConnection and you own the transaction; give it a
+psycopg_pool AsyncConnectionPool and each call takes a connection and commits.
+The SQL and the parameters are RetryQueue's (see queue.py for the details).
+
+Every method that changes state takes `now=None`: the server's clock, unless
+a test moves it (the functions' p_now).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import psycopg
+from psycopg.rows import AsyncRowFactory, class_row, scalar_row
+from psycopg_pool import AsyncConnectionPool
+
+from retryq_py import _sql
+from retryq_py._sql import (
+    JSON,
+    CleanupResult,
+    Due,
+    Enqueued,
+    NewItem,
+    QueueEntry,
+    RetryQueueItem,
+    Seconds,
+    StatsRow,
+)
+from retryq_py.queue import _jsonb, _QueueBase
+
+if TYPE_CHECKING:
+    from psycopg import sql
+
+    from retryq_py.config import RetryConfig
+
+T = TypeVar("T")
+AsyncSource = psycopg.AsyncConnection[Any] | AsyncConnectionPool[Any]
+
+
+class AsyncRetryQueue(_QueueBase):
+    """RetryQueue for asyncio: the same methods, awaited.
+
+    `schema`: where retryq is installed; None lets the connection's
+    search_path find it. `config`: takes the add() defaults (max_retries,
+    initial_delay, backoff_multiplier) from a loaded configuration.
+    """
+
+    def __init__(
+        self,
+        source: AsyncSource,
+        *,
+        schema: str | None = None,
+        config: RetryConfig | None = None,
+    ) -> None:
+        super().__init__(schema=schema, config=config)
+        self.source = source
+
+    # -- plumbing -------------------------------------------------------------
+
+    @asynccontextmanager
+    async def connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """The caller's connection, or one from the pool committed on success."""
+        if isinstance(self.source, AsyncConnectionPool):
+            async with self.source.connection() as conn:
+                yield conn
+        else:
+            yield self.source
+
+    async def _all(
+        self, query: sql.Composed, params: Mapping[str, Any], rows: AsyncRowFactory[T]
+    ) -> list[T]:
+        async with self.connection() as conn, conn.cursor(row_factory=rows) as cur:
+            await cur.execute(query, params)
+            return await cur.fetchall()
+
+    async def _one(self, query: sql.Composed, params: Mapping[str, Any]) -> Any:
+        async with self.connection() as conn, conn.cursor(row_factory=scalar_row) as cur:
+            await cur.execute(query, params)
+            return await cur.fetchone()
+
+    # -- producing ------------------------------------------------------------
+
+    async def add(
+        self,
+        event_type: str,
+        data: JSON,
+        *,
+        channel: str | None = None,
+        plugin: str | None = None,
+        metadata: Mapping[str, JSON] | None = None,
+        max_retries: int | None = None,
+        retry_delay: Seconds | None = None,
+        backoff_multiplier: float | None = None,
+        priority: int = 5,
+        correlation_id: str | None = None,
+        tags: Sequence[str] | None = None,
+        delay: Seconds = 0,
+        max_retry_delay: Seconds = 86400,
+        retry_jitter: float = 0.0,
+        now: datetime | None = None,
+    ) -> Enqueued:
+        """The guide's AddToRetryQueue: enqueue one failed operation.
+
+        retry_delay is the wait before the first retry (then multiplied by
+        backoff_multiplier per retry, capped at max_retry_delay); delay
+        postpones the first attempt. Durations are seconds or timedeltas.
+        Bad values raise psycopg.errors.InvalidParameterValue (22023) or
+        CheckViolation (23514) naming the field, and add nothing.
+        """
+        new = self.item(
+            event_type,
+            data,
+            channel=channel,
+            plugin=plugin,
+            metadata=metadata,
+            max_retries=max_retries,
+            retry_delay=retry_delay,
+            backoff_multiplier=backoff_multiplier,
+            priority=priority,
+            correlation_id=correlation_id,
+            tags=tags,
+            delay=delay,
+            max_retry_delay=max_retry_delay,
+            retry_jitter=retry_jitter,
+        )
+        params = new.params()
+        params["event_data"] = _jsonb(params["event_data"])
+        params["event_metadata"] = _jsonb(params["event_metadata"])
+        params["now"] = now
+        rows = await self._all(self._q.enqueue, params, class_row(Enqueued))
+        return rows[0]
+
+    async def add_many(
+        self, items: Iterable[NewItem | Mapping[str, Any]], *, now: datetime | None = None
+    ) -> list[Enqueued]:
+        """Enqueue many items in one statement; returns their ids in input order.
+
+        Items are NewItem (see `item()`) or mappings with add()'s keyword
+        names. One call to enqueue_retry_items with a JSON array: see
+        scripts/bench_add_many.py for how it compares with COPY and with one
+        INSERT per item.
+        """
+        payload = [self._coerce(i).params() for i in items]
+        if not payload:
+            return []
+        return await self._all(
+            self._q.enqueue_many, {"items": _jsonb(payload), "now": now}, class_row(Enqueued)
+        )
+
+    async def copy_many(self, items: Iterable[NewItem | Mapping[str, Any]]) -> int:
+        """Enqueue many items with COPY; returns the count (COPY returns no ids).
+
+        Kept for the benchmark and for loads where ids are not needed; the
+        table's CHECK constraints validate every row.
+        """
+        count = 0
+        async with (
+            self.connection() as conn,
+            conn.cursor() as cur,
+            cur.copy(self._q.copy_in) as copy,
+        ):
+            for raw in items:
+                p = self._coerce(raw).params()
+                if p["delay_seconds"]:
+                    raise ValueError("copy_many: delay is not supported, use add_many")
+                await copy.write_row(
+                    (
+                        p["event_type"],
+                        p["channel_name"],
+                        p["plugin_name"],
+                        _sql.dumps(p["event_data"]),
+                        _sql.dumps(p["event_metadata"]),
+                        p["max_retries"],
+                        p["retry_delay_seconds"],
+                        p["backoff_multiplier"],
+                        p["priority"],
+                        p["correlation_id"],
+                        p["tags"],
+                        p["max_retry_delay_seconds"],
+                        p["retry_jitter"],
+                    )
+                )
+                count += 1
+        return count
+
+    # -- consuming ------------------------------------------------------------
+
+    async def acquire(
+        self,
+        worker_id: str,
+        batch_size: int = 10,
+        lock_timeout: Seconds = 300,
+        *,
+        now: datetime | None = None,
+    ) -> list[RetryQueueItem]:
+        """Lease up to batch_size due items for lock_timeout (whole seconds, rounded up)."""
+        return await self._all(
+            self._q.acquire,
+            {
+                "worker_id": worker_id,
+                "batch_size": batch_size,
+                "lock_timeout": _sql.whole_seconds(lock_timeout, "lock_timeout"),
+                "now": now,
+            },
+            class_row(RetryQueueItem),
+        )
+
+    async def complete(self, item_id: int, worker_id: str, *, now: datetime | None = None) -> bool:
+        """Mark an item done; False unless worker_id holds its lease."""
+        params = {"item_id": item_id, "worker_id": worker_id, "now": now}
+        return bool(await self._one(self._q.complete, params))
+
+    async def complete_many(
+        self, item_ids: Iterable[int], worker_id: str, *, now: datetime | None = None
+    ) -> int:
+        """Mark many items done in one statement; returns how many were."""
+        params = {"item_ids": list(item_ids), "worker_id": worker_id, "now": now}
+        return int(await self._one(self._q.complete_many, params))
+
+    async def fail(
+        self,
+        item_id: int,
+        worker_id: str,
+        error: str,
+        code: str | None = None,
+        *,
+        retryable: bool = True,
+        now: datetime | None = None,
+    ) -> bool:
+        """Record a failed attempt: back off, or dead-letter when spent or not retryable."""
+        params = {
+            "item_id": item_id,
+            "worker_id": worker_id,
+            "error": error,
+            "code": code,
+            "retryable": retryable,
+            "now": now,
+        }
+        return bool(await self._one(self._q.fail, params))
+
+    async def extend_lock(
+        self,
+        item_id: int,
+        worker_id: str,
+        lock_timeout: Seconds = 300,
+        *,
+        now: datetime | None = None,
+    ) -> bool:
+        """Move the lease expiry to now + lock_timeout; False when the lease is lost."""
+        params = {
+            "item_id": item_id,
+            "worker_id": worker_id,
+            "lock_timeout": _sql.whole_seconds(lock_timeout, "lock_timeout"),
+            "now": now,
+        }
+        return bool(await self._one(self._q.extend_lock, params))
+
+    async def extend_locks(
+        self, item_ids: Iterable[int], worker_id: str, lock_timeout: Seconds = 300
+    ) -> set[int]:
+        """Heartbeat for many items in one round trip; returns the ids still held."""
+        params = {
+            "item_ids": list(item_ids),
+            "worker_id": worker_id,
+            "lock_timeout": _sql.whole_seconds(lock_timeout, "lock_timeout"),
+        }
+        return set(await self._all(self._q.extend_locks, params, scalar_row))
+
+    async def release(self, item_ids: Iterable[int], worker_id: str) -> int:
+        """Give leased items back untouched (no retry spent), due at once."""
+        params = {"item_ids": list(item_ids), "worker_id": worker_id}
+        return int(await self._one(self._q.release, params))
+
+    # -- operating ------------------------------------------------------------
+
+    async def requeue_dead_letters(
+        self,
+        item_ids: Iterable[int] | None = None,
+        *,
+        event_type: str | None = None,
+        plugin: str | None = None,
+        error_code: str | None = None,
+        dead_before: datetime | None = None,
+        now: datetime | None = None,
+    ) -> int:
+        """Replay dead letters with a fresh retry budget; at least one filter is required."""
+        params = {
+            "item_ids": None if item_ids is None else list(item_ids),
+            "event_type": event_type,
+            "plugin_name": plugin,
+            "error_code": error_code,
+            "dead_before": dead_before,
+            "now": now,
+        }
+        return int(await self._one(self._q.requeue_dead_letters, params))
+
+    async def cleanup(
+        self,
+        retention_days: int = 7,
+        *,
+        batch_size: int = 5000,
+        max_rows: int | None = None,
+        archive_dead_letters: bool = True,
+        now: datetime | None = None,
+    ) -> CleanupResult:
+        """Delete items finished more than retention_days ago (dead letters archived)."""
+        params = {
+            "retention_days": retention_days,
+            "batch_size": batch_size,
+            "max_rows": max_rows,
+            "archive_dead_letters": archive_dead_letters,
+            "now": now,
+        }
+        return (await self._all(self._q.cleanup, params, class_row(CleanupResult)))[0]
+
+    async def try_cleanup(self, retention_days: int = 7, **kwargs: Any) -> CleanupResult | None:
+        """cleanup() unless another session is running it now (then None).
+
+        Needs a transaction around the lock and the cleanup: with a pool that
+        is the pooled connection's; with a Connection, one is opened here.
+        """
+        params = {"retention_days": retention_days, "batch_size": 5000, "max_rows": None}
+        params |= {"archive_dead_letters": True, "now": None}
+        params |= kwargs
+        async with self.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            await cur.execute(self._q.try_cleanup_lock)
+            got = await cur.fetchone()
+            if not (got and got[0]):
+                return None
+            async with conn.cursor(row_factory=class_row(CleanupResult)) as rows:
+                await rows.execute(self._q.cleanup, params)
+                return (await rows.fetchall())[0]
+
+    async def stats(self) -> list[StatsRow]:
+        """The daz_retry_queue_stats view as typed rows."""
+        return await self._all(self._q.stats, {}, class_row(StatsRow))
+
+    async def get(self, item_id: int) -> QueueEntry | None:
+        """Every column of one item (its error_history included), or None."""
+        rows = await self._all(self._q.get, {"item_id": item_id}, class_row(QueueEntry))
+        return rows[0] if rows else None
+
+    async def due(self) -> Due:
+        """Whether anything is pending or processing, and seconds until the next is due."""
+        rows = await self._all(self._q.due, {}, class_row(Due))
+        return rows[0]
+
+    async def channel(self) -> str:
+        """The LISTEN channel that inserts, retries and releases notify."""
+        return str(await self._one(self._q.channel, {}))
