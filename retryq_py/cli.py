@@ -12,7 +12,7 @@ import json
 import os
 import sys
 from datetime import datetime
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import psycopg
 import typer
@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from retryq_py import commands as cmd
+from retryq_py._sql import QueueEntry
 from retryq_py.commands import DeadLetterFilter, ExitCode
 
 app = typer.Typer(
@@ -37,7 +38,12 @@ dead_letter_app = typer.Typer(
 )
 app.add_typer(dead_letter_app, name="dead-letter")
 
-out = Console(highlight=False)
+# Piped output gets wide lines instead of rich's 80-column default, so a table
+# read through `less` or grep keeps whole event types on one row.
+out = Console(
+    highlight=False,
+    width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160,
+)
 
 DatabaseOpt = Annotated[
     str | None,
@@ -113,6 +119,77 @@ def migrate(
         out.print(f"applied {len(ids)} migration(s): {', '.join(ids)}")
     else:
         out.print("already up to date")
+
+
+# --- enqueue -----------------------------------------------------------------
+
+
+@app.command()
+def enqueue(
+    database: DatabaseOpt = None,
+    schema: SchemaOpt = None,
+    event_type: Annotated[
+        str | None, typer.Option("--event-type", help="What failed, e.g. sql.exec.failed.")
+    ] = None,
+    data: Annotated[
+        str | None, typer.Option("--data", help="The event data as JSON; '-' reads JSON lines.")
+    ] = None,
+    channel: Annotated[str | None, typer.Option("--channel", help="channel_name.")] = None,
+    plugin: Annotated[str | None, typer.Option("--plugin", help="plugin_name.")] = None,
+    metadata: Annotated[
+        str | None, typer.Option("--metadata", help="A JSON object of metadata.")
+    ] = None,
+    max_retries: Annotated[
+        int | None, typer.Option("--max-retries", help="Retries before a dead letter (3).")
+    ] = None,
+    retry_delay: Annotated[
+        str | None, typer.Option("--retry-delay", help="Wait before the first retry (60s).")
+    ] = None,
+    backoff_multiplier: Annotated[
+        float | None, typer.Option("--backoff-multiplier", help="Growth per retry (2.0).")
+    ] = None,
+    priority: Annotated[int | None, typer.Option("--priority", help="1..10, 10 first (5).")] = None,
+    correlation_id: Annotated[
+        str | None, typer.Option("--correlation-id", help="For tracing.")
+    ] = None,
+    tags: Annotated[list[str] | None, typer.Option("--tag", help="A tag (repeatable).")] = None,
+    delay: Annotated[
+        str | None, typer.Option("--delay", help="Wait before the first attempt (0s).")
+    ] = None,
+    stdin: Annotated[
+        bool,
+        typer.Option("--stdin", help="Read one JSON object per line (same keys) and add them all."),
+    ] = False,
+) -> None:
+    """Add one item from flags, or many from JSON lines on stdin (all or nothing)."""
+    t = cmd.target(database, schema)
+    options: dict[str, Any] = {
+        "channel": channel,
+        "plugin": plugin,
+        "metadata": None if metadata is None else cmd.parse_json(metadata, "--metadata"),
+        "max_retries": max_retries,
+        "retry_delay": None
+        if retry_delay is None
+        else cmd.parse_duration(retry_delay, "--retry-delay"),
+        "backoff_multiplier": backoff_multiplier,
+        "priority": priority,
+        "correlation_id": correlation_id,
+        "tags": tags or None,
+        "delay": None if delay is None else cmd.parse_duration(delay, "--delay"),
+    }
+    options = {k: v for k, v in options.items() if v is not None}
+    if stdin or data == "-":
+        defaults = dict(options)
+        if event_type is not None:
+            defaults["event_type"] = event_type
+        items = cmd.parse_json_lines(sys.stdin, defaults)
+        added = cmd.enqueue_many(t, items)
+        out.print(f"enqueued {len(added)} item(s)")
+        return
+    if event_type is None or data is None:
+        raise cmd.UsageProblem("give --event-type and --data (or --stdin for JSON lines)")
+    item_id, event_id = cmd.enqueue(t, event_type, cmd.parse_json(data, "--data"), **options)
+    out.print(f"enqueued id={item_id} event_id={event_id}")
 
 
 # --- stats and cleanup -------------------------------------------------------
@@ -242,11 +319,11 @@ def dead_letters_table(rows: list[cmd.DeadLetter], title: str = "dead letters") 
     return table
 
 
-def error_history_table(item: cmd.ItemDetail) -> Table:
+def error_history_table(item: QueueEntry) -> Table:
     table = Table(
         "attempt", "failed at", "worker", "code", "retryable", "error", title="error history"
     )
-    for e in item.errors:
+    for e in cmd.error_entries(item):
         table.add_row(
             "" if e.attempt is None else str(e.attempt),
             _when(e.failed_at),
@@ -293,7 +370,7 @@ def dead_letter_show(
     info.add_column()
     for label, value in (
         ("id", str(item.id)),
-        ("event_id", item.event_id),
+        ("event_id", str(item.event_id)),
         ("event_type", item.event_type),
         ("status", item.status),
         ("channel", item.channel_name or ""),
@@ -303,6 +380,8 @@ def dead_letter_show(
         ("correlation_id", item.correlation_id or ""),
         ("tags", ", ".join(item.tags)),
         ("created", _when(item.created_at)),
+        ("next attempt", _when(item.next_retry_at) if item.status == "pending" else ""),
+        ("completed", _when(item.completed_at)),
         ("dead since", _when(item.dead_lettered_at)),
         ("last error", f"[{item.last_error_code or ''}] {item.error_message or ''}".strip()),
         ("data", json.dumps(item.event_data, sort_keys=True)),
@@ -310,7 +389,7 @@ def dead_letter_show(
     ):
         info.add_row(label, value)
     out.print(info)
-    if item.errors:
+    if item.error_history:
         out.print(error_history_table(item))
     else:
         out.print("no errors recorded")

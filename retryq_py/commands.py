@@ -11,18 +11,22 @@ from __future__ import annotations
 import enum
 import json
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import class_row
 
+from retryq_py import config as _config
 from retryq_py import migrate as _migrate
+from retryq_py._sql import Enqueued, QueueEntry, StatsRow
+from retryq_py.queue import RetryQueue
 
 if TYPE_CHECKING:
     from typing_extensions import LiteralString
@@ -155,6 +159,11 @@ def connect(t: Target, *, autocommit: bool = True) -> Iterator[psycopg.Connectio
         yield conn
 
 
+def queue(conn: psycopg.Connection[Any], t: Target) -> RetryQueue:
+    """The library's RetryQueue over this connection (autocommit: each call commits)."""
+    return RetryQueue(conn, schema=t.schema)
+
+
 def check(t: Target) -> None:
     """Raise DatabaseUnreachable or NotInstalled unless the queue is usable."""
     with connect(t):
@@ -217,56 +226,24 @@ def _require_schema(conn: psycopg.Connection[Any], t: Target) -> None:
 
 # --- durations ---------------------------------------------------------------
 
-_DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
 
 def parse_duration(text: str, name: str) -> timedelta:
-    """'500ms', '30s', '5m', '1h', '7d' or combinations like '1h30m'; a bare number is seconds."""
-    value = text.strip().lower()
+    """The config's durations ("500ms", "30s", "5m", "1h30m", bare seconds) plus
+    whole days ("7d"), which ages of dead letters often are."""
+    value = text.strip()
     try:
-        seconds = float(value)
+        if value.endswith("d") and value[:-1].replace(".", "", 1).isdigit():
+            return timedelta(days=float(value[:-1]))
+        return timedelta(seconds=_config.parse_duration(value))
     except ValueError:
-        pos, seconds = 0, 0.0
-        for m in _DURATION_RE.finditer(value):
-            if m.start() != pos:
-                break
-            seconds += float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-            pos = m.end()
-        if pos != len(value) or not value:
-            raise UsageProblem(
-                f"invalid {name} {text!r}: use a duration such as 500ms, 30s, 5m, 1h or 7d"
-            ) from None
-    if seconds < 0:
-        raise UsageProblem(f"invalid {name} {text!r}: must not be negative")
-    return timedelta(seconds=seconds)
+        raise UsageProblem(
+            f"invalid {name} {text!r}: use a duration such as 500ms, 30s, 5m, 1h or 7d"
+        ) from None
 
 
 # --- stats -------------------------------------------------------------------
 
-
-@dataclass(frozen=True)
-class StatsRow:
-    status: str
-    event_type: str
-    plugin_name: str | None
-    item_count: int
-    avg_retry_count: float
-    max_retry_count: int
-    oldest_created_at: datetime
-    leased_count: int
-
-
 STATUSES = ("pending", "processing", "completed", "dead_letter")
-
-_STATS_SQL: LiteralString = """
-SELECT status, event_type, plugin_name, item_count, avg_retry_count,
-    max_retry_count, oldest_created_at, leased_count
-FROM daz_retry_queue_stats
-ORDER BY array_position(
-    ARRAY['pending', 'processing', 'completed', 'dead_letter'], status
-), event_type, plugin_name NULLS FIRST
-"""
 
 
 @dataclass(frozen=True)
@@ -286,16 +263,22 @@ class Stats:
         return sum(r.item_count for r in self.rows)
 
 
+def _status_order(row: StatsRow) -> tuple[int, str, str]:
+    rank = STATUSES.index(row.status) if row.status in STATUSES else len(STATUSES)
+    return rank, row.event_type, row.plugin_name or ""
+
+
 def stats(t: Target) -> Stats:
-    with connect(t) as conn, conn.cursor(row_factory=class_row(StatsRow)) as cur:
-        return Stats(cur.execute(_STATS_SQL).fetchall())
+    """daz_retry_queue_stats, in lifecycle order (pending first)."""
+    with connect(t) as conn:
+        return Stats(sorted(queue(conn, t).stats(), key=_status_order))
 
 
 # --- cleanup -----------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class CleanupResult:
+class Cleaned:
     deleted: int
     archived: int
     batches: int
@@ -305,13 +288,6 @@ _CLEANUP_DUE_SQL: LiteralString = """
 SELECT count(*) FROM daz_retry_queue
 WHERE status IN ('completed', 'dead_letter')
     AND coalesce(completed_at, dead_lettered_at) < now() - make_interval(days => %s)
-"""
-
-_CLEANUP_SQL: LiteralString = """
-SELECT deleted_count, archived_count FROM cleanup_retry_queue(
-    p_retention_days => %s, p_batch_size => %s, p_max_rows => %s,
-    p_archive_dead_letters => %s
-)
 """
 
 
@@ -329,25 +305,31 @@ def cleanup(
     batch_size: int = 5000,
     archive: bool = True,
     on_batch: Callable[[int, int], None] | None = None,
-) -> CleanupResult:
-    """Remove finished items past retention, one short transaction per batch so
-    locks stay brief on a big table; on_batch(deleted, archived) after each."""
+) -> Cleaned:
+    """Remove finished items past retention in batches of batch_size, each its
+    own transaction so locks stay short on a big table; on_batch(deleted,
+    archived) after each."""
     if retention_days < 0:
         raise UsageProblem("invalid --retention-days: must not be negative")
     if batch_size < 1:
         raise UsageProblem("invalid --batch-size: must be at least 1")
     deleted = archived = batches = 0
     with connect(t) as conn:
+        q = queue(conn, t)
         while True:
-            row = conn.execute(
-                _CLEANUP_SQL, (retention_days, batch_size, batch_size, archive)
-            ).fetchone()
-            d, a = (int(row[0]), int(row[1])) if row else (0, 0)
-            deleted, archived, batches = deleted + d, archived + a, batches + 1
+            r = q.cleanup(
+                retention_days,
+                batch_size=batch_size,
+                max_rows=batch_size,
+                archive_dead_letters=archive,
+            )
+            deleted += r.deleted_count
+            archived += r.archived_count
+            batches += 1
             if on_batch is not None:
-                on_batch(d, a)
-            if d < batch_size:
-                return CleanupResult(deleted, archived, batches)
+                on_batch(r.deleted_count, r.archived_count)
+            if r.deleted_count < batch_size:
+                return Cleaned(deleted, archived, batches)
 
 
 # --- dead letters ------------------------------------------------------------
@@ -367,7 +349,8 @@ class DeadLetterFilter:
         )
 
     def where(self) -> tuple[sql.Composable, list[Any]]:
-        """A WHERE clause for dead letters in daz_retry_queue and its parameters."""
+        """A WHERE clause for dead letters in daz_retry_queue, and its parameters;
+        the same filters requeue_dead_letter_items applies."""
         parts: list[sql.Composable] = [sql.SQL("status = 'dead_letter'")]
         params: list[Any] = []
         if self.ids:
@@ -390,7 +373,7 @@ class DeadLetterFilter:
 @dataclass(frozen=True)
 class DeadLetter:
     id: int
-    event_id: str
+    event_id: UUID
     event_type: str
     channel_name: str | None
     plugin_name: str | None
@@ -402,10 +385,13 @@ class DeadLetter:
     dead_lettered_at: datetime | None
 
 
-_DEAD_COLUMNS: LiteralString = """
-id, event_id::text AS event_id, event_type, channel_name, plugin_name,
-retry_count, max_retries, last_error_code, error_message, created_at,
-dead_lettered_at
+_DEAD_LETTERS_SQL: LiteralString = """
+SELECT id, event_id, event_type, channel_name, plugin_name, retry_count,
+    max_retries, last_error_code, error_message, created_at, dead_lettered_at
+FROM daz_retry_queue
+WHERE {}
+ORDER BY dead_lettered_at DESC, id DESC
+LIMIT %s
 """
 
 
@@ -414,16 +400,15 @@ def dead_letter_list(t: Target, filt: DeadLetterFilter, limit: int = 50) -> list
     if limit < 1:
         raise UsageProblem("invalid --limit: must be at least 1")
     where, params = filt.where()
-    query = sql.SQL(
-        "SELECT " + _DEAD_COLUMNS + " FROM daz_retry_queue WHERE {}"
-        " ORDER BY dead_lettered_at DESC, id DESC LIMIT %s"
-    ).format(where)
+    query = sql.SQL(_DEAD_LETTERS_SQL).format(where)
     with connect(t) as conn, conn.cursor(row_factory=class_row(DeadLetter)) as cur:
         return cur.execute(query, [*params, limit]).fetchall()
 
 
 @dataclass(frozen=True)
 class ErrorEntry:
+    """One failed attempt from an item's error_history."""
+
     attempt: int | None
     failed_at: str | None
     worker_id: str | None
@@ -432,58 +417,25 @@ class ErrorEntry:
     error: str | None
 
 
-@dataclass(frozen=True)
-class ItemDetail:
-    id: int
-    event_id: str
-    event_type: str
-    status: str
-    channel_name: str | None
-    plugin_name: str | None
-    event_data: Any
-    event_metadata: Any
-    retry_count: int
-    max_retries: int
-    priority: int
-    correlation_id: str | None
-    tags: list[str]
-    error_message: str | None
-    last_error_code: str | None
-    error_history: list[dict[str, Any]]
-    created_at: datetime
-    next_retry_at: datetime
-    dead_lettered_at: datetime | None
-    completed_at: datetime | None
-
-    @property
-    def errors(self) -> list[ErrorEntry]:
-        return [
-            ErrorEntry(
-                attempt=e.get("attempt"),
-                failed_at=e.get("failed_at"),
-                worker_id=e.get("worker_id"),
-                code=e.get("code"),
-                retryable=e.get("retryable"),
-                error=e.get("error"),
-            )
-            for e in self.error_history
-            if isinstance(e, dict)
-        ]
+def error_entries(item: QueueEntry) -> list[ErrorEntry]:
+    return [
+        ErrorEntry(
+            attempt=e.get("attempt"),
+            failed_at=e.get("failed_at"),
+            worker_id=e.get("worker_id"),
+            code=e.get("code"),
+            retryable=e.get("retryable"),
+            error=e.get("error"),
+        )
+        for e in item.error_history
+        if isinstance(e, dict)
+    ]
 
 
-_SHOW_SQL: LiteralString = """
-SELECT id, event_id::text AS event_id, event_type, status, channel_name,
-    plugin_name, event_data, event_metadata, retry_count, max_retries, priority,
-    correlation_id, tags, error_message, last_error_code, error_history,
-    created_at, next_retry_at, dead_lettered_at, completed_at
-FROM daz_retry_queue WHERE id = %s
-"""
-
-
-def item_show(t: Target, item_id: int) -> ItemDetail:
+def item_show(t: Target, item_id: int) -> QueueEntry:
     """One item (any status) with its error history; CommandError when absent."""
-    with connect(t) as conn, conn.cursor(row_factory=class_row(ItemDetail)) as cur:
-        item = cur.execute(_SHOW_SQL, (item_id,)).fetchone()
+    with connect(t) as conn:
+        item = queue(conn, t).get(item_id)
     if item is None:
         raise CommandError(f"no item with id {item_id}")
     return item
@@ -497,29 +449,22 @@ def _require_filter(filt: DeadLetterFilter, verb: str) -> None:
         )
 
 
-_REQUEUE_SQL: LiteralString = """
-SELECT requeue_dead_letter_items(
-    p_item_ids => %s, p_event_type => %s, p_plugin_name => %s,
-    p_error_code => %s, p_dead_before => now() - %s::interval
-)
-"""
-
-
 def dead_letter_requeue(t: Target, filt: DeadLetterFilter) -> int:
-    """Requeue matching dead letters in one transaction (the SQL function's); the count."""
+    """Requeue matching dead letters (one SQL call, so one transaction); the count."""
     _require_filter(filt, "requeue")
     with connect(t) as conn:
-        row = conn.execute(
-            _REQUEUE_SQL,
-            (
-                list(filt.ids) or None,
-                filt.event_type,
-                filt.plugin,
-                filt.error_code,
-                filt.older_than,
-            ),
-        ).fetchone()
-    return int(row[0]) if row else 0
+        dead_before: datetime | None = None
+        if filt.older_than is not None:
+            # the server's clock, as dead_lettered_at was stamped with it
+            row = conn.execute("SELECT now() - %s::interval", (filt.older_than,)).fetchone()
+            dead_before = row[0] if row else None
+        return queue(conn, t).requeue_dead_letters(
+            list(filt.ids) or None,
+            event_type=filt.event_type,
+            plugin=filt.plugin,
+            error_code=filt.error_code,
+            dead_before=dead_before,
+        )
 
 
 def dead_letter_match(t: Target, filt: DeadLetterFilter) -> list[int]:
@@ -530,9 +475,9 @@ def dead_letter_match(t: Target, filt: DeadLetterFilter) -> list[int]:
         return [int(r[0]) for r in conn.execute(query, params).fetchall()]
 
 
-# There is no SQL function for purge yet, so this DELETE lives here: it goes
-# through the parent table and is limited to dead letters by status, so an item
-# requeued since dead_letter_match picked it is left alone.
+# No SQL function purges dead letters yet, so this DELETE lives here. It goes
+# through the parent table and keeps the status test, so an item requeued
+# since dead_letter_match picked it is left alone.
 _PURGE_SQL: LiteralString = """
 DELETE FROM daz_retry_queue WHERE status = 'dead_letter' AND id = ANY(%s)
 """
@@ -552,22 +497,24 @@ def dead_letter_purge(
 
 # --- enqueue -----------------------------------------------------------------
 
+# The keys of one JSON line: RetryQueue.add's parameter names.
 ENQUEUE_KEYS = (
     "event_type",
-    "event_data",
-    "channel_name",
-    "plugin_name",
-    "event_metadata",
+    "data",
+    "channel",
+    "plugin",
+    "metadata",
     "max_retries",
-    "retry_delay_seconds",
+    "retry_delay",
     "backoff_multiplier",
     "priority",
     "correlation_id",
     "tags",
-    "delay_seconds",
-    "max_retry_delay_seconds",
+    "delay",
+    "max_retry_delay",
     "retry_jitter",
 )
+_DURATION_KEYS = ("retry_delay", "delay", "max_retry_delay")
 
 
 def parse_json(text: str, name: str) -> Any:
@@ -577,16 +524,39 @@ def parse_json(text: str, name: str) -> Any:
         raise UsageProblem(f"invalid {name}: not JSON ({exc})") from exc
 
 
-def parse_json_lines(lines: Sequence[str]) -> list[dict[str, Any]]:
-    """One JSON object per line with enqueue_retry_item's parameter names (without
-    p_; `data`/`metadata`/`channel`/`plugin` accepted as short names). Blank lines
-    are skipped. Any bad line raises UsageProblem naming its line number."""
-    aliases = {
-        "data": "event_data",
-        "metadata": "event_metadata",
-        "channel": "channel_name",
-        "plugin": "plugin_name",
-    }
+def _line_item(number: int, obj: Any) -> dict[str, Any]:
+    where = f"line {number}"
+    if not isinstance(obj, dict):
+        raise UsageProblem(f"{where}: must be a JSON object; nothing was added")
+    unknown = sorted(set(obj) - set(ENQUEUE_KEYS))
+    if unknown:
+        raise UsageProblem(
+            f"{where}: unknown key {unknown[0]!r} (known: {', '.join(ENQUEUE_KEYS)});"
+            " nothing was added"
+        )
+    for key in ("event_type", "data"):
+        if key not in obj:
+            raise UsageProblem(f"{where}: missing {key!r}; nothing was added")
+    item = dict(obj)
+    for key in _DURATION_KEYS:
+        if isinstance(item.get(key), str):
+            try:
+                item[key] = _config.parse_duration(item[key])
+            except ValueError:
+                raise UsageProblem(
+                    f"{where}: invalid {key} {item[key]!r}: use seconds or a duration"
+                    " such as 500ms, 30s, 5m; nothing was added"
+                ) from None
+    return item
+
+
+def parse_json_lines(
+    lines: Iterable[str], defaults: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """One JSON object per line with RetryQueue.add's keys (event_type, data,
+    channel, plugin, metadata, ...); `defaults` fill keys a line leaves out.
+    Blank lines are skipped. The first bad line raises UsageProblem naming its
+    number."""
     items: list[dict[str, Any]] = []
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
@@ -595,19 +565,50 @@ def parse_json_lines(lines: Sequence[str]) -> list[dict[str, Any]]:
             obj = json.loads(raw)
         except json.JSONDecodeError as exc:
             raise UsageProblem(f"line {number}: not JSON ({exc.msg}); nothing was added") from exc
-        if not isinstance(obj, dict):
-            raise UsageProblem(f"line {number}: must be a JSON object; nothing was added")
-        item: dict[str, Any] = {aliases.get(str(k), str(k)): v for k, v in obj.items()}
-        unknown = sorted(set(item) - set(ENQUEUE_KEYS))
-        if unknown:
-            raise UsageProblem(
-                f"line {number}: unknown key {unknown[0]!r}; nothing was added"
-                f" (known: {', '.join(ENQUEUE_KEYS)})"
-            )
-        for key in ("event_type", "event_data"):
-            if key not in item:
-                raise UsageProblem(f"line {number}: missing {key!r}; nothing was added")
-        items.append(item)
+        if isinstance(obj, dict) and defaults:
+            obj = {**defaults, **obj}
+        items.append({"_line": number, **_line_item(number, obj)})
     if not items:
         raise UsageProblem("no items on stdin; nothing was added")
     return items
+
+
+def enqueue(t: Target, event_type: str, data: Any, **options: Any) -> Enqueued:
+    """Add one item (RetryQueue.add's keywords); returns (id, event_id)."""
+    with connect(t) as conn:
+        return queue(conn, t).add(event_type, data, **options)
+
+
+def enqueue_many(t: Target, items: list[dict[str, Any]]) -> list[Enqueued]:
+    """Add parsed JSON lines in one bulk call: all or nothing. When the queue
+    rejects a value, each line is tried alone in a rolled-back transaction to
+    name the first bad one."""
+    lines = [int(i.get("_line", n)) for n, i in enumerate(items, start=1)]
+    clean = [{k: v for k, v in i.items() if k != "_line"} for i in items]
+    with connect(t) as conn:
+        q = queue(conn, t)
+        try:
+            return q.add_many(clean)
+        except (psycopg.DataError, psycopg.IntegrityError, TypeError, ValueError) as exc:
+            bad = _first_bad_line(conn, t, clean, lines)
+            if bad is None:
+                raise UsageProblem(f"{first_line(exc)}; nothing was added") from exc
+            number, err = bad
+            raise UsageProblem(f"line {number}: {err}; nothing was added") from exc
+
+
+def _first_bad_line(
+    conn: psycopg.Connection[Any],
+    t: Target,
+    items: list[dict[str, Any]],
+    lines: list[int],
+) -> tuple[int, str] | None:
+    q = queue(conn, t)
+    with conn.transaction(force_rollback=True):
+        for number, item in zip(lines, items, strict=True):
+            try:
+                with conn.transaction():
+                    q.add_many([item])
+            except (psycopg.DataError, psycopg.IntegrityError, TypeError, ValueError) as exc:
+                return number, first_line(exc)
+    return None
