@@ -1,0 +1,489 @@
+"""The `retryq` CLI: every command through its library function in
+retryq_py.commands, and once each as a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from retryq_py import RetryQueue
+from retryq_py import commands as cmd
+from retryq_py.commands import DeadLetterFilter, ExitCode
+
+UNREACHABLE = "host=127.0.0.1 port=1 user=postgres dbname=postgres connect_timeout=2"
+RETRYQ = Path(sys.executable).with_name("retryq")
+
+
+def run_cli(*args: str, dsn: str | None = None, stdin: str | None = None) -> Any:
+    """`retryq ARGS` in a subprocess (the installed entry point when present)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RETRYQ_")}
+    if dsn is not None:
+        env["RETRYQ_DATABASE_URL"] = dsn
+    argv = [str(RETRYQ)] if RETRYQ.exists() else [sys.executable, "-m", "retryq_py.cli"]
+    return subprocess.run(
+        [*argv, *args], input=stdin, capture_output=True, text=True, env=env, timeout=60
+    )
+
+
+def one_line_error(result: Any) -> str:
+    """The stderr of a failed run: exactly one line and no traceback."""
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return str(lines[0])
+
+
+def count(conn: psycopg.Connection[Any], status: str | None = None) -> int:
+    if status is None:
+        row = conn.execute("SELECT count(*) FROM daz_retry_queue").fetchone()
+    else:
+        row = conn.execute(
+            "SELECT count(*) FROM daz_retry_queue WHERE status = %s", (status,)
+        ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def dead_letter(
+    q: RetryQueue,
+    event_type: str,
+    *,
+    plugin: str | None = None,
+    code: str = "boom",
+    now: datetime | None = None,
+) -> int:
+    """An item that failed permanently, dead-lettered at `now`."""
+    item_id, _ = q.add(event_type, {"n": 1}, plugin=plugin, max_retries=0, now=now)
+    leased = q.acquire("t-worker", 100, now=now)
+    assert item_id in [i.id for i in leased]
+    assert q.fail(item_id, "t-worker", f"{event_type} failed", code, retryable=False, now=now)
+    for other in leased:
+        if other.id != item_id:
+            q.release([other.id], "t-worker")
+    return item_id
+
+
+# --- targets and errors ------------------------------------------------------
+
+
+def test_target_needs_a_database() -> None:
+    with pytest.raises(cmd.UsageProblem, match="RETRYQ_DATABASE_URL") as info:
+        cmd.target(None)
+    assert info.value.exit_code == ExitCode.USAGE
+
+
+@pytest.mark.parametrize("schema", ["Bad", "1x", "a-b", "x" * 64, ""])
+def test_target_rejects_bad_schema_names(schema: str) -> None:
+    with pytest.raises(cmd.UsageProblem, match="--schema"):
+        cmd.target("dbname=x", schema)
+
+
+def test_target_rejects_a_malformed_dsn() -> None:
+    with pytest.raises(cmd.UsageProblem, match="invalid database URL"):
+        cmd.target("hots=nowhere")
+
+
+def test_target_adds_search_path_and_keeps_existing_options() -> None:
+    t = cmd.target("dbname=x options='-c work_mem=64kB'", "alt")
+    info = psycopg.conninfo.conninfo_to_dict(t.conninfo)
+    assert info["options"] == "-c work_mem=64kB -c search_path=alt"
+    assert info["connect_timeout"] == str(cmd.DEFAULT_CONNECT_TIMEOUT)
+
+
+def test_unreachable_database() -> None:
+    with pytest.raises(cmd.DatabaseUnreachable) as info:
+        cmd.stats(cmd.target(UNREACHABLE))
+    assert info.value.exit_code == ExitCode.UNREACHABLE
+    assert "127.0.0.1:1" in str(info.value)
+
+
+def test_unreachable_database_subprocess() -> None:
+    result = run_cli("stats", "--database", UNREACHABLE)
+    assert result.returncode == 3
+    assert one_line_error(result).startswith("retryq: cannot connect to 127.0.0.1:1")
+
+
+def test_database_without_retryq(new_database: Any) -> None:
+    empty = new_database()
+    with pytest.raises(cmd.NotInstalled, match="retryq migrate"):
+        cmd.stats(cmd.target(empty))
+    result = run_cli("dead-letter", "list", dsn=empty)
+    assert result.returncode == 4
+    assert "retryq migrate" in one_line_error(result)
+
+
+def test_missing_schema_is_not_installed(dsn: str) -> None:
+    with pytest.raises(cmd.NotInstalled, match="--schema nowhere"):
+        cmd.stats(cmd.target(dsn, "nowhere"))
+
+
+def test_no_database_subprocess() -> None:
+    result = run_cli("stats")
+    assert result.returncode == 2
+    assert "RETRYQ_DATABASE_URL" in one_line_error(result)
+
+
+def test_queue_validation_is_a_usage_error_subprocess(dsn: str, conn: Any) -> None:
+    result = run_cli("enqueue", "--event-type", "x", "--data", "1", "--priority", "11", dsn=dsn)
+    assert result.returncode == 2
+    assert "priority" in one_line_error(result)
+    assert count(conn) == 0
+
+
+# --- migrate -----------------------------------------------------------------
+
+
+def test_migrate_apply_status_rollback(new_database: Any) -> None:
+    t = cmd.target(new_database())
+    assert [(r.id, r.applied) for r in cmd.migrate_status(t)] == [("0001_core", False)]
+    assert cmd.migrate_apply(t) == ["0001_core"]
+    assert cmd.migrate_apply(t) == []
+    assert [(r.id, r.applied) for r in cmd.migrate_status(t)] == [("0001_core", True)]
+    assert cmd.stats(t).total == 0
+    assert cmd.migrate_rollback(t) == ["0001_core"]
+    with pytest.raises(cmd.NotInstalled):
+        cmd.stats(t)
+
+
+def test_migrate_into_a_schema_leaves_public_alone(new_database: Any) -> None:
+    db = new_database()
+    alt = cmd.target(db, "alt")
+    assert cmd.migrate_apply(alt) == ["0001_core"]
+    cmd.enqueue(alt, "x", {"n": 1})
+    assert cmd.stats(alt).total == 1
+    with pytest.raises(cmd.NotInstalled):
+        cmd.stats(cmd.target(db))
+    assert cmd.migrate_rollback(alt, steps=1) == ["0001_core"]
+    with pytest.raises(cmd.NotInstalled):
+        cmd.stats(alt)
+
+
+def test_migrate_rollback_steps_must_be_positive(dsn: str) -> None:
+    with pytest.raises(cmd.UsageProblem, match="--steps"):
+        cmd.migrate_rollback(cmd.target(dsn), steps=0)
+
+
+def test_migrate_subprocess(new_database: Any) -> None:
+    db = new_database()
+    status = run_cli("migrate", "--status", dsn=db)
+    assert status.returncode == 0, status.stderr
+    assert "0001_core" in status.stdout and "no" in status.stdout
+    applied = run_cli("migrate", "--database", db)
+    assert applied.returncode == 0, applied.stderr
+    assert "applied 1 migration(s): 0001_core" in applied.stdout
+    again = run_cli("migrate", dsn=db)
+    assert "already up to date" in again.stdout
+    back = run_cli("migrate", "--rollback", "--steps", "1", dsn=db)
+    assert back.returncode == 0, back.stderr
+    assert "rolled back 1 migration(s): 0001_core" in back.stdout
+
+
+# --- enqueue -----------------------------------------------------------------
+
+
+def test_enqueue_one_with_every_option(dsn: str, conn: Any) -> None:
+    t = cmd.target(dsn)
+    item_id, event_id = cmd.enqueue(
+        t,
+        "cytube.event.chatMsg",
+        {"msg": "hi"},
+        channel="lobby",
+        plugin="chat",
+        metadata={"why": "timeout"},
+        max_retries=5,
+        retry_delay=timedelta(milliseconds=500),
+        backoff_multiplier=1.5,
+        priority=8,
+        correlation_id="c-1",
+        tags=["a", "b"],
+        delay=timedelta(minutes=1),
+    )
+    row = conn.execute(
+        "SELECT event_id, event_type, event_data, channel_name, plugin_name, event_metadata,"
+        " max_retries, retry_delay_seconds, backoff_multiplier, priority, correlation_id,"
+        " tags, next_retry_at - created_at FROM daz_retry_queue WHERE id = %s",
+        (item_id,),
+    ).fetchone()
+    assert row == (
+        event_id,
+        "cytube.event.chatMsg",
+        {"msg": "hi"},
+        "lobby",
+        "chat",
+        {"why": "timeout"},
+        5,
+        0.5,
+        1.5,
+        8,
+        "c-1",
+        ["a", "b"],
+        timedelta(minutes=1),
+    )
+
+
+def test_parse_json_lines_names_the_bad_line() -> None:
+    good = '{"event_type": "x", "data": 1}'
+    cases = {
+        "not JSON": [good, "{nope"],
+        "must be a JSON object": [good, "[1]"],
+        "unknown key 'colour'": [good, '{"event_type": "x", "data": 1, "colour": 2}'],
+        "missing 'data'": [good, '{"event_type": "x"}'],
+        "invalid delay": [good, '{"event_type": "x", "data": 1, "delay": "soon"}'],
+    }
+    for message, lines in cases.items():
+        with pytest.raises(cmd.UsageProblem, match=f"line 2: {message}"):
+            cmd.parse_json_lines(lines)
+    with pytest.raises(cmd.UsageProblem, match="no items"):
+        cmd.parse_json_lines(["", "  "])
+
+
+def test_parse_json_lines_defaults_and_durations() -> None:
+    items = cmd.parse_json_lines(
+        ['{"data": 1}', "", '{"event_type": "y", "data": 2, "retry_delay": "250ms"}'],
+        {"event_type": "x", "plugin": "p"},
+    )
+    assert items == [
+        {"_line": 1, "event_type": "x", "plugin": "p", "data": 1},
+        {"_line": 3, "event_type": "y", "plugin": "p", "data": 2, "retry_delay": 0.25},
+    ]
+
+
+def test_enqueue_many_is_all_or_nothing(dsn: str, conn: Any) -> None:
+    t = cmd.target(dsn)
+    lines = [
+        '{"event_type": "a", "data": {"i": 1}}',
+        '{"event_type": "b", "data": {"i": 2}, "priority": 9, "tags": ["t"]}',
+        '{"event_type": "c", "data": [3], "max_retries": 1001}',
+    ]
+    with pytest.raises(cmd.UsageProblem, match=r"line 3: .*max_retries.*nothing was added"):
+        cmd.enqueue_many(t, cmd.parse_json_lines(lines))
+    assert count(conn) == 0
+    added = cmd.enqueue_many(t, cmd.parse_json_lines(lines[:2]))
+    assert len(added) == 2
+    rows = conn.execute(
+        "SELECT id, event_type, priority, tags FROM daz_retry_queue ORDER BY id"
+    ).fetchall()
+    assert rows == [(added[0].id, "a", 5, []), (added[1].id, "b", 9, ["t"])]
+
+
+def test_enqueue_subprocess_one_and_stdin(dsn: str, conn: Any) -> None:
+    one = run_cli(
+        "enqueue", "--event-type", "x", "--data", '{"k": 1}', "--tag", "a", "--tag", "b", dsn=dsn
+    )
+    assert one.returncode == 0, one.stderr
+    assert one.stdout.startswith("enqueued id=")
+    many = run_cli(
+        "enqueue",
+        "--stdin",
+        "--plugin",
+        "bulk",
+        dsn=dsn,
+        stdin='{"event_type": "y", "data": 1}\n{"event_type": "z", "data": 2}\n',
+    )
+    assert many.returncode == 0, many.stderr
+    assert "enqueued 2 item(s)" in many.stdout
+    bad = run_cli("enqueue", "--data", "-", dsn=dsn, stdin='{"event_type": "y", "data": 1}\nx\n')
+    assert bad.returncode == 2
+    assert "line 2" in one_line_error(bad)
+    assert conn.execute(
+        "SELECT event_type, plugin_name, tags FROM daz_retry_queue ORDER BY id"
+    ).fetchall() == [("x", None, ["a", "b"]), ("y", "bulk", []), ("z", "bulk", [])]
+
+
+# --- stats and cleanup -------------------------------------------------------
+
+
+def test_stats_rows_and_totals(dsn: str, conn: Any) -> None:
+    t = cmd.target(dsn)
+    q = RetryQueue(conn)
+    q.add("a", 1)
+    q.add("a", 2, plugin="p")
+    dead_letter(q, "b")
+    s = cmd.stats(t)
+    assert [(r.status, r.event_type, r.plugin_name, r.item_count) for r in s.rows] == [
+        ("pending", "a", None, 1),
+        ("pending", "a", "p", 1),
+        ("dead_letter", "b", None, 1),
+    ]
+    assert s.totals == {"pending": 2, "processing": 0, "completed": 0, "dead_letter": 1}
+    assert s.total == 3
+
+
+def test_stats_subprocess(dsn: str, conn: Any) -> None:
+    q = RetryQueue(conn)
+    q.add("cytube.event.chatMsg", 1)
+    dead_letter(q, "sql.exec.failed")
+    result = run_cli("stats", dsn=dsn)
+    assert result.returncode == 0, result.stderr
+    assert "cytube.event.chatMsg" in result.stdout
+    assert "total 2: pending 1, processing 0, completed 0, dead_letter 1" in result.stdout
+
+
+def _finished_long_ago(conn: Any, completed: int, dead: int) -> None:
+    q = RetryQueue(conn)
+    then = datetime.now(timezone.utc) - timedelta(days=10)
+    for i in range(completed):
+        item_id, _ = q.add("done", i, now=then)
+        assert [x.id for x in q.acquire("w", 1, now=then)] == [item_id]
+        assert q.complete(item_id, "w", now=then)
+    for _ in range(dead):
+        dead_letter(q, "dead", now=then)
+
+
+def test_cleanup_in_batches_archives_dead_letters(dsn: str, conn: Any) -> None:
+    _finished_long_ago(conn, completed=4, dead=3)
+    RetryQueue(conn).add("fresh", 1)
+    t = cmd.target(dsn)
+    assert cmd.cleanup_due(t, 7) == 7
+    assert cmd.cleanup_due(t, 11) == 0
+    batches: list[tuple[int, int]] = []
+    result = cmd.cleanup(t, 7, batch_size=3, on_batch=lambda d, a: batches.append((d, a)))
+    assert (result.deleted, result.archived) == (7, 3)
+    assert result.batches == 3 and [d for d, _ in batches] == [3, 3, 1]
+    assert sum(a for _, a in batches) == 3
+    assert count(conn) == 1
+    archived = conn.execute("SELECT count(*) FROM daz_retry_queue_archive").fetchone()
+    assert archived == (3,)
+
+
+def test_cleanup_rejects_bad_arguments(dsn: str) -> None:
+    with pytest.raises(cmd.UsageProblem, match="retention-days"):
+        cmd.cleanup(cmd.target(dsn), -1)
+    with pytest.raises(cmd.UsageProblem, match="batch-size"):
+        cmd.cleanup(cmd.target(dsn), 7, batch_size=0)
+
+
+def test_cleanup_subprocess(dsn: str, conn: Any) -> None:
+    _finished_long_ago(conn, completed=2, dead=1)
+    result = run_cli("cleanup", "--retention-days", "7", "--no-archive", dsn=dsn)
+    assert result.returncode == 0, result.stderr
+    assert "deleted 3, archived 0" in result.stdout
+    assert count(conn) == 0
+
+
+# --- dead letters ------------------------------------------------------------
+
+
+def test_parse_duration() -> None:
+    assert cmd.parse_duration("1h30m", "--older-than") == timedelta(minutes=90)
+    assert cmd.parse_duration("7d", "--older-than") == timedelta(days=7)
+    assert cmd.parse_duration("0.5d", "--older-than") == timedelta(hours=12)
+    assert cmd.parse_duration("45", "--older-than") == timedelta(seconds=45)
+    with pytest.raises(cmd.UsageProblem, match="--older-than 'soon'"):
+        cmd.parse_duration("soon", "--older-than")
+
+
+def _dead_mix(conn: Any) -> dict[str, int]:
+    q = RetryQueue(conn)
+    old = datetime.now(timezone.utc) - timedelta(hours=2)
+    return {
+        "old_sql": dead_letter(q, "sql.exec.failed", plugin="sql", code="23505", now=old),
+        "sql": dead_letter(q, "sql.exec.failed", plugin="sql", code="08006"),
+        "chat": dead_letter(q, "cytube.event.chatMsg", plugin="chat", code="08006"),
+    }
+
+
+def test_dead_letter_list_filters(dsn: str, conn: Any) -> None:
+    ids = _dead_mix(conn)
+    RetryQueue(conn).add("pending.one", 1)
+    t = cmd.target(dsn)
+
+    def listed(**kw: Any) -> list[int]:
+        return [d.id for d in cmd.dead_letter_list(t, DeadLetterFilter(**kw))]
+
+    assert listed() == [ids["chat"], ids["sql"], ids["old_sql"]]
+    assert listed(event_type="sql.exec.failed") == [ids["sql"], ids["old_sql"]]
+    assert listed(plugin="chat") == [ids["chat"]]
+    assert listed(error_code="08006") == [ids["chat"], ids["sql"]]
+    assert listed(older_than=timedelta(hours=1)) == [ids["old_sql"]]
+    assert listed(event_type="sql.exec.failed", error_code="08006") == [ids["sql"]]
+    assert [d.id for d in cmd.dead_letter_list(t, DeadLetterFilter(), limit=1)] == [ids["chat"]]
+    with pytest.raises(cmd.UsageProblem, match="--limit"):
+        cmd.dead_letter_list(t, DeadLetterFilter(), limit=0)
+
+
+def test_dead_letter_show_has_the_error_history(dsn: str, conn: Any) -> None:
+    q = RetryQueue(conn)
+    item_id, _ = q.add("sql.exec.failed", {"query": "INSERT 1"}, max_retries=1, retry_delay=0)
+    for attempt, code in enumerate(("08006", "40001")):
+        assert [i.id for i in q.acquire(f"w{attempt}", 1)] == [item_id]
+        assert q.fail(item_id, f"w{attempt}", f"failure {attempt}", code)
+    item = cmd.item_show(cmd.target(dsn), item_id)
+    assert item.status == "dead_letter"
+    entries = cmd.error_entries(item)
+    assert [(e.attempt, e.worker_id, e.code, e.error, e.retryable) for e in entries] == [
+        (1, "w0", "08006", "failure 0", True),
+        (2, "w1", "40001", "failure 1", True),
+    ]
+    with pytest.raises(cmd.CommandError, match="no item with id 999999"):
+        cmd.item_show(cmd.target(dsn), 999999)
+
+
+def test_dead_letter_requeue_by_filter_and_ids(dsn: str, conn: Any) -> None:
+    ids = _dead_mix(conn)
+    t = cmd.target(dsn)
+    with pytest.raises(cmd.UsageProblem, match="needs a filter"):
+        cmd.dead_letter_requeue(t, DeadLetterFilter())
+    assert cmd.dead_letter_requeue(t, DeadLetterFilter(older_than=timedelta(hours=1))) == 1
+    assert cmd.dead_letter_requeue(t, DeadLetterFilter(ids=(ids["chat"], 424242))) == 1
+    assert cmd.dead_letter_requeue(t, DeadLetterFilter(plugin="nobody")) == 0
+    rows = dict(conn.execute("SELECT id, status FROM daz_retry_queue").fetchall())
+    assert rows == {ids["old_sql"]: "pending", ids["chat"]: "pending", ids["sql"]: "dead_letter"}
+
+
+def test_dead_letter_purge_confirms_and_filters(dsn: str, conn: Any) -> None:
+    ids = _dead_mix(conn)
+    t = cmd.target(dsn)
+    asked: list[int] = []
+
+    def refuse(n: int) -> bool:
+        asked.append(n)
+        return False
+
+    with pytest.raises(cmd.UsageProblem, match="needs a filter"):
+        cmd.dead_letter_purge(t, DeadLetterFilter())
+    assert cmd.dead_letter_purge(t, DeadLetterFilter(error_code="08006"), refuse) == 0
+    assert asked == [2] and count(conn) == 3
+    assert cmd.dead_letter_purge(t, DeadLetterFilter(error_code="08006"), lambda n: True) == 2
+    remaining = [r[0] for r in conn.execute("SELECT id FROM daz_retry_queue").fetchall()]
+    assert remaining == [ids["old_sql"]]
+
+
+def test_dead_letter_subprocesses(dsn: str, conn: Any) -> None:
+    ids = _dead_mix(conn)
+    listed = run_cli("dead-letter", "list", "--event-type", "sql.exec.failed", dsn=dsn)
+    assert listed.returncode == 0, listed.stderr
+    assert "23505" in listed.stdout and "08006" in listed.stdout
+    assert "cytube.event.chatMsg" not in listed.stdout
+
+    shown = run_cli("dead-letter", "show", str(ids["chat"]), dsn=dsn)
+    assert shown.returncode == 0, shown.stderr
+    assert "error history" in shown.stdout and "cytube.event.chatMsg failed" in shown.stdout
+
+    missing = run_cli("dead-letter", "show", "999999", dsn=dsn)
+    assert missing.returncode == 1
+    assert "no item with id 999999" in one_line_error(missing)
+
+    requeued = run_cli("dead-letter", "requeue", "--older-than", "1h", dsn=dsn)
+    assert requeued.returncode == 0, requeued.stderr
+    assert "requeued 1" in requeued.stdout
+
+    declined = run_cli("dead-letter", "purge", "--plugin", "chat", dsn=dsn, stdin="n\n")
+    assert declined.returncode == 0, declined.stderr
+    assert "purged 0" in declined.stdout
+    purged = run_cli("dead-letter", "purge", "--plugin", "chat", "--yes", dsn=dsn)
+    assert "purged 1" in purged.stdout
+    unfiltered = run_cli("dead-letter", "purge", "--yes", dsn=dsn)
+    assert unfiltered.returncode == 2
+    assert "needs a filter" in one_line_error(unfiltered)
+    assert dict(conn.execute("SELECT id, status FROM daz_retry_queue").fetchall()) == {
+        ids["old_sql"]: "pending",
+        ids["sql"]: "dead_letter",
+    }
