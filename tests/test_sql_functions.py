@@ -1,0 +1,764 @@
+"""Every SQL function's success and refusal cases, against a real PostgreSQL.
+
+The clock is moved through each function's p_now parameter, never by sleeping.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from pytest_postgresql.janitor import DatabaseJanitor
+
+from tests.pg import Server
+
+T0 = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
+Conn = psycopg.Connection[Any]
+
+
+@pytest.fixture(scope="module")
+def module_db(pg_server: Server, template_db: str) -> Iterator[str]:
+    """One clone of the template for the whole module; cloning per test costs ~1 s."""
+    janitor = DatabaseJanitor(
+        user=pg_server.user,
+        host=pg_server.host,
+        port=pg_server.port,
+        password=pg_server.password,
+        dbname=f"retryq_fn_{os.getpid()}",
+        template_dbname=template_db,
+    )
+    janitor.drop()
+    janitor.init()
+    try:
+        yield pg_server.dsn(janitor.dbname)
+    finally:
+        janitor.drop()
+
+
+@pytest.fixture
+def dsn(module_db: str) -> str:
+    """Overrides conftest's dsn: the module's database, emptied before each test."""
+    with psycopg.connect(module_db, autocommit=True) as c:
+        c.execute("TRUNCATE daz_retry_queue, daz_retry_queue_archive RESTART IDENTITY")
+    return module_db
+
+
+def s(seconds: float) -> timedelta:
+    return timedelta(seconds=seconds)
+
+
+def call(conn: Conn, fn: str, **kwargs: Any) -> list[dict[str, Any]]:
+    """SELECT * FROM fn(p_key => value, ...) with named notation, rows as dicts."""
+    args = sql.SQL(", ").join(
+        sql.SQL("{} => {}").format(sql.Identifier("p_" + k), sql.Placeholder(k)) for k in kwargs
+    )
+    query = sql.SQL("SELECT * FROM {}({})").format(sql.Identifier(fn), args)
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute(query, kwargs)
+        return cur.fetchall()
+
+
+def scalar(conn: Conn, fn: str, **kwargs: Any) -> Any:
+    rows = call(conn, fn, **kwargs)
+    assert len(rows) == 1
+    return next(iter(rows[0].values()))
+
+
+def enqueue(conn: Conn, now: datetime = T0, **kwargs: Any) -> int:
+    kwargs.setdefault("event_type", "test.event")
+    kwargs.setdefault("event_data", Jsonb({"n": 1}))
+    return int(call(conn, "enqueue_retry_item", now=now, **kwargs)[0]["id"])
+
+
+def acquire(
+    conn: Conn, worker: str = "w1", batch: int = 10, lock: int = 300, now: datetime = T0
+) -> list[dict[str, Any]]:
+    return call(
+        conn,
+        "acquire_retry_items",
+        worker_id=worker,
+        batch_size=batch,
+        lock_timeout_seconds=lock,
+        now=now,
+    )
+
+
+def ids(rows: list[dict[str, Any]]) -> list[int]:
+    return [int(r["id"]) for r in rows]
+
+
+def complete(conn: Conn, item: int, worker: str = "w1", now: datetime = T0) -> bool:
+    return bool(scalar(conn, "complete_retry_item", item_id=item, worker_id=worker, now=now))
+
+
+def fail(
+    conn: Conn,
+    item: int,
+    worker: str = "w1",
+    now: datetime = T0,
+    msg: str = "boom",
+    code: str | None = None,
+    retryable: bool = True,
+) -> bool:
+    return bool(
+        scalar(
+            conn,
+            "fail_retry_item",
+            item_id=item,
+            worker_id=worker,
+            error_msg=msg,
+            error_code=code,
+            retryable=retryable,
+            now=now,
+        )
+    )
+
+
+def row(conn: Conn, item: int) -> dict[str, Any]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute("SELECT * FROM daz_retry_queue WHERE id = %s", [item])
+        found = cur.fetchone()
+    assert found is not None, f"item {item} is gone"
+    return found
+
+
+def count(conn: Conn, where: str = "true") -> int:
+    got = conn.execute(f"SELECT count(*) FROM daz_retry_queue WHERE {where}").fetchone()  # type: ignore[arg-type]
+    assert got is not None
+    return int(got[0])
+
+
+def kill_and_retry(conn: Conn, item: int, now: datetime, **kwargs: Any) -> datetime:
+    """Lease the item at `now`, fail it; return the next due time."""
+    assert ids(acquire(conn, now=now)) == [item]
+    assert fail(conn, item, now=now, **kwargs)
+    due: datetime = row(conn, item)["next_retry_at"]
+    return due
+
+
+# --- enqueue -------------------------------------------------------------------------
+
+
+def test_enqueue_retry_item_defaults_and_delay(conn: Conn) -> None:
+    first = enqueue(conn)
+    later = enqueue(conn, delay_seconds=90.5, priority=9, tags=["a"], correlation_id="c")
+    r = row(conn, first)
+    assert (r["status"], r["retry_count"], r["max_retries"], r["priority"]) == ("pending", 0, 3, 5)
+    assert (r["retry_delay_seconds"], r["backoff_multiplier"]) == (60, 2.0)
+    assert r["created_at"] == r["next_retry_at"] == T0
+    assert (r["event_metadata"], r["tags"], r["error_history"]) == ({}, [], [])
+    r2 = row(conn, later)
+    assert r2["next_retry_at"] - T0 == s(90.5)
+    assert (r2["priority"], r2["tags"], r2["correlation_id"]) == (9, ["a"], "c")
+
+
+def test_enqueue_retry_items_in_input_order_with_defaults(conn: Conn) -> None:
+    items = [
+        {"event_type": "b", "event_data": {"i": 0}, "priority": 2},
+        {"event_type": "a", "event_data": [1, 2], "delay_seconds": 30, "tags": ["x", "y"]},
+        {
+            "event_type": "c",
+            "event_data": "text",
+            "max_retries": 0,
+            "event_metadata": {"k": "v"},
+            "plugin_name": "p",
+            "channel_name": "ch",
+            "correlation_id": "id-3",
+            "retry_delay_seconds": 5,
+            "backoff_multiplier": 3,
+            "max_retry_delay_seconds": 100,
+            "retry_jitter": 0.25,
+        },
+    ]
+    got = call(conn, "enqueue_retry_items", items=Jsonb(items), now=T0)
+    assert len(got) == 3
+    rows = [row(conn, int(g["id"])) for g in got]
+    assert [r["event_type"] for r in rows] == ["b", "a", "c"]
+    assert [g["event_id"] for g in got] == [r["event_id"] for r in rows]
+    assert rows[0]["priority"] == 2 and rows[0]["max_retries"] == 3
+    assert rows[1]["next_retry_at"] == T0 + s(30) and rows[1]["tags"] == ["x", "y"]
+    assert rows[1]["priority"] == 5 and rows[1]["event_data"] == [1, 2]
+    c = rows[2]
+    assert (c["max_retries"], c["event_metadata"], c["plugin_name"], c["channel_name"]) == (
+        0,
+        {"k": "v"},
+        "p",
+        "ch",
+    )
+    assert (c["retry_delay_seconds"], c["backoff_multiplier"]) == (5, 3)
+    assert (c["max_retry_delay_seconds"], c["retry_jitter"]) == (100, 0.25)
+    assert c["event_data"] == "text" and c["correlation_id"] == "id-3"
+
+
+def test_enqueue_retry_items_empty_array_adds_nothing(conn: Conn) -> None:
+    assert call(conn, "enqueue_retry_items", items=Jsonb([])) == []
+    assert count(conn) == 0
+
+
+def test_retry_queue_channel_names_schema_and_table(conn: Conn) -> None:
+    assert scalar(conn, "retry_queue_channel") == "public.daz_retry_queue"
+
+
+# --- leases --------------------------------------------------------------------------
+
+
+def test_complete_true_only_for_the_holder_and_only_once(conn: Conn) -> None:
+    item = enqueue(conn)
+    assert not complete(conn, item, "w1")  # not leased yet
+    assert ids(acquire(conn, "w1")) == [item]
+    assert not complete(conn, item, "w2")
+    assert complete(conn, item, "w1", now=T0 + s(5))
+    assert not complete(conn, item, "w1")
+    r = row(conn, item)
+    assert (r["status"], r["completed_at"], r["locked_by"], r["locked_until"]) == (
+        "completed",
+        T0 + s(5),
+        None,
+        None,
+    )
+    assert acquire(conn, "w1", now=T0 + s(3600)) == []
+
+
+def test_expired_lease_is_taken_over_by_any_worker(conn: Conn) -> None:
+    item = enqueue(conn)
+    leased = acquire(conn, "worker-old", lock=60)
+    assert leased[0]["locked_until"] == T0 + s(60)
+    assert acquire(conn, "worker-new", now=T0 + s(59)) == []
+    taken = acquire(conn, "worker-new", lock=60, now=T0 + s(60))
+    assert ids(taken) == [item]
+    assert taken[0]["retry_count"] == 1
+    assert taken[0]["last_error_code"] == "lease_expired"
+    r = row(conn, item)
+    assert (r["locked_by"], r["locked_until"], r["last_attempted_at"]) == (
+        "worker-new",
+        T0 + s(120),
+        T0 + s(60),
+    )
+    [entry] = r["error_history"]
+    assert entry["attempt"] == 1 and entry["worker_id"] == "worker-old"
+    assert entry["code"] == "lease_expired"
+    # The old holder lost it: every lease operation says so.
+    assert not complete(conn, item, "worker-old", now=T0 + s(61))
+    assert not fail(conn, item, "worker-old", now=T0 + s(61))
+    assert not scalar(
+        conn, "extend_retry_lock", item_id=item, worker_id="worker-old", now=T0 + s(61)
+    )
+    assert scalar(conn, "release_retry_items", item_ids=[item], worker_id="worker-old") == 0
+    assert complete(conn, item, "worker-new", now=T0 + s(62))
+
+
+def test_same_worker_id_also_takes_over_its_own_expired_lease(conn: Conn) -> None:
+    item = enqueue(conn)
+    acquire(conn, "w1", lock=10)
+    again = acquire(conn, "w1", lock=10, now=T0 + s(10))
+    assert ids(again) == [item] and again[0]["retry_count"] == 1
+
+
+def test_holder_can_still_finish_an_expired_lease_nobody_took(conn: Conn) -> None:
+    item = enqueue(conn)
+    acquire(conn, "w1", lock=10)
+    assert complete(conn, item, "w1", now=T0 + s(3600))
+
+
+def test_spent_expired_lease_becomes_a_dead_letter(conn: Conn) -> None:
+    item = enqueue(conn, max_retries=1)
+    spare = enqueue(conn, max_retries=1)
+    acquire(conn, "a", batch=1, lock=10)  # takes `item` (same due time, lower id)
+    assert ids(acquire(conn, "b", batch=1, lock=10, now=T0 + s(10))) == [item]  # attempt 2
+    # At T0+20 both are due for c: the spent lease is buried, the spare is leased.
+    got = acquire(conn, "c", lock=10, now=T0 + s(20))
+    assert ids(got) == [spare]
+    r = row(conn, item)
+    assert (r["status"], r["dead_lettered_at"], r["last_error_code"]) == (
+        "dead_letter",
+        T0 + s(20),
+        "lease_expired",
+    )
+    assert (r["locked_by"], r["retry_count"]) == (None, 1)
+    assert [(e["attempt"], e["worker_id"], e["code"]) for e in r["error_history"]] == [
+        (1, "a", "lease_expired"),
+        (2, "b", "lease_expired"),
+    ]
+    assert row(conn, spare)["locked_by"] == "c"
+    assert not complete(conn, item, "b")
+
+
+def test_complete_retry_items_counts_only_own_leases(conn: Conn) -> None:
+    mine = [enqueue(conn) for _ in range(3)]
+    theirs = enqueue(conn)
+    pending = enqueue(conn, delay_seconds=600)
+    assert ids(acquire(conn, "w1", batch=3)) == mine
+    assert ids(acquire(conn, "w2")) == [theirs]
+    every = [*mine, theirs, pending, 999999]
+    assert scalar(conn, "complete_retry_items", item_ids=every, worker_id="w1") == 3
+    assert scalar(conn, "complete_retry_items", item_ids=every, worker_id="w1") == 0
+    assert scalar(conn, "complete_retry_items", item_ids=[], worker_id="w1") == 0
+    assert count(conn, "status = 'completed'") == 3
+    assert row(conn, theirs)["status"] == "processing"
+    assert row(conn, pending)["status"] == "pending"
+
+
+def test_acquire_returns_the_lease(conn: Conn) -> None:
+    enqueue(conn)
+    [got] = acquire(conn, "w1", lock=45)
+    assert got["locked_until"] == T0 + s(45)
+    r = row(conn, got["id"])
+    assert (r["status"], r["locked_by"], r["last_attempted_at"]) == ("processing", "w1", T0)
+    assert acquire(conn, "w2", now=T0 + s(44)) == []
+
+
+# --- backoff -------------------------------------------------------------------------
+
+
+def test_default_backoff_is_60_120_240_then_dead_letter(conn: Conn) -> None:
+    item = enqueue(conn)
+    now = T0
+    waits = []
+    for _ in range(3):
+        due = kill_and_retry(conn, item, now)
+        waits.append((due - now).total_seconds())
+        assert acquire(conn, "other", now=due - s(0.001)) == []
+        now = due
+    assert waits == [60.0, 120.0, 240.0]
+    assert row(conn, item)["retry_count"] == 3
+    # The failure of attempt max_retries + 1 = 4 dead-letters it.
+    assert ids(acquire(conn, now=now)) == [item]
+    assert fail(conn, item, now=now, msg="last", code="E4")
+    r = row(conn, item)
+    assert (r["status"], r["retry_count"], r["dead_lettered_at"]) == ("dead_letter", 3, now)
+    assert (r["error_message"], r["last_error_code"]) == ("last", "E4")
+    assert [e["attempt"] for e in r["error_history"]] == [1, 2, 3, 4]
+    assert r["error_history"][-1]["worker_id"] == "w1"
+    assert acquire(conn, now=now + s(10**6)) == []
+
+
+def test_error_history_records_every_failure(conn: Conn) -> None:
+    item = enqueue(conn)
+    kill_and_retry(conn, item, T0, msg="first", code="E1")
+    [entry] = row(conn, item)["error_history"]
+    assert entry["attempt"] == 1
+    assert entry["worker_id"] == "w1"
+    assert entry["error"] == "first" and entry["code"] == "E1"
+    assert entry["retryable"] is True
+    assert datetime.fromisoformat(entry["failed_at"]) == T0
+
+
+def test_non_retryable_failure_dead_letters_at_once(conn: Conn) -> None:
+    item = enqueue(conn, max_retries=5)
+    acquire(conn)
+    assert fail(conn, item, msg="bad payload", code="E_PARSE", retryable=False)
+    r = row(conn, item)
+    assert (r["status"], r["retry_count"], r["last_error_code"]) == ("dead_letter", 0, "E_PARSE")
+    assert r["error_history"][0]["retryable"] is False
+
+
+def test_max_retries_zero_dead_letters_on_first_failure(conn: Conn) -> None:
+    item = enqueue(conn, max_retries=0)
+    acquire(conn)
+    assert fail(conn, item)
+    assert row(conn, item)["status"] == "dead_letter"
+
+
+def test_backoff_is_capped_by_max_retry_delay(conn: Conn) -> None:
+    item = enqueue(
+        conn, max_retries=5, retry_delay_seconds=100, backoff_multiplier=10,
+        max_retry_delay_seconds=500,
+    )  # fmt: skip
+    now = T0
+    waits = []
+    for _ in range(4):
+        due = kill_and_retry(conn, item, now)
+        waits.append((due - now).total_seconds())
+        now = due
+    assert waits == [100.0, 500.0, 500.0, 500.0]
+
+
+def test_backoff_never_overflows(conn: Conn) -> None:
+    got = conn.execute(
+        "SELECT extract(epoch FROM _retryq_backoff(1000, 60, 10, 86400, 0)),"
+        " extract(epoch FROM _retryq_backoff(1, 0, 10, 86400, 0)),"
+        " extract(epoch FROM _retryq_backoff(1, 90000, 1, 86400, 0))"
+    ).fetchone()
+    assert got is not None
+    assert [float(x) for x in got] == [86400.0, 0.0, 86400.0]
+
+
+def test_multiplier_one_keeps_a_constant_delay(conn: Conn) -> None:
+    item = enqueue(conn, retry_delay_seconds=7.5, backoff_multiplier=1)
+    now = T0
+    for _ in range(3):
+        due = kill_and_retry(conn, item, now)
+        assert due - now == s(7.5)
+        now = due
+
+
+def test_jitter_stays_within_bounds(conn: Conn) -> None:
+    items = [enqueue(conn, retry_delay_seconds=60, retry_jitter=0.5) for _ in range(30)]
+    got = acquire(conn, batch=30)
+    assert sorted(ids(got)) == items
+    for item in items:
+        assert fail(conn, item)
+    waits = [(row(conn, i)["next_retry_at"] - T0).total_seconds() for i in items]
+    assert all(30.0 <= w <= 60.0 for w in waits), waits
+    assert len(set(waits)) > 1  # it does vary
+
+
+def test_zero_delay_retry_is_due_at_once(conn: Conn) -> None:
+    item = enqueue(conn, retry_delay_seconds=0)
+    due = kill_and_retry(conn, item, T0)
+    assert due == T0
+    assert ids(acquire(conn, "w2")) == [item]
+
+
+# --- ordering and concurrency --------------------------------------------------------
+
+
+def test_order_is_priority_then_due_time_then_id(conn: Conn) -> None:
+    low_old = enqueue(conn, priority=1, now=T0 - s(100))
+    mid_b = enqueue(conn, priority=5, now=T0 - s(10))
+    mid_a = enqueue(conn, priority=5, now=T0 - s(50))
+    mid_tie_1 = enqueue(conn, priority=5, now=T0 - s(10))
+    top = enqueue(conn, priority=10)
+    future = enqueue(conn, priority=10, delay_seconds=1)
+    got = acquire(conn, batch=100)
+    assert ids(got) == [top, mid_a, mid_b, mid_tie_1, low_old]
+    assert [r["priority"] for r in got] == [10, 5, 5, 5, 1]
+    assert row(conn, future)["status"] == "pending"
+    assert ids(acquire(conn, now=T0 + s(1))) == [future]
+
+
+def test_batch_size_takes_the_most_urgent(conn: Conn) -> None:
+    made = {p: enqueue(conn, priority=p) for p in (3, 8, 1, 10, 6)}
+    assert ids(acquire(conn, batch=3)) == [made[10], made[8], made[6]]
+    assert ids(acquire(conn, batch=3)) == [made[3], made[1]]
+    assert acquire(conn) == []
+
+
+def test_skip_locked_gives_concurrent_transactions_disjoint_items(
+    conn: Conn, conn2: Conn
+) -> None:
+    made = [enqueue(conn) for _ in range(6)]
+    conn2.execute("SET lock_timeout = '5s'")  # a regression fails instead of hanging
+    with conn.transaction():
+        first = ids(acquire(conn, "a", batch=2))
+        with conn2.transaction():
+            second = ids(acquire(conn2, "b", batch=10))
+            # b cannot see a's uncommitted leases; it got past a's row locks
+            assert set(first).isdisjoint(second)
+            assert sorted(first + second) == made
+    assert {row(conn, i)["locked_by"] for i in first} == {"a"}
+    assert {row(conn, i)["locked_by"] for i in second} == {"b"}
+
+
+def test_complete_waits_for_nothing_while_another_worker_acquires(
+    conn: Conn, conn2: Conn
+) -> None:
+    done = enqueue(conn)
+    other = enqueue(conn)
+    acquire(conn, "a", batch=1)
+    conn2.execute("SET lock_timeout = '5s'")
+    with conn.transaction():
+        assert complete(conn, done, "a")  # moves it to the finished partition
+        with conn2.transaction():
+            # a's uncommitted move is skipped, not an error
+            assert ids(acquire(conn2, "b")) == [other]
+    assert row(conn, done)["status"] == "completed"
+
+
+# --- heartbeat, release, requeue ---------------------------------------------------
+
+
+def test_extend_retry_lock(conn: Conn) -> None:
+    item = enqueue(conn)
+    acquire(conn, "w1", lock=60)
+    extend = "extend_retry_lock"
+    assert not scalar(conn, extend, item_id=item, worker_id="w2", lock_timeout_seconds=600, now=T0)
+    assert scalar(
+        conn, extend, item_id=item, worker_id="w1", lock_timeout_seconds=600, now=T0 + s(30)
+    )
+    assert row(conn, item)["locked_until"] == T0 + s(630)
+    assert acquire(conn, "w2", now=T0 + s(100)) == []  # the old expiry no longer applies
+    assert complete(conn, item, "w1", now=T0 + s(200))
+    assert not scalar(conn, extend, item_id=item, worker_id="w1", now=T0 + s(201))
+    assert not scalar(conn, extend, item_id=424242, worker_id="w1")
+
+
+def test_release_spends_no_retry_and_is_due_at_once(conn: Conn) -> None:
+    made = [enqueue(conn) for _ in range(3)]
+    acquire(conn, "w1")
+    release = "release_retry_items"
+    assert scalar(conn, release, item_ids=made[:2], worker_id="w2") == 0
+    assert scalar(conn, release, item_ids=made[:2], worker_id="w1") == 2
+    assert scalar(conn, release, item_ids=made[:2], worker_id="w1") == 0
+    for item in made[:2]:
+        r = row(conn, item)
+        assert (r["status"], r["retry_count"], r["locked_by"], r["next_retry_at"]) == (
+            "pending",
+            0,
+            None,
+            T0,
+        )
+        assert r["error_history"] == []
+    assert ids(acquire(conn, "w2", now=T0 + s(1))) == made[:2]
+    assert row(conn, made[2])["locked_by"] == "w1"
+
+
+def _dead(conn: Conn, now: datetime = T0, code: str = "E", **kwargs: Any) -> int:
+    item = enqueue(conn, now=now, **kwargs)
+    assert ids(acquire(conn, "reaper", batch=1, now=now)) == [item]
+    assert fail(conn, item, "reaper", now=now, code=code, retryable=False)
+    return item
+
+
+def test_requeue_dead_letters_by_each_filter(conn: Conn) -> None:
+    a1 = _dead(conn, event_type="a", plugin_name="p1", code="E1", max_retries=2)
+    a2 = _dead(conn, event_type="a", plugin_name="p2", code="E2")
+    b1 = _dead(conn, event_type="b", plugin_name="p1", code="E3")
+    b2 = _dead(conn, event_type="b", plugin_name="p3", code="E1", now=T0 + s(100))
+    c1 = _dead(conn, event_type="c", plugin_name="p4", code="E4")
+    requeue = "requeue_dead_letter_items"
+    later = T0 + s(1000)
+
+    assert scalar(conn, requeue, item_ids=[a1, 424242], now=later) == 1
+    r = row(conn, a1)
+    assert (r["status"], r["retry_count"], r["next_retry_at"], r["dead_lettered_at"]) == (
+        "pending",
+        0,
+        later,
+        None,
+    )
+    assert len(r["error_history"]) == 1  # history kept
+    assert (r["max_retries"], r["event_type"], r["event_id"]) == (2, "a", r["event_id"])
+    assert scalar(conn, requeue, item_ids=[a1]) == 0  # no longer a dead letter
+
+    assert scalar(conn, requeue, event_type="a", now=later) == 1  # a2
+    assert scalar(conn, requeue, plugin_name="p1", now=later) == 1  # b1
+    assert scalar(conn, requeue, error_code="E1", now=later) == 1  # b2
+    assert scalar(conn, requeue, dead_before=T0 + s(1), now=later) == 1  # c1
+    assert count(conn, "status = 'dead_letter'") == 0
+    assert sorted(ids(acquire(conn, "w", now=later))) == sorted([a1, a2, b1, b2, c1])
+
+
+def test_requeue_filters_combine_and_leave_other_statuses(conn: Conn) -> None:
+    dead = _dead(conn, event_type="a", plugin_name="p1")
+    _dead(conn, event_type="a", plugin_name="p2")
+    done = enqueue(conn, event_type="a", plugin_name="p1")
+    acquire(conn, "w")
+    complete(conn, done, "w")
+    pending = enqueue(conn, event_type="a", plugin_name="p1")
+    requeue = "requeue_dead_letter_items"
+    assert scalar(conn, requeue, event_type="a", plugin_name="p1") == 1
+    assert row(conn, dead)["status"] == "pending"
+    assert row(conn, done)["status"] == "completed"
+    assert row(conn, pending)["retry_count"] == 0
+    assert count(conn, "status = 'dead_letter'") == 1
+
+
+def test_requeued_item_gets_a_fresh_budget(conn: Conn) -> None:
+    item = enqueue(conn, max_retries=1)
+    kill_and_retry(conn, item, T0)
+    acquire(conn, now=T0 + s(60))
+    fail(conn, item, now=T0 + s(60))
+    assert row(conn, item)["status"] == "dead_letter"
+    assert scalar(conn, "requeue_dead_letter_items", item_ids=[item], now=T0 + s(100)) == 1
+    due = kill_and_retry(conn, item, T0 + s(100))
+    assert due == T0 + s(160)  # first retry delay again
+
+
+def test_requeue_refuses_without_a_filter(conn: Conn) -> None:
+    _dead(conn)
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="item_ids"):
+        call(conn, "requeue_dead_letter_items")
+    assert count(conn, "status = 'dead_letter'") == 1
+
+
+# --- cleanup -------------------------------------------------------------------------
+
+
+def _completed(conn: Conn, now: datetime, event_type: str = "done") -> int:
+    item = enqueue(conn, now=now, event_type=event_type)
+    assert ids(acquire(conn, "cleaner", batch=1, now=now)) == [item]
+    assert complete(conn, item, "cleaner", now=now)
+    return item
+
+
+def test_cleanup_removes_only_old_finished_items(conn: Conn) -> None:
+    old_done = [_completed(conn, T0) for _ in range(3)]
+    old_dead = [_dead(conn, T0) for _ in range(2)]
+    young_done = _completed(conn, T0 + timedelta(days=5))
+    young_dead = _dead(conn, T0 + timedelta(days=5))
+    old_pending = enqueue(conn, now=T0 - timedelta(days=30))
+    old_leased = enqueue(conn, now=T0 - timedelta(days=30), priority=10)
+    assert ids(acquire(conn, "slow", batch=1, lock=86400, now=T0 - timedelta(days=30))) == [
+        old_leased
+    ]
+    got = call(conn, "cleanup_retry_queue", retention_days=7, now=T0 + timedelta(days=8))
+    assert got == [{"deleted_count": 5, "archived_count": 2}]
+    left = {r[0] for r in conn.execute("SELECT id FROM daz_retry_queue").fetchall()}
+    assert left == {young_done, young_dead, old_pending, old_leased}
+    archived = conn.execute(
+        "SELECT id, status, archived_at FROM daz_retry_queue_archive ORDER BY id"
+    ).fetchall()
+    assert archived == [(i, "dead_letter", T0 + timedelta(days=8)) for i in old_dead]
+    again = call(conn, "cleanup_retry_queue", retention_days=7, now=T0 + timedelta(days=8))
+    assert again == [{"deleted_count": 0, "archived_count": 0}]
+    assert not set(old_done) & left
+
+
+def test_cleanup_max_rows_and_batches(conn: Conn) -> None:
+    made = [_completed(conn, T0 + s(i)) for i in range(7)]
+    later = T0 + timedelta(days=30)
+    got = call(conn, "cleanup_retry_queue", batch_size=2, max_rows=3, now=later)
+    assert got == [{"deleted_count": 3, "archived_count": 0}]
+    # the oldest go first
+    left = sorted(r[0] for r in conn.execute("SELECT id FROM daz_retry_queue").fetchall())
+    assert left == made[3:]
+    got = call(conn, "cleanup_retry_queue", batch_size=2, now=later)
+    assert got == [{"deleted_count": 4, "archived_count": 0}]
+    assert count(conn) == 0
+
+
+def test_cleanup_can_skip_the_archive(conn: Conn) -> None:
+    _dead(conn)
+    got = call(
+        conn,
+        "cleanup_retry_queue",
+        retention_days=0,
+        archive_dead_letters=False,
+        now=T0 + s(1),
+    )
+    assert got == [{"deleted_count": 1, "archived_count": 0}]
+    assert conn.execute("SELECT count(*) FROM daz_retry_queue_archive").fetchone() == (0,)
+
+
+def test_cleanup_refusals(conn: Conn) -> None:
+    _dead(conn)
+    for kwargs, field in [
+        ({"retention_days": -1}, "retention_days"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"max_rows": 0}, "max_rows"),
+        ({"archive_dead_letters": None}, "archive_dead_letters"),
+    ]:
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match=field):
+            call(conn, "cleanup_retry_queue", **{"retention_days": 0, "now": T0 + s(1), **kwargs})
+    assert count(conn) == 1
+
+
+# --- views ---------------------------------------------------------------------------
+
+
+def test_stats_view(conn: Conn) -> None:
+    now = datetime.now(timezone.utc)
+    retried = enqueue(conn, event_type="c", plugin_name="p", priority=1, now=now - s(60))
+    kill_and_retry(conn, retried, now - s(60))
+    enqueue(conn, event_type="a", plugin_name="p", now=T0)
+    enqueue(conn, event_type="a", plugin_name="p", now=T0 + s(10))
+    leased = enqueue(conn, event_type="b", priority=9, now=now)
+    assert ids(acquire(conn, "w", batch=1, now=now)) == [leased]  # a live lease
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute("SELECT * FROM daz_retry_queue_stats ORDER BY status, event_type")
+        rows = cur.fetchall()
+    assert [(r["status"], r["event_type"], r["plugin_name"], r["item_count"]) for r in rows] == [
+        ("pending", "a", "p", 2),
+        ("pending", "c", "p", 1),
+        ("processing", "b", None, 1),
+    ]
+    a, c, b = rows
+    assert (a["oldest_created_at"], a["newest_created_at"]) == (T0, T0 + s(10))
+    assert (a["avg_retry_count"], a["max_retry_count"], a["leased_count"]) == (0, 0, 0)
+    assert (c["avg_retry_count"], c["max_retry_count"]) == (1, 1)
+    assert b["leased_count"] == 1
+
+
+def test_alerts_view(conn: Conn) -> None:
+    now = datetime.now(timezone.utc)
+    dead = _dead(conn, now - s(60))
+    stale = enqueue(conn, now=now - timedelta(days=2), delay_seconds=86400 * 5)
+    fresh = enqueue(conn, now=now, delay_seconds=3600)
+    near = enqueue(conn, now=now - s(10), max_retries=2, retry_delay_seconds=3600)
+    kill_and_retry(conn, near, now - s(5))
+    expired = enqueue(conn, now=now - timedelta(hours=1), priority=10)
+    acquire(conn, "gone", batch=1, lock=60, now=now - timedelta(hours=1))
+    with conn.cursor(row_factory=dict_row) as cur:
+        cur.execute("SELECT * FROM daz_retry_queue_alerts ORDER BY id")
+        rows = cur.fetchall()
+    got = {r["id"]: r["alert"] for r in rows}
+    assert got == {
+        dead: "dead_letter",
+        stale: "stale_pending",
+        expired: "lease_expired",
+        near: "near_retry_budget",
+    }
+    assert fresh not in got
+    since = {r["id"]: r["since"] for r in rows}
+    assert since[dead] == row(conn, dead)["dead_lettered_at"]
+    assert since[expired] == now - timedelta(hours=1) + s(60)
+
+
+# --- notifications -------------------------------------------------------------------
+
+
+@pytest.fixture
+def listener(dsn: str) -> Iterator[Conn]:
+    with psycopg.connect(dsn, autocommit=True) as listening:
+        channel = listening.execute("SELECT retry_queue_channel()").fetchone()
+        assert channel is not None
+        listening.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel[0])))
+        yield listening
+
+
+def _next_payloads(listening: Conn, n: int = 1) -> list[str]:
+    got = [note.payload for note in listening.notifies(timeout=5, stop_after=n)]
+    assert len(got) == n, f"expected {n} notifications, got {got}"
+    return got
+
+
+def _mark(conn: Conn) -> None:
+    conn.execute("SELECT pg_notify(retry_queue_channel(), 'marker')")
+
+
+def test_insert_notifies_once_per_statement(listener: Conn, conn: Conn) -> None:
+    conn.execute(
+        "INSERT INTO daz_retry_queue (event_type, event_data) "
+        "SELECT 'x', '{}' FROM generate_series(1, 3)"
+    )
+    _mark(conn)
+    assert _next_payloads(listener, 2) == ["insert", "marker"]
+    enqueue(conn)
+    call(conn, "enqueue_retry_items", items=Jsonb([{"event_type": "x", "event_data": 1}]))
+    assert _next_payloads(listener, 2) == ["insert", "insert"]
+
+
+def test_rolled_back_insert_does_not_notify(listener: Conn, conn: Conn) -> None:
+    with pytest.raises(RuntimeError), conn.transaction():
+        enqueue(conn)
+        raise RuntimeError("roll back")
+    _mark(conn)
+    assert _next_payloads(listener) == ["marker"]
+    assert count(conn) == 0
+
+
+def test_release_requeue_and_due_retry_notify(listener: Conn, conn: Conn) -> None:
+    item = enqueue(conn, retry_delay_seconds=0)
+    waiting = enqueue(conn, retry_delay_seconds=60)
+    assert _next_payloads(listener, 2) == ["insert", "insert"]
+    acquire(conn, "w")
+    assert scalar(conn, "release_retry_items", item_ids=[item], worker_id="w") == 1
+    assert _next_payloads(listener) == ["release"]
+    acquire(conn, "w")
+    fail(conn, item, "w")  # due at once
+    fail(conn, waiting, "w")  # due in 60 s: no wake-up
+    _mark(conn)
+    assert _next_payloads(listener, 2) == ["retry", "marker"]
+    acquire(conn, "w")
+    fail(conn, item, "w", retryable=False)
+    assert scalar(conn, "requeue_dead_letter_items", item_ids=[item]) == 1
+    _mark(conn)
+    assert _next_payloads(listener, 2) == ["requeue", "marker"]
