@@ -9,6 +9,7 @@ not installed there, 1 any other failure. Set RETRYQ_DEBUG=1 for tracebacks.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from datetime import datetime
@@ -22,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from retryq_py import commands as cmd
+from retryq_py import metrics
 from retryq_py._sql import QueueEntry
 from retryq_py.commands import DeadLetterFilter, ExitCode
 
@@ -44,6 +46,7 @@ out = Console(
     highlight=False,
     width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160,
 )
+err = Console(stderr=True, highlight=False)
 
 DatabaseOpt = Annotated[
     str | None,
@@ -190,6 +193,92 @@ def enqueue(
         raise cmd.UsageProblem("give --event-type and --data (or --stdin for JSON lines)")
     item_id, event_id = cmd.enqueue(t, event_type, cmd.parse_json(data, "--data"), **options)
     out.print(f"enqueued id={item_id} event_id={event_id}")
+
+
+# --- worker ------------------------------------------------------------------
+
+
+@app.command()
+def worker(
+    handlers: Annotated[
+        str,
+        typer.Option(
+            "--handlers",
+            help="MODULE:ATTR, a mapping event_type -> callable(item) or a HandlerRegistry.",
+        ),
+    ],
+    database: DatabaseOpt = None,
+    schema: SchemaOpt = None,
+    config: Annotated[
+        str | None,
+        typer.Option("--config", help="The guide's JSON config (sql.retry); RETRYQ_* override."),
+    ] = None,
+    exit_when_idle: Annotated[
+        bool,
+        typer.Option(
+            "--exit-when-idle",
+            help="Process everything due, retries included, then exit 0.",
+        ),
+    ] = False,
+    worker_count: Annotated[
+        int | None, typer.Option("--worker-count", min=1, help="Handler threads.")
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option("--batch-size", min=1, max=1000, help="Items per acquire.")
+    ] = None,
+    poll_interval: Annotated[
+        str | None, typer.Option("--poll-interval", help="Poll when no NOTIFY comes (30s).")
+    ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option("--metrics-port", min=1, max=65535, help="Serve Prometheus /metrics here."),
+    ] = None,
+    name: Annotated[
+        str, typer.Option("--name", help="Worker id prefix: NAME-HOSTNAME-PID.")
+    ] = "retryq",
+    log_level: Annotated[
+        str, typer.Option("--log-level", help="debug, info, warning or error.")
+    ] = "info",
+) -> None:
+    """Run handlers for queued items until SIGTERM/SIGINT (or idle, with --exit-when-idle)."""
+    level = logging.getLevelName(log_level.upper())
+    if not isinstance(level, int):
+        raise cmd.UsageProblem(f"invalid --log-level {log_level!r}")
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    cfg = cmd.load_worker_config(config)
+    t = cmd.target(database or cfg.database_url, schema)
+    registry = cmd.load_handlers(handlers)
+    interval = None
+    if poll_interval is not None:
+        interval = cmd.parse_duration(poll_interval, "--poll-interval").total_seconds()
+        if interval <= 0:
+            raise cmd.UsageProblem("invalid --poll-interval: must be positive")
+    if metrics_port is not None:
+        start = getattr(metrics, "start_metrics_server", None)
+        if start is None:
+            raise cmd.UsageProblem("--metrics-port is not available in this version yet")
+        start(metrics_port)
+    err.print(
+        f"retryq worker: {len(registry)} handler(s) ({', '.join(sorted(registry))}) on "
+        f"{t.describe()}" + ("; exits when idle" if exit_when_idle else "; Ctrl-C stops")
+    )
+    counts = cmd.run_worker(
+        t,
+        registry,
+        cfg,
+        exit_when_idle=exit_when_idle,
+        worker_count=worker_count,
+        batch_size=batch_size,
+        poll_interval=interval,
+        name=name,
+    )
+    out.print(
+        f"completed {counts.processed}, retried {counts.failed}, "
+        f"dead-lettered {counts.dead_lettered}, released {counts.released}, "
+        f"lease lost {counts.lease_lost}"
+    )
 
 
 # --- stats and cleanup -------------------------------------------------------

@@ -9,9 +9,12 @@ as one line.
 from __future__ import annotations
 
 import enum
+import importlib
 import json
+import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+import sys
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -26,7 +29,9 @@ from psycopg.rows import class_row
 from retryq_py import config as _config
 from retryq_py import migrate as _migrate
 from retryq_py._sql import Enqueued, QueueEntry, StatsRow
+from retryq_py.config import RetryConfig
 from retryq_py.queue import RetryQueue
+from retryq_py.worker import RetryWorker, WorkerCounts, WorkerEvent
 
 if TYPE_CHECKING:
     from typing_extensions import LiteralString
@@ -612,3 +617,92 @@ def _first_bad_line(
             except (psycopg.DataError, psycopg.IntegrityError, TypeError, ValueError) as exc:
                 return number, first_line(exc)
     return None
+
+
+# --- worker ------------------------------------------------------------------
+
+
+def load_handlers(spec: str) -> Mapping[str, Any]:
+    """MODULE:ATTR -> the mapping of event_type to callable (or a HandlerRegistry).
+
+    The current directory is importable, as with `python -m`, so a handlers
+    module next to the caller is found without installing it."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise UsageProblem(
+            f"invalid --handlers {spec!r}: use MODULE:ATTR, e.g. myapp.retry:HANDLERS"
+        )
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise UsageProblem(
+                f"invalid --handlers {spec!r}: no module named {exc.name!r}"
+            ) from exc
+        raise CommandError(f"importing {module_name}: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:
+        raise CommandError(
+            f"importing {module_name}: {type(exc).__name__}: {first_line(exc)}"
+        ) from exc
+    target_obj: Any = module
+    for part in attr.split("."):
+        try:
+            target_obj = getattr(target_obj, part)
+        except AttributeError:
+            raise UsageProblem(
+                f"invalid --handlers {spec!r}: {module_name} has no {attr}"
+            ) from None
+    if not isinstance(target_obj, Mapping):
+        raise UsageProblem(
+            f"invalid --handlers {spec!r}: expected a mapping of event_type to callable"
+            f" or a HandlerRegistry, got {type(target_obj).__name__}"
+        )
+    for event_type, fn in target_obj.items():
+        if not isinstance(event_type, str) or not callable(fn):
+            raise UsageProblem(
+                f"invalid --handlers {spec!r}: entry {event_type!r} is not"
+                " event_type (str) -> callable"
+            )
+    return target_obj
+
+
+def load_worker_config(path: str | None) -> RetryConfig:
+    """The guide's JSON config (defaults without a file) plus RETRYQ_* overrides."""
+    try:
+        return _config.load_config(path)
+    except _config.ConfigError as exc:
+        raise UsageProblem(f"config: {exc}") from exc
+
+
+def run_worker(
+    t: Target,
+    handlers: Mapping[str, Any],
+    config: RetryConfig,
+    *,
+    exit_when_idle: bool = False,
+    worker_count: int | None = None,
+    batch_size: int | None = None,
+    poll_interval: float | None = None,
+    name: str = "retryq",
+    on_event: Callable[[WorkerEvent], None] | None = None,
+) -> WorkerCounts:
+    """Run one RetryWorker until a signal (or, with exit_when_idle, until
+    nothing is pending or processing); returns its counts."""
+    check(t)  # fail fast: the worker itself would wait out an unreachable database
+    try:
+        worker = RetryWorker(
+            t.conninfo,
+            handlers,
+            config=config,
+            name=name,
+            schema=t.schema,
+            worker_count=worker_count,
+            batch_size=batch_size,
+            poll_interval=poll_interval,
+            on_event=on_event,
+        )
+    except ValueError as exc:
+        raise UsageProblem(f"worker: {exc}") from exc
+    return worker.run(exit_when_idle=exit_when_idle)

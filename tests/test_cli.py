@@ -487,3 +487,142 @@ def test_dead_letter_subprocesses(dsn: str, conn: Any) -> None:
         ids["old_sql"]: "pending",
         ids["sql"]: "dead_letter",
     }
+
+
+# --- worker ------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _mixed_load(conn: Any) -> dict[str, list[int]]:
+    """Two of each kind; retries due at once so the run stays short."""
+    q = RetryQueue(conn)
+    kinds: dict[str, list[int]] = {}
+    for kind, data in (
+        ("ok", {}),
+        ("flaky", {"fail_times": 2}),
+        ("broken", {}),
+        ("down", {}),
+        ("mystery", {}),
+    ):
+        kinds[kind] = [
+            q.add(kind, {**data, "n": n}, max_retries=2, retry_delay=0.05).id for n in range(2)
+        ]
+    return kinds
+
+
+def _check_final_states(conn: Any, kinds: dict[str, list[int]]) -> None:
+    rows = {
+        r[0]: r[1:]
+        for r in conn.execute(
+            "SELECT id, status, retry_count, last_error_code, error_message,"
+            " jsonb_array_length(error_history) FROM daz_retry_queue"
+        ).fetchall()
+    }
+    for item_id in kinds["ok"]:
+        assert rows[item_id] == ("completed", 0, None, None, 0)
+    for item_id in kinds["flaky"]:
+        assert rows[item_id] == ("completed", 2, "08006", "attempt 2: connection reset", 2)
+    for item_id in kinds["broken"]:
+        assert rows[item_id] == ("dead_letter", 0, "bad_payload", "payload rejected", 1)
+    for item_id in kinds["down"]:
+        assert rows[item_id] == (
+            "dead_letter",
+            2,
+            "ConnectionRefusedError",
+            "dependency down",
+            3,
+        )
+    for item_id in kinds["mystery"]:
+        assert rows[item_id] == (
+            "dead_letter",
+            0,
+            "unknown_event_type",
+            "unknown event type: mystery",
+            1,
+        )
+
+
+def test_load_handlers_accepts_mappings_and_registries() -> None:
+    from tests import worker_handlers
+
+    assert cmd.load_handlers("tests.worker_handlers:HANDLERS") is worker_handlers.HANDLERS
+    assert cmd.load_handlers("tests.worker_handlers:REGISTRY") is worker_handlers.REGISTRY
+    for spec, message in (
+        ("tests.worker_handlers", "MODULE:ATTR"),
+        ("tests.no_such_module:X", "no module named 'tests.no_such_module'"),
+        ("tests.worker_handlers:MISSING", "has no MISSING"),
+        ("tests.worker_handlers:NOT_A_MAPPING", "expected a mapping"),
+    ):
+        with pytest.raises(cmd.UsageProblem, match=message):
+            cmd.load_handlers(spec)
+
+
+def test_worker_drains_a_mixed_load(dsn: str, conn: Any) -> None:
+    from tests import worker_handlers
+
+    kinds = _mixed_load(conn)
+    counts = cmd.run_worker(
+        cmd.target(dsn),
+        worker_handlers.REGISTRY,
+        cmd.load_worker_config(None),
+        exit_when_idle=True,
+        poll_interval=0.5,
+    )
+    _check_final_states(conn, kinds)
+    assert (counts.processed, counts.dead_lettered) == (4, 6)
+    # flaky: 2 failures each; down: 2 retried failures each before the last
+    assert counts.failed == 8
+
+
+def test_worker_checks_the_database_first(new_database: Any) -> None:
+    config = cmd.load_worker_config(None)
+    with pytest.raises(cmd.DatabaseUnreachable):
+        cmd.run_worker(cmd.target(UNREACHABLE), {}, config, exit_when_idle=True)
+    with pytest.raises(cmd.NotInstalled):
+        cmd.run_worker(cmd.target(new_database()), {}, config, exit_when_idle=True)
+
+
+def test_worker_config_errors_name_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "retry.json"
+    path.write_text('{"sql": {"retry": {"batch_size": "many"}}}')
+    with pytest.raises(cmd.UsageProblem, match=r"sql\.retry\.batch_size"):
+        cmd.load_worker_config(str(path))
+
+
+def test_worker_subprocess_exit_when_idle(dsn: str, conn: Any, tmp_path: Path) -> None:
+    kinds = _mixed_load(conn)
+    config = tmp_path / "retry.json"
+    config.write_text(
+        '{"sql": {"retry": {"worker_count": 3, "batch_size": 4, "poll_interval": "1s"}}}'
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RETRYQ_")}
+    result = subprocess.run(
+        [
+            str(RETRYQ) if RETRYQ.exists() else sys.executable,
+            *([] if RETRYQ.exists() else ["-m", "retryq_py.cli"]),
+            "worker",
+            "--database",
+            dsn,
+            "--handlers",
+            "tests.worker_handlers:HANDLERS",
+            "--config",
+            str(config),
+            "--exit-when-idle",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "completed 4, retried 8, dead-lettered 6" in result.stdout
+    assert "Traceback" not in result.stderr
+    _check_final_states(conn, kinds)
+
+
+def test_worker_subprocess_bad_handlers_spec(dsn: str) -> None:
+    result = run_cli("worker", "--handlers", "nope_module:X", "--exit-when-idle", dsn=dsn)
+    assert result.returncode == 2
+    assert "no module named 'nope_module'" in one_line_error(result)

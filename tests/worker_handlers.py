@@ -1,0 +1,39 @@
+"""Handlers for `retryq worker --handlers tests.worker_handlers:HANDLERS`.
+
+Each event type stands for one kind of outcome, so a test can enqueue a
+mixed load and check every item's final status.
+"""
+
+from __future__ import annotations
+
+from retryq_py import PermanentError, RetryableError, RetryQueueItem
+from retryq_py.worker import HandlerRegistry
+
+
+def ok(item: RetryQueueItem) -> None:
+    """Succeeds at once."""
+
+
+def flaky(item: RetryQueueItem) -> None:
+    """Fails (retryably) on its first `fail_times` attempts, then succeeds."""
+    if item.retry_count < int(item.event_data["fail_times"]):
+        raise RetryableError(f"attempt {item.retry_count + 1}: connection reset", "08006")
+
+
+def broken(item: RetryQueueItem) -> None:
+    """Can never succeed: a dead letter on the first attempt."""
+    raise PermanentError("payload rejected", "bad_payload")
+
+
+def down(item: RetryQueueItem) -> None:
+    """Its dependency never comes back: an unclassified error, so retried until spent."""
+    raise ConnectionRefusedError("dependency down")
+
+
+HANDLERS = {"ok": ok, "flaky": flaky, "broken": broken, "down": down}
+
+REGISTRY = HandlerRegistry()
+for _event_type, _fn in HANDLERS.items():
+    REGISTRY.register(_event_type, _fn)
+
+NOT_A_MAPPING = [ok]
