@@ -1,6 +1,6 @@
 -- retryq: the current schema, readable top to bottom.
 --
--- migrations/ is the append-only history that builds this; tests/test_schema.py
+-- migrations/ is the append-only history that builds this; tests/test_install.py
 -- proves that applying every migration to an empty database gives exactly what
 -- this file gives. Edit both together: a new migration, and this file.
 
@@ -73,6 +73,12 @@ CREATE TABLE daz_retry_queue (
     ),
     CONSTRAINT daz_retry_queue_lease_check CHECK (
         (status = 'processing') = (locked_by IS NOT NULL AND locked_until IS NOT NULL)
+    ),
+    CONSTRAINT daz_retry_queue_completed_at_check CHECK (
+        (status = 'completed') = (completed_at IS NOT NULL)
+    ),
+    CONSTRAINT daz_retry_queue_dead_lettered_at_check CHECK (
+        (status = 'dead_letter') = (dead_lettered_at IS NOT NULL)
     )
 ) PARTITION BY LIST (status);
 
@@ -398,6 +404,8 @@ AS $$
 DECLARE
     v_remaining integer := p_batch_size;
     v_taken integer;
+    v_asked integer;
+    v_priority integer := 10;
     v_until timestamptz;
 BEGIN
     PERFORM _retryq_check_worker(p_worker_id);
@@ -415,8 +423,8 @@ BEGIN
     -- at the first item not yet due, so items scheduled far ahead are never
     -- walked. Leased items keep their due time (so a lease is a HOT update);
     -- the scan filters out the unexpired ones.
-    FOR v_priority IN REVERSE 10..1 LOOP
-        EXIT WHEN v_remaining <= 0;
+    WHILE v_priority >= 1 AND v_remaining > 0 LOOP
+        v_asked := v_remaining;
         RETURN QUERY
         WITH picked AS (
             SELECT
@@ -435,16 +443,19 @@ BEGIN
             FOR UPDATE SKIP LOCKED
         ),
         buried AS (
-            SELECT _retryq_bury(
-                array_agg(p.id),
-                jsonb_build_object(
-                    'failed_at', p_now,
-                    'error', 'lease expired: the worker did not finish in time',
-                    'code', 'lease_expired',
-                    'retryable', TRUE
-                ),
-                p_now
-            )
+            SELECT
+                set_config('retryq.buried', 'yes', TRUE),
+                _retryq_bury(
+                    array_agg(p.id),
+                    jsonb_build_object(
+                        'failed_at', p_now,
+                        'error',
+                        'lease expired: the worker did not finish in time',
+                        'code', 'lease_expired',
+                        'retryable', TRUE
+                    ),
+                    p_now
+                )
             FROM picked AS p
             WHERE p.spent
             HAVING count(*) > 0
@@ -497,6 +508,13 @@ BEGIN
         ORDER BY t.next_retry_at, t.id;
         GET DIAGNOSTICS v_taken = ROW_COUNT;
         v_remaining := v_remaining - v_taken;
+        -- Spent leases that this scan buried used up slots of its LIMIT: scan
+        -- the same priority again rather than hand out a less urgent item.
+        IF v_taken < v_asked AND current_setting('retryq.buried', TRUE) = 'yes' THEN
+            PERFORM set_config('retryq.buried', '', TRUE);
+        ELSE
+            v_priority := v_priority - 1;
+        END IF;
     END LOOP;
 END;
 $$;
@@ -868,7 +886,7 @@ SELECT
     CASE
         WHEN a.status = 'processing' AND a.locked_until <= now()
             THEN 'lease_expired'
-        WHEN a.max_retries > 0 AND a.retry_count >= a.max_retries - 1
+        WHEN a.retry_count > 0 AND a.retry_count >= a.max_retries - 1
             THEN 'near_retry_budget'
         ELSE 'stale_pending'
     END AS alert,
@@ -882,14 +900,14 @@ SELECT
     CASE
         WHEN a.status = 'processing' AND a.locked_until <= now()
             THEN a.locked_until
-        WHEN a.max_retries > 0 AND a.retry_count >= a.max_retries - 1
+        WHEN a.retry_count > 0 AND a.retry_count >= a.max_retries - 1
             THEN a.last_attempted_at
         ELSE a.created_at
     END AS since
 FROM _retryq_active AS a
 WHERE
     (a.status = 'processing' AND a.locked_until <= now())
-    OR (a.max_retries > 0 AND a.retry_count >= a.max_retries - 1)
+    OR (a.retry_count > 0 AND a.retry_count >= a.max_retries - 1)
     OR (a.status = 'pending' AND a.created_at < now() - interval '1 day');
 
 -- Pin every retryq function to the install schema (pg_temp last), so that a

@@ -441,9 +441,7 @@ def test_batch_size_takes_the_most_urgent(conn: Conn) -> None:
     assert acquire(conn) == []
 
 
-def test_skip_locked_gives_concurrent_transactions_disjoint_items(
-    conn: Conn, conn2: Conn
-) -> None:
+def test_skip_locked_gives_concurrent_transactions_disjoint_items(conn: Conn, conn2: Conn) -> None:
     made = [enqueue(conn) for _ in range(6)]
     conn2.execute("SET lock_timeout = '5s'")  # a regression fails instead of hanging
     with conn.transaction():
@@ -457,9 +455,7 @@ def test_skip_locked_gives_concurrent_transactions_disjoint_items(
     assert {row(conn, i)["locked_by"] for i in second} == {"b"}
 
 
-def test_complete_waits_for_nothing_while_another_worker_acquires(
-    conn: Conn, conn2: Conn
-) -> None:
+def test_complete_waits_for_nothing_while_another_worker_acquires(conn: Conn, conn2: Conn) -> None:
     done = enqueue(conn)
     other = enqueue(conn)
     acquire(conn, "a", batch=1)
@@ -762,3 +758,52 @@ def test_release_requeue_and_due_retry_notify(listener: Conn, conn: Conn) -> Non
     assert scalar(conn, "requeue_dead_letter_items", item_ids=[item]) == 1
     _mark(conn)
     assert _next_payloads(listener, 2) == ["requeue", "marker"]
+
+
+# --- regressions for SQL bugs found by these tests -----------------------------------
+
+
+def test_buried_spent_leases_do_not_let_a_lower_priority_go_first(conn: Conn) -> None:
+    # Spent expired leases at the head of priority 5 used to take slots of that
+    # priority's LIMIT, so the batch was filled from priority 4 while a due
+    # priority-5 item was left behind.
+    spent = [enqueue(conn, max_retries=0) for _ in range(2)]
+    assert ids(acquire(conn, "dead", lock=10)) == spent
+    p5 = [enqueue(conn, now=T0 + s(1)) for _ in range(2)]
+    p4 = [enqueue(conn, priority=4) for _ in range(2)]
+    got = acquire(conn, "w", batch=3, now=T0 + s(60))
+    assert ids(got) == [*p5, p4[0]]
+    assert {row(conn, i)["status"] for i in spent} == {"dead_letter"}
+
+
+def test_buried_spent_leases_still_fill_the_batch_from_their_priority(conn: Conn) -> None:
+    spent = [enqueue(conn, max_retries=0) for _ in range(3)]
+    acquire(conn, "dead", lock=10)
+    fresh = [enqueue(conn, now=T0 + s(1)) for _ in range(3)]
+    assert ids(acquire(conn, "w", batch=2, now=T0 + s(60))) == fresh[:2]
+    assert ids(acquire(conn, "w", batch=2, now=T0 + s(60))) == fresh[2:]
+    assert count(conn, "status = 'dead_letter'") == len(spent)
+
+
+def test_a_fresh_item_is_not_near_its_retry_budget(conn: Conn) -> None:
+    # max_retries 1 means one retry left before any failure: no alert for that.
+    now = datetime.now(timezone.utc)
+    failed = enqueue(conn, max_retries=1, now=now, retry_delay_seconds=3600)
+    kill_and_retry(conn, failed, now)
+    fresh = enqueue(conn, max_retries=1, now=now)
+    alerts = conn.execute("SELECT id, alert, since FROM daz_retry_queue_alerts").fetchall()
+    assert alerts == [(failed, "near_retry_budget", now)]
+    assert fresh != failed
+
+
+def test_finished_items_always_carry_their_finish_time(conn: Conn) -> None:
+    # A NULL p_now used to store a completed item without completed_at, which
+    # cleanup then never removed.
+    item = enqueue(conn)
+    acquire(conn)
+    with pytest.raises(psycopg.errors.CheckViolation, match="completed_at"):
+        complete(conn, item, now=None)  # type: ignore[arg-type]
+    assert row(conn, item)["status"] == "processing"
+    with pytest.raises(psycopg.errors.CheckViolation, match="dead_lettered_at"):
+        fail(conn, item, now=None, retryable=False)  # type: ignore[arg-type]
+    assert row(conn, item)["status"] == "processing"
