@@ -12,6 +12,7 @@ from retryq_py.aio import AsyncRetryQueue
 from retryq_py.config import ConfigError, RetryConfig, load_config, parse_duration
 from retryq_py.errors import PermanentError, RetryableError, error_code, is_retryable
 from retryq_py.queue import RetryQueue
+from retryq_py.sqlexec import SQL_EXEC_FAILED, SqlExecHandler, exec_sql, sql_exec_handler
 from retryq_py.worker import (
     HandlerRegistry,
     RetryWorker,
@@ -21,6 +22,7 @@ from retryq_py.worker import (
 )
 
 __all__ = [
+    "SQL_EXEC_FAILED",
     "AsyncRetryQueue",
     "CleanupResult",
     "ConfigError",
@@ -34,12 +36,15 @@ __all__ = [
     "RetryQueueItem",
     "RetryWorker",
     "RetryableError",
+    "SqlExecHandler",
     "StatsRow",
     "WorkerCounts",
     "WorkerEvent",
     "default_worker_id",
     "error_code",
+    "exec_sql",
     "is_retryable",
     "load_config",
     "parse_duration",
+    "sql_exec_handler",
 ]

@@ -121,9 +121,9 @@ class CleanupResult:
 
 @dataclass(frozen=True)
 class Due:
-    """How many items are active and how long until the next one is due."""
+    """Whether any item is pending or processing, and how long until the next is due."""
 
-    active: int
+    active: bool
     seconds_until_due: float | None
 
 
@@ -276,15 +276,15 @@ ORDER BY status, event_type, plugin_name
 
 GET: LiteralString = "SELECT * FROM {schema}daz_retry_queue WHERE id = %(item_id)s"
 
-# For a worker deciding how long to sleep: active items, and seconds (by the
+# For a worker deciding how long to sleep: any active item, and seconds (by the
 # server's clock) until the earliest pending one is due or the earliest lease
 # runs out. One short index scan per priority, as acquire does.
 DUE: LiteralString = """
 SELECT
-    (SELECT count(*) FROM (
+    EXISTS (
         SELECT 1 FROM {schema}daz_retry_queue AS q
-        WHERE q.status IN ('pending', 'processing') LIMIT 1
-    ) AS a) AS active,
+        WHERE q.status IN ('pending', 'processing')
+    ) AS active,
     extract(epoch FROM least(
         (SELECT min(n.next_retry_at)
          FROM generate_series(1, 10) AS p (priority)

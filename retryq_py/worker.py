@@ -395,7 +395,7 @@ class RetryWorker:
                     # Nothing more is due now: sleep until the next due item
                     # (by the server's clock), a NOTIFY or the poll interval.
                     due = q.due()
-                    if exit_when_idle and due.active == 0 and self._idle():
+                    if exit_when_idle and not due.active and self._idle():
                         return
                     if due.seconds_until_due is not None:
                         wait = min(wait, max(due.seconds_until_due, 0.01))
