@@ -43,8 +43,9 @@ CREATE TABLE daz_retry_queue (
     CONSTRAINT daz_retry_queue_status_check CHECK (
         status IN ('pending', 'processing', 'completed', 'dead_letter')
     ),
+    -- not blank: tabs and newlines count as blank too, which btrim misses
     CONSTRAINT daz_retry_queue_event_type_check CHECK (
-        length(btrim(event_type)) BETWEEN 1 AND 200
+        length(event_type) <= 200 AND event_type ~ '[^[:space:]]'
     ),
     CONSTRAINT daz_retry_queue_priority_check CHECK (priority BETWEEN 1 AND 10),
     CONSTRAINT daz_retry_queue_max_retries_check CHECK (
@@ -308,6 +309,8 @@ CREATE FUNCTION enqueue_retry_items(
 RETURNS TABLE (id bigint, event_id uuid)
 LANGUAGE plpgsql
 AS $$
+DECLARE
+    v_unknown text;
 BEGIN
     PERFORM _retryq_check(
         jsonb_typeof(p_items) = 'array', 'items', 'must be a JSON array'
@@ -318,6 +321,20 @@ BEGIN
             WHERE jsonb_typeof(e.v) <> 'object'
         ),
         'items', 'every element must be a JSON object'
+    );
+    -- A misspelt key would silently fall back to its default: refuse it.
+    SELECT k.item_key INTO v_unknown
+    FROM jsonb_array_elements(p_items) AS e (v),
+        jsonb_object_keys(e.v) AS k (item_key)
+    WHERE k.item_key NOT IN (
+        'event_type', 'event_data', 'channel_name', 'plugin_name',
+        'event_metadata', 'max_retries', 'retry_delay_seconds',
+        'backoff_multiplier', 'priority', 'correlation_id', 'tags',
+        'delay_seconds', 'max_retry_delay_seconds', 'retry_jitter'
+    )
+    LIMIT 1;
+    PERFORM _retryq_check(
+        v_unknown IS NULL, 'items', format('unknown key %L', v_unknown)
     );
     PERFORM _retryq_check(
         NOT EXISTS (

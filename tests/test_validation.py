@@ -1,0 +1,397 @@
+"""Every bad input is refused with a class 22/23 SQLSTATE naming the field, and
+changes nothing."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from psycopg import sql
+from psycopg.types.json import Jsonb
+from pytest_postgresql.janitor import DatabaseJanitor
+
+from tests.pg import Server
+
+Conn = psycopg.Connection[Any]
+
+GUIDE_INSERT = """
+        INSERT INTO daz_retry_queue (
+            event_type, channel_name, plugin_name, event_data,
+            event_metadata, max_retries, retry_delay_seconds,
+            backoff_multiplier, priority, correlation_id, tags
+        ) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+        RETURNING id, event_id;
+    """
+GOOD = {
+    "event_type": "sql.exec.failed",
+    "channel_name": "c",
+    "plugin_name": "p",
+    "event_data": Jsonb({"q": 1}),
+    "event_metadata": Jsonb({"m": 1}),
+    "max_retries": 3,
+    "retry_delay_seconds": 60,
+    "backoff_multiplier": 2.0,
+    "priority": 5,
+    "correlation_id": "x",
+    "tags": ["a"],
+}
+
+
+@pytest.fixture(scope="module")
+def module_db(pg_server: Server, template_db: str) -> Iterator[tuple[str, str]]:
+    """One clone of the template for the whole module (cloning per test costs ~1 s),
+    and the TRUNCATE that empties every table the template left empty."""
+    janitor = DatabaseJanitor(
+        user=pg_server.user,
+        host=pg_server.host,
+        port=pg_server.port,
+        password=pg_server.password,
+        dbname=f"retryq_val_{os.getpid()}",
+        template_dbname=template_db,
+    )
+    janitor.drop()
+    janitor.init()
+    try:
+        dsn = pg_server.dsn(janitor.dbname)
+        with psycopg.connect(dsn, autocommit=True) as c:
+            tables = [
+                name
+                for (name,) in c.execute(
+                    "SELECT c.oid::regclass::text FROM pg_class AS c"
+                    " WHERE c.relnamespace = 'public'::regnamespace"
+                    " AND c.relkind IN ('r', 'p') AND NOT c.relispartition"
+                    " AND c.relname NOT LIKE '%yoyo%'"
+                ).fetchall()
+                if c.execute(f"SELECT NOT EXISTS (SELECT FROM {name})").fetchone() == (True,)
+            ]
+        yield dsn, "TRUNCATE " + ", ".join(tables) + " RESTART IDENTITY"
+    finally:
+        janitor.drop()
+
+
+@pytest.fixture
+def dsn(module_db: tuple[str, str]) -> str:
+    """Overrides conftest's dsn: the module's database, emptied before each test."""
+    dsn, truncate = module_db
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute(truncate)  # type: ignore[arg-type]
+    return dsn
+
+
+def snapshot(conn: Conn) -> list[tuple[Any, ...]]:
+    """Every row of the queue and the archive, to prove a refusal wrote nothing."""
+    rows = conn.execute(
+        "SELECT q::text FROM daz_retry_queue AS q UNION ALL "
+        "SELECT a::text FROM daz_retry_queue_archive AS a ORDER BY 1"
+    ).fetchall()
+    return rows
+
+
+def refused(
+    conn: Conn,
+    action: Callable[[], Any],
+    sqlstate: str,
+    field: str,
+) -> psycopg.Error:
+    """Run action, expect a refusal with that SQLSTATE naming field; nothing written."""
+    before = snapshot(conn)
+    with pytest.raises(psycopg.Error) as caught:
+        action()
+    err = caught.value
+    assert err.sqlstate is not None
+    assert err.sqlstate[:2] in ("22", "23")
+    assert err.sqlstate == sqlstate, (err.sqlstate, str(err))
+    diag = err.diag
+    named = " ".join(
+        x or "" for x in (diag.message_primary, diag.constraint_name, diag.column_name)
+    )
+    assert field in named, named
+    assert snapshot(conn) == before
+    return err
+
+
+def call(conn: Conn, fn: str, **kwargs: Any) -> list[tuple[Any, ...]]:
+    args = sql.SQL(", ").join(
+        sql.SQL("{} => {}").format(sql.Identifier("p_" + k), sql.Placeholder(k)) for k in kwargs
+    )
+    return conn.execute(
+        sql.SQL("SELECT * FROM {}({})").format(sql.Identifier(fn), args), kwargs
+    ).fetchall()
+
+
+def guide_insert(conn: Conn, **overrides: Any) -> list[tuple[Any, ...]]:
+    values = {**GOOD, **overrides}
+    cur = psycopg.RawCursor(conn)
+    cur.execute(GUIDE_INSERT, list(values.values()))
+    return cur.fetchall()
+
+
+def enqueue(conn: Conn, **overrides: Any) -> list[tuple[Any, ...]]:
+    values = {**GOOD, **overrides}
+    return call(conn, "enqueue_retry_item", **values)
+
+
+def enqueue_many(conn: Conn, items: Any) -> list[tuple[Any, ...]]:
+    return call(conn, "enqueue_retry_items", items=Jsonb(items))
+
+
+CHECK = "23514"
+NOT_NULL = "23502"
+BAD_TEXT = "22P02"
+BAD_PARAM = "22023"
+
+# (field, bad value, SQLSTATE, what names it) for the table's own rules, which
+# the guide's INSERT and enqueue_retry_item share.
+TABLE_CASES = [
+    ("priority", 0, CHECK, "daz_retry_queue_priority_check"),
+    ("priority", 11, CHECK, "daz_retry_queue_priority_check"),
+    ("max_retries", -1, CHECK, "daz_retry_queue_max_retries_check"),
+    ("max_retries", 1001, CHECK, "daz_retry_queue_max_retries_check"),
+    ("retry_delay_seconds", -1, CHECK, "daz_retry_queue_retry_delay_seconds_check"),
+    ("retry_delay_seconds", math.inf, CHECK, "daz_retry_queue_retry_delay_seconds_check"),
+    ("backoff_multiplier", 0.5, CHECK, "daz_retry_queue_backoff_multiplier_check"),
+    ("backoff_multiplier", 1e12, CHECK, "daz_retry_queue_backoff_multiplier_check"),
+    ("backoff_multiplier", math.nan, CHECK, "daz_retry_queue_backoff_multiplier_check"),
+    ("event_type", "", CHECK, "daz_retry_queue_event_type_check"),
+    ("event_type", "   ", CHECK, "daz_retry_queue_event_type_check"),
+    ("event_type", "\t\n ", CHECK, "daz_retry_queue_event_type_check"),
+    ("event_type", "x" * 201, CHECK, "daz_retry_queue_event_type_check"),
+    ("event_type", None, NOT_NULL, "event_type"),
+    ("event_data", None, NOT_NULL, "event_data"),
+    ("event_data", Jsonb(None), CHECK, "daz_retry_queue_event_data_check"),
+    ("event_metadata", Jsonb([1]), CHECK, "daz_retry_queue_event_metadata_check"),
+    ("event_metadata", Jsonb("text"), CHECK, "daz_retry_queue_event_metadata_check"),
+    ("event_metadata", Jsonb(None), CHECK, "daz_retry_queue_event_metadata_check"),
+]
+
+
+@pytest.mark.parametrize(("field", "value", "sqlstate", "named"), TABLE_CASES)
+def test_guide_insert_refuses(
+    conn: Conn, field: str, value: Any, sqlstate: str, named: str
+) -> None:
+    guide_insert(conn)  # a good row already there must survive
+    refused(conn, lambda: guide_insert(conn, **{field: value}), sqlstate, named)
+
+
+@pytest.mark.parametrize(("field", "value", "sqlstate", "named"), TABLE_CASES)
+def test_enqueue_retry_item_refuses(
+    conn: Conn, field: str, value: Any, sqlstate: str, named: str
+) -> None:
+    enqueue(conn)
+    refused(conn, lambda: enqueue(conn, **{field: value}), sqlstate, named)
+
+
+def test_guide_insert_refuses_null_metadata(conn: Conn) -> None:
+    refused(conn, lambda: guide_insert(conn, event_metadata=None), NOT_NULL, "event_metadata")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [
+        ("max_retry_delay_seconds", -1, "daz_retry_queue_max_retry_delay_seconds_check"),
+        ("retry_jitter", 1.5, "daz_retry_queue_retry_jitter_check"),
+        ("retry_jitter", -0.1, "daz_retry_queue_retry_jitter_check"),
+    ],
+)
+def test_enqueue_refuses_bad_backoff_settings(
+    conn: Conn, field: str, value: Any, named: str
+) -> None:
+    refused(conn, lambda: enqueue(conn, **{field: value}), CHECK, named)
+
+
+@pytest.mark.parametrize("delay", [-1, 31536001, math.nan, None])
+def test_enqueue_refuses_bad_first_delay(conn: Conn, delay: Any) -> None:
+    refused(conn, lambda: enqueue(conn, delay_seconds=delay), BAD_PARAM, "delay_seconds")
+
+
+@pytest.mark.parametrize("text", ["{bad", "", "{'a': 1}", "[1,]"])
+def test_invalid_json_text_is_refused(conn: Conn, text: str) -> None:
+    # Go sends event_data as JSON text; PostgreSQL refuses it while parsing the
+    # parameter, so the message names the type rather than the column.
+    err = refused(conn, lambda: guide_insert(conn, event_data=text), BAD_TEXT, "json")
+    assert "json" in str(err).lower()
+
+
+# --- the worker functions ------------------------------------------------------------
+
+
+@pytest.fixture
+def leased(conn: Conn) -> int:
+    enqueue(conn)
+    got = call(conn, "acquire_retry_items", worker_id="w", batch_size=1)
+    return int(got[0][0])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": -5}, "batch_size"),
+        ({"batch_size": 1001}, "batch_size"),
+        ({"batch_size": 2**31 - 1}, "batch_size"),
+        ({"batch_size": None}, "batch_size"),
+        ({"lock_timeout_seconds": 0}, "lock_timeout_seconds"),
+        ({"lock_timeout_seconds": 86401}, "lock_timeout_seconds"),
+        ({"lock_timeout_seconds": None}, "lock_timeout_seconds"),
+        ({"worker_id": ""}, "worker_id"),
+        ({"worker_id": "   "}, "worker_id"),
+        ({"worker_id": None}, "worker_id"),
+        ({"worker_id": "w" * 201}, "worker_id"),
+    ],
+)
+def test_acquire_refuses(conn: Conn, kwargs: dict[str, Any], field: str) -> None:
+    enqueue(conn)
+    args = {"worker_id": "w", **kwargs}
+    refused(conn, lambda: call(conn, "acquire_retry_items", **args), BAD_PARAM, field)
+
+
+@pytest.mark.parametrize(
+    ("fn", "kwargs", "field"),
+    [
+        ("complete_retry_item", {"worker_id": ""}, "worker_id"),
+        ("complete_retry_item", {"worker_id": None}, "worker_id"),
+        ("complete_retry_items", {"worker_id": ""}, "worker_id"),
+        ("complete_retry_items", {"item_ids": None}, "item_ids"),
+        ("fail_retry_item", {"worker_id": " "}, "worker_id"),
+        ("fail_retry_item", {"error_msg": None}, "error_msg"),
+        ("fail_retry_item", {"retryable": None}, "retryable"),
+        ("extend_retry_lock", {"worker_id": ""}, "worker_id"),
+        ("extend_retry_lock", {"lock_timeout_seconds": 0}, "lock_timeout_seconds"),
+        ("extend_retry_lock", {"lock_timeout_seconds": 86401}, "lock_timeout_seconds"),
+        ("release_retry_items", {"worker_id": ""}, "worker_id"),
+        ("release_retry_items", {"item_ids": None}, "item_ids"),
+    ],
+)
+def test_lease_functions_refuse(
+    conn: Conn, leased: int, fn: str, kwargs: dict[str, Any], field: str
+) -> None:
+    defaults: dict[str, dict[str, Any]] = {
+        "complete_retry_item": {"item_id": leased, "worker_id": "w"},
+        "complete_retry_items": {"item_ids": [leased], "worker_id": "w"},
+        "fail_retry_item": {"item_id": leased, "worker_id": "w", "error_msg": "boom"},
+        "extend_retry_lock": {"item_id": leased, "worker_id": "w", "lock_timeout_seconds": 60},
+        "release_retry_items": {"item_ids": [leased], "worker_id": "w"},
+    }
+    args = {**defaults[fn], **kwargs}
+    refused(conn, lambda: call(conn, fn, **args), BAD_PARAM, field)
+    # the lease is still w's, untouched
+    row = conn.execute("SELECT status, locked_by FROM daz_retry_queue").fetchone()
+    assert row == ("processing", "w")
+
+
+def test_refusal_message_names_the_field(conn: Conn) -> None:
+    with pytest.raises(psycopg.errors.InvalidParameterValue) as caught:
+        call(conn, "acquire_retry_items", worker_id="w", batch_size=0)
+    assert caught.value.diag.message_primary == (
+        "retryq: invalid batch_size: must be between 1 and 1000"
+    )
+    assert caught.value.diag.column_name == "batch_size"
+
+
+# --- enqueue_retry_items -------------------------------------------------------------
+
+
+def _item(**kwargs: Any) -> dict[str, Any]:
+    return {"event_type": "t", "event_data": {"n": 1}, **kwargs}
+
+
+@pytest.mark.parametrize(
+    ("items", "sqlstate", "named"),
+    [
+        ({"event_type": "t"}, BAD_PARAM, "items"),
+        ("text", BAD_PARAM, "items"),
+        (None, BAD_PARAM, "items"),
+        ([_item(), 1], BAD_PARAM, "items"),
+        ([_item(), [_item()]], BAD_PARAM, "items"),
+        ([_item(), _item(priorty=3)], BAD_PARAM, "priorty"),
+        ([_item(), _item(priority=11)], CHECK, "daz_retry_queue_priority_check"),
+        ([_item(), _item(priority=0), _item()], CHECK, "daz_retry_queue_priority_check"),
+        ([_item(), _item(max_retries=-1)], CHECK, "daz_retry_queue_max_retries_check"),
+        ([_item(backoff_multiplier=0.5)], CHECK, "daz_retry_queue_backoff_multiplier_check"),
+        ([_item(), _item(event_type=" ")], CHECK, "daz_retry_queue_event_type_check"),
+        ([_item(), {"event_data": 1}], NOT_NULL, "event_type"),
+        ([_item(), {"event_type": "t"}], NOT_NULL, "event_data"),
+        ([_item(), _item(event_data=None)], NOT_NULL, "event_data"),
+        ([_item(event_metadata=[1])], CHECK, "daz_retry_queue_event_metadata_check"),
+        ([_item(), _item(delay_seconds=-1)], BAD_PARAM, "delay_seconds"),
+        ([_item(), _item(priority="high")], BAD_TEXT, "integer"),
+        ([_item(), _item(priority=1.5)], BAD_TEXT, "integer"),
+        ([_item(), _item(tags="a")], "22P02", "array"),
+    ],
+)
+def test_enqueue_retry_items_refuses_and_writes_none(
+    conn: Conn, items: Any, sqlstate: str, named: str
+) -> None:
+    enqueue(conn)
+    if items is None:
+        refused(conn, lambda: call(conn, "enqueue_retry_items", items=None), sqlstate, named)
+    else:
+        refused(conn, lambda: enqueue_many(conn, items), sqlstate, named)
+    assert conn.execute("SELECT count(*) FROM daz_retry_queue").fetchone() == (1,)
+
+
+def test_unknown_key_message_names_it(conn: Conn) -> None:
+    with pytest.raises(psycopg.errors.InvalidParameterValue) as caught:
+        enqueue_many(conn, [_item(), _item(max_retry=5)])
+    assert "max_retry" in str(caught.value)
+
+
+def test_requeue_refuses_with_no_filter(conn: Conn) -> None:
+    refused(conn, lambda: call(conn, "requeue_dead_letter_items"), BAD_PARAM, "item_ids")
+
+
+# --- properties ----------------------------------------------------------------------
+
+
+@given(priority=st.integers(min_value=-(2**31), max_value=2**31 - 1))
+def test_any_priority_outside_1_to_10_is_refused(conn: Conn, priority: int) -> None:
+    with conn.transaction(force_rollback=True):
+        if 1 <= priority <= 10:
+            assert len(enqueue(conn, priority=priority)) == 1
+        else:
+            with pytest.raises(psycopg.errors.CheckViolation, match="priority"):
+                enqueue(conn, priority=priority)
+
+
+@given(multiplier=st.floats(allow_nan=True, allow_infinity=True))
+def test_any_multiplier_outside_1_to_10_is_refused(conn: Conn, multiplier: float) -> None:
+    with conn.transaction(force_rollback=True):
+        if 1 <= multiplier <= 10:
+            assert len(enqueue(conn, backoff_multiplier=multiplier)) == 1
+        else:
+            with pytest.raises(psycopg.errors.CheckViolation, match="backoff_multiplier"):
+                enqueue(conn, backoff_multiplier=multiplier)
+
+
+@given(
+    batch=st.integers(min_value=-(2**31), max_value=2**31 - 1),
+    timeout=st.integers(min_value=-(2**31), max_value=2**31 - 1),
+)
+def test_acquire_accepts_exactly_the_bounded_sizes(conn: Conn, batch: int, timeout: int) -> None:
+    ok = 1 <= batch <= 1000 and 1 <= timeout <= 86400
+    with conn.transaction(force_rollback=True):
+        enqueue(conn)
+        if ok:
+            got = call(
+                conn,
+                "acquire_retry_items",
+                worker_id="w",
+                batch_size=batch,
+                lock_timeout_seconds=timeout,
+            )
+            assert len(got) == 1
+        else:
+            with pytest.raises(psycopg.errors.InvalidParameterValue):
+                call(
+                    conn,
+                    "acquire_retry_items",
+                    worker_id="w",
+                    batch_size=batch,
+                    lock_timeout_seconds=timeout,
+                )
