@@ -10,12 +10,27 @@ from typing import Any
 
 import psycopg
 import pytest
+from hypothesis import HealthCheck, settings
 from pytest_postgresql.janitor import DatabaseJanitor
 
 from retryq_py import migrate
 from tests.pg import Server, find_server
 
 _counter = itertools.count()
+
+# `ci` (the default) keeps the whole suite within its budget; `deep` is for
+# scripts/deep-tests. Both may share a function-scoped database across
+# examples: the tests that do so reset it themselves.
+_HEALTH = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+settings.register_profile(
+    "ci", max_examples=25, stateful_step_count=30, deadline=None,
+    derandomize=False, suppress_health_check=_HEALTH, print_blob=True,
+)
+settings.register_profile(
+    "deep", max_examples=1000, stateful_step_count=80, deadline=None,
+    suppress_health_check=_HEALTH, print_blob=True,
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 def _janitor(server: Server, dbname: str, template: str | None = None) -> DatabaseJanitor:
@@ -52,6 +67,11 @@ def template_db(pg_server: Server) -> Iterator[str]:
     janitor.init()
     try:
         migrate.apply(pg_server.dsn(name))
+        # Circuit breaker off in the template (threshold 0): tests that fail one
+        # event_type many times would otherwise trip it. tests/test_circuit_breaker.py
+        # turns it back on for itself.
+        with psycopg.connect(pg_server.dsn(name), autocommit=True) as c:
+            c.execute("SELECT retry_circuit_configure(NULL, NULL, 0)")
         yield name
     finally:
         janitor.drop()
