@@ -1,0 +1,350 @@
+"""The circuit breaker in SQL: trip, wait, probe, close, reopen, forced states.
+
+The clock moves through p_now; nothing sleeps.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from pytest_postgresql.janitor import DatabaseJanitor
+
+from tests.pg import Server
+
+T0 = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
+Conn = psycopg.Connection[Any]
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+@pytest.fixture(scope="module")
+def module_db(pg_server: Server, template_db: str) -> Iterator[str]:
+    janitor = DatabaseJanitor(
+        user=pg_server.user,
+        host=pg_server.host,
+        port=pg_server.port,
+        password=pg_server.password,
+        dbname=f"retryq_cb_{os.getpid()}",
+        template_dbname=template_db,
+    )
+    janitor.drop()
+    janitor.init()
+    try:
+        yield pg_server.dsn(janitor.dbname)
+    finally:
+        janitor.drop()
+
+
+@pytest.fixture
+def db(module_db: str) -> Iterator[Conn]:
+    with psycopg.connect(module_db, autocommit=True, row_factory=dict_row) as c:
+        c.execute("TRUNCATE daz_retry_queue, daz_retry_queue_archive, _retryq_circuit")
+        # threshold 3, cool-down 60 s doubling up to 600 s
+        c.execute(
+            "SELECT retry_circuit_configure(NULL, NULL, 3, 60, 600)"
+        )
+        yield c
+
+
+def enqueue(c: Conn, n: int, event_type: str = "http.call", plugin: str | None = "web",
+            max_retries: int = 5) -> list[int]:
+    item = {"event_type": event_type, "event_data": {}, "plugin_name": plugin,
+            "max_retries": max_retries, "retry_delay_seconds": 0}
+    rows = c.execute(
+        "SELECT id FROM enqueue_retry_items(%s, %s)", (Jsonb([item] * n), T0)
+    ).fetchall()
+    return [r["id"] for r in rows]
+
+
+def acquire(c: Conn, worker: str, now: datetime, batch: int = 100,
+            timeout: int = 300) -> list[dict[str, Any]]:
+    return c.execute(
+        "SELECT * FROM acquire_retry_items(%s, %s, %s, %s)", (worker, batch, timeout, now)
+    ).fetchall()
+
+
+def fail(c: Conn, item: int, worker: str, now: datetime, retryable: bool = True) -> bool:
+    row = c.execute(
+        "SELECT fail_retry_item(%s, %s, 'boom', 'E1', %s, %s) AS ok",
+        (item, worker, retryable, now),
+    ).fetchone()
+    assert row is not None
+    return bool(row["ok"])
+
+
+def complete(c: Conn, item: int, worker: str, now: datetime) -> bool:
+    row = c.execute(
+        "SELECT complete_retry_item(%s, %s, %s) AS ok", (item, worker, now)
+    ).fetchone()
+    assert row is not None
+    return bool(row["ok"])
+
+
+def circuit(c: Conn, event_type: str = "http.call", plugin: str | None = "web") -> dict[str, Any]:
+    # the view's state uses now(); the stored row shows the raw state
+    row = c.execute(
+        "SELECT v.*, c.state AS raw_state, c.next_probe_at FROM daz_retry_queue_circuits AS v"
+        " JOIN _retryq_circuit AS c ON c.event_type = v.event_type"
+        "  AND c.plugin_name = coalesce(v.plugin_name, '')"
+        " WHERE v.event_type = %s AND v.plugin_name IS NOT DISTINCT FROM %s",
+        (event_type, plugin),
+    ).fetchone()
+    assert row is not None, "no circuit row"
+    return row
+
+
+def retry_counts(c: Conn, ids: list[int]) -> dict[int, int]:
+    rows = c.execute(
+        "SELECT id, retry_count FROM daz_retry_queue WHERE id = ANY(%s)", (ids,)
+    ).fetchall()
+    return {r["id"]: r["retry_count"] for r in rows}
+
+
+def trip(c: Conn, now: datetime, worker: str = "w1") -> list[int]:
+    """Three failures of http.call/web at `now`: the circuit opens."""
+    ids = enqueue(c, 3)
+    got = acquire(c, worker, now)
+    assert sorted(r["id"] for r in got if r["event_type"] == "http.call") == ids
+    for i in ids:
+        assert fail(c, i, worker, now)
+    return ids
+
+
+def test_failing_dependency_trips_and_items_keep_their_budget(db: Conn) -> None:
+    first = trip(db, T0)
+    cb = circuit(db)
+    assert (cb["raw_state"], cb["consecutive_failures"]) == ("open", 3)
+    assert cb["open_until"] == at(60)
+    assert cb["times_opened"] == 1
+
+    behind = enqueue(db, 20)  # more work for the broken dependency
+    other = enqueue(db, 2, event_type="mail.send", plugin="smtp")
+    # During the cool-down, many acquires: only the other key's items move.
+    got = acquire(db, "w2", at(1))
+    assert sorted(r["id"] for r in got) == other
+    for second in range(2, 60, 7):
+        assert acquire(db, "w2", at(second)) == []
+    counts = retry_counts(db, first + behind)
+    assert all(counts[i] == 1 for i in first)  # their one real failure
+    assert all(counts[i] == 0 for i in behind)  # budget untouched
+    pending = db.execute(
+        "SELECT count(*) AS n FROM daz_retry_queue WHERE event_type = 'http.call'"
+        " AND status = 'pending'"
+    ).fetchone()
+    assert pending == {"n": 23}
+
+
+def test_half_open_hands_out_exactly_one_probe(db: Conn) -> None:
+    trip(db, T0)
+    enqueue(db, 5)
+    assert acquire(db, "w2", at(59.9)) == []
+    probe = acquire(db, "w2", at(60))
+    assert len(probe) == 1
+    cb = circuit(db)
+    assert (cb["raw_state"], cb["probe_item_id"]) == ("half_open", probe[0]["id"])
+    # while the probe is out nobody else gets items of that key
+    assert acquire(db, "w3", at(61)) == []
+    assert acquire(db, "w2", at(200)) == []
+
+
+def test_probe_success_closes_and_releases_the_backlog(db: Conn) -> None:
+    trip(db, T0)
+    enqueue(db, 5)
+    probe = acquire(db, "w2", at(60))
+    assert complete(db, probe[0]["id"], "w2", at(61))
+    cb = circuit(db)
+    assert (cb["state"], cb["consecutive_failures"], cb["trips"]) == ("closed", 0, 0)
+    assert cb["closed_at"] == at(61)
+    assert len(acquire(db, "w2", at(62))) == 3 + 5 - 1
+
+
+def test_probe_failure_reopens_with_a_doubled_capped_cooldown(db: Conn) -> None:
+    trip(db, T0)
+    enqueue(db, 10, max_retries=20)
+    now = at(60)
+    expected = [120, 240, 480, 600, 600]
+    for cooldown in expected:
+        probe = acquire(db, "w2", now)
+        assert len(probe) == 1
+        assert fail(db, probe[0]["id"], "w2", now)
+        cb = circuit(db)
+        assert cb["raw_state"] == "open"
+        assert cb["open_until"] == now + timedelta(seconds=cooldown)
+        # still closed to everyone just before the end of the new cool-down
+        assert acquire(db, "w3", now + timedelta(seconds=cooldown - 1)) == []
+        now = now + timedelta(seconds=cooldown)
+    assert circuit(db)["times_opened"] == 1 + len(expected)
+
+
+def test_lease_expiries_count_and_trip(db: Conn) -> None:
+    ids = enqueue(db, 3)
+    assert len(acquire(db, "dead-worker", T0, timeout=10)) == 3
+    # the leases run out; another worker takes them over
+    taken = acquire(db, "w2", at(11))
+    assert sorted(r["id"] for r in taken) == ids
+    cb = circuit(db)
+    assert (cb["raw_state"], cb["consecutive_failures"], cb["lease_expiries"]) == ("open", 3, 3)
+    assert all(n == 1 for n in retry_counts(db, ids).values())
+
+
+def test_expired_probe_lease_is_a_failed_probe(db: Conn) -> None:
+    trip(db, T0)
+    probe = acquire(db, "w2", at(60), timeout=30)
+    assert len(probe) == 1
+    # the probe hangs: its lease runs out at 90
+    assert acquire(db, "w3", at(91)) == []
+    cb = circuit(db)
+    assert (cb["raw_state"], cb["trips"]) == ("open", 1)
+    assert cb["open_until"] == at(91 + 120)
+    # after the longer cool-down the hung item itself is taken over as the probe
+    again = acquire(db, "w3", at(91 + 120))
+    assert [r["id"] for r in again] == [probe[0]["id"]]
+    assert again[0]["last_error_code"] == "lease_expired"
+    assert circuit(db)["lease_expiries"] == 1
+
+
+def test_released_probe_is_replaced(db: Conn) -> None:
+    trip(db, T0)
+    probe = acquire(db, "w2", at(60))
+    released = db.execute(
+        "SELECT release_retry_items(%s, 'w2') AS n", ([probe[0]["id"]],)
+    ).fetchone()
+    assert released == {"n": 1}
+    again = acquire(db, "w3", at(61))
+    assert len(again) == 1
+    assert circuit(db)["probe_item_id"] == again[0]["id"]
+
+
+def test_permanent_errors_do_not_count(db: Conn) -> None:
+    ids = enqueue(db, 5)
+    acquire(db, "w1", T0)
+    for i in ids:
+        assert fail(db, i, "w1", T0, retryable=False)
+    rows = db.execute("SELECT * FROM daz_retry_queue_circuits").fetchall()
+    assert rows == []
+
+
+def test_success_ends_a_streak(db: Conn) -> None:
+    ids = enqueue(db, 5)
+    acquire(db, "w1", T0)
+    fail(db, ids[0], "w1", T0)
+    fail(db, ids[1], "w1", T0)
+    assert circuit(db)["consecutive_failures"] == 2
+    complete(db, ids[2], "w1", T0)
+    assert circuit(db)["consecutive_failures"] == 0
+    fail(db, ids[3], "w1", T0)
+    fail(db, ids[4], "w1", T0)
+    cb = circuit(db)
+    assert (cb["state"], cb["consecutive_failures"]) == ("closed", 2)
+
+
+def test_keys_are_independent(db: Conn) -> None:
+    trip(db, T0)
+    same_type_other_plugin = enqueue(db, 2, plugin="other")
+    no_plugin = enqueue(db, 2, plugin=None)
+    got = acquire(db, "w2", at(1))
+    assert sorted(r["id"] for r in got) == sorted(same_type_other_plugin + no_plugin)
+    for r in got:
+        fail(db, r["id"], "w2", at(1))
+    # two failures each: below the threshold of 3
+    assert circuit(db, plugin="other")["state"] == "closed"
+    assert circuit(db, plugin=None)["state"] == "closed"
+
+
+def test_forced_open_holds_until_closed(db: Conn) -> None:
+    ids = enqueue(db, 2, event_type="mail.send", plugin=None)
+    db.execute("SELECT retry_circuit_open('mail.send')")
+    cb = circuit(db, "mail.send", None)
+    assert (cb["state"], cb["forced"]) == ("open", True)
+    # no probe, ever: a year later the items still wait, budget intact
+    assert acquire(db, "w1", at(365 * 86400)) == []
+    assert retry_counts(db, ids) == {i: 0 for i in ids}
+    closed = db.execute("SELECT retry_circuit_close('mail.send', NULL) AS ok").fetchone()
+    assert closed == {"ok": True}
+    assert circuit(db, "mail.send", None)["state"] == "closed"
+    assert sorted(r["id"] for r in acquire(db, "w1", at(1))) == ids
+
+
+def test_forced_open_ignores_successes_of_items_in_flight(db: Conn) -> None:
+    ids = enqueue(db, 2)
+    acquire(db, "w1", T0)
+    db.execute("SELECT retry_circuit_open('http.call', 'web')")
+    complete(db, ids[0], "w1", at(1))
+    assert circuit(db)["state"] == "open"
+
+
+def test_timed_open_probes_after_its_time(db: Conn) -> None:
+    enqueue(db, 2)
+    db.execute("SELECT retry_circuit_open('http.call', 'web', p_seconds => 30, p_now => %s)", (T0,))
+    assert acquire(db, "w1", at(29)) == []
+    assert len(acquire(db, "w1", at(30))) == 1
+
+
+def test_forced_close_of_a_tripped_circuit(db: Conn) -> None:
+    trip(db, T0)
+    db.execute("SELECT retry_circuit_close('http.call', 'web', %s)", (at(5),))
+    assert len(acquire(db, "w2", at(5))) == 3
+    assert db.execute("SELECT retry_circuit_close('nope') AS ok").fetchone() == {"ok": False}
+
+
+def test_per_key_settings_and_threshold_zero(db: Conn) -> None:
+    db.execute("SELECT retry_circuit_configure('http.call', 'web', p_failure_threshold => 0)")
+    ids = enqueue(db, 10)
+    acquire(db, "w1", T0)
+    for i in ids:
+        fail(db, i, "w1", T0)
+    cb = circuit(db)
+    assert (cb["state"], cb["consecutive_failures"], cb["failure_threshold"]) == ("closed", 10, 0)
+    db.execute(
+        "SELECT retry_circuit_configure('http.call', 'web', p_failure_threshold => 1,"
+        " p_cooldown_seconds => 5)"
+    )
+    got = acquire(db, "w1", at(1))
+    fail(db, got[0]["id"], "w1", at(1))
+    cb = circuit(db)
+    assert (cb["state"], cb["open_until"], cb["cooldown_seconds"]) == ("open", at(6), 5)
+    db.execute("SELECT retry_circuit_configure('http.call', 'web', p_reset => true)")
+    cb = circuit(db)
+    assert (cb["failure_threshold"], cb["cooldown_seconds"]) == (3, 60)
+
+
+@pytest.mark.parametrize(
+    ("call", "field"),
+    [
+        ("retry_circuit_open('')", "event_type"),
+        ("retry_circuit_open('x', NULL, 0)", "seconds"),
+        ("retry_circuit_close(NULL)", "event_type"),
+        ("retry_circuit_configure('x', NULL, -1)", "failure_threshold"),
+        ("retry_circuit_configure('x', NULL, NULL, 0)", "cooldown_seconds"),
+        ("retry_circuit_configure('x', NULL, NULL, NULL, -5)", "max_cooldown_seconds"),
+        ("retry_circuit_configure(NULL, 'p')", "event_type"),
+        ("retry_circuit_configure(NULL, NULL, NULL, 900, 60)", "max_cooldown_seconds"),
+        ("retry_circuit_configure(NULL, NULL, p_reset => true)", "reset"),
+    ],
+)
+def test_bad_input_is_refused_and_changes_nothing(db: Conn, call: str, field: str) -> None:
+    before = db.execute("SELECT * FROM _retryq_circuit_defaults").fetchone()
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match=f"invalid {field}"):
+        db.execute(f"SELECT {call}")
+    assert db.execute("SELECT * FROM _retryq_circuit").fetchall() == []
+    assert db.execute("SELECT * FROM _retryq_circuit_defaults").fetchone() == before
+
+
+def test_no_circuit_rows_while_everything_succeeds(db: Conn) -> None:
+    ids = enqueue(db, 50)
+    got = acquire(db, "w1", T0)
+    n = db.execute(
+        "SELECT complete_retry_items(%s, 'w1', %s) AS n", ([r["id"] for r in got], T0)
+    ).fetchone()
+    assert n == {"n": len(ids)}
+    assert db.execute("SELECT count(*) AS n FROM _retryq_circuit").fetchone() == {"n": 0}
+
