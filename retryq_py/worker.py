@@ -194,6 +194,7 @@ class RetryWorker:
         retention_days: int | None = None,
         ack_interval: float | None = None,
         max_backoff: float = 10.0,
+        connect_timeout: float = 5.0,
         on_event: Callable[[WorkerEvent], None] | None = None,
     ) -> None:
         cfg = config or RetryConfig()
@@ -216,6 +217,8 @@ class RetryWorker:
             ack_interval if ack_interval is not None else min(0.1, self.lock_timeout / 10)
         )
         self.max_backoff = max_backoff
+        # how long one attempt to get a connection may block the loops
+        self.connect_timeout = connect_timeout
         self.on_event = on_event
         if self.worker_count < 1:
             raise ValueError(f"worker_count must be at least 1, got {self.worker_count}")
@@ -321,7 +324,7 @@ class RetryWorker:
             str(self._database),
             min_size=1,
             max_size=3,  # control loop, heartbeat, one spare
-            timeout=5.0,
+            timeout=self.connect_timeout,
             check=ConnectionPool.check_connection,
             name=f"retryq-{self.worker_id}",
             open=False,
@@ -669,7 +672,7 @@ class RetryWorker:
     def _listen_loop(self) -> None:
         conninfo, kwargs = self._connect_kwargs()
         kwargs["autocommit"] = True
-        kwargs.setdefault("connect_timeout", 5)
+        kwargs.setdefault("connect_timeout", max(1, round(self.connect_timeout)))
         backoff = 0.0
         while not self._stopping.is_set():
             try:

@@ -1,0 +1,455 @@
+"""RetryWorker against a real PostgreSQL: outcomes, wake-ups, graceful stop,
+lease extension, cleanup, reconnect.
+
+Tests wait on conditions with deadlines (`wait_until`), never on fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import errors as pgerr
+from psycopg import sql
+from pytest_postgresql.janitor import DatabaseJanitor
+
+from retryq_py import (
+    HandlerRegistry,
+    PermanentError,
+    RetryableError,
+    RetryConfig,
+    RetryQueue,
+    RetryQueueItem,
+    RetryWorker,
+    WorkerEvent,
+    default_worker_id,
+)
+from tests.pg import Server
+
+Conn = psycopg.Connection[Any]
+FAST = {"poll_interval": 0.5, "lock_timeout": 5, "cleanup_interval": 0, "max_backoff": 0.2}
+
+
+def wait_until(pred: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.01)
+
+
+@pytest.fixture(scope="module")
+def module_dsn(pg_server: Server, template_db: str) -> Iterator[str]:
+    janitor = DatabaseJanitor(
+        user=pg_server.user,
+        host=pg_server.host,
+        port=pg_server.port,
+        password=pg_server.password,
+        dbname=f"retryq_pyw_{os.getpid()}",
+        template_dbname=template_db,
+    )
+    janitor.drop()
+    janitor.init()
+    try:
+        yield pg_server.dsn(janitor.dbname)
+    finally:
+        janitor.drop()
+
+
+@pytest.fixture
+def db(module_dsn: str) -> Iterator[Conn]:
+    with psycopg.connect(module_dsn, autocommit=True) as conn:
+        conn.execute("TRUNCATE daz_retry_queue, daz_retry_queue_archive")
+        yield conn
+
+
+@pytest.fixture
+def q(db: Conn) -> RetryQueue:
+    return RetryQueue(db)
+
+
+def row(db: Conn, item_id: int) -> dict[str, Any]:
+    cur = db.execute(
+        "SELECT status, retry_count, last_error_code, error_history, locked_by"
+        " FROM daz_retry_queue WHERE id = %s",
+        [item_id],
+    )
+    found = cur.fetchone()
+    assert found is not None, f"item {item_id} is gone"
+    names = [d.name for d in cur.description or []]
+    return dict(zip(names, found, strict=True))
+
+
+def statuses(db: Conn) -> dict[str, int]:
+    rows = db.execute("SELECT status, count(*) FROM daz_retry_queue GROUP BY 1").fetchall()
+    return {str(s): int(n) for s, n in rows}
+
+
+# -- outcomes --------------------------------------------------------------------
+
+
+def test_mixed_load_ends_with_the_right_status_and_history(
+    module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    attempts: dict[int, int] = {}
+
+    def flaky(item: RetryQueueItem) -> None:
+        attempts[item.id] = attempts.get(item.id, 0) + 1
+        if attempts[item.id] < 3:
+            raise RetryableError(ConnectionError("upstream down"), "E_UPSTREAM")
+
+    def broken(item: RetryQueueItem) -> None:
+        raise PermanentError("malformed message", "E_MALFORMED")
+
+    def always(item: RetryQueueItem) -> None:
+        raise TimeoutError("still timing out")
+
+    handlers = {"ok": lambda item: None, "flaky": flaky, "broken": broken, "always": always}
+    ok = [q.add("ok", {"i": i}).id for i in range(20)]
+    fl = q.add("flaky", {}, retry_delay=0.05).id
+    br = q.add("broken", {}).id
+    al = q.add("always", {}, max_retries=2, retry_delay=0.05, backoff_multiplier=1.0).id
+    unknown = q.add("mystery.type", {}).id
+    events: list[WorkerEvent] = []
+    worker = RetryWorker(module_dsn, handlers, worker_count=3, on_event=events.append, **FAST)
+
+    counts = worker.run(exit_when_idle=True)
+
+    assert all(row(db, i)["status"] == "completed" for i in ok)
+    r = row(db, fl)
+    assert (r["status"], r["retry_count"], attempts[fl]) == ("completed", 2, 3)
+    assert [h["code"] for h in r["error_history"]] == ["E_UPSTREAM", "E_UPSTREAM"]
+    assert r["error_history"][0]["error"] == "upstream down"
+    r = row(db, br)
+    assert (r["status"], r["last_error_code"]) == ("dead_letter", "E_MALFORMED")
+    assert [(h["retryable"], h["error"]) for h in r["error_history"]] == [
+        (False, "malformed message")
+    ]
+    r = row(db, al)
+    assert (r["status"], r["retry_count"]) == ("dead_letter", 2)
+    assert [h["code"] for h in r["error_history"]] == ["TimeoutError"] * 3
+    assert all(h["retryable"] for h in r["error_history"])
+    r = row(db, unknown)
+    assert (r["status"], r["last_error_code"]) == ("dead_letter", "unknown_event_type")
+    assert r["error_history"][0]["error"] == "unknown event type: mystery.type"
+    assert r["error_history"][0]["worker_id"] == worker.worker_id
+    assert (counts.processed, counts.failed, counts.dead_lettered) == (21, 4, 3)
+    kinds = [e.kind for e in events]
+    assert (kinds.count("completed"), kinds.count("failed"), kinds.count("dead_lettered")) == (
+        21,
+        4,
+        3,
+    )
+
+
+def test_psycopg_errors_are_classified_by_sqlstate(
+    module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    db.execute("CREATE TABLE IF NOT EXISTS target (k int PRIMARY KEY)")
+    db.execute("TRUNCATE target")
+    db.execute("INSERT INTO target VALUES (1)")
+
+    def insert_dup(item: RetryQueueItem) -> None:
+        with psycopg.connect(module_dsn) as c:
+            c.execute("INSERT INTO target VALUES (1)")
+
+    def deadlock_once(item: RetryQueueItem) -> None:
+        if item.retry_count == 0:
+            with psycopg.connect(module_dsn) as c:
+                c.execute("DO $$ BEGIN RAISE EXCEPTION 'dl' USING ERRCODE = '40P01'; END $$")
+
+    dup = q.add("dup", {}).id
+    dl = q.add("dl", {}, retry_delay=0.05).id
+    RetryWorker(module_dsn, {"dup": insert_dup, "dl": deadlock_once}, **FAST).run(
+        exit_when_idle=True
+    )
+    r = row(db, dup)
+    assert (r["status"], r["last_error_code"]) == ("dead_letter", "23505")
+    r = row(db, dl)
+    assert (r["status"], r["retry_count"], r["last_error_code"]) == ("completed", 1, "40P01")
+
+
+def test_registry_and_worker_id(module_dsn: str, db: Conn, q: RetryQueue) -> None:
+    registry = HandlerRegistry()
+    seen: list[Any] = []
+
+    @registry.handler("chat")
+    def chat(item: RetryQueueItem) -> None:
+        seen.append(item.event_data)
+
+    assert chat.__name__ == "chat"  # the decorator returns the function
+    with pytest.raises(ValueError, match="already registered"):
+        registry.register("chat", chat)
+    with pytest.raises(TypeError, match="not callable"):
+        registry.register("other", "nope")  # type: ignore[arg-type]
+    assert dict(registry) == {"chat": chat} and len(registry) == 1
+    q.add("chat", {"m": 1})
+    worker = RetryWorker(module_dsn, registry, name="sql-plugin", **FAST)
+    assert worker.worker_id == f"sql-plugin-{socket.gethostname()}-{os.getpid()}"
+    assert default_worker_id() == f"retryq-{socket.gethostname()}-{os.getpid()}"
+    assert worker.run(exit_when_idle=True).processed == 1
+    assert seen == [{"m": 1}]
+
+
+def test_settings_come_from_config_and_keywords_win(module_dsn: str) -> None:
+    cfg = RetryConfig(worker_count=4, batch_size=7, poll_interval=2, lock_timeout=60)
+    w = RetryWorker(module_dsn, {}, config=cfg, batch_size=3)
+    assert (w.worker_count, w.batch_size, w.poll_interval, w.lock_timeout) == (4, 3, 2, 60)
+    with pytest.raises(ValueError, match="batch_size"):
+        RetryWorker(module_dsn, {}, batch_size=0)
+
+
+def test_a_missing_schema_stops_run_with_the_error(new_database: Any) -> None:
+    bare = new_database()
+    worker = RetryWorker(bare, {}, **FAST)
+    with pytest.raises(pgerr.UndefinedFunction):
+        worker.run(exit_when_idle=True)
+
+
+# -- waking up ---------------------------------------------------------------------
+
+
+def test_notify_wakes_an_idle_worker_long_before_the_poll(
+    module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    done = threading.Event()
+    worker = RetryWorker(
+        module_dsn, {"e": lambda item: done.set()}, poll_interval=60, cleanup_interval=0
+    )
+    thread = worker.start()
+    try:
+        wait_until(lambda: worker._queue is not None, what="worker started")
+        # let the first (empty) acquire pass, so only a NOTIFY can wake it
+        wait_until(lambda: q.due().active is False)
+        q.add("e", {})
+        assert done.wait(5), "a 60 s poll interval, so only NOTIFY could have woken it"
+    finally:
+        worker.stop()
+        thread.join(10)
+    assert not thread.is_alive()
+
+
+def test_worker_sleeps_only_until_the_next_due_retry(
+    module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    handled = threading.Event()
+    worker = RetryWorker(
+        module_dsn, {"e": lambda item: handled.set()}, poll_interval=60, cleanup_interval=0
+    )
+    thread = worker.start()
+    try:
+        wait_until(lambda: worker._queue is not None, what="worker started")
+        started = time.monotonic()
+        q.add("e", {}, delay=0.5)  # its NOTIFY wakes the worker: not due yet
+        assert handled.wait(5), "the worker should wake when the item becomes due"
+        assert time.monotonic() - started >= 0.45
+    finally:
+        worker.stop()
+        thread.join(10)
+
+
+# -- stopping ---------------------------------------------------------------------
+
+
+def test_stop_lets_in_flight_finish_and_releases_the_rest(
+    module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    started, gate = threading.Event(), threading.Event()
+
+    def slow(item: RetryQueueItem) -> None:
+        started.set()
+        assert gate.wait(10)
+
+    ids = [a.id for a in q.add_many([{"event_type": "e", "data": i} for i in range(3)])]
+    worker = RetryWorker(
+        module_dsn, {"e": slow}, worker_count=1, batch_size=3, grace_period=10, **FAST
+    )
+    thread = worker.start()
+    try:
+        assert started.wait(5)
+        worker.stop()
+        # the two not started go back at once, while the first still runs
+        wait_until(lambda: statuses(db) == {"processing": 1, "pending": 2}, what="release")
+        rows = [row(db, i) for i in ids]
+        assert sorted(r["locked_by"] or "-" for r in rows) == ["-", "-", worker.worker_id]
+        assert all(r["retry_count"] == 0 for r in rows)
+    finally:
+        gate.set()
+        thread.join(10)
+    assert not thread.is_alive()
+    assert statuses(db) == {"completed": 1, "pending": 2}
+    assert (worker.counts.processed, worker.counts.released) == (1, 2)
+
+
+def test_handlers_past_the_grace_period_are_released(
+    module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    started, gate = threading.Event(), threading.Event()
+
+    def stuck(item: RetryQueueItem) -> None:
+        started.set()
+        gate.wait(10)
+
+    item_id = q.add("e", {}).id
+    worker = RetryWorker(module_dsn, {"e": stuck}, worker_count=1, grace_period=0.2, **FAST)
+    thread = worker.start()
+    try:
+        assert started.wait(5)
+        worker.stop()
+        thread.join(5)
+        assert not thread.is_alive()
+        r = row(db, item_id)
+        assert (r["status"], r["locked_by"], r["retry_count"]) == ("pending", None, 0)
+        assert worker.counts.released == 1
+    finally:
+        gate.set()
+
+
+def test_sigterm_stops_run_gracefully(module_dsn: str, db: Conn, q: RetryQueue) -> None:
+    def terminate_self(item: RetryQueueItem) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        # finish only once the main thread has handled the signal
+        wait_until(lambda: worker._stopping.is_set(), what="the signal handler")
+
+    before = signal.getsignal(signal.SIGTERM)
+    q.add_many([{"event_type": "e", "data": i} for i in range(3)])
+    worker = RetryWorker(module_dsn, {"e": terminate_self}, worker_count=1, batch_size=3, **FAST)
+    counts = worker.run(install_signal_handlers=True)
+    assert (counts.processed, counts.released) == (1, 2)
+    assert statuses(db) == {"completed": 1, "pending": 2}
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+# -- leases -----------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_slow_handler_keeps_its_lease(module_dsn: str, db: Conn, q: RetryQueue) -> None:
+    """lock_timeout 2 s; the handler runs until the lease has been extended and
+    the first expiry has passed, and meanwhile no one else can take the item."""
+    item_id = q.add("e", {}).id
+    other = RetryQueue(db)
+
+    def slow(item: RetryQueueItem) -> None:
+        first_expiry = item.locked_until
+
+        def extended_and_past_first_expiry() -> bool:
+            now, until = db.execute(
+                "SELECT now(), locked_until FROM daz_retry_queue WHERE id = %s", [item.id]
+            ).fetchone() or (None, None)
+            return until is not None and until > first_expiry and now > first_expiry
+
+        wait_until(extended_and_past_first_expiry, timeout=4.5, what="lease extension")
+        assert other.acquire("thief", 10, 2) == []
+
+    worker = RetryWorker(
+        module_dsn,
+        {"e": slow},
+        worker_count=1,
+        poll_interval=0.5,
+        lock_timeout=2,
+        cleanup_interval=0,
+    )
+    counts = worker.run(exit_when_idle=True)
+    r = row(db, item_id)
+    assert (r["status"], r["retry_count"], r["error_history"]) == ("completed", 0, [])
+    assert counts.processed == 1 and counts.lease_lost == 0
+
+
+# -- cleanup ----------------------------------------------------------------------
+
+
+def test_scheduled_cleanup_runs_one_worker_at_a_time(
+    module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    long_ago = datetime.now(timezone.utc) - timedelta(days=30)
+    old = q.add("e", {}, now=long_ago).id
+    q.acquire("w", now=long_ago)
+    q.complete(old, "w", now=long_ago)
+    settings = {**FAST, "cleanup_interval": 3600, "retention_days": 7}
+    with psycopg.connect(module_dsn) as holder:
+        with holder.transaction():
+            holder.execute(RetryQueue(holder)._q.try_cleanup_lock)
+            RetryWorker(module_dsn, {}, **settings).run(exit_when_idle=True)
+            assert row(db, old)["status"] == "completed"  # someone else held the lock
+        RetryWorker(module_dsn, {}, **settings).run(exit_when_idle=True)
+    gone = db.execute("SELECT count(*) FROM daz_retry_queue WHERE id = %s", [old]).fetchone()
+    assert gone == (0,)
+
+
+# -- reconnect --------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_worker_survives_a_database_outage_and_loses_nothing(
+    module_dsn: str,
+    db: Conn,
+    q: RetryQueue,
+    caplog: pytest.LogCaptureFixture,
+    pg_server: Server,
+) -> None:
+    """Backends terminated mid-run and new connections refused for a while
+    (a restart, as the worker sees it): it backs off, reconnects, drains."""
+    gate = threading.Event()
+    running = threading.Semaphore(0)
+    handled: list[int] = []
+    lock = threading.Lock()
+
+    def work(item: RetryQueueItem) -> None:
+        running.release()
+        assert gate.wait(10)
+        with lock:
+            handled.append(item.id)
+
+    ids = [a.id for a in q.add_many([{"event_type": "e", "data": i} for i in range(30)])]
+    worker = RetryWorker(
+        module_dsn,
+        {"e": work},
+        worker_count=2,
+        batch_size=5,
+        poll_interval=0.5,
+        lock_timeout=3,
+        cleanup_interval=0,
+        max_backoff=0.2,
+        connect_timeout=0.5,
+    )
+    result: list[Any] = []
+    thread = threading.Thread(
+        target=lambda: result.append(worker.run(exit_when_idle=True)), daemon=True
+    )
+    admin = psycopg.connect(pg_server.dsn("postgres"), autocommit=True)
+    dbname = sql.Identifier(db.info.dbname)
+    thread.start()
+    try:
+        assert running.acquire(timeout=5) and running.acquire(timeout=5)
+        admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(dbname))
+        killed = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = %s AND pid <> %s",
+            [db.info.dbname, db.info.backend_pid],
+        ).fetchone()
+        assert killed is not None and killed[0] >= 2  # the pool and the listener
+        gate.set()  # outcomes now wait for the database
+        wait_until(
+            lambda: any("database unavailable" in r.getMessage() for r in caplog.records),
+            what="the worker to notice the outage",
+        )
+        assert thread.is_alive()
+    finally:
+        gate.set()
+        admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(dbname))
+        admin.close()
+        thread.join(15)
+        worker.stop(force=True)
+    assert not thread.is_alive(), "the worker should drain the queue after reconnecting"
+    assert statuses(db) == {"completed": 30}
+    assert set(handled) == set(ids)
+    assert result and result[0].processed >= 30  # a lost ack is written again
