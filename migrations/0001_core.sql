@@ -171,15 +171,20 @@ BEGIN
 END;
 $$;
 
+-- PL/pgSQL, not SQL: a SQL function with a SET clause is never inlined and
+-- is parsed and planned again in every transaction, which cost the hot path
+-- more than the rest of complete_retry_item.
 CREATE FUNCTION _retryq_check_worker(p_worker_id text)
 RETURNS void
-LANGUAGE sql
+LANGUAGE plpgsql
 IMMUTABLE
 AS $$
-    SELECT _retryq_check(
+BEGIN
+    PERFORM _retryq_check(
         length(btrim(p_worker_id)) BETWEEN 1 AND 200,
         'worker_id', 'must be a non-empty string of at most 200 characters'
-    )
+    );
+END;
 $$;
 
 -- The wait before retry number p_retry (1-based): delay * multiplier^(retry-1),
@@ -416,6 +421,9 @@ RETURNS TABLE (
     last_error_code text
 )
 LANGUAGE plpgsql
+-- A custom plan per call (the plan cache's default for these parameters) cost
+-- more than the statements themselves: the generic plan is the same plan.
+SET plan_cache_mode = force_generic_plan
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -545,6 +553,8 @@ CREATE FUNCTION complete_retry_item(
 )
 RETURNS boolean
 LANGUAGE plpgsql
+-- generic plans: see acquire_retry_items
+SET plan_cache_mode = force_generic_plan
 AS $$
 BEGIN
     RETURN complete_retry_items(ARRAY[p_item_id], p_worker_id, p_now) = 1;
@@ -560,6 +570,8 @@ CREATE FUNCTION complete_retry_items(
 )
 RETURNS integer
 LANGUAGE plpgsql
+-- generic plans: see acquire_retry_items
+SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     v_count integer;
