@@ -1,0 +1,350 @@
+"""Scripted orderings over two connections with explicit transactions.
+
+Connection `a` and connection `b` run BEGIN ... COMMIT in the order each test
+writes down; the clock is moved with p_now. Where one side must wait for the
+other's row lock, it runs in a thread and the test waits until pg_stat_activity
+shows it waiting on a lock (with a deadline) before the other side commits. A
+side that must NOT wait runs under a short lock_timeout, so waiting fails it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import datetime as dt
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import psycopg
+import pytest
+
+Conn = psycopg.Connection[Any]
+R = TypeVar("R")
+
+T0 = dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)
+DEADLINE = 10.0
+
+
+def at(secs: float) -> dt.datetime:
+    return T0 + dt.timedelta(seconds=secs)
+
+
+@pytest.fixture
+def a(dsn: str) -> Iterator[Conn]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SET lock_timeout = '1s'")
+        yield conn
+
+
+@pytest.fixture
+def b(dsn: str) -> Iterator[Conn]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("SET lock_timeout = '1s'")
+        yield conn
+
+
+@pytest.fixture
+def watch(dsn: str) -> Iterator[Conn]:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        yield conn
+
+
+def enqueue(conn: Conn, n: int = 1, **kw: Any) -> list[int]:
+    kw.setdefault("p_now", T0)
+    names = ", ".join(f"{k} => %({k})s" for k in kw)
+    return [
+        conn.execute(
+            f"SELECT id FROM enqueue_retry_item('job', '{{}}', {names})",  # type: ignore[arg-type]
+            kw,
+        ).fetchone()[0]  # type: ignore[index]
+        for _ in range(n)
+    ]
+
+
+def acquire(
+    conn: Conn, worker: str, now: dt.datetime, batch: int = 10, lease: int = 10
+) -> list[int]:
+    rows = conn.execute(
+        "SELECT id FROM acquire_retry_items(%s, %s, %s, %s)", [worker, batch, lease, now]
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def scalar(conn: Conn, sql: str, params: Any = None) -> Any:
+    row = conn.execute(sql, params).fetchone()  # type: ignore[arg-type]
+    assert row is not None
+    return row[0]
+
+
+def complete(conn: Conn, item: int, worker: str, now: dt.datetime) -> bool:
+    return bool(scalar(conn, "SELECT complete_retry_item(%s, %s, %s)", [item, worker, now]))
+
+
+def fail(conn: Conn, item: int, worker: str, now: dt.datetime, retryable: bool = True) -> bool:
+    return bool(
+        scalar(
+            conn,
+            "SELECT fail_retry_item(%s, %s, 'boom', 'E', %s, %s)",
+            [item, worker, retryable, now],
+        )
+    )
+
+
+def extend(conn: Conn, item: int, worker: str, now: dt.datetime, lease: int = 10) -> bool:
+    return bool(
+        scalar(conn, "SELECT extend_retry_lock(%s, %s, %s, %s)", [item, worker, lease, now])
+    )
+
+
+def requeue(conn: Conn, ids: list[int], now: dt.datetime) -> int:
+    return int(
+        scalar(conn, "SELECT requeue_dead_letter_items(p_item_ids => %s, p_now => %s)", [ids, now])
+    )
+
+
+def cleanup(conn: Conn, now: dt.datetime, days: int = 0) -> tuple[int, int]:
+    row = conn.execute(
+        "SELECT deleted_count, archived_count FROM cleanup_retry_queue("
+        " p_retention_days => %s, p_now => %s)",
+        [days, now],
+    ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def state(conn: Conn, item: int) -> tuple[Any, ...] | None:
+    return conn.execute(
+        "SELECT status, retry_count, locked_by FROM daz_retry_queue WHERE id = %s", [item]
+    ).fetchone()
+
+
+def blocked(conn: Conn, watch: Conn, fn: Callable[[], R]) -> concurrent.futures.Future[R]:
+    """Runs fn (which uses conn) in a thread; returns once the server shows
+    conn's backend waiting on a lock, or fails at the deadline."""
+    pid = conn.info.backend_pid
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    fut = pool.submit(fn)
+    pool.shutdown(wait=False)
+    end = time.monotonic() + DEADLINE
+    while True:
+        waiting = watch.execute(
+            "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s", [pid]
+        ).fetchone()
+        if waiting and waiting[0]:
+            return fut
+        if fut.done():
+            raise AssertionError(f"expected to wait for a lock, but finished: {fut.result()!r}")
+        if time.monotonic() > end:
+            raise AssertionError("never started waiting for the lock")
+        time.sleep(0.005)  # polling the condition, not synchronising by time
+
+
+def leased(conn: Conn, item: int, worker: str = "w1", lease: int = 10) -> None:
+    """Puts item under worker's lease taken at T0 (expires at T0 + lease)."""
+    assert acquire(conn, worker, T0, batch=1, lease=lease) == [item]
+
+
+# --- acquire vs acquire ------------------------------------------------------------
+
+
+def test_acquire_vs_acquire_take_disjoint_items_without_waiting(a: Conn, b: Conn) -> None:
+    ids = enqueue(a, 4)
+    a.execute("BEGIN")
+    first = acquire(a, "w1", T0, batch=2)
+    # b runs while a's leases are uncommitted: it must skip a's rows, not wait
+    second = acquire(b, "w2", T0, batch=10)
+    a.execute("COMMIT")
+    assert first == ids[:2]
+    assert second == ids[2:]
+    assert acquire(b, "w3", T0) == []
+    owners = dict(a.execute("SELECT id, locked_by FROM daz_retry_queue").fetchall())
+    assert owners == {ids[0]: "w1", ids[1]: "w1", ids[2]: "w2", ids[3]: "w2"}
+
+
+def test_acquire_rolled_back_leaves_items_for_the_next(a: Conn, b: Conn) -> None:
+    ids = enqueue(a, 2)
+    a.execute("BEGIN")
+    assert acquire(a, "w1", T0) == ids
+    assert acquire(b, "w2", T0) == []
+    a.execute("ROLLBACK")
+    assert acquire(b, "w2", T0) == ids
+
+
+def test_two_takeovers_of_one_expired_lease_count_one_attempt(a: Conn, b: Conn) -> None:
+    (item,) = enqueue(a, p_max_retries=3)
+    leased(a, item)
+    a.execute("BEGIN")
+    assert acquire(a, "w2", at(20)) == [item]
+    assert acquire(b, "w3", at(20)) == []  # skipped while a holds the row
+    a.execute("COMMIT")
+    assert acquire(b, "w3", at(20)) == []  # a's new lease runs to T0+30
+    assert state(a, item) == ("processing", 1, "w2")
+
+
+# --- complete vs lease expiry and takeover -----------------------------------------
+
+
+def test_complete_after_expiry_before_takeover_wins(a: Conn, b: Conn) -> None:
+    (item,) = enqueue(a)
+    leased(a, item)
+    a.execute("BEGIN")
+    # expired at T0+10, but nobody took it over: the holder may still finish
+    assert complete(a, item, "w1", at(20))
+    assert acquire(b, "w2", at(20)) == []  # the row is locked by a: skipped
+    a.execute("COMMIT")
+    assert acquire(b, "w2", at(20)) == []  # and now it is finished
+    assert state(a, item) == ("completed", 0, None)
+
+
+def test_takeover_before_complete_makes_the_late_complete_false(
+    a: Conn, b: Conn, watch: Conn
+) -> None:
+    (item,) = enqueue(a)
+    leased(a, item)
+    b.execute("BEGIN")
+    assert acquire(b, "w2", at(20)) == [item]
+    late = blocked(a, watch, lambda: complete(a, item, "w1", at(21)))
+    b.execute("COMMIT")
+    assert late.result(DEADLINE) is False  # w1 lost the lease: its work must be undone
+    assert state(a, item) == ("processing", 1, "w2")
+    entry = scalar(a, "SELECT error_history -> -1 FROM daz_retry_queue WHERE id = %s", [item])
+    assert (entry["code"], entry["worker_id"]) == ("lease_expired", "w1")
+    assert complete(b, item, "w2", at(22))
+    assert state(a, item) == ("completed", 1, None)
+
+
+# --- fail vs complete ----------------------------------------------------------------
+
+
+def test_fail_first_then_complete_is_refused(a: Conn, b: Conn, watch: Conn) -> None:
+    (item,) = enqueue(a, p_retry_delay_seconds=5)
+    leased(a, item)
+    a.execute("BEGIN")
+    assert fail(a, item, "w1", at(1))
+    late = blocked(b, watch, lambda: complete(b, item, "w1", at(1)))
+    a.execute("COMMIT")
+    assert late.result(DEADLINE) is False
+    assert state(a, item) == ("pending", 1, None)
+    assert scalar(a, "SELECT next_retry_at FROM daz_retry_queue WHERE id = %s", [item]) == at(6)
+
+
+def test_complete_first_then_fail_is_refused(a: Conn, b: Conn, watch: Conn) -> None:
+    (item,) = enqueue(a)
+    leased(a, item)
+    a.execute("BEGIN")
+    assert complete(a, item, "w1", at(1))
+    late = blocked(b, watch, lambda: fail(b, item, "w1", at(1)))
+    a.execute("COMMIT")
+    assert late.result(DEADLINE) is False
+    assert state(a, item) == ("completed", 0, None)
+
+
+# --- extend vs expiry ----------------------------------------------------------------
+
+
+def test_extend_after_expiry_before_takeover_keeps_the_lease(a: Conn, b: Conn) -> None:
+    (item,) = enqueue(a)
+    leased(a, item)
+    a.execute("BEGIN")
+    assert extend(a, item, "w1", at(15), lease=10)  # expired at T0+10, now until T0+25
+    assert acquire(b, "w2", at(16)) == []  # locked: skipped
+    a.execute("COMMIT")
+    assert acquire(b, "w2", at(24)) == []  # still w1's
+    assert acquire(b, "w2", at(25)) == [item]  # expired again: taken over
+    assert state(a, item) == ("processing", 1, "w2")
+
+
+def test_takeover_before_extend_makes_the_extend_false(a: Conn, b: Conn, watch: Conn) -> None:
+    (item,) = enqueue(a)
+    leased(a, item)
+    b.execute("BEGIN")
+    assert acquire(b, "w2", at(15), lease=10) == [item]
+    late = blocked(a, watch, lambda: extend(a, item, "w1", at(15)))
+    b.execute("COMMIT")
+    assert late.result(DEADLINE) is False
+    assert state(a, item) == ("processing", 1, "w2")
+    until = scalar(a, "SELECT locked_until FROM daz_retry_queue WHERE id = %s", [item])
+    assert until == at(25)
+
+
+# --- requeue vs acquire --------------------------------------------------------------
+
+
+def _dead_letter(conn: Conn) -> int:
+    (item,) = enqueue(conn, p_max_retries=0)
+    leased(conn, item)
+    assert fail(conn, item, "w1", at(1))
+    assert state(conn, item) == ("dead_letter", 0, None)
+    return item
+
+
+def test_requeue_is_invisible_to_acquire_until_it_commits(a: Conn, b: Conn) -> None:
+    item = _dead_letter(a)
+    a.execute("BEGIN")
+    assert requeue(a, [item], at(5)) == 1
+    assert acquire(b, "w2", at(5)) == []  # not committed yet, and b did not wait
+    a.execute("COMMIT")
+    assert acquire(b, "w2", at(5)) == [item]
+    assert state(a, item) == ("processing", 0, "w2")
+
+
+def test_requeue_of_a_leased_item_does_nothing(a: Conn, b: Conn) -> None:
+    # requeue only takes dead letters: an item a worker holds stays its own
+    (item,) = enqueue(a)
+    b.execute("BEGIN")
+    assert acquire(b, "w2", T0) == [item]
+    assert requeue(a, [item], at(1)) == 0
+    b.execute("COMMIT")
+    assert state(a, item) == ("processing", 0, "w2")
+
+
+# --- cleanup vs acquire, cleanup vs requeue, complete vs cleanup -------------------------
+
+
+def test_cleanup_and_acquire_do_not_wait_for_each_other(a: Conn, b: Conn) -> None:
+    done, waiting = enqueue(a, 2)
+    leased(a, done)
+    assert complete(a, done, "w1", at(1))
+    a.execute("BEGIN")
+    assert cleanup(a, at(100)) == (1, 0)
+    assert acquire(b, "w2", at(100)) == [waiting]
+    a.execute("COMMIT")
+    b.execute("BEGIN")
+    assert acquire(b, "w3", at(105)) == []  # w2's lease runs to T0+110
+    assert cleanup(a, at(105)) == (0, 0)  # leased rows are never cleanup's business
+    b.execute("COMMIT")
+    assert state(a, done) is None
+    assert state(a, waiting) == ("processing", 0, "w2")
+
+
+def test_cleanup_skips_a_dead_letter_being_requeued(a: Conn, b: Conn) -> None:
+    item = _dead_letter(a)
+    a.execute("BEGIN")
+    assert requeue(a, [item], at(100)) == 1
+    assert cleanup(b, at(100)) == (0, 0)  # skipped, not waited for
+    a.execute("COMMIT")
+    assert state(a, item) == ("pending", 0, None)
+    assert scalar(a, "SELECT count(*) FROM daz_retry_queue_archive") == 0
+
+
+def test_requeue_waits_for_cleanup_and_then_finds_nothing(a: Conn, b: Conn, watch: Conn) -> None:
+    item = _dead_letter(a)
+    a.execute("BEGIN")
+    assert cleanup(a, at(100)) == (1, 1)
+    late = blocked(b, watch, lambda: requeue(b, [item], at(100)))
+    a.execute("COMMIT")
+    assert late.result(DEADLINE) == 0
+    assert state(a, item) is None
+    assert scalar(a, "SELECT array_agg(id) FROM daz_retry_queue_archive") == [item]
+
+
+def test_complete_vs_cleanup_uncommitted_completion_is_not_removed(a: Conn, b: Conn) -> None:
+    (item,) = enqueue(a)
+    leased(a, item)
+    a.execute("BEGIN")
+    assert complete(a, item, "w1", at(1))
+    assert cleanup(b, at(100)) == (0, 0)  # the completion is not visible yet
+    assert state(b, item) == ("processing", 0, "w1")
+    a.execute("COMMIT")
+    assert cleanup(b, at(100)) == (1, 0)
+    assert state(b, item) is None
