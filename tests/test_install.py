@@ -1,0 +1,462 @@
+"""Installing retryq: schema/ equals the migrations, rollback leaves nothing,
+concurrent applies, a second schema, and functions immune to the caller's
+search_path."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from retryq_py import migrate
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA_FILE = ROOT / "schema" / "retryq.sql"
+YOYO = Path(sys.executable).parent / "yoyo"
+
+# yoyo's bookkeeping lives next to what it installs; it is not ours to compare.
+NOT_YOYO = "{alias}.relname !~ '^_?yoyo'"
+
+
+def catalog(conn: psycopg.Connection[Any], schema: str = "public") -> dict[str, Any]:
+    """A normalised snapshot of every object retryq can own in `schema`."""
+    conn.execute(sql.SQL("SET search_path = {}").format(sql.Identifier(schema)))
+
+    def rows(query: str) -> list[list[Any]]:
+        got = conn.execute(query, {"schema": schema}).fetchall()  # type: ignore[call-overload]
+        return sorted([list(r) for r in got], key=json.dumps)
+
+    ns = "(SELECT oid FROM pg_namespace WHERE nspname = %(schema)s)"
+    return {
+        "relations": rows(
+            f"""
+            SELECT c.relname, c.relkind, c.reloptions, c.relpersistence,
+                pg_get_partkeydef(c.oid), pg_get_expr(c.relpartbound, c.oid),
+                (SELECT p.relname FROM pg_inherits AS i JOIN pg_class AS p
+                    ON p.oid = i.inhparent WHERE i.inhrelid = c.oid),
+                obj_description(c.oid, 'pg_class')
+            FROM pg_class AS c
+            WHERE c.relnamespace = {ns} AND {NOT_YOYO.format(alias="c")}
+            """
+        ),
+        "columns": rows(
+            f"""
+            SELECT c.relname, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod),
+                a.attnotnull, pg_get_expr(d.adbin, d.adrelid), a.attidentity,
+                a.attgenerated, a.attcollation::regcollation::text
+            FROM pg_attribute AS a
+            JOIN pg_class AS c ON c.oid = a.attrelid
+            LEFT JOIN pg_attrdef AS d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+            WHERE c.relnamespace = {ns} AND {NOT_YOYO.format(alias="c")}
+                AND a.attnum > 0 AND NOT a.attisdropped AND c.relkind IN ('r', 'p', 'v')
+            """
+        ),
+        "constraints": rows(
+            f"""
+            SELECT c.relname, k.conname, k.contype, pg_get_constraintdef(k.oid),
+                k.convalidated, k.connoinherit
+            FROM pg_constraint AS k JOIN pg_class AS c ON c.oid = k.conrelid
+            WHERE c.relnamespace = {ns} AND {NOT_YOYO.format(alias="c")}
+            """
+        ),
+        "indexes": rows(
+            f"""
+            SELECT c.relname, pg_get_indexdef(c.oid)
+            FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid
+            WHERE c.relnamespace = {ns} AND {NOT_YOYO.format(alias="c")}
+            """
+        ),
+        "sequences": rows(
+            f"""
+            SELECT c.relname, format_type(s.seqtypid, NULL), s.seqstart, s.seqincrement,
+                s.seqmax, s.seqmin, s.seqcache, s.seqcycle,
+                (SELECT t.relname || '.' || a.attname FROM pg_depend AS d
+                    JOIN pg_class AS t ON t.oid = d.refobjid
+                    JOIN pg_attribute AS a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid
+                    WHERE d.objid = c.oid AND d.deptype IN ('a', 'i')
+                        AND d.classid = 'pg_class'::regclass)
+            FROM pg_sequence AS s JOIN pg_class AS c ON c.oid = s.seqrelid
+            WHERE c.relnamespace = {ns} AND {NOT_YOYO.format(alias="c")}
+            """
+        ),
+        "functions": rows(
+            f"""
+            SELECT p.proname, pg_get_function_identity_arguments(p.oid),
+                pg_get_functiondef(p.oid), p.proconfig, p.provolatile, p.prosecdef,
+                p.proparallel, obj_description(p.oid, 'pg_proc')
+            FROM pg_proc AS p
+            WHERE p.pronamespace = {ns}
+            """
+        ),
+        "views": rows(
+            f"""
+            SELECT c.relname, pg_get_viewdef(c.oid)
+            FROM pg_class AS c
+            WHERE c.relnamespace = {ns} AND c.relkind IN ('v', 'm')
+            """
+        ),
+        "triggers": rows(
+            f"""
+            SELECT c.relname, t.tgname, pg_get_triggerdef(t.oid), t.tgenabled
+            FROM pg_trigger AS t JOIN pg_class AS c ON c.oid = t.tgrelid
+            WHERE c.relnamespace = {ns} AND NOT t.tgisinternal
+            """
+        ),
+        "types": rows(
+            f"""
+            SELECT t.typname, t.typtype FROM pg_type AS t
+            WHERE t.typnamespace = {ns} AND t.typrelid = 0 AND t.typelem = 0
+            """
+        ),
+    }
+
+
+def _lines(snapshot: dict[str, Any]) -> list[str]:
+    # one line per line of every value, so that a diff points at the change
+    out = []
+    for kind, rows in snapshot.items():
+        for r in rows:
+            for i, value in enumerate(r[1:], 1):
+                for line in str(value).splitlines() or [""]:
+                    out.append(f"{kind} {r[0]} [{i}] {line}")
+    return out
+
+
+def assert_same(expected: dict[str, Any], got: dict[str, Any], what: str) -> None:
+    if got != expected:
+        diff = difflib.unified_diff(
+            _lines(expected), _lines(got), "migrations", what, n=1, lineterm=""
+        )
+        pytest.fail("catalogs differ:\n" + "\n".join(diff), pytrace=False)
+
+
+def _connect(dsn: str) -> psycopg.Connection[Any]:
+    return psycopg.connect(dsn, autocommit=True)
+
+
+@pytest.fixture(scope="module")
+def migrated_catalog(template_db: str, pg_server: Any) -> dict[str, Any]:
+    with _connect(pg_server.dsn(template_db)) as conn:
+        return catalog(conn)
+
+
+def test_schema_file_gives_exactly_what_the_migrations_give(
+    new_database: Any, migrated_catalog: dict[str, Any]
+) -> None:
+    dsn = new_database()
+    with _connect(dsn) as conn:
+        conn.execute(SCHEMA_FILE.read_text())  # type: ignore[arg-type]
+        got = catalog(conn)
+    assert got["functions"], "schema/retryq.sql created no function"
+    assert_same(migrated_catalog, got, "schema/retryq.sql")
+
+
+def test_snapshot_sees_a_changed_function(
+    new_database: Any, migrated_catalog: dict[str, Any]
+) -> None:
+    # The comparison above is only worth something if a drift shows up in it.
+    dsn = new_database()
+    with _connect(dsn) as conn:
+        conn.execute(SCHEMA_FILE.read_text())  # type: ignore[arg-type]
+        conn.execute("ALTER FUNCTION retry_queue_channel() STABLE COST 7")
+        conn.execute("ALTER TABLE _retryq_active SET (fillfactor = 71)")
+        got = catalog(conn)
+    assert got["functions"] != migrated_catalog["functions"]
+    assert got["relations"] != migrated_catalog["relations"]
+
+
+def _leftovers(conn: psycopg.Connection[Any]) -> list[Any]:
+    return conn.execute(
+        f"""
+        SELECT 'class', c.relname FROM pg_class AS c
+        WHERE c.relnamespace = 'public'::regnamespace AND {NOT_YOYO.format(alias="c")}
+        UNION ALL
+        SELECT 'function', p.proname FROM pg_proc AS p
+        WHERE p.pronamespace = 'public'::regnamespace
+        UNION ALL
+        SELECT 'type', t.typname FROM pg_type AS t
+        WHERE t.typnamespace = 'public'::regnamespace AND t.typname !~ '^_?_?yoyo'
+        UNION ALL
+        SELECT 'operator', o.oprname FROM pg_operator AS o
+        WHERE o.oprnamespace = 'public'::regnamespace
+        UNION ALL
+        SELECT 'collation', l.collname FROM pg_collation AS l
+        WHERE l.collnamespace = 'public'::regnamespace
+        UNION ALL
+        SELECT 'extension', e.extname FROM pg_extension AS e
+        WHERE e.extnamespace = 'public'::regnamespace
+        UNION ALL
+        SELECT 'event trigger', v.evtname FROM pg_event_trigger AS v
+        """
+    ).fetchall()
+
+
+def test_rolling_back_every_migration_leaves_only_yoyos_tables(
+    new_database: Any, migrated_catalog: dict[str, Any]
+) -> None:
+    dsn = new_database()
+    applied = migrate.apply(dsn)
+    assert applied == [s.id for s in migrate.status(dsn)]
+    with _connect(dsn) as conn:
+        before = _leftovers(conn)
+        conn.execute("SELECT * FROM enqueue_retry_item('x', '{}')")  # data does not block it
+    assert before
+    rolled = migrate.rollback(dsn)
+    assert sorted(rolled) == sorted(applied)
+    with _connect(dsn) as conn:
+        assert _leftovers(conn) == []
+        yoyo = conn.execute(
+            "SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace"
+            " AND relkind = 'r' ORDER BY 1"
+        ).fetchall()
+        assert all("yoyo" in name for (name,) in yoyo)
+    assert not any(s.applied for s in migrate.status(dsn))
+    # and it installs again, identically
+    migrate.apply(dsn)
+    with _connect(dsn) as conn:
+        again = catalog(conn)
+    assert_same(migrated_catalog, again, "this install")
+
+
+def _yoyo_cli(*args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [str(YOYO), *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _python_apply(dsn: str) -> subprocess.Popen[str]:
+    code = "import sys; from retryq_py import migrate; print(migrate.apply(sys.argv[1]))"
+    return subprocess.Popen(
+        [sys.executable, "-c", code, dsn],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _finish(proc: subprocess.Popen[str]) -> tuple[int, str]:
+    out, err = proc.communicate(timeout=120)
+    return proc.returncode, out + err
+
+
+def test_yoyo_cli_from_the_repository_root(
+    new_database: Any, migrated_catalog: dict[str, Any]
+) -> None:
+    dsn = new_database()
+    url = migrate.yoyo_url(dsn)
+    assert url.startswith("postgresql+psycopg://")
+    had_ini = (ROOT / "yoyo.ini").exists()
+    code, out = _finish(_yoyo_cli("apply", "--batch", "--database", url, "migrations"))
+    assert code == 0, out
+    assert (ROOT / "yoyo.ini").exists() == had_ini  # --batch writes no config
+    assert all(s.applied for s in migrate.status(dsn))
+    with _connect(dsn) as conn:
+        got = catalog(conn)
+    assert_same(migrated_catalog, got, "this install")
+    code, out = _finish(_yoyo_cli("rollback", "--batch", "--all", "--database", url, "migrations"))
+    assert code == 0, out
+    with _connect(dsn) as conn:
+        assert _leftovers(conn) == []
+
+
+@pytest.mark.parametrize("runner", ["yoyo", "python"])
+def test_two_concurrent_applies_end_in_one_install(
+    new_database: Any, migrated_catalog: dict[str, Any], runner: str
+) -> None:
+    dsn = new_database()
+    if runner == "yoyo":
+        args = ("apply", "--batch", "--database", migrate.yoyo_url(dsn), "migrations")
+        procs = [_yoyo_cli(*args), _yoyo_cli(*args)]
+    else:
+        procs = [_python_apply(dsn), _python_apply(dsn)]
+    for code, out in [_finish(p) for p in procs]:
+        assert code == 0, out
+    with _connect(dsn) as conn:
+        got = catalog(conn)
+        applied = conn.execute("SELECT count(*) FROM _yoyo_migration").fetchone()
+    assert_same(migrated_catalog, got, "this install")
+    assert applied == (len(migrate.status(dsn)),)
+
+
+# --- a second schema ---------------------------------------------------------------
+
+
+def test_second_schema_install_is_independent(dsn: str) -> None:
+    with _connect(dsn) as conn:
+        conn.execute("CREATE SCHEMA other")
+    applied = migrate.apply(dsn, schema="other")
+    assert applied  # yoyo keeps separate books per schema
+    with _connect(dsn) as conn:
+        public = catalog(conn, "public")
+        other = catalog(conn, "other")
+        for kind, key in [
+            ("relations", 2),
+            ("functions", 2),
+            ("views", 1),
+            ("triggers", 2),
+            ("indexes", 1),
+            ("constraints", 2),
+        ]:
+            assert sorted(r[:key] for r in other[kind]) == sorted(r[:key] for r in public[kind])
+        for _name, _args, _def, config, *_ in other["functions"]:
+            assert "search_path=other, pg_temp" in config
+
+        conn.execute("SET search_path = public")
+        assert conn.execute("SELECT retry_queue_channel()").fetchone() == (
+            "public.daz_retry_queue",
+        )
+        assert conn.execute("SELECT other.retry_queue_channel()").fetchone() == (
+            "other.daz_retry_queue",
+        )
+        conn.execute("SELECT * FROM enqueue_retry_item('pub', '{}')")
+        conn.execute("SELECT * FROM other.enqueue_retry_item('oth', '{}')")
+        conn.execute("SELECT * FROM other.enqueue_retry_item('oth', '{}')")
+        assert conn.execute("SELECT count(*) FROM daz_retry_queue").fetchone() == (1,)
+        assert conn.execute("SELECT count(*) FROM other.daz_retry_queue").fetchone() == (2,)
+        got = conn.execute("SELECT id, event_type FROM other.acquire_retry_items('w')").fetchall()
+        assert got == [(1, "oth"), (2, "oth")]  # its own sequence
+        assert conn.execute("SELECT other.complete_retry_item(1, 'w')").fetchone() == (True,)
+        assert conn.execute("SELECT event_type FROM acquire_retry_items('w')").fetchall() == [
+            ("pub",)
+        ]
+        stats = conn.execute(
+            "SELECT status, item_count FROM other.daz_retry_queue_stats ORDER BY 1"
+        ).fetchall()
+        assert stats == [("completed", 1), ("processing", 1)]
+
+    migrate.rollback(dsn, schema="other")
+    with _connect(dsn) as conn:
+        assert conn.execute("SELECT to_regclass('other.daz_retry_queue')").fetchone() == (None,)
+        assert conn.execute("SELECT count(*) FROM public.daz_retry_queue").fetchone() == (1,)
+        assert catalog(conn, "public") == public
+
+
+def test_listeners_of_two_schemas_hear_only_their_own(dsn: str) -> None:
+    with _connect(dsn) as conn:
+        conn.execute("CREATE SCHEMA other")
+    migrate.apply(dsn, schema="other")
+    with _connect(dsn) as pub, _connect(dsn) as oth, _connect(dsn) as writer:
+        pub.execute('LISTEN "public.daz_retry_queue"')
+        oth.execute('LISTEN "other.daz_retry_queue"')
+        writer.execute("SELECT * FROM other.enqueue_retry_item('oth', '{}')")
+        writer.execute("NOTIFY \"public.daz_retry_queue\", 'marker'")
+        assert [n.payload for n in oth.notifies(timeout=5, stop_after=1)] == ["insert"]
+        assert [n.payload for n in pub.notifies(timeout=5, stop_after=1)] == ["marker"]
+
+
+# --- the caller's search_path ----------------------------------------------------------
+
+DECOYS = """
+CREATE SCHEMA decoy;
+CREATE TABLE decoy.daz_retry_queue (LIKE public._retryq_active INCLUDING DEFAULTS);
+CREATE TABLE decoy._retryq_active (LIKE public._retryq_active INCLUDING DEFAULTS);
+CREATE TABLE decoy._retryq_finished (LIKE public._retryq_active INCLUDING DEFAULTS);
+CREATE TABLE decoy.daz_retry_queue_archive (LIKE public.daz_retry_queue_archive);
+INSERT INTO decoy.daz_retry_queue (id, event_type, event_data) VALUES (1, 'decoy', '{}');
+INSERT INTO decoy._retryq_active (id, event_type, event_data) VALUES (1, 'decoy', '{}');
+INSERT INTO decoy._retryq_finished (id, event_type, event_data, status, completed_at)
+    VALUES (1, 'decoy', '{}', 'completed', '2000-01-01');
+CREATE FUNCTION decoy._retryq_check(boolean, text, text) RETURNS void
+    LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'decoy _retryq_check called'; END $$;
+CREATE FUNCTION decoy._retryq_bury(bigint[], jsonb, timestamptz) RETURNS integer
+    LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'decoy _retryq_bury called'; END $$;
+CREATE FUNCTION decoy._retryq_backoff(integer, float8, float8, float8, float8)
+    RETURNS interval
+    LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'decoy _retryq_backoff called'; END $$;
+CREATE FUNCTION decoy.complete_retry_items(bigint[], text, timestamptz) RETURNS integer
+    LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'decoy complete_retry_items called'; END $$;
+"""
+
+
+def _decoy_rows(conn: psycopg.Connection[Any]) -> list[Any]:
+    return conn.execute(
+        "SELECT 'q', q::text FROM decoy.daz_retry_queue AS q UNION ALL "
+        "SELECT 'a', a::text FROM decoy._retryq_active AS a UNION ALL "
+        "SELECT 'f', f::text FROM decoy._retryq_finished AS f UNION ALL "
+        "SELECT 'x', x::text FROM decoy.daz_retry_queue_archive AS x ORDER BY 1, 2"
+    ).fetchall()
+
+
+def test_functions_ignore_decoys_on_the_callers_search_path(dsn: str) -> None:
+    with _connect(dsn) as conn, _connect(dsn) as listening:
+        listening.execute('LISTEN "public.daz_retry_queue"')
+        conn.execute(DECOYS)  # type: ignore[arg-type]
+        decoys = _decoy_rows(conn)
+        # a temp table would come first of all, were pg_temp not pinned last
+        conn.execute("CREATE TEMP TABLE _retryq_active (LIKE public._retryq_active)")
+        conn.execute("SET search_path = decoy, public")
+
+        def one(query: str) -> Any:
+            got = conn.execute(query).fetchone()  # type: ignore[call-overload]
+            assert got is not None
+            return got[0]
+
+        t0 = "'2030-01-01 00:00+00'::timestamptz"
+        a = one(f"SELECT id FROM enqueue_retry_item('real', '{{}}', p_now => {t0})")
+        b = one(
+            "SELECT id FROM enqueue_retry_items("
+            f"""'[{{"event_type": "real", "event_data": 2}}]', {t0})"""
+        )
+        c = one(
+            f"SELECT id FROM enqueue_retry_item('real', '{{}}', p_max_retries => 0, p_now => {t0})"
+        )
+        got = conn.execute(f"SELECT id FROM acquire_retry_items('w', 10, 60, {t0})").fetchall()
+        assert sorted(r[0] for r in got) == sorted([a, b, c])
+        assert one(f"SELECT public.complete_retry_item({a}, 'w', {t0})") is True
+        assert one(f"SELECT fail_retry_item({b}, 'w', 'boom', 'E', true, {t0})") is True
+        assert one(f"SELECT extend_retry_lock({c}, 'w', 60, {t0})") is True
+        assert one(f"SELECT release_retry_items(ARRAY[{c}]::bigint[], 'w')") == 1
+        got = conn.execute(
+            f"SELECT id FROM acquire_retry_items('w2', 10, 1, {t0} + interval '1 hour')"
+        ).fetchall()
+        assert sorted(r[0] for r in got) == sorted([b, c])
+        # the leases expire; c is spent and buried by the next acquire
+        conn.execute(f"SELECT * FROM acquire_retry_items('w3', 10, 60, {t0} + interval '2 hours')")
+        assert one(f"SELECT requeue_dead_letter_items(ARRAY[{c}]::bigint[])") == 1
+        assert one(f"SELECT fail_retry_item({b}, 'w3', 'x', NULL, false, {t0})") is True
+        cleaned = conn.execute(
+            f"SELECT * FROM cleanup_retry_queue(1, p_now => {t0} + interval '30 days')"
+        ).fetchall()
+        assert cleaned == [(2, 1)]
+        assert one("SELECT retry_queue_channel()") == "public.daz_retry_queue"
+
+        conn.execute("RESET search_path")
+        real = conn.execute(
+            "SELECT id, status, event_type FROM public.daz_retry_queue ORDER BY id"
+        ).fetchall()
+        assert real == [(c, "pending", "real")]
+        assert one("SELECT count(*) FROM public.daz_retry_queue_archive") == 1
+        assert one("SELECT count(*) FROM pg_temp._retryq_active") == 0
+        assert _decoy_rows(conn) == decoys
+        conn.execute("NOTIFY \"public.daz_retry_queue\", 'marker'")
+        payloads = []
+        for note in listening.notifies(timeout=5):
+            payloads.append(note.payload)
+            if note.payload == "marker":
+                break
+        # the decoy path changed nothing: every wake-up went to the real channel
+        assert payloads == ["insert", "insert", "insert", "release", "requeue", "marker"]
+
+
+def test_every_function_pins_its_search_path(conn: psycopg.Connection[Any]) -> None:
+    functions = conn.execute(
+        "SELECT p.proname, p.proconfig FROM pg_proc AS p"
+        " WHERE p.pronamespace = 'public'::regnamespace ORDER BY 1"
+    ).fetchall()
+    assert len(functions) >= 10
+    unpinned = [
+        name for name, config in functions if "search_path=public, pg_temp" not in (config or [])
+    ]
+    assert unpinned == []
