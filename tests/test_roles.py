@@ -1,0 +1,233 @@
+"""Least privilege: every allow and every deny of retryq_producer, retryq_worker
+and retryq_admin, proved by logging in as a role that holds only that group.
+
+The group roles belong to the cluster that all test sessions share; the login
+roles made here have unique names and are dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+from pytest_postgresql.janitor import DatabaseJanitor
+
+from retryq_py import migrate
+from tests.pg import Server
+
+Conn = psycopg.Connection[Any]
+GROUPS = ("retryq_producer", "retryq_worker", "retryq_admin")
+
+# name -> (SQL, expected first value when allowed, or None to only require success).
+# {leased}, {pending}, {dead} are ids prepared by the fixture.
+STATEMENTS: dict[str, tuple[str, Any]] = {
+    "guide_insert": (
+        "INSERT INTO daz_retry_queue (event_type, channel_name, plugin_name, event_data,"
+        " event_metadata, max_retries, retry_delay_seconds, backoff_multiplier, priority,"
+        " correlation_id, tags) VALUES ('t', '', 'p', '{{}}', '{{}}', 3, 60, 2.0, 5, 'c',"
+        " '{{p}}') RETURNING id, event_id",
+        None,
+    ),
+    "enqueue_item": ("SELECT id FROM enqueue_retry_item('t', '{{}}')", None),
+    "enqueue_items": (
+        """SELECT count(*) FROM enqueue_retry_items('[{{"event_type": "t", "event_data": 1}}]')""",
+        1,
+    ),
+    "channel": ("SELECT retry_queue_channel()", "public.daz_retry_queue"),
+    "select_ids": ("SELECT count(id) FROM daz_retry_queue WHERE event_id IS NOT NULL", 3),
+    "select_payload": ("SELECT count(event_data) FROM daz_retry_queue", 3),
+    "select_partition": ("SELECT count(*) FROM _retryq_active", None),
+    "update_queue": ("UPDATE daz_retry_queue SET priority = 1", None),
+    "delete_queue": ("DELETE FROM daz_retry_queue", None),
+    "update_partition": ("UPDATE _retryq_active SET priority = 1", None),
+    "delete_partition": ("DELETE FROM _retryq_finished", None),
+    "insert_partition": (
+        "INSERT INTO _retryq_active (event_type, event_data) VALUES ('t', '1')",
+        None,
+    ),
+    "truncate": ("TRUNCATE daz_retry_queue", None),
+    "acquire": ("SELECT count(*) FROM acquire_retry_items('w2', 10)", 1),
+    "complete": ("SELECT complete_retry_item({leased}, 'w')", True),
+    "complete_items": ("SELECT complete_retry_items(ARRAY[{leased}]::bigint[], 'w')", 1),
+    "fail": ("SELECT fail_retry_item({leased}, 'w', 'boom')", True),
+    "extend": ("SELECT extend_retry_lock({leased}, 'w')", True),
+    "release": ("SELECT release_retry_items(ARRAY[{leased}]::bigint[], 'w')", 1),
+    "requeue": ("SELECT requeue_dead_letter_items(ARRAY[{dead}]::bigint[])", 1),
+    "cleanup": ("SELECT deleted_count FROM cleanup_retry_queue(0)", 1),
+    "circuit_open": ("SELECT retry_circuit_open('t')", True),
+    "circuit_close": ("SELECT retry_circuit_close('t')", False),
+    "circuit_configure": ("SELECT retry_circuit_configure('t', NULL, 3)", True),
+    "view_stats": ("SELECT count(*) FROM daz_retry_queue_stats", 3),
+    "view_alerts": ("SELECT count(*) FROM daz_retry_queue_alerts", 1),
+    "view_circuits": ("SELECT count(*) FROM daz_retry_queue_circuits", 1),
+    "archive": ("SELECT count(*) FROM daz_retry_queue_archive", 0),
+    "private_bury": ("SELECT _retryq_bury(ARRAY[{leased}]::bigint[], '{{}}', now())", None),
+    "private_check": ("SELECT _retryq_check(true, 'a', 'b')", None),
+    "private_circuit": (
+        "SELECT _retryq_circuit_failed('t', 'p', 1, 0, false, now())",
+        None,
+    ),
+    "defaults_table": ("UPDATE _retryq_circuit_defaults SET failure_threshold = 1", None),
+}
+
+ALLOWED: dict[str, set[str]] = {
+    "retryq_producer": {"guide_insert", "enqueue_item", "enqueue_items", "channel", "select_ids"},
+    "retryq_worker": {
+        "channel", "acquire", "complete", "complete_items", "fail", "extend", "release",
+        "select_ids", "select_payload",
+    },
+    "retryq_admin": {
+        "channel", "requeue", "cleanup", "circuit_open", "circuit_close", "circuit_configure",
+        "view_stats", "view_alerts", "view_circuits", "archive", "select_ids", "select_payload",
+    },
+    "nobody": set(),
+}
+
+
+@pytest.fixture(scope="module")
+def roles_db(pg_server: Server, template_db: str) -> Iterator[tuple[str, dict[str, int]]]:
+    janitor = DatabaseJanitor(
+        user=pg_server.user,
+        host=pg_server.host,
+        port=pg_server.port,
+        password=pg_server.password,
+        dbname=f"retryq_roles_{os.getpid()}",
+        template_dbname=template_db,
+    )
+    janitor.drop()
+    janitor.init()
+    dsn = pg_server.dsn(janitor.dbname)
+    try:
+        with psycopg.connect(dsn, autocommit=True) as c:
+            def one(q: str) -> Any:
+                row = c.execute(q).fetchone()
+                assert row is not None
+                return row[0]
+
+            leased = one("SELECT id FROM enqueue_retry_item('t', '1', p_plugin_name => 'p')")
+            one("SELECT count(*) FROM acquire_retry_items('w', 1)")
+            pending = one("SELECT id FROM enqueue_retry_item('t', '2', p_plugin_name => 'p')")
+            dead = one(
+                "SELECT id FROM enqueue_retry_item('d', '3', p_max_retries => 0,"
+                " p_now => now() - interval '30 days')"
+            )
+            one("SELECT count(*) FROM acquire_retry_items('w0', 5, p_now => now() - interval"
+                " '30 days')")
+            one(f"SELECT fail_retry_item({dead}, 'w0', 'x', p_now => now() - interval '30 days')")
+        yield dsn, {"leased": leased, "pending": pending, "dead": dead}
+    finally:
+        janitor.drop()
+
+
+@pytest.fixture(scope="module")
+def logins(roles_db: tuple[str, dict[str, int]]) -> Iterator[dict[str, str]]:
+    """One LOGIN role per group (and one in no group), named uniquely."""
+    dsn, _ = roles_db
+    tag = f"{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    made = {g: f"t_{g}_{tag}" for g in (*GROUPS, "nobody")}
+    with psycopg.connect(dsn, autocommit=True) as c:
+        for group, login in made.items():
+            c.execute(f'CREATE ROLE "{login}" LOGIN')
+            if group != "nobody":
+                c.execute(f'GRANT {group} TO "{login}"')
+    try:
+        yield made
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as c:
+            for login in made.values():
+                c.execute(f'DROP ROLE IF EXISTS "{login}"')
+
+
+CASES = [(role, name) for role in ALLOWED for name in STATEMENTS]
+
+
+@pytest.mark.parametrize(("role", "name"), CASES, ids=[f"{r}-{n}" for r, n in CASES])
+def test_role_matrix(
+    roles_db: tuple[str, dict[str, int]], logins: dict[str, str], role: str, name: str
+) -> None:
+    dsn, ids = roles_db
+    sql_text, expected = STATEMENTS[name]
+    query = sql_text.format(**ids)
+    with psycopg.connect(make_conninfo(dsn, user=logins[role])) as c:
+        assert c.execute("SELECT current_user").fetchone() == (logins[role],)
+        try:
+            if name in ALLOWED[role]:
+                row = c.execute(query).fetchone()
+                if expected is not None:
+                    assert row is not None and row[0] == expected
+            else:
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    c.execute(query)
+        finally:
+            c.rollback()  # every case sees the same prepared rows
+
+
+def test_every_retryq_function_is_pinned_and_granted_as_documented(conn: Conn) -> None:
+    rows = conn.execute(
+        """
+        SELECT p.proname, p.prosecdef,
+            coalesce(array_to_string(p.proconfig, ','), '') AS config,
+            has_function_privilege('public', p.oid, 'EXECUTE') AS public_exec,
+            array(
+                SELECT g FROM unnest(%s::text[]) AS g
+                WHERE has_function_privilege(g, p.oid, 'EXECUTE')
+            ) AS groups
+        FROM pg_proc AS p
+        WHERE p.pronamespace = 'public'::regnamespace
+        """,
+        (list(GROUPS),),
+    ).fetchall()
+    by_name = {r[0]: r for r in rows}
+    fn_statement = {
+        "enqueue_retry_item": "enqueue_item", "enqueue_retry_items": "enqueue_items",
+        "retry_queue_channel": "channel", "acquire_retry_items": "acquire",
+        "complete_retry_item": "complete", "complete_retry_items": "complete_items",
+        "fail_retry_item": "fail", "extend_retry_lock": "extend",
+        "release_retry_items": "release", "requeue_dead_letter_items": "requeue",
+        "cleanup_retry_queue": "cleanup", "retry_circuit_open": "circuit_open",
+        "retry_circuit_close": "circuit_close", "retry_circuit_configure": "circuit_configure",
+    }
+    public = {n for n in by_name if not n.startswith("_retryq_")}
+    # a function nobody put in the matrix would slip through unproved
+    assert public == set(fn_statement)
+    for name, (_, secdef, config, public_exec, groups) in by_name.items():
+        assert "search_path=public, pg_temp" in config, name
+        assert not public_exec, name
+        if name.startswith("_retryq_"):
+            assert groups == [], name
+            continue
+        expected = sorted(g for g in GROUPS if fn_statement[name] in ALLOWED[g])
+        assert sorted(groups) == expected, name
+        assert secdef == (name != "retry_queue_channel"), name
+
+
+def test_install_is_idempotent_across_schemas_and_rollback_keeps_shared_roles(
+    new_database: Any,
+) -> None:
+    dsn = new_database()
+    migrate.apply(dsn)
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("CREATE SCHEMA other")
+    # a second install in the same cluster finds the roles and grants again
+    assert migrate.apply(dsn, schema="other") == ["0001_core", "0002_circuit_breaker", "0003_roles"]
+    assert migrate.rollback(dsn, count=1) == ["0003_roles"]
+    with psycopg.connect(dsn, autocommit=True) as c:
+        row = c.execute(
+            "SELECT has_function_privilege('public', 'public.acquire_retry_items(text, integer,"
+            " integer, timestamptz)', 'EXECUTE'),"
+            " has_function_privilege('public', 'other.acquire_retry_items(text, integer,"
+            " integer, timestamptz)', 'EXECUTE'),"
+            " (SELECT prosecdef FROM pg_proc WHERE oid = 'public.acquire_retry_items(text,"
+            " integer, integer, timestamptz)'::regprocedure),"
+            " (SELECT count(*) FROM pg_roles WHERE rolname = ANY(%s))",
+            (list(GROUPS),),
+        ).fetchone()
+    # public is open again and runs as the caller; other keeps its grants; the
+    # roles stay because other (and every test database) still uses them
+    assert row == (True, False, False, 3)
+    assert migrate.apply(dsn) == ["0003_roles"]
