@@ -395,6 +395,9 @@ $$;
 -- any worker takes it over, and the lost attempt counts against the item's
 -- retry budget, so an item that kills every worker ends as a dead letter
 -- instead of looping forever.
+-- Circuit breaker (0002): items whose circuit is not closed are skipped and
+-- keep their budget; a circuit past its cool-down gets one probe item. With
+-- every circuit closed the only extra cost is one look at an empty index.
 CREATE FUNCTION acquire_retry_items(
     p_worker_id text,
     p_batch_size integer DEFAULT 10,
@@ -421,8 +424,7 @@ RETURNS TABLE (
     last_error_code text
 )
 LANGUAGE plpgsql
--- A custom plan per call (the plan cache's default for these parameters) cost
--- more than the statements themselves: the generic plan is the same plan.
+-- generic plans: a custom plan per call costs more than the statements
 SET plan_cache_mode = force_generic_plan
 AS $$
 #variable_conflict use_column
@@ -430,8 +432,15 @@ DECLARE
     v_remaining integer := p_batch_size;
     v_taken integer;
     v_asked integer;
-    v_priority integer := 10;
+    v_priority integer;
     v_until timestamptz;
+    v_gated boolean;
+    v_c record;
+    v_probe_events text[] := '{}';
+    v_probe_plugins text[] := '{}';
+    v_probe_event text;
+    v_probe_plugin text;
+    v_probed boolean;
 BEGIN
     PERFORM _retryq_check_worker(p_worker_id);
     PERFORM _retryq_check(
@@ -444,101 +453,209 @@ BEGIN
     );
     v_until := p_now + make_interval(secs => p_lock_timeout_seconds);
 
-    -- One index range scan per priority, from most to least urgent: each stops
-    -- at the first item not yet due, so items scheduled far ahead are never
-    -- walked. Leased items keep their due time (so a lease is a HOT update);
-    -- the scan filters out the unexpired ones.
-    WHILE v_priority >= 1 AND v_remaining > 0 LOOP
-        v_asked := v_remaining;
-        RETURN QUERY
-        WITH picked AS (
-            SELECT
-                a.id,
-                a.status = 'processing' AS expired,
-                a.status = 'processing' AND a.retry_count >= a.max_retries
-                    AS spent
-            FROM _retryq_active AS a
-            WHERE a.priority = v_priority
-                AND a.next_retry_at <= p_now
+    v_gated := EXISTS (
+        SELECT 1 FROM _retryq_circuit AS c WHERE c.state <> 'closed'
+    );
+    IF v_gated THEN
+        -- Circuits ready for a probe: open past the cool-down, or half_open
+        -- with no live probe lease. SKIP LOCKED: one worker probes a key at a
+        -- time; the row lock lasts until this acquire commits, and by then the
+        -- circuit says half_open with its probe_id.
+        FOR v_c IN
+            SELECT c.event_type, c.plugin_name, c.state, a.locked_until
+            FROM _retryq_circuit AS c
+            LEFT JOIN _retryq_active AS a
+                ON a.id = c.probe_id AND a.status = 'processing'
+            WHERE c.state <> 'closed'
+                AND NOT c.forced
+                AND (c.next_probe_at IS NULL OR c.next_probe_at <= p_now)
+                AND (c.state = 'half_open' OR c.open_until <= p_now)
                 AND (a.locked_until IS NULL OR a.locked_until <= p_now)
-            ORDER BY a.next_retry_at, a.id
-            LIMIT v_remaining
-            -- SKIP LOCKED: concurrent workers split the due items between them
-            -- instead of queueing behind each other's row locks.
-            FOR UPDATE SKIP LOCKED
-        ),
-        buried AS (
-            SELECT
-                set_config('retryq.buried', 'yes', TRUE),
-                _retryq_bury(
-                    array_agg(p.id),
-                    jsonb_build_object(
-                        'failed_at', p_now,
-                        'error',
-                        'lease expired: the worker did not finish in time',
-                        'code', 'lease_expired',
-                        'retryable', TRUE
-                    ),
-                    p_now
-                )
-            FROM picked AS p
-            WHERE p.spent
-            HAVING count(*) > 0
-        ),
-        taken AS (
-            UPDATE _retryq_active AS a
-            SET
-                status = 'processing',
-                locked_by = p_worker_id,
-                locked_until = v_until,
-                last_attempted_at = p_now,
-                retry_count = a.retry_count + p.expired::integer,
-                error_message = CASE
-                    WHEN p.expired
-                        THEN 'lease expired: the worker did not finish in time'
-                    ELSE a.error_message
-                END,
-                last_error_code = CASE
-                    WHEN p.expired THEN 'lease_expired' ELSE a.last_error_code
-                END,
-                error_history = CASE
-                    WHEN p.expired THEN a.error_history || jsonb_build_array(
+            ORDER BY c.event_type, c.plugin_name
+            FOR UPDATE OF c SKIP LOCKED
+        LOOP
+            IF v_c.state = 'half_open' AND v_c.locked_until IS NOT NULL THEN
+                -- The probe's lease ran out: a hung dependency. That is a
+                -- failed probe; the item itself is taken over later.
+                PERFORM _retryq_circuit_failed(
+                    v_c.event_type, v_c.plugin_name, 1, 0, FALSE, p_now
+                );
+            ELSE
+                v_probe_events := v_probe_events || v_c.event_type;
+                v_probe_plugins := v_probe_plugins || v_c.plugin_name;
+            END IF;
+        END LOOP;
+    END IF;
+
+    -- Probe passes first (one item per ready circuit), then the normal pass.
+    FOR v_pass IN 1..coalesce(array_length(v_probe_events, 1), 0) + 1 LOOP
+        v_probe_event := v_probe_events[v_pass];
+        v_probe_plugin := v_probe_plugins[v_pass];
+        v_probed := FALSE;
+        v_priority := 10;
+        -- One index range scan per priority, from most to least urgent: each
+        -- stops at the first item not yet due, so items scheduled far ahead
+        -- are never walked. Leased items keep their due time (so a lease is a
+        -- HOT update); the scan filters out the unexpired ones.
+        WHILE v_priority >= 1 AND v_remaining > 0 AND NOT v_probed LOOP
+            v_asked := CASE WHEN v_probe_event IS NULL THEN v_remaining ELSE 1 END;
+            RETURN QUERY
+            WITH picked AS (
+                SELECT
+                    a.id,
+                    a.event_type,
+                    a.plugin_name,
+                    a.status = 'processing' AS expired,
+                    a.status = 'processing' AND a.retry_count >= a.max_retries
+                        AS spent
+                FROM _retryq_active AS a
+                WHERE a.priority = v_priority
+                    AND a.next_retry_at <= p_now
+                    AND (a.locked_until IS NULL OR a.locked_until <= p_now)
+                    AND (
+                        v_probe_event IS NULL
+                        OR (
+                            a.event_type = v_probe_event
+                            AND coalesce(a.plugin_name, '') = v_probe_plugin
+                        )
+                    )
+                    -- skip keys whose circuit is not closed
+                    AND (
+                        NOT v_gated
+                        OR v_probe_event IS NOT NULL
+                        OR NOT EXISTS (
+                            SELECT 1 FROM _retryq_circuit AS c
+                            WHERE c.state <> 'closed'
+                                AND c.event_type = a.event_type
+                                AND c.plugin_name = coalesce(a.plugin_name, '')
+                        )
+                    )
+                ORDER BY a.next_retry_at, a.id
+                LIMIT v_asked
+                -- SKIP LOCKED: concurrent workers split the due items between
+                -- them instead of queueing behind each other's row locks.
+                FOR UPDATE SKIP LOCKED
+            ),
+            buried AS (
+                SELECT
+                    set_config('retryq.buried', 'yes', TRUE),
+                    _retryq_bury(
+                        array_agg(p.id),
                         jsonb_build_object(
-                            'attempt', jsonb_array_length(a.error_history) + 1,
-                            'failed_at', a.locked_until,
-                            'worker_id', a.locked_by,
+                            'failed_at', p_now,
                             'error',
                             'lease expired: the worker did not finish in time',
                             'code', 'lease_expired',
                             'retryable', TRUE
-                        )
+                        ),
+                        p_now
                     )
-                    ELSE a.error_history
-                END
-            FROM picked AS p
-            WHERE a.id = p.id AND NOT p.spent
-            RETURNING a.*
-        )
-        SELECT
-            t.id, t.event_id, t.event_type,
-            coalesce(t.channel_name, ''), coalesce(t.plugin_name, ''),
-            t.event_data, t.retry_count, t.max_retries, t.priority,
-            coalesce(t.correlation_id, ''), t.event_metadata, t.tags,
-            t.created_at, t.next_retry_at, t.locked_until, t.error_message,
-            t.last_error_code
-        FROM taken AS t
-        -- a plain CTE runs only when referenced: this one-time filter makes
-        -- buried run, before taken returns its rows
-        WHERE (SELECT count(*) FROM buried) >= 0
-        ORDER BY t.next_retry_at, t.id;
-        GET DIAGNOSTICS v_taken = ROW_COUNT;
-        v_remaining := v_remaining - v_taken;
-        -- Spent leases that this scan buried used up slots of its LIMIT: scan
-        -- the same priority again rather than hand out a less urgent item.
-        IF v_taken < v_asked AND current_setting('retryq.buried', TRUE) = 'yes' THEN
-            PERFORM set_config('retryq.buried', '', TRUE);
-        ELSE
-            v_priority := v_priority - 1;
+                FROM picked AS p
+                WHERE p.spent
+                HAVING count(*) > 0
+            ),
+            -- lost leases count against their circuits (the probe pass keeps
+            -- its own books in probed)
+            expired AS (
+                SELECT _retryq_circuit_expired(
+                    array_agg(p.event_type), array_agg(p.plugin_name), p_now
+                )
+                FROM picked AS p
+                WHERE p.expired AND v_probe_event IS NULL
+                HAVING count(*) > 0
+            ),
+            taken AS (
+                UPDATE _retryq_active AS a
+                SET
+                    status = 'processing',
+                    locked_by = p_worker_id,
+                    locked_until = v_until,
+                    last_attempted_at = p_now,
+                    retry_count = a.retry_count + p.expired::integer,
+                    error_message = CASE
+                        WHEN p.expired
+                            THEN 'lease expired: the worker did not finish in time'
+                        ELSE a.error_message
+                    END,
+                    last_error_code = CASE
+                        WHEN p.expired THEN 'lease_expired' ELSE a.last_error_code
+                    END,
+                    error_history = CASE
+                        WHEN p.expired THEN a.error_history || jsonb_build_array(
+                            jsonb_build_object(
+                                'attempt', jsonb_array_length(a.error_history) + 1,
+                                'failed_at', a.locked_until,
+                                'worker_id', a.locked_by,
+                                'error',
+                                'lease expired: the worker did not finish in time',
+                                'code', 'lease_expired',
+                                'retryable', TRUE
+                            )
+                        )
+                        ELSE a.error_history
+                    END
+                FROM picked AS p
+                WHERE a.id = p.id AND NOT p.spent
+                RETURNING a.*
+            ),
+            -- a data-modifying CTE always runs: in a probe pass it marks the
+            -- circuit half_open with its probe item
+            probed AS (
+                UPDATE _retryq_circuit AS c
+                SET
+                    state = CASE
+                        WHEN s.probe_id IS NULL THEN c.state ELSE 'half_open'
+                    END,
+                    open_until = CASE
+                        WHEN s.probe_id IS NULL THEN c.open_until
+                    END,
+                    probe_id = coalesce(s.probe_id, c.probe_id),
+                    next_probe_at = NULL,
+                    lease_expiries = c.lease_expiries + s.expired_count
+                FROM (
+                    SELECT
+                        (SELECT min(t.id) FROM taken AS t) AS probe_id,
+                        (SELECT count(*) FROM picked AS p WHERE p.expired)
+                            AS expired_count
+                ) AS s
+                WHERE v_probe_event IS NOT NULL
+                    AND c.event_type = v_probe_event
+                    AND c.plugin_name = v_probe_plugin
+                    AND (s.probe_id IS NOT NULL OR s.expired_count > 0)
+            )
+            SELECT
+                t.id, t.event_id, t.event_type,
+                coalesce(t.channel_name, ''), coalesce(t.plugin_name, ''),
+                t.event_data, t.retry_count, t.max_retries, t.priority,
+                coalesce(t.correlation_id, ''), t.event_metadata, t.tags,
+                t.created_at, t.next_retry_at, t.locked_until, t.error_message,
+                t.last_error_code
+            FROM taken AS t
+            -- a plain CTE runs only when referenced: these one-time filters
+            -- make buried and expired run, before taken returns its rows
+            WHERE (SELECT count(*) FROM buried) >= 0
+                AND (SELECT count(*) FROM expired) >= 0
+            ORDER BY t.next_retry_at, t.id;
+            GET DIAGNOSTICS v_taken = ROW_COUNT;
+            v_remaining := v_remaining - v_taken;
+            v_probed := v_probe_event IS NOT NULL AND v_taken > 0;
+            -- Spent leases that this scan buried used up slots of its LIMIT:
+            -- scan the same priority again rather than hand out a less urgent
+            -- item.
+            IF v_taken < v_asked
+                AND current_setting('retryq.buried', TRUE) = 'yes' THEN
+                PERFORM set_config('retryq.buried', '', TRUE);
+            ELSE
+                v_priority := v_priority - 1;
+            END IF;
+        END LOOP;
+        IF v_probe_event IS NOT NULL AND NOT v_probed THEN
+            -- Nothing of this key is due: look again in a few seconds rather
+            -- than walk the due items on every call.
+            UPDATE _retryq_circuit AS c
+            SET next_probe_at = p_now + interval '5 seconds'
+            WHERE c.event_type = v_probe_event
+                AND c.plugin_name = v_probe_plugin;
         END IF;
     END LOOP;
 END;
@@ -562,7 +679,9 @@ END;
 $$;
 
 -- Marks many items done in one statement; returns how many it completed. Ids
--- not leased to p_worker_id are skipped.
+-- not leased to p_worker_id are skipped. A success ends its key's failure
+-- streak and closes its circuit; that bookkeeping is skipped entirely while
+-- no key has a streak.
 CREATE FUNCTION complete_retry_items(
     p_item_ids bigint[],
     p_worker_id text,
@@ -575,35 +694,54 @@ SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
     v_count integer;
+    v_dirty boolean;
+    v_event_types text[];
+    v_plugin_names text[];
 BEGIN
     PERFORM _retryq_check(
         p_item_ids IS NOT NULL, 'item_ids', 'must not be null'
     );
     PERFORM _retryq_check_worker(p_worker_id);
+    v_dirty := EXISTS (
+        SELECT 1 FROM _retryq_circuit AS c
+        WHERE c.state <> 'closed' OR c.consecutive_failures > 0
+    );
     WITH gone AS (
         DELETE FROM _retryq_active AS a
         WHERE a.id = ANY(p_item_ids)
             AND a.status = 'processing'
             AND a.locked_by = p_worker_id
         RETURNING a.*
-    )
-    INSERT INTO _retryq_finished (
-        id, event_id, event_type, channel_name, plugin_name, event_data,
-        event_metadata, retry_count, max_retries, retry_delay_seconds,
-        backoff_multiplier, max_retry_delay_seconds, retry_jitter, priority,
-        correlation_id, tags, status, error_message, last_error_code,
-        error_history, created_at, next_retry_at, last_attempted_at,
-        completed_at, dead_lettered_at, locked_by, locked_until
+    ),
+    moved AS (
+        INSERT INTO _retryq_finished AS f (
+            id, event_id, event_type, channel_name, plugin_name, event_data,
+            event_metadata, retry_count, max_retries, retry_delay_seconds,
+            backoff_multiplier, max_retry_delay_seconds, retry_jitter, priority,
+            correlation_id, tags, status, error_message, last_error_code,
+            error_history, created_at, next_retry_at, last_attempted_at,
+            completed_at, dead_lettered_at, locked_by, locked_until
+        )
+        SELECT
+            g.id, g.event_id, g.event_type, g.channel_name, g.plugin_name,
+            g.event_data, g.event_metadata, g.retry_count, g.max_retries,
+            g.retry_delay_seconds, g.backoff_multiplier,
+            g.max_retry_delay_seconds, g.retry_jitter, g.priority,
+            g.correlation_id, g.tags, 'completed', g.error_message,
+            g.last_error_code, g.error_history, g.created_at, g.next_retry_at,
+            g.last_attempted_at, p_now, NULL, NULL, NULL
+        FROM gone AS g
+        RETURNING f.event_type, f.plugin_name
     )
     SELECT
-        g.id, g.event_id, g.event_type, g.channel_name, g.plugin_name,
-        g.event_data, g.event_metadata, g.retry_count, g.max_retries,
-        g.retry_delay_seconds, g.backoff_multiplier, g.max_retry_delay_seconds,
-        g.retry_jitter, g.priority, g.correlation_id, g.tags, 'completed',
-        g.error_message, g.last_error_code, g.error_history, g.created_at,
-        g.next_retry_at, g.last_attempted_at, p_now, NULL, NULL, NULL
-    FROM gone AS g;
-    GET DIAGNOSTICS v_count = ROW_COUNT;
+        count(*),
+        array_agg(m.event_type) FILTER (WHERE v_dirty),
+        array_agg(m.plugin_name) FILTER (WHERE v_dirty)
+    INTO v_count, v_event_types, v_plugin_names
+    FROM moved AS m;
+    IF v_dirty AND v_count > 0 THEN
+        PERFORM _retryq_circuit_succeeded(v_event_types, v_plugin_names, p_now);
+    END IF;
     RETURN v_count;
 END;
 $$;
@@ -612,6 +750,9 @@ $$;
 -- pending, due after the backoff; the failure of attempt max_retries + 1, or
 -- any failure with p_retryable false, makes it a dead letter. False when
 -- p_worker_id does not hold the lease.
+-- A retryable failure counts against the item's circuit. A permanent one
+-- (p_retryable false) does not: it says the item is bad, not that the
+-- dependency is down, so it neither extends nor ends a failure streak.
 CREATE FUNCTION fail_retry_item(
     p_item_id bigint,
     p_worker_id text,
@@ -643,6 +784,13 @@ BEGIN
     FOR UPDATE;
     IF NOT FOUND THEN
         RETURN FALSE;
+    END IF;
+
+    IF p_retryable THEN
+        -- after the item's row lock, like every other path: item, then circuit
+        PERFORM _retryq_circuit_failed(
+            v_item.event_type, v_item.plugin_name, 1, 0, FALSE, p_now
+        );
     END IF;
 
     v_entry := jsonb_build_object(
@@ -968,3 +1116,575 @@ BEGIN
     END LOOP;
 END;
 $$;
+
+-- ---- 0002_circuit_breaker (circuit breaker) ----
+
+-- Settings every circuit follows unless retry_circuit_configure overrides
+-- them for its key. Exactly one row.
+CREATE TABLE _retryq_circuit_defaults (
+    singleton boolean PRIMARY KEY DEFAULT TRUE,
+    failure_threshold integer NOT NULL DEFAULT 5,
+    cooldown_seconds double precision NOT NULL DEFAULT 30,
+    max_cooldown_seconds double precision NOT NULL DEFAULT 1800,
+    CONSTRAINT _retryq_circuit_defaults_singleton_check CHECK (singleton),
+    CONSTRAINT _retryq_circuit_defaults_failure_threshold_check CHECK (
+        failure_threshold BETWEEN 0 AND 1000000
+    ),
+    CONSTRAINT _retryq_circuit_defaults_cooldown_seconds_check CHECK (
+        cooldown_seconds > 0 AND cooldown_seconds <= 31536000
+    ),
+    CONSTRAINT _retryq_circuit_defaults_max_cooldown_seconds_check CHECK (
+        max_cooldown_seconds >= cooldown_seconds
+        AND max_cooldown_seconds <= 31536000
+    )
+);
+
+INSERT INTO _retryq_circuit_defaults (singleton) VALUES (TRUE);
+
+-- One row per key that ever failed or was configured: a few rows, so that
+-- acquire can afford to look at it. plugin_name '' stands for NULL (items
+-- without a plugin share one circuit per event_type).
+-- state: closed (items flow), open (items wait until open_until), half_open
+-- (one probe item, probe_id, is out). trips counts the openings since the
+-- last close and sets the next cool-down: cooldown * 2^trips, capped.
+CREATE TABLE _retryq_circuit (
+    event_type text NOT NULL,
+    plugin_name text NOT NULL,
+    state text NOT NULL DEFAULT 'closed',
+    forced boolean NOT NULL DEFAULT FALSE,
+    consecutive_failures integer NOT NULL DEFAULT 0,
+    trips integer NOT NULL DEFAULT 0,
+    open_until timestamptz,
+    next_probe_at timestamptz,
+    probe_id bigint,
+    failure_threshold integer,
+    cooldown_seconds double precision,
+    max_cooldown_seconds double precision,
+    opened_at timestamptz,
+    closed_at timestamptz,
+    last_failure_at timestamptz,
+    times_opened bigint NOT NULL DEFAULT 0,
+    lease_expiries bigint NOT NULL DEFAULT 0,
+    CONSTRAINT _retryq_circuit_pkey PRIMARY KEY (event_type, plugin_name),
+    CONSTRAINT _retryq_circuit_state_check CHECK (
+        state IN ('closed', 'open', 'half_open')
+    ),
+    -- an open circuit reopens at open_until; a forced one has none
+    CONSTRAINT _retryq_circuit_open_check CHECK (
+        CASE
+            WHEN state = 'open' THEN forced OR open_until IS NOT NULL
+            ELSE open_until IS NULL AND NOT forced
+        END
+    ),
+    CONSTRAINT _retryq_circuit_failure_threshold_check CHECK (
+        failure_threshold BETWEEN 0 AND 1000000
+    ),
+    CONSTRAINT _retryq_circuit_cooldown_seconds_check CHECK (
+        cooldown_seconds > 0 AND cooldown_seconds <= 31536000
+    ),
+    CONSTRAINT _retryq_circuit_max_cooldown_seconds_check CHECK (
+        max_cooldown_seconds > 0 AND max_cooldown_seconds <= 31536000
+    )
+);
+
+-- acquire asks "is any circuit not closed?" on every call: with every circuit
+-- closed this partial index is empty and the answer costs one page read.
+CREATE INDEX _retryq_circuit_not_closed_idx
+ON _retryq_circuit (event_type, plugin_name)
+WHERE state <> 'closed';
+
+-- complete asks "does any key have a failure streak?" the same way.
+CREATE INDEX _retryq_circuit_dirty_idx
+ON _retryq_circuit (event_type, plugin_name)
+WHERE state <> 'closed' OR consecutive_failures > 0;
+
+-- The cool-down after p_trips earlier openings since the last close.
+CREATE FUNCTION _retryq_circuit_cooldown(
+    p_trips integer,
+    p_cooldown double precision,
+    p_max double precision
+)
+RETURNS interval
+LANGUAGE sql
+IMMUTABLE
+AS $$
+    SELECT make_interval(secs => least(
+        p_cooldown * power(2::double precision, least(p_trips, 60)), p_max
+    ))
+$$;
+
+-- Counts p_failures failed attempts (p_lease_expiries of them lost leases)
+-- against a key and trips its circuit: closed -> open at the threshold;
+-- a failure while probing (half_open, or open past its cool-down) reopens it
+-- with a doubled cool-down; a failure while cooling down only counts.
+-- p_nowait: skip the books rather than wait when another transaction holds
+-- the circuit row (acquire and complete never queue behind each other on it,
+-- so they cannot deadlock; fail_retry_item waits and so counts exactly).
+CREATE FUNCTION _retryq_circuit_failed(
+    p_event_type text,
+    p_plugin_name text,
+    p_failures integer,
+    p_lease_expiries integer,
+    p_nowait boolean,
+    p_now timestamptz
+)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_plugin text := coalesce(p_plugin_name, '');
+    v_c _retryq_circuit%ROWTYPE;
+    v_d _retryq_circuit_defaults%ROWTYPE;
+    v_threshold integer;
+    v_trips integer;
+BEGIN
+    IF p_nowait THEN
+        PERFORM 1 FROM _retryq_circuit AS c
+        WHERE c.event_type = p_event_type AND c.plugin_name = v_plugin
+        FOR UPDATE SKIP LOCKED;
+        IF NOT FOUND THEN
+            INSERT INTO _retryq_circuit (event_type, plugin_name)
+            VALUES (p_event_type, v_plugin)
+            ON CONFLICT DO NOTHING;
+            IF NOT FOUND THEN
+                RETURN;  -- the row exists and someone else holds it
+            END IF;
+        END IF;
+    ELSE
+        INSERT INTO _retryq_circuit (event_type, plugin_name)
+        VALUES (p_event_type, v_plugin)
+        ON CONFLICT DO NOTHING;
+    END IF;
+
+    UPDATE _retryq_circuit AS c
+    SET
+        consecutive_failures = c.consecutive_failures + p_failures,
+        lease_expiries = c.lease_expiries + p_lease_expiries,
+        last_failure_at = p_now
+    WHERE c.event_type = p_event_type AND c.plugin_name = v_plugin
+    RETURNING c.* INTO v_c;
+
+    IF v_c.forced THEN
+        RETURN;
+    END IF;
+    SELECT d.* INTO v_d FROM _retryq_circuit_defaults AS d;
+    v_threshold := coalesce(v_c.failure_threshold, v_d.failure_threshold);
+    IF v_c.state = 'half_open'
+        OR (v_c.state = 'open' AND v_c.open_until <= p_now) THEN
+        v_trips := v_c.trips + 1;
+    ELSIF v_c.state = 'closed' AND v_threshold > 0
+        AND v_c.consecutive_failures >= v_threshold THEN
+        v_trips := 0;
+    ELSE
+        RETURN;
+    END IF;
+    UPDATE _retryq_circuit AS c
+    SET
+        state = 'open',
+        trips = v_trips,
+        open_until = p_now + _retryq_circuit_cooldown(
+            v_trips,
+            coalesce(c.cooldown_seconds, v_d.cooldown_seconds),
+            greatest(
+                coalesce(c.cooldown_seconds, v_d.cooldown_seconds),
+                coalesce(c.max_cooldown_seconds, v_d.max_cooldown_seconds)
+            )
+        ),
+        next_probe_at = NULL,
+        probe_id = NULL,
+        opened_at = p_now,
+        times_opened = c.times_opened + 1
+    WHERE c.event_type = p_event_type AND c.plugin_name = v_plugin;
+END;
+$$;
+
+-- acquire's books for leases it found expired: one count per key, keys in a
+-- fixed order, never waiting (see _retryq_circuit_failed).
+CREATE FUNCTION _retryq_circuit_expired(
+    p_event_types text[],
+    p_plugin_names text[],
+    p_now timestamptz
+)
+RETURNS integer
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_key record;
+    v_total integer := 0;
+BEGIN
+    FOR v_key IN
+        SELECT u.e, coalesce(u.p, '') AS p, count(*)::integer AS n
+        FROM unnest(p_event_types, p_plugin_names) AS u (e, p)
+        GROUP BY 1, 2
+        ORDER BY 1, 2
+    LOOP
+        PERFORM _retryq_circuit_failed(
+            v_key.e, v_key.p, v_key.n, v_key.n, TRUE, p_now
+        );
+        v_total := v_total + v_key.n;
+    END LOOP;
+    RETURN v_total;
+END;
+$$;
+
+-- complete's books: a success ends the key's failure streak and closes its
+-- circuit (unless an operator forced it open). Only keys with a streak are
+-- written, and rows another transaction holds are skipped, not waited for: a
+-- skipped success costs at most one more probe.
+CREATE FUNCTION _retryq_circuit_succeeded(
+    p_event_types text[],
+    p_plugin_names text[],
+    p_now timestamptz
+)
+RETURNS void
+LANGUAGE sql
+AS $$
+    UPDATE _retryq_circuit AS c
+    SET
+        state = 'closed',
+        consecutive_failures = 0,
+        trips = 0,
+        open_until = NULL,
+        next_probe_at = NULL,
+        probe_id = NULL,
+        closed_at = CASE WHEN c.state = 'closed' THEN c.closed_at ELSE p_now END
+    FROM (
+        SELECT k.event_type, k.plugin_name
+        FROM _retryq_circuit AS k
+        WHERE (k.event_type, k.plugin_name) IN (
+            SELECT u.e, coalesce(u.p, '')
+            FROM unnest(p_event_types, p_plugin_names) AS u (e, p)
+        )
+            AND (k.state <> 'closed' OR k.consecutive_failures > 0)
+            AND NOT k.forced
+        ORDER BY k.event_type, k.plugin_name
+        FOR UPDATE SKIP LOCKED
+    ) AS s
+    WHERE c.event_type = s.event_type AND c.plugin_name = s.plugin_name
+$$;
+
+-- Checks a circuit key given by an operator: event_type as in the queue's own
+-- check; plugin_name NULL or '' both mean "items without a plugin".
+CREATE FUNCTION _retryq_check_circuit_key(p_event_type text)
+RETURNS void
+LANGUAGE sql
+IMMUTABLE
+AS $$
+    SELECT _retryq_check(
+        length(p_event_type) <= 200 AND p_event_type ~ '[^[:space:]]',
+        'event_type', 'must be a non-blank string of at most 200 characters'
+    )
+$$;
+
+-- Operator: opens a circuit now. With p_seconds NULL it stays open (forced,
+-- no probes) until retry_circuit_close; with p_seconds it behaves as if it had
+-- tripped: open that long, then probed. Returns TRUE.
+CREATE FUNCTION retry_circuit_open(
+    p_event_type text,
+    p_plugin_name text DEFAULT NULL,
+    p_seconds double precision DEFAULT NULL,
+    p_now timestamptz DEFAULT now()
+)
+RETURNS boolean
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM _retryq_check_circuit_key(p_event_type);
+    PERFORM _retryq_check(
+        p_seconds IS NULL OR p_seconds > 0 AND p_seconds <= 31536000,
+        'seconds', 'must be null (until closed) or between 0 and 31536000'
+    );
+    INSERT INTO _retryq_circuit AS c (
+        event_type, plugin_name, state, forced, open_until, opened_at,
+        times_opened
+    ) VALUES (
+        p_event_type, coalesce(p_plugin_name, ''), 'open', p_seconds IS NULL,
+        p_now + make_interval(secs => p_seconds), p_now,
+        1
+    )
+    ON CONFLICT (event_type, plugin_name) DO UPDATE
+    SET
+        state = 'open',
+        forced = excluded.forced,
+        open_until = excluded.open_until,
+        next_probe_at = NULL,
+        probe_id = NULL,
+        opened_at = p_now,
+        times_opened = c.times_opened + 1;
+    RETURN TRUE;
+END;
+$$;
+
+-- Operator: closes a circuit now and forgets its failure streak, whatever
+-- its state (forced or not). False when the key has no circuit row.
+CREATE FUNCTION retry_circuit_close(
+    p_event_type text,
+    p_plugin_name text DEFAULT NULL,
+    p_now timestamptz DEFAULT now()
+)
+RETURNS boolean
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM _retryq_check_circuit_key(p_event_type);
+    UPDATE _retryq_circuit AS c
+    SET
+        state = 'closed',
+        forced = FALSE,
+        consecutive_failures = 0,
+        trips = 0,
+        open_until = NULL,
+        next_probe_at = NULL,
+        probe_id = NULL,
+        closed_at = CASE WHEN c.state = 'closed' THEN c.closed_at ELSE p_now END
+    WHERE c.event_type = p_event_type
+        AND c.plugin_name = coalesce(p_plugin_name, '');
+    IF FOUND THEN
+        PERFORM pg_notify(retry_queue_channel(), 'circuit');
+    END IF;
+    RETURN FOUND;
+END;
+$$;
+
+-- Operator: sets a key's failure threshold (0: never trips), first cool-down
+-- and longest cool-down. NULL leaves a setting as it is; p_reset first makes
+-- the key follow the defaults again. With p_event_type NULL (and
+-- p_plugin_name NULL) it sets the defaults that every key follows.
+CREATE FUNCTION retry_circuit_configure(
+    p_event_type text,
+    p_plugin_name text DEFAULT NULL,
+    p_failure_threshold integer DEFAULT NULL,
+    p_cooldown_seconds double precision DEFAULT NULL,
+    p_max_cooldown_seconds double precision DEFAULT NULL,
+    p_reset boolean DEFAULT FALSE,
+    p_now timestamptz DEFAULT now()
+)
+RETURNS boolean
+LANGUAGE plpgsql
+AS $$
+BEGIN
+    PERFORM _retryq_check(
+        p_failure_threshold IS NULL
+        OR p_failure_threshold BETWEEN 0 AND 1000000,
+        'failure_threshold', 'must be between 0 and 1000000'
+    );
+    PERFORM _retryq_check(
+        p_cooldown_seconds IS NULL
+        OR p_cooldown_seconds > 0 AND p_cooldown_seconds <= 31536000,
+        'cooldown_seconds', 'must be above 0 and at most 31536000'
+    );
+    PERFORM _retryq_check(
+        p_max_cooldown_seconds IS NULL
+        OR p_max_cooldown_seconds > 0 AND p_max_cooldown_seconds <= 31536000,
+        'max_cooldown_seconds', 'must be above 0 and at most 31536000'
+    );
+    PERFORM _retryq_check(
+        p_reset IS NOT NULL, 'reset', 'must not be null'
+    );
+    IF p_event_type IS NULL THEN
+        PERFORM _retryq_check(
+            p_plugin_name IS NULL, 'event_type',
+            'must be given with plugin_name (null sets the defaults)'
+        );
+        PERFORM _retryq_check(
+            NOT p_reset, 'reset', 'the defaults cannot be reset'
+        );
+        PERFORM _retryq_check(
+            coalesce(p_max_cooldown_seconds, d.max_cooldown_seconds)
+            >= coalesce(p_cooldown_seconds, d.cooldown_seconds),
+            'max_cooldown_seconds', 'must not be below cooldown_seconds'
+        )
+        FROM _retryq_circuit_defaults AS d;
+        UPDATE _retryq_circuit_defaults AS d
+        SET
+            failure_threshold = coalesce(p_failure_threshold, d.failure_threshold),
+            cooldown_seconds = coalesce(p_cooldown_seconds, d.cooldown_seconds),
+            max_cooldown_seconds = coalesce(
+                p_max_cooldown_seconds, d.max_cooldown_seconds
+            );
+        RETURN TRUE;
+    END IF;
+    PERFORM _retryq_check_circuit_key(p_event_type);
+    INSERT INTO _retryq_circuit (event_type, plugin_name)
+    VALUES (p_event_type, coalesce(p_plugin_name, ''))
+    ON CONFLICT DO NOTHING;
+    UPDATE _retryq_circuit AS c
+    SET
+        failure_threshold = coalesce(
+            p_failure_threshold,
+            CASE WHEN NOT p_reset THEN c.failure_threshold END
+        ),
+        cooldown_seconds = coalesce(
+            p_cooldown_seconds, CASE WHEN NOT p_reset THEN c.cooldown_seconds END
+        ),
+        max_cooldown_seconds = coalesce(
+            p_max_cooldown_seconds,
+            CASE WHEN NOT p_reset THEN c.max_cooldown_seconds END
+        )
+    WHERE c.event_type = p_event_type
+        AND c.plugin_name = coalesce(p_plugin_name, '');
+    RETURN TRUE;
+END;
+$$;
+
+-- One row per circuit with its settings resolved. state is what acquire
+-- does now: an open circuit past its cool-down shows as half_open (its next
+-- due item will be the probe).
+CREATE VIEW daz_retry_queue_circuits AS
+SELECT
+    c.event_type,
+    nullif(c.plugin_name, '') AS plugin_name,
+    CASE
+        WHEN c.state = 'open' AND NOT c.forced AND c.open_until <= now()
+            THEN 'half_open'
+        ELSE c.state
+    END AS state,
+    c.forced,
+    c.consecutive_failures,
+    coalesce(c.failure_threshold, d.failure_threshold) AS failure_threshold,
+    coalesce(c.cooldown_seconds, d.cooldown_seconds) AS cooldown_seconds,
+    coalesce(c.max_cooldown_seconds, d.max_cooldown_seconds)
+        AS max_cooldown_seconds,
+    c.trips,
+    c.open_until,
+    c.probe_id AS probe_item_id,
+    c.opened_at,
+    c.closed_at,
+    c.last_failure_at,
+    c.times_opened,
+    c.lease_expiries
+FROM _retryq_circuit AS c
+CROSS JOIN _retryq_circuit_defaults AS d;
+
+-- Pin the new and the replaced functions to the install schema, as 0001 did:
+-- CREATE OR REPLACE drops a function's SET search_path.
+DO $$
+DECLARE
+    v_fn regprocedure;
+BEGIN
+    FOR v_fn IN
+        SELECT p.oid::regprocedure
+        FROM pg_proc AS p
+        WHERE p.pronamespace = (
+            SELECT n.oid FROM pg_namespace AS n WHERE n.nspname = current_schema()
+        )
+            AND p.proname IN (
+                '_retryq_circuit_cooldown', '_retryq_circuit_failed',
+                '_retryq_circuit_expired', '_retryq_circuit_succeeded',
+                '_retryq_check_circuit_key', 'acquire_retry_items',
+                'complete_retry_items', 'fail_retry_item', 'retry_circuit_open',
+                'retry_circuit_close', 'retry_circuit_configure'
+            )
+    LOOP
+        EXECUTE format(
+            'ALTER FUNCTION %s SET search_path = %I, pg_temp',
+            v_fn, current_schema()
+        );
+    END LOOP;
+END;
+$$;
+
+-- ---- 0003_roles (least privilege) ----
+
+-- retryq least privilege: three NOLOGIN group roles that deployers grant to
+-- their login roles.
+--   retryq_producer  the guide's INSERT (with its RETURNING id, event_id) and
+--                    the enqueue functions; nothing else.
+--   retryq_worker    acquire, complete, fail, extend, release; SELECT on the
+--                    queue (the Python worker reads it to know how long to
+--                    sleep); no UPDATE, DELETE, requeue or cleanup.
+--   retryq_admin     requeue, cleanup, circuit control; reads the queue, the
+--                    archive and the views.
+-- Every function that touches the tables runs as its owner (SECURITY DEFINER,
+-- search_path pinned by 0001/0002), so the roles need no table rights beyond
+-- the above; PUBLIC loses EXECUTE on every retryq function.
+-- Roles belong to the whole cluster: they are created only when missing, and
+-- installing needs CREATEROLE unless a DBA created them beforehand.
+
+DO $$
+DECLARE
+    v_role text;
+BEGIN
+    FOREACH v_role IN ARRAY ARRAY[
+        'retryq_producer', 'retryq_worker', 'retryq_admin'
+    ] LOOP
+        IF NOT EXISTS (SELECT 1 FROM pg_roles AS r WHERE r.rolname = v_role) THEN
+            BEGIN
+                EXECUTE format('CREATE ROLE %I NOLOGIN', v_role);
+            EXCEPTION WHEN duplicate_object OR unique_violation THEN
+                -- created meanwhile by an install into another database
+                NULL;
+            END;
+        END IF;
+    END LOOP;
+END;
+$$;
+
+DO $$
+DECLARE
+    v_fn regprocedure;
+    v_name text;
+    v_schema text := current_schema();
+BEGIN
+    EXECUTE format(
+        'GRANT USAGE ON SCHEMA %I TO retryq_producer, retryq_worker, retryq_admin',
+        v_schema
+    );
+    FOR v_fn, v_name IN
+        SELECT p.oid::regprocedure, p.proname
+        FROM pg_proc AS p
+        WHERE p.pronamespace = (
+            SELECT n.oid FROM pg_namespace AS n WHERE n.nspname = v_schema
+        )
+            AND (
+                p.proname LIKE '\_retryq\_%'
+                OR p.proname IN (
+                    'retry_queue_channel', 'enqueue_retry_item',
+                    'enqueue_retry_items', 'acquire_retry_items',
+                    'complete_retry_item', 'complete_retry_items',
+                    'fail_retry_item', 'extend_retry_lock',
+                    'release_retry_items', 'requeue_dead_letter_items',
+                    'cleanup_retry_queue', 'retry_circuit_open',
+                    'retry_circuit_close', 'retry_circuit_configure'
+                )
+            )
+    LOOP
+        EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', v_fn);
+        -- the LISTEN channel's name; the insert trigger calls it too
+        IF v_name = 'retry_queue_channel' THEN
+            EXECUTE format(
+                'GRANT EXECUTE ON FUNCTION %s'
+                ' TO retryq_producer, retryq_worker, retryq_admin',
+                v_fn
+            );
+        ELSIF v_name NOT LIKE '\_retryq\_%' THEN
+            EXECUTE format('ALTER FUNCTION %s SECURITY DEFINER', v_fn);
+            EXECUTE format(
+                'GRANT EXECUTE ON FUNCTION %s TO %I', v_fn,
+                CASE
+                    WHEN v_name IN ('enqueue_retry_item', 'enqueue_retry_items')
+                        THEN 'retryq_producer'
+                    WHEN v_name IN (
+                        'acquire_retry_items', 'complete_retry_item',
+                        'complete_retry_items', 'fail_retry_item',
+                        'extend_retry_lock', 'release_retry_items'
+                    ) THEN 'retryq_worker'
+                    ELSE 'retryq_admin'
+                END
+            );
+        END IF;
+    END LOOP;
+END;
+$$;
+
+-- The guide's INSERT ... RETURNING id, event_id needs SELECT on exactly those
+-- two columns, and the id default needs the sequence.
+GRANT INSERT ON daz_retry_queue TO retryq_producer;
+GRANT SELECT (id, event_id) ON daz_retry_queue TO retryq_producer;
+GRANT USAGE ON SEQUENCE daz_retry_queue_id_seq TO retryq_producer;
+
+GRANT SELECT ON daz_retry_queue TO retryq_worker;
+
+GRANT SELECT ON daz_retry_queue, daz_retry_queue_archive TO retryq_admin;
+GRANT SELECT ON daz_retry_queue_stats, daz_retry_queue_alerts,
+daz_retry_queue_circuits TO retryq_admin;
