@@ -1,0 +1,168 @@
+"""Worker processes drain a seeded random workload while the test SIGKILLs some
+of them mid-batch and terminates the backends of others.
+
+Every handler writes its effect in the same transaction as the completion
+(tests/crash_worker.py). At the end every item is completed with exactly one
+effect or dead-lettered with none, nothing is left active, and every lease a
+killed worker held was taken over (its history names the dead worker).
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.types.json import Jsonb
+
+from tests.test_model import reset
+
+WORKER = Path(__file__).with_name("crash_worker.py")
+LEASE = 2  # seconds: what a killed worker's items wait before a takeover
+BATCH = 5
+MAX_RETRIES = 3
+DEADLINE = 60.0
+
+
+def wait_for(what: str, cond: Callable[[], bool], deadline: float = DEADLINE) -> None:
+    end = time.monotonic() + deadline
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out waiting for: {what}")
+        time.sleep(0.02)  # polling the condition, not synchronising by time
+
+
+def workload(rng: random.Random, n: int) -> list[dict[str, Any]]:
+    kinds = rng.choices(["ok", "flaky", "permanent", "hopeless"], weights=[6, 3, 1, 1], k=n)
+    return [
+        {
+            "event_type": "crash",
+            "event_data": {"n": i, "kind": kind, "fails": rng.randint(1, MAX_RETRIES)},
+            "priority": rng.randint(1, 10),
+            "max_retries": MAX_RETRIES,
+            "retry_delay_seconds": 0,
+        }
+        for i, kind in enumerate(kinds)
+    ]
+
+
+class Fleet:
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.count = 0
+
+    def start(self) -> str:
+        self.count += 1
+        worker = f"w{self.count}"
+        self.procs[worker] = subprocess.Popen(
+            [sys.executable, str(WORKER), self.dsn, worker, str(LEASE), str(BATCH)],
+            cwd=WORKER.parents[1],
+        )
+        return worker
+
+    def alive(self) -> list[str]:
+        return [w for w, p in self.procs.items() if p.poll() is None]
+
+    def stop_all(self) -> None:
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+
+
+def holders(conn: psycopg.Connection[Any], alive: list[str]) -> list[str]:
+    rows = conn.execute(
+        "SELECT DISTINCT locked_by FROM daz_retry_queue"
+        " WHERE status = 'processing' AND locked_by = ANY(%s) ORDER BY 1",
+        [alive],
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2])
+def test_killed_workers_lose_nothing_and_do_nothing_twice(dsn: str, seed: int) -> None:
+    rng = random.Random(seed)
+    items = workload(rng, 240)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        reset(conn)
+        conn.execute("CREATE TABLE effects (item_id bigint NOT NULL, worker_id text NOT NULL)")
+        ids = [r[0] for r in conn.execute("SELECT id FROM enqueue_retry_items(%s)", [Jsonb(items)])]
+        kinds = {i: it["event_data"] for i, it in zip(ids, items, strict=True)}
+
+        def effects() -> int:
+            return int(conn.execute("SELECT count(*) FROM effects").fetchone()[0])  # type: ignore[index]
+
+        fleet = Fleet(dsn)
+        orphans: dict[int, str] = {}  # item -> the killed worker that held it
+        terminated = 0
+        try:
+            for _ in range(4):
+                fleet.start()
+            for round_ in range(6):
+                progress = effects()
+                wait_for("progress", lambda p=progress: effects() >= p + 15)
+                wait_for("a worker holding leases", lambda: bool(holders(conn, fleet.alive())))
+                victim = rng.choice(holders(conn, fleet.alive()) or fleet.alive())
+                if round_ % 2 == 0:
+                    fleet.procs[victim].send_signal(signal.SIGKILL)
+                    fleet.procs[victim].wait()
+                    for (item,) in conn.execute(
+                        "SELECT id FROM daz_retry_queue"
+                        " WHERE status = 'processing' AND locked_by = %s",
+                        [victim],
+                    ):
+                        orphans[item] = victim
+                    fleet.start()
+                else:
+                    row = conn.execute(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                        " WHERE application_name = %s",
+                        [f"crash-{victim}"],
+                    ).fetchone()
+                    terminated += row[0] if row else 0
+            wait_for("the queue drained", lambda: not fleet.alive())
+        finally:
+            fleet.stop_all()
+        assert all(p.returncode in (0, -signal.SIGKILL) for p in fleet.procs.values())
+
+        assert orphans, "no kill landed mid-batch: the test proved nothing"
+        assert terminated > 0
+        left = conn.execute("SELECT count(*) FROM _retryq_active").fetchone()
+        assert left == (0,), "items left pending or leased"
+        rows = conn.execute(
+            "SELECT q.id, q.status, q.error_history,"
+            " (SELECT count(*) FROM effects AS e WHERE e.item_id = q.id)"
+            " FROM daz_retry_queue AS q"
+        ).fetchall()
+        assert sorted(r[0] for r in rows) == sorted(ids), "items lost"
+        stray = conn.execute(
+            "SELECT count(*) FROM effects WHERE item_id <> ALL(%s)", [ids]
+        ).fetchone()
+        assert stray == (0,)
+        for item, status, history, n_effects in rows:
+            kind = kinds[item]["kind"]
+            lost_leases = [h for h in history if h["code"] == "lease_expired"]
+            if status == "completed":
+                assert n_effects == 1, f"item {item} ({kind}) has {n_effects} effects"
+                assert kind in ("ok", "flaky"), f"item {item} ({kind}) completed"
+            else:
+                assert status == "dead_letter", (item, status)
+                assert n_effects == 0, f"dead letter {item} has an effect"
+                if kind in ("ok", "flaky"):
+                    # only lost leases can spend the budget of an item that succeeds
+                    assert len(lost_leases) + kinds[item]["fails"] * (kind == "flaky") > (
+                        MAX_RETRIES
+                    ), (item, history)
+            if item in orphans:
+                assert any(h["worker_id"] == orphans[item] for h in lost_leases), (
+                    f"item {item} held by killed {orphans[item]} was not taken over: {history}"
+                )
