@@ -523,6 +523,34 @@ def dead_letter_purge(
     out.print(f"purged {count}")
 
 
+# --- demo --------------------------------------------------------------------
+
+
+@app.command()
+def demo(
+    database: Annotated[
+        str | None,
+        typer.Option(
+            "--database",
+            "-d",
+            help="Use this database (in a throwaway schema retryq_demo) instead of an"
+            " embedded PostgreSQL.",
+        ),
+    ] = None,
+    items: Annotated[int, typer.Option("--items", min=1, help="How many items.")] = 200,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, max=16, help="RetryWorkers to run.")
+    ] = 2,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="With --database: keep the retryq_demo schema.")
+    ] = False,
+) -> None:
+    """See it work: enqueue a realistic mix of failures, run workers, show the outcome."""
+    from retryq_py.demo import run_demo  # the embedded server only loads here
+
+    run_demo(out, database, items=items, workers=workers, keep=keep)
+
+
 # --- entry point -------------------------------------------------------------
 
 

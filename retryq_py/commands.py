@@ -129,7 +129,7 @@ def target(database: str | None, schema: str | None = None) -> Target:
     return result
 
 
-def _connect(t: Target, *, autocommit: bool = True) -> psycopg.Connection[Any]:
+def open_connection(t: Target, *, autocommit: bool = True) -> psycopg.Connection[Any]:
     try:
         return psycopg.connect(t.conninfo, autocommit=autocommit)
     except psycopg.OperationalError as exc:
@@ -155,7 +155,7 @@ def _not_installed(t: Target) -> NotInstalled:
 @contextmanager
 def connect(t: Target, *, autocommit: bool = True) -> Iterator[psycopg.Connection[Any]]:
     """A connection to an installed queue, closed at the end."""
-    conn = _connect(t, autocommit=autocommit)
+    conn = open_connection(t, autocommit=autocommit)
     with conn:
         if not is_installed(conn):
             raise _not_installed(t)
@@ -193,7 +193,7 @@ def _yoyo_call(t: Target, fn: Callable[[], list[str]]) -> list[str]:
 
 def migrate_apply(t: Target) -> list[str]:
     """Apply pending migrations (creating the schema if it is named and missing)."""
-    with _connect(t) as conn:
+    with open_connection(t) as conn:
         if t.schema is not None:
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(t.schema)))
     return _yoyo_call(t, lambda: _migrate.apply(t.conninfo, t.schema))
@@ -203,13 +203,13 @@ def migrate_rollback(t: Target, steps: int | None = None) -> list[str]:
     """Roll back the newest `steps` migrations, or all of them."""
     if steps is not None and steps < 1:
         raise UsageProblem("invalid --steps: must be at least 1")
-    with _connect(t) as conn:
+    with open_connection(t) as conn:
         _require_schema(conn, t)
     return _yoyo_call(t, lambda: _migrate.rollback(t.conninfo, t.schema, steps))
 
 
 def migrate_status(t: Target) -> list[MigrationRow]:
-    with _connect(t) as conn:
+    with open_connection(t) as conn:
         _require_schema(conn, t)
     rows: list[MigrationRow] = []
 

