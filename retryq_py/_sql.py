@@ -368,6 +368,24 @@ def dumps(value: Any) -> str:
     return json.dumps(value, default=json_default, separators=(",", ":"))
 
 
+# enqueue_retry_items fills absent keys with these (its coalesce defaults);
+# add_many leaves them out, so that the server parses less JSON.
+SQL_DEFAULTS: dict[str, Any] = {
+    "channel_name": None,
+    "plugin_name": None,
+    "event_metadata": {},
+    "max_retries": 3,
+    "retry_delay_seconds": 60.0,
+    "backoff_multiplier": 2.0,
+    "priority": 5,
+    "correlation_id": None,
+    "tags": [],
+    "delay_seconds": 0.0,
+    "max_retry_delay_seconds": 86400.0,
+    "retry_jitter": 0.0,
+}
+
+
 @dataclass(frozen=True)
 class NewItem:
     """One item for add_many; the fields and defaults of RetryQueue.add."""
@@ -404,4 +422,10 @@ class NewItem:
             "delay_seconds": seconds(self.delay, "delay"),
             "max_retry_delay_seconds": seconds(self.max_retry_delay, "max_retry_delay"),
             "retry_jitter": self.retry_jitter,
+        }
+
+    def compact_params(self) -> dict[str, Any]:
+        """params() without the values enqueue_retry_items defaults to anyway."""
+        return {
+            k: v for k, v in self.params().items() if k not in SQL_DEFAULTS or v != SQL_DEFAULTS[k]
         }

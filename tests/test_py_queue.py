@@ -515,3 +515,32 @@ def test_wrapped_sqlstate_is_found(db: psycopg.Connection[Any]) -> None:
     outer.__cause__ = exc
     assert not is_retryable(outer)
     assert error_code(outer) == "23505"
+
+
+def test_add_many_stores_what_add_stores(db: psycopg.Connection[Any]) -> None:
+    """add_many leaves SQL defaults out of its JSON: the rows must not differ."""
+    cfg = RetryConfig(max_retries=4, initial_delay=2.0, backoff_multiplier=3.0)
+    q = RetryQueue(db, config=cfg)
+    variants: list[dict[str, Any]] = [
+        {},
+        {"max_retries": 3, "retry_delay": 60, "backoff_multiplier": 2.0},
+        {"channel": "c", "plugin": "p", "metadata": {"k": 1}, "tags": ("a",), "priority": 9},
+        {"delay": timedelta(seconds=5), "max_retry_delay": 100, "retry_jitter": 0.5},
+        {"correlation_id": "x", "channel": None, "max_retries": None},
+    ]
+    columns = (
+        "event_type, channel_name, plugin_name, event_data, event_metadata, max_retries,"
+        " retry_delay_seconds, backoff_multiplier, max_retry_delay_seconds, retry_jitter,"
+        " priority, correlation_id, tags, next_retry_at - created_at"
+    )
+    for extra in variants:
+        single = q.add("e", {"v": 1}, **extra, now=T0).id
+        (bulk,) = q.add_many([{"event_type": "e", "data": {"v": 1}, **extra}], now=T0)
+        (bulk_item,) = q.add_many([q.item("e", {"v": 1}, **extra)], now=T0)
+        rows = [
+            db.execute(f"SELECT {columns} FROM daz_retry_queue WHERE id = %s", [i]).fetchone()
+            for i in (single, bulk.id, bulk_item.id)
+        ]
+        assert rows[0] == rows[1] == rows[2], extra
+    with pytest.raises(TypeError, match="unknown item key 'colour'"):
+        q.add_many([{"event_type": "e", "data": 1, "colour": "red"}])
