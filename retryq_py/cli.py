@@ -23,7 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from retryq_py import commands as cmd
-from retryq_py import metrics
+from retryq_py import ops_cli
 from retryq_py._sql import QueueEntry
 from retryq_py.commands import DeadLetterFilter, ExitCode
 
@@ -39,6 +39,7 @@ dead_letter_app = typer.Typer(
     help="Inspect, requeue and purge dead letters.", no_args_is_help=True, rich_markup_mode=None
 )
 app.add_typer(dead_letter_app, name="dead-letter")
+ops_cli.register(app)  # metrics, circuits
 
 # Piped output gets wide lines instead of rich's 80-column default, so a table
 # read through `less` or grep keeps whole event types on one row.
@@ -231,7 +232,9 @@ def worker(
     ] = None,
     metrics_port: Annotated[
         int | None,
-        typer.Option("--metrics-port", min=1, max=65535, help="Serve Prometheus /metrics here."),
+        typer.Option(
+            "--metrics-port", min=0, max=65535, help="Serve Prometheus /metrics (0: any port)."
+        ),
     ] = None,
     name: Annotated[
         str, typer.Option("--name", help="Worker id prefix: NAME-HOSTNAME-PID.")
@@ -255,11 +258,6 @@ def worker(
         interval = cmd.parse_duration(poll_interval, "--poll-interval").total_seconds()
         if interval <= 0:
             raise cmd.UsageProblem("invalid --poll-interval: must be positive")
-    if metrics_port is not None:
-        start = getattr(metrics, "start_metrics_server", None)
-        if start is None:
-            raise cmd.UsageProblem("--metrics-port is not available in this version yet")
-        start(metrics_port)
     err.print(
         f"retryq worker: {len(registry)} handler(s) ({', '.join(sorted(registry))}) on "
         f"{t.describe()}" + ("; exits when idle" if exit_when_idle else "; Ctrl-C stops")
@@ -273,6 +271,8 @@ def worker(
         batch_size=batch_size,
         poll_interval=interval,
         name=name,
+        metrics_port=metrics_port,
+        on_metrics=lambda port: err.print(f"serving Prometheus metrics on :{port}/metrics"),
     )
     out.print(
         f"completed {counts.processed}, retried {counts.failed}, "
