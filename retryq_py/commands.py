@@ -30,6 +30,7 @@ from retryq_py import config as _config
 from retryq_py import migrate as _migrate
 from retryq_py._sql import Enqueued, QueueEntry, StatsRow
 from retryq_py.config import RetryConfig
+from retryq_py.metrics import MetricsServer, start_metrics_server
 from retryq_py.queue import RetryQueue
 from retryq_py.worker import RetryWorker, WorkerCounts, WorkerEvent
 
@@ -686,10 +687,14 @@ def run_worker(
     batch_size: int | None = None,
     poll_interval: float | None = None,
     name: str = "retryq",
+    metrics_port: int | None = None,
+    on_metrics: Callable[[int], None] | None = None,
     on_event: Callable[[WorkerEvent], None] | None = None,
 ) -> WorkerCounts:
     """Run one RetryWorker until a signal (or, with exit_when_idle, until
-    nothing is pending or processing); returns its counts."""
+    nothing is pending or processing); returns its counts. With metrics_port
+    (0: any free port), /metrics serves the worker's and the queue's metrics
+    while it runs; on_metrics receives the port."""
     check(t)  # fail fast: the worker itself would wait out an unreachable database
     try:
         worker = RetryWorker(
@@ -705,4 +710,16 @@ def run_worker(
         )
     except ValueError as exc:
         raise UsageProblem(f"worker: {exc}") from exc
-    return worker.run(exit_when_idle=exit_when_idle)
+    server: MetricsServer | None = None
+    if metrics_port is not None:
+        try:
+            server = start_metrics_server(metrics_port, database=t.conninfo, schema=t.schema)
+        except OSError as exc:
+            raise CommandError(f"cannot serve metrics on port {metrics_port}: {exc}") from exc
+        if on_metrics is not None:
+            on_metrics(server.port)
+    try:
+        return worker.run(exit_when_idle=exit_when_idle)
+    finally:
+        if server is not None:
+            server.close()

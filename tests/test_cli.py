@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import urllib.request
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from retryq_py import RetryQueue
+from retryq_py import RetryQueue, migrate
 from retryq_py import commands as cmd
 from retryq_py.commands import DeadLetterFilter, ExitCode
 
@@ -140,14 +141,24 @@ def test_queue_validation_is_a_usage_error_subprocess(dsn: str, conn: Any) -> No
 # --- migrate -----------------------------------------------------------------
 
 
+def _migration_ids() -> list[str]:
+    names = sorted(p.name for p in migrate.migrations_dir().glob("*.sql"))
+    return [n.removesuffix(".sql") for n in names if not n.endswith(".rollback.sql")]
+
+
 def test_migrate_apply_status_rollback(new_database: Any) -> None:
+    ids = _migration_ids()
+    assert ids[0] == "0001_core"
     t = cmd.target(new_database())
-    assert [(r.id, r.applied) for r in cmd.migrate_status(t)] == [("0001_core", False)]
-    assert cmd.migrate_apply(t) == ["0001_core"]
+    assert [(r.id, r.applied) for r in cmd.migrate_status(t)] == [(i, False) for i in ids]
+    assert cmd.migrate_apply(t) == ids
     assert cmd.migrate_apply(t) == []
-    assert [(r.id, r.applied) for r in cmd.migrate_status(t)] == [("0001_core", True)]
+    assert [(r.id, r.applied) for r in cmd.migrate_status(t)] == [(i, True) for i in ids]
     assert cmd.stats(t).total == 0
-    assert cmd.migrate_rollback(t) == ["0001_core"]
+    if len(ids) > 1:
+        assert cmd.migrate_rollback(t, steps=1) == ids[-1:]
+        assert [r.applied for r in cmd.migrate_status(t)] == [True] * (len(ids) - 1) + [False]
+    assert cmd.migrate_rollback(t) == list(reversed(ids[: len(ids) - (len(ids) > 1)]))
     with pytest.raises(cmd.NotInstalled):
         cmd.stats(t)
 
@@ -155,12 +166,12 @@ def test_migrate_apply_status_rollback(new_database: Any) -> None:
 def test_migrate_into_a_schema_leaves_public_alone(new_database: Any) -> None:
     db = new_database()
     alt = cmd.target(db, "alt")
-    assert cmd.migrate_apply(alt) == ["0001_core"]
+    assert cmd.migrate_apply(alt) == _migration_ids()
     cmd.enqueue(alt, "x", {"n": 1})
     assert cmd.stats(alt).total == 1
     with pytest.raises(cmd.NotInstalled):
         cmd.stats(cmd.target(db))
-    assert cmd.migrate_rollback(alt, steps=1) == ["0001_core"]
+    assert cmd.migrate_rollback(alt) == list(reversed(_migration_ids()))
     with pytest.raises(cmd.NotInstalled):
         cmd.stats(alt)
 
@@ -175,14 +186,15 @@ def test_migrate_subprocess(new_database: Any) -> None:
     status = run_cli("migrate", "--status", dsn=db)
     assert status.returncode == 0, status.stderr
     assert "0001_core" in status.stdout and "no" in status.stdout
+    ids = _migration_ids()
     applied = run_cli("migrate", "--database", db)
     assert applied.returncode == 0, applied.stderr
-    assert "applied 1 migration(s): 0001_core" in applied.stdout
+    assert f"applied {len(ids)} migration(s): {', '.join(ids)}" in applied.stdout
     again = run_cli("migrate", dsn=db)
     assert "already up to date" in again.stdout
     back = run_cli("migrate", "--rollback", "--steps", "1", dsn=db)
     assert back.returncode == 0, back.stderr
-    assert "rolled back 1 migration(s): 0001_core" in back.stdout
+    assert f"rolled back 1 migration(s): {ids[-1]}" in back.stdout
 
 
 # --- enqueue -----------------------------------------------------------------
@@ -573,6 +585,34 @@ def test_worker_drains_a_mixed_load(dsn: str, conn: Any) -> None:
     assert (counts.processed, counts.dead_lettered) == (4, 6)
     # flaky: 2 failures each; down: 2 retried failures each before the last
     assert counts.failed == 8
+
+
+def test_worker_serves_metrics_while_it_runs(dsn: str, conn: Any) -> None:
+    from tests import worker_handlers
+
+    RetryQueue(conn).add("ok", {"n": 1})
+    ports: list[int] = []
+    scraped: list[str] = []
+
+    def scrape(event: Any) -> None:
+        url = f"http://127.0.0.1:{ports[0]}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            scraped.append(response.read().decode())
+
+    counts = cmd.run_worker(
+        cmd.target(dsn),
+        worker_handlers.HANDLERS,
+        cmd.load_worker_config(None),
+        exit_when_idle=True,
+        metrics_port=0,
+        on_metrics=ports.append,
+        on_event=scrape,
+    )
+    assert counts.processed == 1 and len(scraped) == 1
+    assert 'retryq_worker_items_processed_total{event_type="ok"}' in scraped[0]
+    assert "daz_retry_queue_size" in scraped[0]
+    with pytest.raises(OSError):  # closed once the worker returned
+        urllib.request.urlopen(f"http://127.0.0.1:{ports[0]}/metrics", timeout=2)
 
 
 def test_worker_checks_the_database_first(new_database: Any) -> None:
