@@ -7,12 +7,16 @@ Tests wait on conditions with deadlines (`wait_until`), never on fixed sleeps.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -453,3 +457,32 @@ def test_worker_survives_a_database_outage_and_loses_nothing(
     assert statuses(db) == {"completed": 30}
     assert set(handled) == set(ids)
     assert result and result[0].processed >= 30  # a lost ack is written again
+
+
+# -- the README's example ------------------------------------------------------------
+
+
+def readme_python_blocks() -> list[str]:
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = text.split("\n## Python\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, re.S)
+
+
+def test_the_readme_python_example_runs_as_written(dsn: str) -> None:
+    blocks = readme_python_blocks()
+    assert len(blocks) >= 2
+    script = "\n".join(blocks)
+    env = {**os.environ, "RETRYQ_DATABASE_URL": dsn}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    section = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    claimed = re.search(r"It prints `(WorkerCounts\([^`]*\))`", section)
+    assert claimed is not None
+    assert done.stdout.splitlines()[0] == claimed.group(1)
+    assert "completed cytube.event.chatMsg 1" in done.stdout
+    assert "dead_letter email.send 1" in done.stdout
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute("SELECT count(*) FROM chat_log").fetchone()
+    assert rows == (1,)
