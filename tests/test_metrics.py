@@ -1,0 +1,238 @@
+"""Prometheus metrics: a worker under load exports numbers that match the
+table; scrapes stay correct for estimates, circuits, least privilege and a
+database that is down."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from psycopg.conninfo import make_conninfo
+from psycopg.types.json import Jsonb
+
+from retryq_py import RetryWorker, ops
+from retryq_py.metrics import QueueCollector, start_metrics_server
+from tests.worker_handlers import REGISTRY as HANDLERS
+
+Conn = psycopg.Connection[Any]
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.02)
+
+
+def parse(text: str) -> Samples:
+    out: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def scrape(port: int) -> Samples:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+        return parse(resp.read().decode())
+
+
+def get(samples: Samples, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def table_counts(conn: Conn, expr: str) -> dict[tuple[str, ...], int]:
+    rows = conn.execute(expr).fetchall()
+    return {tuple("" if v is None else str(v) for v in r[:-1]): int(r[-1]) for r in rows}
+
+
+def test_worker_under_load_exports_metrics_that_match_the_table(dsn: str, conn: Conn) -> None:
+    def items(n: int, event_type: str, plugin: str, **extra: Any) -> list[dict[str, Any]]:
+        return [
+            {"event_type": event_type, "plugin_name": plugin, "event_data": {"fail_times": 1},
+             "retry_delay_seconds": 0, **extra}
+            for _ in range(n)
+        ]
+
+    load = (
+        items(400, "ok", "web")
+        + items(40, "broken", "api")
+        + items(30, "down", "db", max_retries=2)
+        + items(30, "flaky", "web")
+    )
+    conn.execute("SELECT count(*) FROM enqueue_retry_items(%s)", (Jsonb(load),))
+    total = len(load)
+
+    server = start_metrics_server(0, "127.0.0.1", database=dsn)  # with the worker metrics
+    try:
+        before = scrape(server.port)
+        worker = RetryWorker(
+            dsn, HANDLERS, worker_count=3, batch_size=20, poll_interval=0.5,
+            lock_timeout=5, cleanup_interval=0, max_backoff=0.2,
+        )
+        thread = worker.start(exit_when_idle=True)
+        during = []
+        while thread.is_alive():
+            s = scrape(server.port)
+            assert get(s, "retryq_queue_up") == 1
+            active = get(s, "daz_retry_queue_size", status="pending") + get(
+                s, "daz_retry_queue_size", status="processing"
+            )
+            during.append(active)
+            thread.join(timeout=0.05)
+        assert len(during) >= 2, "the worker finished before a scrape saw it at work"
+        assert max(during) > 0
+
+        conn.execute("ANALYZE daz_retry_queue")
+        after = scrape(server.port)
+    finally:
+        server.close()
+
+    sizes = table_counts(conn, "SELECT status, count(*) FROM daz_retry_queue GROUP BY 1")
+    for status in ("pending", "processing", "completed", "dead_letter"):
+        assert get(after, "daz_retry_queue_size", status=status) == sizes.get((status,), 0), status
+    assert sum(sizes.values()) == total
+
+    dead = table_counts(
+        conn,
+        "SELECT event_type, plugin_name, count(*) FROM daz_retry_queue"
+        " WHERE status = 'dead_letter' GROUP BY 1, 2",
+    )
+    assert dead == {("broken", "api"): 40, ("down", "db"): 30}
+    for (event_type, plugin), n in dead.items():
+        assert get(
+            after, "retryq_queue_dead_letters", event_type=event_type, plugin_name=plugin
+        ) == n
+    assert get(after, "retryq_queue_oldest_due_age_seconds") == 0
+    assert get(after, "retryq_queue_expired_leases") == 0
+
+    # The worker's own counters, per event_type, against the table's outcomes:
+    # every error entry that was not the last one was a retry.
+    outcome = table_counts(
+        conn,
+        "SELECT event_type, count(*) FILTER (WHERE status = 'completed'),"
+        " count(*) FILTER (WHERE status = 'dead_letter'),"
+        " sum(jsonb_array_length(error_history)), count(*) FROM daz_retry_queue GROUP BY 1",
+    )
+    for (event_type, completed, dead_n, errors), _n in outcome.items():
+        def delta(name: str, et: str = event_type) -> float:
+            return get(after, name, event_type=et) - get(before, name, event_type=et)
+
+        assert delta("retryq_worker_items_processed_total") == int(completed), event_type
+        assert delta("retryq_worker_items_dead_lettered_total") == int(dead_n), event_type
+        assert delta("retryq_worker_items_failed_total") == int(errors) - int(dead_n), event_type
+        attempts = int(completed) + int(errors)
+        assert delta("retryq_worker_handler_duration_seconds_count") == attempts, event_type
+    acquires = get(after, "retryq_worker_acquire_duration_seconds_count") - get(
+        before, "retryq_worker_acquire_duration_seconds_count"
+    )
+    assert acquires >= (400 + 40 + 30 + 30) / 20
+
+
+def test_completed_is_the_planner_estimate_and_follows_growth(dsn: str, conn: Conn) -> None:
+    def add_finished(n: int, status: str = "completed") -> None:
+        stamp = "completed_at" if status == "completed" else "dead_lettered_at"
+        conn.execute(
+            f"INSERT INTO daz_retry_queue (event_type, event_data, status, {stamp})"
+            " SELECT 'bulk', jsonb_build_object('n', g), %s, now()"
+            " FROM generate_series(1, %s) AS g",
+            (status, n),
+        )
+
+    add_finished(20_000)
+    add_finished(25, "dead_letter")
+    # never analyzed: a bounded exact count
+    m = ops.collect_queue_metrics(conn)
+    assert (m.completed_is_estimate, m.sizes["completed"], m.sizes["dead_letter"]) == (
+        False, 20_000, 25
+    )
+    conn.execute("ANALYZE _retryq_finished")
+    m = ops.collect_queue_metrics(conn)
+    assert m.completed_is_estimate
+    assert m.sizes["completed"] == pytest.approx(20_000, rel=0.02)
+    # more rows without a new ANALYZE: the estimate scales with the table's pages
+    add_finished(20_000)
+    m = ops.collect_queue_metrics(conn)
+    assert m.sizes["completed"] == pytest.approx(40_000, rel=0.05)
+    assert m.sizes["dead_letter"] == 25
+
+
+def test_circuits_and_lease_expiries_are_exported(dsn: str, conn: Conn) -> None:
+    conn.execute("SELECT retry_circuit_configure(NULL, NULL, 2, 60, 600)")
+    conn.execute(
+        "SELECT count(*) FROM enqueue_retry_items(%s, now() - interval '1 h')",
+        (Jsonb([{"event_type": "http", "plugin_name": "p", "event_data": 1}] * 2),),
+    )
+    conn.execute("SELECT count(*) FROM acquire_retry_items('gone', 10, 1, now() - interval '1 h')")
+    conn.execute("SELECT count(*) FROM acquire_retry_items('w2', 10)")  # takes both over
+    conn.execute("SELECT retry_circuit_open('mail')")
+    registry = CollectorRegistry()
+    collector = QueueCollector(dsn)
+    registry.register(collector)
+    try:
+        s = parse(generate_latest(registry).decode())
+    finally:
+        collector.close()
+    key = {"event_type": "http", "plugin_name": "p"}
+    assert get(s, "retryq_queue_lease_expiries_total", **key) == 2
+    assert get(s, "retryq_circuit_state", **key) == 2  # tripped by the two expiries
+    assert get(s, "retryq_circuit_consecutive_failures", **key) == 2
+    assert get(s, "retryq_circuit_opened_total", **key) == 1
+    assert get(s, "retryq_circuit_state", event_type="mail", plugin_name="") == 2
+
+
+def test_scrape_works_as_retryq_admin(dsn: str, conn: Conn) -> None:
+    login = f"t_metrics_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    conn.execute(f'CREATE ROLE "{login}" LOGIN IN ROLE retryq_admin')
+    try:
+        conn.execute("SELECT count(*) FROM enqueue_retry_item('x', '1')")
+        with psycopg.connect(make_conninfo(dsn, user=login)) as admin:
+            m = ops.collect_queue_metrics(admin)
+        assert m.sizes["pending"] == 1
+    finally:
+        conn.execute(f'DROP ROLE "{login}"')
+
+
+def test_scrape_answers_when_the_database_is_down() -> None:
+    collector = QueueCollector("host=127.0.0.1 port=1 user=x dbname=x connect_timeout=1",
+                               timeout=1.0)
+    registry = CollectorRegistry()
+    registry.register(collector)
+    try:
+        s = parse(generate_latest(registry).decode())
+    finally:
+        collector.close()
+    assert s == {("retryq_queue_up", ()): 0.0}
+
+
+def test_retryq_metrics_command_serves_the_queue(dsn: str, conn: Conn) -> None:
+    conn.execute("SELECT count(*) FROM enqueue_retry_item('cli', '1')")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "retryq_py.cli", "metrics", "--database", dsn, "--port", "0",
+         "--addr", "127.0.0.1"],
+        stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()  # blocks until the server is up (or the command died)
+        assert "/metrics" in line, line
+        port = int(line.split("127.0.0.1:")[1].split("/")[0])
+        s = scrape(port)
+        assert get(s, "daz_retry_queue_size", status="pending") == 1
+        assert get(s, "retryq_queue_up") == 1
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
