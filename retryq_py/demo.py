@@ -218,9 +218,12 @@ def _demo_target(database: str | None, keep: bool, console: Console) -> Iterator
         started = time.monotonic()
         console.print("Starting an embedded PostgreSQL (no --database given)...")
         try:
-            with embedded_server() as uri:
-                console.print(f"  ready in {time.monotonic() - started:.1f} s")
-                yield cmd.target(uri, DEMO_SCHEMA)
+            with embedded_server() as server:
+                console.print(
+                    f"  ready in {time.monotonic() - started:.1f} s"
+                    f" (data in {server.directory}, removed at the end)"
+                )
+                yield cmd.target(server.uri, DEMO_SCHEMA)
         except EmbeddedServerError as exc:
             raise cmd.CommandError(
                 f"{exc}; run the demo against a server with `retryq demo --database URL`"

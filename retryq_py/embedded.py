@@ -14,6 +14,7 @@ import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -21,6 +22,12 @@ from typing import Any
 
 class EmbeddedServerError(RuntimeError):
     """The embedded server could not be started."""
+
+
+@dataclass(frozen=True)
+class EmbeddedServer:
+    uri: str  # libpq URL of its `postgres` database (over a Unix socket)
+    directory: Path  # the temp dir holding its data; removed on exit
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -43,8 +50,8 @@ def sigterm_as_exit() -> Iterator[None]:
 
 
 @contextmanager
-def embedded_server(prefix: str = "retryq-demo-") -> Iterator[str]:
-    """Start PostgreSQL in a new temp dir; yield a libpq URL to its `postgres` database."""
+def embedded_server(prefix: str = "retryq-demo-") -> Iterator[EmbeddedServer]:
+    """Start PostgreSQL in a new temp dir; stop it and remove the dir on exit."""
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless here.
         warnings.simplefilter("ignore")
@@ -66,7 +73,7 @@ def embedded_server(prefix: str = "retryq-demo-") -> Iterator[str]:
                 raise EmbeddedServerError(
                     f"could not start the embedded PostgreSQL: {exc}"
                 ) from exc
-            yield str(server.get_uri("postgres"))
+            yield EmbeddedServer(str(server.get_uri("postgres")), root)
         finally:
             try:
                 # Interrupted mid-start: the library may already hold a running instance.
