@@ -132,13 +132,22 @@ CREATE INDEX daz_retry_queue_archive_archived_at_idx
 ON daz_retry_queue_archive (archived_at);
 
 -- The LISTEN channel for "an item is due now": the install schema and the
--- table name, e.g. "public.daz_retry_queue".
+-- table name, e.g. "public.daz_retry_queue". A channel name holds at most 63
+-- bytes, so a schema name longer than 47 bytes gives "retryq.<schema oid>"
+-- instead (pg_notify would refuse the long one, and every INSERT with it).
 CREATE FUNCTION retry_queue_channel()
 RETURNS text
 LANGUAGE sql
 STABLE
 AS $$
-    SELECT current_schema() || '.daz_retry_queue'
+    SELECT CASE
+        WHEN octet_length(current_schema()) <= 47
+            THEN current_schema() || '.daz_retry_queue'
+        ELSE 'retryq.' || (
+            SELECT n.oid FROM pg_namespace AS n
+            WHERE n.nspname = current_schema()
+        )
+    END
 $$;
 
 -- Wakes listening workers once per inserting statement, not once per row.

@@ -460,3 +460,23 @@ def test_every_function_pins_its_search_path(conn: psycopg.Connection[Any]) -> N
         name for name, config in functions if "search_path=public, pg_temp" not in (config or [])
     ]
     assert unpinned == []
+
+
+def test_a_long_schema_name_still_gets_a_working_channel(dsn: str) -> None:
+    # A NOTIFY channel has at most 63 bytes; "<schema>.daz_retry_queue" for a
+    # schema name of 48 bytes or more used to make every INSERT fail.
+    schema = "a_rather_long_schema_name_for_the_retry_queue_of_daz"
+    assert len(schema) > 47
+    with _connect(dsn) as conn:
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
+    migrate.apply(dsn, schema=schema)
+    with _connect(dsn) as conn, _connect(dsn) as listening:
+        conn.execute(sql.SQL("SET search_path = {}").format(sql.Identifier(schema)))
+        channel = conn.execute("SELECT retry_queue_channel()").fetchone()
+        assert channel is not None
+        assert len(channel[0].encode()) <= 63
+        public_channel = listening.execute("SELECT public.retry_queue_channel()").fetchone()
+        assert public_channel is not None and public_channel[0] != channel[0]
+        listening.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel[0])))
+        conn.execute("SELECT * FROM enqueue_retry_item('x', '{}')")
+        assert [n.payload for n in listening.notifies(timeout=5, stop_after=1)] == ["insert"]
