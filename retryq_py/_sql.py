@@ -121,7 +121,7 @@ class CleanupResult:
 
 @dataclass(frozen=True)
 class Due:
-    """Whether any item is pending or processing, and how long until the next is due."""
+    """Whether any item is pending or processing; seconds until the next pending one is due."""
 
     active: bool
     seconds_until_due: float | None
@@ -276,26 +276,25 @@ ORDER BY status, event_type, plugin_name
 
 GET: LiteralString = "SELECT * FROM {schema}daz_retry_queue WHERE id = %(item_id)s"
 
-# For a worker deciding how long to sleep: any active item, and seconds (by the
-# server's clock) until the earliest pending one is due or the earliest lease
-# runs out. One short index scan per priority, as acquire does.
+# For a worker deciding how long to sleep: whether any item is active, and
+# seconds (by the server's clock) until the earliest pending item is due. One
+# short index scan per priority, as acquire does. Expiring leases are left
+# out: finding them would scan every processing row; the poll covers them.
 DUE: LiteralString = """
 SELECT
     EXISTS (
         SELECT 1 FROM {schema}daz_retry_queue AS q
         WHERE q.status IN ('pending', 'processing')
     ) AS active,
-    extract(epoch FROM least(
-        (SELECT min(n.next_retry_at)
-         FROM generate_series(1, 10) AS p (priority)
-         CROSS JOIN LATERAL (
-             SELECT q.next_retry_at FROM {schema}daz_retry_queue AS q
-             WHERE q.status = 'pending' AND q.priority = p.priority
-             ORDER BY q.next_retry_at
-             LIMIT 1
-         ) AS n),
-        (SELECT min(q.locked_until) FROM {schema}daz_retry_queue AS q
-         WHERE q.status = 'processing')
+    extract(epoch FROM (
+        SELECT min(n.next_retry_at)
+        FROM generate_series(1, 10) AS p (priority)
+        CROSS JOIN LATERAL (
+            SELECT q.next_retry_at FROM {schema}daz_retry_queue AS q
+            WHERE q.status = 'pending' AND q.priority = p.priority
+            ORDER BY q.next_retry_at
+            LIMIT 1
+        ) AS n
     ) - now())::double precision AS seconds_until_due
 """
 

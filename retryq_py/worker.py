@@ -195,6 +195,7 @@ class RetryWorker:
         ack_interval: float | None = None,
         max_backoff: float = 10.0,
         connect_timeout: float = 5.0,
+        handler_timeout: float | None = None,
         on_event: Callable[[WorkerEvent], None] | None = None,
     ) -> None:
         cfg = config or RetryConfig()
@@ -219,6 +220,9 @@ class RetryWorker:
         self.max_backoff = max_backoff
         # how long one attempt to get a connection may block the loops
         self.connect_timeout = connect_timeout
+        # A handler running longer stops being heartbeated: its lease runs
+        # out and another worker takes the item over (a failed attempt).
+        self.handler_timeout = handler_timeout
         self.on_event = on_event
         if self.worker_count < 1:
             raise ValueError(f"worker_count must be at least 1, got {self.worker_count}")
@@ -241,7 +245,7 @@ class RetryWorker:
         self._notified = False
         self._local: stdqueue.Queue[RetryQueueItem | None] = stdqueue.Queue()
         self._held: dict[int, tuple[RetryQueueItem, float]] = {}  # id -> (item, leased at)
-        self._running: set[int] = set()
+        self._running: dict[int, float] = {}  # id -> when its handler started
         self._returned: list[RetryQueueItem] = []  # taken by a thread after stop
         self._outcomes: list[_Outcome] = []
         self._threads: list[threading.Thread] = []
@@ -402,11 +406,10 @@ class RetryWorker:
                         return
                     if due.seconds_until_due is not None:
                         wait = min(wait, max(due.seconds_until_due, 0.01))
+                    if exit_when_idle:
+                        # items leased to other workers finish unannounced
+                        wait = min(wait, 1.0)
                     next_poll = time.monotonic() + wait
-                elif exit_when_idle and self._idle():
-                    # items leased to other workers: look again soon
-                    more = True
-                    wait = min(wait, 0.5)
                 if free > 0:
                     wait = min(wait, max(next_poll - time.monotonic(), 0.0))
                 wait = min(wait, self._ack_deadline() - time.monotonic())
@@ -544,6 +547,7 @@ class RetryWorker:
         deadline = time.monotonic() + self.grace_period
         backoff = 0.0
         while True:
+            self._wake.clear()
             try:
                 with self._lock:
                     unstarted = self._drain_local() + self._returned
@@ -556,7 +560,7 @@ class RetryWorker:
                     raise
                 self._flush(q, force=True)
                 with self._lock:
-                    running = set(self._running)
+                    running = bool(self._running)
                     pending = bool(self._outcomes or self._returned)
                 if not running and not pending:
                     return
@@ -610,11 +614,10 @@ class RetryWorker:
                     self._returned.append(item)
                     self._wake.set()
                     continue
-                self._running.add(item.id)
+                self._running[item.id] = time.monotonic()
             outcome = self._handle(item)
             with self._lock:
-                if item.id in self._running:
-                    self._running.discard(item.id)
+                if self._running.pop(item.id, None) is not None:
                     self._outcomes.append(outcome)
                 # else: released after the grace period; the result is dropped
                 # Failures are written at once; successes are batched, and the
@@ -641,7 +644,7 @@ class RetryWorker:
             )
         try:
             handler(item)
-        except Exception as exc:
+        except BaseException as exc:  # even SystemExit: the thread must live on
             duration = time.monotonic() - started
             metrics.HANDLER_DURATION.labels(item.event_type).observe(duration)
             return _Outcome(
@@ -705,8 +708,14 @@ class RetryWorker:
         period = max(self.lock_timeout / 4, 0.05)
         while not self._done.wait(period):
             now = time.monotonic()
+            limit = self.handler_timeout
             with self._lock:
-                due = [i for i, (_, at) in self._held.items() if now - at >= self.lock_timeout / 2]
+                due = [
+                    i
+                    for i, (_, at) in self._held.items()
+                    if now - at >= self.lock_timeout / 2
+                    and (limit is None or now - self._running.get(i, now) < limit)
+                ]
             if not due or self._queue is None:
                 continue
             try:

@@ -368,6 +368,60 @@ def test_a_slow_handler_keeps_its_lease(module_dsn: str, db: Conn, q: RetryQueue
     assert counts.processed == 1 and counts.lease_lost == 0
 
 
+def test_a_handler_past_handler_timeout_loses_its_lease(
+    module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    item_id = q.add("e", {}).id
+    gate, started = threading.Event(), threading.Event()
+
+    def hang(item: RetryQueueItem) -> None:
+        started.set()
+        gate.wait(10)
+
+    worker = RetryWorker(
+        module_dsn,
+        {"e": hang},
+        worker_count=1,
+        lock_timeout=1,
+        handler_timeout=0.5,
+        poll_interval=0.5,
+        cleanup_interval=0,
+        grace_period=0,
+    )
+    thread = worker.start()
+    thief = RetryQueue(db)
+    taken: list[RetryQueueItem] = []
+    try:
+        assert started.wait(5)
+
+        def stolen() -> bool:
+            taken.extend(thief.acquire("thief", 1, 30))
+            return bool(taken)
+
+        wait_until(stolen, 5, what="the lease to run out")
+    finally:
+        worker.stop(force=True)
+        gate.set()
+        thread.join(5)
+    assert [(i.id, i.retry_count, i.last_error_code) for i in taken] == [
+        (item_id, 1, "lease_expired")
+    ]
+
+
+def test_a_handler_raising_systemexit_does_not_kill_the_worker(
+    module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    def bail(item: RetryQueueItem) -> None:
+        if item.retry_count == 0:
+            raise SystemExit(3)
+
+    item_id = q.add("e", {}, retry_delay=0.05).id
+    counts = RetryWorker(module_dsn, {"e": bail}, worker_count=1, **FAST).run(exit_when_idle=True)
+    r = row(db, item_id)
+    assert (r["status"], r["last_error_code"]) == ("completed", "SystemExit")
+    assert (counts.failed, counts.processed) == (1, 1)
+
+
 # -- cleanup ----------------------------------------------------------------------
 
 
