@@ -6,7 +6,9 @@ The clock is moved through each function's p_now parameter, never by sleeping.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -821,3 +823,58 @@ def test_finished_items_always_carry_their_finish_time(conn: Conn) -> None:
     with pytest.raises(psycopg.errors.CheckViolation, match="dead_lettered_at"):
         fail(conn, item, now=None, retryable=False)  # type: ignore[arg-type]
     assert row(conn, item)["status"] == "processing"
+
+
+# --- scripted interleavings ----------------------------------------------------------
+
+
+def _wait_until_blocked(dsn: str, pid: int) -> None:
+    """Wait (with a deadline) until backend `pid` waits for a lock."""
+    deadline = time.monotonic() + 10
+    with psycopg.connect(dsn, autocommit=True) as watcher:
+        while time.monotonic() < deadline:
+            got = watcher.execute(
+                "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid]
+            ).fetchone()
+            if got == ("Lock",):
+                return
+            time.sleep(0.01)
+    pytest.fail(f"backend {pid} never waited for a lock")
+
+
+@pytest.mark.parametrize("action", ["complete", "fail", "extend"])
+def test_old_holder_racing_a_takeover_loses(conn: Conn, conn2: Conn, dsn: str, action: str) -> None:
+    item = enqueue(conn)
+    acquire(conn, "old", lock=10)
+    later = T0 + s(11)
+    calls: dict[str, Callable[[], bool]] = {
+        "complete": lambda: complete(conn, item, "old", now=later),
+        "fail": lambda: fail(conn, item, "old", now=later),
+        "extend": lambda: bool(
+            scalar(conn, "extend_retry_lock", item_id=item, worker_id="old", now=later)
+        ),
+    }
+    result: list[bool] = []
+    with conn2.transaction():
+        assert ids(acquire(conn2, "new", now=T0 + s(10))) == [item]
+        racer = threading.Thread(target=lambda: result.append(calls[action]()))
+        racer.start()
+        # old's statement waits on new's uncommitted takeover ...
+        _wait_until_blocked(dsn, conn.info.backend_pid)
+    # ... and once it commits, finds the lease gone
+    racer.join(10)
+    assert result == [False]
+    r = row(conn, item)
+    assert (r["status"], r["locked_by"], r["retry_count"]) == ("processing", "new", 1)
+
+
+def test_takeover_racing_the_old_holders_complete_skips_it(conn: Conn, conn2: Conn) -> None:
+    item = enqueue(conn)
+    acquire(conn, "old", lock=10)
+    conn2.execute("SET lock_timeout = '5s'")
+    with conn.transaction():
+        assert complete(conn, item, "old", now=T0 + s(11))
+        # the expired lease is locked by old's uncommitted completion: skipped
+        assert acquire(conn2, "new", now=T0 + s(12)) == []
+    assert row(conn, item)["status"] == "completed"
+    assert acquire(conn2, "new", now=T0 + s(13)) == []
