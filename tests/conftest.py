@@ -6,11 +6,12 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from pytest_postgresql.janitor import DatabaseJanitor
 
 from retryq_py import migrate
@@ -29,6 +30,12 @@ settings.register_profile(
 settings.register_profile(
     "deep", max_examples=1000, stateful_step_count=80, deadline=None,
     suppress_health_check=_HEALTH, print_blob=True,
+)
+# scripts/mutation-check: a failure is all it needs, so no shrinking, and no
+# example database (a mutant's failures must not be replayed on sound code).
+settings.register_profile(
+    "mutation", parent=settings.get_profile("ci"), database=None,
+    phases=[Phase.explicit, Phase.generate],
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
@@ -59,6 +66,15 @@ def server_version(pg_server: Server) -> int:
         return conn.info.server_version
 
 
+def _apply_mutant(conn: psycopg.Connection[Any], name: str) -> None:
+    """RETRYQ_MUTANT=name breaks one function on purpose in this session's
+    template (scripts/mutation-check), so that every test database gets the
+    bug and nothing outside the session does."""
+    mutants = Path(__file__).with_name("mutants")
+    conn.execute((mutants / "_mutate.sql").read_text())  # type: ignore[arg-type]
+    conn.execute((mutants / f"{name}.sql").read_text())  # type: ignore[arg-type]
+
+
 @pytest.fixture(scope="session")
 def template_db(pg_server: Server) -> Iterator[str]:
     name = f"retryq_tpl_{os.getpid()}"
@@ -72,6 +88,8 @@ def template_db(pg_server: Server) -> Iterator[str]:
         # turns it back on for itself.
         with psycopg.connect(pg_server.dsn(name), autocommit=True) as c:
             c.execute("SELECT retry_circuit_configure(NULL, NULL, 0)")
+            if os.environ.get("RETRYQ_MUTANT"):
+                _apply_mutant(c, os.environ["RETRYQ_MUTANT"])
         yield name
     finally:
         janitor.drop()

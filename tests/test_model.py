@@ -113,6 +113,9 @@ class QueueModel(RuleBasedStateMachine):
 
     # -- helpers ---------------------------------------------------------------
 
+    def _any(self, *statuses: str) -> bool:
+        return any(it.status in statuses for it in self.items.values())
+
     def _pick(self, data: st.DataObject, statuses: tuple[str, ...]) -> int:
         """An item id, mostly one in the given statuses, sometimes any or none."""
         preferred = sorted(i for i, it in self.items.items() if it.status in statuses)
@@ -205,6 +208,7 @@ class QueueModel(RuleBasedStateMachine):
             self.seen_ids.add(item_id)
         self.last_kind = "enqueue"
 
+    @precondition(lambda self: bool(self.items))
     @rule(
         c=st.integers(0, N_CONNS - 1),
         worker=st.sampled_from(WORKERS),
@@ -249,6 +253,7 @@ class QueueModel(RuleBasedStateMachine):
             assert (retry_count, locked_until, priority) == (it.retry_count, until, it.priority)
         self.last_kind = "acquire"
 
+    @precondition(lambda self: self._any("processing"))
     @rule(c=st.integers(0, N_CONNS - 1), data=st.data(), many=st.booleans())
     def complete(self, c: int, data: st.DataObject, many: bool) -> None:
         item_id = self._pick(data, ("processing",))
@@ -281,6 +286,7 @@ class QueueModel(RuleBasedStateMachine):
             self.completed_ever.add(i)
         self.last_kind = "complete"
 
+    @precondition(lambda self: self._any("processing"))
     @rule(
         c=st.integers(0, N_CONNS - 1),
         data=st.data(),
@@ -317,6 +323,7 @@ class QueueModel(RuleBasedStateMachine):
                 )
         self.last_kind = "fail"
 
+    @precondition(lambda self: self._any("processing"))
     @rule(c=st.integers(0, N_CONNS - 1), data=st.data(), lease=st.sampled_from([1, 10, 300]))
     def extend(self, c: int, data: st.DataObject, lease: int) -> None:
         item_id = self._pick(data, ("processing",))
@@ -333,6 +340,7 @@ class QueueModel(RuleBasedStateMachine):
             it.locked_until = self.now + dt.timedelta(seconds=lease)
         self.last_kind = "extend"
 
+    @precondition(lambda self: self._any("processing"))
     @rule(c=st.integers(0, N_CONNS - 1), data=st.data())
     def release(self, c: int, data: st.DataObject) -> None:
         item_id = self._pick(data, ("processing",))
@@ -352,6 +360,7 @@ class QueueModel(RuleBasedStateMachine):
             it.locked_until = None
         self.last_kind = "release"
 
+    @precondition(lambda self: self._any("dead_letter"))
     @rule(c=st.integers(0, N_CONNS - 1), data=st.data())
     def requeue(self, c: int, data: st.DataObject) -> None:
         how = data.draw(st.sampled_from(["ids", "event_type", "error_code", "dead_before"]))
@@ -402,6 +411,7 @@ class QueueModel(RuleBasedStateMachine):
             it.dead_reason = None
         self.last_kind = "requeue"
 
+    @precondition(lambda self: self._any("completed", "dead_letter"))
     @rule(
         c=st.integers(0, N_CONNS - 1),
         days=st.integers(0, 2),
