@@ -47,8 +47,8 @@ NEVER = 1000  # fail_times for an operation that never recovers
 # The circuit breaker (migration 0002) normally cools down for 30 s and more;
 # the demo shortens it so that a trip shows and still ends within seconds.
 CIRCUIT_THRESHOLD = 5
-CIRCUIT_COOLDOWN = 0.3
-CIRCUIT_MAX_COOLDOWN = 1.0
+CIRCUIT_COOLDOWN = 0.2
+CIRCUIT_MAX_COOLDOWN = 0.5
 
 # --- the handlers ------------------------------------------------------------
 # Each item's data says how many attempts fail before it succeeds
