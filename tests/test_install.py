@@ -34,10 +34,17 @@ def catalog(conn: psycopg.Connection[Any], schema: str = "public") -> dict[str, 
         return sorted([list(r) for r in got], key=json.dumps)
 
     ns = "(SELECT oid FROM pg_namespace WHERE nspname = %(schema)s)"
+    # privileges, as sorted text: grant order does not matter
+    acl = "(SELECT array_agg(x::text ORDER BY x::text) FROM unnest({col}) AS x)"
     return {
+        "schema": rows(
+            f"SELECT nspname, {acl.format(col='nspacl')} FROM pg_namespace"
+            " WHERE nspname = %(schema)s"
+        ),
         "relations": rows(
             f"""
             SELECT c.relname, c.relkind, c.reloptions, c.relpersistence,
+                {acl.format(col="c.relacl")},
                 pg_get_partkeydef(c.oid), pg_get_expr(c.relpartbound, c.oid),
                 (SELECT p.relname FROM pg_inherits AS i JOIN pg_class AS p
                     ON p.oid = i.inhparent WHERE i.inhrelid = c.oid),
@@ -50,7 +57,8 @@ def catalog(conn: psycopg.Connection[Any], schema: str = "public") -> dict[str, 
             f"""
             SELECT c.relname, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod),
                 a.attnotnull, pg_get_expr(d.adbin, d.adrelid), a.attidentity,
-                a.attgenerated, a.attcollation::regcollation::text
+                a.attgenerated, a.attcollation::regcollation::text,
+                {acl.format(col="a.attacl")}
             FROM pg_attribute AS a
             JOIN pg_class AS c ON c.oid = a.attrelid
             LEFT JOIN pg_attrdef AS d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
@@ -90,7 +98,8 @@ def catalog(conn: psycopg.Connection[Any], schema: str = "public") -> dict[str, 
             f"""
             SELECT p.proname, pg_get_function_identity_arguments(p.oid),
                 pg_get_functiondef(p.oid), p.proconfig, p.provolatile, p.prosecdef,
-                p.proparallel, obj_description(p.oid, 'pg_proc')
+                p.proparallel, obj_description(p.oid, 'pg_proc'),
+                {acl.format(col="p.proacl")}
             FROM pg_proc AS p
             WHERE p.pronamespace = {ns}
             """
@@ -167,9 +176,23 @@ def test_snapshot_sees_a_changed_function(
         conn.execute(SCHEMA_FILE.read_text())  # type: ignore[arg-type]
         conn.execute("ALTER FUNCTION retry_queue_channel() STABLE COST 7")
         conn.execute("ALTER TABLE _retryq_active SET (fillfactor = 71)")
+        conn.execute("GRANT SELECT ON _retryq_finished TO PUBLIC")
+        conn.execute("ALTER TABLE daz_retry_queue ALTER COLUMN tags SET DEFAULT '{x}'")
         got = catalog(conn)
-    assert got["functions"] != migrated_catalog["functions"]
-    assert got["relations"] != migrated_catalog["relations"]
+
+    def by_name(snapshot: dict[str, Any], kind: str, name: str) -> list[Any]:
+        return [r for r in snapshot[kind] if r[0] == name]
+
+    for kind, name in [
+        ("functions", "retry_queue_channel"),
+        ("relations", "_retryq_active"),
+        ("relations", "_retryq_finished"),
+        ("columns", "daz_retry_queue"),
+    ]:
+        assert by_name(got, kind, name) != by_name(migrated_catalog, kind, name), (kind, name)
+    assert by_name(got, "functions", "acquire_retry_items") == by_name(
+        migrated_catalog, "functions", "acquire_retry_items"
+    )
 
 
 def _leftovers(conn: psycopg.Connection[Any]) -> list[Any]:
@@ -194,6 +217,10 @@ def _leftovers(conn: psycopg.Connection[Any]) -> list[Any]:
         WHERE e.extnamespace = 'public'::regnamespace
         UNION ALL
         SELECT 'event trigger', v.evtname FROM pg_event_trigger AS v
+        UNION ALL
+        SELECT 'schema privilege', x::text
+        FROM pg_namespace AS n, unnest(n.nspacl) AS x
+        WHERE n.nspname = 'public' AND x::text LIKE 'retryq%'
         """
     ).fetchall()
 
