@@ -1,9 +1,15 @@
-"""A bare worker process for tests/test_crash.py: a plain loop over acquire ->
-handler -> complete/fail on its own connection, until the queue is empty.
+"""Worker processes for tests/test_crash.py.
 
-Each handled item's effect is a row in `effects`, written in the same
-transaction as complete_retry_item: the effect exists if and only if the
-completion committed. Usage: crash_worker.py DSN WORKER_ID LEASE_SECONDS BATCH
+    crash_worker.py DSN WORKER_ID LEASE_SECONDS BATCH
+A bare loop over acquire -> handler -> complete/fail on its own connection,
+until the queue is empty. Each handled item's effect is a row in `effects`,
+written in the same transaction as complete_retry_item: the effect exists if
+and only if the completion committed.
+
+    crash_worker.py --retry-worker DSN WORKER_ID LEASE_SECONDS BATCH
+The same handlers under retryq_py.RetryWorker (run until idle, signals
+installed). RetryWorker acknowledges after the handler returns, so its
+effects are written by the handler on their own: at least once.
 """
 
 from __future__ import annotations
@@ -45,7 +51,43 @@ def drain(conn: psycopg.Connection[Any], worker: str, lease: int, batch: int) ->
             handle(conn, worker, item, data, tries)
 
 
+def retry_worker(dsn: str, worker: str, lease: int, batch: int) -> int:
+    from retryq_py.errors import PermanentError
+    from retryq_py.worker import RetryWorker
+
+    def handler(item: Any) -> None:
+        time.sleep(0.01)  # the handler's work
+        data = item.event_data
+        if data["kind"] == "permanent":
+            raise PermanentError("bad item")
+        if data["kind"] == "hopeless" or (
+            data["kind"] == "flaky" and item.retry_count < data["fails"]
+        ):
+            raise RuntimeError("try again")
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO effects (item_id, worker_id) VALUES (%s, %s)", [item.id, worker]
+            )
+
+    w = RetryWorker(
+        dsn,
+        {"crash": handler},
+        worker_id=worker,
+        lock_timeout=lease,
+        batch_size=batch,
+        worker_count=2,
+        poll_interval=0.2,
+        grace_period=5,
+        cleanup_interval=3600,
+    )
+    w.run(exit_when_idle=True, install_signal_handlers=True)
+    return 0
+
+
 def main() -> int:
+    if sys.argv[1] == "--retry-worker":
+        dsn, worker, lease, batch = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+        return retry_worker(dsn, worker, lease, batch)
     dsn, worker, lease, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     while True:
         try:

@@ -166,3 +166,112 @@ def test_killed_workers_lose_nothing_and_do_nothing_twice(dsn: str, seed: int) -
                 assert any(h["worker_id"] == orphans[item] for h in lost_leases), (
                     f"item {item} held by killed {orphans[item]} was not taken over: {history}"
                 )
+
+
+# --- the same for RetryWorker (retryq_py.worker) ------------------------------------
+
+
+def _retry_worker(dsn: str, worker: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, str(WORKER), "--retry-worker", dsn, worker, str(LEASE), str(BATCH)],
+        cwd=WORKER.parents[1],
+    )
+
+
+def _setup(conn: psycopg.Connection[Any], seed: int, n: int) -> dict[int, Any]:
+    reset(conn)
+    conn.execute("CREATE TABLE effects (item_id bigint NOT NULL, worker_id text NOT NULL)")
+    items = workload(random.Random(seed), n)
+    ids = [r[0] for r in conn.execute("SELECT id FROM enqueue_retry_items(%s)", [Jsonb(items)])]
+    return {i: it["event_data"] for i, it in zip(ids, items, strict=True)}
+
+
+def _final(conn: psycopg.Connection[Any], kinds: dict[int, Any]) -> list[tuple[Any, ...]]:
+    """Checks what holds for any run: nothing active, nothing lost, effects
+    only for completed items; returns (id, status, history, effects) rows."""
+    assert conn.execute("SELECT count(*) FROM _retryq_active").fetchone() == (0,)
+    rows = conn.execute(
+        "SELECT q.id, q.status, q.error_history,"
+        " (SELECT count(*) FROM effects AS e WHERE e.item_id = q.id)"
+        " FROM daz_retry_queue AS q"
+    ).fetchall()
+    assert sorted(r[0] for r in rows) == sorted(kinds), "items lost"
+    for item, status, history, n_effects in rows:
+        kind = kinds[item]["kind"]
+        if status == "completed":
+            assert n_effects >= 1, f"completed item {item} ({kind}) never ran"
+        else:
+            assert status == "dead_letter" and n_effects == 0, (item, status, n_effects)
+            if kind in ("ok", "flaky"):
+                lost = sum(h["code"] == "lease_expired" for h in history)
+                assert lost + kinds[item]["fails"] * (kind == "flaky") > MAX_RETRIES, history
+    return rows
+
+
+def _wait_holding(conn: psycopg.Connection[Any], worker: str) -> None:
+    wait_for(
+        f"{worker} holding leases after some work",
+        lambda: (
+            bool(holders(conn, [worker]))
+            and conn.execute("SELECT count(*) > 10 FROM effects").fetchone() == (True,)
+        ),
+    )
+
+
+@pytest.mark.slow
+def test_retry_worker_sigterm_finishes_or_releases_everything_it_holds(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        kinds = _setup(conn, 3, 150)
+        a, b = _retry_worker(dsn, "rw-a"), _retry_worker(dsn, "rw-b")
+        try:
+            _wait_holding(conn, "rw-a")
+            a.send_signal(signal.SIGTERM)
+            assert a.wait(DEADLINE) == 0
+            # in-flight items were finished or released, not left to expire
+            assert holders(conn, ["rw-a"]) == []
+            assert b.wait(DEADLINE) == 0
+        finally:
+            for p in (a, b):
+                if p.poll() is None:
+                    p.kill()
+                p.wait()
+        rows = _final(conn, kinds)
+        for item, _, history, n_effects in rows:
+            assert not any(
+                h.get("worker_id") == "rw-a" and h["code"] == "lease_expired" for h in history
+            ), f"item {item}: rw-a's lease had to expire"
+            assert n_effects <= 1, f"item {item} ran {n_effects} times after a graceful stop"
+
+
+@pytest.mark.slow
+def test_retry_worker_sigkill_loses_nothing(dsn: str) -> None:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        kinds = _setup(conn, 4, 150)
+        a, b = _retry_worker(dsn, "rw-a"), _retry_worker(dsn, "rw-b")
+        try:
+            _wait_holding(conn, "rw-a")
+            a.send_signal(signal.SIGKILL)
+            a.wait()
+            orphans = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT id FROM daz_retry_queue WHERE status = 'processing'"
+                    " AND locked_by = 'rw-a'"
+                )
+            }
+            assert b.wait(DEADLINE) == 0
+        finally:
+            for p in (a, b):
+                if p.poll() is None:
+                    p.kill()
+                p.wait()
+        assert orphans, "the kill landed outside a batch: the test proved nothing"
+        rows = _final(conn, kinds)
+        for item, _, history, n_effects in rows:
+            taken_over = any(
+                h.get("worker_id") == "rw-a" and h["code"] == "lease_expired" for h in history
+            )
+            if item in orphans:
+                assert taken_over, f"item {item} held by the killed worker was not taken over"
+            # at least once: a second run only where the killed worker's lease was lost
+            assert n_effects <= 1 or taken_over, (item, n_effects, history)
