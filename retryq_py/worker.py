@@ -329,7 +329,6 @@ class RetryWorker:
             min_size=1,
             max_size=3,  # control loop, heartbeat, one spare
             timeout=self.connect_timeout,
-            check=ConnectionPool.check_connection,
             name=f"retryq-{self.worker_id}",
             open=False,
         )
@@ -380,21 +379,30 @@ class RetryWorker:
         while not self._stopping.is_set():
             self._wake.clear()
             try:
-                if self._flush(q, force=False):
-                    more = True  # a failure due at once, or freed capacity
                 if time.monotonic() >= next_cleanup:
                     self._cleanup(q)
                     next_cleanup = time.monotonic() + self.cleanup_interval
                 with self._lock:
                     if self._notified:
                         self._notified, more = False, True
-                    free = max(self.batch_size, self.worker_count) - len(self._held)
+                    # outcomes about to be written free their slots; lease in
+                    # half batches at least, so that acks and leases stay batched
+                    free = self._capacity() - len(self._held) + len(self._outcomes)
+                    if free < max(1, self.batch_size // 2) and len(self._held) > len(
+                        self._outcomes
+                    ):
+                        free = 0
                 if free > 0 and time.monotonic() >= next_poll:
                     more = True
                 wait = self.poll_interval
-                if more and free > 0:
+                if not (more and free > 0):
+                    if self._flush(q, force=False)[0]:
+                        more = True  # a failure due at once, or freed capacity
+                        continue
+                else:
+                    # write what is done and lease more in one transaction
                     want = min(self.batch_size, free)
-                    got = self._acquire(q, want)
+                    got = self._flush(q, force=True, acquire=want)[1]
                     more = got == want
                     if more:
                         backoff = 0.0
@@ -437,17 +445,23 @@ class RetryWorker:
                 return float("inf")
             return min(o.done_at for o in self._outcomes) + self.ack_interval
 
-    def _acquire(self, q: RetryQueue, want: int) -> int:
+    def _capacity(self) -> int:
+        """Items held at most: one per thread and a batch waiting to start."""
+        return self.batch_size + self.worker_count
+
+    def _acquire(self, tx: RetryQueue, want: int) -> list[RetryQueueItem]:
         started = time.monotonic()
-        items = q.acquire(self.worker_id, want, self.lock_timeout)
+        items = tx.acquire(self.worker_id, want, self.lock_timeout)
         metrics.ACQUIRE_DURATION.observe(time.monotonic() - started)
+        return items
+
+    def _hold(self, items: list[RetryQueueItem]) -> None:
         now = time.monotonic()
         with self._lock:
             for item in items:
                 self._held[item.id] = (item, now)
         for item in items:
             self._local.put(item)
-        return len(items)
 
     def _cleanup(self, q: RetryQueue) -> None:
         result = q.try_cleanup(self.retention_days)
@@ -459,25 +473,27 @@ class RetryWorker:
                 result.archived_count,
             )
 
-    def _flush(self, q: RetryQueue, *, force: bool) -> int:
-        """Write outcomes: successes in one complete_retry_items, failures one by one.
+    def _flush(self, q: RetryQueue, *, force: bool, acquire: int = 0) -> tuple[int, int]:
+        """Write outcomes, then lease up to `acquire` items, in one transaction.
 
-        Successes wait up to ack_interval to be batched (unless force or a
-        failure is waiting); all writes share one transaction, and outcomes
-        leave memory only after it commits.
+        Successes go in one complete_retry_items call, failures one by one.
+        Successes wait up to ack_interval to be batched (unless force, an
+        acquire or a failure is waiting). Outcomes leave memory, and leased
+        items are handed to the threads, only after the commit. Returns
+        (outcomes written, items leased).
         """
         with self._lock:
             outcomes = list(self._outcomes)
-        if not outcomes:
-            return 0
-        if not force and all(o.ok for o in outcomes):
+        if not outcomes and not acquire:
+            return 0, 0
+        if outcomes and not force and all(o.ok for o in outcomes):
             oldest = min(o.done_at for o in outcomes)
             if len(outcomes) < self.batch_size and time.monotonic() - oldest < self.ack_interval:
-                return 0
+                return 0, 0
         assert self._pool is not None
+        ok_ids = [o.item.id for o in outcomes if o.ok]
         with self._pool.connection() as conn:
             tx = RetryQueue(conn, schema=self.schema)
-            ok_ids = [o.item.id for o in outcomes if o.ok]
             completed = tx.complete_many(ok_ids, self.worker_id) if ok_ids else 0
             failed_written = [
                 tx.fail(
@@ -490,7 +506,14 @@ class RetryWorker:
                 for o in outcomes
                 if not o.ok
             ]
-        # committed: forget them and report
+            leased = self._acquire(tx, acquire) if acquire else []
+        self._hold(leased)
+        self._report(outcomes, completed, failed_written)
+        return len(outcomes), len(leased)
+
+    def _report(self, outcomes: list[_Outcome], completed: int, failed_written: list[bool]) -> None:
+        """After the commit: forget the written outcomes, count and emit them."""
+        ok_ids = [o.item.id for o in outcomes if o.ok]
         written = {id(o) for o in outcomes}
         with self._lock:
             self._outcomes = [o for o in self._outcomes if id(o) not in written]
@@ -521,7 +544,6 @@ class RetryWorker:
                 self.counts.failed += 1
                 metrics.ITEMS_FAILED.labels(o.item.event_type).inc()
                 self._emit(WorkerEvent("failed", o.item, o.error, o.code, o.duration))
-        return len(outcomes)
 
     def _emit(self, event: WorkerEvent) -> None:
         if self.on_event is None:
