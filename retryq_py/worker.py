@@ -10,11 +10,11 @@ process for no gain on I/O; asyncio would force every handler to be
 the queue's SKIP LOCKED leases split the work between them.
 
 Inside one worker:
-- the thread that calls run() is the control loop: it acquires items
-  (at most batch_size per call, and only while fewer than
-  max(batch_size, worker_count) are held), flushes outcomes, runs the
-  scheduled cleanup and decides how long to sleep: until a NOTIFY, the next
-  due retry or poll_interval, whichever comes first;
+- the thread that calls run() is the control loop: it writes outcomes and
+  leases the next items in one transaction (at most batch_size per call,
+  at most batch_size + worker_count held, in half batches at least), runs
+  the scheduled cleanup and decides how long to sleep: until a NOTIFY, the
+  next due retry or poll_interval, whichever comes first;
 - worker_count handler threads run the handlers; they never touch the
   database: outcomes go back to the control loop, which acknowledges
   successes in batches with complete_retry_items (within ack_interval,
@@ -22,7 +22,9 @@ Inside one worker:
 - a listener thread holds its own autocommit connection, LISTENs on
   retry_queue_channel() and wakes the control loop;
 - a heartbeat thread extends the lease of every held item once half of
-  lock_timeout has passed, so a slow handler keeps its item.
+  lock_timeout has passed, so a slow handler keeps its item (up to
+  handler_timeout, when set: then the lease runs out and another worker
+  takes the item over, counted as a failed attempt).
 
 A lost connection is never fatal: each loop logs it, backs off (doubling,
 up to max_backoff) and tries again; the pool replaces broken connections.
