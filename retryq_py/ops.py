@@ -65,9 +65,9 @@ class DeadLetterCount:
 @dataclass(frozen=True)
 class QueueMetrics:
     """What one scrape reads. `sizes` maps each status to its item count;
-    `completed_is_estimate` says whether sizes["completed"] came from the
-    planner's statistics (True) or from a bounded count (False: the table was
-    never analyzed and holds fewer than BOUNDED_COUNT_LIMIT finished rows)."""
+    `completed_is_estimate` says whether sizes["completed"] is an estimate
+    (planner statistics, or a sample of a large never-analyzed table) or
+    exact (a table without statistics small enough to count whole)."""
 
     sizes: dict[str, float]
     completed_is_estimate: bool
@@ -178,10 +178,11 @@ def configure_circuit(
 
 # --- metrics ----------------------------------------------------------------
 
-# Above this many finished rows a never-analyzed table is not counted: the
-# bounded count stops here and the estimate takes over after autovacuum's
-# first ANALYZE.
-BOUNDED_COUNT_LIMIT = 100_000
+# A finished partition without statistics (never analyzed, or analyzed while
+# empty) is sampled: its first SAMPLE_PAGES pages are counted by a TID range
+# scan (8 MB at most, whatever the table's size) and the density scaled to
+# the table's pages. Smaller tables are thus counted exactly.
+SAMPLE_PAGES = 1000
 
 # Exact counts on the active partition (pruned to by the status filter).
 _ACTIVE: LiteralString = """
@@ -224,27 +225,21 @@ GROUP BY q.event_type, q.plugin_name
 ORDER BY q.event_type, q.plugin_name
 """
 
-# The planner's row estimate for the finished partition: reltuples per page at
-# the last ANALYZE/VACUUM times the pages the table has now. NULL when it was
-# never analyzed (reltuples -1).
-_FINISHED_ESTIMATE: LiteralString = """
-SELECT CASE
-    WHEN c.reltuples < 0 THEN NULL
-    WHEN c.relpages = 0 THEN c.reltuples::double precision
-    ELSE c.reltuples / c.relpages * (
-        pg_relation_size(c.oid) / current_setting('block_size')::integer
-    )
-END
+# The finished partition's statistics (from the last ANALYZE or VACUUM) and
+# its size now, in pages.
+_FINISHED_STATS: LiteralString = """
+SELECT
+    c.reltuples::double precision,
+    c.relpages,
+    pg_relation_size(c.oid) / current_setting('block_size')::integer
 FROM pg_class AS c
 WHERE c.oid = to_regclass(%(finished)s)
 """
 
-_FINISHED_BOUNDED: LiteralString = """
-SELECT count(*) FROM (
-    SELECT 1 FROM {schema}daz_retry_queue AS q
-    WHERE q.status IN ('completed', 'dead_letter')
-    LIMIT %(limit)s
-) AS f
+_FINISHED_SAMPLE: LiteralString = """
+SELECT count(*) FROM {schema}daz_retry_queue AS q
+WHERE q.status IN ('completed', 'dead_letter')
+    AND q.ctid < format('(%%s,0)', %(pages)s::integer)::tid
 """
 
 
@@ -253,6 +248,23 @@ def _finished_name(schema: str | None) -> str:
     if schema is None:
         return table.as_string(None)
     return sql.SQL("{}.{}").format(sql.Identifier(schema), table).as_string(None)
+
+
+def _finished_rows(conn: Conn, schema: str | None) -> tuple[float, bool]:
+    """Rows in the finished partition and whether that is an estimate: the
+    planner's (reltuples per page at the last ANALYZE times the pages now),
+    else a sample of the first pages; exact when the sample is the table."""
+    stats = conn.execute(_FINISHED_STATS, {"finished": _finished_name(schema)}).fetchone()
+    if stats is None:
+        return 0.0, False
+    reltuples, relpages, pages = float(stats[0]), int(stats[1]), int(stats[2])
+    if reltuples >= 0 and relpages > 0:
+        return reltuples / relpages * pages, True
+    row = conn.execute(compose(_FINISHED_SAMPLE, schema), {"pages": SAMPLE_PAGES}).fetchone()
+    sampled = float(row[0]) if row else 0.0
+    if pages <= SAMPLE_PAGES:
+        return sampled, False
+    return sampled * pages / SAMPLE_PAGES, True
 
 
 def collect_queue_metrics(conn: Conn, schema: str | None = None) -> QueueMetrics:
@@ -264,14 +276,7 @@ def collect_queue_metrics(conn: Conn, schema: str | None = None) -> QueueMetrics
     with conn.cursor(row_factory=class_row(DeadLetterCount)) as cur:
         dead = cur.execute(compose(_DEAD, schema)).fetchall()
     dead_total = sum(d.count for d in dead)
-    est = conn.execute(_FINISHED_ESTIMATE, {"finished": _finished_name(schema)}).fetchone()
-    finished: float | None = None if est is None or est[0] is None else float(est[0])
-    is_estimate = finished is not None
-    if finished is None:
-        row = conn.execute(
-            compose(_FINISHED_BOUNDED, schema), {"limit": BOUNDED_COUNT_LIMIT}
-        ).fetchone()
-        finished = float(row[0]) if row else 0.0
+    finished, is_estimate = _finished_rows(conn, schema)
     return QueueMetrics(
         sizes={
             "pending": float(pending),

@@ -161,7 +161,7 @@ def test_completed_is_the_planner_estimate_and_follows_growth(dsn: str, conn: Co
 
     add_finished(20_000)
     add_finished(25, "dead_letter")
-    # never analyzed: a bounded exact count
+    # never analyzed and smaller than the sample: counted exactly
     m = ops.collect_queue_metrics(conn)
     assert (m.completed_is_estimate, m.sizes["completed"], m.sizes["dead_letter"]) == (
         False, 20_000, 25
@@ -175,6 +175,22 @@ def test_completed_is_the_planner_estimate_and_follows_growth(dsn: str, conn: Co
     m = ops.collect_queue_metrics(conn)
     assert m.sizes["completed"] == pytest.approx(40_000, rel=0.05)
     assert m.sizes["dead_letter"] == 25
+
+
+def test_a_large_never_analyzed_table_is_sampled(dsn: str, conn: Conn) -> None:
+    conn.execute("ALTER TABLE _retryq_finished SET (autovacuum_enabled = false)")
+    conn.execute(
+        "INSERT INTO daz_retry_queue (event_type, event_data, status, completed_at)"
+        " SELECT 'bulk', jsonb_build_object('n', g, 'text', repeat('x', 100)), 'completed', now()"
+        " FROM generate_series(1, 100000) AS g"
+    )
+    pages = conn.execute(
+        "SELECT pg_relation_size('_retryq_finished') / current_setting('block_size')::int"
+    ).fetchone()
+    assert pages is not None and pages[0] > ops.SAMPLE_PAGES  # else this proves nothing
+    m = ops.collect_queue_metrics(conn)
+    assert m.completed_is_estimate
+    assert m.sizes["completed"] == pytest.approx(100_000, rel=0.05)
 
 
 def test_circuits_and_lease_expiries_are_exported(dsn: str, conn: Conn) -> None:
