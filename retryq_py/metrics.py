@@ -109,6 +109,8 @@ class QueueCollector(Collector):
         )
         try:
             with self._pool.connection(timeout=self.timeout) as conn:
+                # one snapshot for every number of the scrape, so that they add up
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 conn.execute(
                     "SELECT set_config('statement_timeout', %s, true)",
                     (f"{int(self.timeout * 1000)}ms",),

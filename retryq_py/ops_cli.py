@@ -27,16 +27,23 @@ DatabaseOpt = Annotated[
         "-d",
         envvar=cmd.DATABASE_ENV,
         show_envvar=True,
+        metavar="URL",
         help="libpq URL or DSN of the database holding the queue.",
     ),
 ]
 SchemaOpt = Annotated[
     str | None,
-    typer.Option("--schema", help="Schema the queue lives in (default: the search_path's first)."),
+    typer.Option(
+        "--schema",
+        metavar="NAME",
+        help="Schema the queue lives in (default: the search_path's first).",
+    ),
 ]
 PluginOpt = Annotated[
     str | None,
-    typer.Option("--plugin", help="plugin_name of the key (omit for items without a plugin)."),
+    typer.Option(
+        "--plugin", metavar="NAME", help="plugin_name of the key (omit for items without a plugin)."
+    ),
 ]
 
 circuits_app = typer.Typer(
@@ -118,7 +125,9 @@ def circuits_open(
     seconds: Annotated[
         float | None,
         typer.Option(
-            "--seconds", help="Open this long, then probe (default: until `circuits close`)."
+            "--seconds",
+            metavar="SECONDS",
+            help="Open this long, then probe (default: until `circuits close`).",
         ),
     ] = None,
     database: DatabaseOpt = None,
@@ -157,17 +166,19 @@ def circuits_set_threshold(
         typer.Argument(min=0, help="Failures in a row that open the circuit; 0 turns it off."),
     ] = None,
     event_type: Annotated[
-        str | None, typer.Option("--event-type", help="The key's event_type.")
+        str | None, typer.Option("--event-type", metavar="TYPE", help="The key's event_type.")
     ] = None,
     plugin: PluginOpt = None,
     default: Annotated[
         bool, typer.Option("--default", help="Set the defaults every key follows.")
     ] = False,
     cooldown: Annotated[
-        float | None, typer.Option("--cooldown", help="First cool-down, seconds.")
+        float | None,
+        typer.Option("--cooldown", metavar="SECONDS", help="First cool-down, seconds."),
     ] = None,
     max_cooldown: Annotated[
-        float | None, typer.Option("--max-cooldown", help="Longest cool-down, seconds.")
+        float | None,
+        typer.Option("--max-cooldown", metavar="SECONDS", help="Longest cool-down, seconds."),
     ] = None,
     reset: Annotated[
         bool, typer.Option("--reset", help="Make the key follow the defaults again first.")
@@ -198,8 +209,12 @@ def circuits_set_threshold(
 def metrics_command(
     database: DatabaseOpt = None,
     schema: SchemaOpt = None,
-    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="0 picks one.")] = 9464,
-    addr: Annotated[str, typer.Option("--addr", help="Address to listen on.")] = "0.0.0.0",
+    port: Annotated[
+        int, typer.Option("--port", metavar="PORT", min=0, max=65535, help="0 picks one.")
+    ] = 9464,
+    addr: Annotated[
+        str, typer.Option("--addr", metavar="ADDR", help="Address to listen on.")
+    ] = "0.0.0.0",
 ) -> None:
     """Serve the queue's Prometheus metrics at /metrics until SIGTERM/SIGINT."""
     t = cmd.target(database, schema)
