@@ -56,12 +56,17 @@ DatabaseOpt = Annotated[
         "-d",
         envvar=cmd.DATABASE_ENV,
         show_envvar=True,
+        metavar="URL",
         help="libpq URL or DSN of the database holding the queue.",
     ),
 ]
 SchemaOpt = Annotated[
     str | None,
-    typer.Option("--schema", help="Schema the queue lives in (default: the search_path's first)."),
+    typer.Option(
+        "--schema",
+        metavar="NAME",
+        help="Schema the queue lives in (default: the search_path's first).",
+    ),
 ]
 
 
@@ -95,7 +100,7 @@ def migrate(
         bool, typer.Option("--rollback", help="Roll back (all, or the newest --steps N).")
     ] = False,
     steps: Annotated[
-        int | None, typer.Option("--steps", min=1, help="With --rollback: how many.")
+        int | None, typer.Option("--steps", metavar="N", min=1, help="With --rollback: how many.")
     ] = None,
     status: Annotated[
         bool, typer.Option("--status", help="Show which migrations are applied.")
@@ -133,32 +138,50 @@ def enqueue(
     database: DatabaseOpt = None,
     schema: SchemaOpt = None,
     event_type: Annotated[
-        str | None, typer.Option("--event-type", help="What failed, e.g. sql.exec.failed.")
+        str | None,
+        typer.Option("--event-type", metavar="TYPE", help="What failed, e.g. sql.exec.failed."),
     ] = None,
     data: Annotated[
-        str | None, typer.Option("--data", help="The event data as JSON; '-' reads JSON lines.")
+        str | None,
+        typer.Option(
+            "--data", metavar="JSON", help="The event data as JSON; '-' reads JSON lines."
+        ),
     ] = None,
-    channel: Annotated[str | None, typer.Option("--channel", help="channel_name.")] = None,
-    plugin: Annotated[str | None, typer.Option("--plugin", help="plugin_name.")] = None,
+    channel: Annotated[
+        str | None, typer.Option("--channel", metavar="NAME", help="channel_name.")
+    ] = None,
+    plugin: Annotated[
+        str | None, typer.Option("--plugin", metavar="NAME", help="plugin_name.")
+    ] = None,
     metadata: Annotated[
-        str | None, typer.Option("--metadata", help="A JSON object of metadata.")
+        str | None, typer.Option("--metadata", metavar="JSON", help="A JSON object of metadata.")
     ] = None,
     max_retries: Annotated[
-        int | None, typer.Option("--max-retries", help="Retries before a dead letter (3).")
+        int | None,
+        typer.Option("--max-retries", metavar="N", help="Retries before a dead letter (3)."),
     ] = None,
     retry_delay: Annotated[
-        str | None, typer.Option("--retry-delay", help="Wait before the first retry (60s).")
+        str | None,
+        typer.Option(
+            "--retry-delay", metavar="DURATION", help="Wait before the first retry (60s)."
+        ),
     ] = None,
     backoff_multiplier: Annotated[
-        float | None, typer.Option("--backoff-multiplier", help="Growth per retry (2.0).")
+        float | None,
+        typer.Option("--backoff-multiplier", metavar="X", help="Growth per retry (2.0)."),
     ] = None,
-    priority: Annotated[int | None, typer.Option("--priority", help="1..10, 10 first (5).")] = None,
+    priority: Annotated[
+        int | None, typer.Option("--priority", metavar="1-10", help="1..10, 10 first (5).")
+    ] = None,
     correlation_id: Annotated[
-        str | None, typer.Option("--correlation-id", help="For tracing.")
+        str | None, typer.Option("--correlation-id", metavar="ID", help="For tracing.")
     ] = None,
-    tags: Annotated[list[str] | None, typer.Option("--tag", help="A tag (repeatable).")] = None,
+    tags: Annotated[
+        list[str] | None, typer.Option("--tag", metavar="TAG", help="A tag (repeatable).")
+    ] = None,
     delay: Annotated[
-        str | None, typer.Option("--delay", help="Wait before the first attempt (0s).")
+        str | None,
+        typer.Option("--delay", metavar="DURATION", help="Wait before the first attempt (0s)."),
     ] = None,
     stdin: Annotated[
         bool,
@@ -205,6 +228,7 @@ def worker(
         str,
         typer.Option(
             "--handlers",
+            metavar="MODULE:ATTR",
             help="MODULE:ATTR, a mapping event_type -> callable(item) or a HandlerRegistry.",
         ),
     ],
@@ -212,7 +236,11 @@ def worker(
     schema: SchemaOpt = None,
     config: Annotated[
         str | None,
-        typer.Option("--config", help="The guide's JSON config (sql.retry); RETRYQ_* override."),
+        typer.Option(
+            "--config",
+            metavar="FILE",
+            help="The guide's JSON config (sql.retry); RETRYQ_* override.",
+        ),
     ] = None,
     exit_when_idle: Annotated[
         bool,
@@ -222,25 +250,33 @@ def worker(
         ),
     ] = False,
     worker_count: Annotated[
-        int | None, typer.Option("--worker-count", min=1, help="Handler threads.")
+        int | None, typer.Option("--worker-count", metavar="N", min=1, help="Handler threads.")
     ] = None,
     batch_size: Annotated[
-        int | None, typer.Option("--batch-size", min=1, max=1000, help="Items per acquire.")
+        int | None,
+        typer.Option("--batch-size", metavar="N", min=1, max=1000, help="Items per acquire."),
     ] = None,
     poll_interval: Annotated[
-        str | None, typer.Option("--poll-interval", help="Poll when no NOTIFY comes (30s).")
+        str | None,
+        typer.Option(
+            "--poll-interval", metavar="DURATION", help="Poll when no NOTIFY comes (30s)."
+        ),
     ] = None,
     metrics_port: Annotated[
         int | None,
         typer.Option(
-            "--metrics-port", min=0, max=65535, help="Serve Prometheus /metrics (0: any port)."
+            "--metrics-port",
+            metavar="PORT",
+            min=0,
+            max=65535,
+            help="Serve Prometheus /metrics (0: any port).",
         ),
     ] = None,
     name: Annotated[
-        str, typer.Option("--name", help="Worker id prefix: NAME-HOSTNAME-PID.")
+        str, typer.Option("--name", metavar="NAME", help="Worker id prefix: NAME-HOSTNAME-PID.")
     ] = "retryq",
     log_level: Annotated[
-        str, typer.Option("--log-level", help="debug, info, warning or error.")
+        str, typer.Option("--log-level", metavar="LEVEL", help="debug, info, warning or error.")
     ] = "info",
 ) -> None:
     """Run handlers for queued items until SIGTERM/SIGINT (or idle, with --exit-when-idle)."""
@@ -329,10 +365,13 @@ def cleanup(
     database: DatabaseOpt = None,
     schema: SchemaOpt = None,
     retention_days: Annotated[
-        int, typer.Option("--retention-days", min=0, help="Keep finished items this many days.")
+        int,
+        typer.Option(
+            "--retention-days", metavar="DAYS", min=0, help="Keep finished items this many days."
+        ),
     ] = 7,
     batch_size: Annotated[
-        int, typer.Option("--batch-size", min=1, help="Rows per transaction.")
+        int, typer.Option("--batch-size", metavar="N", min=1, help="Rows per transaction.")
     ] = 5000,
     no_archive: Annotated[
         bool, typer.Option("--no-archive", help="Do not copy dead letters to the archive.")
@@ -363,16 +402,26 @@ def cleanup(
 
 # --- dead letters ------------------------------------------------------------
 
-EventTypeOpt = Annotated[str | None, typer.Option("--event-type", help="Only this event type.")]
-PluginOpt = Annotated[str | None, typer.Option("--plugin", help="Only this plugin_name.")]
+EventTypeOpt = Annotated[
+    str | None, typer.Option("--event-type", metavar="TYPE", help="Only this event type.")
+]
+PluginOpt = Annotated[
+    str | None, typer.Option("--plugin", metavar="NAME", help="Only this plugin_name.")
+]
 ErrorCodeOpt = Annotated[
-    str | None, typer.Option("--error-code", help="Only this last error code.")
+    str | None, typer.Option("--error-code", metavar="CODE", help="Only this last error code.")
 ]
 OlderThanOpt = Annotated[
     str | None,
-    typer.Option("--older-than", help="Only dead letters older than this (30s, 5m, 1h, 7d)."),
+    typer.Option(
+        "--older-than",
+        metavar="DURATION",
+        help="Only dead letters older than this (30s, 5m, 1h, 7d).",
+    ),
 ]
-IdsOpt = Annotated[list[int] | None, typer.Option("--id", help="Only this item id (repeatable).")]
+IdsOpt = Annotated[
+    list[int] | None, typer.Option("--id", metavar="ID", help="Only this item id (repeatable).")
+]
 
 
 def _filter(
@@ -432,7 +481,9 @@ def dead_letter_list(
     plugin: PluginOpt = None,
     error_code: ErrorCodeOpt = None,
     older_than: OlderThanOpt = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="At most this many rows.")] = 50,
+    limit: Annotated[
+        int, typer.Option("--limit", metavar="N", min=1, help="At most this many rows.")
+    ] = 50,
 ) -> None:
     """Dead letters, most recent first."""
     t = cmd.target(database, schema)
@@ -537,9 +588,11 @@ def demo(
             " embedded PostgreSQL.",
         ),
     ] = None,
-    items: Annotated[int, typer.Option("--items", min=1, help="How many items.")] = 200,
+    items: Annotated[
+        int, typer.Option("--items", metavar="N", min=1, help="How many items.")
+    ] = 200,
     workers: Annotated[
-        int, typer.Option("--workers", min=1, max=16, help="RetryWorkers to run.")
+        int, typer.Option("--workers", metavar="N", min=1, max=16, help="RetryWorkers to run.")
     ] = 2,
     keep: Annotated[
         bool, typer.Option("--keep", help="With --database: keep the retryq_demo schema.")
