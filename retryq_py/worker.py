@@ -251,6 +251,7 @@ class RetryWorker:
         self._returned: list[RetryQueueItem] = []  # taken by a thread after stop
         self._outcomes: list[_Outcome] = []
         self._threads: list[threading.Thread] = []
+        self._ran = False
 
     # -- public ---------------------------------------------------------------
 
@@ -287,6 +288,10 @@ class RetryWorker:
         retries scheduled a little later are waited for and run, so a short
         backoff still ends in a final status.
         """
+        with self._lock:
+            if self._ran:
+                raise RuntimeError("a RetryWorker runs once: make a new one")
+            self._ran = True
         if install_signal_handlers is None:
             install_signal_handlers = threading.current_thread() is threading.main_thread()
         previous = self._install_signals() if install_signal_handlers else {}
@@ -711,7 +716,7 @@ class RetryWorker:
                     while not self._stopping.is_set():
                         for _ in conn.notifies(timeout=0.5):
                             self._on_notify()
-            except psycopg.Error as exc:
+            except Exception as exc:  # the poll still works: keep trying
                 if self._stopping.is_set():
                     return
                 backoff = min(max(backoff * 2, 0.1), self.max_backoff)

@@ -211,6 +211,13 @@ def test_settings_come_from_config_and_keywords_win(module_dsn: str) -> None:
         RetryWorker(module_dsn, {}, batch_size=0)
 
 
+def test_a_worker_runs_once(module_dsn: str, db: Conn) -> None:
+    worker = RetryWorker(module_dsn, {}, **FAST)
+    assert worker.run(exit_when_idle=True).processed == 0
+    with pytest.raises(RuntimeError, match="runs once"):
+        worker.run(exit_when_idle=True)
+
+
 def test_a_missing_schema_stops_run_with_the_error(new_database: Any) -> None:
     bare = new_database()
     worker = RetryWorker(bare, {}, **FAST)
