@@ -585,16 +585,26 @@ def enqueue(t: Target, event_type: str, data: Any, **options: Any) -> Enqueued:
         return queue(conn, t).add(event_type, data, **options)
 
 
-def enqueue_many(t: Target, items: list[dict[str, Any]]) -> list[Enqueued]:
-    """Add parsed JSON lines in one bulk call: all or nothing. When the queue
-    rejects a value, each line is tried alone in a rolled-back transaction to
-    name the first bad one."""
+ENQUEUE_CHUNK = 5000
+
+
+def enqueue_many(
+    t: Target, items: list[dict[str, Any]], *, chunk: int = ENQUEUE_CHUNK
+) -> list[Enqueued]:
+    """Add parsed JSON lines with bulk calls of `chunk` items in one transaction:
+    all or nothing, with statements of bounded size. When the queue rejects a
+    value, each line is tried alone in a rolled-back transaction to name the
+    first bad one."""
     lines = [int(i.get("_line", n)) for n, i in enumerate(items, start=1)]
     clean = [{k: v for k, v in i.items() if k != "_line"} for i in items]
     with connect(t) as conn:
         q = queue(conn, t)
         try:
-            return q.add_many(clean)
+            added: list[Enqueued] = []
+            with conn.transaction():
+                for start in range(0, len(clean), chunk):
+                    added.extend(q.add_many(clean[start : start + chunk]))
+            return added
         except (psycopg.DataError, psycopg.IntegrityError, TypeError, ValueError) as exc:
             bad = _first_bad_line(conn, t, clean, lines)
             if bad is None:

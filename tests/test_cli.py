@@ -277,7 +277,11 @@ def test_enqueue_many_is_all_or_nothing(dsn: str, conn: Any) -> None:
     with pytest.raises(cmd.UsageProblem, match=r"line 3: .*max_retries.*nothing was added"):
         cmd.enqueue_many(t, cmd.parse_json_lines(lines))
     assert count(conn) == 0
-    added = cmd.enqueue_many(t, cmd.parse_json_lines(lines[:2]))
+    # in chunks of one: still one transaction, so a bad last line adds nothing
+    with pytest.raises(cmd.UsageProblem, match="line 3"):
+        cmd.enqueue_many(t, cmd.parse_json_lines(lines), chunk=1)
+    assert count(conn) == 0
+    added = cmd.enqueue_many(t, cmd.parse_json_lines(lines[:2]), chunk=1)
     assert len(added) == 2
     rows = conn.execute(
         "SELECT id, event_type, priority, tags FROM daz_retry_queue ORDER BY id"
