@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from yoyo import get_backend, read_migrations
 
@@ -39,7 +38,9 @@ def yoyo_url(dsn: str, schema: str | None = None) -> str:
     port = params.pop("port", None)
     dbname = params.pop("dbname", "")
     if schema is not None:
-        params["schema"] = schema
+        # yoyo splices this into `SET search_path TO ...` as is: quote it so that
+        # a mixed-case or unusual name is not folded or misparsed.
+        params["schema"] = '"' + schema.replace('"', '""') + '"'
     netloc = user + (f":{password}" if password else "")
     query: dict[str, Any] = dict(params)
     # A socket directory is not a URL host: pass it as a parameter instead.
@@ -95,9 +96,3 @@ def status(dsn: str, schema: str | None = None) -> list[MigrationStatus]:
     with _backend(dsn, schema) as backend:
         applied = backend.get_applied_migration_hashes()
         return [MigrationStatus(m.id, m.hash in applied) for m in migrations]
-
-
-def check_installed(conn: psycopg.Connection[Any]) -> bool:
-    """True when the connection's search_path finds the retryq functions."""
-    row = conn.execute("SELECT to_regprocedure('acquire_retry_items(text, integer, integer, timestamptz)') IS NOT NULL").fetchone()
-    return bool(row and row[0])

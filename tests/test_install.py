@@ -507,3 +507,18 @@ def test_a_long_schema_name_still_gets_a_working_channel(dsn: str) -> None:
         listening.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel[0])))
         conn.execute("SELECT * FROM enqueue_retry_item('x', '{}')")
         assert [n.payload for n in listening.notifies(timeout=5, stop_after=1)] == ["insert"]
+
+
+def test_mixed_case_schema_installs_and_rolls_back(dsn: str) -> None:
+    # yoyo splices the schema into SET search_path unquoted; migrate quotes it.
+    with _connect(dsn) as conn:
+        conn.execute('CREATE SCHEMA "Tenant A"')
+    assert migrate.apply(dsn, schema="Tenant A")
+    with _connect(dsn) as conn:
+        got = conn.execute('SELECT * FROM "Tenant A".enqueue_retry_item(\'t\', \'{}\')').fetchone()
+        assert got is not None and got[0] == 1
+        assert conn.execute("SELECT to_regclass('public.daz_retry_queue')").fetchone() != (None,)
+    assert migrate.rollback(dsn, schema="Tenant A")
+    with _connect(dsn) as conn:
+        gone = conn.execute("""SELECT to_regclass('"Tenant A".daz_retry_queue')""").fetchone()
+        assert gone == (None,)
