@@ -21,6 +21,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from prometheus_client import REGISTRY
 from psycopg import errors as pgerr
 from psycopg import sql
 from pytest_postgresql.janitor import DatabaseJanitor
@@ -152,6 +153,39 @@ def test_mixed_load_ends_with_the_right_status_and_history(
         4,
         3,
     )
+
+
+def test_worker_metrics_count_outcomes_by_event_type(
+    module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    before = {
+        "ok": sample("retryq_worker_items_processed_total", event_type="m.ok"),
+        "failed": sample("retryq_worker_items_failed_total", event_type="m.flaky"),
+        "dead": sample("retryq_worker_items_dead_lettered_total", event_type="m.unknown"),
+        "handled": sample("retryq_worker_handler_duration_seconds_count", event_type="m.ok"),
+        "acquired": sample("retryq_worker_acquire_duration_seconds_count"),
+    }
+    q.add_many([{"event_type": "m.ok", "data": i} for i in range(3)])
+    q.add("m.flaky", {}, retry_delay=0.05)
+    q.add("m.unknown", {})
+
+    def flaky(item: RetryQueueItem) -> None:
+        if item.retry_count == 0:
+            raise RetryableError("once")
+
+    RetryWorker(module_dsn, {"m.ok": lambda item: None, "m.flaky": flaky}, **FAST).run(
+        exit_when_idle=True
+    )
+    assert sample("retryq_worker_items_processed_total", event_type="m.ok") == before["ok"] + 3
+    assert sample("retryq_worker_items_failed_total", event_type="m.flaky") == before["failed"] + 1
+    dead = sample("retryq_worker_items_dead_lettered_total", event_type="m.unknown")
+    assert dead == before["dead"] + 1
+    handled = sample("retryq_worker_handler_duration_seconds_count", event_type="m.ok")
+    assert handled == before["handled"] + 3
+    assert sample("retryq_worker_acquire_duration_seconds_count") > before["acquired"]
 
 
 def test_psycopg_errors_are_classified_by_sqlstate(
