@@ -581,3 +581,39 @@ def test_the_readme_python_example_runs_as_written(dsn: str) -> None:
     with psycopg.connect(dsn) as conn:
         rows = conn.execute("SELECT count(*) FROM chat_log").fetchone()
     assert rows == (1,)
+
+
+# -- a worker process killed mid-run ---------------------------------------------------
+
+VICTIM = """
+import sys, time
+from retryq_py import RetryWorker
+
+def hang(item):
+    print(item.id, flush=True)
+    time.sleep(60)  # killed before it returns
+
+RetryWorker(sys.argv[1], {"e": hang}, worker_count=2, batch_size=2, lock_timeout=1,
+            poll_interval=0.2, cleanup_interval=0).run()
+"""
+
+
+@pytest.mark.slow
+def test_items_of_a_killed_worker_are_taken_over(module_dsn: str, db: Conn, q: RetryQueue) -> None:
+    ids = [a.id for a in q.add_many([{"event_type": "e", "data": i} for i in range(6)])]
+    victim = subprocess.Popen(
+        [sys.executable, "-c", VICTIM, module_dsn], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert victim.stdout is not None
+        started = {int(victim.stdout.readline()), int(victim.stdout.readline())}
+    finally:
+        victim.kill()
+        victim.wait(10)
+    assert started <= set(ids)
+    counts = RetryWorker(module_dsn, {"e": lambda item: None}, **FAST).run(exit_when_idle=True)
+    assert statuses(db) == {"completed": 6}
+    assert counts.processed == 6
+    for item_id in started:
+        history = row(db, item_id)["error_history"]
+        assert [h["code"] for h in history] == ["lease_expired"]
