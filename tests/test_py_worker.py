@@ -188,6 +188,27 @@ def test_worker_metrics_count_outcomes_by_event_type(
     assert sample("retryq_worker_acquire_duration_seconds_count") > before["acquired"]
 
 
+def test_successes_are_acknowledged_in_batches(
+    module_dsn: str, db: Conn, q: RetryQueue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[int] = []
+    real = RetryQueue.complete_many
+
+    def spy(self: RetryQueue, item_ids: Any, worker_id: str, **kw: Any) -> int:
+        ids = list(item_ids)
+        calls.append(len(ids))
+        return real(self, ids, worker_id, **kw)
+
+    monkeypatch.setattr(RetryQueue, "complete_many", spy)
+    q.add_many([{"event_type": "e", "data": i} for i in range(60)])
+    counts = RetryWorker(
+        module_dsn, {"e": lambda item: None}, worker_count=4, batch_size=20, **FAST
+    ).run(exit_when_idle=True)
+    assert counts.processed == 60 and statuses(db) == {"completed": 60}
+    assert sum(calls) == 60
+    assert len(calls) <= 12, calls  # about one call per half batch, not one per item
+
+
 def test_psycopg_errors_are_classified_by_sqlstate(
     module_dsn: str, db: Conn, q: RetryQueue
 ) -> None:
