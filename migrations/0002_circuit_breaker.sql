@@ -102,9 +102,13 @@ $$;
 -- against a key and trips its circuit: closed -> open at the threshold;
 -- a failure while probing (half_open, or open past its cool-down) reopens it
 -- with a doubled cool-down; a failure while cooling down only counts.
--- p_nowait: skip the books rather than wait when another transaction holds
--- the circuit row (acquire and complete never queue behind each other on it,
--- so they cannot deadlock; fail_retry_item waits and so counts exactly).
+-- Waiting for a circuit row is safe only while this transaction holds no
+-- other one (else two transactions could each hold a row the other wants,
+-- e.g. a worker writing a batch of outcomes in one transaction). So it waits,
+-- and counts exactly, on the first circuit row it touches (the setting
+-- retryq.circuit_held remembers that for the rest of the transaction), and
+-- after that, or with p_nowait (acquire, which holds many item locks), skips
+-- the books when another transaction holds the row.
 CREATE FUNCTION _retryq_circuit_failed(
     p_event_type text,
     p_plugin_name text,
@@ -123,23 +127,29 @@ DECLARE
     v_threshold integer;
     v_trips integer;
 BEGIN
-    IF p_nowait THEN
+    IF p_nowait OR current_setting('retryq.circuit_held', TRUE) = 'yes' THEN
+        -- an existing row: lock it or give up; a new key: insert it (an INSERT
+        -- over a row someone holds would wait for them)
         PERFORM 1 FROM _retryq_circuit AS c
-        WHERE c.event_type = p_event_type AND c.plugin_name = v_plugin
-        FOR UPDATE SKIP LOCKED;
-        IF NOT FOUND THEN
+        WHERE c.event_type = p_event_type AND c.plugin_name = v_plugin;
+        IF FOUND THEN
+            PERFORM 1 FROM _retryq_circuit AS c
+            WHERE c.event_type = p_event_type AND c.plugin_name = v_plugin
+            FOR UPDATE SKIP LOCKED;
+        ELSE
             INSERT INTO _retryq_circuit (event_type, plugin_name)
             VALUES (p_event_type, v_plugin)
             ON CONFLICT DO NOTHING;
-            IF NOT FOUND THEN
-                RETURN;  -- the row exists and someone else holds it
-            END IF;
+        END IF;
+        IF NOT FOUND THEN
+            RETURN;  -- someone else holds the row
         END IF;
     ELSE
         INSERT INTO _retryq_circuit (event_type, plugin_name)
         VALUES (p_event_type, v_plugin)
         ON CONFLICT DO NOTHING;
     END IF;
+    PERFORM set_config('retryq.circuit_held', 'yes', TRUE);
 
     UPDATE _retryq_circuit AS c
     SET
@@ -214,16 +224,54 @@ $$;
 
 -- complete's books: a success ends the key's failure streak and closes its
 -- circuit (unless an operator forced it open). Only keys with a streak are
--- written, and rows another transaction holds are skipped, not waited for: a
--- skipped success costs at most one more probe.
+-- written, in key order. As in _retryq_circuit_failed, it waits for the rows
+-- only while the transaction holds no other circuit row, and otherwise skips
+-- the ones another transaction holds (a missed success then costs one more
+-- failure or probe).
 CREATE FUNCTION _retryq_circuit_succeeded(
     p_event_types text[],
     p_plugin_names text[],
     p_now timestamptz
 )
 RETURNS void
-LANGUAGE sql
+LANGUAGE plpgsql
 AS $$
+DECLARE
+    v_keys text[];
+BEGIN
+    IF current_setting('retryq.circuit_held', TRUE) = 'yes' THEN
+        SELECT array_agg(k.event_type || chr(31) || k.plugin_name) INTO v_keys
+        FROM (
+            SELECT c.event_type, c.plugin_name
+            FROM _retryq_circuit AS c
+            WHERE (c.event_type, c.plugin_name) IN (
+                SELECT u.e, coalesce(u.p, '')
+                FROM unnest(p_event_types, p_plugin_names) AS u (e, p)
+            )
+                AND (c.state <> 'closed' OR c.consecutive_failures > 0)
+                AND NOT c.forced
+            ORDER BY c.event_type, c.plugin_name
+            FOR UPDATE SKIP LOCKED
+        ) AS k;
+    ELSE
+        SELECT array_agg(k.event_type || chr(31) || k.plugin_name) INTO v_keys
+        FROM (
+            SELECT c.event_type, c.plugin_name
+            FROM _retryq_circuit AS c
+            WHERE (c.event_type, c.plugin_name) IN (
+                SELECT u.e, coalesce(u.p, '')
+                FROM unnest(p_event_types, p_plugin_names) AS u (e, p)
+            )
+                AND (c.state <> 'closed' OR c.consecutive_failures > 0)
+                AND NOT c.forced
+            ORDER BY c.event_type, c.plugin_name
+            FOR UPDATE
+        ) AS k;
+    END IF;
+    IF v_keys IS NULL THEN
+        RETURN;
+    END IF;
+    PERFORM set_config('retryq.circuit_held', 'yes', TRUE);
     UPDATE _retryq_circuit AS c
     SET
         state = 'closed',
@@ -233,19 +281,8 @@ AS $$
         next_probe_at = NULL,
         probe_id = NULL,
         closed_at = CASE WHEN c.state = 'closed' THEN c.closed_at ELSE p_now END
-    FROM (
-        SELECT k.event_type, k.plugin_name
-        FROM _retryq_circuit AS k
-        WHERE (k.event_type, k.plugin_name) IN (
-            SELECT u.e, coalesce(u.p, '')
-            FROM unnest(p_event_types, p_plugin_names) AS u (e, p)
-        )
-            AND (k.state <> 'closed' OR k.consecutive_failures > 0)
-            AND NOT k.forced
-        ORDER BY k.event_type, k.plugin_name
-        FOR UPDATE SKIP LOCKED
-    ) AS s
-    WHERE c.event_type = s.event_type AND c.plugin_name = s.plugin_name
+    WHERE c.event_type || chr(31) || c.plugin_name = ANY(v_keys);
+END;
 $$;
 
 -- Leases up to p_batch_size due items to p_worker_id for
@@ -333,6 +370,7 @@ BEGIN
             ORDER BY c.event_type, c.plugin_name
             FOR UPDATE OF c SKIP LOCKED
         LOOP
+            PERFORM set_config('retryq.circuit_held', 'yes', TRUE);
             IF v_c.state = 'half_open' AND v_c.locked_until IS NOT NULL THEN
                 -- The probe's lease ran out: a hung dependency. That is a
                 -- failed probe; the item itself is taken over later.

@@ -348,3 +348,42 @@ def test_no_circuit_rows_while_everything_succeeds(db: Conn) -> None:
     assert n == {"n": len(ids)}
     assert db.execute("SELECT count(*) AS n FROM _retryq_circuit").fetchone() == {"n": 0}
 
+
+
+
+def test_batched_outcomes_in_crossed_order_never_wait_on_each_other(module_db: str,
+                                                                   db: Conn) -> None:
+    """Two workers write their outcomes in one transaction each, touching two
+    failing keys in opposite orders. Each waits only for the first circuit row
+    it touches; the second, held by the other, is skipped: no lock wait, so no
+    deadlock. The price: those two successes do not reset their streaks."""
+    k1 = enqueue(db, 5, event_type="k1")
+    k2 = enqueue(db, 5, event_type="k2")
+    acquire(db, "w", T0)
+    fail(db, k1[0], "w", T0)  # both keys get a streak of 1
+    fail(db, k2[0], "w", T0)
+    with psycopg.connect(module_db) as t1, psycopg.connect(module_db) as t2:
+        for t in (t1, t2):
+            t.execute("SET lock_timeout = '2s'")  # a wait fails the test instead of hanging it
+        t1.execute("SELECT fail_retry_item(%s, 'w', 'x', p_now => %s)", (k1[1], T0))  # holds k1
+        t2.execute("SELECT fail_retry_item(%s, 'w', 'x', p_now => %s)", (k2[1], T0))  # holds k2
+        done1 = t1.execute("SELECT complete_retry_item(%s, 'w', %s)", (k2[2], T0)).fetchone()
+        done2 = t2.execute("SELECT complete_retry_item(%s, 'w', %s)", (k1[2], T0)).fetchone()
+        t1.commit()
+        t2.commit()
+    assert (done1, done2) == ((True,), (True,))
+    assert circuit(db, "k1", "web")["consecutive_failures"] == 2
+    assert circuit(db, "k2", "web")["consecutive_failures"] == 2
+    # successes first, then failures, crossed again
+    with psycopg.connect(module_db) as t1, psycopg.connect(module_db) as t2:
+        for t in (t1, t2):
+            t.execute("SET lock_timeout = '2s'")
+        t1.execute("SELECT complete_retry_item(%s, 'w', %s)", (k2[3], T0))  # resets, holds k2
+        t2.execute("SELECT complete_retry_item(%s, 'w', %s)", (k1[3], T0))  # resets, holds k1
+        f1 = t1.execute("SELECT fail_retry_item(%s, 'w', 'x', p_now => %s)", (k1[4], T0))
+        f2 = t2.execute("SELECT fail_retry_item(%s, 'w', 'x', p_now => %s)", (k2[4], T0))
+        assert (f1.fetchone(), f2.fetchone()) == ((True,), (True,))
+        t1.commit()
+        t2.commit()
+    assert circuit(db, "k1", "web")["consecutive_failures"] == 0
+    assert circuit(db, "k2", "web")["consecutive_failures"] == 0
