@@ -611,7 +611,8 @@ import sys, time
 from retryq_py import RetryWorker
 
 def hang(item):
-    print(item.id, flush=True)
+    sys.stdout.write(f"{item.id}\\n")  # one write: print() from two threads can interleave
+    sys.stdout.flush()
     time.sleep(60)  # killed before it returns
 
 RetryWorker(sys.argv[1], {"e": hang}, worker_count=2, batch_size=2, lock_timeout=1,
