@@ -1,0 +1,116 @@
+"""What the circuit breaker costs acquire and complete, side by side.
+
+Four databases, the same load (pending items, then acquire batch 10 +
+complete_retry_items in a loop, autocommit, one connection):
+  0001       the core alone (acquire/complete without circuit books)
+  closed     0001-0003, every circuit closed, no streaks: the common case
+  streak     0001-0003, an unrelated key has a failure streak, so every
+             complete collects its keys and looks them up (the bookkeeping that
+             is skipped while no key has a streak)
+  gated      0001-0003, a circuit of an unrelated key is open, so acquire
+             checks each candidate's key
+Rounds alternate between the databases so that drift hits all alike.
+
+    .venv/bin/python scripts/bench_circuit_overhead.py [--items 20000] [--rounds 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from typing import Any
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from retryq_py import migrate
+
+KEYS = 20
+
+
+def fill(conn: psycopg.Connection[Any], n: int) -> None:
+    conn.execute("TRUNCATE daz_retry_queue")
+    conn.execute(
+        "INSERT INTO daz_retry_queue (event_type, plugin_name, event_data)"
+        " SELECT 'type' || (g %% %s), 'p', jsonb_build_object('n', g)"
+        " FROM generate_series(1, %s) AS g",
+        (KEYS, n),
+    )
+    conn.execute("VACUUM ANALYZE daz_retry_queue")
+
+
+def drain(conn: psycopg.Connection[Any], batch: int) -> tuple[float, int]:
+    """Seconds to acquire and complete everything, and the items done."""
+    done = 0
+    started = time.perf_counter()
+    while True:
+        ids = [r[0] for r in conn.execute(
+            "SELECT id FROM acquire_retry_items('bench', %s, 300)", (batch,)
+        )]
+        if not ids:
+            break
+        row = conn.execute("SELECT complete_retry_items(%s, 'bench')", (ids,)).fetchone()
+        done += int(row[0]) if row else 0
+    return time.perf_counter() - started, done
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--admin-dsn", default="host=127.0.0.1 port=5432 user=postgres dbname=postgres")
+    ap.add_argument("--items", type=int, default=20_000)
+    ap.add_argument("--batch", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=4)
+    args = ap.parse_args()
+    params = conninfo_to_dict(args.admin_dsn)
+    cases = ["0001", "closed", "streak", "gated"]
+    names = {c: f"retryq_bench_cb_{os.getpid()}_{c}" for c in cases}
+    dsns = {c: make_conninfo(**{**params, "dbname": n}) for c, n in names.items()}
+    with psycopg.connect(args.admin_dsn, autocommit=True) as admin:
+        for n in names.values():
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(n)))
+    try:
+        core = (migrate.migrations_dir() / "0001_core.sql").read_text()
+        for c, dsn in dsns.items():
+            if c == "0001":
+                with psycopg.connect(dsn, autocommit=True) as conn:
+                    conn.execute(core.encode())  # the file as yoyo would run it
+            else:
+                migrate.apply(dsn)
+        times: dict[str, list[float]] = {c: [] for c in cases}
+        for _ in range(args.rounds):
+            for c in cases:
+                with psycopg.connect(dsns[c], autocommit=True) as conn:
+                    fill(conn, args.items)
+                    if c != "0001":
+                        conn.execute("TRUNCATE _retryq_circuit")
+                        conn.execute("SELECT retry_circuit_configure(NULL, NULL, 1000000)")
+                    if c == "streak":
+                        conn.execute(
+                            "INSERT INTO _retryq_circuit (event_type, plugin_name,"
+                            " consecutive_failures) VALUES ('unrelated', '', 1)"
+                        )
+                    if c == "gated":
+                        conn.execute("SELECT retry_circuit_open('unrelated')")
+                    seconds, done = drain(conn, args.batch)
+                    assert done == args.items, (c, done)
+                    times[c].append(seconds)
+    finally:
+        with psycopg.connect(args.admin_dsn, autocommit=True) as admin:
+            for n in names.values():
+                admin.execute(
+                    sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(n))
+                )
+    base = statistics.median(times["0001"])
+    print(f"{args.items} items, batch {args.batch}, median of {args.rounds} rounds")
+    print("| case | items/s | vs 0001 |")
+    print("| --- | ---: | ---: |")
+    for c in cases:
+        med = statistics.median(times[c])
+        print(f"| {c} | {args.items / med:,.0f} | {med / base:.3f}x time |")
+
+
+if __name__ == "__main__":
+    main()
