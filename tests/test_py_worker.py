@@ -284,17 +284,34 @@ def test_a_missing_schema_stops_run_with_the_error(new_database: Any) -> None:
 
 
 def test_notify_wakes_an_idle_worker_long_before_the_poll(
-    module_dsn: str, db: Conn, q: RetryQueue
+    module_dsn: str, db: Conn, q: RetryQueue, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     done = threading.Event()
+    went_idle = threading.Event()
+    real_due = RetryQueue.due
+
+    def due(self: RetryQueue) -> Any:
+        went_idle.set()  # the worker asks this just before it goes to sleep
+        return real_due(self)
+
+    monkeypatch.setattr(RetryQueue, "due", due)
     worker = RetryWorker(
         module_dsn, {"e": lambda item: done.set()}, poll_interval=60, cleanup_interval=0
     )
     thread = worker.start()
     try:
-        wait_until(lambda: worker._queue is not None, what="worker started")
-        # let the first (empty) acquire pass, so only a NOTIFY can wake it
-        wait_until(lambda: q.due().active is False)
+        # idle after an empty acquire, and listening: only a NOTIFY can wake it now
+        assert went_idle.wait(5)
+        wait_until(
+            lambda: (
+                db.execute(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND query LIKE 'LISTEN %%'"
+                ).fetchone()
+                == (1,)
+            ),
+            what="the listener",
+        )
         q.add("e", {})
         assert done.wait(5), "a 60 s poll interval, so only NOTIFY could have woken it"
     finally:
