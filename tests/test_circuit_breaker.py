@@ -387,3 +387,42 @@ def test_batched_outcomes_in_crossed_order_never_wait_on_each_other(module_db: s
         t2.commit()
     assert circuit(db, "k1", "web")["consecutive_failures"] == 0
     assert circuit(db, "k2", "web")["consecutive_failures"] == 0
+
+
+class CliResult:
+    def __init__(self, exit_code: int, output: str) -> None:
+        self.exit_code, self.output = exit_code, output
+
+
+def test_retryq_circuits_cli(module_db: str, db: Conn, capsys: pytest.CaptureFixture[str]) -> None:
+    from retryq_py.cli import main
+
+    def cli(*args: str) -> CliResult:
+        try:
+            main(["circuits", *args, "--database", module_db])
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        out = capsys.readouterr()
+        return CliResult(code, out.out + out.err)
+
+    r = cli("open", "sql.exec.failed", "--plugin", "sql")
+    assert r.exit_code == 0, r.output
+    assert circuit(db, "sql.exec.failed", "sql")["forced"] is True
+    r = cli("list")
+    assert r.exit_code == 0 and "sql.exec.failed" in r.output and "open (forced)" in r.output
+    r = cli("set-threshold", "7", "--event-type", "sql.exec.failed", "--plugin", "sql",
+            "--cooldown", "12")
+    assert r.exit_code == 0, r.output
+    cb = circuit(db, "sql.exec.failed", "sql")
+    assert (cb["failure_threshold"], cb["cooldown_seconds"]) == (7, 12)
+    assert cli("set-threshold", "4", "--default").exit_code == 0
+    defaults = db.execute("SELECT failure_threshold FROM _retryq_circuit_defaults").fetchone()
+    assert defaults == {"failure_threshold": 4}
+    assert cli("close", "sql.exec.failed", "--plugin", "sql").exit_code == 0
+    assert circuit(db, "sql.exec.failed", "sql")["state"] == "closed"
+    # no such circuit: a failure; neither or both of --event-type/--default: bad usage
+    assert cli("close", "nope").exit_code == 1
+    assert cli("set-threshold", "3").exit_code == 2
+    assert cli("set-threshold", "3", "--default", "--event-type", "x").exit_code == 2
+    assert cli("open", "x", "--seconds", "0").exit_code == 2  # 22023 from the SQL
