@@ -178,7 +178,11 @@ COPY {schema}daz_retry_queue (
 """
 
 ACQUIRE: LiteralString = """
-SELECT * FROM {schema}acquire_retry_items(
+SELECT
+    id, event_id, event_type, channel_name, plugin_name, event_data,
+    retry_count, max_retries, priority, correlation_id, event_metadata, tags,
+    created_at, next_retry_at, locked_until, error_message, last_error_code
+FROM {schema}acquire_retry_items(
     p_worker_id => %(worker_id)s,
     p_batch_size => %(batch_size)s,
     p_lock_timeout_seconds => %(lock_timeout)s,
@@ -274,7 +278,18 @@ FROM {schema}daz_retry_queue_stats
 ORDER BY status, event_type, plugin_name
 """
 
-GET: LiteralString = "SELECT * FROM {schema}daz_retry_queue WHERE id = %(item_id)s"
+# Columns by name, so that a column added later does not break QueueEntry.
+GET: LiteralString = """
+SELECT
+    id, event_id, event_type, channel_name, plugin_name, event_data,
+    event_metadata, retry_count, max_retries, retry_delay_seconds,
+    backoff_multiplier, max_retry_delay_seconds, retry_jitter, priority,
+    correlation_id, tags, status, error_message, last_error_code,
+    error_history, created_at, next_retry_at, last_attempted_at,
+    completed_at, dead_lettered_at, locked_by, locked_until
+FROM {schema}daz_retry_queue
+WHERE id = %(item_id)s
+"""
 
 # For a worker deciding how long to sleep: whether any item is active, and
 # seconds (by the server's clock) until the earliest pending item is due. One
