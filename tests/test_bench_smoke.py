@@ -1,0 +1,126 @@
+"""The benchmark must not rot: run scripts/bench with tiny sizes against the
+test server and check the report it writes. Nothing here is about speed."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.pg import Server
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SECTIONS = [
+    "## Command",
+    "## Machine",
+    "## Targets",
+    "## Throughput",
+    "## Acquire latency as the backlog grows (e)",
+    "## Size after churn (f)",
+    "## Enqueue-to-handler latency with NOTIFY (g)",
+    "## Method",
+]
+
+# Measured only when the bench extra (pgqueuer, procrastinate) is installed.
+PEER_TARGETS = {"RetryWorker / pgqueuer", "RetryWorker / procrastinate"}
+
+
+def _table(text: str, heading: str) -> list[list[str]]:
+    """The rows of the Markdown table in the section under heading, header excluded."""
+    section = text.split(heading, 1)[1].split("\n## ", 1)[0]
+    rows = [ln for ln in section.splitlines() if ln.startswith("|")]
+    return [[c.strip() for c in ln.strip("|").split("|")] for ln in rows[2:]]
+
+
+def _bench_databases(server: Server) -> set[str]:
+    with psycopg.connect(server.dsn("postgres")) as conn:
+        rows = conn.execute(
+            "SELECT datname FROM pg_database WHERE datname LIKE 'retryq_bench_%'"
+        ).fetchall()
+    return {r[0] for r in rows}
+
+
+def test_bench_smoke_writes_a_well_formed_report(pg_server: Server, tmp_path: Path) -> None:
+    before = _bench_databases(pg_server)
+    committed = ROOT / "BENCHMARKS.md"
+    committed_before = committed.read_bytes() if committed.exists() else None
+    out = tmp_path / "BENCHMARKS.md"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "bench.py"),
+            "--smoke",
+            "--database",
+            pg_server.dsn("postgres"),
+            "--output",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    text = out.read_text()
+
+    for heading in SECTIONS:
+        assert heading in text, heading
+    assert "scripts/bench --smoke" in text
+
+    try:
+        import pgqueuer  # noqa: F401
+        import procrastinate  # noqa: F401
+
+        peers = True
+    except ImportError:
+        peers = False
+
+    targets = _table(text, "## Targets")
+    names = [row[0] for row in targets]
+    assert len(targets) == 9, names
+    for name, measured, required, verdict in targets:
+        assert re.fullmatch(r"(<=|>=) \d+\.\d\d (x|ms)", required), (name, required)
+        if name in PEER_TARGETS and not peers:
+            assert verdict == "not measured", (name, verdict)
+            continue
+        # every other figure was measured: a number and a verdict
+        assert re.fullmatch(r"\d+\.\d\d (x|ms)", measured), (name, measured)
+        assert verdict == "met" or verdict.startswith("NOT met ("), (name, verdict)
+
+    latency = _table(text, "## Acquire latency as the backlog grows (e)")
+    assert [row[0] for row in latency] == [
+        "100 due",
+        "300 due",
+        "1000 due",
+        "100 due + 1000 retained",
+    ]
+    for _, p50, p99 in latency:
+        assert float(p50.split()[0]) <= float(p99.split()[0])
+
+    # the run cleans up after itself and leaves the committed report alone
+    assert _bench_databases(pg_server) == before
+    assert (committed.read_bytes() if committed.exists() else None) == committed_before
+
+
+@pytest.mark.parametrize("bad", [["--only", "drain,bogus"], ["--quick", "--smoke"]])
+def test_bench_refuses_bad_arguments(bad: list[str], tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "bench.py"),
+            *bad,
+            "--output",
+            str(tmp_path / "x.md"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 2
+    assert not (tmp_path / "x.md").exists()
