@@ -259,7 +259,7 @@ def _finished_rows(conn: Conn, schema: str | None) -> tuple[float, bool]:
         return 0.0, False
     reltuples, relpages, pages = float(stats[0]), int(stats[1]), int(stats[2])
     if reltuples >= 0 and relpages > 0:
-        return reltuples / relpages * pages, True
+        return float(round(reltuples / relpages * pages)), True
     row = conn.execute(compose(_FINISHED_SAMPLE, schema), {"pages": SAMPLE_PAGES}).fetchone()
     sampled = float(row[0]) if row else 0.0
     if pages <= SAMPLE_PAGES:
