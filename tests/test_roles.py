@@ -231,3 +231,35 @@ def test_install_is_idempotent_across_schemas_and_rollback_keeps_shared_roles(
     # roles stay because other (and every test database) still uses them
     assert row == (True, False, False, 3)
     assert migrate.apply(dsn) == ["0003_roles"]
+
+
+def test_python_layer_runs_with_only_its_role(dsn: str, conn: Conn) -> None:
+    """RetryQueue.add, add_many and copy_many (COPY) as retryq_producer, a RetryWorker as
+    retryq_worker (scheduled cleanup off: that is retryq_admin's), the metrics
+    as retryq_admin."""
+    from retryq_py import RetryQueue, RetryWorker, ops
+
+    tag = f"{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    logins = {g: f"t_py_{g}_{tag}" for g in GROUPS}
+    for group, login in logins.items():
+        conn.execute(f'CREATE ROLE "{login}" LOGIN IN ROLE {group}')
+    try:
+        as_role = {g: make_conninfo(dsn, user=login) for g, login in logins.items()}
+        with psycopg.connect(as_role["retryq_producer"], autocommit=True) as p:
+            q = RetryQueue(p)
+            q.add("ok", {"n": 1})
+            q.add_many([{"event_type": "ok", "data": {"n": i}} for i in range(10)])
+            assert q.copy_many([{"event_type": "ok", "data": {"n": i}} for i in range(10)]) == 10
+        done: list[int] = []
+        worker = RetryWorker(
+            as_role["retryq_worker"], {"ok": lambda item: done.append(item.id)},
+            poll_interval=0.2, lock_timeout=5, cleanup_interval=0,
+        )
+        counts = worker.run(exit_when_idle=True, install_signal_handlers=False)
+        assert counts.processed == 21 == len(done)
+        with psycopg.connect(as_role["retryq_admin"]) as a:
+            m = ops.collect_queue_metrics(a)
+        assert (m.sizes["pending"], m.sizes["completed"]) == (0, 21)
+    finally:
+        for login in logins.values():
+            conn.execute(f'DROP ROLE IF EXISTS "{login}"')
