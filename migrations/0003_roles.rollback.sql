@@ -9,7 +9,7 @@
 REVOKE SELECT ON daz_retry_queue_stats, daz_retry_queue_alerts,
 daz_retry_queue_circuits FROM retryq_admin;
 REVOKE SELECT ON daz_retry_queue, daz_retry_queue_archive FROM retryq_admin;
-REVOKE SELECT ON daz_retry_queue FROM retryq_worker;
+REVOKE SELECT ON daz_retry_queue, daz_retry_queue_circuits FROM retryq_worker;
 REVOKE USAGE ON SEQUENCE daz_retry_queue_id_seq FROM retryq_producer;
 REVOKE SELECT (id, event_id) ON daz_retry_queue FROM retryq_producer;
 REVOKE INSERT ON daz_retry_queue FROM retryq_producer;

@@ -1638,8 +1638,8 @@ $$;
 --   retryq_producer  the guide's INSERT (with its RETURNING id, event_id) and
 --                    the enqueue functions; nothing else.
 --   retryq_worker    acquire, complete, fail, extend, release; SELECT on the
---                    queue (the Python worker reads it to know how long to
---                    sleep); no UPDATE, DELETE, requeue or cleanup.
+--                    queue and the circuits view (the Python worker reads
+--                    them); no UPDATE, DELETE, requeue or cleanup.
 --   retryq_admin     requeue, cleanup, circuit control; reads the queue, the
 --                    archive and the views.
 -- Every function that touches the tables runs as its owner (SECURITY DEFINER,
@@ -1730,7 +1730,9 @@ GRANT INSERT ON daz_retry_queue TO retryq_producer;
 GRANT SELECT (id, event_id) ON daz_retry_queue TO retryq_producer;
 GRANT USAGE ON SEQUENCE daz_retry_queue_id_seq TO retryq_producer;
 
-GRANT SELECT ON daz_retry_queue TO retryq_worker;
+-- The queue and its circuits: the Python worker reads the queue to know how
+-- long to sleep, and its --metrics-port serves the queue's metrics too.
+GRANT SELECT ON daz_retry_queue, daz_retry_queue_circuits TO retryq_worker;
 
 GRANT SELECT ON daz_retry_queue, daz_retry_queue_archive TO retryq_admin;
 GRANT SELECT ON daz_retry_queue_stats, daz_retry_queue_alerts,

@@ -79,7 +79,7 @@ ALLOWED: dict[str, set[str]] = {
     "retryq_producer": {"guide_insert", "enqueue_item", "enqueue_items", "channel", "select_ids"},
     "retryq_worker": {
         "channel", "acquire", "complete", "complete_items", "fail", "extend", "release",
-        "select_ids", "select_payload",
+        "select_ids", "select_payload", "view_circuits",
     },
     "retryq_admin": {
         "channel", "requeue", "cleanup", "circuit_open", "circuit_close", "circuit_configure",
@@ -235,8 +235,8 @@ def test_install_is_idempotent_across_schemas_and_rollback_keeps_shared_roles(
 
 def test_python_layer_runs_with_only_its_role(dsn: str, conn: Conn) -> None:
     """RetryQueue.add, add_many and copy_many (COPY) as retryq_producer, a RetryWorker as
-    retryq_worker (scheduled cleanup off: that is retryq_admin's), the metrics
-    as retryq_admin."""
+    retryq_worker (scheduled cleanup off: that is retryq_admin's), the queue
+    metrics as retryq_admin and as retryq_worker."""
     from retryq_py import RetryQueue, RetryWorker, ops
 
     tag = f"{os.getpid()}_{uuid.uuid4().hex[:8]}"
@@ -257,9 +257,10 @@ def test_python_layer_runs_with_only_its_role(dsn: str, conn: Conn) -> None:
         )
         counts = worker.run(exit_when_idle=True, install_signal_handlers=False)
         assert counts.processed == 21 == len(done)
-        with psycopg.connect(as_role["retryq_admin"]) as a:
-            m = ops.collect_queue_metrics(a)
-        assert (m.sizes["pending"], m.sizes["completed"]) == (0, 21)
+        for role in ("retryq_admin", "retryq_worker"):  # the worker's --metrics-port too
+            with psycopg.connect(as_role[role]) as a:
+                m = ops.collect_queue_metrics(a)
+            assert (m.sizes["pending"], m.sizes["completed"]) == (0, 21), role
     finally:
         for login in logins.values():
             conn.execute(f'DROP ROLE IF EXISTS "{login}"')
