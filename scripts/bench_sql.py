@@ -194,49 +194,61 @@ def acquire_latency(
     cluster: Cluster, template: str, dues: list[int], retained: int, samples: int, rounds: int
 ) -> dict[str, dict[str, float]]:
     """p50/p99 acquire latency with each backlog in dues, and with dues[0] due
-    plus `retained` completed items not yet cleaned up. Per backlog: rounds of
-    samples, the median of the rounds' percentiles."""
-    result: dict[str, dict[str, float]] = {}
-
-    def measure(dsn: str) -> dict[str, float]:
-        p50s, p99s = [], []
-        _acquire_samples(dsn, 20)  # warm the plan cache and the pages
-        for _ in range(rounds):
-            lat = _acquire_samples(dsn, samples)
-            p50s.append(_pct(lat, 0.5))
-            p99s.append(_pct(lat, 0.99))
-        return {"p50": statistics.median(p50s), "p99": statistics.median(p99s)}
-
-    with cluster.database("latency", template) as dsn:
-        loaded = 0
-        for due in sorted(dues):
+    plus `retained` completed items not yet cleaned up. Each backlog lives in
+    its own database, all loaded first; then each round takes `samples` from
+    every backlog in turn, so they are compared side by side. Per backlog: the
+    median of the rounds' percentiles."""
+    small = min(dues)
+    setups = [(f"{d} due", d, 0) for d in sorted(dues)]
+    setups.append((f"{small} due + {retained} retained", small, retained))
+    names: dict[str, str] = {}
+    try:
+        for key, due, kept in setups:
+            name = cluster.create("latency", template)
+            names[key] = name
+            dsn = cluster.dsn(name)
             with connect(dsn) as conn:
+                if kept:
+                    load_items(conn, kept, status="completed", due="now() - interval '1 hour'")
                 # older than every item the samples add, so these are taken first
-                load_items(conn, due - loaded, due="now() - interval '1 day'")
-            loaded = due
+                load_items(conn, due, due="now() - interval '1 day'")
             vacuum_analyze(dsn, TABLES)
-            result[f"{due} due"] = measure(dsn)
-    with cluster.database("retained", template) as dsn:
-        with connect(dsn) as conn:
-            load_items(conn, retained, status="completed", due="now() - interval '1 hour'")
-            load_items(conn, min(dues), due="now() - interval '1 day'")
-        vacuum_analyze(dsn, TABLES)
-        result[f"{min(dues)} due + {retained} retained"] = measure(dsn)
-    return result
+            _acquire_samples(dsn, 20)  # warm the plan cache and the pages
+        p50s: dict[str, list[float]] = {k: [] for k in names}
+        p99s: dict[str, list[float]] = {k: [] for k in names}
+        for _ in range(rounds):
+            for key, name in names.items():
+                lat = _acquire_samples(cluster.dsn(name), samples)
+                p50s[key].append(_pct(lat, 0.5))
+                p99s[key].append(_pct(lat, 0.99))
+        return {
+            k: {"p50": statistics.median(p50s[k]), "p99": statistics.median(p99s[k])} for k in names
+        }
+    finally:
+        for name in names.values():
+            cluster.drop(name)
 
 
-def _sizes(dsn: str) -> dict[str, int]:
+def _sizes(dsn: str) -> dict[str, Any]:
+    """Bytes of the queue's tables and their indexes, in all and per relation."""
     with connect(dsn) as conn:
         rows = conn.execute(
             """
             SELECT c.relname, pg_table_size(c.oid), pg_indexes_size(c.oid)
             FROM pg_class AS c
             WHERE c.relname IN ('_retryq_active', '_retryq_finished', 'daz_retry_queue_archive')
+                AND c.relnamespace = 'public'::regnamespace
+            ORDER BY c.relname
             """
         ).fetchall()
     table = sum(r[1] for r in rows)
     index = sum(r[2] for r in rows)
-    return {"table": table, "index": index, "total": table + index}
+    return {
+        "table": table,
+        "index": index,
+        "total": table + index,
+        "relations": {r[0]: {"table": r[1], "index": r[2]} for r in rows},
+    }
 
 
 def _autovacuum_due(dsn: str) -> list[str]:
