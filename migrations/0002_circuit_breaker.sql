@@ -468,17 +468,19 @@ BEGIN
                     locked_by = p_worker_id,
                     locked_until = v_until,
                     last_attempted_at = p_now,
-                    retry_count = a.retry_count + p.expired::integer,
+                    retry_count = a.retry_count + (a.status = 'processing')::integer,
                     error_message = CASE
-                        WHEN p.expired
+                        WHEN a.status = 'processing'
                             THEN 'lease expired: the worker did not finish in time'
                         ELSE a.error_message
                     END,
                     last_error_code = CASE
-                        WHEN p.expired THEN 'lease_expired' ELSE a.last_error_code
+                        WHEN a.status = 'processing' THEN 'lease_expired'
+                        ELSE a.last_error_code
                     END,
                     error_history = CASE
-                        WHEN p.expired THEN a.error_history || jsonb_build_array(
+                        WHEN a.status = 'processing'
+                            THEN a.error_history || jsonb_build_array(
                             jsonb_build_object(
                                 'attempt', jsonb_array_length(a.error_history) + 1,
                                 'failed_at', a.locked_until,
@@ -491,8 +493,12 @@ BEGIN
                         )
                         ELSE a.error_history
                     END
-                FROM picked AS p
-                WHERE a.id = p.id AND NOT p.spent
+                -- by primary key: a join with picked gets a hash join over the
+                -- whole partition in the generic plan (LIMIT's estimate is a
+                -- guess); a picked row that is processing is an expired lease
+                WHERE a.id = ANY(
+                    ARRAY(SELECT p.id FROM picked AS p WHERE NOT p.spent)
+                )
                 RETURNING a.*
             ),
             -- a data-modifying CTE always runs: in a probe pass it marks the

@@ -20,6 +20,7 @@ import argparse
 import os
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -29,6 +30,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from retryq_py import migrate
 
 KEYS = 20
+BEGIN, END = "<!-- bench_circuit_overhead -->", "<!-- /bench_circuit_overhead -->"
 
 
 def fill(conn: psycopg.Connection[Any], n: int) -> None:
@@ -63,6 +65,7 @@ def main() -> None:
     ap.add_argument("--items", type=int, default=20_000)
     ap.add_argument("--batch", type=int, default=10)
     ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--write", type=Path, help="Put the table into this markdown file.")
     args = ap.parse_args()
     params = conninfo_to_dict(args.admin_dsn)
     cases = ["0001", "closed", "streak", "gated"]
@@ -104,13 +107,33 @@ def main() -> None:
                     sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(n))
                 )
     base = statistics.median(times["0001"])
-    print(f"{args.items} items, batch {args.batch}, median of {args.rounds} rounds")
-    print("| case | items/s | vs 0001 |")
-    print("| --- | ---: | ---: |")
+    load = os.getloadavg()[0]
+    lines = [
+        BEGIN,
+        "### What the circuit breaker costs acquire and complete",
+        "",
+        f"`.venv/bin/python scripts/bench_circuit_overhead.py --items {args.items} "
+        f"--rounds {args.rounds}`: {args.items:,} items over {KEYS} keys, acquire batch "
+        f"{args.batch} + complete_retry_items per round trip, one connection; median of "
+        f"{args.rounds} alternating rounds; load average {load:.1f} on this machine during "
+        "the run, so differences within about 20 % are noise.",
+        "",
+        "| case | items/s | time vs 0001 |",
+        "| --- | ---: | ---: |",
+    ]
     for c in cases:
         med = statistics.median(times[c])
-        print(f"| {c} | {args.items / med:,.0f} | {med / base:.3f}x time |")
-
+        lines.append(f"| {c} | {args.items / med:,.0f} | {med / base:.2f}x |")
+    lines.append(END)
+    text = "\n".join(lines)
+    print(text)
+    if args.write:
+        old = args.write.read_text() if args.write.exists() else "# Benchmarks\n"
+        if BEGIN in old and END in old:
+            new = old[: old.index(BEGIN)] + text + old[old.index(END) + len(END):]
+        else:
+            new = old.rstrip("\n") + "\n\n" + text + "\n"
+        args.write.write_text(new)
 
 if __name__ == "__main__":
     main()
