@@ -19,6 +19,7 @@ from hypothesis import currently_in_test_context, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
+    initialize,
     invariant,
     precondition,
     rule,
@@ -166,6 +167,10 @@ class QueueModel(RuleBasedStateMachine):
 
     # -- rules -----------------------------------------------------------------
 
+    # a few active items at a time, so that steps go to the other rules
+    @precondition(
+        lambda self: sum(it.status in ("pending", "processing") for it in self.items.values()) < 6
+    )
     @rule(
         c=st.integers(0, N_CONNS - 1),
         specs=st.lists(ITEM_SPEC, min_size=1, max_size=3),
@@ -208,14 +213,20 @@ class QueueModel(RuleBasedStateMachine):
             self.seen_ids.add(item_id)
         self.last_kind = "enqueue"
 
+    @initialize(specs=st.lists(ITEM_SPEC, min_size=1, max_size=4), batch=st.booleans())
+    def start(self, specs: list[dict[str, Any]], batch: bool) -> None:
+        self.enqueue(0, specs, batch)
+
     @precondition(lambda self: bool(self.items))
     @rule(
         c=st.integers(0, N_CONNS - 1),
         worker=st.sampled_from(WORKERS),
         batch=st.integers(1, 4),
         lease=st.sampled_from([1, 5, 30, 300]),
+        secs=st.sampled_from([0, 0, 0, 1, 2, 5, 31, 301]),
     )
-    def acquire(self, c: int, worker: str, batch: int, lease: int) -> None:
+    def acquire(self, c: int, worker: str, batch: int, lease: int, secs: int = 0) -> None:
+        self.now += dt.timedelta(seconds=secs)  # time passes between polls
         expected, buried = self._expected_acquire(worker, batch)
         rows = (
             self.conns[c]
@@ -363,7 +374,7 @@ class QueueModel(RuleBasedStateMachine):
     @precondition(lambda self: self._any("dead_letter"))
     @rule(c=st.integers(0, N_CONNS - 1), data=st.data())
     def requeue(self, c: int, data: st.DataObject) -> None:
-        how = data.draw(st.sampled_from(["ids", "event_type", "error_code", "dead_before"]))
+        how = data.draw(st.sampled_from(["ids", "ids", "event_type", "error_code", "dead_before"]))
         dead = sorted(i for i, it in self.items.items() if it.status == "dead_letter")
         args: dict[str, Any] = {
             "ids": None,
@@ -442,6 +453,7 @@ class QueueModel(RuleBasedStateMachine):
         self.archived.update(kept)
         self.last_kind = "cleanup"
 
+    @precondition(lambda self: bool(self.items))
     @rule(secs=st.sampled_from([1, 2, 5, 10, 31, 301, 3600, 86400, 200000]))
     def advance(self, secs: int) -> None:
         self.now += dt.timedelta(seconds=secs)
