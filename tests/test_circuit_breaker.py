@@ -426,3 +426,35 @@ def test_retryq_circuits_cli(module_db: str, db: Conn, capsys: pytest.CaptureFix
     assert cli("set-threshold", "3").exit_code == 2
     assert cli("set-threshold", "3", "--default", "--event-type", "x").exit_code == 2
     assert cli("open", "x", "--seconds", "0").exit_code == 2  # 22023 from the SQL
+
+
+def test_concurrent_acquires_hand_out_one_probe(module_db: str, db: Conn) -> None:
+    """Eight workers acquire at the same instant after the cool-down: exactly one
+    probe item of the tripped key leaves, whatever the interleaving."""
+    import threading
+
+    trip(db, T0)
+    enqueue(db, 30)
+    other = enqueue(db, 40, event_type="mail.send", plugin="smtp")
+    barrier = threading.Barrier(8)
+    got: list[list[dict[str, Any]]] = []
+    lock = threading.Lock()
+
+    def worker(n: int) -> None:
+        with psycopg.connect(module_db, autocommit=True, row_factory=dict_row) as c:
+            barrier.wait(timeout=10)
+            rows = acquire(c, f"w{n}", at(60), batch=10)
+        with lock:
+            got.append(rows)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    rows = [r for batch in got for r in batch]
+    assert len(got) == 8
+    probes = [r for r in rows if r["event_type"] == "http.call"]
+    assert len(probes) == 1, probes
+    assert circuit(db)["probe_item_id"] == probes[0]["id"]
+    assert sorted(r["id"] for r in rows if r["event_type"] == "mail.send") == other
