@@ -12,6 +12,15 @@ from typing import Any
 
 import psycopg
 import pytest
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from pytest_postgresql.janitor import DatabaseJanitor
@@ -458,3 +467,125 @@ def test_concurrent_acquires_hand_out_one_probe(module_db: str, db: Conn) -> Non
     assert len(probes) == 1, probes
     assert circuit(db)["probe_item_id"] == probes[0]["id"]
     assert sorted(r["id"] for r in rows if r["event_type"] == "mail.send") == other
+
+
+# --- a model of the circuits against the real functions -----------------------
+
+KEYS = [("a.call", "p"), ("b.call", None)]
+THRESHOLD, COOLDOWN, MAX_COOLDOWN = 2, 10.0, 25.0
+
+
+class CircuitModel(RuleBasedStateMachine):
+    """Random acquires, completes, failures, forced opens/closes and clock moves
+    on two keys; after every step the circuits in the table equal the model's,
+    and acquire never hands out an item its circuit holds back."""
+
+    def __init__(self, conn: Conn) -> None:
+        super().__init__()
+        self.db = conn
+        self.now = T0
+        self.held: dict[int, int] = {}  # item id -> key index
+        self.model = [self._closed() for _ in KEYS]
+
+    @staticmethod
+    def _closed() -> dict[str, Any]:
+        return {"state": "closed", "failures": 0, "trips": 0, "open_until": None,
+                "probe": None, "forced": False}
+
+    @initialize()
+    def setup(self) -> None:
+        self.db.execute("TRUNCATE daz_retry_queue, daz_retry_queue_archive, _retryq_circuit")
+        self.db.execute(
+            "SELECT retry_circuit_configure(NULL, NULL, %s, %s, %s)",
+            (THRESHOLD, COOLDOWN, MAX_COOLDOWN),
+        )
+        for event_type, plugin in KEYS:
+            enqueue(self.db, 150, event_type=event_type, plugin=plugin, max_retries=1000)
+
+    def _open(self, m: dict[str, Any], trips: int) -> None:
+        m.update(state="open", trips=trips, probe=None,
+                 open_until=self.now + timedelta(
+                     seconds=min(COOLDOWN * 2**trips, MAX_COOLDOWN)))
+
+    def _ready(self, m: dict[str, Any]) -> bool:
+        if m["state"] == "closed" or m["forced"] or m["probe"] in self.held:
+            return False
+        return m["state"] == "half_open" or m["open_until"] <= self.now
+
+    @rule(seconds=st.sampled_from([1, 5, 10, 20, 45]))
+    def advance(self, seconds: int) -> None:
+        self.now += timedelta(seconds=seconds)
+
+    @rule()
+    def acquire(self) -> None:
+        ready = [self._ready(m) for m in self.model]
+        rows = acquire(self.db, "w", self.now, batch=8, timeout=86400)
+        per_key = [0] * len(KEYS)
+        for r in rows:
+            k = [e for e, _ in KEYS].index(r["event_type"])
+            per_key[k] += 1
+            self.held[r["id"]] = k
+            if ready[k]:
+                self.model[k].update(state="half_open", probe=r["id"], open_until=None)
+        for k, m in enumerate(self.model):
+            if ready[k]:
+                assert per_key[k] == 1, (k, m, per_key)
+            elif m["state"] != "closed":
+                assert per_key[k] == 0, (k, m, per_key)
+
+    @precondition(lambda self: bool(self.held))
+    @rule(data=st.data(), ok=st.booleans())
+    def outcome(self, data: st.DataObject, ok: bool) -> None:
+        item = data.draw(st.sampled_from(sorted(self.held)))
+        k = self.held.pop(item)
+        m = self.model[k]
+        if ok:
+            assert complete(self.db, item, "w", self.now)
+            if not m["forced"] and (m["state"] != "closed" or m["failures"] > 0):
+                self.model[k] = self._closed()
+            return
+        assert fail(self.db, item, "w", self.now)
+        m["failures"] += 1
+        if m["forced"]:
+            return
+        if m["state"] == "half_open" or (
+            m["state"] == "open" and m["open_until"] <= self.now
+        ):
+            self._open(m, m["trips"] + 1)
+        elif m["state"] == "closed" and m["failures"] >= THRESHOLD:
+            self._open(m, 0)
+
+    @rule(k=st.sampled_from(range(len(KEYS))), open_=st.booleans())
+    def operator(self, k: int, open_: bool) -> None:
+        event_type, plugin = KEYS[k]
+        if open_:
+            self.db.execute("SELECT retry_circuit_open(%s, %s)", (event_type, plugin))
+            self.model[k].update(state="open", forced=True, open_until=None, probe=None)
+        else:
+            self.db.execute("SELECT retry_circuit_close(%s, %s)", (event_type, plugin))
+            if self.db.execute(
+                "SELECT 1 FROM _retryq_circuit WHERE event_type = %s", (event_type,)
+            ).fetchone():
+                self.model[k] = self._closed()
+
+    @invariant()
+    def circuits_match(self) -> None:
+        rows = {
+            r["event_type"]: r
+            for r in self.db.execute("SELECT * FROM _retryq_circuit").fetchall()
+        }
+        for (event_type, _), m in zip(KEYS, self.model, strict=True):
+            r = rows.get(event_type)
+            if r is None:
+                assert m == self._closed()
+                continue
+            got = (r["state"], r["consecutive_failures"], r["trips"], r["open_until"],
+                   r["forced"])
+            want = (m["state"], m["failures"], m["trips"], m["open_until"], m["forced"])
+            assert got == want, (event_type, got, want)
+            if m["state"] == "half_open":
+                assert r["probe_id"] == m["probe"]
+
+
+def test_circuits_follow_the_model(db: Conn) -> None:
+    run_state_machine_as_test(lambda: CircuitModel(db))
