@@ -33,9 +33,6 @@ RETURNS TABLE (
     last_error_code text
 )
 LANGUAGE plpgsql
--- A custom plan per call (the plan cache's default for these parameters) cost
--- more than the statements themselves: the generic plan is the same plan.
-SET plan_cache_mode = force_generic_plan
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -165,7 +162,7 @@ CREATE OR REPLACE FUNCTION complete_retry_items(
 )
 RETURNS integer
 LANGUAGE plpgsql
--- generic plans: see acquire_retry_items
+-- generic plans: see complete_retry_item
 SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE

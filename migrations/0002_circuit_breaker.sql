@@ -320,8 +320,6 @@ RETURNS TABLE (
     last_error_code text
 )
 LANGUAGE plpgsql
--- generic plans: a custom plan per call costs more than the statements
-SET plan_cache_mode = force_generic_plan
 AS $$
 #variable_conflict use_column
 DECLARE
@@ -575,7 +573,7 @@ CREATE OR REPLACE FUNCTION complete_retry_items(
 )
 RETURNS integer
 LANGUAGE plpgsql
--- generic plans: see acquire_retry_items
+-- generic plans: see complete_retry_item
 SET plan_cache_mode = force_generic_plan
 AS $$
 DECLARE
