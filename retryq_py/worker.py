@@ -387,8 +387,8 @@ class RetryWorker:
             self._wake.clear()
             try:
                 if time.monotonic() >= next_cleanup:
-                    self._cleanup(q)
-                    next_cleanup = time.monotonic() + self.cleanup_interval
+                    keep = self._cleanup(q)
+                    next_cleanup = time.monotonic() + self.cleanup_interval if keep else float("inf")
                 with self._lock:
                     if self._notified:
                         self._notified, more = False, True
@@ -470,8 +470,19 @@ class RetryWorker:
         for item in items:
             self._local.put(item)
 
-    def _cleanup(self, q: RetryQueue) -> None:
-        result = q.try_cleanup(self.retention_days)
+    def _cleanup(self, q: RetryQueue) -> bool:
+        """Run the scheduled cleanup; False when this role may not (stop trying)."""
+        try:
+            result = q.try_cleanup(self.retention_days)
+        except psycopg.errors.InsufficientPrivilege:
+            # A worker that runs as retryq_worker alone: cleanup is retryq_admin's
+            # job, so the worker keeps working and leaves it to them.
+            log.warning(
+                "worker %s: no privilege to run cleanup_retry_queue; scheduled cleanup "
+                "is off (run `retryq cleanup` as retryq_admin, or set cleanup_interval 0)",
+                self.worker_id,
+            )
+            return False
         if result is not None and result.deleted_count:
             log.info(
                 "worker %s: cleanup deleted %d items (%d dead letters archived)",
@@ -479,6 +490,7 @@ class RetryWorker:
                 result.deleted_count,
                 result.archived_count,
             )
+        return True
 
     def _flush(self, q: RetryQueue, *, force: bool, acquire: int = 0) -> tuple[int, int]:
         """Write outcomes, then lease up to `acquire` items, in one transaction.

@@ -235,8 +235,9 @@ def test_install_is_idempotent_across_schemas_and_rollback_keeps_shared_roles(
 
 def test_python_layer_runs_with_only_its_role(dsn: str, conn: Conn) -> None:
     """RetryQueue.add, add_many and copy_many (COPY) as retryq_producer, a RetryWorker as
-    retryq_worker (scheduled cleanup off: that is retryq_admin's), the queue
-    metrics as retryq_admin and as retryq_worker."""
+    retryq_worker with its default scheduled cleanup (which it may not run: the
+    worker turns it off and carries on), the queue metrics as retryq_admin and as
+    retryq_worker."""
     from retryq_py import RetryQueue, RetryWorker, ops
 
     tag = f"{os.getpid()}_{uuid.uuid4().hex[:8]}"
@@ -253,7 +254,7 @@ def test_python_layer_runs_with_only_its_role(dsn: str, conn: Conn) -> None:
         done: list[int] = []
         worker = RetryWorker(
             as_role["retryq_worker"], {"ok": lambda item: done.append(item.id)},
-            poll_interval=0.2, lock_timeout=5, cleanup_interval=0,
+            poll_interval=0.2, lock_timeout=5,
         )
         counts = worker.run(exit_when_idle=True, install_signal_handlers=False)
         assert counts.processed == 21 == len(done)
