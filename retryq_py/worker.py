@@ -387,8 +387,10 @@ class RetryWorker:
             self._wake.clear()
             try:
                 if time.monotonic() >= next_cleanup:
-                    keep = self._cleanup(q)
-                    next_cleanup = time.monotonic() + self.cleanup_interval if keep else float("inf")
+                    again = self._cleanup(q)
+                    next_cleanup = (
+                        time.monotonic() + self.cleanup_interval if again else float("inf")
+                    )
                 with self._lock:
                     if self._notified:
                         self._notified, more = False, True
