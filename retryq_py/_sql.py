@@ -254,6 +254,16 @@ SELECT {schema}requeue_dead_letter_items(
 )
 """
 
+PURGE_DEAD_LETTERS: LiteralString = """
+SELECT {schema}purge_dead_letter_items(
+    p_item_ids => %(item_ids)s::bigint[],
+    p_event_type => %(event_type)s,
+    p_plugin_name => %(plugin_name)s,
+    p_error_code => %(error_code)s,
+    p_dead_before => %(dead_before)s::timestamptz
+)
+"""
+
 CLEANUP: LiteralString = """
 SELECT deleted_count, archived_count FROM {schema}cleanup_retry_queue(
     p_retention_days => %(retention_days)s,
@@ -337,6 +347,7 @@ class Statements:
         self.extend_locks = compose(EXTEND_LOCKS, schema)
         self.release = compose(RELEASE, schema)
         self.requeue_dead_letters = compose(REQUEUE_DEAD_LETTERS, schema)
+        self.purge_dead_letters = compose(PURGE_DEAD_LETTERS, schema)
         self.cleanup = compose(CLEANUP, schema)
         self.try_cleanup_lock = compose(TRY_CLEANUP_LOCK, schema)
         self.stats = compose(STATS, schema)

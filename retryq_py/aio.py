@@ -299,6 +299,25 @@ class AsyncRetryQueue(_QueueBase):
         }
         return int(await self._one(self._q.requeue_dead_letters, params))
 
+    async def purge_dead_letters(
+        self,
+        item_ids: Iterable[int] | None = None,
+        *,
+        event_type: str | None = None,
+        plugin: str | None = None,
+        error_code: str | None = None,
+        dead_before: datetime | None = None,
+    ) -> int:
+        """Delete dead letters for good (no archive); at least one filter is required."""
+        params = {
+            "item_ids": None if item_ids is None else list(item_ids),
+            "event_type": event_type,
+            "plugin_name": plugin,
+            "error_code": error_code,
+            "dead_before": dead_before,
+        }
+        return int(await self._one(self._q.purge_dead_letters, params))
+
     async def cleanup(
         self,
         retention_days: int = 7,

@@ -481,14 +481,6 @@ def dead_letter_match(t: Target, filt: DeadLetterFilter) -> list[int]:
         return [int(r[0]) for r in conn.execute(query, params).fetchall()]
 
 
-# No SQL function purges dead letters yet, so this DELETE lives here. It goes
-# through the parent table and keeps the status test, so an item requeued
-# since dead_letter_match picked it is left alone.
-_PURGE_SQL: LiteralString = """
-DELETE FROM daz_retry_queue WHERE status = 'dead_letter' AND id = ANY(%s)
-"""
-
-
 def dead_letter_purge(
     t: Target, filt: DeadLetterFilter, confirm: Callable[[int], bool] | None = None
 ) -> int:
@@ -497,8 +489,10 @@ def dead_letter_purge(
     ids = dead_letter_match(t, filt)
     if not ids or (confirm is not None and not confirm(len(ids))):
         return 0
+    # purge_dead_letter_items keeps its own status test, so an item requeued
+    # since dead_letter_match picked it is left alone.
     with connect(t) as conn:
-        return conn.execute(_PURGE_SQL, (ids,)).rowcount
+        return queue(conn, t).purge_dead_letters(ids)
 
 
 # --- enqueue -----------------------------------------------------------------

@@ -306,6 +306,19 @@ def test_requeue_dead_letters_by_filter(q: RetryQueue) -> None:
     assert {i.id for i in q.acquire(W, 10)} == set(ids)
 
 
+def test_purge_dead_letters_by_filter(q: RetryQueue, db: psycopg.Connection[Any]) -> None:
+    ids = [a.id for a in q.add_many([{"event_type": t, "data": {}} for t in "aab"])]
+    q.acquire(W, 3)
+    for item_id in ids:
+        q.fail(item_id, W, "x", "E1", retryable=False)
+    with pytest.raises(pgerr.InvalidParameterValue, match="item_ids"):
+        q.purge_dead_letters()
+    assert q.purge_dead_letters(event_type="a") == 2
+    assert q.purge_dead_letters([ids[2]], error_code="other") == 0
+    assert q.purge_dead_letters([ids[2]]) == 1
+    assert [status_of(db, i) for i in ids] == [None, None, None]
+
+
 def test_cleanup_removes_old_finished_items_and_archives_dead_letters(
     q: RetryQueue, db: psycopg.Connection[Any]
 ) -> None:

@@ -59,6 +59,7 @@ STATEMENTS: dict[str, tuple[str, Any]] = {
     "release": ("SELECT release_retry_items(ARRAY[{leased}]::bigint[], 'w')", 1),
     "requeue": ("SELECT requeue_dead_letter_items(ARRAY[{dead}]::bigint[])", 1),
     "cleanup": ("SELECT deleted_count FROM cleanup_retry_queue(0)", 1),
+    "purge": ("SELECT purge_dead_letter_items(ARRAY[{dead}]::bigint[])", 1),
     "circuit_open": ("SELECT retry_circuit_open('t')", True),
     "circuit_close": ("SELECT retry_circuit_close('t')", False),
     "circuit_configure": ("SELECT retry_circuit_configure('t', NULL, 3)", True),
@@ -82,7 +83,8 @@ ALLOWED: dict[str, set[str]] = {
         "select_ids", "select_payload", "view_circuits",
     },
     "retryq_admin": {
-        "channel", "requeue", "cleanup", "circuit_open", "circuit_close", "circuit_configure",
+        "channel", "requeue", "purge", "cleanup",
+        "circuit_open", "circuit_close", "circuit_configure",
         "view_stats", "view_alerts", "view_circuits", "archive", "select_ids", "select_payload",
     },
     "nobody": set(),
@@ -189,6 +191,7 @@ def test_every_retryq_function_is_pinned_and_granted_as_documented(conn: Conn) -
         "complete_retry_item": "complete", "complete_retry_items": "complete_items",
         "fail_retry_item": "fail", "extend_retry_lock": "extend",
         "release_retry_items": "release", "requeue_dead_letter_items": "requeue",
+        "purge_dead_letter_items": "purge",
         "cleanup_retry_queue": "cleanup", "retry_circuit_open": "circuit_open",
         "retry_circuit_close": "circuit_close", "retry_circuit_configure": "circuit_configure",
     }
@@ -214,8 +217,10 @@ def test_install_is_idempotent_across_schemas_and_rollback_keeps_shared_roles(
     with psycopg.connect(dsn, autocommit=True) as c:
         c.execute("CREATE SCHEMA other")
     # a second install in the same cluster finds the roles and grants again
-    assert migrate.apply(dsn, schema="other") == ["0001_core", "0002_circuit_breaker", "0003_roles"]
-    assert migrate.rollback(dsn, count=1) == ["0003_roles"]
+    assert migrate.apply(dsn, schema="other") == [
+        "0001_core", "0002_circuit_breaker", "0003_roles", "0004_purge_dead_letters"
+    ]
+    assert migrate.rollback(dsn, count=2) == ["0004_purge_dead_letters", "0003_roles"]
     with psycopg.connect(dsn, autocommit=True) as c:
         row = c.execute(
             "SELECT has_function_privilege('public', 'public.acquire_retry_items(text, integer,"
@@ -230,7 +235,7 @@ def test_install_is_idempotent_across_schemas_and_rollback_keeps_shared_roles(
     # public is open again and runs as the caller; other keeps its grants; the
     # roles stay because other (and every test database) still uses them
     assert row == (True, False, False, 3)
-    assert migrate.apply(dsn) == ["0003_roles"]
+    assert migrate.apply(dsn) == ["0003_roles", "0004_purge_dead_letters"]
 
 
 def test_python_layer_runs_with_only_its_role(dsn: str, conn: Conn) -> None:

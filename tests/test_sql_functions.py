@@ -591,6 +591,29 @@ def test_requeue_refuses_without_a_filter(conn: Conn) -> None:
     assert count(conn, "status = 'dead_letter'") == 1
 
 
+def test_purge_deletes_only_matching_dead_letters(conn: Conn) -> None:
+    a1 = _dead(conn, event_type="a", plugin_name="p1", code="E1")
+    a2 = _dead(conn, event_type="a", plugin_name="p2", code="E2")
+    b1 = _dead(conn, event_type="b", plugin_name="p1", code="E1", now=T0 + s(100))
+    done = enqueue(conn, event_type="a", plugin_name="p1")
+    acquire(conn, "w")
+    complete(conn, done, "w")
+    pending = enqueue(conn, event_type="a", plugin_name="p1")
+    purge = "purge_dead_letter_items"
+
+    with pytest.raises(psycopg.errors.InvalidParameterValue, match="item_ids"):
+        call(conn, purge)
+    assert scalar(conn, purge, item_ids=[done, pending, 424242]) == 0
+    assert scalar(conn, purge, event_type="a", plugin_name="p1") == 1
+    assert count(conn, f"id = {a1}") == 0
+    assert scalar(conn, purge, dead_before=T0 + s(1)) == 1  # a2
+    assert count(conn, f"id = {a2}") == 0
+    assert scalar(conn, purge, error_code="E1") == 1  # b1
+    assert count(conn, f"id = {b1}") == 0
+    assert [row(conn, i)["status"] for i in (done, pending)] == ["completed", "pending"]
+    assert conn.execute("SELECT count(*) FROM daz_retry_queue_archive").fetchone() == (0,)
+
+
 # --- cleanup -------------------------------------------------------------------------
 
 
