@@ -324,38 +324,48 @@ RETURNS TABLE (id bigint, event_id uuid)
 LANGUAGE plpgsql
 AS $$
 DECLARE
+    v_known constant text[] := ARRAY[
+        'event_type', 'event_data', 'channel_name', 'plugin_name',
+        'event_metadata', 'max_retries', 'retry_delay_seconds',
+        'backoff_multiplier', 'priority', 'correlation_id', 'tags',
+        'delay_seconds', 'max_retry_delay_seconds', 'retry_jitter'
+    ];
+    v_problem text;
     v_unknown text;
 BEGIN
     PERFORM _retryq_check(
         jsonb_typeof(p_items) = 'array', 'items', 'must be a JSON array'
     );
-    PERFORM _retryq_check(
-        NOT EXISTS (
-            SELECT 1 FROM jsonb_array_elements(p_items) AS e (v)
-            WHERE jsonb_typeof(e.v) <> 'object'
-        ),
-        'items', 'every element must be a JSON object'
-    );
-    -- A misspelt key would silently fall back to its default: refuse it.
-    SELECT k.item_key INTO v_unknown
-    FROM jsonb_array_elements(p_items) AS e (v),
-        jsonb_object_keys(e.v) AS k (item_key)
-    WHERE k.item_key NOT IN (
-        'event_type', 'event_data', 'channel_name', 'plugin_name',
-        'event_metadata', 'max_retries', 'retry_delay_seconds',
-        'backoff_multiplier', 'priority', 'correlation_id', 'tags',
-        'delay_seconds', 'max_retry_delay_seconds', 'retry_jitter'
-    )
+    -- One pass over the elements finds the first that is not an object, has
+    -- a key we do not know (a misspelt key would silently fall back to its
+    -- default) or an out-of-range delay; the table's constraints check the rest.
+    SELECT
+        CASE
+            WHEN jsonb_typeof(e.v) <> 'object' THEN 'not_object'
+            WHEN e.v - v_known <> '{}' THEN 'unknown_key'
+            ELSE 'delay_seconds'
+        END,
+        CASE
+            WHEN jsonb_typeof(e.v) = 'object'
+                THEN (SELECT min(k) FROM jsonb_object_keys(e.v - v_known) AS k)
+        END
+    INTO v_problem, v_unknown
+    FROM jsonb_array_elements(p_items) AS e (v)
+    WHERE jsonb_typeof(e.v) <> 'object'
+        OR e.v - v_known <> '{}'
+        OR (e.v ->> 'delay_seconds')::double precision
+        NOT BETWEEN 0 AND 31536000
     LIMIT 1;
     PERFORM _retryq_check(
-        v_unknown IS NULL, 'items', format('unknown key %L', v_unknown)
+        v_problem IS DISTINCT FROM 'not_object',
+        'items', 'every element must be a JSON object'
     );
     PERFORM _retryq_check(
-        NOT EXISTS (
-            SELECT 1 FROM jsonb_array_elements(p_items) AS e (v)
-            WHERE (e.v ->> 'delay_seconds')::double precision
-                NOT BETWEEN 0 AND 31536000
-        ),
+        v_problem IS DISTINCT FROM 'unknown_key',
+        'items', format('unknown key %L', v_unknown)
+    );
+    PERFORM _retryq_check(
+        v_problem IS DISTINCT FROM 'delay_seconds',
         'delay_seconds', 'must be between 0 and 31536000'
     );
     RETURN QUERY
