@@ -58,6 +58,18 @@ BEGIN
     -- walked. Leased items keep their due time (so a lease is a HOT update);
     -- the scan filters out the unexpired ones.
     WHILE v_priority >= 1 AND v_remaining > 0 LOOP
+        -- A priority with nothing due is skipped after one index probe,
+        -- instead of planning and running the statement below for it.
+        PERFORM FROM _retryq_active AS a
+        WHERE a.priority = v_priority
+            AND a.next_retry_at <= p_now
+            AND (a.locked_until IS NULL OR a.locked_until <= p_now)
+        ORDER BY a.next_retry_at, a.id
+        LIMIT 1;
+        IF NOT FOUND THEN
+            v_priority := v_priority - 1;
+            CONTINUE;
+        END IF;
         v_asked := v_remaining;
         RETURN QUERY
         WITH picked AS (

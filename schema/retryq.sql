@@ -516,6 +516,18 @@ BEGIN
         -- are never walked. Leased items keep their due time (so a lease is a
         -- HOT update); the scan filters out the unexpired ones.
         WHILE v_priority >= 1 AND v_remaining > 0 AND NOT v_probed LOOP
+            -- A priority with nothing due is skipped after one index probe,
+            -- instead of planning and running the statement below for it.
+            PERFORM FROM _retryq_active AS a
+            WHERE a.priority = v_priority
+                AND a.next_retry_at <= p_now
+                AND (a.locked_until IS NULL OR a.locked_until <= p_now)
+            ORDER BY a.next_retry_at, a.id
+            LIMIT 1;
+            IF NOT FOUND THEN
+                v_priority := v_priority - 1;
+                CONTINUE;
+            END IF;
             v_asked := CASE WHEN v_probe_event IS NULL THEN v_remaining ELSE 1 END;
             RETURN QUERY
             WITH picked AS (
