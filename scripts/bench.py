@@ -184,7 +184,7 @@ def machine(admin_dsn: str) -> dict[str, str]:
         info["PostgreSQL"] = str(row[0]).split(" on ")[0] if row else "?"
         settings = conn.execute(
             """
-            SELECT string_agg(name || '=' || setting || coalesce(unit, ''), ', ' ORDER BY name)
+            SELECT string_agg(name || '=' || current_setting(name), ', ' ORDER BY name)
             FROM pg_settings
             WHERE name IN ('shared_buffers', 'fsync', 'synchronous_commit', 'autovacuum',
                 'wal_level', 'max_wal_size', 'full_page_writes', 'jit')
