@@ -13,7 +13,9 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
@@ -527,6 +529,20 @@ def report(
     return "\n".join(lines)
 
 
+def kept_sections(path: Path) -> str:
+    """Sections that other scripts keep in the same file between
+    <!-- name --> and <!-- /name --> markers: carried over unchanged."""
+    if not path.exists():
+        return ""
+    old = path.read_text()
+    blocks = [
+        m.group(0) for m in re.finditer(r"<!-- ([\w.-]+) -->.*?<!-- /\1 -->", old, flags=re.DOTALL)
+    ]
+    if not blocks:
+        return ""
+    return "\n## Other measurements (kept from their own scripts)\n\n" + "\n\n".join(blocks) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -567,6 +583,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from retryq_py import migrate
 
+    # SIGTERM ends the run like Ctrl-C: the finally below drops its databases
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.perf_counter()
     info = machine(args.database)
     cluster = Cluster(args.database)
@@ -578,7 +596,7 @@ def main(argv: list[str] | None = None) -> int:
         cluster.drop_all()
     seconds = time.perf_counter() - started
     text = report(res, sizes, label, command, info, seconds)
-    args.output.write_text(text)
+    args.output.write_text(text + kept_sections(args.output))
     print()
     for t in targets(res, sizes):
         print(f"{t.name:60s} {_fmt(t.measured, t.unit):>12s}  {t.verdict()}")

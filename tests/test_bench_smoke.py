@@ -56,6 +56,9 @@ def test_bench_smoke_writes_a_well_formed_report(pg_server: Server, tmp_path: Pa
     committed = ROOT / "BENCHMARKS.md"
     committed_before = committed.read_bytes() if committed.exists() else None
     out = tmp_path / "BENCHMARKS.md"
+    # another script's section in the same file survives the rewrite
+    kept = "<!-- other_bench -->\n### Other\n\n| a | b |\n<!-- /other_bench -->"
+    out.write_text(f"# Benchmarks\n\nstale text\n\n{kept}\n")
     proc = subprocess.run(
         [
             sys.executable,
@@ -76,6 +79,8 @@ def test_bench_smoke_writes_a_well_formed_report(pg_server: Server, tmp_path: Pa
 
     for heading in SECTIONS:
         assert heading in text, heading
+    assert "stale text" not in text
+    assert text.count(kept) == 1
     assert "scripts/bench --smoke" in text
 
     try:
