@@ -137,17 +137,21 @@ ON daz_retry_queue_archive (archived_at);
 -- instead (pg_notify would refuse the long one, and every INSERT with it).
 CREATE FUNCTION retry_queue_channel()
 RETURNS text
-LANGUAGE sql
+-- PL/pgSQL, not SQL: a SQL function with a SET clause (the pinned
+-- search_path) cannot be inlined and is planned anew in every transaction.
+LANGUAGE plpgsql
 STABLE
 AS $$
-    SELECT CASE
+BEGIN
+    RETURN CASE
         WHEN octet_length(current_schema()) <= 47
             THEN current_schema() || '.daz_retry_queue'
         ELSE 'retryq.' || (
             SELECT n.oid FROM pg_namespace AS n
             WHERE n.nspname = current_schema()
         )
-    END
+    END;
+END;
 $$;
 
 -- Wakes listening workers once per inserting statement, not once per row.
@@ -207,10 +211,12 @@ CREATE FUNCTION _retryq_backoff(
     p_jitter double precision
 )
 RETURNS interval
-LANGUAGE sql
+-- PL/pgSQL for the same reason as retry_queue_channel
+LANGUAGE plpgsql
 VOLATILE
 AS $$
-    SELECT make_interval(secs => (
+BEGIN
+    RETURN make_interval(secs => (
         CASE
             WHEN p_delay = 0 OR p_cap = 0 THEN 0
             WHEN p_delay >= p_cap THEN p_cap
@@ -218,7 +224,8 @@ AS $$
                 THEN p_cap
             ELSE p_delay * power(p_multiplier, p_retry - 1)
         END
-    ) * (1 - p_jitter * random()))
+    ) * (1 - p_jitter * random()));
+END;
 $$;
 
 -- Moves the given active rows to the finished partition as dead letters,
