@@ -265,20 +265,28 @@ def measure(cluster: Cluster, template: str, sizes: Sizes, only: set[str]) -> Re
                 "retryworker",
                 lambda: bench_peers.retryworker_drain(cluster, template, sizes.peers),
             )
+            rw4 = attempt(
+                res,
+                "retryworker4",
+                lambda: bench_peers.retryworker_drain(cluster, template, sizes.peers, instances=4),
+            )
             pgq = attempt(res, "pgqueuer", lambda: bench_peers.pgqueuer_drain(cluster, sizes.peers))
             proc = attempt(
                 res, "procrastinate", lambda: bench_peers.procrastinate_drain(cluster, sizes.peers)
             )
-            for key, value in (("retryworker", rw), ("pgqueuer", pgq), ("procrastinate", proc)):
+            runs = (
+                ("retryworker", rw),
+                ("retryworker4", rw4),
+                ("pgqueuer", pgq),
+                ("procrastinate", proc),
+            )
+            for key, value in runs:
                 if value:
                     res.add(key, value[0])
                     res.add(f"{key}_whole", value[1])
             log(
                 "  workers (to the last handler): "
-                + ", ".join(
-                    f"{k} {v[0]:,.0f}/s" if v else f"{k} -"
-                    for k, v in (("RetryWorker", rw), ("pgqueuer", pgq), ("procrastinate", proc))
-                )
+                + ", ".join(f"{k} {v[0]:,.0f}/s" if v else f"{k} -" for k, v in runs)
             )
         if "notify" in only:
             lat = attempt(
@@ -332,6 +340,8 @@ def targets(res: Results, sizes: Sizes) -> list[Target]:
         paired("batch drain / harness ceiling (batch 100)", "drain100", "ceiling100", 5),
         paired("RetryWorker / pgqueuer", "retryworker", "pgqueuer", 1.5),
         paired("RetryWorker / procrastinate", "retryworker", "procrastinate", 10),
+        paired("4 RetryWorkers / pgqueuer (4 QueueManagers)", "retryworker4", "pgqueuer", 1.5),
+        paired("4 RetryWorkers / procrastinate", "retryworker4", "procrastinate", 10),
         paired("add_many / one INSERT per transaction", "add_many", "single", 30),
     ]
     small = min(sizes.dues)
@@ -426,9 +436,11 @@ def report(
         ("ceiling100", "(b) harness ceiling, batch 100"),
         ("drain100", "(a) acquire_retry_items(batch 100) + complete_retry_items per batch"),
         ("retryworker", "(c) RetryWorker, worker_count 4, batch 10, no-op handler (*)"),
+        ("retryworker4", "(c) 4 RetryWorkers side by side, worker_count 1 each, batch 10 (*)"),
         ("pgqueuer", "(c) pgqueuer: 4 QueueManagers (a connection each), batch 10, drain mode (*)"),
         ("procrastinate", "(c) procrastinate worker, concurrency 4, wait=False (*)"),
         ("retryworker_whole", "(c) RetryWorker, over the whole run (start-up to exit)"),
+        ("retryworker4_whole", "(c) 4 RetryWorkers, over the whole run"),
         ("pgqueuer_whole", "(c) pgqueuer, over the whole run"),
         ("procrastinate_whole", "(c) procrastinate, over the whole run"),
         ("single", "(d) the guide's INSERT, one transaction each"),

@@ -34,9 +34,13 @@ def peer_versions() -> dict[str, str | None]:
     return out
 
 
-def retryworker_drain(cluster: Cluster, template: str, items: int) -> tuple[float, float]:
-    """Jobs per second for RetryWorker (worker_count 4, batch 10) run with
-    exit_when_idle over items due no-op jobs."""
+def retryworker_drain(
+    cluster: Cluster, template: str, items: int, instances: int = 1
+) -> tuple[float, float]:
+    """Jobs per second for RetryWorker run with exit_when_idle over items due
+    no-op jobs: `instances` workers side by side (each its own leasing loop and
+    connections, like pgqueuer's QueueManagers), CONCURRENCY handler threads in
+    all, batch 10 each."""
     from retryq_py.worker import RetryWorker
 
     with cluster.database("rw", template) as dsn:
@@ -51,17 +55,24 @@ def retryworker_drain(cluster: Cluster, template: str, items: int) -> tuple[floa
                 seen[0] += 1
                 last[0] = time.perf_counter()
 
-        worker = RetryWorker(
-            dsn,
-            {"bench.noop": noop},
-            worker_id="bench-rw",
-            worker_count=CONCURRENCY,
-            batch_size=BATCH,
-            poll_interval=30,
-            cleanup_interval=0,
-        )
+        workers = [
+            RetryWorker(
+                dsn,
+                {"bench.noop": noop},
+                worker_id=f"bench-rw-{i}",
+                worker_count=CONCURRENCY // instances,
+                batch_size=BATCH,
+                poll_interval=30,
+                cleanup_interval=0,
+            )
+            for i in range(instances)
+        ]
         start = time.perf_counter()
-        worker.run(exit_when_idle=True, install_signal_handlers=False)
+        if instances == 1:
+            workers[0].run(exit_when_idle=True, install_signal_handlers=False)
+        else:
+            for thread in [w.start(exit_when_idle=True) for w in workers]:
+                thread.join()
         whole = time.perf_counter() - start
         elapsed = last[0] - start
         with connect(dsn) as conn:
