@@ -9,7 +9,7 @@ search_path finds the functions) or with a quoted `schema.` prefix.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -374,6 +374,23 @@ def whole_seconds(value: Seconds, field: str) -> int:
     s = seconds(value, field)
     whole = int(s)
     return whole + 1 if whole < s else whole
+
+
+def dead_letter_filter(
+    item_ids: Iterable[int] | None,
+    event_type: str | None,
+    plugin: str | None,
+    error_code: str | None,
+    dead_before: datetime | None,
+) -> dict[str, Any]:
+    """The filters requeue_dead_letter_items and purge_dead_letter_items share."""
+    return {
+        "item_ids": None if item_ids is None else list(item_ids),
+        "event_type": event_type,
+        "plugin_name": plugin,
+        "error_code": error_code,
+        "dead_before": dead_before,
+    }
 
 
 def json_default(value: Any) -> Any:

@@ -289,14 +289,8 @@ class AsyncRetryQueue(_QueueBase):
         now: datetime | None = None,
     ) -> int:
         """Replay dead letters with a fresh retry budget; at least one filter is required."""
-        params = {
-            "item_ids": None if item_ids is None else list(item_ids),
-            "event_type": event_type,
-            "plugin_name": plugin,
-            "error_code": error_code,
-            "dead_before": dead_before,
-            "now": now,
-        }
+        params = _sql.dead_letter_filter(item_ids, event_type, plugin, error_code, dead_before)
+        params["now"] = now
         return int(await self._one(self._q.requeue_dead_letters, params))
 
     async def purge_dead_letters(
@@ -309,13 +303,7 @@ class AsyncRetryQueue(_QueueBase):
         dead_before: datetime | None = None,
     ) -> int:
         """Delete dead letters for good (no archive); at least one filter is required."""
-        params = {
-            "item_ids": None if item_ids is None else list(item_ids),
-            "event_type": event_type,
-            "plugin_name": plugin,
-            "error_code": error_code,
-            "dead_before": dead_before,
-        }
+        params = _sql.dead_letter_filter(item_ids, event_type, plugin, error_code, dead_before)
         return int(await self._one(self._q.purge_dead_letters, params))
 
     async def cleanup(
