@@ -27,7 +27,12 @@ SECTIONS = [
 ]
 
 # Measured only when the bench extra (pgqueuer, procrastinate) is installed.
-PEER_TARGETS = {"RetryWorker / pgqueuer", "RetryWorker / procrastinate"}
+PEER_TARGETS = {
+    "RetryWorker / pgqueuer",
+    "RetryWorker / procrastinate",
+    "4 RetryWorkers / pgqueuer (4 QueueManagers)",
+    "4 RetryWorkers / procrastinate",
+}
 # Throughput ratios, judged on the median of per-run ratios listed in the table.
 PAIRED_TARGETS = PEER_TARGETS | {
     "per-item drain / harness ceiling (batch 10)",
@@ -93,7 +98,7 @@ def test_bench_smoke_writes_a_well_formed_report(pg_server: Server, tmp_path: Pa
 
     targets = _table(text, "## Targets")
     names = [row[0] for row in targets]
-    assert len(targets) == 9, names
+    assert len(targets) == 11, names
     for name, measured, required, verdict, per_run in targets:
         assert re.fullmatch(r"(<=|>=) \d+\.\d\d (x|ms)", required), (name, required)
         if name in PEER_TARGETS and not peers:
