@@ -145,7 +145,7 @@ class AsyncRetryQueue(_QueueBase):
         scripts/bench_add_many.py for how it compares with COPY and with one
         INSERT per item.
         """
-        payload = [self._compact(i) for i in items]
+        payload = self._bulk(items)
         if not payload:
             return []
         return await self._all(

@@ -130,6 +130,24 @@ def test_add_defaults_follow_the_guide_or_the_config(db: psycopg.Connection[Any]
     assert row.event_data == "text"
 
 
+def test_add_many_takes_the_config_defaults_and_per_item_overrides(
+    db: psycopg.Connection[Any],
+) -> None:
+    cfg = RetryConfig(max_retries=7, initial_delay=1.5, backoff_multiplier=2.0)
+    configured = RetryQueue(db, config=cfg)
+    made = configured.add_many(
+        [
+            {"event_type": "e", "data": 1},
+            {"event_type": "e", "data": 2, "max_retries": 3, "retry_delay": 60},
+        ]
+    )
+    got = [configured.get(m.id) for m in made]
+    assert [(r.max_retries, r.retry_delay_seconds, r.backoff_multiplier) for r in got if r] == [
+        (7, 1.5, 2.0),
+        (3, 60.0, 2.0),
+    ]
+
+
 def test_add_with_delay_is_not_due_before_its_time(q: RetryQueue) -> None:
     item_id = q.add("e", {}, delay=90, now=T0).id
     assert q.acquire(W, now=T0 + timedelta(seconds=89)) == []
