@@ -263,7 +263,7 @@ class RetryQueue(_QueueBase):
         Items are NewItem (see `item()`) or mappings with add()'s keyword
         names. One call to enqueue_retry_items with a JSON array, all or
         nothing. scripts/bench_add_many.py compares it side by side with one
-        INSERT per item per transaction (16x on an idle 2-core box, 20-50x
+        INSERT per item per transaction (19x on an idle 2-core box, 20-50x
         on a busy one, where commits cost more) and with COPY (copy_many:
         faster still, about 1.1-1.4x, but it cannot return ids, so add_many
         stays on the array call).
