@@ -5,7 +5,6 @@ The clock moves through p_now; nothing sleeps.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -23,9 +22,6 @@ from hypothesis.stateful import (
 )
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from pytest_postgresql.janitor import DatabaseJanitor
-
-from tests.pg import Server
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
 Conn = psycopg.Connection[Any]
@@ -35,27 +31,9 @@ def at(seconds: float) -> datetime:
     return T0 + timedelta(seconds=seconds)
 
 
-@pytest.fixture(scope="module")
-def module_db(pg_server: Server, template_db: str) -> Iterator[str]:
-    janitor = DatabaseJanitor(
-        user=pg_server.user,
-        host=pg_server.host,
-        port=pg_server.port,
-        password=pg_server.password,
-        dbname=f"retryq_cb_{os.getpid()}",
-        template_dbname=template_db,
-    )
-    janitor.drop()
-    janitor.init()
-    try:
-        yield pg_server.dsn(janitor.dbname)
-    finally:
-        janitor.drop()
-
-
 @pytest.fixture
-def db(module_db: str) -> Iterator[Conn]:
-    with psycopg.connect(module_db, autocommit=True, row_factory=dict_row) as c:
+def db(module_dsn: str) -> Iterator[Conn]:
+    with psycopg.connect(module_dsn, autocommit=True, row_factory=dict_row) as c:
         c.execute("TRUNCATE daz_retry_queue, daz_retry_queue_archive, _retryq_circuit")
         # threshold 3, cool-down 60 s doubling up to 600 s
         c.execute(
@@ -360,7 +338,7 @@ def test_no_circuit_rows_while_everything_succeeds(db: Conn) -> None:
 
 
 
-def test_batched_outcomes_in_crossed_order_never_wait_on_each_other(module_db: str,
+def test_batched_outcomes_in_crossed_order_never_wait_on_each_other(module_dsn: str,
                                                                    db: Conn) -> None:
     """Two workers write their outcomes in one transaction each, touching two
     failing keys in opposite orders. Each waits only for the first circuit row
@@ -371,7 +349,7 @@ def test_batched_outcomes_in_crossed_order_never_wait_on_each_other(module_db: s
     acquire(db, "w", T0)
     fail(db, k1[0], "w", T0)  # both keys get a streak of 1
     fail(db, k2[0], "w", T0)
-    with psycopg.connect(module_db) as t1, psycopg.connect(module_db) as t2:
+    with psycopg.connect(module_dsn) as t1, psycopg.connect(module_dsn) as t2:
         for t in (t1, t2):
             t.execute("SET lock_timeout = '2s'")  # a wait fails the test instead of hanging it
         t1.execute("SELECT fail_retry_item(%s, 'w', 'x', p_now => %s)", (k1[1], T0))  # holds k1
@@ -384,7 +362,7 @@ def test_batched_outcomes_in_crossed_order_never_wait_on_each_other(module_db: s
     assert circuit(db, "k1", "web")["consecutive_failures"] == 2
     assert circuit(db, "k2", "web")["consecutive_failures"] == 2
     # successes first, then failures, crossed again
-    with psycopg.connect(module_db) as t1, psycopg.connect(module_db) as t2:
+    with psycopg.connect(module_dsn) as t1, psycopg.connect(module_dsn) as t2:
         for t in (t1, t2):
             t.execute("SET lock_timeout = '2s'")
         t1.execute("SELECT complete_retry_item(%s, 'w', %s)", (k2[3], T0))  # resets, holds k2
@@ -403,12 +381,12 @@ class CliResult:
         self.exit_code, self.output = exit_code, output
 
 
-def test_retryq_circuits_cli(module_db: str, db: Conn, capsys: pytest.CaptureFixture[str]) -> None:
+def test_retryq_circuits_cli(module_dsn: str, db: Conn, capsys: pytest.CaptureFixture[str]) -> None:
     from retryq_py.cli import main
 
     def cli(*args: str) -> CliResult:
         try:
-            main(["circuits", *args, "--database", module_db])
+            main(["circuits", *args, "--database", module_dsn])
             code = 0
         except SystemExit as exc:
             code = int(exc.code or 0)
@@ -437,7 +415,7 @@ def test_retryq_circuits_cli(module_db: str, db: Conn, capsys: pytest.CaptureFix
     assert cli("open", "x", "--seconds", "0").exit_code == 2  # 22023 from the SQL
 
 
-def test_concurrent_acquires_hand_out_one_probe(module_db: str, db: Conn) -> None:
+def test_concurrent_acquires_hand_out_one_probe(module_dsn: str, db: Conn) -> None:
     """Eight workers acquire at the same instant after the cool-down: exactly one
     probe item of the tripped key leaves, whatever the interleaving."""
     import threading
@@ -450,7 +428,7 @@ def test_concurrent_acquires_hand_out_one_probe(module_db: str, db: Conn) -> Non
     lock = threading.Lock()
 
     def worker(n: int) -> None:
-        with psycopg.connect(module_db, autocommit=True, row_factory=dict_row) as c:
+        with psycopg.connect(module_dsn, autocommit=True, row_factory=dict_row) as c:
             barrier.wait(timeout=10)
             rows = acquire(c, f"w{n}", at(60), batch=10)
         with lock:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -18,7 +17,6 @@ import psycopg
 import pytest
 from psycopg import errors as pgerr
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
-from pytest_postgresql.janitor import DatabaseJanitor
 
 from retryq_py import (
     AsyncRetryQueue,
@@ -34,29 +32,9 @@ from retryq_py import (
     is_retryable,
     migrate,
 )
-from tests.pg import Server
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
 W = "worker-a"
-
-
-@pytest.fixture(scope="module")
-def module_dsn(pg_server: Server, template_db: str) -> Iterator[str]:
-    """One clone for the module; each test starts from an empty queue."""
-    janitor = DatabaseJanitor(
-        user=pg_server.user,
-        host=pg_server.host,
-        port=pg_server.port,
-        password=pg_server.password,
-        dbname=f"retryq_pyq_{os.getpid()}",
-        template_dbname=template_db,
-    )
-    janitor.drop()
-    janitor.init()
-    try:
-        yield pg_server.dsn(janitor.dbname)
-    finally:
-        janitor.drop()
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ SQLSTATE while the `outage` table has a row: a real server-side error, no mock.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Iterator
 from datetime import date, datetime, timezone
@@ -19,7 +18,6 @@ from psycopg import errors as pgerr
 from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
-from pytest_postgresql.janitor import DatabaseJanitor
 
 from retryq_py import (
     SQL_EXEC_FAILED,
@@ -29,7 +27,6 @@ from retryq_py import (
     exec_sql,
     sql_exec_handler,
 )
-from tests.pg import Server
 
 Conn = psycopg.Connection[Any]
 FAST = {"poll_interval": 0.5, "lock_timeout": 5, "cleanup_interval": 0}
@@ -37,24 +34,6 @@ INSERT = (
     "INSERT INTO chat_log (message_id, body, sent_on, amount, extra, seen_at)"
     " VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (message_id) DO NOTHING"
 )
-
-
-@pytest.fixture(scope="module")
-def module_dsn(pg_server: Server, template_db: str) -> Iterator[str]:
-    janitor = DatabaseJanitor(
-        user=pg_server.user,
-        host=pg_server.host,
-        port=pg_server.port,
-        password=pg_server.password,
-        dbname=f"retryq_pys_{os.getpid()}",
-        template_dbname=template_db,
-    )
-    janitor.drop()
-    janitor.init()
-    try:
-        yield pg_server.dsn(janitor.dbname)
-    finally:
-        janitor.drop()
 
 
 @pytest.fixture

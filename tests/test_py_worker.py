@@ -24,7 +24,6 @@ import pytest
 from prometheus_client import REGISTRY
 from psycopg import errors as pgerr
 from psycopg import sql
-from pytest_postgresql.janitor import DatabaseJanitor
 
 from retryq_py import (
     HandlerRegistry,
@@ -49,24 +48,6 @@ def wait_until(pred: Callable[[], bool], timeout: float = 5.0, what: str = "cond
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.01)
-
-
-@pytest.fixture(scope="module")
-def module_dsn(pg_server: Server, template_db: str) -> Iterator[str]:
-    janitor = DatabaseJanitor(
-        user=pg_server.user,
-        host=pg_server.host,
-        port=pg_server.port,
-        password=pg_server.password,
-        dbname=f"retryq_pyw_{os.getpid()}",
-        template_dbname=template_db,
-    )
-    janitor.drop()
-    janitor.init()
-    try:
-        yield pg_server.dsn(janitor.dbname)
-    finally:
-        janitor.drop()
 
 
 @pytest.fixture

@@ -15,10 +15,8 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg.conninfo import make_conninfo
-from pytest_postgresql.janitor import DatabaseJanitor
 
 from retryq_py import migrate
-from tests.pg import Server
 
 Conn = psycopg.Connection[Any]
 GROUPS = ("retryq_producer", "retryq_worker", "retryq_admin")
@@ -92,38 +90,26 @@ ALLOWED: dict[str, set[str]] = {
 
 
 @pytest.fixture(scope="module")
-def roles_db(pg_server: Server, template_db: str) -> Iterator[tuple[str, dict[str, int]]]:
-    janitor = DatabaseJanitor(
-        user=pg_server.user,
-        host=pg_server.host,
-        port=pg_server.port,
-        password=pg_server.password,
-        dbname=f"retryq_roles_{os.getpid()}",
-        template_dbname=template_db,
-    )
-    janitor.drop()
-    janitor.init()
-    dsn = pg_server.dsn(janitor.dbname)
-    try:
-        with psycopg.connect(dsn, autocommit=True) as c:
-            def one(q: str) -> Any:
-                row = c.execute(q).fetchone()
-                assert row is not None
-                return row[0]
+def roles_db(module_dsn: str) -> tuple[str, dict[str, int]]:
+    """The module's database with a leased, a pending and a dead item."""
+    dsn = module_dsn
+    with psycopg.connect(dsn, autocommit=True) as c:
+        def one(q: str) -> Any:
+            row = c.execute(q).fetchone()
+            assert row is not None
+            return row[0]
 
-            leased = one("SELECT id FROM enqueue_retry_item('t', '1', p_plugin_name => 'p')")
-            one("SELECT count(*) FROM acquire_retry_items('w', 1)")
-            pending = one("SELECT id FROM enqueue_retry_item('t', '2', p_plugin_name => 'p')")
-            dead = one(
-                "SELECT id FROM enqueue_retry_item('d', '3', p_max_retries => 0,"
-                " p_now => now() - interval '30 days')"
-            )
-            one("SELECT count(*) FROM acquire_retry_items('w0', 5, p_now => now() - interval"
-                " '30 days')")
-            one(f"SELECT fail_retry_item({dead}, 'w0', 'x', p_now => now() - interval '30 days')")
-        yield dsn, {"leased": leased, "pending": pending, "dead": dead}
-    finally:
-        janitor.drop()
+        leased = one("SELECT id FROM enqueue_retry_item('t', '1', p_plugin_name => 'p')")
+        one("SELECT count(*) FROM acquire_retry_items('w', 1)")
+        pending = one("SELECT id FROM enqueue_retry_item('t', '2', p_plugin_name => 'p')")
+        dead = one(
+            "SELECT id FROM enqueue_retry_item('d', '3', p_max_retries => 0,"
+            " p_now => now() - interval '30 days')"
+        )
+        one("SELECT count(*) FROM acquire_retry_items('w0', 5, p_now => now() - interval"
+            " '30 days')")
+        one(f"SELECT fail_retry_item({dead}, 'w0', 'x', p_now => now() - interval '30 days')")
+    return dsn, {"leased": leased, "pending": pending, "dead": dead}
 
 
 @pytest.fixture(scope="module")

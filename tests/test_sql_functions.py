@@ -5,7 +5,6 @@ The clock is moved through each function's p_now parameter, never by sleeping.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,53 +16,17 @@ import pytest
 from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from pytest_postgresql.janitor import DatabaseJanitor
-
-from tests.pg import Server
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
 Conn = psycopg.Connection[Any]
 
 
-@pytest.fixture(scope="module")
-def module_db(pg_server: Server, template_db: str) -> Iterator[tuple[str, str]]:
-    """One clone of the template for the whole module (cloning per test costs ~1 s),
-    and the TRUNCATE that empties every table the template left empty."""
-    janitor = DatabaseJanitor(
-        user=pg_server.user,
-        host=pg_server.host,
-        port=pg_server.port,
-        password=pg_server.password,
-        dbname=f"retryq_fn_{os.getpid()}",
-        template_dbname=template_db,
-    )
-    janitor.drop()
-    janitor.init()
-    try:
-        dsn = pg_server.dsn(janitor.dbname)
-        with psycopg.connect(dsn, autocommit=True) as c:
-            tables = [
-                name
-                for (name,) in c.execute(
-                    "SELECT c.oid::regclass::text FROM pg_class AS c"
-                    " WHERE c.relnamespace = 'public'::regnamespace"
-                    " AND c.relkind IN ('r', 'p') AND NOT c.relispartition"
-                    " AND c.relname NOT LIKE '%yoyo%'"
-                ).fetchall()
-                if c.execute(f"SELECT NOT EXISTS (SELECT FROM {name})").fetchone() == (True,)
-            ]
-        yield dsn, "TRUNCATE " + ", ".join(tables) + " RESTART IDENTITY"
-    finally:
-        janitor.drop()
-
-
 @pytest.fixture
-def dsn(module_db: tuple[str, str]) -> str:
+def dsn(module_dsn: str, module_reset: str) -> str:
     """Overrides conftest's dsn: the module's database, emptied before each test."""
-    dsn, truncate = module_db
-    with psycopg.connect(dsn, autocommit=True) as c:
-        c.execute(truncate)  # type: ignore[arg-type]
-    return dsn
+    with psycopg.connect(module_dsn, autocommit=True) as c:
+        c.execute(module_reset)  # type: ignore[arg-type]
+    return module_dsn
 
 
 def s(seconds: float) -> timedelta:

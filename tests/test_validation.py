@@ -4,8 +4,7 @@ changes nothing."""
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -14,9 +13,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from psycopg import sql
 from psycopg.types.json import Jsonb
-from pytest_postgresql.janitor import DatabaseJanitor
-
-from tests.pg import Server
 
 Conn = psycopg.Connection[Any]
 
@@ -43,45 +39,12 @@ GOOD = {
 }
 
 
-@pytest.fixture(scope="module")
-def module_db(pg_server: Server, template_db: str) -> Iterator[tuple[str, str]]:
-    """One clone of the template for the whole module (cloning per test costs ~1 s),
-    and the TRUNCATE that empties every table the template left empty."""
-    janitor = DatabaseJanitor(
-        user=pg_server.user,
-        host=pg_server.host,
-        port=pg_server.port,
-        password=pg_server.password,
-        dbname=f"retryq_val_{os.getpid()}",
-        template_dbname=template_db,
-    )
-    janitor.drop()
-    janitor.init()
-    try:
-        dsn = pg_server.dsn(janitor.dbname)
-        with psycopg.connect(dsn, autocommit=True) as c:
-            tables = [
-                name
-                for (name,) in c.execute(
-                    "SELECT c.oid::regclass::text FROM pg_class AS c"
-                    " WHERE c.relnamespace = 'public'::regnamespace"
-                    " AND c.relkind IN ('r', 'p') AND NOT c.relispartition"
-                    " AND c.relname NOT LIKE '%yoyo%'"
-                ).fetchall()
-                if c.execute(f"SELECT NOT EXISTS (SELECT FROM {name})").fetchone() == (True,)
-            ]
-        yield dsn, "TRUNCATE " + ", ".join(tables) + " RESTART IDENTITY"
-    finally:
-        janitor.drop()
-
-
 @pytest.fixture
-def dsn(module_db: tuple[str, str]) -> str:
+def dsn(module_dsn: str, module_reset: str) -> str:
     """Overrides conftest's dsn: the module's database, emptied before each test."""
-    dsn, truncate = module_db
-    with psycopg.connect(dsn, autocommit=True) as c:
-        c.execute(truncate)  # type: ignore[arg-type]
-    return dsn
+    with psycopg.connect(module_dsn, autocommit=True) as c:
+        c.execute(module_reset)  # type: ignore[arg-type]
+    return module_dsn
 
 
 def snapshot(conn: Conn) -> list[tuple[Any, ...]]:
