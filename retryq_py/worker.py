@@ -10,17 +10,20 @@ process for no gain on I/O; asyncio would force every handler to be
 the queue's SKIP LOCKED leases split the work between them.
 
 Inside one worker:
-- the thread that calls run() is the control loop: it writes outcomes and
-  leases the next items in one transaction (at most batch_size per call,
-  at most batch_size + worker_count held, in half batches at least), runs
-  the scheduled cleanup and decides how long to sleep: until a NOTIFY, the
-  next due retry or poll_interval, whichever comes first;
+- `lanes` control loops (the thread that calls run() is the first) each
+  write outcomes and lease the next items in one transaction, on a
+  connection of their own (at most batch_size per call, at most
+  batch_size * lanes + worker_count held, in half batches at least). With
+  two lanes one transaction is in flight while the other's items run, so a
+  round trip and a commit no longer gate every batch. The first lane also
+  runs the scheduled cleanup. A lane with nothing to do sleeps until a
+  NOTIFY, the next due retry or poll_interval, whichever comes first;
 - worker_count handler threads run the handlers; they never touch the
-  database: outcomes go back to the control loop, which acknowledges
+  database: outcomes go back to the control loops, which acknowledge
   successes in batches with complete_retry_items (within ack_interval,
   far inside the lease) and records failures with fail_retry_item;
 - a listener thread holds its own autocommit connection, LISTENs on
-  retry_queue_channel() and wakes the control loop;
+  retry_queue_channel() and wakes the control loops;
 - a heartbeat thread extends the lease of every held item once half of
   lock_timeout has passed, so a slow handler keeps its item (up to
   handler_timeout, when set: then the lease runs out and another worker
@@ -161,6 +164,23 @@ def _describe(exc: BaseException) -> str:
     return text if text else type(exc).__name__
 
 
+class _Wake:
+    """One wake-up flag per lane, all set at once: every lane looks again."""
+
+    def __init__(self, lanes: int) -> None:
+        self._events = [threading.Event() for _ in range(lanes)]
+
+    def set(self) -> None:
+        for event in self._events:
+            event.set()
+
+    def clear(self, lane: int) -> None:
+        self._events[lane].clear()
+
+    def wait(self, lane: int, timeout: float) -> None:
+        self._events[lane].wait(timeout)
+
+
 class RetryWorker:
     """Leases items and runs the handler for their event_type.
 
@@ -198,6 +218,7 @@ class RetryWorker:
         max_backoff: float = 10.0,
         connect_timeout: float = 5.0,
         handler_timeout: float | None = None,
+        lanes: int | None = None,
         on_event: Callable[[WorkerEvent], None] | None = None,
     ) -> None:
         cfg = config or RetryConfig()
@@ -228,6 +249,11 @@ class RetryWorker:
         self.on_event = on_event
         if self.worker_count < 1:
             raise ValueError(f"worker_count must be at least 1, got {self.worker_count}")
+        # Two transactions in flight at most by default: a third buys little
+        # on a small server and holds one more connection (scripts/bench).
+        self.lanes = lanes if lanes is not None else min(2, self.worker_count)
+        if not 1 <= self.lanes <= 16:
+            raise ValueError(f"lanes must be between 1 and 16, got {self.lanes}")
         if not 1 <= self.batch_size <= 1000:
             raise ValueError(f"batch_size must be between 1 and 1000, got {self.batch_size}")
         if self.poll_interval <= 0:
@@ -240,7 +266,7 @@ class RetryWorker:
         self._queue: RetryQueue | None = None
         self.counts = WorkerCounts()
         self._lock = threading.Lock()
-        self._wake = threading.Event()
+        self._wake = _Wake(self.lanes)
         self._stopping = threading.Event()
         self._force = threading.Event()
         self._done = threading.Event()
@@ -249,7 +275,9 @@ class RetryWorker:
         self._held: dict[int, tuple[RetryQueueItem, float]] = {}  # id -> (item, leased at)
         self._running: dict[int, float] = {}  # id -> when its handler started
         self._returned: list[RetryQueueItem] = []  # taken by a thread after stop
-        self._outcomes: list[_Outcome] = []
+        self._outcomes: list[_Outcome] = []  # not yet claimed by a lane
+        self._reserved = 0  # items being leased by lanes right now
+        self._idle_exit = False  # exit_when_idle: a lane found nothing left
         self._threads: list[threading.Thread] = []
         self._ran = False
 
@@ -302,7 +330,7 @@ class RetryWorker:
             self._queue = RetryQueue(self._pool, schema=self.schema)
             self._start_threads()
             try:
-                self._control(exit_when_idle)
+                self._run_lanes(exit_when_idle)
             except Exception:
                 # not a lost connection (a missing schema, a privilege): give
                 # back what we hold if we can, then let the caller see it
@@ -334,7 +362,7 @@ class RetryWorker:
         pool: ConnectionPool[Any] = ConnectionPool(
             str(self._database),
             min_size=1,
-            max_size=3,  # control loop, heartbeat, one spare
+            max_size=self.lanes + 2,  # the lanes, heartbeat, one spare
             timeout=self.connect_timeout,
             name=f"retryq-{self.worker_id}",
             open=False,
@@ -368,23 +396,59 @@ class RetryWorker:
 
     # -- control loop ---------------------------------------------------------
 
-    def _sleep(self, seconds: float) -> None:
+    def _sleep(self, seconds: float, lane: int = 0) -> None:
         """Wait, but wake for stop() and for anything that sets _wake.
 
-        The loop clears _wake before it looks at the state, so a wake-up
-        that comes while it works is never lost.
+        The lane clears its wake-up before it looks at the state, so a
+        wake-up that comes while it works is never lost.
         """
-        self._wake.wait(max(0.0, seconds))
+        self._wake.wait(lane, max(0.0, seconds))
 
-    def _control(self, exit_when_idle: bool) -> None:
+    def _run_lanes(self, exit_when_idle: bool) -> None:
+        """Lane 0 in this thread, the others in their own; then the shutdown.
+
+        An error that stops a lane stops them all and is raised here.
+        """
+        assert self._queue is not None
+        errors: list[BaseException] = []
+
+        def lane_thread(lane: int) -> None:
+            try:
+                self._lane(lane, exit_when_idle)
+            except BaseException as exc:
+                errors.append(exc)
+                self._stopping.set()
+                self._wake.set()
+
+        others = [
+            threading.Thread(target=lane_thread, args=(n,), name=f"retryq-lane-{n}", daemon=True)
+            for n in range(1, self.lanes)
+        ]
+        for thread in others:
+            thread.start()
+        try:
+            self._lane(0, exit_when_idle)
+        except BaseException:
+            self._stopping.set()
+            self._wake.set()
+            raise
+        finally:
+            for thread in others:
+                thread.join()
+        if errors:
+            raise errors[0]
+        self._shutdown(self._queue)
+
+    def _lane(self, lane: int, exit_when_idle: bool) -> None:
         assert self._queue is not None
         q = self._queue
         backoff = 0.0
         more = True  # there may be due items: acquire without waiting
-        next_cleanup = time.monotonic() if self.cleanup_interval > 0 else float("inf")
+        cleans = lane == 0 and self.cleanup_interval > 0
+        next_cleanup = time.monotonic() if cleans else float("inf")
         next_poll = time.monotonic()
-        while not self._stopping.is_set():
-            self._wake.clear()
+        while not self._stopping.is_set() and not self._idle_exit:
+            self._wake.clear(lane)
             try:
                 if time.monotonic() >= next_cleanup:
                     again = self._cleanup(q)
@@ -396,7 +460,12 @@ class RetryWorker:
                         self._notified, more = False, True
                     # outcomes about to be written free their slots; lease in
                     # half batches at least, so that acks and leases stay batched
-                    free = self._capacity() - len(self._held) + len(self._outcomes)
+                    free = (
+                        self._capacity()
+                        - len(self._held)
+                        - self._reserved
+                        + len(self._outcomes)
+                    )
                     if free < max(1, self.batch_size // 2) and len(self._held) > len(
                         self._outcomes
                     ):
@@ -419,7 +488,7 @@ class RetryWorker:
                     # Nothing more is due now: sleep until the next due item
                     # (by the server's clock), a NOTIFY or the poll interval.
                     due = q.due()
-                    if exit_when_idle and not due.active and self._idle():
+                    if exit_when_idle and not due.active and self._finish_if_idle():
                         return
                     if due.seconds_until_due is not None:
                         wait = min(wait, max(due.seconds_until_due, 0.01))
@@ -431,7 +500,7 @@ class RetryWorker:
                     wait = min(wait, max(next_poll - time.monotonic(), 0.0))
                 wait = min(wait, self._ack_deadline() - time.monotonic())
                 backoff = 0.0
-                self._sleep(wait)
+                self._sleep(wait, lane)
             except _TRANSIENT as exc:
                 backoff = min(max(backoff * 2, 0.1), self.max_backoff)
                 log.warning(
@@ -442,11 +511,19 @@ class RetryWorker:
                 )
                 more = True
                 self._stopping.wait(backoff)
-        self._shutdown(q)
 
-    def _idle(self) -> bool:
+    def _finish_if_idle(self) -> bool:
+        """exit_when_idle: end every lane if nothing is held or being leased.
+
+        Decided under the lock that lanes reserve leases under, so no lane
+        leases after it: nothing is left held when run() returns.
+        """
         with self._lock:
-            return not self._held and not self._outcomes and self._local.empty()
+            if self._held or self._outcomes or self._reserved or not self._local.empty():
+                return False
+            self._idle_exit = True
+        self._wake.set()
+        return True
 
     def _ack_deadline(self) -> float:
         with self._lock:
@@ -455,8 +532,8 @@ class RetryWorker:
             return min(o.done_at for o in self._outcomes) + self.ack_interval
 
     def _capacity(self) -> int:
-        """Items held at most: one per thread and a batch waiting to start."""
-        return self.batch_size + self.worker_count
+        """Items held at most: one per thread and a batch per lane waiting to start."""
+        return self.batch_size * self.lanes + self.worker_count
 
     def _acquire(self, tx: RetryQueue, want: int) -> list[RetryQueueItem]:
         started = time.monotonic()
@@ -464,9 +541,10 @@ class RetryWorker:
         metrics.ACQUIRE_DURATION.observe(time.monotonic() - started)
         return items
 
-    def _hold(self, items: list[RetryQueueItem]) -> None:
+    def _hold(self, items: list[RetryQueueItem], reserved: int) -> None:
         now = time.monotonic()
         with self._lock:
+            self._reserved -= reserved
             for item in items:
                 self._held[item.id] = (item, now)
         for item in items:
@@ -504,40 +582,54 @@ class RetryWorker:
         (outcomes written, items leased).
         """
         with self._lock:
-            outcomes = list(self._outcomes)
-        if not outcomes and not acquire:
-            return 0, 0
-        if outcomes and not force and all(o.ok for o in outcomes):
-            oldest = min(o.done_at for o in outcomes)
-            if len(outcomes) < self.batch_size and time.monotonic() - oldest < self.ack_interval:
+            outcomes = list(self._outcomes)  # a copy: handlers append to the original
+            if outcomes and not force and all(o.ok for o in outcomes):
+                oldest = min(o.done_at for o in outcomes)
+                if (
+                    len(outcomes) < self.batch_size
+                    and time.monotonic() - oldest < self.ack_interval
+                ):
+                    outcomes = []
+            if self._idle_exit:
+                acquire = 0
+            if not outcomes and not acquire:
                 return 0, 0
+            # Claimed: another lane will not write them too. They stay held
+            # (and count against capacity) until the commit.
+            if outcomes:
+                self._outcomes = []
+            self._reserved += acquire
         assert self._pool is not None
         ok_ids = [o.item.id for o in outcomes if o.ok]
-        with self._pool.connection() as conn:
-            tx = RetryQueue(conn, schema=self.schema)
-            completed = tx.complete_many(ok_ids, self.worker_id) if ok_ids else 0
-            failed_written = [
-                tx.fail(
-                    o.item.id,
-                    self.worker_id,
-                    o.error or "error",
-                    o.code,
-                    retryable=o.retryable,
-                )
-                for o in outcomes
-                if not o.ok
-            ]
-            leased = self._acquire(tx, acquire) if acquire else []
-        self._hold(leased)
+        try:
+            with self._pool.connection() as conn:
+                tx = RetryQueue(conn, schema=self.schema)
+                completed = tx.complete_many(ok_ids, self.worker_id) if ok_ids else 0
+                failed_written = [
+                    tx.fail(
+                        o.item.id,
+                        self.worker_id,
+                        o.error or "error",
+                        o.code,
+                        retryable=o.retryable,
+                    )
+                    for o in outcomes
+                    if not o.ok
+                ]
+                leased = self._acquire(tx, acquire) if acquire else []
+        except BaseException:
+            with self._lock:
+                self._outcomes = outcomes + self._outcomes  # for the next try
+                self._reserved -= acquire
+            raise
+        self._hold(leased, acquire)
         self._report(outcomes, completed, failed_written)
         return len(outcomes), len(leased)
 
     def _report(self, outcomes: list[_Outcome], completed: int, failed_written: list[bool]) -> None:
         """After the commit: forget the written outcomes, count and emit them."""
         ok_ids = [o.item.id for o in outcomes if o.ok]
-        written = {id(o) for o in outcomes}
         with self._lock:
-            self._outcomes = [o for o in self._outcomes if id(o) not in written]
             for o in outcomes:
                 self._held.pop(o.item.id, None)
         if completed < len(ok_ids):
@@ -590,7 +682,7 @@ class RetryWorker:
         deadline = time.monotonic() + self.grace_period
         backoff = 0.0
         while True:
-            self._wake.clear()
+            self._wake.clear(0)
             try:
                 with self._lock:
                     unstarted = self._drain_local() + self._returned

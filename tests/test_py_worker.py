@@ -239,6 +239,55 @@ def test_registry_and_worker_id(module_dsn: str, db: Conn, q: RetryQueue) -> Non
     assert seen == [{"m": 1}]
 
 
+@pytest.mark.parametrize("lanes", [1, 3])
+def test_lanes_share_the_work_and_write_each_outcome_once(
+    module_dsn: str,
+    db: Conn,
+    q: RetryQueue,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    lanes: int,
+) -> None:
+    """Several transactions in flight: every item is handled and acknowledged
+    exactly once, and the lanes never hold more than their capacity."""
+    written: list[int] = []
+    real = RetryQueue.complete_many
+
+    def spy(self: RetryQueue, item_ids: Any, worker_id: str, **kw: Any) -> int:
+        ids = list(item_ids)
+        written.extend(ids)
+        return real(self, ids, worker_id, **kw)
+
+    monkeypatch.setattr(RetryQueue, "complete_many", spy)
+    ids = [e.id for e in q.add_many([{"event_type": "e", "data": i} for i in range(400)])]
+    handled: list[int] = []
+    most = [0]
+    worker: RetryWorker
+
+    def handle(item: RetryQueueItem) -> None:
+        handled.append(item.id)
+        most[0] = max(most[0], worker.held)
+
+    worker = RetryWorker(
+        module_dsn, {"e": handle}, worker_count=4, batch_size=5, lanes=lanes, **FAST
+    )
+    with caplog.at_level("WARNING", logger="retryq.worker"):
+        counts = worker.run(exit_when_idle=True)
+    assert sorted(handled) == sorted(ids)
+    assert sorted(written) == sorted(ids)  # none twice, none lost
+    assert (counts.processed, counts.lease_lost) == (400, 0)
+    assert statuses(db) == {"completed": 400}
+    assert most[0] <= 5 * lanes + 4
+    assert not [r for r in caplog.records if "no longer leased" in r.getMessage()]
+
+
+def test_lanes_must_be_sensible(module_dsn: str) -> None:
+    assert RetryWorker(module_dsn, {}, worker_count=1).lanes == 1
+    assert RetryWorker(module_dsn, {}, worker_count=4).lanes == 2
+    with pytest.raises(ValueError, match="lanes"):
+        RetryWorker(module_dsn, {}, lanes=0)
+
+
 def test_settings_come_from_config_and_keywords_win(module_dsn: str) -> None:
     cfg = RetryConfig(worker_count=4, batch_size=7, poll_interval=2, lock_timeout=60)
     w = RetryWorker(module_dsn, {}, config=cfg, batch_size=3)
