@@ -50,7 +50,8 @@ HANDLER_DURATION = Histogram(
 )
 ACQUIRE_DURATION = Histogram(
     "retryq_worker_acquire_duration_seconds",
-    "Round trip of one acquire_retry_items call.",
+    "Round trip of one lease: acquire_retry_items with the acknowledgements "
+    "written in the same transaction, and its commit.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 

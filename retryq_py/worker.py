@@ -45,6 +45,7 @@ second SIGINT/SIGTERM skips the grace period).
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import queue as stdqueue
@@ -59,9 +60,10 @@ from typing import Any, Literal, TypeVar
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import class_row, scalar_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from retryq_py import metrics
+from retryq_py import _sql, metrics
 from retryq_py._sql import RetryQueueItem
 from retryq_py.config import RetryConfig
 from retryq_py.errors import error_code, is_retryable
@@ -278,6 +280,7 @@ class RetryWorker:
         self._outcomes: list[_Outcome] = []  # not yet claimed by a lane
         self._reserved = 0  # items being leased by lanes right now
         self._idle_exit = False  # exit_when_idle: a lane found nothing left
+        self._durations: dict[str, Any] = {}  # HANDLER_DURATION by event_type
         self._threads: list[threading.Thread] = []
         self._ran = False
 
@@ -460,12 +463,7 @@ class RetryWorker:
                         self._notified, more = False, True
                     # outcomes about to be written free their slots; lease in
                     # half batches at least, so that acks and leases stay batched
-                    free = (
-                        self._capacity()
-                        - len(self._held)
-                        - self._reserved
-                        + len(self._outcomes)
-                    )
+                    free = self._capacity() - len(self._held) - self._reserved + len(self._outcomes)
                     if free < max(1, self.batch_size // 2) and len(self._held) > len(
                         self._outcomes
                     ):
@@ -535,12 +533,6 @@ class RetryWorker:
         """Items held at most: one per thread and a batch per lane waiting to start."""
         return self.batch_size * self.lanes + self.worker_count
 
-    def _acquire(self, tx: RetryQueue, want: int) -> list[RetryQueueItem]:
-        started = time.monotonic()
-        items = tx.acquire(self.worker_id, want, self.lock_timeout)
-        metrics.ACQUIRE_DURATION.observe(time.monotonic() - started)
-        return items
-
     def _hold(self, items: list[RetryQueueItem], reserved: int) -> None:
         now = time.monotonic()
         with self._lock:
@@ -599,12 +591,14 @@ class RetryWorker:
             if outcomes:
                 self._outcomes = []
             self._reserved += acquire
-        assert self._pool is not None
+        assert self._pool is not None and self._queue is not None
         ok_ids = [o.item.id for o in outcomes if o.ok]
         try:
             with self._pool.connection() as conn:
-                tx = RetryQueue(conn, schema=self.schema)
-                completed = tx.complete_many(ok_ids, self.worker_id) if ok_ids else 0
+                # the pool's queue, on this connection: its statements are
+                # composed once, not on every flush
+                tx = copy.copy(self._queue)
+                tx.source = conn
                 failed_written = [
                     tx.fail(
                         o.item.id,
@@ -616,7 +610,7 @@ class RetryWorker:
                     for o in outcomes
                     if not o.ok
                 ]
-                leased = self._acquire(tx, acquire) if acquire else []
+                completed, leased = self._ack_and_lease(conn, tx, ok_ids, acquire)
         except BaseException:
             with self._lock:
                 self._outcomes = outcomes + self._outcomes  # for the next try
@@ -625,6 +619,37 @@ class RetryWorker:
         self._hold(leased, acquire)
         self._report(outcomes, completed, failed_written)
         return len(outcomes), len(leased)
+
+    def _ack_and_lease(
+        self, conn: psycopg.Connection[Any], tx: RetryQueue, ok_ids: list[int], want: int
+    ) -> tuple[int, list[RetryQueueItem]]:
+        """complete_retry_items, acquire_retry_items and COMMIT in one round
+        trip (pipeline mode): the flush is the worker's hot path."""
+        started = time.monotonic()
+        with conn.pipeline():
+            done = conn.cursor(row_factory=scalar_row)
+            if ok_ids:
+                done.execute(
+                    tx._q.complete_many,
+                    {"item_ids": ok_ids, "worker_id": self.worker_id, "now": None},
+                )
+            taken = conn.cursor(row_factory=class_row(RetryQueueItem))
+            if want:
+                taken.execute(
+                    tx._q.acquire,
+                    {
+                        "worker_id": self.worker_id,
+                        "batch_size": want,
+                        "lock_timeout": _sql.whole_seconds(self.lock_timeout, "lock_timeout"),
+                        "now": None,
+                    },
+                )
+            conn.commit()
+        completed = int(done.fetchone() or 0) if ok_ids else 0
+        leased = taken.fetchall() if want else []
+        if want:
+            metrics.ACQUIRE_DURATION.observe(time.monotonic() - started)
+        return completed, leased
 
     def _report(self, outcomes: list[_Outcome], completed: int, failed_written: list[bool]) -> None:
         """After the commit: forget the written outcomes, count and emit them."""
@@ -640,10 +665,11 @@ class RetryWorker:
                 len(ok_ids),
             )
         fails = iter(failed_written)
+        processed: dict[str, int] = {}
         for o in outcomes:
             if o.ok:
                 self.counts.processed += 1
-                metrics.ITEMS_PROCESSED.labels(o.item.event_type).inc()
+                processed[o.item.event_type] = processed.get(o.item.event_type, 0) + 1
                 self._emit(WorkerEvent("completed", o.item, duration=o.duration))
                 continue
             if not next(fails):
@@ -657,6 +683,8 @@ class RetryWorker:
                 self.counts.failed += 1
                 metrics.ITEMS_FAILED.labels(o.item.event_type).inc()
                 self._emit(WorkerEvent("failed", o.item, o.error, o.code, o.duration))
+        for event_type, n in processed.items():  # one update per type and batch
+            metrics.ITEMS_PROCESSED.labels(event_type).inc(n)
 
     def _emit(self, event: WorkerEvent) -> None:
         if self.on_event is None:
@@ -765,6 +793,13 @@ class RetryWorker:
             if wake:
                 self._wake.set()
 
+    def _duration_metric(self, event_type: str) -> Any:
+        # labels() validates and locks on every call: once per type is enough
+        child = self._durations.get(event_type)
+        if child is None:
+            child = self._durations[event_type] = metrics.HANDLER_DURATION.labels(event_type)
+        return child
+
     def _handle(self, item: RetryQueueItem) -> _Outcome:
         handler = self.handlers.get(item.event_type)
         started = time.monotonic()
@@ -781,7 +816,7 @@ class RetryWorker:
             handler(item)
         except BaseException as exc:  # even SystemExit: the thread must live on
             duration = time.monotonic() - started
-            metrics.HANDLER_DURATION.labels(item.event_type).observe(duration)
+            self._duration_metric(item.event_type).observe(duration)
             return _Outcome(
                 item,
                 ok=False,
@@ -791,7 +826,7 @@ class RetryWorker:
                 retryable=is_retryable(exc),
             )
         duration = time.monotonic() - started
-        metrics.HANDLER_DURATION.labels(item.event_type).observe(duration)
+        self._duration_metric(item.event_type).observe(duration)
         return _Outcome(item, ok=True, duration=duration)
 
     # -- listener and heartbeat threads ---------------------------------------

@@ -173,14 +173,14 @@ def test_successes_are_acknowledged_in_batches(
     module_dsn: str, db: Conn, q: RetryQueue, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[int] = []
-    real = RetryQueue.complete_many
+    real = RetryWorker._ack_and_lease
 
-    def spy(self: RetryQueue, item_ids: Any, worker_id: str, **kw: Any) -> int:
-        ids = list(item_ids)
-        calls.append(len(ids))
-        return real(self, ids, worker_id, **kw)
+    def spy(self: RetryWorker, conn: Conn, tx: RetryQueue, ok_ids: list[int], want: int) -> Any:
+        if ok_ids:
+            calls.append(len(ok_ids))
+        return real(self, conn, tx, ok_ids, want)
 
-    monkeypatch.setattr(RetryQueue, "complete_many", spy)
+    monkeypatch.setattr(RetryWorker, "_ack_and_lease", spy)
     q.add_many([{"event_type": "e", "data": i} for i in range(60)])
     counts = RetryWorker(
         module_dsn, {"e": lambda item: None}, worker_count=4, batch_size=20, **FAST
@@ -251,14 +251,13 @@ def test_lanes_share_the_work_and_write_each_outcome_once(
     """Several transactions in flight: every item is handled and acknowledged
     exactly once, and the lanes never hold more than their capacity."""
     written: list[int] = []
-    real = RetryQueue.complete_many
+    real = RetryWorker._ack_and_lease
 
-    def spy(self: RetryQueue, item_ids: Any, worker_id: str, **kw: Any) -> int:
-        ids = list(item_ids)
-        written.extend(ids)
-        return real(self, ids, worker_id, **kw)
+    def spy(self: RetryWorker, conn: Conn, tx: RetryQueue, ok_ids: list[int], want: int) -> Any:
+        written.extend(ok_ids)
+        return real(self, conn, tx, ok_ids, want)
 
-    monkeypatch.setattr(RetryQueue, "complete_many", spy)
+    monkeypatch.setattr(RetryWorker, "_ack_and_lease", spy)
     ids = [e.id for e in q.add_many([{"event_type": "e", "data": i} for i in range(400)])]
     handled: list[int] = []
     most = [0]
