@@ -9,14 +9,18 @@ search_path finds the functions) or with a quoted `schema.` prefix.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+import os
+import struct
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, NamedTuple
 from uuid import UUID
 
+import psycopg
 from psycopg import sql
+from psycopg.types.string import BytesBinaryDumper
 
 if TYPE_CHECKING:
     from typing_extensions import LiteralString
@@ -161,20 +165,31 @@ SELECT id, event_id FROM {schema}enqueue_retry_item(
 )
 """
 
-ENQUEUE_MANY: LiteralString = """
-SELECT id, event_id FROM {schema}enqueue_retry_items(
-    p_items => %(items)s,
-    p_now => coalesce(%(now)s::timestamptz, now())
-)
+# add_many, step 1: the ids for n new rows and the clock of this transaction.
+# nextval is volatile and this backend's values only grow, so the array is in
+# ascending order, which is add_many's input order. The sequence is named by a
+# parameter (a regclass literal) so that the schema need not be spliced into a
+# string.
+NEW_IDS: LiteralString = """
+SELECT
+    coalesce(%(now)s::timestamptz, now()) AS now,
+    ARRAY(
+        SELECT nextval(%(sequence)s::regclass) FROM generate_series(1, %(n)s)
+    ) AS ids
 """
 
-# add_many's alternative, measured in scripts/bench_add_many.py.
+# add_many, step 2: the rows, every value explicit (enqueue_retry_items' rules
+# applied in Python, see _QueueBase._rows); the table's CHECK constraints still
+# judge each row, and one failing row fails the whole COPY. The columns left out
+# (retry_count, status, error_history, ...) take the table's defaults, as they
+# do in enqueue_retry_items' INSERT.
 COPY_IN: LiteralString = """
 COPY {schema}daz_retry_queue (
-    event_type, channel_name, plugin_name, event_data, event_metadata,
-    max_retries, retry_delay_seconds, backoff_multiplier, priority,
-    correlation_id, tags, max_retry_delay_seconds, retry_jitter
-) FROM STDIN
+    id, event_id, event_type, channel_name, plugin_name, event_data,
+    event_metadata, max_retries, retry_delay_seconds, backoff_multiplier,
+    max_retry_delay_seconds, retry_jitter, priority, correlation_id, tags,
+    created_at, next_retry_at
+) FROM STDIN (FORMAT BINARY)
 """
 
 ACQUIRE: LiteralString = """
@@ -335,9 +350,14 @@ class Statements:
 
     def __init__(self, schema: str | None) -> None:
         self.schema = schema
+        self.sequence = (
+            "daz_retry_queue_id_seq"
+            if schema is None
+            else ('"' + schema.replace('"', '""') + '".daz_retry_queue_id_seq')
+        )
         self.channel = compose(CHANNEL, schema)
         self.enqueue = compose(ENQUEUE, schema)
-        self.enqueue_many = compose(ENQUEUE_MANY, schema)
+        self.new_ids = compose(NEW_IDS, schema)
         self.copy_in = compose(COPY_IN, schema)
         self.acquire = compose(ACQUIRE, schema)
         self.complete = compose(COMPLETE, schema)
@@ -406,26 +426,110 @@ def json_default(value: Any) -> Any:
     raise TypeError(f"cannot store {type(value).__name__} as JSON: {value!r}")
 
 
+# One encoder for every call: json.dumps with non-default arguments builds a
+# new JSONEncoder each time, which costs as much as encoding a small object.
+_ENCODER = json.JSONEncoder(default=json_default, separators=(",", ":"))
+
+
 def dumps(value: Any) -> str:
-    return json.dumps(value, default=json_default, separators=(",", ":"))
+    return _ENCODER.encode(value)
 
 
-# enqueue_retry_items fills absent keys with these (its coalesce defaults);
-# add_many leaves them out, so that the server parses less JSON.
-SQL_DEFAULTS: dict[str, Any] = {
-    "channel_name": None,
-    "plugin_name": None,
-    "event_metadata": {},
-    "max_retries": 3,
-    "retry_delay_seconds": 60.0,
-    "backoff_multiplier": 2.0,
-    "priority": 5,
-    "correlation_id": None,
-    "tags": [],
-    "delay_seconds": 0.0,
-    "max_retry_delay_seconds": 86400.0,
-    "retry_jitter": 0.0,
-}
+# --- add_many's COPY rows -----------------------------------------------------
+# COPY_IN is binary: each value goes in its type's wire format, and no type oid
+# goes with it (the server reads each field as its column's type), so
+# Copy.set_types only picks the dumper that writes each field. Three columns
+# arrive already encoded by _QueueBase._rows, which is cheaper than psycopg's
+# dumpers for them (they run in Python for every value):
+# - event_id (uuid): its 16 bytes, declared bytea, whose dumper passes bytes
+#   through;
+# - event_data, event_metadata (jsonb): the version byte 1 and the JSON text,
+#   declared text, whose dumper encodes the str (ASCII: the JSON encoder
+#   escapes the rest, so the client encoding does not matter);
+# - tags (text[]): the array format, built once per distinct tag list in a
+#   call, declared bytea.
+
+# COPY_IN's columns, in order.
+COPY_TYPES: tuple[str, ...] = (
+    ("int8", "bytea", "text", "text", "text", "text", "text", "int4")
+    + ("float8",) * 4
+    + ("int4", "text", "bytea", "timestamptz", "timestamptz")
+)
+
+
+def copy_in_types(cursor: psycopg.Cursor[Any] | psycopg.AsyncCursor[Any]) -> Sequence[str]:
+    """COPY_TYPES, for Copy.set_types on this cursor. The bytea dumper found by
+    type is the DB-API Binary one (Python); bytes' own dumper (C with
+    psycopg[binary]) is registered for bytea on this cursor only."""
+    cursor.adapters.register_dumper(None, BytesBinaryDumper)
+    return COPY_TYPES
+
+
+JSONB_EMPTY_OBJECT = "\x01{}"
+
+
+def jsonb_encoder() -> Callable[[Any], str]:
+    """A function giving jsonb's binary format (as a str: the version byte,
+    then dumps(value)), for one add_many call.
+
+    JSONEncoder.encode builds json's C encoder anew for every value, which
+    costs as much as encoding a small object; this builds it once per call
+    (with the arguments encode would pass). Its circular-reference markers
+    are only reliable until an encoding fails, which ends the call anyway.
+    """
+    make: Any = getattr(json.encoder, "c_make_encoder", None)  # _json's, not in typeshed
+    if make is None:  # no C accelerator: the plain encoder
+        return lambda value: "\x01" + _ENCODER.encode(value)
+    encode = make(
+        {},
+        json_default,
+        json.encoder.encode_basestring_ascii,
+        None,
+        _ENCODER.key_separator,
+        _ENCODER.item_separator,
+        False,
+        False,
+        True,
+    )
+    join = "".join
+
+    def jsonb(value: Any) -> str:
+        return "\x01" + join(encode(value, 0))
+
+    return jsonb
+
+
+_TEXT = psycopg.adapters.types["text"].oid
+EMPTY_TEXT_ARRAY = struct.pack("!iiI", 0, 0, _TEXT)
+
+
+def text_array(values: Iterable[str | None], encoding: str) -> bytes:
+    """text[]'s binary wire format: one dimension (none when empty), the element
+    type, then each element as a length and its bytes (-1 for NULL)."""
+    parts = [b""]
+    has_null = 0
+    for value in values:
+        if value is None:
+            parts.append(b"\xff\xff\xff\xff")
+            has_null = 1
+        elif isinstance(value, str):
+            data = value.encode(encoding)
+            parts.append(len(data).to_bytes(4, "big") + data)
+        else:
+            raise TypeError(f"tags: expected strings, got {value!r}")
+    if len(parts) == 1:
+        return EMPTY_TEXT_ARRAY
+    parts[0] = struct.pack("!iiIii", 1, has_null, _TEXT, len(parts) - 1, 1)
+    return b"".join(parts)
+
+
+def random_uuids(count: int) -> bytes:
+    """count version-4 UUIDs (as uuid4 makes them), 16 bytes each, in one
+    os.urandom call."""
+    raw = bytearray(os.urandom(16 * count))
+    raw[6::16] = bytes(b & 0x0F | 0x40 for b in raw[6::16])  # version 4
+    raw[8::16] = bytes(b & 0x3F | 0x80 for b in raw[8::16])  # RFC 4122 variant
+    return bytes(raw)
 
 
 @dataclass(frozen=True)
@@ -464,10 +568,4 @@ class NewItem:
             "delay_seconds": seconds(self.delay, "delay"),
             "max_retry_delay_seconds": seconds(self.max_retry_delay, "max_retry_delay"),
             "retry_jitter": self.retry_jitter,
-        }
-
-    def compact_params(self) -> dict[str, Any]:
-        """params() without the values enqueue_retry_items defaults to anyway."""
-        return {
-            k: v for k, v in self.params().items() if k not in SQL_DEFAULTS or v != SQL_DEFAULTS[k]
         }

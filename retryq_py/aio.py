@@ -11,9 +11,10 @@ a test moves it (the functions' p_now).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
+from uuid import UUID
 
 import psycopg
 from psycopg.rows import AsyncRowFactory, class_row, scalar_row
@@ -31,7 +32,7 @@ from retryq_py._sql import (
     Seconds,
     StatsRow,
 )
-from retryq_py.queue import _jsonb, _QueueBase
+from retryq_py.queue import _clock_and_ids, _jsonb, _QueueBase
 
 if TYPE_CHECKING:
     from psycopg import sql
@@ -138,55 +139,30 @@ class AsyncRetryQueue(_QueueBase):
     async def add_many(
         self, items: Iterable[NewItem | Mapping[str, Any]], *, now: datetime | None = None
     ) -> list[Enqueued]:
-        """Enqueue many items in one statement; returns their ids in input order.
+        """Enqueue many items at once; returns their ids in input order.
 
-        Items are NewItem (see `item()`) or mappings with add()'s keyword
-        names. One call to enqueue_retry_items with a JSON array: see
-        scripts/bench_add_many.py for how it compares with COPY and with one
-        INSERT per item.
+        RetryQueue.add_many's two steps and rows (one round trip for the ids
+        and the clock, then one binary COPY), all or nothing the same way.
         """
-        payload = self._bulk(items)
-        if not payload:
+        batch = items if isinstance(items, list) else list(items)
+        if not batch:
             return []
-        return await self._all(
-            self._q.enqueue_many, {"items": _jsonb(payload), "now": now}, class_row(Enqueued)
-        )
-
-    async def copy_many(self, items: Iterable[NewItem | Mapping[str, Any]]) -> int:
-        """Enqueue many items with COPY; returns the count (COPY returns no ids).
-
-        Kept for the benchmark and for loads where ids are not needed; the
-        table's CHECK constraints validate every row.
-        """
-        count = 0
         async with (
             self.connection() as conn,
-            conn.cursor() as cur,
-            cur.copy(self._q.copy_in) as copy,
+            conn.cursor(binary=True) as cur,
+            conn.transaction() if conn.autocommit else nullcontext(),
         ):
-            for raw in items:
-                p = self._coerce(raw).params()
-                if p["delay_seconds"]:
-                    raise ValueError("copy_many: delay is not supported, use add_many")
-                await copy.write_row(
-                    (
-                        p["event_type"],
-                        p["channel_name"],
-                        p["plugin_name"],
-                        _sql.dumps(p["event_data"]),
-                        _sql.dumps(p["event_metadata"]),
-                        p["max_retries"],
-                        p["retry_delay_seconds"],
-                        p["backoff_multiplier"],
-                        p["priority"],
-                        p["correlation_id"],
-                        p["tags"],
-                        p["max_retry_delay_seconds"],
-                        p["retry_jitter"],
-                    )
-                )
-                count += 1
-        return count
+            await cur.execute(self._q.new_ids, self._new_ids(len(batch), now))
+            clock, ids = _clock_and_ids(await cur.fetchone())
+            async with (
+                nullcontext() if conn.autocommit else conn.transaction(),
+                cur.copy(self._q.copy_in) as copy,
+            ):
+                copy.set_types(_sql.copy_in_types(cur))
+                event_ids: list[UUID] = []
+                for row in self._rows(batch, ids, clock, conn.info.encoding, event_ids):
+                    await copy.write_row(row)
+        return list(map(Enqueued, ids, event_ids))
 
     # -- consuming ------------------------------------------------------------
 

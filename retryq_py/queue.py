@@ -11,11 +11,14 @@ a test moves it (the functions' p_now).
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from datetime import datetime
+from contextlib import contextmanager, nullcontext
+from datetime import datetime, timedelta, timezone
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any, TypeVar
+from uuid import UUID
 
 import psycopg
+from psycopg import errors as pgerr
 from psycopg.rows import RowFactory, class_row, scalar_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
@@ -42,22 +45,28 @@ T = TypeVar("T")
 Source = psycopg.Connection[Any] | ConnectionPool[Any]
 
 
-# add()'s keyword names -> enqueue_retry_items' keys (for add_many mappings)
-_ADD_KEYS = {
-    "channel": "channel_name",
-    "plugin": "plugin_name",
-    "metadata": "event_metadata",
-    "max_retries": "max_retries",
-    "retry_delay": "retry_delay_seconds",
-    "backoff_multiplier": "backoff_multiplier",
-    "priority": "priority",
-    "correlation_id": "correlation_id",
-    "tags": "tags",
-    "delay": "delay_seconds",
-    "max_retry_delay": "max_retry_delay_seconds",
-    "retry_jitter": "retry_jitter",
-}
-_DURATIONS = frozenset({"retry_delay", "delay", "max_retry_delay"})
+# add()'s keywords, which add_many's mapping items use: the order of _rows' unpacking.
+_FIELDS = (
+    "event_type",
+    "data",
+    "channel",
+    "plugin",
+    "metadata",
+    "max_retries",
+    "retry_delay",
+    "backoff_multiplier",
+    "priority",
+    "correlation_id",
+    "tags",
+    "delay",
+    "max_retry_delay",
+    "retry_jitter",
+)
+_KEYS = frozenset(_FIELDS)
+_of_new_item = attrgetter(*_FIELDS)
+_INT4_MIN, _INT4_MAX = -(2**31), 2**31 - 1
+# enqueue_retry_items' bound on delay_seconds (the table has no delay column to check)
+_MAX_DELAY = 31536000
 
 
 def _jsonb(value: Any) -> Jsonb:
@@ -112,56 +121,170 @@ class _QueueBase:
             retry_jitter=retry_jitter,
         )
 
-    def _coerce(self, item: NewItem | Mapping[str, Any]) -> NewItem:
-        if isinstance(item, NewItem):
-            return item
-        fields = dict(item)
-        try:
-            event_type = fields.pop("event_type")
-            data = fields.pop("data")
-        except KeyError as exc:
-            raise ValueError(f"add_many: every item needs {exc.args[0]!r}") from None
-        return self.item(event_type, data, **fields)
+    def _new_ids(self, count: int, now: datetime | None) -> dict[str, Any]:
+        return {"sequence": self._q.sequence, "n": count, "now": now}
 
-    def _bulk(self, items: Iterable[NewItem | Mapping[str, Any]]) -> list[dict[str, Any]]:
-        """add_many's JSON array: enqueue_retry_items' keys, with this queue's
-        defaults only where they differ from the function's own."""
-        mine = {
-            "max_retries": self.max_retries,
-            "retry_delay_seconds": self.retry_delay,
-            "backoff_multiplier": self.backoff_multiplier,
-        }
-        defaults = {k: v for k, v in mine.items() if v != _sql.SQL_DEFAULTS[k]}
-        return [self._compact(i, defaults) for i in items]
+    def _rows(
+        self,
+        items: Sequence[NewItem | Mapping[str, Any]],
+        ids: Sequence[int],
+        now: datetime,
+        encoding: str,
+        event_ids: list[UUID],
+    ) -> Iterator[tuple[Any, ...]]:
+        """add_many's COPY rows (_sql.COPY_IN's columns), one per item, with
+        what enqueue_retry_items would store: the same defaults (this queue's
+        where it has its own), created_at now, next_retry_at now + delay, and a
+        new random event_id, appended to event_ids.
 
-    def _compact(
-        self, item: NewItem | Mapping[str, Any], defaults: Mapping[str, Any]
-    ) -> dict[str, Any]:
-        """One add_many element. The same rules as item(), without building a
-        NewItem: this is the bulk path, measured in scripts/bench_add_many.py.
+        Items are checked here, before their row is sent: a missing or unknown
+        key, a value of the wrong type and a delay out of range raise the errors
+        add_many has always raised; the table's CHECK constraints judge the rest
+        on the server. This is the bulk path, measured in
+        scripts/bench_add_many.py: values go straight from the item to the row.
         """
-        if isinstance(item, NewItem):
-            return item.compact_params()
-        try:
-            out: dict[str, Any] = {"event_type": item["event_type"], "event_data": item["data"]}
-        except KeyError as exc:
-            raise ValueError(f"add_many: every item needs {exc.args[0]!r}") from None
-        for key, value in item.items():
-            if key in ("event_type", "data") or value is None:
-                continue
-            name = _ADD_KEYS.get(key)
-            if name is None:
-                raise TypeError(f"add_many: unknown item key {key!r}")
-            if key in _DURATIONS:
-                value = _sql.seconds(value, key)
-            elif key == "metadata":
-                value = dict(value)
-            elif key == "tags":
-                value = list(value)
-            out[name] = value
-        for key, value in defaults.items():
-            out.setdefault(key, value)
-        return out
+        max_retries_default = self.max_retries
+        retry_delay_default = _sql.seconds(self.retry_delay, "retry_delay")
+        backoff_default = self.backoff_multiplier
+        # next_retry_at is an instant: add the delay in UTC, not in a local zone
+        # whose clocks may change within it (timestamptz + interval in seconds)
+        now = now.astimezone(timezone.utc)
+        tags_seen: dict[tuple[Any, ...], bytes] = {}
+        jsonb = _sql.jsonb_encoder()
+        uuids = _sql.random_uuids(len(items))
+        new_uuid = UUID
+        for n, (item, item_id) in enumerate(zip(items, ids, strict=True)):
+            if isinstance(item, NewItem):
+                values = _of_new_item(item)
+            else:
+                if not item.keys() <= _KEYS:
+                    unknown = next(k for k in item if k not in _KEYS)
+                    raise TypeError(f"add_many: unknown item key {unknown!r}")
+                values = tuple(map(item.get, _FIELDS))
+                if values[0] is None or values[1] is None:
+                    for required in ("event_type", "data"):
+                        if required not in item:
+                            raise ValueError(f"add_many: every item needs {required!r}")
+            (
+                event_type,
+                data,
+                channel,
+                plugin,
+                metadata,
+                max_retries,
+                retry_delay,
+                backoff_multiplier,
+                priority,
+                correlation_id,
+                tags,
+                delay,
+                max_retry_delay,
+                retry_jitter,
+            ) = values
+            # absent and None take the default, as in add(); a fast path for
+            # values of the expected type, the full check otherwise
+            if type(event_type) is not str and event_type is not None:
+                event_type = _text(event_type, "event_type")
+            if type(channel) is not str and channel is not None:
+                channel = _text(channel, "channel")
+            if type(plugin) is not str and plugin is not None:
+                plugin = _text(plugin, "plugin")
+            if type(correlation_id) is not str and correlation_id is not None:
+                correlation_id = _text(correlation_id, "correlation_id")
+            if max_retries is None:
+                max_retries = max_retries_default
+            elif type(max_retries) is not int or not _INT4_MIN <= max_retries <= _INT4_MAX:
+                max_retries = _int4(max_retries, "max_retries")
+            if priority is None:
+                priority = 5
+            elif type(priority) is not int or not _INT4_MIN <= priority <= _INT4_MAX:
+                priority = _int4(priority, "priority")
+            if retry_delay is None:
+                retry_delay = retry_delay_default
+            elif type(retry_delay) is not float:
+                retry_delay = _sql.seconds(retry_delay, "retry_delay")
+            if max_retry_delay is None:
+                max_retry_delay = 86400.0
+            elif type(max_retry_delay) is not float:
+                max_retry_delay = _sql.seconds(max_retry_delay, "max_retry_delay")
+            if backoff_multiplier is None:
+                backoff_multiplier = backoff_default
+            elif type(backoff_multiplier) is not float:
+                backoff_multiplier = _number(backoff_multiplier, "backoff_multiplier")
+            if retry_jitter is None:
+                retry_jitter = 0.0
+            elif type(retry_jitter) is not float:
+                retry_jitter = _number(retry_jitter, "retry_jitter")
+            if not delay:  # None, 0 or timedelta(0)
+                due = now
+            else:
+                seconds = delay if type(delay) is float else _sql.seconds(delay, "delay")
+                if not 0 <= seconds <= _MAX_DELAY:  # NaN too
+                    raise pgerr.InvalidParameterValue(
+                        f"retryq: invalid delay_seconds: must be between 0 and {_MAX_DELAY}"
+                    )
+                # make_interval(secs => s) rounds s * 1e6 to whole microseconds, half to even
+                due = now + timedelta(microseconds=round(seconds * 1_000_000))
+            if tags is None:
+                tag_array = _sql.EMPTY_TEXT_ARRAY
+            else:
+                tag_key = tags if type(tags) is tuple else tuple(tags)
+                tag_array = tags_seen.get(tag_key) or tags_seen.setdefault(
+                    tag_key, _sql.text_array(tag_key, encoding)
+                )
+            event_id = uuids[16 * n : 16 * n + 16]
+            event_ids.append(new_uuid(bytes=event_id))
+            yield (
+                item_id,
+                event_id,
+                event_type,
+                channel,
+                plugin,
+                None if data is None else jsonb(data),  # NULL: the NOT NULL error, as before
+                _sql.JSONB_EMPTY_OBJECT
+                if metadata is None
+                else jsonb(metadata if type(metadata) is dict else dict(metadata)),
+                max_retries,
+                retry_delay,
+                backoff_multiplier,
+                max_retry_delay,
+                retry_jitter,
+                priority,
+                correlation_id,
+                tag_array,
+                now,
+                due,
+            )
+
+
+def _clock_and_ids(row: Any) -> tuple[datetime, list[int]]:
+    """NEW_IDS' one row."""
+    clock, ids = row
+    return clock, ids
+
+
+def _text(value: Any, field: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{field}: expected a string, got {value!r}")
+    return value
+
+
+def _int4(value: Any, field: str) -> int:
+    """An integer column's value. Binary COPY would send a bool as 0 or 1 and
+    keep only the low 32 bits of a larger int: refuse both."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{field}: expected an integer, got {value!r}")
+    if not _INT4_MIN <= value <= _INT4_MAX:
+        raise pgerr.NumericValueOutOfRange(
+            f"retryq: invalid {field}: {value} is out of range for type integer"
+        )
+    return int(value)
+
+
+def _number(value: Any, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{field}: expected a number, got {value!r}")
+    return float(value)
 
 
 class RetryQueue(_QueueBase):
@@ -258,58 +381,39 @@ class RetryQueue(_QueueBase):
     def add_many(
         self, items: Iterable[NewItem | Mapping[str, Any]], *, now: datetime | None = None
     ) -> list[Enqueued]:
-        """Enqueue many items in one statement; returns their ids in input order.
+        """Enqueue many items at once; returns their ids in input order.
 
         Items are NewItem (see `item()`) or mappings with add()'s keyword
-        names. One call to enqueue_retry_items with a JSON array, all or
-        nothing. scripts/bench_add_many.py compares it side by side with one
-        INSERT per item per transaction (19x on an idle 2-core box, 20-50x
-        on a busy one, where commits cost more) and with COPY (copy_many:
-        faster still, about 1.1-1.4x, but it cannot return ids, so add_many
-        stays on the array call).
+        names; the rows are what enqueue_retry_items would store. All or
+        nothing: one round trip takes the ids and the clock, then one binary
+        COPY writes the rows, inside a transaction (a savepoint when the
+        connection is already in one), so a bad item adds nothing.
+        scripts/bench_add_many.py compares it side by side with one INSERT per
+        item per transaction and with enqueue_retry_items' JSON array.
         """
-        payload = self._bulk(items)
-        if not payload:
+        batch = items if isinstance(items, list) else list(items)
+        if not batch:
             return []
-        return self._all(
-            self._q.enqueue_many, {"items": _jsonb(payload), "now": now}, class_row(Enqueued)
-        )
-
-    def copy_many(self, items: Iterable[NewItem | Mapping[str, Any]]) -> int:
-        """Enqueue many items with COPY; returns the count (COPY returns no ids).
-
-        Kept for the benchmark and for loads where ids are not needed; the
-        table's CHECK constraints validate every row.
-        """
-        count = 0
+        # With autocommit, one transaction for both steps (so one now()).
+        # Otherwise the first step joins or opens the caller's transaction
+        # (never committed here) and a savepoint holds the COPY, so that a bad
+        # item undoes this call only and leaves that transaction usable.
         with (
             self.connection() as conn,
-            conn.cursor() as cur,
-            cur.copy(self._q.copy_in) as copy,
+            conn.cursor(binary=True) as cur,
+            conn.transaction() if conn.autocommit else nullcontext(),
         ):
-            for raw in items:
-                p = self._coerce(raw).params()
-                if p["delay_seconds"]:
-                    raise ValueError("copy_many: delay is not supported, use add_many")
-                copy.write_row(
-                    (
-                        p["event_type"],
-                        p["channel_name"],
-                        p["plugin_name"],
-                        _sql.dumps(p["event_data"]),
-                        _sql.dumps(p["event_metadata"]),
-                        p["max_retries"],
-                        p["retry_delay_seconds"],
-                        p["backoff_multiplier"],
-                        p["priority"],
-                        p["correlation_id"],
-                        p["tags"],
-                        p["max_retry_delay_seconds"],
-                        p["retry_jitter"],
-                    )
-                )
-                count += 1
-        return count
+            cur.execute(self._q.new_ids, self._new_ids(len(batch), now))
+            clock, ids = _clock_and_ids(cur.fetchone())
+            with (
+                nullcontext() if conn.autocommit else conn.transaction(),
+                cur.copy(self._q.copy_in) as copy,
+            ):
+                copy.set_types(_sql.copy_in_types(cur))
+                event_ids: list[UUID] = []
+                for row in self._rows(batch, ids, clock, conn.info.encoding, event_ids):
+                    copy.write_row(row)
+        return list(map(Enqueued, ids, event_ids))
 
     # -- consuming ------------------------------------------------------------
 
