@@ -523,6 +523,17 @@ def text_array(values: Iterable[str | None], encoding: str) -> bytes:
     return b"".join(parts)
 
 
+def uuid_loader() -> Callable[[bytes], UUID]:
+    """psycopg's own loader of uuid's binary format (16 bytes to a UUID): with
+    psycopg[binary] it is C, several times faster than UUID(bytes=...)."""
+    oid = psycopg.adapters.types["uuid"].oid
+    loader = psycopg.adapters.get_loader(oid, psycopg.pq.Format.BINARY)
+    if loader is None:  # not with psycopg's default adapters
+        return lambda data: UUID(bytes=data)
+    load: Callable[[bytes], UUID] = loader(oid, None).load
+    return load
+
+
 def random_uuids(count: int) -> bytes:
     """count version-4 UUIDs (as uuid4 makes them), 16 bytes each, in one
     os.urandom call."""

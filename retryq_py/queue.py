@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from datetime import datetime, timedelta, timezone
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
@@ -63,7 +63,9 @@ _FIELDS = (
     "retry_jitter",
 )
 _KEYS = frozenset(_FIELDS)
+_ABSENT = dict.fromkeys(_FIELDS)
 _of_new_item = attrgetter(*_FIELDS)
+_of_mapping = itemgetter(*_FIELDS)
 _INT4_MIN, _INT4_MAX = -(2**31), 2**31 - 1
 # enqueue_retry_items' bound on delay_seconds (the table has no delay column to check)
 _MAX_DELAY = 31536000
@@ -152,15 +154,16 @@ class _QueueBase:
         tags_seen: dict[tuple[Any, ...], bytes] = {}
         jsonb = _sql.jsonb_encoder()
         uuids = _sql.random_uuids(len(items))
-        new_uuid = UUID
-        for n, (item, item_id) in enumerate(zip(items, ids, strict=True)):
+        load_uuid = _sql.uuid_loader()
+        no_tags, no_metadata = _sql.EMPTY_TEXT_ARRAY, _sql.JSONB_EMPTY_OBJECT
+        for item, item_id, at in zip(items, ids, range(0, 16 * len(items), 16), strict=True):
             if isinstance(item, NewItem):
                 values = _of_new_item(item)
             else:
                 if not item.keys() <= _KEYS:
                     unknown = next(k for k in item if k not in _KEYS)
                     raise TypeError(f"add_many: unknown item key {unknown!r}")
-                values = tuple(map(item.get, _FIELDS))
+                values = _of_mapping({**_ABSENT, **item})
                 if values[0] is None or values[1] is None:
                     for required in ("event_type", "data"):
                         if required not in item:
@@ -215,7 +218,7 @@ class _QueueBase:
                 retry_jitter = 0.0
             elif type(retry_jitter) is not float:
                 retry_jitter = _number(retry_jitter, "retry_jitter")
-            if not delay:  # None, 0 or timedelta(0)
+            if delay is None:
                 due = now
             else:
                 seconds = delay if type(delay) is float else _sql.seconds(delay, "delay")
@@ -224,16 +227,19 @@ class _QueueBase:
                         f"retryq: invalid delay_seconds: must be between 0 and {_MAX_DELAY}"
                     )
                 # make_interval(secs => s) rounds s * 1e6 to whole microseconds, half to even
-                due = now + timedelta(microseconds=round(seconds * 1_000_000))
+                due = now + timedelta(microseconds=round(seconds * 1_000_000)) if seconds else now
             if tags is None:
-                tag_array = _sql.EMPTY_TEXT_ARRAY
+                tag_array = no_tags
             else:
                 tag_key = tags if type(tags) is tuple else tuple(tags)
-                tag_array = tags_seen.get(tag_key) or tags_seen.setdefault(
-                    tag_key, _sql.text_array(tag_key, encoding)
-                )
-            event_id = uuids[16 * n : 16 * n + 16]
-            event_ids.append(new_uuid(bytes=event_id))
+                try:
+                    tag_array = tags_seen[tag_key]
+                except KeyError:
+                    tag_array = tags_seen[tag_key] = _sql.text_array(tag_key, encoding)
+                except TypeError:  # unhashable: not a string
+                    tag_array = _sql.text_array(tag_key, encoding)
+            event_id = uuids[at : at + 16]
+            event_ids.append(load_uuid(event_id))
             yield (
                 item_id,
                 event_id,
@@ -241,7 +247,7 @@ class _QueueBase:
                 channel,
                 plugin,
                 None if data is None else jsonb(data),  # NULL: the NOT NULL error, as before
-                _sql.JSONB_EMPTY_OBJECT
+                no_metadata
                 if metadata is None
                 else jsonb(metadata if type(metadata) is dict else dict(metadata)),
                 max_retries,

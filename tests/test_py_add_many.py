@@ -277,6 +277,7 @@ BAD_ITEMS: list[tuple[dict[str, Any], type[BaseException], str]] = [
     ({"event_type": "e", "data": 1, "delay": 31536001}, pgerr.InvalidParameterValue, "delay"),
     ({"event_type": "e", "data": 1, "delay": math.nan}, pgerr.InvalidParameterValue, "delay"),
     ({"event_type": "e", "data": 1, "delay": "5s"}, TypeError, "delay"),
+    ({"event_type": "e", "data": 1, "delay": False}, TypeError, "delay"),
     ({"event_type": "e", "data": 1, "retry_delay": True}, TypeError, "retry_delay"),
     (
         {"event_type": "e", "data": 1, "priority": 2**32 + 5},
