@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from uuid import UUID
 
 import psycopg
-from psycopg.rows import AsyncRowFactory, class_row, scalar_row
+from psycopg.rows import AsyncRowFactory, class_row, scalar_row, tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from retryq_py import _sql
@@ -149,7 +149,7 @@ class AsyncRetryQueue(_QueueBase):
             return []
         async with (
             self.connection() as conn,
-            conn.cursor(binary=True) as cur,
+            conn.cursor(row_factory=tuple_row) as cur,
             conn.transaction() if conn.autocommit else nullcontext(),
         ):
             await cur.execute(self._q.new_ids, self._new_ids(len(batch), now))

@@ -21,8 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from psycopg import errors as pgerr
 from psycopg.pq import TransactionStatus
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool
+from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from retryq_py import AsyncRetryQueue, Enqueued, RetryConfig, RetryQueue, _sql
 
@@ -365,6 +366,19 @@ def test_add_many_through_a_pool_commits(module_dsn: str, db: psycopg.Connection
     assert len(added) == 3 and count(db) == 3
 
 
+def test_add_many_whatever_the_connections_cursors_and_rows(
+    module_dsn: str, db: psycopg.Connection[Any]
+) -> None:
+    """Client-side binding (no binary results there) and dict rows, as add() takes them."""
+    with psycopg.connect(
+        module_dsn, autocommit=True, cursor_factory=psycopg.ClientCursor, row_factory=dict_row
+    ) as conn:
+        added = RetryQueue(conn).add_many(ITEMS[:3], now=T0)
+        assert [type(a.id) for a in added] == [int] * 3
+    reference = RetryQueue(db).add_many(ITEMS[:3], now=T0)
+    assert stored(db, [a.id for a in added]) == stored(db, [r.id for r in reference])
+
+
 def test_add_many_in_another_schema(new_database: Any) -> None:
     from retryq_py import migrate
 
@@ -396,11 +410,13 @@ def test_async_add_many_is_the_same(module_dsn: str, db: psycopg.Connection[Any]
             async with conn.transaction():  # the caller's transaction: a savepoint
                 with pytest.raises(pgerr.CheckViolation):
                     await q.add_many([{"event_type": "x", "data": 1, "priority": 0}])
-            return [a.id for a in added]
+        async with AsyncConnectionPool(module_dsn, min_size=1, max_size=1) as pool:
+            pooled = await AsyncRetryQueue(pool).add_many(items, now=T0)
+        return [a.id for a in added] + [a.id for a in pooled]
 
     async_ids = asyncio.run(scenario())
-    assert stored(db, async_ids) == stored(db, sync_ids)
-    assert count(db) == 2 * len(items)
+    assert stored(db, async_ids) == stored(db, sync_ids) * 2
+    assert count(db) == 3 * len(items)
 
 
 # -- the same rows, for any items ---------------------------------------------------
