@@ -140,10 +140,13 @@ class _QueueBase:
         new random event_id, appended to event_ids.
 
         Items are checked here, before their row is sent: a missing or unknown
-        key, a value of the wrong type and a delay out of range raise the errors
-        add_many has always raised; the table's CHECK constraints judge the rest
-        on the server. This is the bulk path, measured in
-        scripts/bench_add_many.py: values go straight from the item to the row.
+        key (ValueError, TypeError), a delay out of range (InvalidParameterValue
+        naming delay_seconds, as enqueue_retry_items raises it) and a value of
+        the wrong type (TypeError naming the field; binary COPY would turn a
+        bool or an int beyond 32 bits into another number); the table's
+        constraints judge the rest on the server. This is the bulk path,
+        measured in scripts/bench_add_many.py: values go straight from the item
+        to the row, with a fast path for values of the expected type.
         """
         max_retries_default = self.max_retries
         retry_delay_default = _sql.seconds(self.retry_delay, "retry_delay")
@@ -184,8 +187,8 @@ class _QueueBase:
                 max_retry_delay,
                 retry_jitter,
             ) = values
-            # absent and None take the default, as in add(); a fast path for
-            # values of the expected type, the full check otherwise
+            # absent and None take the default, as in add(); the full check
+            # only for a value not of the expected type
             if type(event_type) is not str and event_type is not None:
                 event_type = _text(event_type, "event_type")
             if type(channel) is not str and channel is not None:

@@ -358,6 +358,18 @@ def test_a_bad_item_in_the_callers_transaction_undoes_only_this_call(module_dsn:
         assert [r[1] for r in rows] == ["kept"] and rows[0][0] > added[0].id
 
 
+def test_add_many_wakes_listeners_once(module_dsn: str, db: psycopg.Connection[Any]) -> None:
+    """The table's statement trigger fires for the COPY: one NOTIFY per call, at commit."""
+    q = RetryQueue(db)
+    with psycopg.connect(module_dsn, autocommit=True) as listener:
+        listener.execute(f'LISTEN "{q.channel()}"')  # type: ignore[arg-type]
+        q.add_many([{"event_type": "e", "data": n} for n in range(50)])
+        with pytest.raises(pgerr.CheckViolation):
+            q.add_many([{"event_type": "e", "data": 1}, {"event_type": "", "data": 1}])
+        got = [n.payload for n in listener.notifies(timeout=0.5, stop_after=2)]
+    assert got == ["insert"]
+
+
 def test_add_many_through_a_pool_commits(module_dsn: str, db: psycopg.Connection[Any]) -> None:
     with ConnectionPool(module_dsn, min_size=1, max_size=1) as pool:
         added = RetryQueue(pool).add_many([{"event_type": "pooled", "data": n} for n in range(3)])
