@@ -402,10 +402,12 @@ class RetryQueue(_QueueBase):
         transaction the COPY runs in a savepoint (nothing is committed here).
 
         Side by side with the guide's INSERT, one transaction per item, at
-        1000 items per call on a 2-core machine: 39-40x in
-        `python scripts/bench_add_many.py --items 5000 --rounds 3`, where
-        enqueue_retry_items' JSON array (add_many before COPY) made 20-27x,
-        and 36-40x in `scripts/bench --only enqueue`.
+        1000 items per call on a 2-core machine shared with other work:
+        38-40x in `python scripts/bench_add_many.py --items 5000 --rounds 3`,
+        where enqueue_retry_items' JSON array (add_many before COPY) made
+        20-27x; 30-40x (median 36x over 7 invocations) in
+        `scripts/bench --only enqueue`. CPU contention lowers the ratio (COPY
+        is CPU-bound, a single INSERT waits for its commit).
         """
         batch = items if isinstance(items, list) else list(items)
         if not batch:
