@@ -46,6 +46,7 @@ second SIGINT/SIGTERM skips the grace period).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import os
 import queue as stdqueue
@@ -53,7 +54,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, Literal, TypeVar
@@ -166,6 +167,18 @@ def _describe(exc: BaseException) -> str:
     return text if text else type(exc).__name__
 
 
+_ITEM_FIELDS = [f.name for f in dataclasses.fields(RetryQueueItem)]
+
+
+def _item_rows(cursor: Any) -> Callable[[Sequence[Any]], RetryQueueItem]:
+    """acquire's rows as RetryQueueItem by position (class_row builds a
+    keyword dict per row); by name should the columns ever differ."""
+    names = [c.name for c in cursor.description or []]
+    if names != _ITEM_FIELDS:
+        return class_row(RetryQueueItem)(cursor)
+    return lambda values: RetryQueueItem(*values)
+
+
 class _Wake:
     """One wake-up flag per lane, all set at once: every lane looks again."""
 
@@ -251,9 +264,10 @@ class RetryWorker:
         self.on_event = on_event
         if self.worker_count < 1:
             raise ValueError(f"worker_count must be at least 1, got {self.worker_count}")
-        # Two transactions in flight at most by default: a third buys little
-        # on a small server and holds one more connection (scripts/bench).
-        self.lanes = lanes if lanes is not None else min(2, self.worker_count)
+        # Up to three transactions in flight by default: on a 2-core server
+        # 1, 2, 3 and 4 lanes drained 4.1k, 5.9k, 6.7k and 5.8k no-op items/s
+        # (4 handler threads, batch 10; see BENCHMARKS.md for the suite).
+        self.lanes = lanes if lanes is not None else min(3, self.worker_count)
         if not 1 <= self.lanes <= 16:
             raise ValueError(f"lanes must be between 1 and 16, got {self.lanes}")
         if not 1 <= self.batch_size <= 1000:
@@ -273,7 +287,7 @@ class RetryWorker:
         self._force = threading.Event()
         self._done = threading.Event()
         self._notified = False
-        self._local: stdqueue.Queue[RetryQueueItem | None] = stdqueue.Queue()
+        self._local: stdqueue.SimpleQueue[RetryQueueItem | None] = stdqueue.SimpleQueue()
         self._held: dict[int, tuple[RetryQueueItem, float]] = {}  # id -> (item, leased at)
         self._running: dict[int, float] = {}  # id -> when its handler started
         self._returned: list[RetryQueueItem] = []  # taken by a thread after stop
@@ -281,6 +295,7 @@ class RetryWorker:
         self._reserved = 0  # items being leased by lanes right now
         self._idle_exit = False  # exit_when_idle: a lane found nothing left
         self._durations: dict[str, Any] = {}  # HANDLER_DURATION by event_type
+        self._hot_sql: tuple[bytes, bytes] | None = None  # see _ack_and_lease
         self._threads: list[threading.Thread] = []
         self._ran = False
 
@@ -530,8 +545,10 @@ class RetryWorker:
             return min(o.done_at for o in self._outcomes) + self.ack_interval
 
     def _capacity(self) -> int:
-        """Items held at most: one per thread and a batch per lane waiting to start."""
-        return self.batch_size * self.lanes + self.worker_count
+        """Items held at most: one per thread, a batch waiting to start, and
+        for each further lane two more (one being leased, one being run), so
+        that a lane never has to write acknowledgements without leasing."""
+        return self.batch_size * (2 * self.lanes - 1) + self.worker_count
 
     def _hold(self, items: list[RetryQueueItem], reserved: int) -> None:
         now = time.monotonic()
@@ -626,17 +643,22 @@ class RetryWorker:
         """complete_retry_items, acquire_retry_items and COMMIT in one round
         trip (pipeline mode): the flush is the worker's hot path."""
         started = time.monotonic()
+        if self._hot_sql is None:
+            # as bytes once: psycopg then finds the converted query in its
+            # cache instead of rendering the composed statement every time
+            self._hot_sql = (tx._q.complete_many.as_bytes(conn), tx._q.acquire.as_bytes(conn))
+        complete_sql, acquire_sql = self._hot_sql
         with conn.pipeline():
             done = conn.cursor(row_factory=scalar_row)
             if ok_ids:
                 done.execute(
-                    tx._q.complete_many,
+                    complete_sql,
                     {"item_ids": ok_ids, "worker_id": self.worker_id, "now": None},
                 )
-            taken = conn.cursor(row_factory=class_row(RetryQueueItem))
+            taken = conn.cursor(row_factory=_item_rows)
             if want:
                 taken.execute(
-                    tx._q.acquire,
+                    acquire_sql,
                     {
                         "worker_id": self.worker_id,
                         "batch_size": want,
