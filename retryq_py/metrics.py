@@ -50,8 +50,8 @@ HANDLER_DURATION = Histogram(
 )
 ACQUIRE_DURATION = Histogram(
     "retryq_worker_acquire_duration_seconds",
-    "Round trip of one lease: acquire_retry_items with the acknowledgements "
-    "written in the same transaction, and its commit.",
+    "Round trip of one lease: acquire_retry_items and the outcomes written "
+    "in the same transaction (one query).",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 

@@ -45,7 +45,6 @@ second SIGINT/SIGTERM skips the grace period).
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import os
@@ -61,7 +60,7 @@ from typing import Any, Literal, TypeVar
 
 import psycopg
 from psycopg import sql
-from psycopg.rows import class_row, scalar_row
+from psycopg.rows import class_row
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from retryq_py import _sql, metrics
@@ -179,6 +178,11 @@ def _item_rows(cursor: Any) -> Callable[[Sequence[Any]], RetryQueueItem]:
     return lambda values: RetryQueueItem(*values)
 
 
+def _first(cur: psycopg.ClientCursor[Any]) -> Any:
+    row = cur.fetchone()
+    return None if row is None else row[0]
+
+
 class _Wake:
     """One wake-up flag per lane, all set at once: every lane looks again."""
 
@@ -270,6 +274,9 @@ class RetryWorker:
         self.lanes = lanes if lanes is not None else min(3, self.worker_count)
         if not 1 <= self.lanes <= 16:
             raise ValueError(f"lanes must be between 1 and 16, got {self.lanes}")
+        if isinstance(database, ConnectionPool) and lanes is None:
+            # your pool: leave a connection for the heartbeat and the rest
+            self.lanes = max(1, min(self.lanes, database.max_size - 1))
         if not 1 <= self.batch_size <= 1000:
             raise ValueError(f"batch_size must be between 1 and 1000, got {self.batch_size}")
         if self.poll_interval <= 0:
@@ -295,7 +302,7 @@ class RetryWorker:
         self._reserved = 0  # items being leased by lanes right now
         self._idle_exit = False  # exit_when_idle: a lane found nothing left
         self._durations: dict[str, Any] = {}  # HANDLER_DURATION by event_type
-        self._hot_sql: tuple[bytes, bytes] | None = None  # see _ack_and_lease
+        self._hot_sql: tuple[str, ...] | None = None  # see _write
         self._threads: list[threading.Thread] = []
         self._ran = False
 
@@ -379,7 +386,7 @@ class RetryWorker:
     def _open_pool(self) -> ConnectionPool[Any]:
         pool: ConnectionPool[Any] = ConnectionPool(
             str(self._database),
-            min_size=1,
+            min_size=self.lanes,  # opened side by side at start
             max_size=self.lanes + 2,  # the lanes, heartbeat, one spare
             timeout=self.connect_timeout,
             name=f"retryq-{self.worker_id}",
@@ -608,26 +615,10 @@ class RetryWorker:
             if outcomes:
                 self._outcomes = []
             self._reserved += acquire
-        assert self._pool is not None and self._queue is not None
-        ok_ids = [o.item.id for o in outcomes if o.ok]
+        assert self._pool is not None
         try:
             with self._pool.connection() as conn:
-                # the pool's queue, on this connection: its statements are
-                # composed once, not on every flush
-                tx = copy.copy(self._queue)
-                tx.source = conn
-                failed_written = [
-                    tx.fail(
-                        o.item.id,
-                        self.worker_id,
-                        o.error or "error",
-                        o.code,
-                        retryable=o.retryable,
-                    )
-                    for o in outcomes
-                    if not o.ok
-                ]
-                completed, leased = self._ack_and_lease(conn, tx, ok_ids, acquire)
+                completed, failed_written, leased = self._write(conn, outcomes, acquire)
         except BaseException:
             with self._lock:
                 self._outcomes = outcomes + self._outcomes  # for the next try
@@ -637,41 +628,82 @@ class RetryWorker:
         self._report(outcomes, completed, failed_written)
         return len(outcomes), len(leased)
 
-    def _ack_and_lease(
-        self, conn: psycopg.Connection[Any], tx: RetryQueue, ok_ids: list[int], want: int
-    ) -> tuple[int, list[RetryQueueItem]]:
-        """complete_retry_items, acquire_retry_items and COMMIT in one round
-        trip (pipeline mode): the flush is the worker's hot path."""
+    def _write(
+        self, conn: psycopg.Connection[Any], outcomes: list[_Outcome], want: int
+    ) -> tuple[int, list[bool], list[RetryQueueItem]]:
+        """The flush as one query: fail_retry_item per failure, then
+        complete_retry_items, then acquire_retry_items, sent together.
+
+        Several statements in one simple query run as one transaction (all
+        or nothing) with no BEGIN or COMMIT round trips. Each round trip
+        costs the client about as much CPU as the rows it brings, and this is
+        the worker's hot path. Returns (completed, written per failure, leased).
+        """
         started = time.monotonic()
         if self._hot_sql is None:
-            # as bytes once: psycopg then finds the converted query in its
-            # cache instead of rendering the composed statement every time
-            self._hot_sql = (tx._q.complete_many.as_bytes(conn), tx._q.acquire.as_bytes(conn))
-        complete_sql, acquire_sql = self._hot_sql
-        with conn.pipeline():
-            done = conn.cursor(row_factory=scalar_row)
-            if ok_ids:
-                done.execute(
-                    complete_sql,
-                    {"item_ids": ok_ids, "worker_id": self.worker_id, "now": None},
+            assert self._queue is not None
+            q = self._queue._q
+            self._hot_sql = tuple(s.as_string(conn) for s in (q.fail, q.complete_many, q.acquire))
+        fail_sql, complete_sql, acquire_sql = self._hot_sql
+        cur = psycopg.ClientCursor(conn)  # binds the values into the text, quoted
+        parts = [
+            cur.mogrify(
+                fail_sql,
+                {
+                    "item_id": o.item.id,
+                    "worker_id": self.worker_id,
+                    "error": o.error or "error",
+                    "code": o.code,
+                    "retryable": o.retryable,
+                    "now": None,
+                },
+            )
+            for o in outcomes
+            if not o.ok
+        ]
+        ok_ids = [o.item.id for o in outcomes if o.ok]
+        if ok_ids:
+            parts.append(
+                cur.mogrify(
+                    complete_sql, {"item_ids": ok_ids, "worker_id": self.worker_id, "now": None}
                 )
-            taken = conn.cursor(row_factory=_item_rows)
-            if want:
-                taken.execute(
+            )
+        if want:
+            lock_timeout = _sql.whole_seconds(self.lock_timeout, "lock_timeout")
+            parts.append(
+                cur.mogrify(
                     acquire_sql,
                     {
                         "worker_id": self.worker_id,
                         "batch_size": want,
-                        "lock_timeout": _sql.whole_seconds(self.lock_timeout, "lock_timeout"),
+                        "lock_timeout": lock_timeout,
                         "now": None,
                     },
                 )
-            conn.commit()
-        completed = int(done.fetchone() or 0) if ok_ids else 0
-        leased = taken.fetchall() if want else []
+            )
+        # one implicit transaction needs autocommit; the pool gets it back as it was
+        was = conn.autocommit
+        conn.autocommit = True
+        try:
+            cur.execute(";\n".join(parts))
+            failed_written = []
+            for _ in range(len(parts) - bool(ok_ids) - bool(want)):
+                failed_written.append(bool(_first(cur)))
+                cur.nextset()
+            completed = 0
+            if ok_ids:
+                completed = int(_first(cur) or 0)
+                cur.nextset()
+            leased: list[RetryQueueItem] = []
+            if want:
+                cur.row_factory = _item_rows
+                leased = cur.fetchall()
+        finally:
+            if not conn.closed:
+                conn.autocommit = was
         if want:
             metrics.ACQUIRE_DURATION.observe(time.monotonic() - started)
-        return completed, leased
+        return completed, failed_written, leased
 
     def _report(self, outcomes: list[_Outcome], completed: int, failed_written: list[bool]) -> None:
         """After the commit: forget the written outcomes, count and emit them."""

@@ -57,7 +57,7 @@ class Sizes:
 
 FULL = Sizes(
     drain=20_000,
-    peers=3_000,
+    peers=10_000,
     single=2_000,
     many=50_000,
     many_chunk=1_000,

@@ -173,14 +173,14 @@ def test_successes_are_acknowledged_in_batches(
     module_dsn: str, db: Conn, q: RetryQueue, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[int] = []
-    real = RetryWorker._ack_and_lease
+    real = RetryWorker._write
 
-    def spy(self: RetryWorker, conn: Conn, tx: RetryQueue, ok_ids: list[int], want: int) -> Any:
-        if ok_ids:
-            calls.append(len(ok_ids))
-        return real(self, conn, tx, ok_ids, want)
+    def spy(self: RetryWorker, conn: Conn, outcomes: list[Any], want: int) -> Any:
+        if any(o.ok for o in outcomes):
+            calls.append(sum(o.ok for o in outcomes))
+        return real(self, conn, outcomes, want)
 
-    monkeypatch.setattr(RetryWorker, "_ack_and_lease", spy)
+    monkeypatch.setattr(RetryWorker, "_write", spy)
     q.add_many([{"event_type": "e", "data": i} for i in range(60)])
     counts = RetryWorker(
         module_dsn, {"e": lambda item: None}, worker_count=4, batch_size=20, **FAST
@@ -251,13 +251,13 @@ def test_lanes_share_the_work_and_write_each_outcome_once(
     """Several transactions in flight: every item is handled and acknowledged
     exactly once, and the lanes never hold more than their capacity."""
     written: list[int] = []
-    real = RetryWorker._ack_and_lease
+    real = RetryWorker._write
 
-    def spy(self: RetryWorker, conn: Conn, tx: RetryQueue, ok_ids: list[int], want: int) -> Any:
-        written.extend(ok_ids)
-        return real(self, conn, tx, ok_ids, want)
+    def spy(self: RetryWorker, conn: Conn, outcomes: list[Any], want: int) -> Any:
+        written.extend(o.item.id for o in outcomes if o.ok)
+        return real(self, conn, outcomes, want)
 
-    monkeypatch.setattr(RetryWorker, "_ack_and_lease", spy)
+    monkeypatch.setattr(RetryWorker, "_write", spy)
     ids = [e.id for e in q.add_many([{"event_type": "e", "data": i} for i in range(400)])]
     handled: list[int] = []
     most = [0]
@@ -286,6 +286,27 @@ def test_lanes_must_be_sensible(module_dsn: str) -> None:
     assert RetryWorker(module_dsn, {}, worker_count=8).lanes == 3
     with pytest.raises(ValueError, match="lanes"):
         RetryWorker(module_dsn, {}, lanes=0)
+
+
+def test_a_pool_of_yours_gets_its_connections_back_as_they_were(
+    module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    """The worker writes each flush in autocommit (one implicit transaction)
+    and hands the connection back unchanged; lanes leave one connection of a
+    small pool free."""
+    from psycopg_pool import ConnectionPool
+
+    q.add_many([{"event_type": "e", "data": i} for i in range(30)])
+    q.add("bad", {"n": 1}, max_retries=0)
+    with ConnectionPool(module_dsn, min_size=1, max_size=2, open=True) as pool:
+        worker = RetryWorker(pool, {"e": lambda item: None}, worker_count=4, **FAST)
+        assert worker.lanes == 1
+        counts = worker.run(exit_when_idle=True)
+        assert (counts.processed, counts.dead_lettered) == (30, 1)
+        with pool.connection() as conn:
+            assert conn.autocommit is False
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    assert statuses(db) == {"completed": 30, "dead_letter": 1}
 
 
 def test_settings_come_from_config_and_keywords_win(module_dsn: str) -> None:
