@@ -11,11 +11,13 @@ the queue's SKIP LOCKED leases split the work between them.
 
 Inside one worker:
 - `lanes` control loops (the thread that calls run() is the first) each
-  write outcomes and lease the next items in one transaction, on a
-  connection of their own (at most batch_size per call, at most
-  batch_size * lanes + worker_count held, in half batches at least). With
-  two lanes one transaction is in flight while the other's items run, so a
-  round trip and a commit no longer gate every batch. The first lane also
+  write outcomes and lease the next items in one transaction, one query,
+  on a connection of their own (at most batch_size per call, in half
+  batches at least). With two lanes one transaction is in flight while the
+  other's items run, so a round trip no longer gates every batch. A worker
+  holds at most batch_size * (2 * lanes - 1) + worker_count items: with
+  slow handlers and several worker processes sharing a short queue, lanes=1
+  (or a smaller batch_size) spreads the items more evenly. The first lane also
   runs the scheduled cleanup. A lane with nothing to do sleeps until a
   NOTIFY, the next due retry or poll_interval, whichever comes first;
 - worker_count handler threads run the handlers; they never touch the
@@ -214,7 +216,10 @@ class RetryWorker:
 
     Settings come from `config` (RetryConfig: worker_count, batch_size,
     poll_interval, lock_timeout, grace_period, cleanup_interval,
-    retention_days); keyword arguments override it.
+    retention_days); keyword arguments override it. `lanes` (default
+    min(2, worker_count), and one less than max_size for a pool of yours):
+    how many lease transactions may be in flight at once (see the module
+    docstring).
     """
 
     def __init__(
@@ -268,10 +273,10 @@ class RetryWorker:
         self.on_event = on_event
         if self.worker_count < 1:
             raise ValueError(f"worker_count must be at least 1, got {self.worker_count}")
-        # Up to three transactions in flight by default: on a 2-core server
-        # 1, 2, 3 and 4 lanes drained 4.1k, 5.9k, 6.7k and 5.8k no-op items/s
-        # (4 handler threads, batch 10; see BENCHMARKS.md for the suite).
-        self.lanes = lanes if lanes is not None else min(3, self.worker_count)
+        # Two transactions in flight by default: on a 2-core server 1, 2, 3
+        # and 4 lanes drained about 5.7k, 8k, 6.6k and 6.7k no-op items/s (4
+        # handler threads, batch 10); a third lane only adds contention.
+        self.lanes = lanes if lanes is not None else min(2, self.worker_count)
         if not 1 <= self.lanes <= 16:
             raise ValueError(f"lanes must be between 1 and 16, got {self.lanes}")
         if isinstance(database, ConnectionPool) and lanes is None:

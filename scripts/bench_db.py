@@ -120,6 +120,14 @@ def vacuum_analyze(dsn: str, tables: Sequence[str] = ()) -> None:
             conn.execute("VACUUM (ANALYZE)")
 
 
+def settle(dsn: str) -> None:
+    """CHECKPOINT before a timed run, so that no run pays for the dirty pages
+    and full-page WAL images that the load before it (or an earlier run) left
+    behind. Skipped for a role that may not run it."""
+    with connect(dsn) as conn, suppress(psycopg.errors.InsufficientPrivilege):
+        conn.execute("CHECKPOINT")
+
+
 def run_threads(
     count: int, body: Callable[[int, threading.Barrier], Any]
 ) -> tuple[float, list[Any]]:

@@ -18,7 +18,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import psycopg
-from bench_db import PAYLOAD, Cluster, connect, load_items, vacuum_analyze
+from bench_db import PAYLOAD, Cluster, connect, load_items, settle, vacuum_analyze
 
 CONCURRENCY = 4
 BATCH = 10
@@ -47,6 +47,7 @@ def retryworker_drain(
         with connect(dsn) as conn:
             load_items(conn, items)
         vacuum_analyze(dsn)
+        settle(dsn)
         seen, last = [0], [0.0]
         lock = threading.Lock()
 
@@ -103,6 +104,7 @@ def pgqueuer_drain(cluster: Cluster, items: int) -> tuple[float, float]:
                     n = min(1000, items - start)
                     await queries.enqueue(["noop"] * n, [PAYLOAD.encode()] * n, [0] * n)
                 await conn.execute("VACUUM ANALYZE")
+            settle(dsn)
             conns = [
                 await psycopg.AsyncConnection.connect(dsn, autocommit=True)
                 for _ in range(CONCURRENCY)
@@ -156,6 +158,7 @@ def procrastinate_drain(cluster: Cluster, items: int) -> tuple[float, float]:
                     await noop.batch_defer_async(*[{"payload": PAYLOAD}] * n)
                 async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
                     await conn.execute("VACUUM ANALYZE")
+                settle(dsn)
                 start = time.perf_counter()
                 await app.run_worker_async(
                     concurrency=CONCURRENCY, wait=False, install_signal_handlers=False

@@ -10,7 +10,7 @@ import threading
 import time
 from typing import Any
 
-from bench_db import PAYLOAD, Cluster, connect, load_items, run_threads, vacuum_analyze
+from bench_db import PAYLOAD, Cluster, connect, load_items, run_threads, settle, vacuum_analyze
 
 WORKERS = 4
 TABLES = ("_retryq_active", "_retryq_finished")
@@ -37,6 +37,7 @@ def drain(cluster: Cluster, template: str, items: int, batch: int, per_item: boo
         with connect(dsn) as conn:
             load_items(conn, items)
         vacuum_analyze(dsn, TABLES)
+        settle(dsn)
 
         def work(i: int, barrier: threading.Barrier) -> int:
             worker = f"bench-{i}"
@@ -78,6 +79,7 @@ def ceiling(cluster: Cluster, items: int, batch: int) -> float:
                 "INSERT INTO bench_ceiling SELECT g, 0 FROM generate_series(1, %s) AS g", (items,)
             )
         vacuum_analyze(dsn, ["bench_ceiling"])
+        settle(dsn)
         lock = threading.Lock()
         next_id = [1]
 

@@ -283,7 +283,7 @@ def test_lanes_share_the_work_and_write_each_outcome_once(
 def test_lanes_must_be_sensible(module_dsn: str) -> None:
     assert RetryWorker(module_dsn, {}, worker_count=1).lanes == 1
     assert RetryWorker(module_dsn, {}, worker_count=2).lanes == 2
-    assert RetryWorker(module_dsn, {}, worker_count=8).lanes == 3
+    assert RetryWorker(module_dsn, {}, worker_count=8).lanes == 2
     with pytest.raises(ValueError, match="lanes"):
         RetryWorker(module_dsn, {}, lanes=0)
 
