@@ -478,19 +478,23 @@ def jsonb_encoder() -> Callable[[Any], str]:
     are only reliable until an encoding fails, which ends the call anyway.
     """
     make: Any = getattr(json.encoder, "c_make_encoder", None)  # _json's, not in typeshed
+    plain = lambda value: "\x01" + _ENCODER.encode(value)  # noqa: E731
     if make is None:  # no C accelerator: the plain encoder
-        return lambda value: "\x01" + _ENCODER.encode(value)
-    encode = make(
-        {},
-        json_default,
-        json.encoder.encode_basestring_ascii,
-        None,
-        _ENCODER.key_separator,
-        _ENCODER.item_separator,
-        False,
-        False,
-        True,
-    )
+        return plain
+    try:
+        encode = make(
+            {},
+            json_default,
+            json.encoder.encode_basestring_ascii,
+            None,
+            _ENCODER.key_separator,
+            _ENCODER.item_separator,
+            False,
+            False,
+            True,
+        )
+    except TypeError:  # an interpreter whose internal signature differs
+        return plain
     join = "".join
 
     def jsonb(value: Any) -> str:

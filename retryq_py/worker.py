@@ -350,6 +350,13 @@ class RetryWorker:
             if self._ran:
                 raise RuntimeError("a RetryWorker runs once: make a new one")
             self._ran = True
+        if not self.config.enabled:
+            # the guide starts its worker only `if p.config.RetryEnabled`
+            log.warning(
+                "worker %s: retry is disabled by the config (enabled: false); not running",
+                self.worker_id,
+            )
+            return self.counts
         if install_signal_handlers is None:
             install_signal_handlers = threading.current_thread() is threading.main_thread()
         previous = self._install_signals() if install_signal_handlers else {}

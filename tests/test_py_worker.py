@@ -309,6 +309,17 @@ def test_a_pool_of_yours_gets_its_connections_back_as_they_were(
     assert statuses(db) == {"completed": 30, "dead_letter": 1}
 
 
+def test_a_config_with_retry_disabled_runs_nothing(
+    module_dsn: str, db: Conn, q: RetryQueue, caplog: pytest.LogCaptureFixture
+) -> None:
+    q.add("e", {"n": 1})
+    worker = RetryWorker(module_dsn, {"e": lambda item: None}, config=RetryConfig(enabled=False))
+    with caplog.at_level("WARNING", logger="retryq.worker"):
+        assert worker.run(exit_when_idle=True).processed == 0
+    assert statuses(db) == {"pending": 1}
+    assert any("disabled" in r.getMessage() for r in caplog.records)
+
+
 def test_settings_come_from_config_and_keywords_win(module_dsn: str) -> None:
     cfg = RetryConfig(worker_count=4, batch_size=7, poll_interval=2, lock_timeout=60)
     w = RetryWorker(module_dsn, {}, config=cfg, batch_size=3)

@@ -864,3 +864,33 @@ def test_takeover_racing_the_old_holders_complete_skips_it(conn: Conn, conn2: Co
         assert acquire(conn2, "new", now=T0 + s(12)) == []
     assert row(conn, item)["status"] == "completed"
     assert acquire(conn2, "new", now=T0 + s(13)) == []
+
+
+def test_acquire_plans_once_and_never_jit_compiles(conn: Conn) -> None:
+    """acquire runs on its generic plan, whose cost estimate passes
+    jit_above_cost at a million items: JIT would compile it on every call
+    (50 ms, measured by scripts/bench's acquire latency at 1M due)."""
+    row = conn.execute(
+        "SELECT proconfig FROM pg_proc WHERE proname = 'acquire_retry_items'"
+        " AND pronamespace = current_schema()::regnamespace"
+    ).fetchone()
+    assert row is not None
+    assert {"jit=off", "plan_cache_mode=force_generic_plan"} <= set(row[0])
+    try:
+        conn.execute("LOAD 'auto_explain'")
+    except psycopg.errors.UndefinedFile:
+        pytest.skip("auto_explain is not installed on this server")
+    for setting in (
+        "jit = on",
+        "jit_above_cost = 0",  # every plan would be compiled
+        "auto_explain.log_min_duration = 0",
+        "auto_explain.log_nested_statements = on",
+        "auto_explain.log_level = notice",
+    ):
+        conn.execute(f"SET {setting}")  # type: ignore[arg-type]
+    msgs: list[str] = []
+    conn.add_notice_handler(lambda d: msgs.append(d.message_primary or ""))
+    call(conn, "acquire_retry_items", worker_id="w", batch_size=10)
+    nested = [m for m in msgs if "_retryq_active" in m]
+    assert nested, "auto_explain saw none of acquire's statements"
+    assert not [m for m in nested if "JIT:" in m]
