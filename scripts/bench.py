@@ -242,10 +242,24 @@ def measure(cluster: Cluster, template: str, sizes: Sizes, only: set[str]) -> Re
                         cluster, template, sizes.drain, b, p
                     ),
                 )
+                floor = None
+                if per_item:
+                    floor = attempt(
+                        res,
+                        f"drain{batch}_raw",
+                        lambda b=batch: bench_sql.drain(
+                            cluster, template, sizes.drain, b, True, raw=True
+                        ),
+                    )
                 if ceiling and drained:
                     res.add(f"ceiling{batch}", ceiling)
                     res.add(f"drain{batch}", drained)
-                    log(f"  batch {batch}: ceiling {ceiling:,.0f}/s, retryq {drained:,.0f}/s")
+                    if floor:
+                        res.add(f"drain{batch}_raw", floor)
+                    log(
+                        f"  batch {batch}: ceiling {ceiling:,.0f}/s, retryq {drained:,.0f}/s"
+                        + (f", the move as plain SQL {floor:,.0f}/s" if floor else "")
+                    )
         if "enqueue" in only:
             single = attempt(
                 res, "single", lambda: bench_sql.enqueue_single(cluster, template, sizes.single)
@@ -433,6 +447,10 @@ def report(
             "(b) harness ceiling, batch 10: a SELECT per batch, an UPDATE + commit per item",
         ),
         ("drain10", "(a) acquire_retry_items(batch 10) + complete_retry_item per item"),
+        (
+            "drain10_raw",
+            "(a, reference) the same, complete_retry_item's move as one plain SQL statement",
+        ),
         ("ceiling100", "(b) harness ceiling, batch 100"),
         ("drain100", "(a) acquire_retry_items(batch 100) + complete_retry_items per batch"),
         ("retryworker", "(c) RetryWorker, worker_count 4, batch 10, no-op handler (*)"),
@@ -457,6 +475,19 @@ def report(
         f"{sizes.peers:,} jobs. Enqueue: {sizes.single:,} single INSERTs, {sizes.many:,} items "
         "through add_many.",
         "",
+    ]
+    floor = res.ratios("drain10_raw", "ceiling10")
+    if floor:
+        lines += [
+            "The per-item reference row is the floor of this design's per-item path: the move "
+            "from the active to the finished partition (a DELETE and an INSERT) as one plain "
+            "statement, without the function. It reached "
+            f"{statistics.median(floor):.2f} x the harness ceiling (median of the per-run ratios "
+            f"{', '.join(f'{r:.2f}' for r in floor)}), against the single-row UPDATE of the "
+            "ceiling.",
+            "",
+        ]
+    lines += [
         "(*) Judged figure: jobs over the time from starting the worker (start-up included) to",
         "its last handler call. How a worker notices the empty queue and exits is left out for",
         "all three (pgqueuer's drain mode takes seconds to exit); the whole-run rows include it.",
