@@ -31,7 +31,7 @@ from retryq_py import migrate as _migrate
 from retryq_py._sql import Enqueued, QueueEntry, StatsRow
 from retryq_py.config import RetryConfig
 from retryq_py.metrics import MetricsServer, start_metrics_server
-from retryq_py.queue import RetryQueue
+from retryq_py.queue import ADD_KEYS, RetryQueue
 from retryq_py.worker import RetryWorker, WorkerCounts, WorkerEvent
 
 if TYPE_CHECKING:
@@ -498,22 +498,7 @@ def dead_letter_purge(
 # --- enqueue -----------------------------------------------------------------
 
 # The keys of one JSON line: RetryQueue.add's parameter names.
-ENQUEUE_KEYS = (
-    "event_type",
-    "data",
-    "channel",
-    "plugin",
-    "metadata",
-    "max_retries",
-    "retry_delay",
-    "backoff_multiplier",
-    "priority",
-    "correlation_id",
-    "tags",
-    "delay",
-    "max_retry_delay",
-    "retry_jitter",
-)
+ENQUEUE_KEYS = ADD_KEYS
 _DURATION_KEYS = ("retry_delay", "delay", "max_retry_delay")
 
 

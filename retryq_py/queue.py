@@ -45,8 +45,9 @@ T = TypeVar("T")
 Source = psycopg.Connection[Any] | ConnectionPool[Any]
 
 
-# add()'s keywords, which add_many's mapping items use: the order of _rows' unpacking.
-_FIELDS = (
+# add()'s keywords, which add_many's mapping items (and `retryq enqueue`'s
+# JSON lines) use: the order of _rows' unpacking.
+ADD_KEYS = (
     "event_type",
     "data",
     "channel",
@@ -62,10 +63,10 @@ _FIELDS = (
     "max_retry_delay",
     "retry_jitter",
 )
-_KEYS = frozenset(_FIELDS)
-_ABSENT = dict.fromkeys(_FIELDS)
-_of_new_item = attrgetter(*_FIELDS)
-_of_mapping = itemgetter(*_FIELDS)
+_KEYS = frozenset(ADD_KEYS)
+_ABSENT = dict.fromkeys(ADD_KEYS)
+_of_new_item = attrgetter(*ADD_KEYS)
+_of_mapping = itemgetter(*ADD_KEYS)
 _INT4_MIN, _INT4_MAX = -(2**31), 2**31 - 1
 # enqueue_retry_items' bound on delay_seconds (the table has no delay column to check)
 _MAX_DELAY = 31536000
