@@ -57,12 +57,14 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from json import loads as _json_loads
 from types import FrameType
 from typing import Any, Literal, TypeVar
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import class_row
+from psycopg.types.json import JsonbLoader
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from retryq_py import _sql, metrics
@@ -169,15 +171,25 @@ def _describe(exc: BaseException) -> str:
 
 
 _ITEM_FIELDS = [f.name for f in dataclasses.fields(RetryQueueItem)]
+_ITEM_FIELD_NAMES = [name.encode() for name in _ITEM_FIELDS]
 
 
 def _item_rows(cursor: Any) -> Callable[[Sequence[Any]], RetryQueueItem]:
     """acquire's rows as RetryQueueItem by position (class_row builds a
-    keyword dict per row); by name should the columns ever differ."""
-    names = [c.name for c in cursor.description or []]
-    if names != _ITEM_FIELDS:
+    keyword dict per row); by name should the columns ever differ. Checked
+    on the raw result: `description` builds an object per column."""
+    res = cursor.pgresult
+    if res is None or [res.fname(i) for i in range(res.nfields)] != _ITEM_FIELD_NAMES:
         return class_row(RetryQueueItem)(cursor)
     return lambda values: RetryQueueItem(*values)
+
+
+class _JsonbFromText(JsonbLoader):
+    """jsonb as json.loads(str): given bytes, json.loads first guesses their
+    encoding, which costs as much as parsing a small document."""
+
+    def load(self, data: Any) -> Any:
+        return _json_loads(bytes(data).decode())
 
 
 def _first(cur: psycopg.ClientCursor[Any]) -> Any:
@@ -308,6 +320,7 @@ class RetryWorker:
         self._idle_exit = False  # exit_when_idle: a lane found nothing left
         self._durations: dict[str, Any] = {}  # HANDLER_DURATION by event_type
         self._hot_sql: tuple[str, ...] | None = None  # see _write
+        self._worker_literal: str | None = None
         self._threads: list[threading.Thread] = []
         self._ran = False
 
@@ -658,6 +671,7 @@ class RetryWorker:
             self._hot_sql = tuple(s.as_string(conn) for s in (q.fail, q.complete_many, q.acquire))
         fail_sql, complete_sql, acquire_sql = self._hot_sql
         cur = psycopg.ClientCursor(conn)  # binds the values into the text, quoted
+        cur.adapters.register_loader("jsonb", _JsonbFromText)
         parts = [
             cur.mogrify(
                 fail_sql,
@@ -673,25 +687,30 @@ class RetryWorker:
             for o in outcomes
             if not o.ok
         ]
+        # The two statements of every flush, filled in without mogrify: the
+        # worker id quoted once, ids and counts are integers.
+        if self._worker_literal is None:
+            self._worker_literal = cur.mogrify("%s", [self.worker_id])
         ok_ids = [o.item.id for o in outcomes if o.ok]
         if ok_ids:
             parts.append(
-                cur.mogrify(
-                    complete_sql, {"item_ids": ok_ids, "worker_id": self.worker_id, "now": None}
-                )
+                complete_sql
+                % {
+                    "item_ids": "'{" + ",".join(map(str, ok_ids)) + "}'",
+                    "worker_id": self._worker_literal,
+                    "now": "NULL",
+                }
             )
         if want:
             lock_timeout = _sql.whole_seconds(self.lock_timeout, "lock_timeout")
             parts.append(
-                cur.mogrify(
-                    acquire_sql,
-                    {
-                        "worker_id": self.worker_id,
-                        "batch_size": want,
-                        "lock_timeout": lock_timeout,
-                        "now": None,
-                    },
-                )
+                acquire_sql
+                % {
+                    "worker_id": self._worker_literal,
+                    "batch_size": int(want),
+                    "lock_timeout": int(lock_timeout),
+                    "now": "NULL",
+                }
             )
         # one implicit transaction needs autocommit; the pool gets it back as it was
         was = conn.autocommit

@@ -320,6 +320,29 @@ def test_a_config_with_retry_disabled_runs_nothing(
     assert any("disabled" in r.getMessage() for r in caplog.records)
 
 
+def test_a_worker_id_with_quotes_and_backslashes_is_written_as_given(
+    module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    """The flush puts the worker id into its query text: quoted, never spliced."""
+    odd = "o'brien \\ \"x\"; DROP TABLE daz_retry_queue; --"
+    seen: list[str | None] = []
+    data: list[Any] = []
+
+    def record(item: RetryQueueItem) -> None:
+        got = db.execute("SELECT locked_by FROM daz_retry_queue WHERE id = %s", [item.id])
+        row = got.fetchone()
+        seen.append(None if row is None else row[0])
+        data.append(item.event_data)
+
+    q.add_many([{"event_type": "e", "data": {"n": i, "s": "caf\u00e9 \u2603"}} for i in range(3)])
+    counts = RetryWorker(module_dsn, {"e": record}, worker_id=odd, **FAST).run(exit_when_idle=True)
+    assert counts.processed == 3 and seen == [odd] * 3
+    assert sorted(data, key=lambda d: d["n"]) == [
+        {"n": i, "s": "caf\u00e9 \u2603"} for i in range(3)
+    ]
+    assert statuses(db) == {"completed": 3}
+
+
 def test_settings_come_from_config_and_keywords_win(module_dsn: str) -> None:
     cfg = RetryConfig(worker_count=4, batch_size=7, poll_interval=2, lock_timeout=60)
     w = RetryWorker(module_dsn, {}, config=cfg, batch_size=3)
