@@ -345,15 +345,19 @@ DECLARE
     v_probe_plugin text;
     v_probed boolean;
 BEGIN
-    PERFORM _retryq_check_worker(p_worker_id);
-    PERFORM _retryq_check(
-        p_batch_size BETWEEN 1 AND 1000,
-        'batch_size', 'must be between 1 and 1000'
-    );
-    PERFORM _retryq_check(
-        p_lock_timeout_seconds BETWEEN 1 AND 86400,
-        'lock_timeout_seconds', 'must be between 1 and 86400'
-    );
+    -- the checks' conditions inline, their calls only to raise (see
+    -- complete_retry_items)
+    IF (length(btrim(p_worker_id)) BETWEEN 1 AND 200) IS NOT TRUE THEN
+        PERFORM _retryq_check_worker(p_worker_id);
+    END IF;
+    IF (p_batch_size BETWEEN 1 AND 1000) IS NOT TRUE THEN
+        PERFORM _retryq_check(FALSE, 'batch_size', 'must be between 1 and 1000');
+    END IF;
+    IF (p_lock_timeout_seconds BETWEEN 1 AND 86400) IS NOT TRUE THEN
+        PERFORM _retryq_check(
+            FALSE, 'lock_timeout_seconds', 'must be between 1 and 86400'
+        );
+    END IF;
     v_until := p_now + make_interval(secs => p_lock_timeout_seconds);
 
     v_gated := EXISTS (
@@ -402,8 +406,16 @@ BEGIN
         -- are never walked. Leased items keep their due time (so a lease is a
         -- HOT update); the scan filters out the unexpired ones.
         WHILE v_priority >= 1 AND v_remaining > 0 AND NOT v_probed LOOP
-            -- A priority with nothing due is skipped after one index probe,
-            -- instead of planning and running the statement below for it.
+            -- Priorities without any item are skipped in one index descent
+            -- (the highest one at or below this that has items) ...
+            SELECT a.priority INTO v_priority
+            FROM _retryq_active AS a
+            WHERE a.priority <= v_priority
+            ORDER BY a.priority DESC
+            LIMIT 1;
+            EXIT WHEN NOT FOUND;
+            -- ... and one with nothing due after one more, instead of
+            -- running the statement below for it.
             PERFORM FROM _retryq_active AS a
             WHERE a.priority = v_priority
                 AND a.next_retry_at <= p_now
