@@ -369,7 +369,7 @@ BEGIN
         -- time; the row lock lasts until this acquire commits, and by then the
         -- circuit says half_open with its probe_id.
         FOR v_c IN
-            SELECT c.event_type, c.plugin_name, c.state, a.locked_until
+            SELECT c.event_type, c.plugin_name, c.state, c.probe_id, a.locked_until
             FROM _retryq_circuit AS c
             LEFT JOIN _retryq_active AS a
                 ON a.id = c.probe_id AND a.status = 'processing'
@@ -382,6 +382,15 @@ BEGIN
             FOR UPDATE OF c SKIP LOCKED
         LOOP
             PERFORM set_config('retryq.circuit_held', 'yes', TRUE);
+            -- A circuit that another worker half-opened after this query's
+            -- snapshot comes back re-checked against its new row, but still
+            -- joined to the old probe (none): look at the probe's lease again.
+            CONTINUE WHEN v_c.probe_id IS NOT NULL AND EXISTS (
+                SELECT 1 FROM _retryq_active AS a
+                WHERE a.id = v_c.probe_id
+                    AND a.status = 'processing'
+                    AND a.locked_until > p_now
+            );
             IF v_c.state = 'half_open' AND v_c.locked_until IS NOT NULL THEN
                 -- The probe's lease ran out: a hung dependency. That is a
                 -- failed probe; the item itself is taken over later.
