@@ -353,7 +353,7 @@ class Statements:
         self.sequence = (
             "daz_retry_queue_id_seq"
             if schema is None
-            else ('"' + schema.replace('"', '""') + '".daz_retry_queue_id_seq')
+            else sql.Identifier(schema, "daz_retry_queue_id_seq").as_string(None)
         )
         self.channel = compose(CHANNEL, schema)
         self.enqueue = compose(ENQUEUE, schema)

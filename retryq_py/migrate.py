@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 from yoyo import get_backend, read_migrations
 
@@ -40,7 +41,7 @@ def yoyo_url(dsn: str, schema: str | None = None) -> str:
     if schema is not None:
         # yoyo splices this into `SET search_path TO ...` as is: quote it so that
         # a mixed-case or unusual name is not folded or misparsed.
-        params["schema"] = '"' + schema.replace('"', '""') + '"'
+        params["schema"] = sql.Identifier(schema).as_string(None)
     netloc = user + (f":{password}" if password else "")
     query: dict[str, Any] = dict(params)
     # A socket directory is not a URL host: pass it as a parameter instead.
