@@ -300,6 +300,7 @@ class RetryWorker:
             raise ValueError(f"poll_interval must be positive, got {self.poll_interval}")
         if self.lock_timeout < 1:
             raise ValueError(f"lock_timeout must be at least 1 second, got {self.lock_timeout}")
+        self._lock_seconds = _sql.whole_seconds(self.lock_timeout, "lock_timeout")
 
         self._database = database
         self._pool: ConnectionPool[Any] | None = None
@@ -319,8 +320,7 @@ class RetryWorker:
         self._reserved = 0  # items being leased by lanes right now
         self._idle_exit = False  # exit_when_idle: a lane found nothing left
         self._durations: dict[str, Any] = {}  # HANDLER_DURATION by event_type
-        self._hot_sql: tuple[str, ...] | None = None  # see _write
-        self._worker_literal: str | None = None
+        self._hot_sql: tuple[str, str, str, str] | None = None  # see _write
         self._threads: list[threading.Thread] = []
         self._ran = False
 
@@ -666,10 +666,15 @@ class RetryWorker:
         """
         started = time.monotonic()
         if self._hot_sql is None:
+            # The statements as text, and the worker id quoted, once: the two
+            # statements of every flush are then filled in without mogrify.
             assert self._queue is not None
             q = self._queue._q
-            self._hot_sql = tuple(s.as_string(conn) for s in (q.fail, q.complete_many, q.acquire))
-        fail_sql, complete_sql, acquire_sql = self._hot_sql
+            fail, complete, acquire = (
+                s.as_string(conn) for s in (q.fail, q.complete_many, q.acquire)
+            )
+            self._hot_sql = (fail, complete, acquire, sql.Literal(self.worker_id).as_string(conn))
+        fail_sql, complete_sql, acquire_sql, worker = self._hot_sql
         cur = psycopg.ClientCursor(conn)  # binds the values into the text, quoted
         cur.adapters.register_loader("jsonb", _JsonbFromText)
         parts = [
@@ -687,28 +692,23 @@ class RetryWorker:
             for o in outcomes
             if not o.ok
         ]
-        # The two statements of every flush, filled in without mogrify: the
-        # worker id quoted once, ids and counts are integers.
-        if self._worker_literal is None:
-            self._worker_literal = cur.mogrify("%s", [self.worker_id])
         ok_ids = [o.item.id for o in outcomes if o.ok]
         if ok_ids:
             parts.append(
                 complete_sql
                 % {
-                    "item_ids": "'{" + ",".join(map(str, ok_ids)) + "}'",
-                    "worker_id": self._worker_literal,
+                    "item_ids": "'{" + ",".join(map(str, ok_ids)) + "}'",  # integers
+                    "worker_id": worker,
                     "now": "NULL",
                 }
             )
         if want:
-            lock_timeout = _sql.whole_seconds(self.lock_timeout, "lock_timeout")
             parts.append(
                 acquire_sql
                 % {
-                    "worker_id": self._worker_literal,
+                    "worker_id": worker,
                     "batch_size": int(want),
-                    "lock_timeout": int(lock_timeout),
+                    "lock_timeout": self._lock_seconds,
                     "now": "NULL",
                 }
             )
