@@ -204,9 +204,17 @@ def test_install_is_idempotent_across_schemas_and_rollback_keeps_shared_roles(
         c.execute("CREATE SCHEMA other")
     # a second install in the same cluster finds the roles and grants again
     assert migrate.apply(dsn, schema="other") == [
-        "0001_core", "0002_circuit_breaker", "0003_roles", "0004_purge_dead_letters"
+        "0001_core",
+        "0002_circuit_breaker",
+        "0003_roles",
+        "0004_purge_dead_letters",
+        "0005_finished_checks",
     ]
-    assert migrate.rollback(dsn, count=2) == ["0004_purge_dead_letters", "0003_roles"]
+    assert migrate.rollback(dsn, count=3) == [
+        "0005_finished_checks",
+        "0004_purge_dead_letters",
+        "0003_roles",
+    ]
     with psycopg.connect(dsn, autocommit=True) as c:
         row = c.execute(
             "SELECT has_function_privilege('public', 'public.acquire_retry_items(text, integer,"
@@ -221,7 +229,7 @@ def test_install_is_idempotent_across_schemas_and_rollback_keeps_shared_roles(
     # public is open again and runs as the caller; other keeps its grants; the
     # roles stay because other (and every test database) still uses them
     assert row == (True, False, False, 3)
-    assert migrate.apply(dsn) == ["0003_roles", "0004_purge_dead_letters"]
+    assert migrate.apply(dsn) == ["0003_roles", "0004_purge_dead_letters", "0005_finished_checks"]
 
 
 def test_python_layer_runs_with_only_its_role(dsn: str, conn: Conn) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -358,3 +359,125 @@ def test_acquire_accepts_exactly_the_bounded_sizes(conn: Conn, batch: int, timeo
                     batch_size=batch,
                     lock_timeout_seconds=timeout,
                 )
+
+
+# --- the finished partition ----------------------------------------------------------
+# The active partition holds the table's named CHECK constraints; the finished one
+# checks the same rules with one constraint that calls _retryq_finished_row_ok
+# (migration 0005). A row must be refused by one exactly when by the other, and
+# under the same name.
+
+FINISHED_AT = {"completed": "completed_at", "dead_letter": "dead_lettered_at"}
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+def insert_row(conn: Conn, status: str, **overrides: Any) -> None:
+    """The guide's columns plus a status (and its time, for a finished one),
+    inserted through daz_retry_queue so that PostgreSQL routes the row."""
+    values: dict[str, Any] = {**GOOD, "status": status}
+    if status in FINISHED_AT:
+        values[FINISHED_AT[status]] = NOW
+    values.update(overrides)
+    conn.execute(
+        sql.SQL("INSERT INTO daz_retry_queue ({}) VALUES ({})").format(
+            sql.SQL(", ").join(map(sql.Identifier, values)),
+            sql.SQL(", ").join(sql.Placeholder() * len(values)),
+        ),
+        list(values.values()),
+    )
+
+
+@pytest.mark.parametrize("status", ["completed", "dead_letter"])
+def test_a_finished_row_is_accepted(conn: Conn, status: str) -> None:
+    insert_row(conn, status)
+    assert conn.execute(
+        "SELECT count(*) FROM _retryq_finished WHERE status = %s", (status,)
+    ).fetchone() == (1,)
+
+
+@pytest.mark.parametrize("status", ["completed", "dead_letter"])
+@pytest.mark.parametrize(("field", "value", "sqlstate", "named"), TABLE_CASES)
+def test_a_finished_row_is_held_to_the_table_rules(
+    conn: Conn, status: str, field: str, value: Any, sqlstate: str, named: str
+) -> None:
+    insert_row(conn, status)
+    refused(conn, lambda: insert_row(conn, status, **{field: value}), sqlstate, named)
+
+
+@pytest.mark.parametrize(
+    ("status", "overrides", "named"),
+    [
+        ("completed", {"completed_at": None}, "daz_retry_queue_completed_at_check"),
+        ("dead_letter", {"dead_lettered_at": None}, "daz_retry_queue_dead_lettered_at_check"),
+        ("completed", {"dead_lettered_at": NOW}, "daz_retry_queue_dead_lettered_at_check"),
+        ("dead_letter", {"completed_at": NOW}, "daz_retry_queue_completed_at_check"),
+        ("completed", {"locked_by": "w", "locked_until": NOW}, "daz_retry_queue_lease_check"),
+        ("pending", {"completed_at": NOW}, "daz_retry_queue_completed_at_check"),
+        ("pending", {"locked_by": "w", "locked_until": NOW}, "daz_retry_queue_lease_check"),
+        ("processing", {}, "daz_retry_queue_lease_check"),
+    ],
+)
+def test_state_columns_must_match_the_status(
+    conn: Conn, status: str, overrides: dict[str, Any], named: str
+) -> None:
+    refused(conn, lambda: insert_row(conn, status, **overrides), CHECK, named)
+
+
+def _outcome(conn: Conn, status: str, row: dict[str, Any]) -> tuple[str | None, ...] | None:
+    """None if the row goes in, else the refusal's SQLSTATE and constraint."""
+    try:
+        with conn.transaction(force_rollback=True):
+            insert_row(conn, status, **row)
+    except psycopg.Error as err:
+        return (err.sqlstate, err.diag.constraint_name)
+    return None
+
+
+_BOUNDS = [-1.0, 0.0, 0.5, 1.0, 10.0, 10.5, 31536000.0, 31536001.0, math.nan, math.inf]
+_JSON = [Jsonb(None), Jsonb({}), Jsonb({"a": 1}), Jsonb([1]), Jsonb("s"), Jsonb(0)]
+
+
+# Values at and around each rule's bounds, valid and not.
+_VALUES: dict[str, list[Any]] = {
+    "event_type": ["x", "", " ", "\t\n", " a ", "x" * 200, "x" * 201],
+    "priority": [-1, 0, 1, 10, 11],
+    "max_retries": [-1, 0, 3, 1000, 1001],
+    "retry_count": [-1, 0, 3, 4],
+    "retry_delay_seconds": _BOUNDS,
+    "backoff_multiplier": _BOUNDS,
+    "max_retry_delay_seconds": _BOUNDS,
+    "retry_jitter": _BOUNDS,
+    "event_data": _JSON,
+    "event_metadata": _JSON,
+    "locked_by": [None, "w"],
+    "locked_until": [None, NOW],
+}
+
+
+def test_every_bound_is_the_same_on_both_partitions(conn: Conn) -> None:
+    """Each value of _VALUES alone, on a good row: every bound in turn."""
+    differ = [
+        (field, value, finished, active, got)
+        for field, values in _VALUES.items()
+        for value in values
+        for finished in FINISHED_AT
+        if (active := _outcome(conn, "pending", {field: value}))
+        != (got := _outcome(conn, finished, {field: value}))
+    ]
+    assert differ == []
+
+
+@st.composite
+def _rows(draw: st.DrawFn) -> dict[str, Any]:
+    """A good row with two or three of its fields changed: rows that break two
+    rules, or one, or none."""
+    fields = draw(st.lists(st.sampled_from(sorted(_VALUES)), min_size=2, max_size=3, unique=True))
+    return {f: draw(st.sampled_from(_VALUES[f])) for f in fields}
+
+
+@given(row=_rows(), finished=st.sampled_from(["completed", "dead_letter"]))
+def test_both_partitions_refuse_the_same_rows_by_the_same_name(
+    conn: Conn, row: dict[str, Any], finished: str
+) -> None:
+    active = _outcome(conn, "pending", row)
+    assert _outcome(conn, finished, row) == active
