@@ -43,7 +43,9 @@ def catalog(conn: psycopg.Connection[Any], schema: str = "public") -> dict[str, 
         ),
         "relations": rows(
             f"""
-            SELECT c.relname, c.relkind, c.reloptions, c.relpersistence,
+            SELECT c.relname, c.relkind, c.relpersistence,
+                -- in any order: ALTER TABLE ... SET appends
+                (SELECT array_agg(o ORDER BY o) FROM unnest(c.reloptions) AS o),
                 {acl.format(col="c.relacl")},
                 pg_get_partkeydef(c.oid), pg_get_expr(c.relpartbound, c.oid),
                 (SELECT p.relname FROM pg_inherits AS i JOIN pg_class AS p

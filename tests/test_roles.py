@@ -208,10 +208,10 @@ def test_install_is_idempotent_across_schemas_and_rollback_keeps_shared_roles(
         "0002_circuit_breaker",
         "0003_roles",
         "0004_purge_dead_letters",
-        "0005_finished_checks",
+        "0005_lean_writes",
     ]
     assert migrate.rollback(dsn, count=3) == [
-        "0005_finished_checks",
+        "0005_lean_writes",
         "0004_purge_dead_letters",
         "0003_roles",
     ]
@@ -229,7 +229,7 @@ def test_install_is_idempotent_across_schemas_and_rollback_keeps_shared_roles(
     # public is open again and runs as the caller; other keeps its grants; the
     # roles stay because other (and every test database) still uses them
     assert row == (True, False, False, 3)
-    assert migrate.apply(dsn) == ["0003_roles", "0004_purge_dead_letters", "0005_finished_checks"]
+    assert migrate.apply(dsn) == ["0003_roles", "0004_purge_dead_letters", "0005_lean_writes"]
 
 
 def test_python_layer_runs_with_only_its_role(dsn: str, conn: Conn) -> None:

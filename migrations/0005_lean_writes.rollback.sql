@@ -1,4 +1,7 @@
--- Puts the CHECK constraints back on daz_retry_queue, as 0001 made them.
+-- Puts the CHECK constraints back on daz_retry_queue, and the active
+-- partition's fillfactor back to 70, as 0001 made them.
+ALTER TABLE _retryq_active SET (fillfactor = 70);
+
 ALTER TABLE _retryq_finished DROP CONSTRAINT _retryq_finished_row_check;
 
 DROP FUNCTION _retryq_finished_row_ok(
