@@ -642,6 +642,49 @@ BEGIN
             ORDER BY a.priority DESC
             LIMIT 1;
             EXIT WHEN NOT FOUND;
+            IF NOT v_gated AND v_probe_event IS NULL THEN
+                -- The usual case, in a lighter statement: no circuit to heed,
+                -- and no expired lease among the items it picks. If one is,
+                -- it leases nothing, and the full statement below takes the
+                -- same items in the same order.
+                RETURN QUERY
+                WITH picked AS MATERIALIZED (
+                    SELECT a.id, a.status
+                    FROM _retryq_active AS a
+                    WHERE a.priority = v_priority
+                        AND a.next_retry_at <= p_now
+                        AND (a.locked_until IS NULL OR a.locked_until <= p_now)
+                    ORDER BY a.next_retry_at, a.id
+                    LIMIT v_remaining
+                    FOR UPDATE SKIP LOCKED
+                ),
+                taken AS (
+                    UPDATE _retryq_active AS a
+                    SET
+                        status = 'processing',
+                        locked_by = p_worker_id,
+                        locked_until = v_until,
+                        last_attempted_at = p_now
+                    WHERE a.id = ANY(ARRAY(SELECT p.id FROM picked AS p))
+                        AND NOT EXISTS (
+                            SELECT 1 FROM picked AS p
+                            WHERE p.status = 'processing'
+                        )
+                    RETURNING a.*
+                )
+                SELECT
+                    t.id, t.event_id, t.event_type,
+                    coalesce(t.channel_name, ''), coalesce(t.plugin_name, ''),
+                    t.event_data, t.retry_count, t.max_retries, t.priority,
+                    coalesce(t.correlation_id, ''), t.event_metadata, t.tags,
+                    t.created_at, t.next_retry_at, t.locked_until,
+                    t.error_message, t.last_error_code
+                FROM taken AS t
+                ORDER BY t.next_retry_at, t.id;
+                GET DIAGNOSTICS v_taken = ROW_COUNT;
+                v_remaining := v_remaining - v_taken;
+                CONTINUE WHEN v_remaining = 0;
+            END IF;
             -- ... and one with nothing due after one more, instead of
             -- running the statement below for it.
             PERFORM FROM _retryq_active AS a
