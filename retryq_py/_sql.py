@@ -221,6 +221,16 @@ SELECT {schema}complete_retry_items(
 )
 """
 
+# Which of these items a complete_retry_items call at `at` completed: the
+# others were no longer leased to the caller.
+COMPLETED_AT: LiteralString = """
+SELECT q.id
+FROM {schema}daz_retry_queue AS q
+WHERE q.id = ANY(%(item_ids)s::bigint[])
+    AND q.status = 'completed'
+    AND q.completed_at = %(at)s
+"""
+
 FAIL: LiteralString = """
 SELECT {schema}fail_retry_item(
     p_item_id => %(item_id)s,
@@ -362,6 +372,7 @@ class Statements:
         self.acquire = compose(ACQUIRE, schema)
         self.complete = compose(COMPLETE, schema)
         self.complete_many = compose(COMPLETE_MANY, schema)
+        self.completed_at = compose(COMPLETED_AT, schema)
         self.fail = compose(FAIL, schema)
         self.extend_lock = compose(EXTEND_LOCK, schema)
         self.extend_locks = compose(EXTEND_LOCKS, schema)

@@ -643,36 +643,38 @@ class RetryWorker:
         assert self._pool is not None
         try:
             with self._pool.connection() as conn:
-                completed, failed_written, leased = self._write(conn, outcomes, acquire)
+                lost, failed_written, leased = self._write(conn, outcomes, acquire)
         except BaseException:
             with self._lock:
                 self._outcomes = outcomes + self._outcomes  # for the next try
                 self._reserved -= acquire
             raise
         self._hold(leased, acquire)
-        self._report(outcomes, completed, failed_written)
+        self._report(outcomes, lost, failed_written)
         return len(outcomes), len(leased)
 
     def _write(
         self, conn: psycopg.Connection[Any], outcomes: list[_Outcome], want: int
-    ) -> tuple[int, list[bool], list[RetryQueueItem]]:
+    ) -> tuple[set[int], list[bool], list[RetryQueueItem]]:
         """The flush as one query: fail_retry_item per failure, then
         complete_retry_items, then acquire_retry_items, sent together.
 
         Several statements in one simple query run as one transaction (all
         or nothing) with no BEGIN or COMMIT round trips. Each round trip
         costs the client about as much CPU as the rows it brings, and this is
-        the worker's hot path. Returns (completed, written per failure, leased).
+        the worker's hot path. Returns (the successes this worker could not
+        complete, written per failure, leased).
         """
         started = time.monotonic()
+        assert self._queue is not None
+        q = self._queue._q
         if self._hot_sql is None:
             # The statements as text, and the worker id quoted, once: the two
             # statements of every flush are then filled in without mogrify.
-            assert self._queue is not None
-            q = self._queue._q
-            fail, complete, acquire = (
-                s.as_string(conn) for s in (q.fail, q.complete_many, q.acquire)
-            )
+            # the transaction's now() with the count: completed_at of the rows
+            # this call completed, should some of them turn out lost
+            complete_at = sql.SQL("{}, now()").format(q.complete_many)
+            fail, complete, acquire = (s.as_string(conn) for s in (q.fail, complete_at, q.acquire))
             self._hot_sql = (fail, complete, acquire, sql.Literal(self.worker_id).as_string(conn))
         fail_sql, complete_sql, acquire_sql, worker = self._hot_sql
         cur = psycopg.ClientCursor(conn)  # binds the values into the text, quoted
@@ -721,37 +723,46 @@ class RetryWorker:
             for _ in range(len(parts) - bool(ok_ids) - bool(want)):
                 failed_written.append(bool(_first(cur)))
                 cur.nextset()
-            completed = 0
+            completed, at = 0, None
             if ok_ids:
-                completed = int(_first(cur) or 0)
+                completed, at = cur.fetchone() or (0, None)
                 cur.nextset()
             leased: list[RetryQueueItem] = []
             if want:
                 cur.row_factory = _item_rows
                 leased = cur.fetchall()
+            lost: set[int] = set()
+            if completed < len(ok_ids):
+                # Rare (a lease lost while its handler ran): which ones. The
+                # rows this call completed carry its transaction's now().
+                done = conn.execute(q.completed_at, {"item_ids": ok_ids, "at": at}).fetchall()
+                lost = set(ok_ids) - {r[0] for r in done}
         finally:
             if not conn.closed:
                 conn.autocommit = was
         if want:
             metrics.ACQUIRE_DURATION.observe(time.monotonic() - started)
-        return completed, failed_written, leased
+        return lost, failed_written, leased
 
-    def _report(self, outcomes: list[_Outcome], completed: int, failed_written: list[bool]) -> None:
+    def _report(self, outcomes: list[_Outcome], lost: set[int], failed_written: list[bool]) -> None:
         """After the commit: forget the written outcomes, count and emit them."""
-        ok_ids = [o.item.id for o in outcomes if o.ok]
         with self._lock:
             for o in outcomes:
                 self._held.pop(o.item.id, None)
-        if completed < len(ok_ids):
+        if lost:
             log.warning(
-                "worker %s: %d of %d completed items were no longer leased to it",
+                "worker %s: %d handled items were no longer leased to it: %s",
                 self.worker_id,
-                len(ok_ids) - completed,
-                len(ok_ids),
+                len(lost),
+                sorted(lost),
             )
         fails = iter(failed_written)
         processed: dict[str, int] = {}
         for o in outcomes:
+            if o.ok and o.item.id in lost:
+                self.counts.lease_lost += 1
+                self._emit(WorkerEvent("lease_lost", o.item, duration=o.duration))
+                continue
             if o.ok:
                 self.counts.processed += 1
                 processed[o.item.event_type] = processed.get(o.item.event_type, 0) + 1

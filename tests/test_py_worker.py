@@ -572,6 +572,53 @@ def test_a_handler_past_handler_timeout_loses_its_lease(
     ]
 
 
+def test_a_success_whose_lease_was_taken_over_counts_as_lease_lost(
+    module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    """The handler succeeds, but meanwhile its lease ran out and another worker
+    took the item and completed it: this worker's completion is refused, and it
+    reports lease_lost, not completed, in its counts, its events and its
+    metrics (the item is completed, but not by it)."""
+    kind = f"lost.{os.getpid()}"
+    lost_id = q.add(kind, {}).id
+    kept_id = q.add(kind, {}).id
+    events: list[WorkerEvent] = []
+
+    def handle(item: RetryQueueItem) -> None:
+        if item.id != lost_id:
+            return
+        # the lease runs out and a thief takes the item, in one transaction so
+        # that the worker's lease extension cannot slip in between; the thief
+        # completes it in a later transaction
+        with psycopg.connect(module_dsn) as conn:
+            thief = RetryQueue(conn)
+            with conn.transaction():
+                conn.execute(
+                    "UPDATE daz_retry_queue SET locked_until = now() - interval '1 second'"
+                    " WHERE id = %s",
+                    (item.id,),
+                )
+                assert [i.id for i in thief.acquire("thief", 1, 30)] == [item.id]
+            assert thief.complete(item.id, "thief")
+
+    def processed() -> float:
+        value = REGISTRY.get_sample_value(
+            "retryq_worker_items_processed_total", {"event_type": kind}
+        )
+        return value or 0.0
+
+    before = processed()
+    counts = RetryWorker(
+        module_dsn, {kind: handle}, worker_count=1, on_event=events.append, **FAST
+    ).run(exit_when_idle=True)
+    assert (counts.processed, counts.lease_lost) == (1, 1)
+    assert sorted((e.kind, e.item.id) for e in events) == sorted(
+        [("completed", kept_id), ("lease_lost", lost_id)]
+    )
+    assert processed() - before == 1
+    assert (row(db, lost_id)["status"], row(db, kept_id)["status"]) == ("completed", "completed")
+
+
 def test_a_handler_raising_systemexit_does_not_kill_the_worker(
     module_dsn: str, db: Conn, q: RetryQueue
 ) -> None:
