@@ -254,6 +254,47 @@ def test_rolling_back_every_migration_leaves_only_yoyos_tables(
     assert_same(migrated_catalog, again, "this install")
 
 
+def test_0005_moves_the_rules_over_a_queue_in_use_and_back(new_database: Any) -> None:
+    """0005 (the rules onto the partitions) rolls back and applies again over
+    items in every state, rechecking them without changing one; each way, a
+    bad finished row is still refused."""
+    dsn = new_database()
+    migrate.apply(dsn)
+    states = """
+        WITH e AS (SELECT * FROM enqueue_retry_items(
+            (SELECT jsonb_agg(jsonb_build_object('event_type', 'e', 'event_data', g))
+             FROM generate_series(1, 8) AS g)))
+        SELECT count(*) FROM e
+    """
+    bad = (
+        "INSERT INTO daz_retry_queue (event_type, event_data, priority, status, completed_at)"
+        " VALUES ('e', '1', 11, 'completed', now())"
+    )
+    with _connect(dsn) as conn:
+        conn.execute(states)
+        got = conn.execute("SELECT id FROM acquire_retry_items('w', 6)").fetchall()
+        ids = [r[0] for r in got]
+        conn.execute("SELECT complete_retry_items(%s, 'w')", (ids[:2],))
+        conn.execute("SELECT fail_retry_item(%s, 'w', 'gone', 'x', FALSE)", (ids[2],))
+        conn.execute("SELECT fail_retry_item(%s, 'w', 'later', 'x', TRUE)", (ids[3],))
+        rows = "SELECT q::text FROM daz_retry_queue AS q ORDER BY id"
+        before = conn.execute(rows).fetchall()
+        statuses = conn.execute(
+            "SELECT status, count(*) FROM daz_retry_queue GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+        assert statuses == [("completed", 2), ("dead_letter", 1), ("pending", 3), ("processing", 2)]
+    for step in ("rollback", "apply"):
+        if step == "rollback":
+            assert migrate.rollback(dsn, count=1) == ["0005_lean_writes"]
+        else:
+            assert migrate.apply(dsn) == ["0005_lean_writes"]
+        with _connect(dsn) as conn:
+            assert conn.execute(rows).fetchall() == before
+            with pytest.raises(psycopg.errors.CheckViolation) as caught:
+                conn.execute(bad)
+            assert caught.value.diag.constraint_name == "daz_retry_queue_priority_check"
+
+
 def _yoyo_cli(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [str(YOYO), *args],
