@@ -115,8 +115,6 @@ ALTER TABLE _retryq_active ADD CONSTRAINT _retryq_active_pkey PRIMARY KEY (id);
 CREATE INDEX _retryq_active_due_idx
 ON _retryq_active (priority, next_retry_at, id);
 
--- Finished items stay visible through daz_retry_queue until cleanup removes
--- them, but never sit on the acquire path.
 -- The rules of the active partition's constraints (the partition's bounds
 -- stand in for the status one), for a finished row. True, or raises 23514
 -- check_violation naming the constraint that gives the rule on the active
@@ -189,6 +187,8 @@ BEGIN
 END;
 $$;
 
+-- Finished items stay visible through daz_retry_queue until cleanup removes
+-- them, but never sit on the acquire path.
 CREATE TABLE _retryq_finished PARTITION OF daz_retry_queue (
     CONSTRAINT _retryq_finished_row_check CHECK (
         _retryq_finished_row_ok(
