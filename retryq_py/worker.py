@@ -671,8 +671,8 @@ class RetryWorker:
         if self._hot_sql is None:
             # The statements as text, and the worker id quoted, once: the two
             # statements of every flush are then filled in without mogrify.
-            # the transaction's now() with the count: completed_at of the rows
-            # this call completed, should some of them turn out lost
+            # complete_retry_items' count comes with the transaction's now(),
+            # the completed_at of what it completed, should some turn out lost.
             complete_at = sql.SQL("{}, now()").format(q.complete_many)
             fail, complete, acquire = (s.as_string(conn) for s in (q.fail, complete_at, q.acquire))
             self._hot_sql = (fail, complete, acquire, sql.Literal(self.worker_id).as_string(conn))

@@ -685,8 +685,8 @@ BEGIN
                 v_remaining := v_remaining - v_taken;
                 CONTINUE WHEN v_remaining = 0;
             END IF;
-            -- ... and one with nothing due after one more, instead of
-            -- running the statement below for it.
+            -- A priority with nothing (more) due is skipped after one more
+            -- probe, instead of running the statement below for it.
             PERFORM FROM _retryq_active AS a
             WHERE a.priority = v_priority
                 AND a.next_retry_at <= p_now
