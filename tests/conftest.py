@@ -70,7 +70,7 @@ def _apply_mutant(conn: psycopg.Connection[Any], name: str) -> None:
     """RETRYQ_MUTANT=name breaks one function on purpose in this session's
     template (scripts/mutation-check), so that every test database gets the
     bug and nothing outside the session does."""
-    mutants = Path(__file__).with_name("mutants")
+    mutants = Path(__file__).parent / "sql" / "mutants"
     conn.execute((mutants / "_mutate.sql").read_text())  # type: ignore[arg-type]
     conn.execute((mutants / f"{name}.sql").read_text())  # type: ignore[arg-type]
 
@@ -84,7 +84,7 @@ def template_db(pg_server: Server) -> Iterator[str]:
     try:
         migrate.apply(pg_server.dsn(name))
         # Circuit breaker off in the template (threshold 0): tests that fail one
-        # event_type many times would otherwise trip it. tests/test_circuit_breaker.py
+        # event_type many times would otherwise trip it. tests/sql/test_circuit_breaker.py
         # turns it back on for itself.
         with psycopg.connect(pg_server.dsn(name), autocommit=True) as c:
             c.execute("SELECT retry_circuit_configure(NULL, NULL, 0)")

@@ -26,6 +26,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, ConnectionPool
 
 from retryq_py import AsyncRetryQueue, Enqueued, RetryConfig, RetryQueue, _sql
+from tests.helpers import count
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
 
@@ -35,12 +36,6 @@ def db(module_dsn: str, module_reset: str) -> Iterator[psycopg.Connection[Any]]:
     with psycopg.connect(module_dsn, autocommit=True) as conn:
         conn.execute(module_reset)  # type: ignore[arg-type]
         yield conn
-
-
-def count(db: psycopg.Connection[Any]) -> int:
-    row = db.execute("SELECT count(*) FROM daz_retry_queue").fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 # add()'s keywords -> enqueue_retry_items' keys

@@ -37,7 +37,7 @@ STATS_SQL = """
     """
 
 GUIDE = (
-    Path(__file__).resolve().parents[2] / "shared" / "seed" / "retry-queue-go-integration-guide.md"
+    Path(__file__).resolve().parents[3] / "shared" / "seed" / "retry-queue-go-integration-guide.md"
 )
 
 # The guide's RetryQueueItem fields, by the names its JSON tags give them.

@@ -27,6 +27,8 @@ from hypothesis.stateful import (
 )
 from psycopg.types.json import Jsonb
 
+from tests.helpers import reset
+
 T0 = dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)
 WORKERS = ("w1", "w2", "w3")
 EVENT_TYPES = ("alpha", "beta")
@@ -84,17 +86,6 @@ SELECT id, status, retry_count, max_retries, next_retry_at, locked_by,
        last_error_code, (error_history -> -1 ->> 'retryable')::boolean
 FROM daz_retry_queue ORDER BY id
 """
-
-
-def reset(conn: psycopg.Connection[Any]) -> None:
-    """Empties the queue and switches circuit breakers off where installed:
-    the circuits have their own tests, and this model covers the core rules."""
-    conn.execute("TRUNCATE daz_retry_queue, daz_retry_queue_archive RESTART IDENTITY")
-    conn.execute(
-        "DO $$ BEGIN IF to_regclass('_retryq_circuit') IS NOT NULL THEN"
-        " TRUNCATE _retryq_circuit;"
-        " UPDATE _retryq_circuit_defaults SET failure_threshold = 0; END IF; END $$"
-    )
 
 
 class QueueModel(RuleBasedStateMachine):

@@ -32,6 +32,7 @@ from retryq_py import (
     is_retryable,
     migrate,
 )
+from tests.helpers import count
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
 W = "worker-a"
@@ -52,12 +53,6 @@ def q(db: psycopg.Connection[Any]) -> RetryQueue:
 def status_of(db: psycopg.Connection[Any], item_id: int) -> str | None:
     row = db.execute("SELECT status FROM daz_retry_queue WHERE id = %s", [item_id]).fetchone()
     return None if row is None else str(row[0])
-
-
-def count(db: psycopg.Connection[Any]) -> int:
-    row = db.execute("SELECT count(*) FROM daz_retry_queue").fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 # -- add ---------------------------------------------------------------------

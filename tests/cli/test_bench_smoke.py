@@ -13,7 +13,7 @@ import pytest
 
 from tests.pg import Server
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 SECTIONS = [
     "## Command",

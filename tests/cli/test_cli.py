@@ -17,6 +17,7 @@ import pytest
 from retryq_py import RetryQueue, migrate
 from retryq_py import commands as cmd
 from retryq_py.commands import DeadLetterFilter, ExitCode
+from tests.helpers import count
 
 UNREACHABLE = "host=127.0.0.1 port=1 user=postgres dbname=postgres connect_timeout=2"
 RETRYQ = Path(sys.executable).with_name("retryq")
@@ -39,17 +40,6 @@ def one_line_error(result: Any) -> str:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     return str(lines[0])
-
-
-def count(conn: psycopg.Connection[Any], status: str | None = None) -> int:
-    if status is None:
-        row = conn.execute("SELECT count(*) FROM daz_retry_queue").fetchone()
-    else:
-        row = conn.execute(
-            "SELECT count(*) FROM daz_retry_queue WHERE status = %s", (status,)
-        ).fetchone()
-    assert row is not None
-    return int(row[0])
 
 
 def dead_letter(
@@ -507,7 +497,7 @@ def test_dead_letter_subprocesses(dsn: str, conn: Any) -> None:
 
 # --- worker ------------------------------------------------------------------
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _mixed_load(conn: Any) -> dict[str, list[int]]:
@@ -560,22 +550,22 @@ def _check_final_states(conn: Any, kinds: dict[str, list[int]]) -> None:
 
 
 def test_load_handlers_accepts_mappings_and_registries() -> None:
-    from tests import worker_handlers
+    from tests.python import worker_handlers
 
-    assert cmd.load_handlers("tests.worker_handlers:HANDLERS") is worker_handlers.HANDLERS
-    assert cmd.load_handlers("tests.worker_handlers:REGISTRY") is worker_handlers.REGISTRY
+    assert cmd.load_handlers("tests.python.worker_handlers:HANDLERS") is worker_handlers.HANDLERS
+    assert cmd.load_handlers("tests.python.worker_handlers:REGISTRY") is worker_handlers.REGISTRY
     for spec, message in (
-        ("tests.worker_handlers", "MODULE:ATTR"),
+        ("tests.python.worker_handlers", "MODULE:ATTR"),
         ("tests.no_such_module:X", "no module named 'tests.no_such_module'"),
-        ("tests.worker_handlers:MISSING", "has no MISSING"),
-        ("tests.worker_handlers:NOT_A_MAPPING", "expected a mapping"),
+        ("tests.python.worker_handlers:MISSING", "has no MISSING"),
+        ("tests.python.worker_handlers:NOT_A_MAPPING", "expected a mapping"),
     ):
         with pytest.raises(cmd.UsageProblem, match=message):
             cmd.load_handlers(spec)
 
 
 def test_worker_drains_a_mixed_load(dsn: str, conn: Any) -> None:
-    from tests import worker_handlers
+    from tests.python import worker_handlers
 
     kinds = _mixed_load(conn)
     counts = cmd.run_worker(
@@ -592,7 +582,7 @@ def test_worker_drains_a_mixed_load(dsn: str, conn: Any) -> None:
 
 
 def test_worker_serves_metrics_while_it_runs(dsn: str, conn: Any) -> None:
-    from tests import worker_handlers
+    from tests.python import worker_handlers
 
     RetryQueue(conn).add("ok", {"n": 1})
     ports: list[int] = []
@@ -649,7 +639,7 @@ def test_worker_subprocess_exit_when_idle(dsn: str, conn: Any, tmp_path: Path) -
             "--database",
             dsn,
             "--handlers",
-            "tests.worker_handlers:HANDLERS",
+            "tests.python.worker_handlers:HANDLERS",
             "--config",
             str(config),
             "--exit-when-idle",

@@ -1,6 +1,6 @@
 """Properties over inputs: payloads round-trip exactly, batch sizes do what
 they say, backoff follows the formula for any valid settings, and a batch with
-one bad element is refused whole. (tests/test_validation.py covers the single
+one bad element is refused whole. (tests/sql/test_validation.py covers the single
 refusals field by field; these complement it.) Each example runs in a
 transaction that is rolled back, so examples share one database."""
 

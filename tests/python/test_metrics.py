@@ -12,10 +12,8 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 import uuid
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,20 +26,12 @@ from psycopg.types.json import Jsonb
 
 from retryq_py import RetryWorker, ops
 from retryq_py.metrics import QueueCollector, start_metrics_server
-from tests.worker_handlers import REGISTRY as HANDLERS
+from tests.python.worker_handlers import REGISTRY as HANDLERS
 
 Conn = psycopg.Connection[Any]
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 METRIC = re.compile(r"\b((?:retryq|daz_retry_queue)_[a-z_]*[a-z])\b")
-
-
-def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.02)
 
 
 def parse(text: str) -> Samples:

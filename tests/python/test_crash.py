@@ -2,7 +2,7 @@
 of them mid-batch and terminates the backends of others.
 
 Every handler writes its effect in the same transaction as the completion
-(tests/crash_worker.py). At the end every item is completed with exactly one
+(tests/python/crash_worker.py). At the end every item is completed with exactly one
 effect or dead-lettered with none, nothing is left active, and every lease a
 killed worker held was taken over (its history names the dead worker).
 """
@@ -22,7 +22,7 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from tests.test_model import reset
+from tests.helpers import reset
 
 WORKER = Path(__file__).with_name("crash_worker.py")
 LEASE = 2  # seconds: what a killed worker's items wait before a takeover

@@ -17,7 +17,7 @@ from psycopg import sql
 
 from retryq_py import migrate
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_FILE = ROOT / "schema" / "retryq.sql"
 YOYO = Path(sys.executable).parent / "yoyo"
 

@@ -1,4 +1,4 @@
-"""Worker processes for tests/test_crash.py.
+"""Worker processes for tests/python/test_crash.py.
 
     crash_worker.py DSN WORKER_ID LEASE_SECONDS BATCH
 A bare loop over acquire -> handler -> complete/fail on its own connection,

@@ -1,4 +1,4 @@
-"""Handlers for `retryq worker --handlers tests.worker_handlers:HANDLERS`.
+"""Handlers for `retryq worker --handlers tests.python.worker_handlers:HANDLERS`.
 
 Each event type stands for one kind of outcome, so a test can enqueue a
 mixed load and check every item's final status.

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -36,18 +36,11 @@ from retryq_py import (
     WorkerEvent,
     default_worker_id,
 )
+from tests.helpers import statuses, wait_until
 from tests.pg import Server
 
 Conn = psycopg.Connection[Any]
 FAST = {"poll_interval": 0.5, "lock_timeout": 5, "cleanup_interval": 0, "max_backoff": 0.2}
-
-
-def wait_until(pred: Callable[[], bool], timeout: float = 5.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.01)
 
 
 @pytest.fixture
@@ -72,11 +65,6 @@ def row(db: Conn, item_id: int) -> dict[str, Any]:
     assert found is not None, f"item {item_id} is gone"
     names = [d.name for d in cur.description or []]
     return dict(zip(names, found, strict=True))
-
-
-def statuses(db: Conn) -> dict[str, int]:
-    rows = db.execute("SELECT status, count(*) FROM daz_retry_queue GROUP BY 1").fetchall()
-    return {str(s): int(n) for s, n in rows}
 
 
 # -- outcomes --------------------------------------------------------------------
@@ -728,7 +716,7 @@ def test_worker_survives_a_database_outage_and_loses_nothing(
 
 
 def readme_python_blocks() -> list[str]:
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = text.split("\n## Python\n", 1)[1].split("\n## ", 1)[0]
     return re.findall(r"```python\n(.*?)```", section, re.S)
 
@@ -742,7 +730,7 @@ def test_the_readme_python_example_runs_as_written(dsn: str) -> None:
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
-    section = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     claimed = re.search(r"It prints `(WorkerCounts\([^`]*\))`", section)
     assert claimed is not None
     assert done.stdout.splitlines()[0] == claimed.group(1)
