@@ -72,18 +72,21 @@ def _backend(dsn: str, schema: str | None) -> Iterator[Any]:
         backend.connection.close()
 
 
-def apply(dsn: str, schema: str | None = None) -> list[str]:
-    """Apply every pending migration; returns the ids applied."""
-    migrations = read_migrations(str(migrations_dir()))
+def apply(dsn: str, schema: str | None = None, directory: Path | None = None) -> list[str]:
+    """Apply every pending migration (of `directory`, default the packaged
+    ones); returns the ids applied."""
+    migrations = read_migrations(str(directory or migrations_dir()))
     with _backend(dsn, schema) as backend, backend.lock(LOCK_TIMEOUT_SECONDS):
         pending = backend.to_apply(migrations)
         backend.apply_migrations(pending)
         return [m.id for m in pending]
 
 
-def rollback(dsn: str, schema: str | None = None, count: int | None = None) -> list[str]:
+def rollback(
+    dsn: str, schema: str | None = None, count: int | None = None, directory: Path | None = None
+) -> list[str]:
     """Roll back the newest `count` applied migrations (all when None)."""
-    migrations = read_migrations(str(migrations_dir()))
+    migrations = read_migrations(str(directory or migrations_dir()))
     with _backend(dsn, schema) as backend, backend.lock(LOCK_TIMEOUT_SECONDS):
         applied = backend.to_rollback(migrations)
         chosen = applied if count is None else applied[:count]

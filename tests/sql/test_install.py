@@ -1,11 +1,12 @@
-"""Installing retryq: schema/ equals the migrations, rollback leaves nothing,
-concurrent applies, a second schema, and functions immune to the caller's
-search_path."""
+"""Installing retryq: the SQL source in sql/ equals the migrations, rollback
+leaves nothing, concurrent applies, a second schema, and functions immune to
+the caller's search_path."""
 
 from __future__ import annotations
 
 import difflib
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,10 @@ from psycopg import sql
 from retryq_py import migrate
 
 ROOT = Path(__file__).resolve().parents[2]
-SCHEMA_FILE = ROOT / "schema" / "retryq.sql"
+sys.path.insert(0, str(ROOT / "scripts"))
+import sqlgen  # noqa: E402
+
+SOURCE = sqlgen.install_script(sqlgen.read_sources())
 YOYO = Path(sys.executable).parent / "yoyo"
 
 # yoyo's bookkeeping lives next to what it installs; it is not ours to compare.
@@ -57,7 +61,10 @@ def catalog(conn: psycopg.Connection[Any], schema: str = "public") -> dict[str, 
         ),
         "columns": rows(
             f"""
-            SELECT c.relname, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod),
+            -- a column's place among the live ones: a column dropped and added
+            -- again (a rollback, then the upgrade again) takes a new attnum
+            SELECT c.relname, row_number() OVER (PARTITION BY c.oid ORDER BY a.attnum),
+                a.attname, format_type(a.atttypid, a.atttypmod),
                 a.attnotnull, pg_get_expr(d.adbin, d.adrelid), a.attidentity,
                 a.attgenerated, a.attcollation::regcollation::text,
                 {acl.format(col="a.attacl")}
@@ -158,15 +165,15 @@ def migrated_catalog(template_db: str, pg_server: Any) -> dict[str, Any]:
         return catalog(conn)
 
 
-def test_schema_file_gives_exactly_what_the_migrations_give(
+def test_the_source_gives_exactly_what_the_migrations_give(
     new_database: Any, migrated_catalog: dict[str, Any]
 ) -> None:
     dsn = new_database()
     with _connect(dsn) as conn:
-        conn.execute(SCHEMA_FILE.read_text())  # type: ignore[arg-type]
+        conn.execute(SOURCE)  # type: ignore[call-overload]
         got = catalog(conn)
-    assert got["functions"], "schema/retryq.sql created no function"
-    assert_same(migrated_catalog, got, "schema/retryq.sql")
+    assert got["functions"], "sql/ created no function"
+    assert_same(migrated_catalog, got, "sql/")
 
 
 def test_snapshot_sees_a_changed_function(
@@ -175,7 +182,7 @@ def test_snapshot_sees_a_changed_function(
     # The comparison above is only worth something if a drift shows up in it.
     dsn = new_database()
     with _connect(dsn) as conn:
-        conn.execute(SCHEMA_FILE.read_text())  # type: ignore[arg-type]
+        conn.execute(SOURCE)  # type: ignore[call-overload]
         conn.execute("ALTER FUNCTION retry_queue_channel() STABLE COST 7")
         conn.execute("ALTER TABLE _retryq_active SET (fillfactor = 71)")
         conn.execute("GRANT SELECT ON _retryq_finished TO PUBLIC")
@@ -254,26 +261,60 @@ def test_rolling_back_every_migration_leaves_only_yoyos_tables(
     assert_same(migrated_catalog, again, "this install")
 
 
-def test_0005_moves_the_rules_over_a_queue_in_use_and_back(new_database: Any) -> None:
-    """0005 (the rules onto the partitions) rolls back and applies again over
-    items in every state, rechecking them without changing one; each way, a
-    bad finished row is still refused."""
-    dsn = new_database()
-    migrate.apply(dsn)
-    states = """
-        WITH e AS (SELECT * FROM enqueue_retry_items(
-            (SELECT jsonb_agg(jsonb_build_object('event_type', 'e', 'event_data', g))
-             FROM generate_series(1, 8) AS g)))
-        SELECT count(*) FROM e
-    """
-    bad = (
-        "INSERT INTO daz_retry_queue (event_type, event_data, priority, status, completed_at)"
-        " VALUES ('e', '1', 11, 'completed', now())"
+def _changed_copy(tmp: Path) -> tuple[Path, Path]:
+    """A copy of sql/ and migrations/ where a function body, a view and a
+    table changed, and the migration scripts/sqlgen writes for them."""
+    shutil.copytree(ROOT / "sql", tmp / "sql")
+    shutil.copytree(ROOT / "migrations", tmp / "migrations")
+    fn = tmp / "sql" / "functions" / "extend_retry_lock.sql"
+    fn.write_text(fn.read_text().replace("RETURN FOUND;", "RETURN FOUND; -- changed"))
+    view = tmp / "sql" / "views" / "daz_retry_queue_stats.sql"
+    view.write_text(view.read_text().replace("count(*) AS", "count(*) + 0 AS"))
+    table = tmp / "sql" / "tables" / "daz_retry_queue_archive.sql"
+    text = table.read_text()
+    assert "archived_at timestamptz NOT NULL DEFAULT now(),\n" in text
+    table.write_text(
+        text.replace(
+            "archived_at timestamptz NOT NULL DEFAULT now(),\n",
+            "archived_at timestamptz NOT NULL DEFAULT now(),\n    note text,\n",
+        )
     )
+    assert sqlgen.check(tmp / "sql", tmp / "migrations")
+    with pytest.raises(sqlgen.SqlGenError, match="table cannot be replaced"):
+        sqlgen.new("changed", sql_root=tmp / "sql", mig_root=tmp / "migrations")
+    sqlgen.new(
+        "changed",
+        "ALTER TABLE daz_retry_queue_archive ADD COLUMN note text;",
+        "ALTER TABLE daz_retry_queue_archive DROP COLUMN note;",
+        sql_root=tmp / "sql",
+        mig_root=tmp / "migrations",
+    )
+    assert sqlgen.check(tmp / "sql", tmp / "migrations") == []
+    return tmp / "sql", tmp / "migrations"
+
+
+def test_a_generated_upgrade_and_its_rollback_give_the_sources_catalogs(
+    new_database: Any, migrated_catalog: dict[str, Any], tmp_path: Path
+) -> None:
+    """Over a queue holding items in every state, the migration that
+    scripts/sqlgen writes for a changed function, view and table gives what a
+    fresh install of the changed source gives; rolling it back gives today's
+    install again; no item changes either way, and the functions keep their
+    SECURITY DEFINER and pinned search_path throughout."""
+    sql_dir, mig_dir = _changed_copy(tmp_path)
+    with _connect(new_database()) as conn:
+        conn.execute(sqlgen.install_script(sqlgen.read_sources(sql_dir)))  # type: ignore[call-overload]
+        changed_catalog = catalog(conn)
+    assert changed_catalog != migrated_catalog
+
+    dsn = new_database()
+    assert migrate.apply(dsn, directory=ROOT / "migrations") == ["0001_initial"]
     with _connect(dsn) as conn:
-        conn.execute(states)
-        got = conn.execute("SELECT id FROM acquire_retry_items('w', 6)").fetchall()
-        ids = [r[0] for r in got]
+        conn.execute(
+            "SELECT * FROM enqueue_retry_items((SELECT jsonb_agg(jsonb_build_object("
+            "'event_type', 'e', 'event_data', g)) FROM generate_series(1, 8) AS g))"
+        )
+        ids = [r[0] for r in conn.execute("SELECT id FROM acquire_retry_items('w', 6)")]
         conn.execute("SELECT complete_retry_items(%s, 'w')", (ids[:2],))
         conn.execute("SELECT fail_retry_item(%s, 'w', 'gone', 'x', FALSE)", (ids[2],))
         conn.execute("SELECT fail_retry_item(%s, 'w', 'later', 'x', TRUE)", (ids[3],))
@@ -283,16 +324,21 @@ def test_0005_moves_the_rules_over_a_queue_in_use_and_back(new_database: Any) ->
             "SELECT status, count(*) FROM daz_retry_queue GROUP BY 1 ORDER BY 1"
         ).fetchall()
         assert statuses == [("completed", 2), ("dead_letter", 1), ("pending", 3), ("processing", 2)]
-    for step in ("rollback", "apply"):
-        if step == "rollback":
-            assert migrate.rollback(dsn, count=1) == ["0005_lean_writes"]
-        else:
-            assert migrate.apply(dsn) == ["0005_lean_writes"]
+
+    def state() -> tuple[dict[str, Any], list[Any]]:
         with _connect(dsn) as conn:
-            assert conn.execute(rows).fetchall() == before
-            with pytest.raises(psycopg.errors.CheckViolation) as caught:
-                conn.execute(bad)
-            assert caught.value.diag.constraint_name == "daz_retry_queue_priority_check"
+            return catalog(conn), conn.execute(rows).fetchall()
+
+    assert migrate.apply(dsn, directory=mig_dir) == ["0002_changed"]
+    got, items = state()
+    assert_same(changed_catalog, got, "the upgrade")
+    assert items == before
+    assert migrate.rollback(dsn, count=1, directory=mig_dir) == ["0002_changed"]
+    got, items = state()
+    assert_same(migrated_catalog, got, "the rollback")
+    assert items == before
+    assert migrate.apply(dsn, directory=mig_dir) == ["0002_changed"]
+    assert_same(changed_catalog, state()[0], "the upgrade, again")
 
 
 def _yoyo_cli(*args: str) -> subprocess.Popen[str]:

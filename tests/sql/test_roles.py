@@ -203,33 +203,24 @@ def test_install_is_idempotent_across_schemas_and_rollback_keeps_shared_roles(
     with psycopg.connect(dsn, autocommit=True) as c:
         c.execute("CREATE SCHEMA other")
     # a second install in the same cluster finds the roles and grants again
-    assert migrate.apply(dsn, schema="other") == [
-        "0001_core",
-        "0002_circuit_breaker",
-        "0003_roles",
-        "0004_purge_dead_letters",
-        "0005_lean_writes",
-    ]
-    assert migrate.rollback(dsn, count=3) == [
-        "0005_lean_writes",
-        "0004_purge_dead_letters",
-        "0003_roles",
-    ]
+    assert migrate.apply(dsn, schema="other") == ["0001_initial"]
+    assert migrate.rollback(dsn) == ["0001_initial"]
     with psycopg.connect(dsn, autocommit=True) as c:
         row = c.execute(
-            "SELECT has_function_privilege('public', 'public.acquire_retry_items(text, integer,"
-            " integer, timestamptz)', 'EXECUTE'),"
+            "SELECT to_regprocedure('public.acquire_retry_items(text, integer, integer,"
+            " timestamptz)') IS NULL,"
             " has_function_privilege('public', 'other.acquire_retry_items(text, integer,"
             " integer, timestamptz)', 'EXECUTE'),"
-            " (SELECT prosecdef FROM pg_proc WHERE oid = 'public.acquire_retry_items(text,"
-            " integer, integer, timestamptz)'::regprocedure),"
+            " has_function_privilege('retryq_worker', 'other.acquire_retry_items(text,"
+            " integer, integer, timestamptz)', 'EXECUTE'),"
+            " (SELECT nspacl::text LIKE '%%retryq_%%' FROM pg_namespace WHERE nspname = 'public'),"
             " (SELECT count(*) FROM pg_roles WHERE rolname = ANY(%s))",
             (list(GROUPS),),
         ).fetchone()
-    # public is open again and runs as the caller; other keeps its grants; the
-    # roles stay because other (and every test database) still uses them
-    assert row == (True, False, False, 3)
-    assert migrate.apply(dsn) == ["0003_roles", "0004_purge_dead_letters", "0005_lean_writes"]
+    # public is empty and its schema no longer granted; other keeps its grants;
+    # the roles stay because other (and every test database) still uses them
+    assert row == (True, False, True, False, 3)
+    assert migrate.apply(dsn) == ["0001_initial"]
 
 
 def test_python_layer_runs_with_only_its_role(dsn: str, conn: Conn) -> None:

@@ -1,14 +1,9 @@
--- depends: 0003_roles
--- retryq: purge_dead_letter_items, so that deleting dead letters for good is
--- a function retryq_admin may call, like requeue, rather than a DELETE that
--- needs table rights.
-
 -- Deletes dead letters for good (no archive copy), chosen by the same filters
 -- as requeue_dead_letter_items; at least one filter is required. Pending,
 -- processing and completed items are never touched. Rows another session holds
 -- (a requeue or a cleanup under way) are skipped, not waited for. Returns how
 -- many were deleted.
-CREATE FUNCTION purge_dead_letter_items(
+CREATE OR REPLACE FUNCTION purge_dead_letter_items(
     p_item_ids bigint[] DEFAULT NULL,
     p_event_type text DEFAULT NULL,
     p_plugin_name text DEFAULT NULL,
@@ -18,6 +13,7 @@ CREATE FUNCTION purge_dead_letter_items(
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
+SET search_path FROM CURRENT
 AS $$
 DECLARE
     v_count integer;
@@ -49,20 +45,5 @@ BEGIN
 END;
 $$;
 
-DO $$
-BEGIN
-    EXECUTE format(
-        'ALTER FUNCTION purge_dead_letter_items('
-        'bigint[], text, text, text, timestamptz) SET search_path = %I, pg_temp',
-        current_schema()
-    );
-END;
-$$;
-
-REVOKE EXECUTE ON FUNCTION purge_dead_letter_items(
-    bigint[], text, text, text, timestamptz
-) FROM public;
-
-GRANT EXECUTE ON FUNCTION purge_dead_letter_items(
-    bigint[], text, text, text, timestamptz
-) TO retryq_admin;
+REVOKE EXECUTE ON FUNCTION purge_dead_letter_items FROM public;
+GRANT EXECUTE ON FUNCTION purge_dead_letter_items TO retryq_admin;

@@ -1,0 +1,365 @@
+-- Leases up to p_batch_size due items to p_worker_id for
+-- p_lock_timeout_seconds, most urgent first (priority descending, then due
+-- time, then id). A lease that expired belongs to a worker that died or hung:
+-- any worker takes it over, and the lost attempt counts against the item's
+-- retry budget, so an item that kills every worker ends as a dead letter
+-- instead of looping forever.
+-- Circuit breaker: items whose circuit is not closed are skipped and
+-- keep their budget; a circuit past its cool-down gets one probe item. With
+-- every circuit closed the only extra cost is one look at an empty index.
+CREATE OR REPLACE FUNCTION acquire_retry_items(
+    p_worker_id text,
+    p_batch_size integer DEFAULT 10,
+    p_lock_timeout_seconds integer DEFAULT 300,
+    p_now timestamptz DEFAULT now()
+)
+RETURNS TABLE (
+    id bigint,
+    event_id uuid,
+    event_type text,
+    channel_name text,
+    plugin_name text,
+    event_data jsonb,
+    retry_count integer,
+    max_retries integer,
+    priority integer,
+    correlation_id text,
+    event_metadata jsonb,
+    tags text[],
+    created_at timestamptz,
+    next_retry_at timestamptz,
+    locked_until timestamptz,
+    error_message text,
+    last_error_code text
+)
+LANGUAGE plpgsql
+-- Generic plans: planning the lease statement per call (the plan cache's
+-- default) cost a third of the call. Its generic plan is the same index range
+-- scan, checked at 1M due items (scripts/bench, acquire latency) and with due
+-- times scattered across the heap. No JIT: the generic plan's cost estimate
+-- (a tenth of the table for the LIMIT) passes jit_above_cost at 1M items, and
+-- compiling it took 50 ms per call for a statement that runs in one.
+SET plan_cache_mode = force_generic_plan
+SET jit = off
+SECURITY DEFINER
+SET search_path FROM CURRENT
+AS $$
+#variable_conflict use_column
+DECLARE
+    v_remaining integer := p_batch_size;
+    v_taken integer;
+    v_asked integer;
+    v_priority integer;
+    v_until timestamptz;
+    v_gated boolean;
+    v_c record;
+    v_probe_events text[] := '{}';
+    v_probe_plugins text[] := '{}';
+    v_probe_event text;
+    v_probe_plugin text;
+    v_probed boolean;
+BEGIN
+    -- the checks' conditions inline, their calls only to raise (see
+    -- complete_retry_items)
+    IF (length(btrim(p_worker_id)) BETWEEN 1 AND 200) IS NOT TRUE THEN
+        PERFORM _retryq_check_worker(p_worker_id);
+    END IF;
+    IF (p_batch_size BETWEEN 1 AND 1000) IS NOT TRUE THEN
+        PERFORM _retryq_check(FALSE, 'batch_size', 'must be between 1 and 1000');
+    END IF;
+    IF (p_lock_timeout_seconds BETWEEN 1 AND 86400) IS NOT TRUE THEN
+        PERFORM _retryq_check(
+            FALSE, 'lock_timeout_seconds', 'must be between 1 and 86400'
+        );
+    END IF;
+    v_until := p_now + make_interval(secs => p_lock_timeout_seconds);
+
+    v_gated := EXISTS (
+        SELECT 1 FROM _retryq_circuit AS c WHERE c.state <> 'closed'
+    );
+    IF v_gated THEN
+        -- Circuits ready for a probe: open past the cool-down, or half_open
+        -- with no live probe lease. SKIP LOCKED: one worker probes a key at a
+        -- time; the row lock lasts until this acquire commits, and by then the
+        -- circuit says half_open with its probe_id.
+        FOR v_c IN
+            SELECT c.event_type, c.plugin_name, c.state, c.probe_id, a.locked_until
+            FROM _retryq_circuit AS c
+            LEFT JOIN _retryq_active AS a
+                ON a.id = c.probe_id AND a.status = 'processing'
+            WHERE c.state <> 'closed'
+                AND NOT c.forced
+                AND (c.next_probe_at IS NULL OR c.next_probe_at <= p_now)
+                AND (c.state = 'half_open' OR c.open_until <= p_now)
+                AND (a.locked_until IS NULL OR a.locked_until <= p_now)
+            ORDER BY c.event_type, c.plugin_name
+            FOR UPDATE OF c SKIP LOCKED
+        LOOP
+            PERFORM set_config('retryq.circuit_held', 'yes', TRUE);
+            -- A circuit that another worker half-opened after this query's
+            -- snapshot comes back re-checked against its new row, but still
+            -- joined to the old probe (none): look at the probe's lease again.
+            CONTINUE WHEN v_c.probe_id IS NOT NULL AND EXISTS (
+                SELECT 1 FROM _retryq_active AS a
+                WHERE a.id = v_c.probe_id
+                    AND a.status = 'processing'
+                    AND a.locked_until > p_now
+            );
+            IF v_c.state = 'half_open' AND v_c.locked_until IS NOT NULL THEN
+                -- The probe's lease ran out: a hung dependency. That is a
+                -- failed probe; the item itself is taken over later.
+                PERFORM _retryq_circuit_failed(
+                    v_c.event_type, v_c.plugin_name, 1, 0, FALSE, p_now
+                );
+            ELSE
+                v_probe_events := v_probe_events || v_c.event_type;
+                v_probe_plugins := v_probe_plugins || v_c.plugin_name;
+            END IF;
+        END LOOP;
+    END IF;
+
+    -- Probe passes first (one item per ready circuit), then the normal pass.
+    FOR v_pass IN 1..coalesce(array_length(v_probe_events, 1), 0) + 1 LOOP
+        v_probe_event := v_probe_events[v_pass];
+        v_probe_plugin := v_probe_plugins[v_pass];
+        v_probed := FALSE;
+        v_priority := 10;
+        -- One index range scan per priority, from most to least urgent: each
+        -- stops at the first item not yet due, so items scheduled far ahead
+        -- are never walked. Leased items keep their due time (so a lease is a
+        -- HOT update); the scan filters out the unexpired ones.
+        WHILE v_priority >= 1 AND v_remaining > 0 AND NOT v_probed LOOP
+            -- Priorities without any item are skipped in one index descent
+            -- (the highest one at or below this that has items) ...
+            SELECT a.priority INTO v_priority
+            FROM _retryq_active AS a
+            WHERE a.priority <= v_priority
+            ORDER BY a.priority DESC
+            LIMIT 1;
+            EXIT WHEN NOT FOUND;
+            IF NOT v_gated AND v_probe_event IS NULL THEN
+                -- The usual case, in a lighter statement: no circuit to heed,
+                -- and no expired lease among the items it picks. If one is,
+                -- it leases nothing, and the full statement below takes the
+                -- same items in the same order.
+                RETURN QUERY
+                WITH picked AS MATERIALIZED (
+                    SELECT a.id, a.status
+                    FROM _retryq_active AS a
+                    WHERE a.priority = v_priority
+                        AND a.next_retry_at <= p_now
+                        AND (a.locked_until IS NULL OR a.locked_until <= p_now)
+                    ORDER BY a.next_retry_at, a.id
+                    LIMIT v_remaining
+                    FOR UPDATE SKIP LOCKED
+                ),
+                taken AS (
+                    UPDATE _retryq_active AS a
+                    SET
+                        status = 'processing',
+                        locked_by = p_worker_id,
+                        locked_until = v_until,
+                        last_attempted_at = p_now
+                    WHERE a.id = ANY(ARRAY(SELECT p.id FROM picked AS p))
+                        AND NOT EXISTS (
+                            SELECT 1 FROM picked AS p
+                            WHERE p.status = 'processing'
+                        )
+                    RETURNING a.*
+                )
+                SELECT
+                    t.id, t.event_id, t.event_type,
+                    coalesce(t.channel_name, ''), coalesce(t.plugin_name, ''),
+                    t.event_data, t.retry_count, t.max_retries, t.priority,
+                    coalesce(t.correlation_id, ''), t.event_metadata, t.tags,
+                    t.created_at, t.next_retry_at, t.locked_until,
+                    t.error_message, t.last_error_code
+                FROM taken AS t
+                ORDER BY t.next_retry_at, t.id;
+                GET DIAGNOSTICS v_taken = ROW_COUNT;
+                v_remaining := v_remaining - v_taken;
+                CONTINUE WHEN v_remaining = 0;
+            END IF;
+            -- A priority with nothing (more) due is skipped after one more
+            -- probe, instead of running the statement below for it.
+            PERFORM FROM _retryq_active AS a
+            WHERE a.priority = v_priority
+                AND a.next_retry_at <= p_now
+                AND (a.locked_until IS NULL OR a.locked_until <= p_now)
+            ORDER BY a.next_retry_at, a.id
+            LIMIT 1;
+            IF NOT FOUND THEN
+                v_priority := v_priority - 1;
+                CONTINUE;
+            END IF;
+            v_asked := CASE WHEN v_probe_event IS NULL THEN v_remaining ELSE 1 END;
+            RETURN QUERY
+            WITH picked AS (
+                SELECT
+                    a.id,
+                    a.event_type,
+                    a.plugin_name,
+                    a.status = 'processing' AS expired,
+                    a.status = 'processing' AND a.retry_count >= a.max_retries
+                        AS spent
+                FROM _retryq_active AS a
+                WHERE a.priority = v_priority
+                    AND a.next_retry_at <= p_now
+                    AND (a.locked_until IS NULL OR a.locked_until <= p_now)
+                    AND (
+                        v_probe_event IS NULL
+                        OR (
+                            a.event_type = v_probe_event
+                            AND coalesce(a.plugin_name, '') = v_probe_plugin
+                        )
+                    )
+                    -- skip keys whose circuit is not closed
+                    AND (
+                        NOT v_gated
+                        OR v_probe_event IS NOT NULL
+                        OR NOT EXISTS (
+                            SELECT 1 FROM _retryq_circuit AS c
+                            WHERE c.state <> 'closed'
+                                AND c.event_type = a.event_type
+                                AND c.plugin_name = coalesce(a.plugin_name, '')
+                        )
+                    )
+                ORDER BY a.next_retry_at, a.id
+                LIMIT v_asked
+                -- SKIP LOCKED: concurrent workers split the due items between
+                -- them instead of queueing behind each other's row locks.
+                FOR UPDATE SKIP LOCKED
+            ),
+            buried AS (
+                SELECT
+                    set_config('retryq.buried', 'yes', TRUE),
+                    _retryq_bury(
+                        array_agg(p.id),
+                        jsonb_build_object(
+                            'failed_at', p_now,
+                            'error',
+                            'lease expired: the worker did not finish in time',
+                            'code', 'lease_expired',
+                            'retryable', TRUE
+                        ),
+                        p_now
+                    )
+                FROM picked AS p
+                WHERE p.spent
+                HAVING count(*) > 0
+            ),
+            -- lost leases count against their circuits (the probe pass keeps
+            -- its own books in probed)
+            expired AS (
+                SELECT _retryq_circuit_expired(
+                    array_agg(p.event_type), array_agg(p.plugin_name), p_now
+                )
+                FROM picked AS p
+                WHERE p.expired AND v_probe_event IS NULL
+                HAVING count(*) > 0
+            ),
+            taken AS (
+                UPDATE _retryq_active AS a
+                SET
+                    status = 'processing',
+                    locked_by = p_worker_id,
+                    locked_until = v_until,
+                    last_attempted_at = p_now,
+                    retry_count = a.retry_count + (a.status = 'processing')::integer,
+                    error_message = CASE
+                        WHEN a.status = 'processing'
+                            THEN 'lease expired: the worker did not finish in time'
+                        ELSE a.error_message
+                    END,
+                    last_error_code = CASE
+                        WHEN a.status = 'processing' THEN 'lease_expired'
+                        ELSE a.last_error_code
+                    END,
+                    error_history = CASE
+                        WHEN a.status = 'processing'
+                            THEN a.error_history || jsonb_build_array(
+                            jsonb_build_object(
+                                'attempt', jsonb_array_length(a.error_history) + 1,
+                                'failed_at', a.locked_until,
+                                'worker_id', a.locked_by,
+                                'error',
+                                'lease expired: the worker did not finish in time',
+                                'code', 'lease_expired',
+                                'retryable', TRUE
+                            )
+                        )
+                        ELSE a.error_history
+                    END
+                -- by primary key: a join with picked gets a hash join over the
+                -- whole partition in the generic plan (LIMIT's estimate is a
+                -- guess); a picked row that is processing is an expired lease
+                WHERE a.id = ANY(
+                    ARRAY(SELECT p.id FROM picked AS p WHERE NOT p.spent)
+                )
+                RETURNING a.*
+            ),
+            -- a data-modifying CTE always runs: in a probe pass it marks the
+            -- circuit half_open with its probe item
+            probed AS (
+                UPDATE _retryq_circuit AS c
+                SET
+                    state = CASE
+                        WHEN s.probe_id IS NULL THEN c.state ELSE 'half_open'
+                    END,
+                    open_until = CASE
+                        WHEN s.probe_id IS NULL THEN c.open_until
+                    END,
+                    probe_id = coalesce(s.probe_id, c.probe_id),
+                    next_probe_at = NULL,
+                    lease_expiries = c.lease_expiries + s.expired_count
+                FROM (
+                    SELECT
+                        (SELECT min(t.id) FROM taken AS t) AS probe_id,
+                        (SELECT count(*) FROM picked AS p WHERE p.expired)
+                            AS expired_count
+                ) AS s
+                WHERE v_probe_event IS NOT NULL
+                    AND c.event_type = v_probe_event
+                    AND c.plugin_name = v_probe_plugin
+                    AND (s.probe_id IS NOT NULL OR s.expired_count > 0)
+            )
+            SELECT
+                t.id, t.event_id, t.event_type,
+                coalesce(t.channel_name, ''), coalesce(t.plugin_name, ''),
+                t.event_data, t.retry_count, t.max_retries, t.priority,
+                coalesce(t.correlation_id, ''), t.event_metadata, t.tags,
+                t.created_at, t.next_retry_at, t.locked_until, t.error_message,
+                t.last_error_code
+            FROM taken AS t
+            -- a plain CTE runs only when referenced: these one-time filters
+            -- make buried and expired run, before taken returns its rows
+            WHERE (SELECT count(*) FROM buried) >= 0
+                AND (SELECT count(*) FROM expired) >= 0
+            ORDER BY t.next_retry_at, t.id;
+            GET DIAGNOSTICS v_taken = ROW_COUNT;
+            v_remaining := v_remaining - v_taken;
+            v_probed := v_probe_event IS NOT NULL AND v_taken > 0;
+            -- Spent leases that this scan buried used up slots of its LIMIT:
+            -- scan the same priority again rather than hand out a less urgent
+            -- item.
+            IF v_taken < v_asked
+                AND current_setting('retryq.buried', TRUE) = 'yes' THEN
+                PERFORM set_config('retryq.buried', '', TRUE);
+            ELSE
+                v_priority := v_priority - 1;
+            END IF;
+        END LOOP;
+        IF v_probe_event IS NOT NULL AND NOT v_probed THEN
+            -- Nothing of this key is due: look again in a few seconds rather
+            -- than walk the due items on every call.
+            UPDATE _retryq_circuit AS c
+            SET next_probe_at = p_now + interval '5 seconds'
+            WHERE c.event_type = v_probe_event
+                AND c.plugin_name = v_probe_plugin;
+        END IF;
+    END LOOP;
+END;
+$$;
+
+REVOKE EXECUTE ON FUNCTION acquire_retry_items FROM public;
+GRANT EXECUTE ON FUNCTION acquire_retry_items TO retryq_worker;

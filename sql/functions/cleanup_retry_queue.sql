@@ -1,0 +1,82 @@
+-- Removes completed and dead-letter items that finished more than
+-- p_retention_days ago, p_batch_size rows per statement, at most p_max_rows in
+-- all (NULL: no limit). Dead letters are copied to daz_retry_queue_archive
+-- first unless p_archive_dead_letters is false. Pending and processing items
+-- are never touched: they live in another partition. Rows locked by someone
+-- else (a requeue in progress) are skipped, never waited for. For the shortest
+-- locks, call it repeatedly with a small p_max_rows, one transaction each.
+CREATE OR REPLACE FUNCTION cleanup_retry_queue(
+    p_retention_days integer DEFAULT 7,
+    p_batch_size integer DEFAULT 5000,
+    p_max_rows bigint DEFAULT NULL,
+    p_archive_dead_letters boolean DEFAULT TRUE,
+    p_now timestamptz DEFAULT now()
+)
+RETURNS TABLE (deleted_count bigint, archived_count bigint)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_cutoff timestamptz;
+    v_limit integer;
+    v_deleted bigint := 0;
+    v_archived bigint := 0;
+    v_batch_deleted bigint;
+    v_batch_archived bigint;
+BEGIN
+    PERFORM _retryq_check(
+        p_retention_days BETWEEN 0 AND 36500,
+        'retention_days', 'must be between 0 and 36500'
+    );
+    PERFORM _retryq_check(
+        p_batch_size BETWEEN 1 AND 100000,
+        'batch_size', 'must be between 1 and 100000'
+    );
+    PERFORM _retryq_check(
+        p_max_rows IS NULL OR p_max_rows >= 1,
+        'max_rows', 'must be at least 1 or null'
+    );
+    PERFORM _retryq_check(
+        p_archive_dead_letters IS NOT NULL,
+        'archive_dead_letters', 'must not be null'
+    );
+    v_cutoff := p_now - make_interval(days => p_retention_days);
+    LOOP
+        v_limit := least(
+            p_batch_size::bigint, coalesce(p_max_rows - v_deleted, p_batch_size)
+        );
+        EXIT WHEN v_limit <= 0;
+        WITH doomed AS (
+            SELECT f.id
+            FROM _retryq_finished AS f
+            WHERE coalesce(f.completed_at, f.dead_lettered_at) < v_cutoff
+            ORDER BY coalesce(f.completed_at, f.dead_lettered_at)
+            LIMIT v_limit
+            FOR UPDATE SKIP LOCKED
+        ),
+        gone AS (
+            DELETE FROM _retryq_finished AS f
+            USING doomed AS d
+            WHERE f.id = d.id
+            RETURNING f.*
+        ),
+        kept AS (
+            INSERT INTO daz_retry_queue_archive
+            SELECT g.*, p_now
+            FROM gone AS g
+            WHERE g.status = 'dead_letter' AND p_archive_dead_letters
+            RETURNING 1
+        )
+        SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM kept)
+        INTO v_batch_deleted, v_batch_archived;
+        v_deleted := v_deleted + v_batch_deleted;
+        v_archived := v_archived + v_batch_archived;
+        EXIT WHEN v_batch_deleted < v_limit;
+    END LOOP;
+    RETURN QUERY SELECT v_deleted, v_archived;
+END;
+$$;
+
+REVOKE EXECUTE ON FUNCTION cleanup_retry_queue FROM public;
+GRANT EXECUTE ON FUNCTION cleanup_retry_queue TO retryq_admin;

@@ -1,0 +1,76 @@
+-- Marks an item done. True only for the worker holding the lease; false for
+-- any other worker, after a takeover, and on a second call.
+-- Its own body rather than a call to complete_retry_items: it runs once per
+-- item on the per-item path, where the nested call and the array aggregation
+-- cost a tenth of the statement.
+CREATE OR REPLACE FUNCTION complete_retry_item(
+    p_item_id bigint,
+    p_worker_id text,
+    p_now timestamptz DEFAULT now()
+)
+RETURNS boolean
+LANGUAGE plpgsql
+-- Generic plans: a custom plan per call (the plan cache's default here) cost
+-- more than the statement; the generic plan is the same key lookup at any
+-- size.
+SET plan_cache_mode = force_generic_plan
+SECURITY DEFINER
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_event_type text;
+    v_plugin_name text;
+    v_streaks boolean;
+BEGIN
+    IF (length(btrim(p_worker_id)) BETWEEN 1 AND 200) IS NOT TRUE THEN
+        PERFORM _retryq_check_worker(p_worker_id);
+    END IF;
+    WITH gone AS (
+        DELETE FROM _retryq_active AS a
+        WHERE a.id = p_item_id
+            AND a.status = 'processing'
+            AND a.locked_by = p_worker_id
+        RETURNING a.*
+    )
+    INSERT INTO _retryq_finished AS f (
+        id, event_id, event_type, channel_name, plugin_name, event_data,
+        event_metadata, retry_count, max_retries, retry_delay_seconds,
+        backoff_multiplier, max_retry_delay_seconds, retry_jitter, priority,
+        correlation_id, tags, status, error_message, last_error_code,
+        error_history, created_at, next_retry_at, last_attempted_at,
+        completed_at, dead_lettered_at, locked_by, locked_until
+    )
+    SELECT
+        g.id, g.event_id, g.event_type, g.channel_name, g.plugin_name,
+        g.event_data, g.event_metadata, g.retry_count, g.max_retries,
+        g.retry_delay_seconds, g.backoff_multiplier,
+        g.max_retry_delay_seconds, g.retry_jitter, g.priority,
+        g.correlation_id, g.tags, 'completed', g.error_message,
+        g.last_error_code, g.error_history, g.created_at, g.next_retry_at,
+        g.last_attempted_at, p_now, NULL, NULL, NULL
+    FROM gone AS g
+    -- whether any key has a streak, asked in the same statement: a statement
+    -- of its own cost the call a thirtieth
+    RETURNING
+        f.event_type,
+        f.plugin_name,
+        EXISTS (
+            SELECT 1 FROM _retryq_circuit AS c
+            WHERE c.state <> 'closed' OR c.consecutive_failures > 0
+        )
+    INTO v_event_type, v_plugin_name, v_streaks;
+    IF NOT FOUND THEN
+        RETURN FALSE;
+    END IF;
+    -- the same books as complete_retry_items, skipped while no key has a streak
+    IF v_streaks THEN
+        PERFORM _retryq_circuit_succeeded(
+            ARRAY[v_event_type], ARRAY[v_plugin_name], p_now
+        );
+    END IF;
+    RETURN TRUE;
+END;
+$$;
+
+REVOKE EXECUTE ON FUNCTION complete_retry_item FROM public;
+GRANT EXECUTE ON FUNCTION complete_retry_item TO retryq_worker;

@@ -1,0 +1,76 @@
+-- Marks many items done in one statement; returns how many it completed. Ids
+-- not leased to p_worker_id are skipped. A success ends its key's failure
+-- streak and closes its circuit; that bookkeeping is skipped entirely while
+-- no key has a streak.
+CREATE OR REPLACE FUNCTION complete_retry_items(
+    p_item_ids bigint[],
+    p_worker_id text,
+    p_now timestamptz DEFAULT now()
+)
+RETURNS integer
+LANGUAGE plpgsql
+-- generic plans: see complete_retry_item
+SET plan_cache_mode = force_generic_plan
+SECURITY DEFINER
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_count integer;
+    v_dirty boolean;
+    v_event_types text[];
+    v_plugin_names text[];
+BEGIN
+    -- the checks' conditions inline, their calls only to raise: a nested call
+    -- per statement costs the hot path more than the rule itself
+    IF p_item_ids IS NULL THEN
+        PERFORM _retryq_check(FALSE, 'item_ids', 'must not be null');
+    END IF;
+    IF (length(btrim(p_worker_id)) BETWEEN 1 AND 200) IS NOT TRUE THEN
+        PERFORM _retryq_check_worker(p_worker_id);
+    END IF;
+    v_dirty := EXISTS (
+        SELECT 1 FROM _retryq_circuit AS c
+        WHERE c.state <> 'closed' OR c.consecutive_failures > 0
+    );
+    WITH gone AS (
+        DELETE FROM _retryq_active AS a
+        WHERE a.id = ANY(p_item_ids)
+            AND a.status = 'processing'
+            AND a.locked_by = p_worker_id
+        RETURNING a.*
+    ),
+    moved AS (
+        INSERT INTO _retryq_finished AS f (
+            id, event_id, event_type, channel_name, plugin_name, event_data,
+            event_metadata, retry_count, max_retries, retry_delay_seconds,
+            backoff_multiplier, max_retry_delay_seconds, retry_jitter, priority,
+            correlation_id, tags, status, error_message, last_error_code,
+            error_history, created_at, next_retry_at, last_attempted_at,
+            completed_at, dead_lettered_at, locked_by, locked_until
+        )
+        SELECT
+            g.id, g.event_id, g.event_type, g.channel_name, g.plugin_name,
+            g.event_data, g.event_metadata, g.retry_count, g.max_retries,
+            g.retry_delay_seconds, g.backoff_multiplier,
+            g.max_retry_delay_seconds, g.retry_jitter, g.priority,
+            g.correlation_id, g.tags, 'completed', g.error_message,
+            g.last_error_code, g.error_history, g.created_at, g.next_retry_at,
+            g.last_attempted_at, p_now, NULL, NULL, NULL
+        FROM gone AS g
+        RETURNING f.event_type, f.plugin_name
+    )
+    SELECT
+        count(*),
+        array_agg(m.event_type) FILTER (WHERE v_dirty),
+        array_agg(m.plugin_name) FILTER (WHERE v_dirty)
+    INTO v_count, v_event_types, v_plugin_names
+    FROM moved AS m;
+    IF v_dirty AND v_count > 0 THEN
+        PERFORM _retryq_circuit_succeeded(v_event_types, v_plugin_names, p_now);
+    END IF;
+    RETURN v_count;
+END;
+$$;
+
+REVOKE EXECUTE ON FUNCTION complete_retry_items FROM public;
+GRANT EXECUTE ON FUNCTION complete_retry_items TO retryq_worker;

@@ -1,0 +1,30 @@
+-- Heartbeat: moves the lease expiry to p_now + p_lock_timeout_seconds. False
+-- when p_worker_id no longer holds the lease.
+CREATE OR REPLACE FUNCTION extend_retry_lock(
+    p_item_id bigint,
+    p_worker_id text,
+    p_lock_timeout_seconds integer DEFAULT 300,
+    p_now timestamptz DEFAULT now()
+)
+RETURNS boolean
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path FROM CURRENT
+AS $$
+BEGIN
+    PERFORM _retryq_check_worker(p_worker_id);
+    PERFORM _retryq_check(
+        p_lock_timeout_seconds BETWEEN 1 AND 86400,
+        'lock_timeout_seconds', 'must be between 1 and 86400'
+    );
+    UPDATE _retryq_active AS a
+    SET locked_until = p_now + make_interval(secs => p_lock_timeout_seconds)
+    WHERE a.id = p_item_id
+        AND a.status = 'processing'
+        AND a.locked_by = p_worker_id;
+    RETURN FOUND;
+END;
+$$;
+
+REVOKE EXECUTE ON FUNCTION extend_retry_lock FROM public;
+GRANT EXECUTE ON FUNCTION extend_retry_lock TO retryq_worker;

@@ -1,0 +1,92 @@
+-- Records a failed attempt. While the retry budget lasts the item goes back to
+-- pending, due after the backoff; the failure of attempt max_retries + 1, or
+-- any failure with p_retryable false, makes it a dead letter. False when
+-- p_worker_id does not hold the lease.
+-- A retryable failure counts against the item's circuit. A permanent one
+-- (p_retryable false) does not: it says the item is bad, not that the
+-- dependency is down, so it neither extends nor ends a failure streak.
+CREATE OR REPLACE FUNCTION fail_retry_item(
+    p_item_id bigint,
+    p_worker_id text,
+    p_error_msg text,
+    p_error_code text DEFAULT NULL,
+    p_retryable boolean DEFAULT TRUE,
+    p_now timestamptz DEFAULT now()
+)
+RETURNS boolean
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_item _retryq_active%ROWTYPE;
+    v_entry jsonb;
+    v_due timestamptz;
+BEGIN
+    PERFORM _retryq_check_worker(p_worker_id);
+    PERFORM _retryq_check(
+        p_error_msg IS NOT NULL, 'error_msg', 'must not be null'
+    );
+    PERFORM _retryq_check(
+        p_retryable IS NOT NULL, 'retryable', 'must not be null'
+    );
+    SELECT a.* INTO v_item
+    FROM _retryq_active AS a
+    WHERE a.id = p_item_id
+        AND a.status = 'processing'
+        AND a.locked_by = p_worker_id
+    FOR UPDATE;
+    IF NOT FOUND THEN
+        RETURN FALSE;
+    END IF;
+
+    IF p_retryable THEN
+        -- after the item's row lock, like every other path: item, then circuit
+        PERFORM _retryq_circuit_failed(
+            v_item.event_type, v_item.plugin_name, 1, 0, FALSE, p_now
+        );
+    END IF;
+
+    v_entry := jsonb_build_object(
+        'failed_at', p_now,
+        'worker_id', p_worker_id,
+        'error', p_error_msg,
+        'code', p_error_code,
+        'retryable', p_retryable
+    );
+    IF NOT p_retryable OR v_item.retry_count >= v_item.max_retries THEN
+        PERFORM _retryq_bury(ARRAY[p_item_id], v_entry, p_now);
+        RETURN TRUE;
+    END IF;
+
+    v_due := p_now + _retryq_backoff(
+        v_item.retry_count + 1,
+        v_item.retry_delay_seconds,
+        v_item.backoff_multiplier,
+        v_item.max_retry_delay_seconds,
+        v_item.retry_jitter
+    );
+    UPDATE _retryq_active AS a
+    SET
+        status = 'pending',
+        retry_count = a.retry_count + 1,
+        next_retry_at = v_due,
+        error_message = p_error_msg,
+        last_error_code = p_error_code,
+        error_history = a.error_history || jsonb_build_array(
+            v_entry || jsonb_build_object(
+                'attempt', jsonb_array_length(a.error_history) + 1
+            )
+        ),
+        locked_by = NULL,
+        locked_until = NULL
+    WHERE a.id = p_item_id;
+    IF v_due <= p_now THEN
+        PERFORM pg_notify(retry_queue_channel(), 'retry');
+    END IF;
+    RETURN TRUE;
+END;
+$$;
+
+REVOKE EXECUTE ON FUNCTION fail_retry_item FROM public;
+GRANT EXECUTE ON FUNCTION fail_retry_item TO retryq_worker;

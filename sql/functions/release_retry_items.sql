@@ -1,0 +1,34 @@
+-- Gives leased items back unprocessed (a worker shutting down): they become
+-- pending at their old due time, so another worker takes them at once, and no
+-- retry is spent. Returns how many were released.
+CREATE OR REPLACE FUNCTION release_retry_items(
+    p_item_ids bigint[],
+    p_worker_id text
+)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_count integer;
+BEGIN
+    PERFORM _retryq_check(
+        p_item_ids IS NOT NULL, 'item_ids', 'must not be null'
+    );
+    PERFORM _retryq_check_worker(p_worker_id);
+    UPDATE _retryq_active AS a
+    SET status = 'pending', locked_by = NULL, locked_until = NULL
+    WHERE a.id = ANY(p_item_ids)
+        AND a.status = 'processing'
+        AND a.locked_by = p_worker_id;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    IF v_count > 0 THEN
+        PERFORM pg_notify(retry_queue_channel(), 'release');
+    END IF;
+    RETURN v_count;
+END;
+$$;
+
+REVOKE EXECUTE ON FUNCTION release_retry_items FROM public;
+GRANT EXECUTE ON FUNCTION release_retry_items TO retryq_worker;

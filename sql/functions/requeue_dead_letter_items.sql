@@ -1,0 +1,63 @@
+-- Replays dead letters with a fresh retry budget, due at once. Chooses them by
+-- ids and/or by event_type, plugin_name, last error code and dead-letter time;
+-- at least one filter is required so that a slip never replays everything.
+-- Their error history is kept. Returns how many were requeued.
+CREATE OR REPLACE FUNCTION requeue_dead_letter_items(
+    p_item_ids bigint[] DEFAULT NULL,
+    p_event_type text DEFAULT NULL,
+    p_plugin_name text DEFAULT NULL,
+    p_error_code text DEFAULT NULL,
+    p_dead_before timestamptz DEFAULT NULL,
+    p_now timestamptz DEFAULT now()
+)
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_count integer;
+BEGIN
+    PERFORM _retryq_check(
+        num_nonnulls(
+            p_item_ids, p_event_type, p_plugin_name, p_error_code,
+            p_dead_before
+        ) > 0,
+        'item_ids', 'give item_ids, event_type, plugin_name, error_code or dead_before'
+    );
+    WITH gone AS (
+        DELETE FROM _retryq_finished AS f
+        WHERE f.status = 'dead_letter'
+            AND (p_item_ids IS NULL OR f.id = ANY(p_item_ids))
+            AND (p_event_type IS NULL OR f.event_type = p_event_type)
+            AND (p_plugin_name IS NULL OR f.plugin_name = p_plugin_name)
+            AND (p_error_code IS NULL OR f.last_error_code = p_error_code)
+            AND (p_dead_before IS NULL OR f.dead_lettered_at < p_dead_before)
+        RETURNING f.*
+    )
+    INSERT INTO _retryq_active (
+        id, event_id, event_type, channel_name, plugin_name, event_data,
+        event_metadata, retry_count, max_retries, retry_delay_seconds,
+        backoff_multiplier, max_retry_delay_seconds, retry_jitter, priority,
+        correlation_id, tags, status, error_message, last_error_code,
+        error_history, created_at, next_retry_at, last_attempted_at,
+        completed_at, dead_lettered_at, locked_by, locked_until
+    )
+    SELECT
+        g.id, g.event_id, g.event_type, g.channel_name, g.plugin_name,
+        g.event_data, g.event_metadata, 0, g.max_retries,
+        g.retry_delay_seconds, g.backoff_multiplier, g.max_retry_delay_seconds,
+        g.retry_jitter, g.priority, g.correlation_id, g.tags, 'pending',
+        g.error_message, g.last_error_code, g.error_history, g.created_at,
+        p_now, g.last_attempted_at, NULL, NULL, NULL, NULL
+    FROM gone AS g;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    IF v_count > 0 THEN
+        PERFORM pg_notify(retry_queue_channel(), 'requeue');
+    END IF;
+    RETURN v_count;
+END;
+$$;
+
+REVOKE EXECUTE ON FUNCTION requeue_dead_letter_items FROM public;
+GRANT EXECUTE ON FUNCTION requeue_dead_letter_items TO retryq_admin;

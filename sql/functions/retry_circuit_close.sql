@@ -1,0 +1,35 @@
+-- Operator: closes a circuit now and forgets its failure streak, whatever
+-- its state (forced or not). False when the key has no circuit row.
+CREATE OR REPLACE FUNCTION retry_circuit_close(
+    p_event_type text,
+    p_plugin_name text DEFAULT NULL,
+    p_now timestamptz DEFAULT now()
+)
+RETURNS boolean
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path FROM CURRENT
+AS $$
+BEGIN
+    PERFORM _retryq_check_circuit_key(p_event_type);
+    UPDATE _retryq_circuit AS c
+    SET
+        state = 'closed',
+        forced = FALSE,
+        consecutive_failures = 0,
+        trips = 0,
+        open_until = NULL,
+        next_probe_at = NULL,
+        probe_id = NULL,
+        closed_at = CASE WHEN c.state = 'closed' THEN c.closed_at ELSE p_now END
+    WHERE c.event_type = p_event_type
+        AND c.plugin_name = coalesce(p_plugin_name, '');
+    IF FOUND THEN
+        PERFORM pg_notify(retry_queue_channel(), 'circuit');
+    END IF;
+    RETURN FOUND;
+END;
+$$;
+
+REVOKE EXECUTE ON FUNCTION retry_circuit_close FROM public;
+GRANT EXECUTE ON FUNCTION retry_circuit_close TO retryq_admin;

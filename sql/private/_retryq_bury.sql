@@ -1,0 +1,49 @@
+-- Moves the given active rows to the finished partition as dead letters,
+-- appending p_entry (with its attempt number filled in) to each history.
+-- Callers hold the row locks.
+CREATE OR REPLACE FUNCTION _retryq_bury(
+    p_ids bigint[],
+    p_entry jsonb,
+    p_now timestamptz
+)
+RETURNS integer
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_count integer;
+BEGIN
+    WITH gone AS (
+        DELETE FROM _retryq_active AS a
+        WHERE a.id = ANY(p_ids)
+        RETURNING a.*
+    )
+    INSERT INTO _retryq_finished (
+        id, event_id, event_type, channel_name, plugin_name, event_data,
+        event_metadata, retry_count, max_retries, retry_delay_seconds,
+        backoff_multiplier, max_retry_delay_seconds, retry_jitter, priority,
+        correlation_id, tags, status, error_message, last_error_code,
+        error_history, created_at, next_retry_at, last_attempted_at,
+        completed_at, dead_lettered_at, locked_by, locked_until
+    )
+    SELECT
+        g.id, g.event_id, g.event_type, g.channel_name, g.plugin_name,
+        g.event_data, g.event_metadata, g.retry_count, g.max_retries,
+        g.retry_delay_seconds, g.backoff_multiplier, g.max_retry_delay_seconds,
+        g.retry_jitter, g.priority, g.correlation_id, g.tags, 'dead_letter',
+        p_entry ->> 'error', p_entry ->> 'code',
+        g.error_history || jsonb_build_array(
+            p_entry || jsonb_build_object(
+                'attempt', jsonb_array_length(g.error_history) + 1,
+                'worker_id', coalesce(p_entry ->> 'worker_id', g.locked_by)
+            )
+        ),
+        g.created_at, g.next_retry_at, g.last_attempted_at, NULL, p_now,
+        NULL, NULL
+    FROM gone AS g;
+    GET DIAGNOSTICS v_count = ROW_COUNT;
+    RETURN v_count;
+END;
+$$;
+
+REVOKE EXECUTE ON FUNCTION _retryq_bury FROM public;

@@ -1,0 +1,193 @@
+"""scripts/sqlgen: sql/ is the one place SQL is written, migrations/ is what it
+generates, and the check notices every way the two can disagree. Also: every
+function carries its own guarantees in its CREATE. (The database side, that a
+generated upgrade and its rollback give the catalogs the source describes, is
+in test_install.py.)"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "scripts"))
+import sqlgen  # noqa: E402
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> tuple[Path, Path]:
+    shutil.copytree(ROOT / "sql", tmp_path / "sql")
+    shutil.copytree(ROOT / "migrations", tmp_path / "migrations")
+    return tmp_path / "sql", tmp_path / "migrations"
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, (path, old)
+    path.write_text(text.replace(old, new, 1))
+
+
+def test_the_committed_migrations_are_what_the_source_generates() -> None:
+    assert sqlgen.check() == []
+    done = subprocess.run([ROOT / "scripts" / "sqlgen", "check"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_a_body_edited_in_the_source_fails_the_check_until_a_migration_is_written(
+    tree: tuple[Path, Path],
+) -> None:
+    sql_dir, mig_dir = tree
+    fn = sql_dir / "functions" / "extend_retry_lock.sql"
+    old_text = fn.read_text()
+    edit(fn, "RETURN FOUND;", "RETURN FOUND AND TRUE;")
+    problems = sqlgen.check(sql_dir, mig_dir)
+    assert "sql/functions/extend_retry_lock.sql changed since the last migration" in problems
+    assert any("scripts/sqlgen new" in p for p in problems)
+
+    up, down = sqlgen.new("extend_tweak", sql_root=sql_dir, mig_root=mig_dir)
+    assert up.name == "0002_extend_tweak.sql"
+    assert sqlgen.check(sql_dir, mig_dir) == []
+    up_text, down_text = up.read_text(), down.read_text()
+    assert "-- depends: 0001_initial\n" in up_text
+    # only the changed file ships again, whole, with its guarantees
+    assert up_text.count("-- retryq:source ") == 1
+    assert "RETURN FOUND AND TRUE;" in up_text and "SECURITY DEFINER" in up_text
+    assert "SET search_path FROM CURRENT" in up_text
+    # the rollback puts back the previous text, guarantees included
+    assert sqlgen.split("x", old_text).install in down_text
+    assert "RETURN FOUND AND TRUE" not in down_text
+    with pytest.raises(sqlgen.SqlGenError, match="nothing changed"):
+        sqlgen.new("again", sql_root=sql_dir, mig_root=mig_dir)
+
+
+def test_a_migration_edited_by_hand_fails_the_check(tree: tuple[Path, Path]) -> None:
+    sql_dir, mig_dir = tree
+    initial = mig_dir / "0001_initial.sql"
+    body = "AND a.locked_by = p_worker_id;\n    RETURN FOUND;"
+    assert initial.read_text().count(body) == 1
+    # a body changed in the migration only
+    edit(initial, body, "AND a.locked_by = p_worker_id;\n    RETURN TRUE;")
+    problems = sqlgen.check(sql_dir, mig_dir)
+    assert "sql/functions/extend_retry_lock.sql changed since the last migration" in problems
+    # the same change made in both: the generated file no longer matches its rendering
+    edit(sql_dir / "functions" / "extend_retry_lock.sql", "RETURN FOUND;", "RETURN TRUE;")
+    edit(initial, "-- retryq:source roles.sql", "-- a note\n-- retryq:source roles.sql")
+    assert sqlgen.check(sql_dir, mig_dir) == [
+        "migrations/0001_initial.sql was edited by hand (regenerate it)"
+    ]
+
+
+def test_new_and_removed_files_ship_and_roll_back(tree: tuple[Path, Path]) -> None:
+    sql_dir, mig_dir = tree
+    (sql_dir / "functions" / "retryq_hello.sql").write_text(
+        "-- Says hello.\nCREATE OR REPLACE FUNCTION retryq_hello()\nRETURNS text\n"
+        "LANGUAGE sql\nSET search_path FROM CURRENT\nAS $$ SELECT 'hello' $$;\n"
+    )
+    manifest = sql_dir / "manifest.txt"
+    with pytest.raises(sqlgen.SqlGenError, match="not listed.*retryq_hello"):
+        sqlgen.check(sql_dir, mig_dir)
+    manifest.write_text(manifest.read_text() + "functions/retryq_hello.sql\n")
+    up, down = sqlgen.new("hello", sql_root=sql_dir, mig_root=mig_dir)
+    assert "CREATE OR REPLACE FUNCTION retryq_hello()" in up.read_text()
+    assert "DROP FUNCTION retryq_hello;" in down.read_text()
+
+    (sql_dir / "functions" / "retryq_hello.sql").unlink()
+    manifest.write_text(manifest.read_text().replace("functions/retryq_hello.sql\n", ""))
+    assert sqlgen.check(sql_dir, mig_dir) == [
+        "sql/functions/retryq_hello.sql removed since the last migration",
+        "run scripts/sqlgen new SLUG to write the migration for it",
+    ]
+    up, down = sqlgen.new("bye", sql_root=sql_dir, mig_root=mig_dir)
+    assert "DROP FUNCTION retryq_hello;" in up.read_text()
+    assert "CREATE OR REPLACE FUNCTION retryq_hello()" in down.read_text()
+    assert sqlgen.check(sql_dir, mig_dir) == []
+
+
+def test_a_changed_table_needs_its_alter_statements(tree: tuple[Path, Path]) -> None:
+    sql_dir, mig_dir = tree
+    table = sql_dir / "tables" / "daz_retry_queue_archive.sql"
+    edit(table, "archived_at timestamptz NOT NULL DEFAULT now(),", "archived_at timestamptz,")
+    with pytest.raises(sqlgen.SqlGenError, match="table cannot be replaced"):
+        sqlgen.new("archive", sql_root=sql_dir, mig_root=mig_dir)
+    with pytest.raises(sqlgen.SqlGenError, match="go together"):
+        sqlgen.new("archive", "ALTER TABLE x;", sql_root=sql_dir, mig_root=mig_dir)
+    alter = "ALTER TABLE daz_retry_queue_archive ALTER COLUMN archived_at DROP NOT NULL;"
+    up, down = sqlgen.new(
+        "archive", alter, "ALTER TABLE daz_retry_queue_archive ALTER COLUMN archived_at"
+        " SET NOT NULL;", sql_root=sql_dir, mig_root=mig_dir,
+    )
+    assert alter in up.read_text() and "SET NOT NULL" in down.read_text()
+    # the new table text is recorded (commented out), so the check agrees now
+    assert "-- | CREATE TABLE daz_retry_queue_archive" in up.read_text()
+    assert sqlgen.check(sql_dir, mig_dir) == []
+
+
+def test_each_function_is_created_in_exactly_one_hand_edited_file(
+    conn: psycopg.Connection[Any],
+) -> None:
+    names = [r[0] for r in conn.execute(
+        "SELECT proname FROM pg_proc WHERE pronamespace = 'public'::regnamespace"
+    )]
+    assert len(names) >= 20
+    hand_edited = [
+        p for p in ROOT.rglob("*")
+        if p.is_file() and p.suffix in {".sql", ".py", ".md"}
+        # tests plant decoys of the same names on purpose
+        and not {".git", ".venv", "migrations", "tests"} & set(p.relative_to(ROOT).parts)
+    ]
+    texts = {p: p.read_text(errors="replace") for p in hand_edited}
+    for name in names:
+        create = re.compile(rf"CREATE (?:OR REPLACE )?FUNCTION (?:\w+\.)?{name}\(")
+        where = [str(p.relative_to(ROOT)) for p, t in texts.items() if create.search(t)]
+        assert len(where) == 1 and where[0].startswith("sql/"), (name, where)
+
+
+def test_every_function_states_its_guarantees_in_its_create(
+    conn: psycopg.Connection[Any],
+) -> None:
+    """SECURITY DEFINER (the public functions but the channel's name) and the
+    pinned search_path are in each CREATE, never added afterwards, so that
+    replacing a body (CREATE OR REPLACE resets what it does not state) can
+    never drop them."""
+    rows = conn.execute(
+        "SELECT proname, prosecdef, proconfig FROM pg_proc"
+        " WHERE pronamespace = 'public'::regnamespace"
+    ).fetchall()
+    for name, secdef, config in rows:
+        assert "search_path=public, pg_temp" in (config or []), name
+        public = not name.startswith("_") and name != "retry_queue_channel"
+        assert secdef == public, name
+    for path in sorted((ROOT / "sql").rglob("*.sql")):
+        text = path.read_text()
+        assert not re.search(r"ALTER FUNCTION|pg_proc", text), path
+        for create in re.finditer(r"CREATE OR REPLACE FUNCTION (\w+)(.*?)\nAS \$\$", text, re.S):
+            name, head = create.groups()
+            assert "\nSET search_path FROM CURRENT" in head, (path, name)
+            assert ("\nSECURITY DEFINER" in head) == (
+                not name.startswith("_") and name != "retry_queue_channel"
+            ), (path, name)
+            assert f"REVOKE EXECUTE ON FUNCTION {name} FROM public;" in text, (path, name)
+
+
+def test_replacing_a_body_keeps_its_guarantees(conn: psycopg.Connection[Any]) -> None:
+    """What a later migration does: the file's text run again over an install."""
+    text = (ROOT / "sql" / "functions" / "acquire_retry_items.sql").read_text()
+    with conn.transaction():
+        conn.execute("SET LOCAL search_path = public, pg_temp")
+        conn.execute(text.replace("AS $$\n", "AS $$\n-- replaced\n", 1))  # type: ignore[call-overload]
+    row = conn.execute(
+        "SELECT prosecdef, proconfig, prosrc LIKE '%%replaced%%',"
+        " has_function_privilege('retryq_worker', oid, 'EXECUTE'),"
+        " has_function_privilege('retryq_producer', oid, 'EXECUTE')"
+        " FROM pg_proc WHERE proname = 'acquire_retry_items'"
+    ).fetchone()
+    assert row is not None
+    assert row[0] is True and "search_path=public, pg_temp" in row[1]
+    assert row[2:] == (True, True, False)
