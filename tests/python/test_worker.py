@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -34,8 +34,12 @@ from retryq_py import (
     RetryQueueItem,
     RetryWorker,
     WorkerEvent,
+    _sql,
     default_worker_id,
 )
+from retryq_py.worker import Settings, WorkerParts
+from retryq_py.worker.events import Outcome
+from retryq_py.worker.flush import Writer, Written
 from tests.helpers import statuses, wait_until
 from tests.pg import Server
 
@@ -65,6 +69,26 @@ def row(db: Conn, item_id: int) -> dict[str, Any]:
     assert found is not None, f"item {item_id} is gone"
     names = [d.name for d in cur.description or []]
     return dict(zip(names, found, strict=True))
+
+
+class SpyWriter:
+    """The worker's own flush writer, telling `seen` what each flush writes."""
+
+    def __init__(self, inner: Writer, seen: Callable[[list[Outcome]], None]) -> None:
+        self.inner, self.seen = inner, seen
+
+    def write(self, conn: Conn, outcomes: list[Outcome], want: int) -> Written:
+        self.seen(outcomes)
+        return self.inner.write(conn, outcomes, want)
+
+
+def spying(seen: Callable[[list[Outcome]], None]) -> WorkerParts:
+    own = WorkerParts().writer
+
+    def writer(settings: Settings) -> Writer:
+        return SpyWriter(own(settings), seen)
+
+    return WorkerParts(writer=writer)
 
 
 # -- outcomes --------------------------------------------------------------------
@@ -157,21 +181,21 @@ def test_worker_metrics_count_outcomes_by_event_type(
     assert sample("retryq_worker_acquire_duration_seconds_count") > before["acquired"]
 
 
-def test_successes_are_acknowledged_in_batches(
-    module_dsn: str, db: Conn, q: RetryQueue, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_successes_are_acknowledged_in_batches(module_dsn: str, db: Conn, q: RetryQueue) -> None:
     calls: list[int] = []
-    real = RetryWorker._write
 
-    def spy(self: RetryWorker, conn: Conn, outcomes: list[Any], want: int) -> Any:
+    def seen(outcomes: list[Outcome]) -> None:
         if any(o.ok for o in outcomes):
             calls.append(sum(o.ok for o in outcomes))
-        return real(self, conn, outcomes, want)
 
-    monkeypatch.setattr(RetryWorker, "_write", spy)
     q.add_many([{"event_type": "e", "data": i} for i in range(60)])
     counts = RetryWorker(
-        module_dsn, {"e": lambda item: None}, worker_count=4, batch_size=20, **FAST
+        module_dsn,
+        {"e": lambda item: None},
+        worker_count=4,
+        batch_size=20,
+        parts=spying(seen),
+        **FAST,
     ).run(exit_when_idle=True)
     assert counts.processed == 60 and statuses(db) == {"completed": 60}
     assert sum(calls) == 60
@@ -232,20 +256,16 @@ def test_lanes_share_the_work_and_write_each_outcome_once(
     module_dsn: str,
     db: Conn,
     q: RetryQueue,
-    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
     lanes: int,
 ) -> None:
     """Several transactions in flight: every item is handled and acknowledged
     exactly once, and the lanes never hold more than their capacity."""
     written: list[int] = []
-    real = RetryWorker._write
 
-    def spy(self: RetryWorker, conn: Conn, outcomes: list[Any], want: int) -> Any:
+    def seen(outcomes: list[Outcome]) -> None:
         written.extend(o.item.id for o in outcomes if o.ok)
-        return real(self, conn, outcomes, want)
 
-    monkeypatch.setattr(RetryWorker, "_write", spy)
     ids = [e.id for e in q.add_many([{"event_type": "e", "data": i} for i in range(400)])]
     handled: list[int] = []
     most = [0]
@@ -256,7 +276,13 @@ def test_lanes_share_the_work_and_write_each_outcome_once(
         most[0] = max(most[0], worker.held)
 
     worker = RetryWorker(
-        module_dsn, {"e": handle}, worker_count=4, batch_size=5, lanes=lanes, **FAST
+        module_dsn,
+        {"e": handle},
+        worker_count=4,
+        batch_size=5,
+        lanes=lanes,
+        parts=spying(seen),
+        **FAST,
     )
     with caplog.at_level("WARNING", logger="retryq.worker"):
         counts = worker.run(exit_when_idle=True)
@@ -264,7 +290,7 @@ def test_lanes_share_the_work_and_write_each_outcome_once(
     assert sorted(written) == sorted(ids)  # none twice, none lost
     assert (counts.processed, counts.lease_lost) == (400, 0)
     assert statuses(db) == {"completed": 400}
-    assert most[0] <= worker._capacity() == 5 * (2 * lanes - 1) + 4
+    assert most[0] <= worker.settings.capacity == 5 * (2 * lanes - 1) + 4
     assert not [r for r in caplog.records if "no longer leased" in r.getMessage()]
 
 
@@ -312,7 +338,7 @@ def test_a_worker_id_with_quotes_and_backslashes_is_written_as_given(
     module_dsn: str, db: Conn, q: RetryQueue
 ) -> None:
     """The flush puts the worker id into its query text: quoted, never spliced."""
-    odd = "o'brien \\ \"x\"; DROP TABLE daz_retry_queue; --"
+    odd = 'o\'brien \\ "x"; DROP TABLE daz_retry_queue; --'
     seen: list[str | None] = []
     data: list[Any] = []
 
@@ -357,19 +383,22 @@ def test_a_missing_schema_stops_run_with_the_error(new_database: Any) -> None:
 
 
 def test_notify_wakes_an_idle_worker_long_before_the_poll(
-    module_dsn: str, db: Conn, q: RetryQueue, monkeypatch: pytest.MonkeyPatch
+    module_dsn: str, db: Conn, q: RetryQueue
 ) -> None:
     done = threading.Event()
     went_idle = threading.Event()
-    real_due = RetryQueue.due
 
-    def due(self: RetryQueue) -> Any:
-        went_idle.set()  # the worker asks this just before it goes to sleep
-        return real_due(self)
+    class Watched(RetryQueue):
+        def due(self) -> _sql.Due:
+            went_idle.set()  # the worker asks this just before it goes to sleep
+            return super().due()
 
-    monkeypatch.setattr(RetryQueue, "due", due)
     worker = RetryWorker(
-        module_dsn, {"e": lambda item: done.set()}, poll_interval=60, cleanup_interval=0
+        module_dsn,
+        {"e": lambda item: done.set()},
+        poll_interval=60,
+        cleanup_interval=0,
+        parts=WorkerParts(queue=lambda pool, schema: Watched(pool, schema=schema)),
     )
     thread = worker.start()
     try:
@@ -396,13 +425,22 @@ def test_notify_wakes_an_idle_worker_long_before_the_poll(
 def test_worker_sleeps_only_until_the_next_due_retry(
     module_dsn: str, db: Conn, q: RetryQueue
 ) -> None:
-    handled = threading.Event()
+    handled, started = threading.Event(), threading.Event()
+
+    def queue(pool: Any, schema: str | None) -> RetryQueue:
+        started.set()  # the pool is open: the worker starts its parts
+        return RetryQueue(pool, schema=schema)
+
     worker = RetryWorker(
-        module_dsn, {"e": lambda item: handled.set()}, poll_interval=60, cleanup_interval=0
+        module_dsn,
+        {"e": lambda item: handled.set()},
+        poll_interval=60,
+        cleanup_interval=0,
+        parts=WorkerParts(queue=queue),
     )
     thread = worker.start()
     try:
-        wait_until(lambda: worker._queue is not None, what="worker started")
+        assert started.wait(5), "worker started"
         started = time.monotonic()
         q.add("e", {}, delay=0.5)  # its NOTIFY wakes the worker: not due yet
         assert handled.wait(5), "the worker should wake when the item becomes due"
@@ -473,7 +511,7 @@ def test_sigterm_stops_run_gracefully(module_dsn: str, db: Conn, q: RetryQueue) 
     def terminate_self(item: RetryQueueItem) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
         # finish only once the main thread has handled the signal
-        wait_until(lambda: worker._stopping.is_set(), what="the signal handler")
+        wait_until(lambda: worker.stopping, what="the signal handler")
 
     before = signal.getsignal(signal.SIGTERM)
     q.add_many([{"event_type": "e", "data": i} for i in range(3)])
@@ -634,7 +672,7 @@ def test_scheduled_cleanup_runs_one_worker_at_a_time(
     settings = {**FAST, "cleanup_interval": 3600, "retention_days": 7}
     with psycopg.connect(module_dsn) as holder:
         with holder.transaction():
-            holder.execute(RetryQueue(holder)._q.try_cleanup_lock)
+            holder.execute(_sql.compose(_sql.TRY_CLEANUP_LOCK, None))
             RetryWorker(module_dsn, {}, **settings).run(exit_when_idle=True)
             assert row(db, old)["status"] == "completed"  # someone else held the lock
         RetryWorker(module_dsn, {}, **settings).run(exit_when_idle=True)

@@ -1,0 +1,75 @@
+"""The heartbeat: extends the leases of held items before they run out.
+
+Every quarter of lock_timeout it extends, in one round trip, each item
+leased or extended half a lease ago or more, so a slow handler keeps its
+item; a handler past handler_timeout is left out, so its lease runs out
+and another worker takes the item over.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+import psycopg
+from psycopg_pool import PoolTimeout
+
+from retryq_py.worker.events import describe
+from retryq_py.worker.ledger import Ledger
+
+log = logging.getLogger("retryq.worker")
+
+ExtendLocks = Callable[[Iterable[int], str, float], set[int]]
+
+
+class Heartbeat:
+    def __init__(
+        self,
+        ledger: Ledger,
+        extend_locks: ExtendLocks,
+        *,
+        worker_id: str,
+        lock_timeout: float,
+        handler_timeout: float | None,
+        done: threading.Event,
+    ) -> None:
+        self._ledger = ledger
+        self._extend_locks = extend_locks
+        self._worker_id = worker_id
+        self._lock_timeout = lock_timeout
+        self._handler_timeout = handler_timeout
+        self._done = done
+        self._thread = threading.Thread(target=self.run, name="retryq-heartbeat", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, deadline: float) -> None:
+        self._thread.join(timeout=max(deadline - time.monotonic(), 0.01))
+
+    def run(self) -> None:
+        period = max(self._lock_timeout / 4, 0.05)
+        while not self._done.wait(period):
+            self.beat(time.monotonic())
+
+    def beat(self, now: float) -> set[int]:
+        """One round: returns the held items whose lease turned out lost."""
+        due = self._ledger.due_for_extension(now, self._lock_timeout / 2, self._handler_timeout)
+        if not due:
+            return set()
+        try:
+            kept = self._extend_locks(due, self._worker_id, self._lock_timeout)
+        except (psycopg.Error, PoolTimeout) as exc:
+            log.warning("worker %s: heartbeat failed (%s)", self._worker_id, describe(exc))
+            return set()
+        lost = self._ledger.extended(due, kept, now)
+        if lost:
+            log.warning(
+                "worker %s: lost the lease of %d items: %s",
+                self._worker_id,
+                len(lost),
+                sorted(lost),
+            )
+        return lost

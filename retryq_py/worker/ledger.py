@@ -1,0 +1,235 @@
+"""The ledger: every item a worker holds, from its lease to its written outcome.
+
+Lanes, handler threads, the listener, the heartbeat and the shutdown all
+read and change this state, so it has one owner (this class) and one lock,
+taken only for a few dict and list operations: no I/O, no callbacks.
+
+An item's way through it: `hold` (leased; queued for the handler threads),
+`begin` (a handler runs it), `finish` (its outcome waits), `claim` (a lane
+writes it), `settle` (written: forgotten and counted). Items not started at
+a stop are handed back by `take_unstarted`, those still running after the
+grace period by `take_late`.
+"""
+
+from __future__ import annotations
+
+import queue as stdqueue
+import threading
+import time
+from collections.abc import Iterable
+
+from retryq_py._sql import RetryQueueItem
+from retryq_py.worker.events import EventKind, Outcome, WorkerCounts, WorkerEvent
+
+_COUNTED_AS: dict[EventKind, str] = {
+    "completed": "processed",
+    "failed": "failed",
+    "dead_lettered": "dead_lettered",
+    "released": "released",
+    "lease_lost": "lease_lost",
+}
+
+
+class Ledger:
+    """Held items, running handlers, outcomes waiting to be written, counts."""
+
+    def __init__(self, *, batch_size: int, capacity: int, stopping: threading.Event) -> None:
+        self._batch_size = batch_size
+        self._capacity = capacity
+        self._stopping = stopping
+        self._lock = threading.Lock()
+        # to the handler threads: a C queue, no lock of ours on the way
+        self._handoff: stdqueue.SimpleQueue[RetryQueueItem | None] = stdqueue.SimpleQueue()
+        self._held: dict[int, tuple[RetryQueueItem, float]] = {}  # id -> (item, leased at)
+        self._running: dict[int, float] = {}  # id -> when its handler started
+        self._returned: list[RetryQueueItem] = []  # taken by a thread after stop
+        self._outcomes: list[Outcome] = []  # not yet claimed by a lane
+        self._reserved = 0  # items being leased by lanes right now
+        self._notified = False  # a NOTIFY came: look for due items
+        self._idle_exit = False  # exit_when_idle: a lane found nothing left
+        self.counts = WorkerCounts()  # written under the lock; read it live
+
+    # -- lanes ------------------------------------------------------------------
+
+    def room(self) -> tuple[int, bool]:
+        """(how many items a lane may lease now, whether a NOTIFY came since
+        the last call). Outcomes about to be written free their slots; leases
+        come in half batches at least, so that acks and leases stay batched."""
+        with self._lock:
+            notified, self._notified = self._notified, False
+            held = len(self._held)
+            waiting = len(self._outcomes)
+            free = self._capacity - held - self._reserved + waiting
+            if free < max(1, self._batch_size // 2) and held > waiting:
+                free = 0
+        return free, notified
+
+    def notify(self) -> None:
+        with self._lock:
+            self._notified = True
+
+    def claim(self, *, force: bool, acquire: int, ack_interval: float) -> tuple[list[Outcome], int]:
+        """What a lane writes now: the waiting outcomes (successes wait up to
+        ack_interval to be batched, unless forced, leasing or a failure is
+        among them) and how many items to lease. Claimed outcomes are no other
+        lane's to write; they stay held, counting against capacity, until
+        `settle` or `unclaim`."""
+        with self._lock:
+            outcomes = self._outcomes
+            if not outcomes or (
+                not force
+                and len(outcomes) < self._batch_size
+                and all(o.ok for o in outcomes)
+                and time.monotonic() - min(o.done_at for o in outcomes) < ack_interval
+            ):
+                outcomes = []  # not the list handlers append to
+            else:
+                self._outcomes = []  # handlers append to a new list
+            if self._idle_exit:
+                acquire = 0
+            self._reserved += acquire
+        return outcomes, acquire
+
+    def unclaim(self, outcomes: list[Outcome], acquire: int) -> None:
+        """The write failed: the outcomes wait for the next try."""
+        with self._lock:
+            self._outcomes = outcomes + self._outcomes
+            self._reserved -= acquire
+
+    def hold(self, items: list[RetryQueueItem], reserved: int) -> None:
+        """Leased (`reserved` was claimed for them): queue them for the handlers."""
+        now = time.monotonic()
+        with self._lock:
+            self._reserved -= reserved
+            for item in items:
+                self._held[item.id] = (item, now)
+        for item in items:
+            self._handoff.put(item)
+
+    def settle(self, item_ids: Iterable[int], events: list[WorkerEvent]) -> None:
+        """Written: forget the items and count the events."""
+        tally: dict[EventKind, int] = {}
+        for event in events:
+            tally[event.kind] = tally.get(event.kind, 0) + 1
+        with self._lock:
+            for item_id in item_ids:
+                self._held.pop(item_id, None)
+            counts = self.counts
+            for kind, n in tally.items():
+                name = _COUNTED_AS[kind]
+                setattr(counts, name, getattr(counts, name) + n)
+
+    def ack_deadline(self, ack_interval: float) -> float:
+        """When the oldest waiting outcome must be written."""
+        with self._lock:
+            if not self._outcomes:
+                return float("inf")
+            return min(o.done_at for o in self._outcomes) + ack_interval
+
+    def finish_if_idle(self) -> bool:
+        """exit_when_idle: True (and from now on leases nothing) if nothing is
+        held or being leased. Decided under the lock lanes reserve leases
+        under, so no lane leases after it."""
+        with self._lock:
+            if self._held or self._outcomes or self._reserved or not self._handoff.empty():
+                return False
+            self._idle_exit = True
+        return True
+
+    @property
+    def idle_exit(self) -> bool:
+        return self._idle_exit
+
+    # -- handler threads ----------------------------------------------------------
+
+    def take(self) -> RetryQueueItem | None:
+        """The next item to run; None when the thread is to end."""
+        return self._handoff.get()
+
+    def end_handlers(self, threads: int) -> None:
+        for _ in range(threads):
+            self._handoff.put(None)
+
+    def begin(self, item: RetryQueueItem) -> bool:
+        """False after a stop: the item goes back unstarted."""
+        with self._lock:
+            if self._stopping.is_set():
+                self._returned.append(item)
+                return False
+            self._running[item.id] = time.monotonic()
+        return True
+
+    def finish(self, outcome: Outcome) -> bool:
+        """The outcome waits for a lane; True when a lane should wake for it:
+        failures are written at once, and the first success starts the
+        ack_interval clock."""
+        with self._lock:
+            if self._running.pop(outcome.item.id, None) is not None:
+                self._outcomes.append(outcome)
+            # else: released after the grace period; the result is dropped
+            return (
+                not outcome.ok
+                or self._stopping.is_set()
+                or len(self._outcomes) in (1, self._batch_size)
+            )
+
+    # -- shutdown -------------------------------------------------------------------
+
+    def take_unstarted(self) -> list[RetryQueueItem]:
+        """Held items no handler has started (to release them)."""
+        items: list[RetryQueueItem] = []
+        with self._lock:
+            while True:
+                try:
+                    item = self._handoff.get_nowait()
+                except stdqueue.Empty:
+                    break
+                if item is not None:
+                    items.append(item)
+            items += self._returned
+            self._returned = []
+        return items
+
+    def put_back_unstarted(self, items: list[RetryQueueItem]) -> None:
+        """Their release failed: the next try releases them."""
+        with self._lock:
+            self._returned.extend(items)
+
+    def busy(self) -> tuple[bool, bool]:
+        """(a handler is running, something waits to be written or released)."""
+        with self._lock:
+            return bool(self._running), bool(self._outcomes or self._returned)
+
+    def take_late(self) -> list[RetryQueueItem]:
+        """Items still running after the grace period; their results, should
+        they come, are dropped."""
+        with self._lock:
+            late = [self._held[i][0] for i in self._running if i in self._held]
+            self._running.clear()
+        return late
+
+    # -- heartbeat ---------------------------------------------------------------------
+
+    def due_for_extension(self, now: float, age: float, limit: float | None) -> list[int]:
+        """Items leased or extended `age` seconds ago or more, but not those
+        whose handler has run `limit` seconds or more."""
+        with self._lock:
+            return [
+                i
+                for i, (_, at) in self._held.items()
+                if now - at >= age and (limit is None or now - self._running.get(i, now) < limit)
+            ]
+
+    def extended(self, due: list[int], kept: set[int], now: float) -> set[int]:
+        """Record the extensions made at `now`; returns the still held items
+        whose lease was lost (those acknowledged meanwhile are not lost)."""
+        with self._lock:
+            for item_id in due:
+                if item_id in kept and item_id in self._held:
+                    self._held[item_id] = (self._held[item_id][0], now)
+            return {i for i in due if i not in kept and i in self._held}
+
+    @property
+    def held(self) -> int:
+        with self._lock:
+            return len(self._held)

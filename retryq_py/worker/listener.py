@@ -1,0 +1,94 @@
+"""The listener: LISTEN on the queue's channel, on a connection of its own.
+
+A lost connection is retried with backoff; meanwhile the lanes' poll still
+finds the work, only later.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from retryq_py._sql.worker import listen
+from retryq_py.queue import RetryQueue
+from retryq_py.worker.events import describe
+
+log = logging.getLogger("retryq.worker")
+
+
+def connect_args(
+    database: str | ConnectionPool[Any], connect_timeout: float
+) -> tuple[str, dict[str, Any]]:
+    """How to open an autocommit connection like the pool's."""
+    if isinstance(database, str):
+        conninfo, kwargs = database, {}
+    else:
+        # psycopg_pool 3.3 allows callables for both (credentials that rotate)
+        info, extra = database.conninfo, database.kwargs
+        conninfo = info() if callable(info) else info
+        kwargs = dict((extra() if callable(extra) else extra) or {})
+    kwargs["autocommit"] = True
+    kwargs.setdefault("connect_timeout", max(1, round(connect_timeout)))
+    return conninfo, kwargs
+
+
+class Listener:
+    """Calls `on_notify` once connected (for anything sent while it was
+    away) and then for every NOTIFY, until `stopping` is set."""
+
+    def __init__(
+        self,
+        database: str | ConnectionPool[Any],
+        *,
+        worker_id: str,
+        schema: str | None,
+        connect_timeout: float,
+        max_backoff: float,
+        stopping: threading.Event,
+        on_notify: Callable[[], None],
+    ) -> None:
+        self._database = database
+        self._worker_id = worker_id
+        self._schema = schema
+        self._connect_timeout = connect_timeout
+        self._max_backoff = max_backoff
+        self._stopping = stopping
+        self._on_notify = on_notify
+        self._thread = threading.Thread(target=self.run, name="retryq-listen", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self, deadline: float) -> None:
+        self._thread.join(timeout=max(deadline - time.monotonic(), 0.01))
+
+    def run(self) -> None:
+        conninfo, kwargs = connect_args(self._database, self._connect_timeout)
+        backoff = 0.0
+        while not self._stopping.is_set():
+            try:
+                with psycopg.connect(conninfo, **kwargs) as conn:
+                    channel = RetryQueue(conn, schema=self._schema).channel()
+                    conn.execute(listen(channel))
+                    backoff = 0.0
+                    self._on_notify()  # anything sent while we were away
+                    while not self._stopping.is_set():
+                        for _ in conn.notifies(timeout=0.5):
+                            self._on_notify()
+            except Exception as exc:  # the poll still works: keep trying
+                if self._stopping.is_set():
+                    return
+                backoff = min(max(backoff * 2, 0.1), self._max_backoff)
+                log.warning(
+                    "worker %s: listener lost its connection (%s); retrying in %.1fs",
+                    self._worker_id,
+                    describe(exc),
+                    backoff,
+                )
+                self._stopping.wait(backoff)

@@ -1,0 +1,346 @@
+"""RetryWorker: the public face, which wires the parts and runs them once."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
+from typing import Any
+
+from psycopg_pool import ConnectionPool
+
+from retryq_py.config import RetryConfig
+from retryq_py.queue import RetryQueue
+from retryq_py.worker.control import Stop, Wake
+from retryq_py.worker.events import Emitter, WorkerCounts, WorkerEvent
+from retryq_py.worker.flush import Flusher, FlushWriter, Writer
+from retryq_py.worker.handlers import HandlerThreads
+from retryq_py.worker.heartbeat import Heartbeat
+from retryq_py.worker.lanes import Lanes
+from retryq_py.worker.ledger import Ledger
+from retryq_py.worker.listener import Listener
+from retryq_py.worker.registry import Handler
+from retryq_py.worker.settings import Settings
+from retryq_py.worker.shutdown import Shutdown
+from retryq_py.worker.signals import stop_on_signals
+
+log = logging.getLogger("retryq.worker")
+
+
+def _writer(settings: Settings) -> Writer:
+    return FlushWriter(settings.worker_id, settings.schema, settings.lock_seconds)
+
+
+def _queue(pool: ConnectionPool[Any], schema: str | None) -> RetryQueue:
+    return RetryQueue(pool, schema=schema)
+
+
+@dataclass(frozen=True)
+class WorkerParts:
+    """Parts a worker can be given instead of its own (a test's spy, say).
+
+    `writer(settings)` makes the flush writer; `queue(pool, schema)` the
+    client the lanes, the heartbeat and the shutdown call (due, try_cleanup,
+    extend_locks, release) once the pool is open.
+    """
+
+    writer: Callable[[Settings], Writer] = _writer
+    queue: Callable[[ConnectionPool[Any], str | None], RetryQueue] = _queue
+
+
+class RetryWorker:
+    """Leases items and runs the handler for their event_type.
+
+    `database`: a conninfo string or URL (the worker opens and closes its
+    own pool) or an open psycopg_pool ConnectionPool (yours to close).
+    `handlers`: a mapping {event_type: callable(item)} or a HandlerRegistry.
+    A handler that returns completes the item; one that raises fails it:
+    with backoff when `is_retryable(exc)` (RetryableError, an unclassified
+    exception, a transient SQLSTATE), as a dead letter otherwise
+    (PermanentError, a constraint or syntax error). An item whose
+    event_type has no handler is dead-lettered with `unknown event type: X`.
+
+    Settings come from `config` (RetryConfig: worker_count, batch_size,
+    poll_interval, lock_timeout, grace_period, cleanup_interval,
+    retention_days); keyword arguments override it. `lanes` (default
+    min(2, worker_count), and one less than max_size for a pool of yours):
+    how many lease transactions may be in flight at once (see the package
+    docstring). `parts` swaps a part for another (see WorkerParts).
+    """
+
+    def __init__(
+        self,
+        database: str | ConnectionPool[Any],
+        handlers: Mapping[str, Handler],
+        *,
+        config: RetryConfig | None = None,
+        name: str = "retryq",
+        worker_id: str | None = None,
+        schema: str | None = None,
+        worker_count: int | None = None,
+        batch_size: int | None = None,
+        poll_interval: float | None = None,
+        lock_timeout: float | None = None,
+        grace_period: float | None = None,
+        cleanup_interval: float | None = None,
+        retention_days: int | None = None,
+        ack_interval: float | None = None,
+        max_backoff: float = 10.0,
+        connect_timeout: float = 5.0,
+        handler_timeout: float | None = None,
+        lanes: int | None = None,
+        on_event: Callable[[WorkerEvent], None] | None = None,
+        parts: WorkerParts | None = None,
+    ) -> None:
+        self.settings = Settings.resolve(
+            config,
+            name=name,
+            worker_id=worker_id,
+            schema=schema,
+            worker_count=worker_count,
+            batch_size=batch_size,
+            poll_interval=poll_interval,
+            lock_timeout=lock_timeout,
+            grace_period=grace_period,
+            cleanup_interval=cleanup_interval,
+            retention_days=retention_days,
+            ack_interval=ack_interval,
+            max_backoff=max_backoff,
+            connect_timeout=connect_timeout,
+            handler_timeout=handler_timeout,
+            lanes=lanes,
+            pool_max_size=database.max_size if isinstance(database, ConnectionPool) else None,
+        )
+        self.handlers: Mapping[str, Handler] = handlers
+        self.on_event = on_event
+        self._database = database
+        self._parts = parts or WorkerParts()
+        self._writer = self._parts.writer(self.settings)
+        self._wake = Wake(self.settings.lanes)
+        self._stop = Stop(self._wake)
+        self._ledger = Ledger(
+            batch_size=self.settings.batch_size,
+            capacity=self.settings.capacity,
+            stopping=self._stop.stopping,
+        )
+        self._ran = threading.Lock()  # taken by the first run(), never released
+
+    # -- public ---------------------------------------------------------------
+
+    def stop(self, *, force: bool = False) -> None:
+        """Stop acquiring; in-flight handlers get grace_period (none with force)."""
+        self._stop.request(force=force)
+
+    @property
+    def stopping(self) -> bool:
+        """True once stop() or a signal asked the worker to stop."""
+        return self._stop.stopping.is_set()
+
+    @property
+    def counts(self) -> WorkerCounts:
+        """Outcomes written so far; the same object throughout, updated live."""
+        return self._ledger.counts
+
+    @property
+    def held(self) -> int:
+        """Items leased to this worker and not yet acknowledged."""
+        return self._ledger.held
+
+    def start(self, *, exit_when_idle: bool = False) -> threading.Thread:
+        """run() in a daemon thread (for embedding); stop() then join() it."""
+        thread = threading.Thread(
+            target=self.run,
+            kwargs={"exit_when_idle": exit_when_idle, "install_signal_handlers": False},
+            name=f"retryq-{self.worker_id}",
+            daemon=True,
+        )
+        thread.start()
+        return thread
+
+    def run(
+        self, *, exit_when_idle: bool = False, install_signal_handlers: bool | None = None
+    ) -> WorkerCounts:
+        """Process items until stop() or a signal; returns the counts.
+
+        With exit_when_idle, return once nothing is pending or processing:
+        retries scheduled a little later are waited for and run, so a short
+        backoff still ends in a final status.
+        """
+        if not self._ran.acquire(blocking=False):
+            raise RuntimeError("a RetryWorker runs once: make a new one")
+        if not self.config.enabled:
+            # the guide starts its worker only `if p.config.RetryEnabled`
+            log.warning(
+                "worker %s: retry is disabled by the config (enabled: false); not running",
+                self.worker_id,
+            )
+            return self.counts
+        if install_signal_handlers is None:
+            install_signal_handlers = threading.current_thread() is threading.main_thread()
+        signals: AbstractContextManager[None] = (
+            stop_on_signals(self.stop, self.worker_id) if install_signal_handlers else nullcontext()
+        )
+        with signals:
+            self._run(exit_when_idle)
+        return self.counts
+
+    # -- wiring ---------------------------------------------------------------
+
+    def _run(self, exit_when_idle: bool) -> None:
+        s, ledger, stop, wake = self.settings, self._ledger, self._stop, self._wake
+        owned = isinstance(self._database, str)
+        pool: ConnectionPool[Any] | None = None
+        services: list[HandlerThreads | Listener | Heartbeat] = []
+        try:
+            pool = self._open_pool(str(self._database)) if owned else self._pool_of_yours()
+            queue = self._parts.queue(pool, s.schema)
+            emit = Emitter(s.worker_id, self.on_event)
+            flusher = Flusher(
+                worker_id=s.worker_id,
+                ack_interval=s.ack_interval,
+                ledger=ledger,
+                pool=pool,
+                writer=self._writer,
+                emit=emit,
+            )
+            shutdown = Shutdown(
+                worker_id=s.worker_id,
+                grace_period=s.grace_period,
+                max_backoff=s.max_backoff,
+                ledger=ledger,
+                flusher=flusher,
+                release=queue.release,
+                stop=stop,
+                wake=wake,
+                emit=emit,
+            )
+            services = [
+                HandlerThreads(self.handlers, ledger, wake.set, s.worker_count),
+                Listener(
+                    self._database,
+                    worker_id=s.worker_id,
+                    schema=s.schema,
+                    connect_timeout=s.connect_timeout,
+                    max_backoff=s.max_backoff,
+                    stopping=stop.stopping,
+                    on_notify=self._on_notify,
+                ),
+                Heartbeat(
+                    ledger,
+                    queue.extend_locks,
+                    worker_id=s.worker_id,
+                    lock_timeout=s.lock_timeout,
+                    handler_timeout=s.handler_timeout,
+                    done=stop.done,
+                ),
+            ]
+            for service in services:
+                service.start()
+            lanes = Lanes(s, ledger=ledger, flusher=flusher, schedule=queue, stop=stop, wake=wake)
+            try:
+                lanes.run(exit_when_idle)
+                shutdown.run()
+            except Exception:
+                # not a lost connection (a missing schema, a privilege): give
+                # back what we hold if we can, then let the caller see it
+                stop.abort()
+                try:
+                    shutdown.run()
+                except Exception:
+                    log.exception("worker %s: shutdown after an error failed", s.worker_id)
+                raise
+        finally:
+            stop.stopping.set()
+            stop.done.set()
+            ledger.end_handlers(s.worker_count)
+            deadline = time.monotonic() + 1.0
+            for service in services:
+                service.join(deadline)
+            if owned and pool is not None:
+                pool.close()
+
+    def _on_notify(self) -> None:
+        self._ledger.notify()
+        self._wake.set()
+
+    def _pool_of_yours(self) -> ConnectionPool[Any]:
+        assert isinstance(self._database, ConnectionPool)
+        return self._database
+
+    def _open_pool(self, conninfo: str) -> ConnectionPool[Any]:
+        s = self.settings
+        pool: ConnectionPool[Any] = ConnectionPool(
+            conninfo,
+            min_size=s.lanes,  # opened side by side at start
+            max_size=s.lanes + 2,  # the lanes, heartbeat, one spare
+            timeout=s.connect_timeout,
+            name=f"retryq-{s.worker_id}",
+            open=False,
+        )
+        pool.open(wait=False)
+        return pool
+
+    # -- settings, read-only (see Settings) ---------------------------------
+
+    @property
+    def config(self) -> RetryConfig:
+        return self.settings.config
+
+    @property
+    def worker_id(self) -> str:
+        return self.settings.worker_id
+
+    @property
+    def schema(self) -> str | None:
+        return self.settings.schema
+
+    @property
+    def worker_count(self) -> int:
+        return self.settings.worker_count
+
+    @property
+    def batch_size(self) -> int:
+        return self.settings.batch_size
+
+    @property
+    def poll_interval(self) -> float:
+        return self.settings.poll_interval
+
+    @property
+    def lock_timeout(self) -> float:
+        return self.settings.lock_timeout
+
+    @property
+    def grace_period(self) -> float:
+        return self.settings.grace_period
+
+    @property
+    def cleanup_interval(self) -> float:
+        return self.settings.cleanup_interval
+
+    @property
+    def retention_days(self) -> int:
+        return self.settings.retention_days
+
+    @property
+    def ack_interval(self) -> float:
+        return self.settings.ack_interval
+
+    @property
+    def max_backoff(self) -> float:
+        return self.settings.max_backoff
+
+    @property
+    def connect_timeout(self) -> float:
+        return self.settings.connect_timeout
+
+    @property
+    def handler_timeout(self) -> float | None:
+        return self.settings.handler_timeout
+
+    @property
+    def lanes(self) -> int:
+        return self.settings.lanes
