@@ -25,14 +25,23 @@ DROP FUNCTION retry_circuit_close;
 -- removes functions/retry_circuit_open.sql
 DROP FUNCTION retry_circuit_open;
 
+-- removes functions/cleanup_retry_queue_due.sql
+DROP FUNCTION cleanup_retry_queue_due;
+
 -- removes functions/cleanup_retry_queue.sql
 DROP FUNCTION cleanup_retry_queue;
+
+-- removes functions/list_dead_letter_items.sql
+DROP FUNCTION list_dead_letter_items;
 
 -- removes functions/purge_dead_letter_items.sql
 DROP FUNCTION purge_dead_letter_items;
 
 -- removes functions/requeue_dead_letter_items.sql
 DROP FUNCTION requeue_dead_letter_items;
+
+-- removes functions/retry_queue_due.sql
+DROP FUNCTION retry_queue_due;
 
 -- removes functions/release_retry_items.sql
 DROP FUNCTION release_retry_items;
@@ -72,6 +81,12 @@ DROP FUNCTION _retryq_circuit_failed;
 
 -- removes private/_retryq_circuit_cooldown.sql
 DROP FUNCTION _retryq_circuit_cooldown;
+
+-- removes private/_retryq_cleanup_cutoff.sql
+DROP FUNCTION _retryq_cleanup_cutoff;
+
+-- removes private/_retryq_dead_letter_ids.sql
+DROP FUNCTION _retryq_dead_letter_ids;
 
 -- removes private/_retryq_bury.sql
 DROP FUNCTION _retryq_bury;

@@ -537,6 +537,78 @@ $$;
 
 REVOKE EXECUTE ON FUNCTION _retryq_bury FROM public;
 
+-- retryq:source private/_retryq_dead_letter_ids.sql
+-- The ids of the dead letters a filter chooses: the one filter that
+-- list_dead_letter_items, requeue_dead_letter_items and
+-- purge_dead_letter_items share, so a listing shows exactly what the same
+-- filter would replay or delete. Each filter is ANDed; a NULL one is not
+-- applied. With p_need_filter, at least one must be given (22023 naming
+-- item_ids), so that a slip never chooses every dead letter. No row locks:
+-- each caller locks (or skips) the rows it changes and checks their status
+-- again.
+CREATE OR REPLACE FUNCTION _retryq_dead_letter_ids(
+    p_item_ids bigint[],
+    p_event_type text,
+    p_plugin_name text,
+    p_error_code text,
+    p_dead_before timestamptz,
+    p_need_filter boolean
+)
+RETURNS SETOF bigint
+LANGUAGE plpgsql
+STABLE
+SET search_path FROM CURRENT
+AS $$
+BEGIN
+    IF p_need_filter THEN
+        PERFORM _retryq_check(
+            num_nonnulls(
+                p_item_ids, p_event_type, p_plugin_name, p_error_code,
+                p_dead_before
+            ) > 0,
+            'item_ids',
+            'give item_ids, event_type, plugin_name, error_code or dead_before'
+        );
+    END IF;
+    RETURN QUERY
+    SELECT f.id
+    FROM _retryq_finished AS f
+    WHERE f.status = 'dead_letter'
+        AND (p_item_ids IS NULL OR f.id = ANY(p_item_ids))
+        AND (p_event_type IS NULL OR f.event_type = p_event_type)
+        AND (p_plugin_name IS NULL OR f.plugin_name = p_plugin_name)
+        AND (p_error_code IS NULL OR f.last_error_code = p_error_code)
+        AND (p_dead_before IS NULL OR f.dead_lettered_at < p_dead_before);
+END;
+$$;
+
+REVOKE EXECUTE ON FUNCTION _retryq_dead_letter_ids FROM public;
+
+-- retryq:source private/_retryq_cleanup_cutoff.sql
+-- The moment before which a finished item (completed or dead letter) is past
+-- its retention: p_now - p_retention_days. The rule cleanup_retry_queue
+-- deletes by and cleanup_retry_queue_due counts by; raises 22023 naming
+-- retention_days outside 0..36500.
+CREATE OR REPLACE FUNCTION _retryq_cleanup_cutoff(
+    p_retention_days integer,
+    p_now timestamptz
+)
+RETURNS timestamptz
+LANGUAGE plpgsql
+IMMUTABLE
+SET search_path FROM CURRENT
+AS $$
+BEGIN
+    PERFORM _retryq_check(
+        p_retention_days BETWEEN 0 AND 36500,
+        'retention_days', 'must be between 0 and 36500'
+    );
+    RETURN p_now - make_interval(days => p_retention_days);
+END;
+$$;
+
+REVOKE EXECUTE ON FUNCTION _retryq_cleanup_cutoff FROM public;
+
 -- retryq:source private/_retryq_circuit_cooldown.sql
 -- The cool-down after p_trips earlier openings since the last close.
 CREATE OR REPLACE FUNCTION _retryq_circuit_cooldown(
@@ -1609,10 +1681,65 @@ $$;
 REVOKE EXECUTE ON FUNCTION release_retry_items FROM public;
 GRANT EXECUTE ON FUNCTION release_retry_items TO retryq_worker;
 
+-- retryq:source functions/retry_queue_due.sql
+-- When the queue next has work, by the server's clock: whether any item is
+-- pending or processing; seconds until the earliest pending item is due
+-- (negative when one is overdue, NULL when none is pending); and how long the
+-- oldest due item that nobody holds has waited (0 when none). A worker sleeps
+-- by the second, `retryq metrics` exports the third. One short index scan per
+-- priority (1..10, the table's range), the walk acquire makes; leases that
+-- are about to expire are left out of the second (finding them would scan
+-- every processing row, and a worker's poll covers them).
+CREATE OR REPLACE FUNCTION retry_queue_due()
+RETURNS TABLE (
+    active boolean,
+    seconds_until_due double precision,
+    oldest_due_age_seconds double precision
+)
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path FROM CURRENT
+AS $$
+BEGIN
+    RETURN QUERY
+    SELECT
+        EXISTS (SELECT 1 FROM _retryq_active AS a),
+        extract(epoch FROM (
+            SELECT min(n.next_retry_at)
+            FROM generate_series(1, 10) AS p (priority)
+            CROSS JOIN LATERAL (
+                SELECT a.next_retry_at
+                FROM _retryq_active AS a
+                WHERE a.status = 'pending' AND a.priority = p.priority
+                ORDER BY a.next_retry_at
+                LIMIT 1
+            ) AS n
+        ) - now())::double precision,
+        coalesce(extract(epoch FROM now() - (
+            SELECT min(n.next_retry_at)
+            FROM generate_series(1, 10) AS p (priority)
+            CROSS JOIN LATERAL (
+                SELECT a.next_retry_at
+                FROM _retryq_active AS a
+                WHERE a.priority = p.priority
+                    AND a.next_retry_at <= now()
+                    AND (a.locked_until IS NULL OR a.locked_until <= now())
+                ORDER BY a.next_retry_at
+                LIMIT 1
+            ) AS n
+        ))::double precision, 0);
+END;
+$$;
+
+REVOKE EXECUTE ON FUNCTION retry_queue_due FROM public;
+GRANT EXECUTE ON FUNCTION retry_queue_due TO retryq_worker, retryq_admin;
+
 -- retryq:source functions/requeue_dead_letter_items.sql
 -- Replays dead letters with a fresh retry budget, due at once. Chooses them by
--- ids and/or by event_type, plugin_name, last error code and dead-letter time;
--- at least one filter is required so that a slip never replays everything.
+-- ids and/or by event_type, plugin_name, last error code and dead-letter time
+-- (_retryq_dead_letter_ids, shared with the listing and purge); at least one
+-- filter is required so that a slip never replays everything.
 -- Their error history is kept. Returns how many were requeued.
 CREATE OR REPLACE FUNCTION requeue_dead_letter_items(
     p_item_ids bigint[] DEFAULT NULL,
@@ -1628,23 +1755,23 @@ SECURITY DEFINER
 SET search_path FROM CURRENT
 AS $$
 DECLARE
+    v_ids bigint[];
     v_count integer;
 BEGIN
-    PERFORM _retryq_check(
-        num_nonnulls(
+    -- collected first, so that a missing filter is refused even when no row
+    -- would have been looked at
+    v_ids := ARRAY(
+        SELECT _retryq_dead_letter_ids(
             p_item_ids, p_event_type, p_plugin_name, p_error_code,
-            p_dead_before
-        ) > 0,
-        'item_ids', 'give item_ids, event_type, plugin_name, error_code or dead_before'
+            p_dead_before, TRUE
+        )
     );
     WITH gone AS (
         DELETE FROM _retryq_finished AS f
+        -- the status again: a row another session requeued or purged while
+        -- this one waited for its lock is no longer a dead letter
         WHERE f.status = 'dead_letter'
-            AND (p_item_ids IS NULL OR f.id = ANY(p_item_ids))
-            AND (p_event_type IS NULL OR f.event_type = p_event_type)
-            AND (p_plugin_name IS NULL OR f.plugin_name = p_plugin_name)
-            AND (p_error_code IS NULL OR f.last_error_code = p_error_code)
-            AND (p_dead_before IS NULL OR f.dead_lettered_at < p_dead_before)
+            AND f.id = ANY(v_ids)
         RETURNING f.*
     )
     INSERT INTO _retryq_active (
@@ -1693,25 +1820,22 @@ SECURITY DEFINER
 SET search_path FROM CURRENT
 AS $$
 DECLARE
+    v_ids bigint[];
     v_count integer;
 BEGIN
-    PERFORM _retryq_check(
-        num_nonnulls(
+    -- collected first, so that a missing filter is refused even when no row
+    -- would have been looked at
+    v_ids := ARRAY(
+        SELECT _retryq_dead_letter_ids(
             p_item_ids, p_event_type, p_plugin_name, p_error_code,
-            p_dead_before
-        ) > 0,
-        'item_ids',
-        'give item_ids, event_type, plugin_name, error_code or dead_before'
+            p_dead_before, TRUE
+        )
     );
     WITH doomed AS (
         SELECT f.id
         FROM _retryq_finished AS f
         WHERE f.status = 'dead_letter'
-            AND (p_item_ids IS NULL OR f.id = ANY(p_item_ids))
-            AND (p_event_type IS NULL OR f.event_type = p_event_type)
-            AND (p_plugin_name IS NULL OR f.plugin_name = p_plugin_name)
-            AND (p_error_code IS NULL OR f.last_error_code = p_error_code)
-            AND (p_dead_before IS NULL OR f.dead_lettered_at < p_dead_before)
+            AND f.id = ANY(v_ids)
         FOR UPDATE SKIP LOCKED
     )
     DELETE FROM _retryq_finished AS f
@@ -1724,6 +1848,67 @@ $$;
 
 REVOKE EXECUTE ON FUNCTION purge_dead_letter_items FROM public;
 GRANT EXECUTE ON FUNCTION purge_dead_letter_items TO retryq_admin;
+
+-- retryq:source functions/list_dead_letter_items.sql
+-- Lists dead letters, newest first (dead-letter time descending, then id),
+-- chosen by the same filters as requeue_dead_letter_items and
+-- purge_dead_letter_items; with no filter, every dead letter. At most p_limit
+-- rows (NULL: all). What an operator looks at before a requeue or a purge, in
+-- any language.
+CREATE OR REPLACE FUNCTION list_dead_letter_items(
+    p_item_ids bigint[] DEFAULT NULL,
+    p_event_type text DEFAULT NULL,
+    p_plugin_name text DEFAULT NULL,
+    p_error_code text DEFAULT NULL,
+    p_dead_before timestamptz DEFAULT NULL,
+    p_limit integer DEFAULT 50
+)
+RETURNS TABLE (
+    id bigint,
+    event_id uuid,
+    event_type text,
+    channel_name text,
+    plugin_name text,
+    retry_count integer,
+    max_retries integer,
+    last_error_code text,
+    error_message text,
+    correlation_id text,
+    created_at timestamptz,
+    dead_lettered_at timestamptz
+)
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_ids bigint[];
+BEGIN
+    PERFORM _retryq_check(
+        p_limit IS NULL OR p_limit >= 1, 'limit', 'must be at least 1 or null'
+    );
+    v_ids := ARRAY(
+        SELECT _retryq_dead_letter_ids(
+            p_item_ids, p_event_type, p_plugin_name, p_error_code,
+            p_dead_before, FALSE
+        )
+    );
+    RETURN QUERY
+    SELECT
+        f.id, f.event_id, f.event_type, f.channel_name, f.plugin_name,
+        f.retry_count, f.max_retries, f.last_error_code, f.error_message,
+        f.correlation_id, f.created_at, f.dead_lettered_at
+    FROM _retryq_finished AS f
+    WHERE f.status = 'dead_letter'
+        AND f.id = ANY(v_ids)
+    ORDER BY f.dead_lettered_at DESC, f.id DESC
+    LIMIT p_limit;
+END;
+$$;
+
+REVOKE EXECUTE ON FUNCTION list_dead_letter_items FROM public;
+GRANT EXECUTE ON FUNCTION list_dead_letter_items TO retryq_admin;
 
 -- retryq:source functions/cleanup_retry_queue.sql
 -- Removes completed and dead-letter items that finished more than
@@ -1753,10 +1938,7 @@ DECLARE
     v_batch_deleted bigint;
     v_batch_archived bigint;
 BEGIN
-    PERFORM _retryq_check(
-        p_retention_days BETWEEN 0 AND 36500,
-        'retention_days', 'must be between 0 and 36500'
-    );
+    v_cutoff := _retryq_cleanup_cutoff(p_retention_days, p_now);
     PERFORM _retryq_check(
         p_batch_size BETWEEN 1 AND 100000,
         'batch_size', 'must be between 1 and 100000'
@@ -1769,7 +1951,6 @@ BEGIN
         p_archive_dead_letters IS NOT NULL,
         'archive_dead_letters', 'must not be null'
     );
-    v_cutoff := p_now - make_interval(days => p_retention_days);
     LOOP
         v_limit := least(
             p_batch_size::bigint, coalesce(p_max_rows - v_deleted, p_batch_size)
@@ -1808,6 +1989,34 @@ $$;
 
 REVOKE EXECUTE ON FUNCTION cleanup_retry_queue FROM public;
 GRANT EXECUTE ON FUNCTION cleanup_retry_queue TO retryq_admin;
+
+-- retryq:source functions/cleanup_retry_queue_due.sql
+-- How many finished items cleanup_retry_queue would remove now with the same
+-- p_retention_days (dead letters among them, which it would archive), without
+-- removing any: what to show before a cleanup. Counted through the finished
+-- partition's age index, so the cost grows with the rows past retention.
+CREATE OR REPLACE FUNCTION cleanup_retry_queue_due(
+    p_retention_days integer DEFAULT 7,
+    p_now timestamptz DEFAULT now()
+)
+RETURNS TABLE (due_count bigint, dead_letter_count bigint)
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_cutoff timestamptz := _retryq_cleanup_cutoff(p_retention_days, p_now);
+BEGIN
+    RETURN QUERY
+    SELECT count(*), count(*) FILTER (WHERE f.status = 'dead_letter')
+    FROM _retryq_finished AS f
+    WHERE coalesce(f.completed_at, f.dead_lettered_at) < v_cutoff;
+END;
+$$;
+
+REVOKE EXECUTE ON FUNCTION cleanup_retry_queue_due FROM public;
+GRANT EXECUTE ON FUNCTION cleanup_retry_queue_due TO retryq_admin;
 
 -- retryq:source functions/retry_circuit_open.sql
 -- Operator: opens a circuit now. With p_seconds NULL it stays open (forced,

@@ -25,10 +25,7 @@ DECLARE
     v_batch_deleted bigint;
     v_batch_archived bigint;
 BEGIN
-    PERFORM _retryq_check(
-        p_retention_days BETWEEN 0 AND 36500,
-        'retention_days', 'must be between 0 and 36500'
-    );
+    v_cutoff := _retryq_cleanup_cutoff(p_retention_days, p_now);
     PERFORM _retryq_check(
         p_batch_size BETWEEN 1 AND 100000,
         'batch_size', 'must be between 1 and 100000'
@@ -41,7 +38,6 @@ BEGIN
         p_archive_dead_letters IS NOT NULL,
         'archive_dead_letters', 'must not be null'
     );
-    v_cutoff := p_now - make_interval(days => p_retention_days);
     LOOP
         v_limit := least(
             p_batch_size::bigint, coalesce(p_max_rows - v_deleted, p_batch_size)

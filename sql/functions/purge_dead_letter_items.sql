@@ -16,25 +16,22 @@ SECURITY DEFINER
 SET search_path FROM CURRENT
 AS $$
 DECLARE
+    v_ids bigint[];
     v_count integer;
 BEGIN
-    PERFORM _retryq_check(
-        num_nonnulls(
+    -- collected first, so that a missing filter is refused even when no row
+    -- would have been looked at
+    v_ids := ARRAY(
+        SELECT _retryq_dead_letter_ids(
             p_item_ids, p_event_type, p_plugin_name, p_error_code,
-            p_dead_before
-        ) > 0,
-        'item_ids',
-        'give item_ids, event_type, plugin_name, error_code or dead_before'
+            p_dead_before, TRUE
+        )
     );
     WITH doomed AS (
         SELECT f.id
         FROM _retryq_finished AS f
         WHERE f.status = 'dead_letter'
-            AND (p_item_ids IS NULL OR f.id = ANY(p_item_ids))
-            AND (p_event_type IS NULL OR f.event_type = p_event_type)
-            AND (p_plugin_name IS NULL OR f.plugin_name = p_plugin_name)
-            AND (p_error_code IS NULL OR f.last_error_code = p_error_code)
-            AND (p_dead_before IS NULL OR f.dead_lettered_at < p_dead_before)
+            AND f.id = ANY(v_ids)
         FOR UPDATE SKIP LOCKED
     )
     DELETE FROM _retryq_finished AS f

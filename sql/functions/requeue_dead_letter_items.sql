@@ -1,6 +1,7 @@
 -- Replays dead letters with a fresh retry budget, due at once. Chooses them by
--- ids and/or by event_type, plugin_name, last error code and dead-letter time;
--- at least one filter is required so that a slip never replays everything.
+-- ids and/or by event_type, plugin_name, last error code and dead-letter time
+-- (_retryq_dead_letter_ids, shared with the listing and purge); at least one
+-- filter is required so that a slip never replays everything.
 -- Their error history is kept. Returns how many were requeued.
 CREATE OR REPLACE FUNCTION requeue_dead_letter_items(
     p_item_ids bigint[] DEFAULT NULL,
@@ -16,23 +17,23 @@ SECURITY DEFINER
 SET search_path FROM CURRENT
 AS $$
 DECLARE
+    v_ids bigint[];
     v_count integer;
 BEGIN
-    PERFORM _retryq_check(
-        num_nonnulls(
+    -- collected first, so that a missing filter is refused even when no row
+    -- would have been looked at
+    v_ids := ARRAY(
+        SELECT _retryq_dead_letter_ids(
             p_item_ids, p_event_type, p_plugin_name, p_error_code,
-            p_dead_before
-        ) > 0,
-        'item_ids', 'give item_ids, event_type, plugin_name, error_code or dead_before'
+            p_dead_before, TRUE
+        )
     );
     WITH gone AS (
         DELETE FROM _retryq_finished AS f
+        -- the status again: a row another session requeued or purged while
+        -- this one waited for its lock is no longer a dead letter
         WHERE f.status = 'dead_letter'
-            AND (p_item_ids IS NULL OR f.id = ANY(p_item_ids))
-            AND (p_event_type IS NULL OR f.event_type = p_event_type)
-            AND (p_plugin_name IS NULL OR f.plugin_name = p_plugin_name)
-            AND (p_error_code IS NULL OR f.last_error_code = p_error_code)
-            AND (p_dead_before IS NULL OR f.dead_lettered_at < p_dead_before)
+            AND f.id = ANY(v_ids)
         RETURNING f.*
     )
     INSERT INTO _retryq_active (

@@ -58,6 +58,9 @@ STATEMENTS: dict[str, tuple[str, Any]] = {
     "requeue": ("SELECT requeue_dead_letter_items(ARRAY[{dead}]::bigint[])", 1),
     "cleanup": ("SELECT deleted_count FROM cleanup_retry_queue(0)", 1),
     "purge": ("SELECT purge_dead_letter_items(ARRAY[{dead}]::bigint[])", 1),
+    "list_dead": ("SELECT id FROM list_dead_letter_items()", "{dead}"),
+    "cleanup_due": ("SELECT due_count FROM cleanup_retry_queue_due(0)", 1),
+    "due": ("SELECT active FROM retry_queue_due()", True),
     "circuit_open": ("SELECT retry_circuit_open('t')", True),
     "circuit_close": ("SELECT retry_circuit_close('t')", False),
     "circuit_configure": ("SELECT retry_circuit_configure('t', NULL, 3)", True),
@@ -78,10 +81,10 @@ ALLOWED: dict[str, set[str]] = {
     "retryq_producer": {"guide_insert", "enqueue_item", "enqueue_items", "channel", "select_ids"},
     "retryq_worker": {
         "channel", "acquire", "complete", "complete_items", "fail", "extend", "release",
-        "select_ids", "select_payload", "view_circuits",
+        "select_ids", "select_payload", "view_circuits", "due",
     },
     "retryq_admin": {
-        "channel", "requeue", "purge", "cleanup",
+        "channel", "requeue", "purge", "cleanup", "list_dead", "cleanup_due", "due",
         "circuit_open", "circuit_close", "circuit_configure",
         "view_stats", "view_alerts", "view_circuits", "archive", "select_ids", "select_payload",
     },
@@ -141,6 +144,8 @@ def test_role_matrix(
     dsn, ids = roles_db
     sql_text, expected = STATEMENTS[name]
     query = sql_text.format(**ids)
+    if isinstance(expected, str) and expected.startswith("{"):
+        expected = int(expected.format(**ids))
     with psycopg.connect(make_conninfo(dsn, user=logins[role])) as c:
         assert c.execute("SELECT current_user").fetchone() == (logins[role],)
         try:
@@ -177,8 +182,9 @@ def test_every_retryq_function_is_pinned_and_granted_as_documented(conn: Conn) -
         "complete_retry_item": "complete", "complete_retry_items": "complete_items",
         "fail_retry_item": "fail", "extend_retry_lock": "extend",
         "release_retry_items": "release", "requeue_dead_letter_items": "requeue",
-        "purge_dead_letter_items": "purge",
-        "cleanup_retry_queue": "cleanup", "retry_circuit_open": "circuit_open",
+        "purge_dead_letter_items": "purge", "list_dead_letter_items": "list_dead",
+        "cleanup_retry_queue": "cleanup", "cleanup_retry_queue_due": "cleanup_due",
+        "retry_queue_due": "due", "retry_circuit_open": "circuit_open",
         "retry_circuit_close": "circuit_close", "retry_circuit_configure": "circuit_configure",
     }
     public = {n for n in by_name if not n.startswith("_retryq_")}

@@ -577,6 +577,107 @@ def test_purge_deletes_only_matching_dead_letters(conn: Conn) -> None:
     assert conn.execute("SELECT count(*) FROM daz_retry_queue_archive").fetchone() == (0,)
 
 
+FILTERS: list[dict[str, Any]] = [
+    {"event_type": "a"},
+    {"plugin_name": "p1"},
+    {"error_code": "E1"},
+    {"dead_before": T0 + s(50)},
+    {"event_type": "a", "plugin_name": "p1"},
+    {"event_type": "b", "error_code": "E1", "dead_before": T0 + s(500)},
+    {"item_ids": [0]},  # filled in with real ids below
+    {"event_type": "nobody"},
+]
+
+
+@pytest.mark.parametrize("filt", FILTERS, ids=lambda f: "+".join(f))
+def test_list_chooses_exactly_what_requeue_and_purge_would(
+    conn: Conn, filt: dict[str, Any]
+) -> None:
+    """The listing, requeue and purge share one filter: for each filter the
+    ids listed are the ids requeued, and (in a fresh start) the ids purged."""
+    made = [
+        _dead(conn, event_type="a", plugin_name="p1", code="E1"),
+        _dead(conn, event_type="a", plugin_name="p2", code="E2", now=T0 + s(100)),
+        _dead(conn, event_type="b", plugin_name="p1", code="E1", now=T0 + s(200)),
+        _dead(conn, event_type="b", plugin_name="p3", code="E3"),
+    ]
+    done = enqueue(conn, event_type="a", plugin_name="p1")
+    acquire(conn, "w")
+    complete(conn, done, "w")
+    enqueue(conn, event_type="a", plugin_name="p1")  # pending: never listed
+    if "item_ids" in filt:
+        filt = {"item_ids": [made[0], made[2], done, 424242]}
+    listed = sorted(ids(call(conn, "list_dead_letter_items", limit=None, **filt)))
+    assert set(listed) <= set(made)
+    with conn.transaction(force_rollback=True):
+        assert scalar(conn, "purge_dead_letter_items", **filt) == len(listed)
+        assert count(conn, "status = 'dead_letter'") == len(made) - len(listed)
+    assert scalar(conn, "requeue_dead_letter_items", **filt, now=T0 + s(1000)) == len(listed)
+    replayed = conn.execute(
+        "SELECT id FROM daz_retry_queue WHERE status = 'pending' AND id = ANY(%s) ORDER BY id",
+        (made,),
+    ).fetchall()
+    assert [r[0] for r in replayed] == listed
+
+
+def test_list_dead_letters_newest_first_with_a_limit(conn: Conn) -> None:
+    old = _dead(conn, now=T0, code="E1", correlation_id="req-1")
+    new = _dead(conn, now=T0 + s(10), code="E2")
+    tie = _dead(conn, now=T0 + s(10), code="E2")
+    got = call(conn, "list_dead_letter_items")
+    assert ids(got) == [tie, new, old]
+    first = got[-1]
+    assert (first["last_error_code"], first["correlation_id"], first["dead_lettered_at"]) == (
+        "E1",
+        "req-1",
+        T0,
+    )
+    assert set(first) >= {"event_id", "error_message", "retry_count", "max_retries"}
+    assert ids(call(conn, "list_dead_letter_items", limit=2)) == [tie, new]
+    for bad in (0, -1):
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="limit"):
+            call(conn, "list_dead_letter_items", limit=bad)
+
+
+def test_cleanup_due_counts_what_cleanup_then_removes(conn: Conn) -> None:
+    [_completed(conn, T0) for _ in range(3)]
+    [_dead(conn, T0) for _ in range(2)]
+    _completed(conn, T0 + timedelta(days=5))
+    enqueue(conn, now=T0 - timedelta(days=30))  # pending: never due
+    later = T0 + timedelta(days=8)
+    due = call(conn, "cleanup_retry_queue_due", retention_days=7, now=later)
+    assert due == [{"due_count": 5, "dead_letter_count": 2}]
+    assert count(conn) == 7  # counting removed nothing
+    got = call(conn, "cleanup_retry_queue", retention_days=7, now=later)
+    assert got == [{"deleted_count": 5, "archived_count": 2}]
+    assert call(conn, "cleanup_retry_queue_due", retention_days=7, now=later) == [
+        {"due_count": 0, "dead_letter_count": 0}
+    ]
+    for bad in (-1, 36501, None):
+        with pytest.raises(psycopg.errors.InvalidParameterValue, match="retention_days"):
+            call(conn, "cleanup_retry_queue_due", retention_days=bad, now=later)
+
+
+def test_retry_queue_due(conn: Conn) -> None:
+    assert call(conn, "retry_queue_due") == [
+        {"active": False, "seconds_until_due": None, "oldest_due_age_seconds": 0.0}
+    ]
+    now = datetime.now(timezone.utc)
+    enqueue(conn, now=now + s(3600), priority=1)
+    got = call(conn, "retry_queue_due")[0]
+    assert got["active"] is True and got["oldest_due_age_seconds"] == 0.0
+    assert 3500 < got["seconds_until_due"] <= 3600
+    overdue = enqueue(conn, now=now - s(600), priority=10)
+    got = call(conn, "retry_queue_due")[0]
+    assert -700 < got["seconds_until_due"] <= -600
+    assert 600 <= got["oldest_due_age_seconds"] < 700
+    # a live lease is nobody's to take: the oldest due is then none
+    assert ids(acquire(conn, "w", batch=1, now=now)) == [overdue]
+    got = call(conn, "retry_queue_due")[0]
+    assert got["oldest_due_age_seconds"] == 0.0
+    assert 3500 < got["seconds_until_due"] <= 3600
+
+
 # --- cleanup -------------------------------------------------------------------------
 
 

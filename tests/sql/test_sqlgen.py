@@ -91,7 +91,7 @@ def test_new_and_removed_files_ship_and_roll_back(tree: tuple[Path, Path]) -> No
         "LANGUAGE sql\nSET search_path FROM CURRENT\nAS $$ SELECT 'hello' $$;\n"
     )
     manifest = sql_dir / "manifest.txt"
-    with pytest.raises(sqlgen.SqlGenError, match="not listed.*retryq_hello"):
+    with pytest.raises(sqlgen.SqlGenError, match=r"not listed.*retryq_hello"):
         sqlgen.check(sql_dir, mig_dir)
     manifest.write_text(manifest.read_text() + "functions/retryq_hello.sql\n")
     up, down = sqlgen.new("hello", sql_root=sql_dir, mig_root=mig_dir)

@@ -1,0 +1,26 @@
+-- How many finished items cleanup_retry_queue would remove now with the same
+-- p_retention_days (dead letters among them, which it would archive), without
+-- removing any: what to show before a cleanup. Counted through the finished
+-- partition's age index, so the cost grows with the rows past retention.
+CREATE OR REPLACE FUNCTION cleanup_retry_queue_due(
+    p_retention_days integer DEFAULT 7,
+    p_now timestamptz DEFAULT now()
+)
+RETURNS TABLE (due_count bigint, dead_letter_count bigint)
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_cutoff timestamptz := _retryq_cleanup_cutoff(p_retention_days, p_now);
+BEGIN
+    RETURN QUERY
+    SELECT count(*), count(*) FILTER (WHERE f.status = 'dead_letter')
+    FROM _retryq_finished AS f
+    WHERE coalesce(f.completed_at, f.dead_lettered_at) < v_cutoff;
+END;
+$$;
+
+REVOKE EXECUTE ON FUNCTION cleanup_retry_queue_due FROM public;
+GRANT EXECUTE ON FUNCTION cleanup_retry_queue_due TO retryq_admin;

@@ -1,0 +1,52 @@
+-- When the queue next has work, by the server's clock: whether any item is
+-- pending or processing; seconds until the earliest pending item is due
+-- (negative when one is overdue, NULL when none is pending); and how long the
+-- oldest due item that nobody holds has waited (0 when none). A worker sleeps
+-- by the second, `retryq metrics` exports the third. One short index scan per
+-- priority (1..10, the table's range), the walk acquire makes; leases that
+-- are about to expire are left out of the second (finding them would scan
+-- every processing row, and a worker's poll covers them).
+CREATE OR REPLACE FUNCTION retry_queue_due()
+RETURNS TABLE (
+    active boolean,
+    seconds_until_due double precision,
+    oldest_due_age_seconds double precision
+)
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path FROM CURRENT
+AS $$
+BEGIN
+    RETURN QUERY
+    SELECT
+        EXISTS (SELECT 1 FROM _retryq_active AS a),
+        extract(epoch FROM (
+            SELECT min(n.next_retry_at)
+            FROM generate_series(1, 10) AS p (priority)
+            CROSS JOIN LATERAL (
+                SELECT a.next_retry_at
+                FROM _retryq_active AS a
+                WHERE a.status = 'pending' AND a.priority = p.priority
+                ORDER BY a.next_retry_at
+                LIMIT 1
+            ) AS n
+        ) - now())::double precision,
+        coalesce(extract(epoch FROM now() - (
+            SELECT min(n.next_retry_at)
+            FROM generate_series(1, 10) AS p (priority)
+            CROSS JOIN LATERAL (
+                SELECT a.next_retry_at
+                FROM _retryq_active AS a
+                WHERE a.priority = p.priority
+                    AND a.next_retry_at <= now()
+                    AND (a.locked_until IS NULL OR a.locked_until <= now())
+                ORDER BY a.next_retry_at
+                LIMIT 1
+            ) AS n
+        ))::double precision, 0);
+END;
+$$;
+
+REVOKE EXECUTE ON FUNCTION retry_queue_due FROM public;
+GRANT EXECUTE ON FUNCTION retry_queue_due TO retryq_worker, retryq_admin;

@@ -1,0 +1,23 @@
+-- The moment before which a finished item (completed or dead letter) is past
+-- its retention: p_now - p_retention_days. The rule cleanup_retry_queue
+-- deletes by and cleanup_retry_queue_due counts by; raises 22023 naming
+-- retention_days outside 0..36500.
+CREATE OR REPLACE FUNCTION _retryq_cleanup_cutoff(
+    p_retention_days integer,
+    p_now timestamptz
+)
+RETURNS timestamptz
+LANGUAGE plpgsql
+IMMUTABLE
+SET search_path FROM CURRENT
+AS $$
+BEGIN
+    PERFORM _retryq_check(
+        p_retention_days BETWEEN 0 AND 36500,
+        'retention_days', 'must be between 0 and 36500'
+    );
+    RETURN p_now - make_interval(days => p_retention_days);
+END;
+$$;
+
+REVOKE EXECUTE ON FUNCTION _retryq_cleanup_cutoff FROM public;
