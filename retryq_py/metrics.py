@@ -26,6 +26,7 @@ from prometheus_client.registry import Collector
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from retryq_py import ops
+from retryq_py._sql import ops as _q
 
 ITEMS_PROCESSED = Counter(
     "retryq_worker_items_processed",
@@ -110,12 +111,8 @@ class QueueCollector(Collector):
         )
         try:
             with self._pool.connection(timeout=self.timeout) as conn:
-                # one snapshot for every number of the scrape, so that they add up
-                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
-                conn.execute(
-                    "SELECT set_config('statement_timeout', %s, true)",
-                    (f"{int(self.timeout * 1000)}ms",),
-                )
+                conn.execute(_q.SCRAPE_SNAPSHOT)
+                conn.execute(_q.LOCAL_STATEMENT_TIMEOUT, (f"{int(self.timeout * 1000)}ms",))
                 m = ops.collect_queue_metrics(conn, self.schema)
         except (psycopg.Error, PoolTimeout) as exc:
             log.warning("retryq metrics: cannot read the queue: %s", exc)

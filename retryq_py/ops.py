@@ -2,8 +2,7 @@
 `retryq metrics` exports.
 
 Every function takes a psycopg connection (the caller owns the transaction)
-and an optional install schema. The SQL lives here, next to the rows it
-returns, because only operations use it.
+and an optional install schema. The SQL and its rows are in retryq_py._sql.ops.
 
 A scrape must stay cheap with millions of finished rows, so nothing here
 counts the finished partition: pending and processing are counted exactly
@@ -15,51 +14,19 @@ scaled to the table's current size, as the planner does).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psycopg
-from psycopg import sql
 from psycopg.rows import class_row
 
 from retryq_py._sql import compose
-
-if TYPE_CHECKING:
-    from typing_extensions import LiteralString
+from retryq_py._sql import ops as _q
+from retryq_py._sql.ops import Circuit, DeadLetterCount
 
 Conn = psycopg.Connection[Any]
 
 # The circuit states, as exported in the retryq_circuit_state gauge.
 CIRCUIT_STATES = {"closed": 0, "half_open": 1, "open": 2}
-
-
-@dataclass(frozen=True)
-class Circuit:
-    """One row of daz_retry_queue_circuits."""
-
-    event_type: str
-    plugin_name: str | None
-    state: str
-    forced: bool
-    consecutive_failures: int
-    failure_threshold: int
-    cooldown_seconds: float
-    max_cooldown_seconds: float
-    trips: int
-    open_until: datetime | None
-    probe_item_id: int | None
-    opened_at: datetime | None
-    closed_at: datetime | None
-    last_failure_at: datetime | None
-    times_opened: int
-    lease_expiries: int
-
-
-@dataclass(frozen=True)
-class DeadLetterCount:
-    event_type: str
-    plugin_name: str | None
-    count: int
 
 
 @dataclass(frozen=True)
@@ -79,47 +46,11 @@ class QueueMetrics:
 
 # --- circuits ---------------------------------------------------------------
 
-_CIRCUITS: LiteralString = """
-SELECT
-    event_type, plugin_name, state, forced, consecutive_failures,
-    failure_threshold, cooldown_seconds, max_cooldown_seconds, trips,
-    open_until, probe_item_id, opened_at, closed_at, last_failure_at,
-    times_opened, lease_expiries
-FROM {schema}daz_retry_queue_circuits
-ORDER BY event_type, plugin_name NULLS FIRST
-"""
-
-_OPEN: LiteralString = """
-SELECT {schema}retry_circuit_open(
-    p_event_type => %(event_type)s,
-    p_plugin_name => %(plugin_name)s,
-    p_seconds => %(seconds)s
-)
-"""
-
-_CLOSE: LiteralString = """
-SELECT {schema}retry_circuit_close(
-    p_event_type => %(event_type)s,
-    p_plugin_name => %(plugin_name)s
-)
-"""
-
-_CONFIGURE: LiteralString = """
-SELECT {schema}retry_circuit_configure(
-    p_event_type => %(event_type)s,
-    p_plugin_name => %(plugin_name)s,
-    p_failure_threshold => %(failure_threshold)s,
-    p_cooldown_seconds => %(cooldown_seconds)s,
-    p_max_cooldown_seconds => %(max_cooldown_seconds)s,
-    p_reset => %(reset)s
-)
-"""
-
 
 def list_circuits(conn: Conn, schema: str | None = None) -> list[Circuit]:
     """Every circuit, as daz_retry_queue_circuits shows it."""
     with conn.cursor(row_factory=class_row(Circuit)) as cur:
-        return cur.execute(compose(_CIRCUITS, schema)).fetchall()
+        return cur.execute(compose(_q.CIRCUITS, schema)).fetchall()
 
 
 def open_circuit(
@@ -133,7 +64,7 @@ def open_circuit(
     """Open a circuit now: until `close_circuit` (seconds None), or for
     `seconds` after which it is probed like a tripped one."""
     conn.execute(
-        compose(_OPEN, schema),
+        compose(_q.CIRCUIT_OPEN, schema),
         {"event_type": event_type, "plugin_name": plugin_name, "seconds": seconds},
     )
 
@@ -144,7 +75,7 @@ def close_circuit(
     """Close a circuit now and forget its failure streak; False if the key
     has no circuit."""
     row = conn.execute(
-        compose(_CLOSE, schema), {"event_type": event_type, "plugin_name": plugin_name}
+        compose(_q.CIRCUIT_CLOSE, schema), {"event_type": event_type, "plugin_name": plugin_name}
     ).fetchone()
     return bool(row and row[0])
 
@@ -164,7 +95,7 @@ def configure_circuit(
     setting, `reset` makes the key follow the defaults first. event_type None
     sets the defaults."""
     conn.execute(
-        compose(_CONFIGURE, schema),
+        compose(_q.CIRCUIT_CONFIGURE, schema),
         {
             "event_type": event_type,
             "plugin_name": plugin_name,
@@ -184,83 +115,18 @@ def configure_circuit(
 # the table's pages. Smaller tables are thus counted exactly.
 SAMPLE_PAGES = 1000
 
-# Exact counts on the active partition (pruned to by the status filter).
-_ACTIVE: LiteralString = """
-SELECT
-    count(*) FILTER (WHERE q.status = 'pending') AS pending,
-    count(*) FILTER (WHERE q.status = 'processing') AS processing,
-    count(*) FILTER (
-        WHERE q.status = 'processing' AND q.locked_until <= now()
-    ) AS expired_leases
-FROM {schema}daz_retry_queue AS q
-WHERE q.status IN ('pending', 'processing')
-"""
-
-# The oldest due item nobody holds: one short index scan per priority, the
-# same walk acquire makes, so it costs what one acquire costs.
-_OLDEST_DUE: LiteralString = """
-SELECT coalesce(
-    extract(epoch FROM now() - min(n.next_retry_at))::double precision, 0
-)
-FROM generate_series(1, 10) AS p (priority)
-CROSS JOIN LATERAL (
-    SELECT q.next_retry_at
-    FROM {schema}daz_retry_queue AS q
-    WHERE q.status IN ('pending', 'processing')
-        AND q.priority = p.priority
-        AND q.next_retry_at <= now()
-        AND (q.locked_until IS NULL OR q.locked_until <= now())
-    ORDER BY q.next_retry_at
-    LIMIT 1
-) AS n
-"""
-
-# Dead letters through the finished partition's partial index: the cost grows
-# with the dead letters, not with the completed rows.
-_DEAD: LiteralString = """
-SELECT q.event_type, q.plugin_name, count(*) AS count
-FROM {schema}daz_retry_queue AS q
-WHERE q.status = 'dead_letter'
-GROUP BY q.event_type, q.plugin_name
-ORDER BY q.event_type, q.plugin_name
-"""
-
-# The finished partition's statistics (from the last ANALYZE or VACUUM) and
-# its size now, in pages.
-_FINISHED_STATS: LiteralString = """
-SELECT
-    c.reltuples::double precision,
-    c.relpages,
-    pg_relation_size(c.oid) / current_setting('block_size')::integer
-FROM pg_class AS c
-WHERE c.oid = to_regclass(%(finished)s)
-"""
-
-_FINISHED_SAMPLE: LiteralString = """
-SELECT count(*) FROM {schema}daz_retry_queue AS q
-WHERE q.status IN ('completed', 'dead_letter')
-    AND q.ctid < format('(%%s,0)', %(pages)s::integer)::tid
-"""
-
-
-def _finished_name(schema: str | None) -> str:
-    table = sql.Identifier("_retryq_finished")
-    if schema is None:
-        return table.as_string(None)
-    return sql.SQL("{}.{}").format(sql.Identifier(schema), table).as_string(None)
-
 
 def _finished_rows(conn: Conn, schema: str | None) -> tuple[float, bool]:
     """Rows in the finished partition and whether that is an estimate: the
     planner's (reltuples per page at the last ANALYZE times the pages now),
     else a sample of the first pages; exact when the sample is the table."""
-    stats = conn.execute(_FINISHED_STATS, {"finished": _finished_name(schema)}).fetchone()
+    stats = conn.execute(_q.FINISHED_STATS, {"finished": _q.finished_partition(schema)}).fetchone()
     if stats is None:
         return 0.0, False
     reltuples, relpages, pages = float(stats[0]), int(stats[1]), int(stats[2])
     if reltuples >= 0 and relpages > 0:
         return float(round(reltuples / relpages * pages)), True
-    row = conn.execute(compose(_FINISHED_SAMPLE, schema), {"pages": SAMPLE_PAGES}).fetchone()
+    row = conn.execute(compose(_q.FINISHED_SAMPLE, schema), {"pages": SAMPLE_PAGES}).fetchone()
     sampled = float(row[0]) if row else 0.0
     if pages <= SAMPLE_PAGES:
         return sampled, False
@@ -269,12 +135,12 @@ def _finished_rows(conn: Conn, schema: str | None) -> tuple[float, bool]:
 
 def collect_queue_metrics(conn: Conn, schema: str | None = None) -> QueueMetrics:
     """Read everything a scrape exports, without counting finished rows."""
-    active = conn.execute(compose(_ACTIVE, schema)).fetchone()
+    active = conn.execute(compose(_q.ACTIVE_COUNTS, schema)).fetchone()
     assert active is not None
     pending, processing, expired = (int(v) for v in active)
-    oldest = conn.execute(compose(_OLDEST_DUE, schema)).fetchone()
+    oldest = conn.execute(compose(_q.OLDEST_DUE, schema)).fetchone()
     with conn.cursor(row_factory=class_row(DeadLetterCount)) as cur:
-        dead = cur.execute(compose(_DEAD, schema)).fetchall()
+        dead = cur.execute(compose(_q.DEAD_LETTER_COUNTS, schema)).fetchall()
     dead_total = sum(d.count for d in dead)
     finished, is_estimate = _finished_rows(conn, schema)
     return QueueMetrics(

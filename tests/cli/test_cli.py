@@ -1,5 +1,5 @@
 """The `retryq` CLI: every command through its library function in
-retryq_py.commands, and once each as a real subprocess."""
+retryq_py.admin, and once each as a real subprocess."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ import psycopg
 import pytest
 
 from retryq_py import RetryQueue, migrate
-from retryq_py import commands as cmd
-from retryq_py.commands import DeadLetterFilter, ExitCode
+from retryq_py import admin as cmd
+from retryq_py.admin import DeadLetterFilter, ExitCode
 from tests.helpers import count
 
 UNREACHABLE = "host=127.0.0.1 port=1 user=postgres dbname=postgres connect_timeout=2"
@@ -138,7 +138,7 @@ def _migration_ids() -> list[str]:
 
 def test_migrate_apply_status_rollback(new_database: Any) -> None:
     ids = _migration_ids()
-    assert ids[0] == "0001_core"
+    assert ids[0] == "0001_initial"
     t = cmd.target(new_database())
     assert [(r.id, r.applied) for r in cmd.migrate_status(t)] == [(i, False) for i in ids]
     assert cmd.migrate_apply(t) == ids
@@ -175,7 +175,7 @@ def test_migrate_subprocess(new_database: Any) -> None:
     db = new_database()
     status = run_cli("migrate", "--status", dsn=db)
     assert status.returncode == 0, status.stderr
-    assert "0001_core" in status.stdout and "no" in status.stdout
+    assert "0001_initial" in status.stdout and "no" in status.stdout
     ids = _migration_ids()
     applied = run_cli("migrate", "--database", db)
     assert applied.returncode == 0, applied.stderr

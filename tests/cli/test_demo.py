@@ -18,8 +18,8 @@ import pytest
 from rich.console import Console
 
 from retryq_py import RetryQueue
-from retryq_py import commands as cmd
-from retryq_py.demo import CHAT, DEMO_SCHEMA, SQL_FAILED, UNKNOWN, make_plan, run_demo
+from retryq_py import admin as cmd
+from retryq_py.cli.demo import CHAT, DEMO_SCHEMA, SQL_FAILED, UNKNOWN, make_plan, run_demo
 
 RETRYQ = Path(sys.executable).with_name("retryq")
 ARGV = [str(RETRYQ)] if RETRYQ.exists() else [sys.executable, "-m", "retryq_py.cli"]

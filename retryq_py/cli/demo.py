@@ -20,22 +20,19 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import psycopg
-from psycopg import sql
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from retryq_py import commands as cmd
-from retryq_py.cli import dead_letters_table, error_history_table, stats_table, totals_line
+from retryq_py import admin, ops
+from retryq_py._sql import ops as _q
+from retryq_py.cli.render import dead_letters_table, error_history_table, stats_table, totals_line
 from retryq_py.embedded import EmbeddedServerError, embedded_server, sigterm_as_exit
 from retryq_py.errors import PermanentError, RetryableError
 from retryq_py.queue import RetryQueue
 from retryq_py.worker import RetryWorker, WorkerCounts, WorkerEvent
-
-if TYPE_CHECKING:
-    from typing_extensions import LiteralString
 
 DEMO_SCHEMA = "retryq_demo"
 CHAT = "cytube.event.chatMsg"
@@ -198,8 +195,8 @@ def make_plan(n: int, seed: int = 7) -> Plan:
 class DemoResult:
     plan: Plan
     counts: list[WorkerCounts]
-    stats: cmd.Stats
-    dead_letters: list[cmd.DeadLetter]
+    stats: admin.Stats
+    dead_letters: list[admin.DeadLetter]
     elapsed: float
 
     @property
@@ -212,7 +209,7 @@ class DemoResult:
 
 
 @contextmanager
-def _demo_target(database: str | None, keep: bool, console: Console) -> Iterator[cmd.Target]:
+def _demo_target(database: str | None, keep: bool, console: Console) -> Iterator[admin.Target]:
     """A schema of its own: in an embedded server, or a new schema in `database`."""
     if database is None:
         started = time.monotonic()
@@ -223,19 +220,18 @@ def _demo_target(database: str | None, keep: bool, console: Console) -> Iterator
                     f"  ready in {time.monotonic() - started:.1f} s"
                     f" (data in {server.directory}, removed at the end)"
                 )
-                yield cmd.target(server.uri, DEMO_SCHEMA)
+                yield admin.target(server.uri, DEMO_SCHEMA)
         except EmbeddedServerError as exc:
-            raise cmd.CommandError(
+            raise admin.CommandError(
                 f"{exc}; run the demo against a server with `retryq demo --database URL`"
             ) from exc
         console.print("Stopped the embedded PostgreSQL and removed its directory.")
         return
-    t = cmd.target(database, DEMO_SCHEMA)
-    with cmd.open_connection(cmd.Target(t.dsn)) as conn:
-        exists = conn.execute("SELECT to_regnamespace(%s) IS NOT NULL", (DEMO_SCHEMA,)).fetchone()
-        if exists and exists[0]:
-            raise cmd.UsageProblem(
-                f"schema {DEMO_SCHEMA} already exists in {cmd.Target(t.dsn).describe()} "
+    t = admin.target(database, DEMO_SCHEMA)
+    with admin.open_connection(admin.Target(t.dsn)) as conn:
+        if admin.schema_exists(conn, DEMO_SCHEMA):
+            raise admin.UsageProblem(
+                f"schema {DEMO_SCHEMA} already exists in {admin.Target(t.dsn).describe()} "
                 f"(kept by an earlier `retryq demo --keep`?); drop it first: "
                 f"DROP SCHEMA {DEMO_SCHEMA} CASCADE"
             )
@@ -248,10 +244,8 @@ def _demo_target(database: str | None, keep: bool, console: Console) -> Iterator
                 f" --schema {DEMO_SCHEMA}`; DROP SCHEMA {DEMO_SCHEMA} CASCADE removes it."
             )
         else:
-            with cmd.open_connection(cmd.Target(t.dsn)) as conn:
-                conn.execute(
-                    sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(DEMO_SCHEMA))
-                )
+            with admin.open_connection(admin.Target(t.dsn)) as conn:
+                conn.execute(_q.drop_schema(DEMO_SCHEMA))
             console.print(f"Dropped the demo schema {DEMO_SCHEMA}.")
 
 
@@ -282,7 +276,7 @@ class _Board:
             self.progress.update(self.wait, completed=len(self.retrying))
 
 
-def _drain(t: cmd.Target, workers: int, threads: int, board: _Board) -> list[WorkerCounts]:
+def _drain(t: admin.Target, workers: int, threads: int, board: _Board) -> list[WorkerCounts]:
     """Run `workers` RetryWorkers (each with `threads` handler threads) until idle."""
     pool = [
         RetryWorker(
@@ -338,15 +332,15 @@ def run_demo(
 ) -> DemoResult:
     """The demo, start to finish; raises CommandError if the outcome is not the plan's."""
     if not 1 <= items <= 100_000:
-        raise cmd.UsageProblem("invalid --items: must be between 1 and 100000")
+        raise admin.UsageProblem("invalid --items: must be between 1 and 100000")
     if not 1 <= workers <= 16:
-        raise cmd.UsageProblem("invalid --workers: must be between 1 and 16")
+        raise admin.UsageProblem("invalid --workers: must be between 1 and 16")
     started = time.monotonic()
     plan = make_plan(items)
     with sigterm_as_exit(), _demo_target(database, keep, console) as t:
         console.print(f"Installing retryq into schema {t.schema} (the packaged migrations)...")
-        cmd.migrate_apply(t)
-        with cmd.connect(t) as conn:
+        admin.migrate_apply(t)
+        with admin.connect(t) as conn:
             _configure_circuits(conn)
             RetryQueue(conn, schema=t.schema).add_many(plan.items)
         mix = ", ".join(f"{v} {k}" for k, v in plan.kinds.items() if v)
@@ -371,13 +365,13 @@ def run_demo(
                 f" ({CIRCUIT_THRESHOLD} failures in a row; cool-down {CIRCUIT_COOLDOWN} s"
                 " here, 30 s by default); its items waited without spending retries."
             )
-        stats = cmd.stats(t)
-        dead_letters = cmd.dead_letter_list(t, cmd.DeadLetterFilter(), limit=len(plan.items))
+        stats = admin.stats(t)
+        dead_letters = admin.dead_letter_list(t, admin.DeadLetterFilter(), limit=len(plan.items))
         examples = _examples(t, dead_letters)
         _show(console, stats, dead_letters, examples)
         got = (stats.totals["completed"], stats.totals["dead_letter"])
         if got != (plan.completed, plan.dead):
-            raise cmd.CommandError(
+            raise admin.CommandError(
                 f"demo outcome differs from its plan: {got[0]} completed and {got[1]} dead"
                 f" letters, expected {plan.completed} and {plan.dead}"
             )
@@ -399,40 +393,31 @@ def run_demo(
     return result
 
 
-_HAS_CIRCUITS = "SELECT to_regproc('retry_circuit_configure') IS NOT NULL"
-_CONFIGURE_CIRCUITS: LiteralString = """
-SELECT retry_circuit_configure(
-    NULL, p_failure_threshold => %s, p_cooldown_seconds => %s,
-    p_max_cooldown_seconds => %s
-)
-"""
-_CIRCUITS: LiteralString = """
-SELECT event_type, plugin_name, times_opened FROM daz_retry_queue_circuits
-WHERE times_opened > 0 ORDER BY event_type, plugin_name
-"""
-
-
 def _has_circuits(conn: psycopg.Connection[Any]) -> bool:
-    row = conn.execute(_HAS_CIRCUITS).fetchone()
+    row = conn.execute(_q.HAS_CIRCUITS).fetchone()
     return bool(row and row[0])
 
 
 def _configure_circuits(conn: psycopg.Connection[Any]) -> None:
     if _has_circuits(conn):
-        conn.execute(
-            _CONFIGURE_CIRCUITS, (CIRCUIT_THRESHOLD, CIRCUIT_COOLDOWN, CIRCUIT_MAX_COOLDOWN)
+        ops.configure_circuit(
+            conn,
+            None,
+            failure_threshold=CIRCUIT_THRESHOLD,
+            cooldown_seconds=CIRCUIT_COOLDOWN,
+            max_cooldown_seconds=CIRCUIT_MAX_COOLDOWN,
         )
 
 
-def circuit_trips(t: cmd.Target) -> list[tuple[str, str | None, int]]:
+def circuit_trips(t: admin.Target) -> list[tuple[str, str | None, int]]:
     """(event_type, plugin, times opened) for every circuit that opened."""
-    with cmd.connect(t) as conn:
+    with admin.connect(t) as conn:
         if not _has_circuits(conn):
             return []
-        return [(r[0], r[1], int(r[2])) for r in conn.execute(_CIRCUITS).fetchall()]
+        return [(r[0], r[1], int(r[2])) for r in conn.execute(_q.CIRCUITS_OPENED).fetchall()]
 
 
-def _examples(t: cmd.Target, dead: list[cmd.DeadLetter]) -> list[Any]:
+def _examples(t: admin.Target, dead: list[admin.DeadLetter]) -> list[Any]:
     """One dead letter per (event type, error code), with the longest history first."""
     seen: set[tuple[str, str | None]] = set()
     picked: list[Any] = []
@@ -440,7 +425,7 @@ def _examples(t: cmd.Target, dead: list[cmd.DeadLetter]) -> list[Any]:
         key = (d.event_type, d.last_error_code)
         if key not in seen:
             seen.add(key)
-            picked.append(cmd.item_show(t, d.id))
+            picked.append(admin.item_show(t, d.id))
     return picked
 
 
@@ -448,7 +433,7 @@ SHOWN_DEAD_LETTERS = 15
 
 
 def _show(
-    console: Console, stats: cmd.Stats, dead: list[cmd.DeadLetter], examples: list[Any]
+    console: Console, stats: admin.Stats, dead: list[admin.DeadLetter], examples: list[Any]
 ) -> None:
     console.print()
     console.print(stats_table(stats))

@@ -1,0 +1,269 @@
+"""The SQL of operations (circuits, the metrics scrape, the admin commands,
+the demo), next to the rows it returns.
+
+Templates carry the `{schema}` slot that `compose` fills; the plain strings
+run on a connection whose search_path finds the queue. The two rules still
+written in Python sit at the end, marked, until they become SQL functions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from psycopg import sql
+
+if TYPE_CHECKING:
+    from typing_extensions import LiteralString
+
+
+# --- rows -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Circuit:
+    """One row of daz_retry_queue_circuits."""
+
+    event_type: str
+    plugin_name: str | None
+    state: str
+    forced: bool
+    consecutive_failures: int
+    failure_threshold: int
+    cooldown_seconds: float
+    max_cooldown_seconds: float
+    trips: int
+    open_until: datetime | None
+    probe_item_id: int | None
+    opened_at: datetime | None
+    closed_at: datetime | None
+    last_failure_at: datetime | None
+    times_opened: int
+    lease_expiries: int
+
+
+@dataclass(frozen=True)
+class DeadLetterCount:
+    event_type: str
+    plugin_name: str | None
+    count: int
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A dead letter as `retryq dead-letter list` shows it."""
+
+    id: int
+    event_id: UUID
+    event_type: str
+    channel_name: str | None
+    plugin_name: str | None
+    retry_count: int
+    max_retries: int
+    last_error_code: str | None
+    error_message: str | None
+    created_at: datetime
+    dead_lettered_at: datetime | None
+
+
+# --- installation -----------------------------------------------------------
+
+IS_INSTALLED: LiteralString = (
+    "SELECT to_regclass('daz_retry_queue') IS NOT NULL"
+    " AND to_regproc('acquire_retry_items') IS NOT NULL"
+)
+SCHEMA_EXISTS: LiteralString = "SELECT to_regnamespace(%s) IS NOT NULL"
+
+
+def create_schema(schema: str) -> sql.Composed:
+    return sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
+
+
+def drop_schema(schema: str) -> sql.Composed:
+    return sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema))
+
+
+# --- circuits ---------------------------------------------------------------
+
+CIRCUITS: LiteralString = """
+SELECT
+    event_type, plugin_name, state, forced, consecutive_failures,
+    failure_threshold, cooldown_seconds, max_cooldown_seconds, trips,
+    open_until, probe_item_id, opened_at, closed_at, last_failure_at,
+    times_opened, lease_expiries
+FROM {schema}daz_retry_queue_circuits
+ORDER BY event_type, plugin_name NULLS FIRST
+"""
+
+CIRCUIT_OPEN: LiteralString = """
+SELECT {schema}retry_circuit_open(
+    p_event_type => %(event_type)s,
+    p_plugin_name => %(plugin_name)s,
+    p_seconds => %(seconds)s
+)
+"""
+
+CIRCUIT_CLOSE: LiteralString = """
+SELECT {schema}retry_circuit_close(
+    p_event_type => %(event_type)s,
+    p_plugin_name => %(plugin_name)s
+)
+"""
+
+CIRCUIT_CONFIGURE: LiteralString = """
+SELECT {schema}retry_circuit_configure(
+    p_event_type => %(event_type)s,
+    p_plugin_name => %(plugin_name)s,
+    p_failure_threshold => %(failure_threshold)s,
+    p_cooldown_seconds => %(cooldown_seconds)s,
+    p_max_cooldown_seconds => %(max_cooldown_seconds)s,
+    p_reset => %(reset)s
+)
+"""
+
+# The demo runs against any installed version, circuits or not.
+HAS_CIRCUITS: LiteralString = "SELECT to_regproc('retry_circuit_configure') IS NOT NULL"
+
+CIRCUITS_OPENED: LiteralString = """
+SELECT event_type, plugin_name, times_opened FROM daz_retry_queue_circuits
+WHERE times_opened > 0 ORDER BY event_type, plugin_name
+"""
+
+# --- the metrics scrape -----------------------------------------------------
+
+# One snapshot for every number of a scrape, so that they add up.
+SCRAPE_SNAPSHOT: LiteralString = "SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+LOCAL_STATEMENT_TIMEOUT: LiteralString = "SELECT set_config('statement_timeout', %s, true)"
+
+# Exact counts on the active partition (pruned to by the status filter).
+ACTIVE_COUNTS: LiteralString = """
+SELECT
+    count(*) FILTER (WHERE q.status = 'pending') AS pending,
+    count(*) FILTER (WHERE q.status = 'processing') AS processing,
+    count(*) FILTER (
+        WHERE q.status = 'processing' AND q.locked_until <= now()
+    ) AS expired_leases
+FROM {schema}daz_retry_queue AS q
+WHERE q.status IN ('pending', 'processing')
+"""
+
+# The oldest due item nobody holds: one short index scan per priority, the
+# same walk acquire makes, so it costs what one acquire costs.
+OLDEST_DUE: LiteralString = """
+SELECT coalesce(
+    extract(epoch FROM now() - min(n.next_retry_at))::double precision, 0
+)
+FROM generate_series(1, 10) AS p (priority)
+CROSS JOIN LATERAL (
+    SELECT q.next_retry_at
+    FROM {schema}daz_retry_queue AS q
+    WHERE q.status IN ('pending', 'processing')
+        AND q.priority = p.priority
+        AND q.next_retry_at <= now()
+        AND (q.locked_until IS NULL OR q.locked_until <= now())
+    ORDER BY q.next_retry_at
+    LIMIT 1
+) AS n
+"""
+
+# Dead letters through the finished partition's partial index: the cost grows
+# with the dead letters, not with the completed rows.
+DEAD_LETTER_COUNTS: LiteralString = """
+SELECT q.event_type, q.plugin_name, count(*) AS count
+FROM {schema}daz_retry_queue AS q
+WHERE q.status = 'dead_letter'
+GROUP BY q.event_type, q.plugin_name
+ORDER BY q.event_type, q.plugin_name
+"""
+
+# The finished partition's statistics (from the last ANALYZE or VACUUM) and
+# its size now, in pages.
+FINISHED_STATS: LiteralString = """
+SELECT
+    c.reltuples::double precision,
+    c.relpages,
+    pg_relation_size(c.oid) / current_setting('block_size')::integer
+FROM pg_class AS c
+WHERE c.oid = to_regclass(%(finished)s)
+"""
+
+FINISHED_SAMPLE: LiteralString = """
+SELECT count(*) FROM {schema}daz_retry_queue AS q
+WHERE q.status IN ('completed', 'dead_letter')
+    AND q.ctid < format('(%%s,0)', %(pages)s::integer)::tid
+"""
+
+
+def finished_partition(schema: str | None) -> str:
+    """The finished partition's name for to_regclass, quoted."""
+    table = sql.Identifier("_retryq_finished")
+    if schema is None:
+        return table.as_string(None)
+    return sql.SQL("{}.{}").format(sql.Identifier(schema), table).as_string(None)
+
+
+# --- dead letters -----------------------------------------------------------
+
+# The server's clock, as dead_lettered_at was stamped with it.
+AGO: LiteralString = "SELECT now() - %s::interval"
+
+DEAD_LETTERS: LiteralString = """
+SELECT id, event_id, event_type, channel_name, plugin_name, retry_count,
+    max_retries, last_error_code, error_message, created_at, dead_lettered_at
+FROM daz_retry_queue
+WHERE {}
+ORDER BY dead_lettered_at DESC, id DESC
+LIMIT %s
+"""
+
+DEAD_LETTER_IDS: LiteralString = "SELECT id FROM daz_retry_queue WHERE {} ORDER BY id"
+
+
+# --- rules still written in Python ------------------------------------------
+# Each repeats a rule the SQL functions keep (which items are dead letters
+# matching a filter; which are past retention). They are due to become calls
+# of SQL functions; until then this is their one place.
+
+
+@dataclass(frozen=True)
+class DeadLetterFilter:
+    ids: tuple[int, ...] = ()
+    event_type: str | None = None
+    plugin: str | None = None
+    error_code: str | None = None
+    older_than: timedelta | None = None
+
+    def is_empty(self) -> bool:
+        return not self.ids and all(
+            v is None for v in (self.event_type, self.plugin, self.error_code, self.older_than)
+        )
+
+    def where(self) -> tuple[sql.Composable, list[Any]]:
+        """A WHERE clause for dead letters in daz_retry_queue, and its parameters;
+        the same filters requeue_dead_letter_items applies."""
+        parts: list[sql.Composable] = [sql.SQL("status = 'dead_letter'")]
+        params: list[Any] = []
+        if self.ids:
+            parts.append(sql.SQL("id = ANY(%s)"))
+            params.append(list(self.ids))
+        for column, value in (
+            ("event_type", self.event_type),
+            ("plugin_name", self.plugin),
+            ("last_error_code", self.error_code),
+        ):
+            if value is not None:
+                parts.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
+                params.append(value)
+        if self.older_than is not None:
+            parts.append(sql.SQL("dead_lettered_at < now() - %s"))
+            params.append(self.older_than)
+        return sql.SQL(" AND ").join(parts), params
+
+
+CLEANUP_DUE: LiteralString = """
+SELECT count(*) FROM daz_retry_queue
+WHERE status IN ('completed', 'dead_letter')
+    AND coalesce(completed_at, dead_lettered_at) < now() - make_interval(days => %s)
+"""

@@ -1,0 +1,116 @@
+"""What each `retryq` command does, as plain functions that return data.
+
+The CLI (retryq_py.cli) only parses flags, calls one of these and renders the
+result, so tests call these directly. Errors a person can act on are
+`CommandError`s carrying the process exit code (`ExitCode`).
+"""
+
+from retryq_py.admin.circuits import (
+    close_circuit,
+    configure_circuit,
+    list_circuits,
+    open_circuit,
+    require_key,
+)
+from retryq_py.admin.dead_letters import (
+    DeadLetter,
+    DeadLetterFilter,
+    ErrorEntry,
+    dead_letter_list,
+    dead_letter_match,
+    dead_letter_purge,
+    dead_letter_requeue,
+    error_entries,
+    item_show,
+)
+from retryq_py.admin.inputs import ENQUEUE_KEYS, parse_duration, parse_json, parse_json_lines
+from retryq_py.admin.items import (
+    ENQUEUE_CHUNK,
+    STATUSES,
+    Cleaned,
+    Stats,
+    cleanup,
+    cleanup_due,
+    enqueue,
+    enqueue_many,
+    stats,
+)
+from retryq_py.admin.migrations import (
+    MigrationRow,
+    migrate_apply,
+    migrate_rollback,
+    migrate_status,
+)
+from retryq_py.admin.running import load_handlers, load_worker_config, run_worker, serve_metrics
+from retryq_py.admin.target import (
+    DATABASE_ENV,
+    DEFAULT_CONNECT_TIMEOUT,
+    CommandError,
+    DatabaseUnreachable,
+    ExitCode,
+    NotInstalled,
+    Target,
+    UsageProblem,
+    check,
+    connect,
+    first_line,
+    is_installed,
+    open_connection,
+    queue,
+    schema_exists,
+    target,
+)
+
+__all__ = [
+    "DATABASE_ENV",
+    "DEFAULT_CONNECT_TIMEOUT",
+    "ENQUEUE_CHUNK",
+    "ENQUEUE_KEYS",
+    "STATUSES",
+    "Cleaned",
+    "CommandError",
+    "DatabaseUnreachable",
+    "DeadLetter",
+    "DeadLetterFilter",
+    "ErrorEntry",
+    "ExitCode",
+    "MigrationRow",
+    "NotInstalled",
+    "Stats",
+    "Target",
+    "UsageProblem",
+    "check",
+    "cleanup",
+    "cleanup_due",
+    "close_circuit",
+    "configure_circuit",
+    "connect",
+    "dead_letter_list",
+    "dead_letter_match",
+    "dead_letter_purge",
+    "dead_letter_requeue",
+    "enqueue",
+    "enqueue_many",
+    "error_entries",
+    "first_line",
+    "is_installed",
+    "item_show",
+    "list_circuits",
+    "load_handlers",
+    "load_worker_config",
+    "migrate_apply",
+    "migrate_rollback",
+    "migrate_status",
+    "open_circuit",
+    "open_connection",
+    "parse_duration",
+    "parse_json",
+    "parse_json_lines",
+    "queue",
+    "require_key",
+    "run_worker",
+    "schema_exists",
+    "serve_metrics",
+    "stats",
+    "target",
+]

@@ -1,0 +1,120 @@
+"""`retryq dead-letter`: list, show, requeue and purge dead letters."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from psycopg import sql
+from psycopg.rows import class_row
+
+from retryq_py._sql import QueueEntry
+from retryq_py._sql import ops as _q
+from retryq_py._sql.ops import DeadLetter, DeadLetterFilter
+from retryq_py.admin.target import CommandError, Target, UsageProblem, connect, queue
+
+__all__ = [
+    "DeadLetter",
+    "DeadLetterFilter",
+    "ErrorEntry",
+    "dead_letter_list",
+    "dead_letter_match",
+    "dead_letter_purge",
+    "dead_letter_requeue",
+    "error_entries",
+    "item_show",
+]
+
+
+def dead_letter_list(t: Target, filt: DeadLetterFilter, limit: int = 50) -> list[DeadLetter]:
+    """Dead letters matching the filter, most recent first."""
+    if limit < 1:
+        raise UsageProblem("invalid --limit: must be at least 1")
+    where, params = filt.where()
+    query = sql.SQL(_q.DEAD_LETTERS).format(where)
+    with connect(t) as conn, conn.cursor(row_factory=class_row(DeadLetter)) as cur:
+        return cur.execute(query, [*params, limit]).fetchall()
+
+
+@dataclass(frozen=True)
+class ErrorEntry:
+    """One failed attempt from an item's error_history."""
+
+    attempt: int | None
+    failed_at: str | None
+    worker_id: str | None
+    code: str | None
+    retryable: bool | None
+    error: str | None
+
+
+def error_entries(item: QueueEntry) -> list[ErrorEntry]:
+    return [
+        ErrorEntry(
+            attempt=e.get("attempt"),
+            failed_at=e.get("failed_at"),
+            worker_id=e.get("worker_id"),
+            code=e.get("code"),
+            retryable=e.get("retryable"),
+            error=e.get("error"),
+        )
+        for e in item.error_history
+        if isinstance(e, dict)
+    ]
+
+
+def item_show(t: Target, item_id: int) -> QueueEntry:
+    """One item (any status) with its error history; CommandError when absent."""
+    with connect(t) as conn:
+        item = queue(conn, t).get(item_id)
+    if item is None:
+        raise CommandError(f"no item with id {item_id}")
+    return item
+
+
+def _require_filter(filt: DeadLetterFilter, verb: str) -> None:
+    if filt.is_empty():
+        raise UsageProblem(
+            f"{verb} needs a filter: --id, --event-type, --plugin, --error-code or "
+            "--older-than (--older-than 0s selects every dead letter)"
+        )
+
+
+def dead_letter_requeue(t: Target, filt: DeadLetterFilter) -> int:
+    """Requeue matching dead letters (one SQL call, so one transaction); the count."""
+    _require_filter(filt, "requeue")
+    with connect(t) as conn:
+        dead_before: datetime | None = None
+        if filt.older_than is not None:
+            row = conn.execute(_q.AGO, (filt.older_than,)).fetchone()
+            dead_before = row[0] if row else None
+        return queue(conn, t).requeue_dead_letters(
+            list(filt.ids) or None,
+            event_type=filt.event_type,
+            plugin=filt.plugin,
+            error_code=filt.error_code,
+            dead_before=dead_before,
+        )
+
+
+def dead_letter_match(t: Target, filt: DeadLetterFilter) -> list[int]:
+    """Ids of the dead letters a filter selects (what purge would delete)."""
+    where, params = filt.where()
+    query = sql.SQL(_q.DEAD_LETTER_IDS).format(where)
+    with connect(t) as conn:
+        return [int(r[0]) for r in conn.execute(query, params).fetchall()]
+
+
+def dead_letter_purge(
+    t: Target, filt: DeadLetterFilter, confirm: Callable[[int], bool] | None = None
+) -> int:
+    """Delete matching dead letters; confirm(count) may veto. Returns the count deleted."""
+    _require_filter(filt, "purge")
+    ids = dead_letter_match(t, filt)
+    if not ids or (confirm is not None and not confirm(len(ids))):
+        return 0
+    # purge_dead_letter_items keeps its own status test, so an item requeued
+    # since dead_letter_match picked it is left alone.
+    with connect(t) as conn:
+        return queue(conn, t).purge_dead_letters(ids)

@@ -1,0 +1,87 @@
+"""What a person types, checked: durations, JSON, and the JSON lines of
+`retryq enqueue --stdin`. A bad value is a UsageProblem naming the flag or line."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import timedelta
+from typing import Any
+
+from retryq_py import config as _config
+from retryq_py.admin.target import UsageProblem
+from retryq_py.queue import ADD_KEYS
+
+# The keys of one JSON line: RetryQueue.add's parameter names.
+ENQUEUE_KEYS = ADD_KEYS
+_DURATION_KEYS = ("retry_delay", "delay", "max_retry_delay")
+
+
+def parse_duration(text: str, name: str) -> timedelta:
+    """The config's durations ("500ms", "30s", "5m", "1h30m", bare seconds) plus
+    whole days ("7d"), which ages of dead letters often are."""
+    value = text.strip()
+    try:
+        if value.endswith("d") and value[:-1].replace(".", "", 1).isdigit():
+            return timedelta(days=float(value[:-1]))
+        return timedelta(seconds=_config.parse_duration(value))
+    except ValueError:
+        raise UsageProblem(
+            f"invalid {name} {text!r}: use a duration such as 500ms, 30s, 5m, 1h or 7d"
+        ) from None
+
+
+def parse_json(text: str, name: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageProblem(f"invalid {name}: not JSON ({exc})") from exc
+
+
+def _line_item(number: int, obj: Any) -> dict[str, Any]:
+    where = f"line {number}"
+    if not isinstance(obj, dict):
+        raise UsageProblem(f"{where}: must be a JSON object; nothing was added")
+    unknown = sorted(set(obj) - set(ENQUEUE_KEYS))
+    if unknown:
+        raise UsageProblem(
+            f"{where}: unknown key {unknown[0]!r} (known: {', '.join(ENQUEUE_KEYS)});"
+            " nothing was added"
+        )
+    for key in ("event_type", "data"):
+        if key not in obj:
+            raise UsageProblem(f"{where}: missing {key!r}; nothing was added")
+    item = dict(obj)
+    for key in _DURATION_KEYS:
+        if isinstance(item.get(key), str):
+            try:
+                item[key] = _config.parse_duration(item[key])
+            except ValueError:
+                raise UsageProblem(
+                    f"{where}: invalid {key} {item[key]!r}: use seconds or a duration"
+                    " such as 500ms, 30s, 5m; nothing was added"
+                ) from None
+    return item
+
+
+def parse_json_lines(
+    lines: Iterable[str], defaults: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """One JSON object per line with RetryQueue.add's keys (event_type, data,
+    channel, plugin, metadata, ...); `defaults` fill keys a line leaves out.
+    Blank lines are skipped. The first bad line raises UsageProblem naming its
+    number."""
+    items: list[dict[str, Any]] = []
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise UsageProblem(f"line {number}: not JSON ({exc.msg}); nothing was added") from exc
+        if isinstance(obj, dict) and defaults:
+            obj = {**defaults, **obj}
+        items.append({"_line": number, **_line_item(number, obj)})
+    if not items:
+        raise UsageProblem("no items on stdin; nothing was added")
+    return items

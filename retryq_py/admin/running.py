@@ -1,0 +1,138 @@
+"""`retryq worker` and `retryq metrics`: the long-running commands."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from retryq_py import config as _config
+from retryq_py.admin.target import CommandError, Target, UsageProblem, check, first_line
+from retryq_py.config import RetryConfig
+from retryq_py.metrics import MetricsServer, start_metrics_server
+from retryq_py.worker import RetryWorker, WorkerCounts, WorkerEvent
+
+
+def load_handlers(spec: str) -> Mapping[str, Any]:
+    """MODULE:ATTR -> the mapping of event_type to callable (or a HandlerRegistry).
+
+    The current directory is importable, as with `python -m`, so a handlers
+    module next to the caller is found without installing it."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise UsageProblem(
+            f"invalid --handlers {spec!r}: use MODULE:ATTR, e.g. myapp.retry:HANDLERS"
+        )
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            raise UsageProblem(
+                f"invalid --handlers {spec!r}: no module named {exc.name!r}"
+            ) from exc
+        raise CommandError(f"importing {module_name}: {type(exc).__name__}: {exc}") from exc
+    except Exception as exc:
+        raise CommandError(
+            f"importing {module_name}: {type(exc).__name__}: {first_line(exc)}"
+        ) from exc
+    target_obj: Any = module
+    for part in attr.split("."):
+        try:
+            target_obj = getattr(target_obj, part)
+        except AttributeError:
+            raise UsageProblem(
+                f"invalid --handlers {spec!r}: {module_name} has no {attr}"
+            ) from None
+    if not isinstance(target_obj, Mapping):
+        raise UsageProblem(
+            f"invalid --handlers {spec!r}: expected a mapping of event_type to callable"
+            f" or a HandlerRegistry, got {type(target_obj).__name__}"
+        )
+    for event_type, fn in target_obj.items():
+        if not isinstance(event_type, str) or not callable(fn):
+            raise UsageProblem(
+                f"invalid --handlers {spec!r}: entry {event_type!r} is not"
+                " event_type (str) -> callable"
+            )
+    return target_obj
+
+
+def load_worker_config(path: str | None) -> RetryConfig:
+    """The guide's JSON config (defaults without a file) plus RETRYQ_* overrides."""
+    try:
+        return _config.load_config(path)
+    except _config.ConfigError as exc:
+        raise UsageProblem(f"config: {exc}") from exc
+
+
+def run_worker(
+    t: Target,
+    handlers: Mapping[str, Any],
+    config: RetryConfig,
+    *,
+    exit_when_idle: bool = False,
+    worker_count: int | None = None,
+    batch_size: int | None = None,
+    poll_interval: float | None = None,
+    name: str = "retryq",
+    metrics_port: int | None = None,
+    on_metrics: Callable[[int], None] | None = None,
+    on_event: Callable[[WorkerEvent], None] | None = None,
+) -> WorkerCounts:
+    """Run one RetryWorker until a signal (or, with exit_when_idle, until
+    nothing is pending or processing); returns its counts. With metrics_port
+    (0: any free port), /metrics serves the worker's and the queue's metrics
+    while it runs; on_metrics receives the port."""
+    check(t)  # fail fast: the worker itself would wait out an unreachable database
+    try:
+        worker = RetryWorker(
+            t.conninfo,
+            handlers,
+            config=config,
+            name=name,
+            schema=t.schema,
+            worker_count=worker_count,
+            batch_size=batch_size,
+            poll_interval=poll_interval,
+            on_event=on_event,
+        )
+    except ValueError as exc:
+        raise UsageProblem(f"worker: {exc}") from exc
+    server: MetricsServer | None = None
+    if metrics_port is not None:
+        try:
+            server = start_metrics_server(metrics_port, database=t.conninfo, schema=t.schema)
+        except OSError as exc:
+            raise CommandError(f"cannot serve metrics on port {metrics_port}: {exc}") from exc
+        if on_metrics is not None:
+            on_metrics(server.port)
+    try:
+        return worker.run(exit_when_idle=exit_when_idle)
+    finally:
+        if server is not None:
+            server.close()
+
+
+def serve_metrics(
+    t: Target,
+    port: int,
+    addr: str,
+    stop: threading.Event,
+    on_serving: Callable[[int], None] | None = None,
+) -> None:
+    """Serve the queue's /metrics on addr:port (0: any free port) until `stop`
+    is set; on_serving receives the port."""
+    check(t)  # unreachable or not installed: say so now, not at the first scrape
+    server = start_metrics_server(port, addr, database=t.conninfo, schema=t.schema)
+    try:
+        if on_serving is not None:
+            on_serving(server.port)
+        while not stop.wait(1.0):
+            pass
+    finally:
+        server.close()

@@ -1,0 +1,155 @@
+"""Where a command works (`Target`), how it connects, and the errors a person
+can act on, each carrying the process exit code the CLI ends with."""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from retryq_py._sql import ops as _q
+from retryq_py.queue import RetryQueue
+
+DATABASE_ENV = "RETRYQ_DATABASE_URL"
+# libpq waits forever on a silent host unless told otherwise.
+DEFAULT_CONNECT_TIMEOUT = 5
+
+
+class ExitCode(enum.IntEnum):
+    OK = 0
+    FAILURE = 1
+    USAGE = 2
+    UNREACHABLE = 3
+    NOT_INSTALLED = 4
+
+
+class CommandError(Exception):
+    """A failure with a one-line message and an exit code."""
+
+    exit_code: ExitCode = ExitCode.FAILURE
+
+    def __init__(self, message: str, exit_code: ExitCode | None = None) -> None:
+        super().__init__(message)
+        if exit_code is not None:
+            self.exit_code = exit_code
+
+
+class UsageProblem(CommandError):
+    exit_code = ExitCode.USAGE
+
+
+class DatabaseUnreachable(CommandError):
+    exit_code = ExitCode.UNREACHABLE
+
+
+class NotInstalled(CommandError):
+    exit_code = ExitCode.NOT_INSTALLED
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+_SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a command works: a libpq DSN and an optional schema."""
+
+    dsn: str
+    schema: str | None = None
+
+    @property
+    def conninfo(self) -> str:
+        """The DSN with a connect timeout and, for a schema, a search_path option,
+        so every connection (pools and worker processes included) finds the queue."""
+        try:
+            params: dict[str, Any] = conninfo_to_dict(self.dsn)
+        except psycopg.ProgrammingError as exc:
+            raise UsageProblem(f"invalid database URL: {first_line(exc)}") from exc
+        params.setdefault("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
+        if self.schema is not None:
+            options = str(params.get("options", "")).strip()
+            params["options"] = f"{options} -c search_path={self.schema}".strip()
+        return make_conninfo(**params)
+
+    def describe(self) -> str:
+        """host:port/dbname, without the password, for messages."""
+        try:
+            params = conninfo_to_dict(self.dsn)
+        except psycopg.ProgrammingError:
+            return "the database"
+        host = str(params.get("host") or "localhost")
+        port = str(params.get("port") or "5432")
+        where = f"{host}:{port}/{params.get('dbname') or params.get('user') or ''}"
+        return where + (f" (schema {self.schema})" if self.schema else "")
+
+
+def target(database: str | None, schema: str | None = None) -> Target:
+    """Check --database/RETRYQ_DATABASE_URL and --schema; raise UsageProblem if bad."""
+    if not database or not database.strip():
+        raise UsageProblem(f"no database given: pass --database URL or set {DATABASE_ENV}")
+    if schema is not None and not _SCHEMA_RE.fullmatch(schema):
+        raise UsageProblem(
+            f"invalid --schema {schema!r}: use lower-case letters, digits and _ "
+            "(at most 63, not starting with a digit)"
+        )
+    result = Target(database.strip(), schema)
+    _ = result.conninfo  # validates the DSN syntax now
+    return result
+
+
+def open_connection(t: Target, *, autocommit: bool = True) -> psycopg.Connection[Any]:
+    try:
+        return psycopg.connect(t.conninfo, autocommit=autocommit)
+    except psycopg.OperationalError as exc:
+        raise DatabaseUnreachable(f"cannot connect to {t.describe()}: {first_line(exc)}") from exc
+
+
+def is_installed(conn: psycopg.Connection[Any]) -> bool:
+    """True when the connection's search_path finds the retryq table and functions."""
+    row = conn.execute(_q.IS_INSTALLED).fetchone()
+    return bool(row and row[0])
+
+
+def schema_exists(conn: psycopg.Connection[Any], schema: str) -> bool:
+    row = conn.execute(_q.SCHEMA_EXISTS, (schema,)).fetchone()
+    return bool(row and row[0])
+
+
+def not_installed(t: Target) -> NotInstalled:
+    where = f" --schema {t.schema}" if t.schema else ""
+    return NotInstalled(
+        f"retryq is not installed in {t.describe()}: run `retryq migrate --database URL{where}`"
+    )
+
+
+@contextmanager
+def connect(t: Target, *, autocommit: bool = True) -> Iterator[psycopg.Connection[Any]]:
+    """A connection to an installed queue, closed at the end."""
+    conn = open_connection(t, autocommit=autocommit)
+    with conn:
+        if not is_installed(conn):
+            raise not_installed(t)
+        if not autocommit:
+            conn.rollback()  # the check must not hold a transaction open
+        yield conn
+
+
+def queue(conn: psycopg.Connection[Any], t: Target) -> RetryQueue:
+    """The library's RetryQueue over this connection (autocommit: each call commits)."""
+    return RetryQueue(conn, schema=t.schema)
+
+
+def check(t: Target) -> None:
+    """Raise DatabaseUnreachable or NotInstalled unless the queue is usable."""
+    with connect(t):
+        pass

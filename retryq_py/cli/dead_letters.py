@@ -1,0 +1,117 @@
+"""`retryq dead-letter list|show|requeue|purge`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from retryq_py import admin
+from retryq_py.cli.options import (
+    DatabaseOpt,
+    ErrorCodeOpt,
+    EventTypeOpt,
+    IdsOpt,
+    OlderThanOpt,
+    PluginOpt,
+    SchemaOpt,
+)
+from retryq_py.cli.render import dead_letters_table, error_history_table, item_grid, out
+
+app = typer.Typer(
+    help="Inspect, requeue and purge dead letters.", no_args_is_help=True, rich_markup_mode=None
+)
+
+
+def _filter(
+    ids: list[int] | None,
+    event_type: str | None,
+    plugin: str | None,
+    error_code: str | None,
+    older_than: str | None,
+) -> admin.DeadLetterFilter:
+    return admin.DeadLetterFilter(
+        ids=tuple(ids or ()),
+        event_type=event_type,
+        plugin=plugin,
+        error_code=error_code,
+        older_than=None if older_than is None else admin.parse_duration(older_than, "--older-than"),
+    )
+
+
+@app.command("list")
+def dead_letter_list(
+    database: DatabaseOpt = None,
+    schema: SchemaOpt = None,
+    event_type: EventTypeOpt = None,
+    plugin: PluginOpt = None,
+    error_code: ErrorCodeOpt = None,
+    older_than: OlderThanOpt = None,
+    limit: Annotated[
+        int, typer.Option("--limit", metavar="N", min=1, help="At most this many rows.")
+    ] = 50,
+) -> None:
+    """Dead letters, most recent first."""
+    t = admin.target(database, schema)
+    filt = _filter(None, event_type, plugin, error_code, older_than)
+    rows = admin.dead_letter_list(t, filt, limit)
+    if not rows:
+        out.print("no dead letters match")
+        return
+    out.print(dead_letters_table(rows))
+    if len(rows) == limit:
+        out.print(f"(showing the first {limit}; raise --limit for more)")
+
+
+@app.command("show")
+def dead_letter_show(
+    item_id: Annotated[int, typer.Argument(metavar="ID", help="The item's id.")],
+    database: DatabaseOpt = None,
+    schema: SchemaOpt = None,
+) -> None:
+    """One item with its data and full error history."""
+    item = admin.item_show(admin.target(database, schema), item_id)
+    out.print(item_grid(item))
+    if item.error_history:
+        out.print(error_history_table(item))
+    else:
+        out.print("no errors recorded")
+
+
+@app.command("requeue")
+def dead_letter_requeue(
+    database: DatabaseOpt = None,
+    schema: SchemaOpt = None,
+    ids: IdsOpt = None,
+    event_type: EventTypeOpt = None,
+    plugin: PluginOpt = None,
+    error_code: ErrorCodeOpt = None,
+    older_than: OlderThanOpt = None,
+) -> None:
+    """Give matching dead letters a fresh retry budget, due now (one transaction)."""
+    t = admin.target(database, schema)
+    count = admin.dead_letter_requeue(t, _filter(ids, event_type, plugin, error_code, older_than))
+    out.print(f"requeued {count}")
+
+
+@app.command("purge")
+def dead_letter_purge(
+    database: DatabaseOpt = None,
+    schema: SchemaOpt = None,
+    ids: IdsOpt = None,
+    event_type: EventTypeOpt = None,
+    plugin: PluginOpt = None,
+    error_code: ErrorCodeOpt = None,
+    older_than: OlderThanOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete matching dead letters for good (asks first unless --yes)."""
+    t = admin.target(database, schema)
+
+    def confirm(count: int) -> bool:
+        return yes or typer.confirm(f"Delete {count} dead letter(s) for good?", default=False)
+
+    count = admin.dead_letter_purge(
+        t, _filter(ids, event_type, plugin, error_code, older_than), confirm
+    )
+    out.print(f"purged {count}")

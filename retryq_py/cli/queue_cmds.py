@@ -1,0 +1,179 @@
+"""`retryq migrate`, `enqueue`, `stats` and `cleanup`."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from retryq_py import admin
+from retryq_py.cli.options import DatabaseOpt, SchemaOpt
+from retryq_py.cli.render import migrations_table, out, stats_table, totals_line
+
+
+def migrate(
+    database: DatabaseOpt = None,
+    schema: SchemaOpt = None,
+    rollback: Annotated[
+        bool, typer.Option("--rollback", help="Roll back (all, or the newest --steps N).")
+    ] = False,
+    steps: Annotated[
+        int | None, typer.Option("--steps", metavar="N", min=1, help="With --rollback: how many.")
+    ] = None,
+    status: Annotated[
+        bool, typer.Option("--status", help="Show which migrations are applied.")
+    ] = False,
+) -> None:
+    """Install (or upgrade) the retryq schema from the packaged migrations."""
+    t = admin.target(database, schema)
+    if rollback and status:
+        raise admin.UsageProblem("give --rollback or --status, not both")
+    if steps is not None and not rollback:
+        raise admin.UsageProblem("--steps only goes with --rollback")
+    if status:
+        out.print(f"migrations in {t.describe()}:")
+        out.print(migrations_table(admin.migrate_status(t)))
+        return
+    if rollback:
+        ids = admin.migrate_rollback(t, steps)
+        out.print(f"rolled back {len(ids)} migration(s)" + (f": {', '.join(ids)}" if ids else ""))
+        return
+    ids = admin.migrate_apply(t)
+    if ids:
+        out.print(f"applied {len(ids)} migration(s): {', '.join(ids)}")
+    else:
+        out.print("already up to date")
+
+
+def enqueue(
+    database: DatabaseOpt = None,
+    schema: SchemaOpt = None,
+    event_type: Annotated[
+        str | None,
+        typer.Option("--event-type", metavar="TYPE", help="What failed, e.g. sql.exec.failed."),
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data", metavar="JSON", help="The event data as JSON; '-' reads JSON lines."
+        ),
+    ] = None,
+    channel: Annotated[
+        str | None, typer.Option("--channel", metavar="NAME", help="channel_name.")
+    ] = None,
+    plugin: Annotated[
+        str | None, typer.Option("--plugin", metavar="NAME", help="plugin_name.")
+    ] = None,
+    metadata: Annotated[
+        str | None, typer.Option("--metadata", metavar="JSON", help="A JSON object of metadata.")
+    ] = None,
+    max_retries: Annotated[
+        int | None,
+        typer.Option("--max-retries", metavar="N", help="Retries before a dead letter (3)."),
+    ] = None,
+    retry_delay: Annotated[
+        str | None,
+        typer.Option(
+            "--retry-delay", metavar="DURATION", help="Wait before the first retry (60s)."
+        ),
+    ] = None,
+    backoff_multiplier: Annotated[
+        float | None,
+        typer.Option("--backoff-multiplier", metavar="X", help="Growth per retry (2.0)."),
+    ] = None,
+    priority: Annotated[
+        int | None, typer.Option("--priority", metavar="1-10", help="1..10, 10 first (5).")
+    ] = None,
+    correlation_id: Annotated[
+        str | None, typer.Option("--correlation-id", metavar="ID", help="For tracing.")
+    ] = None,
+    tags: Annotated[
+        list[str] | None, typer.Option("--tag", metavar="TAG", help="A tag (repeatable).")
+    ] = None,
+    delay: Annotated[
+        str | None,
+        typer.Option("--delay", metavar="DURATION", help="Wait before the first attempt (0s)."),
+    ] = None,
+    stdin: Annotated[
+        bool,
+        typer.Option("--stdin", help="Read one JSON object per line (same keys) and add them all."),
+    ] = False,
+) -> None:
+    """Add one item from flags, or many from JSON lines on stdin (all or nothing)."""
+    t = admin.target(database, schema)
+    options: dict[str, Any] = {
+        "channel": channel,
+        "plugin": plugin,
+        "metadata": None if metadata is None else admin.parse_json(metadata, "--metadata"),
+        "max_retries": max_retries,
+        "retry_delay": None
+        if retry_delay is None
+        else admin.parse_duration(retry_delay, "--retry-delay"),
+        "backoff_multiplier": backoff_multiplier,
+        "priority": priority,
+        "correlation_id": correlation_id,
+        "tags": tags or None,
+        "delay": None if delay is None else admin.parse_duration(delay, "--delay"),
+    }
+    options = {k: v for k, v in options.items() if v is not None}
+    if stdin or data == "-":
+        defaults = dict(options)
+        if event_type is not None:
+            defaults["event_type"] = event_type
+        items = admin.parse_json_lines(sys.stdin, defaults)
+        added = admin.enqueue_many(t, items)
+        out.print(f"enqueued {len(added)} item(s)")
+        return
+    if event_type is None or data is None:
+        raise admin.UsageProblem("give --event-type and --data (or --stdin for JSON lines)")
+    item_id, event_id = admin.enqueue(t, event_type, admin.parse_json(data, "--data"), **options)
+    out.print(f"enqueued id={item_id} event_id={event_id}")
+
+
+def stats(database: DatabaseOpt = None, schema: SchemaOpt = None) -> None:
+    """Items by status, event type and plugin, plus totals."""
+    s = admin.stats(admin.target(database, schema))
+    if s.rows:
+        out.print(stats_table(s))
+    out.print(totals_line(s))
+
+
+def cleanup(
+    database: DatabaseOpt = None,
+    schema: SchemaOpt = None,
+    retention_days: Annotated[
+        int,
+        typer.Option(
+            "--retention-days", metavar="DAYS", min=0, help="Keep finished items this many days."
+        ),
+    ] = 7,
+    batch_size: Annotated[
+        int, typer.Option("--batch-size", metavar="N", min=1, help="Rows per transaction.")
+    ] = 5000,
+    no_archive: Annotated[
+        bool, typer.Option("--no-archive", help="Do not copy dead letters to the archive.")
+    ] = False,
+) -> None:
+    """Delete completed items and dead letters past retention (dead letters are archived)."""
+    t = admin.target(database, schema)
+    due = admin.cleanup_due(t, retention_days)
+    with Progress(
+        TextColumn("cleanup"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=out,
+        transient=True,
+        disable=due <= batch_size or not out.is_terminal,
+    ) as progress:
+        task = progress.add_task("cleanup", total=due)
+        result = admin.cleanup(
+            t,
+            retention_days,
+            batch_size=batch_size,
+            archive=not no_archive,
+            on_batch=lambda d, _a: progress.advance(task, d),
+        )
+    out.print(f"deleted {result.deleted}, archived {result.archived}")

@@ -1,0 +1,186 @@
+"""The consoles, time formatting and tables every command (and the demo)
+prints with; nothing here talks to the database."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from datetime import datetime
+
+from rich.console import Console
+from rich.table import Table
+
+from retryq_py._sql import QueueEntry
+from retryq_py._sql.ops import Circuit, DeadLetter
+from retryq_py.admin.dead_letters import error_entries
+from retryq_py.admin.items import Stats
+from retryq_py.admin.migrations import MigrationRow
+from retryq_py.worker import WorkerCounts
+
+# Piped output gets wide lines instead of rich's 80-column default, so a table
+# read through `less` or grep keeps whole event types on one row.
+out = Console(
+    highlight=False,
+    width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160,
+)
+err = Console(stderr=True, highlight=False)
+
+
+def when(value: datetime | str | None) -> str:
+    """Local time to the second; a string that is not ISO 8601 is shown as is."""
+    if value is None:
+        return ""
+    moment = value
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    assert isinstance(moment, datetime)
+    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def short(text: str | None, width: int = 60) -> str:
+    if not text:
+        return ""
+    one = " ".join(text.split())
+    return one if len(one) <= width else one[: width - 1] + "…"
+
+
+def migrations_table(rows: list[MigrationRow]) -> Table:
+    table = Table("migration", "applied")
+    for row in rows:
+        table.add_row(row.id, "yes" if row.applied else "no")
+    return table
+
+
+def worker_counts_line(counts: WorkerCounts) -> str:
+    return (
+        f"completed {counts.processed}, retried {counts.failed}, "
+        f"dead-lettered {counts.dead_lettered}, released {counts.released}, "
+        f"lease lost {counts.lease_lost}"
+    )
+
+
+def stats_table(s: Stats, title: str = "daz_retry_queue_stats") -> Table:
+    table = Table(
+        "status",
+        "event_type",
+        "plugin",
+        "items",
+        "avg retries",
+        "max retries",
+        "oldest",
+        "leased",
+        title=title,
+    )
+    for r in s.rows:
+        table.add_row(
+            r.status,
+            r.event_type,
+            r.plugin_name or "",
+            str(r.item_count),
+            f"{r.avg_retry_count:.2f}",
+            str(r.max_retry_count),
+            when(r.oldest_created_at),
+            str(r.leased_count),
+        )
+    return table
+
+
+def totals_line(s: Stats) -> str:
+    parts = [f"{k} {v}" for k, v in s.totals.items()]
+    return f"total {s.total}: " + ", ".join(parts)
+
+
+def dead_letters_table(rows: list[DeadLetter], title: str = "dead letters") -> Table:
+    table = Table(
+        "id", "event_type", "plugin", "retries", "code", "last error", "dead since", title=title
+    )
+    for r in rows:
+        table.add_row(
+            str(r.id),
+            r.event_type,
+            r.plugin_name or "",
+            f"{r.retry_count}/{r.max_retries}",
+            r.last_error_code or "",
+            short(r.error_message),
+            when(r.dead_lettered_at),
+        )
+    return table
+
+
+def item_grid(item: QueueEntry) -> Table:
+    """One item's fields, a label and a value per line."""
+    info = Table.grid(padding=(0, 2))
+    info.add_column(style="bold")
+    info.add_column()
+    for label, value in (
+        ("id", str(item.id)),
+        ("event_id", str(item.event_id)),
+        ("event_type", item.event_type),
+        ("status", item.status),
+        ("channel", item.channel_name or ""),
+        ("plugin", item.plugin_name or ""),
+        ("retries", f"{item.retry_count}/{item.max_retries}"),
+        ("priority", str(item.priority)),
+        ("correlation_id", item.correlation_id or ""),
+        ("tags", ", ".join(item.tags)),
+        ("created", when(item.created_at)),
+        ("next attempt", when(item.next_retry_at) if item.status == "pending" else ""),
+        ("completed", when(item.completed_at)),
+        ("dead since", when(item.dead_lettered_at)),
+        ("last error", f"[{item.last_error_code or ''}] {item.error_message or ''}".strip()),
+        ("data", json.dumps(item.event_data, sort_keys=True)),
+        ("metadata", json.dumps(item.event_metadata, sort_keys=True)),
+    ):
+        info.add_row(label, value)
+    return info
+
+
+def error_history_table(item: QueueEntry) -> Table:
+    table = Table(
+        "attempt", "failed at", "worker", "code", "retryable", "error", title="error history"
+    )
+    for e in error_entries(item):
+        table.add_row(
+            "" if e.attempt is None else str(e.attempt),
+            when(e.failed_at),
+            e.worker_id or "",
+            e.code or "",
+            "" if e.retryable is None else ("yes" if e.retryable else "no"),
+            e.error or "",
+        )
+    return table
+
+
+def circuits_table(rows: list[Circuit]) -> Table:
+    table = Table(box=None, pad_edge=False)
+    for col in (
+        "event_type",
+        "plugin",
+        "state",
+        "failures",
+        "threshold",
+        "cooldown",
+        "open_until",
+        "probe",
+        "opened",
+        "lease_expiries",
+    ):
+        table.add_column(col)
+    for c in rows:
+        table.add_row(
+            c.event_type,
+            c.plugin_name or "",
+            c.state + (" (forced)" if c.forced else ""),
+            str(c.consecutive_failures),
+            "off" if c.failure_threshold == 0 else str(c.failure_threshold),
+            f"{c.cooldown_seconds:g}s..{c.max_cooldown_seconds:g}s",
+            when(c.open_until),
+            "" if c.probe_item_id is None else str(c.probe_item_id),
+            str(c.times_opened),
+            str(c.lease_expiries),
+        )
+    return table

@@ -1,0 +1,103 @@
+"""`retryq worker`: run handlers until a signal, or until idle."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Annotated
+
+import typer
+
+from retryq_py import admin
+from retryq_py.cli.options import DatabaseOpt, SchemaOpt
+from retryq_py.cli.render import err, out, worker_counts_line
+
+
+def worker(
+    handlers: Annotated[
+        str,
+        typer.Option(
+            "--handlers",
+            metavar="MODULE:ATTR",
+            help="MODULE:ATTR, a mapping event_type -> callable(item) or a HandlerRegistry.",
+        ),
+    ],
+    database: DatabaseOpt = None,
+    schema: SchemaOpt = None,
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "--config",
+            metavar="FILE",
+            help="The guide's JSON config (sql.retry); RETRYQ_* override.",
+        ),
+    ] = None,
+    exit_when_idle: Annotated[
+        bool,
+        typer.Option(
+            "--exit-when-idle",
+            help="Process everything due, retries included, then exit 0.",
+        ),
+    ] = False,
+    worker_count: Annotated[
+        int | None, typer.Option("--worker-count", metavar="N", min=1, help="Handler threads.")
+    ] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option("--batch-size", metavar="N", min=1, max=1000, help="Items per acquire."),
+    ] = None,
+    poll_interval: Annotated[
+        str | None,
+        typer.Option(
+            "--poll-interval", metavar="DURATION", help="Poll when no NOTIFY comes (30s)."
+        ),
+    ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(
+            "--metrics-port",
+            metavar="PORT",
+            min=0,
+            max=65535,
+            help="Serve Prometheus /metrics (0: any port).",
+        ),
+    ] = None,
+    name: Annotated[
+        str, typer.Option("--name", metavar="NAME", help="Worker id prefix: NAME-HOSTNAME-PID.")
+    ] = "retryq",
+    log_level: Annotated[
+        str, typer.Option("--log-level", metavar="LEVEL", help="debug, info, warning or error.")
+    ] = "info",
+) -> None:
+    """Run handlers for queued items until SIGTERM/SIGINT (or idle, with --exit-when-idle)."""
+    level = logging.getLevelName(log_level.upper())
+    if not isinstance(level, int):
+        raise admin.UsageProblem(f"invalid --log-level {log_level!r}")
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    cfg = admin.load_worker_config(config)
+    t = admin.target(database or cfg.database_url, schema)
+    registry = admin.load_handlers(handlers)
+    interval = None
+    if poll_interval is not None:
+        interval = admin.parse_duration(poll_interval, "--poll-interval").total_seconds()
+        if interval <= 0:
+            raise admin.UsageProblem("invalid --poll-interval: must be positive")
+    err.print(
+        f"retryq worker: {len(registry)} handler(s) ({', '.join(sorted(registry))}) on "
+        f"{t.describe()}" + ("; exits when idle" if exit_when_idle else "; Ctrl-C stops")
+    )
+    counts = admin.run_worker(
+        t,
+        registry,
+        cfg,
+        exit_when_idle=exit_when_idle,
+        worker_count=worker_count,
+        batch_size=batch_size,
+        poll_interval=interval,
+        name=name,
+        metrics_port=metrics_port,
+        on_metrics=lambda port: err.print(f"serving Prometheus metrics on :{port}/metrics"),
+    )
+    out.print(worker_counts_line(counts))
