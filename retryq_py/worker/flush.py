@@ -186,27 +186,28 @@ class Flusher:
         self._writer = writer
         self._emit = emit
 
-    def flush(self, *, force: bool, acquire: int = 0) -> tuple[int, int]:
+    def flush(self, *, force: bool, acquire: int = 0) -> tuple[int, int, int]:
         """Write outcomes, then lease up to `acquire` items, in one transaction.
 
         Successes wait up to ack_interval to be batched (unless force, an
         acquire or a failure is waiting). Returns (outcomes written, items
-        leased).
+        leased, items asked for: fewer than `acquire` when capacity is short).
         """
         outcomes, acquire = self._ledger.claim(
             force=force, acquire=acquire, ack_interval=self._ack_interval
         )
         if not outcomes and not acquire:
-            return 0, 0
+            return 0, 0, 0
         try:
             with self._pool.connection() as conn:
                 written = self._writer.write(conn, outcomes, acquire)
         except BaseException:
             self._ledger.unclaim(outcomes, acquire)
             raise
-        self._ledger.hold(written.leased, acquire)
         events = classify(outcomes, written)
+        # settled before the new items are held: their slots are the new ones'
         self._ledger.settle([o.item.id for o in outcomes], events)
+        self._ledger.hold(written.leased, acquire)
         if written.lost:
             log.warning(
                 "worker %s: %d handled items were no longer leased to it: %s",
@@ -216,4 +217,4 @@ class Flusher:
             )
         observe(events)
         self._emit(events)
-        return len(outcomes), len(written.leased)
+        return len(outcomes), len(written.leased), acquire

@@ -106,9 +106,8 @@ class Lanes:
                         continue
                 else:
                     # write what is done and lease more in one transaction
-                    want = min(s.batch_size, free)
-                    got = flusher.flush(force=True, acquire=want)[1]
-                    more = got == want
+                    _, got, asked = flusher.flush(force=True, acquire=min(s.batch_size, free))
+                    more = got == asked
                     if more:
                         backoff = 0.0
                         continue

@@ -4,9 +4,10 @@ Lanes, handler threads, the listener, the heartbeat and the shutdown all
 read and change this state, so it has one owner (this class) and one lock,
 taken only for a few dict and list operations: no I/O, no callbacks.
 
-An item's way through it: `hold` (leased; queued for the handler threads),
-`begin` (a handler runs it), `finish` (its outcome waits), `claim` (a lane
-writes it), `settle` (written: forgotten and counted). Items not started at
+An item's way through it: `claim` (a lane reserves room for it), `hold`
+(leased; queued for the handler threads), `begin` (a handler runs it),
+`finish` (its outcome waits), `claim` (a lane writes it), `settle`
+(written: forgotten and counted). Items not started at
 a stop are handed back by `take_unstarted`, those still running after the
 grace period by `take_late`.
 """
@@ -71,9 +72,10 @@ class Ledger:
     def claim(self, *, force: bool, acquire: int, ack_interval: float) -> tuple[list[Outcome], int]:
         """What a lane writes now: the waiting outcomes (successes wait up to
         ack_interval to be batched, unless forced, leasing or a failure is
-        among them) and how many items to lease. Claimed outcomes are no other
-        lane's to write; they stay held, counting against capacity, until
-        `settle` or `unclaim`."""
+        among them) and how many items to lease: `acquire` at most, as many
+        as capacity allows once the claimed outcomes are settled. Claimed
+        outcomes are no other lane's to write; they stay held until `settle`
+        (before `hold`, so held never passes capacity) or `unclaim`."""
         with self._lock:
             outcomes = self._outcomes
             if not outcomes or (
@@ -85,8 +87,10 @@ class Ledger:
                 outcomes = []  # not the list handlers append to
             else:
                 self._outcomes = []  # handlers append to a new list
-            if self._idle_exit:
-                acquire = 0
+            # room() was asked without the lock held since: another lane may
+            # have leased meanwhile, and capacity is a promise (see Settings)
+            free = self._capacity - len(self._held) - self._reserved + len(outcomes)
+            acquire = 0 if self._idle_exit else max(0, min(acquire, free))
             self._reserved += acquire
         return outcomes, acquire
 

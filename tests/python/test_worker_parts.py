@@ -199,7 +199,7 @@ def test_due_for_extension_leaves_out_young_leases_and_handlers_past_their_time(
 
 def test_the_ledger_under_concurrency_hands_out_writes_and_counts_each_item_once() -> None:
     """Two lanes lease and write, four handler threads run: every item is
-    run once, written once and counted once."""
+    run once, written once and counted once, and held never passes capacity."""
     total, batch, capacity = 3000, 8, 8 * 3 + 4
     book, _ = ledger(batch_size=batch, capacity=capacity)
     ids = iter(range(1, total + 1))
@@ -219,6 +219,7 @@ def test_the_ledger_under_concurrency_hands_out_writes_and_counts_each_item_once
         rng = random.Random(threading.get_ident())
         while not (leased_all.is_set() and book.held == 0):
             free, _ = book.room()
+            time.sleep(rng.random() / 20_000)  # the lane's other work: another lane may lease
             outcomes, want = book.claim(
                 force=rng.random() < 0.5, acquire=min(batch, free), ack_interval=0.001
             )
@@ -227,11 +228,11 @@ def test_the_ledger_under_concurrency_hands_out_writes_and_counts_each_item_once
                 if len(leased) < want:
                     leased_all.set()
             time.sleep(rng.random() / 10_000)  # the round trip
-            book.hold(leased, want)
-            most[0] = max(most[0], book.held)
             events = [WorkerEvent("completed" if o.ok else "failed", o.item) for o in outcomes]
             written.extend(o.item.id for o in outcomes)
-            book.settle([o.item.id for o in outcomes], events)
+            book.settle([o.item.id for o in outcomes], events)  # as Flusher does: then hold
+            book.hold(leased, want)
+            most[0] = max(most[0], book.held)
 
     handlers = [threading.Thread(target=handler) for _ in range(4)]
     lanes = [threading.Thread(target=lane) for _ in range(2)]
@@ -247,6 +248,7 @@ def test_the_ledger_under_concurrency_hands_out_writes_and_counts_each_item_once
     assert sorted(written) == list(range(1, total + 1))
     failed = total // 7
     assert book.counts == WorkerCounts(processed=total - failed, failed=failed)
+    assert most[0] <= capacity
     assert book.held == 0
 
 
