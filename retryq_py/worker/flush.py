@@ -133,36 +133,53 @@ class FlushWriter:
         return Written(lost, failed_written, leased)
 
 
-def classify(outcomes: list[Outcome], written: Written) -> list[WorkerEvent]:
-    """The event each written outcome makes."""
+class Report(NamedTuple):
+    """What a flush wrote, made once for the ledger, the metrics and on_event."""
+
+    events: list[WorkerEvent]
+    tally: dict[EventKind, int]
+    by_type: dict[tuple[EventKind, str], int]
+
+
+def classify(outcomes: list[Outcome], written: Written) -> Report:
+    """The event each written outcome makes, and their numbers, in one pass."""
     fails = iter(written.failed_written)
     events: list[WorkerEvent] = []
+    by_type: dict[tuple[EventKind, str], int] = {}
+    kind: EventKind
     for o in outcomes:
         if o.ok:
-            lost = o.item.id in written.lost
-            kind: EventKind = "lease_lost" if lost else "completed"
+            kind = "lease_lost" if o.item.id in written.lost else "completed"
             events.append(WorkerEvent(kind, o.item, duration=o.duration))
-        elif not next(fails):
-            events.append(WorkerEvent("lease_lost", o.item, o.error, o.code, o.duration))
-        elif not o.retryable or o.item.is_last_attempt:
-            events.append(WorkerEvent("dead_lettered", o.item, o.error, o.code, o.duration))
         else:
-            events.append(WorkerEvent("failed", o.item, o.error, o.code, o.duration))
-    return events
+            if not next(fails):
+                kind = "lease_lost"
+            elif not o.retryable or o.item.is_last_attempt:
+                kind = "dead_lettered"
+            else:
+                kind = "failed"
+            events.append(WorkerEvent(kind, o.item, o.error, o.code, o.duration))
+        key = (kind, o.item.event_type)
+        by_type[key] = by_type.get(key, 0) + 1
+    tally: dict[EventKind, int] = {}
+    for (kind, _), n in by_type.items():
+        tally[kind] = tally.get(kind, 0) + n
+    return Report(events, tally, by_type)
 
 
-def observe(events: list[WorkerEvent]) -> None:
-    """The worker metrics for written outcomes."""
-    processed: dict[str, int] = {}
-    for e in events:
-        if e.kind == "completed":
-            processed[e.item.event_type] = processed.get(e.item.event_type, 0) + 1
-        elif e.kind == "dead_lettered":
-            metrics.ITEMS_DEAD_LETTERED.labels(e.item.event_type).inc()
-        elif e.kind == "failed":
-            metrics.ITEMS_FAILED.labels(e.item.event_type).inc()
-    for event_type, n in processed.items():  # one update per type and batch
-        metrics.ITEMS_PROCESSED.labels(event_type).inc(n)
+_METRIC = {
+    "completed": metrics.ITEMS_PROCESSED,
+    "failed": metrics.ITEMS_FAILED,
+    "dead_lettered": metrics.ITEMS_DEAD_LETTERED,
+}
+
+
+def observe(by_type: dict[tuple[EventKind, str], int]) -> None:
+    """The worker metrics: one update per kind, type and flush."""
+    for (kind, event_type), n in by_type.items():
+        counter = _METRIC.get(kind)
+        if counter is not None:
+            counter.labels(event_type).inc(n)
 
 
 class Flusher:
@@ -204,9 +221,9 @@ class Flusher:
         except BaseException:
             self._ledger.unclaim(outcomes, acquire)
             raise
-        events = classify(outcomes, written)
+        report = classify(outcomes, written)
         # settled before the new items are held: their slots are the new ones'
-        self._ledger.settle([o.item.id for o in outcomes], events)
+        self._ledger.settle([o.item.id for o in outcomes], report.tally)
         self._ledger.hold(written.leased, acquire)
         if written.lost:
             log.warning(
@@ -215,6 +232,6 @@ class Flusher:
                 len(written.lost),
                 sorted(written.lost),
             )
-        observe(events)
-        self._emit(events)
+        observe(report.by_type)
+        self._emit(report.events)
         return len(outcomes), len(written.leased), acquire

@@ -17,10 +17,10 @@ from __future__ import annotations
 import queue as stdqueue
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from retryq_py._sql import RetryQueueItem
-from retryq_py.worker.events import EventKind, Outcome, WorkerCounts, WorkerEvent
+from retryq_py.worker.events import EventKind, Outcome, WorkerCounts
 
 _COUNTED_AS: dict[EventKind, str] = {
     "completed": "processed",
@@ -110,11 +110,8 @@ class Ledger:
         for item in items:
             self._handoff.put(item)
 
-    def settle(self, item_ids: Iterable[int], events: list[WorkerEvent]) -> None:
-        """Written: forget the items and count the events."""
-        tally: dict[EventKind, int] = {}
-        for event in events:
-            tally[event.kind] = tally.get(event.kind, 0) + 1
+    def settle(self, item_ids: Iterable[int], tally: Mapping[EventKind, int]) -> None:
+        """Written: forget the items and count what became of them."""
         with self._lock:
             for item_id in item_ids:
                 self._held.pop(item_id, None)

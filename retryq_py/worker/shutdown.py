@@ -95,6 +95,5 @@ class Shutdown:
             return
         ids = [i.id for i in items]
         self._release_ids(ids, self._worker_id)
-        events = [WorkerEvent("released", item) for item in items]
-        self._ledger.settle(ids, events)
-        self._emit(events)
+        self._ledger.settle(ids, {"released": len(ids)})
+        self._emit([WorkerEvent("released", item) for item in items])

@@ -24,7 +24,7 @@ import pytest
 from retryq_py import RetryConfig, RetryQueue, RetryQueueItem
 from retryq_py.worker import Settings, WorkerCounts
 from retryq_py.worker.control import Stop, Wake
-from retryq_py.worker.events import Outcome, WorkerEvent
+from retryq_py.worker.events import EventKind, Outcome
 from retryq_py.worker.flush import FlushWriter, Written, classify
 from retryq_py.worker.heartbeat import Heartbeat
 from retryq_py.worker.ledger import Ledger
@@ -85,8 +85,7 @@ def test_an_item_goes_from_hold_to_settle_and_is_counted_once() -> None:
     assert claimed == done
     assert book.claim(force=True, acquire=0, ack_interval=0.1) == ([], 0)  # claimed once
     assert book.held == 2  # held until written
-    events = [WorkerEvent("completed", item(1)), WorkerEvent("failed", item(2))]
-    book.settle([1, 2], events)
+    book.settle([1, 2], {"completed": 1, "failed": 1})
     assert book.held == 0
     assert book.counts == WorkerCounts(processed=1, failed=1)
 
@@ -178,7 +177,7 @@ def test_finish_if_idle_only_when_nothing_is_held_and_then_leases_nothing() -> N
     outcome = run_one(book)
     assert book.claim(force=True, acquire=0, ack_interval=0.1)[0] == [outcome]
     assert not book.finish_if_idle()  # written, not yet settled
-    book.settle([1], [WorkerEvent("completed", outcome.item)])
+    book.settle([outcome.item.id], {"completed": 1})
     assert book.finish_if_idle() and book.idle_exit
     assert book.claim(force=True, acquire=5, ack_interval=0.1) == ([], 0)
 
@@ -228,9 +227,10 @@ def test_the_ledger_under_concurrency_hands_out_writes_and_counts_each_item_once
                 if len(leased) < want:
                     leased_all.set()
             time.sleep(rng.random() / 10_000)  # the round trip
-            events = [WorkerEvent("completed" if o.ok else "failed", o.item) for o in outcomes]
+            ok = sum(o.ok for o in outcomes)
             written.extend(o.item.id for o in outcomes)
-            book.settle([o.item.id for o in outcomes], events)  # as Flusher does: then hold
+            tally: dict[EventKind, int] = {"completed": ok, "failed": len(outcomes) - ok}
+            book.settle([o.item.id for o in outcomes], tally)  # as Flusher does: then hold
             book.hold(leased, want)
             most[0] = max(most[0], book.held)
 
@@ -294,7 +294,7 @@ def test_signals_call_stop_inside_the_block_and_are_restored_after() -> None:
     assert {s: signal.getsignal(s) for s in before} == before
 
 
-def test_classify_names_each_written_outcome() -> None:
+def test_classify_names_and_counts_each_written_outcome() -> None:
     last = item(5, retry_count=3, max_retries=3)
     outcomes = [
         Outcome(item(1), ok=True, duration=0.1),
@@ -305,7 +305,8 @@ def test_classify_names_each_written_outcome() -> None:
         Outcome(item(6), ok=False, duration=0.1),
     ]
     written = Written(lost={2}, failed_written=[True, True, True, False], leased=[])
-    assert [(e.kind, e.item.id) for e in classify(outcomes, written)] == [
+    report = classify(outcomes, written)
+    assert [(e.kind, e.item.id) for e in report.events] == [
         ("completed", 1),
         ("lease_lost", 2),
         ("failed", 3),
@@ -313,6 +314,8 @@ def test_classify_names_each_written_outcome() -> None:
         ("dead_lettered", 5),
         ("lease_lost", 6),
     ]
+    assert report.tally == {"completed": 1, "lease_lost": 2, "failed": 1, "dead_lettered": 2}
+    assert report.by_type[("dead_lettered", "e")] == 2
 
 
 # -- the parts that talk to PostgreSQL ------------------------------------------------
