@@ -75,7 +75,7 @@ def _fail(message: str, code: int) -> NoReturn:
     raise SystemExit(code)
 
 
-def exit_for(exc: BaseException) -> tuple[str, int]:
+def _exit_for(exc: BaseException) -> tuple[str, int]:
     """The one line and exit code for an exception escaping a command."""
     if isinstance(exc, admin.CommandError):
         return str(exc), exc.exit_code
@@ -103,5 +103,5 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         if os.environ.get("RETRYQ_DEBUG"):
             raise
-        message, code = exit_for(exc)
+        message, code = _exit_for(exc)
         _fail(message, code)

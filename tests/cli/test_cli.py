@@ -660,3 +660,51 @@ def test_worker_subprocess_bad_handlers_spec(dsn: str) -> None:
     result = run_cli("worker", "--handlers", "nope_module:X", "--exit-when-idle", dsn=dsn)
     assert result.returncode == 2
     assert "no module named 'nope_module'" in one_line_error(result)
+
+
+# --- circuits and metrics ----------------------------------------------------
+
+
+def test_circuits_over_a_target(dsn: str) -> None:
+    t = cmd.target(dsn)
+    cmd.open_circuit(t, "sql.exec.failed", "sql")
+    (c,) = cmd.list_circuits(t)
+    assert (c.event_type, c.plugin_name, c.state, c.forced) == (
+        "sql.exec.failed",
+        "sql",
+        "open",
+        True,
+    )
+    cmd.configure_circuit(t, "sql.exec.failed", "sql", failure_threshold=9, cooldown_seconds=4)
+    (c,) = cmd.list_circuits(t)
+    assert (c.failure_threshold, c.cooldown_seconds) == (9, 4)
+    cmd.close_circuit(t, "sql.exec.failed", "sql")
+    assert [c.state for c in cmd.list_circuits(t)] == ["closed"]
+    with pytest.raises(cmd.CommandError, match="no circuit for nope/-") as info:
+        cmd.close_circuit(t, "nope")
+    assert info.value.exit_code == ExitCode.FAILURE
+    for event_type, plugin, default in ((None, None, False), ("x", None, True), (None, "p", True)):
+        with pytest.raises(cmd.UsageProblem):
+            cmd.configure_circuit(t, event_type, plugin, default=default, failure_threshold=3)
+
+
+def test_serve_metrics_until_stopped(dsn: str, conn: Any) -> None:
+    import threading
+
+    RetryQueue(conn).add("ok", {"n": 1})
+    stop = threading.Event()
+    ports: list[int] = []
+    scraped: list[str] = []
+
+    def serving(port: int) -> None:
+        ports.append(port)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+            scraped.append(response.read().decode())
+        stop.set()
+
+    cmd.serve_metrics(cmd.target(dsn), 0, "127.0.0.1", stop, on_serving=serving)
+    assert 'daz_retry_queue_size{status="pending"} 1.0' in scraped[0]
+    with pytest.raises(OSError):  # closed once stopped
+        urllib.request.urlopen(f"http://127.0.0.1:{ports[0]}/metrics", timeout=2)
+    with pytest.raises(cmd.DatabaseUnreachable):
+        cmd.serve_metrics(cmd.target(UNREACHABLE), 0, "127.0.0.1", stop)
