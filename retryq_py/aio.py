@@ -1,11 +1,16 @@
-"""AsyncRetryQueue: RetryQueue for asyncio, method for method.
+"""AsyncRetryQueue: one typed method per retryq SQL function.
 
-Give it a psycopg AsyncConnection and you own the transaction; give it a
+Give it a psycopg AsyncConnection and you own the transaction: nothing is
+committed for you (use autocommit, or a `conn.transaction()` block). Give it a
 psycopg_pool AsyncConnectionPool and each call takes a connection and commits.
-The SQL and the parameters are RetryQueue's (see queue.py for the details).
 
 Every method that changes state takes `now=None`: the server's clock, unless
 a test moves it (the functions' p_now).
+
+aio.py, the asyncio client, is the one written by hand; queue.py, the sync
+client, is generated from it by scripts/gen-sync (and `scripts/gen-sync
+--check` fails when it is stale). What needs no I/O, both import from
+_queue_base.py.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from psycopg.rows import AsyncRowFactory, class_row, scalar_row, tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from retryq_py import _sql
+from retryq_py._queue_base import ADD_KEYS, QueueBase, clock_and_ids
 from retryq_py._sql import (
     JSON,
     CleanupResult,
@@ -32,19 +38,20 @@ from retryq_py._sql import (
     Seconds,
     StatsRow,
 )
-from retryq_py.queue import _clock_and_ids, _jsonb, _QueueBase
 
 if TYPE_CHECKING:
     from psycopg import sql
 
     from retryq_py.config import RetryConfig
 
+__all__ = ["ADD_KEYS", "AsyncRetryQueue", "AsyncSource"]
+
 T = TypeVar("T")
 AsyncSource = psycopg.AsyncConnection[Any] | AsyncConnectionPool[Any]
 
 
-class AsyncRetryQueue(_QueueBase):
-    """RetryQueue for asyncio: the same methods, awaited.
+class AsyncRetryQueue(QueueBase):
+    """The queue in one PostgreSQL database (and schema).
 
     `schema`: where retryq is installed; None lets the connection's
     search_path find it. `config`: takes the add() defaults (max_retries,
@@ -129,10 +136,7 @@ class AsyncRetryQueue(_QueueBase):
             max_retry_delay=max_retry_delay,
             retry_jitter=retry_jitter,
         )
-        params = new.params()
-        params["event_data"] = _jsonb(params["event_data"])
-        params["event_metadata"] = _jsonb(params["event_metadata"])
-        params["now"] = now
+        params = self._enqueue_params(new, now)
         rows = await self._all(self._q.enqueue, params, class_row(Enqueued))
         return rows[0]
 
@@ -141,19 +145,39 @@ class AsyncRetryQueue(_QueueBase):
     ) -> list[Enqueued]:
         """Enqueue many items at once; returns their ids in input order.
 
-        RetryQueue.add_many's two steps and rows (one round trip for the ids
-        and the clock, then one binary COPY), all or nothing the same way.
+        Items are NewItem (see `item()`) or mappings with add()'s keyword
+        names; the rows are what enqueue_retry_items would store for them
+        (tests/python/_async/test_add_many.py compares the two, for both
+        clients). One round trip takes the ids (nextval) and the clock, then
+        one binary COPY writes the rows. All or nothing: a bad item raises
+        add()'s errors (from Python before its row is sent, or from the
+        table's constraints) and adds nothing; with autocommit both steps are
+        one transaction, and in the caller's transaction the COPY runs in a
+        savepoint (nothing is committed here).
+
+        The sync RetryQueue.add_many side by side with the guide's INSERT, one
+        transaction per item, at 1000 items per call on a 2-core machine
+        shared with other work: 38-40x in
+        `python scripts/bench_add_many.py --items 5000 --rounds 3`,
+        where enqueue_retry_items' JSON array (add_many before COPY) made
+        20-27x; 30-40x (median 36x over 7 invocations) in
+        `scripts/bench --only enqueue`. CPU contention lowers the ratio (COPY
+        is CPU-bound, a single INSERT waits for its commit).
         """
         batch = items if isinstance(items, list) else list(items)
         if not batch:
             return []
+        # With autocommit, one transaction for both steps (so one now()).
+        # Otherwise the first step joins or opens the caller's transaction
+        # (never committed here) and a savepoint holds the COPY, so that a bad
+        # item undoes this call only and leaves that transaction usable.
         async with (
             self.connection() as conn,
             conn.cursor(row_factory=tuple_row) as cur,
             conn.transaction() if conn.autocommit else nullcontext(),
         ):
             await cur.execute(self._q.new_ids, self._new_ids(len(batch), now))
-            clock, ids = _clock_and_ids(await cur.fetchone())
+            clock, ids = clock_and_ids(await cur.fetchone())
             async with (
                 nullcontext() if conn.autocommit else conn.transaction(),
                 cur.copy(self._q.copy_in) as copy,
@@ -299,7 +323,8 @@ class AsyncRetryQueue(_QueueBase):
             "archive_dead_letters": archive_dead_letters,
             "now": now,
         }
-        return (await self._all(self._q.cleanup, params, class_row(CleanupResult)))[0]
+        rows = await self._all(self._q.cleanup, params, class_row(CleanupResult))
+        return rows[0]
 
     async def try_cleanup(self, retention_days: int = 7, **kwargs: Any) -> CleanupResult | None:
         """cleanup() unless another session is running it now (then None).
@@ -317,7 +342,8 @@ class AsyncRetryQueue(_QueueBase):
                 return None
             async with conn.cursor(row_factory=class_row(CleanupResult)) as rows:
                 await rows.execute(self._q.cleanup, params)
-                return (await rows.fetchall())[0]
+                done = await rows.fetchall()
+                return done[0]
 
     async def stats(self) -> list[StatsRow]:
         """The daz_retry_queue_stats view as typed rows."""

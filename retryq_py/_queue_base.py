@@ -1,0 +1,287 @@
+"""What the queue clients share, with no I/O: add()'s defaults and keywords,
+item building, and add_many's COPY rows.
+
+AsyncRetryQueue (aio.py) is the hand-written client; RetryQueue (queue.py) is
+generated from it by scripts/gen-sync. Both subclass QueueBase, so what is
+here is written once and runs the same for both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+from operator import attrgetter, itemgetter
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
+
+from psycopg import errors as pgerr
+from psycopg.types.json import Jsonb
+
+from retryq_py import _sql
+from retryq_py._sql import JSON, NewItem, Seconds
+
+if TYPE_CHECKING:
+    from retryq_py.config import RetryConfig
+
+
+# add()'s keywords, which add_many's mapping items (and `retryq enqueue`'s
+# JSON lines) use: the order of _rows' unpacking.
+ADD_KEYS = (
+    "event_type",
+    "data",
+    "channel",
+    "plugin",
+    "metadata",
+    "max_retries",
+    "retry_delay",
+    "backoff_multiplier",
+    "priority",
+    "correlation_id",
+    "tags",
+    "delay",
+    "max_retry_delay",
+    "retry_jitter",
+)
+_KEYS = frozenset(ADD_KEYS)
+_ABSENT = dict.fromkeys(ADD_KEYS)
+_of_new_item = attrgetter(*ADD_KEYS)
+_of_mapping = itemgetter(*ADD_KEYS)
+_INT4_MIN, _INT4_MAX = -(2**31), 2**31 - 1
+# enqueue_retry_items' bound on delay_seconds (the table has no delay column to check)
+_MAX_DELAY = 31536000
+
+
+def jsonb_param(value: Any) -> Jsonb:
+    """A jsonb parameter, encoded by _sql.dumps (which stores the usual
+    non-JSON Python values too)."""
+    return Jsonb(value, dumps=_sql.dumps)
+
+
+class QueueBase:
+    """What RetryQueue and AsyncRetryQueue share: defaults and item building."""
+
+    def __init__(self, *, schema: str | None, config: RetryConfig | None) -> None:
+        self.schema = schema
+        self._q = _sql.Statements(schema)
+        self.max_retries = config.max_retries if config else 3
+        self.retry_delay: float = config.initial_delay if config else 60.0
+        self.backoff_multiplier = config.backoff_multiplier if config else 2.0
+
+    def item(
+        self,
+        event_type: str,
+        data: JSON,
+        *,
+        channel: str | None = None,
+        plugin: str | None = None,
+        metadata: Mapping[str, JSON] | None = None,
+        max_retries: int | None = None,
+        retry_delay: Seconds | None = None,
+        backoff_multiplier: float | None = None,
+        priority: int = 5,
+        correlation_id: str | None = None,
+        tags: Sequence[str] | None = None,
+        delay: Seconds = 0,
+        max_retry_delay: Seconds = 86400,
+        retry_jitter: float = 0.0,
+    ) -> NewItem:
+        """A NewItem with this queue's defaults, for add_many."""
+        return NewItem(
+            event_type=event_type,
+            data=data,
+            channel=channel,
+            plugin=plugin,
+            metadata=metadata,
+            max_retries=self.max_retries if max_retries is None else max_retries,
+            retry_delay=self.retry_delay if retry_delay is None else retry_delay,
+            backoff_multiplier=(
+                self.backoff_multiplier if backoff_multiplier is None else backoff_multiplier
+            ),
+            priority=priority,
+            correlation_id=correlation_id,
+            tags=tags,
+            delay=delay,
+            max_retry_delay=max_retry_delay,
+            retry_jitter=retry_jitter,
+        )
+
+    def _enqueue_params(self, new: NewItem, now: datetime | None) -> dict[str, Any]:
+        """add()'s parameters for _sql.ENQUEUE."""
+        params = new.params()
+        params["event_data"] = jsonb_param(params["event_data"])
+        params["event_metadata"] = jsonb_param(params["event_metadata"])
+        params["now"] = now
+        return params
+
+    def _new_ids(self, count: int, now: datetime | None) -> dict[str, Any]:
+        """add_many's first step's parameters (_sql.NEW_IDS)."""
+        return {"sequence": self._q.sequence, "n": count, "now": now}
+
+    def _rows(
+        self,
+        items: Sequence[NewItem | Mapping[str, Any]],
+        ids: Sequence[int],
+        now: datetime,
+        encoding: str,
+        event_ids: list[UUID],
+    ) -> Iterator[tuple[Any, ...]]:
+        """add_many's COPY rows (_sql.COPY_IN's columns), one per item, with
+        what enqueue_retry_items would store: the same defaults (this queue's
+        where it has its own), created_at now, next_retry_at now + delay, and a
+        new random event_id, appended to event_ids.
+
+        Items are checked here, before their row is sent: a missing or unknown
+        key (ValueError, TypeError), a delay out of range (InvalidParameterValue
+        naming delay_seconds, as enqueue_retry_items raises it) and a value of
+        the wrong type (TypeError naming the field; binary COPY would turn a
+        bool or an int beyond 32 bits into another number); the table's
+        constraints judge the rest on the server. This is the bulk path,
+        measured in scripts/bench_add_many.py: values go straight from the item
+        to the row, with a fast path for values of the expected type.
+        """
+        max_retries_default = self.max_retries
+        retry_delay_default = _sql.seconds(self.retry_delay, "retry_delay")
+        backoff_default = self.backoff_multiplier
+        # next_retry_at is an instant: add the delay in UTC, not in a local zone
+        # whose clocks may change within it (timestamptz + interval in seconds)
+        now = now.astimezone(timezone.utc)
+        tags_seen: dict[tuple[Any, ...], bytes] = {}
+        jsonb = _sql.jsonb_encoder()
+        uuids = _sql.random_uuids(len(items))
+        load_uuid = _sql.uuid_loader()
+        no_tags, no_metadata = _sql.EMPTY_TEXT_ARRAY, _sql.JSONB_EMPTY_OBJECT
+        for item, item_id, at in zip(items, ids, range(0, 16 * len(items), 16), strict=True):
+            if isinstance(item, NewItem):
+                values = _of_new_item(item)
+            else:
+                if not item.keys() <= _KEYS:
+                    unknown = next(k for k in item if k not in _KEYS)
+                    raise TypeError(f"add_many: unknown item key {unknown!r}")
+                values = _of_mapping({**_ABSENT, **item})
+                if values[0] is None or values[1] is None:
+                    for required in ("event_type", "data"):
+                        if required not in item:
+                            raise ValueError(f"add_many: every item needs {required!r}")
+            (
+                event_type,
+                data,
+                channel,
+                plugin,
+                metadata,
+                max_retries,
+                retry_delay,
+                backoff_multiplier,
+                priority,
+                correlation_id,
+                tags,
+                delay,
+                max_retry_delay,
+                retry_jitter,
+            ) = values
+            # absent and None take the default, as in add(); the full check
+            # only for a value not of the expected type
+            if type(event_type) is not str and event_type is not None:
+                event_type = _text(event_type, "event_type")
+            if type(channel) is not str and channel is not None:
+                channel = _text(channel, "channel")
+            if type(plugin) is not str and plugin is not None:
+                plugin = _text(plugin, "plugin")
+            if type(correlation_id) is not str and correlation_id is not None:
+                correlation_id = _text(correlation_id, "correlation_id")
+            if max_retries is None:
+                max_retries = max_retries_default
+            elif type(max_retries) is not int or not _INT4_MIN <= max_retries <= _INT4_MAX:
+                max_retries = _int4(max_retries, "max_retries")
+            if priority is None:
+                priority = 5
+            elif type(priority) is not int or not _INT4_MIN <= priority <= _INT4_MAX:
+                priority = _int4(priority, "priority")
+            if retry_delay is None:
+                retry_delay = retry_delay_default
+            elif type(retry_delay) is not float:
+                retry_delay = _sql.seconds(retry_delay, "retry_delay")
+            if max_retry_delay is None:
+                max_retry_delay = 86400.0
+            elif type(max_retry_delay) is not float:
+                max_retry_delay = _sql.seconds(max_retry_delay, "max_retry_delay")
+            if backoff_multiplier is None:
+                backoff_multiplier = backoff_default
+            elif type(backoff_multiplier) is not float:
+                backoff_multiplier = _number(backoff_multiplier, "backoff_multiplier")
+            if retry_jitter is None:
+                retry_jitter = 0.0
+            elif type(retry_jitter) is not float:
+                retry_jitter = _number(retry_jitter, "retry_jitter")
+            if delay is None:
+                due = now
+            else:
+                seconds = delay if type(delay) is float else _sql.seconds(delay, "delay")
+                if not 0 <= seconds <= _MAX_DELAY:  # NaN too
+                    raise pgerr.InvalidParameterValue(
+                        f"retryq: invalid delay_seconds: must be between 0 and {_MAX_DELAY}"
+                    )
+                # make_interval(secs => s) rounds s * 1e6 to whole microseconds, half to even
+                due = now + timedelta(microseconds=round(seconds * 1_000_000)) if seconds else now
+            if tags is None:
+                tag_array = no_tags
+            else:
+                tag_key = tags if type(tags) is tuple else tuple(tags)
+                try:
+                    tag_array = tags_seen[tag_key]
+                except KeyError:
+                    tag_array = tags_seen[tag_key] = _sql.text_array(tag_key, encoding)
+                except TypeError:  # unhashable: not a string
+                    tag_array = _sql.text_array(tag_key, encoding)
+            event_id = uuids[at : at + 16]
+            event_ids.append(load_uuid(event_id))
+            yield (
+                item_id,
+                event_id,
+                event_type,
+                channel,
+                plugin,
+                None if data is None else jsonb(data),  # NULL: the NOT NULL error, as before
+                no_metadata
+                if metadata is None
+                else jsonb(metadata if type(metadata) is dict else dict(metadata)),
+                max_retries,
+                retry_delay,
+                backoff_multiplier,
+                max_retry_delay,
+                retry_jitter,
+                priority,
+                correlation_id,
+                tag_array,
+                now,
+                due,
+            )
+
+
+def clock_and_ids(row: Any) -> tuple[datetime, list[int]]:
+    """NEW_IDS' one row: the transaction's clock and the new ids."""
+    clock, ids = row
+    return clock, ids
+
+
+def _text(value: Any, field: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{field}: expected a string, got {value!r}")
+    return value
+
+
+def _int4(value: Any, field: str) -> int:
+    """An integer column's value. Binary COPY would send a bool as 0 or 1 and
+    keep only the low 32 bits of a larger int: refuse both."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{field}: expected an integer, got {value!r}")
+    if not _INT4_MIN <= value <= _INT4_MAX:
+        raise pgerr.NumericValueOutOfRange(
+            f"retryq: invalid {field}: {value} is out of range for type integer"
+        )
+    return int(value)
+
+
+def _number(value: Any, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{field}: expected a number, got {value!r}")
+    return float(value)

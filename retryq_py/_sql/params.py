@@ -1,0 +1,43 @@
+"""Parameters as the statements take them: durations in seconds, and the
+dead-letter filter requeue and purge share."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+Seconds = float | int | timedelta
+
+
+def seconds(value: Seconds, field: str) -> float:
+    """A duration given as seconds or a timedelta, in seconds."""
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{field}: expected seconds or a timedelta, got {value!r}")
+    return float(value)
+
+
+def whole_seconds(value: Seconds, field: str) -> int:
+    """Lease lengths are whole seconds in SQL: round up, never down to zero."""
+    s = seconds(value, field)
+    whole = int(s)
+    return whole + 1 if whole < s else whole
+
+
+def dead_letter_filter(
+    item_ids: Iterable[int] | None,
+    event_type: str | None,
+    plugin: str | None,
+    error_code: str | None,
+    dead_before: datetime | None,
+) -> dict[str, Any]:
+    """The filters requeue_dead_letter_items and purge_dead_letter_items share."""
+    return {
+        "item_ids": None if item_ids is None else list(item_ids),
+        "event_type": event_type,
+        "plugin_name": plugin,
+        "error_code": error_code,
+        "dead_before": dead_before,
+    }

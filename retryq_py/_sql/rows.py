@@ -1,0 +1,158 @@
+"""The typed rows retryq's statements return, and NewItem, add_many's input.
+
+psycopg's class_row builds these from the columns named in statements.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, NamedTuple
+from uuid import UUID
+
+from retryq_py._sql.params import Seconds, seconds
+
+# JSON values as psycopg parses jsonb: dict, list, str, int, float, bool.
+JSON = Any
+
+
+@dataclass(frozen=True)
+class RetryQueueItem:
+    """A leased item, as acquire_retry_items returns it.
+
+    The first ten fields are the integration guide's struct, by the same
+    names; channel_name, plugin_name and correlation_id are '' when unset, as
+    in the guide. event_data and event_metadata arrive parsed.
+    """
+
+    id: int
+    event_id: UUID
+    event_type: str
+    channel_name: str
+    plugin_name: str
+    event_data: JSON
+    retry_count: int
+    max_retries: int
+    priority: int
+    correlation_id: str
+    event_metadata: dict[str, JSON]
+    tags: list[str]
+    created_at: datetime
+    next_retry_at: datetime
+    locked_until: datetime
+    error_message: str | None
+    last_error_code: str | None
+
+    @property
+    def is_last_attempt(self) -> bool:
+        """True when a failure of this attempt makes the item a dead letter."""
+        return self.retry_count >= self.max_retries
+
+
+@dataclass(frozen=True)
+class QueueEntry:
+    """One row of daz_retry_queue, every column (for inspection)."""
+
+    id: int
+    event_id: UUID
+    event_type: str
+    channel_name: str | None
+    plugin_name: str | None
+    event_data: JSON
+    event_metadata: dict[str, JSON]
+    retry_count: int
+    max_retries: int
+    retry_delay_seconds: float
+    backoff_multiplier: float
+    max_retry_delay_seconds: float
+    retry_jitter: float
+    priority: int
+    correlation_id: str | None
+    tags: list[str]
+    status: str
+    error_message: str | None
+    last_error_code: str | None
+    error_history: list[dict[str, JSON]]
+    created_at: datetime
+    next_retry_at: datetime
+    last_attempted_at: datetime | None
+    completed_at: datetime | None
+    dead_lettered_at: datetime | None
+    locked_by: str | None
+    locked_until: datetime | None
+
+
+class Enqueued(NamedTuple):
+    """What add returns: unpacks as `id, event_id = queue.add(...)`."""
+
+    id: int
+    event_id: UUID
+
+
+@dataclass(frozen=True)
+class StatsRow:
+    """One row of the daz_retry_queue_stats view."""
+
+    status: str
+    event_type: str
+    plugin_name: str | None
+    item_count: int
+    avg_retry_count: float
+    max_retry_count: int
+    oldest_created_at: datetime
+    newest_created_at: datetime
+    leased_count: int
+
+
+@dataclass(frozen=True)
+class CleanupResult:
+    deleted_count: int
+    archived_count: int
+
+
+@dataclass(frozen=True)
+class Due:
+    """Whether any item is pending or processing; seconds until the next pending one is due."""
+
+    active: bool
+    seconds_until_due: float | None
+
+
+@dataclass(frozen=True)
+class NewItem:
+    """One item for add_many; the fields and defaults of RetryQueue.add."""
+
+    event_type: str
+    data: JSON
+    channel: str | None = None
+    plugin: str | None = None
+    metadata: Mapping[str, JSON] | None = None
+    max_retries: int = 3
+    retry_delay: Seconds = 60
+    backoff_multiplier: float = 2.0
+    priority: int = 5
+    correlation_id: str | None = None
+    tags: Sequence[str] | None = None
+    delay: Seconds = 0
+    max_retry_delay: Seconds = 86400
+    retry_jitter: float = 0.0
+
+    def params(self) -> dict[str, Any]:
+        """The enqueue function's parameters, by name without the p_ prefix."""
+        return {
+            "event_type": self.event_type,
+            "event_data": self.data,
+            "channel_name": self.channel,
+            "plugin_name": self.plugin,
+            "event_metadata": dict(self.metadata) if self.metadata is not None else {},
+            "max_retries": self.max_retries,
+            "retry_delay_seconds": seconds(self.retry_delay, "retry_delay"),
+            "backoff_multiplier": self.backoff_multiplier,
+            "priority": self.priority,
+            "correlation_id": self.correlation_id,
+            "tags": list(self.tags) if self.tags is not None else [],
+            "delay_seconds": seconds(self.delay, "delay"),
+            "max_retry_delay_seconds": seconds(self.max_retry_delay, "max_retry_delay"),
+            "retry_jitter": self.retry_jitter,
+        }

@@ -1,0 +1,267 @@
+"""The queue client's SQL: one template per function or view of
+schema/retryq.sql, and Statements, the templates composed for one schema.
+
+Templates carry a `{schema}` slot that `compose` fills with nothing (the
+connection's search_path finds the functions) or with a quoted `schema.` prefix.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from psycopg import sql
+
+if TYPE_CHECKING:
+    from typing_extensions import LiteralString
+
+# The integration guide's INSERT, verbatim (positional, as Go sends it).
+GUIDE_INSERT: LiteralString = """
+        INSERT INTO daz_retry_queue (
+            event_type, channel_name, plugin_name, event_data,
+            event_metadata, max_retries, retry_delay_seconds,
+            backoff_multiplier, priority, correlation_id, tags
+        ) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+        RETURNING id, event_id;
+    """
+
+CHANNEL: LiteralString = "SELECT {schema}retry_queue_channel()"
+
+ENQUEUE: LiteralString = """
+SELECT id, event_id FROM {schema}enqueue_retry_item(
+    p_event_type => %(event_type)s,
+    p_event_data => %(event_data)s,
+    p_channel_name => %(channel_name)s,
+    p_plugin_name => %(plugin_name)s,
+    p_event_metadata => %(event_metadata)s,
+    p_max_retries => %(max_retries)s,
+    p_retry_delay_seconds => %(retry_delay_seconds)s,
+    p_backoff_multiplier => %(backoff_multiplier)s,
+    p_priority => %(priority)s,
+    p_correlation_id => %(correlation_id)s,
+    p_tags => %(tags)s::text[],
+    p_delay_seconds => %(delay_seconds)s,
+    p_max_retry_delay_seconds => %(max_retry_delay_seconds)s,
+    p_retry_jitter => %(retry_jitter)s,
+    p_now => coalesce(%(now)s::timestamptz, now())
+)
+"""
+
+# add_many, step 1: the ids for n new rows and the clock of this transaction.
+# nextval is volatile and this backend's values only grow, so the array is in
+# ascending order, which is add_many's input order. The sequence is named by a
+# parameter (a regclass literal) so that the schema need not be spliced into a
+# string.
+NEW_IDS: LiteralString = """
+SELECT
+    coalesce(%(now)s::timestamptz, now()) AS now,
+    ARRAY(
+        SELECT nextval(%(sequence)s::regclass) FROM generate_series(1, %(n)s)
+    ) AS ids
+"""
+
+# add_many, step 2: the rows, every value explicit (enqueue_retry_items' rules
+# applied in Python, see QueueBase._rows in retryq_py/_queue_base.py); the
+# table's CHECK constraints still judge each row, and one failing row fails the
+# whole COPY. The columns left out (retry_count, status, error_history, ...)
+# take the table's defaults, as they do in enqueue_retry_items' INSERT.
+COPY_IN: LiteralString = """
+COPY {schema}daz_retry_queue (
+    id, event_id, event_type, channel_name, plugin_name, event_data,
+    event_metadata, max_retries, retry_delay_seconds, backoff_multiplier,
+    max_retry_delay_seconds, retry_jitter, priority, correlation_id, tags,
+    created_at, next_retry_at
+) FROM STDIN (FORMAT BINARY)
+"""
+
+ACQUIRE: LiteralString = """
+SELECT
+    id, event_id, event_type, channel_name, plugin_name, event_data,
+    retry_count, max_retries, priority, correlation_id, event_metadata, tags,
+    created_at, next_retry_at, locked_until, error_message, last_error_code
+FROM {schema}acquire_retry_items(
+    p_worker_id => %(worker_id)s,
+    p_batch_size => %(batch_size)s,
+    p_lock_timeout_seconds => %(lock_timeout)s,
+    p_now => coalesce(%(now)s::timestamptz, now())
+)
+"""
+
+COMPLETE: LiteralString = """
+SELECT {schema}complete_retry_item(
+    p_item_id => %(item_id)s,
+    p_worker_id => %(worker_id)s,
+    p_now => coalesce(%(now)s::timestamptz, now())
+)
+"""
+
+COMPLETE_MANY: LiteralString = """
+SELECT {schema}complete_retry_items(
+    p_item_ids => %(item_ids)s::bigint[],
+    p_worker_id => %(worker_id)s,
+    p_now => coalesce(%(now)s::timestamptz, now())
+)
+"""
+
+# Which of these items a complete_retry_items call at `at` completed: the
+# others were no longer leased to the caller.
+COMPLETED_AT: LiteralString = """
+SELECT q.id
+FROM {schema}daz_retry_queue AS q
+WHERE q.id = ANY(%(item_ids)s::bigint[])
+    AND q.status = 'completed'
+    AND q.completed_at = %(at)s
+"""
+
+FAIL: LiteralString = """
+SELECT {schema}fail_retry_item(
+    p_item_id => %(item_id)s,
+    p_worker_id => %(worker_id)s,
+    p_error_msg => %(error)s,
+    p_error_code => %(code)s,
+    p_retryable => %(retryable)s,
+    p_now => coalesce(%(now)s::timestamptz, now())
+)
+"""
+
+EXTEND_LOCK: LiteralString = """
+SELECT {schema}extend_retry_lock(
+    p_item_id => %(item_id)s,
+    p_worker_id => %(worker_id)s,
+    p_lock_timeout_seconds => %(lock_timeout)s,
+    p_now => coalesce(%(now)s::timestamptz, now())
+)
+"""
+
+# One round trip for the worker's heartbeat: returns the ids still held.
+EXTEND_LOCKS: LiteralString = """
+SELECT i.id FROM unnest(%(item_ids)s::bigint[]) AS i (id)
+WHERE {schema}extend_retry_lock(
+    p_item_id => i.id,
+    p_worker_id => %(worker_id)s,
+    p_lock_timeout_seconds => %(lock_timeout)s
+)
+"""
+
+RELEASE: LiteralString = """
+SELECT {schema}release_retry_items(
+    p_item_ids => %(item_ids)s::bigint[],
+    p_worker_id => %(worker_id)s
+)
+"""
+
+REQUEUE_DEAD_LETTERS: LiteralString = """
+SELECT {schema}requeue_dead_letter_items(
+    p_item_ids => %(item_ids)s::bigint[],
+    p_event_type => %(event_type)s,
+    p_plugin_name => %(plugin_name)s,
+    p_error_code => %(error_code)s,
+    p_dead_before => %(dead_before)s::timestamptz,
+    p_now => coalesce(%(now)s::timestamptz, now())
+)
+"""
+
+PURGE_DEAD_LETTERS: LiteralString = """
+SELECT {schema}purge_dead_letter_items(
+    p_item_ids => %(item_ids)s::bigint[],
+    p_event_type => %(event_type)s,
+    p_plugin_name => %(plugin_name)s,
+    p_error_code => %(error_code)s,
+    p_dead_before => %(dead_before)s::timestamptz
+)
+"""
+
+CLEANUP: LiteralString = """
+SELECT deleted_count, archived_count FROM {schema}cleanup_retry_queue(
+    p_retention_days => %(retention_days)s,
+    p_batch_size => %(batch_size)s,
+    p_max_rows => %(max_rows)s::bigint,
+    p_archive_dead_letters => %(archive_dead_letters)s,
+    p_now => coalesce(%(now)s::timestamptz, now())
+)
+"""
+
+# Cleanup runs only where this transaction-scoped lock is free, so workers
+# sharing a queue take turns; the key is derived from the queue's channel.
+TRY_CLEANUP_LOCK: LiteralString = (
+    "SELECT pg_try_advisory_xact_lock(hashtext('retryq.cleanup:' || {schema}retry_queue_channel()))"
+)
+
+STATS: LiteralString = """
+SELECT
+    status, event_type, plugin_name, item_count, avg_retry_count,
+    max_retry_count, oldest_created_at, newest_created_at, leased_count
+FROM {schema}daz_retry_queue_stats
+ORDER BY status, event_type, plugin_name
+"""
+
+# Columns by name, so that a column added later does not break QueueEntry.
+GET: LiteralString = """
+SELECT
+    id, event_id, event_type, channel_name, plugin_name, event_data,
+    event_metadata, retry_count, max_retries, retry_delay_seconds,
+    backoff_multiplier, max_retry_delay_seconds, retry_jitter, priority,
+    correlation_id, tags, status, error_message, last_error_code,
+    error_history, created_at, next_retry_at, last_attempted_at,
+    completed_at, dead_lettered_at, locked_by, locked_until
+FROM {schema}daz_retry_queue
+WHERE id = %(item_id)s
+"""
+
+# For a worker deciding how long to sleep: whether any item is active, and
+# seconds (by the server's clock) until the earliest pending item is due. One
+# short index scan per priority, as acquire does. Expiring leases are left
+# out: finding them would scan every processing row; the poll covers them.
+DUE: LiteralString = """
+SELECT
+    EXISTS (
+        SELECT 1 FROM {schema}daz_retry_queue AS q
+        WHERE q.status IN ('pending', 'processing')
+    ) AS active,
+    extract(epoch FROM (
+        SELECT min(n.next_retry_at)
+        FROM generate_series(1, 10) AS p (priority)
+        CROSS JOIN LATERAL (
+            SELECT q.next_retry_at FROM {schema}daz_retry_queue AS q
+            WHERE q.status = 'pending' AND q.priority = p.priority
+            ORDER BY q.next_retry_at
+            LIMIT 1
+        ) AS n
+    ) - now())::double precision AS seconds_until_due
+"""
+
+
+def compose(template: LiteralString, schema: str | None) -> sql.Composed:
+    """Fill a template's `{schema}` slot."""
+    prefix = sql.SQL("") if schema is None else sql.SQL("{}.").format(sql.Identifier(schema))
+    return sql.SQL(template).format(schema=prefix)
+
+
+class Statements:
+    """The statements composed once for one schema."""
+
+    def __init__(self, schema: str | None) -> None:
+        self.schema = schema
+        self.sequence = (
+            "daz_retry_queue_id_seq"
+            if schema is None
+            else sql.Identifier(schema, "daz_retry_queue_id_seq").as_string(None)
+        )
+        self.channel = compose(CHANNEL, schema)
+        self.enqueue = compose(ENQUEUE, schema)
+        self.new_ids = compose(NEW_IDS, schema)
+        self.copy_in = compose(COPY_IN, schema)
+        self.acquire = compose(ACQUIRE, schema)
+        self.complete = compose(COMPLETE, schema)
+        self.complete_many = compose(COMPLETE_MANY, schema)
+        self.completed_at = compose(COMPLETED_AT, schema)
+        self.fail = compose(FAIL, schema)
+        self.extend_lock = compose(EXTEND_LOCK, schema)
+        self.extend_locks = compose(EXTEND_LOCKS, schema)
+        self.release = compose(RELEASE, schema)
+        self.requeue_dead_letters = compose(REQUEUE_DEAD_LETTERS, schema)
+        self.purge_dead_letters = compose(PURGE_DEAD_LETTERS, schema)
+        self.cleanup = compose(CLEANUP, schema)
+        self.try_cleanup_lock = compose(TRY_CLEANUP_LOCK, schema)
+        self.stats = compose(STATS, schema)
+        self.get = compose(GET, schema)
+        self.due = compose(DUE, schema)
