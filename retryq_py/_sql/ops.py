@@ -149,24 +149,9 @@ FROM {schema}daz_retry_queue AS q
 WHERE q.status IN ('pending', 'processing')
 """
 
-# The oldest due item nobody holds: one short index scan per priority, the
-# same walk acquire makes, so it costs what one acquire costs.
-OLDEST_DUE: LiteralString = """
-SELECT coalesce(
-    extract(epoch FROM now() - min(n.next_retry_at))::double precision, 0
-)
-FROM generate_series(1, 10) AS p (priority)
-CROSS JOIN LATERAL (
-    SELECT q.next_retry_at
-    FROM {schema}daz_retry_queue AS q
-    WHERE q.status IN ('pending', 'processing')
-        AND q.priority = p.priority
-        AND q.next_retry_at <= now()
-        AND (q.locked_until IS NULL OR q.locked_until <= now())
-    ORDER BY q.next_retry_at
-    LIMIT 1
-) AS n
-"""
+# The oldest due item nobody holds (retry_queue_due walks the priorities as
+# acquire does, so it costs what one acquire costs).
+OLDEST_DUE: LiteralString = "SELECT oldest_due_age_seconds FROM {schema}retry_queue_due()"
 
 # Dead letters through the finished partition's partial index: the cost grows
 # with the dead letters, not with the completed rows.
@@ -209,26 +194,25 @@ def finished_partition(schema: str | None) -> str:
 # The server's clock, as dead_lettered_at was stamped with it.
 AGO: LiteralString = "SELECT now() - %s::interval"
 
-DEAD_LETTERS: LiteralString = """
-SELECT id, event_id, event_type, channel_name, plugin_name, retry_count,
-    max_retries, last_error_code, error_message, created_at, dead_lettered_at
-FROM daz_retry_queue
-WHERE {}
-ORDER BY dead_lettered_at DESC, id DESC
-LIMIT %s
-"""
+# list_dead_letter_items applies the filter requeue_dead_letter_items and
+# purge_dead_letter_items apply; older_than is measured by the server's clock.
+_FILTERED: LiteralString = """list_dead_letter_items(
+    p_item_ids => %(item_ids)s, p_event_type => %(event_type)s,
+    p_plugin_name => %(plugin_name)s, p_error_code => %(error_code)s,
+    p_dead_before => now() - %(older_than)s::interval, p_limit => %(limit)s)"""
 
-DEAD_LETTER_IDS: LiteralString = "SELECT id FROM daz_retry_queue WHERE {} ORDER BY id"
+DEAD_LETTERS: LiteralString = (
+    "SELECT id, event_id, event_type, channel_name, plugin_name, retry_count, max_retries,"
+    " last_error_code, error_message, created_at, dead_lettered_at FROM " + _FILTERED
+)
 
-
-# --- rules still written in Python ------------------------------------------
-# Each repeats a rule the SQL functions keep (which items are dead letters
-# matching a filter; which are past retention). They are due to become calls
-# of SQL functions; until then this is their one place.
+DEAD_LETTER_IDS: LiteralString = "SELECT id FROM " + _FILTERED + " ORDER BY id"
 
 
 @dataclass(frozen=True)
 class DeadLetterFilter:
+    """Which dead letters a command acts on: every given field must match."""
+
     ids: tuple[int, ...] = ()
     event_type: str | None = None
     plugin: str | None = None
@@ -240,30 +224,17 @@ class DeadLetterFilter:
             v is None for v in (self.event_type, self.plugin, self.error_code, self.older_than)
         )
 
-    def where(self) -> tuple[sql.Composable, list[Any]]:
-        """A WHERE clause for dead letters in daz_retry_queue, and its parameters;
-        the same filters requeue_dead_letter_items applies."""
-        parts: list[sql.Composable] = [sql.SQL("status = 'dead_letter'")]
-        params: list[Any] = []
-        if self.ids:
-            parts.append(sql.SQL("id = ANY(%s)"))
-            params.append(list(self.ids))
-        for column, value in (
-            ("event_type", self.event_type),
-            ("plugin_name", self.plugin),
-            ("last_error_code", self.error_code),
-        ):
-            if value is not None:
-                parts.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
-                params.append(value)
-        if self.older_than is not None:
-            parts.append(sql.SQL("dead_lettered_at < now() - %s"))
-            params.append(self.older_than)
-        return sql.SQL(" AND ").join(parts), params
+    def params(self, limit: int | None = None) -> dict[str, Any]:
+        """The parameters of DEAD_LETTERS and DEAD_LETTER_IDS (limit None: all)."""
+        return {
+            "item_ids": list(self.ids) or None,
+            "event_type": self.event_type,
+            "plugin_name": self.plugin,
+            "error_code": self.error_code,
+            "older_than": self.older_than,
+            "limit": limit,
+        }
 
 
-CLEANUP_DUE: LiteralString = """
-SELECT count(*) FROM daz_retry_queue
-WHERE status IN ('completed', 'dead_letter')
-    AND coalesce(completed_at, dead_lettered_at) < now() - make_interval(days => %s)
-"""
+# The rule cleanup_retry_queue deletes by, counted without deleting.
+CLEANUP_DUE: LiteralString = "SELECT due_count FROM cleanup_retry_queue_due(%s)"

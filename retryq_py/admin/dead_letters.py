@@ -6,7 +6,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from psycopg import sql
 from psycopg.rows import class_row
 
 from retryq_py._sql import QueueEntry
@@ -31,10 +30,8 @@ def dead_letter_list(t: Target, filt: DeadLetterFilter, limit: int = 50) -> list
     """Dead letters matching the filter, most recent first."""
     if limit < 1:
         raise UsageProblem("invalid --limit: must be at least 1")
-    where, params = filt.where()
-    query = sql.SQL(_q.DEAD_LETTERS).format(where)
     with connect(t) as conn, conn.cursor(row_factory=class_row(DeadLetter)) as cur:
-        return cur.execute(query, [*params, limit]).fetchall()
+        return cur.execute(_q.DEAD_LETTERS, filt.params(limit)).fetchall()
 
 
 @dataclass(frozen=True)
@@ -100,10 +97,8 @@ def dead_letter_requeue(t: Target, filt: DeadLetterFilter) -> int:
 
 def dead_letter_match(t: Target, filt: DeadLetterFilter) -> list[int]:
     """Ids of the dead letters a filter selects (what purge would delete)."""
-    where, params = filt.where()
-    query = sql.SQL(_q.DEAD_LETTER_IDS).format(where)
     with connect(t) as conn:
-        return [int(r[0]) for r in conn.execute(query, params).fetchall()]
+        return [int(r[0]) for r in conn.execute(_q.DEAD_LETTER_IDS, filt.params()).fetchall()]
 
 
 def dead_letter_purge(
