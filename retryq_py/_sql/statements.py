@@ -208,26 +208,8 @@ WHERE id = %(item_id)s
 """
 
 # For a worker deciding how long to sleep: whether any item is active, and
-# seconds (by the server's clock) until the earliest pending item is due. One
-# short index scan per priority, as acquire does. Expiring leases are left
-# out: finding them would scan every processing row; the poll covers them.
-DUE: LiteralString = """
-SELECT
-    EXISTS (
-        SELECT 1 FROM {schema}daz_retry_queue AS q
-        WHERE q.status IN ('pending', 'processing')
-    ) AS active,
-    extract(epoch FROM (
-        SELECT min(n.next_retry_at)
-        FROM generate_series(1, 10) AS p (priority)
-        CROSS JOIN LATERAL (
-            SELECT q.next_retry_at FROM {schema}daz_retry_queue AS q
-            WHERE q.status = 'pending' AND q.priority = p.priority
-            ORDER BY q.next_retry_at
-            LIMIT 1
-        ) AS n
-    ) - now())::double precision AS seconds_until_due
-"""
+# seconds (by the server's clock) until the earliest pending item is due.
+DUE: LiteralString = "SELECT active, seconds_until_due FROM {schema}retry_queue_due()"
 
 
 def compose(template: LiteralString, schema: str | None) -> sql.Composed:
