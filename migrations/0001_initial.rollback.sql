@@ -94,18 +94,32 @@ DROP FUNCTION _retryq_bury;
 -- removes private/_retryq_backoff.sql
 DROP FUNCTION _retryq_backoff;
 
+-- removes private/_retryq_check_limit.sql
+DROP FUNCTION _retryq_check_limit;
+
 -- removes private/_retryq_check_worker.sql
 DROP FUNCTION _retryq_check_worker;
 
 -- removes private/_retryq_check.sql
 DROP FUNCTION _retryq_check;
 
--- removes private/_retryq_notify_insert.sql
-DROP TRIGGER daz_retry_queue_notify ON daz_retry_queue;
-DROP FUNCTION _retryq_notify_insert;
+-- removes private/_retryq_insert_clock.sql
+DROP TRIGGER _retryq_2_clock ON _retryq_active;
+DROP FUNCTION _retryq_insert_clock;
+
+-- removes private/_retryq_new_row.sql
+DROP TRIGGER _retryq_1_new_row ON _retryq_active;
+DROP FUNCTION _retryq_new_row;
+
+-- removes private/_retryq_inserted.sql
+DROP TRIGGER _retryq_inserted ON daz_retry_queue;
+DROP FUNCTION _retryq_inserted;
 
 -- removes functions/retry_queue_channel.sql
 DROP FUNCTION retry_queue_channel;
+
+-- removes tables/_retryq_limits.sql
+DROP TABLE _retryq_limits;
 
 -- removes tables/_retryq_circuit.sql
 DROP TABLE _retryq_circuit;

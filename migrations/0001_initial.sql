@@ -161,9 +161,20 @@ ALTER TABLE _retryq_active ADD CONSTRAINT _retryq_active_pkey PRIMARY KEY (id);
 CREATE INDEX _retryq_active_due_idx
 ON _retryq_active (priority, next_retry_at, id);
 
+-- A producer inserts only what an enqueue may set: the guide's columns, and
+-- what add_many's COPY sends (an id it drew from the sequence, event_id,
+-- created_at and next_retry_at, which _retryq_insert_clock holds to the
+-- server's clock and the enqueue delay bound). status, retry_count, the lease,
+-- the error fields and the finish times take their defaults: a producer cannot
+-- write an item in any state but new and pending.
+GRANT INSERT (
+    id, event_id, event_type, channel_name, plugin_name, event_data,
+    event_metadata, max_retries, retry_delay_seconds, backoff_multiplier,
+    max_retry_delay_seconds, retry_jitter, priority, correlation_id, tags,
+    created_at, next_retry_at
+) ON daz_retry_queue TO retryq_producer;
 -- The guide's INSERT ... RETURNING id, event_id needs SELECT on exactly those
 -- two columns, and the id default needs the sequence.
-GRANT INSERT ON daz_retry_queue TO retryq_producer;
 GRANT SELECT (id, event_id) ON daz_retry_queue TO retryq_producer;
 GRANT USAGE ON SEQUENCE daz_retry_queue_id_seq TO retryq_producer;
 
@@ -277,7 +288,11 @@ WHERE status = 'dead_letter';
 CREATE TABLE daz_retry_queue_archive (
     LIKE daz_retry_queue INCLUDING DEFAULTS,
     archived_at timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT daz_retry_queue_archive_pkey PRIMARY KEY (id)
+    -- an id is archived once: the queue refuses a reused one at the door
+    -- (_retryq_inserted). Should one get past it anyway (triggers disabled by
+    -- a superuser), its second archive copy differs by archived_at, so that
+    -- no cleanup ever fails on it.
+    CONSTRAINT daz_retry_queue_archive_pkey PRIMARY KEY (id, archived_at)
 );
 
 CREATE INDEX daz_retry_queue_archive_archived_at_idx
@@ -365,6 +380,57 @@ CREATE INDEX _retryq_circuit_dirty_idx
 ON _retryq_circuit (event_type, plugin_name)
 WHERE state <> 'closed' OR consecutive_failures > 0;
 
+-- retryq:source tables/_retryq_limits.sql
+-- The size bounds, in one row, read once per inserting statement (and by a
+-- function only when a value passes a bound every setting allows, so that the
+-- hot path never reads it). The owner changes them with an UPDATE, e.g.
+--   UPDATE _retryq_limits SET max_event_data_bytes = 4194304;
+-- A value over its bound is refused with SQLSTATE 54000
+-- (program_limit_exceeded) or 22001 (a text too long), naming the field.
+CREATE TABLE _retryq_limits (
+    singleton boolean PRIMARY KEY DEFAULT TRUE,
+    -- event_data and event_metadata, in jsonb's binary size (pg_column_size)
+    max_event_data_bytes integer NOT NULL DEFAULT 16777216,
+    max_event_metadata_bytes integer NOT NULL DEFAULT 65536,
+    -- channel_name, plugin_name, correlation_id, and fail's error_code
+    max_text_length integer NOT NULL DEFAULT 1000,
+    -- fail_retry_item's error_msg (the Python worker sends at most 4000)
+    max_error_message_length integer NOT NULL DEFAULT 65536,
+    max_tags integer NOT NULL DEFAULT 100,
+    max_tag_length integer NOT NULL DEFAULT 200,
+    -- the id arrays of complete, release, requeue, purge and list
+    max_item_ids integer NOT NULL DEFAULT 100000,
+    -- enqueue_retry_items' array
+    max_items integer NOT NULL DEFAULT 100000,
+    CONSTRAINT _retryq_limits_singleton_check CHECK (singleton),
+    -- the floors are what the functions check without reading this row
+    -- (a batch of 1000 ids, an error code of 200 characters, ...)
+    CONSTRAINT _retryq_limits_max_event_data_bytes_check CHECK (
+        max_event_data_bytes BETWEEN 1024 AND 268435456
+    ),
+    CONSTRAINT _retryq_limits_max_event_metadata_bytes_check CHECK (
+        max_event_metadata_bytes BETWEEN 1024 AND 268435456
+    ),
+    CONSTRAINT _retryq_limits_max_text_length_check CHECK (
+        max_text_length BETWEEN 200 AND 1000000
+    ),
+    CONSTRAINT _retryq_limits_max_error_message_length_check CHECK (
+        max_error_message_length BETWEEN 1000 AND 10000000
+    ),
+    CONSTRAINT _retryq_limits_max_tags_check CHECK (max_tags BETWEEN 1 AND 100000),
+    CONSTRAINT _retryq_limits_max_tag_length_check CHECK (
+        max_tag_length BETWEEN 1 AND 1000000
+    ),
+    CONSTRAINT _retryq_limits_max_item_ids_check CHECK (
+        max_item_ids BETWEEN 1000 AND 100000000
+    ),
+    CONSTRAINT _retryq_limits_max_items_check CHECK (
+        max_items BETWEEN 1 AND 100000000
+    )
+);
+
+INSERT INTO _retryq_limits (singleton) VALUES (TRUE);
+
 -- retryq:source functions/retry_queue_channel.sql
 -- The LISTEN channel for "an item is due now": the install schema and the
 -- table name, e.g. "public.daz_retry_queue". A channel name holds at most 63
@@ -396,24 +462,303 @@ REVOKE EXECUTE ON FUNCTION retry_queue_channel FROM public;
 GRANT EXECUTE ON FUNCTION retry_queue_channel
 TO retryq_producer, retryq_worker, retryq_admin;
 
--- retryq:source private/_retryq_notify_insert.sql
--- Wakes listening workers once per inserting statement, not once per row.
-CREATE OR REPLACE FUNCTION _retryq_notify_insert()
+-- retryq:source private/_retryq_inserted.sql
+-- After every statement that inserts into daz_retry_queue (the guide's INSERT,
+-- add_many's COPY, the enqueue functions), over the statement's new rows at
+-- once: a refusal here undoes the whole statement, so nothing is written.
+-- 1. Sizes, against _retryq_limits: event_data and event_metadata (54000
+--    program_limit_exceeded), channel_name, plugin_name and correlation_id
+--    (22001 string_data_right_truncation), tags: their count (54000), one
+--    dimension and no NULL element (22023), each tag's length (22001).
+-- 2. Ids come from the server: an id above what daz_retry_queue_id_seq has
+--    handed out, or not positive, is refused (22023), so that nobody can take
+--    an id the sequence will give someone later. add_many inserts the ids it
+--    drew with nextval; the guide's INSERT takes the default.
+-- 3. An id is unique for the item's whole life: one already used by a finished
+--    or an archived item (an explicit id, or a sequence that went back after
+--    a restore) is refused with 23505 naming id. The active partition's
+--    primary key refuses a live one. Each check is first one index probe over
+--    the statement's id range, which new ids (above every finished one) pass.
+-- 4. Wakes listening workers once per statement, not once per row.
+-- SECURITY DEFINER: a producer reads neither the finished rows, the archive,
+-- the sequence nor the limits.
+CREATE OR REPLACE FUNCTION _retryq_inserted()
 RETURNS trigger
 LANGUAGE plpgsql
+SECURITY DEFINER
 SET search_path FROM CURRENT
 AS $$
+DECLARE
+    v_lo bigint;
+    v_hi bigint;
+    v_field text;
+    v_limit integer;
+    v_last bigint;
+    v_used bigint;
 BEGIN
+    SELECT min(n.id), max(n.id), min(n.problem)
+    INTO v_lo, v_hi, v_field
+    FROM (
+        SELECT a.id, p.problem
+        FROM added AS a
+        CROSS JOIN _retryq_limits AS l
+        CROSS JOIN LATERAL (
+            SELECT CASE
+                WHEN pg_column_size(a.event_data) > l.max_event_data_bytes
+                    THEN 'event_data'
+                WHEN pg_column_size(a.event_metadata) > l.max_event_metadata_bytes
+                    THEN 'event_metadata'
+                WHEN length(a.channel_name) > l.max_text_length
+                    THEN 'channel_name'
+                WHEN length(a.plugin_name) > l.max_text_length THEN 'plugin_name'
+                WHEN length(a.correlation_id) > l.max_text_length
+                    THEN 'correlation_id'
+                WHEN cardinality(a.tags) > l.max_tags THEN 'tags'
+                WHEN cardinality(a.tags) = 0 THEN NULL
+                WHEN array_ndims(a.tags) > 1 THEN 'tags:dimensions'
+                WHEN array_position(a.tags, NULL) IS NOT NULL THEN 'tags:null'
+                WHEN EXISTS (
+                    SELECT 1 FROM unnest(a.tags) AS t (tag)
+                    WHERE length(t.tag) > l.max_tag_length
+                ) THEN 'tags:length'
+            END AS problem
+        ) AS p
+    ) AS n;
+    IF v_field IS NOT NULL THEN
+        SELECT CASE v_field
+            WHEN 'event_data' THEN l.max_event_data_bytes
+            WHEN 'event_metadata' THEN l.max_event_metadata_bytes
+            WHEN 'tags' THEN l.max_tags
+            WHEN 'tags:length' THEN l.max_tag_length
+            ELSE l.max_text_length
+        END INTO v_limit
+        FROM _retryq_limits AS l;
+        CASE v_field
+            WHEN 'event_data', 'event_metadata' THEN
+                RAISE EXCEPTION
+                    'retryq: invalid %: larger than % bytes (_retryq_limits.max_%_bytes)',
+                    v_field, v_limit, v_field
+                    USING ERRCODE = 'program_limit_exceeded', COLUMN = v_field;
+            WHEN 'tags' THEN
+                RAISE EXCEPTION
+                    'retryq: invalid tags: more than % tags (_retryq_limits.max_tags)',
+                    v_limit
+                    USING ERRCODE = 'program_limit_exceeded', COLUMN = 'tags';
+            WHEN 'tags:dimensions' THEN
+                RAISE EXCEPTION
+                    'retryq: invalid tags: must be a one-dimensional array'
+                    USING ERRCODE = 'invalid_parameter_value', COLUMN = 'tags';
+            WHEN 'tags:null' THEN
+                RAISE EXCEPTION 'retryq: invalid tags: must not contain NULL'
+                    USING ERRCODE = 'null_value_not_allowed', COLUMN = 'tags';
+            WHEN 'tags:length' THEN
+                RAISE EXCEPTION
+                    'retryq: invalid tags: a tag is longer than % characters (_retryq_limits.max_tag_length)',
+                    v_limit
+                    USING ERRCODE = 'string_data_right_truncation', COLUMN = 'tags';
+            ELSE
+                RAISE EXCEPTION
+                    'retryq: invalid %: longer than % characters (_retryq_limits.max_text_length)',
+                    v_field, v_limit
+                    USING ERRCODE = 'string_data_right_truncation', COLUMN = v_field;
+        END CASE;
+    END IF;
+    IF v_lo IS NULL THEN
+        -- no row: INSERT ... SELECT of nothing
+        RETURN NULL;
+    END IF;
+
+    SELECT s.last_value - (NOT s.is_called)::integer INTO v_last
+    FROM daz_retry_queue_id_seq AS s;
+    IF v_lo < 1 OR v_hi > v_last THEN
+        RAISE EXCEPTION
+            'retryq: invalid id: % was not handed out by daz_retry_queue_id_seq (ids come from the server)',
+            CASE WHEN v_lo < 1 THEN v_lo ELSE v_hi END
+            USING ERRCODE = 'invalid_parameter_value', COLUMN = 'id',
+                HINT = 'Leave id out: its default draws the next one.';
+    END IF;
+
+    -- (a finished row inserted directly, by the owner, finds itself in the
+    -- first probe and is looked up in the active partition instead)
+    IF EXISTS (
+        SELECT 1 FROM _retryq_finished AS f WHERE f.id BETWEEN v_lo AND v_hi
+    ) OR EXISTS (
+        SELECT 1 FROM daz_retry_queue_archive AS r WHERE r.id BETWEEN v_lo AND v_hi
+    ) THEN
+        SELECT a.id INTO v_used
+        FROM added AS a
+        WHERE CASE
+            WHEN a.status IN ('pending', 'processing') THEN EXISTS (
+                SELECT 1 FROM _retryq_finished AS f WHERE f.id = a.id
+            )
+            ELSE EXISTS (SELECT 1 FROM _retryq_active AS x WHERE x.id = a.id)
+        END
+        OR EXISTS (SELECT 1 FROM daz_retry_queue_archive AS r WHERE r.id = a.id)
+        LIMIT 1;
+    END IF;
+    IF v_used IS NOT NULL THEN
+        RAISE EXCEPTION
+            'retryq: duplicate id: % is the id of a finished or archived item',
+            v_used
+            USING ERRCODE = 'unique_violation', COLUMN = 'id',
+                TABLE = 'daz_retry_queue', CONSTRAINT = 'daz_retry_queue_id_unique',
+                HINT = 'If daz_retry_queue_id_seq went back (a restore), '
+                || 'move it past every id: SELECT setval(''daz_retry_queue_id_seq'', '
+                || '(SELECT max(id) FROM daz_retry_queue_archive) ...).';
+    END IF;
+
     PERFORM pg_notify(retry_queue_channel(), 'insert');
     RETURN NULL;
 END;
 $$;
 
-REVOKE EXECUTE ON FUNCTION _retryq_notify_insert FROM public;
+REVOKE EXECUTE ON FUNCTION _retryq_inserted FROM public;
 
-CREATE OR REPLACE TRIGGER daz_retry_queue_notify
+CREATE OR REPLACE TRIGGER _retryq_inserted
 AFTER INSERT ON daz_retry_queue
-FOR EACH STATEMENT EXECUTE FUNCTION _retryq_notify_insert();
+REFERENCING NEW TABLE AS added
+FOR EACH STATEMENT EXECUTE FUNCTION _retryq_inserted();
+
+-- retryq:source private/_retryq_new_row.sql
+-- A new active row (the guide's INSERT, add_many's COPY, the enqueue
+-- functions, a requeue), before PostgreSQL checks it; the trigger's WHEN calls
+-- it only for a row that has a NULL where the table has a default, JSON null
+-- metadata, or breaks one of the table's rules, so a good row costs one
+-- expression and no call.
+-- - NULL takes the column's default, so that a client sending NULL for an
+--   optional field (Go's nil slice, lib/pq's nil) never loses the failed
+--   operation it is enqueuing. The defaults are those of
+--   tables/daz_retry_queue.sql (tests/sql/test_hostile.py proves each equal).
+-- - JSON null metadata means "no metadata": '{}' (Go marshals a nil map as
+--   null). JSON null event_data stays refused: the payload is required.
+-- - A row that breaks a rule is refused by _retryq_finished_row_ok under the
+--   public table's constraint name, not the private partition's.
+-- - A missing event_type or event_data is refused with 23502 naming the
+--   column and daz_retry_queue.
+-- SECURITY DEFINER: a producer may not call the private helpers itself.
+CREATE OR REPLACE FUNCTION _retryq_new_row()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path FROM CURRENT
+AS $$
+BEGIN
+    IF NEW.event_type IS NULL OR NEW.event_data IS NULL THEN
+        RAISE EXCEPTION
+            'null value in column "%" of relation "daz_retry_queue" violates not-null constraint',
+            CASE WHEN NEW.event_type IS NULL THEN 'event_type' ELSE 'event_data' END
+            USING ERRCODE = 'not_null_violation', TABLE = 'daz_retry_queue',
+                COLUMN = CASE
+                    WHEN NEW.event_type IS NULL THEN 'event_type' ELSE 'event_data'
+                END;
+    END IF;
+    NEW.id := coalesce(NEW.id, nextval('daz_retry_queue_id_seq'));
+    NEW.event_id := coalesce(NEW.event_id, gen_random_uuid());
+    IF NEW.event_metadata IS NULL OR jsonb_typeof(NEW.event_metadata) = 'null' THEN
+        NEW.event_metadata := '{}';
+    END IF;
+    NEW.retry_count := coalesce(NEW.retry_count, 0);
+    NEW.max_retries := coalesce(NEW.max_retries, 3);
+    NEW.retry_delay_seconds := coalesce(NEW.retry_delay_seconds, 60);
+    NEW.backoff_multiplier := coalesce(NEW.backoff_multiplier, 2.0);
+    NEW.max_retry_delay_seconds := coalesce(NEW.max_retry_delay_seconds, 86400);
+    NEW.retry_jitter := coalesce(NEW.retry_jitter, 0);
+    NEW.priority := coalesce(NEW.priority, 5);
+    NEW.tags := coalesce(NEW.tags, '{}');
+    NEW.error_history := coalesce(NEW.error_history, '[]');
+    NEW.created_at := coalesce(NEW.created_at, now());
+    NEW.next_retry_at := coalesce(NEW.next_retry_at, now());
+    PERFORM _retryq_finished_row_ok(
+        NEW.status, NEW.event_type, NEW.priority, NEW.max_retries,
+        NEW.retry_count, NEW.retry_delay_seconds, NEW.backoff_multiplier,
+        NEW.max_retry_delay_seconds, NEW.retry_jitter, NEW.event_data,
+        NEW.event_metadata, NEW.locked_by, NEW.locked_until, NEW.completed_at,
+        NEW.dead_lettered_at
+    );
+    RETURN NEW;
+END;
+$$;
+
+REVOKE EXECUTE ON FUNCTION _retryq_new_row FROM public;
+
+-- Named to fire first (triggers fire in name order): _retryq_2_clock sees the
+-- defaults filled in. The condition lists the NOT NULL columns that have a
+-- default, then the active partition's CHECK constraints.
+CREATE OR REPLACE TRIGGER _retryq_1_new_row
+BEFORE INSERT ON _retryq_active
+FOR EACH ROW
+WHEN (
+    new.id IS NULL OR new.event_id IS NULL OR new.event_type IS NULL
+    OR new.event_data IS NULL OR new.event_metadata IS NULL
+    OR new.retry_count IS NULL OR new.max_retries IS NULL
+    OR new.retry_delay_seconds IS NULL OR new.backoff_multiplier IS NULL
+    OR new.max_retry_delay_seconds IS NULL OR new.retry_jitter IS NULL
+    OR new.priority IS NULL OR new.tags IS NULL OR new.error_history IS NULL
+    OR new.created_at IS NULL OR new.next_retry_at IS NULL
+    OR NOT (
+        new.backoff_multiplier BETWEEN 1 AND 10
+        AND (new.status = 'completed') = (new.completed_at IS NOT NULL)
+        AND (new.status = 'dead_letter') = (new.dead_lettered_at IS NOT NULL)
+        AND jsonb_typeof(new.event_data) <> 'null'
+        AND jsonb_typeof(new.event_metadata) = 'object'
+        AND length(new.event_type) <= 200
+        AND new.event_type ~ '[^[:space:]]'
+        AND (new.status = 'processing')
+        = (new.locked_by IS NOT NULL AND new.locked_until IS NOT NULL)
+        AND new.max_retries BETWEEN 0 AND 1000
+        AND new.max_retry_delay_seconds BETWEEN 0 AND 31536000
+        AND new.priority BETWEEN 1 AND 10
+        AND new.retry_count BETWEEN 0 AND new.max_retries
+        AND new.retry_delay_seconds BETWEEN 0 AND 31536000
+        AND new.retry_jitter BETWEEN 0 AND 1
+    )
+)
+EXECUTE FUNCTION _retryq_new_row();
+
+-- retryq:source private/_retryq_insert_clock.sql
+-- A new active row's times, for a role that may not write the queue's rows
+-- (a producer's INSERT or COPY): created_at is the server's clock (now() of
+-- this transaction, or of one at most a minute before, as add_many's first
+-- step takes it) and next_retry_at lies between created_at and the enqueue
+-- delay bound after it, so that no producer jumps the queue with an old due
+-- time or parks an item out of reach. The trigger's WHEN calls it only for a
+-- row outside those bounds. A role that may UPDATE daz_retry_queue (its
+-- owner, and the SECURITY DEFINER functions that run as the owner: the
+-- enqueue functions, a requeue) writes any time it likes.
+-- Not SECURITY DEFINER: current_user must be the role that inserts.
+CREATE OR REPLACE FUNCTION _retryq_insert_clock()
+RETURNS trigger
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+BEGIN
+    IF has_table_privilege('daz_retry_queue', 'UPDATE') THEN
+        RETURN NEW;
+    END IF;
+    IF NEW.created_at > statement_timestamp()
+        OR NEW.created_at < now() - interval '1 minute' THEN
+        RAISE EXCEPTION
+            'retryq: invalid created_at: the server sets it (now)'
+            USING ERRCODE = 'invalid_parameter_value', COLUMN = 'created_at';
+    END IF;
+    RAISE EXCEPTION
+        'retryq: invalid next_retry_at: must be created_at plus a delay between 0 and 31536000 seconds'
+        USING ERRCODE = 'invalid_parameter_value', COLUMN = 'next_retry_at';
+END;
+$$;
+
+REVOKE EXECUTE ON FUNCTION _retryq_insert_clock FROM public;
+
+CREATE OR REPLACE TRIGGER _retryq_2_clock
+BEFORE INSERT ON _retryq_active
+FOR EACH ROW
+WHEN (
+    new.created_at > statement_timestamp()
+    OR new.created_at < now() - interval '1 minute'
+    OR new.next_retry_at < new.created_at
+    OR new.next_retry_at > new.created_at + interval '31536000 seconds'
+)
+EXECUTE FUNCTION _retryq_insert_clock();
 
 -- retryq:source private/_retryq_check.sql
 -- Raises 22023 invalid_parameter_value naming the parameter when p_ok is not
@@ -446,13 +791,54 @@ SET search_path FROM CURRENT
 AS $$
 BEGIN
     PERFORM _retryq_check(
-        length(btrim(p_worker_id)) BETWEEN 1 AND 200,
-        'worker_id', 'must be a non-empty string of at most 200 characters'
+        length(btrim(p_worker_id, E' \t\n\r\f\x0b')) BETWEEN 1 AND 200,
+        'worker_id',
+        'must be a non-blank string (spaces, tabs and newlines are blank) of at most 200 characters'
     );
 END;
 $$;
 
 REVOKE EXECUTE ON FUNCTION _retryq_check_worker FROM public;
+
+-- retryq:source private/_retryq_check_limit.sql
+-- Refuses a value over its bound in _retryq_limits, naming the field:
+-- item_ids and items by their count (54000 program_limit_exceeded),
+-- error_msg and error_code by their length in characters (22001
+-- string_data_right_truncation). Callers call it only when the value passes
+-- the bound's floor (1000 ids or items, 1000 bytes of error_msg, 200 of
+-- error_code), which every setting allows, so the usual call reads nothing.
+CREATE OR REPLACE FUNCTION _retryq_check_limit(p_field text, p_size bigint)
+RETURNS void
+LANGUAGE plpgsql
+STABLE
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_limit integer;
+BEGIN
+    SELECT CASE p_field
+        WHEN 'error_msg' THEN l.max_error_message_length
+        WHEN 'error_code' THEN l.max_text_length
+        WHEN 'items' THEN l.max_items
+        ELSE l.max_item_ids
+    END INTO v_limit
+    FROM _retryq_limits AS l;
+    IF p_size <= v_limit THEN
+        RETURN;
+    END IF;
+    IF p_field IN ('error_msg', 'error_code') THEN
+        RAISE EXCEPTION
+            'retryq: invalid %: longer than % characters (_retryq_limits)',
+            p_field, v_limit
+            USING ERRCODE = 'string_data_right_truncation', COLUMN = p_field;
+    END IF;
+    RAISE EXCEPTION 'retryq: invalid %: more than % elements (_retryq_limits)',
+        p_field, v_limit
+        USING ERRCODE = 'program_limit_exceeded', COLUMN = p_field;
+END;
+$$;
+
+REVOKE EXECUTE ON FUNCTION _retryq_check_limit FROM public;
 
 -- retryq:source private/_retryq_backoff.sql
 -- The wait before retry number p_retry (1-based): delay * multiplier^(retry-1),
@@ -490,6 +876,12 @@ REVOKE EXECUTE ON FUNCTION _retryq_backoff FROM public;
 -- Moves the given active rows to the finished partition as dead letters,
 -- appending p_entry (with its attempt number filled in) to each history.
 -- Callers hold the row locks.
+-- An id the queue already used for a finished or archived item cannot arrive
+-- through the door (_retryq_inserted), but should such a row exist anyway
+-- (triggers disabled by a superuser), its move would fail with 23505 and with
+-- it every acquire that buries it: it is buried under a new id from the
+-- sequence instead, the old one kept in its metadata (retryq_former_id). One
+-- probe of each primary key per call, on this cold path only.
 CREATE OR REPLACE FUNCTION _retryq_bury(
     p_ids bigint[],
     p_entry jsonb,
@@ -501,7 +893,34 @@ SET search_path FROM CURRENT
 AS $$
 DECLARE
     v_count integer;
+    v_old bigint;
+    v_new bigint;
 BEGIN
+    FOR v_old IN
+        SELECT a.id FROM _retryq_active AS a
+        WHERE a.id = ANY(p_ids)
+            AND (
+                EXISTS (SELECT 1 FROM _retryq_finished AS f WHERE f.id = a.id)
+                OR EXISTS (
+                    SELECT 1 FROM daz_retry_queue_archive AS r WHERE r.id = a.id
+                )
+            )
+    LOOP
+        LOOP
+            v_new := nextval('daz_retry_queue_id_seq');
+            EXIT WHEN NOT EXISTS (SELECT 1 FROM daz_retry_queue AS q WHERE q.id = v_new)
+                AND NOT EXISTS (
+                    SELECT 1 FROM daz_retry_queue_archive AS r WHERE r.id = v_new
+                );
+        END LOOP;
+        UPDATE _retryq_active AS a
+        SET
+            id = v_new,
+            event_metadata = a.event_metadata
+            || jsonb_build_object('retryq_former_id', v_old)
+        WHERE a.id = v_old;
+        p_ids := array_replace(p_ids, v_old, v_new);
+    END LOOP;
     WITH gone AS (
         DELETE FROM _retryq_active AS a
         WHERE a.id = ANY(p_ids)
@@ -569,6 +988,9 @@ BEGIN
             'item_ids',
             'give item_ids, event_type, plugin_name, error_code or dead_before'
         );
+    END IF;
+    IF cardinality(p_item_ids) > 1000 THEN
+        PERFORM _retryq_check_limit('item_ids', cardinality(p_item_ids));
     END IF;
     RETURN QUERY
     SELECT f.id
@@ -846,7 +1268,8 @@ REVOKE EXECUTE ON FUNCTION _retryq_check_circuit_key FROM public;
 
 -- retryq:source functions/enqueue_retry_item.sql
 -- Adds one item; the same as the guide's INSERT, with named, defaulted
--- parameters and an optional delay before the first attempt.
+-- parameters and an optional delay before the first attempt. NULL for any
+-- optional parameter takes its default (delay_seconds NULL: none).
 CREATE OR REPLACE FUNCTION enqueue_retry_item(
     p_event_type text,
     p_event_data jsonb,
@@ -871,7 +1294,7 @@ SET search_path FROM CURRENT
 AS $$
 BEGIN
     PERFORM _retryq_check(
-        p_delay_seconds BETWEEN 0 AND 31536000,
+        coalesce(p_delay_seconds, 0) BETWEEN 0 AND 31536000,
         'delay_seconds', 'must be between 0 and 31536000'
     );
     RETURN QUERY
@@ -886,7 +1309,7 @@ BEGIN
         p_retry_delay_seconds, p_backoff_multiplier, p_priority,
         p_correlation_id, coalesce(p_tags, '{}'), p_max_retry_delay_seconds,
         p_retry_jitter, p_now,
-        p_now + make_interval(secs => p_delay_seconds)
+        p_now + make_interval(secs => coalesce(p_delay_seconds, 0))
     )
     RETURNING q.id, q.event_id;
 END;
@@ -898,7 +1321,10 @@ GRANT EXECUTE ON FUNCTION enqueue_retry_item TO retryq_producer;
 -- retryq:source functions/enqueue_retry_items.sql
 -- Adds many items in one statement. p_items is a JSON array of objects whose
 -- keys are enqueue_retry_item's parameter names without the p_ prefix; absent
--- keys take the same defaults. Returns the new ids in input order.
+-- keys, and keys whose value is JSON null, take the same defaults. A value of
+-- the wrong JSON type (a string for priority, 3.5 or 2^31 for an integer) is
+-- refused with 22023 naming its key. At most _retryq_limits.max_items items.
+-- Returns the new ids in input order.
 CREATE OR REPLACE FUNCTION enqueue_retry_items(
     p_items jsonb,
     p_now timestamptz DEFAULT now()
@@ -917,10 +1343,17 @@ DECLARE
     ];
     v_problem text;
     v_unknown text;
+    v_key text;
 BEGIN
     PERFORM _retryq_check(
         jsonb_typeof(p_items) = 'array', 'items', 'must be a JSON array'
     );
+    IF jsonb_array_length(p_items) > 1000 THEN
+        PERFORM _retryq_check_limit('items', jsonb_array_length(p_items));
+    END IF;
+    -- The values are converted to their columns' types below; a value that
+    -- does not convert is named in the handler at the end, so that the usual
+    -- call pays no pass over every key.
     -- One pass over the elements finds the first that is not an object, has
     -- a key we do not know (a misspelt key would silently fall back to its
     -- default) or an out-of-range delay; the table's constraints check the rest.
@@ -990,6 +1423,47 @@ BEGIN
     )
     -- ids come from one sequence in insertion order, so sorting restores input order
     SELECT a.id, a.event_id FROM added AS a ORDER BY a.id;
+EXCEPTION
+    WHEN invalid_text_representation OR numeric_value_out_of_range THEN
+        -- the first key whose value is not of its column's JSON type
+        SELECT k.key INTO v_key
+        FROM jsonb_array_elements(p_items) AS e (v)
+        CROSS JOIN LATERAL jsonb_each(e.v) AS k
+        WHERE jsonb_typeof(k.value) <> 'null'
+            AND NOT CASE
+                WHEN k.key IN (
+                    'event_type', 'channel_name', 'plugin_name', 'correlation_id'
+                ) THEN jsonb_typeof(k.value) = 'string'
+                WHEN k.key IN ('event_data', 'event_metadata') THEN TRUE
+                WHEN k.key = 'tags' THEN
+                    CASE
+                        WHEN jsonb_typeof(k.value) <> 'array' THEN FALSE
+                        ELSE NOT EXISTS (
+                            SELECT 1 FROM jsonb_array_elements(k.value) AS t (v)
+                            WHERE jsonb_typeof(t.v) NOT IN ('string', 'null')
+                        )
+                    END
+                WHEN jsonb_typeof(k.value) <> 'number' THEN FALSE
+                WHEN k.key IN ('max_retries', 'priority') THEN
+                    k.value::text ~ '^-?[0-9]+$'
+                    AND k.value::numeric BETWEEN -2147483648 AND 2147483647
+                ELSE abs(k.value::numeric) <= 1e300
+            END
+        LIMIT 1;
+        IF v_key IS NULL THEN
+            RAISE;
+        END IF;
+        RAISE EXCEPTION 'retryq: invalid %: must be %', v_key,
+            CASE
+                WHEN v_key = 'tags' THEN 'an array of strings'
+                WHEN v_key IN ('max_retries', 'priority')
+                    THEN 'an integer between -2147483648 and 2147483647'
+                WHEN v_key IN (
+                    'event_type', 'channel_name', 'plugin_name', 'correlation_id'
+                ) THEN 'a string'
+                ELSE 'a number'
+            END
+            USING ERRCODE = 'invalid_parameter_value', COLUMN = v_key;
 END;
 $$;
 
@@ -1060,7 +1534,7 @@ DECLARE
 BEGIN
     -- the checks' conditions inline, their calls only to raise (see
     -- complete_retry_items)
-    IF (length(btrim(p_worker_id)) BETWEEN 1 AND 200) IS NOT TRUE THEN
+    IF (length(btrim(p_worker_id, E' \t\n\r\f\x0b')) BETWEEN 1 AND 200) IS NOT TRUE THEN
         PERFORM _retryq_check_worker(p_worker_id);
     END IF;
     IF (p_batch_size BETWEEN 1 AND 1000) IS NOT TRUE THEN
@@ -1388,7 +1862,7 @@ DECLARE
     v_plugin_name text;
     v_streaks boolean;
 BEGIN
-    IF (length(btrim(p_worker_id)) BETWEEN 1 AND 200) IS NOT TRUE THEN
+    IF (length(btrim(p_worker_id, E' \t\n\r\f\x0b')) BETWEEN 1 AND 200) IS NOT TRUE THEN
         PERFORM _retryq_check_worker(p_worker_id);
     END IF;
     WITH gone AS (
@@ -1469,7 +1943,10 @@ BEGIN
     IF p_item_ids IS NULL THEN
         PERFORM _retryq_check(FALSE, 'item_ids', 'must not be null');
     END IF;
-    IF (length(btrim(p_worker_id)) BETWEEN 1 AND 200) IS NOT TRUE THEN
+    IF cardinality(p_item_ids) > 1000 THEN
+        PERFORM _retryq_check_limit('item_ids', cardinality(p_item_ids));
+    END IF;
+    IF (length(btrim(p_worker_id, E' \t\n\r\f\x0b')) BETWEEN 1 AND 200) IS NOT TRUE THEN
         PERFORM _retryq_check_worker(p_worker_id);
     END IF;
     v_dirty := EXISTS (
@@ -1552,6 +2029,12 @@ BEGIN
     PERFORM _retryq_check(
         p_retryable IS NOT NULL, 'retryable', 'must not be null'
     );
+    IF octet_length(p_error_msg) > 1000 THEN
+        PERFORM _retryq_check_limit('error_msg', length(p_error_msg));
+    END IF;
+    IF octet_length(p_error_code) > 200 THEN
+        PERFORM _retryq_check_limit('error_code', length(p_error_code));
+    END IF;
     SELECT a.* INTO v_item
     FROM _retryq_active AS a
     WHERE a.id = p_item_id
@@ -1664,6 +2147,9 @@ BEGIN
     PERFORM _retryq_check(
         p_item_ids IS NOT NULL, 'item_ids', 'must not be null'
     );
+    IF cardinality(p_item_ids) > 1000 THEN
+        PERFORM _retryq_check_limit('item_ids', cardinality(p_item_ids));
+    END IF;
     PERFORM _retryq_check_worker(p_worker_id);
     UPDATE _retryq_active AS a
     SET status = 'pending', locked_by = NULL, locked_until = NULL
@@ -2178,6 +2664,17 @@ BEGIN
             p_max_cooldown_seconds,
             CASE WHEN NOT p_reset THEN c.max_cooldown_seconds END
         )
+    WHERE c.event_type = p_event_type
+        AND c.plugin_name = coalesce(p_plugin_name, '');
+    -- the key's settings as they now resolve, held to the defaults' rule (a
+    -- refusal undoes the statement: nothing is written)
+    PERFORM _retryq_check(
+        coalesce(c.max_cooldown_seconds, d.max_cooldown_seconds)
+        >= coalesce(c.cooldown_seconds, d.cooldown_seconds),
+        'max_cooldown_seconds', 'must not be below cooldown_seconds'
+    )
+    FROM _retryq_circuit AS c
+    CROSS JOIN _retryq_circuit_defaults AS d
     WHERE c.event_type = p_event_type
         AND c.plugin_name = coalesce(p_plugin_name, '');
     RETURN TRUE;

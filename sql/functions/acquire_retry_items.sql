@@ -61,7 +61,7 @@ DECLARE
 BEGIN
     -- the checks' conditions inline, their calls only to raise (see
     -- complete_retry_items)
-    IF (length(btrim(p_worker_id)) BETWEEN 1 AND 200) IS NOT TRUE THEN
+    IF (length(btrim(p_worker_id, E' \t\n\r\f\x0b')) BETWEEN 1 AND 200) IS NOT TRUE THEN
         PERFORM _retryq_check_worker(p_worker_id);
     END IF;
     IF (p_batch_size BETWEEN 1 AND 1000) IS NOT TRUE THEN

@@ -22,7 +22,7 @@ DECLARE
     v_plugin_name text;
     v_streaks boolean;
 BEGIN
-    IF (length(btrim(p_worker_id)) BETWEEN 1 AND 200) IS NOT TRUE THEN
+    IF (length(btrim(p_worker_id, E' \t\n\r\f\x0b')) BETWEEN 1 AND 200) IS NOT TRUE THEN
         PERFORM _retryq_check_worker(p_worker_id);
     END IF;
     WITH gone AS (

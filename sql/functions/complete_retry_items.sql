@@ -25,7 +25,10 @@ BEGIN
     IF p_item_ids IS NULL THEN
         PERFORM _retryq_check(FALSE, 'item_ids', 'must not be null');
     END IF;
-    IF (length(btrim(p_worker_id)) BETWEEN 1 AND 200) IS NOT TRUE THEN
+    IF cardinality(p_item_ids) > 1000 THEN
+        PERFORM _retryq_check_limit('item_ids', cardinality(p_item_ids));
+    END IF;
+    IF (length(btrim(p_worker_id, E' \t\n\r\f\x0b')) BETWEEN 1 AND 200) IS NOT TRUE THEN
         PERFORM _retryq_check_worker(p_worker_id);
     END IF;
     v_dirty := EXISTS (

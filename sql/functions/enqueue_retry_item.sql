@@ -1,5 +1,6 @@
 -- Adds one item; the same as the guide's INSERT, with named, defaulted
--- parameters and an optional delay before the first attempt.
+-- parameters and an optional delay before the first attempt. NULL for any
+-- optional parameter takes its default (delay_seconds NULL: none).
 CREATE OR REPLACE FUNCTION enqueue_retry_item(
     p_event_type text,
     p_event_data jsonb,
@@ -24,7 +25,7 @@ SET search_path FROM CURRENT
 AS $$
 BEGIN
     PERFORM _retryq_check(
-        p_delay_seconds BETWEEN 0 AND 31536000,
+        coalesce(p_delay_seconds, 0) BETWEEN 0 AND 31536000,
         'delay_seconds', 'must be between 0 and 31536000'
     );
     RETURN QUERY
@@ -39,7 +40,7 @@ BEGIN
         p_retry_delay_seconds, p_backoff_multiplier, p_priority,
         p_correlation_id, coalesce(p_tags, '{}'), p_max_retry_delay_seconds,
         p_retry_jitter, p_now,
-        p_now + make_interval(secs => p_delay_seconds)
+        p_now + make_interval(secs => coalesce(p_delay_seconds, 0))
     )
     RETURNING q.id, q.event_id;
 END;

@@ -1,6 +1,9 @@
 -- Adds many items in one statement. p_items is a JSON array of objects whose
 -- keys are enqueue_retry_item's parameter names without the p_ prefix; absent
--- keys take the same defaults. Returns the new ids in input order.
+-- keys, and keys whose value is JSON null, take the same defaults. A value of
+-- the wrong JSON type (a string for priority, 3.5 or 2^31 for an integer) is
+-- refused with 22023 naming its key. At most _retryq_limits.max_items items.
+-- Returns the new ids in input order.
 CREATE OR REPLACE FUNCTION enqueue_retry_items(
     p_items jsonb,
     p_now timestamptz DEFAULT now()
@@ -19,10 +22,17 @@ DECLARE
     ];
     v_problem text;
     v_unknown text;
+    v_key text;
 BEGIN
     PERFORM _retryq_check(
         jsonb_typeof(p_items) = 'array', 'items', 'must be a JSON array'
     );
+    IF jsonb_array_length(p_items) > 1000 THEN
+        PERFORM _retryq_check_limit('items', jsonb_array_length(p_items));
+    END IF;
+    -- The values are converted to their columns' types below; a value that
+    -- does not convert is named in the handler at the end, so that the usual
+    -- call pays no pass over every key.
     -- One pass over the elements finds the first that is not an object, has
     -- a key we do not know (a misspelt key would silently fall back to its
     -- default) or an out-of-range delay; the table's constraints check the rest.
@@ -92,6 +102,47 @@ BEGIN
     )
     -- ids come from one sequence in insertion order, so sorting restores input order
     SELECT a.id, a.event_id FROM added AS a ORDER BY a.id;
+EXCEPTION
+    WHEN invalid_text_representation OR numeric_value_out_of_range THEN
+        -- the first key whose value is not of its column's JSON type
+        SELECT k.key INTO v_key
+        FROM jsonb_array_elements(p_items) AS e (v)
+        CROSS JOIN LATERAL jsonb_each(e.v) AS k
+        WHERE jsonb_typeof(k.value) <> 'null'
+            AND NOT CASE
+                WHEN k.key IN (
+                    'event_type', 'channel_name', 'plugin_name', 'correlation_id'
+                ) THEN jsonb_typeof(k.value) = 'string'
+                WHEN k.key IN ('event_data', 'event_metadata') THEN TRUE
+                WHEN k.key = 'tags' THEN
+                    CASE
+                        WHEN jsonb_typeof(k.value) <> 'array' THEN FALSE
+                        ELSE NOT EXISTS (
+                            SELECT 1 FROM jsonb_array_elements(k.value) AS t (v)
+                            WHERE jsonb_typeof(t.v) NOT IN ('string', 'null')
+                        )
+                    END
+                WHEN jsonb_typeof(k.value) <> 'number' THEN FALSE
+                WHEN k.key IN ('max_retries', 'priority') THEN
+                    k.value::text ~ '^-?[0-9]+$'
+                    AND k.value::numeric BETWEEN -2147483648 AND 2147483647
+                ELSE abs(k.value::numeric) <= 1e300
+            END
+        LIMIT 1;
+        IF v_key IS NULL THEN
+            RAISE;
+        END IF;
+        RAISE EXCEPTION 'retryq: invalid %: must be %', v_key,
+            CASE
+                WHEN v_key = 'tags' THEN 'an array of strings'
+                WHEN v_key IN ('max_retries', 'priority')
+                    THEN 'an integer between -2147483648 and 2147483647'
+                WHEN v_key IN (
+                    'event_type', 'channel_name', 'plugin_name', 'correlation_id'
+                ) THEN 'a string'
+                ELSE 'a number'
+            END
+            USING ERRCODE = 'invalid_parameter_value', COLUMN = v_key;
 END;
 $$;
 

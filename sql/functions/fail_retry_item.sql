@@ -30,6 +30,12 @@ BEGIN
     PERFORM _retryq_check(
         p_retryable IS NOT NULL, 'retryable', 'must not be null'
     );
+    IF octet_length(p_error_msg) > 1000 THEN
+        PERFORM _retryq_check_limit('error_msg', length(p_error_msg));
+    END IF;
+    IF octet_length(p_error_code) > 200 THEN
+        PERFORM _retryq_check_limit('error_code', length(p_error_code));
+    END IF;
     SELECT a.* INTO v_item
     FROM _retryq_active AS a
     WHERE a.id = p_item_id

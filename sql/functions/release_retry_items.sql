@@ -16,6 +16,9 @@ BEGIN
     PERFORM _retryq_check(
         p_item_ids IS NOT NULL, 'item_ids', 'must not be null'
     );
+    IF cardinality(p_item_ids) > 1000 THEN
+        PERFORM _retryq_check_limit('item_ids', cardinality(p_item_ids));
+    END IF;
     PERFORM _retryq_check_worker(p_worker_id);
     UPDATE _retryq_active AS a
     SET status = 'pending', locked_by = NULL, locked_until = NULL

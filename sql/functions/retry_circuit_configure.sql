@@ -77,6 +77,17 @@ BEGIN
         )
     WHERE c.event_type = p_event_type
         AND c.plugin_name = coalesce(p_plugin_name, '');
+    -- the key's settings as they now resolve, held to the defaults' rule (a
+    -- refusal undoes the statement: nothing is written)
+    PERFORM _retryq_check(
+        coalesce(c.max_cooldown_seconds, d.max_cooldown_seconds)
+        >= coalesce(c.cooldown_seconds, d.cooldown_seconds),
+        'max_cooldown_seconds', 'must not be below cooldown_seconds'
+    )
+    FROM _retryq_circuit AS c
+    CROSS JOIN _retryq_circuit_defaults AS d
+    WHERE c.event_type = p_event_type
+        AND c.plugin_name = coalesce(p_plugin_name, '');
     RETURN TRUE;
 END;
 $$;

@@ -9,8 +9,9 @@ SET search_path FROM CURRENT
 AS $$
 BEGIN
     PERFORM _retryq_check(
-        length(btrim(p_worker_id)) BETWEEN 1 AND 200,
-        'worker_id', 'must be a non-empty string of at most 200 characters'
+        length(btrim(p_worker_id, E' \t\n\r\f\x0b')) BETWEEN 1 AND 200,
+        'worker_id',
+        'must be a non-blank string (spaces, tabs and newlines are blank) of at most 200 characters'
     );
 END;
 $$;

@@ -30,6 +30,9 @@ BEGIN
             'give item_ids, event_type, plugin_name, error_code or dead_before'
         );
     END IF;
+    IF cardinality(p_item_ids) > 1000 THEN
+        PERFORM _retryq_check_limit('item_ids', cardinality(p_item_ids));
+    END IF;
     RETURN QUERY
     SELECT f.id
     FROM _retryq_finished AS f

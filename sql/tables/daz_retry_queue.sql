@@ -109,9 +109,20 @@ ALTER TABLE _retryq_active ADD CONSTRAINT _retryq_active_pkey PRIMARY KEY (id);
 CREATE INDEX _retryq_active_due_idx
 ON _retryq_active (priority, next_retry_at, id);
 
+-- A producer inserts only what an enqueue may set: the guide's columns, and
+-- what add_many's COPY sends (an id it drew from the sequence, event_id,
+-- created_at and next_retry_at, which _retryq_insert_clock holds to the
+-- server's clock and the enqueue delay bound). status, retry_count, the lease,
+-- the error fields and the finish times take their defaults: a producer cannot
+-- write an item in any state but new and pending.
+GRANT INSERT (
+    id, event_id, event_type, channel_name, plugin_name, event_data,
+    event_metadata, max_retries, retry_delay_seconds, backoff_multiplier,
+    max_retry_delay_seconds, retry_jitter, priority, correlation_id, tags,
+    created_at, next_retry_at
+) ON daz_retry_queue TO retryq_producer;
 -- The guide's INSERT ... RETURNING id, event_id needs SELECT on exactly those
 -- two columns, and the id default needs the sequence.
-GRANT INSERT ON daz_retry_queue TO retryq_producer;
 GRANT SELECT (id, event_id) ON daz_retry_queue TO retryq_producer;
 GRANT USAGE ON SEQUENCE daz_retry_queue_id_seq TO retryq_producer;
 

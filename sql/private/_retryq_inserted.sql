@@ -1,0 +1,159 @@
+-- After every statement that inserts into daz_retry_queue (the guide's INSERT,
+-- add_many's COPY, the enqueue functions), over the statement's new rows at
+-- once: a refusal here undoes the whole statement, so nothing is written.
+-- 1. Sizes, against _retryq_limits: event_data and event_metadata (54000
+--    program_limit_exceeded), channel_name, plugin_name and correlation_id
+--    (22001 string_data_right_truncation), tags: their count (54000), one
+--    dimension and no NULL element (22023), each tag's length (22001).
+-- 2. Ids come from the server: an id above what daz_retry_queue_id_seq has
+--    handed out, or not positive, is refused (22023), so that nobody can take
+--    an id the sequence will give someone later. add_many inserts the ids it
+--    drew with nextval; the guide's INSERT takes the default.
+-- 3. An id is unique for the item's whole life: one already used by a finished
+--    or an archived item (an explicit id, or a sequence that went back after
+--    a restore) is refused with 23505 naming id. The active partition's
+--    primary key refuses a live one. Each check is first one index probe over
+--    the statement's id range, which new ids (above every finished one) pass.
+-- 4. Wakes listening workers once per statement, not once per row.
+-- SECURITY DEFINER: a producer reads neither the finished rows, the archive,
+-- the sequence nor the limits.
+CREATE OR REPLACE FUNCTION _retryq_inserted()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_lo bigint;
+    v_hi bigint;
+    v_field text;
+    v_limit integer;
+    v_last bigint;
+    v_used bigint;
+BEGIN
+    SELECT min(n.id), max(n.id), min(n.problem)
+    INTO v_lo, v_hi, v_field
+    FROM (
+        SELECT a.id, p.problem
+        FROM added AS a
+        CROSS JOIN _retryq_limits AS l
+        CROSS JOIN LATERAL (
+            SELECT CASE
+                WHEN pg_column_size(a.event_data) > l.max_event_data_bytes
+                    THEN 'event_data'
+                WHEN pg_column_size(a.event_metadata) > l.max_event_metadata_bytes
+                    THEN 'event_metadata'
+                WHEN length(a.channel_name) > l.max_text_length
+                    THEN 'channel_name'
+                WHEN length(a.plugin_name) > l.max_text_length THEN 'plugin_name'
+                WHEN length(a.correlation_id) > l.max_text_length
+                    THEN 'correlation_id'
+                WHEN cardinality(a.tags) > l.max_tags THEN 'tags'
+                WHEN cardinality(a.tags) = 0 THEN NULL
+                WHEN array_ndims(a.tags) > 1 THEN 'tags:dimensions'
+                WHEN array_position(a.tags, NULL) IS NOT NULL THEN 'tags:null'
+                WHEN EXISTS (
+                    SELECT 1 FROM unnest(a.tags) AS t (tag)
+                    WHERE length(t.tag) > l.max_tag_length
+                ) THEN 'tags:length'
+            END AS problem
+        ) AS p
+    ) AS n;
+    IF v_field IS NOT NULL THEN
+        SELECT CASE v_field
+            WHEN 'event_data' THEN l.max_event_data_bytes
+            WHEN 'event_metadata' THEN l.max_event_metadata_bytes
+            WHEN 'tags' THEN l.max_tags
+            WHEN 'tags:length' THEN l.max_tag_length
+            ELSE l.max_text_length
+        END INTO v_limit
+        FROM _retryq_limits AS l;
+        CASE v_field
+            WHEN 'event_data', 'event_metadata' THEN
+                RAISE EXCEPTION
+                    'retryq: invalid %: larger than % bytes (_retryq_limits.max_%_bytes)',
+                    v_field, v_limit, v_field
+                    USING ERRCODE = 'program_limit_exceeded', COLUMN = v_field;
+            WHEN 'tags' THEN
+                RAISE EXCEPTION
+                    'retryq: invalid tags: more than % tags (_retryq_limits.max_tags)',
+                    v_limit
+                    USING ERRCODE = 'program_limit_exceeded', COLUMN = 'tags';
+            WHEN 'tags:dimensions' THEN
+                RAISE EXCEPTION
+                    'retryq: invalid tags: must be a one-dimensional array'
+                    USING ERRCODE = 'invalid_parameter_value', COLUMN = 'tags';
+            WHEN 'tags:null' THEN
+                RAISE EXCEPTION 'retryq: invalid tags: must not contain NULL'
+                    USING ERRCODE = 'null_value_not_allowed', COLUMN = 'tags';
+            WHEN 'tags:length' THEN
+                RAISE EXCEPTION
+                    'retryq: invalid tags: a tag is longer than % characters (_retryq_limits.max_tag_length)',
+                    v_limit
+                    USING ERRCODE = 'string_data_right_truncation', COLUMN = 'tags';
+            ELSE
+                RAISE EXCEPTION
+                    'retryq: invalid %: longer than % characters (_retryq_limits.max_text_length)',
+                    v_field, v_limit
+                    USING ERRCODE = 'string_data_right_truncation', COLUMN = v_field;
+        END CASE;
+    END IF;
+    IF v_lo IS NULL THEN
+        -- no row: INSERT ... SELECT of nothing
+        RETURN NULL;
+    END IF;
+
+    SELECT s.last_value - (NOT s.is_called)::integer INTO v_last
+    FROM daz_retry_queue_id_seq AS s;
+    IF v_lo < 1 OR v_hi > v_last THEN
+        RAISE EXCEPTION
+            'retryq: invalid id: % was not handed out by daz_retry_queue_id_seq (ids come from the server)',
+            CASE WHEN v_lo < 1 THEN v_lo ELSE v_hi END
+            USING ERRCODE = 'invalid_parameter_value', COLUMN = 'id',
+                HINT = 'Leave id out: its default draws the next one.';
+    END IF;
+
+    -- (a finished row inserted directly, by the owner, finds itself in the
+    -- first probe and is looked up in the active partition instead)
+    IF EXISTS (
+        SELECT 1 FROM _retryq_finished AS f WHERE f.id BETWEEN v_lo AND v_hi
+    ) OR EXISTS (
+        SELECT 1 FROM daz_retry_queue_archive AS r WHERE r.id BETWEEN v_lo AND v_hi
+    ) THEN
+        SELECT a.id INTO v_used
+        FROM added AS a
+        WHERE CASE
+            WHEN a.status IN ('pending', 'processing') THEN EXISTS (
+                SELECT 1 FROM _retryq_finished AS f WHERE f.id = a.id
+            )
+            ELSE EXISTS (SELECT 1 FROM _retryq_active AS x WHERE x.id = a.id)
+        END
+        OR EXISTS (SELECT 1 FROM daz_retry_queue_archive AS r WHERE r.id = a.id)
+        LIMIT 1;
+    END IF;
+    IF v_used IS NOT NULL THEN
+        RAISE EXCEPTION
+            'retryq: duplicate id: % is the id of a finished or archived item',
+            v_used
+            USING ERRCODE = 'unique_violation', COLUMN = 'id',
+                TABLE = 'daz_retry_queue', CONSTRAINT = 'daz_retry_queue_id_unique',
+                HINT = 'If daz_retry_queue_id_seq went back (a restore), '
+                || 'move it past every id: SELECT setval(''daz_retry_queue_id_seq'', '
+                || '(SELECT max(id) FROM daz_retry_queue_archive) ...).';
+    END IF;
+
+    PERFORM pg_notify(retry_queue_channel(), 'insert');
+    RETURN NULL;
+END;
+$$;
+
+REVOKE EXECUTE ON FUNCTION _retryq_inserted FROM public;
+
+CREATE OR REPLACE TRIGGER _retryq_inserted
+AFTER INSERT ON daz_retry_queue
+REFERENCING NEW TABLE AS added
+FOR EACH STATEMENT EXECUTE FUNCTION _retryq_inserted();
+
+-- retryq:undo
+DROP TRIGGER _retryq_inserted ON daz_retry_queue;
+DROP FUNCTION _retryq_inserted;

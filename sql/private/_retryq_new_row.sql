@@ -1,0 +1,98 @@
+-- A new active row (the guide's INSERT, add_many's COPY, the enqueue
+-- functions, a requeue), before PostgreSQL checks it; the trigger's WHEN calls
+-- it only for a row that has a NULL where the table has a default, JSON null
+-- metadata, or breaks one of the table's rules, so a good row costs one
+-- expression and no call.
+-- - NULL takes the column's default, so that a client sending NULL for an
+--   optional field (Go's nil slice, lib/pq's nil) never loses the failed
+--   operation it is enqueuing. The defaults are those of
+--   tables/daz_retry_queue.sql (tests/sql/test_hostile.py proves each equal).
+-- - JSON null metadata means "no metadata": '{}' (Go marshals a nil map as
+--   null). JSON null event_data stays refused: the payload is required.
+-- - A row that breaks a rule is refused by _retryq_finished_row_ok under the
+--   public table's constraint name, not the private partition's.
+-- - A missing event_type or event_data is refused with 23502 naming the
+--   column and daz_retry_queue.
+-- SECURITY DEFINER: a producer may not call the private helpers itself.
+CREATE OR REPLACE FUNCTION _retryq_new_row()
+RETURNS trigger
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path FROM CURRENT
+AS $$
+BEGIN
+    IF NEW.event_type IS NULL OR NEW.event_data IS NULL THEN
+        RAISE EXCEPTION
+            'null value in column "%" of relation "daz_retry_queue" violates not-null constraint',
+            CASE WHEN NEW.event_type IS NULL THEN 'event_type' ELSE 'event_data' END
+            USING ERRCODE = 'not_null_violation', TABLE = 'daz_retry_queue',
+                COLUMN = CASE
+                    WHEN NEW.event_type IS NULL THEN 'event_type' ELSE 'event_data'
+                END;
+    END IF;
+    NEW.id := coalesce(NEW.id, nextval('daz_retry_queue_id_seq'));
+    NEW.event_id := coalesce(NEW.event_id, gen_random_uuid());
+    IF NEW.event_metadata IS NULL OR jsonb_typeof(NEW.event_metadata) = 'null' THEN
+        NEW.event_metadata := '{}';
+    END IF;
+    NEW.retry_count := coalesce(NEW.retry_count, 0);
+    NEW.max_retries := coalesce(NEW.max_retries, 3);
+    NEW.retry_delay_seconds := coalesce(NEW.retry_delay_seconds, 60);
+    NEW.backoff_multiplier := coalesce(NEW.backoff_multiplier, 2.0);
+    NEW.max_retry_delay_seconds := coalesce(NEW.max_retry_delay_seconds, 86400);
+    NEW.retry_jitter := coalesce(NEW.retry_jitter, 0);
+    NEW.priority := coalesce(NEW.priority, 5);
+    NEW.tags := coalesce(NEW.tags, '{}');
+    NEW.error_history := coalesce(NEW.error_history, '[]');
+    NEW.created_at := coalesce(NEW.created_at, now());
+    NEW.next_retry_at := coalesce(NEW.next_retry_at, now());
+    PERFORM _retryq_finished_row_ok(
+        NEW.status, NEW.event_type, NEW.priority, NEW.max_retries,
+        NEW.retry_count, NEW.retry_delay_seconds, NEW.backoff_multiplier,
+        NEW.max_retry_delay_seconds, NEW.retry_jitter, NEW.event_data,
+        NEW.event_metadata, NEW.locked_by, NEW.locked_until, NEW.completed_at,
+        NEW.dead_lettered_at
+    );
+    RETURN NEW;
+END;
+$$;
+
+REVOKE EXECUTE ON FUNCTION _retryq_new_row FROM public;
+
+-- Named to fire first (triggers fire in name order): _retryq_2_clock sees the
+-- defaults filled in. The condition lists the NOT NULL columns that have a
+-- default, then the active partition's CHECK constraints.
+CREATE OR REPLACE TRIGGER _retryq_1_new_row
+BEFORE INSERT ON _retryq_active
+FOR EACH ROW
+WHEN (
+    new.id IS NULL OR new.event_id IS NULL OR new.event_type IS NULL
+    OR new.event_data IS NULL OR new.event_metadata IS NULL
+    OR new.retry_count IS NULL OR new.max_retries IS NULL
+    OR new.retry_delay_seconds IS NULL OR new.backoff_multiplier IS NULL
+    OR new.max_retry_delay_seconds IS NULL OR new.retry_jitter IS NULL
+    OR new.priority IS NULL OR new.tags IS NULL OR new.error_history IS NULL
+    OR new.created_at IS NULL OR new.next_retry_at IS NULL
+    OR NOT (
+        new.backoff_multiplier BETWEEN 1 AND 10
+        AND (new.status = 'completed') = (new.completed_at IS NOT NULL)
+        AND (new.status = 'dead_letter') = (new.dead_lettered_at IS NOT NULL)
+        AND jsonb_typeof(new.event_data) <> 'null'
+        AND jsonb_typeof(new.event_metadata) = 'object'
+        AND length(new.event_type) <= 200
+        AND new.event_type ~ '[^[:space:]]'
+        AND (new.status = 'processing')
+        = (new.locked_by IS NOT NULL AND new.locked_until IS NOT NULL)
+        AND new.max_retries BETWEEN 0 AND 1000
+        AND new.max_retry_delay_seconds BETWEEN 0 AND 31536000
+        AND new.priority BETWEEN 1 AND 10
+        AND new.retry_count BETWEEN 0 AND new.max_retries
+        AND new.retry_delay_seconds BETWEEN 0 AND 31536000
+        AND new.retry_jitter BETWEEN 0 AND 1
+    )
+)
+EXECUTE FUNCTION _retryq_new_row();
+
+-- retryq:undo
+DROP TRIGGER _retryq_1_new_row ON _retryq_active;
+DROP FUNCTION _retryq_new_row;

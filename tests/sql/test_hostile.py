@@ -1,0 +1,620 @@
+"""Issue 12, items 1, 2, 4, 7 and 8: the SQL holds under careless and hostile
+callers. NULL takes a column's default on every enqueue path; an id is unique
+for the item's whole life and comes from the server; a producer cannot forge
+state; sizes are bounded; every refusal names its field, with its SQLSTATE,
+and writes nothing. Each test failed on the SQL before these rules."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.conninfo import make_conninfo
+from psycopg.types.json import Jsonb
+
+Conn = psycopg.Connection[Any]
+
+GUIDE_INSERT = """
+        INSERT INTO daz_retry_queue (
+            event_type, channel_name, plugin_name, event_data,
+            event_metadata, max_retries, retry_delay_seconds,
+            backoff_multiplier, priority, correlation_id, tags
+        ) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+        RETURNING id, event_id;
+    """
+GUIDE_COLUMNS = (
+    "event_type",
+    "channel_name",
+    "plugin_name",
+    "event_data",
+    "event_metadata",
+    "max_retries",
+    "retry_delay_seconds",
+    "backoff_multiplier",
+    "priority",
+    "correlation_id",
+    "tags",
+)
+GOOD: dict[str, Any] = {
+    "event_type": "sql.exec.failed",
+    "channel_name": "c",
+    "plugin_name": "p",
+    "event_data": Jsonb({"q": 1}),
+    "event_metadata": Jsonb({"m": 1}),
+    "max_retries": 3,
+    "retry_delay_seconds": 60,
+    "backoff_multiplier": 2.0,
+    "priority": 5,
+    "correlation_id": "x",
+    "tags": ["a"],
+}
+# what a column with a default stores when the INSERT leaves it out
+DEFAULTED = (
+    "event_metadata",
+    "max_retries",
+    "retry_delay_seconds",
+    "backoff_multiplier",
+    "priority",
+    "tags",
+    "max_retry_delay_seconds",
+    "retry_jitter",
+    "retry_count",
+    "error_history",
+    "status",
+)
+
+
+@pytest.fixture
+def dsn(module_dsn: str, module_reset: str) -> str:
+    with psycopg.connect(module_dsn, autocommit=True) as c:
+        c.execute(module_reset)  # type: ignore[arg-type]
+        if c.execute("SELECT to_regclass('_retryq_limits')").fetchone() != (None,):
+            c.execute(
+                "UPDATE _retryq_limits SET (max_event_data_bytes, max_text_length,"
+                " max_tags, max_item_ids, max_items) = (DEFAULT, DEFAULT, DEFAULT,"
+                " DEFAULT, DEFAULT)"
+            )
+    return module_dsn
+
+
+def snapshot(conn: Conn) -> list[tuple[Any, ...]]:
+    return conn.execute(
+        "SELECT q::text FROM daz_retry_queue AS q UNION ALL "
+        "SELECT a::text FROM daz_retry_queue_archive AS a "
+        "UNION ALL SELECT c::text FROM _retryq_circuit AS c ORDER BY 1"
+    ).fetchall()
+
+
+def refused(
+    conn: Conn, action: Callable[[], Any], sqlstate: str, field: str, check: Conn | None = None
+) -> psycopg.Error:
+    """action fails with sqlstate, the field in its message, constraint or
+    column, and nothing changed (as seen by check, the owner's connection)."""
+    observer = check or conn
+    before = snapshot(observer)
+    with pytest.raises(psycopg.Error) as caught:
+        action()
+    err = caught.value
+    if not conn.autocommit:
+        conn.rollback()
+    assert err.sqlstate == sqlstate, (err.sqlstate, str(err))
+    named = " ".join(
+        x or "" for x in (err.diag.message_primary, err.diag.constraint_name, err.diag.column_name)
+    )
+    assert field in named, named
+    # never a private partition or helper (the settings table may be named)
+    for private in ("_retryq_active", "_retryq_finished"):
+        assert private not in named and private not in (err.diag.table_name or ""), named
+    assert snapshot(observer) == before
+    return err
+
+
+def guide_insert(conn: Conn, **overrides: Any) -> tuple[int, Any]:
+    values = {**GOOD, **overrides}
+    cur = psycopg.RawCursor(conn)
+    cur.execute(GUIDE_INSERT, [values[c] for c in GUIDE_COLUMNS])
+    row = cur.fetchone()
+    assert row is not None
+    return row[0], row[1]
+
+
+def stored(conn: Conn, item_id: int) -> dict[str, Any]:
+    cur = conn.execute(
+        f"SELECT {', '.join(DEFAULTED)} FROM daz_retry_queue WHERE id = %s", (item_id,)
+    )
+    row = cur.fetchone()
+    assert row is not None
+    return dict(zip(DEFAULTED, row, strict=True))
+
+
+def defaults(conn: Conn) -> dict[str, Any]:
+    row = conn.execute(
+        "INSERT INTO daz_retry_queue (event_type, event_data) VALUES ('t', '1') RETURNING id"
+    ).fetchone()
+    assert row is not None
+    return stored(conn, row[0])
+
+
+# --- 1. NULL takes the default, on every enqueue path -----------------------------
+
+OPTIONAL = (
+    "event_metadata",
+    "max_retries",
+    "retry_delay_seconds",
+    "backoff_multiplier",
+    "priority",
+    "tags",
+)
+
+
+@pytest.mark.parametrize("column", OPTIONAL)
+def test_guide_insert_takes_the_default_for_null(conn: Conn, column: str) -> None:
+    item_id, _ = guide_insert(conn, **{column: None})
+    assert stored(conn, item_id)[column] == defaults(conn)[column]
+
+
+def test_guide_insert_with_every_optional_field_null(conn: Conn) -> None:
+    # Go's nil slice, nil map (marshalled as JSON null) and zero-value pointers
+    item_id, _ = guide_insert(
+        conn,
+        channel_name=None,
+        plugin_name=None,
+        correlation_id=None,
+        tags=None,
+        event_metadata=Jsonb(None),
+        max_retries=None,
+        retry_delay_seconds=None,
+        backoff_multiplier=None,
+        priority=None,
+    )
+    assert stored(conn, item_id) == defaults(conn)
+
+
+def test_enqueue_functions_take_the_defaults_for_null(conn: Conn) -> None:
+    nulls = (
+        "event_metadata",
+        "max_retries",
+        "retry_delay_seconds",
+        "backoff_multiplier",
+        "priority",
+        "tags",
+        "delay_seconds",
+        "max_retry_delay_seconds",
+        "retry_jitter",
+    )
+    args = ", ".join(f"p_{n} => NULL" for n in nulls)
+    row = conn.execute(f"SELECT id FROM enqueue_retry_item('t', '1', {args})").fetchone()
+    assert row is not None
+    assert stored(conn, row[0]) == defaults(conn)
+    item = {"event_type": "t", "event_data": 1, **dict.fromkeys(nulls)}
+    row = conn.execute(
+        "SELECT id FROM enqueue_retry_items(%s)", [Jsonb([item, {**item, "event_metadata": None}])]
+    ).fetchone()
+    assert row is not None
+    assert stored(conn, row[0]) == defaults(conn)
+
+
+def test_the_trigger_defaults_are_the_table_defaults(conn: Conn) -> None:
+    """Each column's NULL (given explicitly, as the owner may) stores exactly
+    what leaving it out stores: the trigger's copies of the defaults agree."""
+    columns = [c for c in DEFAULTED if c != "status"]
+    want = defaults(conn)
+    for column in columns:
+        row = conn.execute(
+            f"INSERT INTO daz_retry_queue (event_type, event_data, {column})"
+            " VALUES ('t', '1', NULL) RETURNING id"
+        ).fetchone()
+        assert row is not None
+        assert stored(conn, row[0])[column] == want[column], column
+    row = conn.execute(
+        "INSERT INTO daz_retry_queue (id, event_id, event_type, event_data, created_at,"
+        " next_retry_at) VALUES (NULL, NULL, 't', '1', NULL, NULL)"
+        " RETURNING id IS NOT NULL, event_id IS NOT NULL, created_at = now(),"
+        " next_retry_at = now()"
+    ).fetchone()
+    assert row == (True, True, True, True)
+
+
+# --- 2. an id is unique for the item's whole life ---------------------------------
+
+
+def _completed(conn: Conn) -> int:
+    row = conn.execute("SELECT id FROM enqueue_retry_item('t', '1')").fetchone()
+    assert row is not None
+    conn.execute("SELECT count(*) FROM acquire_retry_items('w', 10)")
+    assert conn.execute("SELECT complete_retry_item(%s, 'w')", (row[0],)).fetchone() == (True,)
+    return int(row[0])
+
+
+def test_an_explicit_id_of_a_finished_item_is_refused(conn: Conn) -> None:
+    done = _completed(conn)
+    refused(
+        conn,
+        lambda: conn.execute(
+            "INSERT INTO daz_retry_queue (id, event_type, event_data) VALUES (%s, 't', '1')",
+            (done,),
+        ),
+        "23505",
+        "id",
+    )
+
+
+def test_an_id_the_sequence_has_not_handed_out_is_refused(conn: Conn) -> None:
+    refused(
+        conn,
+        lambda: conn.execute(
+            "INSERT INTO daz_retry_queue (id, event_type, event_data)"
+            " VALUES (nextval('daz_retry_queue_id_seq') + 1000, 't', '1')"
+        ),
+        "22023",
+        "id",
+    )
+    refused(
+        conn,
+        lambda: conn.execute(
+            "INSERT INTO daz_retry_queue (id, event_type, event_data) VALUES (-5, 't', '1')"
+        ),
+        "22023",
+        "id",
+    )
+
+
+def test_a_sequence_that_went_back_is_refused_at_the_door(conn: Conn) -> None:
+    done = _completed(conn)
+    conn.execute("SELECT setval('daz_retry_queue_id_seq', %s, false)", (done,))
+    refused(conn, lambda: guide_insert(conn), "23505", "id")
+    conn.execute("SELECT setval('daz_retry_queue_id_seq', %s, false)", (done,))
+    refused(conn, lambda: conn.execute("SELECT enqueue_retry_item('t', '1')"), "23505", "id")
+    # the archive counts too
+    conn.execute("SELECT setval('daz_retry_queue_id_seq', 100)")
+    dead = conn.execute(
+        "SELECT id FROM enqueue_retry_item('d', '1', p_max_retries => 0)"
+    ).fetchone()
+    assert dead is not None
+    conn.execute("SELECT count(*) FROM acquire_retry_items('w', 10)")
+    conn.execute("SELECT fail_retry_item(%s, 'w', 'x')", (dead[0],))
+    assert conn.execute(
+        "SELECT archived_count FROM cleanup_retry_queue(0, p_now => now() + interval '1 day')"
+    ).fetchone() == (1,)
+    conn.execute("SELECT setval('daz_retry_queue_id_seq', %s, false)", (dead[0],))
+    refused(
+        conn,
+        lambda: conn.execute(
+            'SELECT * FROM enqueue_retry_items(\'[{"event_type": "t", "event_data": 1}]\')'
+        ),
+        "23505",
+        "id",
+    )
+
+
+def _smuggle(conn: Conn, item_id: int, **columns: Any) -> None:
+    """A row with a used id, past the door (triggers off, as only a superuser can)."""
+    cols = {"id": item_id, "event_type": "t", "event_data": Jsonb(1), **columns}
+    with conn.transaction():
+        conn.execute("SET LOCAL session_replication_role = replica")
+        conn.execute(
+            f"INSERT INTO daz_retry_queue ({', '.join(cols)})"
+            f" VALUES ({', '.join(['%s'] * len(cols))})",
+            list(cols.values()),
+        )
+
+
+def test_a_collision_that_exists_anyway_never_stops_acquire(conn: Conn) -> None:
+    done = _completed(conn)
+    # its lease ran out with its budget spent: acquire must bury it
+    _smuggle(
+        conn,
+        done,
+        status="processing",
+        locked_by="gone",
+        retry_count=3,
+        locked_until="2000-01-01",
+        next_retry_at="2000-01-01",
+        created_at="2000-01-01",
+    )
+    other = conn.execute("SELECT id FROM enqueue_retry_item('t', '2')").fetchone()
+    assert other is not None
+    got = conn.execute("SELECT id FROM acquire_retry_items('w2', 10)").fetchall()
+    assert got == [(other[0],)]
+    # the smuggled row is a dead letter under a new id, its old one noted
+    assert conn.execute(
+        "SELECT status, (event_metadata ->> 'retryq_former_id')::bigint FROM daz_retry_queue"
+        " WHERE id <> %s AND id <> %s",
+        (done, other[0]),
+    ).fetchall() == [("dead_letter", done)]
+
+
+def test_cleanup_archives_a_reused_id(conn: Conn) -> None:
+    later = "now() + interval '30 days'"
+    dead = conn.execute(
+        "SELECT id FROM enqueue_retry_item('d', '1', p_max_retries => 0)"
+    ).fetchone()
+    assert dead is not None
+    conn.execute("SELECT count(*) FROM acquire_retry_items('w', 10)")
+    conn.execute("SELECT fail_retry_item(%s, 'w', 'x')", (dead[0],))
+    conn.execute(f"SELECT * FROM cleanup_retry_queue(0, p_now => {later})")
+    _smuggle(conn, dead[0], status="dead_letter", dead_lettered_at="2000-01-01")
+    assert conn.execute(
+        f"SELECT deleted_count, archived_count FROM cleanup_retry_queue(0, p_now => {later}"
+        " + interval '1 second')"
+    ).fetchone() == (1, 1)
+    assert conn.execute(
+        "SELECT count(*) FROM daz_retry_queue_archive WHERE id = %s", (dead[0],)
+    ).fetchone() == (2,)
+
+
+# --- 4. a role cannot forge state -------------------------------------------------
+
+
+@pytest.fixture
+def producer(conn: Conn, dsn: str) -> Iterator[Conn]:
+    login = f"t_hostile_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    conn.execute(f'CREATE ROLE "{login}" LOGIN IN ROLE retryq_producer')
+    try:
+        with psycopg.connect(make_conninfo(dsn, user=login), autocommit=True) as p:
+            yield p
+    finally:
+        conn.execute(f'DROP ROLE "{login}"')
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [
+        ("status", "processing"),
+        ("status", "completed"),
+        ("retry_count", 3),
+        ("locked_by", "w"),
+        ("locked_until", "infinity"),
+        ("error_message", "x"),
+        ("error_history", "[]"),
+        ("last_attempted_at", "2000-01-01"),
+        ("completed_at", "2000-01-01"),
+        ("dead_lettered_at", "2000-01-01"),
+        ("last_error_code", "x"),
+    ],
+)
+def test_a_producer_cannot_write_server_columns(
+    conn: Conn, producer: Conn, column: str, value: Any
+) -> None:
+    err = refused(
+        producer,
+        lambda: producer.execute(
+            f"INSERT INTO daz_retry_queue (event_type, event_data, {column}) VALUES ('t', '1', %s)",
+            (value,),
+        ),
+        "42501",
+        "daz_retry_queue",
+        check=conn,
+    )
+    assert "_retryq_finished_row_ok" not in str(err)
+
+
+@pytest.mark.parametrize(
+    ("columns", "field"),
+    [
+        ({"next_retry_at": "-infinity"}, "next_retry_at"),
+        ({"next_retry_at": "infinity"}, "next_retry_at"),
+        ({"next_retry_at": "2000-01-01"}, "next_retry_at"),
+        ({"created_at": "2000-01-01", "next_retry_at": "2000-01-01"}, "created_at"),
+        ({"created_at": "infinity"}, "created_at"),
+        ({"created_at": "-infinity", "next_retry_at": "-infinity"}, "created_at"),
+    ],
+)
+def test_a_producer_cannot_move_the_clock_of_its_rows(
+    conn: Conn, producer: Conn, columns: dict[str, str], field: str
+) -> None:
+    names = ", ".join(columns)
+    marks = ", ".join(["%s"] * len(columns))
+    refused(
+        producer,
+        lambda: producer.execute(
+            f"INSERT INTO daz_retry_queue (event_type, event_data, {names})"
+            f" VALUES ('t', '1', {marks})",
+            list(columns.values()),
+        ),
+        "22023",
+        field,
+        check=conn,
+    )
+
+
+def test_a_producer_may_delay_within_the_enqueue_bound(producer: Conn, conn: Conn) -> None:
+    producer.execute(
+        "INSERT INTO daz_retry_queue (event_type, event_data, next_retry_at)"
+        " VALUES ('t', '1', now() + interval '1 hour')"
+    )
+    refused(
+        producer,
+        lambda: producer.execute(
+            "INSERT INTO daz_retry_queue (id, event_type, event_data)"
+            " VALUES (nextval('daz_retry_queue_id_seq') + 10, 't', '1')"
+        ),
+        "22023",
+        "id",
+        check=conn,
+    )
+
+
+# --- 7. bounded sizes -------------------------------------------------------------
+
+BIG = 17_000_000
+
+
+@pytest.mark.parametrize(
+    ("overrides", "sqlstate", "field"),
+    [
+        ({"event_data": Jsonb({"x": "y" * BIG})}, "54000", "event_data"),
+        ({"event_metadata": Jsonb({"x": "y" * 70_000})}, "54000", "event_metadata"),
+        ({"channel_name": "c" * 1001}, "22001", "channel_name"),
+        ({"plugin_name": "p" * 1001}, "22001", "plugin_name"),
+        ({"correlation_id": "x" * 1001}, "22001", "correlation_id"),
+        ({"tags": [str(i) for i in range(101)]}, "54000", "tags"),
+        ({"tags": ["t" * 201]}, "22001", "tags"),
+        ({"tags": [None]}, "22004", "tags"),
+        ({"tags": [["a"], ["b"]]}, "22023", "tags"),
+    ],
+)
+def test_sizes_and_shapes_are_bounded_on_every_enqueue_path(
+    conn: Conn, overrides: dict[str, Any], sqlstate: str, field: str
+) -> None:
+    refused(conn, lambda: guide_insert(conn, **overrides), sqlstate, field)
+    values = {**GOOD, **overrides}
+    refused(
+        conn,
+        lambda: conn.execute(
+            "SELECT enqueue_retry_item(%(event_type)s, %(event_data)s, %(channel_name)s,"
+            " %(plugin_name)s, %(event_metadata)s, p_correlation_id => %(correlation_id)s,"
+            " p_tags => %(tags)s)",
+            values,
+        ),
+        sqlstate,
+        field,
+    )
+    item = {k: (v.obj if isinstance(v, Jsonb) else v) for k, v in values.items()}
+    refused(
+        conn,
+        lambda: conn.execute(
+            "SELECT * FROM enqueue_retry_items(%s)",
+            [Jsonb([{"event_type": "t", "event_data": 1}, item])],
+        ),
+        sqlstate,
+        field,
+    )
+
+
+def test_the_bounds_are_generous_and_set_in_one_place(conn: Conn) -> None:
+    guide_insert(
+        conn,
+        event_data=Jsonb({"x": "y" * 16_000_000}),
+        tags=[str(i) for i in range(100)],
+        channel_name="c" * 1000,
+    )
+    conn.execute("UPDATE _retryq_limits SET max_event_data_bytes = 2048, max_tags = 2")
+    refused(
+        conn, lambda: guide_insert(conn, event_data=Jsonb({"x": "y" * 3000})), "54000", "event_data"
+    )
+    refused(conn, lambda: guide_insert(conn, tags=["a", "b", "c"]), "54000", "tags")
+    conn.execute("UPDATE _retryq_limits SET max_items = 2")
+    refused(
+        conn,
+        lambda: conn.execute(
+            "SELECT * FROM enqueue_retry_items(%s)",
+            [Jsonb([{"event_type": "t", "event_data": 1}] * 1001)],
+        ),
+        "54000",
+        "items",
+    )
+
+
+IDS = "(SELECT array_agg(g::bigint) FROM generate_series(1, 100001) AS g)"
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        f"SELECT complete_retry_items({IDS}, 'w')",
+        f"SELECT release_retry_items({IDS}, 'w')",
+        f"SELECT requeue_dead_letter_items({IDS})",
+        f"SELECT purge_dead_letter_items({IDS})",
+        f"SELECT * FROM list_dead_letter_items({IDS})",
+    ],
+)
+def test_id_arrays_are_bounded(conn: Conn, call: str) -> None:
+    refused(conn, lambda: conn.execute(call), "54000", "item_ids")
+
+
+def test_failure_texts_are_bounded(conn: Conn) -> None:
+    conn.execute("SELECT enqueue_retry_item('t', '1')")
+    [(item_id,)] = conn.execute("SELECT id FROM acquire_retry_items('w', 1)").fetchall()
+    refused(
+        conn,
+        lambda: conn.execute("SELECT fail_retry_item(%s, 'w', repeat('x', 65537))", (item_id,)),
+        "22001",
+        "error_msg",
+    )
+    refused(
+        conn,
+        lambda: conn.execute("SELECT fail_retry_item(%s, 'w', 'x', repeat('c', 1001))", (item_id,)),
+        "22001",
+        "error_code",
+    )
+    assert conn.execute(
+        "SELECT fail_retry_item(%s, 'w', repeat('x', 65536), repeat('c', 1000))", (item_id,)
+    ).fetchone() == (True,)
+
+
+# --- 8. every refusal names the field ---------------------------------------------
+
+BLANK = ["\t", "\t\t", "\n", " \t\r\n ", "\f\v"]
+
+
+@pytest.mark.parametrize("worker", BLANK)
+@pytest.mark.parametrize(
+    "call",
+    [
+        "SELECT * FROM acquire_retry_items(%s, 1)",
+        "SELECT complete_retry_item(1, %s)",
+        "SELECT complete_retry_items('{1}', %s)",
+        "SELECT fail_retry_item(1, %s, 'x')",
+        "SELECT extend_retry_lock(1, %s)",
+        "SELECT release_retry_items('{1}', %s)",
+    ],
+)
+def test_a_blank_worker_id_is_refused(conn: Conn, call: str, worker: str) -> None:
+    conn.execute("SELECT enqueue_retry_item('t', '1')")
+    refused(conn, lambda: conn.execute(call, (worker,)), "22023", "worker_id")
+
+
+@pytest.mark.parametrize(
+    ("item", "field"),
+    [
+        ({"priority": "high"}, "priority"),
+        ({"priority": 3.5}, "priority"),
+        ({"priority": 2**31}, "priority"),
+        ({"max_retries": 2**40}, "max_retries"),
+        ({"max_retries": [3]}, "max_retries"),
+        ({"retry_delay_seconds": "soon"}, "retry_delay_seconds"),
+        ({"delay_seconds": "soon"}, "delay_seconds"),
+        ({"tags": "a"}, "tags"),
+    ],
+)
+def test_enqueue_retry_items_names_a_wrongly_typed_key(
+    conn: Conn, item: dict[str, Any], field: str
+) -> None:
+    items = [{"event_type": "t", "event_data": 1}, {"event_type": "t", "event_data": 1, **item}]
+    refused(
+        conn,
+        lambda: conn.execute("SELECT * FROM enqueue_retry_items(%s)", [Jsonb(items)]),
+        "22023",
+        field,
+    )
+
+
+def test_per_key_cooldown_above_its_maximum_is_refused(conn: Conn) -> None:
+    conn.execute("SELECT retry_circuit_configure('k', NULL, NULL, 10, 20)")
+    refused(
+        conn,
+        lambda: conn.execute("SELECT retry_circuit_configure('k', NULL, NULL, 100)"),
+        "22023",
+        "max_cooldown_seconds",
+    )
+    refused(
+        conn,
+        lambda: conn.execute("SELECT retry_circuit_configure('new', 'p', NULL, 5000)"),
+        "22023",
+        "max_cooldown_seconds",
+    )
+
+
+def test_a_check_violation_names_the_public_table(conn: Conn) -> None:
+    err = refused(
+        conn, lambda: guide_insert(conn, priority=11), "23514", "daz_retry_queue_priority_check"
+    )
+    assert err.diag.table_name == "daz_retry_queue"
+    assert "_retryq_active" not in str(err)
+    err = refused(conn, lambda: guide_insert(conn, event_type=None), "23502", "event_type")
+    assert err.diag.table_name == "daz_retry_queue"
