@@ -41,7 +41,14 @@ from retryq_py.admin.migrations import (
     migrate_rollback,
     migrate_status,
 )
-from retryq_py.admin.running import load_handlers, load_worker_config, run_worker, serve_metrics
+from retryq_py.admin.running import (
+    bind_port,
+    listen_error,
+    load_handlers,
+    load_worker_config,
+    run_worker,
+    serve_metrics,
+)
 from retryq_py.admin.target import (
     DATABASE_ENV,
     DEFAULT_CONNECT_TIMEOUT,
@@ -79,6 +86,7 @@ __all__ = [
     "Stats",
     "Target",
     "UsageProblem",
+    "bind_port",
     "check",
     "cleanup",
     "cleanup_due",
@@ -96,6 +104,7 @@ __all__ = [
     "is_installed",
     "item_show",
     "list_circuits",
+    "listen_error",
     "load_handlers",
     "load_worker_config",
     "migrate_apply",

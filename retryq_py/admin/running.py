@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import socket
 import sys
 import threading
 from collections.abc import Callable, Mapping
@@ -118,6 +119,30 @@ def run_worker(
             server.close()
 
 
+def listen_error(exc: OSError, host: str, port: int, option: str) -> CommandError:
+    """One line for a port that cannot be listened on (busy, privileged, no such address)."""
+    reason = exc.strerror or first_line(exc)
+    return CommandError(f"cannot listen on {host}:{port} ({option}): {reason}")
+
+
+def bind_port(host: str, port: int, option: str = "--port") -> socket.socket:
+    """A listening TCP socket on host:port (0: any free port), or one CommandError line."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise UsageProblem(f"invalid --host {host!r}: {exc.strerror}") from exc
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as exc:
+        sock.close()
+        raise listen_error(exc, host, port, option) from exc
+    return sock
+
+
 def serve_metrics(
     t: Target,
     port: int,
@@ -128,7 +153,10 @@ def serve_metrics(
     """Serve the queue's /metrics on addr:port (0: any free port) until `stop`
     is set; on_serving receives the port."""
     check(t)  # unreachable or not installed: say so now, not at the first scrape
-    server = start_metrics_server(port, addr, database=t.conninfo, schema=t.schema)
+    try:
+        server = start_metrics_server(port, addr, database=t.conninfo, schema=t.schema)
+    except OSError as exc:
+        raise listen_error(exc, addr, port, "--port") from exc
     try:
         if on_serving is not None:
             on_serving(server.port)

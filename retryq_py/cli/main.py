@@ -18,7 +18,7 @@ from psycopg import errors as pgerrors
 
 from retryq_py import admin
 from retryq_py.admin import ExitCode
-from retryq_py.cli import dead_letters, ops, queue_cmds, worker
+from retryq_py.cli import dead_letters, ops, queue_cmds, web, worker
 from retryq_py.cli.render import out
 
 app = typer.Typer(
@@ -65,6 +65,7 @@ app.command()(worker.worker)
 app.command()(queue_cmds.stats)
 app.command()(queue_cmds.cleanup)
 app.command()(demo)
+app.command()(web.web)
 app.add_typer(dead_letters.app, name="dead-letter")
 app.add_typer(ops.circuits_app, name="circuits")
 

@@ -1,0 +1,367 @@
+"""The dashboard's routes: each reads through retryq_py.web.data or acts
+through one retryq_py.admin function (so through one SQL function), then
+renders a template. A request from htmx (`HX-Request`) for a part of a page
+gets that part only."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import psycopg
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData, QueryParams
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.templating import Jinja2Templates
+
+from retryq_py import admin
+from retryq_py.web import data
+from retryq_py.web.auth import AuthMiddleware
+from retryq_py.web.config import WebConfig
+
+HERE = Path(__file__).parent
+STATUSES = ("pending", "processing", "completed", "dead_letter")
+
+
+def _when(value: datetime | str | None) -> str:
+    """UTC to the second (the page says UTC); a string not in ISO 8601 as is."""
+    if value is None:
+        return ""
+    moment = value
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    assert isinstance(moment, datetime)
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _ago(value: datetime | None) -> str:
+    if value is None:
+        return ""
+    return _span((datetime.now(timezone.utc) - value).total_seconds())
+
+
+def _span(seconds: float | None) -> str:
+    if seconds is None:
+        return ""
+    s = abs(int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    if s < 86400:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 86400}d{s % 86400 // 3600}h"
+
+
+def _pretty(value: Any) -> str:
+    """JSON for a person (the template escapes it, as any text)."""
+    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def _templates() -> Jinja2Templates:
+    t = Jinja2Templates(directory=str(HERE / "templates"))
+    t.env.filters["when"] = _when
+    t.env.filters["ago"] = _ago
+    t.env.filters["span"] = _span
+    t.env.filters["pretty"] = _pretty
+    t.env.globals["statuses"] = STATUSES
+    return t
+
+
+def _text(params: QueryParams | FormData, name: str) -> str | None:
+    value = params.get(name)
+    if not isinstance(value, str) or not value.strip():
+        return None
+    return value.strip()
+
+
+def _int(params: QueryParams | FormData, name: str) -> int | None:
+    value = _text(params, name)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise admin.UsageProblem(f"invalid {name}: {value!r} is not a whole number") from None
+
+
+def _duration(params: QueryParams | FormData, name: str) -> timedelta | None:
+    value = _text(params, name)
+    return None if value is None else admin.parse_duration(value, name)
+
+
+def _ids(params: QueryParams | FormData) -> tuple[int, ...]:
+    value = _text(params, "ids") or ""
+    try:
+        return tuple(int(v) for v in value.replace(",", " ").split())
+    except ValueError:
+        raise admin.UsageProblem(f"invalid ids: {value!r}: use ids separated by spaces") from None
+
+
+def _dead_filter(params: QueryParams | FormData) -> admin.DeadLetterFilter:
+    return admin.DeadLetterFilter(
+        ids=_ids(params),
+        event_type=_text(params, "event_type"),
+        plugin=_text(params, "plugin"),
+        error_code=_text(params, "error_code"),
+        older_than=_duration(params, "older_than"),
+    )
+
+
+def _dead_filter_query(params: QueryParams | FormData) -> dict[str, str]:
+    names = ("ids", "event_type", "plugin", "error_code", "older_than")
+    return {n: v for n in names if (v := _text(params, n)) is not None}
+
+
+def _item_filter(params: QueryParams) -> data.ItemFilter:
+    status = _text(params, "status")
+    if status is not None and status not in STATUSES:
+        raise admin.UsageProblem(f"invalid status {status!r}: use one of {', '.join(STATUSES)}")
+    return data.ItemFilter(
+        status=status,
+        event_type=_text(params, "event_type"),
+        plugin=_text(params, "plugin"),
+        error_code=_text(params, "error_code"),
+        correlation_id=_text(params, "correlation_id"),
+        older_than=_duration(params, "older_than"),
+    )
+
+
+class Dashboard:
+    """The routes over one WebConfig."""
+
+    def __init__(self, config: WebConfig) -> None:
+        self.config = config
+        self.templates = _templates()
+
+    @property
+    def t(self) -> admin.Target:
+        return self.config.target
+
+    def render(
+        self,
+        request: Request,
+        name: str,
+        context: Mapping[str, Any],
+        status_code: int = 200,
+    ) -> Response:
+        ctx = {
+            "base": request.scope.get("root_path", "").rstrip("/"),
+            "read_only": self.config.read_only,
+            "where": self.t.describe(),
+            "partial": request.headers.get("hx-request") == "true"
+            and request.headers.get("hx-boosted") != "true",
+            "message": request.query_params.get("message"),
+            **context,
+        }
+        return self.templates.TemplateResponse(request, name, ctx, status_code=status_code)
+
+    def redirect(self, request: Request, path: str, message: str, **query: str) -> Response:
+        base = request.scope.get("root_path", "").rstrip("/")
+        return RedirectResponse(f"{base}{path}?{urlencode({**query, 'message': message})}", 303)
+
+    def _writable(self) -> None:
+        if self.config.read_only:
+            raise HTTPException(403, "the dashboard is read-only")
+
+    # --- screens -------------------------------------------------------------
+
+    def overview(self, request: Request) -> Response:
+        ov = data.overview(self.t)
+        peak = max([h.completed + h.failed for h in ov.hours] + [1])
+        return self.render(request, "overview.html", {"ov": ov, "peak": peak, "page": "overview"})
+
+    def items(self, request: Request) -> Response:
+        filt = _item_filter(request.query_params)
+        before = _int(request.query_params, "before")
+        page = data.item_page(self.t, filt, before, self.config.page_size)
+        query = {k: v for k, v in request.query_params.items() if k != "before" and v}
+        return self.render(
+            request,
+            "items.html",
+            {"items": page, "filt": filt, "q": query, "query": urlencode(query), "page": "items"},
+        )
+
+    def item(self, request: Request) -> Response:
+        item = admin.item_show(self.t, int(request.path_params["item_id"]))
+        return self.render(
+            request,
+            "item.html",
+            {"item": item, "errors": admin.error_entries(item), "page": "items"},
+        )
+
+    def dead_letters(self, request: Request) -> Response:
+        filt = _dead_filter(request.query_params)
+        limit = self.config.page_size
+        rows = admin.dead_letter_list(self.t, filt, limit)
+        return self.render(
+            request,
+            "dead_letters.html",
+            {
+                "rows": rows,
+                "limit": limit,
+                "q": _dead_filter_query(request.query_params),
+                "page": "dead_letters",
+            },
+        )
+
+    async def dead_letters_confirm(self, request: Request) -> Response:
+        self._writable()
+        form = await request.form()
+        action = _text(form, "action")
+        if action not in ("requeue", "purge"):
+            raise admin.UsageProblem("invalid action: use requeue or purge")
+        filt = _dead_filter(form)
+        if filt.is_empty():
+            raise admin.UsageProblem(
+                f"{action} needs a filter: ids, event type, plugin, error code or older than"
+                " (older than 0s selects every dead letter)"
+            )
+        ids = await run_in_threadpool(admin.dead_letter_match, self.t, filt)
+        rows = await run_in_threadpool(admin.dead_letter_list, self.t, filt, 20)
+        return self.render(
+            request,
+            "confirm.html",
+            {
+                "action": action,
+                "count": len(ids),
+                "rows": rows,
+                "q": _dead_filter_query(form),
+                "page": "dead_letters",
+            },
+        )
+
+    async def dead_letters_apply(self, request: Request) -> Response:
+        self._writable()
+        form = await request.form()
+        action = _text(form, "action")
+        filt = _dead_filter(form)
+        expected = _int(form, "expected")
+        back = _dead_filter_query(form)
+        if action == "requeue":
+            count = await run_in_threadpool(admin.dead_letter_requeue, self.t, filt)
+            return self.redirect(request, "/dead-letters", f"requeued {count}", **back)
+        if action == "purge":
+            changed = False
+
+            def confirm(n: int) -> bool:
+                nonlocal changed
+                changed = n != expected
+                return not changed
+
+            count = await run_in_threadpool(admin.dead_letter_purge, self.t, filt, confirm)
+            if changed:
+                return self.redirect(
+                    request,
+                    "/dead-letters",
+                    "nothing purged: the matching dead letters changed since you confirmed;"
+                    " look again",
+                    **back,
+                )
+            return self.redirect(request, "/dead-letters", f"purged {count}", **back)
+        raise admin.UsageProblem("invalid action: use requeue or purge")
+
+    async def requeue_one(self, request: Request) -> Response:
+        self._writable()
+        item_id = int(request.path_params["item_id"])
+        count = await run_in_threadpool(
+            admin.dead_letter_requeue, self.t, admin.DeadLetterFilter(ids=(item_id,))
+        )
+        return self.redirect(
+            request, f"/items/{item_id}", f"requeued {count}" if count else "not a dead letter"
+        )
+
+    def circuits(self, request: Request) -> Response:
+        rows = admin.list_circuits(self.t)
+        return self.render(request, "circuits.html", {"rows": rows, "page": "circuits"})
+
+    async def circuit_action(self, request: Request) -> Response:
+        self._writable()
+        form = await request.form()
+        event_type = _text(form, "event_type")
+        if event_type is None:
+            raise admin.UsageProblem("invalid event_type: must not be empty")
+        plugin = _text(form, "plugin")
+        key = f"{event_type}/{plugin or '-'}"
+        verb = request.path_params["verb"]
+        if verb not in ("open", "close"):
+            raise HTTPException(404, f"no action {verb!r}: use open or close")
+        if verb == "open":
+            seconds = _int(form, "seconds")
+            await run_in_threadpool(
+                lambda: admin.open_circuit(self.t, event_type, plugin, seconds=seconds)
+            )
+            until = f" for {seconds}s" if seconds else " until closed"
+            return self.redirect(request, "/circuits", f"opened {key}{until}")
+        await run_in_threadpool(admin.close_circuit, self.t, event_type, plugin)
+        return self.redirect(request, "/circuits", f"closed {key}")
+
+    def workers(self, request: Request) -> Response:
+        window = _duration(request.query_params, "window") or timedelta(hours=1)
+        rows = data.workers_seen(self.t, window)
+        return self.render(
+            request,
+            "workers.html",
+            {"rows": rows, "window": _span(window.total_seconds()), "page": "workers"},
+        )
+
+    # --- errors --------------------------------------------------------------
+
+    def error(self, request: Request, exc: Exception) -> Response:
+        status = 500
+        if isinstance(exc, HTTPException):
+            status, text = exc.status_code, str(exc.detail)
+        elif isinstance(exc, admin.UsageProblem):
+            status, text = 400, str(exc)
+        elif isinstance(exc, admin.DatabaseUnreachable | admin.NotInstalled):
+            status, text = 503, str(exc)
+        elif isinstance(exc, admin.CommandError):
+            status = 404 if str(exc).startswith("no ") else 409
+            text = str(exc)
+        elif isinstance(exc, psycopg.Error):
+            status, text = 500, f"database error: {admin.first_line(exc)}"
+        else:
+            text = f"{type(exc).__name__}: {admin.first_line(exc)}"
+        return self.render(request, "error.html", {"error": text, "page": ""}, status)
+
+
+def create_app(config: WebConfig) -> Starlette:
+    """The dashboard as an ASGI app; mount it anywhere:
+    `Mount("/retryq", app=create_app(config))`."""
+    d = Dashboard(config)
+    routes = [
+        Route("/", d.overview, name="overview"),
+        Route("/items", d.items, name="items"),
+        Route("/items/{item_id:int}", d.item, name="item"),
+        Route("/items/{item_id:int}/requeue", d.requeue_one, methods=["POST"]),
+        Route("/dead-letters", d.dead_letters, name="dead_letters"),
+        Route("/dead-letters/confirm", d.dead_letters_confirm, methods=["POST"]),
+        Route("/dead-letters/apply", d.dead_letters_apply, methods=["POST"]),
+        Route("/circuits", d.circuits, name="circuits"),
+        Route("/circuits/{verb:str}", d.circuit_action, methods=["POST"]),
+        Route("/workers", d.workers, name="workers"),
+        Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static"),
+    ]
+    handlers: dict[Any, Any] = {
+        HTTPException: d.error,
+        admin.CommandError: d.error,
+        psycopg.Error: d.error,
+    }
+    return Starlette(
+        routes=routes,
+        middleware=[Middleware(AuthMiddleware, config=config)],
+        exception_handlers=handlers,
+    )

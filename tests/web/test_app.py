@@ -1,0 +1,236 @@
+"""The dashboard over HTTP (Starlette's TestClient): what each screen shows
+of a queue holding items in every state, what each action leaves in the
+database, and who may look or act."""
+
+from __future__ import annotations
+
+import base64
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+from starlette.applications import Starlette
+from starlette.routing import Mount
+from starlette.testclient import TestClient
+
+from retryq_py.admin import UsageProblem
+from retryq_py.web import check_listen, create_app, web_config
+from tests.web.conftest import Seeded, status_of
+
+RETRYQ = Path(sys.executable).with_name("retryq")
+
+
+def client(dsn: str, **options: object) -> TestClient:
+    return TestClient(create_app(web_config(dsn, **options)))  # type: ignore[arg-type]
+
+
+def ids_shown(html: str) -> list[int]:
+    return [int(i) for i in re.findall(r'<tr class="status-\w+" data-id="(\d+)"', html)]
+
+
+def text_of(html: str, element_id: str) -> str:
+    m = re.search(rf'id="{element_id}"[^>]*>(.*?)</', html, re.S)
+    assert m, element_id
+    return " ".join(re.sub(r"<[^>]+>", " ", m.group(1)).split())
+
+
+def test_every_screen_shows_the_queue(seeded: Seeded) -> None:
+    c, ids = client(seeded.dsn), seeded.ids
+    page = c.get("/").text
+    # due, due2, scheduled, retried are pending; three dead letters; one held
+    assert text_of(page, "count-pending") == "4"
+    assert text_of(page, "count-processing") == "1"
+    assert text_of(page, "count-dead_letter") == "3"
+    assert text_of(page, "count-due") == "2"
+    assert text_of(page, "count-scheduled") == "2"
+    assert text_of(page, "total-completed") == "1"
+    assert text_of(page, "total-failed") == "4"  # three dead letters and one retry
+    assert text_of(page, "total-dead") == "3"
+    assert f'href="/items/{ids["due"]}"' in page  # the oldest pending item
+    assert "sms.send/- (open)" in page
+
+    assert sorted(ids_shown(c.get("/items").text)) == sorted(ids.values())
+
+    item = c.get(f"/items/{ids['due']}").text
+    assert "ada@example.com" in item and "&lt;b&gt;hi&lt;/b&gt;" in item  # escaped
+    assert "acme" in item and "req-1" in item
+    retried = c.get(f"/items/{ids['retried']}").text
+    assert "connection reset" in retried and "worker-a" in retried and "timeout" in retried
+
+    dead = c.get("/dead-letters").text
+    for name in ("dead_sql", "dead_http", "dead_mail"):
+        assert f'data-id="{ids[name]}"' in dead
+
+    circuits = c.get("/circuits").text
+    assert 'data-key="sms.send/-"' in circuits and "circuit-open" in circuits
+
+    workers = c.get("/workers").text
+    rows = re.findall(r"<tr><td>(worker-\w)</td>.*?</tr>", workers, re.S)
+    assert rows == ["worker-a", "worker-b"]  # a holds a lease now, b failed earlier
+
+
+@pytest.mark.parametrize(
+    ("query", "names"),
+    [
+        ("status=dead_letter", {"dead_sql", "dead_http", "dead_mail"}),
+        ("status=pending&event_type=email.send", {"due", "due2"}),
+        ("plugin=sql", {"dead_sql", "retried"}),
+        ("error_code=timeout", {"retried"}),
+        ("correlation_id=req-1", {"due"}),
+        ("older_than=1h", set()),
+    ],
+)
+def test_items_filter(seeded: Seeded, query: str, names: set[str]) -> None:
+    shown = ids_shown(client(seeded.dsn).get(f"/items?{query}").text)
+    assert set(shown) == {seeded.ids[n] for n in names}
+
+
+def test_items_page_by_keyset(seeded: Seeded) -> None:
+    c = client(seeded.dsn, page_size=2)
+    seen: list[int] = []
+    url: str | None = "/items?status="
+    while url is not None:
+        page = c.get(url).text
+        seen += ids_shown(page)
+        m = re.search(r'id="next-page" href="([^"]+)"', page)
+        url = m.group(1).replace("&amp;", "&") if m else None
+    assert seen == sorted(seeded.ids.values(), reverse=True)
+
+
+def test_a_bad_filter_says_which(seeded: Seeded) -> None:
+    r = client(seeded.dsn).get("/items?older_than=soon")
+    assert r.status_code == 400 and "invalid older_than" in r.text
+    assert client(seeded.dsn).get("/items/99999").status_code == 404
+
+
+def test_purge_asks_then_deletes(seeded: Seeded) -> None:
+    c, dead = client(seeded.dsn), seeded.ids["dead_sql"]
+    asked = c.post("/dead-letters/confirm", data={"action": "purge", "event_type": "sql.exec"})
+    assert "Purge 1 dead letter(s)?" in asked.text
+    assert status_of(seeded.dsn, dead) == "dead_letter"  # asking deletes nothing
+    # a confirmation for another count (the matches changed since) purges nothing
+    stale = {"action": "purge", "event_type": "sql.exec", "expected": "2"}
+    assert "nothing purged" in c.post("/dead-letters/apply", data=stale).text
+    assert status_of(seeded.dsn, dead) == "dead_letter"
+    done = c.post("/dead-letters/apply", data={**stale, "expected": "1"})
+    assert "purged 1" in done.text
+    assert status_of(seeded.dsn, dead) is None
+    assert status_of(seeded.dsn, seeded.ids["dead_http"]) == "dead_letter"
+
+
+def test_purge_and_requeue_need_a_filter(seeded: Seeded) -> None:
+    r = client(seeded.dsn).post("/dead-letters/confirm", data={"action": "purge"})
+    assert r.status_code == 400 and "needs a filter" in r.text
+
+
+def test_requeue_by_filter_and_one(seeded: Seeded) -> None:
+    c = client(seeded.dsn)
+    r = c.post("/dead-letters/apply", data={"action": "requeue", "plugin": "http"})
+    assert "requeued 1" in r.text
+    assert status_of(seeded.dsn, seeded.ids["dead_http"]) == "pending"
+    r = c.post(f"/items/{seeded.ids['dead_mail']}/requeue")
+    assert "requeued 1" in r.text and 'id="item-status">pending' in r.text
+    assert status_of(seeded.dsn, seeded.ids["dead_mail"]) == "pending"
+
+
+def test_circuit_open_and_close(seeded: Seeded) -> None:
+    c = client(seeded.dsn)
+
+    def state() -> str:
+        with psycopg.connect(seeded.dsn) as conn:
+            row = conn.execute(
+                "SELECT state FROM daz_retry_queue_circuits"
+                " WHERE event_type = 'sql.exec' AND plugin_name = 'sql'"
+            ).fetchone()
+        assert row is not None
+        return str(row[0])
+
+    r = c.post("/circuits/open", data={"event_type": "sql.exec", "plugin": "sql", "seconds": "60"})
+    assert "opened sql.exec/sql for 60s" in r.text and state() == "open"
+    r = c.post("/circuits/close", data={"event_type": "sql.exec", "plugin": "sql"})
+    assert "closed sql.exec/sql" in r.text and state() == "closed"
+    assert c.post("/circuits/close", data={"event_type": "nope"}).status_code == 404
+
+
+def test_read_only_shows_and_refuses(seeded: Seeded) -> None:
+    c = client(seeded.dsn, read_only=True)
+    page = c.get("/dead-letters?event_type=sql.exec").text
+    assert "read-only" in page and "purge-matching" not in page and "requeue" not in page
+    for path, form in (
+        ("/dead-letters/apply", {"action": "purge", "event_type": "sql.exec", "expected": "1"}),
+        ("/dead-letters/confirm", {"action": "purge", "event_type": "sql.exec"}),
+        (f"/items/{seeded.ids['dead_sql']}/requeue", {}),
+        ("/circuits/close", {"event_type": "sms.send"}),
+    ):
+        assert c.post(path, data=form).status_code == 403, path
+    assert status_of(seeded.dsn, seeded.ids["dead_sql"]) == "dead_letter"
+
+
+def test_token(seeded: Seeded) -> None:
+    c = client(seeded.dsn, token="s3cret")
+    assert c.get("/").status_code == 401
+    assert c.get("/", headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert c.get("/", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    first = c.get("/items?status=pending&token=s3cret", follow_redirects=False)
+    assert first.status_code == 303 and first.headers["location"] == "/items?status=pending"
+    assert "httponly" in first.headers["set-cookie"].lower()
+    assert c.get("/items").status_code == 200  # the cookie now
+
+
+def test_basic_auth(seeded: Seeded) -> None:
+    c = client(seeded.dsn, basic_auth="ops:pw")
+    r = c.get("/")
+    assert r.status_code == 401 and r.headers["www-authenticate"].startswith("Basic")
+    good = base64.b64encode(b"ops:pw").decode()
+    bad = base64.b64encode(b"ops:no").decode()
+    assert c.get("/", headers={"Authorization": f"Basic {good}"}).status_code == 200
+    assert c.get("/", headers={"Authorization": f"Basic {bad}"}).status_code == 401
+
+
+def test_a_post_from_another_site_is_refused(seeded: Seeded) -> None:
+    c = client(seeded.dsn)
+    form = {"action": "purge", "event_type": "sql.exec", "expected": "1"}
+    r = c.post("/dead-letters/apply", data=form, headers={"Origin": "https://evil.example"})
+    assert r.status_code == 403
+    r = c.post("/dead-letters/apply", data=form, headers={"Sec-Fetch-Site": "cross-site"})
+    assert r.status_code == 403
+    assert status_of(seeded.dsn, seeded.ids["dead_sql"]) == "dead_letter"
+
+
+def test_mounted_in_another_app(seeded: Seeded) -> None:
+    outer = Starlette(routes=[Mount("/ops/retryq", app=create_app(web_config(seeded.dsn)))])
+    c = TestClient(outer)
+    page = c.get("/ops/retryq/").text
+    assert 'href="/ops/retryq/items"' in page and 'src="/ops/retryq/static/htmx.min.js"' in page
+    assert c.get("/ops/retryq/static/htmx.min.js").status_code == 200
+    r = c.post("/ops/retryq/circuits/close", data={"event_type": "sms.send"})
+    assert str(r.url).endswith("/ops/retryq/circuits?message=closed+sms.send%2F-")
+
+
+def test_refuses_to_listen_beyond_localhost_without_auth() -> None:
+    open_ = web_config("dbname=x")
+    check_listen("127.0.0.1", open_)
+    check_listen("::1", open_)
+    check_listen("localhost", open_)
+    with pytest.raises(UsageProblem, match=r"refusing --host 0\.0\.0\.0 without authentication"):
+        check_listen("0.0.0.0", open_)
+    check_listen("0.0.0.0", web_config("dbname=x", token="t"))
+    check_listen("0.0.0.0", web_config("dbname=x", basic_auth="a:b"))
+    with pytest.raises(UsageProblem, match="--basic-auth"):
+        web_config("dbname=x", basic_auth="nopassword")
+
+
+def test_cli_refuses_to_listen_beyond_localhost_without_auth() -> None:
+    argv = [str(RETRYQ)] if RETRYQ.exists() else [sys.executable, "-m", "retryq_py.cli"]
+    r = subprocess.run(
+        [*argv, "web", "--database", "dbname=x", "--host", "0.0.0.0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert r.returncode == 2
+    assert r.stderr.startswith("retryq: refusing --host 0.0.0.0") and r.stderr.count("\n") == 1
