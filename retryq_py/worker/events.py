@@ -57,9 +57,33 @@ class Outcome:
     done_at: float = field(default_factory=time.monotonic)
 
 
+# What a failure's text and code are cut to: the code to the bound every
+# setting of _retryq_limits allows (200 characters), the text to 4000 (the
+# default bound allows 65536; an outcome refused anyway is retried cut to
+# FLOOR_MESSAGE, see flush.py).
+MAX_MESSAGE = 4000
+FLOOR_MESSAGE = 1000
+MAX_CODE = 200
+
+
+def clean(text: object, limit: int) -> str:
+    """Text PostgreSQL accepts: any object as str (its type's name when str()
+    raises), no NUL (kept visible as \\0), no lone surrogates (kept visible as
+    \\udcXX), at most `limit` characters."""
+    try:
+        value = text if isinstance(text, str) else str(text)
+    except BaseException:  # a handler's __str__ may raise anything
+        value = type(text).__name__
+    if "\x00" in value:
+        value = value.replace("\x00", "\\0")
+    if not value.isascii():
+        value = value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value[:limit]
+
+
 def describe(exc: BaseException) -> str:
     # PostgreSQL text cannot hold NUL; a huge message would bloat every history.
-    text = str(exc).strip().replace("\x00", "\\0")[:4000]
+    text = clean(exc, MAX_MESSAGE).strip()
     return text if text else type(exc).__name__
 
 
@@ -76,5 +100,5 @@ class Emitter:
         for event in events:
             try:
                 self._on_event(event)
-            except Exception:
+            except BaseException:  # even SystemExit: the callback is not the worker
                 log.exception("worker %s: on_event callback failed", self._worker_id)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, Protocol
 
 import psycopg
@@ -18,8 +18,23 @@ from psycopg_pool import ConnectionPool
 
 from retryq_py import metrics
 from retryq_py._sql import RetryQueueItem
-from retryq_py._sql.worker import FlushStatements, FlushText, JsonbFromText, item_rows
-from retryq_py.worker.events import EventKind, Outcome, WorkerEvent
+from retryq_py._sql.worker import (
+    FlushStatements,
+    FlushText,
+    JsonbFromText,
+    item_fields,
+    item_rows,
+)
+from retryq_py.errors import explain, server_error_kind
+from retryq_py.worker.events import (
+    FLOOR_MESSAGE,
+    MAX_CODE,
+    MAX_MESSAGE,
+    EventKind,
+    Outcome,
+    WorkerEvent,
+    clean,
+)
 from retryq_py.worker.ledger import Ledger
 
 log = logging.getLogger("retryq.worker")
@@ -31,6 +46,8 @@ class Written(NamedTuple):
     lost: set[int]  # successes this worker could no longer complete
     failed_written: list[bool]  # per failure, in order: written (else lease lost)
     leased: list[RetryQueueItem]
+    # leased items that could not be decoded: failed without running
+    rejected: Sequence[Outcome] = ()
 
 
 class Writer(Protocol):
@@ -41,6 +58,10 @@ class Writer(Protocol):
         ...
 
 
+UNSTORABLE = "retryq.unstorable_outcome"
+UNDECODABLE = "retryq.undecodable_item"
+
+
 class FlushWriter:
     """The flush as one query: fail_retry_item per failure, then
     complete_retry_items, then acquire_retry_items, sent together.
@@ -49,6 +70,15 @@ class FlushWriter:
     nothing) with no BEGIN or COMMIT round trips. Each round trip costs the
     client about as much CPU as the rows it brings, and this is the worker's
     hot path.
+
+    One bad value must not cost the others: when the batch raises because of
+    a value (server_error_kind "item": a text the server refuses, a value
+    psycopg cannot send), nothing was written, and each outcome is written
+    on its own (`_write_each`); the one at fault is retried cut to the bounds
+    every setting allows, then failed for good as retryq.unstorable_outcome.
+    Leased rows that cannot be decoded (a number json cannot read, an
+    infinite timestamp) are decoded row by row, and those that still fail
+    come back as `rejected` outcomes (retryq.undecodable_item).
     """
 
     def __init__(self, worker_id: str, schema: str | None, lock_seconds: int) -> None:
@@ -61,76 +91,184 @@ class FlushWriter:
         started = time.monotonic()
         if self._text is None:
             self._text = self._statements.as_text(self._worker_id, conn)
-        text = self._text
-        cur = psycopg.ClientCursor(conn)  # binds the values into the text, quoted
-        cur.adapters.register_loader("jsonb", JsonbFromText)
-        parts = [
-            cur.mogrify(
-                text.fail,
-                {
-                    "item_id": o.item.id,
-                    "worker_id": self._worker_id,
-                    "error": o.error or "error",
-                    "code": o.code,
-                    "retryable": o.retryable,
-                    "now": None,
-                },
-            )
-            for o in outcomes
-            if not o.ok
-        ]
-        ok_ids = [o.item.id for o in outcomes if o.ok]
-        if ok_ids:
-            parts.append(
-                text.complete_at
-                % {
-                    "item_ids": "'{" + ",".join(map(str, ok_ids)) + "}'",  # integers
-                    "worker_id": text.worker,
-                    "now": "NULL",
-                }
-            )
-        if want:
-            parts.append(
-                text.acquire
-                % {
-                    "worker_id": text.worker,
-                    "batch_size": int(want),
-                    "lock_timeout": self._lock_seconds,
-                    "now": "NULL",
-                }
-            )
         # one implicit transaction needs autocommit; the pool gets it back as it was
         was = conn.autocommit
         conn.autocommit = True
         try:
-            cur.execute(";\n".join(parts))
-            failed_written = []
-            for _ in range(len(parts) - bool(ok_ids) - bool(want)):
-                row = cur.fetchone()
-                failed_written.append(bool(row and row[0]))
-                cur.nextset()
-            completed, at = 0, None
-            if ok_ids:
-                completed, at = cur.fetchone() or (0, None)
-                cur.nextset()
-            leased: list[RetryQueueItem] = []
-            if want:
-                cur.row_factory = item_rows
-                leased = cur.fetchall()
-            lost: set[int] = set()
-            if completed < len(ok_ids):
-                # Rare (a lease lost while its handler ran): which ones. The
-                # rows this call completed carry its transaction's now().
-                done = conn.execute(
-                    self._statements.completed_at, {"item_ids": ok_ids, "at": at}
-                ).fetchall()
-                lost = set(ok_ids) - {r[0] for r in done}
+            try:
+                written = self._write(conn, self._text, outcomes, want)
+            except Exception as exc:
+                if not outcomes or conn.closed or server_error_kind(exc) != "item":
+                    raise
+                log.warning(
+                    "worker %s: writing %d outcomes at once failed (%s); writing each alone",
+                    self._worker_id,
+                    len(outcomes),
+                    explain(exc),
+                )
+                written = self._write_each(conn, self._text, outcomes, want)
         finally:
             if not conn.closed:
                 conn.autocommit = was
         if want:
             metrics.ACQUIRE_DURATION.observe(time.monotonic() - started)
-        return Written(lost, failed_written, leased)
+        return written
+
+    def _write(
+        self, conn: psycopg.Connection[Any], text: FlushText, outcomes: list[Outcome], want: int
+    ) -> Written:
+        cur = psycopg.ClientCursor(conn)  # binds the values into the text, quoted
+        cur.adapters.register_loader("jsonb", JsonbFromText)
+        parts = [self._fail(cur, text, o) for o in outcomes if not o.ok]
+        ok_ids = [o.item.id for o in outcomes if o.ok]
+        if ok_ids:
+            parts.append(self._complete(text, ok_ids))
+        if want:
+            parts.append(self._acquire(text, want))
+        cur.execute(";\n".join(parts))
+        failed_written = []
+        for _ in range(len(parts) - bool(ok_ids) - bool(want)):
+            row = cur.fetchone()
+            failed_written.append(bool(row and row[0]))
+            cur.nextset()
+        lost: set[int] = set()
+        if ok_ids:
+            completed, at = cur.fetchone() or (0, None)
+            cur.nextset()
+            lost = self._lost(conn, ok_ids, completed, at)
+        leased, rejected = self._leased(cur) if want else ([], [])
+        return Written(lost, failed_written, leased, rejected)
+
+    def _write_each(
+        self, conn: psycopg.Connection[Any], text: FlushText, outcomes: list[Outcome], want: int
+    ) -> Written:
+        """The slow path: each failure in a transaction of its own, then the
+        successes, then the lease. An outcome is changed in place to what was
+        written for it."""
+        cur = psycopg.ClientCursor(conn)
+        cur.adapters.register_loader("jsonb", JsonbFromText)
+        failed_written: list[bool] = []
+        for o in outcomes:
+            if not o.ok:
+                failed_written.append(self._fail_alone(cur, text, o))
+        ok_ids = [o.item.id for o in outcomes if o.ok]
+        lost: set[int] = set()
+        if ok_ids:
+            completed, at = cur.execute(self._complete(text, ok_ids)).fetchone() or (0, None)
+            lost = self._lost(conn, ok_ids, completed, at)
+        leased: list[RetryQueueItem] = []
+        rejected: list[Outcome] = []
+        if want:
+            cur.execute(self._acquire(text, want))
+            leased, rejected = self._leased(cur)
+        return Written(lost, failed_written, leased, rejected)
+
+    def _fail_alone(self, cur: psycopg.ClientCursor[Any], text: FlushText, o: Outcome) -> bool:
+        """One failure; refused, then cut to the floors; refused again, a
+        permanent failure that says why."""
+        try:
+            return self._fail_row(cur, self._fail(cur, text, o))
+        except Exception as exc:
+            if server_error_kind(exc) != "item":
+                raise
+            first = exc
+        o.error = clean(o.error or "error", FLOOR_MESSAGE)
+        o.code = clean(o.code, MAX_CODE) if o.code is not None else None
+        try:
+            return self._fail_row(cur, self._fail(cur, text, o))
+        except Exception as exc:
+            if server_error_kind(exc) != "item":
+                raise
+        log.error(
+            "worker %s: item %d: its outcome cannot be stored (%s); failing it for good",
+            self._worker_id,
+            o.item.id,
+            explain(first),
+        )
+        o.error = clean(
+            f"retryq: the worker could not store this outcome ({explain(first)});"
+            f" the handler's code was {o.code!r}, its message: {o.error}",
+            FLOOR_MESSAGE,
+        )
+        o.code = UNSTORABLE
+        o.retryable = False
+        return self._fail_row(cur, self._fail(cur, text, o))
+
+    @staticmethod
+    def _fail_row(cur: psycopg.ClientCursor[Any], statement: str) -> bool:
+        row = cur.execute(statement).fetchone()
+        return bool(row and row[0])
+
+    def _fail(self, cur: psycopg.ClientCursor[Any], text: FlushText, o: Outcome) -> str:
+        return cur.mogrify(
+            text.fail,
+            {
+                "item_id": o.item.id,
+                "worker_id": self._worker_id,
+                "error": o.error or "error",
+                "code": o.code,
+                "retryable": o.retryable,
+                "now": None,
+            },
+        )
+
+    @staticmethod
+    def _complete(text: FlushText, ok_ids: list[int]) -> str:
+        return text.complete_at % {
+            "item_ids": "'{" + ",".join(map(str, ok_ids)) + "}'",  # integers
+            "worker_id": text.worker,
+            "now": "NULL",
+        }
+
+    def _acquire(self, text: FlushText, want: int) -> str:
+        return text.acquire % {
+            "worker_id": text.worker,
+            "batch_size": int(want),
+            "lock_timeout": self._lock_seconds,
+            "now": "NULL",
+        }
+
+    def _lost(
+        self, conn: psycopg.Connection[Any], ok_ids: list[int], completed: int, at: Any
+    ) -> set[int]:
+        if completed >= len(ok_ids):
+            return set()
+        # Rare (a lease lost while its handler ran): which ones. The rows
+        # this call completed carry its transaction's now().
+        done = conn.execute(
+            self._statements.completed_at, {"item_ids": ok_ids, "at": at}
+        ).fetchall()
+        return set(ok_ids) - {r[0] for r in done}
+
+    def _leased(self, cur: psycopg.ClientCursor[Any]) -> tuple[list[RetryQueueItem], list[Outcome]]:
+        """The leased rows; row by row only when the batch cannot be decoded."""
+        cur.row_factory = item_rows
+        try:
+            return cur.fetchall(), []
+        except Exception as exc:
+            log.warning(
+                "worker %s: a leased row cannot be decoded (%s); decoding each alone",
+                self._worker_id,
+                explain(exc),
+            )
+        leased: list[RetryQueueItem] = []
+        rejected: list[Outcome] = []
+        for _, item, why in item_fields(cur):
+            if why is None:
+                leased.append(item)
+                continue
+            log.error("worker %s: item %d: %s; failing it for good", self._worker_id, item.id, why)
+            rejected.append(
+                Outcome(
+                    item,
+                    ok=False,
+                    duration=0.0,
+                    error=clean(f"retryq: the worker {why}", MAX_MESSAGE),
+                    code=UNDECODABLE,
+                    retryable=False,
+                )
+            )
+        return leased, rejected
 
 
 class Report(NamedTuple):
@@ -224,7 +362,7 @@ class Flusher:
         report = classify(outcomes, written)
         # settled before the new items are held: their slots are the new ones'
         self._ledger.settle([o.item.id for o in outcomes], report.tally)
-        self._ledger.hold(written.leased, acquire)
+        self._ledger.hold(written.leased, acquire, written.rejected)
         if written.lost:
             log.warning(
                 "worker %s: %d handled items were no longer leased to it: %s",
@@ -234,4 +372,4 @@ class Flusher:
             )
         observe(report.by_type)
         self._emit(report.events)
-        return len(outcomes), len(written.leased), acquire
+        return len(outcomes), len(written.leased) + len(written.rejected), acquire

@@ -14,7 +14,7 @@ from typing import Any
 from retryq_py import metrics
 from retryq_py._sql import RetryQueueItem
 from retryq_py.errors import error_code, is_retryable
-from retryq_py.worker.events import Outcome, describe
+from retryq_py.worker.events import MAX_CODE, Outcome, clean, describe
 from retryq_py.worker.ledger import Ledger
 from retryq_py.worker.registry import Handler
 
@@ -78,14 +78,7 @@ class HandlerThreads:
         except BaseException as exc:  # even SystemExit: the thread must live on
             duration = time.monotonic() - started
             self._duration(item.event_type).observe(duration)
-            return Outcome(
-                item,
-                ok=False,
-                duration=duration,
-                error=describe(exc),
-                code=error_code(exc) or type(exc).__name__,
-                retryable=is_retryable(exc),
-            )
+            return failure(item, exc, duration)
         duration = time.monotonic() - started
         self._duration(item.event_type).observe(duration)
         return Outcome(item, ok=True, duration=duration)
@@ -95,3 +88,22 @@ class HandlerThreads:
         if child is None:
             child = self._durations[event_type] = metrics.HANDLER_DURATION.labels(event_type)
         return child
+
+
+def failure(item: RetryQueueItem, exc: BaseException, duration: float) -> Outcome:
+    """What a raised exception becomes: text and code PostgreSQL can store,
+    whatever the exception is (its __str__ or its attributes may raise, its
+    code may be no text, its text may hold NUL or lone surrogates)."""
+    try:
+        code = error_code(exc)
+        retryable = is_retryable(exc)
+    except BaseException:  # an exception class that defeats inspection
+        code, retryable = None, True
+    return Outcome(
+        item,
+        ok=False,
+        duration=duration,
+        error=describe(exc),
+        code=clean(code if code is not None else type(exc).__name__, MAX_CODE),
+        retryable=retryable,
+    )

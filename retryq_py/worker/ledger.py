@@ -100,13 +100,20 @@ class Ledger:
             self._outcomes = outcomes + self._outcomes
             self._reserved -= acquire
 
-    def hold(self, items: list[RetryQueueItem], reserved: int) -> None:
-        """Leased (`reserved` was claimed for them): queue them for the handlers."""
+    def hold(
+        self, items: list[RetryQueueItem], reserved: int, rejected: Iterable[Outcome] = ()
+    ) -> None:
+        """Leased (`reserved` was claimed for them): queue them for the handlers.
+        `rejected`: leased items that will not run (they could not be decoded),
+        held with their outcome already waiting to be written."""
         now = time.monotonic()
         with self._lock:
             self._reserved -= reserved
             for item in items:
                 self._held[item.id] = (item, now)
+            for outcome in rejected:
+                self._held[outcome.item.id] = (outcome.item, now)
+                self._outcomes.append(outcome)
         for item in items:
             self._handoff.put(item)
 

@@ -13,6 +13,7 @@ from typing import Any
 from psycopg_pool import ConnectionPool
 
 from retryq_py.config import RetryConfig
+from retryq_py.errors import explain
 from retryq_py.queue import RetryQueue
 from retryq_py.worker.control import Stop, Wake
 from retryq_py.worker.events import Emitter, WorkerCounts, WorkerEvent
@@ -243,9 +244,16 @@ class RetryWorker:
             try:
                 lanes.run(exit_when_idle)
                 shutdown.run()
-            except Exception:
-                # not a lost connection (a missing schema, a privilege): give
-                # back what we hold if we can, then let the caller see it
+            except BaseException as exc:
+                # not a lost connection (a missing schema, a privilege), or an
+                # interrupt: give back what we hold if we can, then let the
+                # caller see it
+                log.error(
+                    "worker %s: stopping: %s (%s)",
+                    s.worker_id,
+                    "configuration error" if isinstance(exc, Exception) else "interrupted",
+                    explain(exc),
+                )
                 stop.abort()
                 try:
                     shutdown.run()

@@ -52,12 +52,14 @@ def drain(conn: psycopg.Connection[Any], worker: str, lease: int, batch: int) ->
 
 
 def retry_worker(dsn: str, worker: str, lease: int, batch: int) -> int:
-    from retryq_py.errors import PermanentError
+    from retryq_py.errors import PermanentError, RetryableError
     from retryq_py.worker import RetryWorker
 
     def handler(item: Any) -> None:
         time.sleep(0.01)  # the handler's work
         data = item.event_data
+        if data["kind"] == "poison":  # a text PostgreSQL cannot store as given
+            raise RetryableError("poison\x00 \udcff", code="P\x00" + "x" * 5000)
         if data["kind"] == "permanent":
             raise PermanentError("bad item")
         if data["kind"] == "hopeless" or (

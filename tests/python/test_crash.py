@@ -309,3 +309,62 @@ def test_retry_worker_sigkill_loses_nothing(dsn: str) -> None:
                 assert taken_over, f"item {item} held by the killed worker was not taken over"
             # at least once: a second run only where the killed worker's lease was lost
             assert n_effects <= 1 or taken_over, (item, n_effects, history)
+
+
+@pytest.mark.slow
+def test_retry_workers_drain_around_poison_values(dsn: str) -> None:
+    """Rows a Go producer can write that Python cannot decode, and handlers
+    whose error text PostgreSQL cannot store as given, mixed into the load:
+    both workers end normally, each poison item is a dead letter that says
+    why, and every other item ends as it would have."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        kinds = _setup(conn, 5, 120)
+        poison = [
+            r[0]
+            for r in conn.execute(
+                "SELECT id FROM enqueue_retry_items(%s)",
+                [
+                    Jsonb(
+                        [
+                            {
+                                "event_type": "crash",
+                                "event_data": {"kind": "poison"},
+                                "max_retries": 1,
+                                "retry_delay_seconds": 0,
+                            }
+                        ]
+                        * 5
+                    )
+                ],
+            )
+        ]
+        undecodable = [
+            r[0]
+            for r in conn.execute(
+                "INSERT INTO daz_retry_queue (event_type, event_data, next_retry_at)"
+                " SELECT 'crash', ('{\"n\": ' || repeat('9', 5000) || '}')::jsonb, t"
+                " FROM unnest(ARRAY['-infinity', 'now', 'now', 'now', 'now']::timestamptz[]) t"
+                " RETURNING id"
+            )
+        ]
+        a, b = _retry_worker(dsn, "rw-a"), _retry_worker(dsn, "rw-b")
+        try:
+            assert a.wait(DEADLINE) == 0 and b.wait(DEADLINE) == 0
+        finally:
+            for p in (a, b):
+                if p.poll() is None:
+                    p.kill()
+                p.wait()
+        codes = dict(
+            conn.execute(
+                "SELECT id, last_error_code FROM daz_retry_queue WHERE status = 'dead_letter'"
+                " AND id = ANY(%s)",
+                [poison + undecodable],
+            ).fetchall()
+        )
+        assert {codes.get(i, "").split("x")[0] for i in poison} == {"P\\0"}, codes
+        assert {codes.get(i) for i in undecodable} == {"retryq.undecodable_item"}, codes
+        conn.execute("DELETE FROM daz_retry_queue WHERE id = ANY(%s)", [poison + undecodable])
+        for item, _, history, n_effects in _final(conn, kinds):
+            assert n_effects <= 1, (item, history)
+            assert not any(h["code"] == "lease_expired" for h in history), (item, history)

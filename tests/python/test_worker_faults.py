@@ -1,0 +1,261 @@
+"""The worker keeps working (issue 13): one bad value, a server-side timeout
+or a lost reply never stops it, and never costs the other items in its batch.
+
+Each test stands for a kind of fault; every one failed on the worker before
+its fix (see the commit messages). They run the worker in a thread with a
+deadline (`run_until_idle`), so a worker that hangs fails the test instead
+of the suite.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from prometheus_client import REGISTRY
+
+from retryq_py import RetryableError, RetryQueue, RetryQueueItem, RetryWorker, WorkerCounts
+from tests.helpers import statuses
+
+Conn = psycopg.Connection[Any]
+FAST = {"poll_interval": 0.2, "lock_timeout": 5, "cleanup_interval": 0, "max_backoff": 0.2}
+
+
+@pytest.fixture
+def db(module_dsn: str) -> Iterator[Conn]:
+    with psycopg.connect(module_dsn, autocommit=True) as conn:
+        conn.execute("TRUNCATE daz_retry_queue, daz_retry_queue_archive")
+        yield conn
+
+
+@pytest.fixture
+def q(db: Conn) -> RetryQueue:
+    return RetryQueue(db)
+
+
+def run_until_idle(worker: RetryWorker, timeout: float = 20.0) -> WorkerCounts:
+    """worker.run(exit_when_idle=True) in a thread; fails if it raises or
+    has not returned by `timeout` (then it is stopped)."""
+    result: list[WorkerCounts] = []
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            result.append(worker.run(exit_when_idle=True, install_signal_handlers=False))
+        except BaseException as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        worker.stop(force=True)
+        thread.join(10)
+        raise AssertionError(f"the worker did not finish within {timeout}s (held {worker.held})")
+    if errors:
+        raise AssertionError(f"run() ended with {errors[0]!r}") from errors[0]
+    return result[0]
+
+
+def item(db: Conn, item_id: int) -> dict[str, Any]:
+    cur = db.execute(
+        "SELECT status, retry_count, last_error_code, error_message, error_history"
+        " FROM daz_retry_queue WHERE id = %s",
+        [item_id],
+    )
+    found = cur.fetchone()
+    assert found is not None
+    return dict(zip([d.name for d in cur.description or []], found, strict=True))
+
+
+def guide_insert(db: Conn, event_data_sql: str, **columns: str) -> int:
+    """The integration guide's INSERT as a Go producer sends it: values the
+    server accepts, written as SQL text."""
+    names = ", ".join(["event_type", "event_data", *columns])
+    values = ", ".join(["'e'", event_data_sql, *columns.values()])
+    row = db.execute(
+        f"INSERT INTO daz_retry_queue ({names}) VALUES ({values}) RETURNING id"  # type: ignore[arg-type]
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+# -- 1. one bad value ---------------------------------------------------------------
+
+
+def test_a_nul_in_a_handlers_error_code_fails_that_item_alone(
+    module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    """The issue's example: the flush raised before writing anything."""
+    bad = q.add("bad", {}, max_retries=0).id
+    good = [q.add("e", {"i": i}).id for i in range(3)]
+
+    def refuse(it: RetryQueueItem) -> None:
+        raise RetryableError("upstream\x00 refused", code="E\x00042")
+
+    counts = run_until_idle(
+        RetryWorker(module_dsn, {"bad": refuse, "e": lambda it: None}, batch_size=4, **FAST)
+    )
+    assert (counts.processed, counts.dead_lettered) == (3, 1)
+    assert all(item(db, i)["status"] == "completed" for i in good)
+    r = item(db, bad)
+    assert r["status"] == "dead_letter"
+    assert r["last_error_code"] == "E\\0042"
+    assert r["error_message"] == "upstream\\0 refused"
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("no text for you")
+
+
+class CodeIsNotText(Exception):
+    code = 42  # a handler's own exception with a non-text code
+
+
+@pytest.mark.parametrize(
+    ("make", "code", "message"),
+    [
+        (lambda: Unprintable("x"), "Unprintable", "Unprintable"),
+        (
+            lambda: RetryableError("bad \udcff surrogate", code="S\udcff"),
+            "S\\udcff",
+            "bad \\udcff surrogate",
+        ),
+        (lambda: RetryableError("fine", code=42), "42", "fine"),
+        (lambda: RetryableError("x" * 100_000, code="C" * 10_000), "C" * 200, "x" * 1000),
+        (lambda: RetryableError(Unprintable()), "RetryableError", "Unprintable"),
+        (lambda: CodeIsNotText("own code"), "CodeIsNotText", "own code"),
+    ],
+    ids=["str-raises", "surrogates", "int-code", "huge", "cause-str-raises", "own-int-code"],
+)
+def test_whatever_a_handler_raises_is_stored_and_the_batch_goes_on(
+    module_dsn: str,
+    db: Conn,
+    q: RetryQueue,
+    make: Callable[[], BaseException],
+    code: str,
+    message: str,
+) -> None:
+    bad = q.add("bad", {}, max_retries=0).id
+    good = [q.add("e", {"i": i}).id for i in range(3)]
+
+    def raise_it(it: RetryQueueItem) -> None:
+        raise make()
+
+    counts = run_until_idle(
+        RetryWorker(module_dsn, {"bad": raise_it, "e": lambda it: None}, batch_size=4, **FAST)
+    )
+    assert (counts.processed, counts.dead_lettered) == (3, 1)
+    assert all(item(db, i)["status"] == "completed" for i in good)
+    r = item(db, bad)
+    assert r["status"] == "dead_letter"
+    assert r["last_error_code"].startswith(code[:200])
+    assert r["error_message"].startswith(message[:1000])
+    assert len(r["error_message"]) <= 4000 and len(r["last_error_code"]) <= 200
+
+
+def test_an_outcome_the_server_refuses_fails_alone_with_a_clear_code(
+    module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    """fail_retry_item raising for one outcome (here: the item's row refuses
+    the update, as any server-side refusal of a value would) must not undo
+    the batch's other outcomes."""
+    bad = q.add("bad", {}, max_retries=3).id
+    good = [q.add("e", {"i": i}).id for i in range(3)]
+    db.execute(
+        "CREATE OR REPLACE FUNCTION refuse_code() RETURNS trigger LANGUAGE plpgsql AS $$"
+        " BEGIN IF NEW.last_error_code = 'REFUSED' THEN"
+        "  RAISE EXCEPTION 'refused' USING ERRCODE = '22023'; END IF; RETURN NEW; END $$"
+    )
+    db.execute(
+        "CREATE TRIGGER refuse_code BEFORE UPDATE ON daz_retry_queue"
+        " FOR EACH ROW EXECUTE FUNCTION refuse_code()"
+    )
+    try:
+
+        def refuse(it: RetryQueueItem) -> None:
+            raise RetryableError("nope", code="REFUSED")
+
+        counts = run_until_idle(
+            RetryWorker(module_dsn, {"bad": refuse, "e": lambda it: None}, batch_size=4, **FAST)
+        )
+    finally:
+        db.execute("DROP TRIGGER refuse_code ON daz_retry_queue")
+    assert (counts.processed, counts.dead_lettered) == (3, 1)
+    assert all(item(db, i)["status"] == "completed" for i in good)
+    r = item(db, bad)
+    assert (r["status"], r["last_error_code"]) == ("dead_letter", "retryq.unstorable_outcome")
+    assert "REFUSED" in r["error_message"] and "22023" in r["error_message"]
+
+
+@pytest.mark.parametrize(
+    ("columns", "field"),
+    [
+        ({}, "event_data"),
+        ({"next_retry_at": "'-infinity'"}, "next_retry_at"),
+        ({"created_at": "'infinity'"}, "created_at"),
+        ({"event_metadata": """('{"n": ' || repeat('9', 5000) || '}')::jsonb"""}, "event_metadata"),
+        ({"tags": "'{}'"}, "event_data"),
+    ],
+    ids=["huge-int", "next-retry-minus-infinity", "created-infinity", "metadata-huge-int", "deep"],
+)
+def test_a_row_python_cannot_decode_fails_alone_and_the_rest_run(
+    module_dsn: str, db: Conn, q: RetryQueue, columns: dict[str, str], field: str
+) -> None:
+    """PostgreSQL accepts these from any producer; psycopg or json cannot
+    decode them. Before: the leases were committed, decoding raised, run()
+    ended, and the three good items became dead letters after takeovers."""
+    if not columns:
+        data = """('{"amount": ' || repeat('9', 5000) || '}')::jsonb"""
+    elif "tags" in columns:  # deeper than Python's recursion limit
+        data = "(repeat('[', 5000) || repeat(']', 5000))::jsonb"
+    else:
+        data = "'{}'"
+    bad = guide_insert(db, data, **columns)
+    good = [q.add("e", {"i": i}).id for i in range(3)]
+    ran: list[int] = []
+    events: list[Any] = []
+    counts = run_until_idle(
+        RetryWorker(
+            module_dsn,
+            {"e": lambda it: ran.append(it.id)},
+            batch_size=4,
+            on_event=events.append,
+            **FAST,
+        )
+    )
+    assert sorted(ran) == sorted(good)
+    assert (counts.processed, counts.dead_lettered) == (3, 1)
+    r = item(db, bad)
+    assert (r["status"], r["last_error_code"]) == ("dead_letter", "retryq.undecodable_item")
+    assert field in r["error_message"]
+    assert statuses(db) == {"completed": 3, "dead_letter": 1}
+    dead = [e for e in events if e.kind == "dead_lettered"]
+    assert [e.item.id for e in dead] == [bad]
+
+
+def test_an_on_event_callback_raising_anything_never_stops_the_worker(
+    module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    ids = [q.add("e", {"i": i}).id for i in range(4)]
+
+    def explode(event: Any) -> None:
+        raise SystemExit("callback gave up")
+
+    counts = run_until_idle(
+        RetryWorker(module_dsn, {"e": lambda it: None}, on_event=explode, **FAST)
+    )
+    assert counts.processed == 4
+    assert all(item(db, i)["status"] == "completed" for i in ids)
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+_ = logging  # used by the server-error tests below
