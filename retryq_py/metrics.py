@@ -55,7 +55,13 @@ ACQUIRE_DURATION = Histogram(
     "in the same transaction (one query).",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
-
+DATABASE_ERRORS = Counter(
+    "retryq_worker_database_errors",
+    "Errors of the worker's own statements, by SQLSTATE ('' when none) and by what "
+    "the worker did: transient (backed off), item (wrote the items one by one), "
+    "configuration (stopped), cleanup (cleanup backed off or stopped).",
+    ["sqlstate", "kind"],
+)
 
 # --- queue side -------------------------------------------------------------
 

@@ -3,7 +3,9 @@
 
 Give it a psycopg Connection and you own the transaction: nothing is
 committed for you (use autocommit, or a `conn.transaction()` block). Give it a
-psycopg_pool ConnectionPool and each call takes a connection and commits.
+psycopg_pool ConnectionPool and each call takes a connection and commits
+(each call is one statement, run in autocommit, so no transaction of ours
+ever waits idle on the server).
 
 Every method that changes state takes `now=None`: the server's clock, unless
 a test moves it (the functions' p_now).
@@ -76,7 +78,19 @@ class RetryQueue(QueueBase):
         """The caller's connection, or one from the pool committed on success."""
         if isinstance(self.source, ConnectionPool):
             with self.source.connection() as conn:
-                yield conn
+                if conn.autocommit:
+                    yield conn
+                    return
+                # Each call is one statement (add_many opens its own
+                # transaction): in autocommit it commits by itself, with no
+                # COMMIT round trip and no idle moment inside a transaction
+                # (idle_in_transaction_session_timeout).
+                conn.set_autocommit(True)
+                try:
+                    yield conn
+                finally:
+                    if not conn.closed:
+                        conn.set_autocommit(False)
         else:
             yield self.source
 
@@ -328,21 +342,17 @@ class RetryQueue(QueueBase):
     def try_cleanup(self, retention_days: int = 7, **kwargs: Any) -> CleanupResult | None:
         """cleanup() unless another session is running it now (then None).
 
-        Needs a transaction around the lock and the cleanup: with a pool that
-        is the pooled connection's; with a Connection, one is opened here.
+        The lock and the cleanup are one statement, so the transaction around
+        them never sits idle: with a pool or an autocommit connection it is
+        the statement's own; otherwise it joins the caller's transaction.
+        `max_rows` (with `batch_size`) bounds one call: the worker cleans in
+        such slices.
         """
         params = {"retention_days": retention_days, "batch_size": 5000, "max_rows": None}
         params |= {"archive_dead_letters": True, "now": None}
         params |= kwargs
-        with self.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            cur.execute(self._q.try_cleanup_lock)
-            got = cur.fetchone()
-            if not (got and got[0]):
-                return None
-            with conn.cursor(row_factory=class_row(CleanupResult)) as rows:
-                rows.execute(self._q.cleanup, params)
-                done = rows.fetchall()
-                return done[0]
+        rows = self._all(self._q.try_cleanup, params, class_row(CleanupResult))
+        return rows[0] if rows else None
 
     def stats(self) -> list[StatsRow]:
         """The daz_retry_queue_stats view as typed rows."""

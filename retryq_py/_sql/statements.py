@@ -186,6 +186,33 @@ TRY_CLEANUP_LOCK: LiteralString = (
     "SELECT pg_try_advisory_xact_lock(hashtext('retryq.cleanup:' || {schema}retry_queue_channel()))"
 )
 
+# The lock and the cleanup in one statement (one transaction that never sits
+# idle between them, which idle_in_transaction_session_timeout would end). No
+# row when another session holds the lock: the CASE runs the cleanup, an
+# InitPlan, only once the lock is taken, and the volatile lock keeps the
+# subquery from being flattened into more than one call.
+TRY_CLEANUP: LiteralString = """
+SELECT t.c[1] AS deleted_count, t.c[2] AS archived_count
+FROM (
+    SELECT CASE
+        WHEN pg_try_advisory_xact_lock(
+            hashtext('retryq.cleanup:' || {schema}retry_queue_channel())
+        )
+        THEN (
+            SELECT ARRAY[r.deleted_count, r.archived_count]::bigint[]
+            FROM {schema}cleanup_retry_queue(
+                p_retention_days => %(retention_days)s,
+                p_batch_size => %(batch_size)s,
+                p_max_rows => %(max_rows)s::bigint,
+                p_archive_dead_letters => %(archive_dead_letters)s,
+                p_now => coalesce(%(now)s::timestamptz, now())
+            ) AS r
+        )
+    END AS c
+) AS t
+WHERE t.c IS NOT NULL
+"""
+
 STATS: LiteralString = """
 SELECT
     status, event_type, plugin_name, item_count, avg_retry_count,
@@ -244,6 +271,7 @@ class Statements:
         self.purge_dead_letters = compose(PURGE_DEAD_LETTERS, schema)
         self.cleanup = compose(CLEANUP, schema)
         self.try_cleanup_lock = compose(TRY_CLEANUP_LOCK, schema)
+        self.try_cleanup = compose(TRY_CLEANUP, schema)
         self.stats = compose(STATS, schema)
         self.get = compose(GET, schema)
         self.due = compose(DUE, schema)

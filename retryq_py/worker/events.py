@@ -11,13 +11,15 @@ from typing import Literal
 import psycopg
 from psycopg_pool import PoolTimeout
 
+from retryq_py import metrics
 from retryq_py._sql import RetryQueueItem
+from retryq_py.errors import ServerErrorKind, server_error_kind
 
 log = logging.getLogger("retryq.worker")
 
-# Errors a worker waits out; anything else from the database (a missing
-# schema, a revoked privilege: SQLSTATE class 42) stops run() with the error.
-TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError, PoolTimeout)
+# Errors a worker may wait out: which of them it does is server_error_kind's
+# call (retryq_py.errors), by SQLSTATE class.
+DATABASE = (psycopg.Error, PoolTimeout)
 
 EventKind = Literal["completed", "failed", "dead_lettered", "released", "lease_lost"]
 
@@ -85,6 +87,21 @@ def describe(exc: BaseException) -> str:
     # PostgreSQL text cannot hold NUL; a huge message would bloat every history.
     text = clean(exc, MAX_MESSAGE).strip()
     return text if text else type(exc).__name__
+
+
+def database_error(exc: BaseException, kind: str | None = None) -> ServerErrorKind:
+    """Classify an error of the worker's own statement and count it in
+    retryq_worker_database_errors_total (by SQLSTATE and kind)."""
+    found = server_error_kind(exc)
+    state = exc.sqlstate if isinstance(exc, psycopg.Error) else None
+    metrics.DATABASE_ERRORS.labels(state or "", kind or found).inc()
+    return found
+
+
+def unavailable_or_error(exc: BaseException) -> str:
+    """'database unavailable' for a lost connection, else 'database error'."""
+    state = exc.sqlstate if isinstance(exc, psycopg.Error) else None
+    return "database unavailable" if not state or state.startswith("08") else "database error"
 
 
 class Emitter:

@@ -34,6 +34,7 @@ from retryq_py.worker.events import (
     Outcome,
     WorkerEvent,
     clean,
+    database_error,
 )
 from retryq_py.worker.ledger import Ledger
 
@@ -100,6 +101,7 @@ class FlushWriter:
             except Exception as exc:
                 if not outcomes or conn.closed or server_error_kind(exc) != "item":
                     raise
+                database_error(exc)
                 log.warning(
                     "worker %s: writing %d outcomes at once failed (%s); writing each alone",
                     self._worker_id,

@@ -13,10 +13,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-import psycopg
-from psycopg_pool import PoolTimeout
-
-from retryq_py.worker.events import describe
+from retryq_py.errors import explain
+from retryq_py.worker.events import DATABASE, database_error
 from retryq_py.worker.ledger import Ledger
 
 log = logging.getLogger("retryq.worker")
@@ -61,8 +59,9 @@ class Heartbeat:
             return set()
         try:
             kept = self._extend_locks(due, self._worker_id, self._lock_timeout)
-        except (psycopg.Error, PoolTimeout) as exc:
-            log.warning("worker %s: heartbeat failed (%s)", self._worker_id, describe(exc))
+        except DATABASE as exc:
+            database_error(exc)
+            log.warning("worker %s: heartbeat failed (%s)", self._worker_id, explain(exc))
             return set()
         lost = self._ledger.extended(due, kept, now)
         if lost:

@@ -2,9 +2,17 @@
 
 Each lane flushes on a pooled connection of its own, so with two lanes one
 transaction is in flight while the other's items run, and a round trip no
-longer gates every batch. Lane 0 runs in the thread that calls run() and
-also runs the scheduled cleanup. A lane with nothing to do sleeps until a
-NOTIFY, the next due retry or poll_interval, whichever comes first.
+longer gates every batch. Lane 0 runs in the thread that calls run(). A lane
+with nothing to do sleeps until a NOTIFY, the next due retry or
+poll_interval, whichever comes first. (Cleanup is not theirs: see
+maintenance.py.)
+
+An error of a lane's statement is classified by SQLSTATE
+(retryq_py.errors.server_error_kind): a transient one (a lost connection,
+statement_timeout, idle_in_transaction_session_timeout, a full disk, a
+standby) is logged with its SQLSTATE and message, counted, and waited out
+with a doubling backoff; a configuration error (a privilege, a missing
+function, a pooler that loses prepared statements) stops run().
 """
 
 from __future__ import annotations
@@ -14,11 +22,10 @@ import threading
 import time
 from typing import Protocol
 
-import psycopg
-
-from retryq_py._sql import CleanupResult, Due
+from retryq_py._sql import Due
+from retryq_py.errors import explain
 from retryq_py.worker.control import Stop, Wake
-from retryq_py.worker.events import TRANSIENT, describe
+from retryq_py.worker.events import DATABASE, database_error, unavailable_or_error
 from retryq_py.worker.flush import Flusher
 from retryq_py.worker.ledger import Ledger
 from retryq_py.worker.settings import Settings
@@ -27,11 +34,9 @@ log = logging.getLogger("retryq.worker")
 
 
 class Schedule(Protocol):
-    """What the lanes ask the queue besides the flush (RetryQueue has both)."""
+    """What the lanes ask the queue besides the flush (RetryQueue has it)."""
 
     def due(self) -> Due: ...
-
-    def try_cleanup(self, retention_days: int = 7) -> CleanupResult | None: ...
 
 
 class Lanes:
@@ -87,15 +92,10 @@ class Lanes:
         stopping = self._stop.stopping
         backoff = 0.0
         more = True  # there may be due items: acquire without waiting
-        cleans = lane == 0 and s.cleanup_interval > 0
-        next_cleanup = time.monotonic() if cleans else float("inf")
         next_poll = time.monotonic()
         while not stopping.is_set() and not ledger.idle_exit:
             self._wake.clear(lane)
             try:
-                if time.monotonic() >= next_cleanup:
-                    again = self._cleanup()
-                    next_cleanup = time.monotonic() + s.cleanup_interval if again else float("inf")
                 free, notified = ledger.room()
                 if notified or (free > 0 and time.monotonic() >= next_poll):
                     more = True
@@ -127,12 +127,15 @@ class Lanes:
                 wait = min(wait, ledger.ack_deadline(s.ack_interval) - time.monotonic())
                 backoff = 0.0
                 self._wake.wait(lane, wait)
-            except TRANSIENT as exc:
+            except DATABASE as exc:
+                if database_error(exc) == "configuration":
+                    raise
                 backoff = min(max(backoff * 2, 0.1), s.max_backoff)
                 log.warning(
-                    "worker %s: database unavailable (%s); retrying in %.1fs",
+                    "worker %s: %s (%s); retrying in %.1fs",
                     s.worker_id,
-                    describe(exc),
+                    unavailable_or_error(exc),
+                    explain(exc),
                     backoff,
                 )
                 more = True
@@ -143,27 +146,4 @@ class Lanes:
         if not self._ledger.finish_if_idle():
             return False
         self._wake.set()
-        return True
-
-    def _cleanup(self) -> bool:
-        """Run the scheduled cleanup; False when this role may not (stop trying)."""
-        s = self._s
-        try:
-            result = self._schedule.try_cleanup(s.retention_days)
-        except psycopg.errors.InsufficientPrivilege:
-            # A worker that runs as retryq_worker alone: cleanup is retryq_admin's
-            # job, so the worker keeps working and leaves it to them.
-            log.warning(
-                "worker %s: no privilege to run cleanup_retry_queue; scheduled cleanup "
-                "is off (run `retryq cleanup` as retryq_admin, or set cleanup_interval 0)",
-                s.worker_id,
-            )
-            return False
-        if result is not None and result.deleted_count:
-            log.info(
-                "worker %s: cleanup deleted %d items (%d dead letters archived)",
-                s.worker_id,
-                result.deleted_count,
-                result.archived_count,
-            )
         return True

@@ -23,6 +23,7 @@ from retryq_py.worker.heartbeat import Heartbeat
 from retryq_py.worker.lanes import Lanes
 from retryq_py.worker.ledger import Ledger
 from retryq_py.worker.listener import Listener
+from retryq_py.worker.maintenance import Maintenance
 from retryq_py.worker.registry import Handler
 from retryq_py.worker.settings import Settings
 from retryq_py.worker.shutdown import Shutdown
@@ -194,7 +195,7 @@ class RetryWorker:
         s, ledger, stop, wake = self.settings, self._ledger, self._stop, self._wake
         owned = isinstance(self._database, str)
         pool: ConnectionPool[Any] | None = None
-        services: list[HandlerThreads | Listener | Heartbeat] = []
+        services: list[HandlerThreads | Listener | Heartbeat | Maintenance] = []
         try:
             pool = self._open_pool(str(self._database)) if owned else self._pool_of_yours()
             queue = self._parts.queue(pool, s.schema)
@@ -236,6 +237,13 @@ class RetryWorker:
                     lock_timeout=s.lock_timeout,
                     handler_timeout=s.handler_timeout,
                     done=stop.done,
+                ),
+                Maintenance(
+                    queue,
+                    worker_id=s.worker_id,
+                    interval=s.cleanup_interval,
+                    retention_days=s.retention_days,
+                    stopping=stop.stopping,
                 ),
             ]
             for service in services:
@@ -282,8 +290,12 @@ class RetryWorker:
         s = self.settings
         pool: ConnectionPool[Any] = ConnectionPool(
             conninfo,
+            # autocommit: every statement of the worker is its own transaction,
+            # so none waits idle (idle_in_transaction_session_timeout); no
+            # prepared statements, which a pooler in transaction mode loses
+            kwargs={"autocommit": True, "prepare_threshold": None},
             min_size=s.lanes,  # opened side by side at start
-            max_size=s.lanes + 2,  # the lanes, heartbeat, one spare
+            max_size=s.lanes + 3,  # the lanes, heartbeat, maintenance, one spare
             timeout=s.connect_timeout,
             name=f"retryq-{s.worker_id}",
             open=False,

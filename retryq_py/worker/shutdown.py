@@ -12,8 +12,9 @@ import time
 from collections.abc import Callable, Iterable
 
 from retryq_py._sql import RetryQueueItem
+from retryq_py.errors import explain
 from retryq_py.worker.control import Stop, Wake
-from retryq_py.worker.events import TRANSIENT, WorkerEvent, describe
+from retryq_py.worker.events import DATABASE, WorkerEvent, database_error
 from retryq_py.worker.flush import Flusher
 from retryq_py.worker.ledger import Ledger
 
@@ -67,12 +68,14 @@ class Shutdown:
                     break
                 self._wake.wait(0, min(0.05, deadline - time.monotonic()))
                 backoff = 0.0
-            except TRANSIENT as exc:
+            except DATABASE as exc:
+                if database_error(exc) == "configuration":
+                    raise
                 if self._stop.force.is_set() or time.monotonic() >= deadline:
                     log.warning(
                         "worker %s: database unavailable at shutdown (%s); leases left to expire",
                         self._worker_id,
-                        describe(exc),
+                        explain(exc),
                     )
                     return
                 backoff = min(max(backoff * 2, 0.1), self._max_backoff)
@@ -86,8 +89,9 @@ class Shutdown:
         )
         try:
             self.release(late)
-        except TRANSIENT as exc:
-            log.warning("worker %s: could not release (%s)", self._worker_id, describe(exc))
+        except DATABASE as exc:
+            database_error(exc)
+            log.warning("worker %s: could not release (%s)", self._worker_id, explain(exc))
 
     def release(self, items: list[RetryQueueItem]) -> None:
         """Give the leases back (no retry spent), then forget and count them."""

@@ -11,8 +11,10 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg import errors as pgerr
+from psycopg_pool import PoolTimeout
 
 from retryq_py import PermanentError, RetryableError, error_code, is_retryable
+from retryq_py.errors import server_error_kind
 
 
 @pytest.fixture
@@ -99,3 +101,45 @@ def test_wrapped_sqlstate_is_found(db: psycopg.Connection[Any]) -> None:
     outer.__cause__ = exc
     assert not is_retryable(outer)
     assert error_code(outer) == "23505"
+
+
+@pytest.mark.parametrize(
+    ("state", "kind"),
+    [
+        ("08006", "transient"),  # connection failure
+        ("57014", "transient"),  # statement_timeout
+        ("57P01", "transient"),  # admin shutdown
+        ("25P03", "transient"),  # idle_in_transaction_session_timeout
+        ("25006", "transient"),  # read-only: a standby until failover completes
+        ("53100", "transient"),  # disk full
+        ("53300", "transient"),  # too many connections
+        ("40001", "transient"),
+        ("55P03", "transient"),  # lock_not_available
+        ("58030", "transient"),  # io_error
+        ("22001", "item"),  # a text over its bound
+        ("22P05", "item"),  # untranslatable character
+        ("23514", "item"),
+        ("54000", "item"),
+        ("P0001", "item"),
+        ("42501", "configuration"),  # privilege
+        ("42883", "configuration"),  # undefined function
+        ("3F000", "configuration"),  # no such schema
+        ("26000", "configuration"),  # a prepared statement a pooler lost
+        ("42P05", "configuration"),
+        ("28P01", "configuration"),
+        ("0A000", "configuration"),
+    ],
+)
+def test_the_workers_own_errors_are_classified_by_sqlstate_class(state: str, kind: str) -> None:
+    exc = psycopg.errors.lookup(state)("x")
+    exc.sqlstate = state  # type: ignore[misc]
+    assert server_error_kind(exc) == kind
+
+
+def test_errors_without_a_sqlstate_are_classified_by_what_raised_them() -> None:
+    assert server_error_kind(psycopg.OperationalError("connection lost")) == "transient"
+    assert server_error_kind(psycopg.InterfaceError("closed")) == "transient"
+    assert server_error_kind(PoolTimeout("no connection")) == "transient"
+    assert server_error_kind(psycopg.DataError("NUL bytes")) == "item"
+    assert server_error_kind(UnicodeEncodeError("utf-8", "\udcff", 0, 1, "x")) == "item"
+    assert server_error_kind(psycopg.ProgrammingError("bad query")) == "configuration"

@@ -9,7 +9,6 @@ of the suite.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -17,9 +16,10 @@ from typing import Any
 import psycopg
 import pytest
 from prometheus_client import REGISTRY
+from psycopg.conninfo import make_conninfo
 
 from retryq_py import RetryableError, RetryQueue, RetryQueueItem, RetryWorker, WorkerCounts
-from tests.helpers import statuses
+from tests.helpers import statuses, wait_until
 
 Conn = psycopg.Connection[Any]
 FAST = {"poll_interval": 0.2, "lock_timeout": 5, "cleanup_interval": 0, "max_backoff": 0.2}
@@ -258,4 +258,133 @@ def sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
-_ = logging  # used by the server-error tests below
+# -- 2. server-side errors ------------------------------------------------------------
+
+
+def with_options(dsn: str, **settings: str) -> str:
+    """The DSN with server settings for every session it opens (as an
+    ALTER ROLE ... SET would give the worker's role)."""
+    opts = " ".join(f"-c {k}={v}" for k, v in settings.items())
+    return make_conninfo(dsn, options=opts)
+
+
+def test_idle_in_transaction_timeout_never_kills_the_worker(
+    module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    """The issue's example: both workers died of IdleInTransactionSessionTimeout
+    (25P03). Every transaction the worker opens (flush, due, heartbeat, cleanup,
+    release) is one statement now, so none sits idle, and 25P03 is transient."""
+    ids = [q.add("e", {"i": i}).id for i in range(30)]
+    slow = q.add("slow", {}).id
+    gate = threading.Event()
+
+    def wait_for_heartbeats(it: RetryQueueItem) -> None:
+        gate.wait(3.5)  # past half a lease: the heartbeat extends it
+
+    dsn = with_options(module_dsn, idle_in_transaction_session_timeout="1ms")
+    counts = run_until_idle(
+        RetryWorker(
+            dsn,
+            {"e": lambda it: None, "slow": wait_for_heartbeats},
+            batch_size=4,
+            **{**FAST, "lock_timeout": 2, "cleanup_interval": 0.2},
+        ),
+        timeout=30,
+    )
+    assert counts.processed == 31 and counts.lease_lost == 0
+    assert statuses(db) == {"completed": 31}
+    assert {i for i in [*ids, slow] if item(db, i)["status"] == "completed"} == {*ids, slow}
+
+
+def test_a_statement_timeout_is_logged_with_its_sqlstate_counted_and_waited_out(
+    module_dsn: str, db: Conn, q: RetryQueue, caplog: pytest.LogCaptureFixture
+) -> None:
+    ids = [q.add("e", {"i": i}).id for i in range(3)]
+    before = sample("retryq_worker_database_errors_total", sqlstate="57014", kind="transient")
+    locker = psycopg.connect(module_dsn)
+    locker.execute("LOCK TABLE daz_retry_queue IN ACCESS EXCLUSIVE MODE")
+    worker = RetryWorker(
+        with_options(module_dsn, statement_timeout="100ms"), {"e": lambda it: None}, **FAST
+    )
+    thread = worker.start(exit_when_idle=True)
+    try:
+        wait_until(
+            lambda: (
+                sample("retryq_worker_database_errors_total", sqlstate="57014", kind="transient")
+                > before
+            ),
+            what="the timeout to be counted",
+        )
+    finally:
+        locker.rollback()
+        locker.close()
+    thread.join(15)
+    assert not thread.is_alive()
+    assert all(item(db, i)["status"] == "completed" for i in ids)
+    logged = [r.getMessage() for r in caplog.records if "57014" in r.getMessage()]
+    assert logged and "statement timeout" in logged[0], logged
+
+
+def test_a_configuration_error_stops_the_worker_and_says_so(
+    module_dsn: str, db: Conn, q: RetryQueue, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No retry can help a missing function: the worker says so and stops,
+    with nothing left leased."""
+    q.add("e", {})
+    with pytest.raises(psycopg.errors.InvalidSchemaName):
+        RetryWorker(module_dsn, {"e": lambda it: None}, schema="no_such_schema", **FAST).run(
+            exit_when_idle=True
+        )
+    assert any(
+        ("configuration error" in r.getMessage() and "SQLSTATE 3F000" in r.getMessage())
+        or "SQLSTATE 42883" in r.getMessage()
+        for r in caplog.records
+    ), [r.getMessage() for r in caplog.records]
+    assert sample(
+        "retryq_worker_database_errors_total", sqlstate="42883", kind="configuration"
+    ) or (sample("retryq_worker_database_errors_total", sqlstate="3F000", kind="configuration"))
+
+
+@pytest.mark.slow
+def test_cleanup_in_slices_never_starves_leasing(module_dsn: str, db: Conn, q: RetryQueue) -> None:
+    """The issue's example: one unbounded cleanup call, cancelled by a 2 s
+    statement_timeout on every pass of the only lane, left 0 of 5 due items
+    handled. Cleanup now runs in bounded slices in a thread of its own."""
+    db.execute(
+        "INSERT INTO daz_retry_queue (event_type, event_data, status, created_at,"
+        " next_retry_at, last_attempted_at, completed_at)"
+        " SELECT 'old', '{}', 'completed', t, t, t, t"
+        " FROM (SELECT now() - interval '30 days' AS t) AS c, generate_series(1, 60000)"
+    )
+    due = [q.add("e", {"i": i}).id for i in range(5)]
+    done = threading.Event()
+    ran: list[int] = []
+
+    def handle(it: RetryQueueItem) -> None:
+        ran.append(it.id)
+        if len(ran) == len(due):
+            done.set()
+
+    worker = RetryWorker(
+        with_options(module_dsn, statement_timeout="150ms"),
+        {"e": handle},
+        lanes=1,
+        **{**FAST, "cleanup_interval": 0.5},
+    )
+    thread = worker.start()
+    try:
+        assert done.wait(10), f"{len(ran)} of {len(due)} due items handled"
+        wait_until(
+            lambda: (
+                db.execute(
+                    "SELECT count(*) FROM daz_retry_queue WHERE event_type = 'old'"
+                ).fetchone()
+                == (0,)
+            ),
+            timeout=60,
+            what="cleanup to finish in slices",
+        )
+    finally:
+        worker.stop()
+        thread.join(10)
+    assert sorted(ran) == sorted(due)
