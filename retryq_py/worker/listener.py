@@ -2,6 +2,13 @@
 
 A lost connection is retried with backoff; meanwhile the lanes' poll still
 finds the work, only later.
+
+A pooler in transaction mode (PgBouncer's pool_mode = transaction) hands the
+LISTEN to whichever server connection runs it and never brings its
+notifications back. So once listening, the listener sends itself a probe
+NOTIFY from another connection: when the probe does not arrive within
+PROBE_SECONDS, it says so and ends, and the lanes find work by polling
+every poll_interval.
 """
 
 from __future__ import annotations
@@ -9,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -16,8 +24,8 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from retryq_py._sql.worker import listen
+from retryq_py.errors import explain
 from retryq_py.queue import RetryQueue
-from retryq_py.worker.events import describe
 
 log = logging.getLogger("retryq.worker")
 
@@ -34,8 +42,12 @@ def connect_args(
         conninfo = info() if callable(info) else info
         kwargs = dict((extra() if callable(extra) else extra) or {})
     kwargs["autocommit"] = True
+    kwargs["prepare_threshold"] = None  # a pooler in transaction mode loses them
     kwargs.setdefault("connect_timeout", max(1, round(connect_timeout)))
     return conninfo, kwargs
+
+
+PROBE_SECONDS = 3.0
 
 
 class Listener:
@@ -78,6 +90,15 @@ class Listener:
                     conn.execute(listen(channel))
                     backoff = 0.0
                     self._on_notify()  # anything sent while we were away
+                    if not self._probe(conn, channel, conninfo, kwargs):
+                        log.warning(
+                            "worker %s: LISTEN does not work through this connection (a pooler"
+                            " in transaction mode?): polling every poll_interval instead",
+                            self._worker_id,
+                        )
+                        conn.execute("UNLISTEN *")
+                        return
+                    log.info("worker %s: listening on %s", self._worker_id, channel)
                     while not self._stopping.is_set():
                         for _ in conn.notifies(timeout=0.5):
                             self._on_notify()
@@ -88,7 +109,25 @@ class Listener:
                 log.warning(
                     "worker %s: listener lost its connection (%s); retrying in %.1fs",
                     self._worker_id,
-                    describe(exc),
+                    explain(exc),
                     backoff,
                 )
                 self._stopping.wait(backoff)
+
+    def _probe(
+        self, conn: psycopg.Connection[Any], channel: str, conninfo: str, kwargs: dict[str, Any]
+    ) -> bool:
+        """Whether a NOTIFY sent from another connection reaches this one."""
+        payload = f"retryq-probe-{uuid.uuid4()}"
+        with psycopg.connect(conninfo, **kwargs) as other:
+            other.execute("SELECT pg_notify(%s, %s)", [channel, payload])
+        deadline = time.monotonic() + PROBE_SECONDS
+        while not self._stopping.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            for note in conn.notifies(timeout=min(left, 0.5)):
+                if note.payload == payload:
+                    return True
+                self._on_notify()
+        return True  # stopping: no verdict needed
