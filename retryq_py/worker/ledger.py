@@ -14,6 +14,7 @@ grace period by `take_late`.
 
 from __future__ import annotations
 
+import logging
 import queue as stdqueue
 import threading
 import time
@@ -21,6 +22,8 @@ from collections.abc import Iterable, Mapping
 
 from retryq_py._sql import RetryQueueItem
 from retryq_py.worker.events import EventKind, Outcome, WorkerCounts
+
+log = logging.getLogger("retryq.worker")
 
 _COUNTED_AS: dict[EventKind, str] = {
     "completed": "processed",
@@ -34,8 +37,16 @@ _COUNTED_AS: dict[EventKind, str] = {
 class Ledger:
     """Held items, running handlers, outcomes waiting to be written, counts."""
 
-    def __init__(self, *, batch_size: int, capacity: int, stopping: threading.Event) -> None:
+    def __init__(
+        self,
+        *,
+        batch_size: int,
+        capacity: int,
+        stopping: threading.Event,
+        lease: float = float("inf"),
+    ) -> None:
         self._batch_size = batch_size
+        self._lease = lease  # seconds a lease lasts from its last renewal
         self._capacity = capacity
         self._stopping = stopping
         self._lock = threading.Lock()
@@ -159,13 +170,28 @@ class Ledger:
             self._handoff.put(None)
 
     def begin(self, item: RetryQueueItem) -> bool:
-        """False after a stop: the item goes back unstarted."""
+        """False after a stop (the item goes back unstarted) or when its lease
+        ran out while it waited (the heartbeat could not renew it: another
+        worker may hold it now, so it is forgotten, counted as lease_lost)."""
+        now = time.monotonic()
         with self._lock:
             if self._stopping.is_set():
                 self._returned.append(item)
                 return False
-            self._running[item.id] = time.monotonic()
-        return True
+            held = self._held.get(item.id)
+            lost = held is not None and now - held[1] >= self._lease
+            if lost:
+                del self._held[item.id]
+                self.counts.lease_lost += 1
+            else:
+                self._running[item.id] = now
+        if lost:
+            log.warning(
+                "item %d: its lease ran out before a handler was free (could the heartbeat"
+                " reach the database?); not running it: another worker takes it over",
+                item.id,
+            )
+        return not lost
 
     def finish(self, outcome: Outcome) -> bool:
         """The outcome waits for a lane; True when a lane should wake for it:

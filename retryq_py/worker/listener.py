@@ -26,6 +26,7 @@ from psycopg_pool import ConnectionPool
 from retryq_py._sql.worker import listen
 from retryq_py.errors import explain
 from retryq_py.queue import RetryQueue
+from retryq_py.worker.deadline import network_kwargs
 
 log = logging.getLogger("retryq.worker")
 
@@ -62,6 +63,7 @@ class Listener:
         schema: str | None,
         connect_timeout: float,
         max_backoff: float,
+        lock_timeout: float = 300.0,
         stopping: threading.Event,
         on_notify: Callable[[], None],
     ) -> None:
@@ -69,6 +71,7 @@ class Listener:
         self._worker_id = worker_id
         self._schema = schema
         self._connect_timeout = connect_timeout
+        self._lock_timeout = lock_timeout
         self._max_backoff = max_backoff
         self._stopping = stopping
         self._on_notify = on_notify
@@ -82,6 +85,8 @@ class Listener:
 
     def run(self) -> None:
         conninfo, kwargs = connect_args(self._database, self._connect_timeout)
+        # keepalives: an idle LISTEN connection on a dead network is noticed
+        kwargs = {**network_kwargs(conninfo, self._lock_timeout, self._connect_timeout), **kwargs}
         backoff = 0.0
         while not self._stopping.is_set():
             try:

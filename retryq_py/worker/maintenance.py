@@ -91,7 +91,9 @@ class Maintenance:
             return False
         except DATABASE as exc:
             database_error(exc, "cleanup")
-            if isinstance(exc, psycopg.errors.QueryCanceled):
+            if isinstance(exc, psycopg.errors.QueryCanceled) or (
+                isinstance(exc, psycopg.OperationalError) and not exc.sqlstate
+            ):  # a statement_timeout, or the statement deadline cut it
                 self.slice = max(MIN_SLICE, self.slice // 2)
             log.warning(
                 "worker %s: cleanup stopped after %d items (%s); next slice %d rows, in %.0fs",

@@ -16,6 +16,7 @@ from retryq_py.config import RetryConfig
 from retryq_py.errors import explain
 from retryq_py.queue import RetryQueue
 from retryq_py.worker.control import Stop, Wake
+from retryq_py.worker.deadline import Watchdog, WatchedPool, network_kwargs
 from retryq_py.worker.events import Emitter, WorkerCounts, WorkerEvent
 from retryq_py.worker.flush import Flusher, FlushWriter, Writer
 from retryq_py.worker.handlers import HandlerThreads
@@ -70,7 +71,10 @@ class RetryWorker:
     retention_days); keyword arguments override it. `lanes` (default
     min(2, worker_count), and one less than max_size for a pool of yours):
     how many lease transactions may be in flight at once (see the package
-    docstring). `parts` swaps a part for another (see WorkerParts).
+    docstring). `statement_deadline` (default half of lock_timeout): a
+    statement of the worker's own pool that gets no answer for that long has
+    its connection cut (see worker/deadline.py). `parts` swaps a part for
+    another (see WorkerParts).
     """
 
     def __init__(
@@ -93,6 +97,7 @@ class RetryWorker:
         max_backoff: float = 10.0,
         connect_timeout: float = 5.0,
         handler_timeout: float | None = None,
+        statement_deadline: float | None = None,
         lanes: int | None = None,
         on_event: Callable[[WorkerEvent], None] | None = None,
         parts: WorkerParts | None = None,
@@ -113,6 +118,7 @@ class RetryWorker:
             max_backoff=max_backoff,
             connect_timeout=connect_timeout,
             handler_timeout=handler_timeout,
+            statement_deadline=statement_deadline,
             lanes=lanes,
             pool_max_size=database.max_size if isinstance(database, ConnectionPool) else None,
         )
@@ -127,6 +133,7 @@ class RetryWorker:
             batch_size=self.settings.batch_size,
             capacity=self.settings.capacity,
             stopping=self._stop.stopping,
+            lease=self.settings.lock_timeout,
         )
         self._ran = threading.Lock()  # taken by the first run(), never released
 
@@ -226,6 +233,7 @@ class RetryWorker:
                     worker_id=s.worker_id,
                     schema=s.schema,
                     connect_timeout=s.connect_timeout,
+                    lock_timeout=s.lock_timeout,
                     max_backoff=s.max_backoff,
                     stopping=stop.stopping,
                     on_notify=self._on_notify,
@@ -288,17 +296,23 @@ class RetryWorker:
 
     def _open_pool(self, conninfo: str) -> ConnectionPool[Any]:
         s = self.settings
-        pool: ConnectionPool[Any] = ConnectionPool(
+        pool: ConnectionPool[Any] = WatchedPool(
             conninfo,
             # autocommit: every statement of the worker is its own transaction,
             # so none waits idle (idle_in_transaction_session_timeout); no
-            # prepared statements, which a pooler in transaction mode loses
-            kwargs={"autocommit": True, "prepare_threshold": None},
+            # prepared statements, which a pooler in transaction mode loses;
+            # keepalives and tcp_user_timeout, so a dead peer is noticed
+            kwargs={
+                "autocommit": True,
+                "prepare_threshold": None,
+                **network_kwargs(conninfo, s.lock_timeout, s.connect_timeout),
+            },
             min_size=s.lanes,  # opened side by side at start
             max_size=s.lanes + 3,  # the lanes, heartbeat, maintenance, one spare
             timeout=s.connect_timeout,
             name=f"retryq-{s.worker_id}",
             open=False,
+            watchdog=Watchdog(s.statement_deadline, s.worker_id),
         )
         pool.open(wait=False)
         return pool
@@ -360,6 +374,10 @@ class RetryWorker:
     @property
     def handler_timeout(self) -> float | None:
         return self.settings.handler_timeout
+
+    @property
+    def statement_deadline(self) -> float:
+        return self.settings.statement_deadline
 
     @property
     def lanes(self) -> int:

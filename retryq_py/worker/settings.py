@@ -33,6 +33,7 @@ class Settings:
     max_backoff: float
     connect_timeout: float
     handler_timeout: float | None
+    statement_deadline: float
     lanes: int
 
     @classmethod
@@ -54,6 +55,7 @@ class Settings:
         max_backoff: float = 10.0,
         connect_timeout: float = 5.0,
         handler_timeout: float | None = None,
+        statement_deadline: float | None = None,
         lanes: int | None = None,
         pool_max_size: int | None = None,
     ) -> Settings:
@@ -95,6 +97,12 @@ class Settings:
             # A handler running longer stops being heartbeated: its lease runs
             # out and another worker takes the item over (a failed attempt).
             handler_timeout=handler_timeout,
+            # A statement of the worker's own pool with no answer for this
+            # long has its connection cut: far inside the lease, far above
+            # what one short transaction takes.
+            statement_deadline=(
+                statement_deadline if statement_deadline is not None else max(1.0, lock / 2)
+            ),
             lanes=n_lanes,
         )
         if not 1 <= settings.batch_size <= 1000:
@@ -103,6 +111,10 @@ class Settings:
             raise ValueError(f"poll_interval must be positive, got {settings.poll_interval}")
         if lock < 1:
             raise ValueError(f"lock_timeout must be at least 1 second, got {lock}")
+        if settings.statement_deadline <= 0:
+            raise ValueError(
+                f"statement_deadline must be positive, got {settings.statement_deadline}"
+            )
         return settings
 
     @property

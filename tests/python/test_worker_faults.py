@@ -10,6 +10,7 @@ of the suite.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,7 +20,9 @@ from prometheus_client import REGISTRY
 from psycopg.conninfo import make_conninfo
 
 from retryq_py import RetryableError, RetryQueue, RetryQueueItem, RetryWorker, WorkerCounts
+from retryq_py.worker.ledger import Ledger
 from tests.helpers import statuses, wait_until
+from tests.python import netproxy
 
 Conn = psycopg.Connection[Any]
 FAST = {"poll_interval": 0.2, "lock_timeout": 5, "cleanup_interval": 0, "max_backoff": 0.2}
@@ -388,3 +391,58 @@ def test_cleanup_in_slices_never_starves_leasing(module_dsn: str, db: Conn, q: R
         worker.stop()
         thread.join(10)
     assert sorted(ran) == sorted(due)
+
+
+# -- 3. a silent network ----------------------------------------------------------------
+
+
+def test_a_silent_network_is_noticed_within_the_lease_and_survived(
+    module_dsn: str, db: Conn, q: RetryQueue, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The issue's example: a network that stops answering (no reset) blocked
+    every thread of the worker with no log line. Its statements now have a
+    deadline (half the lease), its connections keepalives and timeouts."""
+    ran: list[int] = []
+    with netproxy.proxy(module_dsn) as net:
+        first = [q.add("e", {"i": i}).id for i in range(5)]
+        worker = RetryWorker(
+            net.dsn,
+            {"e": lambda it: ran.append(it.id)},
+            lock_timeout=4,
+            poll_interval=0.2,
+            connect_timeout=1,
+            cleanup_interval=0,
+            max_backoff=0.2,
+        )
+        thread = worker.start()
+        try:
+            wait_until(lambda: len(ran) == 5, 10, "the first items")
+            net.freeze()
+            frozen = time.monotonic()
+            wait_until(
+                lambda: any("no answer" in r.getMessage() for r in caplog.records),
+                4,
+                "the worker to notice within its lease",
+            )
+            assert time.monotonic() - frozen < 4
+            net.thaw()
+            later = [q.add("e", {"i": i}).id for i in range(5)]
+            wait_until(lambda: len(ran) == 10, 15, "the items enqueued after the silence")
+        finally:
+            net.thaw()
+            worker.stop()
+            thread.join(10)
+    assert not thread.is_alive()
+    assert sorted(ran) == sorted(first + later)
+    assert statuses(db) == {"completed": 10}
+
+
+def test_items_whose_lease_ran_out_unrenewed_are_not_started() -> None:
+    """A worker that could not renew a lease stops counting on it: an item
+    still waiting for a handler when its lease has run out is not run."""
+    stopping = threading.Event()
+    ledger = Ledger(batch_size=2, capacity=4, stopping=stopping, lease=0.0)
+    it = RetryQueueItem(*([0] * 17))  # type: ignore[arg-type]
+    ledger.hold([it], 1)
+    assert ledger.begin(it) is False
+    assert (ledger.held, ledger.counts.lease_lost) == (0, 1)

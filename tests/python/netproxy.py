@@ -1,0 +1,93 @@
+"""A TCP proxy in front of the test server that can go silent.
+
+`freeze()` stops forwarding in both directions without closing anything (a
+stalled pooler or a frozen host, as the client sees it: its data is taken,
+no answer ever comes); `thaw()` resumes. `cut()` resets every connection
+through it (a connection lost around a commit).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+import threading
+from collections.abc import Iterator
+
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+
+class Proxy:
+    def __init__(self, server_dsn: str) -> None:
+        params = conninfo_to_dict(server_dsn)
+        self._target = (str(params.get("host", "127.0.0.1")), int(params.get("port", 5432)))
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        self._flowing = threading.Event()
+        self._flowing.set()
+        self._closed = False
+        self._lock = threading.Lock()
+        self._socks: list[socket.socket] = []
+        self.dsn = make_conninfo(server_dsn, host="127.0.0.1", port=str(self.port))
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def freeze(self) -> None:
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        self._flowing.set()
+
+    def cut(self) -> None:
+        """Resets every open connection (RST, no FIN): new ones still work."""
+        with self._lock:
+            socks, self._socks = self._socks, []
+        for s in socks:
+            with contextlib.suppress(OSError):
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                s.close()
+
+    def close(self) -> None:
+        self._closed = True
+        self.thaw()
+        self.cut()
+        self._listener.close()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(self._target)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._socks += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                self._flowing.wait()  # frozen: hold the data, answer nothing
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+
+@contextlib.contextmanager
+def proxy(server_dsn: str) -> Iterator[Proxy]:
+    p = Proxy(server_dsn)
+    try:
+        yield p
+    finally:
+        p.close()
