@@ -7,137 +7,137 @@ BEGIN
 END;
 $$;
 
--- removes views/daz_retry_queue_circuits.sql
+-- retryq:remove views/daz_retry_queue_circuits.sql
 DROP VIEW daz_retry_queue_circuits;
 
--- removes views/daz_retry_queue_alerts.sql
+-- retryq:remove views/daz_retry_queue_alerts.sql
 DROP VIEW daz_retry_queue_alerts;
 
--- removes views/daz_retry_queue_stats.sql
+-- retryq:remove views/daz_retry_queue_stats.sql
 DROP VIEW daz_retry_queue_stats;
 
--- removes functions/retry_circuit_configure.sql
+-- retryq:remove functions/retry_circuit_configure.sql
 DROP FUNCTION retry_circuit_configure;
 
--- removes functions/retry_circuit_close.sql
+-- retryq:remove functions/retry_circuit_close.sql
 DROP FUNCTION retry_circuit_close;
 
--- removes functions/retry_circuit_open.sql
+-- retryq:remove functions/retry_circuit_open.sql
 DROP FUNCTION retry_circuit_open;
 
--- removes functions/cleanup_retry_queue_due.sql
+-- retryq:remove functions/cleanup_retry_queue_due.sql
 DROP FUNCTION cleanup_retry_queue_due;
 
--- removes functions/cleanup_retry_queue.sql
+-- retryq:remove functions/cleanup_retry_queue.sql
 DROP FUNCTION cleanup_retry_queue;
 
--- removes functions/list_dead_letter_items.sql
+-- retryq:remove functions/list_dead_letter_items.sql
 DROP FUNCTION list_dead_letter_items;
 
--- removes functions/purge_dead_letter_items.sql
+-- retryq:remove functions/purge_dead_letter_items.sql
 DROP FUNCTION purge_dead_letter_items;
 
--- removes functions/requeue_dead_letter_items.sql
+-- retryq:remove functions/requeue_dead_letter_items.sql
 DROP FUNCTION requeue_dead_letter_items;
 
--- removes functions/retry_queue_due.sql
+-- retryq:remove functions/retry_queue_due.sql
 DROP FUNCTION retry_queue_due;
 
--- removes functions/release_retry_items.sql
+-- retryq:remove functions/release_retry_items.sql
 DROP FUNCTION release_retry_items;
 
--- removes functions/extend_retry_lock.sql
+-- retryq:remove functions/extend_retry_lock.sql
 DROP FUNCTION extend_retry_lock;
 
--- removes functions/fail_retry_item.sql
+-- retryq:remove functions/fail_retry_item.sql
 DROP FUNCTION fail_retry_item;
 
--- removes functions/complete_retry_items.sql
+-- retryq:remove functions/complete_retry_items.sql
 DROP FUNCTION complete_retry_items;
 
--- removes functions/complete_retry_item.sql
+-- retryq:remove functions/complete_retry_item.sql
 DROP FUNCTION complete_retry_item;
 
--- removes functions/acquire_retry_items.sql
+-- retryq:remove functions/acquire_retry_items.sql
 DROP FUNCTION acquire_retry_items;
 
--- removes functions/enqueue_retry_items.sql
+-- retryq:remove functions/enqueue_retry_items.sql
 DROP FUNCTION enqueue_retry_items;
 
--- removes functions/enqueue_retry_item.sql
+-- retryq:remove functions/enqueue_retry_item.sql
 DROP FUNCTION enqueue_retry_item;
 
--- removes private/_retryq_check_circuit_key.sql
+-- retryq:remove private/_retryq_check_circuit_key.sql
 DROP FUNCTION _retryq_check_circuit_key;
 
--- removes private/_retryq_circuit_succeeded.sql
+-- retryq:remove private/_retryq_circuit_succeeded.sql
 DROP FUNCTION _retryq_circuit_succeeded;
 
--- removes private/_retryq_circuit_expired.sql
+-- retryq:remove private/_retryq_circuit_expired.sql
 DROP FUNCTION _retryq_circuit_expired;
 
--- removes private/_retryq_circuit_failed.sql
+-- retryq:remove private/_retryq_circuit_failed.sql
 DROP FUNCTION _retryq_circuit_failed;
 
--- removes private/_retryq_circuit_cooldown.sql
+-- retryq:remove private/_retryq_circuit_cooldown.sql
 DROP FUNCTION _retryq_circuit_cooldown;
 
--- removes private/_retryq_cleanup_cutoff.sql
+-- retryq:remove private/_retryq_cleanup_cutoff.sql
 DROP FUNCTION _retryq_cleanup_cutoff;
 
--- removes private/_retryq_dead_letter_ids.sql
+-- retryq:remove private/_retryq_dead_letter_ids.sql
 DROP FUNCTION _retryq_dead_letter_ids;
 
--- removes private/_retryq_bury.sql
+-- retryq:remove private/_retryq_bury.sql
 DROP FUNCTION _retryq_bury;
 
--- removes private/_retryq_backoff.sql
+-- retryq:remove private/_retryq_backoff.sql
 DROP FUNCTION _retryq_backoff;
 
--- removes private/_retryq_check_limit.sql
+-- retryq:remove private/_retryq_check_limit.sql
 DROP FUNCTION _retryq_check_limit;
 
--- removes private/_retryq_check_worker.sql
+-- retryq:remove private/_retryq_check_worker.sql
 DROP FUNCTION _retryq_check_worker;
 
--- removes private/_retryq_check.sql
+-- retryq:remove private/_retryq_check.sql
 DROP FUNCTION _retryq_check;
 
--- removes private/_retryq_insert_clock.sql
+-- retryq:remove private/_retryq_insert_clock.sql
 DROP TRIGGER _retryq_2_clock ON _retryq_active;
 DROP FUNCTION _retryq_insert_clock;
 
--- removes private/_retryq_new_row.sql
+-- retryq:remove private/_retryq_new_row.sql
 DROP TRIGGER _retryq_1_new_row ON _retryq_active;
 DROP FUNCTION _retryq_new_row;
 
--- removes private/_retryq_inserted.sql
+-- retryq:remove private/_retryq_inserted.sql
 DROP TRIGGER _retryq_inserted ON daz_retry_queue;
 DROP FUNCTION _retryq_inserted;
 
--- removes functions/retry_queue_channel.sql
+-- retryq:remove functions/retry_queue_channel.sql
 DROP FUNCTION retry_queue_channel;
 
--- removes tables/_retryq_limits.sql
+-- retryq:remove tables/_retryq_limits.sql
 DROP TABLE _retryq_limits;
 
--- removes tables/_retryq_circuit.sql
+-- retryq:remove tables/_retryq_circuit.sql
 DROP TABLE _retryq_circuit;
 DROP TABLE _retryq_circuit_defaults;
 
--- removes tables/daz_retry_queue_archive.sql
+-- retryq:remove tables/daz_retry_queue_archive.sql
 DROP TABLE daz_retry_queue_archive;
 
--- removes tables/_retryq_finished.sql
+-- retryq:remove tables/_retryq_finished.sql
 DROP TABLE _retryq_finished;
 
--- removes private/_retryq_finished_row_ok.sql
+-- retryq:remove private/_retryq_finished_row_ok.sql
 DROP FUNCTION _retryq_finished_row_ok;
 
--- removes tables/daz_retry_queue.sql
+-- retryq:remove tables/daz_retry_queue.sql
 DROP TABLE daz_retry_queue;
 
--- removes roles.sql
+-- retryq:remove roles.sql
 -- The roles are dropped only when nothing uses them any more: no object or
 -- grant in any database (another database, or another schema here, may hold a
 -- retryq install that uses them) and no member (a login role a deployer

@@ -48,6 +48,50 @@ BEGIN
     );
 END;
 $$;
+-- retryq:undo
+-- | -- The roles are dropped only when nothing uses them any more: no object or
+-- | -- grant in any database (another database, or another schema here, may hold a
+-- | -- retryq install that uses them) and no member (a login role a deployer
+-- | -- granted them to, which would silently lose its rights).
+-- | DO $$
+-- | BEGIN
+-- |     EXECUTE format(
+-- |         'REVOKE USAGE ON SCHEMA %I FROM retryq_producer, retryq_worker, retryq_admin',
+-- |         current_schema()
+-- |     );
+-- | END;
+-- | $$;
+-- |
+-- | DO $$
+-- | DECLARE
+-- |     v_role text;
+-- | BEGIN
+-- |     FOREACH v_role IN ARRAY ARRAY[
+-- |         'retryq_producer', 'retryq_worker', 'retryq_admin'
+-- |     ] LOOP
+-- |         IF NOT EXISTS (
+-- |             SELECT 1
+-- |             FROM pg_shdepend AS d
+-- |             WHERE d.refclassid = 'pg_authid'::regclass
+-- |                 AND d.refobjid = (
+-- |                     SELECT r.oid FROM pg_roles AS r WHERE r.rolname = v_role
+-- |                 )
+-- |         )
+-- |             AND NOT EXISTS (
+-- |                 SELECT 1
+-- |                 FROM pg_auth_members AS m
+-- |                 INNER JOIN pg_roles AS r ON m.roleid = r.oid
+-- |                 WHERE r.rolname = v_role
+-- |                     -- PostgreSQL 16+ makes a non-superuser creator a member
+-- |                     AND m.member <> (
+-- |                         SELECT u.oid FROM pg_roles AS u WHERE u.rolname = current_user
+-- |                     )
+-- |             ) THEN
+-- |             EXECUTE format('DROP ROLE IF EXISTS %I', v_role);
+-- |         END IF;
+-- |     END LOOP;
+-- | END;
+-- | $$;
 
 -- retryq:source tables/daz_retry_queue.sql
 -- The parent is what clients see. Rows live in one of two partitions: active
@@ -181,6 +225,8 @@ GRANT USAGE ON SEQUENCE daz_retry_queue_id_seq TO retryq_producer;
 -- The Python worker reads the queue to know how long to sleep, and its
 -- --metrics-port serves the queue's metrics; retryq metrics reads it too.
 GRANT SELECT ON daz_retry_queue TO retryq_worker, retryq_admin;
+-- retryq:undo
+-- | DROP TABLE daz_retry_queue;
 
 -- retryq:source private/_retryq_finished_row_ok.sql
 -- The rules of the active partition's constraints (the partition's bounds
@@ -282,6 +328,8 @@ ON _retryq_finished ((coalesce(completed_at, dead_lettered_at)));
 CREATE INDEX _retryq_finished_dead_idx
 ON _retryq_finished (event_type, dead_lettered_at)
 WHERE status = 'dead_letter';
+-- retryq:undo
+-- | DROP TABLE _retryq_finished;
 
 -- retryq:source tables/daz_retry_queue_archive.sql
 -- Dead letters that cleanup removed from the queue, kept for inspection.
@@ -299,6 +347,8 @@ CREATE INDEX daz_retry_queue_archive_archived_at_idx
 ON daz_retry_queue_archive (archived_at);
 
 GRANT SELECT ON daz_retry_queue_archive TO retryq_admin;
+-- retryq:undo
+-- | DROP TABLE daz_retry_queue_archive;
 
 -- retryq:source tables/_retryq_circuit.sql
 -- Settings every circuit follows unless retry_circuit_configure overrides
@@ -379,6 +429,9 @@ WHERE state <> 'closed';
 CREATE INDEX _retryq_circuit_dirty_idx
 ON _retryq_circuit (event_type, plugin_name)
 WHERE state <> 'closed' OR consecutive_failures > 0;
+-- retryq:undo
+-- | DROP TABLE _retryq_circuit;
+-- | DROP TABLE _retryq_circuit_defaults;
 
 -- retryq:source tables/_retryq_limits.sql
 -- The size bounds, in one row, read once per inserting statement (and by a
@@ -430,6 +483,8 @@ CREATE TABLE _retryq_limits (
 );
 
 INSERT INTO _retryq_limits (singleton) VALUES (TRUE);
+-- retryq:undo
+-- | DROP TABLE _retryq_limits;
 
 -- retryq:source functions/retry_queue_channel.sql
 -- The LISTEN channel for "an item is due now": the install schema and the
@@ -618,6 +673,9 @@ CREATE OR REPLACE TRIGGER _retryq_inserted
 AFTER INSERT ON daz_retry_queue
 REFERENCING NEW TABLE AS added
 FOR EACH STATEMENT EXECUTE FUNCTION _retryq_inserted();
+-- retryq:undo
+-- | DROP TRIGGER _retryq_inserted ON daz_retry_queue;
+-- | DROP FUNCTION _retryq_inserted;
 
 -- retryq:source private/_retryq_new_row.sql
 -- A new active row (the guide's INSERT, add_many's COPY, the enqueue
@@ -714,6 +772,9 @@ WHEN (
     )
 )
 EXECUTE FUNCTION _retryq_new_row();
+-- retryq:undo
+-- | DROP TRIGGER _retryq_1_new_row ON _retryq_active;
+-- | DROP FUNCTION _retryq_new_row;
 
 -- retryq:source private/_retryq_insert_clock.sql
 -- A new active row's times, for a role that may not write the queue's rows
@@ -759,6 +820,9 @@ WHEN (
     OR new.next_retry_at > new.created_at + interval '31536000 seconds'
 )
 EXECUTE FUNCTION _retryq_insert_clock();
+-- retryq:undo
+-- | DROP TRIGGER _retryq_2_clock ON _retryq_active;
+-- | DROP FUNCTION _retryq_insert_clock;
 
 -- retryq:source private/_retryq_check.sql
 -- Raises 22023 invalid_parameter_value naming the parameter when p_ok is not

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +63,7 @@ class Source:
     path: str  # relative to sql/, e.g. "functions/acquire_retry_items.sql"
     install: str
     undo: str
+    explicit: bool  # the file gives its undo part (else: DROP what it creates)
 
     @property
     def replaceable(self) -> bool:
@@ -70,12 +72,13 @@ class Source:
 
 def split(path: str, text: str) -> Source:
     install, _, undo = text.partition(UNDO + "\n")
+    explicit = bool(undo)
     if not undo:
         drops = [f"DROP {kind} {name};" for kind, name in CREATES.findall(install)]
         if not drops:
             raise SqlGenError(f"sql/{path}: creates no function or view; give it a {UNDO} part")
         undo = "\n".join(reversed(drops)) + "\n"
-    return Source(path, install.strip() + "\n", undo.strip() + "\n")
+    return Source(path, install.strip() + "\n", undo.strip() + "\n", explicit)
 
 
 def read_sources(root: Path = SQL) -> dict[str, Source]:
@@ -102,6 +105,7 @@ class Section:
     path: str
     text: str  # source: the file; drop: ""; alter: the file, then the hand part
     hand: str = ""  # alter: the ALTER statements; drop: the DROP statements
+    undo: str = ""  # source: the file's own undo part, if it has one
 
 
 @dataclass(frozen=True)
@@ -126,8 +130,22 @@ def parse(text: str) -> list[Section]:
             hand = "".join(lines[n:]).strip() + "\n"
             sections.append(Section(kind, path, "".join(shipped[:n]).strip() + "\n", hand))
         else:
-            sections.append(Section(kind, path, body))
+            install, _, undo = body.partition(UNDO + "\n")
+            sections.append(Section(kind, path, install.strip() + "\n", undo=unshipped(undo)))
     return sections
+
+
+def shipped_lines(text: str) -> str:
+    """Text recorded in a migration without running: each line commented."""
+    return "".join(
+        SHIPPED + ln if ln.strip() else SHIPPED.rstrip() + "\n"
+        for ln in text.splitlines(keepends=True)
+    )
+
+
+def unshipped(text: str) -> str:
+    lines = [ln[len(SHIPPED) :] if ln.startswith(SHIPPED) else "\n" for ln in text.splitlines(True)]
+    return "".join(lines).strip() + "\n" if text.strip() else ""
 
 
 def read_migrations(root: Path = MIGRATIONS) -> list[Migration]:
@@ -151,30 +169,50 @@ def render_up(name: str, depends: str | None, sections: list[Section]) -> str:
     out = [HEADER + (f"-- depends: {depends}\n" if depends else "") + "\n" + PREAMBLE]
     for s in sections:
         if s.kind == "source":
-            out.append(f"-- retryq:{s.kind} {s.path}\n{s.text}")
+            undo = f"{UNDO}\n{shipped_lines(s.undo)}" if s.undo else ""
+            out.append(f"-- retryq:{s.kind} {s.path}\n{s.text}{undo}")
         elif s.kind == "drop":
             out.append(f"-- retryq:drop {s.path}\n{s.hand}")
         else:
-            commented = "".join(
-                SHIPPED + ln if ln.strip() else SHIPPED.rstrip() + "\n"
-                for ln in s.text.splitlines(keepends=True)
-            )
-            out.append(f"-- retryq:alter {s.path}\n{commented}{s.hand}")
+            out.append(f"-- retryq:alter {s.path}\n{shipped_lines(s.text)}{s.hand}")
     return "\n".join(out)
 
 
-def render_down(sections: list[Section], before: dict[str, str], after: dict[str, Source]) -> str:
-    """Undoes `sections`: `before` holds the files' text as shipped before
-    them, `after` the files as they ship them."""
-    out = [HEADER + "\n" + PREAMBLE]
+DOWN = re.compile(r"^-- retryq:(restore|remove|unalter) (\S+)$", re.M)
+
+
+def down_parts(
+    sections: list[Section], before: dict[str, str], undo_of: Callable[[str], str]
+) -> list[tuple[str, str, str]]:
+    """What undoes `sections`, last first: (kind, path, statements). `before`
+    holds the files' text as shipped before them; undo_of(path) is a new
+    file's teardown."""
+    parts = []
     for s in reversed(sections):
         if s.kind == "alter":
-            out.append(f"-- undoes the alter of {s.path}\n{s.hand}")
+            parts.append(("unalter", s.path, s.hand))
         elif s.path in before:
-            out.append(f"-- puts back {s.path}\n{before[s.path]}")
+            parts.append(("restore", s.path, before[s.path]))
         else:
-            out.append(f"-- removes {s.path}\n{after[s.path].undo}")
+            parts.append(("remove", s.path, undo_of(s.path)))
+    return parts
+
+
+def render_down(parts: list[tuple[str, str, str]]) -> str:
+    out = [HEADER + "\n" + PREAMBLE]
+    out += [f"-- retryq:{kind} {path}\n{body}" for kind, path, body in parts]
     return "\n".join(out)
+
+
+def parse_down(text: str) -> dict[tuple[str, str], str]:
+    marks = list(DOWN.finditer(text))
+    return {
+        (m.group(1), m.group(2)): text[
+            m.end() + 1 : marks[i + 1].start() if i + 1 < len(marks) else len(text)
+        ].strip()
+        + "\n"
+        for i, m in enumerate(marks)
+    }
 
 
 def changes(
@@ -195,14 +233,29 @@ def changes(
                     " statements and their reverse in two files and pass them as"
                     " --upgrade and --rollback"
                 )
-            sections.append(Section("alter", path, src.install, upgrade.strip() + "\n"))
+            sections.append(Section("alter", path, src.install, hand(upgrade, "--upgrade")))
         else:
-            sections.append(Section("source", path, src.install))
+            undo = src.undo if src.explicit else ""
+            sections.append(Section("source", path, src.install, undo=undo))
     return sections
+
+
+def hand(statements: str, flag: str) -> str:
+    """Hand-written ALTER statements; a function or view defined there would
+    ship without the file that states its guarantees."""
+    if re.search(r"\bCREATE\s+(OR\s+REPLACE\s+)?(FUNCTION|VIEW)\b", statements, re.I):
+        raise SqlGenError(f"{flag}: define functions and views in sql/, not by hand")
+    return statements.strip() + "\n"
 
 
 def install_script(sources: dict[str, Source]) -> str:
     return PREAMBLE + "\n" + "\n".join(s.install for s in sources.values())
+
+
+def _undo(path: str, m: Migration) -> str:
+    """The teardown of a file that migration `m` adds, as it recorded it."""
+    s = next(s for s in m.sections if s.path == path and s.kind == "source")
+    return s.undo or split(path, s.text).undo
 
 
 def check(sql_root: Path = SQL, mig_root: Path = MIGRATIONS) -> list[str]:
@@ -211,12 +264,21 @@ def check(sql_root: Path = SQL, mig_root: Path = MIGRATIONS) -> list[str]:
     sources = read_sources(sql_root)
     migrations = read_migrations(mig_root)
     depends = None
-    for m in migrations:
+    for i, m in enumerate(migrations):
         path = mig_root / f"{m.name}.sql"
         if path.read_text() != render_up(m.name, depends, m.sections):
             problems.append(f"migrations/{path.name} was edited by hand (regenerate it)")
-        if not (mig_root / f"{m.name}.rollback.sql").read_text().startswith(HEADER):
-            problems.append(f"migrations/{m.name}.rollback.sql lacks the generated header")
+        down_path = mig_root / f"{m.name}.rollback.sql"
+        down = down_path.read_text()
+        written = parse_down(down)
+        parts = [
+            (kind, p, written.get((kind, p), "") if kind == "unalter" else body)
+            for kind, p, body in down_parts(
+                m.sections, fold(migrations[:i]), lambda p, m=m: _undo(p, m)
+            )
+        ]
+        if down != render_down(parts):
+            problems.append(f"migrations/{down_path.name} was edited by hand (regenerate it)")
         depends = m.name
     shipped = fold(migrations)
     for path in shipped.keys() | sources.keys():
@@ -225,7 +287,14 @@ def check(sql_root: Path = SQL, mig_root: Path = MIGRATIONS) -> list[str]:
             what = "added" if path not in shipped else "removed" if have is None else "changed"
             problems.append(f"sql/{path} {what} since the last migration")
     if problems and shipped != {p: s.install for p, s in sources.items()}:
-        problems.append("run scripts/sqlgen new SLUG to write the migration for it")
+        tables = sorted(p for p in shipped.keys() & sources.keys() if not sources[p].replaceable)
+        if any(shipped[p] != sources[p].install for p in tables):
+            problems.append(
+                "run scripts/sqlgen new SLUG --upgrade ALTER.sql --rollback UNALTER.sql"
+                " (a table changed: its ALTER statements are yours to write)"
+            )
+        else:
+            problems.append("run scripts/sqlgen new SLUG to write the migration for it")
     return problems
 
 
@@ -250,11 +319,18 @@ def new(
     name = f"{number:04d}_{slug}"
     depends = migrations[-1].name if migrations else None
     up = render_up(name, depends, sections)
-    down_sections = [
-        s if s.kind != "alter" else Section("alter", s.path, s.text, rollback or "")
-        for s in sections
-    ]
-    down = render_down(down_sections, shipped, sources)
+    if rollback is not None:
+        rollback = hand(rollback, "--rollback")
+    down = render_down(
+        down_parts(
+            [
+                s if s.kind != "alter" else Section("alter", s.path, s.text, rollback or "")
+                for s in sections
+            ],
+            shipped,
+            lambda p: sources[p].undo,
+        )
+    )
     paths = [mig_root / f"{name}.sql", mig_root / f"{name}.rollback.sql"]
     paths[0].write_text(up)
     paths[1].write_text(down)

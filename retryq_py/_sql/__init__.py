@@ -2,7 +2,7 @@
 
 A method of the queue client (aio.py, and queue.py generated from it) or of
 the worker names one statement; the statement names one function or view in
-schema/retryq.sql. By module:
+sql/functions/. By module:
 
 - statements.py: the queue client's SQL templates, and Statements, composed
   for one schema;

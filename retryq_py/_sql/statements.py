@@ -1,5 +1,5 @@
 """The queue client's SQL: one template per function or view of
-schema/retryq.sql, and Statements, the templates composed for one schema.
+sql/functions/, and Statements, the templates composed for one schema.
 
 Templates carry a `{schema}` slot that `compose` fills with nothing (the
 connection's search_path finds the functions) or with a quoted `schema.` prefix.

@@ -2,7 +2,7 @@
 
 The flush fills its statements in as text (see worker/flush.py), so they are
 rendered once per connection encoding here; the templates themselves are
-the ones in `retryq_py._sql`, which name the functions in schema/retryq.sql.
+the ones in `retryq_py._sql`, which name the functions in sql/functions/.
 """
 
 from __future__ import annotations

@@ -261,7 +261,7 @@ def test_rolling_back_every_migration_leaves_only_yoyos_tables(
     assert_same(migrated_catalog, again, "this install")
 
 
-def _changed_copy(tmp: Path) -> tuple[Path, Path]:
+def _changed_copy(tmp: Path) -> tuple[Path, Path, str]:
     """A copy of sql/ and migrations/ where a function body, a view and a
     table changed, and the migration scripts/sqlgen writes for them."""
     shutil.copytree(ROOT / "sql", tmp / "sql")
@@ -282,7 +282,7 @@ def _changed_copy(tmp: Path) -> tuple[Path, Path]:
     assert sqlgen.check(tmp / "sql", tmp / "migrations")
     with pytest.raises(sqlgen.SqlGenError, match="table cannot be replaced"):
         sqlgen.new("changed", sql_root=tmp / "sql", mig_root=tmp / "migrations")
-    sqlgen.new(
+    up, _ = sqlgen.new(
         "changed",
         "ALTER TABLE daz_retry_queue_archive ADD COLUMN note text;",
         "ALTER TABLE daz_retry_queue_archive DROP COLUMN note;",
@@ -290,7 +290,7 @@ def _changed_copy(tmp: Path) -> tuple[Path, Path]:
         mig_root=tmp / "migrations",
     )
     assert sqlgen.check(tmp / "sql", tmp / "migrations") == []
-    return tmp / "sql", tmp / "migrations"
+    return tmp / "sql", tmp / "migrations", up.stem
 
 
 def test_a_generated_upgrade_and_its_rollback_give_the_sources_catalogs(
@@ -301,14 +301,15 @@ def test_a_generated_upgrade_and_its_rollback_give_the_sources_catalogs(
     fresh install of the changed source gives; rolling it back gives today's
     install again; no item changes either way, and the functions keep their
     SECURITY DEFINER and pinned search_path throughout."""
-    sql_dir, mig_dir = _changed_copy(tmp_path)
+    sql_dir, mig_dir, changed = _changed_copy(tmp_path)
     with _connect(new_database()) as conn:
         conn.execute(sqlgen.install_script(sqlgen.read_sources(sql_dir)))  # type: ignore[call-overload]
         changed_catalog = catalog(conn)
     assert changed_catalog != migrated_catalog
 
     dsn = new_database()
-    assert migrate.apply(dsn, directory=ROOT / "migrations") == ["0001_initial"]
+    every = [m.name for m in sqlgen.read_migrations()]
+    assert migrate.apply(dsn, directory=ROOT / "migrations") == every
     with _connect(dsn) as conn:
         conn.execute(
             "SELECT * FROM enqueue_retry_items((SELECT jsonb_agg(jsonb_build_object("
@@ -329,15 +330,15 @@ def test_a_generated_upgrade_and_its_rollback_give_the_sources_catalogs(
         with _connect(dsn) as conn:
             return catalog(conn), conn.execute(rows).fetchall()
 
-    assert migrate.apply(dsn, directory=mig_dir) == ["0002_changed"]
+    assert migrate.apply(dsn, directory=mig_dir) == [changed]
     got, items = state()
     assert_same(changed_catalog, got, "the upgrade")
     assert items == before
-    assert migrate.rollback(dsn, count=1, directory=mig_dir) == ["0002_changed"]
+    assert migrate.rollback(dsn, count=1, directory=mig_dir) == [changed]
     got, items = state()
     assert_same(migrated_catalog, got, "the rollback")
     assert items == before
-    assert migrate.apply(dsn, directory=mig_dir) == ["0002_changed"]
+    assert migrate.apply(dsn, directory=mig_dir) == [changed]
     assert_same(changed_catalog, state()[0], "the upgrade, again")
 
 

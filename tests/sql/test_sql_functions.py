@@ -17,6 +17,8 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from tests.helpers import count
+
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
 Conn = psycopg.Connection[Any]
 
@@ -108,7 +110,7 @@ def row(conn: Conn, item: int) -> dict[str, Any]:
     return found
 
 
-def count(conn: Conn, where: str = "true") -> int:
+def count_where(conn: Conn, where: str = "true") -> int:
     got = conn.execute(f"SELECT count(*) FROM daz_retry_queue WHERE {where}").fetchone()  # type: ignore[arg-type]
     assert got is not None
     return int(got[0])
@@ -279,7 +281,7 @@ def test_complete_retry_items_counts_only_own_leases(conn: Conn) -> None:
     assert scalar(conn, "complete_retry_items", item_ids=every, worker_id="w1") == 3
     assert scalar(conn, "complete_retry_items", item_ids=every, worker_id="w1") == 0
     assert scalar(conn, "complete_retry_items", item_ids=[], worker_id="w1") == 0
-    assert count(conn, "status = 'completed'") == 3
+    assert count_where(conn, "status = 'completed'") == 3
     assert row(conn, theirs)["status"] == "processing"
     assert row(conn, pending)["status"] == "pending"
 
@@ -517,7 +519,7 @@ def test_requeue_dead_letters_by_each_filter(conn: Conn) -> None:
     assert scalar(conn, requeue, plugin_name="p1", now=later) == 1  # b1
     assert scalar(conn, requeue, error_code="E1", now=later) == 1  # b2
     assert scalar(conn, requeue, dead_before=T0 + s(1), now=later) == 1  # c1
-    assert count(conn, "status = 'dead_letter'") == 0
+    assert count_where(conn, "status = 'dead_letter'") == 0
     assert sorted(ids(acquire(conn, "w", now=later))) == sorted([a1, a2, b1, b2, c1])
 
 
@@ -533,7 +535,7 @@ def test_requeue_filters_combine_and_leave_other_statuses(conn: Conn) -> None:
     assert row(conn, dead)["status"] == "pending"
     assert row(conn, done)["status"] == "completed"
     assert row(conn, pending)["retry_count"] == 0
-    assert count(conn, "status = 'dead_letter'") == 1
+    assert count_where(conn, "status = 'dead_letter'") == 1
 
 
 def test_requeued_item_gets_a_fresh_budget(conn: Conn) -> None:
@@ -551,7 +553,7 @@ def test_requeue_refuses_without_a_filter(conn: Conn) -> None:
     _dead(conn)
     with pytest.raises(psycopg.errors.InvalidParameterValue, match="item_ids"):
         call(conn, "requeue_dead_letter_items")
-    assert count(conn, "status = 'dead_letter'") == 1
+    assert count_where(conn, "status = 'dead_letter'") == 1
 
 
 def test_purge_deletes_only_matching_dead_letters(conn: Conn) -> None:
@@ -568,11 +570,11 @@ def test_purge_deletes_only_matching_dead_letters(conn: Conn) -> None:
         call(conn, purge)
     assert scalar(conn, purge, item_ids=[done, pending, 424242]) == 0
     assert scalar(conn, purge, event_type="a", plugin_name="p1") == 1
-    assert count(conn, f"id = {a1}") == 0
+    assert count_where(conn, f"id = {a1}") == 0
     assert scalar(conn, purge, dead_before=T0 + s(1)) == 1  # a2
-    assert count(conn, f"id = {a2}") == 0
+    assert count_where(conn, f"id = {a2}") == 0
     assert scalar(conn, purge, error_code="E1") == 1  # b1
-    assert count(conn, f"id = {b1}") == 0
+    assert count_where(conn, f"id = {b1}") == 0
     assert [row(conn, i)["status"] for i in (done, pending)] == ["completed", "pending"]
     assert conn.execute("SELECT count(*) FROM daz_retry_queue_archive").fetchone() == (0,)
 
@@ -611,7 +613,7 @@ def test_list_chooses_exactly_what_requeue_and_purge_would(
     assert set(listed) <= set(made)
     with conn.transaction(force_rollback=True):
         assert scalar(conn, "purge_dead_letter_items", **filt) == len(listed)
-        assert count(conn, "status = 'dead_letter'") == len(made) - len(listed)
+        assert count_where(conn, "status = 'dead_letter'") == len(made) - len(listed)
     assert scalar(conn, "requeue_dead_letter_items", **filt, now=T0 + s(1000)) == len(listed)
     replayed = conn.execute(
         "SELECT id FROM daz_retry_queue WHERE status = 'pending' AND id = ANY(%s) ORDER BY id",
@@ -885,7 +887,7 @@ def test_buried_spent_leases_still_fill_the_batch_from_their_priority(conn: Conn
     fresh = [enqueue(conn, now=T0 + s(1)) for _ in range(3)]
     assert ids(acquire(conn, "w", batch=2, now=T0 + s(60))) == fresh[:2]
     assert ids(acquire(conn, "w", batch=2, now=T0 + s(60))) == fresh[2:]
-    assert count(conn, "status = 'dead_letter'") == len(spent)
+    assert count_where(conn, "status = 'dead_letter'") == len(spent)
 
 
 def test_a_fresh_item_is_not_near_its_retry_budget(conn: Conn) -> None:

@@ -23,8 +23,10 @@ import sqlgen  # noqa: E402
 
 @pytest.fixture
 def tree(tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of sql/ with one generated migration, whatever migrations/ holds."""
     shutil.copytree(ROOT / "sql", tmp_path / "sql")
-    shutil.copytree(ROOT / "migrations", tmp_path / "migrations")
+    (tmp_path / "migrations").mkdir()
+    sqlgen.new("initial", sql_root=tmp_path / "sql", mig_root=tmp_path / "migrations")
     return tmp_path / "sql", tmp_path / "migrations"
 
 
@@ -82,6 +84,72 @@ def test_a_migration_edited_by_hand_fails_the_check(tree: tuple[Path, Path]) -> 
     assert sqlgen.check(sql_dir, mig_dir) == [
         "migrations/0001_initial.sql was edited by hand (regenerate it)"
     ]
+
+
+def test_a_rollback_or_a_superseded_section_edited_by_hand_fails_the_check(
+    tree: tuple[Path, Path],
+) -> None:
+    sql_dir, mig_dir = tree
+    fn = sql_dir / "functions" / "extend_retry_lock.sql"
+    edit(fn, "RETURN FOUND;", "RETURN FOUND AND TRUE;")
+    _, down = sqlgen.new("tweak", sql_root=sql_dir, mig_root=mig_dir)
+    assert sqlgen.check(sql_dir, mig_dir) == []
+    # the body a rollback puts back
+    original = down.read_text()
+    edit(down, "RETURN FOUND;", "RETURN NOT FOUND;")
+    assert sqlgen.check(sql_dir, mig_dir) == [
+        "migrations/0002_tweak.rollback.sql was edited by hand (regenerate it)"
+    ]
+    down.write_text(original)
+    # a DROP that a rollback would run, commented out
+    initial_down = mig_dir / "0001_initial.rollback.sql"
+    edit(initial_down, "DROP VIEW daz_retry_queue_stats;", "-- DROP VIEW daz_retry_queue_stats;")
+    assert sqlgen.check(sql_dir, mig_dir) == [
+        "migrations/0001_initial.rollback.sql was edited by hand (regenerate it)"
+    ]
+    edit(initial_down, "-- DROP VIEW daz_retry_queue_stats;", "DROP VIEW daz_retry_queue_stats;")
+    # a section that a later migration ships again
+    initial = mig_dir / "0001_initial.sql"
+    body = "AND a.locked_by = p_worker_id;\n    RETURN FOUND;"
+    edit(initial, body, "AND a.locked_by = p_worker_id;\n    RETURN TRUE;")
+    assert sqlgen.check(sql_dir, mig_dir) == [
+        "migrations/0002_tweak.rollback.sql was edited by hand (regenerate it)"
+    ]
+
+
+def test_a_tables_undo_part_and_hand_alters_are_recorded_and_checked(
+    tree: tuple[Path, Path],
+) -> None:
+    sql_dir, mig_dir = tree
+    initial = mig_dir / "0001_initial.sql"
+    # a table's own teardown travels in the migration, commented out
+    assert "-- retryq:undo\n-- | DROP TABLE daz_retry_queue_archive;\n" in initial.read_text()
+    edit(initial, "-- | DROP TABLE daz_retry_queue_archive;", "-- | DROP TABLE nothing;")
+    assert "migrations/0001_initial.rollback.sql was edited by hand (regenerate it)" in (
+        sqlgen.check(sql_dir, mig_dir)
+    )
+    edit(initial, "-- | DROP TABLE nothing;", "-- | DROP TABLE daz_retry_queue_archive;")
+    table = sql_dir / "tables" / "daz_retry_queue_archive.sql"
+    edit(table, "archived_at timestamptz NOT NULL DEFAULT now(),", "archived_at timestamptz,")
+    with pytest.raises(sqlgen.SqlGenError, match="define functions and views in sql/"):
+        sqlgen.new(
+            "archive",
+            "CREATE OR REPLACE FUNCTION sneaky() RETURNS int LANGUAGE sql AS $$ SELECT 1 $$;",
+            "DROP FUNCTION sneaky;",
+            sql_root=sql_dir,
+            mig_root=mig_dir,
+        )
+    up, _ = sqlgen.new(
+        "archive",
+        "ALTER TABLE daz_retry_queue_archive ALTER COLUMN archived_at DROP NOT NULL;",
+        "ALTER TABLE daz_retry_queue_archive ALTER COLUMN archived_at SET NOT NULL;",
+        sql_root=sql_dir,
+        mig_root=mig_dir,
+    )
+    assert sqlgen.check(sql_dir, mig_dir) == []
+    # the new table text is recorded; the hand ALTER is the migration's own (the
+    # catalog comparison in test_install.py is what proves it right)
+    assert "-- | CREATE TABLE daz_retry_queue_archive" in up.read_text()
 
 
 def test_new_and_removed_files_ship_and_roll_back(tree: tuple[Path, Path]) -> None:
