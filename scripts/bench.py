@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import bench_peers
+import bench_pgmq
 import bench_sql
 import psycopg
 from bench_db import DEFAULT_ADMIN_DSN, Cluster
@@ -124,9 +125,10 @@ class Target:
             return "not measured"
         if self.met:
             return "met"
+        share = self.measured / self.required
         if self.higher_is_better:
-            return f"NOT met ({self.measured / self.required:.0%} of the target)"
-        return f"NOT met ({self.measured / self.required:.2f} x the limit)"
+            return f"NOT met ({share:.0%} of the target: {1 - share:.0%} short)"
+        return f"NOT met ({share:.2f} x the limit: {share - 1:.0%} over)"
 
 
 @dataclass
@@ -179,7 +181,7 @@ def machine(admin_dsn: str) -> dict[str, str]:
     info["OS"] = platform.platform()
     info["Python"] = platform.python_version()
     info["psycopg"] = psycopg.__version__
-    for name, ver in bench_peers.peer_versions().items():
+    for name, ver in {**bench_pgmq.versions(), **bench_peers.peer_versions()}.items():
         info[name] = ver or "not installed"
     with psycopg.connect(admin_dsn) as conn:
         row = conn.execute("SELECT version()").fetchone()
@@ -212,6 +214,10 @@ def machine(admin_dsn: str) -> dict[str, str]:
     return info
 
 
+def _rate(value: float | None) -> str:
+    return f"{value:,.0f}/s" if value else "-"
+
+
 def attempt(res: Results, key: str, fn: Callable[[], Any]) -> Any:
     """Runs one measurement; a failure is recorded and reported, not fatal."""
     try:
@@ -228,6 +234,9 @@ def measure(cluster: Cluster, template: str, sizes: Sizes, only: set[str]) -> Re
     res = Results()
     for run in range(1, sizes.runs + 1):
         log(f"run {run}/{sizes.runs}")
+        # A B A B: which system goes first alternates from run to run, so that
+        # a load that rises or falls during a run does not favour one of them.
+        retryq_first = run % 2 == 1
         if "drain" in only:
             for batch, per_item in ((10, True), (100, False)):
                 ceiling = attempt(
@@ -235,13 +244,22 @@ def measure(cluster: Cluster, template: str, sizes: Sizes, only: set[str]) -> Re
                     f"ceiling{batch}",
                     lambda b=batch: bench_sql.ceiling(cluster, sizes.drain, b),
                 )
-                drained = attempt(
-                    res,
-                    f"drain{batch}",
-                    lambda b=batch, p=per_item: bench_sql.drain(
-                        cluster, template, sizes.drain, b, p
+                pair: dict[str, float | None] = {}
+                measurements: list[tuple[str, Callable[[], Any]]] = [
+                    (
+                        f"drain{batch}",
+                        lambda b=batch, p=per_item: bench_sql.drain(
+                            cluster, template, sizes.drain, b, p
+                        ),
                     ),
-                )
+                    (
+                        f"pgmq{batch}",
+                        lambda b=batch, p=per_item: bench_pgmq.drain(cluster, sizes.drain, b, p),
+                    ),
+                ]
+                for key, fn in measurements if retryq_first else measurements[::-1]:
+                    pair[key] = attempt(res, key, fn)
+                drained, pgmq = pair[f"drain{batch}"], pair[f"pgmq{batch}"]
                 floor = None
                 if per_item:
                     floor = attempt(
@@ -256,37 +274,62 @@ def measure(cluster: Cluster, template: str, sizes: Sizes, only: set[str]) -> Re
                     res.add(f"drain{batch}", drained)
                     if floor:
                         res.add(f"drain{batch}_raw", floor)
-                    log(
-                        f"  batch {batch}: ceiling {ceiling:,.0f}/s, retryq {drained:,.0f}/s"
-                        + (f", the move as plain SQL {floor:,.0f}/s" if floor else "")
-                    )
+                if drained and pgmq:
+                    res.add(f"drain{batch}_vs", drained)
+                    res.add(f"pgmq{batch}", pgmq)
+                log(
+                    f"  batch {batch}: ceiling {_rate(ceiling)}, retryq {_rate(drained)}, "
+                    f"pgmq {_rate(pgmq)}"
+                    + (f", the move as plain SQL {floor:,.0f}/s" if floor else "")
+                )
         if "enqueue" in only:
             single = attempt(
                 res, "single", lambda: bench_sql.enqueue_single(cluster, template, sizes.single)
             )
-            many = attempt(
-                res,
-                "add_many",
-                lambda: bench_sql.enqueue_many(cluster, template, sizes.many, sizes.many_chunk),
-            )
+            pair = {}
+            measurements = [
+                (
+                    "add_many",
+                    lambda: bench_sql.enqueue_many(cluster, template, sizes.many, sizes.many_chunk),
+                ),
+                (
+                    "send_batch",
+                    lambda: bench_pgmq.enqueue_batch(cluster, sizes.many, sizes.many_chunk),
+                ),
+            ]
+            for key, fn in measurements if retryq_first else measurements[::-1]:
+                pair[key] = attempt(res, key, fn)
+            many, send_batch = pair["add_many"], pair["send_batch"]
             if single and many:
                 res.add("single", single)
                 res.add("add_many", many)
-                log(f"  enqueue: single {single:,.0f}/s, add_many {many:,.0f}/s")
+            if many and send_batch:
+                res.add("add_many_vs", many)
+                res.add("send_batch", send_batch)
+            log(
+                f"  enqueue: single {_rate(single)}, add_many {_rate(many)}, "
+                f"pgmq send_batch {_rate(send_batch)}"
+            )
         if "workers" in only:
-            rw = attempt(
-                res,
-                "retryworker",
-                lambda: bench_peers.retryworker_drain(cluster, template, sizes.peers),
-            )
-            rw4 = attempt(
-                res,
-                "retryworker4",
-                lambda: bench_peers.retryworker_drain(cluster, template, sizes.peers, instances=4),
-            )
-            pgq = attempt(res, "pgqueuer", lambda: bench_peers.pgqueuer_drain(cluster, sizes.peers))
-            proc = attempt(
-                res, "procrastinate", lambda: bench_peers.procrastinate_drain(cluster, sizes.peers)
+            got: dict[str, Any] = {}
+            measurements = [
+                (
+                    "retryworker",
+                    lambda: bench_peers.retryworker_drain(cluster, template, sizes.peers),
+                ),
+                (
+                    "retryworker4",
+                    lambda: bench_peers.retryworker_drain(
+                        cluster, template, sizes.peers, instances=4
+                    ),
+                ),
+                ("pgqueuer", lambda: bench_peers.pgqueuer_drain(cluster, sizes.peers)),
+                ("procrastinate", lambda: bench_peers.procrastinate_drain(cluster, sizes.peers)),
+            ]
+            for key, fn in measurements if retryq_first else measurements[::-1]:
+                got[key] = attempt(res, key, fn)
+            rw, rw4, pgq, proc = (
+                got[k] for k in ("retryworker", "retryworker4", "pgqueuer", "procrastinate")
             )
             runs = (
                 ("retryworker", rw),
@@ -352,7 +395,10 @@ def targets(res: Results, sizes: Sizes) -> list[Target]:
     out = [
         paired("per-item drain / harness ceiling (batch 10)", "drain10", "ceiling10", 0.6),
         paired("batch drain / harness ceiling (batch 100)", "drain100", "ceiling100", 5),
-        paired("RetryWorker / pgqueuer", "retryworker", "pgqueuer", 1.5),
+        paired("per-item drain / pgmq per-item (batch 10)", "drain10_vs", "pgmq10", 1.0),
+        paired("batch drain / pgmq batch (batch 100)", "drain100_vs", "pgmq100", 1.0),
+        paired("add_many / pgmq send_batch (same batch size)", "add_many_vs", "send_batch", 1.0),
+        paired("RetryWorker / pgqueuer", "retryworker", "pgqueuer", 2.0),
         paired("RetryWorker / procrastinate", "retryworker", "procrastinate", 10),
         paired("4 RetryWorkers / pgqueuer (4 QueueManagers)", "retryworker4", "pgqueuer", 1.5),
         paired("4 RetryWorkers / procrastinate", "retryworker4", "procrastinate", 10),
@@ -447,12 +493,14 @@ def report(
             "(b) harness ceiling, batch 10: a SELECT per batch, an UPDATE + commit per item",
         ),
         ("drain10", "(a) acquire_retry_items(batch 10) + complete_retry_item per item"),
+        ("pgmq10", "(a, pgmq) pgmq.read(batch 10) + pgmq.delete per message"),
         (
             "drain10_raw",
             "(a, reference) the same, complete_retry_item's move as one plain SQL statement",
         ),
         ("ceiling100", "(b) harness ceiling, batch 100"),
         ("drain100", "(a) acquire_retry_items(batch 100) + complete_retry_items per batch"),
+        ("pgmq100", "(a, pgmq) pgmq.read(batch 100) + pgmq.delete(bigint[]) per batch"),
         ("retryworker", "(c) RetryWorker, worker_count 4, batch 10, no-op handler (*)"),
         ("retryworker4", "(c) 4 RetryWorkers side by side, worker_count 1 each, batch 10 (*)"),
         ("pgqueuer", "(c) pgqueuer: 4 QueueManagers (a connection each), batch 10, drain mode (*)"),
@@ -462,7 +510,11 @@ def report(
         ("pgqueuer_whole", "(c) pgqueuer, over the whole run"),
         ("procrastinate_whole", "(c) procrastinate, over the whole run"),
         ("single", "(d) the guide's INSERT, one transaction each"),
-        ("add_many", f"(d) RetryQueue.add_many, {sizes.many_chunk} items per call"),
+        ("add_many", f"(d) RetryQueue.add_many, {sizes.many_chunk:,} items per call"),
+        (
+            "send_batch",
+            f"(d, pgmq) pgmq.send_batch, {sizes.many_chunk:,} messages per call (jsonb[])",
+        ),
     ]
     lines += ["| measurement | runs | median |", "|---|---|---:|"]
     for key, text in rows:
@@ -473,7 +525,17 @@ def report(
         "",
         f"Drain runs: {sizes.drain:,} items, 4 threads with one connection each. Worker runs: "
         f"{sizes.peers:,} jobs. Enqueue: {sizes.single:,} single INSERTs, {sizes.many:,} items "
-        "through add_many.",
+        "through add_many and as many messages through pgmq's send_batch.",
+        "",
+        "pgmq runs the same drain loop (the same threads, connections and payload) through its "
+        "own functions, in a database of its own with pgmq's SQL loaded from PyPI's `pgmq` "
+        "package and one logged queue (`pgmq.create`). In every run retryq and pgmq are measured "
+        "back to back, and which goes first alternates from run to run (A B, B A, ...); the pgmq "
+        "targets are the medians of those per-run ratios. What each side does per item differs: "
+        "retryq keeps a completed item (moved to the finished partition, with its attempt history) "
+        "until cleanup and leases by priority, then due time; pgmq deletes the message and reads "
+        "in id order. A pgmq message carries the payload only, a retryq item also its event type, "
+        "metadata, correlation id and tags.",
         "",
     ]
     floor = res.ratios("drain10_raw", "ceiling10")

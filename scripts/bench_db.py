@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -157,3 +158,16 @@ def run_threads(
     if errors:
         raise errors[0]
     return elapsed, results
+
+
+def write_section(path: Path, name: str, text: str) -> None:
+    """Replaces the <!-- name --> ... <!-- /name --> section of path with text
+    (which carries the markers), or appends it; scripts/bench keeps such
+    sections when it rewrites the file."""
+    begin, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+    old = path.read_text() if path.exists() else ""
+    if begin in old and end in old:
+        new = old[: old.index(begin)] + text + old[old.index(end) + len(end) :]
+    else:
+        new = old.rstrip("\n") + "\n\n" + text + "\n"
+    path.write_text(new)

@@ -50,10 +50,17 @@ FROM gone AS g
 
 
 def drain(
-    cluster: Cluster, template: str, items: int, batch: int, per_item: bool, raw: bool = False
+    cluster: Cluster,
+    template: str,
+    items: int,
+    batch: int,
+    per_item: bool,
+    raw: bool = False,
+    workers: int = WORKERS,
 ) -> float:
-    """Items per second for WORKERS threads draining items through acquire and
-    complete_retry_item (per_item) or complete_retry_items (one call a batch).
+    """Items per second for `workers` threads (WORKERS by default) draining
+    items through acquire and complete_retry_item (per_item) or
+    complete_retry_items (one call a batch).
     raw: per item, RAW_MOVE instead of complete_retry_item (the floor of the
     per-item path: what the move itself costs)."""
     complete = RAW_MOVE if raw else "SELECT complete_retry_item(%s, %s)"
@@ -83,7 +90,7 @@ def drain(
                         )
                     done += len(rows)
 
-        elapsed, counts = run_threads(WORKERS, work)
+        elapsed, counts = run_threads(workers, work)
         with connect(dsn) as conn:
             row = conn.execute(
                 "SELECT count(*) FROM daz_retry_queue WHERE status = 'completed'"

@@ -26,13 +26,24 @@ SECTIONS = [
     "## Method",
 ]
 
-# Measured only when the bench extra (pgqueuer, procrastinate) is installed.
-PEER_TARGETS = {
+# Measured only when the bench extra (pgmq, pgqueuer, procrastinate) is installed.
+PGMQ_TARGETS = {
+    "per-item drain / pgmq per-item (batch 10)",
+    "batch drain / pgmq batch (batch 100)",
+    "add_many / pgmq send_batch (same batch size)",
+}
+PEER_TARGETS = PGMQ_TARGETS | {
     "RetryWorker / pgqueuer",
     "RetryWorker / procrastinate",
     "4 RetryWorkers / pgqueuer (4 QueueManagers)",
     "4 RetryWorkers / procrastinate",
 }
+# The pgmq rows of the throughput table, measured side by side with retryq's.
+PGMQ_ROWS = (
+    "(a, pgmq) pgmq.read(batch 10) + pgmq.delete per message",
+    "(a, pgmq) pgmq.read(batch 100) + pgmq.delete(bigint[]) per batch",
+    "(d, pgmq) pgmq.send_batch, 250 messages per call (jsonb[])",
+)
 # Throughput ratios, judged on the median of per-run ratios listed in the table.
 PAIRED_TARGETS = PEER_TARGETS | {
     "per-item drain / harness ceiling (batch 10)",
@@ -89,6 +100,7 @@ def test_bench_smoke_writes_a_well_formed_report(pg_server: Server, tmp_path: Pa
     assert "scripts/bench --smoke" in text
 
     try:
+        import pgmq  # noqa: F401
         import pgqueuer  # noqa: F401
         import procrastinate  # noqa: F401
 
@@ -98,7 +110,8 @@ def test_bench_smoke_writes_a_well_formed_report(pg_server: Server, tmp_path: Pa
 
     targets = _table(text, "## Targets")
     names = [row[0] for row in targets]
-    assert len(targets) == 11, names
+    assert len(targets) == 14, names
+    assert set(names) >= PAIRED_TARGETS, names
     for name, measured, required, verdict, per_run in targets:
         assert re.fullmatch(r"(<=|>=) \d+\.\d\d (x|ms)", required), (name, required)
         if name in PEER_TARGETS and not peers:
@@ -110,6 +123,16 @@ def test_bench_smoke_writes_a_well_formed_report(pg_server: Server, tmp_path: Pa
         if name in PAIRED_TARGETS:
             assert re.fullmatch(r"\d+\.\d\d", per_run), (name, per_run)  # one smoke run
             assert measured == per_run + " x"
+
+    # pgmq ran side by side: its rows hold one smoke run's figure each
+    throughput = {row[0]: row for row in _table(text, "## Throughput")}
+    for row_name in PGMQ_ROWS:
+        _, runs, median = throughput[row_name]
+        if peers:
+            assert re.fullmatch(r"[\d,]+", runs) and runs == median, (row_name, runs, median)
+        else:
+            assert runs.startswith("not installed"), (row_name, runs)
+    assert "pgmq" in dict(row[:2] for row in _table(text, "## Machine"))
 
     latency = _table(text, "## Acquire latency as the backlog grows (e)")
     assert [row[0] for row in latency] == [
