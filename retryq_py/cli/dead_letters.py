@@ -15,6 +15,8 @@ from retryq_py.cli.options import (
     OlderThanOpt,
     PluginOpt,
     SchemaOpt,
+    YesOpt,
+    ask,
 )
 from retryq_py.cli.render import dead_letters_table, error_history_table, item_grid, out
 
@@ -103,13 +105,13 @@ def dead_letter_purge(
     plugin: PluginOpt = None,
     error_code: ErrorCodeOpt = None,
     older_than: OlderThanOpt = None,
-    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    yes: YesOpt = False,
 ) -> None:
     """Delete matching dead letters for good (asks first unless --yes)."""
     t = admin.target(database, schema)
 
     def confirm(count: int) -> bool:
-        return yes or typer.confirm(f"Delete {count} dead letter(s) for good?", default=False)
+        return yes or ask(f"Delete {count} dead letter(s) for good?")
 
     count = admin.dead_letter_purge(
         t, _filter(ids, event_type, plugin, error_code, older_than), confirm

@@ -3,14 +3,18 @@
 Each command is a thin shell over a function in `retryq_py.admin`. Errors a
 person can act on print one line on stderr and exit with a documented code
 (`admin.ExitCode`): 2 bad usage or config, 3 database unreachable, 4 retryq
-not installed there, 1 any other failure. Set RETRYQ_DEBUG=1 for tracebacks.
+not installed there, 1 any other failure, 130 interrupted. Set RETRYQ_DEBUG=1
+for tracebacks. `main` is the one place that maps an exception to its line
+and code: Click's usage errors included, so a bad flag is one line too.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import sys
-from typing import Annotated, NoReturn
+from importlib import metadata
+from typing import Annotated, Any, NoReturn
 
 import psycopg
 import typer
@@ -29,6 +33,28 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        try:
+            version = metadata.version("retryq")
+        except metadata.PackageNotFoundError:
+            version = "unknown"
+        out.print(f"retryq {version}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", is_eager=True, callback=_version, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    """A durable retry queue in PostgreSQL: install it, feed it, run workers, inspect it."""
 
 
 def demo(
@@ -76,10 +102,38 @@ def _fail(message: str, code: int) -> NoReturn:
     raise SystemExit(code)
 
 
+# The partitions are private: a message names the table clients see.
+_PRIVATE_RELATION = re.compile(r'"_retryq_(?:active|finished)"')
+
+
+def _public(message: str) -> str:
+    return _PRIVATE_RELATION.sub('"daz_retry_queue"', message)
+
+
+def _is_usage_error(exc: BaseException) -> bool:
+    """Click's UsageError and its kinds (bad value, missing or unknown option),
+    whether typer brings Click or its own copy of it: exit code 2, a message."""
+    return getattr(exc, "exit_code", None) == 2 and callable(getattr(exc, "format_message", None))
+
+
+def _usage_line(exc: Any) -> str:
+    """A usage error as one line: `enqueue: invalid value for '--priority': ...`."""
+    text = " ".join(str(exc.format_message()).split()).rstrip(".")
+    text = text[:1].lower() + text[1:]
+    ctx = getattr(exc, "ctx", None)
+    command = str(ctx.command_path) if ctx is not None else "retryq"
+    where = command.removeprefix("retryq").strip()
+    return f"{where}: {text}" if where else text
+
+
 def _exit_for(exc: BaseException) -> tuple[str, int]:
     """The one line and exit code for an exception escaping a command."""
     if isinstance(exc, admin.CommandError):
         return str(exc), exc.exit_code
+    if _is_usage_error(exc):
+        return _usage_line(exc), ExitCode.USAGE
+    if isinstance(exc, typer.Abort):
+        return "aborted", ExitCode.FAILURE
     if isinstance(exc, pgerrors.UndefinedFunction | pgerrors.UndefinedTable):
         return (
             f"{admin.first_line(exc)} (is retryq installed here? run `retryq migrate`)",
@@ -87,22 +141,29 @@ def _exit_for(exc: BaseException) -> tuple[str, int]:
         )
     # 22023 and 23514: the queue's own validation of a value the user gave.
     if isinstance(exc, pgerrors.InvalidParameterValue | pgerrors.CheckViolation):
-        return admin.first_line(exc), ExitCode.USAGE
+        return _public(admin.first_line(exc)), ExitCode.USAGE
     if isinstance(exc, psycopg.OperationalError):
-        return f"database error: {admin.first_line(exc)}", ExitCode.UNREACHABLE
+        return f"database error: {_public(admin.first_line(exc))}", ExitCode.UNREACHABLE
     if isinstance(exc, psycopg.Error):
-        return f"database error: {admin.first_line(exc)}", ExitCode.FAILURE
+        return f"database error: {_public(admin.first_line(exc))}", ExitCode.FAILURE
     return f"{type(exc).__name__}: {admin.first_line(exc)}", ExitCode.FAILURE
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: runs the app and turns errors into one line + exit code."""
     try:
-        app(args=argv, prog_name="retryq")
+        # standalone_mode=False: Click raises its usage errors instead of
+        # printing a usage block, so they get the same one line as ours.
+        code = app(args=argv, prog_name="retryq", standalone_mode=False)
     except KeyboardInterrupt:
-        _fail("interrupted", 130)
+        _fail("interrupted", ExitCode.INTERRUPTED)
     except Exception as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `retryq` alone: the help
+            sys.stdout.write(exc.ctx.get_help() + "\n")  # type: ignore[attr-defined]
+            raise SystemExit(ExitCode.USAGE) from None
         if os.environ.get("RETRYQ_DEBUG"):
             raise
         message, code = _exit_for(exc)
         _fail(message, code)
+    if isinstance(code, int) and code:
+        raise SystemExit(code)

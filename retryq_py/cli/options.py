@@ -2,11 +2,26 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Annotated
 
 import typer
 
-from retryq_py.admin.target import DATABASE_ENV
+from retryq_py.admin.target import DATABASE_ENV, UsageProblem
+
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+
+
+def ask(question: str) -> bool:
+    """A destructive command's confirmation, read from stdin (a terminal or a
+    pipe). With nothing to read (stdin closed or empty) it cannot be asked:
+    a UsageProblem that says to pass --yes, instead of Click's bare Abort."""
+    try:
+        return typer.confirm(question, default=False)
+    except typer.Abort:
+        sys.stderr.write("\n")
+        raise UsageProblem(f"{question.rstrip('?')}: no answer on stdin; pass --yes") from None
+
 
 DatabaseOpt = Annotated[
     str | None,

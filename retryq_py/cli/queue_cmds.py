@@ -9,7 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from retryq_py import admin
-from retryq_py.cli.options import DatabaseOpt, SchemaOpt
+from retryq_py.cli.options import DatabaseOpt, SchemaOpt, YesOpt, ask
 from retryq_py.cli.render import migrations_table, out, stats_table, totals_line
 
 
@@ -23,7 +23,14 @@ def migrate(
         int | None, typer.Option("--steps", metavar="N", min=1, help="With --rollback: how many.")
     ] = None,
     status: Annotated[
-        bool, typer.Option("--status", help="Show which migrations are applied.")
+        bool, typer.Option("--status", help="Show which migrations are applied (writes nothing).")
+    ] = False,
+    yes: YesOpt = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force", help="With --rollback: even while items are pending or processing."
+        ),
     ] = False,
 ) -> None:
     """Install (or upgrade) the retryq schema from the packaged migrations."""
@@ -32,12 +39,16 @@ def migrate(
         raise admin.UsageProblem("give --rollback or --status, not both")
     if steps is not None and not rollback:
         raise admin.UsageProblem("--steps only goes with --rollback")
+    if (force or yes) and not rollback:
+        raise admin.UsageProblem(f"{'--force' if force else '--yes'} only goes with --rollback")
     if status:
         out.print(f"migrations in {t.describe()}:")
         out.print(migrations_table(admin.migrate_status(t)))
         return
     if rollback:
-        ids = admin.migrate_rollback(t, steps)
+        ids = admin.migrate_rollback(
+            t, steps, force=force, confirm=lambda what: yes or ask(f"{what[:1].upper()}{what[1:]}?")
+        )
         out.print(f"rolled back {len(ids)} migration(s)" + (f": {', '.join(ids)}" if ids else ""))
         return
     ids = admin.migrate_apply(t)
@@ -106,7 +117,7 @@ def enqueue(
     options: dict[str, Any] = {
         "channel": channel,
         "plugin": plugin,
-        "metadata": None if metadata is None else admin.parse_json(metadata, "--metadata"),
+        "metadata": None if metadata is None else admin.parse_json_object(metadata, "--metadata"),
         "max_retries": max_retries,
         "retry_delay": None
         if retry_delay is None

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from datetime import datetime
+from typing import Any, TextIO
 
 from rich.console import Console
 from rich.table import Table
@@ -18,13 +19,22 @@ from retryq_py.admin.items import Stats
 from retryq_py.admin.migrations import MigrationRow
 from retryq_py.worker import WorkerCounts
 
-# Piped output gets wide lines instead of rich's 80-column default, so a table
-# read through `less` or grep keeps whole event types on one row.
-out = Console(
-    highlight=False,
-    width=None if sys.stdout.isatty() or os.environ.get("COLUMNS") else 160,
-)
-err = Console(stderr=True, highlight=False)
+
+# Output wraps only on a terminal. Piped, a line of text stays one line
+# (soft_wrap) and a table gets wide rows instead of rich's 80-column default,
+# so what grep or a log collector reads is what was printed.
+def _console(stream: TextIO, **options: Any) -> Console:
+    terminal = stream.isatty()
+    return Console(
+        highlight=False,
+        soft_wrap=not terminal,
+        width=None if terminal or os.environ.get("COLUMNS") else 160,
+        **options,
+    )
+
+
+out = _console(sys.stdout)
+err = _console(sys.stderr, stderr=True)
 
 
 def when(value: datetime | str | None) -> str:

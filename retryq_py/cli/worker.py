@@ -36,7 +36,15 @@ def worker(
         bool,
         typer.Option(
             "--exit-when-idle",
-            help="Process everything due, retries included, then exit 0.",
+            help="Exit 0 once nothing is due now and the worker holds nothing"
+            " (items scheduled later stay for the next run).",
+        ),
+    ] = False,
+    exit_when_drained: Annotated[
+        bool,
+        typer.Option(
+            "--exit-when-drained",
+            help="Exit 0 once nothing is pending or processing at all (waits for retries).",
         ),
     ] = False,
     worker_count: Annotated[
@@ -69,7 +77,7 @@ def worker(
         str, typer.Option("--log-level", metavar="LEVEL", help="debug, info, warning or error.")
     ] = "info",
 ) -> None:
-    """Run handlers for queued items until SIGTERM/SIGINT (or idle, with --exit-when-idle)."""
+    """Run handlers for queued items until SIGTERM/SIGINT (exit 130), or until idle."""
     level = logging.getLevelName(log_level.upper())
     if not isinstance(level, int):
         raise admin.UsageProblem(f"invalid --log-level {log_level!r}")
@@ -84,20 +92,34 @@ def worker(
         interval = admin.parse_duration(poll_interval, "--poll-interval").total_seconds()
         if interval <= 0:
             raise admin.UsageProblem("invalid --poll-interval: must be positive")
-    err.print(
+    banner = (
         f"retryq worker: {len(registry)} handler(s) ({', '.join(sorted(registry))}) on "
-        f"{t.describe()}" + ("; exits when idle" if exit_when_idle else "; Ctrl-C stops")
+        f"{t.describe()}"
+        + (
+            "; exits when idle"
+            if exit_when_idle
+            else "; exits when drained"
+            if exit_when_drained
+            else "; Ctrl-C stops"
+        )
     )
-    counts = admin.run_worker(
-        t,
-        registry,
-        cfg,
-        exit_when_idle=exit_when_idle,
-        worker_count=worker_count,
-        batch_size=batch_size,
-        poll_interval=interval,
-        name=name,
-        metrics_port=metrics_port,
-        on_metrics=lambda port: err.print(f"serving Prometheus metrics on :{port}/metrics"),
-    )
+    try:
+        counts = admin.run_worker(
+            t,
+            registry,
+            cfg,
+            exit_when_idle=exit_when_idle,
+            exit_when_drained=exit_when_drained,
+            worker_count=worker_count,
+            batch_size=batch_size,
+            poll_interval=interval,
+            name=name,
+            metrics_port=metrics_port,
+            on_metrics=lambda port: err.print(f"serving Prometheus metrics on :{port}/metrics"),
+            on_start=lambda _worker: err.print(banner),  # once Ctrl-C is handled
+        )
+    except admin.Interrupted as stopped:
+        if stopped.counts is not None:
+            out.print(worker_counts_line(stopped.counts))
+        raise
     out.print(worker_counts_line(counts))
