@@ -83,6 +83,11 @@ LIVE_ITEMS: LiteralString = (
     "SELECT count(*) FROM daz_retry_queue WHERE status IN ('pending', 'processing')"
 )
 
+# When a failed item is due again (for the worker's log line).
+NEXT_RETRY: LiteralString = (
+    "SELECT next_retry_at FROM daz_retry_queue WHERE id = %s AND status = 'pending'"
+)
+
 # --- the worker's exit when idle -----------------------------------------------
 
 # Nothing due now (a pending item whose time has come, or a lease that ran out

@@ -48,6 +48,7 @@ from retryq_py.admin.migrations import (
     migrate_status,
 )
 from retryq_py.admin.running import (
+    NextRetry,
     bind_port,
     listen_error,
     load_handlers,
@@ -90,6 +91,7 @@ __all__ = [
     "ExitCode",
     "Interrupted",
     "MigrationRow",
+    "NextRetry",
     "NotInstalled",
     "Stats",
     "Target",

@@ -11,6 +11,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from datetime import datetime
 from types import FrameType
 from typing import Any
 
@@ -166,6 +167,31 @@ def run_worker(
     if signal.SIGINT in received:
         raise Interrupted("interrupted", counts=counts)
     return counts
+
+
+class NextRetry:
+    """When a pending item is due again, read on one connection of its own
+    (opened at the first call); None when unknown. Thread-safe; close() it."""
+
+    def __init__(self, t: Target) -> None:
+        self._t = t
+        self._conn: psycopg.Connection[Any] | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, item_id: int) -> datetime | None:
+        with self._lock:
+            try:
+                if self._conn is None or self._conn.closed:
+                    self._conn = psycopg.connect(self._t.conninfo, autocommit=True)
+                row = self._conn.execute(_q.NEXT_RETRY, (item_id,)).fetchone()
+            except psycopg.Error:
+                return None  # a log line without its time is better than none
+            return row[0] if row else None
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
 
 
 def _stop_when_idle(t: Target, worker: RetryWorker, done: threading.Event) -> None:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import sys
 from typing import Annotated
 
 import typer
 
 from retryq_py import admin
+from retryq_py.cli import logs
 from retryq_py.cli.options import DatabaseOpt, SchemaOpt
 from retryq_py.cli.render import err, out, worker_counts_line
 
@@ -76,14 +76,20 @@ def worker(
     log_level: Annotated[
         str, typer.Option("--log-level", metavar="LEVEL", help="debug, info, warning or error.")
     ] = "info",
+    log_format: Annotated[
+        str,
+        typer.Option(
+            "--log-format", metavar="FORMAT", help="text, or json: one JSON object per line."
+        ),
+    ] = "text",
 ) -> None:
     """Run handlers for queued items until SIGTERM/SIGINT (exit 130), or until idle."""
     level = logging.getLevelName(log_level.upper())
     if not isinstance(level, int):
         raise admin.UsageProblem(f"invalid --log-level {log_level!r}")
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    if log_format not in logs.FORMATS:
+        raise admin.UsageProblem(f"invalid --log-format {log_format!r}: use text or json")
+    logs.configure(level, log_format)
     cfg = admin.load_worker_config(config)
     t = admin.target(database or cfg.database_url, schema)
     registry = admin.load_handlers(handlers)
@@ -103,6 +109,7 @@ def worker(
             else "; Ctrl-C stops"
         )
     )
+    next_retry = admin.NextRetry(t)
     try:
         counts = admin.run_worker(
             t,
@@ -117,9 +124,12 @@ def worker(
             metrics_port=metrics_port,
             on_metrics=lambda port: err.print(f"serving Prometheus metrics on :{port}/metrics"),
             on_start=lambda _worker: err.print(banner),  # once Ctrl-C is handled
+            on_event=logs.EventLog(next_retry=next_retry),
         )
     except admin.Interrupted as stopped:
         if stopped.counts is not None:
             out.print(worker_counts_line(stopped.counts))
         raise
+    finally:
+        next_retry.close()
     out.print(worker_counts_line(counts))

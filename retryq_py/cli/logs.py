@@ -1,0 +1,141 @@
+"""What `retryq worker` logs: its setup (text or one JSON object per line) and
+an on_event callback that logs each failed attempt (warning) and each dead
+letter (error) with the item's identity, rate limited so that a failure storm
+cannot flood the log. The worker's own messages go through the same handler."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from retryq_py.worker import WorkerEvent
+
+log = logging.getLogger("retryq.worker.items")
+
+# The LogRecord attributes every record has; the rest came in `extra`.
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+FORMATS = ("text", "json")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and the extra fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(
+                timespec="milliseconds"
+            ),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str, ensure_ascii=False)
+
+
+def configure(level: int, fmt: str, stream: Any = None) -> None:
+    """The root logger's one handler, in `fmt` (text or json), at `level`."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level)
+
+
+class EventLog:
+    """on_event for RetryWorker: a warning per failed attempt, an error per dead
+    letter; at most `burst` lines at once and `rate` a second after that (a
+    token bucket). The next line that gets through says how many were left out.
+
+    `next_retry(item_id)` may give when a failed item is due again (read from
+    the queue; called only for the lines that are written)."""
+
+    def __init__(
+        self,
+        *,
+        rate: float = 5.0,
+        burst: int = 20,
+        next_retry: Callable[[int], datetime | None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.rate, self.burst = rate, burst
+        self._next_retry = next_retry
+        self._clock = clock
+        self._tokens = float(burst)
+        self._at = clock()
+        self._suppressed = 0
+        self._lock = threading.Lock()
+
+    def _admit(self) -> int | None:
+        """None when over the limit; else how many lines were left out before."""
+        with self._lock:
+            now = self._clock()
+            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+            self._at = now
+            if self._tokens < 1:
+                self._suppressed += 1
+                return None
+            self._tokens -= 1
+            skipped, self._suppressed = self._suppressed, 0
+            return skipped
+
+    def __call__(self, event: WorkerEvent) -> None:
+        if event.kind not in ("failed", "dead_lettered"):
+            return
+        skipped = self._admit()
+        if skipped is None:
+            return
+        item = event.item
+        fields: dict[str, Any] = {
+            "item_id": item.id,
+            "event_id": str(item.event_id),
+            "event_type": item.event_type,
+            "plugin_name": item.plugin_name or None,
+            "correlation_id": item.correlation_id or None,
+            "attempt": item.retry_count + 1,
+            "max_attempts": item.max_retries + 1,
+            "error": event.error,
+            "error_code": event.code,
+        }
+        if skipped:
+            fields["suppressed"] = skipped
+        tail = f" ({skipped} more failure line(s) left out by the rate limit)" if skipped else ""
+        who = (
+            f"item {item.id} ({item.event_type}, event_id {item.event_id}"
+            + (f", correlation_id {item.correlation_id}" if item.correlation_id else "")
+            + ")"
+        )
+        attempt = f"attempt {item.retry_count + 1} of {item.max_retries + 1}"
+        code = f" [{event.code}]" if event.code else ""
+        if event.kind == "dead_lettered":
+            log.error(
+                "%s dead-lettered after %s: %s%s%s",
+                who,
+                attempt,
+                event.error,
+                code,
+                tail,
+                extra=fields,
+            )
+            return
+        due = self._next_retry(item.id) if self._next_retry is not None else None
+        fields["next_retry_at"] = due.isoformat() if due else None
+        when = (
+            f"; next retry at {due.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S} UTC" if due else ""
+        )
+        log.warning(
+            "%s failed, %s: %s%s%s%s", who, attempt, event.error, code, when, tail, extra=fields
+        )

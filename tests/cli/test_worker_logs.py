@@ -1,0 +1,106 @@
+"""`retryq worker` logs each failed attempt (warning) and each dead letter
+(error) at the default level, as text or one JSON object per line, rate
+limited (issue 16 item 3)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+from datetime import datetime, timezone
+from typing import Any
+from uuid import uuid4
+
+import pytest
+
+from retryq_py import RetryQueue
+from retryq_py._sql import RetryQueueItem
+from retryq_py.cli.logs import EventLog
+from retryq_py.worker import WorkerEvent
+from tests.cli.test_rough_edges import REPO, argv, clean_env
+
+
+def _item(n: int) -> RetryQueueItem:
+    now = datetime.now(timezone.utc)
+    return RetryQueueItem(
+        n, uuid4(), "e", "", "", {}, 0, 3, 5, f"req-{n}", {}, [], now, now, now, None, None
+    )
+
+
+def test_a_failure_storm_is_rate_limited(caplog: pytest.LogCaptureFixture) -> None:
+    clock = [0.0]
+    events = EventLog(rate=1.0, burst=2, clock=lambda: clock[0])
+    with caplog.at_level(logging.WARNING, logger="retryq.worker.items"):
+        for n in range(5):
+            events(WorkerEvent("failed", _item(n), "boom", "E1"))
+        events(WorkerEvent("completed", _item(9)))  # never logged
+        clock[0] = 1.0
+        events(WorkerEvent("dead_lettered", _item(5), "gone", "E2"))
+    records = caplog.records
+    assert [r.levelname for r in records] == ["WARNING", "WARNING", "ERROR"]
+    assert [r.item_id for r in records] == [0, 1, 5]  # type: ignore[attr-defined]
+    assert records[2].suppressed == 3  # type: ignore[attr-defined]
+    assert "3 more failure line(s) left out" in records[2].getMessage()
+
+
+def _run_worker(dsn: str, *extra: str) -> Any:
+    return subprocess.run(
+        argv(
+            "worker",
+            "--database",
+            dsn,
+            "--handlers",
+            "tests.python.worker_handlers:HANDLERS",
+            "--exit-when-idle",
+            *extra,
+        ),
+        cwd=REPO,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def _load(conn: Any) -> tuple[int, int, str]:
+    q = RetryQueue(conn)
+    down, event_id = q.add("down", {}, retry_delay=3600, correlation_id="req-7")
+    broken, _ = q.add("broken", {})
+    return down, broken, str(event_id)
+
+
+def test_failures_show_in_the_log_at_the_default_level(dsn: str, conn: Any) -> None:
+    down, broken, event_id = _load(conn)
+    result = _run_worker(dsn)
+    assert result.returncode == 0, result.stderr
+    warning = [line for line in result.stderr.splitlines() if " WARNING " in line]
+    error = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert len(warning) == 1 and len(error) == 1, result.stderr
+    assert f"item {down} (down, event_id {event_id}, correlation_id req-7)" in warning[0]
+    assert "attempt 1 of 4" in warning[0] and "dependency down" in warning[0]
+    assert "next retry at" in warning[0]
+    assert f"item {broken} (broken" in error[0] and "dead-lettered" in error[0]
+    assert "[bad_payload]" in error[0]
+
+
+def test_json_logs(dsn: str, conn: Any) -> None:
+    down, broken, event_id = _load(conn)
+    result = _run_worker(dsn, "--log-format", "json")
+    assert result.returncode == 0, result.stderr
+    entries = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+    by_level = {e["level"]: e for e in entries if e["logger"] == "retryq.worker.items"}
+    failed, dead = by_level["warning"], by_level["error"]
+    assert failed["item_id"] == down and failed["event_id"] == event_id
+    assert failed["correlation_id"] == "req-7" and failed["attempt"] == 1
+    assert failed["error"] == "dependency down"
+    due = datetime.fromisoformat(failed["next_retry_at"])
+    assert 3000 < (due - datetime.now(timezone.utc)).total_seconds() <= 3600
+    assert dead["item_id"] == broken and dead["error_code"] == "bad_payload"
+    # every line of the log is JSON, the worker's own messages too
+    logged = [line for line in result.stderr.splitlines() if not line.startswith("retryq worker:")]
+    assert all(line.startswith("{") for line in logged), result.stderr
+
+
+def test_a_bad_log_format_is_usage(dsn: str) -> None:
+    result = _run_worker(dsn, "--log-format", "xml")
+    assert result.returncode == 2 and "--log-format" in result.stderr
