@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from retryq_py import admin
+from retryq_py import admin, tracing
 from retryq_py.cli import logs
 from retryq_py.cli.options import DatabaseOpt, SchemaOpt
 from retryq_py.cli.render import err, out, worker_counts_line
@@ -92,7 +92,9 @@ def worker(
     logs.configure(level, log_format)
     cfg = admin.load_worker_config(config)
     t = admin.target(database or cfg.database_url, schema)
-    registry = admin.load_handlers(handlers)
+    # each attempt in a span when OpenTelemetry is installed (opentelemetry-instrument
+    # configures its SDK); the handlers unchanged otherwise
+    registry = tracing.traced(admin.load_handlers(handlers))
     interval = None
     if poll_interval is not None:
         interval = admin.parse_duration(poll_interval, "--poll-interval").total_seconds()
