@@ -574,7 +574,7 @@ def test_worker_drains_a_mixed_load(dsn: str, conn: Any) -> None:
         cmd.target(dsn),
         worker_handlers.REGISTRY,
         cmd.load_worker_config(None),
-        exit_when_idle=True,
+        exit_when_drained=True,  # the retries are 50 ms ahead: wait for them
         poll_interval=0.5,
     )
     _check_final_states(conn, kinds)
@@ -644,7 +644,7 @@ def test_worker_subprocess_exit_when_idle(dsn: str, conn: Any, tmp_path: Path) -
             "tests.python.worker_handlers:HANDLERS",
             "--config",
             str(config),
-            "--exit-when-idle",
+            "--exit-when-drained",  # the retries are 50 ms ahead: wait for them
         ],
         cwd=REPO,
         env=env,
