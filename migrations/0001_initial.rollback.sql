@@ -79,6 +79,9 @@ DROP FUNCTION _retryq_circuit_expired;
 -- retryq:remove private/_retryq_circuit_failed.sql
 DROP FUNCTION _retryq_circuit_failed;
 
+-- retryq:remove private/_retryq_circuit_lock.sql
+DROP FUNCTION _retryq_circuit_lock;
+
 -- retryq:remove private/_retryq_circuit_cooldown.sql
 DROP FUNCTION _retryq_circuit_cooldown;
 

@@ -1114,24 +1114,104 @@ $$;
 
 REVOKE EXECUTE ON FUNCTION _retryq_circuit_cooldown FROM public;
 
+-- retryq:source private/_retryq_circuit_lock.sql
+-- Locks a key's circuit row for this transaction, creating it when the key
+-- has none; false when it cannot without risking a deadlock.
+--
+-- The lock order (issue 12, item 5). A deadlock needs a cycle of transactions
+-- each waiting for a lock another one holds. The functions wait only in these
+-- places, and each is safe:
+--  * A circuit row (and the advisory lock on its key, which every insert of a
+--    circuit row takes first, so that nobody waits for another transaction's
+--    uncommitted insert) is waited for only while this transaction holds no
+--    row lock at all (no transaction id yet): a transaction that holds
+--    nothing has nobody waiting for it, so it cannot be part of a cycle. That
+--    is why fail_retry_item locks its circuit row before its item, and why a
+--    transaction that already wrote skips the books of a circuit another
+--    transaction holds (the count is then one short) and an operator's
+--    circuit function in such a transaction refuses with 55P03 instead of
+--    waiting.
+--  * An item row is waited for only by fail, complete(s), extend and release,
+--    only for an item the snapshot shows leased to the caller's worker id,
+--    and only while this transaction has taken over no expired lease
+--    (acquire sets retryq.took_over). The other holder is then either a
+--    transaction of the same worker id, or an acquire that took the lease
+--    over, and a transaction that took over a lease never waits again.
+--    acquire itself never waits (SKIP LOCKED everywhere).
+--  * Finished rows (requeue, purge, cleanup) are never waited for: all three
+--    take them with SKIP LOCKED.
+-- So a cycle can only run through transactions of one worker id touching
+-- the same items in different orders (within one call, items are locked in
+-- id order); two calls of the API, or transactions of different worker ids,
+-- never deadlock.
+CREATE OR REPLACE FUNCTION _retryq_circuit_lock(
+    p_event_type text,
+    p_plugin_name text
+)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_key integer := hashtext(p_event_type || chr(31) || p_plugin_name);
+BEGIN
+    IF pg_catalog.pg_current_xact_id_if_assigned() IS NULL THEN
+        -- nothing held yet: waiting is safe
+        PERFORM pg_advisory_xact_lock(hashtext('retryq._retryq_circuit'), v_key);
+        INSERT INTO _retryq_circuit (event_type, plugin_name)
+        VALUES (p_event_type, p_plugin_name)
+        ON CONFLICT DO NOTHING;
+        PERFORM 1 FROM _retryq_circuit AS c
+        WHERE c.event_type = p_event_type AND c.plugin_name = p_plugin_name
+        FOR UPDATE;
+        RETURN TRUE;
+    END IF;
+    PERFORM 1 FROM _retryq_circuit AS c
+    WHERE c.event_type = p_event_type AND c.plugin_name = p_plugin_name
+    FOR UPDATE SKIP LOCKED;
+    IF FOUND THEN
+        RETURN TRUE;
+    END IF;
+    IF EXISTS (
+        SELECT 1 FROM _retryq_circuit AS c
+        WHERE c.event_type = p_event_type AND c.plugin_name = p_plugin_name
+    ) THEN
+        RETURN FALSE;  -- another transaction holds the row
+    END IF;
+    -- a new key: whoever inserts it holds the advisory lock until it commits,
+    -- so once this one has it the INSERT below waits for nobody
+    IF NOT pg_try_advisory_xact_lock(hashtext('retryq._retryq_circuit'), v_key) THEN
+        RETURN FALSE;
+    END IF;
+    INSERT INTO _retryq_circuit (event_type, plugin_name)
+    VALUES (p_event_type, p_plugin_name)
+    ON CONFLICT DO NOTHING;
+    IF FOUND THEN
+        RETURN TRUE;
+    END IF;
+    -- committed by another transaction since this statement's snapshot
+    PERFORM 1 FROM _retryq_circuit AS c
+    WHERE c.event_type = p_event_type AND c.plugin_name = p_plugin_name
+    FOR UPDATE SKIP LOCKED;
+    RETURN FOUND;
+END;
+$$;
+
+REVOKE EXECUTE ON FUNCTION _retryq_circuit_lock FROM public;
+
 -- retryq:source private/_retryq_circuit_failed.sql
 -- Counts p_failures failed attempts (p_lease_expiries of them lost leases)
 -- against a key and trips its circuit: closed -> open at the threshold;
 -- a failure while probing (half_open, or open past its cool-down) reopens it
 -- with a doubled cool-down; a failure while cooling down only counts.
--- Waiting for a circuit row is safe only while this transaction holds no
--- other one (else two transactions could each hold a row the other wants,
--- e.g. a worker writing a batch of outcomes in one transaction). So it waits,
--- and counts exactly, on the first circuit row it touches (the setting
--- retryq.circuit_held remembers that for the rest of the transaction), and
--- after that, or with p_nowait (acquire, which holds many item locks), skips
--- the books when another transaction holds the row.
+-- The row is locked by _retryq_circuit_lock, which waits only while the
+-- transaction holds nothing (the lock order is explained there); when it
+-- cannot have the row the failure is not counted.
 CREATE OR REPLACE FUNCTION _retryq_circuit_failed(
     p_event_type text,
     p_plugin_name text,
     p_failures integer,
     p_lease_expiries integer,
-    p_nowait boolean,
     p_now timestamptz
 )
 RETURNS void
@@ -1145,29 +1225,9 @@ DECLARE
     v_threshold integer;
     v_trips integer;
 BEGIN
-    IF p_nowait OR current_setting('retryq.circuit_held', TRUE) = 'yes' THEN
-        -- an existing row: lock it or give up; a new key: insert it (an INSERT
-        -- over a row someone holds would wait for them)
-        PERFORM 1 FROM _retryq_circuit AS c
-        WHERE c.event_type = p_event_type AND c.plugin_name = v_plugin;
-        IF FOUND THEN
-            PERFORM 1 FROM _retryq_circuit AS c
-            WHERE c.event_type = p_event_type AND c.plugin_name = v_plugin
-            FOR UPDATE SKIP LOCKED;
-        ELSE
-            INSERT INTO _retryq_circuit (event_type, plugin_name)
-            VALUES (p_event_type, v_plugin)
-            ON CONFLICT DO NOTHING;
-        END IF;
-        IF NOT FOUND THEN
-            RETURN;  -- someone else holds the row
-        END IF;
-    ELSE
-        INSERT INTO _retryq_circuit (event_type, plugin_name)
-        VALUES (p_event_type, v_plugin)
-        ON CONFLICT DO NOTHING;
+    IF NOT _retryq_circuit_lock(p_event_type, v_plugin) THEN
+        RETURN;  -- another transaction holds the row
     END IF;
-    PERFORM set_config('retryq.circuit_held', 'yes', TRUE);
 
     UPDATE _retryq_circuit AS c
     SET
@@ -1215,7 +1275,8 @@ REVOKE EXECUTE ON FUNCTION _retryq_circuit_failed FROM public;
 
 -- retryq:source private/_retryq_circuit_expired.sql
 -- acquire's books for leases it found expired: one count per key, keys in a
--- fixed order, never waiting (see _retryq_circuit_failed).
+-- fixed order, never waiting (acquire holds item rows, so
+-- _retryq_circuit_lock takes only what is free).
 CREATE OR REPLACE FUNCTION _retryq_circuit_expired(
     p_event_types text[],
     p_plugin_names text[],
@@ -1236,7 +1297,7 @@ BEGIN
         ORDER BY 1, 2
     LOOP
         PERFORM _retryq_circuit_failed(
-            v_key.e, v_key.p, v_key.n, v_key.n, TRUE, p_now
+            v_key.e, v_key.p, v_key.n, v_key.n, p_now
         );
         v_total := v_total + v_key.n;
     END LOOP;
@@ -1249,10 +1310,10 @@ REVOKE EXECUTE ON FUNCTION _retryq_circuit_expired FROM public;
 -- retryq:source private/_retryq_circuit_succeeded.sql
 -- complete's books: a success ends the key's failure streak and closes its
 -- circuit (unless an operator forced it open). Only keys with a streak are
--- written, in key order. As in _retryq_circuit_failed, it waits for the rows
--- only while the transaction holds no other circuit row, and otherwise skips
--- the ones another transaction holds (a missed success then costs one more
--- failure or probe).
+-- written, in key order. Its callers have locked the items they completed,
+-- so it never waits (lock order: see _retryq_circuit_lock): it skips the rows
+-- another transaction holds (a missed success then costs one more failure or
+-- probe).
 CREATE OR REPLACE FUNCTION _retryq_circuit_succeeded(
     p_event_types text[],
     p_plugin_names text[],
@@ -1265,39 +1326,22 @@ AS $$
 DECLARE
     v_keys text[];
 BEGIN
-    IF current_setting('retryq.circuit_held', TRUE) = 'yes' THEN
-        SELECT array_agg(k.event_type || chr(31) || k.plugin_name) INTO v_keys
-        FROM (
-            SELECT c.event_type, c.plugin_name
-            FROM _retryq_circuit AS c
-            WHERE (c.event_type, c.plugin_name) IN (
-                SELECT u.e, coalesce(u.p, '')
-                FROM unnest(p_event_types, p_plugin_names) AS u (e, p)
-            )
-                AND (c.state <> 'closed' OR c.consecutive_failures > 0)
-                AND NOT c.forced
-            ORDER BY c.event_type, c.plugin_name
-            FOR UPDATE SKIP LOCKED
-        ) AS k;
-    ELSE
-        SELECT array_agg(k.event_type || chr(31) || k.plugin_name) INTO v_keys
-        FROM (
-            SELECT c.event_type, c.plugin_name
-            FROM _retryq_circuit AS c
-            WHERE (c.event_type, c.plugin_name) IN (
-                SELECT u.e, coalesce(u.p, '')
-                FROM unnest(p_event_types, p_plugin_names) AS u (e, p)
-            )
-                AND (c.state <> 'closed' OR c.consecutive_failures > 0)
-                AND NOT c.forced
-            ORDER BY c.event_type, c.plugin_name
-            FOR UPDATE
-        ) AS k;
-    END IF;
+    SELECT array_agg(k.event_type || chr(31) || k.plugin_name) INTO v_keys
+    FROM (
+        SELECT c.event_type, c.plugin_name
+        FROM _retryq_circuit AS c
+        WHERE (c.event_type, c.plugin_name) IN (
+            SELECT u.e, coalesce(u.p, '')
+            FROM unnest(p_event_types, p_plugin_names) AS u (e, p)
+        )
+            AND (c.state <> 'closed' OR c.consecutive_failures > 0)
+            AND NOT c.forced
+        ORDER BY c.event_type, c.plugin_name
+        FOR UPDATE SKIP LOCKED
+    ) AS k;
     IF v_keys IS NULL THEN
         RETURN;
     END IF;
-    PERFORM set_config('retryq.circuit_held', 'yes', TRUE);
     UPDATE _retryq_circuit AS c
     SET
         state = 'closed',
@@ -1544,6 +1588,8 @@ GRANT EXECUTE ON FUNCTION enqueue_retry_items TO retryq_producer;
 -- Circuit breaker: items whose circuit is not closed are skipped and
 -- keep their budget; a circuit past its cool-down gets one probe item. With
 -- every circuit closed the only extra cost is one look at an empty index.
+-- Never waits for a lock: items and circuit rows are taken with SKIP LOCKED,
+-- the books of a lost lease only when free (lock order: _retryq_circuit_lock).
 CREATE OR REPLACE FUNCTION acquire_retry_items(
     p_worker_id text,
     p_batch_size integer DEFAULT 10,
@@ -1632,7 +1678,6 @@ BEGIN
             ORDER BY c.event_type, c.plugin_name
             FOR UPDATE OF c SKIP LOCKED
         LOOP
-            PERFORM set_config('retryq.circuit_held', 'yes', TRUE);
             -- A circuit that another worker half-opened after this query's
             -- snapshot comes back re-checked against its new row, but still
             -- joined to the old probe (none): look at the probe's lease again.
@@ -1646,7 +1691,7 @@ BEGIN
                 -- The probe's lease ran out: a hung dependency. That is a
                 -- failed probe; the item itself is taken over later.
                 PERFORM _retryq_circuit_failed(
-                    v_c.event_type, v_c.plugin_name, 1, 0, FALSE, p_now
+                    v_c.event_type, v_c.plugin_name, 1, 0, p_now
                 );
             ELSE
                 v_probe_events := v_probe_events || v_c.event_type;
@@ -1787,12 +1832,17 @@ BEGIN
             ),
             -- lost leases count against their circuits (the probe pass keeps
             -- its own books in probed)
+            -- retryq.took_over: this transaction now holds rows whose former
+            -- holders may wait for it, so it must never wait for an item row
+            -- again (lock order: see _retryq_circuit_lock)
             expired AS (
-                SELECT _retryq_circuit_expired(
-                    array_agg(p.event_type), array_agg(p.plugin_name), p_now
-                )
+                SELECT
+                    set_config('retryq.took_over', 'yes', TRUE),
+                    CASE WHEN v_probe_event IS NULL THEN _retryq_circuit_expired(
+                        array_agg(p.event_type), array_agg(p.plugin_name), p_now
+                    ) END
                 FROM picked AS p
-                WHERE p.expired AND v_probe_event IS NULL
+                WHERE p.expired
                 HAVING count(*) > 0
             ),
             taken AS (
@@ -1929,6 +1979,18 @@ BEGIN
     IF (length(btrim(p_worker_id, E' \t\n\r\f\x0b')) BETWEEN 1 AND 200) IS NOT TRUE THEN
         PERFORM _retryq_check_worker(p_worker_id);
     END IF;
+    IF current_setting('retryq.took_over', TRUE) = 'yes' THEN
+        -- this transaction took over leases: it must not wait for an item
+        -- (lock order: see _retryq_circuit_lock)
+        PERFORM 1 FROM _retryq_active AS a
+        WHERE a.id = p_item_id
+            AND a.status = 'processing'
+            AND a.locked_by = p_worker_id
+        FOR UPDATE SKIP LOCKED;
+        IF NOT FOUND THEN
+            RETURN FALSE;
+        END IF;
+    END IF;
     WITH gone AS (
         DELETE FROM _retryq_active AS a
         WHERE a.id = p_item_id
@@ -2012,6 +2074,18 @@ BEGIN
     END IF;
     IF (length(btrim(p_worker_id, E' \t\n\r\f\x0b')) BETWEEN 1 AND 200) IS NOT TRUE THEN
         PERFORM _retryq_check_worker(p_worker_id);
+    END IF;
+    IF current_setting('retryq.took_over', TRUE) = 'yes' THEN
+        -- this transaction took over leases: it must not wait for an item
+        -- (lock order: see _retryq_circuit_lock); only the free ones count
+        p_item_ids := ARRAY(
+            SELECT a.id FROM _retryq_active AS a
+            WHERE a.id = ANY(p_item_ids)
+                AND a.status = 'processing'
+                AND a.locked_by = p_worker_id
+            ORDER BY a.id
+            FOR UPDATE SKIP LOCKED
+        );
     END IF;
     v_dirty := EXISTS (
         SELECT 1 FROM _retryq_circuit AS c
@@ -2099,20 +2173,45 @@ BEGIN
     IF octet_length(p_error_code) > 200 THEN
         PERFORM _retryq_check_limit('error_code', length(p_error_code));
     END IF;
-    SELECT a.* INTO v_item
-    FROM _retryq_active AS a
-    WHERE a.id = p_item_id
-        AND a.status = 'processing'
-        AND a.locked_by = p_worker_id
-    FOR UPDATE;
+    -- Lock order (see _retryq_circuit_lock): the key's circuit row before the
+    -- item, so that the wait for it, when there is one, happens while this
+    -- transaction may still hold nothing. The key is read without a lock
+    -- first; the item's lease is checked again under its lock.
+    IF p_retryable THEN
+        SELECT a.event_type, coalesce(a.plugin_name, '')
+        INTO v_item.event_type, v_item.plugin_name
+        FROM _retryq_active AS a
+        WHERE a.id = p_item_id
+            AND a.status = 'processing'
+            AND a.locked_by = p_worker_id;
+        IF NOT FOUND THEN
+            RETURN FALSE;
+        END IF;
+        PERFORM _retryq_circuit_lock(v_item.event_type, v_item.plugin_name);
+    END IF;
+    IF current_setting('retryq.took_over', TRUE) = 'yes' THEN
+        -- this transaction took over leases: it must not wait for an item
+        SELECT a.* INTO v_item
+        FROM _retryq_active AS a
+        WHERE a.id = p_item_id
+            AND a.status = 'processing'
+            AND a.locked_by = p_worker_id
+        FOR UPDATE SKIP LOCKED;
+    ELSE
+        SELECT a.* INTO v_item
+        FROM _retryq_active AS a
+        WHERE a.id = p_item_id
+            AND a.status = 'processing'
+            AND a.locked_by = p_worker_id
+        FOR UPDATE;
+    END IF;
     IF NOT FOUND THEN
         RETURN FALSE;
     END IF;
 
     IF p_retryable THEN
-        -- after the item's row lock, like every other path: item, then circuit
         PERFORM _retryq_circuit_failed(
-            v_item.event_type, v_item.plugin_name, 1, 0, FALSE, p_now
+            v_item.event_type, v_item.plugin_name, 1, 0, p_now
         );
     END IF;
 
@@ -2180,6 +2279,18 @@ BEGIN
         p_lock_timeout_seconds BETWEEN 1 AND 86400,
         'lock_timeout_seconds', 'must be between 1 and 86400'
     );
+    IF current_setting('retryq.took_over', TRUE) = 'yes' THEN
+        -- this transaction took over leases: it must not wait for an item
+        -- (lock order: see _retryq_circuit_lock)
+        PERFORM 1 FROM _retryq_active AS a
+        WHERE a.id = p_item_id
+            AND a.status = 'processing'
+            AND a.locked_by = p_worker_id
+        FOR UPDATE SKIP LOCKED;
+        IF NOT FOUND THEN
+            RETURN FALSE;
+        END IF;
+    END IF;
     UPDATE _retryq_active AS a
     SET locked_until = p_now + make_interval(secs => p_lock_timeout_seconds)
     WHERE a.id = p_item_id
@@ -2215,6 +2326,18 @@ BEGIN
         PERFORM _retryq_check_limit('item_ids', cardinality(p_item_ids));
     END IF;
     PERFORM _retryq_check_worker(p_worker_id);
+    IF current_setting('retryq.took_over', TRUE) = 'yes' THEN
+        -- this transaction took over leases: it must not wait for an item
+        -- (lock order: see _retryq_circuit_lock); only the free ones count
+        p_item_ids := ARRAY(
+            SELECT a.id FROM _retryq_active AS a
+            WHERE a.id = ANY(p_item_ids)
+                AND a.status = 'processing'
+                AND a.locked_by = p_worker_id
+            ORDER BY a.id
+            FOR UPDATE SKIP LOCKED
+        );
+    END IF;
     UPDATE _retryq_active AS a
     SET status = 'pending', locked_by = NULL, locked_until = NULL
     WHERE a.id = ANY(p_item_ids)
@@ -2316,12 +2439,21 @@ BEGIN
             p_dead_before, TRUE
         )
     );
-    WITH gone AS (
-        DELETE FROM _retryq_finished AS f
-        -- the status again: a row another session requeued or purged while
-        -- this one waited for its lock is no longer a dead letter
+    -- SKIP LOCKED: a dead letter another transaction is requeueing, purging
+    -- or archiving is left to it, never waited for (lock order: see
+    -- _retryq_circuit_lock)
+    WITH doomed AS (
+        SELECT f.id
+        FROM _retryq_finished AS f
         WHERE f.status = 'dead_letter'
             AND f.id = ANY(v_ids)
+        ORDER BY f.id
+        FOR UPDATE SKIP LOCKED
+    ),
+    gone AS (
+        DELETE FROM _retryq_finished AS f
+        USING doomed AS d
+        WHERE f.id = d.id
         RETURNING f.*
     )
     INSERT INTO _retryq_active (
@@ -2589,6 +2721,14 @@ BEGIN
         p_seconds IS NULL OR p_seconds > 0 AND p_seconds <= 31536000,
         'seconds', 'must be null (until closed) or between 0 and 31536000'
     );
+    -- lock order (see _retryq_circuit_lock): waits for the row only while
+    -- this transaction holds nothing, else refuses rather than risk a deadlock
+    IF NOT _retryq_circuit_lock(p_event_type, coalesce(p_plugin_name, '')) THEN
+        RAISE EXCEPTION 'retryq: the circuit of (%, %) is held by another transaction',
+            p_event_type, coalesce(p_plugin_name, '')
+            USING ERRCODE = 'lock_not_available',
+            HINT = 'Retry, or change circuits before anything else in the transaction.';
+    END IF;
     INSERT INTO _retryq_circuit AS c (
         event_type, plugin_name, state, forced, open_until, opened_at,
         times_opened
@@ -2628,6 +2768,21 @@ SET search_path FROM CURRENT
 AS $$
 BEGIN
     PERFORM _retryq_check_circuit_key(p_event_type);
+    IF NOT EXISTS (
+        SELECT 1 FROM _retryq_circuit AS c
+        WHERE c.event_type = p_event_type
+            AND c.plugin_name = coalesce(p_plugin_name, '')
+    ) THEN
+        RETURN FALSE;
+    END IF;
+    -- lock order (see _retryq_circuit_lock): waits for the row only while
+    -- this transaction holds nothing, else refuses rather than risk a deadlock
+    IF NOT _retryq_circuit_lock(p_event_type, coalesce(p_plugin_name, '')) THEN
+        RAISE EXCEPTION 'retryq: the circuit of (%, %) is held by another transaction',
+            p_event_type, coalesce(p_plugin_name, '')
+            USING ERRCODE = 'lock_not_available',
+            HINT = 'Retry, or change circuits before anything else in the transaction.';
+    END IF;
     UPDATE _retryq_circuit AS c
     SET
         state = 'closed',
@@ -2712,9 +2867,14 @@ BEGIN
         RETURN TRUE;
     END IF;
     PERFORM _retryq_check_circuit_key(p_event_type);
-    INSERT INTO _retryq_circuit (event_type, plugin_name)
-    VALUES (p_event_type, coalesce(p_plugin_name, ''))
-    ON CONFLICT DO NOTHING;
+    -- lock order (see _retryq_circuit_lock): waits for the row only while
+    -- this transaction holds nothing, else refuses rather than risk a deadlock
+    IF NOT _retryq_circuit_lock(p_event_type, coalesce(p_plugin_name, '')) THEN
+        RAISE EXCEPTION 'retryq: the circuit of (%, %) is held by another transaction',
+            p_event_type, coalesce(p_plugin_name, '')
+            USING ERRCODE = 'lock_not_available',
+            HINT = 'Retry, or change circuits before anything else in the transaction.';
+    END IF;
     UPDATE _retryq_circuit AS c
     SET
         failure_threshold = coalesce(

@@ -7,6 +7,8 @@
 -- Circuit breaker: items whose circuit is not closed are skipped and
 -- keep their budget; a circuit past its cool-down gets one probe item. With
 -- every circuit closed the only extra cost is one look at an empty index.
+-- Never waits for a lock: items and circuit rows are taken with SKIP LOCKED,
+-- the books of a lost lease only when free (lock order: _retryq_circuit_lock).
 CREATE OR REPLACE FUNCTION acquire_retry_items(
     p_worker_id text,
     p_batch_size integer DEFAULT 10,
@@ -95,7 +97,6 @@ BEGIN
             ORDER BY c.event_type, c.plugin_name
             FOR UPDATE OF c SKIP LOCKED
         LOOP
-            PERFORM set_config('retryq.circuit_held', 'yes', TRUE);
             -- A circuit that another worker half-opened after this query's
             -- snapshot comes back re-checked against its new row, but still
             -- joined to the old probe (none): look at the probe's lease again.
@@ -109,7 +110,7 @@ BEGIN
                 -- The probe's lease ran out: a hung dependency. That is a
                 -- failed probe; the item itself is taken over later.
                 PERFORM _retryq_circuit_failed(
-                    v_c.event_type, v_c.plugin_name, 1, 0, FALSE, p_now
+                    v_c.event_type, v_c.plugin_name, 1, 0, p_now
                 );
             ELSE
                 v_probe_events := v_probe_events || v_c.event_type;
@@ -250,12 +251,17 @@ BEGIN
             ),
             -- lost leases count against their circuits (the probe pass keeps
             -- its own books in probed)
+            -- retryq.took_over: this transaction now holds rows whose former
+            -- holders may wait for it, so it must never wait for an item row
+            -- again (lock order: see _retryq_circuit_lock)
             expired AS (
-                SELECT _retryq_circuit_expired(
-                    array_agg(p.event_type), array_agg(p.plugin_name), p_now
-                )
+                SELECT
+                    set_config('retryq.took_over', 'yes', TRUE),
+                    CASE WHEN v_probe_event IS NULL THEN _retryq_circuit_expired(
+                        array_agg(p.event_type), array_agg(p.plugin_name), p_now
+                    ) END
                 FROM picked AS p
-                WHERE p.expired AND v_probe_event IS NULL
+                WHERE p.expired
                 HAVING count(*) > 0
             ),
             taken AS (

@@ -25,6 +25,18 @@ BEGIN
     IF (length(btrim(p_worker_id, E' \t\n\r\f\x0b')) BETWEEN 1 AND 200) IS NOT TRUE THEN
         PERFORM _retryq_check_worker(p_worker_id);
     END IF;
+    IF current_setting('retryq.took_over', TRUE) = 'yes' THEN
+        -- this transaction took over leases: it must not wait for an item
+        -- (lock order: see _retryq_circuit_lock)
+        PERFORM 1 FROM _retryq_active AS a
+        WHERE a.id = p_item_id
+            AND a.status = 'processing'
+            AND a.locked_by = p_worker_id
+        FOR UPDATE SKIP LOCKED;
+        IF NOT FOUND THEN
+            RETURN FALSE;
+        END IF;
+    END IF;
     WITH gone AS (
         DELETE FROM _retryq_active AS a
         WHERE a.id = p_item_id

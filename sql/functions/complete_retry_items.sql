@@ -31,6 +31,18 @@ BEGIN
     IF (length(btrim(p_worker_id, E' \t\n\r\f\x0b')) BETWEEN 1 AND 200) IS NOT TRUE THEN
         PERFORM _retryq_check_worker(p_worker_id);
     END IF;
+    IF current_setting('retryq.took_over', TRUE) = 'yes' THEN
+        -- this transaction took over leases: it must not wait for an item
+        -- (lock order: see _retryq_circuit_lock); only the free ones count
+        p_item_ids := ARRAY(
+            SELECT a.id FROM _retryq_active AS a
+            WHERE a.id = ANY(p_item_ids)
+                AND a.status = 'processing'
+                AND a.locked_by = p_worker_id
+            ORDER BY a.id
+            FOR UPDATE SKIP LOCKED
+        );
+    END IF;
     v_dirty := EXISTS (
         SELECT 1 FROM _retryq_circuit AS c
         WHERE c.state <> 'closed' OR c.consecutive_failures > 0

@@ -36,20 +36,45 @@ BEGIN
     IF octet_length(p_error_code) > 200 THEN
         PERFORM _retryq_check_limit('error_code', length(p_error_code));
     END IF;
-    SELECT a.* INTO v_item
-    FROM _retryq_active AS a
-    WHERE a.id = p_item_id
-        AND a.status = 'processing'
-        AND a.locked_by = p_worker_id
-    FOR UPDATE;
+    -- Lock order (see _retryq_circuit_lock): the key's circuit row before the
+    -- item, so that the wait for it, when there is one, happens while this
+    -- transaction may still hold nothing. The key is read without a lock
+    -- first; the item's lease is checked again under its lock.
+    IF p_retryable THEN
+        SELECT a.event_type, coalesce(a.plugin_name, '')
+        INTO v_item.event_type, v_item.plugin_name
+        FROM _retryq_active AS a
+        WHERE a.id = p_item_id
+            AND a.status = 'processing'
+            AND a.locked_by = p_worker_id;
+        IF NOT FOUND THEN
+            RETURN FALSE;
+        END IF;
+        PERFORM _retryq_circuit_lock(v_item.event_type, v_item.plugin_name);
+    END IF;
+    IF current_setting('retryq.took_over', TRUE) = 'yes' THEN
+        -- this transaction took over leases: it must not wait for an item
+        SELECT a.* INTO v_item
+        FROM _retryq_active AS a
+        WHERE a.id = p_item_id
+            AND a.status = 'processing'
+            AND a.locked_by = p_worker_id
+        FOR UPDATE SKIP LOCKED;
+    ELSE
+        SELECT a.* INTO v_item
+        FROM _retryq_active AS a
+        WHERE a.id = p_item_id
+            AND a.status = 'processing'
+            AND a.locked_by = p_worker_id
+        FOR UPDATE;
+    END IF;
     IF NOT FOUND THEN
         RETURN FALSE;
     END IF;
 
     IF p_retryable THEN
-        -- after the item's row lock, like every other path: item, then circuit
         PERFORM _retryq_circuit_failed(
-            v_item.event_type, v_item.plugin_name, 1, 0, FALSE, p_now
+            v_item.event_type, v_item.plugin_name, 1, 0, p_now
         );
     END IF;
 

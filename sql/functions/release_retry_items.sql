@@ -20,6 +20,18 @@ BEGIN
         PERFORM _retryq_check_limit('item_ids', cardinality(p_item_ids));
     END IF;
     PERFORM _retryq_check_worker(p_worker_id);
+    IF current_setting('retryq.took_over', TRUE) = 'yes' THEN
+        -- this transaction took over leases: it must not wait for an item
+        -- (lock order: see _retryq_circuit_lock); only the free ones count
+        p_item_ids := ARRAY(
+            SELECT a.id FROM _retryq_active AS a
+            WHERE a.id = ANY(p_item_ids)
+                AND a.status = 'processing'
+                AND a.locked_by = p_worker_id
+            ORDER BY a.id
+            FOR UPDATE SKIP LOCKED
+        );
+    END IF;
     UPDATE _retryq_active AS a
     SET status = 'pending', locked_by = NULL, locked_until = NULL
     WHERE a.id = ANY(p_item_ids)

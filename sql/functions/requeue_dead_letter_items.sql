@@ -28,12 +28,21 @@ BEGIN
             p_dead_before, TRUE
         )
     );
-    WITH gone AS (
-        DELETE FROM _retryq_finished AS f
-        -- the status again: a row another session requeued or purged while
-        -- this one waited for its lock is no longer a dead letter
+    -- SKIP LOCKED: a dead letter another transaction is requeueing, purging
+    -- or archiving is left to it, never waited for (lock order: see
+    -- _retryq_circuit_lock)
+    WITH doomed AS (
+        SELECT f.id
+        FROM _retryq_finished AS f
         WHERE f.status = 'dead_letter'
             AND f.id = ANY(v_ids)
+        ORDER BY f.id
+        FOR UPDATE SKIP LOCKED
+    ),
+    gone AS (
+        DELETE FROM _retryq_finished AS f
+        USING doomed AS d
+        WHERE f.id = d.id
         RETURNING f.*
     )
     INSERT INTO _retryq_active (

@@ -12,6 +12,21 @@ SET search_path FROM CURRENT
 AS $$
 BEGIN
     PERFORM _retryq_check_circuit_key(p_event_type);
+    IF NOT EXISTS (
+        SELECT 1 FROM _retryq_circuit AS c
+        WHERE c.event_type = p_event_type
+            AND c.plugin_name = coalesce(p_plugin_name, '')
+    ) THEN
+        RETURN FALSE;
+    END IF;
+    -- lock order (see _retryq_circuit_lock): waits for the row only while
+    -- this transaction holds nothing, else refuses rather than risk a deadlock
+    IF NOT _retryq_circuit_lock(p_event_type, coalesce(p_plugin_name, '')) THEN
+        RAISE EXCEPTION 'retryq: the circuit of (%, %) is held by another transaction',
+            p_event_type, coalesce(p_plugin_name, '')
+            USING ERRCODE = 'lock_not_available',
+            HINT = 'Retry, or change circuits before anything else in the transaction.';
+    END IF;
     UPDATE _retryq_circuit AS c
     SET
         state = 'closed',

@@ -59,9 +59,14 @@ BEGIN
         RETURN TRUE;
     END IF;
     PERFORM _retryq_check_circuit_key(p_event_type);
-    INSERT INTO _retryq_circuit (event_type, plugin_name)
-    VALUES (p_event_type, coalesce(p_plugin_name, ''))
-    ON CONFLICT DO NOTHING;
+    -- lock order (see _retryq_circuit_lock): waits for the row only while
+    -- this transaction holds nothing, else refuses rather than risk a deadlock
+    IF NOT _retryq_circuit_lock(p_event_type, coalesce(p_plugin_name, '')) THEN
+        RAISE EXCEPTION 'retryq: the circuit of (%, %) is held by another transaction',
+            p_event_type, coalesce(p_plugin_name, '')
+            USING ERRCODE = 'lock_not_available',
+            HINT = 'Retry, or change circuits before anything else in the transaction.';
+    END IF;
     UPDATE _retryq_circuit AS c
     SET
         failure_threshold = coalesce(

@@ -18,6 +18,14 @@ BEGIN
         p_seconds IS NULL OR p_seconds > 0 AND p_seconds <= 31536000,
         'seconds', 'must be null (until closed) or between 0 and 31536000'
     );
+    -- lock order (see _retryq_circuit_lock): waits for the row only while
+    -- this transaction holds nothing, else refuses rather than risk a deadlock
+    IF NOT _retryq_circuit_lock(p_event_type, coalesce(p_plugin_name, '')) THEN
+        RAISE EXCEPTION 'retryq: the circuit of (%, %) is held by another transaction',
+            p_event_type, coalesce(p_plugin_name, '')
+            USING ERRCODE = 'lock_not_available',
+            HINT = 'Retry, or change circuits before anything else in the transaction.';
+    END IF;
     INSERT INTO _retryq_circuit AS c (
         event_type, plugin_name, state, forced, open_until, opened_at,
         times_opened

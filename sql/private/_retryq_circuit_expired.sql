@@ -1,5 +1,6 @@
 -- acquire's books for leases it found expired: one count per key, keys in a
--- fixed order, never waiting (see _retryq_circuit_failed).
+-- fixed order, never waiting (acquire holds item rows, so
+-- _retryq_circuit_lock takes only what is free).
 CREATE OR REPLACE FUNCTION _retryq_circuit_expired(
     p_event_types text[],
     p_plugin_names text[],
@@ -20,7 +21,7 @@ BEGIN
         ORDER BY 1, 2
     LOOP
         PERFORM _retryq_circuit_failed(
-            v_key.e, v_key.p, v_key.n, v_key.n, TRUE, p_now
+            v_key.e, v_key.p, v_key.n, v_key.n, p_now
         );
         v_total := v_total + v_key.n;
     END LOOP;

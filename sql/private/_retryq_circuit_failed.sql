@@ -2,19 +2,14 @@
 -- against a key and trips its circuit: closed -> open at the threshold;
 -- a failure while probing (half_open, or open past its cool-down) reopens it
 -- with a doubled cool-down; a failure while cooling down only counts.
--- Waiting for a circuit row is safe only while this transaction holds no
--- other one (else two transactions could each hold a row the other wants,
--- e.g. a worker writing a batch of outcomes in one transaction). So it waits,
--- and counts exactly, on the first circuit row it touches (the setting
--- retryq.circuit_held remembers that for the rest of the transaction), and
--- after that, or with p_nowait (acquire, which holds many item locks), skips
--- the books when another transaction holds the row.
+-- The row is locked by _retryq_circuit_lock, which waits only while the
+-- transaction holds nothing (the lock order is explained there); when it
+-- cannot have the row the failure is not counted.
 CREATE OR REPLACE FUNCTION _retryq_circuit_failed(
     p_event_type text,
     p_plugin_name text,
     p_failures integer,
     p_lease_expiries integer,
-    p_nowait boolean,
     p_now timestamptz
 )
 RETURNS void
@@ -28,29 +23,9 @@ DECLARE
     v_threshold integer;
     v_trips integer;
 BEGIN
-    IF p_nowait OR current_setting('retryq.circuit_held', TRUE) = 'yes' THEN
-        -- an existing row: lock it or give up; a new key: insert it (an INSERT
-        -- over a row someone holds would wait for them)
-        PERFORM 1 FROM _retryq_circuit AS c
-        WHERE c.event_type = p_event_type AND c.plugin_name = v_plugin;
-        IF FOUND THEN
-            PERFORM 1 FROM _retryq_circuit AS c
-            WHERE c.event_type = p_event_type AND c.plugin_name = v_plugin
-            FOR UPDATE SKIP LOCKED;
-        ELSE
-            INSERT INTO _retryq_circuit (event_type, plugin_name)
-            VALUES (p_event_type, v_plugin)
-            ON CONFLICT DO NOTHING;
-        END IF;
-        IF NOT FOUND THEN
-            RETURN;  -- someone else holds the row
-        END IF;
-    ELSE
-        INSERT INTO _retryq_circuit (event_type, plugin_name)
-        VALUES (p_event_type, v_plugin)
-        ON CONFLICT DO NOTHING;
+    IF NOT _retryq_circuit_lock(p_event_type, v_plugin) THEN
+        RETURN;  -- another transaction holds the row
     END IF;
-    PERFORM set_config('retryq.circuit_held', 'yes', TRUE);
 
     UPDATE _retryq_circuit AS c
     SET

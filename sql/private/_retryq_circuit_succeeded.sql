@@ -1,9 +1,9 @@
 -- complete's books: a success ends the key's failure streak and closes its
 -- circuit (unless an operator forced it open). Only keys with a streak are
--- written, in key order. As in _retryq_circuit_failed, it waits for the rows
--- only while the transaction holds no other circuit row, and otherwise skips
--- the ones another transaction holds (a missed success then costs one more
--- failure or probe).
+-- written, in key order. Its callers have locked the items they completed,
+-- so it never waits (lock order: see _retryq_circuit_lock): it skips the rows
+-- another transaction holds (a missed success then costs one more failure or
+-- probe).
 CREATE OR REPLACE FUNCTION _retryq_circuit_succeeded(
     p_event_types text[],
     p_plugin_names text[],
@@ -16,39 +16,22 @@ AS $$
 DECLARE
     v_keys text[];
 BEGIN
-    IF current_setting('retryq.circuit_held', TRUE) = 'yes' THEN
-        SELECT array_agg(k.event_type || chr(31) || k.plugin_name) INTO v_keys
-        FROM (
-            SELECT c.event_type, c.plugin_name
-            FROM _retryq_circuit AS c
-            WHERE (c.event_type, c.plugin_name) IN (
-                SELECT u.e, coalesce(u.p, '')
-                FROM unnest(p_event_types, p_plugin_names) AS u (e, p)
-            )
-                AND (c.state <> 'closed' OR c.consecutive_failures > 0)
-                AND NOT c.forced
-            ORDER BY c.event_type, c.plugin_name
-            FOR UPDATE SKIP LOCKED
-        ) AS k;
-    ELSE
-        SELECT array_agg(k.event_type || chr(31) || k.plugin_name) INTO v_keys
-        FROM (
-            SELECT c.event_type, c.plugin_name
-            FROM _retryq_circuit AS c
-            WHERE (c.event_type, c.plugin_name) IN (
-                SELECT u.e, coalesce(u.p, '')
-                FROM unnest(p_event_types, p_plugin_names) AS u (e, p)
-            )
-                AND (c.state <> 'closed' OR c.consecutive_failures > 0)
-                AND NOT c.forced
-            ORDER BY c.event_type, c.plugin_name
-            FOR UPDATE
-        ) AS k;
-    END IF;
+    SELECT array_agg(k.event_type || chr(31) || k.plugin_name) INTO v_keys
+    FROM (
+        SELECT c.event_type, c.plugin_name
+        FROM _retryq_circuit AS c
+        WHERE (c.event_type, c.plugin_name) IN (
+            SELECT u.e, coalesce(u.p, '')
+            FROM unnest(p_event_types, p_plugin_names) AS u (e, p)
+        )
+            AND (c.state <> 'closed' OR c.consecutive_failures > 0)
+            AND NOT c.forced
+        ORDER BY c.event_type, c.plugin_name
+        FOR UPDATE SKIP LOCKED
+    ) AS k;
     IF v_keys IS NULL THEN
         RETURN;
     END IF;
-    PERFORM set_config('retryq.circuit_held', 'yes', TRUE);
     UPDATE _retryq_circuit AS c
     SET
         state = 'closed',

@@ -327,13 +327,14 @@ def test_cleanup_skips_a_dead_letter_being_requeued(a: Conn, b: Conn) -> None:
     assert scalar(a, "SELECT count(*) FROM daz_retry_queue_archive") == 0
 
 
-def test_requeue_waits_for_cleanup_and_then_finds_nothing(a: Conn, b: Conn, watch: Conn) -> None:
+def test_requeue_skips_a_dead_letter_being_cleaned_up(a: Conn, b: Conn) -> None:
+    """Finished rows are never waited for (lock order): the requeue leaves the row to
+    the cleanup that holds it."""
     item = _dead_letter(a)
     a.execute("BEGIN")
     assert cleanup(a, at(100)) == (1, 1)
-    late = blocked(b, watch, lambda: requeue(b, [item], at(100)))
+    assert requeue(b, [item], at(100)) == 0  # under lock_timeout: it did not wait
     a.execute("COMMIT")
-    assert late.result(DEADLINE) == 0
     assert state(a, item) is None
     assert scalar(a, "SELECT array_agg(id) FROM daz_retry_queue_archive") == [item]
 
@@ -348,3 +349,143 @@ def test_complete_vs_cleanup_uncommitted_completion_is_not_removed(a: Conn, b: C
     a.execute("COMMIT")
     assert cleanup(b, at(100)) == (1, 0)
     assert state(b, item) is None
+
+
+# --- no deadlock between calls (issue 12, item 5) ------------------------------------
+#
+# Each side runs with lock_timeout 0 here, so that a wait lasts until the other side
+# commits or the server's deadlock detector (deadlock_timeout, 1 s) breaks a cycle with
+# 40P01. `settle` returns once a side is done or waiting on a lock.
+
+
+def _no_timeout(*conns: Conn) -> None:
+    for c in conns:
+        c.execute("SET lock_timeout = 0")
+
+
+def _start(conn: Conn, fn: Callable[[], R]) -> concurrent.futures.Future[R]:
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    fut = pool.submit(fn)
+    pool.shutdown(wait=False)
+    return fut
+
+
+def _settle(conn: Conn, watch: Conn, fut: concurrent.futures.Future[Any]) -> None:
+    pid = conn.info.backend_pid
+    end = time.monotonic() + DEADLINE
+    while not fut.done():
+        row = watch.execute(
+            "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = %s", [pid]
+        ).fetchone()
+        if row and row[0]:
+            return
+        assert time.monotonic() < end, "neither finished nor waiting"
+        time.sleep(0.005)  # polling a condition with a deadline
+
+
+def _two_leased(conn: Conn) -> tuple[int, int]:
+    first, second = enqueue(conn, 2)
+    assert acquire(conn, "wA", T0, batch=2, lease=10) == [first, second]
+    return first, second
+
+
+def test_two_failures_of_a_new_key_vs_a_takeover_do_not_deadlock(
+    a: Conn, b: Conn, watch: Conn
+) -> None:
+    """The issue's example: A writes two failures of a key that never failed in one
+    transaction; B's acquire takes over A's expired second item meanwhile. Before: B
+    waited on A's uncommitted circuit row, A's second fail on B: 40P01."""
+    _no_timeout(a, b)
+    first, second = _two_leased(a)
+    a.execute("BEGIN")
+    assert fail(a, first, "wA", at(20))  # inserts the key's circuit row
+    b.execute("BEGIN")
+    taken = _start(b, lambda: acquire(b, "wB", at(20)))
+    _settle(b, watch, taken)
+    late = _start(a, lambda: fail(a, second, "wA", at(20)))
+    _settle(a, watch, late)
+    assert taken.result(DEADLINE) == [second]  # B never waited for A
+    b.execute("COMMIT")
+    assert late.result(DEADLINE) is False  # A lost the lease to B
+    a.execute("COMMIT")
+    assert state(a, first) == ("pending", 1, None)
+    assert state(a, second) == ("processing", 1, "wB")
+
+
+def test_failure_then_completion_vs_a_takeover_do_not_deadlock(
+    a: Conn, b: Conn, watch: Conn
+) -> None:
+    """The relative with complete: A fails its first item and completes its expired
+    second in one transaction while B takes the second over."""
+    _no_timeout(a, b)
+    first, second = _two_leased(a)
+    a.execute("UPDATE _retryq_circuit_defaults SET failure_threshold = 5")
+    a.execute("BEGIN")
+    assert fail(a, first, "wA", at(20))
+    b.execute("BEGIN")
+    taken = _start(b, lambda: acquire(b, "wB", at(20)))
+    _settle(b, watch, taken)
+    late = _start(a, lambda: complete(a, second, "wA", at(20)))
+    _settle(a, watch, late)
+    assert taken.result(DEADLINE) == [second]
+    b.execute("COMMIT")
+    assert late.result(DEADLINE) is False
+    a.execute("COMMIT")
+
+
+def test_crossed_takeovers_in_two_transactions_do_not_deadlock(
+    a: Conn, b: Conn, watch: Conn
+) -> None:
+    """Each side takes over the other's expired item, then writes the outcome of its
+    own expired one, which the other now holds. Waiting for an item the caller lost to
+    a takeover in a transaction that goes on would close the cycle."""
+    _no_timeout(a, b)
+    (mine,) = enqueue(a)
+    leased(a, mine, "wA", lease=10)
+    (theirs,) = enqueue(a)
+    leased(a, theirs, "wB", lease=10)
+    a.execute("BEGIN")
+    b.execute("BEGIN")
+    assert acquire(a, "wA", at(20), batch=1) in ([mine], [theirs])
+    got_a = scalar(a, "SELECT locked_by FROM daz_retry_queue WHERE id = %s", [theirs])
+    if got_a != "wA":  # A took its own item back: swap the roles of the ids
+        mine, theirs = theirs, mine
+    got_b = _start(b, lambda: acquire(b, "wB", at(20), batch=1))
+    _settle(b, watch, got_b)
+    assert got_b.result(DEADLINE) == [mine]  # acquire never waits
+    out_a = _start(a, lambda: fail(a, mine, "wA", at(20)))
+    _settle(a, watch, out_a)
+    out_b = _start(b, lambda: complete(b, theirs, "wB", at(20)))
+    _settle(b, watch, out_b)
+    for side, fut in ((a, out_a), (b, out_b)):
+        assert fut.result(DEADLINE) is False  # each lost its own item to the other
+        side.execute("COMMIT")
+
+
+def test_circuit_operators_in_one_transaction_vs_a_worker_do_not_deadlock(
+    a: Conn, b: Conn, watch: Conn
+) -> None:
+    """An operator opens two circuits in one transaction while a worker fails items of
+    both keys in the other order in one transaction."""
+    _no_timeout(a, b)
+    x = scalar(a, "SELECT id FROM enqueue_retry_item('x', '{}', p_now => %s)", [T0])
+    y = scalar(a, "SELECT id FROM enqueue_retry_item('y', '{}', p_now => %s)", [T0])
+    assert sorted(acquire(a, "wA", T0, batch=2)) == sorted([x, y])
+    a.execute("BEGIN")
+    assert fail(a, y, "wA", at(1))
+    b.execute("BEGIN")
+    b.execute("SELECT retry_circuit_open('x', p_now => %s)", [at(1)])
+    opened = _start(b, lambda: b.execute("SELECT retry_circuit_open('y', p_now => %s)", [at(1)]))
+    _settle(b, watch, opened)
+    late = _start(a, lambda: fail(a, x, "wA", at(1)))
+    _settle(a, watch, late)
+    for side, fut in ((a, late), (b, opened)):
+        try:
+            fut.result(DEADLINE)
+        except psycopg.errors.DeadlockDetected:
+            raise
+        except psycopg.Error as e:  # a refusal that names the busy circuit is fine
+            assert e.sqlstate == "55P03", e
+            side.execute("ROLLBACK")
+            continue
+        side.execute("COMMIT")

@@ -71,7 +71,7 @@ STATEMENTS: dict[str, tuple[str, Any]] = {
     "private_bury": ("SELECT _retryq_bury(ARRAY[{leased}]::bigint[], '{{}}', now())", None),
     "private_check": ("SELECT _retryq_check(true, 'a', 'b')", None),
     "private_circuit": (
-        "SELECT _retryq_circuit_failed('t', 'p', 1, 0, false, now())",
+        "SELECT _retryq_circuit_failed('t', 'p', 1, 0, now())",
         None,
     ),
     "defaults_table": ("UPDATE _retryq_circuit_defaults SET failure_threshold = 1", None),
