@@ -103,6 +103,9 @@ DROP FUNCTION _retryq_check_limit;
 -- retryq:remove private/_retryq_check_worker.sql
 DROP FUNCTION _retryq_check_worker;
 
+-- retryq:remove private/_retryq_clock.sql
+DROP FUNCTION _retryq_clock;
+
 -- retryq:remove private/_retryq_check.sql
 DROP FUNCTION _retryq_check;
 

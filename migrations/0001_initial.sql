@@ -843,6 +843,57 @@ $$;
 
 REVOKE EXECUTE ON FUNCTION _retryq_check FROM public;
 
+-- retryq:source private/_retryq_clock.sql
+-- Only the server moves the clock (issue 12, item 3). Every function whose
+-- outcome depends on the time takes p_now DEFAULT now() so that tests move
+-- time instead of sleeping; the functions start with
+--     IF p_now = now() THEN p_now := clock_timestamp();
+--     ELSE p_now := _retryq_clock(p_now); END IF;
+-- The default (or an explicit now()) becomes the server's clock at the call,
+-- so a lease counts from when it is granted, not from the start of the
+-- caller's transaction (one clock_timestamp() per call). Any other value is
+-- honoured only for a superuser or a member of the role that owns the queue
+-- (the role that installed it), as the caller is before the functions'
+-- SECURITY DEFINER: SET ROLE counts, the login role otherwise. Everyone else
+-- gets 42501 naming now. NULL and the infinities are refused for everyone
+-- (22023 naming now).
+CREATE OR REPLACE FUNCTION _retryq_clock(p_now timestamptz)
+RETURNS timestamptz
+LANGUAGE plpgsql
+STABLE
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_caller name := CASE pg_catalog.current_setting('role')
+        WHEN 'none' THEN session_user
+        ELSE pg_catalog.current_setting('role')::name
+    END;
+BEGIN
+    IF p_now IS NULL OR NOT pg_catalog.isfinite(p_now) THEN
+        RAISE EXCEPTION 'retryq: invalid now: must be a finite time'
+            USING ERRCODE = 'invalid_parameter_value', COLUMN = 'now';
+    END IF;
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_catalog.pg_roles AS r
+        WHERE r.rolname OPERATOR(pg_catalog.=) v_caller AND r.rolsuper
+    ) AND NOT pg_catalog.pg_has_role(
+        v_caller,
+        (
+            SELECT c.relowner FROM pg_catalog.pg_class AS c
+            WHERE c.oid OPERATOR(pg_catalog.=) '_retryq_active'::pg_catalog.regclass
+        ),
+        'USAGE'
+    ) THEN
+        RAISE EXCEPTION 'retryq: now: only the queue''s owner may move the clock'
+            USING ERRCODE = 'insufficient_privilege', COLUMN = 'now',
+            HINT = 'Leave p_now out: the server''s clock is used.';
+    END IF;
+    RETURN p_now;
+END;
+$$;
+
+REVOKE EXECUTE ON FUNCTION _retryq_clock FROM public;
+
 -- retryq:source private/_retryq_check_worker.sql
 -- PL/pgSQL, not SQL: a SQL function with a SET clause is never inlined and
 -- is parsed and planned again in every transaction, which cost the hot path
@@ -1401,6 +1452,12 @@ SECURITY DEFINER
 SET search_path FROM CURRENT
 AS $$
 BEGIN
+    -- the server's clock unless the owner moves it (see _retryq_clock)
+    IF p_now = now() THEN
+        p_now := clock_timestamp();
+    ELSE
+        p_now := _retryq_clock(p_now);
+    END IF;
     PERFORM _retryq_check(
         coalesce(p_delay_seconds, 0) BETWEEN 0 AND 31536000,
         'delay_seconds', 'must be between 0 and 31536000'
@@ -1453,6 +1510,12 @@ DECLARE
     v_unknown text;
     v_key text;
 BEGIN
+    -- the server's clock unless the owner moves it (see _retryq_clock)
+    IF p_now = now() THEN
+        p_now := clock_timestamp();
+    ELSE
+        p_now := _retryq_clock(p_now);
+    END IF;
     PERFORM _retryq_check(
         jsonb_typeof(p_items) = 'array', 'items', 'must be a JSON array'
     );
@@ -1642,6 +1705,12 @@ DECLARE
     v_probe_plugin text;
     v_probed boolean;
 BEGIN
+    -- the server's clock unless the owner moves it (see _retryq_clock)
+    IF p_now = now() THEN
+        p_now := clock_timestamp();
+    ELSE
+        p_now := _retryq_clock(p_now);
+    END IF;
     -- the checks' conditions inline, their calls only to raise (see
     -- complete_retry_items)
     IF (length(btrim(p_worker_id, E' \t\n\r\f\x0b')) BETWEEN 1 AND 200) IS NOT TRUE THEN
@@ -1976,6 +2045,12 @@ DECLARE
     v_plugin_name text;
     v_streaks boolean;
 BEGIN
+    -- the server's clock unless the owner moves it (see _retryq_clock)
+    IF p_now = now() THEN
+        p_now := clock_timestamp();
+    ELSE
+        p_now := _retryq_clock(p_now);
+    END IF;
     IF (length(btrim(p_worker_id, E' \t\n\r\f\x0b')) BETWEEN 1 AND 200) IS NOT TRUE THEN
         PERFORM _retryq_check_worker(p_worker_id);
     END IF;
@@ -2064,6 +2139,12 @@ DECLARE
     v_event_types text[];
     v_plugin_names text[];
 BEGIN
+    -- the server's clock unless the owner moves it (see _retryq_clock)
+    IF p_now = now() THEN
+        p_now := clock_timestamp();
+    ELSE
+        p_now := _retryq_clock(p_now);
+    END IF;
     -- the checks' conditions inline, their calls only to raise: a nested call
     -- per statement costs the hot path more than the rule itself
     IF p_item_ids IS NULL THEN
@@ -2160,6 +2241,12 @@ DECLARE
     v_entry jsonb;
     v_due timestamptz;
 BEGIN
+    -- the server's clock unless the owner moves it (see _retryq_clock)
+    IF p_now = now() THEN
+        p_now := clock_timestamp();
+    ELSE
+        p_now := _retryq_clock(p_now);
+    END IF;
     PERFORM _retryq_check_worker(p_worker_id);
     PERFORM _retryq_check(
         p_error_msg IS NOT NULL, 'error_msg', 'must not be null'
@@ -2274,6 +2361,12 @@ SECURITY DEFINER
 SET search_path FROM CURRENT
 AS $$
 BEGIN
+    -- the server's clock unless the owner moves it (see _retryq_clock)
+    IF p_now = now() THEN
+        p_now := clock_timestamp();
+    ELSE
+        p_now := _retryq_clock(p_now);
+    END IF;
     PERFORM _retryq_check_worker(p_worker_id);
     PERFORM _retryq_check(
         p_lock_timeout_seconds BETWEEN 1 AND 86400,
@@ -2431,6 +2524,12 @@ DECLARE
     v_ids bigint[];
     v_count integer;
 BEGIN
+    -- the server's clock unless the owner moves it (see _retryq_clock)
+    IF p_now = now() THEN
+        p_now := clock_timestamp();
+    ELSE
+        p_now := _retryq_clock(p_now);
+    END IF;
     -- collected first, so that a missing filter is refused even when no row
     -- would have been looked at
     v_ids := ARRAY(
@@ -2620,6 +2719,12 @@ DECLARE
     v_batch_deleted bigint;
     v_batch_archived bigint;
 BEGIN
+    -- the server's clock unless the owner moves it (see _retryq_clock)
+    IF p_now = now() THEN
+        p_now := clock_timestamp();
+    ELSE
+        p_now := _retryq_clock(p_now);
+    END IF;
     v_cutoff := _retryq_cleanup_cutoff(p_retention_days, p_now);
     PERFORM _retryq_check(
         p_batch_size BETWEEN 1 AND 100000,
@@ -2688,8 +2793,15 @@ SECURITY DEFINER
 SET search_path FROM CURRENT
 AS $$
 DECLARE
-    v_cutoff timestamptz := _retryq_cleanup_cutoff(p_retention_days, p_now);
+    v_cutoff timestamptz;
 BEGIN
+    -- the server's clock unless the owner moves it (see _retryq_clock)
+    IF p_now = now() THEN
+        p_now := clock_timestamp();
+    ELSE
+        p_now := _retryq_clock(p_now);
+    END IF;
+    v_cutoff := _retryq_cleanup_cutoff(p_retention_days, p_now);
     RETURN QUERY
     SELECT count(*), count(*) FILTER (WHERE f.status = 'dead_letter')
     FROM _retryq_finished AS f
@@ -2716,6 +2828,12 @@ SECURITY DEFINER
 SET search_path FROM CURRENT
 AS $$
 BEGIN
+    -- the server's clock unless the owner moves it (see _retryq_clock)
+    IF p_now = now() THEN
+        p_now := clock_timestamp();
+    ELSE
+        p_now := _retryq_clock(p_now);
+    END IF;
     PERFORM _retryq_check_circuit_key(p_event_type);
     PERFORM _retryq_check(
         p_seconds IS NULL OR p_seconds > 0 AND p_seconds <= 31536000,
@@ -2767,6 +2885,12 @@ SECURITY DEFINER
 SET search_path FROM CURRENT
 AS $$
 BEGIN
+    -- the server's clock unless the owner moves it (see _retryq_clock)
+    IF p_now = now() THEN
+        p_now := clock_timestamp();
+    ELSE
+        p_now := _retryq_clock(p_now);
+    END IF;
     PERFORM _retryq_check_circuit_key(p_event_type);
     IF NOT EXISTS (
         SELECT 1 FROM _retryq_circuit AS c
@@ -2825,6 +2949,12 @@ SECURITY DEFINER
 SET search_path FROM CURRENT
 AS $$
 BEGIN
+    -- the server's clock unless the owner moves it (see _retryq_clock)
+    IF p_now = now() THEN
+        p_now := clock_timestamp();
+    ELSE
+        p_now := _retryq_clock(p_now);
+    END IF;
     PERFORM _retryq_check(
         p_failure_threshold IS NULL
         OR p_failure_threshold BETWEEN 0 AND 1000000,

@@ -61,6 +61,12 @@ DECLARE
     v_probe_plugin text;
     v_probed boolean;
 BEGIN
+    -- the server's clock unless the owner moves it (see _retryq_clock)
+    IF p_now = now() THEN
+        p_now := clock_timestamp();
+    ELSE
+        p_now := _retryq_clock(p_now);
+    END IF;
     -- the checks' conditions inline, their calls only to raise (see
     -- complete_retry_items)
     IF (length(btrim(p_worker_id, E' \t\n\r\f\x0b')) BETWEEN 1 AND 200) IS NOT TRUE THEN

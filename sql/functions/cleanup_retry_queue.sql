@@ -25,6 +25,12 @@ DECLARE
     v_batch_deleted bigint;
     v_batch_archived bigint;
 BEGIN
+    -- the server's clock unless the owner moves it (see _retryq_clock)
+    IF p_now = now() THEN
+        p_now := clock_timestamp();
+    ELSE
+        p_now := _retryq_clock(p_now);
+    END IF;
     v_cutoff := _retryq_cleanup_cutoff(p_retention_days, p_now);
     PERFORM _retryq_check(
         p_batch_size BETWEEN 1 AND 100000,

@@ -13,8 +13,15 @@ SECURITY DEFINER
 SET search_path FROM CURRENT
 AS $$
 DECLARE
-    v_cutoff timestamptz := _retryq_cleanup_cutoff(p_retention_days, p_now);
+    v_cutoff timestamptz;
 BEGIN
+    -- the server's clock unless the owner moves it (see _retryq_clock)
+    IF p_now = now() THEN
+        p_now := clock_timestamp();
+    ELSE
+        p_now := _retryq_clock(p_now);
+    END IF;
+    v_cutoff := _retryq_cleanup_cutoff(p_retention_days, p_now);
     RETURN QUERY
     SELECT count(*), count(*) FILTER (WHERE f.status = 'dead_letter')
     FROM _retryq_finished AS f

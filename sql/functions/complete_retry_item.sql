@@ -22,6 +22,12 @@ DECLARE
     v_plugin_name text;
     v_streaks boolean;
 BEGIN
+    -- the server's clock unless the owner moves it (see _retryq_clock)
+    IF p_now = now() THEN
+        p_now := clock_timestamp();
+    ELSE
+        p_now := _retryq_clock(p_now);
+    END IF;
     IF (length(btrim(p_worker_id, E' \t\n\r\f\x0b')) BETWEEN 1 AND 200) IS NOT TRUE THEN
         PERFORM _retryq_check_worker(p_worker_id);
     END IF;

@@ -20,6 +20,12 @@ DECLARE
     v_event_types text[];
     v_plugin_names text[];
 BEGIN
+    -- the server's clock unless the owner moves it (see _retryq_clock)
+    IF p_now = now() THEN
+        p_now := clock_timestamp();
+    ELSE
+        p_now := _retryq_clock(p_now);
+    END IF;
     -- the checks' conditions inline, their calls only to raise: a nested call
     -- per statement costs the hot path more than the rule itself
     IF p_item_ids IS NULL THEN

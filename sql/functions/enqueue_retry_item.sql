@@ -24,6 +24,12 @@ SECURITY DEFINER
 SET search_path FROM CURRENT
 AS $$
 BEGIN
+    -- the server's clock unless the owner moves it (see _retryq_clock)
+    IF p_now = now() THEN
+        p_now := clock_timestamp();
+    ELSE
+        p_now := _retryq_clock(p_now);
+    END IF;
     PERFORM _retryq_check(
         coalesce(p_delay_seconds, 0) BETWEEN 0 AND 31536000,
         'delay_seconds', 'must be between 0 and 31536000'

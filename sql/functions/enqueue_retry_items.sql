@@ -24,6 +24,12 @@ DECLARE
     v_unknown text;
     v_key text;
 BEGIN
+    -- the server's clock unless the owner moves it (see _retryq_clock)
+    IF p_now = now() THEN
+        p_now := clock_timestamp();
+    ELSE
+        p_now := _retryq_clock(p_now);
+    END IF;
     PERFORM _retryq_check(
         jsonb_typeof(p_items) = 'array', 'items', 'must be a JSON array'
     );

@@ -12,6 +12,12 @@ SECURITY DEFINER
 SET search_path FROM CURRENT
 AS $$
 BEGIN
+    -- the server's clock unless the owner moves it (see _retryq_clock)
+    IF p_now = now() THEN
+        p_now := clock_timestamp();
+    ELSE
+        p_now := _retryq_clock(p_now);
+    END IF;
     PERFORM _retryq_check_worker(p_worker_id);
     PERFORM _retryq_check(
         p_lock_timeout_seconds BETWEEN 1 AND 86400,

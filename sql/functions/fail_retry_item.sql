@@ -23,6 +23,12 @@ DECLARE
     v_entry jsonb;
     v_due timestamptz;
 BEGIN
+    -- the server's clock unless the owner moves it (see _retryq_clock)
+    IF p_now = now() THEN
+        p_now := clock_timestamp();
+    ELSE
+        p_now := _retryq_clock(p_now);
+    END IF;
     PERFORM _retryq_check_worker(p_worker_id);
     PERFORM _retryq_check(
         p_error_msg IS NOT NULL, 'error_msg', 'must not be null'

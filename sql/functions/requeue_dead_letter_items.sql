@@ -20,6 +20,12 @@ DECLARE
     v_ids bigint[];
     v_count integer;
 BEGIN
+    -- the server's clock unless the owner moves it (see _retryq_clock)
+    IF p_now = now() THEN
+        p_now := clock_timestamp();
+    ELSE
+        p_now := _retryq_clock(p_now);
+    END IF;
     -- collected first, so that a missing filter is refused even when no row
     -- would have been looked at
     v_ids := ARRAY(

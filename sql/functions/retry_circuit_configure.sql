@@ -17,6 +17,12 @@ SECURITY DEFINER
 SET search_path FROM CURRENT
 AS $$
 BEGIN
+    -- the server's clock unless the owner moves it (see _retryq_clock)
+    IF p_now = now() THEN
+        p_now := clock_timestamp();
+    ELSE
+        p_now := _retryq_clock(p_now);
+    END IF;
     PERFORM _retryq_check(
         p_failure_threshold IS NULL
         OR p_failure_threshold BETWEEN 0 AND 1000000,

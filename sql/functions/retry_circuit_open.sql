@@ -13,6 +13,12 @@ SECURITY DEFINER
 SET search_path FROM CURRENT
 AS $$
 BEGIN
+    -- the server's clock unless the owner moves it (see _retryq_clock)
+    IF p_now = now() THEN
+        p_now := clock_timestamp();
+    ELSE
+        p_now := _retryq_clock(p_now);
+    END IF;
     PERFORM _retryq_check_circuit_key(p_event_type);
     PERFORM _retryq_check(
         p_seconds IS NULL OR p_seconds > 0 AND p_seconds <= 31536000,
