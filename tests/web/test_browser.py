@@ -24,6 +24,7 @@ from tests.web.conftest import Seeded, status_of
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed")
 uvicorn = pytest.importorskip("uvicorn", reason="the web extra is not installed")
+from selenium.common.exceptions import StaleElementReferenceException  # noqa: E402
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support import expected_conditions as ec  # noqa: E402
 from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
@@ -97,6 +98,16 @@ def wait(driver: Any, timeout: float = 10) -> Any:
     return WebDriverWait(driver, timeout)
 
 
+def click(driver: Any, by: str, value: str) -> None:
+    """Clicks an element, finding it again if htmx swapped it out meanwhile."""
+
+    def clicked(d: Any) -> bool:
+        d.find_element(by, value).click()
+        return True
+
+    WebDriverWait(driver, 10, ignored_exceptions=(StaleElementReferenceException,)).until(clicked)
+
+
 def shown(driver: Any, css: str) -> str:
     return str(wait(driver).until(ec.visibility_of_element_located((By.CSS_SELECTOR, css))).text)
 
@@ -146,11 +157,14 @@ def test_filter_then_open_an_item(seeded: Seeded, server: str, browser: Any) -> 
     # htmx swaps the table in place on change, and pushes the filter to the address
     wait(browser).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, rows)) == 3)
     wait(browser).until(ec.url_contains("status=dead_letter"))
-    field = browser.find_element(By.NAME, "event_type")
-    field.send_keys("webhook.post")
-    browser.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
+    # htmx may swap the table (and the filters) again while this types and
+    # clicks: every step finds its element afresh
+    WebDriverWait(browser, 10, ignored_exceptions=(StaleElementReferenceException,)).until(
+        lambda d: d.find_element(By.NAME, "event_type").send_keys("webhook.post") or True
+    )
+    click(browser, By.CSS_SELECTOR, "#filters button[type=submit]")
     wait(browser).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, rows)) == 1)
-    browser.find_element(By.LINK_TEXT, str(seeded.ids["dead_http"])).click()
+    click(browser, By.LINK_TEXT, str(seeded.ids["dead_http"]))
     until(browser, "h1", f"Item #{seeded.ids['dead_http']}")
     assert shown(browser, "#item-status") == "dead_letter"
     assert "dead_http" in shown(browser, "#payload")
