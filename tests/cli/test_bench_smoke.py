@@ -75,7 +75,7 @@ def test_bench_smoke_writes_a_well_formed_report(pg_server: Server, tmp_path: Pa
     # another script's section in the same file survives the rewrite
     kept = "<!-- other_bench -->\n### Other\n\n| a | b |\n<!-- /other_bench -->"
     out.write_text(f"# Benchmarks\n\nstale text\n\n{kept}\n")
-    proc = subprocess.run(
+    with subprocess.Popen(
         [
             sys.executable,
             str(ROOT / "scripts" / "bench.py"),
@@ -85,12 +85,13 @@ def test_bench_smoke_writes_a_well_formed_report(pg_server: Server, tmp_path: Pa
             "--output",
             str(out),
         ],
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=600,
         cwd=ROOT,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ) as proc:
+        stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stdout[-3000:] + stderr[-3000:]
     text = out.read_text()
 
     for heading in SECTIONS:
@@ -145,7 +146,9 @@ def test_bench_smoke_writes_a_well_formed_report(pg_server: Server, tmp_path: Pa
         assert float(p50.split()[0]) <= float(p99.split()[0])
 
     # the run cleans up after itself and leaves the committed report alone
-    assert _bench_databases(pg_server) == before
+    # its own databases (named by its pid: other runs may share the server)
+    mine = f"retryq_bench_{proc.pid}_"
+    assert {d for d in _bench_databases(pg_server) - before if d.startswith(mine)} == set()
     assert (committed.read_bytes() if committed.exists() else None) == committed_before
 
 
