@@ -138,18 +138,26 @@ class Results:
     size: dict[str, Any] = field(default_factory=dict)
     notify: list[dict[str, float]] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    # each run's figures by key, so that a ratio pairs figures of one run even
+    # when a measurement failed in another
+    by_run: list[dict[str, float]] = field(default_factory=list)
+
+    def start_run(self) -> None:
+        self.by_run.append({})
 
     def add(self, key: str, value: float) -> None:
         self.runs.setdefault(key, []).append(value)
+        if self.by_run:
+            self.by_run[-1][key] = value
 
     def median(self, key: str) -> float | None:
         values = self.runs.get(key)
         return statistics.median(values) if values else None
 
     def ratios(self, top: str, bottom: str) -> list[float]:
-        """The per-run ratios top/bottom (each pair measured back to back)."""
-        a, b = self.runs.get(top, []), self.runs.get(bottom, [])
-        return [x / y for x, y in zip(a, b, strict=False) if y]
+        """The per-run ratios top/bottom (each pair measured back to back), of
+        the runs in which both were measured."""
+        return [r[top] / r[bottom] for r in self.by_run if r.get(top) and r.get(bottom)]
 
 
 def log(msg: str) -> None:
@@ -234,6 +242,7 @@ def measure(cluster: Cluster, template: str, sizes: Sizes, only: set[str]) -> Re
     res = Results()
     for run in range(1, sizes.runs + 1):
         log(f"run {run}/{sizes.runs}")
+        res.start_run()
         # A B A B: which system goes first alternates from run to run, so that
         # a load that rises or falls during a run does not favour one of them.
         retryq_first = run % 2 == 1
@@ -269,14 +278,14 @@ def measure(cluster: Cluster, template: str, sizes: Sizes, only: set[str]) -> Re
                             cluster, template, sizes.drain, b, True, raw=True
                         ),
                     )
-                if ceiling and drained:
-                    res.add(f"ceiling{batch}", ceiling)
-                    res.add(f"drain{batch}", drained)
-                    if floor:
-                        res.add(f"drain{batch}_raw", floor)
-                if drained and pgmq:
-                    res.add(f"drain{batch}_vs", drained)
-                    res.add(f"pgmq{batch}", pgmq)
+                for key, value in (
+                    (f"ceiling{batch}", ceiling),
+                    (f"drain{batch}", drained),
+                    (f"drain{batch}_raw", floor),
+                    (f"pgmq{batch}", pgmq),
+                ):
+                    if value:
+                        res.add(key, value)
                 log(
                     f"  batch {batch}: ceiling {_rate(ceiling)}, retryq {_rate(drained)}, "
                     f"pgmq {_rate(pgmq)}"
@@ -300,12 +309,9 @@ def measure(cluster: Cluster, template: str, sizes: Sizes, only: set[str]) -> Re
             for key, fn in measurements if retryq_first else measurements[::-1]:
                 pair[key] = attempt(res, key, fn)
             many, send_batch = pair["add_many"], pair["send_batch"]
-            if single and many:
-                res.add("single", single)
-                res.add("add_many", many)
-            if many and send_batch:
-                res.add("add_many_vs", many)
-                res.add("send_batch", send_batch)
+            for key, value in (("single", single), ("add_many", many), ("send_batch", send_batch)):
+                if value:
+                    res.add(key, value)
             log(
                 f"  enqueue: single {_rate(single)}, add_many {_rate(many)}, "
                 f"pgmq send_batch {_rate(send_batch)}"
@@ -395,9 +401,9 @@ def targets(res: Results, sizes: Sizes) -> list[Target]:
     out = [
         paired("per-item drain / harness ceiling (batch 10)", "drain10", "ceiling10", 0.6),
         paired("batch drain / harness ceiling (batch 100)", "drain100", "ceiling100", 5),
-        paired("per-item drain / pgmq per-item (batch 10)", "drain10_vs", "pgmq10", 1.0),
-        paired("batch drain / pgmq batch (batch 100)", "drain100_vs", "pgmq100", 1.0),
-        paired("add_many / pgmq send_batch (same batch size)", "add_many_vs", "send_batch", 1.0),
+        paired("per-item drain / pgmq per-item (batch 10)", "drain10", "pgmq10", 1.0),
+        paired("batch drain / pgmq batch (batch 100)", "drain100", "pgmq100", 1.0),
+        paired("add_many / pgmq send_batch (same batch size)", "add_many", "send_batch", 1.0),
         paired("RetryWorker / pgqueuer", "retryworker", "pgqueuer", 2.0),
         paired("RetryWorker / procrastinate", "retryworker", "procrastinate", 10),
         paired("4 RetryWorkers / pgqueuer (4 QueueManagers)", "retryworker4", "pgqueuer", 1.5),

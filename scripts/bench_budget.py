@@ -33,7 +33,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -123,7 +123,8 @@ def throwaway_cluster(bin_dir: Path) -> Iterator[str]:
 
 def _backend_cpu(pid: int) -> float | None:
     """Seconds of CPU the backend process has used (None when it is not on
-    this machine)."""
+    this machine). The kernel reports it in clock ticks: a single call's share
+    is 0 or a tick, and the sum over thousands of calls is what is reported."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
@@ -139,235 +140,329 @@ def _lsn(conn: psycopg.Connection[Any]) -> int:
 
 @dataclass
 class Sample:
-    items: int
-    cpu_us: float | None  # backend CPU per item
-    exec_us: float  # pg_stat_statements top-level executor time per item
-    wal_bytes: float  # LSN difference per item
-    wal_records: float  # pg_stat_statements top-level, per item
-    wal_fpi: float
-    wall_us: float  # client-side, per item
-    inner: list[tuple[str, float, float]] = field(default_factory=list)  # query, us, wal B
+    """One round's cost of one case, summed over its calls."""
+
+    items: int = 0
+    cpu_s: float | None = 0.0  # backend CPU
+    wal_lsn: int = 0  # WAL by LSN difference (commit records included)
+    wall_s: float = 0.0  # client-side
+    exec_ms: float = 0.0  # pg_stat_statements, top-level statements
+    wal_records: int = 0
+    wal_fpi: int = 0
+
+    def per_item(self, attr: str) -> float | None:
+        if not self.items:
+            return None
+        if attr == "cpu_us":
+            return self.cpu_s * 1e6 / self.items if self.cpu_s is not None else None
+        return {
+            "wal_bytes": self.wal_lsn,
+            "wall_us": self.wall_s * 1e6,
+            "exec_us": self.exec_ms * 1e3,
+            "wal_fpi": self.wal_fpi,
+        }[attr] / self.items
 
 
-def measure(conn: psycopg.Connection[Any], items: int, body: Callable[[], None]) -> Sample:
-    """Runs body on conn (autocommit) and returns its cost per item."""
-    conn.execute("SELECT pg_stat_statements_reset()")
-    pid = conn.info.backend_pid
-    cpu0, lsn0, t0 = _backend_cpu(pid), _lsn(conn), time.perf_counter()
-    body()
-    t1, lsn1, cpu1 = time.perf_counter(), _lsn(conn), _backend_cpu(pid)
-    rows = conn.execute(
-        """
-        SELECT toplevel, query, total_exec_time, wal_bytes, wal_records, wal_fpi
-        FROM pg_stat_statements
-        WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-            AND query NOT LIKE '%%pg_stat_statements%%'
-            AND query NOT LIKE '%%pg_current_wal_lsn%%'
-        """
-    ).fetchall()
-    top = [r for r in rows if r[0]]
-    inner = sorted((r for r in rows if not r[0]), key=lambda r: -r[2])
-    return Sample(
-        items=items,
-        cpu_us=(cpu1 - cpu0) * 1e6 / items if cpu0 is not None and cpu1 is not None else None,
-        exec_us=sum(r[2] for r in top) * 1000 / items,
-        wal_bytes=(lsn1 - lsn0) / items,
-        wal_records=sum(r[4] for r in top) / items,
-        wal_fpi=sum(r[5] for r in top) / items,
-        wall_us=(t1 - t0) * 1e6 / items,
-        inner=[(" ".join(r[1].split())[:90], r[2] * 1000 / items, r[3] / items) for r in inner],
-    )
+class Meter:
+    """Brackets every call on one connection: the backend's CPU before and
+    after (read from /proc by this process, so it costs the server nothing),
+    and the WAL position after each call, so that each call is charged the WAL
+    written since the previous one (one connection, serial: nothing else
+    writes in between). pg_stat_statements adds each function's executor time
+    and WAL records; the statements inside the functions are kept per block."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+        self.pid = conn.info.backend_pid
+        self.samples: dict[str, Sample] = {}
+        self.inner: list[tuple[str, str, float, float, int]] = []  # block, query, ms, wal, items
+        self.last_lsn = 0
+
+    def reset(self) -> None:
+        self.conn.execute("SELECT pg_stat_statements_reset()")
+        self.last_lsn = _lsn(self.conn)
+
+    def call(self, case: str, fn: Callable[[], Any], items: int | None = None) -> Any:
+        sample = self.samples.setdefault(case, Sample())
+        c0, t0 = _backend_cpu(self.pid), time.perf_counter()
+        result = fn()
+        t1, c1 = time.perf_counter(), _backend_cpu(self.pid)
+        lsn = _lsn(self.conn)
+        sample.items += len(result) if items is None else items
+        if c0 is None or c1 is None or sample.cpu_s is None:
+            sample.cpu_s = None
+        else:
+            sample.cpu_s += c1 - c0
+        sample.wall_s += t1 - t0
+        sample.wal_lsn += lsn - self.last_lsn
+        self.last_lsn = lsn
+        return result
+
+    def statements(self, block: str, markers: dict[str, str], items: int) -> None:
+        """Charges each top-level statement to the case whose marker its text
+        contains, and keeps the block's inner statements (per drained item)."""
+        rows = self.conn.execute(
+            """
+            SELECT toplevel, query, total_exec_time, wal_bytes, wal_records, wal_fpi
+            FROM pg_stat_statements
+            WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+                AND query NOT LIKE '%%pg_stat_statements%%'
+                AND query NOT LIKE '%%pg_current_wal_lsn%%'
+            """
+        ).fetchall()
+        for top, query, ms, wal, records, fpi in rows:
+            if not top:
+                self.inner.append((block, " ".join(query.split()), ms, float(wal), items))
+                continue
+            for case, marker in markers.items():
+                if marker in query:
+                    sample = self.samples.setdefault(case, Sample())
+                    sample.exec_ms += ms
+                    sample.wal_records += records
+                    sample.wal_fpi += fpi
+                    break
 
 
 # ---------------------------------------------------------------- the cases
 
+ACQUIRE = "SELECT id FROM acquire_retry_items(%s, %s, %s)"
+COMPLETE = "SELECT complete_retry_item(%s, %s)"
+COMPLETE_MANY = "SELECT complete_retry_items(%s, %s)"
+FAIL = "SELECT fail_retry_item(%s, %s, %s, %s)"
+READ = "SELECT msg_id FROM pgmq.read(%s, %s, %s)"
+DELETE = "SELECT pgmq.delete(%s, %s::bigint)"
+DELETE_MANY = "SELECT count(*) FROM pgmq.delete(%s, %s::bigint[])"
+WORKER = "budget"
 
-def _guide_rows(n: int) -> list[tuple[Any, ...]]:
-    import bench_sql
 
-    return [bench_sql._guide_params(k) for k in range(n)]
-
-
-def retryq_cases(cluster: Cluster, template: str, n: int) -> dict[str, Sample]:
-    """retryq's hot path, each function on its own, one connection."""
+def _retryq_enqueue(meter: Meter, n: int) -> None:
+    """Each enqueue path alone, n items, one transaction per call."""
     import bench_sql
 
     from retryq_py import RetryQueue
 
-    out: dict[str, Sample] = {}
-    with cluster.database("budget_rq_enqueue", template) as dsn, connect(dsn) as conn:
-        params = _guide_rows(n)
+    conn = meter.conn
+    params = [bench_sql._guide_params(k) for k in range(n)]
+    case = "the guide's INSERT (one per transaction)"
+    meter.reset()
+    for p in params:
+        meter.call(case, lambda p=p: conn.execute(bench_sql.GUIDE_INSERT, p).fetchall())  # type: ignore[arg-type]
+    meter.statements(case, {case: "INSERT INTO daz_retry_queue"}, n)
 
-        def guide() -> None:
-            for p in params:
-                conn.execute(bench_sql.GUIDE_INSERT, p).fetchone()  # type: ignore[arg-type]
+    case = "enqueue_retry_item (one per transaction)"
+    meter.reset()
+    for k in range(n):
+        meter.call(
+            case,
+            lambda k=k: conn.execute(
+                "SELECT enqueue_retry_item(p_event_type => %s, p_event_data => %s,"
+                " p_channel_name => %s, p_plugin_name => %s, p_event_metadata => %s,"
+                " p_correlation_id => %s, p_tags => %s)",
+                (
+                    "bench.noop",
+                    PAYLOAD,
+                    "lobby",
+                    "bench",
+                    '{"retry_reason": "initial_failure"}',
+                    f"corr-{k}",
+                    ["bench", "lobby"],
+                ),
+            ).fetchall(),
+        )
+    meter.statements(case, {case: "enqueue_retry_item("}, n)
 
-        out["the guide's INSERT (one per transaction)"] = measure(conn, n, guide)
+    docs = [
+        json.dumps(
+            [
+                {
+                    "event_type": "bench.noop",
+                    "event_data": json.loads(PAYLOAD),
+                    "channel_name": "lobby",
+                    "plugin_name": "bench",
+                    "event_metadata": {"retry_reason": "initial_failure"},
+                    "correlation_id": f"corr-{k}",
+                    "tags": ["bench", "lobby"],
+                }
+                for k in range(s, min(s + 1000, n))
+            ]
+        )
+        for s in range(0, n, 1000)
+    ]
+    case = "enqueue_retry_items (1,000 per call)"
+    meter.reset()
+    for d in docs:
+        meter.call(
+            case,
+            lambda d=d: conn.execute(
+                "SELECT id FROM enqueue_retry_items(%s::jsonb)", (d,)
+            ).fetchall(),
+        )
+    meter.statements(case, {case: "enqueue_retry_items("}, n)
 
-        def single() -> None:
-            for k in range(n):
-                conn.execute(
-                    "SELECT enqueue_retry_item(p_event_type => %s, p_event_data => %s,"
-                    " p_channel_name => 'lobby', p_plugin_name => 'bench',"
-                    " p_event_metadata => %s, p_correlation_id => %s, p_tags => %s)",
-                    (
-                        "bench.noop",
-                        PAYLOAD,
-                        '{"retry_reason": "initial_failure"}',
-                        f"corr-{k}",
-                        ["bench", "lobby"],
-                    ),
+    queue = RetryQueue(conn)
+    batches = [
+        [bench_sql._new_item(k) for k in range(s, min(s + 1000, n))] for s in range(0, n, 1000)
+    ]
+    case = "add_many (COPY, 1,000 per call)"
+    meter.reset()
+    for b in batches:
+        meter.call(case, lambda b=b: queue.add_many(b))
+    meter.statements(case, {case: ""}, n)
+
+
+def _retryq_drain(meter: Meter, n: int, batch: int) -> None:
+    """A drain as the workers run it: acquire, then complete what it got."""
+    conn = meter.conn
+    acquire = f"acquire_retry_items (batch {batch})"
+    complete = (
+        "complete_retry_item (per item)" if batch == 10 else "complete_retry_items (100 per call)"
+    )
+    meter.reset()
+    while rows := meter.call(
+        acquire, lambda: conn.execute(ACQUIRE, (WORKER, batch, 300)).fetchall()
+    ):
+        ids = [r[0] for r in rows]
+        if batch == 10:
+            for item_id in ids:
+                meter.call(
+                    complete,
+                    lambda i=item_id: conn.execute(COMPLETE, (i, WORKER)).fetchall(),
+                    items=1,
                 )
-
-        out["enqueue_retry_item (one per transaction)"] = measure(conn, n, single)
-
-        docs = [
-            json.dumps(
-                [
-                    {
-                        "event_type": "bench.noop",
-                        "event_data": json.loads(PAYLOAD),
-                        "channel_name": "lobby",
-                        "plugin_name": "bench",
-                        "event_metadata": {"retry_reason": "initial_failure"},
-                        "correlation_id": f"corr-{k}",
-                        "tags": ["bench", "lobby"],
-                    }
-                    for k in range(s, min(s + 1000, n))
-                ]
+        else:
+            meter.call(
+                complete,
+                lambda ids=ids: conn.execute(COMPLETE_MANY, (ids, WORKER)).fetchall(),
+                items=len(ids),
             )
-            for s in range(0, n, 1000)
-        ]
+    meter.statements(
+        f"drain, batch {batch}",
+        {acquire: "acquire_retry_items(", complete: complete.split(" ")[0] + "("},
+        n,
+    )
 
-        def many_json() -> None:
-            for d in docs:
-                conn.execute("SELECT count(*) FROM enqueue_retry_items(%s::jsonb)", (d,))
 
-        out["enqueue_retry_items (1,000 per call)"] = measure(conn, n, many_json)
+def _retryq_fail(meter: Meter, n: int) -> None:
+    """Every item acquired first (100 at a time, not charged), then each one
+    failed once (retryable: it backs off). The failures trip the event type's
+    circuit after its threshold, as a dependency that is down does; acquiring
+    them all first keeps the open circuit from holding the rest back."""
+    conn = meter.conn
+    case = "fail_retry_item (per item, retryable)"
+    ids: list[int] = []
+    while rows := conn.execute(ACQUIRE, (WORKER, 100, 300)).fetchall():
+        ids.extend(r[0] for r in rows)
+    meter.reset()
+    for item_id in ids:
+        meter.call(
+            case,
+            lambda i=item_id: conn.execute(FAIL, (i, WORKER, "timeout", "E_TIMEOUT")).fetchall(),
+            items=1,
+        )
+    meter.statements("fail", {case: "fail_retry_item("}, len(ids))
 
-        queue = RetryQueue(conn)
-        batches = [
-            [bench_sql._new_item(k) for k in range(s, min(s + 1000, n))] for s in range(0, n, 1000)
-        ]
 
-        def copy() -> None:
-            for b in batches:
-                queue.add_many(b)
+def retryq_cases(cluster: Cluster, template: str, n: int) -> Meter:
+    """retryq's hot path, serially on one connection per database."""
+    import bench_sql
 
-        out["add_many (COPY, 1,000 per call)"] = measure(conn, n, copy)
-
+    meters: list[Meter] = []
+    with cluster.database("budget_rq_enqueue", template) as dsn, connect(dsn) as conn:
+        meters.append(Meter(conn))
+        _retryq_enqueue(meters[-1], n)
     for batch in (10, 100):
         with cluster.database("budget_rq_drain", template) as dsn, connect(dsn) as conn:
             load_items(conn, n)
             vacuum_analyze(dsn, bench_sql.TABLES)
-            held: list[int] = []
-
-            def acquire(b: int = batch, held: list[int] = held) -> None:
-                while True:
-                    rows = conn.execute(
-                        "SELECT id FROM acquire_retry_items('budget', %s, 300)", (b,)
-                    ).fetchall()
-                    if not rows:
-                        return
-                    held.extend(r[0] for r in rows)
-
-            out[f"acquire_retry_items (batch {batch})"] = measure(conn, n, acquire)
-            if batch == 10:
-
-                def complete(held: list[int] = held) -> None:
-                    for item_id in held:
-                        conn.execute("SELECT complete_retry_item(%s, 'budget')", (item_id,))
-
-                out["complete_retry_item (per item)"] = measure(conn, n, complete)
-            else:
-
-                def complete_many(held: list[int] = held) -> None:
-                    for s in range(0, len(held), 100):
-                        conn.execute(
-                            "SELECT complete_retry_items(%s, 'budget')", (held[s : s + 100],)
-                        )
-
-                out["complete_retry_items (100 per call)"] = measure(conn, n, complete_many)
-
+            meters.append(Meter(conn))
+            _retryq_drain(meters[-1], n, batch)
     with cluster.database("budget_rq_fail", template) as dsn, connect(dsn) as conn:
         load_items(conn, n)
         vacuum_analyze(dsn, bench_sql.TABLES)
-        ids: list[int] = []
-        while rows := conn.execute(
-            "SELECT id FROM acquire_retry_items('budget', 100, 300)"
-        ).fetchall():
-            ids.extend(r[0] for r in rows)
-
-        def fail() -> None:
-            for item_id in ids:
-                conn.execute(
-                    "SELECT fail_retry_item(%s, 'budget', 'timeout', 'E_TIMEOUT')", (item_id,)
-                )
-
-        out["fail_retry_item (per item, retryable)"] = measure(conn, n, fail)
-    return out
+        meters.append(Meter(conn))
+        _retryq_fail(meters[-1], n)
+    return _merge(meters)
 
 
-def pgmq_cases(cluster: Cluster, n: int) -> dict[str, Sample]:
-    """pgmq's counterparts, loaded from PyPI's pgmq package, one connection."""
+def pgmq_cases(cluster: Cluster, n: int) -> Meter:
+    """pgmq's counterparts (loaded from PyPI's pgmq package), the same way."""
     from psycopg.types.json import Jsonb
 
-    out: dict[str, Sample] = {}
     q = bench_pgmq.QUEUE
+    meters: list[Meter] = []
     with cluster.database("budget_pgmq_send") as dsn, connect(dsn) as conn:
         bench_pgmq.install(dsn)
         conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        meter = Meter(conn)
+        meters.append(meter)
         messages = [bench_pgmq.message(k) for k in range(n)]
-
-        def send() -> None:
-            for m in messages:
-                conn.execute("SELECT pgmq.send(%s, %s::jsonb)", (q, Jsonb(m)))
-
-        out["pgmq.send (one per transaction)"] = measure(conn, n, send)
-
-        def send_batch() -> None:
-            for s in range(0, n, 1000):
-                conn.execute(
-                    "SELECT count(*) FROM pgmq.send_batch(%s, %s::jsonb[])",
+        case = "pgmq.send (one per transaction)"
+        meter.reset()
+        for m in messages:
+            meter.call(
+                case,
+                lambda m=m: conn.execute(
+                    "SELECT pgmq.send(%s, %s::jsonb)", (q, Jsonb(m))
+                ).fetchall(),
+            )
+        meter.statements(case, {case: "pgmq.send("}, n)
+        case = "pgmq.send_batch (1,000 per call)"
+        meter.reset()
+        for s in range(0, n, 1000):
+            meter.call(
+                case,
+                lambda s=s: conn.execute(
+                    "SELECT * FROM pgmq.send_batch(%s, %s::jsonb[])",
                     (q, [Jsonb(m) for m in messages[s : s + 1000]]),
-                )
-
-        out["pgmq.send_batch (1,000 per call)"] = measure(conn, n, send_batch)
+                ).fetchall(),
+            )
+        meter.statements(case, {case: "pgmq.send_batch("}, n)
 
     for batch in (10, 100):
         with cluster.database("budget_pgmq_drain") as dsn, connect(dsn) as conn:
             bench_pgmq.install(dsn)
             bench_pgmq.load_messages(dsn, n)
             conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-            held: list[int] = []
-
-            def read(b: int = batch, held: list[int] = held) -> None:
-                while True:
-                    rows = conn.execute(
-                        "SELECT msg_id FROM pgmq.read(%s, 300, %s)", (q, b)
-                    ).fetchall()
-                    if not rows:
-                        return
-                    held.extend(r[0] for r in rows)
-
-            out[f"pgmq.read (batch {batch})"] = measure(conn, n, read)
-            if batch == 10:
-
-                def delete(held: list[int] = held) -> None:
-                    for msg_id in held:
-                        conn.execute("SELECT pgmq.delete(%s, %s::bigint)", (q, msg_id))
-
-                out["pgmq.delete (per message)"] = measure(conn, n, delete)
-            else:
-
-                def delete_many(held: list[int] = held) -> None:
-                    for s in range(0, len(held), 100):
-                        conn.execute(
-                            "SELECT count(*) FROM pgmq.delete(%s, %s::bigint[])",
-                            (q, held[s : s + 100]),
+            meter = Meter(conn)
+            meters.append(meter)
+            read = f"pgmq.read (batch {batch})"
+            delete = (
+                "pgmq.delete (per message)"
+                if batch == 10
+                else "pgmq.delete(bigint[]) (100 per call)"
+            )
+            meter.reset()
+            while rows := meter.call(
+                read,
+                lambda b=batch: conn.execute(READ, (q, 300, b)).fetchall(),
+            ):
+                ids = [r[0] for r in rows]
+                if batch == 10:
+                    for msg_id in ids:
+                        meter.call(
+                            delete,
+                            lambda i=msg_id: conn.execute(DELETE, (q, i)).fetchall(),
+                            items=1,
                         )
+                else:
+                    meter.call(
+                        delete,
+                        lambda ids=ids: conn.execute(DELETE_MANY, (q, ids)).fetchall(),
+                        items=len(ids),
+                    )
+            meter.statements(
+                f"pgmq drain, batch {batch}",
+                {read: "pgmq.read(", delete: "::bigint[]" if batch == 100 else "::bigint)"},
+                n,
+            )
+    return _merge(meters)
 
-                out["pgmq.delete(bigint[]) (100 per call)"] = measure(conn, n, delete_many)
+
+def _merge(meters: list[Meter]) -> Meter:
+    out = meters[0]
+    for m in meters[1:]:
+        out.samples.update(m.samples)
+        out.inner.extend(m.inner)
     return out
 
 
@@ -398,7 +493,7 @@ DRAIN_SUMS = [
 
 
 def _median(samples: list[Sample], attr: str) -> float | None:
-    values = [getattr(s, attr) for s in samples if getattr(s, attr) is not None]
+    values = [v for s in samples if (v := s.per_item(attr)) is not None]
     return statistics.median(values) if values else None
 
 
@@ -407,7 +502,11 @@ def _f(v: float | None, digits: int = 0) -> str:
 
 
 def report(
-    runs: dict[str, list[Sample]], args: argparse.Namespace, where: str, load: tuple[float, ...]
+    runs: dict[str, list[Sample]],
+    inner: list[tuple[str, str, float, float, int]],
+    args: argparse.Namespace,
+    where: str,
+    load: tuple[float, ...],
 ) -> str:
     def cell(case: str | None, attr: str, digits: int = 0) -> str:
         return _f(_median(runs[case], attr), digits) if case and case in runs else "-"
@@ -424,14 +523,19 @@ def report(
         "",
         f"`.venv/bin/python scripts/bench_budget.py --items {args.items} --rounds {args.rounds}`"
         f" ({where}; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at the start). "
-        f"Each function alone, serially on one connection in autocommit (each call its own "
-        f"transaction, synchronous_commit on), over {args.items:,} items, median of "
-        f"{args.rounds} rounds in which retryq and pgmq alternate. CPU: the backend process's "
-        "own CPU time (utime + stime; parse, plan, execute, commit). exec: pg_stat_statements' "
-        "executor time of the top-level statements. WAL: the pg_current_wal_lsn() difference "
+        "Serially on one connection in autocommit (each call its own transaction, "
+        f"synchronous_commit on), {args.items:,} items per case, median of {args.rounds} rounds "
+        "in which retryq and pgmq alternate. The drains run as a worker runs them (acquire or "
+        "read, then complete or delete what it got) and every call is charged its own cost: "
+        "CPU: the backend process's CPU time read from /proc before and after the call (parse, "
+        "plan, execute, commit; reported by the kernel in 10 ms ticks, so only the sum over "
+        "thousands of calls means anything); exec: pg_stat_statements' executor time of the "
+        "call's top-level statement; WAL: the pg_current_wal_lsn() difference across the call "
         "(commit records included); FPI: full-page images per item (no CHECKPOINT is forced "
-        "between cases, as on a hot queue). No VACUUM runs between the phases of a case; after "
-        "each bulk load the tables get VACUUM ANALYZE, as autovacuum would.",
+        "between cases, as on a hot queue). The tables get VACUUM ANALYZE after each bulk load, "
+        "as autovacuum would; none runs during a case. fail_retry_item: every item acquired "
+        "first (not charged), then each failed once (retryable, so it backs off); the failures "
+        "trip the event type's circuit after its threshold, as a dependency that is down does.",
         "",
         "| function | CPU µs/item | exec µs/item | WAL B/item | FPI/item "
         "| pgmq counterpart | CPU µs/item | exec µs/item | WAL B/item | FPI/item "
@@ -466,19 +570,18 @@ def report(
         )
     lines += [
         "",
-        "Inside the functions (pg_stat_statements.track = all; the last round): the statements "
-        "that took most executor time, per item.",
+        "Inside the functions (pg_stat_statements.track = all; the last round): per block, the "
+        "statements that took most executor time, per item of the block.",
         "",
-        "| function | statement | exec µs/item | WAL B/item |",
+        "| block | statement inside a function | exec µs/item | WAL B/item |",
         "|---|---|---:|---:|",
     ]
-    for ours, theirs in PAIRS[:5]:
-        for case in (ours, theirs):
-            if not case or case not in runs:
-                continue
-            for query, us, wal in runs[case][-1].inner[:3]:
-                q = query.replace("|", "\\|")
-                lines.append(f"| {case} | `{q}` | {us:.1f} | {wal:.0f} |")
+    blocks = list(dict.fromkeys(b for b, *_ in inner))
+    for block in blocks:
+        rows = sorted((r for r in inner if r[0] == block), key=lambda r: -r[2])
+        for _, query, ms, wal, items in rows[:4]:
+            q = query[:100].replace("|", "\\|")
+            lines.append(f"| {block} | `{q}` | {ms * 1000 / items:.1f} | {wal / items:.0f} |")
     lines += ["", f"<!-- /{SECTION} -->"]
     return "\n".join(lines)
 
@@ -508,6 +611,7 @@ def main(argv: list[str] | None = None) -> int:
             yield dsn, f"a throwaway {version} cluster with pg_stat_statements preloaded"
 
     runs: dict[str, list[Sample]] = {}
+    inner: list[tuple[str, str, float, float, int]] = []
     with server() as (dsn, where):
         cluster = Cluster(dsn)
         try:
@@ -518,22 +622,29 @@ def main(argv: list[str] | None = None) -> int:
             with connect(cluster.dsn(template)) as conn:
                 conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
             for r in range(args.rounds):
-                order: list[Callable[[], dict[str, Sample]]] = [
+                order: list[Callable[[], Meter]] = [
                     lambda: retryq_cases(cluster, template, args.items),
                     lambda: pgmq_cases(cluster, args.items),
                 ]
+                last_inner: list[tuple[str, str, float, float, int]] = []
                 for fn in order if r % 2 == 0 else order[::-1]:
-                    for case, sample in fn().items():
+                    meter = fn()
+                    last_inner += meter.inner
+                    for case, sample in meter.samples.items():
+                        if case.startswith("_"):
+                            continue
                         runs.setdefault(case, []).append(sample)
                         print(
-                            f"round {r + 1}: {case:45s} CPU {_f(sample.cpu_us):>6s} µs "
-                            f"exec {sample.exec_us:7.1f} µs WAL {sample.wal_bytes:7.0f} B "
-                            f"wall {sample.wall_us:7.0f} µs",
+                            f"round {r + 1}: {case:40s} CPU {_f(sample.per_item('cpu_us')):>5s}"
+                            f" µs exec {_f(sample.per_item('exec_us'), 1):>6s} µs WAL "
+                            f"{_f(sample.per_item('wal_bytes')):>5s} B wall "
+                            f"{_f(sample.per_item('wall_us')):>5s} µs",
                             flush=True,
                         )
+                inner = last_inner
         finally:
             cluster.drop_all()
-    text = report(runs, args, where, load)
+    text = report(runs, inner, args, where, load)
     print(text)
     if args.write:
         write_section(args.write, SECTION, text)
