@@ -3,7 +3,9 @@
 
 DO $$
 BEGIN
-    PERFORM set_config('search_path', format('%I, pg_temp', current_schema()), true);
+    PERFORM pg_catalog.set_config(
+        'search_path', pg_catalog.format('%I, pg_temp', pg_catalog.current_schema()), true
+    );
 END;
 $$;
 
@@ -187,3 +189,6 @@ BEGIN
     END LOOP;
 END;
 $$;
+
+-- retryq:remove install_check.sql
+-- the check creates nothing, so nothing to undo

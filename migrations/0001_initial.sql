@@ -3,9 +3,63 @@
 
 DO $$
 BEGIN
-    PERFORM set_config('search_path', format('%I, pg_temp', current_schema()), true);
+    PERFORM pg_catalog.set_config(
+        'search_path', pg_catalog.format('%I, pg_temp', pg_catalog.current_schema()), true
+    );
 END;
 $$;
+
+-- retryq:source install_check.sql
+-- Installing refuses a schema where a role other than the installing owner
+-- (or a role that can become it, or a superuser) may CREATE, directly, as a
+-- member of a role that may, or through PUBLIC (the default for public before
+-- PostgreSQL 15, kept by clusters upgraded from there). Such a role could put
+-- a better-matching overload of a function or an operator next to retryq's
+-- (public.make_interval(secs integer) beats pg_catalog's double precision one
+-- for an integer argument), and the SECURITY DEFINER functions, whose pinned
+-- search_path holds this schema, would run it with the owner's rights. The
+-- functions also call every built-in by its pg_catalog name (README, Least
+-- privilege); this check is what keeps the kind out at install. Every call
+-- here is qualified too: this runs before anything is known to be safe.
+DO $$
+DECLARE
+    v_schema text := pg_catalog.current_schema();
+    v_others text;
+BEGIN
+    SELECT pg_catalog.string_agg(g.who, ', ' ORDER BY g.who) INTO v_others
+    FROM (
+        SELECT 'PUBLIC' AS who
+        FROM pg_catalog.pg_namespace AS n,
+            LATERAL pg_catalog.aclexplode(n.nspacl) AS a
+        WHERE n.nspname = v_schema
+            AND a.grantee = 0
+            AND a.privilege_type = 'CREATE'
+        UNION
+        SELECT pg_catalog.quote_ident(r.rolname::text)
+        FROM pg_catalog.pg_roles AS r
+        WHERE NOT r.rolsuper
+            -- its real holder, the database's owner, is one of the roles
+            AND r.rolname <> 'pg_database_owner'
+            AND NOT pg_catalog.pg_has_role(r.oid, CURRENT_USER, 'MEMBER')
+            AND pg_catalog.has_schema_privilege(r.oid, v_schema, 'CREATE')
+    ) AS g;
+    IF v_others IS NOT NULL THEN
+        RAISE EXCEPTION
+            'retryq: refusing to install into schema %: roles other than the installing owner % may CREATE in it: %',
+            pg_catalog.quote_ident(v_schema), pg_catalog.quote_ident(CURRENT_USER::text),
+            v_others
+            USING ERRCODE = 'insufficient_privilege',
+            SCHEMA = v_schema,
+            HINT = pg_catalog.format(
+                'REVOKE CREATE ON SCHEMA %I FROM %s; or install into a schema '
+                'only its owner can create in.',
+                v_schema, v_others
+            );
+    END IF;
+END;
+$$;
+-- retryq:undo
+-- | -- the check creates nothing, so nothing to undo
 
 -- retryq:source roles.sql
 -- The three NOLOGIN group roles that deployers grant to their login roles:
@@ -265,29 +319,29 @@ BEGIN
     -- them in, so that a row breaking two rules is refused with the same name
     -- by either partition.
     v_column := CASE
-        WHEN NOT p_backoff_multiplier BETWEEN 1 AND 10
+        WHEN NOT p_backoff_multiplier BETWEEN 1::float8 AND 10::float8
             THEN 'backoff_multiplier'
         WHEN NOT (p_status = 'completed') = (p_completed_at IS NOT NULL)
             THEN 'completed_at'
         WHEN NOT (p_status = 'dead_letter') = (p_dead_lettered_at IS NOT NULL)
             THEN 'dead_lettered_at'
-        WHEN NOT jsonb_typeof(p_event_data) <> 'null' THEN 'event_data'
-        WHEN NOT jsonb_typeof(p_event_metadata) = 'object'
+        WHEN NOT pg_catalog.jsonb_typeof(p_event_data) <> 'null' THEN 'event_data'
+        WHEN NOT pg_catalog.jsonb_typeof(p_event_metadata) = 'object'
             THEN 'event_metadata'
         WHEN NOT (
-            length(p_event_type) <= 200 AND p_event_type ~ '[^[:space:]]'
+            pg_catalog.length(p_event_type) <= 200 AND p_event_type ~ '[^[:space:]]'
         ) THEN 'event_type'
         WHEN NOT (p_status = 'processing')
             = (p_locked_by IS NOT NULL AND p_locked_until IS NOT NULL)
             THEN 'lease'
         WHEN NOT p_max_retries BETWEEN 0 AND 1000 THEN 'max_retries'
-        WHEN NOT p_max_retry_delay_seconds BETWEEN 0 AND 31536000
+        WHEN NOT p_max_retry_delay_seconds BETWEEN 0::float8 AND 31536000::float8
             THEN 'max_retry_delay_seconds'
         WHEN NOT p_priority BETWEEN 1 AND 10 THEN 'priority'
         WHEN NOT p_retry_count BETWEEN 0 AND p_max_retries THEN 'retry_count'
-        WHEN NOT p_retry_delay_seconds BETWEEN 0 AND 31536000
+        WHEN NOT p_retry_delay_seconds BETWEEN 0::float8 AND 31536000::float8
             THEN 'retry_delay_seconds'
-        WHEN NOT p_retry_jitter BETWEEN 0 AND 1 THEN 'retry_jitter'
+        WHEN NOT p_retry_jitter BETWEEN 0::float8 AND 1::float8 THEN 'retry_jitter'
     END;
     IF v_column IS NULL THEN
         RETURN TRUE;
@@ -501,11 +555,11 @@ SET search_path FROM CURRENT
 AS $$
 BEGIN
     RETURN CASE
-        WHEN octet_length(current_schema()) <= 47
-            THEN current_schema() || '.daz_retry_queue'
+        WHEN pg_catalog.octet_length(pg_catalog.current_schema()) <= 47
+            THEN pg_catalog.current_schema()::text || '.daz_retry_queue'
         ELSE 'retryq.' || (
-            SELECT n.oid FROM pg_namespace AS n
-            WHERE n.nspname = current_schema()
+            SELECT n.oid::text FROM pg_namespace AS n
+            WHERE n.nspname = pg_catalog.current_schema()
         )
     END;
 END;
@@ -551,7 +605,7 @@ DECLARE
     v_last bigint;
     v_used bigint;
 BEGIN
-    SELECT min(n.id), max(n.id), min(n.problem)
+    SELECT pg_catalog.min(n.id), pg_catalog.max(n.id), pg_catalog.min(n.problem)
     INTO v_lo, v_hi, v_field
     FROM (
         SELECT a.id, p.problem
@@ -559,22 +613,22 @@ BEGIN
         CROSS JOIN _retryq_limits AS l
         CROSS JOIN LATERAL (
             SELECT CASE
-                WHEN pg_column_size(a.event_data) > l.max_event_data_bytes
+                WHEN pg_catalog.pg_column_size(a.event_data) > l.max_event_data_bytes
                     THEN 'event_data'
-                WHEN pg_column_size(a.event_metadata) > l.max_event_metadata_bytes
+                WHEN pg_catalog.pg_column_size(a.event_metadata) > l.max_event_metadata_bytes
                     THEN 'event_metadata'
-                WHEN length(a.channel_name) > l.max_text_length
+                WHEN pg_catalog.length(a.channel_name) > l.max_text_length
                     THEN 'channel_name'
-                WHEN length(a.plugin_name) > l.max_text_length THEN 'plugin_name'
-                WHEN length(a.correlation_id) > l.max_text_length
+                WHEN pg_catalog.length(a.plugin_name) > l.max_text_length THEN 'plugin_name'
+                WHEN pg_catalog.length(a.correlation_id) > l.max_text_length
                     THEN 'correlation_id'
-                WHEN cardinality(a.tags) > l.max_tags THEN 'tags'
-                WHEN cardinality(a.tags) = 0 THEN NULL
-                WHEN array_ndims(a.tags) > 1 THEN 'tags:dimensions'
-                WHEN array_position(a.tags, NULL) IS NOT NULL THEN 'tags:null'
+                WHEN pg_catalog.cardinality(a.tags) > l.max_tags THEN 'tags'
+                WHEN pg_catalog.cardinality(a.tags) = 0 THEN NULL
+                WHEN pg_catalog.array_ndims(a.tags) > 1 THEN 'tags:dimensions'
+                WHEN pg_catalog.array_position(a.tags, NULL) IS NOT NULL THEN 'tags:null'
                 WHEN EXISTS (
-                    SELECT 1 FROM unnest(a.tags) AS t (tag)
-                    WHERE length(t.tag) > l.max_tag_length
+                    SELECT 1 FROM pg_catalog.unnest(a.tags) AS t (tag)
+                    WHERE pg_catalog.length(t.tag) > l.max_tag_length
                 ) THEN 'tags:length'
             END AS problem
         ) AS p
@@ -662,7 +716,7 @@ BEGIN
                 || '(SELECT max(id) FROM daz_retry_queue_archive) ...).';
     END IF;
 
-    PERFORM pg_notify(retry_queue_channel(), 'insert');
+    PERFORM pg_catalog.pg_notify(retry_queue_channel(), 'insert');
     RETURN NULL;
 END;
 $$;
@@ -710,9 +764,9 @@ BEGIN
                     WHEN NEW.event_type IS NULL THEN 'event_type' ELSE 'event_data'
                 END;
     END IF;
-    NEW.id := coalesce(NEW.id, nextval('daz_retry_queue_id_seq'));
+    NEW.id := coalesce(NEW.id, pg_catalog.nextval('daz_retry_queue_id_seq'));
     NEW.event_id := coalesce(NEW.event_id, gen_random_uuid());
-    IF NEW.event_metadata IS NULL OR jsonb_typeof(NEW.event_metadata) = 'null' THEN
+    IF NEW.event_metadata IS NULL OR pg_catalog.jsonb_typeof(NEW.event_metadata) = 'null' THEN
         NEW.event_metadata := '{}';
     END IF;
     NEW.retry_count := coalesce(NEW.retry_count, 0);
@@ -754,21 +808,21 @@ WHEN (
     OR new.priority IS NULL OR new.tags IS NULL OR new.error_history IS NULL
     OR new.created_at IS NULL OR new.next_retry_at IS NULL
     OR NOT (
-        new.backoff_multiplier BETWEEN 1 AND 10
+        new.backoff_multiplier BETWEEN 1::float8 AND 10::float8
         AND (new.status = 'completed') = (new.completed_at IS NOT NULL)
         AND (new.status = 'dead_letter') = (new.dead_lettered_at IS NOT NULL)
-        AND jsonb_typeof(new.event_data) <> 'null'
-        AND jsonb_typeof(new.event_metadata) = 'object'
-        AND length(new.event_type) <= 200
+        AND pg_catalog.jsonb_typeof(new.event_data) <> 'null'
+        AND pg_catalog.jsonb_typeof(new.event_metadata) = 'object'
+        AND pg_catalog.length(new.event_type) <= 200
         AND new.event_type ~ '[^[:space:]]'
         AND (new.status = 'processing')
         = (new.locked_by IS NOT NULL AND new.locked_until IS NOT NULL)
         AND new.max_retries BETWEEN 0 AND 1000
-        AND new.max_retry_delay_seconds BETWEEN 0 AND 31536000
+        AND new.max_retry_delay_seconds BETWEEN 0::float8 AND 31536000::float8
         AND new.priority BETWEEN 1 AND 10
         AND new.retry_count BETWEEN 0 AND new.max_retries
-        AND new.retry_delay_seconds BETWEEN 0 AND 31536000
-        AND new.retry_jitter BETWEEN 0 AND 1
+        AND new.retry_delay_seconds BETWEEN 0::float8 AND 31536000::float8
+        AND new.retry_jitter BETWEEN 0::float8 AND 1::float8
     )
 )
 EXECUTE FUNCTION _retryq_new_row();
@@ -793,7 +847,7 @@ LANGUAGE plpgsql
 SET search_path FROM CURRENT
 AS $$
 BEGIN
-    IF has_table_privilege('daz_retry_queue', 'UPDATE') THEN
+    IF pg_catalog.has_table_privilege('daz_retry_queue', 'UPDATE') THEN
         RETURN NEW;
     END IF;
     IF NEW.created_at > statement_timestamp()
@@ -906,7 +960,7 @@ SET search_path FROM CURRENT
 AS $$
 BEGIN
     PERFORM _retryq_check(
-        length(btrim(p_worker_id, E' \t\n\r\f\x0b')) BETWEEN 1 AND 200,
+        pg_catalog.length(pg_catalog.btrim(p_worker_id, E' \t\n\r\f\x0b')) BETWEEN 1 AND 200,
         'worker_id',
         'must be a non-blank string (spaces, tabs and newlines are blank) of at most 200 characters'
     );
@@ -973,15 +1027,15 @@ VOLATILE
 SET search_path FROM CURRENT
 AS $$
 BEGIN
-    RETURN make_interval(secs => (
+    RETURN pg_catalog.make_interval(secs => (
         CASE
-            WHEN p_delay = 0 OR p_cap = 0 THEN 0
+            WHEN p_delay = 0::float8 OR p_cap = 0::float8 THEN 0::float8
             WHEN p_delay >= p_cap THEN p_cap
-            WHEN ln(p_delay) + (p_retry - 1) * ln(p_multiplier) >= ln(p_cap)
+            WHEN pg_catalog.ln(p_delay) + (p_retry - 1)::float8 * pg_catalog.ln(p_multiplier) >= pg_catalog.ln(p_cap)
                 THEN p_cap
-            ELSE p_delay * power(p_multiplier, p_retry - 1)
+            ELSE p_delay * pg_catalog.power(p_multiplier, p_retry - 1)
         END
-    ) * (1 - p_jitter * random()));
+    ) * (1::float8 - p_jitter * pg_catalog.random()));
 END;
 $$;
 
@@ -1022,7 +1076,7 @@ BEGIN
             )
     LOOP
         LOOP
-            v_new := nextval('daz_retry_queue_id_seq');
+            v_new := pg_catalog.nextval('daz_retry_queue_id_seq');
             EXIT WHEN NOT EXISTS (SELECT 1 FROM daz_retry_queue AS q WHERE q.id = v_new)
                 AND NOT EXISTS (
                     SELECT 1 FROM daz_retry_queue_archive AS r WHERE r.id = v_new
@@ -1032,9 +1086,9 @@ BEGIN
         SET
             id = v_new,
             event_metadata = a.event_metadata
-            || jsonb_build_object('retryq_former_id', v_old)
+            || pg_catalog.jsonb_build_object('retryq_former_id', v_old)
         WHERE a.id = v_old;
-        p_ids := array_replace(p_ids, v_old, v_new);
+        p_ids := pg_catalog.array_replace(p_ids, v_old, v_new);
     END LOOP;
     WITH gone AS (
         DELETE FROM _retryq_active AS a
@@ -1054,11 +1108,11 @@ BEGIN
         g.event_data, g.event_metadata, g.retry_count, g.max_retries,
         g.retry_delay_seconds, g.backoff_multiplier, g.max_retry_delay_seconds,
         g.retry_jitter, g.priority, g.correlation_id, g.tags, 'dead_letter',
-        p_entry ->> 'error', p_entry ->> 'code',
-        g.error_history || jsonb_build_array(
-            p_entry || jsonb_build_object(
-                'attempt', jsonb_array_length(g.error_history) + 1,
-                'worker_id', coalesce(p_entry ->> 'worker_id', g.locked_by)
+        p_entry ->> 'error'::text, p_entry ->> 'code'::text,
+        g.error_history || pg_catalog.jsonb_build_array(
+            p_entry || pg_catalog.jsonb_build_object(
+                'attempt', pg_catalog.jsonb_array_length(g.error_history) + 1,
+                'worker_id', coalesce(p_entry ->> 'worker_id'::text, g.locked_by)
             )
         ),
         g.created_at, g.next_retry_at, g.last_attempted_at, NULL, p_now,
@@ -1096,7 +1150,7 @@ AS $$
 BEGIN
     IF p_need_filter THEN
         PERFORM _retryq_check(
-            num_nonnulls(
+            pg_catalog.num_nonnulls(
                 p_item_ids, p_event_type, p_plugin_name, p_error_code,
                 p_dead_before
             ) > 0,
@@ -1104,8 +1158,8 @@ BEGIN
             'give item_ids, event_type, plugin_name, error_code or dead_before'
         );
     END IF;
-    IF cardinality(p_item_ids) > 1000 THEN
-        PERFORM _retryq_check_limit('item_ids', cardinality(p_item_ids));
+    IF pg_catalog.cardinality(p_item_ids) > 1000 THEN
+        PERFORM _retryq_check_limit('item_ids', pg_catalog.cardinality(p_item_ids));
     END IF;
     RETURN QUERY
     SELECT f.id
@@ -1140,7 +1194,7 @@ BEGIN
         p_retention_days BETWEEN 0 AND 36500,
         'retention_days', 'must be between 0 and 36500'
     );
-    RETURN p_now - make_interval(days => p_retention_days);
+    RETURN p_now - pg_catalog.make_interval(days => p_retention_days);
 END;
 $$;
 
@@ -1158,8 +1212,8 @@ LANGUAGE sql
 IMMUTABLE
 SET search_path FROM CURRENT
 AS $$
-    SELECT make_interval(secs => least(
-        p_cooldown * power(2::double precision, least(p_trips, 60)), p_max
+    SELECT pg_catalog.make_interval(secs => least(
+        p_cooldown * pg_catalog.power(2::double precision, least(p_trips, 60)), p_max
     ))
 $$;
 
@@ -1204,11 +1258,11 @@ LANGUAGE plpgsql
 SET search_path FROM CURRENT
 AS $$
 DECLARE
-    v_key integer := hashtext(p_event_type || chr(31) || p_plugin_name);
+    v_key integer := pg_catalog.hashtext(p_event_type || pg_catalog.chr(31) || p_plugin_name);
 BEGIN
     IF pg_catalog.pg_current_xact_id_if_assigned() IS NULL THEN
         -- nothing held yet: waiting is safe
-        PERFORM pg_advisory_xact_lock(hashtext('retryq._retryq_circuit'), v_key);
+        PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('retryq._retryq_circuit'), v_key);
         INSERT INTO _retryq_circuit (event_type, plugin_name)
         VALUES (p_event_type, p_plugin_name)
         ON CONFLICT DO NOTHING;
@@ -1231,7 +1285,7 @@ BEGIN
     END IF;
     -- a new key: whoever inserts it holds the advisory lock until it commits,
     -- so once this one has it the INSERT below waits for nobody
-    IF NOT pg_try_advisory_xact_lock(hashtext('retryq._retryq_circuit'), v_key) THEN
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtext('retryq._retryq_circuit'), v_key) THEN
         RETURN FALSE;
     END IF;
     INSERT INTO _retryq_circuit (event_type, plugin_name)
@@ -1342,8 +1396,10 @@ DECLARE
     v_total integer := 0;
 BEGIN
     FOR v_key IN
-        SELECT u.e, coalesce(u.p, '') AS p, count(*)::integer AS n
-        FROM unnest(p_event_types, p_plugin_names) AS u (e, p)
+        SELECT u.e, coalesce(u.p, '') AS p, pg_catalog.count(*)::integer AS n
+        FROM ROWS FROM (
+            pg_catalog.unnest(p_event_types), pg_catalog.unnest(p_plugin_names)
+        ) AS u (e, p)
         GROUP BY 1, 2
         ORDER BY 1, 2
     LOOP
@@ -1377,13 +1433,15 @@ AS $$
 DECLARE
     v_keys text[];
 BEGIN
-    SELECT array_agg(k.event_type || chr(31) || k.plugin_name) INTO v_keys
+    SELECT pg_catalog.array_agg(k.event_type || pg_catalog.chr(31) || k.plugin_name) INTO v_keys
     FROM (
         SELECT c.event_type, c.plugin_name
         FROM _retryq_circuit AS c
         WHERE (c.event_type, c.plugin_name) IN (
             SELECT u.e, coalesce(u.p, '')
-            FROM unnest(p_event_types, p_plugin_names) AS u (e, p)
+            FROM ROWS FROM (
+                pg_catalog.unnest(p_event_types), pg_catalog.unnest(p_plugin_names)
+            ) AS u (e, p)
         )
             AND (c.state <> 'closed' OR c.consecutive_failures > 0)
             AND NOT c.forced
@@ -1402,7 +1460,7 @@ BEGIN
         next_probe_at = NULL,
         probe_id = NULL,
         closed_at = CASE WHEN c.state = 'closed' THEN c.closed_at ELSE p_now END
-    WHERE c.event_type || chr(31) || c.plugin_name = ANY(v_keys);
+    WHERE c.event_type || pg_catalog.chr(31) || c.plugin_name = ANY(v_keys);
 END;
 $$;
 
@@ -1418,7 +1476,7 @@ IMMUTABLE
 SET search_path FROM CURRENT
 AS $$
     SELECT _retryq_check(
-        length(p_event_type) <= 200 AND p_event_type ~ '[^[:space:]]',
+        pg_catalog.length(p_event_type) <= 200 AND p_event_type ~ '[^[:space:]]',
         'event_type', 'must be a non-blank string of at most 200 characters'
     )
 $$;
@@ -1459,7 +1517,7 @@ BEGIN
         p_now := _retryq_clock(p_now);
     END IF;
     PERFORM _retryq_check(
-        coalesce(p_delay_seconds, 0) BETWEEN 0 AND 31536000,
+        coalesce(p_delay_seconds, 0::float8) BETWEEN 0::float8 AND 31536000::float8,
         'delay_seconds', 'must be between 0 and 31536000'
     );
     RETURN QUERY
@@ -1474,7 +1532,7 @@ BEGIN
         p_retry_delay_seconds, p_backoff_multiplier, p_priority,
         p_correlation_id, coalesce(p_tags, '{}'), p_max_retry_delay_seconds,
         p_retry_jitter, p_now,
-        p_now + make_interval(secs => coalesce(p_delay_seconds, 0))
+        p_now + pg_catalog.make_interval(secs => coalesce(p_delay_seconds, 0))
     )
     RETURNING q.id, q.event_id;
 END;
@@ -1517,10 +1575,10 @@ BEGIN
         p_now := _retryq_clock(p_now);
     END IF;
     PERFORM _retryq_check(
-        jsonb_typeof(p_items) = 'array', 'items', 'must be a JSON array'
+        pg_catalog.jsonb_typeof(p_items) = 'array', 'items', 'must be a JSON array'
     );
-    IF jsonb_array_length(p_items) > 1000 THEN
-        PERFORM _retryq_check_limit('items', jsonb_array_length(p_items));
+    IF pg_catalog.jsonb_array_length(p_items) > 1000 THEN
+        PERFORM _retryq_check_limit('items', pg_catalog.jsonb_array_length(p_items));
     END IF;
     -- The values are converted to their columns' types below; a value that
     -- does not convert is named in the handler at the end, so that the usual
@@ -1530,20 +1588,20 @@ BEGIN
     -- default) or an out-of-range delay; the table's constraints check the rest.
     SELECT
         CASE
-            WHEN jsonb_typeof(e.v) <> 'object' THEN 'not_object'
+            WHEN pg_catalog.jsonb_typeof(e.v) <> 'object' THEN 'not_object'
             WHEN e.v - v_known <> '{}' THEN 'unknown_key'
             ELSE 'delay_seconds'
         END,
         CASE
-            WHEN jsonb_typeof(e.v) = 'object'
-                THEN (SELECT min(k) FROM jsonb_object_keys(e.v - v_known) AS k)
+            WHEN pg_catalog.jsonb_typeof(e.v) = 'object'
+                THEN (SELECT pg_catalog.min(k) FROM pg_catalog.jsonb_object_keys(e.v - v_known) AS k)
         END
     INTO v_problem, v_unknown
-    FROM jsonb_array_elements(p_items) AS e (v)
-    WHERE jsonb_typeof(e.v) <> 'object'
+    FROM pg_catalog.jsonb_array_elements(p_items) AS e (v)
+    WHERE pg_catalog.jsonb_typeof(e.v) <> 'object'
         OR e.v - v_known <> '{}'
-        OR (e.v ->> 'delay_seconds')::double precision
-        NOT BETWEEN 0 AND 31536000
+        OR (e.v ->> 'delay_seconds'::text)::double precision
+        NOT BETWEEN 0::float8 AND 31536000::float8
     LIMIT 1;
     PERFORM _retryq_check(
         v_problem IS DISTINCT FROM 'not_object',
@@ -1551,7 +1609,7 @@ BEGIN
     );
     PERFORM _retryq_check(
         v_problem IS DISTINCT FROM 'unknown_key',
-        'items', format('unknown key %L', v_unknown)
+        'items', pg_catalog.format('unknown key %L', v_unknown)
     );
     PERFORM _retryq_check(
         v_problem IS DISTINCT FROM 'delay_seconds',
@@ -1560,8 +1618,8 @@ BEGIN
     RETURN QUERY
     WITH src AS (
         SELECT r.*, o.n
-        FROM jsonb_array_elements(p_items) WITH ORDINALITY AS o (v, n),
-            jsonb_to_record(o.v) AS r (
+        FROM pg_catalog.jsonb_array_elements(p_items) WITH ORDINALITY AS o (v, n),
+            pg_catalog.jsonb_to_record(o.v) AS r (
                 event_type text, event_data jsonb, channel_name text,
                 plugin_name text, event_metadata jsonb, max_retries integer,
                 retry_delay_seconds double precision,
@@ -1587,7 +1645,7 @@ BEGIN
             r.correlation_id, coalesce(r.tags, '{}'),
             coalesce(r.max_retry_delay_seconds, 86400),
             coalesce(r.retry_jitter, 0), p_now,
-            p_now + make_interval(secs => coalesce(r.delay_seconds, 0))
+            p_now + pg_catalog.make_interval(secs => coalesce(r.delay_seconds, 0))
         FROM src AS r
         ORDER BY r.n
         RETURNING q.id, q.event_id
@@ -1598,27 +1656,27 @@ EXCEPTION
     WHEN invalid_text_representation OR numeric_value_out_of_range THEN
         -- the first key whose value is not of its column's JSON type
         SELECT k.key INTO v_key
-        FROM jsonb_array_elements(p_items) AS e (v)
-        CROSS JOIN LATERAL jsonb_each(e.v) AS k
-        WHERE jsonb_typeof(k.value) <> 'null'
+        FROM pg_catalog.jsonb_array_elements(p_items) AS e (v)
+        CROSS JOIN LATERAL pg_catalog.jsonb_each(e.v) AS k
+        WHERE pg_catalog.jsonb_typeof(k.value) <> 'null'
             AND NOT CASE
                 WHEN k.key IN (
                     'event_type', 'channel_name', 'plugin_name', 'correlation_id'
-                ) THEN jsonb_typeof(k.value) = 'string'
+                ) THEN pg_catalog.jsonb_typeof(k.value) = 'string'
                 WHEN k.key IN ('event_data', 'event_metadata') THEN TRUE
                 WHEN k.key = 'tags' THEN
                     CASE
-                        WHEN jsonb_typeof(k.value) <> 'array' THEN FALSE
+                        WHEN pg_catalog.jsonb_typeof(k.value) <> 'array' THEN FALSE
                         ELSE NOT EXISTS (
-                            SELECT 1 FROM jsonb_array_elements(k.value) AS t (v)
-                            WHERE jsonb_typeof(t.v) NOT IN ('string', 'null')
+                            SELECT 1 FROM pg_catalog.jsonb_array_elements(k.value) AS t (v)
+                            WHERE pg_catalog.jsonb_typeof(t.v) NOT IN ('string', 'null')
                         )
                     END
-                WHEN jsonb_typeof(k.value) <> 'number' THEN FALSE
+                WHEN pg_catalog.jsonb_typeof(k.value) <> 'number' THEN FALSE
                 WHEN k.key IN ('max_retries', 'priority') THEN
                     k.value::text ~ '^-?[0-9]+$'
                     AND k.value::numeric BETWEEN -2147483648 AND 2147483647
-                ELSE abs(k.value::numeric) <= 1e300
+                ELSE pg_catalog.abs(k.value::numeric) <= 1e300
             END
         LIMIT 1;
         IF v_key IS NULL THEN
@@ -1713,7 +1771,7 @@ BEGIN
     END IF;
     -- the checks' conditions inline, their calls only to raise (see
     -- complete_retry_items)
-    IF (length(btrim(p_worker_id, E' \t\n\r\f\x0b')) BETWEEN 1 AND 200) IS NOT TRUE THEN
+    IF (pg_catalog.length(pg_catalog.btrim(p_worker_id, E' \t\n\r\f\x0b')) BETWEEN 1 AND 200) IS NOT TRUE THEN
         PERFORM _retryq_check_worker(p_worker_id);
     END IF;
     IF (p_batch_size BETWEEN 1 AND 1000) IS NOT TRUE THEN
@@ -1724,7 +1782,7 @@ BEGIN
             FALSE, 'lock_timeout_seconds', 'must be between 1 and 86400'
         );
     END IF;
-    v_until := p_now + make_interval(secs => p_lock_timeout_seconds);
+    v_until := p_now + pg_catalog.make_interval(secs => p_lock_timeout_seconds);
 
     v_gated := EXISTS (
         SELECT 1 FROM _retryq_circuit AS c WHERE c.state <> 'closed'
@@ -1763,14 +1821,14 @@ BEGIN
                     v_c.event_type, v_c.plugin_name, 1, 0, p_now
                 );
             ELSE
-                v_probe_events := v_probe_events || v_c.event_type;
-                v_probe_plugins := v_probe_plugins || v_c.plugin_name;
+                v_probe_events := pg_catalog.array_append(v_probe_events, v_c.event_type);
+                v_probe_plugins := pg_catalog.array_append(v_probe_plugins, v_c.plugin_name);
             END IF;
         END LOOP;
     END IF;
 
     -- Probe passes first (one item per ready circuit), then the normal pass.
-    FOR v_pass IN 1..coalesce(array_length(v_probe_events, 1), 0) + 1 LOOP
+    FOR v_pass IN 1..coalesce(pg_catalog.array_length(v_probe_events, 1), 0) + 1 LOOP
         v_probe_event := v_probe_events[v_pass];
         v_probe_plugin := v_probe_plugins[v_pass];
         v_probed := FALSE;
@@ -1883,10 +1941,10 @@ BEGIN
             ),
             buried AS (
                 SELECT
-                    set_config('retryq.buried', 'yes', TRUE),
+                    pg_catalog.set_config('retryq.buried', 'yes', TRUE),
                     _retryq_bury(
-                        array_agg(p.id),
-                        jsonb_build_object(
+                        pg_catalog.array_agg(p.id),
+                        pg_catalog.jsonb_build_object(
                             'failed_at', p_now,
                             'error',
                             'lease expired: the worker did not finish in time',
@@ -1897,7 +1955,7 @@ BEGIN
                     )
                 FROM picked AS p
                 WHERE p.spent
-                HAVING count(*) > 0
+                HAVING pg_catalog.count(*) > 0
             ),
             -- lost leases count against their circuits (the probe pass keeps
             -- its own books in probed)
@@ -1906,13 +1964,13 @@ BEGIN
             -- again (lock order: see _retryq_circuit_lock)
             expired AS (
                 SELECT
-                    set_config('retryq.took_over', 'yes', TRUE),
+                    pg_catalog.set_config('retryq.took_over', 'yes', TRUE),
                     CASE WHEN v_probe_event IS NULL THEN _retryq_circuit_expired(
-                        array_agg(p.event_type), array_agg(p.plugin_name), p_now
+                        pg_catalog.array_agg(p.event_type), pg_catalog.array_agg(p.plugin_name), p_now
                     ) END
                 FROM picked AS p
                 WHERE p.expired
-                HAVING count(*) > 0
+                HAVING pg_catalog.count(*) > 0
             ),
             taken AS (
                 UPDATE _retryq_active AS a
@@ -1933,9 +1991,9 @@ BEGIN
                     END,
                     error_history = CASE
                         WHEN a.status = 'processing'
-                            THEN a.error_history || jsonb_build_array(
-                            jsonb_build_object(
-                                'attempt', jsonb_array_length(a.error_history) + 1,
+                            THEN a.error_history || pg_catalog.jsonb_build_array(
+                            pg_catalog.jsonb_build_object(
+                                'attempt', pg_catalog.jsonb_array_length(a.error_history) + 1,
                                 'failed_at', a.locked_until,
                                 'worker_id', a.locked_by,
                                 'error',
@@ -1970,8 +2028,8 @@ BEGIN
                     lease_expiries = c.lease_expiries + s.expired_count
                 FROM (
                     SELECT
-                        (SELECT min(t.id) FROM taken AS t) AS probe_id,
-                        (SELECT count(*) FROM picked AS p WHERE p.expired)
+                        (SELECT pg_catalog.min(t.id) FROM taken AS t) AS probe_id,
+                        (SELECT pg_catalog.count(*) FROM picked AS p WHERE p.expired)
                             AS expired_count
                 ) AS s
                 WHERE v_probe_event IS NOT NULL
@@ -1989,8 +2047,8 @@ BEGIN
             FROM taken AS t
             -- a plain CTE runs only when referenced: these one-time filters
             -- make buried and expired run, before taken returns its rows
-            WHERE (SELECT count(*) FROM buried) >= 0
-                AND (SELECT count(*) FROM expired) >= 0
+            WHERE (SELECT pg_catalog.count(*) FROM buried) >= 0
+                AND (SELECT pg_catalog.count(*) FROM expired) >= 0
             ORDER BY t.next_retry_at, t.id;
             GET DIAGNOSTICS v_taken = ROW_COUNT;
             v_remaining := v_remaining - v_taken;
@@ -1999,8 +2057,8 @@ BEGIN
             -- scan the same priority again rather than hand out a less urgent
             -- item.
             IF v_taken < v_asked
-                AND current_setting('retryq.buried', TRUE) = 'yes' THEN
-                PERFORM set_config('retryq.buried', '', TRUE);
+                AND pg_catalog.current_setting('retryq.buried', TRUE) = 'yes' THEN
+                PERFORM pg_catalog.set_config('retryq.buried', '', TRUE);
             ELSE
                 v_priority := v_priority - 1;
             END IF;
@@ -2051,10 +2109,10 @@ BEGIN
     ELSE
         p_now := _retryq_clock(p_now);
     END IF;
-    IF (length(btrim(p_worker_id, E' \t\n\r\f\x0b')) BETWEEN 1 AND 200) IS NOT TRUE THEN
+    IF (pg_catalog.length(pg_catalog.btrim(p_worker_id, E' \t\n\r\f\x0b')) BETWEEN 1 AND 200) IS NOT TRUE THEN
         PERFORM _retryq_check_worker(p_worker_id);
     END IF;
-    IF current_setting('retryq.took_over', TRUE) = 'yes' THEN
+    IF pg_catalog.current_setting('retryq.took_over', TRUE) = 'yes' THEN
         -- this transaction took over leases: it must not wait for an item
         -- (lock order: see _retryq_circuit_lock)
         PERFORM 1 FROM _retryq_active AS a
@@ -2150,13 +2208,13 @@ BEGIN
     IF p_item_ids IS NULL THEN
         PERFORM _retryq_check(FALSE, 'item_ids', 'must not be null');
     END IF;
-    IF cardinality(p_item_ids) > 1000 THEN
-        PERFORM _retryq_check_limit('item_ids', cardinality(p_item_ids));
+    IF pg_catalog.cardinality(p_item_ids) > 1000 THEN
+        PERFORM _retryq_check_limit('item_ids', pg_catalog.cardinality(p_item_ids));
     END IF;
-    IF (length(btrim(p_worker_id, E' \t\n\r\f\x0b')) BETWEEN 1 AND 200) IS NOT TRUE THEN
+    IF (pg_catalog.length(pg_catalog.btrim(p_worker_id, E' \t\n\r\f\x0b')) BETWEEN 1 AND 200) IS NOT TRUE THEN
         PERFORM _retryq_check_worker(p_worker_id);
     END IF;
-    IF current_setting('retryq.took_over', TRUE) = 'yes' THEN
+    IF pg_catalog.current_setting('retryq.took_over', TRUE) = 'yes' THEN
         -- this transaction took over leases: it must not wait for an item
         -- (lock order: see _retryq_circuit_lock); only the free ones count
         p_item_ids := ARRAY(
@@ -2200,9 +2258,9 @@ BEGIN
         RETURNING f.event_type, f.plugin_name
     )
     SELECT
-        count(*),
-        array_agg(m.event_type) FILTER (WHERE v_dirty),
-        array_agg(m.plugin_name) FILTER (WHERE v_dirty)
+        pg_catalog.count(*),
+        pg_catalog.array_agg(m.event_type) FILTER (WHERE v_dirty),
+        pg_catalog.array_agg(m.plugin_name) FILTER (WHERE v_dirty)
     INTO v_count, v_event_types, v_plugin_names
     FROM moved AS m;
     IF v_dirty AND v_count > 0 THEN
@@ -2254,11 +2312,11 @@ BEGIN
     PERFORM _retryq_check(
         p_retryable IS NOT NULL, 'retryable', 'must not be null'
     );
-    IF octet_length(p_error_msg) > 1000 THEN
-        PERFORM _retryq_check_limit('error_msg', length(p_error_msg));
+    IF pg_catalog.octet_length(p_error_msg) > 1000 THEN
+        PERFORM _retryq_check_limit('error_msg', pg_catalog.length(p_error_msg));
     END IF;
-    IF octet_length(p_error_code) > 200 THEN
-        PERFORM _retryq_check_limit('error_code', length(p_error_code));
+    IF pg_catalog.octet_length(p_error_code) > 200 THEN
+        PERFORM _retryq_check_limit('error_code', pg_catalog.length(p_error_code));
     END IF;
     -- Lock order (see _retryq_circuit_lock): the key's circuit row before the
     -- item, so that the wait for it, when there is one, happens while this
@@ -2276,7 +2334,7 @@ BEGIN
         END IF;
         PERFORM _retryq_circuit_lock(v_item.event_type, v_item.plugin_name);
     END IF;
-    IF current_setting('retryq.took_over', TRUE) = 'yes' THEN
+    IF pg_catalog.current_setting('retryq.took_over', TRUE) = 'yes' THEN
         -- this transaction took over leases: it must not wait for an item
         SELECT a.* INTO v_item
         FROM _retryq_active AS a
@@ -2302,7 +2360,7 @@ BEGIN
         );
     END IF;
 
-    v_entry := jsonb_build_object(
+    v_entry := pg_catalog.jsonb_build_object(
         'failed_at', p_now,
         'worker_id', p_worker_id,
         'error', p_error_msg,
@@ -2328,16 +2386,16 @@ BEGIN
         next_retry_at = v_due,
         error_message = p_error_msg,
         last_error_code = p_error_code,
-        error_history = a.error_history || jsonb_build_array(
-            v_entry || jsonb_build_object(
-                'attempt', jsonb_array_length(a.error_history) + 1
+        error_history = a.error_history || pg_catalog.jsonb_build_array(
+            v_entry || pg_catalog.jsonb_build_object(
+                'attempt', pg_catalog.jsonb_array_length(a.error_history) + 1
             )
         ),
         locked_by = NULL,
         locked_until = NULL
     WHERE a.id = p_item_id;
     IF v_due <= p_now THEN
-        PERFORM pg_notify(retry_queue_channel(), 'retry');
+        PERFORM pg_catalog.pg_notify(retry_queue_channel(), 'retry');
     END IF;
     RETURN TRUE;
 END;
@@ -2372,7 +2430,7 @@ BEGIN
         p_lock_timeout_seconds BETWEEN 1 AND 86400,
         'lock_timeout_seconds', 'must be between 1 and 86400'
     );
-    IF current_setting('retryq.took_over', TRUE) = 'yes' THEN
+    IF pg_catalog.current_setting('retryq.took_over', TRUE) = 'yes' THEN
         -- this transaction took over leases: it must not wait for an item
         -- (lock order: see _retryq_circuit_lock)
         PERFORM 1 FROM _retryq_active AS a
@@ -2385,7 +2443,7 @@ BEGIN
         END IF;
     END IF;
     UPDATE _retryq_active AS a
-    SET locked_until = p_now + make_interval(secs => p_lock_timeout_seconds)
+    SET locked_until = p_now + pg_catalog.make_interval(secs => p_lock_timeout_seconds)
     WHERE a.id = p_item_id
         AND a.status = 'processing'
         AND a.locked_by = p_worker_id;
@@ -2415,11 +2473,11 @@ BEGIN
     PERFORM _retryq_check(
         p_item_ids IS NOT NULL, 'item_ids', 'must not be null'
     );
-    IF cardinality(p_item_ids) > 1000 THEN
-        PERFORM _retryq_check_limit('item_ids', cardinality(p_item_ids));
+    IF pg_catalog.cardinality(p_item_ids) > 1000 THEN
+        PERFORM _retryq_check_limit('item_ids', pg_catalog.cardinality(p_item_ids));
     END IF;
     PERFORM _retryq_check_worker(p_worker_id);
-    IF current_setting('retryq.took_over', TRUE) = 'yes' THEN
+    IF pg_catalog.current_setting('retryq.took_over', TRUE) = 'yes' THEN
         -- this transaction took over leases: it must not wait for an item
         -- (lock order: see _retryq_circuit_lock); only the free ones count
         p_item_ids := ARRAY(
@@ -2438,7 +2496,7 @@ BEGIN
         AND a.locked_by = p_worker_id;
     GET DIAGNOSTICS v_count = ROW_COUNT;
     IF v_count > 0 THEN
-        PERFORM pg_notify(retry_queue_channel(), 'release');
+        PERFORM pg_catalog.pg_notify(retry_queue_channel(), 'release');
     END IF;
     RETURN v_count;
 END;
@@ -2472,8 +2530,8 @@ BEGIN
     SELECT
         EXISTS (SELECT 1 FROM _retryq_active AS a),
         extract(epoch FROM (
-            SELECT min(n.next_retry_at)
-            FROM generate_series(1, 10) AS p (priority)
+            SELECT pg_catalog.min(n.next_retry_at)
+            FROM pg_catalog.generate_series(1, 10) AS p (priority)
             CROSS JOIN LATERAL (
                 SELECT a.next_retry_at
                 FROM _retryq_active AS a
@@ -2483,8 +2541,8 @@ BEGIN
             ) AS n
         ) - now())::double precision,
         coalesce(extract(epoch FROM now() - (
-            SELECT min(n.next_retry_at)
-            FROM generate_series(1, 10) AS p (priority)
+            SELECT pg_catalog.min(n.next_retry_at)
+            FROM pg_catalog.generate_series(1, 10) AS p (priority)
             CROSS JOIN LATERAL (
                 SELECT a.next_retry_at
                 FROM _retryq_active AS a
@@ -2573,7 +2631,7 @@ BEGIN
     FROM gone AS g;
     GET DIAGNOSTICS v_count = ROW_COUNT;
     IF v_count > 0 THEN
-        PERFORM pg_notify(retry_queue_channel(), 'requeue');
+        PERFORM pg_catalog.pg_notify(retry_queue_channel(), 'requeue');
     END IF;
     RETURN v_count;
 END;
@@ -2764,7 +2822,7 @@ BEGIN
             WHERE g.status = 'dead_letter' AND p_archive_dead_letters
             RETURNING 1
         )
-        SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM kept)
+        SELECT (SELECT pg_catalog.count(*) FROM gone), (SELECT pg_catalog.count(*) FROM kept)
         INTO v_batch_deleted, v_batch_archived;
         v_deleted := v_deleted + v_batch_deleted;
         v_archived := v_archived + v_batch_archived;
@@ -2803,7 +2861,7 @@ BEGIN
     END IF;
     v_cutoff := _retryq_cleanup_cutoff(p_retention_days, p_now);
     RETURN QUERY
-    SELECT count(*), count(*) FILTER (WHERE f.status = 'dead_letter')
+    SELECT pg_catalog.count(*), pg_catalog.count(*) FILTER (WHERE f.status = 'dead_letter')
     FROM _retryq_finished AS f
     WHERE coalesce(f.completed_at, f.dead_lettered_at) < v_cutoff;
 END;
@@ -2836,7 +2894,7 @@ BEGIN
     END IF;
     PERFORM _retryq_check_circuit_key(p_event_type);
     PERFORM _retryq_check(
-        p_seconds IS NULL OR p_seconds > 0 AND p_seconds <= 31536000,
+        p_seconds IS NULL OR p_seconds > 0::float8 AND p_seconds <= 31536000::float8,
         'seconds', 'must be null (until closed) or between 0 and 31536000'
     );
     -- lock order (see _retryq_circuit_lock): waits for the row only while
@@ -2852,7 +2910,7 @@ BEGIN
         times_opened
     ) VALUES (
         p_event_type, coalesce(p_plugin_name, ''), 'open', p_seconds IS NULL,
-        p_now + make_interval(secs => p_seconds), p_now,
+        p_now + pg_catalog.make_interval(secs => p_seconds), p_now,
         1
     )
     ON CONFLICT (event_type, plugin_name) DO UPDATE
@@ -2920,7 +2978,7 @@ BEGIN
     WHERE c.event_type = p_event_type
         AND c.plugin_name = coalesce(p_plugin_name, '');
     IF FOUND THEN
-        PERFORM pg_notify(retry_queue_channel(), 'circuit');
+        PERFORM pg_catalog.pg_notify(retry_queue_channel(), 'circuit');
     END IF;
     RETURN FOUND;
 END;
@@ -2962,12 +3020,12 @@ BEGIN
     );
     PERFORM _retryq_check(
         p_cooldown_seconds IS NULL
-        OR p_cooldown_seconds > 0 AND p_cooldown_seconds <= 31536000,
+        OR p_cooldown_seconds > 0::float8 AND p_cooldown_seconds <= 31536000::float8,
         'cooldown_seconds', 'must be above 0 and at most 31536000'
     );
     PERFORM _retryq_check(
         p_max_cooldown_seconds IS NULL
-        OR p_max_cooldown_seconds > 0 AND p_max_cooldown_seconds <= 31536000,
+        OR p_max_cooldown_seconds > 0::float8 AND p_max_cooldown_seconds <= 31536000::float8,
         'max_cooldown_seconds', 'must be above 0 and at most 31536000'
     );
     PERFORM _retryq_check(

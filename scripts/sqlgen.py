@@ -46,7 +46,9 @@ HEADER = (
 # and pg_temp last, whatever else that connection's path held.
 PREAMBLE = """DO $$
 BEGIN
-    PERFORM set_config('search_path', format('%I, pg_temp', current_schema()), true);
+    PERFORM pg_catalog.set_config(
+        'search_path', pg_catalog.format('%I, pg_temp', pg_catalog.current_schema()), true
+    );
 END;
 $$;
 """

@@ -69,7 +69,7 @@ BEGIN
     END IF;
     -- the checks' conditions inline, their calls only to raise (see
     -- complete_retry_items)
-    IF (length(btrim(p_worker_id, E' \t\n\r\f\x0b')) BETWEEN 1 AND 200) IS NOT TRUE THEN
+    IF (pg_catalog.length(pg_catalog.btrim(p_worker_id, E' \t\n\r\f\x0b')) BETWEEN 1 AND 200) IS NOT TRUE THEN
         PERFORM _retryq_check_worker(p_worker_id);
     END IF;
     IF (p_batch_size BETWEEN 1 AND 1000) IS NOT TRUE THEN
@@ -80,7 +80,7 @@ BEGIN
             FALSE, 'lock_timeout_seconds', 'must be between 1 and 86400'
         );
     END IF;
-    v_until := p_now + make_interval(secs => p_lock_timeout_seconds);
+    v_until := p_now + pg_catalog.make_interval(secs => p_lock_timeout_seconds);
 
     v_gated := EXISTS (
         SELECT 1 FROM _retryq_circuit AS c WHERE c.state <> 'closed'
@@ -119,14 +119,14 @@ BEGIN
                     v_c.event_type, v_c.plugin_name, 1, 0, p_now
                 );
             ELSE
-                v_probe_events := v_probe_events || v_c.event_type;
-                v_probe_plugins := v_probe_plugins || v_c.plugin_name;
+                v_probe_events := pg_catalog.array_append(v_probe_events, v_c.event_type);
+                v_probe_plugins := pg_catalog.array_append(v_probe_plugins, v_c.plugin_name);
             END IF;
         END LOOP;
     END IF;
 
     -- Probe passes first (one item per ready circuit), then the normal pass.
-    FOR v_pass IN 1..coalesce(array_length(v_probe_events, 1), 0) + 1 LOOP
+    FOR v_pass IN 1..coalesce(pg_catalog.array_length(v_probe_events, 1), 0) + 1 LOOP
         v_probe_event := v_probe_events[v_pass];
         v_probe_plugin := v_probe_plugins[v_pass];
         v_probed := FALSE;
@@ -239,10 +239,10 @@ BEGIN
             ),
             buried AS (
                 SELECT
-                    set_config('retryq.buried', 'yes', TRUE),
+                    pg_catalog.set_config('retryq.buried', 'yes', TRUE),
                     _retryq_bury(
-                        array_agg(p.id),
-                        jsonb_build_object(
+                        pg_catalog.array_agg(p.id),
+                        pg_catalog.jsonb_build_object(
                             'failed_at', p_now,
                             'error',
                             'lease expired: the worker did not finish in time',
@@ -253,7 +253,7 @@ BEGIN
                     )
                 FROM picked AS p
                 WHERE p.spent
-                HAVING count(*) > 0
+                HAVING pg_catalog.count(*) > 0
             ),
             -- lost leases count against their circuits (the probe pass keeps
             -- its own books in probed)
@@ -262,13 +262,13 @@ BEGIN
             -- again (lock order: see _retryq_circuit_lock)
             expired AS (
                 SELECT
-                    set_config('retryq.took_over', 'yes', TRUE),
+                    pg_catalog.set_config('retryq.took_over', 'yes', TRUE),
                     CASE WHEN v_probe_event IS NULL THEN _retryq_circuit_expired(
-                        array_agg(p.event_type), array_agg(p.plugin_name), p_now
+                        pg_catalog.array_agg(p.event_type), pg_catalog.array_agg(p.plugin_name), p_now
                     ) END
                 FROM picked AS p
                 WHERE p.expired
-                HAVING count(*) > 0
+                HAVING pg_catalog.count(*) > 0
             ),
             taken AS (
                 UPDATE _retryq_active AS a
@@ -289,9 +289,9 @@ BEGIN
                     END,
                     error_history = CASE
                         WHEN a.status = 'processing'
-                            THEN a.error_history || jsonb_build_array(
-                            jsonb_build_object(
-                                'attempt', jsonb_array_length(a.error_history) + 1,
+                            THEN a.error_history || pg_catalog.jsonb_build_array(
+                            pg_catalog.jsonb_build_object(
+                                'attempt', pg_catalog.jsonb_array_length(a.error_history) + 1,
                                 'failed_at', a.locked_until,
                                 'worker_id', a.locked_by,
                                 'error',
@@ -326,8 +326,8 @@ BEGIN
                     lease_expiries = c.lease_expiries + s.expired_count
                 FROM (
                     SELECT
-                        (SELECT min(t.id) FROM taken AS t) AS probe_id,
-                        (SELECT count(*) FROM picked AS p WHERE p.expired)
+                        (SELECT pg_catalog.min(t.id) FROM taken AS t) AS probe_id,
+                        (SELECT pg_catalog.count(*) FROM picked AS p WHERE p.expired)
                             AS expired_count
                 ) AS s
                 WHERE v_probe_event IS NOT NULL
@@ -345,8 +345,8 @@ BEGIN
             FROM taken AS t
             -- a plain CTE runs only when referenced: these one-time filters
             -- make buried and expired run, before taken returns its rows
-            WHERE (SELECT count(*) FROM buried) >= 0
-                AND (SELECT count(*) FROM expired) >= 0
+            WHERE (SELECT pg_catalog.count(*) FROM buried) >= 0
+                AND (SELECT pg_catalog.count(*) FROM expired) >= 0
             ORDER BY t.next_retry_at, t.id;
             GET DIAGNOSTICS v_taken = ROW_COUNT;
             v_remaining := v_remaining - v_taken;
@@ -355,8 +355,8 @@ BEGIN
             -- scan the same priority again rather than hand out a less urgent
             -- item.
             IF v_taken < v_asked
-                AND current_setting('retryq.buried', TRUE) = 'yes' THEN
-                PERFORM set_config('retryq.buried', '', TRUE);
+                AND pg_catalog.current_setting('retryq.buried', TRUE) = 'yes' THEN
+                PERFORM pg_catalog.set_config('retryq.buried', '', TRUE);
             ELSE
                 v_priority := v_priority - 1;
             END IF;

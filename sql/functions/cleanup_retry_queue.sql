@@ -70,7 +70,7 @@ BEGIN
             WHERE g.status = 'dead_letter' AND p_archive_dead_letters
             RETURNING 1
         )
-        SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM kept)
+        SELECT (SELECT pg_catalog.count(*) FROM gone), (SELECT pg_catalog.count(*) FROM kept)
         INTO v_batch_deleted, v_batch_archived;
         v_deleted := v_deleted + v_batch_deleted;
         v_archived := v_archived + v_batch_archived;

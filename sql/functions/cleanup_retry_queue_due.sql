@@ -23,7 +23,7 @@ BEGIN
     END IF;
     v_cutoff := _retryq_cleanup_cutoff(p_retention_days, p_now);
     RETURN QUERY
-    SELECT count(*), count(*) FILTER (WHERE f.status = 'dead_letter')
+    SELECT pg_catalog.count(*), pg_catalog.count(*) FILTER (WHERE f.status = 'dead_letter')
     FROM _retryq_finished AS f
     WHERE coalesce(f.completed_at, f.dead_lettered_at) < v_cutoff;
 END;

@@ -28,10 +28,10 @@ BEGIN
     ELSE
         p_now := _retryq_clock(p_now);
     END IF;
-    IF (length(btrim(p_worker_id, E' \t\n\r\f\x0b')) BETWEEN 1 AND 200) IS NOT TRUE THEN
+    IF (pg_catalog.length(pg_catalog.btrim(p_worker_id, E' \t\n\r\f\x0b')) BETWEEN 1 AND 200) IS NOT TRUE THEN
         PERFORM _retryq_check_worker(p_worker_id);
     END IF;
-    IF current_setting('retryq.took_over', TRUE) = 'yes' THEN
+    IF pg_catalog.current_setting('retryq.took_over', TRUE) = 'yes' THEN
         -- this transaction took over leases: it must not wait for an item
         -- (lock order: see _retryq_circuit_lock)
         PERFORM 1 FROM _retryq_active AS a

@@ -31,13 +31,13 @@ BEGIN
     IF p_item_ids IS NULL THEN
         PERFORM _retryq_check(FALSE, 'item_ids', 'must not be null');
     END IF;
-    IF cardinality(p_item_ids) > 1000 THEN
-        PERFORM _retryq_check_limit('item_ids', cardinality(p_item_ids));
+    IF pg_catalog.cardinality(p_item_ids) > 1000 THEN
+        PERFORM _retryq_check_limit('item_ids', pg_catalog.cardinality(p_item_ids));
     END IF;
-    IF (length(btrim(p_worker_id, E' \t\n\r\f\x0b')) BETWEEN 1 AND 200) IS NOT TRUE THEN
+    IF (pg_catalog.length(pg_catalog.btrim(p_worker_id, E' \t\n\r\f\x0b')) BETWEEN 1 AND 200) IS NOT TRUE THEN
         PERFORM _retryq_check_worker(p_worker_id);
     END IF;
-    IF current_setting('retryq.took_over', TRUE) = 'yes' THEN
+    IF pg_catalog.current_setting('retryq.took_over', TRUE) = 'yes' THEN
         -- this transaction took over leases: it must not wait for an item
         -- (lock order: see _retryq_circuit_lock); only the free ones count
         p_item_ids := ARRAY(
@@ -81,9 +81,9 @@ BEGIN
         RETURNING f.event_type, f.plugin_name
     )
     SELECT
-        count(*),
-        array_agg(m.event_type) FILTER (WHERE v_dirty),
-        array_agg(m.plugin_name) FILTER (WHERE v_dirty)
+        pg_catalog.count(*),
+        pg_catalog.array_agg(m.event_type) FILTER (WHERE v_dirty),
+        pg_catalog.array_agg(m.plugin_name) FILTER (WHERE v_dirty)
     INTO v_count, v_event_types, v_plugin_names
     FROM moved AS m;
     IF v_dirty AND v_count > 0 THEN

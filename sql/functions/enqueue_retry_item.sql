@@ -31,7 +31,7 @@ BEGIN
         p_now := _retryq_clock(p_now);
     END IF;
     PERFORM _retryq_check(
-        coalesce(p_delay_seconds, 0) BETWEEN 0 AND 31536000,
+        coalesce(p_delay_seconds, 0::float8) BETWEEN 0::float8 AND 31536000::float8,
         'delay_seconds', 'must be between 0 and 31536000'
     );
     RETURN QUERY
@@ -46,7 +46,7 @@ BEGIN
         p_retry_delay_seconds, p_backoff_multiplier, p_priority,
         p_correlation_id, coalesce(p_tags, '{}'), p_max_retry_delay_seconds,
         p_retry_jitter, p_now,
-        p_now + make_interval(secs => coalesce(p_delay_seconds, 0))
+        p_now + pg_catalog.make_interval(secs => coalesce(p_delay_seconds, 0))
     )
     RETURNING q.id, q.event_id;
 END;

@@ -31,10 +31,10 @@ BEGIN
         p_now := _retryq_clock(p_now);
     END IF;
     PERFORM _retryq_check(
-        jsonb_typeof(p_items) = 'array', 'items', 'must be a JSON array'
+        pg_catalog.jsonb_typeof(p_items) = 'array', 'items', 'must be a JSON array'
     );
-    IF jsonb_array_length(p_items) > 1000 THEN
-        PERFORM _retryq_check_limit('items', jsonb_array_length(p_items));
+    IF pg_catalog.jsonb_array_length(p_items) > 1000 THEN
+        PERFORM _retryq_check_limit('items', pg_catalog.jsonb_array_length(p_items));
     END IF;
     -- The values are converted to their columns' types below; a value that
     -- does not convert is named in the handler at the end, so that the usual
@@ -44,20 +44,20 @@ BEGIN
     -- default) or an out-of-range delay; the table's constraints check the rest.
     SELECT
         CASE
-            WHEN jsonb_typeof(e.v) <> 'object' THEN 'not_object'
+            WHEN pg_catalog.jsonb_typeof(e.v) <> 'object' THEN 'not_object'
             WHEN e.v - v_known <> '{}' THEN 'unknown_key'
             ELSE 'delay_seconds'
         END,
         CASE
-            WHEN jsonb_typeof(e.v) = 'object'
-                THEN (SELECT min(k) FROM jsonb_object_keys(e.v - v_known) AS k)
+            WHEN pg_catalog.jsonb_typeof(e.v) = 'object'
+                THEN (SELECT pg_catalog.min(k) FROM pg_catalog.jsonb_object_keys(e.v - v_known) AS k)
         END
     INTO v_problem, v_unknown
-    FROM jsonb_array_elements(p_items) AS e (v)
-    WHERE jsonb_typeof(e.v) <> 'object'
+    FROM pg_catalog.jsonb_array_elements(p_items) AS e (v)
+    WHERE pg_catalog.jsonb_typeof(e.v) <> 'object'
         OR e.v - v_known <> '{}'
-        OR (e.v ->> 'delay_seconds')::double precision
-        NOT BETWEEN 0 AND 31536000
+        OR (e.v ->> 'delay_seconds'::text)::double precision
+        NOT BETWEEN 0::float8 AND 31536000::float8
     LIMIT 1;
     PERFORM _retryq_check(
         v_problem IS DISTINCT FROM 'not_object',
@@ -65,7 +65,7 @@ BEGIN
     );
     PERFORM _retryq_check(
         v_problem IS DISTINCT FROM 'unknown_key',
-        'items', format('unknown key %L', v_unknown)
+        'items', pg_catalog.format('unknown key %L', v_unknown)
     );
     PERFORM _retryq_check(
         v_problem IS DISTINCT FROM 'delay_seconds',
@@ -74,8 +74,8 @@ BEGIN
     RETURN QUERY
     WITH src AS (
         SELECT r.*, o.n
-        FROM jsonb_array_elements(p_items) WITH ORDINALITY AS o (v, n),
-            jsonb_to_record(o.v) AS r (
+        FROM pg_catalog.jsonb_array_elements(p_items) WITH ORDINALITY AS o (v, n),
+            pg_catalog.jsonb_to_record(o.v) AS r (
                 event_type text, event_data jsonb, channel_name text,
                 plugin_name text, event_metadata jsonb, max_retries integer,
                 retry_delay_seconds double precision,
@@ -101,7 +101,7 @@ BEGIN
             r.correlation_id, coalesce(r.tags, '{}'),
             coalesce(r.max_retry_delay_seconds, 86400),
             coalesce(r.retry_jitter, 0), p_now,
-            p_now + make_interval(secs => coalesce(r.delay_seconds, 0))
+            p_now + pg_catalog.make_interval(secs => coalesce(r.delay_seconds, 0))
         FROM src AS r
         ORDER BY r.n
         RETURNING q.id, q.event_id
@@ -112,27 +112,27 @@ EXCEPTION
     WHEN invalid_text_representation OR numeric_value_out_of_range THEN
         -- the first key whose value is not of its column's JSON type
         SELECT k.key INTO v_key
-        FROM jsonb_array_elements(p_items) AS e (v)
-        CROSS JOIN LATERAL jsonb_each(e.v) AS k
-        WHERE jsonb_typeof(k.value) <> 'null'
+        FROM pg_catalog.jsonb_array_elements(p_items) AS e (v)
+        CROSS JOIN LATERAL pg_catalog.jsonb_each(e.v) AS k
+        WHERE pg_catalog.jsonb_typeof(k.value) <> 'null'
             AND NOT CASE
                 WHEN k.key IN (
                     'event_type', 'channel_name', 'plugin_name', 'correlation_id'
-                ) THEN jsonb_typeof(k.value) = 'string'
+                ) THEN pg_catalog.jsonb_typeof(k.value) = 'string'
                 WHEN k.key IN ('event_data', 'event_metadata') THEN TRUE
                 WHEN k.key = 'tags' THEN
                     CASE
-                        WHEN jsonb_typeof(k.value) <> 'array' THEN FALSE
+                        WHEN pg_catalog.jsonb_typeof(k.value) <> 'array' THEN FALSE
                         ELSE NOT EXISTS (
-                            SELECT 1 FROM jsonb_array_elements(k.value) AS t (v)
-                            WHERE jsonb_typeof(t.v) NOT IN ('string', 'null')
+                            SELECT 1 FROM pg_catalog.jsonb_array_elements(k.value) AS t (v)
+                            WHERE pg_catalog.jsonb_typeof(t.v) NOT IN ('string', 'null')
                         )
                     END
-                WHEN jsonb_typeof(k.value) <> 'number' THEN FALSE
+                WHEN pg_catalog.jsonb_typeof(k.value) <> 'number' THEN FALSE
                 WHEN k.key IN ('max_retries', 'priority') THEN
                     k.value::text ~ '^-?[0-9]+$'
                     AND k.value::numeric BETWEEN -2147483648 AND 2147483647
-                ELSE abs(k.value::numeric) <= 1e300
+                ELSE pg_catalog.abs(k.value::numeric) <= 1e300
             END
         LIMIT 1;
         IF v_key IS NULL THEN

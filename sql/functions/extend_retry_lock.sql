@@ -23,7 +23,7 @@ BEGIN
         p_lock_timeout_seconds BETWEEN 1 AND 86400,
         'lock_timeout_seconds', 'must be between 1 and 86400'
     );
-    IF current_setting('retryq.took_over', TRUE) = 'yes' THEN
+    IF pg_catalog.current_setting('retryq.took_over', TRUE) = 'yes' THEN
         -- this transaction took over leases: it must not wait for an item
         -- (lock order: see _retryq_circuit_lock)
         PERFORM 1 FROM _retryq_active AS a
@@ -36,7 +36,7 @@ BEGIN
         END IF;
     END IF;
     UPDATE _retryq_active AS a
-    SET locked_until = p_now + make_interval(secs => p_lock_timeout_seconds)
+    SET locked_until = p_now + pg_catalog.make_interval(secs => p_lock_timeout_seconds)
     WHERE a.id = p_item_id
         AND a.status = 'processing'
         AND a.locked_by = p_worker_id;

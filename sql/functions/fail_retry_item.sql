@@ -36,11 +36,11 @@ BEGIN
     PERFORM _retryq_check(
         p_retryable IS NOT NULL, 'retryable', 'must not be null'
     );
-    IF octet_length(p_error_msg) > 1000 THEN
-        PERFORM _retryq_check_limit('error_msg', length(p_error_msg));
+    IF pg_catalog.octet_length(p_error_msg) > 1000 THEN
+        PERFORM _retryq_check_limit('error_msg', pg_catalog.length(p_error_msg));
     END IF;
-    IF octet_length(p_error_code) > 200 THEN
-        PERFORM _retryq_check_limit('error_code', length(p_error_code));
+    IF pg_catalog.octet_length(p_error_code) > 200 THEN
+        PERFORM _retryq_check_limit('error_code', pg_catalog.length(p_error_code));
     END IF;
     -- Lock order (see _retryq_circuit_lock): the key's circuit row before the
     -- item, so that the wait for it, when there is one, happens while this
@@ -58,7 +58,7 @@ BEGIN
         END IF;
         PERFORM _retryq_circuit_lock(v_item.event_type, v_item.plugin_name);
     END IF;
-    IF current_setting('retryq.took_over', TRUE) = 'yes' THEN
+    IF pg_catalog.current_setting('retryq.took_over', TRUE) = 'yes' THEN
         -- this transaction took over leases: it must not wait for an item
         SELECT a.* INTO v_item
         FROM _retryq_active AS a
@@ -84,7 +84,7 @@ BEGIN
         );
     END IF;
 
-    v_entry := jsonb_build_object(
+    v_entry := pg_catalog.jsonb_build_object(
         'failed_at', p_now,
         'worker_id', p_worker_id,
         'error', p_error_msg,
@@ -110,16 +110,16 @@ BEGIN
         next_retry_at = v_due,
         error_message = p_error_msg,
         last_error_code = p_error_code,
-        error_history = a.error_history || jsonb_build_array(
-            v_entry || jsonb_build_object(
-                'attempt', jsonb_array_length(a.error_history) + 1
+        error_history = a.error_history || pg_catalog.jsonb_build_array(
+            v_entry || pg_catalog.jsonb_build_object(
+                'attempt', pg_catalog.jsonb_array_length(a.error_history) + 1
             )
         ),
         locked_by = NULL,
         locked_until = NULL
     WHERE a.id = p_item_id;
     IF v_due <= p_now THEN
-        PERFORM pg_notify(retry_queue_channel(), 'retry');
+        PERFORM pg_catalog.pg_notify(retry_queue_channel(), 'retry');
     END IF;
     RETURN TRUE;
 END;

@@ -16,11 +16,11 @@ BEGIN
     PERFORM _retryq_check(
         p_item_ids IS NOT NULL, 'item_ids', 'must not be null'
     );
-    IF cardinality(p_item_ids) > 1000 THEN
-        PERFORM _retryq_check_limit('item_ids', cardinality(p_item_ids));
+    IF pg_catalog.cardinality(p_item_ids) > 1000 THEN
+        PERFORM _retryq_check_limit('item_ids', pg_catalog.cardinality(p_item_ids));
     END IF;
     PERFORM _retryq_check_worker(p_worker_id);
-    IF current_setting('retryq.took_over', TRUE) = 'yes' THEN
+    IF pg_catalog.current_setting('retryq.took_over', TRUE) = 'yes' THEN
         -- this transaction took over leases: it must not wait for an item
         -- (lock order: see _retryq_circuit_lock); only the free ones count
         p_item_ids := ARRAY(
@@ -39,7 +39,7 @@ BEGIN
         AND a.locked_by = p_worker_id;
     GET DIAGNOSTICS v_count = ROW_COUNT;
     IF v_count > 0 THEN
-        PERFORM pg_notify(retry_queue_channel(), 'release');
+        PERFORM pg_catalog.pg_notify(retry_queue_channel(), 'release');
     END IF;
     RETURN v_count;
 END;

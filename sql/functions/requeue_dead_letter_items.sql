@@ -69,7 +69,7 @@ BEGIN
     FROM gone AS g;
     GET DIAGNOSTICS v_count = ROW_COUNT;
     IF v_count > 0 THEN
-        PERFORM pg_notify(retry_queue_channel(), 'requeue');
+        PERFORM pg_catalog.pg_notify(retry_queue_channel(), 'requeue');
     END IF;
     RETURN v_count;
 END;

@@ -46,7 +46,7 @@ BEGIN
     WHERE c.event_type = p_event_type
         AND c.plugin_name = coalesce(p_plugin_name, '');
     IF FOUND THEN
-        PERFORM pg_notify(retry_queue_channel(), 'circuit');
+        PERFORM pg_catalog.pg_notify(retry_queue_channel(), 'circuit');
     END IF;
     RETURN FOUND;
 END;

@@ -30,12 +30,12 @@ BEGIN
     );
     PERFORM _retryq_check(
         p_cooldown_seconds IS NULL
-        OR p_cooldown_seconds > 0 AND p_cooldown_seconds <= 31536000,
+        OR p_cooldown_seconds > 0::float8 AND p_cooldown_seconds <= 31536000::float8,
         'cooldown_seconds', 'must be above 0 and at most 31536000'
     );
     PERFORM _retryq_check(
         p_max_cooldown_seconds IS NULL
-        OR p_max_cooldown_seconds > 0 AND p_max_cooldown_seconds <= 31536000,
+        OR p_max_cooldown_seconds > 0::float8 AND p_max_cooldown_seconds <= 31536000::float8,
         'max_cooldown_seconds', 'must be above 0 and at most 31536000'
     );
     PERFORM _retryq_check(

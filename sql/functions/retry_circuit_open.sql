@@ -21,7 +21,7 @@ BEGIN
     END IF;
     PERFORM _retryq_check_circuit_key(p_event_type);
     PERFORM _retryq_check(
-        p_seconds IS NULL OR p_seconds > 0 AND p_seconds <= 31536000,
+        p_seconds IS NULL OR p_seconds > 0::float8 AND p_seconds <= 31536000::float8,
         'seconds', 'must be null (until closed) or between 0 and 31536000'
     );
     -- lock order (see _retryq_circuit_lock): waits for the row only while
@@ -37,7 +37,7 @@ BEGIN
         times_opened
     ) VALUES (
         p_event_type, coalesce(p_plugin_name, ''), 'open', p_seconds IS NULL,
-        p_now + make_interval(secs => p_seconds), p_now,
+        p_now + pg_catalog.make_interval(secs => p_seconds), p_now,
         1
     )
     ON CONFLICT (event_type, plugin_name) DO UPDATE

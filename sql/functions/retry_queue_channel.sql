@@ -12,11 +12,11 @@ SET search_path FROM CURRENT
 AS $$
 BEGIN
     RETURN CASE
-        WHEN octet_length(current_schema()) <= 47
-            THEN current_schema() || '.daz_retry_queue'
+        WHEN pg_catalog.octet_length(pg_catalog.current_schema()) <= 47
+            THEN pg_catalog.current_schema()::text || '.daz_retry_queue'
         ELSE 'retryq.' || (
-            SELECT n.oid FROM pg_namespace AS n
-            WHERE n.nspname = current_schema()
+            SELECT n.oid::text FROM pg_namespace AS n
+            WHERE n.nspname = pg_catalog.current_schema()
         )
     END;
 END;

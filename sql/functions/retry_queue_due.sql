@@ -22,8 +22,8 @@ BEGIN
     SELECT
         EXISTS (SELECT 1 FROM _retryq_active AS a),
         extract(epoch FROM (
-            SELECT min(n.next_retry_at)
-            FROM generate_series(1, 10) AS p (priority)
+            SELECT pg_catalog.min(n.next_retry_at)
+            FROM pg_catalog.generate_series(1, 10) AS p (priority)
             CROSS JOIN LATERAL (
                 SELECT a.next_retry_at
                 FROM _retryq_active AS a
@@ -33,8 +33,8 @@ BEGIN
             ) AS n
         ) - now())::double precision,
         coalesce(extract(epoch FROM now() - (
-            SELECT min(n.next_retry_at)
-            FROM generate_series(1, 10) AS p (priority)
+            SELECT pg_catalog.min(n.next_retry_at)
+            FROM pg_catalog.generate_series(1, 10) AS p (priority)
             CROSS JOIN LATERAL (
                 SELECT a.next_retry_at
                 FROM _retryq_active AS a

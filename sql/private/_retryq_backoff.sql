@@ -15,15 +15,15 @@ VOLATILE
 SET search_path FROM CURRENT
 AS $$
 BEGIN
-    RETURN make_interval(secs => (
+    RETURN pg_catalog.make_interval(secs => (
         CASE
-            WHEN p_delay = 0 OR p_cap = 0 THEN 0
+            WHEN p_delay = 0::float8 OR p_cap = 0::float8 THEN 0::float8
             WHEN p_delay >= p_cap THEN p_cap
-            WHEN ln(p_delay) + (p_retry - 1) * ln(p_multiplier) >= ln(p_cap)
+            WHEN pg_catalog.ln(p_delay) + (p_retry - 1)::float8 * pg_catalog.ln(p_multiplier) >= pg_catalog.ln(p_cap)
                 THEN p_cap
-            ELSE p_delay * power(p_multiplier, p_retry - 1)
+            ELSE p_delay * pg_catalog.power(p_multiplier, p_retry - 1)
         END
-    ) * (1 - p_jitter * random()));
+    ) * (1::float8 - p_jitter * pg_catalog.random()));
 END;
 $$;
 

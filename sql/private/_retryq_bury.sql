@@ -32,7 +32,7 @@ BEGIN
             )
     LOOP
         LOOP
-            v_new := nextval('daz_retry_queue_id_seq');
+            v_new := pg_catalog.nextval('daz_retry_queue_id_seq');
             EXIT WHEN NOT EXISTS (SELECT 1 FROM daz_retry_queue AS q WHERE q.id = v_new)
                 AND NOT EXISTS (
                     SELECT 1 FROM daz_retry_queue_archive AS r WHERE r.id = v_new
@@ -42,9 +42,9 @@ BEGIN
         SET
             id = v_new,
             event_metadata = a.event_metadata
-            || jsonb_build_object('retryq_former_id', v_old)
+            || pg_catalog.jsonb_build_object('retryq_former_id', v_old)
         WHERE a.id = v_old;
-        p_ids := array_replace(p_ids, v_old, v_new);
+        p_ids := pg_catalog.array_replace(p_ids, v_old, v_new);
     END LOOP;
     WITH gone AS (
         DELETE FROM _retryq_active AS a
@@ -64,11 +64,11 @@ BEGIN
         g.event_data, g.event_metadata, g.retry_count, g.max_retries,
         g.retry_delay_seconds, g.backoff_multiplier, g.max_retry_delay_seconds,
         g.retry_jitter, g.priority, g.correlation_id, g.tags, 'dead_letter',
-        p_entry ->> 'error', p_entry ->> 'code',
-        g.error_history || jsonb_build_array(
-            p_entry || jsonb_build_object(
-                'attempt', jsonb_array_length(g.error_history) + 1,
-                'worker_id', coalesce(p_entry ->> 'worker_id', g.locked_by)
+        p_entry ->> 'error'::text, p_entry ->> 'code'::text,
+        g.error_history || pg_catalog.jsonb_build_array(
+            p_entry || pg_catalog.jsonb_build_object(
+                'attempt', pg_catalog.jsonb_array_length(g.error_history) + 1,
+                'worker_id', coalesce(p_entry ->> 'worker_id'::text, g.locked_by)
             )
         ),
         g.created_at, g.next_retry_at, g.last_attempted_at, NULL, p_now,

@@ -9,7 +9,7 @@ SET search_path FROM CURRENT
 AS $$
 BEGIN
     PERFORM _retryq_check(
-        length(btrim(p_worker_id, E' \t\n\r\f\x0b')) BETWEEN 1 AND 200,
+        pg_catalog.length(pg_catalog.btrim(p_worker_id, E' \t\n\r\f\x0b')) BETWEEN 1 AND 200,
         'worker_id',
         'must be a non-blank string (spaces, tabs and newlines are blank) of at most 200 characters'
     );

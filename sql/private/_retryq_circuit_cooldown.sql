@@ -9,8 +9,8 @@ LANGUAGE sql
 IMMUTABLE
 SET search_path FROM CURRENT
 AS $$
-    SELECT make_interval(secs => least(
-        p_cooldown * power(2::double precision, least(p_trips, 60)), p_max
+    SELECT pg_catalog.make_interval(secs => least(
+        p_cooldown * pg_catalog.power(2::double precision, least(p_trips, 60)), p_max
     ))
 $$;
 

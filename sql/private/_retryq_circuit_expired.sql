@@ -15,8 +15,10 @@ DECLARE
     v_total integer := 0;
 BEGIN
     FOR v_key IN
-        SELECT u.e, coalesce(u.p, '') AS p, count(*)::integer AS n
-        FROM unnest(p_event_types, p_plugin_names) AS u (e, p)
+        SELECT u.e, coalesce(u.p, '') AS p, pg_catalog.count(*)::integer AS n
+        FROM ROWS FROM (
+            pg_catalog.unnest(p_event_types), pg_catalog.unnest(p_plugin_names)
+        ) AS u (e, p)
         GROUP BY 1, 2
         ORDER BY 1, 2
     LOOP

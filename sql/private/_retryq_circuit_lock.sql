@@ -36,11 +36,11 @@ LANGUAGE plpgsql
 SET search_path FROM CURRENT
 AS $$
 DECLARE
-    v_key integer := hashtext(p_event_type || chr(31) || p_plugin_name);
+    v_key integer := pg_catalog.hashtext(p_event_type || pg_catalog.chr(31) || p_plugin_name);
 BEGIN
     IF pg_catalog.pg_current_xact_id_if_assigned() IS NULL THEN
         -- nothing held yet: waiting is safe
-        PERFORM pg_advisory_xact_lock(hashtext('retryq._retryq_circuit'), v_key);
+        PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('retryq._retryq_circuit'), v_key);
         INSERT INTO _retryq_circuit (event_type, plugin_name)
         VALUES (p_event_type, p_plugin_name)
         ON CONFLICT DO NOTHING;
@@ -63,7 +63,7 @@ BEGIN
     END IF;
     -- a new key: whoever inserts it holds the advisory lock until it commits,
     -- so once this one has it the INSERT below waits for nobody
-    IF NOT pg_try_advisory_xact_lock(hashtext('retryq._retryq_circuit'), v_key) THEN
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtext('retryq._retryq_circuit'), v_key) THEN
         RETURN FALSE;
     END IF;
     INSERT INTO _retryq_circuit (event_type, plugin_name)

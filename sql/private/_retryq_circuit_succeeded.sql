@@ -16,13 +16,15 @@ AS $$
 DECLARE
     v_keys text[];
 BEGIN
-    SELECT array_agg(k.event_type || chr(31) || k.plugin_name) INTO v_keys
+    SELECT pg_catalog.array_agg(k.event_type || pg_catalog.chr(31) || k.plugin_name) INTO v_keys
     FROM (
         SELECT c.event_type, c.plugin_name
         FROM _retryq_circuit AS c
         WHERE (c.event_type, c.plugin_name) IN (
             SELECT u.e, coalesce(u.p, '')
-            FROM unnest(p_event_types, p_plugin_names) AS u (e, p)
+            FROM ROWS FROM (
+                pg_catalog.unnest(p_event_types), pg_catalog.unnest(p_plugin_names)
+            ) AS u (e, p)
         )
             AND (c.state <> 'closed' OR c.consecutive_failures > 0)
             AND NOT c.forced
@@ -41,7 +43,7 @@ BEGIN
         next_probe_at = NULL,
         probe_id = NULL,
         closed_at = CASE WHEN c.state = 'closed' THEN c.closed_at ELSE p_now END
-    WHERE c.event_type || chr(31) || c.plugin_name = ANY(v_keys);
+    WHERE c.event_type || pg_catalog.chr(31) || c.plugin_name = ANY(v_keys);
 END;
 $$;
 

@@ -16,7 +16,7 @@ BEGIN
         p_retention_days BETWEEN 0 AND 36500,
         'retention_days', 'must be between 0 and 36500'
     );
-    RETURN p_now - make_interval(days => p_retention_days);
+    RETURN p_now - pg_catalog.make_interval(days => p_retention_days);
 END;
 $$;
 

@@ -22,7 +22,7 @@ AS $$
 BEGIN
     IF p_need_filter THEN
         PERFORM _retryq_check(
-            num_nonnulls(
+            pg_catalog.num_nonnulls(
                 p_item_ids, p_event_type, p_plugin_name, p_error_code,
                 p_dead_before
             ) > 0,
@@ -30,8 +30,8 @@ BEGIN
             'give item_ids, event_type, plugin_name, error_code or dead_before'
         );
     END IF;
-    IF cardinality(p_item_ids) > 1000 THEN
-        PERFORM _retryq_check_limit('item_ids', cardinality(p_item_ids));
+    IF pg_catalog.cardinality(p_item_ids) > 1000 THEN
+        PERFORM _retryq_check_limit('item_ids', pg_catalog.cardinality(p_item_ids));
     END IF;
     RETURN QUERY
     SELECT f.id

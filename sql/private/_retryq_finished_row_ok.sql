@@ -34,29 +34,29 @@ BEGIN
     -- them in, so that a row breaking two rules is refused with the same name
     -- by either partition.
     v_column := CASE
-        WHEN NOT p_backoff_multiplier BETWEEN 1 AND 10
+        WHEN NOT p_backoff_multiplier BETWEEN 1::float8 AND 10::float8
             THEN 'backoff_multiplier'
         WHEN NOT (p_status = 'completed') = (p_completed_at IS NOT NULL)
             THEN 'completed_at'
         WHEN NOT (p_status = 'dead_letter') = (p_dead_lettered_at IS NOT NULL)
             THEN 'dead_lettered_at'
-        WHEN NOT jsonb_typeof(p_event_data) <> 'null' THEN 'event_data'
-        WHEN NOT jsonb_typeof(p_event_metadata) = 'object'
+        WHEN NOT pg_catalog.jsonb_typeof(p_event_data) <> 'null' THEN 'event_data'
+        WHEN NOT pg_catalog.jsonb_typeof(p_event_metadata) = 'object'
             THEN 'event_metadata'
         WHEN NOT (
-            length(p_event_type) <= 200 AND p_event_type ~ '[^[:space:]]'
+            pg_catalog.length(p_event_type) <= 200 AND p_event_type ~ '[^[:space:]]'
         ) THEN 'event_type'
         WHEN NOT (p_status = 'processing')
             = (p_locked_by IS NOT NULL AND p_locked_until IS NOT NULL)
             THEN 'lease'
         WHEN NOT p_max_retries BETWEEN 0 AND 1000 THEN 'max_retries'
-        WHEN NOT p_max_retry_delay_seconds BETWEEN 0 AND 31536000
+        WHEN NOT p_max_retry_delay_seconds BETWEEN 0::float8 AND 31536000::float8
             THEN 'max_retry_delay_seconds'
         WHEN NOT p_priority BETWEEN 1 AND 10 THEN 'priority'
         WHEN NOT p_retry_count BETWEEN 0 AND p_max_retries THEN 'retry_count'
-        WHEN NOT p_retry_delay_seconds BETWEEN 0 AND 31536000
+        WHEN NOT p_retry_delay_seconds BETWEEN 0::float8 AND 31536000::float8
             THEN 'retry_delay_seconds'
-        WHEN NOT p_retry_jitter BETWEEN 0 AND 1 THEN 'retry_jitter'
+        WHEN NOT p_retry_jitter BETWEEN 0::float8 AND 1::float8 THEN 'retry_jitter'
     END;
     IF v_column IS NULL THEN
         RETURN TRUE;

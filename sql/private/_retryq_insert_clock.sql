@@ -14,7 +14,7 @@ LANGUAGE plpgsql
 SET search_path FROM CURRENT
 AS $$
 BEGIN
-    IF has_table_privilege('daz_retry_queue', 'UPDATE') THEN
+    IF pg_catalog.has_table_privilege('daz_retry_queue', 'UPDATE') THEN
         RETURN NEW;
     END IF;
     IF NEW.created_at > statement_timestamp()

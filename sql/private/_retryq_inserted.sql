@@ -31,7 +31,7 @@ DECLARE
     v_last bigint;
     v_used bigint;
 BEGIN
-    SELECT min(n.id), max(n.id), min(n.problem)
+    SELECT pg_catalog.min(n.id), pg_catalog.max(n.id), pg_catalog.min(n.problem)
     INTO v_lo, v_hi, v_field
     FROM (
         SELECT a.id, p.problem
@@ -39,22 +39,22 @@ BEGIN
         CROSS JOIN _retryq_limits AS l
         CROSS JOIN LATERAL (
             SELECT CASE
-                WHEN pg_column_size(a.event_data) > l.max_event_data_bytes
+                WHEN pg_catalog.pg_column_size(a.event_data) > l.max_event_data_bytes
                     THEN 'event_data'
-                WHEN pg_column_size(a.event_metadata) > l.max_event_metadata_bytes
+                WHEN pg_catalog.pg_column_size(a.event_metadata) > l.max_event_metadata_bytes
                     THEN 'event_metadata'
-                WHEN length(a.channel_name) > l.max_text_length
+                WHEN pg_catalog.length(a.channel_name) > l.max_text_length
                     THEN 'channel_name'
-                WHEN length(a.plugin_name) > l.max_text_length THEN 'plugin_name'
-                WHEN length(a.correlation_id) > l.max_text_length
+                WHEN pg_catalog.length(a.plugin_name) > l.max_text_length THEN 'plugin_name'
+                WHEN pg_catalog.length(a.correlation_id) > l.max_text_length
                     THEN 'correlation_id'
-                WHEN cardinality(a.tags) > l.max_tags THEN 'tags'
-                WHEN cardinality(a.tags) = 0 THEN NULL
-                WHEN array_ndims(a.tags) > 1 THEN 'tags:dimensions'
-                WHEN array_position(a.tags, NULL) IS NOT NULL THEN 'tags:null'
+                WHEN pg_catalog.cardinality(a.tags) > l.max_tags THEN 'tags'
+                WHEN pg_catalog.cardinality(a.tags) = 0 THEN NULL
+                WHEN pg_catalog.array_ndims(a.tags) > 1 THEN 'tags:dimensions'
+                WHEN pg_catalog.array_position(a.tags, NULL) IS NOT NULL THEN 'tags:null'
                 WHEN EXISTS (
-                    SELECT 1 FROM unnest(a.tags) AS t (tag)
-                    WHERE length(t.tag) > l.max_tag_length
+                    SELECT 1 FROM pg_catalog.unnest(a.tags) AS t (tag)
+                    WHERE pg_catalog.length(t.tag) > l.max_tag_length
                 ) THEN 'tags:length'
             END AS problem
         ) AS p
@@ -142,7 +142,7 @@ BEGIN
                 || '(SELECT max(id) FROM daz_retry_queue_archive) ...).';
     END IF;
 
-    PERFORM pg_notify(retry_queue_channel(), 'insert');
+    PERFORM pg_catalog.pg_notify(retry_queue_channel(), 'insert');
     RETURN NULL;
 END;
 $$;

@@ -30,9 +30,9 @@ BEGIN
                     WHEN NEW.event_type IS NULL THEN 'event_type' ELSE 'event_data'
                 END;
     END IF;
-    NEW.id := coalesce(NEW.id, nextval('daz_retry_queue_id_seq'));
+    NEW.id := coalesce(NEW.id, pg_catalog.nextval('daz_retry_queue_id_seq'));
     NEW.event_id := coalesce(NEW.event_id, gen_random_uuid());
-    IF NEW.event_metadata IS NULL OR jsonb_typeof(NEW.event_metadata) = 'null' THEN
+    IF NEW.event_metadata IS NULL OR pg_catalog.jsonb_typeof(NEW.event_metadata) = 'null' THEN
         NEW.event_metadata := '{}';
     END IF;
     NEW.retry_count := coalesce(NEW.retry_count, 0);
@@ -74,21 +74,21 @@ WHEN (
     OR new.priority IS NULL OR new.tags IS NULL OR new.error_history IS NULL
     OR new.created_at IS NULL OR new.next_retry_at IS NULL
     OR NOT (
-        new.backoff_multiplier BETWEEN 1 AND 10
+        new.backoff_multiplier BETWEEN 1::float8 AND 10::float8
         AND (new.status = 'completed') = (new.completed_at IS NOT NULL)
         AND (new.status = 'dead_letter') = (new.dead_lettered_at IS NOT NULL)
-        AND jsonb_typeof(new.event_data) <> 'null'
-        AND jsonb_typeof(new.event_metadata) = 'object'
-        AND length(new.event_type) <= 200
+        AND pg_catalog.jsonb_typeof(new.event_data) <> 'null'
+        AND pg_catalog.jsonb_typeof(new.event_metadata) = 'object'
+        AND pg_catalog.length(new.event_type) <= 200
         AND new.event_type ~ '[^[:space:]]'
         AND (new.status = 'processing')
         = (new.locked_by IS NOT NULL AND new.locked_until IS NOT NULL)
         AND new.max_retries BETWEEN 0 AND 1000
-        AND new.max_retry_delay_seconds BETWEEN 0 AND 31536000
+        AND new.max_retry_delay_seconds BETWEEN 0::float8 AND 31536000::float8
         AND new.priority BETWEEN 1 AND 10
         AND new.retry_count BETWEEN 0 AND new.max_retries
-        AND new.retry_delay_seconds BETWEEN 0 AND 31536000
-        AND new.retry_jitter BETWEEN 0 AND 1
+        AND new.retry_delay_seconds BETWEEN 0::float8 AND 31536000::float8
+        AND new.retry_jitter BETWEEN 0::float8 AND 1::float8
     )
 )
 EXECUTE FUNCTION _retryq_new_row();
