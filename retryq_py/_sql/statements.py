@@ -102,14 +102,18 @@ SELECT {schema}complete_retry_items(
 )
 """
 
-# Which of these items a complete_retry_items call at `at` completed: the
-# others were no longer leased to the caller.
+# Which of these items a complete_retry_items call in a transaction that
+# began at `at` completed: the others were no longer leased to the caller.
+# The call stamps completed_at with the clock at the call (not the
+# transaction's now()), so: completed at or after `at`. Only the lease holder
+# completes, so a row completed since then by someone else needs a takeover
+# meanwhile, which a lease far longer than one flush rules out.
 COMPLETED_AT: LiteralString = """
 SELECT q.id
 FROM {schema}daz_retry_queue AS q
 WHERE q.id = ANY(%(item_ids)s::bigint[])
     AND q.status = 'completed'
-    AND q.completed_at = %(at)s
+    AND q.completed_at >= %(at)s
 """
 
 FAIL: LiteralString = """

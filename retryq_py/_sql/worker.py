@@ -29,6 +29,26 @@ COMPLETE_MANY_AT: LiteralString = COMPLETE_MANY.rstrip() + ", now()\n"
 
 LISTEN: LiteralString = "LISTEN {channel}"
 
+# After a reply was lost (the connection broke around a commit): what became
+# of the items whose outcomes were in doubt. The worker role may read the
+# queue; each row's history says whether this worker's failure was written,
+# and whether its lease was taken over (a lease_expired entry naming it).
+IN_DOUBT: LiteralString = """
+SELECT q.id, q.status, q.locked_by, q.error_history, q.retry_count
+FROM {schema}daz_retry_queue AS q
+WHERE q.id = ANY(%(item_ids)s::bigint[])
+"""
+
+# ... and which items it holds: those an acquire whose reply was lost leased.
+HELD: LiteralString = """
+SELECT
+    id, event_id, event_type, channel_name, plugin_name, event_data,
+    retry_count, max_retries, priority, correlation_id, event_metadata, tags,
+    created_at, next_retry_at, locked_until, error_message, last_error_code
+FROM {schema}daz_retry_queue
+WHERE status = 'processing' AND locked_by = %(worker_id)s AND id <> ALL(%(known)s::bigint[])
+"""
+
 
 def listen(channel: str) -> sql.Composed:
     return sql.SQL(LISTEN).format(channel=sql.Identifier(channel))
@@ -51,6 +71,8 @@ class FlushStatements:
         self.complete_at = compose(COMPLETE_MANY_AT, schema)
         self.acquire = compose(ACQUIRE, schema)
         self.completed_at = compose(COMPLETED_AT, schema)
+        self.in_doubt = compose(IN_DOUBT, schema)
+        self.held = compose(HELD, schema)
 
     def as_text(self, worker_id: str, context: AdaptContext) -> FlushText:
         """Rendered with the connection's encoding: the flush then fills the two

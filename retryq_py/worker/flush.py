@@ -9,8 +9,10 @@ back for the next try when it fails.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple, Protocol
 
 import psycopg
@@ -138,7 +140,7 @@ class FlushWriter:
             completed, at = cur.fetchone() or (0, None)
             cur.nextset()
             lost = self._lost(conn, ok_ids, completed, at)
-        leased, rejected = self._leased(cur) if want else ([], [])
+        leased, rejected = decode_leased(cur, self._worker_id) if want else ([], [])
         return Written(lost, failed_written, leased, rejected)
 
     def _write_each(
@@ -162,7 +164,7 @@ class FlushWriter:
         rejected: list[Outcome] = []
         if want:
             cur.execute(self._acquire(text, want))
-            leased, rejected = self._leased(cur)
+            leased, rejected = decode_leased(cur, self._worker_id)
         return Written(lost, failed_written, leased, rejected)
 
     def _fail_alone(self, cur: psycopg.ClientCursor[Any], text: FlushText, o: Outcome) -> bool:
@@ -242,35 +244,39 @@ class FlushWriter:
         ).fetchall()
         return set(ok_ids) - {r[0] for r in done}
 
-    def _leased(self, cur: psycopg.ClientCursor[Any]) -> tuple[list[RetryQueueItem], list[Outcome]]:
-        """The leased rows; row by row only when the batch cannot be decoded."""
-        cur.row_factory = item_rows
-        try:
-            return cur.fetchall(), []
-        except Exception as exc:
-            log.warning(
-                "worker %s: a leased row cannot be decoded (%s); decoding each alone",
-                self._worker_id,
-                explain(exc),
+
+def decode_leased(
+    cur: psycopg.Cursor[Any], worker_id: str
+) -> tuple[list[RetryQueueItem], list[Outcome]]:
+    """Leased rows as items; row by row only when the batch cannot be
+    decoded, and the rows that still cannot be, as outcomes failing them."""
+    cur.row_factory = item_rows
+    try:
+        return cur.fetchall(), []
+    except Exception as exc:
+        log.warning(
+            "worker %s: a leased row cannot be decoded (%s); decoding each alone",
+            worker_id,
+            explain(exc),
+        )
+    leased: list[RetryQueueItem] = []
+    rejected: list[Outcome] = []
+    for _, item, why in item_fields(cur):
+        if why is None:
+            leased.append(item)
+            continue
+        log.error("worker %s: item %d: %s; failing it for good", worker_id, item.id, why)
+        rejected.append(
+            Outcome(
+                item,
+                ok=False,
+                duration=0.0,
+                error=clean(f"retryq: the worker {why}", MAX_MESSAGE),
+                code=UNDECODABLE,
+                retryable=False,
             )
-        leased: list[RetryQueueItem] = []
-        rejected: list[Outcome] = []
-        for _, item, why in item_fields(cur):
-            if why is None:
-                leased.append(item)
-                continue
-            log.error("worker %s: item %d: %s; failing it for good", self._worker_id, item.id, why)
-            rejected.append(
-                Outcome(
-                    item,
-                    ok=False,
-                    duration=0.0,
-                    error=clean(f"retryq: the worker {why}", MAX_MESSAGE),
-                    code=UNDECODABLE,
-                    retryable=False,
-                )
-            )
-        return leased, rejected
+        )
+    return leased, rejected
 
 
 class Report(NamedTuple):
@@ -335,6 +341,8 @@ class Flusher:
         pool: ConnectionPool[Any],
         writer: Writer,
         emit: Callable[[list[WorkerEvent]], None],
+        lease: float = 300.0,
+        schema: str | None = None,
     ) -> None:
         self._worker_id = worker_id
         self._ack_interval = ack_interval
@@ -342,6 +350,13 @@ class Flusher:
         self._pool = pool
         self._writer = writer
         self._emit = emit
+        self._lease = timedelta(seconds=lease)
+        self._statements = FlushStatements(schema)
+        # After a reply was lost: the items whose outcomes may have been
+        # written, and whether an acquire may have leased items we never saw.
+        self._doubt: set[int] = set()
+        self._lease_doubt = False
+        self._adopting = threading.Lock()
 
     def flush(self, *, force: bool, acquire: int = 0) -> tuple[int, int, int]:
         """Write outcomes, then lease up to `acquire` items, in one transaction.
@@ -349,22 +364,52 @@ class Flusher:
         Successes wait up to ack_interval to be batched (unless force, an
         acquire or a failure is waiting). Returns (outcomes written, items
         leased, items asked for: fewer than `acquire` when capacity is short).
+
+        When the connection breaks around the commit, the server may have
+        committed: the next flush first finds out (see `_settle`, `_adopt`)
+        instead of writing again and guessing.
         """
         outcomes, acquire = self._ledger.claim(
             force=force, acquire=acquire, ack_interval=self._ack_interval
         )
-        if not outcomes and not acquire:
+        if not outcomes and not acquire and not self._lease_doubt:
             return 0, 0, 0
         try:
             with self._pool.connection() as conn:
+                if self._doubt and outcomes:
+                    outcomes = self._settle(conn, outcomes)
+                if self._lease_doubt and not self._doubt and self._adopting.acquire(False):
+                    # after every doubtful outcome is settled (an item whose
+                    # failure was written may be leased again by that write),
+                    # one lane at a time
+                    try:
+                        self._adopt(conn)
+                    finally:
+                        self._adopting.release()
                 written = self._writer.write(conn, outcomes, acquire)
-        except BaseException:
+        except BaseException as exc:
+            if lost_reply(exc):
+                self._doubt.update(o.item.id for o in outcomes)
+                self._lease_doubt = self._lease_doubt or acquire > 0
             self._ledger.unclaim(outcomes, acquire)
             raise
-        report = classify(outcomes, written)
+        self._report(outcomes, written)
         # settled before the new items are held: their slots are the new ones'
-        self._ledger.settle([o.item.id for o in outcomes], report.tally)
         self._ledger.hold(written.leased, acquire, written.rejected)
+        return len(outcomes), len(written.leased) + len(written.rejected), acquire
+
+    def recover(self) -> None:
+        """After a lost connection: drop the pool's other broken connections
+        now (one round trip each), so the next tries do not each find one
+        and the backoff does not grow on what one reset broke."""
+        try:
+            self._pool.check()
+        except Exception as exc:  # the next flush says what is wrong
+            log.debug("worker %s: pool check failed (%s)", self._worker_id, explain(exc))
+
+    def _report(self, outcomes: list[Outcome], written: Written) -> None:
+        report = classify(outcomes, written)
+        self._ledger.settle([o.item.id for o in outcomes], report.tally)
         if written.lost:
             log.warning(
                 "worker %s: %d handled items were no longer leased to it: %s",
@@ -374,4 +419,91 @@ class Flusher:
             )
         observe(report.by_type)
         self._emit(report.events)
-        return len(outcomes), len(written.leased) + len(written.rejected), acquire
+
+    def _settle(self, conn: psycopg.Connection[Any], outcomes: list[Outcome]) -> list[Outcome]:
+        """Outcomes whose last write lost its reply: read what the queue says.
+        Those written (a completion while nobody took the lease over, a
+        failure in the history under this worker's name and text) and those
+        whose lease is gone are reported now; those still leased to this
+        worker are returned, to be written."""
+        doubtful = [o for o in outcomes if o.item.id in self._doubt]
+        if not doubtful:
+            return outcomes
+        rows = {
+            r[0]: r
+            for r in conn.execute(
+                self._statements.in_doubt, {"item_ids": [o.item.id for o in doubtful]}
+            ).fetchall()
+        }
+        me = self._worker_id
+        again: list[Outcome] = []
+        done: list[Outcome] = []
+        lost: set[int] = set()
+        failed_written: list[bool] = []
+        for o in doubtful:
+            row = rows.get(o.item.id)
+            if (
+                row is not None
+                and row[1] == "processing"
+                and row[2] == me
+                and row[4] == (o.item.retry_count)
+            ):
+                again.append(o)  # not written: still ours, the same attempt
+                continue
+            since = o.item.locked_until - self._lease
+            history = [h for h in (row[3] if row is not None else []) if h.get("worker_id") == me]
+            newer = [h for h in history if _at(h.get("failed_at")) >= since]
+            if o.ok:
+                taken = any(h.get("code") == "lease_expired" for h in newer)
+                if row is None or row[1] != "completed" or taken:
+                    lost.add(o.item.id)
+            else:
+                failed_written.append(
+                    any(h.get("code") == o.code and h.get("error") == o.error for h in newer)
+                )
+            done.append(o)
+        self._doubt.difference_update(o.item.id for o in doubtful)
+        if done:
+            log.warning(
+                "worker %s: settled %d outcomes whose reply was lost: %d had been written",
+                self._worker_id,
+                len(done),
+                len(done) - len(lost) - failed_written.count(False),
+            )
+            self._report(done, Written(lost, failed_written, []))
+        in_doubt = {o.item.id for o in doubtful}
+        return again + [o for o in outcomes if o.item.id not in in_doubt]
+
+    def _adopt(self, conn: psycopg.Connection[Any]) -> None:
+        """An acquire lost its reply: the items the queue says this worker
+        holds and it does not know of are taken up, as if just leased."""
+        cur = conn.cursor()
+        cur.adapters.register_loader("jsonb", JsonbFromText)
+        cur.execute(
+            self._statements.held,
+            {"worker_id": self._worker_id, "known": self._ledger.held_ids()},
+        )
+        items, rejected = decode_leased(cur, self._worker_id)
+        self._lease_doubt = False
+        if items or rejected:
+            log.warning(
+                "worker %s: an acquire lost its reply; taking up the %d items it leased",
+                self._worker_id,
+                len(items) + len(rejected),
+            )
+        self._ledger.hold(items, 0, rejected, adopt=True)  # also ends held_ids' watch
+
+
+def lost_reply(exc: BaseException) -> bool:
+    """The connection broke while a statement was out: it may have committed."""
+    if not isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError):
+        return False
+    state = exc.sqlstate
+    return state is None or state.startswith("08") or state in ("57P01", "57P02", "57P03")
+
+
+def _at(value: Any) -> datetime:
+    try:
+        return datetime.fromisoformat(str(value))
+    except ValueError:
+        return datetime.min.replace(tzinfo=timezone.utc)

@@ -39,6 +39,7 @@ class Heartbeat:
         self._lock_timeout = lock_timeout
         self._handler_timeout = handler_timeout
         self._done = done
+        self._failed = False
         self._thread = threading.Thread(target=self.run, name="retryq-heartbeat", daemon=True)
 
     def start(self) -> None:
@@ -49,8 +50,13 @@ class Heartbeat:
 
     def run(self) -> None:
         period = max(self._lock_timeout / 4, 0.05)
-        while not self._done.wait(period):
+        wait = period
+        while not self._done.wait(wait):
+            self._failed = False
             self.beat(time.monotonic())
+            # a failed round (a connection lost) is tried again soon, not a
+            # quarter of a lease later: two misses in a row could cost a lease
+            wait = min(period, 0.2) if self._failed else period
 
     def beat(self, now: float) -> set[int]:
         """One round: returns the held items whose lease turned out lost."""
@@ -60,6 +66,7 @@ class Heartbeat:
         try:
             kept = self._extend_locks(due, self._worker_id, self._lock_timeout)
         except DATABASE as exc:
+            self._failed = True
             database_error(exc)
             log.warning("worker %s: heartbeat failed (%s)", self._worker_id, explain(exc))
             return set()

@@ -26,7 +26,7 @@ from retryq_py._sql import Due
 from retryq_py.errors import explain
 from retryq_py.worker.control import Stop, Wake
 from retryq_py.worker.events import DATABASE, database_error, unavailable_or_error
-from retryq_py.worker.flush import Flusher
+from retryq_py.worker.flush import Flusher, lost_reply
 from retryq_py.worker.ledger import Ledger
 from retryq_py.worker.settings import Settings
 
@@ -130,6 +130,8 @@ class Lanes:
             except DATABASE as exc:
                 if database_error(exc) == "configuration":
                     raise
+                if lost_reply(exc):
+                    flusher.recover()
                 backoff = min(max(backoff * 2, 0.1), s.max_backoff)
                 log.warning(
                     "worker %s: %s (%s); retrying in %.1fs",

@@ -19,6 +19,7 @@ import queue as stdqueue
 import threading
 import time
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 
 from retryq_py._sql import RetryQueueItem
 from retryq_py.worker.events import EventKind, Outcome, WorkerCounts
@@ -56,6 +57,10 @@ class Ledger:
         self._running: dict[int, float] = {}  # id -> when its handler started
         self._returned: list[RetryQueueItem] = []  # taken by a thread after stop
         self._outcomes: list[Outcome] = []  # not yet claimed by a lane
+        # leases taken up after a lost reply: (id, locked_until), until the
+        # lane whose reply was only slow holds them too (it then skips them)
+        self._adopted: set[tuple[int, datetime]] = set()
+        self._settled_since: set[int] | None = None  # while an adoption asks the queue
         self._reserved = 0  # items being leased by lanes right now
         self._notified = False  # a NOTIFY came: look for due items
         self._idle_exit = False  # exit_when_idle: a lane found nothing left
@@ -112,18 +117,41 @@ class Ledger:
             self._reserved -= acquire
 
     def hold(
-        self, items: list[RetryQueueItem], reserved: int, rejected: Iterable[Outcome] = ()
+        self,
+        items: list[RetryQueueItem],
+        reserved: int,
+        rejected: Iterable[Outcome] = (),
+        *,
+        adopt: bool = False,
     ) -> None:
         """Leased (`reserved` was claimed for them): queue them for the handlers.
         `rejected`: leased items that will not run (they could not be decoded),
-        held with their outcome already waiting to be written."""
+        held with their outcome already waiting to be written. `adopt`: items
+        found leased after a lost reply; those held meanwhile are left out."""
         now = time.monotonic()
         with self._lock:
             self._reserved -= reserved
+            held = self._held
+            if adopt:
+                # neither held now nor settled since the queue was asked
+                gone = self._settled_since or set()
+                self._settled_since = None
+                items = [item for item in items if item.id not in held and item.id not in gone]
+                rejected = [o for o in rejected if o.item.id not in held and o.item.id not in gone]
+                self._adopted.update((item.id, item.locked_until) for item in items)
+                self._adopted.update((o.item.id, o.item.locked_until) for o in rejected)
+            elif self._adopted:
+                # a lane's own lease that an adoption took up first (the same
+                # lease: the same locked_until), even if it already ran: once
+                taken = self._adopted
+                keep = [item for item in items if (item.id, item.locked_until) not in taken]
+                taken.difference_update((item.id, item.locked_until) for item in items)
+                items = keep
+                rejected = [o for o in rejected if (o.item.id, o.item.locked_until) not in taken]
             for item in items:
-                self._held[item.id] = (item, now)
+                held[item.id] = (item, now)
             for outcome in rejected:
-                self._held[outcome.item.id] = (outcome.item, now)
+                held[outcome.item.id] = (outcome.item, now)
                 self._outcomes.append(outcome)
         for item in items:
             self._handoff.put(item)
@@ -133,6 +161,8 @@ class Ledger:
         with self._lock:
             for item_id in item_ids:
                 self._held.pop(item_id, None)
+            if self._settled_since is not None:
+                self._settled_since.update(item_ids)
             counts = self.counts
             for kind, n in tally.items():
                 name = _COUNTED_AS[kind]
@@ -262,6 +292,14 @@ class Ledger:
                 if item_id in kept and item_id in self._held:
                     self._held[item_id] = (self._held[item_id][0], now)
             return {i for i in due if i not in kept and i in self._held}
+
+    def held_ids(self) -> list[int]:
+        """The held items, and from now until the next hold(adopt=True) the
+        items settled meanwhile are remembered: an adoption's answer may be
+        older than a lane's write."""
+        with self._lock:
+            self._settled_since = set()
+            return list(self._held)
 
     @property
     def held(self) -> int:

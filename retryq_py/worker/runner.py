@@ -214,6 +214,8 @@ class RetryWorker:
                 pool=pool,
                 writer=self._writer,
                 emit=emit,
+                lease=s.lock_timeout,
+                schema=s.schema,
             )
             shutdown = Shutdown(
                 worker_id=s.worker_id,

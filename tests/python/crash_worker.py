@@ -14,6 +14,7 @@ effects are written by the handler on their own: at least once.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import Any
@@ -66,7 +67,9 @@ def retry_worker(dsn: str, worker: str, lease: int, batch: int) -> int:
             data["kind"] == "flaky" and item.retry_count < data["fails"]
         ):
             raise RuntimeError("try again")
-        with psycopg.connect(dsn, autocommit=True) as conn:
+        # the effect goes straight to the database (CRASH_EFFECTS_DSN), even
+        # when the worker's own connections go through a test's proxy
+        with psycopg.connect(os.environ.get("CRASH_EFFECTS_DSN", dsn), autocommit=True) as conn:
             conn.execute(
                 "INSERT INTO effects (item_id, worker_id) VALUES (%s, %s)", [item.id, worker]
             )

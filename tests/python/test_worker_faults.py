@@ -20,6 +20,9 @@ from prometheus_client import REGISTRY
 from psycopg.conninfo import make_conninfo
 
 from retryq_py import RetryableError, RetryQueue, RetryQueueItem, RetryWorker, WorkerCounts
+from retryq_py.worker import Settings, WorkerParts
+from retryq_py.worker.events import Outcome
+from retryq_py.worker.flush import Writer, Written
 from retryq_py.worker.ledger import Ledger
 from tests.helpers import statuses, wait_until
 from tests.python import netproxy
@@ -446,3 +449,94 @@ def test_items_whose_lease_ran_out_unrenewed_are_not_started() -> None:
     ledger.hold([it], 1)
     assert ledger.begin(it) is False
     assert (ledger.held, ledger.counts.lease_lost) == (0, 1)
+
+
+# -- 4. ambiguous commits ------------------------------------------------------------------
+
+
+class LoseReply:
+    """The worker's own flush writer, except that the reply to the first
+    write matching `when` is lost: the server committed, then the connection
+    broke before the worker read the answer."""
+
+    def __init__(self, inner: Writer, when: Callable[[list[Outcome], int], bool]) -> None:
+        self.inner, self.when, self.lost = inner, when, 0
+
+    def write(self, conn: Conn, outcomes: list[Outcome], want: int) -> Written:
+        written = self.inner.write(conn, outcomes, want)
+        if not self.lost and self.when(outcomes, want) and (written.leased or outcomes):
+            self.lost += 1
+            conn.close()
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        return written
+
+
+def losing(when: Callable[[list[Outcome], int], bool]) -> tuple[WorkerParts, list[LoseReply]]:
+    made: list[LoseReply] = []
+    own = WorkerParts().writer
+
+    def writer(settings: Settings) -> Writer:
+        made.append(LoseReply(own(settings), when))
+        return made[-1]
+
+    return WorkerParts(writer=writer), made
+
+
+def test_a_lost_reply_to_an_acquire_is_settled_not_left_to_expire(
+    module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    """The issue's example: ten items stayed leased to a live worker that did
+    not know about them for the whole lease; those with max_retries = 0
+    became dead letters with zero runs."""
+    ids = [q.add("e", {"i": i}, max_retries=0).id for i in range(10)]
+    parts, made = losing(lambda outcomes, want: want > 0)
+    ran: list[int] = []
+    counts = run_until_idle(
+        RetryWorker(
+            module_dsn,
+            {"e": lambda it: ran.append(it.id)},
+            batch_size=10,
+            parts=parts,
+            **{**FAST, "lock_timeout": 60},
+        ),
+        timeout=15,
+    )
+    assert made[0].lost == 1
+    assert sorted(ran) == sorted(ids)
+    assert counts.processed == 10 and counts.lease_lost == 0
+    assert statuses(db) == {"completed": 10}
+
+
+def test_a_lost_reply_to_a_flush_counts_what_was_written(
+    module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    """The issue's example: ten completed items were counted as lease_lost."""
+    ok = [q.add("e", {"i": i}).id for i in range(8)]
+    bad = [q.add("bad", {"i": i}, retry_delay=0.05, max_retries=1).id for i in range(2)]
+    parts, made = losing(lambda outcomes, want: len(outcomes) >= 5)
+    events: list[Any] = []
+
+    def fail_once(it: RetryQueueItem) -> None:
+        if it.retry_count == 0:
+            raise RetryableError("once", code="ONCE")
+
+    counts = run_until_idle(
+        RetryWorker(
+            module_dsn,
+            {"e": lambda it: None, "bad": fail_once},
+            batch_size=10,
+            worker_count=1,
+            ack_interval=10,  # one flush writes every outcome
+            parts=parts,
+            on_event=events.append,
+            **{k: v for k, v in FAST.items()},
+        ),
+        timeout=15,
+    )
+    assert made[0].lost == 1
+    assert (counts.processed, counts.failed, counts.lease_lost) == (10, 2, 0)
+    assert statuses(db) == {"completed": 10}
+    for i in bad:
+        history = item(db, i)["error_history"]
+        assert [h["code"] for h in history] == ["ONCE"], history  # written once
+    assert sorted(e.item.id for e in events if e.kind == "completed") == sorted(ok + bad)
