@@ -1,0 +1,255 @@
+"""Property tests for the kinds of issue 12 (item 9): every public function,
+and the guide's INSERT, as the role that may call it, with drawn NULLs,
+extremes, special timestamps and hostile strings. Each call either works or is
+refused with a class the clients branch on (22 data exception, 23 integrity,
+54 program limit, 42501 insufficient privilege), and a refused call writes
+nothing. The functions and their parameters are read from the catalog, so a new
+function or parameter is drawn for without editing this file.
+
+Integers are drawn within int4 for integer parameters: 2**31 and more do not
+reach the function (42883, the item 8 leftover; see the README's SQL API).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from psycopg.conninfo import make_conninfo
+
+Conn = psycopg.Connection[Any]
+GROUPS = ("retryq_producer", "retryq_worker", "retryq_admin")
+ALLOWED_CLASSES = {"22", "23", "54"}
+
+HOSTILE = st.sampled_from([
+    "", " ", "\t", " \t\n\r\f\v", "\u00a0", "\u2028", "\ufeff", "\U0001f600", "e\u0301",
+    "'", "''; DROP TABLE daz_retry_queue; --", '"', "\\", "\\u0000", "%s", "%I", "$$",
+    "daz_retry_queue", "_retryq_active", "x" * 201, "y" * 5000, "w",
+])
+TEXT = (
+    st.none() | HOSTILE
+    | st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)),
+              max_size=300)
+)
+INT4 = st.none() | st.sampled_from([
+    0, 1, -1, 2, 3, 10, 1000, 1001, 86400, 86401, 2**31 - 1, -(2**31),
+]) | st.integers(-(2**31), 2**31 - 1)
+INT8 = st.none() | st.sampled_from([0, 1, 2, 3, 4, 5, -1, 2**31, 2**63 - 1, -(2**63)])
+FLOAT = st.none() | st.sampled_from([
+    0.0, -0.0, 1.0, -1.0, 0.5, 1e-300, 5e-324, 1e308, 31536000.0, 31536000.5,
+    float("inf"), float("-inf"), float("nan"),
+]) | st.floats()
+TIMESTAMP = st.none() | st.sampled_from([
+    "infinity", "-infinity", "epoch", "4713-01-01 00:00:00+00 BC", "294276-12-31 00:00:00+00",
+    "2000-01-01 00:00:00+00", "2100-01-01 00:00:00+00",
+])
+JSON_SCALAR = (
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | HOSTILE
+)
+JSON = st.one_of(
+    st.just("null"), st.just('"\\u0000"'), st.just('{"a": "\\u0000"}'), st.just("[]"),
+    st.just("[[[[[[[[[[1]]]]]]]]]]"), st.just('{"event_type": 1}'),
+    st.just('[{"event_type": "k", "event_data": {}, "priority": 99999999999}]'),
+    st.just('[{"event_type": "k", "event_data": {}, "delay_seconds": "NaN"}]'),
+    st.recursive(
+        JSON_SCALAR,
+        lambda inner: st.lists(inner, max_size=4) | st.dictionaries(HOSTILE, inner, max_size=4),
+        max_leaves=12,
+    ).map(json.dumps),
+) | st.none()
+TEXT_ARRAY = st.none() | st.sampled_from([
+    [], [None], [""], ["\t"], [["a"], ["b"]], ["x" * 5000], ["t"] * 5000,
+]) | st.lists(TEXT.filter(lambda s: s is not None), max_size=5)
+INT8_ARRAY = st.none() | st.sampled_from([
+    [], [None], [[1], [2]], [-1], [2**63 - 1], list(range(1, 20001)),
+]) | st.lists(INT8.filter(lambda i: i is not None), max_size=5)
+BOOL = st.none() | st.booleans()
+
+BY_TYPE: dict[str, st.SearchStrategy[Any]] = {
+    "text": TEXT, "integer": INT4, "bigint": INT8, "double precision": FLOAT,
+    "timestamp with time zone": TIMESTAMP, "jsonb": JSON, "text[]": TEXT_ARRAY,
+    "bigint[]": INT8_ARRAY, "boolean": BOOL,
+    "uuid": st.none() | st.just(uuid.UUID(int=0)) | st.uuids(),
+}
+
+STATE = (
+    "SELECT md5(concat("
+    " (SELECT string_agg(q::text, ',' ORDER BY q.id) FROM daz_retry_queue AS q),"
+    " (SELECT string_agg(a::text, ',' ORDER BY a.id, a.archived_at)"
+    "  FROM daz_retry_queue_archive AS a),"
+    " (SELECT string_agg(c::text, ',' ORDER BY c.event_type, c.plugin_name)"
+    "  FROM _retryq_circuit AS c)))"
+)
+# (not the id sequence: a refused INSERT may have drawn a number from it, which
+# is no write: sequences are not transactional, and ids may have gaps)
+
+
+def _functions(dsn: str) -> list[tuple[str, str, list[tuple[str, str, bool]]]]:
+    """(name, role, [(parameter, type, has default)]) of every function a
+    group role may call."""
+    with psycopg.connect(dsn) as c:
+        rows = c.execute(
+            "SELECT p.proname, p.proargnames[1:p.pronargs],"
+            " ARRAY(SELECT format_type(t, NULL) FROM unnest(p.proargtypes) AS t),"
+            " p.pronargdefaults,"
+            " (SELECT g FROM unnest(%s::text[]) AS g"
+            "  WHERE has_function_privilege(g, p.oid, 'EXECUTE') LIMIT 1)"
+            " FROM pg_proc AS p WHERE p.pronamespace = 'public'::regnamespace"
+            " AND p.proname NOT LIKE '\\_%%' ORDER BY p.proname",
+            (list(GROUPS),),
+        ).fetchall()
+    out = []
+    for name, names, types, ndefaults, role in rows:
+        if role is None:
+            continue
+        n = len(types)
+        params = [(names[i], types[i], i >= n - ndefaults) for i in range(n)]
+        out.append((name, role, params))
+    return out
+
+
+@pytest.fixture(scope="module")
+def kinds_db(module_dsn: str) -> Iterator[tuple[str, dict[str, str]]]:
+    tag = f"{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    made = {g: f"t_{g}_{tag}" for g in GROUPS}
+    with psycopg.connect(module_dsn, autocommit=True) as c:
+        for group, login in made.items():
+            c.execute(f'CREATE ROLE "{login}" LOGIN')  # type: ignore[arg-type]
+            c.execute(f'GRANT {group} TO "{login}"')  # type: ignore[arg-type]
+        # a few items in every state for the ids 1..5 the draws favour
+        for i in range(5):
+            c.execute("SELECT enqueue_retry_item('k', %s::jsonb, p_max_retries => 0)",
+                      (json.dumps({"i": i}),))
+        c.execute("SELECT count(*) FROM acquire_retry_items('w', 3, 600)")
+        c.execute("SELECT complete_retry_item(1, 'w')")
+        c.execute("SELECT fail_retry_item(2, 'w', 'x')")
+    try:
+        yield module_dsn, made
+    finally:
+        with psycopg.connect(module_dsn, autocommit=True) as c:
+            for login in made.values():
+                c.execute(f'DROP OWNED BY "{login}"')  # type: ignore[arg-type]
+                c.execute(f'DROP ROLE IF EXISTS "{login}"')  # type: ignore[arg-type]
+
+
+def _refusal_or_success(
+    dsn: str, login: str, query: str, args: list[Any]
+) -> tuple[str | None, bool]:
+    """Runs query as login in autocommit; (SQLSTATE or None, state unchanged)."""
+    with psycopg.connect(dsn, autocommit=True) as owner:
+        before = owner.execute(STATE).fetchone()  # type: ignore[arg-type]
+        with psycopg.connect(make_conninfo(dsn, user=login), autocommit=True) as c:
+            try:
+                c.execute(query, args)  # type: ignore[arg-type]
+                code = None
+            except psycopg.Error as err:
+                if err.sqlstate is None:  # the client's own error, not a refusal
+                    raise
+                code = err.sqlstate
+        after = owner.execute(STATE).fetchone()  # type: ignore[arg-type]
+    return code, before == after
+
+
+def _allowed(code: str | None) -> bool:
+    return code is None or code[:2] in ALLOWED_CLASSES or code == "42501"
+
+
+def _functions_of_template() -> list[str]:
+    # the names only, for parametrize: read from the SQL source's files
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "sql" / "functions"
+    return sorted(p.stem for p in root.glob("*.sql"))
+
+
+@pytest.mark.parametrize("fn", _functions_of_template())
+@given(data=st.data())
+def test_every_function_refuses_with_a_class_and_writes_nothing(
+    kinds_db: tuple[str, dict[str, str]], fn: str, data: st.DataObject
+) -> None:
+    dsn, logins = kinds_db
+    known = {name: (role, params) for name, role, params in _functions_cached(dsn)}
+    assert fn in known, fn
+    role, params = known[fn]
+    parts, args = [], []
+    for name, typ, has_default in params:
+        if has_default and data.draw(st.booleans(), label=f"omit {name}"):
+            continue
+        value = data.draw(BY_TYPE[typ], label=name)
+        parts.append(f"{name} => %s::{typ}")
+        args.append(value)
+    query = f"SELECT * FROM {fn}({', '.join(parts)})"
+    code, unchanged = _refusal_or_success(dsn, logins[role], query, args)
+    assert _allowed(code), (query, args, code)
+    if code is not None:
+        assert unchanged, (query, args, code)
+
+
+_CACHE: dict[str, list[tuple[str, str, list[tuple[str, str, bool]]]]] = {}
+
+
+def _functions_cached(dsn: str) -> list[tuple[str, str, list[tuple[str, str, bool]]]]:
+    if dsn not in _CACHE:
+        _CACHE[dsn] = _functions(dsn)
+    return _CACHE[dsn]
+
+
+# the guide's INSERT: the columns a producer may set, and some it may not
+INSERT_COLUMNS: dict[str, str] = {
+    "id": "bigint", "event_type": "text", "channel_name": "text", "plugin_name": "text",
+    "event_data": "jsonb", "event_metadata": "jsonb", "max_retries": "integer",
+    "retry_delay_seconds": "double precision", "backoff_multiplier": "double precision",
+    "max_retry_delay_seconds": "double precision", "retry_jitter": "double precision",
+    "priority": "integer", "correlation_id": "text", "tags": "text[]",
+    "created_at": "timestamp with time zone", "next_retry_at": "timestamp with time zone",
+    # not the producer's: always 42501
+    "status": "text", "locked_until": "timestamp with time zone", "retry_count": "integer",
+}
+
+
+@pytest.mark.parametrize("login_group", GROUPS)
+@given(data=st.data())
+def test_the_guide_insert_refuses_with_a_class_and_writes_nothing(
+    kinds_db: tuple[str, dict[str, str]], login_group: str, data: st.DataObject
+) -> None:
+    dsn, logins = kinds_db
+    chosen = data.draw(
+        st.lists(st.sampled_from(sorted(INSERT_COLUMNS)), unique=True, max_size=8),
+        label="columns",
+    )
+    columns = ["event_type", "event_data", *[c for c in chosen if c not in (
+        "event_type", "event_data")]]
+    args = [
+        data.draw(BY_TYPE[INSERT_COLUMNS[c]] if c not in ("event_type", "event_data")
+                  else (TEXT if c == "event_type" else JSON), label=c)
+        for c in columns
+    ]
+    values = ", ".join(f"%s::{INSERT_COLUMNS[c]}" for c in columns)
+    query = (
+        f"INSERT INTO daz_retry_queue ({', '.join(columns)}) VALUES ({values})"
+        " RETURNING id, event_id"
+    )
+    code, unchanged = _refusal_or_success(dsn, logins[login_group], query, args)
+    assert _allowed(code), (query, args, code)
+    if code is not None:
+        assert unchanged, (query, args, code)
+    # a value that is not even of its type (NUL in jsonb) is refused while the
+    # statement is planned, before privileges are looked at
+    if login_group != "retryq_producer" or (
+        {"status", "locked_until", "retry_count"} & set(columns)
+    ):
+        assert code == "42501" or code[:4] == "22P0", (query, args, code)
+    if code is None:
+        with psycopg.connect(dsn) as owner:
+            assert owner.execute(
+                "SELECT status, locked_until, retry_count FROM daz_retry_queue"
+                " ORDER BY id DESC LIMIT 1"
+            ).fetchone() == ("pending", None, 0)
