@@ -444,6 +444,65 @@ class QueueModel(RuleBasedStateMachine):
         self.archived.update(kept)
         self.last_kind = "cleanup"
 
+    @precondition(lambda self: bool(self.seen_ids))
+    @rule(c=st.integers(0, N_CONNS - 1), data=st.data())
+    def collide(self, c: int, data: st.DataObject) -> None:
+        """An explicit id in the guide's INSERT, even the owner's: one of an item
+        that is live, finished or archived is refused (23505), one the sequence
+        has not handed out yet too (22023), and nothing is written (the
+        invariants see no new row). (An id whose item cleanup deleted without
+        archiving is not drawn: it is nowhere to collide with.)"""
+        taken = sorted(set(self.items) | self.archived)
+        reused = data.draw(st.sampled_from([*taken, None]), label="explicit id")
+        conn = self.conns[c]
+        id_sql = "%s" if reused is not None else (
+            "(SELECT last_value FROM daz_retry_queue_id_seq) + 1000"
+        )
+        try:
+            conn.execute(
+                f"INSERT INTO daz_retry_queue (id, event_type, event_data)"  # type: ignore[arg-type]
+                f" VALUES ({id_sql}, 'alpha', '{{}}')",
+                [reused] if reused is not None else [],
+            )
+        except psycopg.Error as err:
+            assert err.sqlstate == ("23505" if reused is not None else "22023"), str(err)
+        else:
+            raise AssertionError(f"explicit id {reused} accepted")
+        self.last_kind = "collide"
+
+    @precondition(lambda self: bool(self.items))
+    @rule(
+        c=st.integers(0, N_CONNS - 1),
+        role=st.sampled_from([None, "retryq_producer", "retryq_worker", "retryq_admin"]),
+        when=st.sampled_from([-7200, -1, 1, 7200, "infinity", "-infinity"]),
+    )
+    def move_the_clock(self, c: int, role: str | None, when: int | str) -> None:
+        """Only the server moves the clock: a group role's p_now away from the
+        server's time is refused (42501 naming now), the infinities for
+        everyone, the owner included (22023); nothing changes."""
+        if role is None and not isinstance(when, str):
+            return  # the owner may: every other rule does it
+        call = {
+            None: "SELECT count(*) FROM acquire_retry_items('w1', 4, 60, %s)",
+            "retryq_worker": "SELECT count(*) FROM acquire_retry_items('w1', 4, 60, %s)",
+            "retryq_producer": "SELECT enqueue_retry_item('alpha', '{}', p_now => %s)",
+            "retryq_admin": "SELECT count(*) FROM cleanup_retry_queue(0, p_now => %s)",
+        }[role]
+        at: Any = when if isinstance(when, str) else self.now + dt.timedelta(seconds=when)
+        conn = self.conns[c]
+        if role:
+            conn.execute(f"SET ROLE {role}")  # type: ignore[arg-type]
+        try:
+            conn.execute(call, [at])  # type: ignore[arg-type]
+        except psycopg.Error as err:
+            expected = "22023" if isinstance(when, str) else "42501"
+            assert (err.sqlstate, err.diag.column_name) == (expected, "now"), str(err)
+        else:
+            raise AssertionError(f"{role or 'the owner'} moved the clock to {at}")
+        finally:
+            conn.execute("RESET ROLE")
+        self.last_kind = "move_the_clock"
+
     @precondition(lambda self: bool(self.items))
     @rule(secs=st.sampled_from([1, 2, 5, 10, 31, 301, 3600, 86400, 200000]))
     def advance(self, secs: int) -> None:
