@@ -63,6 +63,9 @@ DROP FUNCTION complete_retry_item;
 -- retryq:remove functions/acquire_retry_items.sql
 DROP FUNCTION acquire_retry_items;
 
+-- retryq:remove functions/enqueue_retry_item_once.sql
+DROP FUNCTION enqueue_retry_item_once;
+
 -- retryq:remove functions/enqueue_retry_items.sql
 DROP FUNCTION enqueue_retry_items;
 
@@ -125,6 +128,9 @@ DROP FUNCTION _retryq_inserted;
 
 -- retryq:remove functions/retry_queue_channel.sql
 DROP FUNCTION retry_queue_channel;
+
+-- retryq:remove tables/_retryq_event_id_idx.sql
+DROP INDEX IF EXISTS _retryq_event_id_idx;
 
 -- retryq:remove tables/_retryq_limits.sql
 DROP TABLE _retryq_limits;

@@ -123,9 +123,15 @@ class RetryQueue(QueueBase):
         delay: Seconds = 0,
         max_retry_delay: Seconds = 86400,
         retry_jitter: float = 0.0,
+        event_id: UUID | None = None,
         now: datetime | None = None,
     ) -> Enqueued:
         """The guide's AddToRetryQueue: enqueue one failed operation.
+
+        `event_id`: an id you choose for this event; while an item with it is
+        in the queue, add() returns that item and adds nothing
+        (enqueue_retry_item_once), so an add whose reply was lost (a cut
+        connection, a failover) can be sent again without a duplicate.
 
         retry_delay is the wait before the first retry (then multiplied by
         backoff_multiplier per retry, capped at max_retry_delay); delay
@@ -150,7 +156,11 @@ class RetryQueue(QueueBase):
             retry_jitter=retry_jitter,
         )
         params = self._enqueue_params(new, now)
-        rows = self._all(self._q.enqueue, params, class_row(Enqueued))
+        if event_id is not None:
+            params["event_id"] = event_id
+            rows = self._all(self._q.enqueue_once, params, class_row(Enqueued))
+        else:
+            rows = self._all(self._q.enqueue, params, class_row(Enqueued))
         return rows[0]
 
     def add_many(

@@ -46,6 +46,28 @@ SELECT id, event_id FROM {schema}enqueue_retry_item(
 )
 """
 
+# add(event_id=...): the same, once per event id (see enqueue_retry_item_once).
+ENQUEUE_ONCE: LiteralString = """
+SELECT id, event_id FROM {schema}enqueue_retry_item_once(
+    p_event_id => %(event_id)s,
+    p_event_type => %(event_type)s,
+    p_event_data => %(event_data)s,
+    p_channel_name => %(channel_name)s,
+    p_plugin_name => %(plugin_name)s,
+    p_event_metadata => %(event_metadata)s,
+    p_max_retries => %(max_retries)s,
+    p_retry_delay_seconds => %(retry_delay_seconds)s,
+    p_backoff_multiplier => %(backoff_multiplier)s,
+    p_priority => %(priority)s,
+    p_correlation_id => %(correlation_id)s,
+    p_tags => %(tags)s::text[],
+    p_delay_seconds => %(delay_seconds)s,
+    p_max_retry_delay_seconds => %(max_retry_delay_seconds)s,
+    p_retry_jitter => %(retry_jitter)s,
+    p_now => coalesce(%(now)s::timestamptz, now())
+)
+"""
+
 # add_many, step 1: the ids for n new rows and the clock of this transaction.
 # nextval is volatile and this backend's values only grow, so the array is in
 # ascending order, which is add_many's input order. The sequence is named by a
@@ -261,6 +283,7 @@ class Statements:
         )
         self.channel = compose(CHANNEL, schema)
         self.enqueue = compose(ENQUEUE, schema)
+        self.enqueue_once = compose(ENQUEUE_ONCE, schema)
         self.new_ids = compose(NEW_IDS, schema)
         self.copy_in = compose(COPY_IN, schema)
         self.acquire = compose(ACQUIRE, schema)

@@ -130,6 +130,23 @@ def test_add_many_takes_the_config_defaults_and_per_item_overrides(
     ]
 
 
+def test_add_with_an_event_id_adds_it_once(q: RetryQueue, db: psycopg.Connection[Any]) -> None:
+    """A producer whose add lost its reply sends it again with the same event
+    id: one item, whatever its status by then (enqueue_retry_item_once)."""
+    event = UUID("00000000-0000-4000-8000-000000000013")
+    first = q.add("e", {"n": 1}, event_id=event)
+    assert first.event_id == event
+    again = q.add("e", {"n": 2}, event_id=event)
+    assert again == first and count(db) == 1
+    [leased] = q.acquire(W, 1, 30)
+    assert q.complete(leased.id, W)
+    assert q.add("e", {"n": 3}, event_id=event) == first
+    other = q.add("e", {"n": 4}, event_id=UUID(int=7))
+    assert other.id != first.id and count(db) == 2
+    row = db.execute("SELECT event_data FROM daz_retry_queue WHERE id = %s", [first.id])
+    assert row.fetchone() == ({"n": 1},)
+
+
 def test_add_with_delay_is_not_due_before_its_time(q: RetryQueue) -> None:
     item_id = (q.add("e", {}, delay=90, now=T0)).id
     assert q.acquire(W, now=T0 + timedelta(seconds=89)) == []

@@ -32,6 +32,11 @@ STATEMENTS: dict[str, tuple[str, Any]] = {
         None,
     ),
     "enqueue_item": ("SELECT id FROM enqueue_retry_item('t', '{{}}')", None),
+    "enqueue_once": (
+        "SELECT id FROM enqueue_retry_item_once("
+        "'00000000-0000-4000-8000-000000000001', 't', '{{}}')",
+        None,
+    ),
     "enqueue_items": (
         """SELECT count(*) FROM enqueue_retry_items('[{{"event_type": "t", "event_data": 1}}]')""",
         1,
@@ -78,7 +83,9 @@ STATEMENTS: dict[str, tuple[str, Any]] = {
 }
 
 ALLOWED: dict[str, set[str]] = {
-    "retryq_producer": {"guide_insert", "enqueue_item", "enqueue_items", "channel", "select_ids"},
+    "retryq_producer": {
+        "guide_insert", "enqueue_item", "enqueue_items", "enqueue_once", "channel", "select_ids",
+    },
     "retryq_worker": {
         "channel", "acquire", "complete", "complete_items", "fail", "extend", "release",
         "select_ids", "select_payload", "view_circuits", "due",
@@ -178,6 +185,7 @@ def test_every_retryq_function_is_pinned_and_granted_as_documented(conn: Conn) -
     by_name = {r[0]: r for r in rows}
     fn_statement = {
         "enqueue_retry_item": "enqueue_item", "enqueue_retry_items": "enqueue_items",
+        "enqueue_retry_item_once": "enqueue_once",
         "retry_queue_channel": "channel", "acquire_retry_items": "acquire",
         "complete_retry_item": "complete", "complete_retry_items": "complete_items",
         "fail_retry_item": "fail", "extend_retry_lock": "extend",

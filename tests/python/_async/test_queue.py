@@ -131,6 +131,25 @@ async def test_add_many_takes_the_config_defaults_and_per_item_overrides(
     ]
 
 
+async def test_add_with_an_event_id_adds_it_once(
+    q: AsyncRetryQueue, db: psycopg.Connection[Any]
+) -> None:
+    """A producer whose add lost its reply sends it again with the same event
+    id: one item, whatever its status by then (enqueue_retry_item_once)."""
+    event = UUID("00000000-0000-4000-8000-000000000013")
+    first = await q.add("e", {"n": 1}, event_id=event)
+    assert first.event_id == event
+    again = await q.add("e", {"n": 2}, event_id=event)
+    assert again == first and count(db) == 1
+    [leased] = await q.acquire(W, 1, 30)
+    assert await q.complete(leased.id, W)
+    assert await q.add("e", {"n": 3}, event_id=event) == first
+    other = await q.add("e", {"n": 4}, event_id=UUID(int=7))
+    assert other.id != first.id and count(db) == 2
+    row = db.execute("SELECT event_data FROM daz_retry_queue WHERE id = %s", [first.id])
+    assert row.fetchone() == ({"n": 1},)
+
+
 async def test_add_with_delay_is_not_due_before_its_time(q: AsyncRetryQueue) -> None:
     item_id = (await q.add("e", {}, delay=90, now=T0)).id
     assert await q.acquire(W, now=T0 + timedelta(seconds=89)) == []

@@ -1,0 +1,65 @@
+-- Adds one item under an event id the caller chose, unless an item with that
+-- event_id is already in the queue (in any status): then it returns that
+-- item with inserted false and writes nothing. A producer that lost the
+-- reply to an enqueue (a connection cut, a failover) calls it again with the
+-- same p_event_id and gets one item, never two. The guarantee lasts while
+-- the first item is in daz_retry_queue (until cleanup_retry_queue or a purge
+-- removes it). The other parameters are enqueue_retry_item's.
+CREATE OR REPLACE FUNCTION enqueue_retry_item_once(
+    p_event_id uuid,
+    p_event_type text,
+    p_event_data jsonb,
+    p_channel_name text DEFAULT NULL,
+    p_plugin_name text DEFAULT NULL,
+    p_event_metadata jsonb DEFAULT '{}',
+    p_max_retries integer DEFAULT 3,
+    p_retry_delay_seconds double precision DEFAULT 60,
+    p_backoff_multiplier double precision DEFAULT 2.0,
+    p_priority integer DEFAULT 5,
+    p_correlation_id text DEFAULT NULL,
+    p_tags text[] DEFAULT '{}',
+    p_delay_seconds double precision DEFAULT 0,
+    p_max_retry_delay_seconds double precision DEFAULT 86400,
+    p_retry_jitter double precision DEFAULT 0,
+    p_now timestamptz DEFAULT now()
+)
+RETURNS TABLE (id bigint, event_id uuid, inserted boolean)
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_id bigint;
+BEGIN
+    PERFORM _retryq_check(p_event_id IS NOT NULL, 'event_id', 'must not be null');
+    -- Two calls with one event id take turns (until the first commits), so
+    -- the second sees the first's row: no unique constraint is needed, and
+    -- none would survive the move between partitions.
+    PERFORM pg_advisory_xact_lock(
+        hashtext('retryq.enqueue:' || retry_queue_channel()),
+        hashtext(p_event_id::text)
+    );
+    SELECT q.id INTO v_id
+    FROM daz_retry_queue AS q
+    WHERE q.event_id = p_event_id
+    LIMIT 1;
+    IF FOUND THEN
+        RETURN QUERY SELECT v_id, p_event_id, FALSE;
+        RETURN;
+    END IF;
+    -- enqueue_retry_item's rules (defaults, checks, clock, NOTIFY), then
+    -- the caller's event id on the new row (pending: the active partition)
+    SELECT e.id INTO v_id
+    FROM enqueue_retry_item(
+        p_event_type, p_event_data, p_channel_name, p_plugin_name,
+        p_event_metadata, p_max_retries, p_retry_delay_seconds,
+        p_backoff_multiplier, p_priority, p_correlation_id, p_tags,
+        p_delay_seconds, p_max_retry_delay_seconds, p_retry_jitter, p_now
+    ) AS e;
+    UPDATE _retryq_active AS a SET event_id = p_event_id WHERE a.id = v_id;
+    RETURN QUERY SELECT v_id, p_event_id, TRUE;
+END;
+$$;
+
+REVOKE EXECUTE ON FUNCTION enqueue_retry_item_once FROM public;
+GRANT EXECUTE ON FUNCTION enqueue_retry_item_once TO retryq_producer;
