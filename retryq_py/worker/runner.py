@@ -10,7 +10,7 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from retryq_py.config import RetryConfig
 from retryq_py.errors import explain
@@ -316,7 +316,17 @@ class RetryWorker:
             open=False,
             watchdog=Watchdog(s.statement_deadline, s.worker_id),
         )
-        pool.open(wait=False)
+        # the first connections are waited for: a database that cannot be
+        # reached at start is a configuration error to report now (as the CLI
+        # does), not an outage to retry in silence; later outages are retried
+        try:
+            pool.open(wait=True, timeout=s.connect_timeout)
+        except PoolTimeout as exc:
+            pool.close()
+            raise PoolTimeout(
+                f"worker {s.worker_id}: cannot reach the database within"
+                f" {s.connect_timeout:g} s (connect_timeout)"
+            ) from exc
         return pool
 
     # -- settings, read-only (see Settings) ---------------------------------

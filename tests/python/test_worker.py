@@ -814,3 +814,28 @@ def test_items_of_a_killed_worker_are_taken_over(module_dsn: str, db: Conn, q: R
     for item_id in started:
         history = row(db, item_id)["error_history"]
         assert [h["code"] for h in history] == ["lease_expired"]
+
+
+def test_an_unreachable_database_fails_the_first_connection_fast() -> None:
+    """As the CLI does: a worker that cannot reach its database at start says
+    so within connect_timeout instead of retrying in silence."""
+    worker = RetryWorker(
+        "host=127.0.0.1 port=1 user=postgres dbname=nowhere",
+        {"e": lambda item: None},
+        connect_timeout=1,
+    )
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            worker.run(install_signal_handlers=False)
+        except BaseException as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(15)
+    assert not thread.is_alive(), "the worker is still retrying"
+    worker.stop(force=True)
+    assert len(failed) == 1 and isinstance(failed[0], psycopg.OperationalError), failed
+    assert "cannot reach the database" in str(failed[0])
