@@ -191,6 +191,30 @@ def test_every_function_refuses_with_a_class_and_writes_nothing(
     assert _allowed(code), (query, args, code)
     if code is not None:
         assert unchanged, (query, args, code)
+    given_ = dict(zip([p.split(" =>")[0] for p in parts], args, strict=True))
+    if _must_refuse(fn, given_):
+        assert code is not None, ("accepted", query, args)
+
+
+def _blank(value: Any) -> bool:
+    # what btrim(..., E' \t\n\r\f\x0b') leaves empty
+    return value is None or value.strip(" \t\n\r\f\v") == ""
+
+
+def _must_refuse(fn: str, given: dict[str, Any]) -> bool:
+    """Draws that every function must refuse, whatever else was drawn: a
+    group role's p_now (it never equals the server's now), a blank or
+    over-long worker id, tags with a NULL or a second dimension, an enqueue's
+    blank event type."""
+    worker = given.get("p_worker_id", "w")
+    tags = given.get("p_tags") or []
+    return (
+        "p_now" in given
+        or _blank(worker) or len(worker or "") > 200
+        or any(tag is None or isinstance(tag, list) for tag in tags)
+        or (fn.startswith("enqueue_retry_item") and "p_event_type" in given
+            and _blank(given["p_event_type"]))
+    )
 
 
 _CACHE: dict[str, list[tuple[str, str, list[tuple[str, str, bool]]]]] = {}
