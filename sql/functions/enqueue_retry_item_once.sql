@@ -35,9 +35,9 @@ BEGIN
     -- Two calls with one event id take turns (until the first commits), so
     -- the second sees the first's row: no unique constraint is needed, and
     -- none would survive the move between partitions.
-    PERFORM pg_advisory_xact_lock(
-        hashtext('retryq.enqueue:' || retry_queue_channel()),
-        hashtext(p_event_id::text)
+    PERFORM pg_catalog.pg_advisory_xact_lock(
+        pg_catalog.hashtext('retryq.enqueue:'::text || retry_queue_channel()),
+        pg_catalog.hashtext(p_event_id::text)
     );
     SELECT q.id INTO v_id
     FROM daz_retry_queue AS q
