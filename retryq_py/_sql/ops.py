@@ -64,6 +64,7 @@ class DeadLetter:
     max_retries: int
     last_error_code: str | None
     error_message: str | None
+    correlation_id: str | None
     created_at: datetime
     dead_lettered_at: datetime | None
 
@@ -231,7 +232,8 @@ _FILTERED: LiteralString = """list_dead_letter_items(
 
 DEAD_LETTERS: LiteralString = (
     "SELECT id, event_id, event_type, channel_name, plugin_name, retry_count, max_retries,"
-    " last_error_code, error_message, created_at, dead_lettered_at FROM " + _FILTERED
+    " last_error_code, error_message, correlation_id, created_at, dead_lettered_at FROM "
+    + _FILTERED
 )
 
 DEAD_LETTER_IDS: LiteralString = "SELECT id FROM " + _FILTERED + " ORDER BY id"

@@ -308,6 +308,12 @@ BEGIN
                 WHERE a.id = ANY(
                     ARRAY(SELECT p.id FROM picked AS p WHERE NOT p.spent)
                 )
+                    -- spent is judged again on the version this updates: an
+                    -- expired lease whose budget is gone is never taken over
+                    -- (seen once under load in the deadlock hunt: the row
+                    -- reached retry_count > max_retries); the next acquire
+                    -- buries it
+                    AND (a.status = 'pending' OR a.retry_count < a.max_retries)
                 RETURNING a.*
             ),
             -- a data-modifying CTE always runs: in a probe pass it marks the

@@ -48,7 +48,9 @@ def seed(dsn: str) -> dict[str, int]:
             ("dead_http", "webhook.post", "http", "http_500"),
             ("dead_mail", "email.send", "smtp", "bounce"),
         ):
-            ids[name], _ = q.add(event_type, {"n": name}, plugin=plugin, max_retries=0)
+            ids[name], _ = q.add(
+                event_type, {"n": name}, plugin=plugin, max_retries=0, correlation_id=f"c-{name}"
+            )
             _lease(q, ids[name], "worker-b")
             assert q.fail(
                 ids[name], "worker-b", f"{event_type} failed: {code}", code, retryable=False

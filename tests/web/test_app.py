@@ -63,6 +63,7 @@ def test_every_screen_shows_the_queue(seeded: Seeded) -> None:
     dead = c.get("/dead-letters").text
     for name in ("dead_sql", "dead_http", "dead_mail"):
         assert f'data-id="{ids[name]}"' in dead
+        assert f"c-{name}" in dead  # the correlation id column is filled in
 
     circuits = c.get("/circuits").text
     assert 'data-key="sms.send/-"' in circuits and "circuit-open" in circuits
