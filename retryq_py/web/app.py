@@ -103,12 +103,14 @@ def _duration(params: QueryParams | FormData, name: str) -> timedelta | None:
     return None if value is None else admin.parse_duration(value, name)
 
 
-def _ids(params: QueryParams | FormData) -> tuple[int, ...]:
-    value = _text(params, "ids") or ""
+def _ids(params: QueryParams | FormData, name: str = "ids") -> tuple[int, ...]:
+    value = _text(params, name) or ""
     try:
         return tuple(int(v) for v in value.replace(",", " ").split())
     except ValueError:
-        raise admin.UsageProblem(f"invalid ids: {value!r}: use ids separated by spaces") from None
+        raise admin.UsageProblem(
+            f"invalid {name}: {value!r}: use ids separated by spaces"
+        ) from None
 
 
 def _dead_filter(params: QueryParams | FormData) -> admin.DeadLetterFilter:
@@ -238,6 +240,7 @@ class Dashboard:
             {
                 "action": action,
                 "count": len(ids),
+                "ids": ids,
                 "rows": rows,
                 "q": _dead_filter_query(form),
                 "page": "dead_letters",
@@ -245,34 +248,36 @@ class Dashboard:
         )
 
     async def dead_letters_apply(self, request: Request) -> Response:
+        """Acts on exactly the dead letters the confirmation page listed: when
+        the filter matches another set now (one left, another arrived), it
+        does nothing and says so. A requeue may skip the confirmation; a
+        purge may not."""
         self._writable()
         form = await request.form()
         action = _text(form, "action")
+        if action not in ("requeue", "purge"):
+            raise admin.UsageProblem("invalid action: use requeue or purge")
         filt = _dead_filter(form)
-        expected = _int(form, "expected")
         back = _dead_filter_query(form)
-        if action == "requeue":
-            count = await run_in_threadpool(admin.dead_letter_requeue, self.t, filt)
-            return self.redirect(request, "/dead-letters", f"requeued {count}", **back)
-        if action == "purge":
-            changed = False
-
-            def confirm(n: int) -> bool:
-                nonlocal changed
-                changed = n != expected
-                return not changed
-
-            count = await run_in_threadpool(admin.dead_letter_purge, self.t, filt, confirm)
-            if changed:
+        confirmed = _ids(form, "confirmed")
+        if action == "purge" and not confirmed:
+            raise admin.UsageProblem("a purge needs its confirmation: ask first, then confirm")
+        if confirmed:
+            matching = await run_in_threadpool(admin.dead_letter_match, self.t, filt)
+            if set(matching) != set(confirmed):
                 return self.redirect(
                     request,
                     "/dead-letters",
-                    "nothing purged: the matching dead letters changed since you confirmed;"
-                    " look again",
+                    f"nothing {action}d: the matching dead letters changed since you"
+                    " confirmed; look again",
                     **back,
                 )
-            return self.redirect(request, "/dead-letters", f"purged {count}", **back)
-        raise admin.UsageProblem("invalid action: use requeue or purge")
+            filt = admin.DeadLetterFilter(ids=confirmed)
+        if action == "requeue":
+            count = await run_in_threadpool(admin.dead_letter_requeue, self.t, filt)
+            return self.redirect(request, "/dead-letters", f"requeued {count}", **back)
+        count = await run_in_threadpool(admin.dead_letter_purge, self.t, filt)
+        return self.redirect(request, "/dead-letters", f"purged {count}", **back)
 
     async def requeue_one(self, request: Request) -> Response:
         self._writable()

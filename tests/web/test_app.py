@@ -16,6 +16,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.testclient import TestClient
 
+from retryq_py import RetryQueue
 from retryq_py.admin import UsageProblem
 from retryq_py.web import check_listen, create_app, web_config
 from tests.web.conftest import Seeded, status_of
@@ -111,15 +112,39 @@ def test_purge_asks_then_deletes(seeded: Seeded) -> None:
     c, dead = client(seeded.dsn), seeded.ids["dead_sql"]
     asked = c.post("/dead-letters/confirm", data={"action": "purge", "event_type": "sql.exec"})
     assert "Purge 1 dead letter(s)?" in asked.text
+    assert f'name="confirmed" value="{dead}"' in asked.text
     assert status_of(seeded.dsn, dead) == "dead_letter"  # asking deletes nothing
-    # a confirmation for another count (the matches changed since) purges nothing
-    stale = {"action": "purge", "event_type": "sql.exec", "expected": "2"}
+    # a confirmation of another set (the matches changed since) purges nothing
+    stale = {"action": "purge", "event_type": "sql.exec", "confirmed": f"{dead} 424242"}
     assert "nothing purged" in c.post("/dead-letters/apply", data=stale).text
     assert status_of(seeded.dsn, dead) == "dead_letter"
-    done = c.post("/dead-letters/apply", data={**stale, "expected": "1"})
+    # and a purge without its confirmation is refused
+    r = c.post("/dead-letters/apply", data={"action": "purge", "event_type": "sql.exec"})
+    assert r.status_code == 400 and "confirmation" in r.text
+    done = c.post("/dead-letters/apply", data={**stale, "confirmed": str(dead)})
     assert "purged 1" in done.text
     assert status_of(seeded.dsn, dead) is None
     assert status_of(seeded.dsn, seeded.ids["dead_http"]) == "dead_letter"
+
+
+def test_purge_never_deletes_a_dead_letter_the_confirmation_did_not_show(
+    seeded: Seeded,
+) -> None:
+    """One confirmed item leaves and another arrives: the count is the same,
+    the set is not, and nothing is deleted."""
+    c, dead = client(seeded.dsn), seeded.ids["dead_sql"]
+    asked = c.post("/dead-letters/confirm", data={"action": "purge", "plugin": "sql"})
+    assert f'name="confirmed" value="{dead}"' in asked.text
+    with psycopg.connect(seeded.dsn, autocommit=True) as conn:
+        q = RetryQueue(conn)
+        assert q.requeue_dead_letters([dead]) == 1
+        unseen, _ = q.add("sql.exec", {"n": "unseen"}, plugin="sql", max_retries=0)
+        leased = q.acquire("w-x", 20)
+        assert unseen in [i.id for i in leased]
+        assert q.fail(unseen, "w-x", "boom", "x", retryable=False)
+    applied = {"action": "purge", "plugin": "sql", "confirmed": str(dead)}
+    assert "nothing purged" in c.post("/dead-letters/apply", data=applied).text
+    assert status_of(seeded.dsn, unseen) == "dead_letter"
 
 
 def test_purge_and_requeue_need_a_filter(seeded: Seeded) -> None:
