@@ -68,6 +68,17 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+# SQLSTATEs by which the queue refuses a value it was given (class 22 data
+# exceptions, 23514 a CHECK, 54000 a size bound): the caller's input, not a
+# fault of the server. The CLI exits 2 for them, the dashboard answers 400.
+_REFUSED = ("22", "23514", "54000")
+
+
+def is_refused_value(exc: BaseException) -> bool:
+    state = getattr(exc, "sqlstate", None) or ""
+    return isinstance(exc, psycopg.Error) and state.startswith(_REFUSED)
+
+
 _SCHEMA_RE = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 

@@ -139,9 +139,9 @@ def _exit_for(exc: BaseException) -> tuple[str, int]:
             f"{admin.first_line(exc)} (is retryq installed here? run `retryq migrate`)",
             ExitCode.NOT_INSTALLED,
         )
-    # 22023 and 23514: the queue's own validation of a value the user gave.
-    if isinstance(exc, pgerrors.InvalidParameterValue | pgerrors.CheckViolation):
-        return _public(admin.first_line(exc)), ExitCode.USAGE
+    # the queue's own refusal of a value the user gave
+    if admin.is_refused_value(exc):
+        return _public(admin.first_line(exc)).removeprefix("retryq: "), ExitCode.USAGE
     if isinstance(exc, psycopg.OperationalError):
         return f"database error: {_public(admin.first_line(exc))}", ExitCode.UNREACHABLE
     if isinstance(exc, psycopg.Error):

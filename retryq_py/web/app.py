@@ -336,6 +336,8 @@ class Dashboard:
         elif isinstance(exc, admin.CommandError):
             status = 404 if str(exc).startswith("no ") else 409
             text = str(exc)
+        elif admin.is_refused_value(exc):
+            status, text = 400, admin.first_line(exc)
         elif isinstance(exc, psycopg.Error):
             status, text = 500, f"database error: {admin.first_line(exc)}"
         else:

@@ -710,3 +710,10 @@ def test_serve_metrics_until_stopped(dsn: str, conn: Any) -> None:
         urllib.request.urlopen(f"http://127.0.0.1:{ports[0]}/metrics", timeout=2)
     with pytest.raises(cmd.DatabaseUnreachable):
         cmd.serve_metrics(cmd.target(UNREACHABLE), 0, "127.0.0.1", stop)
+
+
+def test_a_value_the_queue_refuses_exits_2_with_one_prefix(dsn: str) -> None:
+    result = run_cli("circuits", "open", "sql.exec", "--seconds", "-5", dsn=dsn)
+    assert result.returncode == 2, result.stderr
+    line = one_line_error(result)
+    assert line.startswith("retryq: invalid seconds") and "retryq: retryq:" not in line

@@ -260,3 +260,11 @@ def test_cli_refuses_to_listen_beyond_localhost_without_auth() -> None:
     )
     assert r.returncode == 2
     assert r.stderr.startswith("retryq: refusing --host 0.0.0.0") and r.stderr.count("\n") == 1
+
+
+def test_a_value_the_queue_refuses_is_a_bad_request_not_a_server_error(seeded: Seeded) -> None:
+    r = client(seeded.dsn).post(
+        "/circuits/open", data={"event_type": "sms.send", "seconds": "-5"}
+    )
+    assert r.status_code == 400, r.text
+    assert "invalid seconds" in r.text and "database error" not in r.text
