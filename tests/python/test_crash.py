@@ -217,7 +217,11 @@ def _setup(conn: psycopg.Connection[Any], seed: int, n: int) -> dict[int, Any]:
 
 
 def _final(
-    conn: psycopg.Connection[Any], kinds: dict[int, Any], killed: str | None = None
+    conn: psycopg.Connection[Any],
+    kinds: dict[int, Any],
+    killed: str | None = None,
+    *,
+    any_expiry_unacked: bool = False,
 ) -> list[tuple[Any, ...]]:
     """Checks what holds for any run: nothing active, nothing lost, effects
     only for completed items; returns (id, status, history, effects) rows.
@@ -237,7 +241,9 @@ def _final(
             assert n_effects >= 1, f"completed item {item} ({kind}) never ran"
         else:
             unacked = any(
-                h["code"] == "lease_expired" and h.get("worker_id") == killed for h in history
+                h["code"] == "lease_expired"
+                and (any_expiry_unacked or h.get("worker_id") == killed)
+                for h in history
             )
             assert status == "dead_letter", (item, status)
             assert n_effects == 0 or (n_effects == 1 and unacked), (item, n_effects, history)
@@ -409,7 +415,8 @@ def test_retry_workers_settle_connections_cut_around_commit(dsn: str) -> None:
                 p.wait()
         assert cuts >= 3, "the workers finished before the cuts: the test proved nothing"
         expired: list[Any] = []
-        for item, _, history, n_effects in _final(conn, kinds):
+        # an expired lease (at most one, below) leaves its success unacknowledged
+        for item, _, history, n_effects in _final(conn, kinds, any_expiry_unacked=True):
             expired += [(item, h) for h in history if h["code"] == "lease_expired"]
             assert n_effects <= 1, (item, history)  # no lost reply made a second run
         # Known gap (issue 13, item 4): in about one run in five, one lease
