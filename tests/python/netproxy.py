@@ -9,6 +9,7 @@ through it (a connection lost around a commit).
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import struct
 import threading
@@ -20,7 +21,10 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 class Proxy:
     def __init__(self, server_dsn: str) -> None:
         params = conninfo_to_dict(server_dsn)
-        self._target = (str(params.get("host", "127.0.0.1")), int(params.get("port", 5432)))
+        host, port = str(params.get("host", "127.0.0.1")), int(params.get("port", 5432))
+        self._target = (host, port)
+        # a socket directory (the embedded server): forward to its Unix socket
+        self._unix = os.path.join(host, f".s.PGSQL.{port}") if host.startswith("/") else None
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = int(self._listener.getsockname()[1])
         self._flowing = threading.Event()
@@ -30,6 +34,13 @@ class Proxy:
         self._socks: list[socket.socket] = []
         self.dsn = make_conninfo(server_dsn, host="127.0.0.1", port=str(self.port))
         threading.Thread(target=self._accept, daemon=True).start()
+
+    def _connect(self) -> socket.socket:
+        if self._unix is None:
+            return socket.create_connection(self._target)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(self._unix)
+        return sock
 
     def freeze(self) -> None:
         self._flowing.clear()
@@ -59,7 +70,7 @@ class Proxy:
             except OSError:
                 return
             try:
-                server = socket.create_connection(self._target)
+                server = self._connect()
             except OSError:
                 client.close()
                 continue
