@@ -25,6 +25,7 @@ from retryq_py.admin.dead_letters import (
 )
 from retryq_py.admin.inputs import (
     ENQUEUE_KEYS,
+    moment_text,
     parse_duration,
     parse_json,
     parse_json_lines,
@@ -122,6 +123,7 @@ __all__ = [
     "migrate_apply",
     "migrate_rollback",
     "migrate_status",
+    "moment_text",
     "open_circuit",
     "open_connection",
     "parse_duration",

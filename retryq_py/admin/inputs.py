@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 from retryq_py import config as _config
@@ -97,3 +97,19 @@ def parse_json_lines(
     if not items:
         raise UsageProblem("no items on stdin; nothing was added")
     return items
+
+
+def moment_text(value: datetime | str | None, tz: tzinfo | None = None) -> str:
+    """A time to the second in `tz` (None: local time), as the CLI and the
+    dashboard show it; "" for None; a string that is not ISO 8601 as is
+    (error_history keeps times as text)."""
+    if value is None:
+        return ""
+    moment = value
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    assert isinstance(moment, datetime)
+    return moment.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")

@@ -15,6 +15,7 @@ from rich.table import Table
 from retryq_py._sql import QueueEntry
 from retryq_py._sql.ops import Circuit, DeadLetter
 from retryq_py.admin.dead_letters import error_entries
+from retryq_py.admin.inputs import moment_text
 from retryq_py.admin.items import Stats
 from retryq_py.admin.migrations import MigrationRow
 from retryq_py.worker import WorkerCounts
@@ -39,16 +40,7 @@ err = _console(sys.stderr, stderr=True)
 
 def when(value: datetime | str | None) -> str:
     """Local time to the second; a string that is not ISO 8601 is shown as is."""
-    if value is None:
-        return ""
-    moment = value
-    if isinstance(value, str):
-        try:
-            moment = datetime.fromisoformat(value)
-        except ValueError:
-            return value
-    assert isinstance(moment, datetime)
-    return moment.astimezone().strftime("%Y-%m-%d %H:%M:%S")
+    return moment_text(value)
 
 
 def short(text: str | None, width: int = 60) -> str:

@@ -35,16 +35,7 @@ STATUSES = ("pending", "processing", "completed", "dead_letter")
 
 def _when(value: datetime | str | None) -> str:
     """UTC to the second (the page says UTC); a string not in ISO 8601 as is."""
-    if value is None:
-        return ""
-    moment = value
-    if isinstance(value, str):
-        try:
-            moment = datetime.fromisoformat(value)
-        except ValueError:
-            return value
-    assert isinstance(moment, datetime)
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    return admin.moment_text(value, timezone.utc)
 
 
 def _ago(value: datetime | None) -> str:
