@@ -48,12 +48,14 @@ after it are released too, so another worker can take them at once (a
 second SIGINT/SIGTERM skips the grace period).
 """
 
+from retryq_py.worker.aio import AsyncRetryWorker, WorkerOptions
 from retryq_py.worker.events import EventKind, WorkerCounts, WorkerEvent
 from retryq_py.worker.registry import Handler, HandlerRegistry
 from retryq_py.worker.runner import RetryWorker, WorkerParts
 from retryq_py.worker.settings import Settings, default_worker_id
 
 __all__ = [
+    "AsyncRetryWorker",
     "EventKind",
     "Handler",
     "HandlerRegistry",
@@ -61,6 +63,7 @@ __all__ = [
     "Settings",
     "WorkerCounts",
     "WorkerEvent",
+    "WorkerOptions",
     "WorkerParts",
     "default_worker_id",
 ]

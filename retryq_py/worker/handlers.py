@@ -1,15 +1,21 @@
-"""Handler threads: run the handler of each item the ledger hands out.
+"""Handler services: run the handler of each item the ledger hands out.
 
-They never touch the database: an outcome goes back to the ledger, where a
-lane picks it up.
+Two of them, one interface (start, join): `HandlerThreads` for RetryWorker
+(plain functions, one thread each), `HandlerTasks` for AsyncRetryWorker
+(coroutines, as tasks on the caller's event loop). They never touch the
+database: an outcome goes back to the ledger, where a lane picks it up.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import inspect
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from retryq_py import metrics
 from retryq_py._sql import RetryQueueItem
@@ -17,6 +23,58 @@ from retryq_py.errors import error_code, is_retryable
 from retryq_py.worker.events import MAX_CODE, Outcome, clean, describe
 from retryq_py.worker.ledger import Ledger
 from retryq_py.worker.registry import Handler
+
+log = logging.getLogger("retryq.worker")
+
+
+class HandlerService(Protocol):
+    """What the runner starts and, after ledger.end_handlers, joins."""
+
+    def start(self) -> None: ...
+
+    def join(self, deadline: float) -> None: ...
+
+
+# (handlers, ledger, wake, count): a service running at most `count` handlers at once
+HandlerServiceFactory = Callable[
+    [Mapping[str, Handler], Ledger, Callable[[], None], int], HandlerService
+]
+
+
+class _Outcomes:
+    """What both services share: the handler for an item, and its outcome
+    with the handler's duration observed."""
+
+    def __init__(self, handlers: Mapping[str, Handler]) -> None:
+        self._handlers = handlers
+        # labels() validates and locks on every call: once per type is enough
+        self._durations: dict[str, Any] = {}
+
+    def handler(self, item: RetryQueueItem) -> Handler | None:
+        return self._handlers.get(item.event_type)
+
+    def done(self, item: RetryQueueItem, started: float, exc: BaseException | None) -> Outcome:
+        duration = time.monotonic() - started
+        child = self._durations.get(item.event_type)
+        if child is None:
+            child = self._durations[item.event_type] = metrics.HANDLER_DURATION.labels(
+                item.event_type
+            )
+        child.observe(duration)
+        if exc is not None:
+            return failure(item, exc, duration)
+        return Outcome(item, ok=True, duration=duration)
+
+
+def unknown_type(item: RetryQueueItem) -> Outcome:
+    return Outcome(
+        item,
+        ok=False,
+        duration=0.0,
+        error=f"unknown event type: {item.event_type}",
+        code="unknown_event_type",
+        retryable=False,
+    )
 
 
 class HandlerThreads:
@@ -29,15 +87,13 @@ class HandlerThreads:
         wake: Callable[[], None],
         count: int,
     ) -> None:
-        self._handlers = handlers
+        self._outcomes = _Outcomes(handlers)
         self._ledger = ledger
         self._wake = wake
         self._threads = [
             threading.Thread(target=self._loop, name=f"retryq-handler-{n}", daemon=True)
             for n in range(count)
         ]
-        # labels() validates and locks on every call: once per type is enough
-        self._durations: dict[str, Any] = {}
 
     def start(self) -> None:
         for thread in self._threads:
@@ -62,32 +118,126 @@ class HandlerThreads:
 
     def run(self, item: RetryQueueItem) -> Outcome:
         """The handler's result as an outcome; whatever it raises is caught."""
-        handler = self._handlers.get(item.event_type)
-        started = time.monotonic()
+        handler = self._outcomes.handler(item)
         if handler is None:
-            return Outcome(
-                item,
-                ok=False,
-                duration=0.0,
-                error=f"unknown event type: {item.event_type}",
-                code="unknown_event_type",
-                retryable=False,
-            )
+            return unknown_type(item)
+        started = time.monotonic()
         try:
             handler(item)
         except BaseException as exc:  # even SystemExit: the thread must live on
-            duration = time.monotonic() - started
-            self._duration(item.event_type).observe(duration)
-            return failure(item, exc, duration)
-        duration = time.monotonic() - started
-        self._duration(item.event_type).observe(duration)
-        return Outcome(item, ok=True, duration=duration)
+            return self._outcomes.done(item, started, exc)
+        return self._outcomes.done(item, started, None)
 
-    def _duration(self, event_type: str) -> Any:
-        child = self._durations.get(event_type)
-        if child is None:
-            child = self._durations[event_type] = metrics.HANDLER_DURATION.labels(event_type)
-        return child
+
+class HandlerTasks:
+    """Coroutine handlers as tasks on `loop`, at most `count` at once.
+
+    One feeder thread takes items from the ledger (a blocking queue) once a
+    slot is free and starts a task for each on the loop, so items beyond
+    `count` stay unstarted in the ledger, where a stop releases them. The
+    tasks call the ledger as the threads do (its lock is held for a few dict
+    operations, never across an await). A handler that returns an awaitable
+    is awaited; one that returns anything else ran on the loop, and its
+    return ends the attempt. `join` cancels the tasks still running: the
+    shutdown has released their items by then, and their results are dropped.
+    """
+
+    def __init__(
+        self,
+        handlers: Mapping[str, Handler],
+        ledger: Ledger,
+        wake: Callable[[], None],
+        count: int,
+        *,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self._outcomes = _Outcomes(handlers)
+        self._ledger = ledger
+        self._wake = wake
+        self._loop = loop
+        self._slots = threading.Semaphore(count)
+        self._closing = threading.Event()
+        self._cancelling = False  # loop thread only
+        self._tasks: set[asyncio.Task[None]] = set()  # loop thread only
+        self._feeder = threading.Thread(target=self._feed, name="retryq-feeder", daemon=True)
+
+    def start(self) -> None:
+        self._feeder.start()
+
+    def join(self, deadline: float) -> None:
+        """After ledger.end_handlers: cancel the running tasks, end the feeder."""
+        self._closing.set()
+        with contextlib.suppress(RuntimeError):  # a closed loop runs nothing
+            self._loop.call_soon_threadsafe(self._cancel_all)
+        self._feeder.join(timeout=max(deadline - time.monotonic(), 0.01))
+
+    async def wait_closed(self) -> None:
+        """On the loop, after join: until every task has ended."""
+        self._cancel_all()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _feed(self) -> None:
+        ledger = self._ledger
+        while True:
+            while not self._slots.acquire(timeout=0.1):
+                if self._closing.is_set():
+                    return
+            item = ledger.take()
+            if item is None:
+                return
+            try:
+                self._loop.call_soon_threadsafe(self._spawn, item)
+            except RuntimeError:  # the loop closed under a running worker
+                log.error("retryq: the event loop of an AsyncRetryWorker closed while it ran")
+                ledger.put_back_unstarted([item])
+                return
+
+    def _spawn(self, item: RetryQueueItem) -> None:
+        if self._cancelling:
+            self._ledger.put_back_unstarted([item])
+            self._slots.release()
+            return
+        task = self._loop.create_task(self._one(item), name=f"retryq-item-{item.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _cancel_all(self) -> None:
+        self._cancelling = True
+        for task in self._tasks:
+            task.cancel()
+
+    async def _one(self, item: RetryQueueItem) -> None:
+        ledger = self._ledger
+        try:
+            if not ledger.begin(item):
+                self._wake()  # stopping: the shutdown releases it
+                return
+            outcome = await self.run(item)
+            if outcome is not None and ledger.finish(outcome):
+                self._wake()
+        finally:
+            self._slots.release()
+
+    async def run(self, item: RetryQueueItem) -> Outcome | None:
+        """The handler's result as an outcome; whatever it raises is caught,
+        except the cancellation `join` sends (None then: the item was released)."""
+        handler = self._outcomes.handler(item)
+        if handler is None:
+            return unknown_type(item)
+        started = time.monotonic()
+        try:
+            result = handler(item)
+            if inspect.isawaitable(result):
+                await result
+        except asyncio.CancelledError as exc:
+            if self._cancelling:
+                raise
+            # the handler's own (a timeout it did not catch): a failed attempt
+            return self._outcomes.done(item, started, exc)
+        except BaseException as exc:  # even SystemExit: the loop must live on
+            return self._outcomes.done(item, started, exc)
+        return self._outcomes.done(item, started, None)
 
 
 def failure(item: RetryQueueItem, exc: BaseException, duration: float) -> Outcome:
