@@ -77,8 +77,28 @@ def unknown_type(item: RetryQueueItem) -> Outcome:
     )
 
 
+def is_coroutine_handler(fn: object) -> bool:
+    """An async def function (or partial of one), or an object whose
+    __call__ is one."""
+    if inspect.iscoroutinefunction(fn):
+        return True
+    return inspect.iscoroutinefunction(inspect.getattr_static(type(fn), "__call__", None))
+
+
 class HandlerThreads:
     """`count` threads taking items from the ledger until it hands out None."""
+
+    @staticmethod
+    def check(handlers: Mapping[str, Handler]) -> None:
+        """TypeError for a coroutine handler: a thread would call it, get a
+        coroutine, never await it, and complete the item unhandled."""
+        for event_type, fn in handlers.items():
+            if is_coroutine_handler(fn):
+                raise TypeError(
+                    f"the handler for {event_type!r} is a coroutine function: RetryWorker"
+                    " runs plain functions in threads; run async handlers with"
+                    " AsyncRetryWorker"
+                )
 
     def __init__(
         self,

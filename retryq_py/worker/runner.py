@@ -129,6 +129,8 @@ class RetryWorker:
         self.on_event = on_event
         self._database = database
         self._parts = parts or WorkerParts()
+        if self._parts.handlers is HandlerThreads:
+            HandlerThreads.check(handlers)
         self._writer = self._parts.writer(self.settings)
         self._wake = Wake(self.settings.lanes)
         self._stop = Stop(self._wake)

@@ -1,0 +1,228 @@
+"""What only AsyncRetryWorker has: coroutine handlers on the caller's loop,
+cancellation, `async with`. Everything it shares with RetryWorker runs in the
+scenarios of test_worker.py and test_worker_faults.py (the `Worker` fixture).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from retryq_py import AsyncRetryWorker, RetryQueue, RetryQueueItem, RetryWorker
+from tests.helpers import statuses
+
+Conn = psycopg.Connection[Any]
+FAST: dict[str, Any] = {
+    "poll_interval": 0.2,
+    "lock_timeout": 5,
+    "cleanup_interval": 0,
+    "max_backoff": 0.2,
+}
+
+
+@pytest.fixture
+def db(module_dsn: str) -> Iterator[Conn]:
+    with psycopg.connect(module_dsn, autocommit=True) as conn:
+        conn.execute("TRUNCATE daz_retry_queue, daz_retry_queue_archive")
+        yield conn
+
+
+@pytest.fixture
+def q(db: Conn) -> RetryQueue:
+    return RetryQueue(db)
+
+
+async def wait_for(pred: Any, timeout: float = 5.0, what: str = "condition") -> None:
+    """wait_until for a coroutine: polls without blocking the loop."""
+    deadline = time.monotonic() + timeout
+    while not pred():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def test_handlers_are_tasks_on_the_callers_loop_at_most_worker_count_at_once(
+    module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    """12 handlers that each wait 0.3 s on the loop, 4 at a time: about three
+    rounds (a thread per handler would not be on this loop at all)."""
+    q.add_many([{"event_type": "e", "data": i} for i in range(12)])
+    loop = asyncio.get_running_loop()
+    loops: set[Any] = set()
+    running, most = [0], [0]
+
+    async def handle(item: RetryQueueItem) -> None:
+        loops.add(asyncio.get_running_loop())
+        running[0] += 1
+        most[0] = max(most[0], running[0])
+        try:
+            await asyncio.sleep(0.3)
+        finally:
+            running[0] -= 1
+
+    worker = AsyncRetryWorker(module_dsn, {"e": handle}, worker_count=4, batch_size=4, **FAST)
+    started = time.monotonic()
+    counts = await worker.run(exit_when_idle=True)
+    took = time.monotonic() - started
+    assert counts.processed == 12
+    assert loops == {loop}
+    assert most[0] == 4
+    assert 0.85 < took < 5, took
+    assert statuses(db) == {"completed": 12}
+
+
+async def test_a_handler_blocking_the_loop_keeps_its_lease(
+    module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    """The heartbeat runs off the loop: a handler that blocks the loop three
+    times longer than the lease (1 s) still completes its item, first try,
+    while no other worker could take it."""
+    item_id = q.add("e", {}).id
+    seen: list[Any] = []
+
+    async def block(item: RetryQueueItem) -> None:
+        time.sleep(3)  # the loop stops for 3 s: nothing async runs meanwhile
+        seen.append(db.execute("SELECT locked_until > now() FROM daz_retry_queue").fetchone())
+
+    worker = AsyncRetryWorker(
+        module_dsn, {"e": block}, worker_count=1, **{**FAST, "lock_timeout": 1}
+    )
+    counts = await worker.run(exit_when_idle=True)
+    assert (counts.processed, counts.lease_lost, counts.failed) == (1, 0, 0)
+    assert seen == [(True,)]
+    row = db.execute(
+        "SELECT status, retry_count FROM daz_retry_queue WHERE id = %s", [item_id]
+    ).fetchone()
+    assert row == ("completed", 0)
+
+
+async def test_handlers_past_the_grace_period_are_cancelled_and_released(
+    module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    item_id = q.add("e", {}).id
+    started = asyncio.Event()
+    cancelled: list[int] = []
+
+    async def stuck(item: RetryQueueItem) -> None:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.append(item.id)
+            raise
+
+    worker = AsyncRetryWorker(module_dsn, {"e": stuck}, worker_count=1, grace_period=0.2, **FAST)
+    task = worker.start()
+    await asyncio.wait_for(started.wait(), 5)
+    worker.stop()
+    counts = await asyncio.wait_for(task, 5)
+    assert cancelled == [item_id]
+    assert (counts.released, counts.processed) == (1, 0)
+    row = db.execute(
+        "SELECT status, retry_count, locked_by FROM daz_retry_queue WHERE id = %s", [item_id]
+    ).fetchone()
+    assert row == ("pending", 0, None)
+
+
+async def test_cancelling_run_releases_what_it_holds_and_raises_cancelled(
+    module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    """Cancelling run() is a forced stop: no grace period, every held item
+    released (no retry spent), and run() ends with CancelledError once done."""
+    q.add_many([{"event_type": "e", "data": i} for i in range(5)])
+    started = asyncio.Event()
+
+    async def slow(item: RetryQueueItem) -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    worker = AsyncRetryWorker(
+        module_dsn, {"e": slow}, worker_count=2, batch_size=5, grace_period=30, **FAST
+    )
+    task = asyncio.get_running_loop().create_task(worker.run(install_signal_handlers=False))
+    await asyncio.wait_for(started.wait(), 5)
+    begun = time.monotonic()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert time.monotonic() - begun < 5  # not the 30 s grace period
+    assert statuses(db) == {"pending": 5}
+    assert db.execute("SELECT max(retry_count) FROM daz_retry_queue").fetchone() == (0,)
+    assert worker.counts.released == 5
+
+
+async def test_async_with_runs_in_the_background_and_stops_gracefully(
+    module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    """The FastAPI lifespan shape: the worker runs while the block does; on
+    exit it stops, and a handler in flight finishes within grace_period."""
+    started, done = asyncio.Event(), []
+
+    async def handle(item: RetryQueueItem) -> None:
+        started.set()
+        await asyncio.sleep(0.3)
+        done.append(item.id)
+
+    async with AsyncRetryWorker(module_dsn, {"e": handle}, grace_period=5, **FAST) as worker:
+        item_id = q.add("e", {}).id
+        await asyncio.wait_for(started.wait(), 5)
+        assert not worker.stopping
+    assert worker.stopping
+    assert done == [item_id]
+    assert statuses(db) == {"completed": 1}
+
+
+async def test_a_handlers_own_cancelled_error_is_a_failed_attempt(
+    module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    """Only the worker's cancellation ends a task unrecorded: a handler that
+    raises CancelledError itself fails its attempt (and is retried), instead
+    of leaving its item held until the process ends."""
+    item_id = q.add("e", {}, retry_delay=0.05).id
+    attempts: list[int] = []
+
+    async def flaky(item: RetryQueueItem) -> None:
+        attempts.append(item.retry_count)
+        if item.retry_count == 0:
+            raise asyncio.CancelledError
+
+    counts = await AsyncRetryWorker(module_dsn, {"e": flaky}, **FAST).run(exit_when_idle=True)
+    assert (counts.failed, counts.processed) == (1, 1)
+    row = db.execute(
+        "SELECT status, last_error_code FROM daz_retry_queue WHERE id = %s", [item_id]
+    ).fetchone()
+    assert row == ("completed", "CancelledError")
+
+
+def test_retryworker_refuses_a_coroutine_handler(module_dsn: str) -> None:
+    """Its threads would call it, get a coroutine, never await it, and
+    complete the item unhandled."""
+
+    async def handle(item: RetryQueueItem) -> None: ...
+
+    class Callable:
+        async def __call__(self, item: RetryQueueItem) -> None: ...
+
+    for handler in (handle, Callable()):
+        with pytest.raises(TypeError, match="AsyncRetryWorker"):
+            RetryWorker(module_dsn, {"e": handler})
+
+
+async def test_a_worker_runs_once_and_stop_before_run_ends_it_at_once(
+    module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    q.add("e", {})
+
+    async def handle(item: RetryQueueItem) -> None: ...
+
+    worker = AsyncRetryWorker(module_dsn, {"e": handle}, **FAST)
+    worker.stop()
+    counts = await asyncio.wait_for(worker.run(), 10)
+    assert counts.processed == 0
+    with pytest.raises(RuntimeError, match="runs once"):
+        await worker.run()
