@@ -71,11 +71,12 @@ class AsyncRetryWorker:
     {event_type: async def handler(item)} or a HandlerRegistry. A handler
     that returns completes the item; one that raises fails it, retried or
     dead-lettered exactly as with RetryWorker (is_retryable). A plain
-    function is called on the event loop: keep it short, or give its
-    blocking part to asyncio.to_thread.
+    function handler runs in a thread of the worker's own, as RetryWorker
+    runs it, so a blocking one never stalls the loop.
 
     Every keyword of RetryWorker, with the same meaning and defaults:
-    `worker_count` is how many handlers run at once (tasks, not threads);
+    `worker_count` is how many handlers run at once (tasks; and threads
+    for plain handlers);
     `on_event` is called from the engine's threads, once each outcome is
     written. Lanes, heartbeat, LISTEN/NOTIFY with polling fallback,
     graceful stop, cleanup, metrics and logs are RetryWorker's (see

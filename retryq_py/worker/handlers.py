@@ -15,6 +15,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from retryq_py import metrics
@@ -150,16 +151,18 @@ class HandlerThreads:
 
 
 class HandlerTasks:
-    """Coroutine handlers as tasks on `loop`, at most `count` at once.
+    """Handlers as tasks on `loop`, at most `count` at once.
 
     One feeder thread takes items from the ledger (a blocking queue) once a
     slot is free and starts a task for each on the loop, so items beyond
     `count` stay unstarted in the ledger, where a stop releases them. The
     tasks call the ledger as the threads do (its lock is held for a few dict
-    operations, never across an await). A handler that returns an awaitable
-    is awaited; one that returns anything else ran on the loop, and its
-    return ends the attempt. `join` cancels the tasks still running: the
-    shutdown has released their items by then, and their results are dropped.
+    operations, never across an await). A coroutine handler is awaited on
+    the loop; a plain one runs in a thread of the service's own (at most
+    `count`), as RetryWorker would run it, and an awaitable it returns is
+    awaited. `join` cancels the tasks still running: the shutdown has
+    released their items by then, and their results are dropped (a plain
+    handler's thread runs on, as in RetryWorker).
     """
 
     def __init__(
@@ -175,6 +178,10 @@ class HandlerTasks:
         self._ledger = ledger
         self._wake = wake
         self._loop = loop
+        self._plain = {t for t, fn in handlers.items() if not is_coroutine_handler(fn)}
+        self._threads = (
+            ThreadPoolExecutor(count, thread_name_prefix="retryq-handler") if self._plain else None
+        )
         self._slots = threading.Semaphore(count)
         self._closing = threading.Event()
         self._cancelling = False  # loop thread only
@@ -190,6 +197,8 @@ class HandlerTasks:
         with contextlib.suppress(RuntimeError):  # a closed loop runs nothing
             self._loop.call_soon_threadsafe(self._cancel_all)
         self._feeder.join(timeout=max(deadline - time.monotonic(), 0.01))
+        if self._threads is not None:
+            self._threads.shutdown(wait=False, cancel_futures=True)
 
     async def wait_closed(self) -> None:
         """On the loop, after join: until every task has ended."""
@@ -247,7 +256,10 @@ class HandlerTasks:
             return unknown_type(item)
         started = time.monotonic()
         try:
-            result = handler(item)
+            if item.event_type in self._plain:
+                result = await self._loop.run_in_executor(self._threads, handler, item)
+            else:
+                result = handler(item)
             if inspect.isawaitable(result):
                 await result
         except asyncio.CancelledError as exc:

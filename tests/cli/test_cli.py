@@ -566,16 +566,23 @@ def test_load_handlers_accepts_mappings_and_registries() -> None:
             cmd.load_handlers(spec)
 
 
-def test_worker_drains_a_mixed_load(dsn: str, conn: Any) -> None:
+@pytest.mark.parametrize("handlers", ["REGISTRY", "ASYNC_HANDLERS"])
+def test_worker_drains_a_mixed_load(dsn: str, conn: Any, handlers: str) -> None:
+    """ASYNC_HANDLERS (coroutines, and one plain function): an AsyncRetryWorker."""
     from tests.python import worker_handlers
 
     kinds = _mixed_load(conn)
+    started: list[Any] = []
     counts = cmd.run_worker(
         cmd.target(dsn),
-        worker_handlers.REGISTRY,
+        getattr(worker_handlers, handlers),
         cmd.load_worker_config(None),
         exit_when_drained=True,  # the retries are 50 ms ahead: wait for them
         poll_interval=0.5,
+        on_start=started.append,
+    )
+    assert type(started[0]).__name__ == (
+        "AsyncRetryWorker" if handlers == "ASYNC_HANDLERS" else "RetryWorker"
     )
     _check_final_states(conn, kinds)
     assert (counts.processed, counts.dead_lettered) == (4, 6)
@@ -626,7 +633,10 @@ def test_worker_config_errors_name_the_key(tmp_path: Path) -> None:
         cmd.load_worker_config(str(path))
 
 
-def test_worker_subprocess_exit_when_idle(dsn: str, conn: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("handlers", ["HANDLERS", "ASYNC_HANDLERS"])
+def test_worker_subprocess_exit_when_idle(
+    dsn: str, conn: Any, tmp_path: Path, handlers: str
+) -> None:
     kinds = _mixed_load(conn)
     config = tmp_path / "retry.json"
     config.write_text(
@@ -641,7 +651,7 @@ def test_worker_subprocess_exit_when_idle(dsn: str, conn: Any, tmp_path: Path) -
             "--database",
             dsn,
             "--handlers",
-            "tests.python.worker_handlers:HANDLERS",
+            f"tests.python.worker_handlers:{handlers}",
             "--config",
             str(config),
             "--exit-when-drained",  # the retries are 50 ms ahead: wait for them

@@ -6,6 +6,7 @@ scenarios of test_worker.py and test_worker_faults.py (the `Worker` fixture).
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -226,3 +227,59 @@ async def test_a_worker_runs_once_and_stop_before_run_ends_it_at_once(
     assert counts.processed == 0
     with pytest.raises(RuntimeError, match="runs once"):
         await worker.run()
+
+
+async def test_plain_handlers_run_in_threads_and_never_stall_the_loop(
+    module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    """A plain function blocks as RetryWorker lets it: 4 handlers sleeping
+    0.4 s each, 4 at a time, take one round, while the loop keeps ticking."""
+    q.add_many([{"event_type": "e", "data": i} for i in range(4)])
+    threads: set[str] = set()
+
+    def blocking(item: RetryQueueItem) -> None:
+        threads.add(threading.current_thread().name)
+        time.sleep(0.4)
+
+    ticks = [0]
+
+    async def ticker() -> None:
+        while True:
+            await asyncio.sleep(0.02)
+            ticks[0] += 1
+
+    ticking = asyncio.get_running_loop().create_task(ticker())
+    worker = AsyncRetryWorker(module_dsn, {"e": blocking}, worker_count=4, batch_size=4, **FAST)
+    started = time.monotonic()
+    counts = await worker.run(exit_when_idle=True)
+    took = time.monotonic() - started
+    ticking.cancel()
+    assert counts.processed == 4
+    assert len(threads) == 4 and threading.main_thread().name not in threads
+    assert took < 1.2, took  # one after the other would be 1.6 s
+    assert ticks[0] >= 10  # 0.4 s of blocking handlers, yet the loop ran
+
+
+async def test_a_plain_handler_past_the_grace_period_is_released_and_run_returns(
+    module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    item_id = q.add("e", {}).id
+    started, gate = threading.Event(), threading.Event()
+
+    def stuck(item: RetryQueueItem) -> None:
+        started.set()
+        gate.wait(10)
+
+    worker = AsyncRetryWorker(module_dsn, {"e": stuck}, worker_count=1, grace_period=0.2, **FAST)
+    task = worker.start()
+    try:
+        await wait_for(started.is_set, what="the handler")
+        worker.stop()
+        counts = await asyncio.wait_for(task, 5)
+    finally:
+        gate.set()
+    assert counts.released == 1
+    row = db.execute(
+        "SELECT status, retry_count, locked_by FROM daz_retry_queue WHERE id = %s", [item_id]
+    ).fetchone()
+    assert row == ("pending", 0, None)
