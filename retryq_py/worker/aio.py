@@ -17,6 +17,8 @@ heartbeat task would starve with the handlers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import threading
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager, nullcontext
@@ -26,6 +28,8 @@ from typing import TYPE_CHECKING, Any, TypedDict
 from psycopg_pool import ConnectionPool
 
 from retryq_py.config import RetryConfig
+from retryq_py.errors import explain
+from retryq_py.queue import RetryQueue
 from retryq_py.worker.events import WorkerCounts, WorkerEvent
 from retryq_py.worker.handlers import HandlerTasks
 from retryq_py.worker.ledger import Ledger
@@ -36,6 +40,8 @@ from retryq_py.worker.signals import stop_on_signals_in_loop
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
+
+log = logging.getLogger("retryq.worker")
 
 
 class WorkerOptions(TypedDict, total=False):
@@ -101,10 +107,16 @@ class AsyncRetryWorker:
         parts = parts or WorkerParts()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: HandlerTasks | None = None
+        self._queue_part = parts.queue
         self._engine = RetryWorker(
-            database, handlers, parts=replace(parts, handlers=self._handler_tasks), **options
+            database,
+            handlers,
+            parts=replace(parts, handlers=self._handler_tasks, queue=self._connected),
+            **options,
         )
         self._running: asyncio.Task[WorkerCounts] | None = None
+        self._up = asyncio.Event()  # set once the engine's pool is open
+        self._stop_asked = False
 
     # -- public ---------------------------------------------------------------
 
@@ -139,6 +151,7 @@ class AsyncRetryWorker:
         """Stop acquiring; in-flight handlers get grace_period (none with
         force), then are cancelled and their items released. Callable from
         any thread; a second call forces."""
+        self._stop_asked = True
         self._engine.stop(force=force)
 
     async def run(
@@ -202,15 +215,38 @@ class AsyncRetryWorker:
 
     def start(self, *, exit_when_idle: bool = False) -> asyncio.Task[WorkerCounts]:
         """run() as a task of the running loop (for embedding, without
-        signal handlers: the application owns them); stop() then await it."""
+        signal handlers: the application owns them); stop() then await it.
+        Should run() fail before a stop was asked (a configuration error,
+        say), it is logged at once, not only when the task is awaited."""
         self._running = asyncio.get_running_loop().create_task(
             self.run(exit_when_idle=exit_when_idle, install_signal_handlers=False),
             name=f"retryq-{self.worker_id}",
         )
+        self._running.add_done_callback(self._report_failure)
         return self._running
 
+    async def started(self) -> None:
+        """Once run() has its first connections (the worker is leasing);
+        raises run()'s error if it ended first (PoolTimeout: the database
+        cannot be reached within connect_timeout)."""
+        if self._running is None:
+            raise RuntimeError("started() waits for start()")
+        up = asyncio.ensure_future(self._up.wait())
+        try:
+            await asyncio.wait([up, self._running], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            up.cancel()
+        if not self._up.is_set():
+            await self._running  # raises its error; or it ended at once (stopped, disabled)
+
     async def __aenter__(self) -> AsyncRetryWorker:
+        """start(), and return once the worker is up (see started())."""
         self.start()
+        try:
+            await self.started()
+        except BaseException:
+            self.stop(force=True)
+            raise
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -221,6 +257,18 @@ class AsyncRetryWorker:
         await self._running
 
     # -- wiring ---------------------------------------------------------------
+
+    def _connected(self, pool: ConnectionPool[Any], schema: str | None) -> RetryQueue:
+        """The queue part, called by the engine once its pool is open."""
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                self._loop.call_soon_threadsafe(self._up.set)
+        return self._queue_part(pool, schema)
+
+    def _report_failure(self, task: asyncio.Task[WorkerCounts]) -> None:
+        exc = None if task.cancelled() else task.exception()
+        if exc is not None and not self._stop_asked:
+            log.error("worker %s: stopped by an error: %s", self.worker_id, explain(exc))
 
     def _handler_tasks(
         self,

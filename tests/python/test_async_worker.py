@@ -283,3 +283,39 @@ async def test_a_plain_handler_past_the_grace_period_is_released_and_run_returns
         "SELECT status, retry_count, locked_by FROM daz_retry_queue WHERE id = %s", [item_id]
     ).fetchone()
     assert row == ("pending", 0, None)
+
+
+async def test_async_with_an_unreachable_database_fails_on_entry() -> None:
+    """An app's lifespan learns at startup that its worker cannot run, within
+    connect_timeout, instead of serving with a dead worker."""
+    worker = AsyncRetryWorker(
+        "host=127.0.0.1 port=1 user=postgres dbname=nowhere",
+        {"e": _noop},
+        connect_timeout=1,
+    )
+    begun, entered = time.monotonic(), []
+    with pytest.raises(psycopg.OperationalError, match="cannot reach the database"):
+        async with worker:
+            entered.append(True)
+    assert not entered
+    assert time.monotonic() - begun < 10
+
+
+async def test_a_worker_stopped_by_an_error_says_so_at_once(
+    module_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """start()ed in the background and failing (here: no retryq in that
+    schema), it logs the error when it happens, not when someone awaits it."""
+    worker = AsyncRetryWorker(module_dsn, {"e": _noop}, schema="no_such_schema", **FAST)
+    with caplog.at_level("ERROR", logger="retryq.worker"):
+        task = worker.start()
+        await wait_for(
+            lambda: any("stopped by an error" in r.getMessage() for r in caplog.records),
+            what="the error logged",
+        )
+    with pytest.raises(psycopg.errors.InvalidSchemaName, match="no_such_schema"):
+        await task
+
+
+async def _noop(item: RetryQueueItem) -> None:
+    return None
