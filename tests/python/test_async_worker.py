@@ -6,9 +6,14 @@ scenarios of test_worker.py and test_worker_faults.py (the `Worker` fixture).
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -319,3 +324,21 @@ async def test_a_worker_stopped_by_an_error_says_so_at_once(
 
 async def _noop(item: RetryQueueItem) -> None:
     return None
+
+
+def test_the_readme_async_example_prints_what_the_readme_says(dsn: str) -> None:
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    found = re.search(
+        r"```python\n([^`]*AsyncRetryWorker\(dsn[^`]*)```\n\nIt prints `(WorkerCounts\([^`]*\))`",
+        text,
+    )
+    assert found is not None, "the README's AsyncRetryWorker example and its output"
+    done = subprocess.run(
+        [sys.executable, "-c", found.group(1)],
+        env={**os.environ, "RETRYQ_DATABASE_URL": dsn},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == found.group(2)
