@@ -154,9 +154,9 @@ class HandlerTasks:
     """Handlers as tasks on `loop`, at most `count` at once.
 
     One feeder thread takes items from the ledger (a blocking queue) once a
-    slot is free and starts a task for each on the loop, so items beyond
-    `count` stay unstarted in the ledger, where a stop releases them. The
-    tasks call the ledger as the threads do (its lock is held for a few dict
+    slot is free, begins them and starts a task for each on the loop, so
+    items beyond `count` stay unstarted in the ledger, where a stop releases
+    them. The tasks call the ledger as the threads do (its lock is held for a few dict
     operations, never across an await). A coroutine handler is awaited on
     the loop; a plain one runs in a thread of the service's own (at most
     `count`), as RetryWorker would run it, and an awaitable it returns is
@@ -215,16 +215,21 @@ class HandlerTasks:
             item = ledger.take()
             if item is None:
                 return
+            # begun here, not in the task: from now on the shutdown sees it
+            # running (and releases it after the grace period), even while
+            # a blocked loop has not started its task yet
+            if not ledger.begin(item):
+                self._slots.release()
+                self._wake()  # stopping: the shutdown releases it
+                continue
             try:
                 self._loop.call_soon_threadsafe(self._spawn, item)
             except RuntimeError:  # the loop closed under a running worker
                 log.error("retryq: the event loop of an AsyncRetryWorker closed while it ran")
-                ledger.put_back_unstarted([item])
-                return
+                return  # held as running: released after the grace period
 
     def _spawn(self, item: RetryQueueItem) -> None:
-        if self._cancelling:
-            self._ledger.put_back_unstarted([item])
+        if self._cancelling:  # the shutdown is over: it released the item
             self._slots.release()
             return
         task = self._loop.create_task(self._one(item), name=f"retryq-item-{item.id}")
@@ -237,13 +242,9 @@ class HandlerTasks:
             task.cancel()
 
     async def _one(self, item: RetryQueueItem) -> None:
-        ledger = self._ledger
         try:
-            if not ledger.begin(item):
-                self._wake()  # stopping: the shutdown releases it
-                return
             outcome = await self.run(item)
-            if outcome is not None and ledger.finish(outcome):
+            if outcome is not None and self._ledger.finish(outcome):
                 self._wake()
         finally:
             self._slots.release()

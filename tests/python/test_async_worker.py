@@ -342,3 +342,29 @@ def test_the_readme_async_example_prints_what_the_readme_says(dsn: str) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == found.group(2)
+
+
+async def test_a_stop_while_a_handler_blocks_the_loop_releases_every_item(
+    module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    """The first handler blocks the loop, and the stop comes meanwhile: the
+    second item, handed to the loop but not yet started as a task, is
+    released too, not left leased until its lease runs out."""
+    q.add_many([{"event_type": "e", "data": i} for i in range(2)])
+    calls: list[int] = []
+    worker: AsyncRetryWorker
+
+    async def block(item: RetryQueueItem) -> None:
+        calls.append(item.id)
+        if len(calls) == 1:
+            time.sleep(0.5)  # the loop is blocked; the other item is handed over
+            worker.stop()
+            time.sleep(1)  # past the grace period
+
+    worker = AsyncRetryWorker(
+        module_dsn, {"e": block}, worker_count=2, batch_size=2, grace_period=0.2, **FAST
+    )
+    counts = await asyncio.wait_for(worker.run(), 10)
+    assert counts.released == 2
+    assert statuses(db) == {"pending": 2}
+    assert db.execute("SELECT max(retry_count) FROM daz_retry_queue").fetchone() == (0,)
