@@ -536,7 +536,11 @@ def slow_commit(db: Conn) -> Iterator[Callable[[], None]]:
 
 
 def test_a_commit_the_server_finishes_after_the_cut_is_waited_for(
-    module_dsn: str, db: Conn, q: RetryQueue, slow_commit: Callable[[], None]
+    Worker: WorkerType,
+    module_dsn: str,
+    db: Conn,
+    q: RetryQueue,
+    slow_commit: Callable[[], None],
 ) -> None:
     """The server runs a statement to its end after its client is gone: an
     acquire still committing when the connection is cut commits after the
@@ -549,7 +553,7 @@ def test_a_commit_the_server_finishes_after_the_cut_is_waited_for(
     ran: list[int] = []
     with netproxy.proxy(module_dsn) as net:
         slow_commit()
-        worker = RetryWorker(
+        worker = Worker(
             net.dsn,
             {"e": lambda it: ran.append(it.id)},
             batch_size=10,
