@@ -73,7 +73,8 @@ class AsyncRetryWorker:
 
     `database`: a conninfo string or URL (the worker opens and closes its
     own pool) or an open psycopg_pool ConnectionPool (yours to close; a
-    sync one: the engine runs in threads). `handlers`: a mapping
+    sync one: the engine runs in threads; an AsyncConnectionPool is refused
+    with TypeError). `handlers`: a mapping
     {event_type: async def handler(item)} or a HandlerRegistry. A handler
     that returns completes the item; one that raises fails it, retried or
     dead-lettered exactly as with RetryWorker (is_retryable). A plain
@@ -104,6 +105,13 @@ class AsyncRetryWorker:
         parts: WorkerParts | None = None,
         **options: Unpack[WorkerOptions],
     ) -> None:
+        if not isinstance(database, str | ConnectionPool):
+            # an AsyncConnectionPool, most likely: the engine's threads need sync connections
+            raise TypeError(
+                "database: a conninfo string or a psycopg_pool.ConnectionPool, got"
+                f" {type(database).__name__} (the worker's engine runs in threads: give the"
+                " conninfo and it opens a pool of its own)"
+            )
         parts = parts or WorkerParts()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: HandlerTasks | None = None

@@ -590,7 +590,9 @@ def test_worker_drains_a_mixed_load(dsn: str, conn: Any, handlers: str) -> None:
     assert counts.failed == 8
 
 
-def test_worker_serves_metrics_while_it_runs(dsn: str, conn: Any) -> None:
+@pytest.mark.parametrize("handlers", ["HANDLERS", "ASYNC_HANDLERS"])
+def test_worker_serves_metrics_while_it_runs(dsn: str, conn: Any, handlers: str) -> None:
+    """--exit-when-idle and --metrics-port, on either worker."""
     from tests.python import worker_handlers
 
     RetryQueue(conn).add("ok", {"n": 1})
@@ -604,7 +606,7 @@ def test_worker_serves_metrics_while_it_runs(dsn: str, conn: Any) -> None:
 
     counts = cmd.run_worker(
         cmd.target(dsn),
-        worker_handlers.HANDLERS,
+        getattr(worker_handlers, handlers),
         cmd.load_worker_config(None),
         exit_when_idle=True,
         metrics_port=0,

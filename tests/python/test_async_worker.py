@@ -368,3 +368,11 @@ async def test_a_stop_while_a_handler_blocks_the_loop_releases_every_item(
     assert counts.released == 2
     assert statuses(db) == {"pending": 2}
     assert db.execute("SELECT max(retry_count) FROM daz_retry_queue").fetchone() == (0,)
+
+
+async def test_an_async_pool_is_refused_with_what_to_give_instead(module_dsn: str) -> None:
+    from psycopg_pool import AsyncConnectionPool
+
+    pool = AsyncConnectionPool(module_dsn, open=False)
+    with pytest.raises(TypeError, match=r"AsyncConnectionPool.*conninfo"):
+        AsyncRetryWorker(pool, {"e": _noop})  # type: ignore[arg-type]
