@@ -431,7 +431,7 @@ class Flusher:
     def _await_old_backends(self, conn: psycopg.Connection[Any]) -> None:
         """Before reading what a lost reply did: the server finishes that
         statement (and its COMMIT) after the client is gone, so wait, up to a
-        quarter of the lease (at most 10 s), until its process runs nothing.
+        quarter of the lease (at most 10 s), until its process is idle or gone.
         Read earlier, the items an acquire was committing look free and are
         never taken up, and expire under this live worker (seen in the crash
         test). The waiting lane holds no lock the statement could need."""
