@@ -44,7 +44,7 @@ BEGIN
     );
     -- NaN and the infinities fail BETWEEN too
     PERFORM _retryq_check(
-        p_retry_after_seconds IS NULL OR p_retry_after_seconds BETWEEN 0 AND 31536000,
+        p_retry_after_seconds IS NULL OR p_retry_after_seconds BETWEEN 0::float8 AND 31536000::float8,
         'retry_after_seconds',
         'must be between 0 and 31536000 seconds, or null for the backoff'
     );

@@ -38,7 +38,7 @@ BEGIN
     PERFORM _retryq_check_worker(p_worker_id);
     -- NaN and the infinities fail BETWEEN too
     PERFORM _retryq_check(
-        p_delay_seconds BETWEEN 0 AND 31536000,
+        p_delay_seconds BETWEEN 0::float8 AND 31536000::float8,
         'delay_seconds', 'must be between 0 and 31536000 seconds'
     );
     PERFORM _retryq_check(
@@ -69,13 +69,13 @@ BEGIN
     -- a producer may have written anything under the key: a count only if a
     -- whole number at least 0, else none yet
     v_snoozes := CASE
-        WHEN pg_catalog.jsonb_typeof(v_metadata -> 'retryq_snoozes') = 'number'
-            THEN pg_catalog.floor((v_metadata ->> 'retryq_snoozes')::numeric)
+        WHEN pg_catalog.jsonb_typeof(v_metadata -> 'retryq_snoozes'::text) = 'number'
+            THEN pg_catalog.floor((v_metadata ->> 'retryq_snoozes'::text)::numeric)
     END;
-    IF v_snoozes IS NULL OR v_snoozes < 0 THEN
-        v_snoozes := 0;
+    IF v_snoozes IS NULL OR v_snoozes < 0::numeric THEN
+        v_snoozes := 0::numeric;
     END IF;
-    IF v_snoozes >= p_max_snoozes THEN
+    IF v_snoozes >= p_max_snoozes::numeric THEN
         PERFORM _retryq_bury(
             ARRAY[p_item_id],
             pg_catalog.jsonb_build_object(
@@ -99,7 +99,7 @@ BEGIN
         status = 'pending',
         next_retry_at = v_due,
         event_metadata = a.event_metadata
-        || pg_catalog.jsonb_build_object('retryq_snoozes', v_snoozes + 1),
+        || pg_catalog.jsonb_build_object('retryq_snoozes', v_snoozes + 1::numeric),
         locked_by = NULL,
         locked_until = NULL
     WHERE a.id = p_item_id;
