@@ -56,7 +56,11 @@ def row(c: psycopg.Connection[Any], item: int) -> dict[str, Any]:
 
 def due_in(c: psycopg.Connection[Any], item: int) -> float:
     return float(
-        one(c, f"SELECT extract(epoch FROM next_retry_at - {T0}) FROM daz_retry_queue WHERE id = {item}")
+        one(
+            c,
+            f"SELECT extract(epoch FROM next_retry_at - {T0})"
+            f" FROM daz_retry_queue WHERE id = {item}",
+        )
     )
 
 
@@ -72,8 +76,11 @@ def acquired(c: psycopg.Connection[Any], seconds: float) -> list[int]:
 
 def test_retry_after_replaces_the_backoff(db: psycopg.Connection[Any]) -> None:
     item = leased(db)
-    assert one(db, f"SELECT fail_retry_item({item}, 'w', '429', 'http_429', p_now => {T0},"
-                   " p_retry_after_seconds => 120)")
+    assert one(
+        db,
+        f"SELECT fail_retry_item({item}, 'w', '429', 'http_429', p_now => {T0},"
+        " p_retry_after_seconds => 120)",
+    )
     r = row(db, item)
     assert (r["status"], r["retry_count"], r["error_message"]) == ("pending", 1, "429")
     assert due_in(db, item) == 120  # the backoff would say 10
@@ -84,15 +91,20 @@ def test_retry_after_replaces_the_backoff(db: psycopg.Connection[Any]) -> None:
 
 def test_retry_after_is_capped_and_not_jittered(db: psycopg.Connection[Any]) -> None:
     capped = leased(db, max_delay=300)
-    assert one(db, f"SELECT fail_retry_item({capped}, 'w', 'x', p_now => {T0},"
-                   " p_retry_after_seconds => 7200)")
+    assert one(
+        db,
+        f"SELECT fail_retry_item({capped}, 'w', 'x', p_now => {T0}, p_retry_after_seconds => 7200)",
+    )
     assert due_in(db, capped) == 300
     # full jitter would shorten a backoff by up to all of it; a Retry-After stays
     db.execute("TRUNCATE daz_retry_queue")
     for _ in range(5):
         item = leased(db, jitter=1.0)
-        assert one(db, f"SELECT fail_retry_item({item}, 'w', 'x', p_now => {T0},"
-                       " p_retry_after_seconds => 45.5)")
+        assert one(
+            db,
+            f"SELECT fail_retry_item({item}, 'w', 'x', p_now => {T0},"
+            " p_retry_after_seconds => 45.5)",
+        )
         assert due_in(db, item) == 45.5
 
 
@@ -100,8 +112,9 @@ def test_retry_after_zero_is_due_at_once_and_the_next_failure_backs_off(
     db: psycopg.Connection[Any],
 ) -> None:
     item = leased(db)
-    assert one(db, f"SELECT fail_retry_item({item}, 'w', 'x', p_now => {T0},"
-                   " p_retry_after_seconds => 0)")
+    assert one(
+        db, f"SELECT fail_retry_item({item}, 'w', 'x', p_now => {T0}, p_retry_after_seconds => 0)"
+    )
     assert due_in(db, item) == 0
     assert acquired(db, 0) == [item]
     assert one(db, f"SELECT fail_retry_item({item}, 'w2', 'x', p_now => {T0})")
@@ -109,10 +122,13 @@ def test_retry_after_zero_is_due_at_once_and_the_next_failure_backs_off(
 
 
 def test_retry_after_does_not_outlive_the_budget(db: psycopg.Connection[Any]) -> None:
-    item = one(db, f"SELECT id FROM enqueue_retry_item('t', '{{}}', p_max_retries => 0, p_now => {T0})")
+    item = one(
+        db, f"SELECT id FROM enqueue_retry_item('t', '{{}}', p_max_retries => 0, p_now => {T0})"
+    )
     one(db, f"SELECT count(*) FROM acquire_retry_items('w', 1, 60, {T0})")
-    assert one(db, f"SELECT fail_retry_item({item}, 'w', 'x', p_now => {T0},"
-                   " p_retry_after_seconds => 60)")
+    assert one(
+        db, f"SELECT fail_retry_item({item}, 'w', 'x', p_now => {T0}, p_retry_after_seconds => 60)"
+    )
     assert row(db, item)["status"] == "dead_letter"
 
 
@@ -212,7 +228,7 @@ def test_snooze_ignores_a_count_that_is_not_a_number(db: psycopg.Connection[Any]
     item = one(
         db,
         "SELECT id FROM enqueue_retry_item('t', '{}',"
-        f" p_event_metadata => '{{\"retryq_snoozes\": \"many\", \"k\": 1}}', p_now => {T0})",
+        f' p_event_metadata => \'{{"retryq_snoozes": "many", "k": 1}}\', p_now => {T0})',
     )
     one(db, f"SELECT count(*) FROM acquire_retry_items('w', 1, 60, {T0})")
     assert one(db, f"SELECT snooze_retry_item({item}, 'w', 1, 1, {T0})") is True
