@@ -33,6 +33,9 @@ class WorkerEvent:
     error: str | None = None
     code: str | None = None
     duration: float | None = None
+    # seconds: a snooze's delay, or the delay a failed handler asked for
+    # (RetryableError's delay) instead of the backoff
+    delay: float | None = None
 
 
 @dataclass

@@ -333,15 +333,22 @@ def classify(outcomes: list[Outcome], written: Written, max_snoozes: int = 100) 
     by_type: dict[tuple[EventKind, str], int] = {}
     kind: EventKind
     for o in outcomes:
-        code = o.code
+        code, error, delay = o.code, o.error, o.retry_after
         if o.ok:
             kind = "lease_lost" if o.item.id in written.lost else "completed"
         elif not next(fails):
             kind = "lease_lost"
         elif o.snooze is not None:
             # the snooze past the bound buries the item (snooze_retry_item)
-            limited = o.item.snoozes >= max_snoozes
-            kind, code = ("dead_lettered", SNOOZE_LIMIT) if limited else ("snoozed", None)
+            delay = o.snooze
+            if o.item.snoozes >= max_snoozes:
+                kind, code = "dead_lettered", SNOOZE_LIMIT
+                # the text snooze_retry_item recorded
+                error = (
+                    f"retryq: snoozed {o.item.snoozes} times, the limit (max_snoozes {max_snoozes})"
+                )
+            else:
+                kind, code = "snoozed", None
         elif not o.retryable or o.item.is_last_attempt:
             kind = "dead_lettered"
         else:
@@ -349,7 +356,7 @@ def classify(outcomes: list[Outcome], written: Written, max_snoozes: int = 100) 
         if o.ok:
             events.append(WorkerEvent(kind, o.item, duration=o.duration))
         else:
-            events.append(WorkerEvent(kind, o.item, o.error, code, o.duration))
+            events.append(WorkerEvent(kind, o.item, error, code, o.duration, delay))
         key = (kind, o.item.event_type)
         by_type[key] = by_type.get(key, 0) + 1
     tally: dict[EventKind, int] = {}
@@ -475,7 +482,9 @@ class Flusher:
             if o.snooze is None:
                 continue
             if event.kind == "snoozed":
-                log.info(
+                # debug: a line per snooze (the CLI's EventLog logs them at
+                # info, rate limited); counted in retryq_worker_items_snoozed
+                log.debug(
                     "worker %s: item %d (%s) snoozed for %gs (snooze %d of at most %d)",
                     self._worker_id,
                     o.item.id,

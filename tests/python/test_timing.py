@@ -25,6 +25,8 @@ from retryq_py import (
     WorkerEvent,
     retry_after_seconds,
 )
+from retryq_py.cli.logs import EventLog
+from retryq_py.cli.render import worker_counts_line
 from tests.helpers import wait_until
 
 Conn = psycopg.Connection[Any]
@@ -170,7 +172,7 @@ def test_a_snooze_spends_no_attempt_and_is_counted_and_logged(
     before = sample("retryq_worker_items_snoozed_total", event_type="report")
     item = q.add("report", {}).id
     events: list[WorkerEvent] = []
-    caplog.set_level(logging.INFO, logger="retryq.worker")
+    caplog.set_level(logging.DEBUG, logger="retryq.worker")
     worker = until(
         module_dsn,
         {"report": not_yet},
@@ -190,6 +192,16 @@ def test_a_snooze_spends_no_attempt_and_is_counted_and_logged(
         f"item {item} (report) snoozed for 300s (snooze 1 of at most 100)" in m
         for m in caplog.messages
     )
+    # what `retryq worker` logs for it, at info
+    with caplog.at_level(logging.INFO, logger="retryq.worker.items"):
+        EventLog()(events[0])
+    line = caplog.records[-1]
+    assert line.levelname == "INFO"
+    assert line.getMessage().endswith(
+        "snoozed for 300s (snooze 1, no attempt spent): the report is not ready"
+    )
+    assert (line.delay_seconds, line.snooze) == (300, 1)  # type: ignore[attr-defined]
+    assert worker_counts_line(worker.counts).endswith("snoozed 1")
 
 
 def test_snoozing_forever_ends_as_a_dead_letter(
@@ -217,6 +229,8 @@ def test_snoozing_forever_ends_as_a_dead_letter(
     assert (counts.snoozed, counts.dead_lettered, counts.failed) == (3, 1, 0)
     assert [e.kind for e in events] == ["snoozed"] * 3 + ["dead_lettered"]
     assert events[-1].code == "snooze_limit"
+    assert events[-1].error == "retryq: snoozed 3 times, the limit (max_snoozes 3)"
+    assert events[-1].error == r["error_message"]
     assert any("snoozed 3 times, the limit" in m for m in caplog.messages)
 
 
