@@ -27,6 +27,8 @@ from retryq_py import (
 )
 from retryq_py.cli.logs import EventLog
 from retryq_py.cli.render import worker_counts_line
+from retryq_py.worker.events import Outcome
+from retryq_py.worker.flush import FlushWriter
 from tests.helpers import wait_until
 
 Conn = psycopg.Connection[Any]
@@ -238,3 +240,22 @@ def test_max_snoozes_must_be_sensible(module_dsn: str) -> None:
     for bad in (-1, 10001):
         with pytest.raises(ValueError, match="max_snoozes"):
             RetryWorker(module_dsn, {"t": lambda item: None}, max_snoozes=bad)
+
+
+def test_a_snooze_the_queue_refuses_is_written_as_a_failure_that_says_why(
+    module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    item = q.add("t", {}).id
+    (leased,) = q.acquire("w", 1)
+    # past Snooze's own check: a delay the queue refuses
+    refused = Outcome(leased, ok=False, duration=0.0, error="x", snooze=-1.0)
+    with psycopg.connect(module_dsn) as conn:
+        written = FlushWriter("w", None, 60).write(conn, [refused], 0)
+    assert written.failed_written == [True]
+    r = row(db, item)
+    assert (r["status"], r["retry_count"], r["last_error_code"]) == (
+        "pending",
+        1,
+        "retryq.snooze_refused",
+    )
+    assert "delay_seconds" in r["error_message"]
