@@ -17,7 +17,15 @@ from psycopg.adapt import Transformer
 from psycopg.rows import class_row
 from psycopg.types.json import JsonbLoader
 
-from retryq_py._sql import ACQUIRE, COMPLETE_MANY, COMPLETED_AT, FAIL, RetryQueueItem, compose
+from retryq_py._sql import (
+    ACQUIRE,
+    COMPLETE_MANY,
+    COMPLETED_AT,
+    FAIL,
+    SNOOZE,
+    RetryQueueItem,
+    compose,
+)
 
 if TYPE_CHECKING:
     from psycopg.abc import AdaptContext
@@ -75,6 +83,7 @@ class FlushText(NamedTuple):
     complete_at: str
     acquire: str
     worker: str
+    snooze: str
 
 
 class FlushStatements:
@@ -82,6 +91,7 @@ class FlushStatements:
 
     def __init__(self, schema: str | None) -> None:
         self.fail = compose(FAIL, schema)
+        self.snooze = compose(SNOOZE, schema)
         self.complete_at = compose(COMPLETE_MANY_AT, schema)
         self.acquire = compose(ACQUIRE, schema)
         self.completed_at = compose(COMPLETED_AT, schema)
@@ -97,6 +107,7 @@ class FlushStatements:
             self.complete_at.as_string(context),
             self.acquire.as_string(context),
             sql.Literal(worker_id).as_string(context),
+            self.snooze.as_string(context),
         )
 
 
