@@ -65,6 +65,7 @@ class WorkerOptions(TypedDict, total=False):
     handler_timeout: float | None
     statement_deadline: float | None
     lanes: int | None
+    max_snoozes: int
     on_event: Callable[[WorkerEvent], None] | None
 
 

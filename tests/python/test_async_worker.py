@@ -376,3 +376,17 @@ async def test_an_async_pool_is_refused_with_what_to_give_instead(module_dsn: st
     pool = AsyncConnectionPool(module_dsn, open=False)
     with pytest.raises(TypeError, match=r"AsyncConnectionPool.*conninfo"):
         AsyncRetryWorker(pool, {"e": _noop})  # type: ignore[arg-type]
+
+
+def test_worker_options_are_retryworkers_keywords() -> None:
+    """A keyword added to RetryWorker is one AsyncRetryWorker must take too."""
+    import inspect
+
+    from retryq_py.worker import WorkerOptions
+
+    keywords = {
+        name
+        for name, p in inspect.signature(RetryWorker).parameters.items()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
+    assert set(WorkerOptions.__annotations__) == keywords - {"parts"}
