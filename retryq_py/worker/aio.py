@@ -82,13 +82,13 @@ class AsyncRetryWorker:
     function handler runs in a thread of the worker's own, as RetryWorker
     runs it, so a blocking one never stalls the loop.
 
-    Every keyword of RetryWorker, with the same meaning and defaults:
-    `worker_count` is how many handlers run at once (tasks; and threads
-    for plain handlers);
-    `on_event` is called from the engine's threads, once each outcome is
-    written. Lanes, heartbeat, LISTEN/NOTIFY with polling fallback,
-    graceful stop, cleanup, metrics and logs are RetryWorker's (see
-    retryq_py.worker).
+    Every keyword of RetryWorker (WorkerOptions), with the same meaning and
+    defaults: `worker_count` is how many handlers run at once (tasks, and
+    threads for plain handlers); `on_event` is called from the engine's
+    threads, once each outcome is written. Lanes, heartbeat, LISTEN/NOTIFY
+    with polling fallback, graceful stop, cleanup, metrics and logs are
+    RetryWorker's (see retryq_py.worker). A bad setting raises ValueError,
+    as with RetryWorker.
 
         worker = AsyncRetryWorker(dsn, {"billing.charge": charge})
         await worker.run()                      # until SIGTERM or stop()
