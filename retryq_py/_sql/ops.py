@@ -268,3 +268,31 @@ class DeadLetterFilter:
 
 # The rule cleanup_retry_queue deletes by, counted without deleting.
 CLEANUP_DUE: LiteralString = "SELECT due_count FROM cleanup_retry_queue_due(%s)"
+
+
+# --- cancel -----------------------------------------------------------------
+
+# The status of each given id that is still in the queue (an id it no longer
+# holds, never had or already cleaned up, is absent).
+ITEM_STATUSES: LiteralString = """
+SELECT q.id, q.status FROM {schema}daz_retry_queue AS q
+WHERE q.id = ANY(%(item_ids)s::bigint[])
+ORDER BY q.id
+"""
+
+
+@dataclass(frozen=True)
+class CancelFilter:
+    """Which pending or processing items `retryq cancel` acts on: every given
+    field must match (older_than: created longer ago than that)."""
+
+    ids: tuple[int, ...] = ()
+    event_type: str | None = None
+    plugin: str | None = None
+    error_code: str | None = None
+    older_than: timedelta | None = None
+
+    def is_empty(self) -> bool:
+        return not self.ids and all(
+            v is None for v in (self.event_type, self.plugin, self.error_code, self.older_than)
+        )
