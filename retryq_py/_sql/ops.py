@@ -46,6 +46,8 @@ class Circuit:
 
 @dataclass(frozen=True)
 class DeadLetterCount:
+    """Items of one finished status (dead letters, or cancelled ones) per key."""
+
     event_type: str
     plugin_name: str | None
     count: int
@@ -192,6 +194,15 @@ GROUP BY q.event_type, q.plugin_name
 ORDER BY q.event_type, q.plugin_name
 """
 
+# Cancelled items likewise, through their own partial index.
+CANCELLED_COUNTS: LiteralString = """
+SELECT q.event_type, q.plugin_name, count(*) AS count
+FROM {schema}daz_retry_queue AS q
+WHERE q.status = 'cancelled'
+GROUP BY q.event_type, q.plugin_name
+ORDER BY q.event_type, q.plugin_name
+"""
+
 # The finished partition's statistics (from the last ANALYZE or VACUUM) and
 # its size now, in pages.
 FINISHED_STATS: LiteralString = """
@@ -205,7 +216,7 @@ WHERE c.oid = to_regclass(%(finished)s)
 
 FINISHED_SAMPLE: LiteralString = """
 SELECT count(*) FROM {schema}daz_retry_queue AS q
-WHERE q.status IN ('completed', 'dead_letter')
+WHERE q.status IN ('completed', 'dead_letter', 'cancelled')
     AND q.ctid < format('(%%s,0)', %(pages)s::integer)::tid
 """
 
