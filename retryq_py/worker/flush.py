@@ -412,7 +412,8 @@ class Flusher:
         self._ledger.settle([o.item.id for o in outcomes], report.tally)
         if written.lost:
             log.warning(
-                "worker %s: %d handled items were no longer leased to it: %s",
+                "worker %s: %d handled items were no longer leased to it"
+                " (cancelled, or taken over after their lease ran out): %s",
                 self._worker_id,
                 len(written.lost),
                 sorted(written.lost),
