@@ -4,7 +4,12 @@ while pending never reaches a handler."""
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -63,3 +68,25 @@ def test_items_cancelled_pending_or_in_flight_never_run_again(module_dsn: str, d
         "SELECT error_history FROM daz_retry_queue WHERE id = %s", [failed]
     ).fetchone()
     assert errors == ([],)  # the failure after the cancel was never recorded
+
+
+# --- the README's examples ------------------------------------------------------------
+
+
+def _readme_section() -> str:
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    return text.split("\n### Cancelling items\n", 1)[1].split("\n### ", 1)[0]
+
+
+def test_the_readme_cancel_examples_run_as_written(module_dsn: str, db: Conn) -> None:
+    section = _readme_section()
+    (python,) = re.findall(r"```python\n(.*?)```", section, re.S)
+    env = {**os.environ, "RETRYQ_DATABASE_URL": module_dsn}
+    done = subprocess.run(
+        [sys.executable, "-c", python], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1", "1", "0"]
+    (sql_text,) = re.findall(r"```sql\n(.*?)```", section, re.S)
+    db.execute(sql_text)  # type: ignore[arg-type]  # each statement refused nothing
+    assert statuses(db) == {"cancelled": 1}
