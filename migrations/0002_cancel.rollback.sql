@@ -150,13 +150,13 @@ BEGIN
     WHERE status = 'cancelled';
     IF v_count > 0 THEN
         RAISE EXCEPTION
-            'retryq: cannot roll back cancel: % cancelled items are in the queue',
+            'retryq: cannot roll back cancel: % cancelled items are in the '
+            'queue, which the previous schema cannot hold; remove them first',
             v_count
             USING ERRCODE = 'object_not_in_prerequisite_state',
-            HINT = 'The previous schema has no cancelled status. Archive and '
-            || 'remove them first: SELECT * FROM cleanup_retry_queue(0) removes '
-            || 'every finished item, or DELETE FROM daz_retry_queue WHERE '
-            || 'status = ''cancelled''.';
+            HINT = 'DELETE FROM daz_retry_queue WHERE status = ''cancelled'' '
+            || 'removes them; SELECT * FROM cleanup_retry_queue(0) archives '
+            || 'them and removes every finished item.';
     END IF;
     DROP INDEX _retryq_finished_cancelled_idx;
     ALTER TABLE daz_retry_queue DETACH PARTITION _retryq_finished;
@@ -267,13 +267,13 @@ BEGIN
     WHERE status = 'cancelled';
     IF v_count > 0 THEN
         RAISE EXCEPTION
-            'retryq: cannot roll back cancel: % cancelled items are in the queue',
+            'retryq: cannot roll back cancel: % cancelled items are in the '
+            'queue, which the previous schema cannot hold; remove them first',
             v_count
             USING ERRCODE = 'object_not_in_prerequisite_state',
-            HINT = 'The previous schema has no cancelled status. Archive and '
-            || 'remove them first: SELECT * FROM cleanup_retry_queue(0) removes '
-            || 'every finished item, or DELETE FROM daz_retry_queue WHERE '
-            || 'status = ''cancelled''.';
+            HINT = 'DELETE FROM daz_retry_queue WHERE status = ''cancelled'' '
+            || 'removes them; SELECT * FROM cleanup_retry_queue(0) archives '
+            || 'them and removes every finished item.';
     END IF;
     DROP INDEX _retryq_finished_cancelled_idx;
     ALTER TABLE daz_retry_queue DETACH PARTITION _retryq_finished;

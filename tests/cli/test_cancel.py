@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import psycopg
 import pytest
 
-from retryq_py import RetryQueue
+from retryq_py import RetryQueue, migrate
 from retryq_py import admin as cmd
 from retryq_py.admin import CancelFilter
 from tests.cli.test_cli import one_line_error, run_cli
@@ -93,3 +94,19 @@ def test_cancel_subprocess(dsn: str, conn: Any) -> None:
     stats = run_cli("stats", dsn=dsn)
     assert stats.returncode == 0, stats.stderr
     assert "cancelled" in stats.stdout
+
+
+def test_migrate_rollback_says_why_and_what_to_do_with_cancelled_items(new_database: Any) -> None:
+    dsn = new_database()
+    every = migrate.apply(dsn)
+    mine = next(i for i in every if i.endswith("_cancel"))
+    steps = str(len(every) - every.index(mine))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        q = RetryQueue(conn)
+        q.cancel([q.add("t", 1)[0]])
+    refused = run_cli("migrate", "--rollback", "--steps", steps, "--yes", dsn=dsn)
+    assert refused.returncode == 1
+    line = one_line_error(refused)
+    assert line.startswith("retryq: cannot roll back cancel: 1 cancelled items")
+    assert "DELETE FROM daz_retry_queue WHERE status = 'cancelled'" in line
+    assert "cannot connect" not in line
