@@ -49,6 +49,18 @@ FROM {schema}daz_retry_queue
 WHERE status = 'processing' AND locked_by = %(worker_id)s AND id <> ALL(%(known)s::bigint[])
 """
 
+# ... but only once the connection whose reply was lost has finished its
+# statement: the server runs it (and its COMMIT) to the end after the client is
+# gone, so a read made meanwhile misses what it is about to commit. Its row
+# (none behind a pooler, whose backend ids are its own) says whether it is
+# still running one; the snapshot is cleared because pg_stat_activity is read
+# once per transaction.
+OLD_BACKEND_BUSY: LiteralString = """
+SELECT pg_catalog.pg_stat_clear_snapshot(), pg_catalog.count(*) > 0
+FROM pg_catalog.pg_stat_activity
+WHERE pid = ANY(%(pids)s::integer[]) AND state = 'active'
+"""
+
 
 def listen(channel: str) -> sql.Composed:
     return sql.SQL(LISTEN).format(channel=sql.Identifier(channel))
@@ -73,6 +85,7 @@ class FlushStatements:
         self.completed_at = compose(COMPLETED_AT, schema)
         self.in_doubt = compose(IN_DOUBT, schema)
         self.held = compose(HELD, schema)
+        self.old_backend_busy = compose(OLD_BACKEND_BUSY, schema)
 
     def as_text(self, worker_id: str, context: AdaptContext) -> FlushText:
         """Rendered with the connection's encoding: the flush then fills the two

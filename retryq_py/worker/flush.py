@@ -357,6 +357,8 @@ class Flusher:
         self._doubt: set[int] = set()
         self._lease_doubt = False
         self._adopting = threading.Lock()
+        # the server processes of the connections whose replies were lost
+        self._old_backends: set[int] = set()
 
     def flush(self, *, force: bool, acquire: int = 0) -> tuple[int, int, int]:
         """Write outcomes, then lease up to `acquire` items, in one transaction.
@@ -374,8 +376,12 @@ class Flusher:
         )
         if not outcomes and not acquire and not self._lease_doubt:
             return 0, 0, 0
+        pid = None
         try:
             with self._pool.connection() as conn:
+                pid = conn.info.backend_pid
+                if self._old_backends and ((self._doubt and outcomes) or self._lease_doubt):
+                    self._await_old_backends(conn)
                 if self._doubt and outcomes:
                     outcomes = self._settle(conn, outcomes)
                 if self._lease_doubt and not self._doubt and self._adopting.acquire(False):
@@ -391,6 +397,8 @@ class Flusher:
             if lost_reply(exc):
                 self._doubt.update(o.item.id for o in outcomes)
                 self._lease_doubt = self._lease_doubt or acquire > 0
+                if pid:
+                    self._old_backends.add(pid)
             self._ledger.unclaim(outcomes, acquire)
             raise
         self._report(outcomes, written)
@@ -420,6 +428,29 @@ class Flusher:
             )
         observe(report.by_type)
         self._emit(report.events)
+
+    def _await_old_backends(self, conn: psycopg.Connection[Any]) -> None:
+        """Before reading what a lost reply did: the server finishes that
+        statement (and its COMMIT) after the client is gone, so wait, up to a
+        quarter of the lease (at most 10 s), until its process runs nothing.
+        Read earlier, the items an acquire was committing look free and are
+        never taken up, and expire under this live worker (seen in the crash
+        test). The waiting lane holds no lock the statement could need."""
+        pids, self._old_backends = list(self._old_backends), set()
+        deadline = time.monotonic() + min(self._lease.total_seconds() / 4, 10.0)
+        while True:
+            row = conn.execute(self._statements.old_backend_busy, {"pids": pids}).fetchone()
+            if not (row and row[1]):
+                return
+            if time.monotonic() >= deadline:
+                log.warning(
+                    "worker %s: the server still runs the statement whose reply was lost"
+                    " (process %s); reading the queue without waiting longer",
+                    self._worker_id,
+                    pids,
+                )
+                return
+            time.sleep(0.05)
 
     def _settle(self, conn: psycopg.Connection[Any], outcomes: list[Outcome]) -> list[Outcome]:
         """Outcomes whose last write lost its reply: read what the queue says.

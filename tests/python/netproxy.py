@@ -55,6 +55,11 @@ class Proxy:
         for s in socks:
             with contextlib.suppress(OSError):
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            # close() alone resets nothing while a pump thread is blocked in
+            # recv() on the socket (that call keeps it open): wake it first
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
                 s.close()
 
     def close(self) -> None:
