@@ -16,6 +16,7 @@ from psycopg.types.json import Jsonb
 from retryq_py import migrate
 from tests.helpers import statuses
 from tests.sql.test_guide import STATS_SQL
+from tests.sql.test_interleavings import blocked
 from tests.sql.test_sql_functions import (
     T0,
     Conn,
@@ -261,3 +262,34 @@ def test_rollback_refuses_while_cancelled_items_exist_then_restores_the_bounds(
                 " VALUES ('t', '1', 'cancelled', now())"
             )
     assert migrate.apply(dsn) == every[every.index(mine) :]
+
+
+# --- against an acknowledgement in flight (two connections, explicit transactions) ---------
+
+
+def test_an_acknowledgement_in_flight_wins_and_the_cancel_skips_it(conn: Conn, conn2: Conn) -> None:
+    """The holder's completion is uncommitted: the cancel neither waits for it
+    nor counts it, and the completion stands."""
+    item = enqueue(conn)
+    acquire(conn, "w1")
+    conn.execute("SET lock_timeout = '1s'")  # waiting would fail the cancel
+    with conn2.transaction():
+        assert complete(conn2, item, "w1", now=T0 + s(5))
+        assert cancel(conn, item_ids=[item]) == 0
+    assert row(conn, item)["status"] == "completed"
+
+
+def test_a_cancel_in_flight_makes_the_holder_wait_then_lose(
+    conn: Conn, conn2: Conn, dsn: str
+) -> None:
+    """The cancel is uncommitted: the holder's completion waits for it (its own
+    lease's row, the one lock a worker waits for) and then finds no lease."""
+    item = enqueue(conn)
+    acquire(conn, "w1")
+    with psycopg.connect(dsn, autocommit=True) as watch:
+        conn.execute("BEGIN")
+        assert cancel(conn, item_ids=[item]) == 1
+        fut = blocked(conn2, watch, lambda: complete(conn2, item, "w1", now=T0 + s(20)))
+        conn.execute("COMMIT")
+        assert fut.result(timeout=10) is False
+    assert row(conn, item)["status"] == "cancelled"
