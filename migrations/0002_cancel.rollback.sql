@@ -133,6 +133,91 @@ GRANT EXECUTE ON FUNCTION cleanup_retry_queue TO retryq_admin;
 -- retryq:remove functions/cancel_retry_items.sql
 DROP FUNCTION cancel_retry_items;
 
+-- retryq:restore private/_retryq_circuit_lock.sql
+-- Locks a key's circuit row for this transaction, creating it when the key
+-- has none; false when it cannot without risking a deadlock.
+--
+-- The lock order (issue 12, item 5). A deadlock needs a cycle of transactions
+-- each waiting for a lock another one holds. The functions wait only in these
+-- places, and each is safe:
+--  * A circuit row (and the advisory lock on its key, which every insert of a
+--    circuit row takes first, so that nobody waits for another transaction's
+--    uncommitted insert) is waited for only while this transaction holds no
+--    row lock at all (no transaction id yet): a transaction that holds
+--    nothing has nobody waiting for it, so it cannot be part of a cycle. That
+--    is why fail_retry_item locks its circuit row before its item, and why a
+--    transaction that already wrote skips the books of a circuit another
+--    transaction holds (the count is then one short) and an operator's
+--    circuit function in such a transaction refuses with 55P03 instead of
+--    waiting.
+--  * An item row is waited for only by fail, complete(s), extend and release,
+--    only for an item the snapshot shows leased to the caller's worker id,
+--    and only while this transaction has taken over no expired lease
+--    (acquire sets retryq.took_over). The other holder is then either a
+--    transaction of the same worker id, or an acquire that took the lease
+--    over, and a transaction that took over a lease never waits again.
+--    acquire itself never waits (SKIP LOCKED everywhere).
+--  * Finished rows (requeue, purge, cleanup) are never waited for: all three
+--    take them with SKIP LOCKED.
+-- So a cycle can only run through transactions of one worker id touching
+-- the same items in different orders (within one call, items are locked in
+-- id order); two calls of the API, or transactions of different worker ids,
+-- never deadlock.
+CREATE OR REPLACE FUNCTION _retryq_circuit_lock(
+    p_event_type text,
+    p_plugin_name text
+)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_key integer := pg_catalog.hashtext(p_event_type || pg_catalog.chr(31) || p_plugin_name);
+BEGIN
+    IF pg_catalog.pg_current_xact_id_if_assigned() IS NULL THEN
+        -- nothing held yet: waiting is safe
+        PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('retryq._retryq_circuit'), v_key);
+        INSERT INTO _retryq_circuit (event_type, plugin_name)
+        VALUES (p_event_type, p_plugin_name)
+        ON CONFLICT DO NOTHING;
+        PERFORM 1 FROM _retryq_circuit AS c
+        WHERE c.event_type = p_event_type AND c.plugin_name = p_plugin_name
+        FOR UPDATE;
+        RETURN TRUE;
+    END IF;
+    PERFORM 1 FROM _retryq_circuit AS c
+    WHERE c.event_type = p_event_type AND c.plugin_name = p_plugin_name
+    FOR UPDATE SKIP LOCKED;
+    IF FOUND THEN
+        RETURN TRUE;
+    END IF;
+    IF EXISTS (
+        SELECT 1 FROM _retryq_circuit AS c
+        WHERE c.event_type = p_event_type AND c.plugin_name = p_plugin_name
+    ) THEN
+        RETURN FALSE;  -- another transaction holds the row
+    END IF;
+    -- a new key: whoever inserts it holds the advisory lock until it commits,
+    -- so once this one has it the INSERT below waits for nobody
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtext('retryq._retryq_circuit'), v_key) THEN
+        RETURN FALSE;
+    END IF;
+    INSERT INTO _retryq_circuit (event_type, plugin_name)
+    VALUES (p_event_type, p_plugin_name)
+    ON CONFLICT DO NOTHING;
+    IF FOUND THEN
+        RETURN TRUE;
+    END IF;
+    -- committed by another transaction since this statement's snapshot
+    PERFORM 1 FROM _retryq_circuit AS c
+    WHERE c.event_type = p_event_type AND c.plugin_name = p_plugin_name
+    FOR UPDATE SKIP LOCKED;
+    RETURN FOUND;
+END;
+$$;
+
+REVOKE EXECUTE ON FUNCTION _retryq_circuit_lock FROM public;
+
 -- retryq:unalter tables/_retryq_finished.sql
 -- The old bounds have no room for cancelled items: the rollback refuses while
 -- any is in the queue, and says how to remove them. (Archived ones stay in

@@ -316,6 +316,92 @@ BEGIN
 END;
 $$;
 
+-- retryq:source private/_retryq_circuit_lock.sql
+-- Locks a key's circuit row for this transaction, creating it when the key
+-- has none; false when it cannot without risking a deadlock.
+--
+-- The lock order (issue 12, item 5). A deadlock needs a cycle of transactions
+-- each waiting for a lock another one holds. The functions wait only in these
+-- places, and each is safe:
+--  * A circuit row (and the advisory lock on its key, which every insert of a
+--    circuit row takes first, so that nobody waits for another transaction's
+--    uncommitted insert) is waited for only while this transaction holds no
+--    row lock at all (no transaction id yet): a transaction that holds
+--    nothing has nobody waiting for it, so it cannot be part of a cycle. That
+--    is why fail_retry_item locks its circuit row before its item, and why a
+--    transaction that already wrote skips the books of a circuit another
+--    transaction holds (the count is then one short) and an operator's
+--    circuit function in such a transaction refuses with 55P03 instead of
+--    waiting.
+--  * An item row is waited for only by fail, complete(s), extend and release,
+--    only for an item the snapshot shows leased to the caller's worker id,
+--    and only while this transaction has taken over no expired lease and
+--    cancelled no leased item (acquire and cancel_retry_items set
+--    retryq.took_over). The other holder is then a transaction of the same
+--    worker id, an acquire that took the lease over or a cancel, and a
+--    transaction that took over or cancelled a lease never waits again.
+--    acquire and cancel_retry_items themselves never wait (SKIP LOCKED).
+--  * Finished rows (requeue, purge, cleanup) are never waited for: all three
+--    take them with SKIP LOCKED.
+-- So a cycle can only run through transactions of one worker id touching
+-- the same items in different orders (within one call, items are locked in
+-- id order); two calls of the API, or transactions of different worker ids,
+-- never deadlock.
+CREATE OR REPLACE FUNCTION _retryq_circuit_lock(
+    p_event_type text,
+    p_plugin_name text
+)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_key integer := pg_catalog.hashtext(p_event_type || pg_catalog.chr(31) || p_plugin_name);
+BEGIN
+    IF pg_catalog.pg_current_xact_id_if_assigned() IS NULL THEN
+        -- nothing held yet: waiting is safe
+        PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('retryq._retryq_circuit'), v_key);
+        INSERT INTO _retryq_circuit (event_type, plugin_name)
+        VALUES (p_event_type, p_plugin_name)
+        ON CONFLICT DO NOTHING;
+        PERFORM 1 FROM _retryq_circuit AS c
+        WHERE c.event_type = p_event_type AND c.plugin_name = p_plugin_name
+        FOR UPDATE;
+        RETURN TRUE;
+    END IF;
+    PERFORM 1 FROM _retryq_circuit AS c
+    WHERE c.event_type = p_event_type AND c.plugin_name = p_plugin_name
+    FOR UPDATE SKIP LOCKED;
+    IF FOUND THEN
+        RETURN TRUE;
+    END IF;
+    IF EXISTS (
+        SELECT 1 FROM _retryq_circuit AS c
+        WHERE c.event_type = p_event_type AND c.plugin_name = p_plugin_name
+    ) THEN
+        RETURN FALSE;  -- another transaction holds the row
+    END IF;
+    -- a new key: whoever inserts it holds the advisory lock until it commits,
+    -- so once this one has it the INSERT below waits for nobody
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtext('retryq._retryq_circuit'), v_key) THEN
+        RETURN FALSE;
+    END IF;
+    INSERT INTO _retryq_circuit (event_type, plugin_name)
+    VALUES (p_event_type, p_plugin_name)
+    ON CONFLICT DO NOTHING;
+    IF FOUND THEN
+        RETURN TRUE;
+    END IF;
+    -- committed by another transaction since this statement's snapshot
+    PERFORM 1 FROM _retryq_circuit AS c
+    WHERE c.event_type = p_event_type AND c.plugin_name = p_plugin_name
+    FOR UPDATE SKIP LOCKED;
+    RETURN FOUND;
+END;
+$$;
+
+REVOKE EXECUTE ON FUNCTION _retryq_circuit_lock FROM public;
+
 -- retryq:source functions/cancel_retry_items.sql
 -- Cancels pending and processing items for good: each moves to the finished
 -- partition with the final status 'cancelled' and completed_at set to the
@@ -352,6 +438,7 @@ SET search_path FROM CURRENT
 AS $$
 DECLARE
     v_count integer;
+    v_leased boolean;
 BEGIN
     -- the server's clock unless the owner moves it (see _retryq_clock)
     IF p_now = now() THEN
@@ -403,24 +490,37 @@ BEGIN
         USING doomed AS d
         WHERE a.id = d.id
         RETURNING a.*
-    )
-    INSERT INTO _retryq_finished (
-        id, event_id, event_type, channel_name, plugin_name, event_data,
-        event_metadata, retry_count, max_retries, retry_delay_seconds,
-        backoff_multiplier, max_retry_delay_seconds, retry_jitter, priority,
-        correlation_id, tags, status, error_message, last_error_code,
-        error_history, created_at, next_retry_at, last_attempted_at,
-        completed_at, dead_lettered_at, locked_by, locked_until
+    ),
+    moved AS (
+        INSERT INTO _retryq_finished (
+            id, event_id, event_type, channel_name, plugin_name, event_data,
+            event_metadata, retry_count, max_retries, retry_delay_seconds,
+            backoff_multiplier, max_retry_delay_seconds, retry_jitter, priority,
+            correlation_id, tags, status, error_message, last_error_code,
+            error_history, created_at, next_retry_at, last_attempted_at,
+            completed_at, dead_lettered_at, locked_by, locked_until
+        )
+        SELECT
+            g.id, g.event_id, g.event_type, g.channel_name, g.plugin_name,
+            g.event_data, g.event_metadata, g.retry_count, g.max_retries,
+            g.retry_delay_seconds, g.backoff_multiplier,
+            g.max_retry_delay_seconds, g.retry_jitter, g.priority,
+            g.correlation_id, g.tags, 'cancelled', g.error_message,
+            g.last_error_code, g.error_history, g.created_at, g.next_retry_at,
+            g.last_attempted_at, p_now, NULL, NULL, NULL
+        FROM gone AS g
+        RETURNING 1
     )
     SELECT
-        g.id, g.event_id, g.event_type, g.channel_name, g.plugin_name,
-        g.event_data, g.event_metadata, g.retry_count, g.max_retries,
-        g.retry_delay_seconds, g.backoff_multiplier, g.max_retry_delay_seconds,
-        g.retry_jitter, g.priority, g.correlation_id, g.tags, 'cancelled',
-        g.error_message, g.last_error_code, g.error_history, g.created_at,
-        g.next_retry_at, g.last_attempted_at, p_now, NULL, NULL, NULL
-    FROM gone AS g;
-    GET DIAGNOSTICS v_count = ROW_COUNT;
+        (SELECT pg_catalog.count(*)::integer FROM moved),
+        coalesce((SELECT pg_catalog.bool_or(g.status = 'processing') FROM gone AS g), FALSE)
+    INTO v_count, v_leased;
+    IF v_leased THEN
+        -- This transaction now holds rows whose holders may wait for them:
+        -- like a takeover, it must not wait for an item from here on (lock
+        -- order: see _retryq_circuit_lock)
+        PERFORM pg_catalog.set_config('retryq.took_over', 'yes', TRUE);
+    END IF;
     RETURN v_count;
 END;
 $$;

@@ -33,6 +33,7 @@ SET search_path FROM CURRENT
 AS $$
 DECLARE
     v_count integer;
+    v_leased boolean;
 BEGIN
     -- the server's clock unless the owner moves it (see _retryq_clock)
     IF p_now = now() THEN
@@ -84,24 +85,37 @@ BEGIN
         USING doomed AS d
         WHERE a.id = d.id
         RETURNING a.*
-    )
-    INSERT INTO _retryq_finished (
-        id, event_id, event_type, channel_name, plugin_name, event_data,
-        event_metadata, retry_count, max_retries, retry_delay_seconds,
-        backoff_multiplier, max_retry_delay_seconds, retry_jitter, priority,
-        correlation_id, tags, status, error_message, last_error_code,
-        error_history, created_at, next_retry_at, last_attempted_at,
-        completed_at, dead_lettered_at, locked_by, locked_until
+    ),
+    moved AS (
+        INSERT INTO _retryq_finished (
+            id, event_id, event_type, channel_name, plugin_name, event_data,
+            event_metadata, retry_count, max_retries, retry_delay_seconds,
+            backoff_multiplier, max_retry_delay_seconds, retry_jitter, priority,
+            correlation_id, tags, status, error_message, last_error_code,
+            error_history, created_at, next_retry_at, last_attempted_at,
+            completed_at, dead_lettered_at, locked_by, locked_until
+        )
+        SELECT
+            g.id, g.event_id, g.event_type, g.channel_name, g.plugin_name,
+            g.event_data, g.event_metadata, g.retry_count, g.max_retries,
+            g.retry_delay_seconds, g.backoff_multiplier,
+            g.max_retry_delay_seconds, g.retry_jitter, g.priority,
+            g.correlation_id, g.tags, 'cancelled', g.error_message,
+            g.last_error_code, g.error_history, g.created_at, g.next_retry_at,
+            g.last_attempted_at, p_now, NULL, NULL, NULL
+        FROM gone AS g
+        RETURNING 1
     )
     SELECT
-        g.id, g.event_id, g.event_type, g.channel_name, g.plugin_name,
-        g.event_data, g.event_metadata, g.retry_count, g.max_retries,
-        g.retry_delay_seconds, g.backoff_multiplier, g.max_retry_delay_seconds,
-        g.retry_jitter, g.priority, g.correlation_id, g.tags, 'cancelled',
-        g.error_message, g.last_error_code, g.error_history, g.created_at,
-        g.next_retry_at, g.last_attempted_at, p_now, NULL, NULL, NULL
-    FROM gone AS g;
-    GET DIAGNOSTICS v_count = ROW_COUNT;
+        (SELECT pg_catalog.count(*)::integer FROM moved),
+        coalesce((SELECT pg_catalog.bool_or(g.status = 'processing') FROM gone AS g), FALSE)
+    INTO v_count, v_leased;
+    IF v_leased THEN
+        -- This transaction now holds rows whose holders may wait for them:
+        -- like a takeover, it must not wait for an item from here on (lock
+        -- order: see _retryq_circuit_lock)
+        PERFORM pg_catalog.set_config('retryq.took_over', 'yes', TRUE);
+    END IF;
     RETURN v_count;
 END;
 $$;

@@ -293,3 +293,21 @@ def test_a_cancel_in_flight_makes_the_holder_wait_then_lose(
         conn.execute("COMMIT")
         assert fut.result(timeout=10) is False
     assert row(conn, item)["status"] == "cancelled"
+
+
+def test_a_transaction_that_cancelled_a_lease_never_waits_for_an_item_again(
+    conn: Conn, conn2: Conn
+) -> None:
+    """Like a takeover: it now holds a row another worker may wait for, so it
+    must not wait for one itself (the lock order of _retryq_circuit_lock)."""
+    theirs = enqueue(conn)
+    acquire(conn, "wB", batch=1)
+    mine = enqueue(conn)
+    acquire(conn, "wA", batch=1)
+    conn.execute("SET lock_timeout = '1s'")  # waiting would fail the test
+    with conn2.transaction():
+        conn2.execute("SELECT 1 FROM daz_retry_queue WHERE id = %s FOR UPDATE", [mine])
+        with conn.transaction():
+            assert cancel(conn, item_ids=[theirs]) == 1
+            assert complete(conn, mine, "wA", now=T0 + s(20)) is False
+    assert complete(conn, mine, "wA", now=T0 + s(20)) is True
