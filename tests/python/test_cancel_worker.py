@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from retryq_py import RetryableError, RetryQueue, RetryQueueItem, RetryWorker
+from retryq_py import RetryableError, RetryQueue, RetryQueueItem, RetryWorker, Snooze
 from tests.helpers import statuses
 
 Conn = psycopg.Connection[Any]
@@ -48,22 +48,39 @@ def test_items_cancelled_pending_or_in_flight_never_run_again(module_dsn: str, d
         cancel_self(item)
         raise RetryableError("would retry")
 
+    def snoozes(item: RetryQueueItem) -> None:
+        cancel_self(item)
+        raise Snooze(0)
+
     done, _ = q.add("succeeds", {"n": 2})
     failed, _ = q.add("fails", {"n": 3})
+    snoozed, _ = q.add("snoozes", {"n": 4})
 
     def must_not_run(item: RetryQueueItem) -> None:
         runs[item.id] = runs.get(item.id, 0) + 1
 
     counts = RetryWorker(
         module_dsn,
-        {"never": must_not_run, "ok": lambda item: None, "succeeds": succeeds, "fails": fails},
+        {
+            "never": must_not_run,
+            "ok": lambda item: None,
+            "succeeds": succeeds,
+            "fails": fails,
+            "snoozes": snoozes,
+        },
         **FAST,
     ).run(exit_when_idle=True)
-    assert runs == {done: 1, failed: 1}
-    assert (counts.processed, counts.failed, counts.lease_lost) == (1, 0, 2)
-    assert statuses(db) == {"completed": 1, "cancelled": 3}
+    assert runs == {done: 1, failed: 1, snoozed: 1}
+    assert (counts.processed, counts.failed, counts.snoozed, counts.lease_lost) == (1, 0, 0, 3)
+    assert statuses(db) == {"completed": 1, "cancelled": 4}
     got = dict(db.execute("SELECT id, status FROM daz_retry_queue").fetchall())
-    assert got == {pending: "cancelled", ok_id: "completed", done: "cancelled", failed: "cancelled"}
+    assert got == {
+        pending: "cancelled",
+        ok_id: "completed",
+        done: "cancelled",
+        failed: "cancelled",
+        snoozed: "cancelled",
+    }
     errors = db.execute(
         "SELECT error_history FROM daz_retry_queue WHERE id = %s", [failed]
     ).fetchone()

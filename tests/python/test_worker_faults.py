@@ -560,7 +560,7 @@ def test_a_commit_the_server_finishes_after_the_cut_is_waited_for(
                 10,
                 "the acquire to be committing",
             )
-            net.cut()
+            net.cut(now=True)
             wait_until(lambda: statuses(db) == {"completed": 10}, 15, "every item to be run")
         finally:
             worker.stop()

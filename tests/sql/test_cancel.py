@@ -73,6 +73,10 @@ def test_a_leased_item_is_cancelled_and_its_holder_learns_it(conn: Conn) -> None
     assert complete(conn, items[0], "w1", now=T0 + s(20)) is False
     assert fail(conn, items[1], "w1", now=T0 + s(20)) is False
     assert fail(conn, items[2], "w1", now=T0 + s(20), retryable=False) is False
+    snoozed = scalar(
+        conn, "snooze_retry_item", item_id=items[3], worker_id="w1", delay_seconds=5, now=T0 + s(20)
+    )
+    assert snoozed is False
     done = scalar(conn, "complete_retry_items", item_ids=items, worker_id="w1", now=T0 + s(20))
     assert done == 0
     assert acquire(conn, "w2", now=FAR) == []
