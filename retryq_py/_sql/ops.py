@@ -89,22 +89,6 @@ NEXT_RETRY: LiteralString = (
     "SELECT next_retry_at FROM daz_retry_queue WHERE id = %s AND status = 'pending'"
 )
 
-# --- the worker's exit when idle -----------------------------------------------
-
-# Nothing due now (a pending item whose time has come, or a lease that ran out
-# and may be taken over) and nothing held by this worker: `retryq worker
-# --exit-when-idle` stops then. An item scheduled later does not keep it.
-IDLE: LiteralString = """
-SELECT NOT EXISTS (
-    SELECT FROM daz_retry_queue AS q
-    WHERE q.status = 'pending' AND q.next_retry_at <= now()
-) AND NOT EXISTS (
-    SELECT FROM daz_retry_queue AS q
-    WHERE q.status = 'processing'
-        AND (q.locked_by = %(worker_id)s OR q.locked_until <= now())
-)
-"""
-
 
 def create_schema(schema: str) -> sql.Composed:
     return sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))

@@ -260,9 +260,12 @@ FROM {schema}daz_retry_queue
 WHERE id = %(item_id)s
 """
 
-# For a worker deciding how long to sleep: whether any item is active, and
-# seconds (by the server's clock) until the earliest pending item is due.
-DUE: LiteralString = "SELECT active, seconds_until_due FROM {schema}retry_queue_due()"
+# For a worker deciding how long to sleep, or whether to exit: whether any item
+# is active, seconds (by the server's clock) until the earliest pending item is
+# due, and how long the oldest due item nobody holds has waited.
+DUE: LiteralString = (
+    "SELECT active, seconds_until_due, oldest_due_age_seconds FROM {schema}retry_queue_due()"
+)
 
 
 def compose(template: LiteralString, schema: str | None) -> sql.Composed:

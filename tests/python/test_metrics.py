@@ -80,7 +80,7 @@ def test_worker_under_load_exports_metrics_that_match_the_table(dsn: str, conn: 
             dsn, HANDLERS, worker_count=3, batch_size=20, poll_interval=0.5,
             lock_timeout=5, cleanup_interval=0, max_backoff=0.2,
         )
-        thread = worker.start(exit_when_idle=True)
+        thread = worker.start(exit_when_drained=True)
         during = []
         while thread.is_alive():
             s = scrape(server.port)

@@ -261,7 +261,7 @@ def test_python_layer_runs_with_only_its_role(dsn: str, conn: Conn) -> None:
             as_role["retryq_worker"], {"ok": lambda item: done.append(item.id)},
             poll_interval=0.2, lock_timeout=5,
         )
-        counts = worker.run(exit_when_idle=True, install_signal_handlers=False)
+        counts = worker.run(exit_when_drained=True, install_signal_handlers=False)
         assert counts.processed == 21 == len(done)
         for role in ("retryq_admin", "retryq_worker"):  # the worker's --metrics-port too
             with psycopg.connect(as_role[role]) as a:
