@@ -60,6 +60,7 @@ from retryq_py.admin.running import (
 from retryq_py.admin.target import (
     DATABASE_ENV,
     DEFAULT_CONNECT_TIMEOUT,
+    Cancelled,
     CommandError,
     DatabaseUnreachable,
     ExitCode,
@@ -84,6 +85,7 @@ __all__ = [
     "ENQUEUE_CHUNK",
     "ENQUEUE_KEYS",
     "STATUSES",
+    "Cancelled",
     "Cleaned",
     "CommandError",
     "DatabaseUnreachable",

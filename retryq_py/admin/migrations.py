@@ -12,6 +12,7 @@ from yoyo import read_migrations
 from retryq_py import migrate as _migrate
 from retryq_py._sql import ops as _q
 from retryq_py.admin.target import (
+    Cancelled,
     CommandError,
     DatabaseUnreachable,
     Target,
@@ -59,7 +60,7 @@ def migrate_rollback(
 
     Refuses (CommandError) while items are pending or processing, unless
     `force`: rolling back the install drops them. `confirm(what)` is asked
-    first, with what is about to go, and may veto (then nothing happens)."""
+    first, with what is about to go, and may veto: Cancelled (nothing happens)."""
     if steps is not None and steps < 1:
         raise UsageProblem("invalid --steps: must be at least 1")
     with open_connection(t) as conn:
@@ -80,7 +81,7 @@ def migrate_rollback(
         f", dropping {live} live item(s)" if live else ""
     )
     if confirm is not None and not confirm(what):
-        return []
+        raise Cancelled("cancelled: nothing rolled back")
     return _yoyo_call(t, lambda: _migrate.rollback(t.conninfo, t.schema, len(chosen)))
 
 

@@ -53,6 +53,11 @@ class NotInstalled(CommandError):
     exit_code = ExitCode.NOT_INSTALLED
 
 
+class Cancelled(CommandError):
+    """A confirmation answered no: nothing was changed (exit 1, as an aborted
+    `terraform apply` or Click's Abort)."""
+
+
 class Interrupted(CommandError):
     """Stopped by Ctrl-C (SIGINT) after a clean shutdown; `counts` says what it did."""
 

@@ -457,7 +457,8 @@ def test_dead_letter_purge_confirms_and_filters(dsn: str, conn: Any) -> None:
 
     with pytest.raises(cmd.UsageProblem, match="needs a filter"):
         cmd.dead_letter_purge(t, DeadLetterFilter())
-    assert cmd.dead_letter_purge(t, DeadLetterFilter(error_code="08006"), refuse) == 0
+    with pytest.raises(cmd.Cancelled, match="nothing purged"):
+        cmd.dead_letter_purge(t, DeadLetterFilter(error_code="08006"), refuse)
     assert asked == [2] and count(conn) == 3
     assert cmd.dead_letter_purge(t, DeadLetterFilter(error_code="08006"), lambda n: True) == 2
     remaining = [r[0] for r in conn.execute("SELECT id FROM daz_retry_queue").fetchall()]
@@ -484,8 +485,9 @@ def test_dead_letter_subprocesses(dsn: str, conn: Any) -> None:
     assert "requeued 1" in requeued.stdout
 
     declined = run_cli("dead-letter", "purge", "--plugin", "chat", dsn=dsn, stdin="n\n")
-    assert declined.returncode == 0, declined.stderr
-    assert "purged 0" in declined.stdout
+    assert declined.returncode == 1, declined.stderr
+    assert "cancelled: nothing purged" in one_line_error(declined)
+    assert "purged" not in declined.stdout
     purged = run_cli("dead-letter", "purge", "--plugin", "chat", "--yes", dsn=dsn)
     assert "purged 1" in purged.stdout
     unfiltered = run_cli("dead-letter", "purge", "--yes", dsn=dsn)

@@ -95,6 +95,25 @@ def test_purge_without_a_terminal_needs_yes(dsn: str, conn: Any) -> None:
     assert count(conn, "dead_letter") == 0
 
 
+@pytest.mark.parametrize(
+    ("command", "what"),
+    [
+        (("dead-letter", "purge", "--event-type", "e"), "nothing purged"),
+        (("migrate", "--rollback"), "nothing rolled back"),
+    ],
+    ids=["purge", "rollback"],
+)
+def test_a_declined_confirmation_says_cancelled_and_exits_1(
+    dsn: str, conn: Any, command: tuple[str, ...], what: str
+) -> None:
+    _dead_letter(conn)
+    declined = run_cli(*command, dsn=dsn, stdin="n\n")
+    assert declined.returncode == 1, declined.stderr
+    assert one_line_error(declined).endswith(f"cancelled: {what}")
+    assert "purged 0" not in declined.stdout and "rolled back 0" not in declined.stdout
+    assert count(conn, "dead_letter") == 1  # nothing changed, the install included
+
+
 def test_rollback_asks_and_refuses_while_items_are_live(dsn: str, conn: Any) -> None:
     RetryQueue(conn).add("e", {"n": 1})
     refused = run_cli("migrate", "--rollback", "--yes", dsn=dsn)
@@ -106,16 +125,17 @@ def test_rollback_asks_and_refuses_while_items_are_live(dsn: str, conn: Any) -> 
     assert count(conn) == 1  # still installed, item kept
     done = run_cli("migrate", "--rollback", "--yes", "--force", dsn=dsn)
     assert done.returncode == 0, done.stderr
-    assert "rolled back 1 migration(s)" in done.stdout
+    assert re.search(r"rolled back \d+ migration\(s\): .*0001_initial$", done.stdout.strip())
     assert conn.execute("SELECT to_regclass('daz_retry_queue')").fetchone() == (None,)
 
 
 def test_rollback_of_an_empty_queue_only_asks(dsn: str) -> None:
     t = cmd.target(dsn)
     asked: list[str] = []
-    assert cmd.migrate_rollback(t, confirm=lambda what: asked.append(what) or False) == []
+    with pytest.raises(cmd.Cancelled, match="nothing rolled back"):
+        cmd.migrate_rollback(t, confirm=lambda what: asked.append(what) or False)
     assert "0001_initial" in asked[0]
-    assert cmd.migrate_rollback(t, confirm=lambda what: True) == ["0001_initial"]
+    assert cmd.migrate_rollback(t, confirm=lambda what: True)[-1] == "0001_initial"
 
 
 # --- read-only commands never write ---------------------------------------------
