@@ -98,13 +98,22 @@ def totals_line(s: Stats) -> str:
 
 def dead_letters_table(rows: list[DeadLetter], title: str = "dead letters") -> Table:
     table = Table(
-        "id", "event_type", "plugin", "retries", "code", "last error", "dead since", title=title
+        "id",
+        "event_type",
+        "plugin",
+        "correlation_id",
+        "retries",
+        "code",
+        "last error",
+        "dead since",
+        title=title,
     )
     for r in rows:
         table.add_row(
             str(r.id),
             r.event_type,
             r.plugin_name or "",
+            r.correlation_id or "",
             f"{r.retry_count}/{r.max_retries}",
             r.last_error_code or "",
             short(r.error_message),
