@@ -83,7 +83,7 @@ def worker(
         ),
     ] = "text",
 ) -> None:
-    """Run handlers for queued items until SIGTERM/SIGINT (exit 130), or until idle."""
+    """Run handlers for queued items until SIGTERM (exit 0), Ctrl-C (130), or an --exit-when-*."""
     level = logging.getLevelName(log_level.upper())
     if not isinstance(level, int):
         raise admin.UsageProblem(f"invalid --log-level {log_level!r}")

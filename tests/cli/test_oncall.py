@@ -15,3 +15,11 @@ def test_dead_letter_list_shows_the_correlation_id(dsn: str, conn: Any) -> None:
     listed = run_cli("dead-letter", "list", dsn=dsn)
     assert listed.returncode == 0, listed.stderr
     assert "correlation_id" in listed.stdout and "req-4711" in listed.stdout
+
+
+def test_worker_help_gives_each_signal_its_exit_code() -> None:
+    """SIGTERM exits 0 and Ctrl-C 130 (the README's table); the help said
+    'until SIGTERM/SIGINT (exit 130)'."""
+    shown = run_cli("worker", "--help", dsn=None)
+    assert shown.returncode == 0, shown.stderr
+    assert "SIGTERM (exit 0), Ctrl-C (130)" in " ".join(shown.stdout.split())
