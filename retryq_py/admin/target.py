@@ -53,9 +53,11 @@ class NotInstalled(CommandError):
     exit_code = ExitCode.NOT_INSTALLED
 
 
-class Cancelled(CommandError):
-    """A confirmation answered no: nothing was changed (exit 1, as an aborted
-    `terraform apply` or Click's Abort)."""
+class Declined(CommandError):
+    """A confirmation answered no: nothing was changed. The CLI prints the
+    message and exits 0, as `retryq cancel` does when declined."""
+
+    exit_code = ExitCode.OK
 
 
 class Interrupted(CommandError):
