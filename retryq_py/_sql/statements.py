@@ -219,6 +219,18 @@ SELECT {schema}purge_dead_letter_items(
 )
 """
 
+CANCEL: LiteralString = """
+SELECT {schema}cancel_retry_items(
+    p_item_ids => %(item_ids)s::bigint[],
+    p_event_type => %(event_type)s,
+    p_plugin_name => %(plugin_name)s,
+    p_error_code => %(error_code)s,
+    p_created_before => %(created_before)s::timestamptz,
+    p_dry_run => %(dry_run)s,
+    p_now => coalesce(%(now)s::timestamptz, now())
+)
+"""
+
 CLEANUP: LiteralString = """
 SELECT deleted_count, archived_count FROM {schema}cleanup_retry_queue(
     p_retention_days => %(retention_days)s,
@@ -321,6 +333,7 @@ class Statements:
         self.release = compose(RELEASE, schema)
         self.requeue_dead_letters = compose(REQUEUE_DEAD_LETTERS, schema)
         self.purge_dead_letters = compose(PURGE_DEAD_LETTERS, schema)
+        self.cancel = compose(CANCEL, schema)
         self.cleanup = compose(CLEANUP, schema)
         self.try_cleanup_lock = compose(TRY_CLEANUP_LOCK, schema)
         self.try_cleanup = compose(TRY_CLEANUP, schema)

@@ -37,7 +37,15 @@ def _yoyo_call(t: Target, fn: Callable[[], list[str]]) -> list[str]:
     try:
         return fn()
     except psycopg.OperationalError as exc:
-        raise DatabaseUnreachable(f"cannot connect to {t.describe()}: {first_line(exc)}") from exc
+        if exc.sqlstate is None or exc.sqlstate.startswith("08"):
+            raise DatabaseUnreachable(
+                f"cannot connect to {t.describe()}: {first_line(exc)}"
+            ) from exc
+        # the server refused a step (a rollback that cannot keep the rows
+        # the queue holds, say): its message and its hint, which says what to do
+        hint = exc.diag.message_hint
+        message = first_line(exc).removeprefix("retryq: ")
+        raise CommandError(f"{message} ({hint})" if hint else message) from exc
 
 
 def migrate_apply(t: Target) -> list[str]:

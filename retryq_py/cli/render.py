@@ -132,7 +132,8 @@ def item_grid(item: QueueEntry) -> Table:
         ("tags", ", ".join(item.tags)),
         ("created", when(item.created_at)),
         ("next attempt", when(item.next_retry_at) if item.status == "pending" else ""),
-        ("completed", when(item.completed_at)),
+        # a cancelled item's completed_at is when it was cancelled
+        ("cancelled" if item.status == "cancelled" else "completed", when(item.completed_at)),
         ("dead since", when(item.dead_lettered_at)),
         ("last error", f"[{item.last_error_code or ''}] {item.error_message or ''}".strip()),
         ("data", json.dumps(item.event_data, sort_keys=True)),

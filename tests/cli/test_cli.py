@@ -348,7 +348,13 @@ def test_stats_rows_and_totals(dsn: str, conn: Any) -> None:
         ("pending", "a", "p", 1),
         ("dead_letter", "b", None, 1),
     ]
-    assert s.totals == {"pending": 2, "processing": 0, "completed": 0, "dead_letter": 1}
+    assert s.totals == {
+        "pending": 2,
+        "processing": 0,
+        "completed": 0,
+        "dead_letter": 1,
+        "cancelled": 0,
+    }
     assert s.total == 3
 
 
@@ -359,7 +365,9 @@ def test_stats_subprocess(dsn: str, conn: Any) -> None:
     result = run_cli("stats", dsn=dsn)
     assert result.returncode == 0, result.stderr
     assert "cytube.event.chatMsg" in result.stdout
-    assert "total 2: pending 1, processing 0, completed 0, dead_letter 1" in result.stdout
+    assert (
+        "total 2: pending 1, processing 0, completed 0, dead_letter 1, cancelled 0" in result.stdout
+    )
 
 
 def _finished_long_ago(conn: Any, completed: int, dead: int) -> None:
