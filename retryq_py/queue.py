@@ -132,8 +132,8 @@ class RetryQueue(QueueBase):
         `dedupe_key` (at most 200 characters, not blank): while a pending or
         processing item holds the key, add() returns that item with
         `deduplicated` True and adds nothing (its data and settings stay as
-        they are); once it completes or becomes a dead letter, the key is
-        free again.
+        they are); once it completes, becomes a dead letter or is
+        cancelled, the key is free again.
 
         `event_id`: an id you choose for this event; while an item with it is
         in the queue (any status, until cleanup), add() returns that item

@@ -2,7 +2,7 @@
 -- (pending and processing) items, a key exists at most once. A second enqueue
 -- of a live key returns the live item (the enqueue functions) or is refused
 -- with 23505 naming dedupe_key (the guide's INSERT, a COPY). Once the item
--- finishes (completed, dead letter) the key is free again: the unique index
+-- finishes (completed, dead letter, cancelled) the key is free again: the unique index
 -- covers the active partition only, and a row leaves it by DELETE+INSERT
 -- (see tables/daz_retry_queue.sql), so the finished and archived copies keep
 -- their key without holding it.

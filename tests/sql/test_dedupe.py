@@ -97,13 +97,24 @@ def test_the_key_is_held_while_processing_and_retrying(conn: Conn) -> None:
     assert live(conn, "k") == [item]
 
 
-@pytest.mark.parametrize("end", ["completed", "completed in a batch", "dead_letter"])
+@pytest.mark.parametrize(
+    "end", ["completed", "completed in a batch", "dead_letter", "cancelled", "cancelled pending"]
+)
 def test_the_key_is_free_once_the_item_finishes_and_the_finished_row_keeps_it(
     conn: Conn, end: str
 ) -> None:
     item = add(conn, "k")["id"]
-    acquire(conn, now=T0)
-    if end == "completed":
+    if end == "cancelled pending":
+        got = call(conn, "cancel_retry_items", item_ids=[item], now=T0)
+        assert got == [{"cancel_retry_items": 1}]
+        end = "cancelled"
+    else:
+        acquire(conn, now=T0)
+    if end == "cancelled":
+        if row(conn, item)["status"] == "processing":
+            got = call(conn, "cancel_retry_items", item_ids=[item], now=T0)
+            assert got == [{"cancel_retry_items": 1}]
+    elif end == "completed":
         assert complete(conn, item, now=T0)
     elif end == "completed in a batch":
         got = call(conn, "complete_retry_items", item_ids=[item], worker_id="w1", now=T0)
