@@ -91,13 +91,36 @@ class QueueEntry:
     dead_lettered_at: datetime | None
     locked_by: str | None
     locked_until: datetime | None
+    dedupe_key: str | None = None
 
 
-class Enqueued(NamedTuple):
-    """What add returns: unpacks as `id, event_id = queue.add(...)`."""
-
+class _Ids(NamedTuple):
     id: int
     event_id: UUID
+
+
+class Enqueued(_Ids):
+    """What add returns: unpacks as `id, event_id = queue.add(...)`.
+
+    `deduplicated` is True when nothing was added and the item returned was
+    already in the queue: a live item holding the same dedupe_key, or (add
+    with event_id) the item with that event id. It is not part of the tuple:
+    equality and unpacking see (id, event_id) only.
+    """
+
+    deduplicated: bool = False
+
+    def __new__(cls, id: int, event_id: UUID, deduplicated: bool = False) -> Enqueued:
+        self = super().__new__(cls, id, event_id)
+        if deduplicated:
+            self.deduplicated = True
+        return self
+
+    def __repr__(self) -> str:
+        return (
+            f"Enqueued(id={self.id!r}, event_id={self.event_id!r},"
+            f" deduplicated={self.deduplicated!r})"
+        )
 
 
 @dataclass(frozen=True)
@@ -158,6 +181,7 @@ class NewItem:
     delay: Seconds = 0
     max_retry_delay: Seconds = 86400
     retry_jitter: float = 0.0
+    dedupe_key: str | None = None
 
     def params(self) -> dict[str, Any]:
         """The enqueue function's parameters, by name without the p_ prefix."""
@@ -176,4 +200,5 @@ class NewItem:
             "delay_seconds": seconds(self.delay, "delay"),
             "max_retry_delay_seconds": seconds(self.max_retry_delay, "max_retry_delay"),
             "retry_jitter": self.retry_jitter,
+            "dedupe_key": self.dedupe_key,
         }

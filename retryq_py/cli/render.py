@@ -137,6 +137,7 @@ def item_grid(item: QueueEntry) -> Table:
         ("retries", f"{item.retry_count}/{item.max_retries}"),
         ("priority", str(item.priority)),
         ("correlation_id", item.correlation_id or ""),
+        ("dedupe_key", item.dedupe_key or ""),
         ("tags", ", ".join(item.tags)),
         ("created", when(item.created_at)),
         ("next attempt", when(item.next_retry_at) if item.status == "pending" else ""),

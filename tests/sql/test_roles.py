@@ -32,6 +32,17 @@ STATEMENTS: dict[str, tuple[str, Any]] = {
         None,
     ),
     "enqueue_item": ("SELECT id FROM enqueue_retry_item('t', '{{}}')", None),
+    # a dedupe key: set by the INSERT or the function; read back by neither
+    "insert_dedupe_key": (
+        "INSERT INTO daz_retry_queue (event_type, event_data, dedupe_key)"
+        " VALUES ('t', '{{}}', 'role-k1') RETURNING id, event_id",
+        None,
+    ),
+    "enqueue_item_keyed": (
+        "SELECT deduplicated FROM enqueue_retry_item('t', '{{}}', p_dedupe_key => 'role-k2')",
+        False,
+    ),
+    "select_dedupe_key": ("SELECT count(dedupe_key) FROM daz_retry_queue", 0),
     "enqueue_once": (
         "SELECT id FROM enqueue_retry_item_once("
         "'00000000-0000-4000-8000-000000000001', 't', '{{}}')",
@@ -87,15 +98,17 @@ STATEMENTS: dict[str, tuple[str, Any]] = {
 ALLOWED: dict[str, set[str]] = {
     "retryq_producer": {
         "guide_insert", "enqueue_item", "enqueue_items", "enqueue_once", "channel", "select_ids",
+        "insert_dedupe_key", "enqueue_item_keyed",
     },
     "retryq_worker": {
         "channel", "acquire", "complete", "complete_items", "fail", "extend", "snooze", "release",
-        "select_ids", "select_payload", "view_circuits", "due",
+        "select_ids", "select_payload", "view_circuits", "due", "select_dedupe_key",
     },
     "retryq_admin": {
         "channel", "requeue", "purge", "cancel", "cleanup", "list_dead", "cleanup_due", "due",
         "circuit_open", "circuit_close", "circuit_configure",
         "view_stats", "view_alerts", "view_circuits", "archive", "select_ids", "select_payload",
+        "select_dedupe_key",
     },
     "nobody": set(),
 }
