@@ -72,60 +72,73 @@ LANGUAGE plpgsql
 SET search_path FROM CURRENT
 AS $$
 DECLARE
-    v_granted bigint[] := '{}';
-    v_k record;
-    v_taken integer;
+    v_granted bigint[];
 BEGIN
-    FOR v_k IN
-        SELECT
-            i.event_type,
-            i.plugin_name,
-            pg_catalog.array_agg(i.id ORDER BY i.ord) AS ids,
-            pg_catalog.count(*)::integer AS wanted,
-            pg_catalog.min(l.period) AS period
-        FROM (
-            SELECT u.id, u.event_type, coalesce(u.plugin_name, '') AS plugin_name, u.ord
-            FROM ROWS FROM (
-                pg_catalog.unnest(p_ids),
-                pg_catalog.unnest(p_event_types),
-                pg_catalog.unnest(p_plugin_names)
-            ) WITH ORDINALITY AS u (id, event_type, plugin_name, ord)
-        ) AS i
-        LEFT JOIN _retryq_rate_limit AS l
+    -- one statement for all keys, so that a batch over several limited keys
+    -- costs one token UPDATE, not one per key
+    WITH items AS (
+        SELECT u.id, u.event_type, coalesce(u.plugin_name, '') AS plugin_name, u.ord
+        FROM ROWS FROM (
+            pg_catalog.unnest(p_ids),
+            pg_catalog.unnest(p_event_types),
+            pg_catalog.unnest(p_plugin_names)
+        ) WITH ORDINALITY AS u (id, event_type, plugin_name, ord)
+    ),
+    wanted AS (
+        SELECT l.event_type, l.plugin_name, l.period, pg_catalog.count(*) AS n
+        FROM items AS i
+        JOIN _retryq_rate_limit AS l
             ON l.event_type = i.event_type AND l.plugin_name = i.plugin_name
-        GROUP BY i.event_type, i.plugin_name
-        -- keys in one order, so that concurrent grants take tokens alike
-        ORDER BY i.event_type, i.plugin_name
-    LOOP
-        IF v_k.period IS NULL THEN
-            v_granted := v_granted || v_k.ids;
-            CONTINUE;
-        END IF;
-        -- SKIP LOCKED: a token another acquire is taking is not free for this
-        -- one; one whose new stamp committed after this statement's snapshot
-        -- is checked again on that stamp (and is not free either)
-        WITH free AS (
-            SELECT t.slot
+        GROUP BY l.event_type, l.plugin_name, l.period
+    ),
+    -- SKIP LOCKED: a token another acquire is taking is not free for this
+    -- one; one whose new stamp committed after this statement's snapshot is
+    -- checked again on that stamp (and is not free either)
+    free AS (
+        SELECT f.tid
+        FROM wanted AS w
+        CROSS JOIN LATERAL (
+            SELECT t.ctid AS tid
             FROM _retryq_rate_token AS t
-            WHERE t.event_type = v_k.event_type
-                AND t.plugin_name = v_k.plugin_name
-                AND t.used_at <= p_now - v_k.period
-            ORDER BY t.used_at, t.slot
-            LIMIT v_k.wanted
+            WHERE t.event_type = w.event_type
+                AND t.plugin_name = w.plugin_name
+                AND t.used_at <= p_now - w.period
+            ORDER BY t.used_at
+            LIMIT w.n
             FOR UPDATE SKIP LOCKED
-        ),
-        took AS (
-            UPDATE _retryq_rate_token AS t
-            SET used_at = p_now
-            FROM free AS f
-            WHERE t.event_type = v_k.event_type
-                AND t.plugin_name = v_k.plugin_name
-                AND t.slot = f.slot
-            RETURNING 1
-        )
-        SELECT pg_catalog.count(*)::integer INTO v_taken FROM took;
-        v_granted := v_granted || v_k.ids[1:v_taken];
-    END LOOP;
+        ) AS f
+    ),
+    -- by ctid: a join with free gets a hash join over every token in the
+    -- generic plan; the rows are locked, so their ctids hold
+    took AS (
+        UPDATE _retryq_rate_token AS t
+        SET used_at = p_now
+        WHERE t.ctid = ANY(ARRAY(SELECT f.tid FROM free AS f))
+        RETURNING t.event_type, t.plugin_name
+    ),
+    got AS (
+        SELECT k.event_type, k.plugin_name, pg_catalog.count(*) AS n
+        FROM took AS k
+        GROUP BY k.event_type, k.plugin_name
+    )
+    -- the most urgent items of each limited key get its tokens
+    SELECT coalesce(pg_catalog.array_agg(r.id), '{}')
+    INTO v_granted
+    FROM (
+        SELECT
+            i.id,
+            pg_catalog.row_number() OVER (
+                PARTITION BY i.event_type, i.plugin_name ORDER BY i.ord
+            ) AS rank,
+            w.event_type IS NOT NULL AS limited,
+            coalesce(g.n, 0) AS granted
+        FROM items AS i
+        LEFT JOIN wanted AS w
+            ON w.event_type = i.event_type AND w.plugin_name = i.plugin_name
+        LEFT JOIN got AS g
+            ON g.event_type = i.event_type AND g.plugin_name = i.plugin_name
+    ) AS r
+    WHERE NOT r.limited OR r.rank <= r.granted;
     RETURN v_granted;
 END;
 $$;
@@ -143,20 +156,25 @@ CREATE OR REPLACE FUNCTION _retryq_rate_closed(
     OUT event_types text[],
     OUT plugin_names text[]
 )
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
 SET search_path FROM CURRENT
 AS $$
+BEGIN
+    -- PL/pgSQL, not SQL: its plan is cached (a SQL function's, called from
+    -- PL/pgSQL, is planned on every call)
     SELECT
         coalesce(pg_catalog.array_agg(l.event_type), '{}'),
         coalesce(pg_catalog.array_agg(l.plugin_name), '{}')
+    INTO event_types, plugin_names
     FROM _retryq_rate_limit AS l
     WHERE NOT EXISTS (
         SELECT 1 FROM _retryq_rate_token AS t
         WHERE t.event_type = l.event_type
             AND t.plugin_name = l.plugin_name
             AND t.used_at <= p_now - l.period
-    )
+    );
+END;
 $$;
 
 REVOKE EXECUTE ON FUNCTION _retryq_rate_closed FROM public;
@@ -322,18 +340,31 @@ BEGIN
             ORDER BY a.priority DESC
             LIMIT 1;
             EXIT WHEN NOT FOUND;
-            IF NOT v_gated AND NOT v_limited AND v_probe_event IS NULL THEN
+            IF NOT v_gated AND v_probe_event IS NULL THEN
                 -- The usual case, in a lighter statement: no circuit to heed,
                 -- and no expired lease among the items it picks. If one is,
                 -- it leases nothing, and the full statement below takes the
                 -- same items in the same order.
                 RETURN QUERY
                 WITH picked AS MATERIALIZED (
-                    SELECT a.id, a.status
+                    SELECT a.id, a.status, a.event_type, a.plugin_name
                     FROM _retryq_active AS a
                     WHERE a.priority = v_priority
                         AND a.next_retry_at <= p_now
                         AND (a.locked_until IS NULL OR a.locked_until <= p_now)
+                        -- skip keys whose rate limit has no token free
+                        AND (
+                            pg_catalog.cardinality(v_closed_events) = 0
+                            OR NOT EXISTS (
+                                SELECT 1
+                                FROM ROWS FROM (
+                                    pg_catalog.unnest(v_closed_events),
+                                    pg_catalog.unnest(v_closed_plugins)
+                                ) AS k (event_type, plugin_name)
+                                WHERE k.event_type = a.event_type
+                                    AND k.plugin_name = coalesce(a.plugin_name, '')
+                            )
+                        )
                     ORDER BY a.next_retry_at, a.id
                     LIMIT v_remaining
                     FOR UPDATE SKIP LOCKED
@@ -345,7 +376,23 @@ BEGIN
                         locked_by = p_worker_id,
                         locked_until = v_until,
                         last_attempted_at = p_now
-                    WHERE a.id = ANY(ARRAY(SELECT p.id FROM picked AS p))
+                    -- (in a subquery: run once, its array then scanned by
+                    -- primary key)
+                    WHERE a.id = ANY((SELECT
+                        CASE
+                            WHEN NOT v_limited THEN ARRAY(SELECT p.id FROM picked AS p)
+                            -- rate limits: the items that get a token (none
+                            -- when the full statement below takes over)
+                            WHEN NOT EXISTS (
+                                SELECT 1 FROM picked AS p WHERE p.status = 'processing'
+                            ) THEN _retryq_rate_grant(
+                                ARRAY(SELECT p.id FROM picked AS p),
+                                ARRAY(SELECT p.event_type FROM picked AS p),
+                                ARRAY(SELECT p.plugin_name FROM picked AS p),
+                                p_now
+                            )
+                        END
+                    )::bigint[])
                         AND NOT EXISTS (
                             SELECT 1 FROM picked AS p
                             WHERE p.status = 'processing'

@@ -48,6 +48,11 @@ from retryq_py.admin.migrations import (
     migrate_rollback,
     migrate_status,
 )
+from retryq_py.admin.rate_limits import (
+    clear_rate_limit,
+    list_rate_limits,
+    set_rate_limit,
+)
 from retryq_py.admin.running import (
     NextRetry,
     bind_port,
@@ -102,6 +107,7 @@ __all__ = [
     "check",
     "cleanup",
     "cleanup_due",
+    "clear_rate_limit",
     "close_circuit",
     "configure_circuit",
     "connect",
@@ -117,6 +123,7 @@ __all__ = [
     "is_refused_value",
     "item_show",
     "list_circuits",
+    "list_rate_limits",
     "listen_error",
     "load_handlers",
     "load_worker_config",
@@ -135,6 +142,7 @@ __all__ = [
     "run_worker",
     "schema_exists",
     "serve_metrics",
+    "set_rate_limit",
     "stats",
     "target",
 ]

@@ -158,18 +158,31 @@ BEGIN
             ORDER BY a.priority DESC
             LIMIT 1;
             EXIT WHEN NOT FOUND;
-            IF NOT v_gated AND NOT v_limited AND v_probe_event IS NULL THEN
+            IF NOT v_gated AND v_probe_event IS NULL THEN
                 -- The usual case, in a lighter statement: no circuit to heed,
                 -- and no expired lease among the items it picks. If one is,
                 -- it leases nothing, and the full statement below takes the
                 -- same items in the same order.
                 RETURN QUERY
                 WITH picked AS MATERIALIZED (
-                    SELECT a.id, a.status
+                    SELECT a.id, a.status, a.event_type, a.plugin_name
                     FROM _retryq_active AS a
                     WHERE a.priority = v_priority
                         AND a.next_retry_at <= p_now
                         AND (a.locked_until IS NULL OR a.locked_until <= p_now)
+                        -- skip keys whose rate limit has no token free
+                        AND (
+                            pg_catalog.cardinality(v_closed_events) = 0
+                            OR NOT EXISTS (
+                                SELECT 1
+                                FROM ROWS FROM (
+                                    pg_catalog.unnest(v_closed_events),
+                                    pg_catalog.unnest(v_closed_plugins)
+                                ) AS k (event_type, plugin_name)
+                                WHERE k.event_type = a.event_type
+                                    AND k.plugin_name = coalesce(a.plugin_name, '')
+                            )
+                        )
                     ORDER BY a.next_retry_at, a.id
                     LIMIT v_remaining
                     FOR UPDATE SKIP LOCKED
@@ -181,7 +194,23 @@ BEGIN
                         locked_by = p_worker_id,
                         locked_until = v_until,
                         last_attempted_at = p_now
-                    WHERE a.id = ANY(ARRAY(SELECT p.id FROM picked AS p))
+                    -- (in a subquery: run once, its array then scanned by
+                    -- primary key)
+                    WHERE a.id = ANY((SELECT
+                        CASE
+                            WHEN NOT v_limited THEN ARRAY(SELECT p.id FROM picked AS p)
+                            -- rate limits: the items that get a token (none
+                            -- when the full statement below takes over)
+                            WHEN NOT EXISTS (
+                                SELECT 1 FROM picked AS p WHERE p.status = 'processing'
+                            ) THEN _retryq_rate_grant(
+                                ARRAY(SELECT p.id FROM picked AS p),
+                                ARRAY(SELECT p.event_type FROM picked AS p),
+                                ARRAY(SELECT p.plugin_name FROM picked AS p),
+                                p_now
+                            )
+                        END
+                    )::bigint[])
                         AND NOT EXISTS (
                             SELECT 1 FROM picked AS p
                             WHERE p.status = 'processing'

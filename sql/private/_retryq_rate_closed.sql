@@ -8,20 +8,25 @@ CREATE OR REPLACE FUNCTION _retryq_rate_closed(
     OUT event_types text[],
     OUT plugin_names text[]
 )
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
 SET search_path FROM CURRENT
 AS $$
+BEGIN
+    -- PL/pgSQL, not SQL: its plan is cached (a SQL function's, called from
+    -- PL/pgSQL, is planned on every call)
     SELECT
         coalesce(pg_catalog.array_agg(l.event_type), '{}'),
         coalesce(pg_catalog.array_agg(l.plugin_name), '{}')
+    INTO event_types, plugin_names
     FROM _retryq_rate_limit AS l
     WHERE NOT EXISTS (
         SELECT 1 FROM _retryq_rate_token AS t
         WHERE t.event_type = l.event_type
             AND t.plugin_name = l.plugin_name
             AND t.used_at <= p_now - l.period
-    )
+    );
+END;
 $$;
 
 REVOKE EXECUTE ON FUNCTION _retryq_rate_closed FROM public;

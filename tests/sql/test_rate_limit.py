@@ -80,8 +80,9 @@ def test_other_keys_flow_past_an_exhausted_limit(db: Conn) -> None:
     got = acquire(db, at(1), batch=100)
     assert sorted(keys(got)) == ["email.send"] * 4 + ["sms.send"] * 5
     assert sum(r["plugin_name"] == "twilio" for r in got) == 2
-    more = enqueue(db, 2, event_type="email.send", plugin="smtp", priority=1)
-    # the limited key has no token: the batch is filled from the others at once
+    # behind the limited key's items, of the same priority: the limited key has
+    # no token, so its items are passed over rather than fill the batch
+    more = enqueue(db, 2, event_type="email.send", plugin="smtp", priority=9)
     assert sorted(r["id"] for r in acquire(db, at(2), batch=5)) == more
 
 
