@@ -403,9 +403,6 @@ $$;
 REVOKE EXECUTE ON FUNCTION acquire_retry_items FROM public;
 GRANT EXECUTE ON FUNCTION acquire_retry_items TO retryq_worker;
 
--- retryq:remove private/_retryq_rate_closed.sql
-DROP FUNCTION _retryq_rate_closed;
-
 -- retryq:remove private/_retryq_rate_grant.sql
 DROP FUNCTION _retryq_rate_grant;
 

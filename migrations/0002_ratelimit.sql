@@ -145,40 +145,6 @@ $$;
 
 REVOKE EXECUTE ON FUNCTION _retryq_rate_grant FROM public;
 
--- retryq:source private/_retryq_rate_closed.sql
--- The rate-limited keys without a token free at p_now (every token used
--- within the last period), as two arrays: acquire skips their items instead
--- of locking them only to find no token. A look without locks: a token that
--- another acquire is taking still counts as free here (the grant then finds
--- it taken).
-CREATE OR REPLACE FUNCTION _retryq_rate_closed(
-    p_now timestamptz,
-    OUT event_types text[],
-    OUT plugin_names text[]
-)
-LANGUAGE plpgsql
-STABLE
-SET search_path FROM CURRENT
-AS $$
-BEGIN
-    -- PL/pgSQL, not SQL: its plan is cached (a SQL function's, called from
-    -- PL/pgSQL, is planned on every call)
-    SELECT
-        coalesce(pg_catalog.array_agg(l.event_type), '{}'),
-        coalesce(pg_catalog.array_agg(l.plugin_name), '{}')
-    INTO event_types, plugin_names
-    FROM _retryq_rate_limit AS l
-    WHERE NOT EXISTS (
-        SELECT 1 FROM _retryq_rate_token AS t
-        WHERE t.event_type = l.event_type
-            AND t.plugin_name = l.plugin_name
-            AND t.used_at <= p_now - l.period
-    );
-END;
-$$;
-
-REVOKE EXECUTE ON FUNCTION _retryq_rate_closed FROM public;
-
 -- retryq:source functions/acquire_retry_items.sql
 -- Leases up to p_batch_size due items to p_worker_id for
 -- p_lock_timeout_seconds, most urgent first (priority descending, then due
@@ -316,9 +282,21 @@ BEGIN
     -- Rate limits: the keys with no token free now are skipped below.
     v_limited := EXISTS (SELECT 1 FROM _retryq_rate_limit);
     IF v_limited THEN
-        SELECT r.event_types, r.plugin_names
+        -- inline, not a call of a helper: a call with its own search_path
+        -- cost twice the query. A look without locks: a token another
+        -- acquire is taking still counts as free here (the grant then finds
+        -- it taken).
+        SELECT
+            coalesce(pg_catalog.array_agg(l.event_type), '{}'),
+            coalesce(pg_catalog.array_agg(l.plugin_name), '{}')
         INTO v_closed_events, v_closed_plugins
-        FROM _retryq_rate_closed(p_now) AS r;
+        FROM _retryq_rate_limit AS l
+        WHERE NOT EXISTS (
+            SELECT 1 FROM _retryq_rate_token AS t
+            WHERE t.event_type = l.event_type
+                AND t.plugin_name = l.plugin_name
+                AND t.used_at <= p_now - l.period
+        );
     END IF;
 
     -- Probe passes first (one item per ready circuit), then the normal pass.
@@ -381,6 +359,13 @@ BEGIN
                     WHERE a.id = ANY((SELECT
                         CASE
                             WHEN NOT v_limited THEN ARRAY(SELECT p.id FROM picked AS p)
+                            -- no item of a limited key: no token to take
+                            WHEN NOT EXISTS (
+                                SELECT 1 FROM picked AS p
+                                JOIN _retryq_rate_limit AS l
+                                    ON l.event_type = p.event_type
+                                        AND l.plugin_name = coalesce(p.plugin_name, '')
+                            ) THEN ARRAY(SELECT p.id FROM picked AS p)
                             -- rate limits: the items that get a token (none
                             -- when the full statement below takes over)
                             WHEN NOT EXISTS (
@@ -742,7 +727,7 @@ SELECT
     l.event_type,
     nullif(l.plugin_name, '') AS plugin_name,
     l.max_leases,
-    extract(epoch FROM l.period)::double precision AS period_seconds,
+    extract(EPOCH FROM l.period)::double precision AS period_seconds,
     t.used AS leases_in_period,
     l.max_leases - t.used AS tokens_free,
     CASE WHEN t.used >= l.max_leases THEN t.oldest + l.period END

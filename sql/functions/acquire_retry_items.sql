@@ -134,9 +134,21 @@ BEGIN
     -- Rate limits: the keys with no token free now are skipped below.
     v_limited := EXISTS (SELECT 1 FROM _retryq_rate_limit);
     IF v_limited THEN
-        SELECT r.event_types, r.plugin_names
+        -- inline, not a call of a helper: a call with its own search_path
+        -- cost twice the query. A look without locks: a token another
+        -- acquire is taking still counts as free here (the grant then finds
+        -- it taken).
+        SELECT
+            coalesce(pg_catalog.array_agg(l.event_type), '{}'),
+            coalesce(pg_catalog.array_agg(l.plugin_name), '{}')
         INTO v_closed_events, v_closed_plugins
-        FROM _retryq_rate_closed(p_now) AS r;
+        FROM _retryq_rate_limit AS l
+        WHERE NOT EXISTS (
+            SELECT 1 FROM _retryq_rate_token AS t
+            WHERE t.event_type = l.event_type
+                AND t.plugin_name = l.plugin_name
+                AND t.used_at <= p_now - l.period
+        );
     END IF;
 
     -- Probe passes first (one item per ready circuit), then the normal pass.
@@ -199,6 +211,13 @@ BEGIN
                     WHERE a.id = ANY((SELECT
                         CASE
                             WHEN NOT v_limited THEN ARRAY(SELECT p.id FROM picked AS p)
+                            -- no item of a limited key: no token to take
+                            WHEN NOT EXISTS (
+                                SELECT 1 FROM picked AS p
+                                JOIN _retryq_rate_limit AS l
+                                    ON l.event_type = p.event_type
+                                        AND l.plugin_name = coalesce(p.plugin_name, '')
+                            ) THEN ARRAY(SELECT p.id FROM picked AS p)
                             -- rate limits: the items that get a token (none
                             -- when the full statement below takes over)
                             WHEN NOT EXISTS (

@@ -7,7 +7,7 @@ SELECT
     l.event_type,
     nullif(l.plugin_name, '') AS plugin_name,
     l.max_leases,
-    extract(epoch FROM l.period)::double precision AS period_seconds,
+    extract(EPOCH FROM l.period)::double precision AS period_seconds,
     t.used AS leases_in_period,
     l.max_leases - t.used AS tokens_free,
     CASE WHEN t.used >= l.max_leases THEN t.oldest + l.period END

@@ -194,3 +194,32 @@ def test_refusals_name_the_field(db: Conn, args: tuple[Any, ...], field: str) ->
         db.execute("SELECT retry_rate_limit_set(%s, %s, %s, %s)", args)
     assert e.value.diag.column_name == field
     assert db.execute("SELECT count(*) AS n FROM _retryq_rate_limit").fetchone() == {"n": 0}
+
+
+def test_retryq_rate_limits_cli(module_dsn: str, db: Conn,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    from retryq_py.cli import main
+
+    def cli(*args: str) -> tuple[int, str]:
+        try:
+            main(["rate-limits", *args, "--database", module_dsn])
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        out = capsys.readouterr()
+        return code, out.out + out.err
+
+    code, text = cli("set", "sms.send", "20", "--plugin", "twilio", "--per", "2")
+    assert code == 0, text
+    assert "20 per 2s" in text
+    assert db.execute("SELECT max_leases, period_seconds FROM daz_retry_queue_rate_limits"
+                      ).fetchall() == [{"max_leases": 20, "period_seconds": 2.0}]
+    code, text = cli("list")
+    assert code == 0 and "sms.send" in text and "20/2s" in text, text
+    assert "1 rate limit(s), 0 at their limit now" in text
+    code, text = cli("set", "sms.send", "0")
+    assert code == 2 and "max_leases" in text, text  # 22023 from the SQL
+    code, text = cli("clear", "sms.send", "--plugin", "twilio")
+    assert code == 0, text
+    assert cli("clear", "sms.send", "--plugin", "twilio")[0] == 1  # no such limit
+    assert cli()[1].strip().endswith("0 rate limit(s), 0 at their limit now")
