@@ -35,6 +35,7 @@ class Settings:
     handler_timeout: float | None
     statement_deadline: float
     lanes: int
+    max_snoozes: int = 100
 
     @classmethod
     def resolve(
@@ -57,6 +58,7 @@ class Settings:
         handler_timeout: float | None = None,
         statement_deadline: float | None = None,
         lanes: int | None = None,
+        max_snoozes: int = 100,
         pool_max_size: int | None = None,
     ) -> Settings:
         """Keywords win over the config; `pool_max_size` is the size of a
@@ -104,9 +106,13 @@ class Settings:
                 statement_deadline if statement_deadline is not None else max(1.0, lock / 2)
             ),
             lanes=n_lanes,
+            # an item snoozed more often becomes a dead letter (snooze_limit)
+            max_snoozes=max_snoozes,
         )
         if not 1 <= settings.batch_size <= 1000:
             raise ValueError(f"batch_size must be between 1 and 1000, got {settings.batch_size}")
+        if isinstance(max_snoozes, bool) or not 0 <= max_snoozes <= 10000:
+            raise ValueError(f"max_snoozes must be between 0 and 10000, got {max_snoozes}")
         if settings.poll_interval <= 0:
             raise ValueError(f"poll_interval must be positive, got {settings.poll_interval}")
         if lock < 1:

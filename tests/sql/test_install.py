@@ -268,8 +268,19 @@ def _changed_copy(tmp: Path) -> tuple[Path, Path, str]:
     shutil.copytree(ROOT / "migrations", tmp / "migrations")
     fn = tmp / "sql" / "functions" / "extend_retry_lock.sql"
     fn.write_text(fn.read_text().replace("RETURN FOUND;", "RETURN FOUND; -- changed"))
+    # a new trailing parameter: CREATE OR REPLACE alone would add an overload
+    fn = tmp / "sql" / "functions" / "release_retry_items.sql"
+    text = fn.read_text()
+    assert "    p_worker_id text\n)" in text
+    fn.write_text(
+        text.replace(
+            "    p_worker_id text\n)", "    p_worker_id text,\n    p_note text DEFAULT NULL\n)"
+        )
+    )
+    # a column in the middle: CREATE OR REPLACE VIEW refuses that
     view = tmp / "sql" / "views" / "daz_retry_queue_stats.sql"
-    view.write_text(view.read_text().replace("count(*) AS", "count(*) + 0 AS"))
+    text = view.read_text().replace("count(*) AS", "count(*) + 0 AS")
+    view.write_text(text.replace("    q.event_type,\n", "    q.event_type,\n    1 AS one,\n", 1))
     table = tmp / "sql" / "tables" / "daz_retry_queue_archive.sql"
     text = table.read_text()
     assert "archived_at timestamptz NOT NULL DEFAULT now(),\n" in text
@@ -605,7 +616,7 @@ def test_mixed_case_schema_installs_and_rolls_back(dsn: str) -> None:
         conn.execute('CREATE SCHEMA "Tenant A"')
     assert migrate.apply(dsn, schema="Tenant A")
     with _connect(dsn) as conn:
-        got = conn.execute('SELECT * FROM "Tenant A".enqueue_retry_item(\'t\', \'{}\')').fetchone()
+        got = conn.execute("SELECT * FROM \"Tenant A\".enqueue_retry_item('t', '{}')").fetchone()
         assert got is not None and got[0] == 1
         assert conn.execute("SELECT to_regclass('public.daz_retry_queue')").fetchone() != (None,)
     assert migrate.rollback(dsn, schema="Tenant A")

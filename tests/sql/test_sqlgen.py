@@ -178,6 +178,45 @@ def test_new_and_removed_files_ship_and_roll_back(tree: tuple[Path, Path]) -> No
     assert sqlgen.check(sql_dir, mig_dir) == []
 
 
+def test_a_changed_signature_drops_the_old_function_first(tree: tuple[Path, Path]) -> None:
+    """CREATE OR REPLACE with a new parameter would leave two overloads (and
+    every call with defaults ambiguous): the migration drops the old
+    signature first, and its rollback drops the new one before restoring."""
+    sql_dir, mig_dir = tree
+    fn = sql_dir / "functions" / "release_retry_items.sql"
+    edit(
+        fn, "    p_worker_id text\n)", "    p_worker_id text,\n    p_note text DEFAULT 'a, (b)'\n)"
+    )
+    up, down = sqlgen.new("note", sql_root=sql_dir, mig_root=mig_dir)
+    old_drop = "DROP FUNCTION release_retry_items(p_item_ids bigint[], p_worker_id text);"
+    new_drop = (
+        "DROP FUNCTION release_retry_items(p_item_ids bigint[], p_worker_id text, p_note text);"
+    )
+    up_text, down_text = up.read_text(), down.read_text()
+    assert up_text.index(old_drop) < up_text.index("CREATE OR REPLACE FUNCTION release_retry_items")
+    assert down_text.index(new_drop) < down_text.index(
+        "CREATE OR REPLACE FUNCTION release_retry_items"
+    )
+    assert sqlgen.check(sql_dir, mig_dir) == []
+    # a body-only change drops nothing
+    edit(fn, "RETURN v_count;", "RETURN v_count; -- same signature")
+    up, down = sqlgen.new("body", sql_root=sql_dir, mig_root=mig_dir)
+    assert "DROP FUNCTION" not in up.read_text() and "DROP FUNCTION" not in down.read_text()
+    # a changed view is replaced whole: its columns may have changed
+    edit(
+        sql_dir / "views" / "daz_retry_queue_stats.sql",
+        "q.event_type,\n",
+        "q.event_type,\n    q.priority,\n",
+    )
+    up, down = sqlgen.new("view", sql_root=sql_dir, mig_root=mig_dir)
+    assert "DROP VIEW daz_retry_queue_stats;" in up.read_text()
+    assert "DROP VIEW daz_retry_queue_stats;" in down.read_text()
+    assert sqlgen.check(sql_dir, mig_dir) == []
+    # a hand edit of a generated drop is caught like any other
+    up.write_text(up.read_text().replace("DROP VIEW daz_retry_queue_stats;", "SELECT 1;"))
+    assert any("drops of changed signatures" in p for p in sqlgen.check(sql_dir, mig_dir))
+
+
 def test_a_changed_table_needs_its_alter_statements(tree: tuple[Path, Path]) -> None:
     sql_dir, mig_dir = tree
     table = sql_dir / "tables" / "daz_retry_queue_archive.sql"
@@ -188,8 +227,11 @@ def test_a_changed_table_needs_its_alter_statements(tree: tuple[Path, Path]) -> 
         sqlgen.new("archive", "ALTER TABLE x;", sql_root=sql_dir, mig_root=mig_dir)
     alter = "ALTER TABLE daz_retry_queue_archive ALTER COLUMN archived_at DROP NOT NULL;"
     up, down = sqlgen.new(
-        "archive", alter, "ALTER TABLE daz_retry_queue_archive ALTER COLUMN archived_at"
-        " SET NOT NULL;", sql_root=sql_dir, mig_root=mig_dir,
+        "archive",
+        alter,
+        "ALTER TABLE daz_retry_queue_archive ALTER COLUMN archived_at SET NOT NULL;",
+        sql_root=sql_dir,
+        mig_root=mig_dir,
     )
     assert alter in up.read_text() and "SET NOT NULL" in down.read_text()
     # the new table text is recorded (commented out), so the check agrees now
@@ -200,13 +242,18 @@ def test_a_changed_table_needs_its_alter_statements(tree: tuple[Path, Path]) -> 
 def test_each_function_is_created_in_exactly_one_hand_edited_file(
     conn: psycopg.Connection[Any],
 ) -> None:
-    names = [r[0] for r in conn.execute(
-        "SELECT proname FROM pg_proc WHERE pronamespace = 'public'::regnamespace"
-    )]
+    names = [
+        r[0]
+        for r in conn.execute(
+            "SELECT proname FROM pg_proc WHERE pronamespace = 'public'::regnamespace"
+        )
+    ]
     assert len(names) >= 20
     hand_edited = [
-        p for p in ROOT.rglob("*")
-        if p.is_file() and p.suffix in {".sql", ".py", ".md"}
+        p
+        for p in ROOT.rglob("*")
+        if p.is_file()
+        and p.suffix in {".sql", ".py", ".md"}
         # tests plant decoys of the same names on purpose
         and not {".git", ".venv", "migrations", "tests"} & set(p.relative_to(ROOT).parts)
     ]
