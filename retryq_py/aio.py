@@ -370,6 +370,29 @@ class AsyncRetryQueue(QueueBase):
         params = _sql.dead_letter_filter(item_ids, event_type, plugin, error_code, dead_before)
         return int(await self._one(self._q.purge_dead_letters, params))
 
+    async def cancel(
+        self,
+        item_ids: Iterable[int] | None = None,
+        *,
+        event_type: str | None = None,
+        plugin: str | None = None,
+        error_code: str | None = None,
+        created_before: datetime | None = None,
+        dry_run: bool = False,
+        now: datetime | None = None,
+    ) -> int:
+        """Cancel pending and processing items for good (status 'cancelled');
+        at least one filter is required (22023 naming item_ids otherwise).
+
+        Returns how many were cancelled (with dry_run: would be, changing
+        nothing). Finished items, and rows another transaction holds at that
+        moment, are left alone and not counted. A leased item's holder finds
+        its lease gone: its complete, fail and heartbeat return False.
+        """
+        params = _sql.cancel_filter(item_ids, event_type, plugin, error_code, created_before)
+        params.update(dry_run=dry_run, now=now)
+        return int(await self._one(self._q.cancel, params))
+
     async def cleanup(
         self,
         retention_days: int = 7,

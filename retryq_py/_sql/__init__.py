@@ -28,7 +28,13 @@ from retryq_py._sql.encode import (
     text_array,
     uuid_loader,
 )
-from retryq_py._sql.params import Seconds, dead_letter_filter, seconds, whole_seconds
+from retryq_py._sql.params import (
+    Seconds,
+    cancel_filter,
+    dead_letter_filter,
+    seconds,
+    whole_seconds,
+)
 from retryq_py._sql.rows import (
     JSON,
     CleanupResult,
@@ -102,6 +108,7 @@ __all__ = [
     "Seconds",
     "Statements",
     "StatsRow",
+    "cancel_filter",
     "compose",
     "copy_in_types",
     "dead_letter_filter",

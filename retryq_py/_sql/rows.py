@@ -123,10 +123,21 @@ class CleanupResult:
 
 @dataclass(frozen=True)
 class Due:
-    """Whether any item is pending or processing; seconds until the next pending one is due."""
+    """Whether any item is pending or processing; seconds until the next
+    pending one is due (negative when overdue, None when none is pending); and
+    how long the oldest due item nobody holds has waited, in seconds (0 when
+    none: an expired lease counts as due)."""
 
     active: bool
     seconds_until_due: float | None
+    oldest_due_age_seconds: float = 0.0
+
+    @property
+    def due_now(self) -> bool:
+        """Whether anything is due now: a pending item whose time has come
+        (one an open circuit holds back included) or an expired lease."""
+        overdue = self.seconds_until_due is not None and self.seconds_until_due <= 0
+        return overdue or self.oldest_due_age_seconds > 0
 
 
 @dataclass(frozen=True)

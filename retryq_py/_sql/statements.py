@@ -207,6 +207,18 @@ SELECT {schema}purge_dead_letter_items(
 )
 """
 
+CANCEL: LiteralString = """
+SELECT {schema}cancel_retry_items(
+    p_item_ids => %(item_ids)s::bigint[],
+    p_event_type => %(event_type)s,
+    p_plugin_name => %(plugin_name)s,
+    p_error_code => %(error_code)s,
+    p_created_before => %(created_before)s::timestamptz,
+    p_dry_run => %(dry_run)s,
+    p_now => coalesce(%(now)s::timestamptz, now())
+)
+"""
+
 CLEANUP: LiteralString = """
 SELECT deleted_count, archived_count FROM {schema}cleanup_retry_queue(
     p_retention_days => %(retention_days)s,
@@ -271,9 +283,12 @@ FROM {schema}daz_retry_queue
 WHERE id = %(item_id)s
 """
 
-# For a worker deciding how long to sleep: whether any item is active, and
-# seconds (by the server's clock) until the earliest pending item is due.
-DUE: LiteralString = "SELECT active, seconds_until_due FROM {schema}retry_queue_due()"
+# For a worker deciding how long to sleep, or whether to exit: whether any item
+# is active, seconds (by the server's clock) until the earliest pending item is
+# due, and how long the oldest due item nobody holds has waited.
+DUE: LiteralString = (
+    "SELECT active, seconds_until_due, oldest_due_age_seconds FROM {schema}retry_queue_due()"
+)
 
 
 def compose(template: LiteralString, schema: str | None) -> sql.Composed:
@@ -308,6 +323,7 @@ class Statements:
         self.release = compose(RELEASE, schema)
         self.requeue_dead_letters = compose(REQUEUE_DEAD_LETTERS, schema)
         self.purge_dead_letters = compose(PURGE_DEAD_LETTERS, schema)
+        self.cancel = compose(CANCEL, schema)
         self.cleanup = compose(CLEANUP, schema)
         self.try_cleanup_lock = compose(TRY_CLEANUP_LOCK, schema)
         self.try_cleanup = compose(TRY_CLEANUP, schema)

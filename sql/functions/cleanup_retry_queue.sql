@@ -1,7 +1,8 @@
--- Removes completed and dead-letter items that finished more than
--- p_retention_days ago, p_batch_size rows per statement, at most p_max_rows in
--- all (NULL: no limit). Dead letters are copied to daz_retry_queue_archive
--- first unless p_archive_dead_letters is false. Pending and processing items
+-- Removes completed, dead-letter and cancelled items that finished (or were
+-- cancelled) more than p_retention_days ago, p_batch_size rows per statement,
+-- at most p_max_rows in all (NULL: no limit). Dead letters and cancelled items
+-- are copied to daz_retry_queue_archive first unless p_archive_dead_letters is
+-- false; archived_count counts both. Pending and processing items
 -- are never touched: they live in another partition. Rows locked by someone
 -- else (a requeue in progress) are skipped, never waited for. For the shortest
 -- locks, call it repeatedly with a small p_max_rows, one transaction each.
@@ -67,7 +68,7 @@ BEGIN
             INSERT INTO daz_retry_queue_archive
             SELECT g.*, p_now
             FROM gone AS g
-            WHERE g.status = 'dead_letter' AND p_archive_dead_letters
+            WHERE g.status IN ('dead_letter', 'cancelled') AND p_archive_dead_letters
             RETURNING 1
         )
         SELECT (SELECT pg_catalog.count(*) FROM gone), (SELECT pg_catalog.count(*) FROM kept)

@@ -320,7 +320,13 @@ def test_stats_rows_and_totals(dsn: str, conn: Any) -> None:
         ("pending", "a", "p", 1),
         ("dead_letter", "b", None, 1),
     ]
-    assert s.totals == {"pending": 2, "processing": 0, "completed": 0, "dead_letter": 1}
+    assert s.totals == {
+        "pending": 2,
+        "processing": 0,
+        "completed": 0,
+        "dead_letter": 1,
+        "cancelled": 0,
+    }
     assert s.total == 3
 
 
@@ -331,7 +337,9 @@ def test_stats_subprocess(dsn: str, conn: Any) -> None:
     result = run_cli("stats", dsn=dsn)
     assert result.returncode == 0, result.stderr
     assert "cytube.event.chatMsg" in result.stdout
-    assert "total 2: pending 1, processing 0, completed 0, dead_letter 1" in result.stdout
+    assert (
+        "total 2: pending 1, processing 0, completed 0, dead_letter 1, cancelled 0" in result.stdout
+    )
 
 
 def _finished_long_ago(conn: Any, completed: int, dead: int) -> None:
@@ -457,7 +465,8 @@ def test_dead_letter_purge_confirms_and_filters(dsn: str, conn: Any) -> None:
 
     with pytest.raises(cmd.UsageProblem, match="needs a filter"):
         cmd.dead_letter_purge(t, DeadLetterFilter())
-    assert cmd.dead_letter_purge(t, DeadLetterFilter(error_code="08006"), refuse) == 0
+    with pytest.raises(cmd.Declined, match="nothing purged"):
+        cmd.dead_letter_purge(t, DeadLetterFilter(error_code="08006"), refuse)
     assert asked == [2] and count(conn) == 3
     assert cmd.dead_letter_purge(t, DeadLetterFilter(error_code="08006"), lambda n: True) == 2
     remaining = [r[0] for r in conn.execute("SELECT id FROM daz_retry_queue").fetchall()]
@@ -485,7 +494,8 @@ def test_dead_letter_subprocesses(dsn: str, conn: Any) -> None:
 
     declined = run_cli("dead-letter", "purge", "--plugin", "chat", dsn=dsn, stdin="n\n")
     assert declined.returncode == 0, declined.stderr
-    assert "purged 0" in declined.stdout
+    assert "declined: nothing purged (1 dead letter(s) left as they were)" in declined.stdout
+    assert "purged 0" not in declined.stdout
     purged = run_cli("dead-letter", "purge", "--plugin", "chat", "--yes", dsn=dsn)
     assert "purged 1" in purged.stdout
     unfiltered = run_cli("dead-letter", "purge", "--yes", dsn=dsn)

@@ -488,12 +488,52 @@ class QueueModel(RuleBasedStateMachine):
             for it in self.items.values()
             if it.finished_at is not None and it.finished_at < cutoff
         ]
-        kept = [it.id for it in gone if it.status == "dead_letter" and archive]
+        kept = [it.id for it in gone if it.status in ("dead_letter", "cancelled") and archive]
         assert row == (len(gone), len(kept))
         for it in gone:
             del self.items[it.id]
         self.archived.update(kept)
         self.last_kind = "cleanup"
+
+    @precondition(lambda self: bool(self.items))
+    @rule(
+        c=st.integers(0, N_CONNS - 1), data=st.data(), dry_run=st.sampled_from([False, False, True])
+    )
+    def cancel(self, c: int, data: st.DataObject, dry_run: bool) -> None:
+        """Pending and processing items chosen by ids or event type end as
+        cancelled for good (finished now, never leased again, their holder's
+        acknowledgements find no lease); finished ones are left alone."""
+        ids: list[int] | None = None
+        event_type: str | None = None
+        if data.draw(st.booleans(), label="by ids"):
+            pool = [*sorted(self.items), 10**9]
+            ids = data.draw(st.lists(st.sampled_from(pool), min_size=1, max_size=4), label="ids")
+        else:
+            event_type = data.draw(st.sampled_from(EVENT_TYPES), label="event type")
+        n = (
+            self.conns[c]
+            .execute(
+                "SELECT cancel_retry_items(p_item_ids => %s, p_event_type => %s,"
+                " p_dry_run => %s, p_now => %s)",
+                [ids, event_type, dry_run, self.now],
+            )
+            .fetchone()
+        )
+        chosen = [
+            it
+            for it in self.items.values()
+            if it.status in ("pending", "processing")
+            and (ids is None or it.id in ids)
+            and (event_type is None or it.event_type == event_type)
+        ]
+        assert n == (len(chosen),)
+        if not dry_run:
+            for it in chosen:
+                it.status = "cancelled"
+                it.locked_by = None
+                it.locked_until = None
+                it.finished_at = self.now
+        self.last_kind = "cancel"
 
     @precondition(lambda self: bool(self.seen_ids))
     @rule(c=st.integers(0, N_CONNS - 1), data=st.data())
@@ -506,8 +546,10 @@ class QueueModel(RuleBasedStateMachine):
         taken = sorted(set(self.items) | self.archived)
         reused = data.draw(st.sampled_from([*taken, None]), label="explicit id")
         conn = self.conns[c]
-        id_sql = "%s" if reused is not None else (
-            "(SELECT last_value FROM daz_retry_queue_id_seq) + 1000"
+        id_sql = (
+            "%s"
+            if reused is not None
+            else ("(SELECT last_value FROM daz_retry_queue_id_seq) + 1000")
         )
         try:
             conn.execute(

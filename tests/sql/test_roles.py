@@ -64,6 +64,7 @@ STATEMENTS: dict[str, tuple[str, Any]] = {
     "requeue": ("SELECT requeue_dead_letter_items(ARRAY[{dead}]::bigint[])", 1),
     "cleanup": ("SELECT deleted_count FROM cleanup_retry_queue(0)", 1),
     "purge": ("SELECT purge_dead_letter_items(ARRAY[{dead}]::bigint[])", 1),
+    "cancel": ("SELECT cancel_retry_items(ARRAY[{pending}]::bigint[])", 1),
     "list_dead": ("SELECT id FROM list_dead_letter_items()", "{dead}"),
     "cleanup_due": ("SELECT due_count FROM cleanup_retry_queue_due(0)", 1),
     "due": ("SELECT active FROM retry_queue_due()", True),
@@ -100,7 +101,7 @@ ALLOWED: dict[str, set[str]] = {
         "select_ids", "select_payload", "view_circuits", "due", "view_rate_limits",
     },
     "retryq_admin": {
-        "channel", "requeue", "purge", "cleanup", "list_dead", "cleanup_due", "due",
+        "channel", "requeue", "purge", "cancel", "cleanup", "list_dead", "cleanup_due", "due",
         "circuit_open", "circuit_close", "circuit_configure",
         "rate_limit_set", "rate_limit_clear", "view_rate_limits",
         "view_stats", "view_alerts", "view_circuits", "archive", "select_ids", "select_payload",
@@ -201,6 +202,7 @@ def test_every_retryq_function_is_pinned_and_granted_as_documented(conn: Conn) -
         "fail_retry_item": "fail", "extend_retry_lock": "extend", "snooze_retry_item": "snooze",
         "release_retry_items": "release", "requeue_dead_letter_items": "requeue",
         "purge_dead_letter_items": "purge", "list_dead_letter_items": "list_dead",
+        "cancel_retry_items": "cancel",
         "cleanup_retry_queue": "cleanup", "cleanup_retry_queue_due": "cleanup_due",
         "retry_queue_due": "due", "retry_circuit_open": "circuit_open",
         "retry_circuit_close": "circuit_close", "retry_circuit_configure": "circuit_configure",
@@ -272,7 +274,7 @@ def test_python_layer_runs_with_only_its_role(dsn: str, conn: Conn) -> None:
             as_role["retryq_worker"], {"ok": lambda item: done.append(item.id)},
             poll_interval=0.2, lock_timeout=5,
         )
-        counts = worker.run(exit_when_idle=True, install_signal_handlers=False)
+        counts = worker.run(exit_when_drained=True, install_signal_handlers=False)
         assert counts.processed == 21 == len(done)
         for role in ("retryq_admin", "retryq_worker"):  # the worker's --metrics-port too
             with psycopg.connect(as_role[role]) as a:
