@@ -133,7 +133,8 @@ def parse(text: str) -> list[Section]:
         elif kind == "alter":
             lines = body.splitlines(keepends=True)
             shipped = [ln[len(SHIPPED) :] if ln.startswith(SHIPPED) else "\n" for ln in lines]
-            n = next((i for i, ln in enumerate(lines) if not ln.startswith(SHIPPED.rstrip())), len(lines))
+            mark = SHIPPED.rstrip()
+            n = next((i for i, ln in enumerate(lines) if not ln.startswith(mark)), len(lines))
             hand = "".join(lines[n:]).strip() + "\n"
             sections.append(Section(kind, path, "".join(shipped[:n]).strip() + "\n", hand))
         else:

@@ -51,6 +51,11 @@ from retryq_py.admin.migrations import (
     migrate_rollback,
     migrate_status,
 )
+from retryq_py.admin.rate_limits import (
+    clear_rate_limit,
+    list_rate_limits,
+    set_rate_limit,
+)
 from retryq_py.admin.running import (
     NextRetry,
     bind_port,
@@ -65,6 +70,7 @@ from retryq_py.admin.target import (
     DEFAULT_CONNECT_TIMEOUT,
     CommandError,
     DatabaseUnreachable,
+    Declined,
     ExitCode,
     Interrupted,
     NotInstalled,
@@ -94,6 +100,7 @@ __all__ = [
     "DatabaseUnreachable",
     "DeadLetter",
     "DeadLetterFilter",
+    "Declined",
     "ErrorEntry",
     "ExitCode",
     "Interrupted",
@@ -108,6 +115,7 @@ __all__ = [
     "check",
     "cleanup",
     "cleanup_due",
+    "clear_rate_limit",
     "close_circuit",
     "configure_circuit",
     "connect",
@@ -123,6 +131,7 @@ __all__ = [
     "is_refused_value",
     "item_show",
     "list_circuits",
+    "list_rate_limits",
     "listen_error",
     "load_handlers",
     "load_worker_config",
@@ -141,6 +150,7 @@ __all__ = [
     "run_worker",
     "schema_exists",
     "serve_metrics",
+    "set_rate_limit",
     "stats",
     "target",
 ]

@@ -14,6 +14,7 @@ from retryq_py._sql import ops as _q
 from retryq_py.admin.target import (
     CommandError,
     DatabaseUnreachable,
+    Declined,
     Target,
     UsageProblem,
     first_line,
@@ -67,7 +68,7 @@ def migrate_rollback(
 
     Refuses (CommandError) while items are pending or processing, unless
     `force`: rolling back the install drops them. `confirm(what)` is asked
-    first, with what is about to go, and may veto (then nothing happens)."""
+    first, with what is about to go, and may veto: Declined (nothing happens)."""
     if steps is not None and steps < 1:
         raise UsageProblem("invalid --steps: must be at least 1")
     with open_connection(t) as conn:
@@ -88,7 +89,7 @@ def migrate_rollback(
         f", dropping {live} live item(s)" if live else ""
     )
     if confirm is not None and not confirm(what):
-        return []
+        raise Declined(f"declined: nothing rolled back ({len(chosen)} migration(s) left applied)")
     return _yoyo_call(t, lambda: _migrate.rollback(t.conninfo, t.schema, len(chosen)))
 
 

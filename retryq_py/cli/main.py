@@ -95,6 +95,7 @@ app.command()(demo)
 app.command()(web.web)
 app.add_typer(dead_letters.app, name="dead-letter")
 app.add_typer(ops.circuits_app, name="circuits")
+app.add_typer(ops.rate_limits_app, name="rate-limits")
 
 
 def _fail(message: str, code: int) -> NoReturn:

@@ -55,9 +55,16 @@ def migrate(
         out.print(migrations_table(admin.migrate_status(t)))
         return
     if rollback:
-        ids = admin.migrate_rollback(
-            t, steps, force=force, confirm=lambda what: yes or ask(f"{what[:1].upper()}{what[1:]}?")
-        )
+        try:
+            ids = admin.migrate_rollback(
+                t,
+                steps,
+                force=force,
+                confirm=lambda what: yes or ask(f"{what[:1].upper()}{what[1:]}?"),
+            )
+        except admin.Declined as declined:
+            out.print(str(declined))
+            return
         out.print(f"rolled back {len(ids)} migration(s)" + (f": {', '.join(ids)}" if ids else ""))
         return
     ids = admin.migrate_apply(t)
@@ -116,6 +123,14 @@ def enqueue(
         str | None,
         typer.Option("--delay", metavar="DURATION", help="Wait before the first attempt (0s)."),
     ] = None,
+    dedupe_key: Annotated[
+        str | None,
+        typer.Option(
+            "--dedupe-key",
+            metavar="KEY",
+            help="Add nothing while a pending or processing item holds this key.",
+        ),
+    ] = None,
     stdin: Annotated[
         bool,
         typer.Option("--stdin", help="Read one JSON object per line (same keys) and add them all."),
@@ -136,6 +151,7 @@ def enqueue(
         "correlation_id": correlation_id,
         "tags": tags or None,
         "delay": None if delay is None else admin.parse_duration(delay, "--delay"),
+        "dedupe_key": dedupe_key,
     }
     options = {k: v for k, v in options.items() if v is not None}
     if stdin or data == "-":
@@ -143,13 +159,23 @@ def enqueue(
         if event_type is not None:
             defaults["event_type"] = event_type
         items = admin.parse_json_lines(sys.stdin, defaults)
-        added = admin.enqueue_many(t, items)
-        out.print(f"enqueued {len(added)} item(s)")
+        many = admin.enqueue_many(t, items)
+        deduplicated = sum(a.deduplicated for a in many)
+        out.print(
+            f"enqueued {len(many) - deduplicated} item(s)"
+            + (f", {deduplicated} deduplicated (their key was held)" if deduplicated else "")
+        )
         return
     if event_type is None or data is None:
         raise admin.UsageProblem("give --event-type and --data (or --stdin for JSON lines)")
-    item_id, event_id = admin.enqueue(t, event_type, admin.parse_json(data, "--data"), **options)
-    out.print(f"enqueued id={item_id} event_id={event_id}")
+    added = admin.enqueue(t, event_type, admin.parse_json(data, "--data"), **options)
+    if added.deduplicated:
+        out.print(
+            f"deduplicated: id={added.id} event_id={added.event_id} holds this key;"
+            " nothing was added"
+        )
+    else:
+        out.print(f"enqueued id={added.id} event_id={added.event_id}")
 
 
 def stats(database: DatabaseOpt = None, schema: SchemaOpt = None) -> None:

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from retryq_py._sql import QueueEntry
-from retryq_py._sql.ops import Circuit, DeadLetter
+from retryq_py._sql.ops import Circuit, DeadLetter, RateLimit
 from retryq_py.admin.dead_letters import error_entries
 from retryq_py.admin.inputs import moment_text
 from retryq_py.admin.items import Stats
@@ -98,13 +98,22 @@ def totals_line(s: Stats) -> str:
 
 def dead_letters_table(rows: list[DeadLetter], title: str = "dead letters") -> Table:
     table = Table(
-        "id", "event_type", "plugin", "retries", "code", "last error", "dead since", title=title
+        "id",
+        "event_type",
+        "plugin",
+        "correlation_id",
+        "retries",
+        "code",
+        "last error",
+        "dead since",
+        title=title,
     )
     for r in rows:
         table.add_row(
             str(r.id),
             r.event_type,
             r.plugin_name or "",
+            r.correlation_id or "",
             f"{r.retry_count}/{r.max_retries}",
             r.last_error_code or "",
             short(r.error_message),
@@ -128,6 +137,7 @@ def item_grid(item: QueueEntry) -> Table:
         ("retries", f"{item.retry_count}/{item.max_retries}"),
         ("priority", str(item.priority)),
         ("correlation_id", item.correlation_id or ""),
+        ("dedupe_key", item.dedupe_key or ""),
         ("tags", ", ".join(item.tags)),
         ("created", when(item.created_at)),
         ("next attempt", when(item.next_retry_at) if item.status == "pending" else ""),
@@ -154,6 +164,22 @@ def error_history_table(item: QueueEntry) -> Table:
             e.code or "",
             "" if e.retryable is None else ("yes" if e.retryable else "no"),
             e.error or "",
+        )
+    return table
+
+
+def rate_limits_table(rows: list[RateLimit]) -> Table:
+    table = Table(box=None, pad_edge=False)
+    for col in ("event_type", "plugin", "limit", "in_period", "free", "next_token_at"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r.event_type,
+            r.plugin_name or "",
+            f"{r.max_leases}/{r.period_seconds:g}s",
+            str(r.leases_in_period),
+            str(r.tokens_free),
+            when(r.next_token_at),
         )
     return table
 

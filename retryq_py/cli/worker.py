@@ -87,7 +87,7 @@ def worker(
         ),
     ] = "text",
 ) -> None:
-    """Run handlers for queued items until SIGTERM/SIGINT (exit 130), or until idle."""
+    """Run handlers for queued items until SIGTERM (exit 0), Ctrl-C (130), or an --exit-when-*."""
     level = logging.getLevelName(log_level.upper())
     if not isinstance(level, int):
         raise admin.UsageProblem(f"invalid --log-level {log_level!r}")
@@ -104,18 +104,14 @@ def worker(
         interval = admin.parse_duration(poll_interval, "--poll-interval").total_seconds()
         if interval <= 0:
             raise admin.UsageProblem("invalid --poll-interval: must be positive")
+    until = "idle" if exit_when_idle else "drained" if exit_when_drained else None
     banner = (
         f"retryq worker: {len(registry)} handler(s) ({', '.join(sorted(registry))}) on "
-        f"{t.describe()}"
-        + (
-            "; exits when idle"
-            if exit_when_idle
-            else "; exits when drained"
-            if exit_when_drained
-            else "; Ctrl-C stops"
-        )
+        f"{t.describe()}; " + (f"exits when {until}" if until else "Ctrl-C stops")
     )
+    say = logs.announcer(log_format, err.print)
     next_retry = admin.NextRetry(t)
+    events = logs.EventLog(next_retry=next_retry)
     try:
         counts = admin.run_worker(
             t,
@@ -128,14 +124,23 @@ def worker(
             poll_interval=interval,
             name=name,
             metrics_port=metrics_port,
-            on_metrics=lambda port: err.print(f"serving Prometheus metrics on :{port}/metrics"),
-            on_start=lambda _worker: err.print(banner),  # once Ctrl-C is handled
-            on_event=logs.EventLog(next_retry=next_retry),
+            on_metrics=lambda port: say(
+                f"serving Prometheus metrics on :{port}/metrics", metrics_port=port
+            ),
+            on_start=lambda worker: say(  # once Ctrl-C is handled
+                banner,
+                worker_id=worker.worker_id,
+                handlers=sorted(registry),
+                database=t.describe(),
+                exits_when=until,
+            ),
+            on_event=events,
         )
     except admin.Interrupted as stopped:
         if stopped.counts is not None:
             out.print(worker_counts_line(stopped.counts))
         raise
     finally:
+        events.close()
         next_retry.close()
     out.print(worker_counts_line(counts))

@@ -92,7 +92,7 @@ class AsyncRetryWorker:
 
         worker = AsyncRetryWorker(dsn, {"billing.charge": charge})
         await worker.run()                      # until SIGTERM or stop()
-        await worker.run(exit_when_idle=True)   # until nothing is left
+        await worker.run(exit_when_drained=True)  # until nothing is left
 
         async with AsyncRetryWorker(dsn, handlers):   # run in the background
             ...                                       # stopped gracefully on exit
@@ -164,12 +164,18 @@ class AsyncRetryWorker:
         self._engine.stop(force=force)
 
     async def run(
-        self, *, exit_when_idle: bool = False, install_signal_handlers: bool | None = None
+        self,
+        *,
+        exit_when_idle: bool = False,
+        exit_when_drained: bool = False,
+        install_signal_handlers: bool | None = None,
     ) -> WorkerCounts:
         """Process items until stop() or a signal; returns the counts.
 
-        With exit_when_idle, return once nothing is pending or processing
-        (later retries included). Signal handlers (SIGTERM, SIGINT: stop,
+        exit_when_idle and exit_when_drained as in RetryWorker.run: return
+        once nothing is due now and this worker holds nothing, or once
+        nothing is pending or processing at all (retries scheduled later
+        waited for); ValueError given both. Signal handlers (SIGTERM, SIGINT: stop,
         a second one forces) are installed on the loop by default when it
         runs in the main thread. Cancelling run() stops the worker at once
         (force): held items are released, and run() ends with
@@ -177,6 +183,8 @@ class AsyncRetryWorker:
         RuntimeError when run twice, PoolTimeout when the database cannot be
         reached at start, a psycopg error for a configuration error.
         """
+        if exit_when_idle and exit_when_drained:
+            raise ValueError("give exit_when_idle or exit_when_drained, not both")
         loop = asyncio.get_running_loop()
         if self._loop is not None:
             raise RuntimeError("an AsyncRetryWorker runs once: make a new one")
@@ -197,7 +205,9 @@ class AsyncRetryWorker:
         def engine() -> None:
             try:
                 result = self._engine.run(
-                    exit_when_idle=exit_when_idle, install_signal_handlers=False
+                    exit_when_idle=exit_when_idle,
+                    exit_when_drained=exit_when_drained,
+                    install_signal_handlers=False,
                 )
             except BaseException as exc:
                 loop.call_soon_threadsafe(settle, None, exc)
@@ -222,13 +232,19 @@ class AsyncRetryWorker:
                 if self._tasks is not None:
                     await self._tasks.wait_closed()
 
-    def start(self, *, exit_when_idle: bool = False) -> asyncio.Task[WorkerCounts]:
+    def start(
+        self, *, exit_when_idle: bool = False, exit_when_drained: bool = False
+    ) -> asyncio.Task[WorkerCounts]:
         """run() as a task of the running loop (for embedding, without
         signal handlers: the application owns them); stop() then await it.
         Should run() fail before a stop was asked (a configuration error,
         say), it is logged at once, not only when the task is awaited."""
         self._running = asyncio.get_running_loop().create_task(
-            self.run(exit_when_idle=exit_when_idle, install_signal_handlers=False),
+            self.run(
+                exit_when_idle=exit_when_idle,
+                exit_when_drained=exit_when_drained,
+                install_signal_handlers=False,
+            ),
             name=f"retryq-{self.worker_id}",
         )
         self._running.add_done_callback(self._report_failure)

@@ -65,8 +65,27 @@ BEGIN
             RETURNING f.*
         ),
         kept AS (
-            INSERT INTO daz_retry_queue_archive
-            SELECT g.*, p_now
+            -- by name: the archive has archived_at before the columns the
+            -- queue gained later (dedupe_key)
+            INSERT INTO daz_retry_queue_archive (
+                id, event_id, event_type, channel_name, plugin_name, event_data,
+                event_metadata, retry_count, max_retries, retry_delay_seconds,
+                backoff_multiplier, max_retry_delay_seconds, retry_jitter,
+                priority, correlation_id, tags, status, error_message,
+                last_error_code, error_history, created_at, next_retry_at,
+                last_attempted_at, completed_at, dead_lettered_at, locked_by,
+                locked_until, archived_at, dedupe_key
+            )
+            SELECT
+                g.id, g.event_id, g.event_type, g.channel_name, g.plugin_name,
+                g.event_data, g.event_metadata, g.retry_count, g.max_retries,
+                g.retry_delay_seconds, g.backoff_multiplier,
+                g.max_retry_delay_seconds, g.retry_jitter, g.priority,
+                g.correlation_id, g.tags, g.status, g.error_message,
+                g.last_error_code, g.error_history, g.created_at,
+                g.next_retry_at, g.last_attempted_at, g.completed_at,
+                g.dead_lettered_at, g.locked_by, g.locked_until, p_now,
+                g.dedupe_key
             FROM gone AS g
             WHERE g.status IN ('dead_letter', 'cancelled') AND p_archive_dead_letters
             RETURNING 1

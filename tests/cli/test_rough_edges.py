@@ -95,6 +95,27 @@ def test_purge_without_a_terminal_needs_yes(dsn: str, conn: Any) -> None:
     assert count(conn, "dead_letter") == 0
 
 
+@pytest.mark.parametrize(
+    ("command", "what"),
+    [
+        (("dead-letter", "purge", "--event-type", "e"), "nothing purged (1 dead letter(s)"),
+        (("migrate", "--rollback"), "nothing rolled back ("),
+    ],
+    ids=["purge", "rollback"],
+)
+def test_a_declined_confirmation_says_so(
+    dsn: str, conn: Any, command: tuple[str, ...], what: str
+) -> None:
+    """As `retryq cancel` does: 'declined: nothing ...', exit 0, where the
+    purge and the rollback said 'purged 0' and 'rolled back 0'."""
+    _dead_letter(conn)
+    declined = run_cli(*command, dsn=dsn, stdin="n\n")
+    assert declined.returncode == 0, declined.stderr
+    assert f"declined: {what}" in declined.stdout
+    assert "purged 0" not in declined.stdout and "rolled back 0" not in declined.stdout
+    assert count(conn, "dead_letter") == 1  # nothing changed, the install included
+
+
 def test_rollback_asks_and_refuses_while_items_are_live(dsn: str, conn: Any) -> None:
     RetryQueue(conn).add("e", {"n": 1})
     refused = run_cli("migrate", "--rollback", "--yes", dsn=dsn)
@@ -114,7 +135,8 @@ def test_rollback_asks_and_refuses_while_items_are_live(dsn: str, conn: Any) -> 
 def test_rollback_of_an_empty_queue_only_asks(dsn: str) -> None:
     t = cmd.target(dsn)
     asked: list[str] = []
-    assert cmd.migrate_rollback(t, confirm=lambda what: asked.append(what) or False) == []
+    with pytest.raises(cmd.Declined, match="nothing rolled back"):
+        cmd.migrate_rollback(t, confirm=lambda what: asked.append(what) or False)
     assert "0001_initial" in asked[0]
     newest_first = [m.id for m in reversed(migrate.status(dsn))]
     assert newest_first[-1] == "0001_initial"

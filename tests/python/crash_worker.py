@@ -96,7 +96,7 @@ def retry_worker(dsn: str, worker: str, lease: int, batch: int) -> int:
             conn.execute(EFFECT, [item.id, worker])
 
     w = RetryWorker(dsn, {"crash": handler}, **worker_options(worker, lease, batch))
-    w.run(exit_when_idle=True, install_signal_handlers=True)
+    w.run(exit_when_drained=True, install_signal_handlers=True)
     return 0
 
 
@@ -113,7 +113,7 @@ def async_retry_worker(dsn: str, worker: str, lease: int, batch: int) -> int:
             await conn.execute(EFFECT, [item.id, worker])
 
     w = AsyncRetryWorker(dsn, {"crash": handler}, **worker_options(worker, lease, batch))
-    asyncio.run(w.run(exit_when_idle=True, install_signal_handlers=True))
+    asyncio.run(w.run(exit_when_drained=True, install_signal_handlers=True))
     return 0
 
 

@@ -73,7 +73,7 @@ async def test_handlers_are_tasks_on_the_callers_loop_at_most_worker_count_at_on
 
     worker = AsyncRetryWorker(module_dsn, {"e": handle}, worker_count=4, batch_size=4, **FAST)
     started = time.monotonic()
-    counts = await worker.run(exit_when_idle=True)
+    counts = await worker.run(exit_when_drained=True)
     took = time.monotonic() - started
     assert counts.processed == 12
     assert loops == {loop}
@@ -98,7 +98,7 @@ async def test_a_handler_blocking_the_loop_keeps_its_lease(
     worker = AsyncRetryWorker(
         module_dsn, {"e": block}, worker_count=1, **{**FAST, "lock_timeout": 1}
     )
-    counts = await worker.run(exit_when_idle=True)
+    counts = await worker.run(exit_when_drained=True)
     assert (counts.processed, counts.lease_lost, counts.failed) == (1, 0, 0)
     assert seen == [(True,)]
     row = db.execute(
@@ -197,7 +197,7 @@ async def test_a_handlers_own_cancelled_error_is_a_failed_attempt(
         if item.retry_count == 0:
             raise asyncio.CancelledError
 
-    counts = await AsyncRetryWorker(module_dsn, {"e": flaky}, **FAST).run(exit_when_idle=True)
+    counts = await AsyncRetryWorker(module_dsn, {"e": flaky}, **FAST).run(exit_when_drained=True)
     assert (counts.failed, counts.processed) == (1, 1)
     row = db.execute(
         "SELECT status, last_error_code FROM daz_retry_queue WHERE id = %s", [item_id]
@@ -256,7 +256,7 @@ async def test_plain_handlers_run_in_threads_and_never_stall_the_loop(
     ticking = asyncio.get_running_loop().create_task(ticker())
     worker = AsyncRetryWorker(module_dsn, {"e": blocking}, worker_count=4, batch_size=4, **FAST)
     started = time.monotonic()
-    counts = await worker.run(exit_when_idle=True)
+    counts = await worker.run(exit_when_drained=True)
     took = time.monotonic() - started
     ticking.cancel()
     assert counts.processed == 4

@@ -55,18 +55,30 @@ class AsyncInThread:
             self._threads.shutdown(wait=False)
 
     def run(
-        self, *, exit_when_idle: bool = False, install_signal_handlers: bool | None = None
+        self,
+        *,
+        exit_when_idle: bool = False,
+        exit_when_drained: bool = False,
+        install_signal_handlers: bool | None = None,
     ) -> WorkerCounts:
         return asyncio.run(
             self._run(
-                exit_when_idle=exit_when_idle, install_signal_handlers=install_signal_handlers
+                exit_when_idle=exit_when_idle,
+                exit_when_drained=exit_when_drained,
+                install_signal_handlers=install_signal_handlers,
             )
         )
 
-    def start(self, *, exit_when_idle: bool = False) -> threading.Thread:
+    def start(
+        self, *, exit_when_idle: bool = False, exit_when_drained: bool = False
+    ) -> threading.Thread:
         thread = threading.Thread(
             target=self.run,
-            kwargs={"exit_when_idle": exit_when_idle, "install_signal_handlers": False},
+            kwargs={
+                "exit_when_idle": exit_when_idle,
+                "exit_when_drained": exit_when_drained,
+                "install_signal_handlers": False,
+            },
             name="retryq-async-worker",
             daemon=True,
         )

@@ -32,6 +32,17 @@ STATEMENTS: dict[str, tuple[str, Any]] = {
         None,
     ),
     "enqueue_item": ("SELECT id FROM enqueue_retry_item('t', '{{}}')", None),
+    # a dedupe key: set by the INSERT or the function; read back by neither
+    "insert_dedupe_key": (
+        "INSERT INTO daz_retry_queue (event_type, event_data, dedupe_key)"
+        " VALUES ('t', '{{}}', 'role-k1') RETURNING id, event_id",
+        None,
+    ),
+    "enqueue_item_keyed": (
+        "SELECT deduplicated FROM enqueue_retry_item('t', '{{}}', p_dedupe_key => 'role-k2')",
+        False,
+    ),
+    "select_dedupe_key": ("SELECT count(dedupe_key) FROM daz_retry_queue", 0),
     "enqueue_once": (
         "SELECT id FROM enqueue_retry_item_once("
         "'00000000-0000-4000-8000-000000000001', 't', '{{}}')",
@@ -74,6 +85,14 @@ STATEMENTS: dict[str, tuple[str, Any]] = {
     "view_stats": ("SELECT count(*) FROM daz_retry_queue_stats", 3),
     "view_alerts": ("SELECT count(*) FROM daz_retry_queue_alerts", 1),
     "view_circuits": ("SELECT count(*) FROM daz_retry_queue_circuits", 1),
+    "rate_limit_set": ("SELECT retry_rate_limit_set('t', 'p', 5, 1)", True),
+    "rate_limit_clear": ("SELECT retry_rate_limit_clear('nothing')", False),
+    "view_rate_limits": ("SELECT count(*) FROM daz_retry_queue_rate_limits", 0),
+    "rate_tokens": ("UPDATE _retryq_rate_token SET used_at = now()", None),
+    "private_rate_grant": (
+        "SELECT _retryq_rate_grant(ARRAY[{pending}]::bigint[], '{{t}}', '{{p}}', now())",
+        None,
+    ),
     "archive": ("SELECT count(*) FROM daz_retry_queue_archive", 0),
     "private_bury": ("SELECT _retryq_bury(ARRAY[{leased}]::bigint[], '{{}}', now())", None),
     "private_check": ("SELECT _retryq_check(true, 'a', 'b')", None),
@@ -87,15 +106,19 @@ STATEMENTS: dict[str, tuple[str, Any]] = {
 ALLOWED: dict[str, set[str]] = {
     "retryq_producer": {
         "guide_insert", "enqueue_item", "enqueue_items", "enqueue_once", "channel", "select_ids",
+        "insert_dedupe_key", "enqueue_item_keyed",
     },
     "retryq_worker": {
         "channel", "acquire", "complete", "complete_items", "fail", "extend", "snooze", "release",
-        "select_ids", "select_payload", "view_circuits", "due",
+        "select_ids", "select_payload", "view_circuits", "due", "select_dedupe_key",
+        "view_rate_limits",
     },
     "retryq_admin": {
         "channel", "requeue", "purge", "cancel", "cleanup", "list_dead", "cleanup_due", "due",
         "circuit_open", "circuit_close", "circuit_configure",
+        "rate_limit_set", "rate_limit_clear", "view_rate_limits",
         "view_stats", "view_alerts", "view_circuits", "archive", "select_ids", "select_payload",
+        "select_dedupe_key",
     },
     "nobody": set(),
 }
@@ -197,6 +220,7 @@ def test_every_retryq_function_is_pinned_and_granted_as_documented(conn: Conn) -
         "cleanup_retry_queue": "cleanup", "cleanup_retry_queue_due": "cleanup_due",
         "retry_queue_due": "due", "retry_circuit_open": "circuit_open",
         "retry_circuit_close": "circuit_close", "retry_circuit_configure": "circuit_configure",
+        "retry_rate_limit_set": "rate_limit_set", "retry_rate_limit_clear": "rate_limit_clear",
     }
     public = {n for n in by_name if not n.startswith("_retryq_")}
     # a function nobody put in the matrix would slip through unproved
@@ -264,7 +288,7 @@ def test_python_layer_runs_with_only_its_role(dsn: str, conn: Conn) -> None:
             as_role["retryq_worker"], {"ok": lambda item: done.append(item.id)},
             poll_interval=0.2, lock_timeout=5,
         )
-        counts = worker.run(exit_when_idle=True, install_signal_handlers=False)
+        counts = worker.run(exit_when_drained=True, install_signal_handlers=False)
         assert counts.processed == 21 == len(done)
         for role in ("retryq_admin", "retryq_worker"):  # the worker's --metrics-port too
             with psycopg.connect(as_role[role]) as a:

@@ -53,7 +53,7 @@ def test_three_attempts_share_the_trace_of_the_request(
     assert stored.event_metadata[tracing.TRACE_KEY]["traceparent"].startswith("00-")
 
     handlers = tracing.traced(worker_handlers.HANDLERS)
-    counts = RetryWorker(dsn, handlers, poll_interval=0.2).run(exit_when_idle=True)
+    counts = RetryWorker(dsn, handlers, poll_interval=0.2).run(exit_when_drained=True)
     assert (counts.processed, counts.failed) == (1, 2)
 
     attempts = sorted(
@@ -96,7 +96,7 @@ async def test_an_async_handlers_attempt_spans_its_awaits_and_is_current_in_it(
                 raise ConnectionResetError("upstream reset")
 
     handlers = tracing.traced({"flaky": flaky})
-    counts = await AsyncRetryWorker(dsn, handlers, poll_interval=0.2).run(exit_when_idle=True)
+    counts = await AsyncRetryWorker(dsn, handlers, poll_interval=0.2).run(exit_when_drained=True)
     assert (counts.processed, counts.failed) == (1, 1)
     finished = spans.get_finished_spans()
     attempts = sorted(

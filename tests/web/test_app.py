@@ -58,6 +58,7 @@ def test_every_screen_shows_the_queue(seeded: Seeded) -> None:
     item = c.get(f"/items/{ids['due']}").text
     assert "ada@example.com" in item and "&lt;b&gt;hi&lt;/b&gt;" in item  # escaped
     assert "acme" in item and "req-1" in item
+    assert "mail:bob" in c.get(f"/items/{ids['due2']}").text  # its dedupe key
     retried = c.get(f"/items/{ids['retried']}").text
     assert "connection reset" in retried and "worker-a" in retried and "timeout" in retried
 
