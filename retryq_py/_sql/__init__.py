@@ -28,7 +28,13 @@ from retryq_py._sql.encode import (
     text_array,
     uuid_loader,
 )
-from retryq_py._sql.params import Seconds, dead_letter_filter, seconds, whole_seconds
+from retryq_py._sql.params import (
+    Seconds,
+    dead_letter_filter,
+    name_list,
+    seconds,
+    whole_seconds,
+)
 from retryq_py._sql.rows import (
     JSON,
     CleanupResult,
@@ -106,6 +112,7 @@ __all__ = [
     "dumps",
     "json_default",
     "jsonb_encoder",
+    "name_list",
     "random_uuids",
     "seconds",
     "text_array",

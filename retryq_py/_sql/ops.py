@@ -45,6 +45,19 @@ class Circuit:
 
 
 @dataclass(frozen=True)
+class Pause:
+    """One row of daz_retry_queue_pauses: event_type / plugin_name None means
+    every one; held_count, the items it holds back now."""
+
+    event_type: str | None
+    plugin_name: str | None
+    paused_at: datetime
+    paused_by: str
+    reason: str | None
+    held_count: int
+
+
+@dataclass(frozen=True)
 class DeadLetterCount:
     event_type: str
     plugin_name: str | None
@@ -92,17 +105,26 @@ NEXT_RETRY: LiteralString = (
 # --- the worker's exit when idle -----------------------------------------------
 
 # Nothing due now (a pending item whose time has come, or a lease that ran out
-# and may be taken over) and nothing held by this worker: `retryq worker
+# and may be taken over, of the worker's event types and plugins; a paused
+# item is never due) and nothing held by this worker: `retryq worker
 # --exit-when-idle` stops then. An item scheduled later does not keep it.
 IDLE: LiteralString = """
-SELECT NOT EXISTS (
-    SELECT FROM daz_retry_queue AS q
-    WHERE q.status = 'pending' AND q.next_retry_at <= now()
-) AND NOT EXISTS (
+SELECT coalesce(d.seconds_until_due > 0, TRUE) AND NOT EXISTS (
     SELECT FROM daz_retry_queue AS q
     WHERE q.status = 'processing'
-        AND (q.locked_by = %(worker_id)s OR q.locked_until <= now())
+        AND (
+            q.locked_by = %(worker_id)s
+            OR q.locked_until <= now()
+            AND (%(event_types)s::text[] IS NULL OR q.event_type = ANY(%(event_types)s::text[]))
+            AND (
+                %(plugin_names)s::text[] IS NULL
+                OR coalesce(q.plugin_name, '') = ANY(%(plugin_names)s::text[])
+            )
+        )
 )
+FROM retry_queue_due(
+    p_event_types => %(event_types)s::text[], p_plugin_names => %(plugin_names)s::text[]
+) AS d
 """
 
 
@@ -158,6 +180,29 @@ HAS_CIRCUITS: LiteralString = "SELECT to_regproc('retry_circuit_configure') IS N
 CIRCUITS_OPENED: LiteralString = """
 SELECT event_type, plugin_name, times_opened FROM daz_retry_queue_circuits
 WHERE times_opened > 0 ORDER BY event_type, plugin_name
+"""
+
+# --- pauses -----------------------------------------------------------------
+
+PAUSES: LiteralString = """
+SELECT event_type, plugin_name, paused_at, paused_by, reason, held_count
+FROM {schema}daz_retry_queue_pauses
+ORDER BY event_type NULLS FIRST, plugin_name NULLS FIRST
+"""
+
+PAUSE: LiteralString = """
+SELECT {schema}retry_queue_pause(
+    p_event_type => %(event_type)s,
+    p_plugin_name => %(plugin_name)s,
+    p_reason => %(reason)s
+)
+"""
+
+RESUME: LiteralString = """
+SELECT {schema}retry_queue_resume(
+    p_event_type => %(event_type)s,
+    p_plugin_name => %(plugin_name)s
+)
 """
 
 # --- the metrics scrape -----------------------------------------------------

@@ -104,7 +104,9 @@ FROM {schema}acquire_retry_items(
     p_worker_id => %(worker_id)s,
     p_batch_size => %(batch_size)s,
     p_lock_timeout_seconds => %(lock_timeout)s,
-    p_now => coalesce(%(now)s::timestamptz, now())
+    p_now => coalesce(%(now)s::timestamptz, now()),
+    p_event_types => %(event_types)s::text[],
+    p_plugin_names => %(plugin_names)s::text[]
 )
 """
 
@@ -260,9 +262,16 @@ FROM {schema}daz_retry_queue
 WHERE id = %(item_id)s
 """
 
-# For a worker deciding how long to sleep: whether any item is active, and
-# seconds (by the server's clock) until the earliest pending item is due.
-DUE: LiteralString = "SELECT active, seconds_until_due FROM {schema}retry_queue_due()"
+# For a worker deciding how long to sleep: whether any item (of its event
+# types and plugins) is active, and seconds (by the server's clock) until the
+# earliest pending one that is not paused is due.
+DUE: LiteralString = """
+SELECT active, seconds_until_due
+FROM {schema}retry_queue_due(
+    p_event_types => %(event_types)s::text[],
+    p_plugin_names => %(plugin_names)s::text[]
+)
+"""
 
 
 def compose(template: LiteralString, schema: str | None) -> sql.Composed:

@@ -48,6 +48,7 @@ from retryq_py.admin.migrations import (
     migrate_rollback,
     migrate_status,
 )
+from retryq_py.admin.pauses import list_pauses, pause, pause_key, resume
 from retryq_py.admin.running import (
     NextRetry,
     bind_port,
@@ -117,6 +118,7 @@ __all__ = [
     "is_refused_value",
     "item_show",
     "list_circuits",
+    "list_pauses",
     "listen_error",
     "load_handlers",
     "load_worker_config",
@@ -130,8 +132,11 @@ __all__ = [
     "parse_json",
     "parse_json_lines",
     "parse_json_object",
+    "pause",
+    "pause_key",
     "queue",
     "require_key",
+    "resume",
     "run_worker",
     "schema_exists",
     "serve_metrics",

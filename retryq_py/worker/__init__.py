@@ -51,13 +51,14 @@ second SIGINT/SIGTERM skips the grace period).
 from retryq_py.worker.events import EventKind, WorkerCounts, WorkerEvent
 from retryq_py.worker.registry import Handler, HandlerRegistry
 from retryq_py.worker.runner import RetryWorker, WorkerParts
-from retryq_py.worker.settings import Settings, default_worker_id
+from retryq_py.worker.settings import Routing, Settings, default_worker_id
 
 __all__ = [
     "EventKind",
     "Handler",
     "HandlerRegistry",
     "RetryWorker",
+    "Routing",
     "Settings",
     "WorkerCounts",
     "WorkerEvent",

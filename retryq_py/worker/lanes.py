@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from typing import Protocol
 
 from retryq_py._sql import Due
@@ -36,7 +37,12 @@ log = logging.getLogger("retryq.worker")
 class Schedule(Protocol):
     """What the lanes ask the queue besides the flush (RetryQueue has it)."""
 
-    def due(self) -> Due: ...
+    def due(
+        self,
+        *,
+        event_types: Sequence[str] | None = None,
+        plugin_names: Sequence[str] | None = None,
+    ) -> Due: ...
 
 
 class Lanes:
@@ -113,7 +119,7 @@ class Lanes:
                         continue
                     # Nothing more is due now: sleep until the next due item
                     # (by the server's clock), a NOTIFY or the poll interval.
-                    due = self._schedule.due()
+                    due = self._schedule.due(**s.routing.params)
                     if exit_when_idle and not due.active and self._finish_if_idle():
                         return
                     if due.seconds_until_due is not None:

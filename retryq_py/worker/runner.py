@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +26,7 @@ from retryq_py.worker.ledger import Ledger
 from retryq_py.worker.listener import Listener
 from retryq_py.worker.maintenance import Maintenance
 from retryq_py.worker.registry import Handler
-from retryq_py.worker.settings import Settings
+from retryq_py.worker.settings import Routing, Settings
 from retryq_py.worker.shutdown import Shutdown
 from retryq_py.worker.signals import stop_on_signals
 
@@ -34,7 +34,7 @@ log = logging.getLogger("retryq.worker")
 
 
 def _writer(settings: Settings) -> Writer:
-    return FlushWriter(settings.worker_id, settings.schema, settings.lock_seconds)
+    return FlushWriter(settings.worker_id, settings.schema, settings.lock_seconds, settings.routing)
 
 
 def _queue(pool: ConnectionPool[Any], schema: str | None) -> RetryQueue:
@@ -59,12 +59,18 @@ class RetryWorker:
 
     `database`: a conninfo string or URL (the worker opens and closes its
     own pool) or an open psycopg_pool ConnectionPool (yours to close).
-    `handlers`: a mapping {event_type: callable(item)} or a HandlerRegistry.
-    A handler that returns completes the item; one that raises fails it:
-    with backoff when `is_retryable(exc)` (RetryableError, an unclassified
-    exception, a transient SQLSTATE), as a dead letter otherwise
-    (PermanentError, a constraint or syntax error). An item whose
-    event_type has no handler is dead-lettered with `unknown event type: X`.
+    `handlers`: a mapping {event_type: callable(item)} or a HandlerRegistry,
+    read when the worker is made. A handler that returns completes the item;
+    one that raises fails it: with backoff when `is_retryable(exc)`
+    (RetryableError, an unclassified exception, a transient SQLSTATE), as a
+    dead letter otherwise (PermanentError, a constraint or syntax error).
+
+    Routing: the worker leases only items of the event types it has handlers
+    for, so several services can share one queue; ValueError when there is
+    no handler. `all_event_types=True` leases every item instead, and one
+    whose event_type has no handler is dead-lettered with `unknown event
+    type: X` (code unknown_event_type). `plugin_names` (default: every
+    plugin; "" for items without one) narrows either to those plugins.
 
     Settings come from `config` (RetryConfig: worker_count, batch_size,
     poll_interval, lock_timeout, grace_period, cleanup_interval,
@@ -101,7 +107,10 @@ class RetryWorker:
         lanes: int | None = None,
         on_event: Callable[[WorkerEvent], None] | None = None,
         parts: WorkerParts | None = None,
+        all_event_types: bool = False,
+        plugin_names: Sequence[str] | None = None,
     ) -> None:
+        routing = Routing.of(handlers, all_event_types=all_event_types, plugin_names=plugin_names)
         self.settings = Settings.resolve(
             config,
             name=name,
@@ -121,6 +130,7 @@ class RetryWorker:
             statement_deadline=statement_deadline,
             lanes=lanes,
             pool_max_size=database.max_size if isinstance(database, ConnectionPool) else None,
+            routing=routing,
         )
         self.handlers: Mapping[str, Handler] = handlers
         self.on_event = on_event
@@ -394,3 +404,7 @@ class RetryWorker:
     @property
     def lanes(self) -> int:
         return self.settings.lanes
+
+    @property
+    def routing(self) -> Routing:
+        return self.settings.routing

@@ -106,7 +106,9 @@ def test_rollback_asks_and_refuses_while_items_are_live(dsn: str, conn: Any) -> 
     assert count(conn) == 1  # still installed, item kept
     done = run_cli("migrate", "--rollback", "--yes", "--force", dsn=dsn)
     assert done.returncode == 0, done.stderr
-    assert "rolled back 1 migration(s)" in done.stdout
+    migrations = Path(__file__).resolve().parents[2] / "migrations"
+    shipped = len([m for m in migrations.glob("*.sql") if not m.name.endswith(".rollback.sql")])
+    assert f"rolled back {shipped} migration(s)" in done.stdout
     assert conn.execute("SELECT to_regclass('daz_retry_queue')").fetchone() == (None,)
 
 
@@ -115,7 +117,9 @@ def test_rollback_of_an_empty_queue_only_asks(dsn: str) -> None:
     asked: list[str] = []
     assert cmd.migrate_rollback(t, confirm=lambda what: asked.append(what) or False) == []
     assert "0001_initial" in asked[0]
-    assert cmd.migrate_rollback(t, confirm=lambda what: True) == ["0001_initial"]
+    # every shipped migration, newest first
+    assert cmd.migrate_rollback(t, confirm=lambda what: True)[-1] == "0001_initial"
+    assert cmd.migrate_status(t) and not any(m.applied for m in cmd.migrate_status(t))
 
 
 # --- read-only commands never write ---------------------------------------------
