@@ -10,7 +10,14 @@ from retryq_py._sql import (
 )
 from retryq_py.aio import AsyncRetryQueue
 from retryq_py.config import ConfigError, RetryConfig, load_config, parse_duration
-from retryq_py.errors import PermanentError, RetryableError, error_code, is_retryable
+from retryq_py.errors import (
+    PermanentError,
+    RetryableError,
+    Snooze,
+    error_code,
+    is_retryable,
+    retry_after_seconds,
+)
 from retryq_py.queue import RetryQueue
 from retryq_py.sqlexec import SQL_EXEC_FAILED, SqlExecHandler, exec_sql, sql_exec_handler
 from retryq_py.worker import (
@@ -36,6 +43,7 @@ __all__ = [
     "RetryQueueItem",
     "RetryWorker",
     "RetryableError",
+    "Snooze",
     "SqlExecHandler",
     "StatsRow",
     "WorkerCounts",
@@ -46,5 +54,6 @@ __all__ = [
     "is_retryable",
     "load_config",
     "parse_duration",
+    "retry_after_seconds",
     "sql_exec_handler",
 ]

@@ -265,18 +265,58 @@ class AsyncRetryQueue(QueueBase):
         code: str | None = None,
         *,
         retryable: bool = True,
+        retry_after: Seconds | None = None,
         now: datetime | None = None,
     ) -> bool:
-        """Record a failed attempt: back off, or dead-letter when spent or not retryable."""
+        """Record a failed attempt: back off, or dead-letter when spent or not retryable.
+
+        `retry_after` (seconds or a timedelta) replaces the backoff for this
+        retry, capped at the item's max_retry_delay and not jittered (for a
+        Retry-After header, see retryq_py.retry_after_seconds). False unless
+        worker_id holds the lease. Raises psycopg.errors.InvalidParameterValue
+        (22023, naming retry_after_seconds) outside 0 to 31536000 seconds.
+        """
         params = {
             "item_id": item_id,
             "worker_id": worker_id,
             "error": error,
             "code": code,
             "retryable": retryable,
+            "retry_after": (
+                None if retry_after is None else _sql.seconds(retry_after, "retry_after")
+            ),
             "now": now,
         }
         return bool(await self._one(self._q.fail, params))
+
+    async def snooze(
+        self,
+        item_id: int,
+        worker_id: str,
+        delay: Seconds,
+        *,
+        max_snoozes: int = 100,
+        now: datetime | None = None,
+    ) -> bool:
+        """Put a leased item back to pending for `delay` (seconds or a
+        timedelta) without spending an attempt or recording a failure.
+
+        The item's snoozes are counted (event_metadata["retryq_snoozes"]);
+        past `max_snoozes` of them it becomes a dead letter with code
+        snooze_limit instead. True when worker_id held the lease (snoozed or
+        dead-lettered), False otherwise, as `complete` and `fail`. Raises
+        psycopg.errors.InvalidParameterValue (22023, naming delay_seconds or
+        max_snoozes) for a delay outside 0 to 31536000 seconds or
+        max_snoozes outside 0 to 10000.
+        """
+        params = {
+            "item_id": item_id,
+            "worker_id": worker_id,
+            "delay": _sql.seconds(delay, "delay"),
+            "max_snoozes": max_snoozes,
+            "now": now,
+        }
+        return bool(await self._one(self._q.snooze, params))
 
     async def extend_lock(
         self,

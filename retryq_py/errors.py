@@ -1,14 +1,19 @@
 """Error classification: which failures are worth retrying.
 
 A handler signals intent by raising RetryableError (try again after the
-backoff) or PermanentError (dead-letter now). Anything else is classified by
-`is_retryable`: psycopg errors by SQLSTATE, every other exception as
-retryable, since a transient cause is the common case for the operations
-this queue retries and the retry budget bounds the cost of being wrong.
+backoff, or after its `delay`: a Retry-After), PermanentError (dead-letter
+now) or Snooze (put the item back for a while without spending an
+attempt). Anything else is classified by `is_retryable`: psycopg errors
+by SQLSTATE, every other exception as retryable, since a transient cause
+is the common case for the operations this queue retries and the retry
+budget bounds the cost of being wrong.
 """
 
 from __future__ import annotations
 
+import math
+from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
 from typing import Literal
 
 import psycopg
@@ -51,17 +56,103 @@ PERMANENT_CODES = frozenset(
 )
 
 
+# The longest delay the queue stores (seconds): fail_retry_item's
+# p_retry_after_seconds and snooze_retry_item's p_delay_seconds.
+MAX_DELAY_SECONDS = 31_536_000.0
+
+
 class RetryableError(Exception):
     """The guide's RetryableError: retry after the backoff.
 
     `err` is the cause (an exception or a message); `code` is the error code
     recorded in the item's history (defaults to the cause's SQLSTATE).
+    `delay` replaces the backoff for this one retry (fail_retry_item's
+    p_retry_after_seconds): seconds as a number or a timedelta, or a
+    Retry-After header value as it came (delta-seconds or an HTTP-date, read
+    by `retry_after_seconds`; one it cannot read leaves the backoff). The
+    queue still caps it at the item's max_retry_delay_seconds and applies no
+    jitter. None (the default): the backoff. `self.delay` is the delay in
+    seconds, or None. Raises ValueError for a negative or not finite number;
+    a delay over a year is cut to a year (MAX_DELAY_SECONDS).
     """
 
-    def __init__(self, err: BaseException | str, code: str | None = None) -> None:
+    def __init__(
+        self,
+        err: BaseException | str,
+        code: str | None = None,
+        *,
+        delay: float | timedelta | str | None = None,
+    ) -> None:
         super().__init__(_text(err))
         self.err = err
         self.code = code if code is not None else error_code(err)
+        if isinstance(delay, str):
+            delay = retry_after_seconds(delay)
+        self.delay = (
+            None if delay is None else min(delay_seconds(delay, "delay"), MAX_DELAY_SECONDS)
+        )
+
+
+class Snooze(Exception):
+    """Raised by a handler: not now, try this item again after `delay`.
+
+    The item goes back to pending, due in `delay` (seconds as a number or a
+    timedelta, at most a year), without spending an attempt or recording a
+    failure (snooze_retry_item). Each item may be snoozed the worker's
+    `max_snoozes` times; the snooze after that makes it a dead letter with
+    code `snooze_limit`. `reason` is only logged. Raises ValueError for a
+    delay that is negative, not finite or over a year.
+    """
+
+    def __init__(self, delay: float | timedelta, reason: str = "") -> None:
+        seconds = delay_seconds(delay, "delay")
+        if seconds > MAX_DELAY_SECONDS:
+            raise ValueError(f"delay must be at most {MAX_DELAY_SECONDS:.0f}s, got {seconds}")
+        super().__init__(reason or f"snoozed for {seconds:g}s")
+        self.delay = seconds
+        self.reason = reason
+
+
+def delay_seconds(value: float | timedelta, name: str) -> float:
+    """A delay as seconds: a number or a timedelta, finite and at least 0
+    (ValueError naming `name` otherwise; TypeError for another type)."""
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        raise TypeError(f"{name} must be seconds or a timedelta, got {type(value).__name__}")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"{name} must be a finite number of seconds, at least 0, got {value!r}")
+    return seconds
+
+
+def retry_after_seconds(value: str | None, *, now: datetime | None = None) -> float | None:
+    """An HTTP Retry-After header value (RFC 9110, 10.2.3) as seconds from `now`.
+
+    Either delta-seconds ("120") or an HTTP-date ("Wed, 21 Oct 2015 07:28:00
+    GMT"), measured from `now` (default: the current UTC time); a date in the
+    past is 0. None for None, an empty value or one that is neither (the
+    caller then keeps its backoff), so that a server's malformed header never
+    turns a retry into an error. At most MAX_DELAY_SECONDS (a year).
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    if not text:
+        return None
+    if text.isascii() and text.isdigit():
+        return min(float(text), MAX_DELAY_SECONDS)
+    try:
+        when = parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    if when.tzinfo is None:  # "-0000" or no zone: HTTP-dates are UTC
+        when = when.replace(tzinfo=timezone.utc)
+    base = now if now is not None else datetime.now(timezone.utc)
+    if base.tzinfo is None:
+        base = base.replace(tzinfo=timezone.utc)
+    return min(max((when - base).total_seconds(), 0.0), MAX_DELAY_SECONDS)
 
 
 class PermanentError(Exception):

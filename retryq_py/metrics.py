@@ -43,6 +43,11 @@ ITEMS_DEAD_LETTERED = Counter(
     "Items the worker turned into dead letters (permanent error, unknown type, spent budget).",
     ["event_type"],
 )
+ITEMS_SNOOZED = Counter(
+    "retryq_worker_items_snoozed",
+    "Items a handler snoozed (raised Snooze): back to pending, no attempt spent.",
+    ["event_type"],
+)
 HANDLER_DURATION = Histogram(
     "retryq_worker_handler_duration_seconds",
     "Time spent in a handler, whatever its outcome.",

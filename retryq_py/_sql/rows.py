@@ -49,6 +49,16 @@ class RetryQueueItem:
         """True when a failure of this attempt makes the item a dead letter."""
         return self.retry_count >= self.max_retries
 
+    @property
+    def snoozes(self) -> int:
+        """How many times this item was snoozed (snooze_retry_item counts
+        them in event_metadata["retryq_snoozes"]; a requeue starts again at 0)."""
+        meta = self.event_metadata
+        n = meta.get("retryq_snoozes") if isinstance(meta, dict) else None
+        if isinstance(n, bool) or not isinstance(n, int | float) or not 0 <= n < 2**31:
+            return 0  # a producer's value under the key, or none
+        return int(n)
+
 
 @dataclass(frozen=True)
 class QueueEntry:

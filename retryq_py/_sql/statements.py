@@ -147,6 +147,17 @@ SELECT {schema}fail_retry_item(
     p_error_msg => %(error)s,
     p_error_code => %(code)s,
     p_retryable => %(retryable)s,
+    p_now => coalesce(%(now)s::timestamptz, now()),
+    p_retry_after_seconds => %(retry_after)s::float8
+)
+"""
+
+SNOOZE: LiteralString = """
+SELECT {schema}snooze_retry_item(
+    p_item_id => %(item_id)s,
+    p_worker_id => %(worker_id)s,
+    p_delay_seconds => %(delay)s::float8,
+    p_max_snoozes => %(max_snoozes)s::integer,
     p_now => coalesce(%(now)s::timestamptz, now())
 )
 """
@@ -300,6 +311,7 @@ class Statements:
         self.complete_many = compose(COMPLETE_MANY, schema)
         self.completed_at = compose(COMPLETED_AT, schema)
         self.fail = compose(FAIL, schema)
+        self.snooze = compose(SNOOZE, schema)
         self.extend_lock = compose(EXTEND_LOCK, schema)
         self.extend_locks = compose(EXTEND_LOCKS, schema)
         self.release = compose(RELEASE, schema)

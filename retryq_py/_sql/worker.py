@@ -17,7 +17,15 @@ from psycopg.adapt import Transformer
 from psycopg.rows import class_row
 from psycopg.types.json import JsonbLoader
 
-from retryq_py._sql import ACQUIRE, COMPLETE_MANY, COMPLETED_AT, FAIL, RetryQueueItem, compose
+from retryq_py._sql import (
+    ACQUIRE,
+    COMPLETE_MANY,
+    COMPLETED_AT,
+    FAIL,
+    SNOOZE,
+    RetryQueueItem,
+    compose,
+)
 
 if TYPE_CHECKING:
     from psycopg.abc import AdaptContext
@@ -49,6 +57,20 @@ FROM {schema}daz_retry_queue
 WHERE status = 'processing' AND locked_by = %(worker_id)s AND id <> ALL(%(known)s::bigint[])
 """
 
+# ... but only once the connections whose replies were lost are done: the
+# server runs a statement (COMMIT included) to its end after the client is
+# gone, and a COMMIT already in its socket buffer still arrives while it is
+# 'idle in transaction'; a read made meanwhile misses what it is about to
+# commit, and an outcome written again would land on the lease that commit
+# grants. So: until each such process is idle or gone (behind a pooler the
+# ids are the pooler's own and match nothing). The snapshot is cleared
+# because pg_stat_activity is read once per transaction.
+OLD_BACKEND_BUSY: LiteralString = """
+SELECT pg_catalog.pg_stat_clear_snapshot(), pg_catalog.count(*) > 0
+FROM pg_catalog.pg_stat_activity
+WHERE pid = ANY(%(pids)s::integer[]) AND pid <> pg_catalog.pg_backend_pid() AND state <> 'idle'
+"""
+
 
 def listen(channel: str) -> sql.Composed:
     return sql.SQL(LISTEN).format(channel=sql.Identifier(channel))
@@ -61,6 +83,7 @@ class FlushText(NamedTuple):
     complete_at: str
     acquire: str
     worker: str
+    snooze: str
     event_types: str
     plugin_names: str
 
@@ -70,11 +93,13 @@ class FlushStatements:
 
     def __init__(self, schema: str | None) -> None:
         self.fail = compose(FAIL, schema)
+        self.snooze = compose(SNOOZE, schema)
         self.complete_at = compose(COMPLETE_MANY_AT, schema)
         self.acquire = compose(ACQUIRE, schema)
         self.completed_at = compose(COMPLETED_AT, schema)
         self.in_doubt = compose(IN_DOUBT, schema)
         self.held = compose(HELD, schema)
+        self.old_backend_busy = compose(OLD_BACKEND_BUSY, schema)
 
     def as_text(
         self, worker_id: str, routing: dict[str, list[str] | None], context: AdaptContext
@@ -87,6 +112,7 @@ class FlushStatements:
             self.complete_at.as_string(context),
             self.acquire.as_string(context),
             sql.Literal(worker_id).as_string(context),
+            self.snooze.as_string(context),
             sql.Literal(routing["event_types"]).as_string(context),
             sql.Literal(routing["plugin_names"]).as_string(context),
         )

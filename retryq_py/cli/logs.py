@@ -1,7 +1,8 @@
 """What `retryq worker` logs: its setup (text or one JSON object per line) and
 an on_event callback that logs each failed attempt (warning) and each dead
-letter (error) with the item's identity, rate limited so that a failure storm
-cannot flood the log. The worker's own messages go through the same handler."""
+letter (error) with the item's identity, and each snooze (info), rate limited
+so that a failure storm cannot flood the log. The worker's own messages go
+through the same handler."""
 
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ def configure(level: int, fmt: str, stream: Any = None) -> None:
 
 class EventLog:
     """on_event for RetryWorker: a warning per failed attempt, an error per dead
-    letter; at most `burst` lines at once and `rate` a second after that (a
+    letter, an info line per snooze; at most `burst` lines at once and `rate` a second after that (a
     token bucket). The next line that gets through says how many were left out.
 
     `next_retry(item_id)` may give when a failed item is due again (read from
@@ -93,7 +94,7 @@ class EventLog:
             return skipped
 
     def __call__(self, event: WorkerEvent) -> None:
-        if event.kind not in ("failed", "dead_lettered"):
+        if event.kind not in ("failed", "dead_lettered", "snoozed"):
             return
         skipped = self._admit()
         if skipped is None:
@@ -120,6 +121,19 @@ class EventLog:
         )
         attempt = f"attempt {item.retry_count + 1} of {item.max_retries + 1}"
         code = f" [{event.code}]" if event.code else ""
+        if event.kind == "snoozed":
+            fields["delay_seconds"] = event.delay
+            fields["snooze"] = item.snoozes + 1
+            log.info(
+                "%s snoozed for %gs (snooze %d, no attempt spent): %s%s",
+                who,
+                event.delay or 0.0,
+                item.snoozes + 1,
+                event.error,
+                tail,
+                extra=fields,
+            )
+            return
         if event.kind == "dead_lettered":
             log.error(
                 "%s dead-lettered after %s: %s%s%s",

@@ -61,7 +61,7 @@ def worker_counts_line(counts: WorkerCounts) -> str:
     return (
         f"completed {counts.processed}, retried {counts.failed}, "
         f"dead-lettered {counts.dead_lettered}, released {counts.released}, "
-        f"lease lost {counts.lease_lost}"
+        f"lease lost {counts.lease_lost}, snoozed {counts.snoozed}"
     )
 
 

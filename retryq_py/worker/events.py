@@ -21,7 +21,7 @@ log = logging.getLogger("retryq.worker")
 # call (retryq_py.errors), by SQLSTATE class.
 DATABASE = (psycopg.Error, PoolTimeout)
 
-EventKind = Literal["completed", "failed", "dead_lettered", "released", "lease_lost"]
+EventKind = Literal["completed", "failed", "dead_lettered", "released", "lease_lost", "snoozed"]
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,9 @@ class WorkerEvent:
     error: str | None = None
     code: str | None = None
     duration: float | None = None
+    # seconds: a snooze's delay, or the delay a failed handler asked for
+    # (RetryableError's delay) instead of the backoff
+    delay: float | None = None
 
 
 @dataclass
@@ -44,6 +47,7 @@ class WorkerCounts:
     dead_lettered: int = 0
     released: int = 0
     lease_lost: int = 0
+    snoozed: int = 0
 
 
 @dataclass
@@ -57,6 +61,10 @@ class Outcome:
     code: str | None = None
     retryable: bool = True
     done_at: float = field(default_factory=time.monotonic)
+    # seconds: the handler's RetryableError(delay=...), replacing the backoff
+    retry_after: float | None = None
+    # seconds: the handler raised Snooze (ok is False, nothing failed)
+    snooze: float | None = None
 
 
 # What a failure's text and code are cut to: the code to the bound every

@@ -64,11 +64,15 @@ class Writer(Protocol):
 
 UNSTORABLE = "retryq.unstorable_outcome"
 UNDECODABLE = "retryq.undecodable_item"
+SNOOZE_REFUSED = "retryq.snooze_refused"
+SNOOZE_LIMIT = "snooze_limit"  # snooze_retry_item's code past max_snoozes
 
 
 class FlushWriter:
-    """The flush as one query: fail_retry_item per failure, then
-    complete_retry_items, then acquire_retry_items, sent together.
+    """The flush as one query: fail_retry_item per failure (with the
+    handler's retry delay, when it gave one) or snooze_retry_item per
+    snooze, then complete_retry_items, then acquire_retry_items, sent
+    together.
 
     Several statements in one simple query run as one transaction (all or
     nothing) with no BEGIN or COMMIT round trips. Each round trip costs the
@@ -90,9 +94,11 @@ class FlushWriter:
         worker_id: str,
         schema: str | None,
         lock_seconds: int,
+        max_snoozes: int = 100,
         routing: Routing | None = None,
     ) -> None:
         self._worker_id = worker_id
+        self._max_snoozes = max_snoozes
         self._statements = FlushStatements(schema)
         self._lock_seconds = lock_seconds
         self._routing = routing or Routing()
@@ -184,6 +190,25 @@ class FlushWriter:
             if server_error_kind(exc) != "item":
                 raise
             first = exc
+        if o.snooze is not None:
+            # a snooze the queue refused is written as a retryable failure
+            # that says why: the item is not lost, and the budget bounds it
+            log.error(
+                "worker %s: item %d: its snooze was refused (%s); failing it instead",
+                self._worker_id,
+                o.item.id,
+                explain(first),
+            )
+            o.snooze = None
+            o.error = clean(
+                f"retryq: the worker could not snooze this item: {explain(first)}", FLOOR_MESSAGE
+            )
+            o.code = SNOOZE_REFUSED
+            try:
+                return self._fail_row(cur, self._fail(cur, text, o))
+            except Exception as exc:
+                if server_error_kind(exc) != "item":
+                    raise
         o.error = clean(o.error or "error", FLOOR_MESSAGE)
         o.code = clean(o.code, MAX_CODE) if o.code is not None else None
         try:
@@ -212,6 +237,17 @@ class FlushWriter:
         return bool(row and row[0])
 
     def _fail(self, cur: psycopg.ClientCursor[Any], text: FlushText, o: Outcome) -> str:
+        if o.snooze is not None:
+            return cur.mogrify(
+                text.snooze,
+                {
+                    "item_id": o.item.id,
+                    "worker_id": self._worker_id,
+                    "delay": o.snooze,
+                    "max_snoozes": self._max_snoozes,
+                    "now": None,
+                },
+            )
         return cur.mogrify(
             text.fail,
             {
@@ -220,6 +256,7 @@ class FlushWriter:
                 "error": o.error or "error",
                 "code": o.code,
                 "retryable": o.retryable,
+                "retry_after": o.retry_after,
                 "now": None,
             },
         )
@@ -297,24 +334,38 @@ class Report(NamedTuple):
     by_type: dict[tuple[EventKind, str], int]
 
 
-def classify(outcomes: list[Outcome], written: Written) -> Report:
-    """The event each written outcome makes, and their numbers, in one pass."""
+def classify(outcomes: list[Outcome], written: Written, max_snoozes: int = 100) -> Report:
+    """The event each written outcome makes, and their numbers, in one pass.
+    A snooze past `max_snoozes` made a dead letter (snooze_retry_item)."""
     fails = iter(written.failed_written)
     events: list[WorkerEvent] = []
     by_type: dict[tuple[EventKind, str], int] = {}
     kind: EventKind
     for o in outcomes:
+        code, error, delay = o.code, o.error, o.retry_after
         if o.ok:
             kind = "lease_lost" if o.item.id in written.lost else "completed"
+        elif not next(fails):
+            kind = "lease_lost"
+        elif o.snooze is not None:
+            # the snooze past the bound buries the item (snooze_retry_item)
+            delay = o.snooze
+            if o.item.snoozes >= max_snoozes:
+                kind, code = "dead_lettered", SNOOZE_LIMIT
+                # the text snooze_retry_item recorded
+                error = (
+                    f"retryq: snoozed {o.item.snoozes} times, the limit (max_snoozes {max_snoozes})"
+                )
+            else:
+                kind, code = "snoozed", None
+        elif not o.retryable or o.item.is_last_attempt:
+            kind = "dead_lettered"
+        else:
+            kind = "failed"
+        if o.ok:
             events.append(WorkerEvent(kind, o.item, duration=o.duration))
         else:
-            if not next(fails):
-                kind = "lease_lost"
-            elif not o.retryable or o.item.is_last_attempt:
-                kind = "dead_lettered"
-            else:
-                kind = "failed"
-            events.append(WorkerEvent(kind, o.item, o.error, o.code, o.duration))
+            events.append(WorkerEvent(kind, o.item, error, code, o.duration, delay))
         key = (kind, o.item.event_type)
         by_type[key] = by_type.get(key, 0) + 1
     tally: dict[EventKind, int] = {}
@@ -327,6 +378,7 @@ _METRIC = {
     "completed": metrics.ITEMS_PROCESSED,
     "failed": metrics.ITEMS_FAILED,
     "dead_lettered": metrics.ITEMS_DEAD_LETTERED,
+    "snoozed": metrics.ITEMS_SNOOZED,
 }
 
 
@@ -353,8 +405,10 @@ class Flusher:
         emit: Callable[[list[WorkerEvent]], None],
         lease: float = 300.0,
         schema: str | None = None,
+        max_snoozes: int = 100,
     ) -> None:
         self._worker_id = worker_id
+        self._max_snoozes = max_snoozes
         self._ack_interval = ack_interval
         self._ledger = ledger
         self._pool = pool
@@ -367,6 +421,8 @@ class Flusher:
         self._doubt: set[int] = set()
         self._lease_doubt = False
         self._adopting = threading.Lock()
+        # the server processes of the connections whose replies were lost
+        self._old_backends: set[int] = set()
 
     def flush(self, *, force: bool, acquire: int = 0) -> tuple[int, int, int]:
         """Write outcomes, then lease up to `acquire` items, in one transaction.
@@ -384,8 +440,12 @@ class Flusher:
         )
         if not outcomes and not acquire and not self._lease_doubt:
             return 0, 0, 0
+        pid = None
         try:
             with self._pool.connection() as conn:
+                pid = conn.info.backend_pid
+                if self._old_backends and ((self._doubt and outcomes) or self._lease_doubt):
+                    self._await_old_backends(conn)
                 if self._doubt and outcomes:
                     outcomes = self._settle(conn, outcomes)
                 if self._lease_doubt and not self._doubt and self._adopting.acquire(False):
@@ -401,6 +461,8 @@ class Flusher:
             if lost_reply(exc):
                 self._doubt.update(o.item.id for o in outcomes)
                 self._lease_doubt = self._lease_doubt or acquire > 0
+                if pid:
+                    self._old_backends.add(pid)
             self._ledger.unclaim(outcomes, acquire)
             raise
         self._report(outcomes, written)
@@ -418,8 +480,10 @@ class Flusher:
             log.debug("worker %s: pool check failed (%s)", self._worker_id, explain(exc))
 
     def _report(self, outcomes: list[Outcome], written: Written) -> None:
-        report = classify(outcomes, written)
+        report = classify(outcomes, written, self._max_snoozes)
         self._ledger.settle([o.item.id for o in outcomes], report.tally)
+        if report.tally.get("snoozed") or report.tally.get("dead_lettered"):
+            self._log_snoozes(outcomes, report.events)
         if written.lost:
             log.warning(
                 "worker %s: %d handled items were no longer leased to it: %s",
@@ -429,6 +493,56 @@ class Flusher:
             )
         observe(report.by_type)
         self._emit(report.events)
+
+    def _log_snoozes(self, outcomes: list[Outcome], events: list[WorkerEvent]) -> None:
+        for o, event in zip(outcomes, events, strict=True):
+            if o.snooze is None:
+                continue
+            if event.kind == "snoozed":
+                # debug: a line per snooze (the CLI's EventLog logs them at
+                # info, rate limited); counted in retryq_worker_items_snoozed
+                log.debug(
+                    "worker %s: item %d (%s) snoozed for %gs (snooze %d of at most %d)",
+                    self._worker_id,
+                    o.item.id,
+                    o.item.event_type,
+                    o.snooze,
+                    o.item.snoozes + 1,
+                    self._max_snoozes,
+                )
+            elif event.kind == "dead_lettered":
+                log.warning(
+                    "worker %s: item %d (%s) was snoozed %d times, the limit (max_snoozes):"
+                    " it is a dead letter (code %s)",
+                    self._worker_id,
+                    o.item.id,
+                    o.item.event_type,
+                    o.item.snoozes,
+                    SNOOZE_LIMIT,
+                )
+
+    def _await_old_backends(self, conn: psycopg.Connection[Any]) -> None:
+        """Before reading what a lost reply did: the server finishes that
+        statement (and its COMMIT) after the client is gone, so wait, up to a
+        quarter of the lease (at most 10 s), until its process is idle or gone.
+        Read earlier, the items an acquire was committing look free and are
+        never taken up, and expire under this live worker (seen in the crash
+        test). The waiting lane holds no lock the statement could need."""
+        pids, self._old_backends = list(self._old_backends), set()
+        deadline = time.monotonic() + min(self._lease.total_seconds() / 4, 10.0)
+        while True:
+            row = conn.execute(self._statements.old_backend_busy, {"pids": pids}).fetchone()
+            if not (row and row[1]):
+                return
+            if time.monotonic() >= deadline:
+                log.warning(
+                    "worker %s: the server still runs the statement whose reply was lost"
+                    " (process %s); reading the queue without waiting longer",
+                    self._worker_id,
+                    pids,
+                )
+                return
+            time.sleep(0.05)
 
     def _settle(self, conn: psycopg.Connection[Any], outcomes: list[Outcome]) -> list[Outcome]:
         """Outcomes whose last write lost its reply: read what the queue says.
@@ -467,6 +581,11 @@ class Flusher:
                 taken = any(h.get("code") == "lease_expired" for h in newer)
                 if row is None or row[1] != "completed" or taken:
                     lost.add(o.item.id)
+            elif o.snooze is not None:
+                # a snooze leaves no history: written unless the lease was
+                # taken over (then the taker's lease_expired entry names us)
+                taken = any(h.get("code") == "lease_expired" for h in newer)
+                failed_written.append(row is not None and not taken)
             else:
                 failed_written.append(
                     any(h.get("code") == o.code and h.get("error") == o.error for h in newer)

@@ -13,7 +13,7 @@ from typing import Any
 
 from retryq_py import metrics
 from retryq_py._sql import RetryQueueItem
-from retryq_py.errors import error_code, is_retryable
+from retryq_py.errors import RetryableError, Snooze, error_code, is_retryable
 from retryq_py.worker.events import MAX_CODE, Outcome, clean, describe
 from retryq_py.worker.ledger import Ledger
 from retryq_py.worker.registry import Handler
@@ -93,7 +93,11 @@ class HandlerThreads:
 def failure(item: RetryQueueItem, exc: BaseException, duration: float) -> Outcome:
     """What a raised exception becomes: text and code PostgreSQL can store,
     whatever the exception is (its __str__ or its attributes may raise, its
-    code may be no text, its text may hold NUL or lone surrogates)."""
+    code may be no text, its text may hold NUL or lone surrogates).
+    Snooze becomes a snooze, RetryableError's delay the retry's delay."""
+    if isinstance(exc, Snooze):
+        return Outcome(item, ok=False, duration=duration, error=describe(exc), snooze=exc.delay)
+    retry_after = exc.delay if isinstance(exc, RetryableError) else None
     try:
         code = error_code(exc)
         retryable = is_retryable(exc)
@@ -106,4 +110,5 @@ def failure(item: RetryQueueItem, exc: BaseException, duration: float) -> Outcom
         error=describe(exc),
         code=clean(code if code is not None else type(exc).__name__, MAX_CODE),
         retryable=retryable,
+        retry_after=retry_after,
     )

@@ -32,6 +32,7 @@ _COUNTED_AS: dict[EventKind, str] = {
     "dead_lettered": "dead_lettered",
     "released": "released",
     "lease_lost": "lease_lost",
+    "snoozed": "snoozed",
 }
 
 

@@ -34,7 +34,13 @@ log = logging.getLogger("retryq.worker")
 
 
 def _writer(settings: Settings) -> Writer:
-    return FlushWriter(settings.worker_id, settings.schema, settings.lock_seconds, settings.routing)
+    return FlushWriter(
+        settings.worker_id,
+        settings.schema,
+        settings.lock_seconds,
+        settings.max_snoozes,
+        settings.routing,
+    )
 
 
 def _queue(pool: ConnectionPool[Any], schema: str | None) -> RetryQueue:
@@ -64,6 +70,12 @@ class RetryWorker:
     one that raises fails it: with backoff when `is_retryable(exc)`
     (RetryableError, an unclassified exception, a transient SQLSTATE), as a
     dead letter otherwise (PermanentError, a constraint or syntax error).
+    RetryableError(..., delay=seconds or a Retry-After value) sets when the
+    retry is due (capped at the item's max_retry_delay, no jitter). A
+    handler that raises Snooze(delay) puts the item back for `delay` seconds
+    without spending an attempt or recording a failure; after `max_snoozes`
+    snoozes (default 100, 0 to 10000) the next makes it a dead letter with
+    code snooze_limit.
 
     Routing: the worker leases only items of the event types it has handlers
     for, so several services can share one queue; ValueError when there is
@@ -105,6 +117,7 @@ class RetryWorker:
         handler_timeout: float | None = None,
         statement_deadline: float | None = None,
         lanes: int | None = None,
+        max_snoozes: int = 100,
         on_event: Callable[[WorkerEvent], None] | None = None,
         parts: WorkerParts | None = None,
         all_event_types: bool = False,
@@ -129,6 +142,7 @@ class RetryWorker:
             handler_timeout=handler_timeout,
             statement_deadline=statement_deadline,
             lanes=lanes,
+            max_snoozes=max_snoozes,
             pool_max_size=database.max_size if isinstance(database, ConnectionPool) else None,
             routing=routing,
         )
@@ -226,6 +240,7 @@ class RetryWorker:
                 emit=emit,
                 lease=s.lock_timeout,
                 schema=s.schema,
+                max_snoozes=s.max_snoozes,
             )
             shutdown = Shutdown(
                 worker_id=s.worker_id,

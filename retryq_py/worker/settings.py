@@ -94,6 +94,7 @@ class Settings:
     lanes: int
     # which items it leases (see registry.Routing); every one by default
     routing: Routing
+    max_snoozes: int = 100
 
     @classmethod
     def resolve(
@@ -116,6 +117,7 @@ class Settings:
         handler_timeout: float | None = None,
         statement_deadline: float | None = None,
         lanes: int | None = None,
+        max_snoozes: int = 100,
         pool_max_size: int | None = None,
         routing: Routing | None = None,
     ) -> Settings:
@@ -165,9 +167,13 @@ class Settings:
             ),
             lanes=n_lanes,
             routing=routing or Routing(),
+            # an item snoozed more often becomes a dead letter (snooze_limit)
+            max_snoozes=max_snoozes,
         )
         if not 1 <= settings.batch_size <= 1000:
             raise ValueError(f"batch_size must be between 1 and 1000, got {settings.batch_size}")
+        if isinstance(max_snoozes, bool) or not 0 <= max_snoozes <= 10000:
+            raise ValueError(f"max_snoozes must be between 0 and 10000, got {max_snoozes}")
         if settings.poll_interval <= 0:
             raise ValueError(f"poll_interval must be positive, got {settings.poll_interval}")
         if lock < 1:

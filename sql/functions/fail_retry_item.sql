@@ -5,13 +5,19 @@
 -- A retryable failure counts against the item's circuit. A permanent one
 -- (p_retryable false) does not: it says the item is bad, not that the
 -- dependency is down, so it neither extends nor ends a failure streak.
+-- p_retry_after_seconds, when given, replaces the backoff for this retry (a
+-- handler that knows when to try again: an HTTP 429 or 503 with Retry-After).
+-- It is still capped by the item's max_retry_delay_seconds, and no jitter
+-- shortens it: a Retry-After is the earliest time the other side will
+-- answer. The next retry without it backs off as usual, from the new count.
 CREATE OR REPLACE FUNCTION fail_retry_item(
     p_item_id bigint,
     p_worker_id text,
     p_error_msg text,
     p_error_code text DEFAULT NULL,
     p_retryable boolean DEFAULT TRUE,
-    p_now timestamptz DEFAULT now()
+    p_now timestamptz DEFAULT now(),
+    p_retry_after_seconds double precision DEFAULT NULL
 )
 RETURNS boolean
 LANGUAGE plpgsql
@@ -35,6 +41,12 @@ BEGIN
     );
     PERFORM _retryq_check(
         p_retryable IS NOT NULL, 'retryable', 'must not be null'
+    );
+    -- NaN and the infinities fail BETWEEN too
+    PERFORM _retryq_check(
+        p_retry_after_seconds IS NULL OR p_retry_after_seconds BETWEEN 0::float8 AND 31536000::float8,
+        'retry_after_seconds',
+        'must be between 0 and 31536000 seconds, or null for the backoff'
     );
     IF pg_catalog.octet_length(p_error_msg) > 1000 THEN
         PERFORM _retryq_check_limit('error_msg', pg_catalog.length(p_error_msg));
@@ -91,18 +103,29 @@ BEGIN
         'code', p_error_code,
         'retryable', p_retryable
     );
+    IF p_retry_after_seconds IS NOT NULL THEN
+        v_entry := v_entry || pg_catalog.jsonb_build_object(
+            'retry_after_seconds', p_retry_after_seconds
+        );
+    END IF;
     IF NOT p_retryable OR v_item.retry_count >= v_item.max_retries THEN
         PERFORM _retryq_bury(ARRAY[p_item_id], v_entry, p_now);
         RETURN TRUE;
     END IF;
 
-    v_due := p_now + _retryq_backoff(
-        v_item.retry_count + 1,
-        v_item.retry_delay_seconds,
-        v_item.backoff_multiplier,
-        v_item.max_retry_delay_seconds,
-        v_item.retry_jitter
-    );
+    IF p_retry_after_seconds IS NULL THEN
+        v_due := p_now + _retryq_backoff(
+            v_item.retry_count + 1,
+            v_item.retry_delay_seconds,
+            v_item.backoff_multiplier,
+            v_item.max_retry_delay_seconds,
+            v_item.retry_jitter
+        );
+    ELSE
+        v_due := p_now + pg_catalog.make_interval(secs => least(
+            p_retry_after_seconds, v_item.max_retry_delay_seconds
+        ));
+    END IF;
     UPDATE _retryq_active AS a
     SET
         status = 'pending',

@@ -61,7 +61,8 @@ BEGIN
     )
     SELECT
         g.id, g.event_id, g.event_type, g.channel_name, g.plugin_name,
-        g.event_data, g.event_metadata, 0, g.max_retries,
+        -- a fresh budget: attempts and snoozes (snooze_retry_item)
+        g.event_data, g.event_metadata - 'retryq_snoozes'::text, 0, g.max_retries,
         g.retry_delay_seconds, g.backoff_multiplier, g.max_retry_delay_seconds,
         g.retry_jitter, g.priority, g.correlation_id, g.tags, 'pending',
         g.error_message, g.last_error_code, g.error_history, g.created_at,

@@ -169,3 +169,25 @@ def test_bench_refuses_bad_arguments(bad: list[str], tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert not (tmp_path / "x.md").exists()
+
+
+def test_bench_ab_compares_a_revision_with_the_tree(pg_server: Server, tmp_path: Path) -> None:
+    """scripts/bench_ab.py installs a git revision's migrations beside the
+    tree's and drains both; tiny sizes, so only the report's shape is checked."""
+    before = _bench_databases(pg_server)
+    out = tmp_path / "BENCHMARKS.md"
+    out.write_text("# Benchmarks\n")
+    done = subprocess.run(
+        [
+            sys.executable, str(ROOT / "scripts" / "bench_ab.py"), "--base", "HEAD",
+            "--items", "30", "--rounds", "1", "--admin-dsn", pg_server.dsn("postgres"),
+            "--write", str(out),
+        ],
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = _table(out.read_text(), "### Acquire and drain")
+    assert [r[0] for r in rows] == ["complete_retry_items", "complete_retry_item"]
+    for r in rows:
+        assert re.fullmatch(r"\d+\.\d\dx", r[3]) and re.fullmatch(r"\d+\.\d\dx", r[4]), r
+    assert _bench_databases(pg_server) == before

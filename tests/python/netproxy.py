@@ -48,13 +48,22 @@ class Proxy:
     def thaw(self) -> None:
         self._flowing.set()
 
-    def cut(self) -> None:
-        """Resets every open connection (RST, no FIN): new ones still work."""
+    def cut(self, *, now: bool = False) -> None:
+        """Resets every open connection (RST, no FIN): new ones still work.
+        A connection waiting for the server is reset when the answer comes
+        (the answer is lost: a cut between a commit and its reply), since
+        close() resets nothing while a pump thread is blocked in recv() on
+        it; `now` wakes those threads first, so the client sees the reset at
+        once, while the server may still be running its statement."""
         with self._lock:
             socks, self._socks = self._socks, []
         for s in socks:
             with contextlib.suppress(OSError):
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            if now:
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
                 s.close()
 
     def close(self) -> None:

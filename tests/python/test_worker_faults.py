@@ -507,6 +507,71 @@ def test_a_lost_reply_to_an_acquire_is_settled_not_left_to_expire(
     assert statuses(db) == {"completed": 10}
 
 
+@pytest.fixture
+def slow_commit(db: Conn) -> Iterator[Callable[[], None]]:
+    """Arms a deferred trigger that makes the next commit touching the active
+    partition sleep 1 s on the server, after the statement itself is done."""
+    db.execute(
+        "CREATE TABLE slow_commit_armed (x int);"
+        "CREATE FUNCTION slow_commit() RETURNS trigger LANGUAGE plpgsql AS $$"
+        " BEGIN DELETE FROM slow_commit_armed;"
+        " IF FOUND THEN PERFORM pg_sleep(1); END IF; RETURN NULL; END $$;"
+        "CREATE CONSTRAINT TRIGGER slow_commit AFTER UPDATE ON _retryq_active"
+        " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION slow_commit()"
+    )
+    try:
+        yield lambda: db.execute("INSERT INTO slow_commit_armed VALUES (1)") and None
+    finally:
+        db.execute(
+            "DROP TRIGGER slow_commit ON _retryq_active; DROP FUNCTION slow_commit();"
+            " DROP TABLE slow_commit_armed"
+        )
+
+
+def test_a_commit_the_server_finishes_after_the_cut_is_waited_for(
+    module_dsn: str, db: Conn, q: RetryQueue, slow_commit: Callable[[], None]
+) -> None:
+    """The server runs a statement to its end after its client is gone: an
+    acquire still committing when the connection is cut commits after the
+    worker has reconnected. Read at once, the items it leased looked free,
+    were never taken up, and expired under the live worker (items with
+    max_retries = 0 then became dead letters that never ran: the crash
+    test's occasional expiry). The worker now waits for that server process
+    to finish its statement before reading what happened."""
+    ids = [q.add("e", {"i": i}, max_retries=0).id for i in range(10)]
+    ran: list[int] = []
+    with netproxy.proxy(module_dsn) as net:
+        slow_commit()
+        worker = RetryWorker(
+            net.dsn,
+            {"e": lambda it: ran.append(it.id)},
+            batch_size=10,
+            worker_count=1,
+            connect_timeout=1,
+            **{**FAST, "lock_timeout": 8},  # waits up to 2 s for the old commit
+        )
+        thread = worker.start()
+        try:
+            wait_until(
+                lambda: db.execute(
+                    "SELECT count(*) > 0 FROM pg_stat_activity WHERE wait_event = 'PgSleep'"
+                ).fetchone()
+                == (True,),
+                10,
+                "the acquire to be committing",
+            )
+            net.cut(now=True)
+            wait_until(lambda: statuses(db) == {"completed": 10}, 15, "every item to be run")
+        finally:
+            worker.stop()
+            thread.join(10)
+    assert sorted(ran) == sorted(ids)
+    codes = db.execute(
+        "SELECT count(*) FROM daz_retry_queue WHERE error_history::text LIKE '%%lease_expired%%'"
+    ).fetchone()
+    assert codes == (0,)
+
+
 def test_a_lost_reply_to_a_flush_counts_what_was_written(
     module_dsn: str, db: Conn, q: RetryQueue
 ) -> None:

@@ -38,6 +38,9 @@ CALLS: dict[str, tuple[str, str]] = {
         "retryq_worker", "SELECT fail_retry_item({leased}, 'w', 'x', p_now => {now})",
     ),
     "extend_retry_lock": ("retryq_worker", "SELECT extend_retry_lock({leased}, 'w', 60, {now})"),
+    "snooze_retry_item": (
+        "retryq_worker", "SELECT snooze_retry_item({leased}, 'w', 60, p_now => {now})",
+    ),
     "requeue_dead_letter_items": (
         "retryq_admin", "SELECT requeue_dead_letter_items(ARRAY[{dead}], p_now => {now})",
     ),

@@ -187,6 +187,8 @@ VERBS: list[tuple[str, str]] = [
     ("retryq_worker", "SELECT extend_retry_lock(1, 'w', 120)"),
     ("retryq_worker", "SELECT complete_retry_item(1, 'w')"),
     ("retryq_worker", "SELECT fail_retry_item(2, 'w', 'boom', 'E1')"),
+    ("retryq_worker", "SELECT fail_retry_item(2, 'w', '429', 'E2', p_retry_after_seconds => 30)"),
+    ("retryq_worker", "SELECT snooze_retry_item(2, 'w', 30)"),
     ("retryq_worker", "SELECT count(*) FROM acquire_retry_items('w', 10, 60)"),
     ("retryq_worker", "SELECT complete_retry_items(ARRAY[3, 4], 'w')"),
     ("retryq_worker", "SELECT release_retry_items(ARRAY[3, 4]::bigint[], 'w')"),

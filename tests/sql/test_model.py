@@ -75,6 +75,9 @@ class Item:
     last_code: str | None = None
     # why it is a dead letter: "spent" (budget) or "permanent"
     dead_reason: str | None = None
+    snoozes: int = 0
+    # due when a snooze or a retry_after said, not by the backoff formula
+    due_by_caller: bool = False
 
     def holds(self, worker: str) -> bool:
         return self.status == "processing" and self.locked_by == worker
@@ -294,16 +297,24 @@ class QueueModel(RuleBasedStateMachine):
         data=st.data(),
         retryable=st.sampled_from([True, True, True, False]),
         code=st.sampled_from(ERROR_CODES),
+        retry_after=st.sampled_from([None, None, None, 0, 3, 100]),
     )
-    def fail(self, c: int, data: st.DataObject, retryable: bool, code: str | None) -> None:
+    def fail(
+        self,
+        c: int,
+        data: st.DataObject,
+        retryable: bool,
+        code: str | None,
+        retry_after: int | None = None,
+    ) -> None:
         item_id = self._pick(data, ("processing",))
         worker = self._worker_for(data, item_id)
         it = self.items.get(item_id)
         ok = (
             self.conns[c]
             .execute(
-                "SELECT fail_retry_item(%s, %s, 'boom', %s, %s, %s)",
-                [item_id, worker, code, retryable, self.now],
+                "SELECT fail_retry_item(%s, %s, 'boom', %s, %s, %s, %s)",
+                [item_id, worker, code, retryable, self.now, retry_after],
             )
             .fetchone()
         )
@@ -320,10 +331,49 @@ class QueueModel(RuleBasedStateMachine):
                 it.locked_by = None
                 it.locked_until = None
                 it.last_code = code
-                it.next_retry_at = self.now + backoff(
-                    it.retry_count, it.delay, it.multiplier, it.cap
-                )
+                if retry_after is None:
+                    it.next_retry_at = self.now + backoff(
+                        it.retry_count, it.delay, it.multiplier, it.cap
+                    )
+                else:  # the caller's delay instead of the backoff, still capped
+                    it.next_retry_at = self.now + dt.timedelta(seconds=min(retry_after, it.cap))
+                it.due_by_caller = retry_after is not None
         self.last_kind = "fail"
+
+    @precondition(lambda self: self._any("processing"))
+    @rule(
+        c=st.integers(0, N_CONNS - 1),
+        data=st.data(),
+        delay=st.sampled_from([0, 5, 60]),
+        limit=st.sampled_from([0, 1, 2, 100]),
+    )
+    def snooze(self, c: int, data: st.DataObject, delay: int, limit: int) -> None:
+        """Back to pending after `delay`, no attempt spent, no failure kept;
+        the snooze past `limit` of them is a dead letter (snooze_limit)."""
+        item_id = self._pick(data, ("processing",))
+        worker = self._worker_for(data, item_id)
+        it = self.items.get(item_id)
+        ok = (
+            self.conns[c]
+            .execute(
+                "SELECT snooze_retry_item(%s, %s, %s, %s, %s)",
+                [item_id, worker, delay, limit, self.now],
+            )
+            .fetchone()
+        )
+        holds = it is not None and it.holds(worker)
+        assert ok == (holds,)
+        if it is not None and holds:
+            if it.snoozes >= limit:
+                self._bury(it, "permanent", "snooze_limit")
+            else:
+                it.snoozes += 1
+                it.status = "pending"
+                it.locked_by = None
+                it.locked_until = None
+                it.next_retry_at = self.now + dt.timedelta(seconds=delay)
+                it.due_by_caller = True
+        self.last_kind = "snooze"
 
     @precondition(lambda self: self._any("processing"))
     @rule(c=st.integers(0, N_CONNS - 1), data=st.data(), lease=st.sampled_from([1, 10, 300]))
@@ -411,6 +461,7 @@ class QueueModel(RuleBasedStateMachine):
             it.next_retry_at = self.now
             it.finished_at = None
             it.dead_reason = None
+            it.snoozes = 0
         self.last_kind = "requeue"
 
     @precondition(lambda self: self._any("completed", "dead_letter"))
@@ -593,7 +644,7 @@ class QueueModel(RuleBasedStateMachine):
         )
         for item_id, k, delay, mult, cap, due, failed_at in rows:
             it = self.items[item_id]
-            if it.last_code == LEASE_CODE or failed_at is None:
+            if it.last_code == LEASE_CODE or failed_at is None or it.due_by_caller:
                 continue
             assert due == failed_at + backoff(k, delay, mult, cap), (
                 f"item {item_id}: retry {k} due {due}, failed {failed_at}"

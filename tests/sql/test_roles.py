@@ -65,6 +65,7 @@ STATEMENTS: dict[str, tuple[str, Any]] = {
     "complete_items": ("SELECT complete_retry_items(ARRAY[{leased}]::bigint[], 'w')", 1),
     "fail": ("SELECT fail_retry_item({leased}, 'w', 'boom')", True),
     "extend": ("SELECT extend_retry_lock({leased}, 'w')", True),
+    "snooze": ("SELECT snooze_retry_item({leased}, 'w', 5)", True),
     "release": ("SELECT release_retry_items(ARRAY[{leased}]::bigint[], 'w')", 1),
     "requeue": ("SELECT requeue_dead_letter_items(ARRAY[{dead}]::bigint[])", 1),
     "cleanup": ("SELECT deleted_count FROM cleanup_retry_queue(0)", 1),
@@ -98,7 +99,7 @@ ALLOWED: dict[str, set[str]] = {
     },
     "retryq_worker": {
         "channel", "acquire", "acquire_routed", "complete", "complete_items", "fail", "extend",
-        "release", "select_ids", "select_payload", "view_circuits", "view_pauses", "due",
+        "snooze", "release", "select_ids", "select_payload", "view_circuits", "view_pauses", "due",
     },
     "retryq_admin": {
         "channel", "requeue", "purge", "cleanup", "list_dead", "cleanup_due", "due",
@@ -198,7 +199,7 @@ def test_every_retryq_function_is_pinned_and_granted_as_documented(conn: Conn) -
         "enqueue_retry_item_once": "enqueue_once",
         "retry_queue_channel": "channel", "acquire_retry_items": "acquire",
         "complete_retry_item": "complete", "complete_retry_items": "complete_items",
-        "fail_retry_item": "fail", "extend_retry_lock": "extend",
+        "fail_retry_item": "fail", "extend_retry_lock": "extend", "snooze_retry_item": "snooze",
         "release_retry_items": "release", "requeue_dead_letter_items": "requeue",
         "purge_dead_letter_items": "purge", "list_dead_letter_items": "list_dead",
         "cleanup_retry_queue": "cleanup", "cleanup_retry_queue_due": "cleanup_due",
