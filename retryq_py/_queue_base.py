@@ -41,6 +41,7 @@ ADD_KEYS = (
     "delay",
     "max_retry_delay",
     "retry_jitter",
+    "dedupe_key",
 )
 _KEYS = frozenset(ADD_KEYS)
 _ABSENT = dict.fromkeys(ADD_KEYS)
@@ -84,6 +85,7 @@ class QueueBase:
         delay: Seconds = 0,
         max_retry_delay: Seconds = 86400,
         retry_jitter: float = 0.0,
+        dedupe_key: str | None = None,
     ) -> NewItem:
         """A NewItem with this queue's defaults, for add_many."""
         return NewItem(
@@ -103,6 +105,7 @@ class QueueBase:
             delay=delay,
             max_retry_delay=max_retry_delay,
             retry_jitter=retry_jitter,
+            dedupe_key=dedupe_key,
         )
 
     def _enqueue_params(self, new: NewItem, now: datetime | None) -> dict[str, Any]:
@@ -112,6 +115,29 @@ class QueueBase:
         params["event_metadata"] = jsonb_param(params["event_metadata"])
         params["now"] = now
         return params
+
+    def _keyed_batch(self, items: Sequence[NewItem | Mapping[str, Any]]) -> Jsonb | None:
+        """_sql.ENQUEUE_MANY's items when an item has a dedupe key (the rule
+        lives in enqueue_retry_items), else None (the COPY path). Items are
+        checked as _rows checks them: unknown or missing keys."""
+        if not any(
+            (i.dedupe_key if isinstance(i, NewItem) else i.get("dedupe_key")) is not None
+            for i in items
+        ):
+            return None
+        batch = []
+        for item in items:
+            if not isinstance(item, NewItem):
+                if not item.keys() <= _KEYS:
+                    unknown = next(k for k in item if k not in _KEYS)
+                    raise TypeError(f"add_many: unknown item key {unknown!r}")
+                given = {k: v for k, v in item.items() if v is not None}
+                for required in ("event_type", "data"):
+                    if required not in given:
+                        raise ValueError(f"add_many: every item needs {required!r}")
+                item = self.item(**given)
+            batch.append(item.params())
+        return jsonb_param(batch)
 
     def _new_ids(self, count: int, now: datetime | None) -> dict[str, Any]:
         """add_many's first step's parameters (_sql.NEW_IDS)."""
@@ -177,6 +203,7 @@ class QueueBase:
                 delay,
                 max_retry_delay,
                 retry_jitter,
+                _,  # dedupe_key: None here (see _keyed_batch)
             ) = values
             # absent and None take the default, as in add(); the full check
             # only for a value not of the expected type

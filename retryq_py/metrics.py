@@ -159,6 +159,14 @@ class QueueCollector(Collector):
         for d in m.dead_letters:
             dead.add_metric([d.event_type, d.plugin_name or ""], d.count)
         yield dead
+        cancelled = GaugeMetricFamily(
+            "retryq_queue_cancelled",
+            "Cancelled items in the queue (not yet cleaned up).",
+            labels=["event_type", "plugin_name"],
+        )
+        for k in m.cancelled:
+            cancelled.add_metric([k.event_type, k.plugin_name or ""], k.count)
+        yield cancelled
         labels = ["event_type", "plugin_name"]
         expiries = CounterMetricFamily(
             "retryq_queue_lease_expiries",

@@ -6,8 +6,8 @@ and an optional install schema. The SQL and its rows are in retryq_py._sql.ops.
 
 A scrape must stay cheap with millions of finished rows, so nothing here
 counts the finished partition: pending and processing are counted exactly
-(the small active partition), dead letters exactly through their partial
-index, and completed items are the planner's estimate (pg_class.reltuples
+(the small active partition), dead letters and cancelled items exactly
+through their partial indexes, and completed items are the planner's estimate (pg_class.reltuples
 scaled to the table's current size, as the planner does).
 """
 
@@ -41,6 +41,7 @@ class QueueMetrics:
     oldest_due_age_seconds: float
     expired_leases: int
     dead_letters: list[DeadLetterCount]
+    cancelled: list[DeadLetterCount]
     circuits: list[Circuit]
     pauses: list[Pause]
 
@@ -188,19 +189,23 @@ def collect_queue_metrics(conn: Conn, schema: str | None = None) -> QueueMetrics
     oldest = conn.execute(compose(_q.OLDEST_DUE, schema)).fetchone()
     with conn.cursor(row_factory=class_row(DeadLetterCount)) as cur:
         dead = cur.execute(compose(_q.DEAD_LETTER_COUNTS, schema)).fetchall()
+        cancelled = cur.execute(compose(_q.CANCELLED_COUNTS, schema)).fetchall()
     dead_total = sum(d.count for d in dead)
+    cancelled_total = sum(c.count for c in cancelled)
     finished, is_estimate = _finished_rows(conn, schema)
     return QueueMetrics(
         sizes={
             "pending": float(pending),
             "processing": float(processing),
-            "completed": max(finished - dead_total, 0.0),
+            "completed": max(finished - dead_total - cancelled_total, 0.0),
             "dead_letter": float(dead_total),
+            "cancelled": float(cancelled_total),
         },
         completed_is_estimate=is_estimate,
         oldest_due_age_seconds=max(float(oldest[0]), 0.0) if oldest else 0.0,
         expired_leases=expired,
         dead_letters=dead,
+        cancelled=cancelled,
         circuits=list_circuits(conn, schema),
         pauses=list_pauses(conn, schema),
     )

@@ -123,21 +123,31 @@ class RetryQueue(QueueBase):
         delay: Seconds = 0,
         max_retry_delay: Seconds = 86400,
         retry_jitter: float = 0.0,
+        dedupe_key: str | None = None,
         event_id: UUID | None = None,
         now: datetime | None = None,
     ) -> Enqueued:
         """The guide's AddToRetryQueue: enqueue one failed operation.
 
+        `dedupe_key` (at most 200 characters, not blank): while a pending or
+        processing item holds the key, add() returns that item with
+        `deduplicated` True and adds nothing (its data and settings stay as
+        they are); once it completes, becomes a dead letter or is
+        cancelled, the key is free again.
+
         `event_id`: an id you choose for this event; while an item with it is
-        in the queue, add() returns that item and adds nothing
-        (enqueue_retry_item_once), so an add whose reply was lost (a cut
-        connection, a failover) can be sent again without a duplicate.
+        in the queue (any status, until cleanup), add() returns that item
+        with `deduplicated` True and adds nothing (enqueue_retry_item_once),
+        so an add whose reply was lost (a cut connection, a failover) can be
+        sent again without a duplicate. Both may be given.
 
         retry_delay is the wait before the first retry (then multiplied by
         backoff_multiplier per retry, capped at max_retry_delay); delay
         postpones the first attempt. Durations are seconds or timedeltas.
-        Bad values raise psycopg.errors.InvalidParameterValue (22023) or
-        CheckViolation (23514) naming the field, and add nothing.
+        Bad values raise psycopg.errors.InvalidParameterValue (22023),
+        StringDataRightTruncation (22001) or CheckViolation (23514) naming
+        the field, and add nothing. Under REPEATABLE READ, a key held by an
+        item the transaction cannot see raises SerializationFailure (40001).
         """
         new = self.item(
             event_type,
@@ -154,6 +164,7 @@ class RetryQueue(QueueBase):
             delay=delay,
             max_retry_delay=max_retry_delay,
             retry_jitter=retry_jitter,
+            dedupe_key=dedupe_key,
         )
         params = self._enqueue_params(new, now)
         if event_id is not None:
@@ -166,7 +177,7 @@ class RetryQueue(QueueBase):
     def add_many(
         self, items: Iterable[NewItem | Mapping[str, Any]], *, now: datetime | None = None
     ) -> list[Enqueued]:
-        """Enqueue many items at once; returns their ids in input order.
+        """Enqueue many items at once; returns one Enqueued per item, in input order.
 
         Items are NewItem (see `item()`) or mappings with add()'s keyword
         names; the rows are what enqueue_retry_items would store for them
@@ -186,21 +197,37 @@ class RetryQueue(QueueBase):
         20-27x; 30-40x (median 36x over 7 invocations) in
         `scripts/bench --only enqueue`. CPU contention lowers the ratio (COPY
         is CPU-bound, a single INSERT waits for its commit).
+
+        When any item has a `dedupe_key`, the batch is one call of
+        enqueue_retry_items instead (COPY cannot skip a row): an item whose
+        key a live item holds returns that item with `deduplicated` True, and
+        of several items with one key the first is added (or deduplicated)
+        and the later ones return it, deduplicated. Values are then judged by
+        the SQL function (psycopg errors naming the key, not TypeError).
         """
         batch = items if isinstance(items, list) else list(items)
         if not batch:
             return []
+        keyed = self._keyed_batch(batch)
         # With autocommit, one transaction for both steps (so one now()).
         # Otherwise the first step joins or opens the caller's transaction
-        # (never committed here) and a savepoint holds the COPY, so that a bad
-        # item undoes this call only and leaves that transaction usable.
+        # (never committed here) and a savepoint holds the second, so that a
+        # bad item undoes this call only and leaves that transaction usable.
         with (
             self.connection() as conn,
             conn.cursor(row_factory=tuple_row) as cur,
             conn.transaction() if conn.autocommit else nullcontext(),
         ):
-            cur.execute(self._q.new_ids, self._new_ids(len(batch), now))
+            count = 0 if keyed is not None else len(batch)
+            cur.execute(self._q.new_ids, self._new_ids(count, now))
             clock, ids = clock_and_ids(cur.fetchone())
+            if keyed is not None:
+                with (
+                    nullcontext() if conn.autocommit else conn.transaction(),
+                    conn.cursor(row_factory=class_row(Enqueued)) as keyed_cur,
+                ):
+                    keyed_cur.execute(self._q.enqueue_many, {"items": keyed, "now": clock})
+                    return keyed_cur.fetchall()
             with (
                 nullcontext() if conn.autocommit else conn.transaction(),
                 cur.copy(self._q.copy_in) as copy,
@@ -379,6 +406,29 @@ class RetryQueue(QueueBase):
         """Delete dead letters for good (no archive); at least one filter is required."""
         params = _sql.dead_letter_filter(item_ids, event_type, plugin, error_code, dead_before)
         return int(self._one(self._q.purge_dead_letters, params))
+
+    def cancel(
+        self,
+        item_ids: Iterable[int] | None = None,
+        *,
+        event_type: str | None = None,
+        plugin: str | None = None,
+        error_code: str | None = None,
+        created_before: datetime | None = None,
+        dry_run: bool = False,
+        now: datetime | None = None,
+    ) -> int:
+        """Cancel pending and processing items for good (status 'cancelled');
+        at least one filter is required (22023 naming item_ids otherwise).
+
+        Returns how many were cancelled (with dry_run: would be, changing
+        nothing). Finished items, and rows another transaction holds at that
+        moment, are left alone and not counted. A leased item's holder finds
+        its lease gone: its complete, fail and heartbeat return False.
+        """
+        params = _sql.cancel_filter(item_ids, event_type, plugin, error_code, created_before)
+        params.update(dry_run=dry_run, now=now)
+        return int(self._one(self._q.cancel, params))
 
     def cleanup(
         self,

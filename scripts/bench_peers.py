@@ -37,7 +37,7 @@ def peer_versions() -> dict[str, str | None]:
 def retryworker_drain(
     cluster: Cluster, template: str, items: int, instances: int = 1
 ) -> tuple[float, float]:
-    """Jobs per second for RetryWorker run with exit_when_idle over items due
+    """Jobs per second for RetryWorker run with exit_when_drained over items due
     no-op jobs: `instances` workers side by side (each its own leasing loop and
     connections, like pgqueuer's QueueManagers), CONCURRENCY handler threads in
     all, batch 10 each."""
@@ -70,9 +70,9 @@ def retryworker_drain(
         ]
         start = time.perf_counter()
         if instances == 1:
-            workers[0].run(exit_when_idle=True, install_signal_handlers=False)
+            workers[0].run(exit_when_drained=True, install_signal_handlers=False)
         else:
-            for thread in [w.start(exit_when_idle=True) for w in workers]:
+            for thread in [w.start(exit_when_drained=True) for w in workers]:
                 thread.join()
         whole = time.perf_counter() - start
         elapsed = last[0] - start

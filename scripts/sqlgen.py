@@ -133,7 +133,8 @@ def parse(text: str) -> list[Section]:
         elif kind == "alter":
             lines = body.splitlines(keepends=True)
             shipped = [ln[len(SHIPPED) :] if ln.startswith(SHIPPED) else "\n" for ln in lines]
-            n = next((i for i, ln in enumerate(lines) if not ln.startswith(SHIPPED.rstrip())), 0)
+            mark = SHIPPED.rstrip()
+            n = next((i for i, ln in enumerate(lines) if not ln.startswith(mark)), len(lines))
             hand = "".join(lines[n:]).strip() + "\n"
             sections.append(Section(kind, path, "".join(shipped[:n]).strip() + "\n", hand))
         else:
@@ -247,7 +248,11 @@ def changes(
                     " statements and their reverse in two files and pass them as"
                     " --upgrade and --rollback"
                 )
-            sections.append(Section("alter", path, src.install, hand(upgrade, "--upgrade")))
+            # the statements run once, with the first changed table
+            first = not any(s.kind == "alter" for s in sections)
+            sections.append(
+                Section("alter", path, src.install, hand(upgrade, "--upgrade") if first else "\n")
+            )
         else:
             drops = resign(shipped[path], src.install) if path in shipped else ""
             if drops:
@@ -407,10 +412,16 @@ def new(
     up = render_up(name, depends, sections)
     if rollback is not None:
         rollback = hand(rollback, "--rollback")
+    # the reverse runs once too, after the other tables' (empty) parts
+    first_alter = next((s.path for s in sections if s.kind == "alter"), None)
     down = render_down(
         down_parts(
             [
-                s if s.kind != "alter" else Section("alter", s.path, s.text, rollback or "")
+                s
+                if s.kind != "alter"
+                else Section(
+                    "alter", s.path, s.text, (rollback or "") if s.path == first_alter else "\n"
+                )
                 for s in sections
             ],
             shipped,

@@ -30,6 +30,7 @@ from retryq_py._sql.encode import (
 )
 from retryq_py._sql.params import (
     Seconds,
+    cancel_filter,
     dead_letter_filter,
     name_list,
     seconds,
@@ -108,6 +109,7 @@ __all__ = [
     "Seconds",
     "Statements",
     "StatsRow",
+    "cancel_filter",
     "compose",
     "copy_in_types",
     "dead_letter_filter",

@@ -59,6 +59,8 @@ class Pause:
 
 @dataclass(frozen=True)
 class DeadLetterCount:
+    """Items of one finished status (dead letters, or cancelled ones) per key."""
+
     event_type: str
     plugin_name: str | None
     count: int
@@ -101,31 +103,6 @@ LIVE_ITEMS: LiteralString = (
 NEXT_RETRY: LiteralString = (
     "SELECT next_retry_at FROM daz_retry_queue WHERE id = %s AND status = 'pending'"
 )
-
-# --- the worker's exit when idle -----------------------------------------------
-
-# Nothing due now (a pending item whose time has come, or a lease that ran out
-# and may be taken over, of the worker's event types and plugins; a paused
-# item is never due) and nothing held by this worker: `retryq worker
-# --exit-when-idle` stops then. An item scheduled later does not keep it.
-IDLE: LiteralString = """
-SELECT coalesce(d.seconds_until_due > 0, TRUE) AND NOT EXISTS (
-    SELECT FROM daz_retry_queue AS q
-    WHERE q.status = 'processing'
-        AND (
-            q.locked_by = %(worker_id)s
-            OR q.locked_until <= now()
-            AND (%(event_types)s::text[] IS NULL OR q.event_type = ANY(%(event_types)s::text[]))
-            AND (
-                %(plugin_names)s::text[] IS NULL
-                OR coalesce(q.plugin_name, '') = ANY(%(plugin_names)s::text[])
-            )
-        )
-)
-FROM retry_queue_due(
-    p_event_types => %(event_types)s::text[], p_plugin_names => %(plugin_names)s::text[]
-) AS d
-"""
 
 
 def create_schema(schema: str) -> sql.Composed:
@@ -237,6 +214,15 @@ GROUP BY q.event_type, q.plugin_name
 ORDER BY q.event_type, q.plugin_name
 """
 
+# Cancelled items likewise, through their own partial index.
+CANCELLED_COUNTS: LiteralString = """
+SELECT q.event_type, q.plugin_name, count(*) AS count
+FROM {schema}daz_retry_queue AS q
+WHERE q.status = 'cancelled'
+GROUP BY q.event_type, q.plugin_name
+ORDER BY q.event_type, q.plugin_name
+"""
+
 # The finished partition's statistics (from the last ANALYZE or VACUUM) and
 # its size now, in pages.
 FINISHED_STATS: LiteralString = """
@@ -250,7 +236,7 @@ WHERE c.oid = to_regclass(%(finished)s)
 
 FINISHED_SAMPLE: LiteralString = """
 SELECT count(*) FROM {schema}daz_retry_queue AS q
-WHERE q.status IN ('completed', 'dead_letter')
+WHERE q.status IN ('completed', 'dead_letter', 'cancelled')
     AND q.ctid < format('(%%s,0)', %(pages)s::integer)::tid
 """
 
@@ -313,3 +299,31 @@ class DeadLetterFilter:
 
 # The rule cleanup_retry_queue deletes by, counted without deleting.
 CLEANUP_DUE: LiteralString = "SELECT due_count FROM cleanup_retry_queue_due(%s)"
+
+
+# --- cancel -----------------------------------------------------------------
+
+# The status of each given id that is still in the queue (an id it no longer
+# holds, never had or already cleaned up, is absent).
+ITEM_STATUSES: LiteralString = """
+SELECT q.id, q.status FROM {schema}daz_retry_queue AS q
+WHERE q.id = ANY(%(item_ids)s::bigint[])
+ORDER BY q.id
+"""
+
+
+@dataclass(frozen=True)
+class CancelFilter:
+    """Which pending or processing items `retryq cancel` acts on: every given
+    field must match (older_than: created longer ago than that)."""
+
+    ids: tuple[int, ...] = ()
+    event_type: str | None = None
+    plugin: str | None = None
+    error_code: str | None = None
+    older_than: timedelta | None = None
+
+    def is_empty(self) -> bool:
+        return not self.ids and all(
+            v is None for v in (self.event_type, self.plugin, self.error_code, self.older_than)
+        )

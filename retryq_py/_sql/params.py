@@ -1,5 +1,5 @@
 """Parameters as the statements take them: durations in seconds, and the
-dead-letter filter requeue and purge share."""
+dead-letter filter requeue and purge share, and the cancel filter."""
 
 from __future__ import annotations
 
@@ -40,6 +40,24 @@ def dead_letter_filter(
         "plugin_name": plugin,
         "error_code": error_code,
         "dead_before": dead_before,
+    }
+
+
+def cancel_filter(
+    item_ids: Iterable[int] | None,
+    event_type: str | None,
+    plugin: str | None,
+    error_code: str | None,
+    created_before: datetime | None,
+) -> dict[str, Any]:
+    """cancel_retry_items' filters: the dead-letter ones, with the creation
+    time in place of the dead-letter time."""
+    return {
+        "item_ids": None if item_ids is None else list(item_ids),
+        "event_type": event_type,
+        "plugin_name": plugin,
+        "error_code": error_code,
+        "created_before": created_before,
     }
 
 

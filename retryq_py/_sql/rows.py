@@ -91,13 +91,36 @@ class QueueEntry:
     dead_lettered_at: datetime | None
     locked_by: str | None
     locked_until: datetime | None
+    dedupe_key: str | None = None
 
 
-class Enqueued(NamedTuple):
-    """What add returns: unpacks as `id, event_id = queue.add(...)`."""
-
+class _Ids(NamedTuple):
     id: int
     event_id: UUID
+
+
+class Enqueued(_Ids):
+    """What add returns: unpacks as `id, event_id = queue.add(...)`.
+
+    `deduplicated` is True when nothing was added and the item returned was
+    already in the queue: a live item holding the same dedupe_key, or (add
+    with event_id) the item with that event id. It is not part of the tuple:
+    equality and unpacking see (id, event_id) only.
+    """
+
+    deduplicated: bool = False
+
+    def __new__(cls, id: int, event_id: UUID, deduplicated: bool = False) -> Enqueued:
+        self = super().__new__(cls, id, event_id)
+        if deduplicated:
+            self.deduplicated = True
+        return self
+
+    def __repr__(self) -> str:
+        return (
+            f"Enqueued(id={self.id!r}, event_id={self.event_id!r},"
+            f" deduplicated={self.deduplicated!r})"
+        )
 
 
 @dataclass(frozen=True)
@@ -123,10 +146,21 @@ class CleanupResult:
 
 @dataclass(frozen=True)
 class Due:
-    """Whether any item is pending or processing; seconds until the next pending one is due."""
+    """Whether any item is pending or processing; seconds until the next
+    pending one is due (negative when overdue, None when none is pending); and
+    how long the oldest due item nobody holds has waited, in seconds (0 when
+    none: an expired lease counts as due)."""
 
     active: bool
     seconds_until_due: float | None
+    oldest_due_age_seconds: float = 0.0
+
+    @property
+    def due_now(self) -> bool:
+        """Whether anything is due now: a pending item whose time has come
+        (one an open circuit holds back included) or an expired lease."""
+        overdue = self.seconds_until_due is not None and self.seconds_until_due <= 0
+        return overdue or self.oldest_due_age_seconds > 0
 
 
 @dataclass(frozen=True)
@@ -147,6 +181,7 @@ class NewItem:
     delay: Seconds = 0
     max_retry_delay: Seconds = 86400
     retry_jitter: float = 0.0
+    dedupe_key: str | None = None
 
     def params(self) -> dict[str, Any]:
         """The enqueue function's parameters, by name without the p_ prefix."""
@@ -165,4 +200,5 @@ class NewItem:
             "delay_seconds": seconds(self.delay, "delay"),
             "max_retry_delay_seconds": seconds(self.max_retry_delay, "max_retry_delay"),
             "retry_jitter": self.retry_jitter,
+            "dedupe_key": self.dedupe_key,
         }

@@ -27,7 +27,7 @@ GUIDE_INSERT: LiteralString = """
 CHANNEL: LiteralString = "SELECT {schema}retry_queue_channel()"
 
 ENQUEUE: LiteralString = """
-SELECT id, event_id FROM {schema}enqueue_retry_item(
+SELECT id, event_id, deduplicated FROM {schema}enqueue_retry_item(
     p_event_type => %(event_type)s,
     p_event_data => %(event_data)s,
     p_channel_name => %(channel_name)s,
@@ -42,13 +42,15 @@ SELECT id, event_id FROM {schema}enqueue_retry_item(
     p_delay_seconds => %(delay_seconds)s,
     p_max_retry_delay_seconds => %(max_retry_delay_seconds)s,
     p_retry_jitter => %(retry_jitter)s,
-    p_now => coalesce(%(now)s::timestamptz, now())
+    p_now => coalesce(%(now)s::timestamptz, now()),
+    p_dedupe_key => %(dedupe_key)s
 )
 """
 
-# add(event_id=...): the same, once per event id (see enqueue_retry_item_once).
+# add(event_id=...): the same, once per event id (see enqueue_retry_item_once);
+# an item that was already there (by event id or by dedupe key) is deduplicated.
 ENQUEUE_ONCE: LiteralString = """
-SELECT id, event_id FROM {schema}enqueue_retry_item_once(
+SELECT id, event_id, NOT inserted AS deduplicated FROM {schema}enqueue_retry_item_once(
     p_event_id => %(event_id)s,
     p_event_type => %(event_type)s,
     p_event_data => %(event_data)s,
@@ -64,6 +66,16 @@ SELECT id, event_id FROM {schema}enqueue_retry_item_once(
     p_delay_seconds => %(delay_seconds)s,
     p_max_retry_delay_seconds => %(max_retry_delay_seconds)s,
     p_retry_jitter => %(retry_jitter)s,
+    p_now => coalesce(%(now)s::timestamptz, now()),
+    p_dedupe_key => %(dedupe_key)s
+)
+"""
+
+# add_many of items with dedupe keys: one call of enqueue_retry_items, which
+# applies the keys' rule (see AsyncRetryQueue.add_many).
+ENQUEUE_MANY: LiteralString = """
+SELECT id, event_id, deduplicated FROM {schema}enqueue_retry_items(
+    p_items => %(items)s,
     p_now => coalesce(%(now)s::timestamptz, now())
 )
 """
@@ -209,6 +221,18 @@ SELECT {schema}purge_dead_letter_items(
 )
 """
 
+CANCEL: LiteralString = """
+SELECT {schema}cancel_retry_items(
+    p_item_ids => %(item_ids)s::bigint[],
+    p_event_type => %(event_type)s,
+    p_plugin_name => %(plugin_name)s,
+    p_error_code => %(error_code)s,
+    p_created_before => %(created_before)s::timestamptz,
+    p_dry_run => %(dry_run)s,
+    p_now => coalesce(%(now)s::timestamptz, now())
+)
+"""
+
 CLEANUP: LiteralString = """
 SELECT deleted_count, archived_count FROM {schema}cleanup_retry_queue(
     p_retention_days => %(retention_days)s,
@@ -268,16 +292,17 @@ SELECT
     backoff_multiplier, max_retry_delay_seconds, retry_jitter, priority,
     correlation_id, tags, status, error_message, last_error_code,
     error_history, created_at, next_retry_at, last_attempted_at,
-    completed_at, dead_lettered_at, locked_by, locked_until
+    completed_at, dead_lettered_at, locked_by, locked_until, dedupe_key
 FROM {schema}daz_retry_queue
 WHERE id = %(item_id)s
 """
 
-# For a worker deciding how long to sleep: whether any item (of its event
-# types and plugins) is active, and seconds (by the server's clock) until the
-# earliest pending one that is not paused is due.
+# For a worker deciding how long to sleep, or whether to exit: whether any item
+# (of its event types and plugins) is active, seconds (by the server's clock)
+# until the earliest pending one that is not paused is due, and how long the
+# oldest due item nobody holds has waited.
 DUE: LiteralString = """
-SELECT active, seconds_until_due
+SELECT active, seconds_until_due, oldest_due_age_seconds
 FROM {schema}retry_queue_due(
     p_event_types => %(event_types)s::text[],
     p_plugin_names => %(plugin_names)s::text[]
@@ -304,6 +329,7 @@ class Statements:
         self.channel = compose(CHANNEL, schema)
         self.enqueue = compose(ENQUEUE, schema)
         self.enqueue_once = compose(ENQUEUE_ONCE, schema)
+        self.enqueue_many = compose(ENQUEUE_MANY, schema)
         self.new_ids = compose(NEW_IDS, schema)
         self.copy_in = compose(COPY_IN, schema)
         self.acquire = compose(ACQUIRE, schema)
@@ -317,6 +343,7 @@ class Statements:
         self.release = compose(RELEASE, schema)
         self.requeue_dead_letters = compose(REQUEUE_DEAD_LETTERS, schema)
         self.purge_dead_letters = compose(PURGE_DEAD_LETTERS, schema)
+        self.cancel = compose(CANCEL, schema)
         self.cleanup = compose(CLEANUP, schema)
         self.try_cleanup_lock = compose(TRY_CLEANUP_LOCK, schema)
         self.try_cleanup = compose(TRY_CLEANUP, schema)

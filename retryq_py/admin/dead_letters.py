@@ -11,7 +11,7 @@ from psycopg.rows import class_row
 from retryq_py._sql import QueueEntry
 from retryq_py._sql import ops as _q
 from retryq_py._sql.ops import DeadLetter, DeadLetterFilter
-from retryq_py.admin.target import CommandError, Target, UsageProblem, connect, queue
+from retryq_py.admin.target import CommandError, Declined, Target, UsageProblem, connect, queue
 
 __all__ = [
     "DeadLetter",
@@ -104,11 +104,14 @@ def dead_letter_match(t: Target, filt: DeadLetterFilter) -> list[int]:
 def dead_letter_purge(
     t: Target, filt: DeadLetterFilter, confirm: Callable[[int], bool] | None = None
 ) -> int:
-    """Delete matching dead letters; confirm(count) may veto. Returns the count deleted."""
+    """Delete matching dead letters; returns the count deleted (0 when none
+    matches). confirm(count) is asked first and may veto: Declined."""
     _require_filter(filt, "purge")
     ids = dead_letter_match(t, filt)
-    if not ids or (confirm is not None and not confirm(len(ids))):
+    if not ids:
         return 0
+    if confirm is not None and not confirm(len(ids)):
+        raise Declined(f"declined: nothing purged ({len(ids)} dead letter(s) left as they were)")
     # purge_dead_letter_items keeps its own status test, so an item requeued
     # since dead_letter_match picked it is left alone.
     with connect(t) as conn:

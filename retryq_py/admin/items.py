@@ -1,15 +1,18 @@
-"""`retryq enqueue`, `stats` and `cleanup`: items in, numbers out, old ones gone."""
+"""`retryq enqueue`, `stats`, `cleanup` and `cancel`: items in, numbers out,
+old ones gone, unwanted ones ended."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import psycopg
 
-from retryq_py._sql import Enqueued, StatsRow
+from retryq_py._sql import Enqueued, StatsRow, compose
 from retryq_py._sql import ops as _q
+from retryq_py._sql.ops import CancelFilter as CancelFilter
 from retryq_py.admin.target import Target, UsageProblem, connect, first_line, queue
 
 # --- enqueue -----------------------------------------------------------------
@@ -68,7 +71,7 @@ def _first_bad_line(
 
 # --- stats -------------------------------------------------------------------
 
-STATUSES = ("pending", "processing", "completed", "dead_letter")
+STATUSES = ("pending", "processing", "completed", "dead_letter", "cancelled")
 
 
 @dataclass(frozen=True)
@@ -148,3 +151,69 @@ def cleanup(
                 on_batch(r.deleted_count, r.archived_count)
             if r.deleted_count < batch_size:
                 return Cleaned(deleted, archived, batches)
+
+
+# --- cancel ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    """What `retryq cancel` did. `matched`: the pending and processing items
+    the filter chose when asked; `cancelled`: how many it cancelled (0 when
+    declined); `skipped`: each given id that was not pending or processing,
+    with its status ('completed', 'dead_letter', 'cancelled') or None when the
+    queue has no such item."""
+
+    matched: int
+    cancelled: int
+    declined: bool = False
+    skipped: dict[int, str | None] = field(default_factory=dict)
+
+
+def cancel_items(
+    t: Target, filt: CancelFilter, confirm: Callable[[int], bool] | None = None
+) -> Cancelled:
+    """Cancel the pending and processing items the filter chooses (one SQL
+    call, so one transaction). confirm(count) is asked first and may veto.
+    A filter is required (UsageProblem otherwise). An item chosen when asked
+    but finished or held by another transaction when cancelled is not counted;
+    one enqueued in between that matches the filter is."""
+    if filt.is_empty():
+        raise UsageProblem(
+            "cancel needs a filter: --id, --event-type, --plugin, --error-code or "
+            "--older-than (--older-than 0s selects every pending and processing item)"
+        )
+    ids = list(filt.ids) or None
+    with connect(t) as conn:
+        q = queue(conn, t)
+        created_before: datetime | None = None
+        if filt.older_than is not None:
+            row = conn.execute(_q.AGO, (filt.older_than,)).fetchone()
+            created_before = row[0] if row else None
+        skipped: dict[int, str | None] = {}
+        if ids:
+            found = dict(
+                conn.execute(compose(_q.ITEM_STATUSES, t.schema), {"item_ids": ids}).fetchall()
+            )
+            skipped = {
+                i: found.get(i)
+                for i in sorted(set(ids))
+                if found.get(i) not in ("pending", "processing")
+            }
+
+        def call(dry_run: bool) -> int:
+            return q.cancel(
+                ids,
+                event_type=filt.event_type,
+                plugin=filt.plugin,
+                error_code=filt.error_code,
+                created_before=created_before,
+                dry_run=dry_run,
+            )
+
+        matched = call(dry_run=True)
+        if matched == 0:
+            return Cancelled(0, 0, skipped=skipped)
+        if confirm is not None and not confirm(matched):
+            return Cancelled(matched, 0, declined=True, skipped=skipped)
+        return Cancelled(matched, call(dry_run=False), skipped=skipped)

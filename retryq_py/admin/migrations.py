@@ -14,6 +14,7 @@ from retryq_py._sql import ops as _q
 from retryq_py.admin.target import (
     CommandError,
     DatabaseUnreachable,
+    Declined,
     Target,
     UsageProblem,
     first_line,
@@ -37,7 +38,15 @@ def _yoyo_call(t: Target, fn: Callable[[], list[str]]) -> list[str]:
     try:
         return fn()
     except psycopg.OperationalError as exc:
-        raise DatabaseUnreachable(f"cannot connect to {t.describe()}: {first_line(exc)}") from exc
+        if exc.sqlstate is None or exc.sqlstate.startswith("08"):
+            raise DatabaseUnreachable(
+                f"cannot connect to {t.describe()}: {first_line(exc)}"
+            ) from exc
+        # the server refused a step (a rollback that cannot keep the rows
+        # the queue holds, say): its message and its hint, which says what to do
+        hint = exc.diag.message_hint
+        message = first_line(exc).removeprefix("retryq: ")
+        raise CommandError(f"{message} ({hint})" if hint else message) from exc
 
 
 def migrate_apply(t: Target) -> list[str]:
@@ -59,7 +68,7 @@ def migrate_rollback(
 
     Refuses (CommandError) while items are pending or processing, unless
     `force`: rolling back the install drops them. `confirm(what)` is asked
-    first, with what is about to go, and may veto (then nothing happens)."""
+    first, with what is about to go, and may veto: Declined (nothing happens)."""
     if steps is not None and steps < 1:
         raise UsageProblem("invalid --steps: must be at least 1")
     with open_connection(t) as conn:
@@ -80,7 +89,7 @@ def migrate_rollback(
         f", dropping {live} live item(s)" if live else ""
     )
     if confirm is not None and not confirm(what):
-        return []
+        raise Declined(f"declined: nothing rolled back ({len(chosen)} migration(s) left applied)")
     return _yoyo_call(t, lambda: _migrate.rollback(t.conninfo, t.schema, len(chosen)))
 
 

@@ -26,7 +26,6 @@ from retryq_py.admin.target import (
     UsageProblem,
     check,
     first_line,
-    open_connection,
 )
 from retryq_py.config import RetryConfig
 from retryq_py.metrics import MetricsServer, start_metrics_server
@@ -89,10 +88,6 @@ def load_worker_config(path: str | None) -> RetryConfig:
         raise UsageProblem(f"config: {exc}") from exc
 
 
-# How often --exit-when-idle asks whether anything is due or held.
-IDLE_POLL_SECONDS = 0.2
-
-
 def run_worker(
     t: Target,
     handlers: Mapping[str, Any],
@@ -116,9 +111,9 @@ def run_worker(
     exit_when_idle: stop once nothing is due now and the worker holds nothing
     (an item scheduled later, a retry included, does not keep it running: a
     cron-style run). exit_when_drained: stop once nothing is pending or
-    processing at all, retries scheduled later waited for (RetryWorker's
-    exit_when_idle). SIGINT (Ctrl-C) stops the worker cleanly and then raises
-    Interrupted; SIGTERM stops it cleanly and returns. With metrics_port (0:
+    processing at all, retries scheduled later waited for (both are
+    RetryWorker.run's). SIGINT (Ctrl-C) stops the worker cleanly and then
+    raises Interrupted; SIGTERM stops it cleanly and returns. With metrics_port (0:
     any free port), /metrics serves the worker's and the queue's metrics while
     it runs; on_metrics receives the port. on_start(worker) is called once the
     signals are handled, right before the worker runs. The worker leases the
@@ -152,23 +147,17 @@ def run_worker(
             raise listen_error(exc, "0.0.0.0", metrics_port, "--metrics-port") from exc
         if on_metrics is not None:
             on_metrics(server.port)
-    done = threading.Event()
-    watcher = None
-    if exit_when_idle:
-        watcher = threading.Thread(
-            target=_stop_when_idle, args=(t, worker, done), name="retryq-idle", daemon=True
-        )
-        watcher.start()
     received: list[int] = []
     try:
         with _signals_stop(worker, received):
             if on_start is not None:
                 on_start(worker)
-            counts = worker.run(exit_when_idle=exit_when_drained, install_signal_handlers=False)
+            counts = worker.run(
+                exit_when_idle=exit_when_idle,
+                exit_when_drained=exit_when_drained,
+                install_signal_handlers=False,
+            )
     finally:
-        done.set()
-        if watcher is not None:
-            watcher.join()
         if server is not None:
             server.close()
     if signal.SIGINT in received:
@@ -199,25 +188,6 @@ class NextRetry:
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
-
-
-def _stop_when_idle(t: Target, worker: RetryWorker, done: threading.Event) -> None:
-    """Stops the worker once nothing is due now and it holds nothing."""
-    try:
-        with open_connection(t) as conn:
-            while not done.wait(IDLE_POLL_SECONDS):
-                row = conn.execute(
-                    _q.IDLE, {"worker_id": worker.worker_id, **worker.routing.params}
-                ).fetchone()
-                if row and row[0]:
-                    log.info("worker %s: nothing due and nothing held, stopping", worker.worker_id)
-                    worker.stop()
-                    return
-    except (CommandError, psycopg.Error) as exc:
-        # the worker meets the same database trouble and reports it; stop
-        # rather than run on without an exit
-        log.warning("worker %s: cannot tell whether idle (%s), stopping", worker.worker_id, exc)
-        worker.stop()
 
 
 @contextmanager

@@ -53,6 +53,13 @@ class NotInstalled(CommandError):
     exit_code = ExitCode.NOT_INSTALLED
 
 
+class Declined(CommandError):
+    """A confirmation answered no: nothing was changed. The CLI prints the
+    message and exits 0, as `retryq cancel` does when declined."""
+
+    exit_code = ExitCode.OK
+
+
 class Interrupted(CommandError):
     """Stopped by Ctrl-C (SIGINT) after a clean shutdown; `counts` says what it did."""
 

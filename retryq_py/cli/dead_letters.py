@@ -113,7 +113,11 @@ def dead_letter_purge(
     def confirm(count: int) -> bool:
         return yes or ask(f"Delete {count} dead letter(s) for good?")
 
-    count = admin.dead_letter_purge(
-        t, _filter(ids, event_type, plugin, error_code, older_than), confirm
-    )
+    try:
+        count = admin.dead_letter_purge(
+            t, _filter(ids, event_type, plugin, error_code, older_than), confirm
+        )
+    except admin.Declined as declined:
+        out.print(str(declined))
+        return
     out.print(f"purged {count}")

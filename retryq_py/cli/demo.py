@@ -300,7 +300,7 @@ def _drain(t: admin.Target, workers: int, threads: int, board: _Board) -> list[W
 
     def run(w: RetryWorker) -> None:
         try:
-            results.append(w.run(exit_when_idle=True, install_signal_handlers=False))
+            results.append(w.run(exit_when_drained=True, install_signal_handlers=False))
         except BaseException as exc:
             results.append(exc)
 

@@ -24,6 +24,22 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"messa
 FORMATS = ("text", "json")
 
 
+def announcer(fmt: str, text: Callable[[str], None]) -> Callable[..., None]:
+    """How the worker command says what it is doing (its banner, its metrics
+    port): `text(message)` in the text format, where it is not a log line (it
+    shows whatever the level); an info record of the `retryq.worker` logger
+    with the fields as JSON keys in the json one, so that every line on stderr
+    is JSON."""
+
+    def say(message: str, **fields: Any) -> None:
+        if fmt == "json":
+            logging.getLogger("retryq.worker").info(message, extra=fields)
+        else:
+            text(message)
+
+    return say
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message and the extra fields."""
 
@@ -56,13 +72,32 @@ def configure(level: int, fmt: str, stream: Any = None) -> None:
     root.setLevel(level)
 
 
+def _timer(seconds: float, callback: Callable[[], None]) -> None:
+    timer = threading.Timer(seconds, callback)
+    timer.daemon = True
+    timer.start()
+
+
+def _left_out(skipped: int) -> None:
+    log.warning(
+        "%d failure line(s) left out by the rate limit",
+        skipped,
+        extra={"suppressed": skipped},
+    )
+
+
 class EventLog:
     """on_event for RetryWorker: a warning per failed attempt, an error per dead
-    letter, an info line per snooze; at most `burst` lines at once and `rate` a second after that (a
-    token bucket). The next line that gets through says how many were left out.
+    letter, an info line per snooze; at most `burst` lines at once and `rate`
+    a second after that (a token bucket). The next line that gets through says
+    how many were left out; when none comes (the storm ended), a line of its
+    own says it once the limit lets a line through again, and close() says
+    what is still owed.
 
     `next_retry(item_id)` may give when a failed item is due again (read from
-    the queue; called only for the lines that are written)."""
+    the queue; called only for the lines that are written). `after(seconds,
+    callback)` schedules the storm's end line (a daemon threading.Timer by
+    default; tests pass their own)."""
 
     def __init__(
         self,
@@ -71,27 +106,60 @@ class EventLog:
         burst: int = 20,
         next_retry: Callable[[int], datetime | None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        after: Callable[[float, Callable[[], None]], Any] | None = None,
     ) -> None:
         self.rate, self.burst = rate, burst
         self._next_retry = next_retry
         self._clock = clock
+        self._after = after or _timer
         self._tokens = float(burst)
         self._at = clock()
         self._suppressed = 0
+        self._end_scheduled = False
         self._lock = threading.Lock()
+
+    def _refill(self) -> None:
+        now = self._clock()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
 
     def _admit(self) -> int | None:
         """None when over the limit; else how many lines were left out before."""
         with self._lock:
-            now = self._clock()
-            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
-            self._at = now
+            self._refill()
             if self._tokens < 1:
                 self._suppressed += 1
+                if not self._end_scheduled:
+                    # in case no line comes to carry the count
+                    self._end_scheduled = True
+                    self._after((1 - self._tokens) / self.rate, self._storm_over)
                 return None
             self._tokens -= 1
             skipped, self._suppressed = self._suppressed, 0
             return skipped
+
+    def _storm_over(self) -> None:
+        """The limit lets a line through again: say what was left out, unless
+        a line that got through said it already."""
+        with self._lock:
+            self._end_scheduled = False
+            self._refill()
+            if not self._suppressed:
+                return
+            if self._tokens < 1:  # lines still arriving: check again later
+                self._end_scheduled = True
+                self._after((1 - self._tokens) / self.rate, self._storm_over)
+                return
+            self._tokens -= 1
+            skipped, self._suppressed = self._suppressed, 0
+        _left_out(skipped)
+
+    def close(self) -> None:
+        """Say what was left out and not yet said (the worker has stopped)."""
+        with self._lock:
+            skipped, self._suppressed = self._suppressed, 0
+        if skipped:
+            _left_out(skipped)
 
     def __call__(self, event: WorkerEvent) -> None:
         if event.kind not in ("failed", "dead_lettered", "snoozed"):

@@ -1,4 +1,4 @@
-"""`retryq migrate`, `enqueue`, `stats` and `cleanup`."""
+"""`retryq migrate`, `enqueue`, `stats`, `cleanup` and `cancel`."""
 
 from __future__ import annotations
 
@@ -9,7 +9,16 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from retryq_py import admin
-from retryq_py.cli.options import DatabaseOpt, SchemaOpt, YesOpt, ask
+from retryq_py.cli.options import (
+    DatabaseOpt,
+    ErrorCodeOpt,
+    EventTypeOpt,
+    IdsOpt,
+    PluginOpt,
+    SchemaOpt,
+    YesOpt,
+    ask,
+)
 from retryq_py.cli.render import migrations_table, out, stats_table, totals_line
 
 
@@ -46,9 +55,16 @@ def migrate(
         out.print(migrations_table(admin.migrate_status(t)))
         return
     if rollback:
-        ids = admin.migrate_rollback(
-            t, steps, force=force, confirm=lambda what: yes or ask(f"{what[:1].upper()}{what[1:]}?")
-        )
+        try:
+            ids = admin.migrate_rollback(
+                t,
+                steps,
+                force=force,
+                confirm=lambda what: yes or ask(f"{what[:1].upper()}{what[1:]}?"),
+            )
+        except admin.Declined as declined:
+            out.print(str(declined))
+            return
         out.print(f"rolled back {len(ids)} migration(s)" + (f": {', '.join(ids)}" if ids else ""))
         return
     ids = admin.migrate_apply(t)
@@ -107,6 +123,14 @@ def enqueue(
         str | None,
         typer.Option("--delay", metavar="DURATION", help="Wait before the first attempt (0s)."),
     ] = None,
+    dedupe_key: Annotated[
+        str | None,
+        typer.Option(
+            "--dedupe-key",
+            metavar="KEY",
+            help="Add nothing while a pending or processing item holds this key.",
+        ),
+    ] = None,
     stdin: Annotated[
         bool,
         typer.Option("--stdin", help="Read one JSON object per line (same keys) and add them all."),
@@ -127,6 +151,7 @@ def enqueue(
         "correlation_id": correlation_id,
         "tags": tags or None,
         "delay": None if delay is None else admin.parse_duration(delay, "--delay"),
+        "dedupe_key": dedupe_key,
     }
     options = {k: v for k, v in options.items() if v is not None}
     if stdin or data == "-":
@@ -134,13 +159,23 @@ def enqueue(
         if event_type is not None:
             defaults["event_type"] = event_type
         items = admin.parse_json_lines(sys.stdin, defaults)
-        added = admin.enqueue_many(t, items)
-        out.print(f"enqueued {len(added)} item(s)")
+        many = admin.enqueue_many(t, items)
+        deduplicated = sum(a.deduplicated for a in many)
+        out.print(
+            f"enqueued {len(many) - deduplicated} item(s)"
+            + (f", {deduplicated} deduplicated (their key was held)" if deduplicated else "")
+        )
         return
     if event_type is None or data is None:
         raise admin.UsageProblem("give --event-type and --data (or --stdin for JSON lines)")
-    item_id, event_id = admin.enqueue(t, event_type, admin.parse_json(data, "--data"), **options)
-    out.print(f"enqueued id={item_id} event_id={event_id}")
+    added = admin.enqueue(t, event_type, admin.parse_json(data, "--data"), **options)
+    if added.deduplicated:
+        out.print(
+            f"deduplicated: id={added.id} event_id={added.event_id} holds this key;"
+            " nothing was added"
+        )
+    else:
+        out.print(f"enqueued id={added.id} event_id={added.event_id}")
 
 
 def stats(database: DatabaseOpt = None, schema: SchemaOpt = None) -> None:
@@ -164,10 +199,13 @@ def cleanup(
         int, typer.Option("--batch-size", metavar="N", min=1, help="Rows per transaction.")
     ] = 5000,
     no_archive: Annotated[
-        bool, typer.Option("--no-archive", help="Do not copy dead letters to the archive.")
+        bool,
+        typer.Option(
+            "--no-archive", help="Do not copy dead letters and cancelled items to the archive."
+        ),
     ] = False,
 ) -> None:
-    """Delete completed items and dead letters past retention (dead letters are archived)."""
+    """Delete finished items past retention (dead letters and cancelled ones are archived)."""
     t = admin.target(database, schema)
     due = admin.cleanup_due(t, retention_days)
     with Progress(
@@ -188,3 +226,54 @@ def cleanup(
             on_batch=lambda d, _a: progress.advance(task, d),
         )
     out.print(f"deleted {result.deleted}, archived {result.archived}")
+
+
+def cancel(
+    database: DatabaseOpt = None,
+    schema: SchemaOpt = None,
+    ids: IdsOpt = None,
+    event_type: EventTypeOpt = None,
+    plugin: PluginOpt = None,
+    error_code: ErrorCodeOpt = None,
+    older_than: Annotated[
+        str | None,
+        typer.Option(
+            "--older-than",
+            metavar="DURATION",
+            help="Only items enqueued longer ago than this (30s, 5m, 1h, 7d).",
+        ),
+    ] = None,
+    yes: YesOpt = False,
+) -> None:
+    """Cancel pending and processing items for good (asks first unless --yes).
+
+    They end as 'cancelled' and never run again; a running handler is not
+    stopped, but its outcome is dropped. Finished items are left alone.
+    """
+    t = admin.target(database, schema)
+    filt = admin.CancelFilter(
+        ids=tuple(ids or ()),
+        event_type=event_type,
+        plugin=plugin,
+        error_code=error_code,
+        older_than=None if older_than is None else admin.parse_duration(older_than, "--older-than"),
+    )
+
+    def confirm(count: int) -> bool:
+        return yes or ask(f"Cancel {count} pending or processing item(s) for good?")
+
+    result = admin.cancel_items(t, filt, confirm)
+    for item_id, status in result.skipped.items():
+        why = "no such item" if status is None else f"already {status}, left alone"
+        out.print(f"id {item_id}: {why}")
+    if result.declined:
+        out.print(f"declined: nothing cancelled ({result.matched} item(s) left as they were)")
+    elif result.matched == 0:
+        out.print("nothing to cancel: no pending or processing item matches")
+    else:
+        out.print(f"cancelled {result.cancelled}")
+        if result.cancelled < result.matched:
+            out.print(
+                f"({result.matched - result.cancelled} of the {result.matched} matched finished"
+                " or were busy in another transaction meanwhile; run again to retry those)"
+            )

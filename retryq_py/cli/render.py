@@ -98,13 +98,22 @@ def totals_line(s: Stats) -> str:
 
 def dead_letters_table(rows: list[DeadLetter], title: str = "dead letters") -> Table:
     table = Table(
-        "id", "event_type", "plugin", "retries", "code", "last error", "dead since", title=title
+        "id",
+        "event_type",
+        "plugin",
+        "correlation_id",
+        "retries",
+        "code",
+        "last error",
+        "dead since",
+        title=title,
     )
     for r in rows:
         table.add_row(
             str(r.id),
             r.event_type,
             r.plugin_name or "",
+            r.correlation_id or "",
             f"{r.retry_count}/{r.max_retries}",
             r.last_error_code or "",
             short(r.error_message),
@@ -128,10 +137,12 @@ def item_grid(item: QueueEntry) -> Table:
         ("retries", f"{item.retry_count}/{item.max_retries}"),
         ("priority", str(item.priority)),
         ("correlation_id", item.correlation_id or ""),
+        ("dedupe_key", item.dedupe_key or ""),
         ("tags", ", ".join(item.tags)),
         ("created", when(item.created_at)),
         ("next attempt", when(item.next_retry_at) if item.status == "pending" else ""),
-        ("completed", when(item.completed_at)),
+        # a cancelled item's completed_at is when it was cancelled
+        ("cancelled" if item.status == "cancelled" else "completed", when(item.completed_at)),
         ("dead since", when(item.dead_lettered_at)),
         ("last error", f"[{item.last_error_code or ''}] {item.error_message or ''}".strip()),
         ("data", json.dumps(item.event_data, sort_keys=True)),

@@ -101,7 +101,7 @@ def worker(
         ),
     ] = "text",
 ) -> None:
-    """Run handlers for queued items until SIGTERM/SIGINT (exit 130), or until idle."""
+    """Run handlers for queued items until SIGTERM (exit 0), Ctrl-C (130), or an --exit-when-*."""
     level = logging.getLevelName(log_level.upper())
     if not isinstance(level, int):
         raise admin.UsageProblem(f"invalid --log-level {log_level!r}")
@@ -126,18 +126,14 @@ def worker(
     leases = ("leases every event type" if all_event_types else "leases only these") + (
         f", plugins {', '.join(p or '(none)' for p in plugins)}" if plugins else ""
     )
+    until = "idle" if exit_when_idle else "drained" if exit_when_drained else None
     banner = (
         f"retryq worker: {len(registry)} handler(s) ({', '.join(sorted(registry))};"
-        f" {leases}) on {t.describe()}"
-        + (
-            "; exits when idle"
-            if exit_when_idle
-            else "; exits when drained"
-            if exit_when_drained
-            else "; Ctrl-C stops"
-        )
+        f" {leases}) on {t.describe()}; " + (f"exits when {until}" if until else "Ctrl-C stops")
     )
+    say = logs.announcer(log_format, err.print)
     next_retry = admin.NextRetry(t)
+    events = logs.EventLog(next_retry=next_retry)
     try:
         counts = admin.run_worker(
             t,
@@ -150,9 +146,17 @@ def worker(
             poll_interval=interval,
             name=name,
             metrics_port=metrics_port,
-            on_metrics=lambda port: err.print(f"serving Prometheus metrics on :{port}/metrics"),
-            on_start=lambda _worker: err.print(banner),  # once Ctrl-C is handled
-            on_event=logs.EventLog(next_retry=next_retry),
+            on_metrics=lambda port: say(
+                f"serving Prometheus metrics on :{port}/metrics", metrics_port=port
+            ),
+            on_start=lambda worker: say(  # once Ctrl-C is handled
+                banner,
+                worker_id=worker.worker_id,
+                handlers=sorted(registry),
+                database=t.describe(),
+                exits_when=until,
+            ),
+            on_event=events,
             all_event_types=all_event_types,
             plugin_names=plugins or None,
         )
@@ -161,5 +165,6 @@ def worker(
             out.print(worker_counts_line(stopped.counts))
         raise
     finally:
+        events.close()
         next_retry.close()
     out.print(worker_counts_line(counts))

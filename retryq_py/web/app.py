@@ -30,7 +30,7 @@ from retryq_py.web.auth import AuthMiddleware
 from retryq_py.web.config import WebConfig
 
 HERE = Path(__file__).parent
-STATUSES = ("pending", "processing", "completed", "dead_letter")
+STATUSES = admin.STATUSES
 
 
 def _when(value: datetime | str | None) -> str:
@@ -280,6 +280,26 @@ class Dashboard:
             request, f"/items/{item_id}", f"requeued {count}" if count else "not a dead letter"
         )
 
+    async def cancel_one(self, request: Request) -> Response:
+        """Cancels one pending or processing item; the form must carry
+        confirm=yes (the item page's second click)."""
+        self._writable()
+        item_id = int(request.path_params["item_id"])
+        form = await request.form()
+        if _text(form, "confirm") != "yes":
+            raise admin.UsageProblem("a cancel needs its confirmation: confirm=yes")
+        got = await run_in_threadpool(
+            admin.cancel_items, self.t, admin.CancelFilter(ids=(item_id,))
+        )
+        if got.cancelled:
+            message = "cancelled"
+        elif item_id in got.skipped:
+            status = got.skipped[item_id]
+            message = "no such item" if status is None else f"not cancelled: already {status}"
+        else:
+            message = "not cancelled: busy in another transaction; try again"
+        return self.redirect(request, f"/items/{item_id}", message)
+
     def circuits(self, request: Request) -> Response:
         rows = admin.list_circuits(self.t)
         return self.render(request, "circuits.html", {"rows": rows, "page": "circuits"})
@@ -371,6 +391,7 @@ def create_app(config: WebConfig) -> Starlette:
         Route("/items", d.items, name="items"),
         Route("/items/{item_id:int}", d.item, name="item"),
         Route("/items/{item_id:int}/requeue", d.requeue_one, methods=["POST"]),
+        Route("/items/{item_id:int}/cancel", d.cancel_one, methods=["POST"]),
         Route("/dead-letters", d.dead_letters, name="dead_letters"),
         Route("/dead-letters/confirm", d.dead_letters_confirm, methods=["POST"]),
         Route("/dead-letters/apply", d.dead_letters_apply, methods=["POST"]),

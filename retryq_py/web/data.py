@@ -6,9 +6,13 @@ SQL functions; this module only reads (retryq_py._sql.web).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
+import psycopg
 from psycopg.rows import class_row
 
 from retryq_py import ops
@@ -30,6 +34,14 @@ __all__ = [
     "overview",
     "workers_seen",
 ]
+
+
+@contextmanager
+def _reading(t: Target) -> Iterator[psycopg.Connection[Any]]:
+    """A connection for the dashboard's reads (see _sql.web.SESSION)."""
+    with connect(t) as conn:
+        conn.execute(_w.SESSION)
+        yield conn
 
 
 @dataclass(frozen=True)
@@ -54,7 +66,7 @@ class Overview:
 def overview(t: Target, hours: int = 24) -> Overview:
     """The overview screen: sizes, backlog per event type, the oldest pending
     item, and per hour the completions, failures and dead letters."""
-    with connect(t) as conn:
+    with _reading(t) as conn:
         m = ops.collect_queue_metrics(conn, t.schema)
         with conn.cursor(row_factory=class_row(Backlog)) as cur:
             backlog = cur.execute(_w.BACKLOG).fetchall()
@@ -82,7 +94,7 @@ class ItemPage:
 
 def item_page(t: Target, filt: ItemFilter, before: int | None = None, limit: int = 50) -> ItemPage:
     """One page of items, newest id first, below id `before` (keyset)."""
-    with connect(t) as conn, conn.cursor(row_factory=class_row(ItemRow)) as cur:
+    with _reading(t) as conn, conn.cursor(row_factory=class_row(ItemRow)) as cur:
         rows = cur.execute(_w.ITEMS, filt.params(before, limit + 1)).fetchall()
     more = len(rows) > limit
     rows = rows[:limit]
@@ -91,5 +103,5 @@ def item_page(t: Target, filt: ItemFilter, before: int | None = None, limit: int
 
 def workers_seen(t: Target, window: timedelta = timedelta(hours=1)) -> list[WorkerSeen]:
     """Workers holding a lease now or seen failing an attempt within `window`."""
-    with connect(t) as conn, conn.cursor(row_factory=class_row(WorkerSeen)) as cur:
+    with _reading(t) as conn, conn.cursor(row_factory=class_row(WorkerSeen)) as cur:
         return cur.execute(_w.WORKERS, {"window": window}).fetchall()

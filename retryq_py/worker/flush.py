@@ -486,7 +486,8 @@ class Flusher:
             self._log_snoozes(outcomes, report.events)
         if written.lost:
             log.warning(
-                "worker %s: %d handled items were no longer leased to it: %s",
+                "worker %s: %d handled items were no longer leased to it"
+                " (cancelled, or taken over after their lease ran out): %s",
                 self._worker_id,
                 len(written.lost),
                 sorted(written.lost),

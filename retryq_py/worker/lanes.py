@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from typing import Protocol
+from typing import Literal, Protocol
 
 from retryq_py._sql import Due
 from retryq_py.errors import explain
@@ -32,6 +32,19 @@ from retryq_py.worker.ledger import Ledger
 from retryq_py.worker.settings import Settings
 
 log = logging.getLogger("retryq.worker")
+
+# When run() returns by itself: "idle" once nothing is due now and this
+# worker holds nothing (an item or retry scheduled later stays for the next
+# run); "drained" once nothing is pending or processing at all.
+ExitWhen = Literal["idle", "drained"]
+
+
+def nothing_left(exit_when: ExitWhen, due: Due) -> bool:
+    """Whether the queue, as `due` saw it, lets a worker with exit_when stop
+    (what it holds itself is the ledger's to say)."""
+    if exit_when == "drained":
+        return not due.active
+    return not due.due_now
 
 
 class Schedule(Protocol):
@@ -62,16 +75,19 @@ class Lanes:
         self._schedule = schedule
         self._stop = stop
         self._wake = wake
+        # exit_when: whether the queue still held pending or processing items
+        # when the lanes stopped by themselves
+        self.left_active = False
 
-    def run(self, exit_when_idle: bool) -> None:
+    def run(self, exit_when: ExitWhen | None) -> None:
         """Lane 0 in this thread, the others in their own, until a stop or
-        (exit_when_idle) nothing is left. An error that stops a lane stops
-        them all and is raised here."""
+        (exit_when) nothing is left. An error that stops a lane stops them
+        all and is raised here."""
         errors: list[BaseException] = []
 
         def lane_thread(lane: int) -> None:
             try:
-                self._lane(lane, exit_when_idle)
+                self._lane(lane, exit_when)
             except BaseException as exc:
                 errors.append(exc)
                 self._stop.halt()
@@ -83,7 +99,7 @@ class Lanes:
         for thread in others:
             thread.start()
         try:
-            self._lane(0, exit_when_idle)
+            self._lane(0, exit_when)
         except BaseException:
             self._stop.halt()
             raise
@@ -93,7 +109,7 @@ class Lanes:
         if errors:
             raise errors[0]
 
-    def _lane(self, lane: int, exit_when_idle: bool) -> None:
+    def _lane(self, lane: int, exit_when: ExitWhen | None) -> None:
         s, ledger, flusher = self._s, self._ledger, self._flusher
         stopping = self._stop.stopping
         backoff = 0.0
@@ -120,11 +136,23 @@ class Lanes:
                     # Nothing more is due now: sleep until the next due item
                     # (by the server's clock), a NOTIFY or the poll interval.
                     due = self._schedule.due(**s.routing.params)
-                    if exit_when_idle and not due.active and self._finish_if_idle():
+                    if (
+                        exit_when is not None
+                        and nothing_left(exit_when, due)
+                        and self._finish_if_idle()
+                    ):
+                        self.left_active = due.active
+                        log.info(
+                            "worker %s: %s, stopping",
+                            s.worker_id,
+                            "nothing due and nothing held"
+                            if exit_when == "idle"
+                            else "nothing pending or processing",
+                        )
                         return
                     if due.seconds_until_due is not None:
                         wait = min(wait, max(due.seconds_until_due, 0.01))
-                    if exit_when_idle:
+                    if exit_when is not None:
                         # items leased to other workers finish unannounced
                         wait = min(wait, 1.0)
                     next_poll = time.monotonic() + wait
@@ -150,7 +178,7 @@ class Lanes:
                 stopping.wait(backoff)
 
     def _finish_if_idle(self) -> bool:
-        """exit_when_idle: end every lane if nothing is held or being leased."""
+        """exit_when: end every lane if nothing is held or being leased."""
         if not self._ledger.finish_if_idle():
             return False
         self._wake.set()

@@ -64,7 +64,7 @@ class Ledger:
         self._settled_since: set[int] | None = None  # while an adoption asks the queue
         self._reserved = 0  # items being leased by lanes right now
         self._notified = False  # a NOTIFY came: look for due items
-        self._idle_exit = False  # exit_when_idle: a lane found nothing left
+        self._idle_exit = False  # exit_when: a lane found nothing left
         self.counts = WorkerCounts()  # written under the lock; read it live
 
     # -- lanes ------------------------------------------------------------------
@@ -177,7 +177,7 @@ class Ledger:
             return min(o.done_at for o in self._outcomes) + ack_interval
 
     def finish_if_idle(self) -> bool:
-        """exit_when_idle: True (and from now on leases nothing) if nothing is
+        """exit_when: True (and from now on leases nothing) if nothing is
         held or being leased. Decided under the lock lanes reserve leases
         under, so no lane leases after it."""
         with self._lock:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from retryq_py.worker.events import Emitter, WorkerCounts, WorkerEvent
 from retryq_py.worker.flush import Flusher, FlushWriter, Writer
 from retryq_py.worker.handlers import HandlerThreads
 from retryq_py.worker.heartbeat import Heartbeat
-from retryq_py.worker.lanes import Lanes
+from retryq_py.worker.lanes import ExitWhen, Lanes
 from retryq_py.worker.ledger import Ledger
 from retryq_py.worker.listener import Listener
 from retryq_py.worker.maintenance import Maintenance
@@ -182,11 +183,17 @@ class RetryWorker:
         """Items leased to this worker and not yet acknowledged."""
         return self._ledger.held
 
-    def start(self, *, exit_when_idle: bool = False) -> threading.Thread:
+    def start(
+        self, *, exit_when_idle: bool = False, exit_when_drained: bool = False
+    ) -> threading.Thread:
         """run() in a daemon thread (for embedding); stop() then join() it."""
         thread = threading.Thread(
             target=self.run,
-            kwargs={"exit_when_idle": exit_when_idle, "install_signal_handlers": False},
+            kwargs={
+                "exit_when_idle": exit_when_idle,
+                "exit_when_drained": exit_when_drained,
+                "install_signal_handlers": False,
+            },
             name=f"retryq-{self.worker_id}",
             daemon=True,
         )
@@ -194,14 +201,34 @@ class RetryWorker:
         return thread
 
     def run(
-        self, *, exit_when_idle: bool = False, install_signal_handlers: bool | None = None
+        self,
+        *,
+        exit_when_idle: bool = False,
+        exit_when_drained: bool = False,
+        install_signal_handlers: bool | None = None,
     ) -> WorkerCounts:
         """Process items until stop() or a signal; returns the counts.
 
-        With exit_when_idle, return once nothing is pending or processing:
-        retries scheduled a little later are waited for and run, so a short
-        backoff still ends in a final status.
+        exit_when_idle: return once nothing is due now and this worker holds
+        nothing (the CLI's --exit-when-idle, for a cron-style run). What is
+        due runs, a retry due at once included; an item or retry scheduled
+        later stays for the next run. An item an open circuit holds back, or
+        an expired lease, counts as due.
+
+        exit_when_drained: return once nothing is pending or processing at
+        all (the CLI's --exit-when-drained): retries scheduled later are
+        waited for and run, so a short backoff still ends in a final status.
+
+        Raises ValueError given both. In retryq 0.1.0, exit_when_idle meant
+        exit_when_drained: when it now returns with items still pending or
+        processing, a DeprecationWarning says so (pass exit_when_drained=True
+        for the old behaviour).
         """
+        if exit_when_idle and exit_when_drained:
+            raise ValueError("give exit_when_idle or exit_when_drained, not both")
+        exit_when: ExitWhen | None = (
+            "idle" if exit_when_idle else "drained" if exit_when_drained else None
+        )
         if not self._ran.acquire(blocking=False):
             raise RuntimeError("a RetryWorker runs once: make a new one")
         if not self.config.enabled:
@@ -217,12 +244,24 @@ class RetryWorker:
             stop_on_signals(self.stop, self.worker_id) if install_signal_handlers else nullcontext()
         )
         with signals:
-            self._run(exit_when_idle)
+            left_active = self._run(exit_when)
+        if left_active and exit_when == "idle":
+            warnings.warn(
+                "RetryWorker.run(exit_when_drained=True) returned with items still pending or"
+                " processing: it now returns once nothing is due now and the worker holds"
+                " nothing (the CLI's --exit-when-idle); in retryq 0.1.0 it waited for every"
+                " retry. Pass exit_when_drained=True to wait for them.",
+                DeprecationWarning,
+                stacklevel=2,
+            )
         return self.counts
 
     # -- wiring ---------------------------------------------------------------
 
-    def _run(self, exit_when_idle: bool) -> None:
+    def _run(self, exit_when: ExitWhen | None) -> bool:
+        """Runs the parts; True when exit_when ended it with items left in
+        the queue (pending or processing, someone else's or scheduled later)."""
+        left_active = False
         s, ledger, stop, wake = self.settings, self._ledger, self._stop, self._wake
         owned = isinstance(self._database, str)
         pool: ConnectionPool[Any] | None = None
@@ -285,7 +324,8 @@ class RetryWorker:
                 service.start()
             lanes = Lanes(s, ledger=ledger, flusher=flusher, schedule=queue, stop=stop, wake=wake)
             try:
-                lanes.run(exit_when_idle)
+                lanes.run(exit_when)
+                left_active = lanes.left_active
                 shutdown.run()
             except BaseException as exc:
                 # not a lost connection (a missing schema, a privilege), or an
@@ -312,6 +352,7 @@ class RetryWorker:
                 service.join(deadline)
             if owned and pool is not None:
                 pool.close()
+        return left_active
 
     def _on_notify(self) -> None:
         self._ledger.notify()

@@ -1,7 +1,8 @@
--- Removes completed and dead-letter items that finished more than
--- p_retention_days ago, p_batch_size rows per statement, at most p_max_rows in
--- all (NULL: no limit). Dead letters are copied to daz_retry_queue_archive
--- first unless p_archive_dead_letters is false. Pending and processing items
+-- Removes completed, dead-letter and cancelled items that finished (or were
+-- cancelled) more than p_retention_days ago, p_batch_size rows per statement,
+-- at most p_max_rows in all (NULL: no limit). Dead letters and cancelled items
+-- are copied to daz_retry_queue_archive first unless p_archive_dead_letters is
+-- false; archived_count counts both. Pending and processing items
 -- are never touched: they live in another partition. Rows locked by someone
 -- else (a requeue in progress) are skipped, never waited for. For the shortest
 -- locks, call it repeatedly with a small p_max_rows, one transaction each.
@@ -64,10 +65,29 @@ BEGIN
             RETURNING f.*
         ),
         kept AS (
-            INSERT INTO daz_retry_queue_archive
-            SELECT g.*, p_now
+            -- by name: the archive has archived_at before the columns the
+            -- queue gained later (dedupe_key)
+            INSERT INTO daz_retry_queue_archive (
+                id, event_id, event_type, channel_name, plugin_name, event_data,
+                event_metadata, retry_count, max_retries, retry_delay_seconds,
+                backoff_multiplier, max_retry_delay_seconds, retry_jitter,
+                priority, correlation_id, tags, status, error_message,
+                last_error_code, error_history, created_at, next_retry_at,
+                last_attempted_at, completed_at, dead_lettered_at, locked_by,
+                locked_until, archived_at, dedupe_key
+            )
+            SELECT
+                g.id, g.event_id, g.event_type, g.channel_name, g.plugin_name,
+                g.event_data, g.event_metadata, g.retry_count, g.max_retries,
+                g.retry_delay_seconds, g.backoff_multiplier,
+                g.max_retry_delay_seconds, g.retry_jitter, g.priority,
+                g.correlation_id, g.tags, g.status, g.error_message,
+                g.last_error_code, g.error_history, g.created_at,
+                g.next_retry_at, g.last_attempted_at, g.completed_at,
+                g.dead_lettered_at, g.locked_by, g.locked_until, p_now,
+                g.dedupe_key
             FROM gone AS g
-            WHERE g.status = 'dead_letter' AND p_archive_dead_letters
+            WHERE g.status IN ('dead_letter', 'cancelled') AND p_archive_dead_letters
             RETURNING 1
         )
         SELECT (SELECT pg_catalog.count(*) FROM gone), (SELECT pg_catalog.count(*) FROM kept)

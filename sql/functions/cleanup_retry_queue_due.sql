@@ -1,5 +1,7 @@
 -- How many finished items cleanup_retry_queue would remove now with the same
--- p_retention_days (dead letters among them, which it would archive), without
+-- p_retention_days (completed, dead-letter and cancelled; dead_letter_count:
+-- the dead letters among them, which it would archive with the cancelled
+-- ones), without
 -- removing any: what to show before a cleanup. Counted through the finished
 -- partition's age index, so the cost grows with the rows past retention.
 CREATE OR REPLACE FUNCTION cleanup_retry_queue_due(

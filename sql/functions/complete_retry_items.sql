@@ -67,7 +67,7 @@ BEGIN
             backoff_multiplier, max_retry_delay_seconds, retry_jitter, priority,
             correlation_id, tags, status, error_message, last_error_code,
             error_history, created_at, next_retry_at, last_attempted_at,
-            completed_at, dead_lettered_at, locked_by, locked_until
+            completed_at, dead_lettered_at, locked_by, locked_until, dedupe_key
         )
         SELECT
             g.id, g.event_id, g.event_type, g.channel_name, g.plugin_name,
@@ -76,7 +76,7 @@ BEGIN
             g.max_retry_delay_seconds, g.retry_jitter, g.priority,
             g.correlation_id, g.tags, 'completed', g.error_message,
             g.last_error_code, g.error_history, g.created_at, g.next_retry_at,
-            g.last_attempted_at, p_now, NULL, NULL, NULL
+            g.last_attempted_at, p_now, NULL, NULL, NULL, g.dedupe_key
         FROM gone AS g
         RETURNING f.event_type, f.plugin_name
     )

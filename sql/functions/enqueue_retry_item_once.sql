@@ -5,6 +5,10 @@
 -- same p_event_id and gets one item, never two. The guarantee lasts while
 -- the first item is in daz_retry_queue (until cleanup_retry_queue or a purge
 -- removes it). The other parameters are enqueue_retry_item's.
+-- p_dedupe_key adds enqueue_retry_item's rule: when no item has p_event_id
+-- but a live item holds the key, that item comes back (its own event_id)
+-- with inserted false. The event id guards against a repeated call (until
+-- cleanup); the key, against a second live item for the same work.
 CREATE OR REPLACE FUNCTION enqueue_retry_item_once(
     p_event_id uuid,
     p_event_type text,
@@ -21,7 +25,8 @@ CREATE OR REPLACE FUNCTION enqueue_retry_item_once(
     p_delay_seconds double precision DEFAULT 0,
     p_max_retry_delay_seconds double precision DEFAULT 86400,
     p_retry_jitter double precision DEFAULT 0,
-    p_now timestamptz DEFAULT now()
+    p_now timestamptz DEFAULT now(),
+    p_dedupe_key text DEFAULT NULL
 )
 RETURNS TABLE (id bigint, event_id uuid, inserted boolean)
 LANGUAGE plpgsql
@@ -30,6 +35,8 @@ SET search_path FROM CURRENT
 AS $$
 DECLARE
     v_id bigint;
+    v_event_id uuid;
+    v_deduplicated boolean;
 BEGIN
     PERFORM _retryq_check(p_event_id IS NOT NULL, 'event_id', 'must not be null');
     -- Two calls with one event id take turns (until the first commits), so
@@ -47,15 +54,22 @@ BEGIN
         RETURN QUERY SELECT v_id, p_event_id, FALSE;
         RETURN;
     END IF;
-    -- enqueue_retry_item's rules (defaults, checks, clock, NOTIFY), then
-    -- the caller's event id on the new row (pending: the active partition)
-    SELECT e.id INTO v_id
+    -- enqueue_retry_item's rules (defaults, checks, clock, NOTIFY, dedupe
+    -- key), then the caller's event id on the new row (pending: the active
+    -- partition)
+    SELECT e.id, e.event_id, e.deduplicated
+    INTO v_id, v_event_id, v_deduplicated
     FROM enqueue_retry_item(
         p_event_type, p_event_data, p_channel_name, p_plugin_name,
         p_event_metadata, p_max_retries, p_retry_delay_seconds,
         p_backoff_multiplier, p_priority, p_correlation_id, p_tags,
-        p_delay_seconds, p_max_retry_delay_seconds, p_retry_jitter, p_now
+        p_delay_seconds, p_max_retry_delay_seconds, p_retry_jitter, p_now,
+        p_dedupe_key
     ) AS e;
+    IF v_deduplicated THEN
+        RETURN QUERY SELECT v_id, v_event_id, FALSE;
+        RETURN;
+    END IF;
     UPDATE _retryq_active AS a SET event_id = p_event_id WHERE a.id = v_id;
     RETURN QUERY SELECT v_id, p_event_id, TRUE;
 END;

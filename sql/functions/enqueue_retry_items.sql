@@ -3,12 +3,17 @@
 -- keys, and keys whose value is JSON null, take the same defaults. A value of
 -- the wrong JSON type (a string for priority, 3.5 or 2^31 for an integer) is
 -- refused with 22023 naming its key. At most _retryq_limits.max_items items.
--- Returns the new ids in input order.
+-- Returns one row per item, in input order: the new item's id and event_id,
+-- deduplicated false. An item with a dedupe_key (enqueue_retry_item's rule)
+-- that a live item holds adds nothing and returns that item, deduplicated
+-- true; of several items with one key in the batch, the first is added (or
+-- deduplicated against the live one) and the later ones return it,
+-- deduplicated true.
 CREATE OR REPLACE FUNCTION enqueue_retry_items(
     p_items jsonb,
     p_now timestamptz DEFAULT now()
 )
-RETURNS TABLE (id bigint, event_id uuid)
+RETURNS TABLE (id bigint, event_id uuid, deduplicated boolean)
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path FROM CURRENT
@@ -18,11 +23,16 @@ DECLARE
         'event_type', 'event_data', 'channel_name', 'plugin_name',
         'event_metadata', 'max_retries', 'retry_delay_seconds',
         'backoff_multiplier', 'priority', 'correlation_id', 'tags',
-        'delay_seconds', 'max_retry_delay_seconds', 'retry_jitter'
+        'delay_seconds', 'max_retry_delay_seconds', 'retry_jitter',
+        'dedupe_key'
     ];
     v_problem text;
     v_unknown text;
     v_key text;
+    v_ids bigint[];
+    v_event_ids uuid[];
+    v_deduplicated boolean[];
+    v_constraint text;
 BEGIN
     -- the server's clock unless the owner moves it (see _retryq_clock)
     IF p_now = now() THEN
@@ -71,43 +81,161 @@ BEGIN
         v_problem IS DISTINCT FROM 'delay_seconds',
         'delay_seconds', 'must be between 0 and 31536000'
     );
-    RETURN QUERY
-    WITH src AS (
-        SELECT r.*, o.n
-        FROM pg_catalog.jsonb_array_elements(p_items) WITH ORDINALITY AS o (v, n),
-            pg_catalog.jsonb_to_record(o.v) AS r (
-                event_type text, event_data jsonb, channel_name text,
-                plugin_name text, event_metadata jsonb, max_retries integer,
-                retry_delay_seconds double precision,
-                backoff_multiplier double precision, priority integer,
-                correlation_id text, tags text[],
-                delay_seconds double precision,
-                max_retry_delay_seconds double precision,
-                retry_jitter double precision
+    IF NOT EXISTS (
+        SELECT 1 FROM pg_catalog.jsonb_array_elements(p_items) AS e (v)
+        WHERE e.v ->> 'dedupe_key'::text IS NOT NULL
+    ) THEN
+        RETURN QUERY
+        WITH src AS (
+            SELECT r.*, o.n
+            FROM pg_catalog.jsonb_array_elements(p_items) WITH ORDINALITY AS o (v, n),
+                pg_catalog.jsonb_to_record(o.v) AS r (
+                    event_type text, event_data jsonb, channel_name text,
+                    plugin_name text, event_metadata jsonb, max_retries integer,
+                    retry_delay_seconds double precision,
+                    backoff_multiplier double precision, priority integer,
+                    correlation_id text, tags text[],
+                    delay_seconds double precision,
+                    max_retry_delay_seconds double precision,
+                    retry_jitter double precision
+                )
+        ),
+        added AS (
+            INSERT INTO daz_retry_queue AS q (
+                event_type, channel_name, plugin_name, event_data,
+                event_metadata, max_retries, retry_delay_seconds,
+                backoff_multiplier, priority, correlation_id, tags,
+                max_retry_delay_seconds, retry_jitter, created_at, next_retry_at
             )
-    ),
-    added AS (
-        INSERT INTO daz_retry_queue AS q (
-            event_type, channel_name, plugin_name, event_data,
-            event_metadata, max_retries, retry_delay_seconds,
-            backoff_multiplier, priority, correlation_id, tags,
-            max_retry_delay_seconds, retry_jitter, created_at, next_retry_at
+            SELECT
+                r.event_type, r.channel_name, r.plugin_name, r.event_data,
+                coalesce(r.event_metadata, '{}'), coalesce(r.max_retries, 3),
+                coalesce(r.retry_delay_seconds, 60),
+                coalesce(r.backoff_multiplier, 2.0), coalesce(r.priority, 5),
+                r.correlation_id, coalesce(r.tags, '{}'),
+                coalesce(r.max_retry_delay_seconds, 86400),
+                coalesce(r.retry_jitter, 0), p_now,
+                p_now + pg_catalog.make_interval(secs => coalesce(r.delay_seconds, 0))
+            FROM src AS r
+            ORDER BY r.n
+            RETURNING q.id, q.event_id
         )
-        SELECT
-            r.event_type, r.channel_name, r.plugin_name, r.event_data,
-            coalesce(r.event_metadata, '{}'), coalesce(r.max_retries, 3),
-            coalesce(r.retry_delay_seconds, 60),
-            coalesce(r.backoff_multiplier, 2.0), coalesce(r.priority, 5),
-            r.correlation_id, coalesce(r.tags, '{}'),
-            coalesce(r.max_retry_delay_seconds, 86400),
-            coalesce(r.retry_jitter, 0), p_now,
-            p_now + pg_catalog.make_interval(secs => coalesce(r.delay_seconds, 0))
-        FROM src AS r
-        ORDER BY r.n
-        RETURNING q.id, q.event_id
-    )
-    -- ids come from one sequence in insertion order, so sorting restores input order
-    SELECT a.id, a.event_id FROM added AS a ORDER BY a.id;
+        -- ids come from one sequence in insertion order, so sorting restores input order
+        SELECT a.id, a.event_id, FALSE FROM added AS a ORDER BY a.id;
+        RETURN;
+    END IF;
+    -- With keys: as enqueue_retry_item, the unique index decides between
+    -- concurrent producers, and the round that lost to one (23505) runs again
+    -- with a new snapshot, in which the winner's item is live.
+    FOR v_round IN 1..3 LOOP
+        BEGIN
+            WITH src AS (
+                SELECT
+                    r.*, o.n,
+                    pg_catalog.row_number() OVER (
+                        PARTITION BY r.dedupe_key ORDER BY o.n
+                    ) AS key_rank
+                FROM pg_catalog.jsonb_array_elements(p_items) WITH ORDINALITY AS o (v, n),
+                    pg_catalog.jsonb_to_record(o.v) AS r (
+                        event_type text, event_data jsonb, channel_name text,
+                        plugin_name text, event_metadata jsonb, max_retries integer,
+                        retry_delay_seconds double precision,
+                        backoff_multiplier double precision, priority integer,
+                        correlation_id text, tags text[],
+                        delay_seconds double precision,
+                        max_retry_delay_seconds double precision,
+                        retry_jitter double precision, dedupe_key text
+                    )
+            ),
+            -- the live items that hold one of the batch's keys
+            live AS (
+                SELECT a.dedupe_key, a.id, a.event_id
+                FROM _retryq_active AS a
+                WHERE a.dedupe_key = ANY(ARRAY(
+                    SELECT r.dedupe_key FROM src AS r WHERE r.dedupe_key IS NOT NULL
+                ))
+            ),
+            -- the items to add: no key, or the first of its key in the batch
+            -- while no live item holds it; k numbers them in input order
+            fresh AS (
+                SELECT r.*, pg_catalog.row_number() OVER (ORDER BY r.n) AS k
+                FROM src AS r
+                WHERE r.dedupe_key IS NULL
+                    OR (
+                        r.key_rank = 1
+                        AND NOT EXISTS (
+                            SELECT 1 FROM live AS l WHERE l.dedupe_key = r.dedupe_key
+                        )
+                    )
+            ),
+            added AS (
+                INSERT INTO daz_retry_queue AS q (
+                    event_type, channel_name, plugin_name, event_data,
+                    event_metadata, max_retries, retry_delay_seconds,
+                    backoff_multiplier, priority, correlation_id, tags,
+                    max_retry_delay_seconds, retry_jitter, created_at,
+                    next_retry_at, dedupe_key
+                )
+                SELECT
+                    r.event_type, r.channel_name, r.plugin_name, r.event_data,
+                    coalesce(r.event_metadata, '{}'), coalesce(r.max_retries, 3),
+                    coalesce(r.retry_delay_seconds, 60),
+                    coalesce(r.backoff_multiplier, 2.0), coalesce(r.priority, 5),
+                    r.correlation_id, coalesce(r.tags, '{}'),
+                    coalesce(r.max_retry_delay_seconds, 86400),
+                    coalesce(r.retry_jitter, 0), p_now,
+                    p_now + pg_catalog.make_interval(secs => coalesce(r.delay_seconds, 0)),
+                    r.dedupe_key
+                FROM fresh AS r
+                ORDER BY r.n
+                RETURNING q.id, q.event_id, q.dedupe_key
+            ),
+            -- ids come from one sequence in insertion order: the k-th new id
+            -- is the k-th fresh item's
+            numbered AS (
+                SELECT a.*, pg_catalog.row_number() OVER (ORDER BY a.id) AS k
+                FROM added AS a
+            ),
+            -- per item: its new row, else the live holder of its key, else
+            -- the new row of its key's first item in the batch
+            outcome AS (
+                SELECT
+                    r.n,
+                    coalesce(m.id, l.id, h.id) AS id,
+                    coalesce(m.event_id, l.event_id, h.event_id) AS event_id,
+                    m.id IS NULL AS deduplicated
+                FROM src AS r
+                LEFT JOIN fresh AS f ON f.n = r.n
+                LEFT JOIN numbered AS m ON m.k = f.k
+                LEFT JOIN live AS l ON m.id IS NULL AND l.dedupe_key = r.dedupe_key
+                LEFT JOIN numbered AS h ON m.id IS NULL AND h.dedupe_key = r.dedupe_key
+            )
+            SELECT
+                pg_catalog.array_agg(o.id ORDER BY o.n),
+                pg_catalog.array_agg(o.event_id ORDER BY o.n),
+                pg_catalog.array_agg(o.deduplicated ORDER BY o.n)
+            INTO v_ids, v_event_ids, v_deduplicated
+            FROM outcome AS o;
+            RETURN QUERY
+            SELECT u.id, u.event_id, u.deduplicated
+            FROM ROWS FROM (
+                pg_catalog.unnest(v_ids),
+                pg_catalog.unnest(v_event_ids),
+                pg_catalog.unnest(v_deduplicated)
+            ) WITH ORDINALITY AS u (id, event_id, deduplicated, n)
+            ORDER BY u.n;
+            RETURN;
+        EXCEPTION WHEN unique_violation THEN
+            GET STACKED DIAGNOSTICS v_constraint = CONSTRAINT_NAME;
+            IF v_constraint IS DISTINCT FROM 'daz_retry_queue_dedupe_key_idx' THEN
+                RAISE;
+            END IF;
+        END;
+    END LOOP;
+    RAISE EXCEPTION
+        'retryq: a dedupe_key of items is held by an item this transaction cannot see'
+        USING ERRCODE = 'serialization_failure', COLUMN = 'dedupe_key',
+            HINT = 'Retry the transaction (or enqueue under READ COMMITTED).';
 EXCEPTION
     WHEN invalid_text_representation OR numeric_value_out_of_range THEN
         -- the first key whose value is not of its column's JSON type
@@ -117,7 +245,8 @@ EXCEPTION
         WHERE pg_catalog.jsonb_typeof(k.value) <> 'null'
             AND NOT CASE
                 WHEN k.key IN (
-                    'event_type', 'channel_name', 'plugin_name', 'correlation_id'
+                    'event_type', 'channel_name', 'plugin_name', 'correlation_id',
+                    'dedupe_key'
                 ) THEN pg_catalog.jsonb_typeof(k.value) = 'string'
                 WHEN k.key IN ('event_data', 'event_metadata') THEN TRUE
                 WHEN k.key = 'tags' THEN
@@ -144,7 +273,8 @@ EXCEPTION
                 WHEN v_key IN ('max_retries', 'priority')
                     THEN 'an integer between -2147483648 and 2147483647'
                 WHEN v_key IN (
-                    'event_type', 'channel_name', 'plugin_name', 'correlation_id'
+                    'event_type', 'channel_name', 'plugin_name', 'correlation_id',
+                    'dedupe_key'
                 ) THEN 'a string'
                 ELSE 'a number'
             END

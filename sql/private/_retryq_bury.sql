@@ -57,7 +57,7 @@ BEGIN
         backoff_multiplier, max_retry_delay_seconds, retry_jitter, priority,
         correlation_id, tags, status, error_message, last_error_code,
         error_history, created_at, next_retry_at, last_attempted_at,
-        completed_at, dead_lettered_at, locked_by, locked_until
+        completed_at, dead_lettered_at, locked_by, locked_until, dedupe_key
     )
     SELECT
         g.id, g.event_id, g.event_type, g.channel_name, g.plugin_name,
@@ -72,7 +72,7 @@ BEGIN
             )
         ),
         g.created_at, g.next_retry_at, g.last_attempted_at, NULL, p_now,
-        NULL, NULL
+        NULL, NULL, g.dedupe_key
     FROM gone AS g;
     GET DIAGNOSTICS v_count = ROW_COUNT;
     RETURN v_count;

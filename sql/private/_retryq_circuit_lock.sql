@@ -16,11 +16,12 @@
 --    waiting.
 --  * An item row is waited for only by fail, complete(s), extend and release,
 --    only for an item the snapshot shows leased to the caller's worker id,
---    and only while this transaction has taken over no expired lease
---    (acquire sets retryq.took_over). The other holder is then either a
---    transaction of the same worker id, or an acquire that took the lease
---    over, and a transaction that took over a lease never waits again.
---    acquire itself never waits (SKIP LOCKED everywhere).
+--    and only while this transaction has taken over no expired lease and
+--    cancelled no leased item (acquire and cancel_retry_items set
+--    retryq.took_over). The other holder is then a transaction of the same
+--    worker id, an acquire that took the lease over or a cancel, and a
+--    transaction that took over or cancelled a lease never waits again.
+--    acquire and cancel_retry_items themselves never wait (SKIP LOCKED).
 --  * Finished rows (requeue, purge, cleanup) are never waited for: all three
 --    take them with SKIP LOCKED.
 -- So a cycle can only run through transactions of one worker id touching

@@ -36,7 +36,8 @@ BEGIN
     v_column := CASE
         WHEN NOT p_backoff_multiplier BETWEEN 1::float8 AND 10::float8
             THEN 'backoff_multiplier'
-        WHEN NOT (p_status = 'completed') = (p_completed_at IS NOT NULL)
+        WHEN NOT (p_status IN ('completed', 'cancelled'))
+            = (p_completed_at IS NOT NULL)
             THEN 'completed_at'
         WHEN NOT (p_status = 'dead_letter') = (p_dead_lettered_at IS NOT NULL)
             THEN 'dead_lettered_at'

@@ -4,7 +4,8 @@
 -- 1. Sizes, against _retryq_limits: event_data and event_metadata (54000
 --    program_limit_exceeded), channel_name, plugin_name and correlation_id
 --    (22001 string_data_right_truncation), tags: their count (54000), one
---    dimension and no NULL element (22023), each tag's length (22001).
+--    dimension and no NULL element (22023), each tag's length (22001). A
+--    dedupe_key: at most 200 characters (22001) and not blank (22023).
 -- 2. Ids come from the server: an id above what daz_retry_queue_id_seq has
 --    handed out, or not positive, is refused (22023), so that nobody can take
 --    an id the sequence will give someone later. add_many inserts the ids it
@@ -48,6 +49,8 @@ BEGIN
                 WHEN pg_catalog.length(a.plugin_name) > l.max_text_length THEN 'plugin_name'
                 WHEN pg_catalog.length(a.correlation_id) > l.max_text_length
                     THEN 'correlation_id'
+                WHEN pg_catalog.length(a.dedupe_key) > 200 THEN 'dedupe_key:length'
+                WHEN NOT a.dedupe_key ~ '[^[:space:]]'::text THEN 'dedupe_key:blank'
                 WHEN pg_catalog.cardinality(a.tags) > l.max_tags THEN 'tags'
                 WHEN pg_catalog.cardinality(a.tags) = 0 THEN NULL
                 WHEN pg_catalog.array_ndims(a.tags) > 1 THEN 'tags:dimensions'
@@ -83,6 +86,13 @@ BEGIN
                 RAISE EXCEPTION
                     'retryq: invalid tags: must be a one-dimensional array'
                     USING ERRCODE = 'invalid_parameter_value', COLUMN = 'tags';
+            WHEN 'dedupe_key:length' THEN
+                RAISE EXCEPTION
+                    'retryq: invalid dedupe_key: longer than 200 characters'
+                    USING ERRCODE = 'string_data_right_truncation', COLUMN = 'dedupe_key';
+            WHEN 'dedupe_key:blank' THEN
+                RAISE EXCEPTION 'retryq: invalid dedupe_key: must not be blank (NULL for none)'
+                    USING ERRCODE = 'invalid_parameter_value', COLUMN = 'dedupe_key';
             WHEN 'tags:null' THEN
                 RAISE EXCEPTION 'retryq: invalid tags: must not contain NULL'
                     USING ERRCODE = 'null_value_not_allowed', COLUMN = 'tags';

@@ -10,7 +10,7 @@ CREATE TABLE _retryq_finished PARTITION OF daz_retry_queue (
         )
     )
 )
-FOR VALUES IN ('completed', 'dead_letter');
+FOR VALUES IN ('completed', 'dead_letter', 'cancelled');
 
 ALTER TABLE _retryq_finished
 ADD CONSTRAINT _retryq_finished_pkey PRIMARY KEY (id);
@@ -21,6 +21,11 @@ ON _retryq_finished ((coalesce(completed_at, dead_lettered_at)));
 CREATE INDEX _retryq_finished_dead_idx
 ON _retryq_finished (event_type, dead_lettered_at)
 WHERE status = 'dead_letter';
+
+-- what a metrics scrape counts exactly, as it counts the dead letters
+CREATE INDEX _retryq_finished_cancelled_idx
+ON _retryq_finished (event_type, plugin_name)
+WHERE status = 'cancelled';
 
 -- retryq:undo
 DROP TABLE _retryq_finished;

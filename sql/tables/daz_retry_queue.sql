@@ -1,5 +1,7 @@
 -- The parent is what clients see. Rows live in one of two partitions: active
--- (pending, processing) and finished (completed, dead_letter). Rows never move
+-- (pending, processing) and finished (completed, dead_letter, cancelled).
+-- completed_at is the time an item finished by completion or by cancellation
+-- (cancel_retry_items), so that cleanup ages both alike. Rows never move
 -- between partitions by UPDATE: a cross-partition UPDATE makes a concurrent
 -- SELECT ... FOR UPDATE SKIP LOCKED fail with "tuple to be locked was already
 -- moved to another partition". The functions DELETE from one and INSERT into the
@@ -55,7 +57,9 @@ COMMENT ON TABLE daz_retry_queue IS
 -- time. The finished partition checks the same rules with one constraint.
 CREATE TABLE _retryq_active PARTITION OF daz_retry_queue (
     CONSTRAINT daz_retry_queue_status_check CHECK (
-        status IN ('pending', 'processing', 'completed', 'dead_letter')
+        status IN (
+            'pending', 'processing', 'completed', 'dead_letter', 'cancelled'
+        )
     ),
     -- not blank: tabs and newlines count as blank too, which btrim misses
     CONSTRAINT daz_retry_queue_event_type_check CHECK (
@@ -90,7 +94,7 @@ CREATE TABLE _retryq_active PARTITION OF daz_retry_queue (
         (status = 'processing') = (locked_by IS NOT NULL AND locked_until IS NOT NULL)
     ),
     CONSTRAINT daz_retry_queue_completed_at_check CHECK (
-        (status = 'completed') = (completed_at IS NOT NULL)
+        (status IN ('completed', 'cancelled')) = (completed_at IS NOT NULL)
     ),
     CONSTRAINT daz_retry_queue_dead_lettered_at_check CHECK (
         (status = 'dead_letter') = (dead_lettered_at IS NOT NULL)

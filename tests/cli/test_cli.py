@@ -281,6 +281,34 @@ def test_enqueue_many_is_all_or_nothing(dsn: str, conn: Any) -> None:
     assert rows == [(added[0].id, "a", 5, []), (added[1].id, "b", 9, ["t"])]
 
 
+def test_enqueue_with_a_dedupe_key(dsn: str, conn: Any) -> None:
+    """--dedupe-key (and the JSON lines' dedupe_key): a key a live item holds
+    adds nothing and says which item holds it; a bad key exits 2 naming it."""
+    args = ("enqueue", "--event-type", "x", "--data", "1", "--dedupe-key", "user:1")
+    first = run_cli(*args, dsn=dsn)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.startswith("enqueued id=")
+    again = run_cli(*args, dsn=dsn)
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.startswith("deduplicated: id=") and "nothing was added" in again.stdout
+    lines = (
+        '{"event_type": "y", "data": 1, "dedupe_key": "user:1"}\n'
+        '{"event_type": "y", "data": 2, "dedupe_key": "user:2"}\n'
+        '{"event_type": "y", "data": 3, "dedupe_key": "user:2"}\n'
+    )
+    many = run_cli("enqueue", "--stdin", dsn=dsn, stdin=lines)
+    assert many.returncode == 0, many.stderr
+    assert "enqueued 1 item(s), 2 deduplicated" in many.stdout
+    bad = run_cli("enqueue", "--event-type", "x", "--data", "1", "--dedupe-key", " ", dsn=dsn)
+    assert bad.returncode == 2 and "dedupe_key" in one_line_error(bad)
+    assert conn.execute(
+        "SELECT dedupe_key, event_data FROM daz_retry_queue ORDER BY id"
+    ).fetchall() == [("user:1", 1), ("user:2", 2)]
+    held = int(first.stdout.split("id=")[1].split()[0])
+    shown = run_cli("dead-letter", "show", str(held), dsn=dsn)
+    assert shown.returncode == 0 and "dedupe_key" in shown.stdout and "user:1" in shown.stdout
+
+
 def test_enqueue_subprocess_one_and_stdin(dsn: str, conn: Any) -> None:
     one = run_cli(
         "enqueue", "--event-type", "x", "--data", '{"k": 1}', "--tag", "a", "--tag", "b", dsn=dsn
@@ -320,7 +348,13 @@ def test_stats_rows_and_totals(dsn: str, conn: Any) -> None:
         ("pending", "a", "p", 1),
         ("dead_letter", "b", None, 1),
     ]
-    assert s.totals == {"pending": 2, "processing": 0, "completed": 0, "dead_letter": 1}
+    assert s.totals == {
+        "pending": 2,
+        "processing": 0,
+        "completed": 0,
+        "dead_letter": 1,
+        "cancelled": 0,
+    }
     assert s.total == 3
 
 
@@ -331,7 +365,9 @@ def test_stats_subprocess(dsn: str, conn: Any) -> None:
     result = run_cli("stats", dsn=dsn)
     assert result.returncode == 0, result.stderr
     assert "cytube.event.chatMsg" in result.stdout
-    assert "total 2: pending 1, processing 0, completed 0, dead_letter 1" in result.stdout
+    assert (
+        "total 2: pending 1, processing 0, completed 0, dead_letter 1, cancelled 0" in result.stdout
+    )
 
 
 def _finished_long_ago(conn: Any, completed: int, dead: int) -> None:
@@ -457,7 +493,8 @@ def test_dead_letter_purge_confirms_and_filters(dsn: str, conn: Any) -> None:
 
     with pytest.raises(cmd.UsageProblem, match="needs a filter"):
         cmd.dead_letter_purge(t, DeadLetterFilter())
-    assert cmd.dead_letter_purge(t, DeadLetterFilter(error_code="08006"), refuse) == 0
+    with pytest.raises(cmd.Declined, match="nothing purged"):
+        cmd.dead_letter_purge(t, DeadLetterFilter(error_code="08006"), refuse)
     assert asked == [2] and count(conn) == 3
     assert cmd.dead_letter_purge(t, DeadLetterFilter(error_code="08006"), lambda n: True) == 2
     remaining = [r[0] for r in conn.execute("SELECT id FROM daz_retry_queue").fetchall()]
@@ -485,7 +522,8 @@ def test_dead_letter_subprocesses(dsn: str, conn: Any) -> None:
 
     declined = run_cli("dead-letter", "purge", "--plugin", "chat", dsn=dsn, stdin="n\n")
     assert declined.returncode == 0, declined.stderr
-    assert "purged 0" in declined.stdout
+    assert "declined: nothing purged (1 dead letter(s) left as they were)" in declined.stdout
+    assert "purged 0" not in declined.stdout
     purged = run_cli("dead-letter", "purge", "--plugin", "chat", "--yes", dsn=dsn)
     assert "purged 1" in purged.stdout
     unfiltered = run_cli("dead-letter", "purge", "--yes", dsn=dsn)

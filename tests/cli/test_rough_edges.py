@@ -21,7 +21,7 @@ import psycopg
 import pytest
 from psycopg import errors as pgerrors
 
-from retryq_py import RetryQueue
+from retryq_py import RetryQueue, migrate
 from retryq_py import admin as cmd
 from retryq_py.cli.main import _exit_for
 from tests.cli.test_cli import REPO, RETRYQ, one_line_error, run_cli
@@ -95,6 +95,27 @@ def test_purge_without_a_terminal_needs_yes(dsn: str, conn: Any) -> None:
     assert count(conn, "dead_letter") == 0
 
 
+@pytest.mark.parametrize(
+    ("command", "what"),
+    [
+        (("dead-letter", "purge", "--event-type", "e"), "nothing purged (1 dead letter(s)"),
+        (("migrate", "--rollback"), "nothing rolled back ("),
+    ],
+    ids=["purge", "rollback"],
+)
+def test_a_declined_confirmation_says_so(
+    dsn: str, conn: Any, command: tuple[str, ...], what: str
+) -> None:
+    """As `retryq cancel` does: 'declined: nothing ...', exit 0, where the
+    purge and the rollback said 'purged 0' and 'rolled back 0'."""
+    _dead_letter(conn)
+    declined = run_cli(*command, dsn=dsn, stdin="n\n")
+    assert declined.returncode == 0, declined.stderr
+    assert f"declined: {what}" in declined.stdout
+    assert "purged 0" not in declined.stdout and "rolled back 0" not in declined.stdout
+    assert count(conn, "dead_letter") == 1  # nothing changed, the install included
+
+
 def test_rollback_asks_and_refuses_while_items_are_live(dsn: str, conn: Any) -> None:
     RetryQueue(conn).add("e", {"n": 1})
     refused = run_cli("migrate", "--rollback", "--yes", dsn=dsn)
@@ -104,22 +125,22 @@ def test_rollback_asks_and_refuses_while_items_are_live(dsn: str, conn: Any) -> 
     asked = run_cli("migrate", "--rollback", "--force", dsn=dsn, stdin="")
     assert asked.returncode == 2 and "--yes" in one_line_error(asked)
     assert count(conn) == 1  # still installed, item kept
+    every = [m.id for m in migrate.status(dsn)]  # every packaged one, all applied
     done = run_cli("migrate", "--rollback", "--yes", "--force", dsn=dsn)
     assert done.returncode == 0, done.stderr
-    migrations = Path(__file__).resolve().parents[2] / "migrations"
-    shipped = len([m for m in migrations.glob("*.sql") if not m.name.endswith(".rollback.sql")])
-    assert f"rolled back {shipped} migration(s)" in done.stdout
+    assert f"rolled back {len(every)} migration(s)" in done.stdout
     assert conn.execute("SELECT to_regclass('daz_retry_queue')").fetchone() == (None,)
 
 
 def test_rollback_of_an_empty_queue_only_asks(dsn: str) -> None:
     t = cmd.target(dsn)
     asked: list[str] = []
-    assert cmd.migrate_rollback(t, confirm=lambda what: asked.append(what) or False) == []
+    with pytest.raises(cmd.Declined, match="nothing rolled back"):
+        cmd.migrate_rollback(t, confirm=lambda what: asked.append(what) or False)
     assert "0001_initial" in asked[0]
-    # every shipped migration, newest first
-    assert cmd.migrate_rollback(t, confirm=lambda what: True)[-1] == "0001_initial"
-    assert cmd.migrate_status(t) and not any(m.applied for m in cmd.migrate_status(t))
+    newest_first = [m.id for m in reversed(migrate.status(dsn))]
+    assert newest_first[-1] == "0001_initial"
+    assert cmd.migrate_rollback(t, confirm=lambda what: True) == newest_first
 
 
 # --- read-only commands never write ---------------------------------------------

@@ -43,6 +43,56 @@ def test_a_failure_storm_is_rate_limited(caplog: pytest.LogCaptureFixture) -> No
     assert "3 more failure line(s) left out" in records[2].getMessage()
 
 
+def test_the_count_left_out_is_said_when_the_storm_ends(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = [0.0]
+    scheduled: list[tuple[float, Any]] = []
+    events = EventLog(
+        rate=1.0,
+        burst=2,
+        clock=lambda: clock[0],
+        after=lambda seconds, callback: scheduled.append((seconds, callback)),
+    )
+    with caplog.at_level(logging.WARNING, logger="retryq.worker.items"):
+        for n in range(5):
+            events(WorkerEvent("failed", _item(n), "boom", "E1"))
+        # the storm ends: no line comes to carry the count
+        assert [seconds for seconds, _ in scheduled] == [1.0]
+        clock[0] = 1.0
+        scheduled.pop()[1]()
+    records = caplog.records
+    assert len(records) == 3
+    assert records[2].suppressed == 3  # type: ignore[attr-defined]
+    assert records[2].getMessage() == "3 failure line(s) left out by the rate limit"
+
+
+def test_a_count_already_said_is_not_said_again(caplog: pytest.LogCaptureFixture) -> None:
+    clock = [0.0]
+    scheduled: list[Any] = []
+    events = EventLog(
+        rate=1.0, burst=1, clock=lambda: clock[0], after=lambda s, cb: scheduled.append(cb)
+    )
+    with caplog.at_level(logging.WARNING, logger="retryq.worker.items"):
+        events(WorkerEvent("failed", _item(0), "boom", "E1"))
+        events(WorkerEvent("failed", _item(1), "boom", "E1"))  # left out
+        clock[0] = 1.0
+        events(WorkerEvent("failed", _item(2), "boom", "E1"))  # says "1 more"
+        scheduled.pop()()
+        events.close()
+    assert [getattr(r, "suppressed", 0) for r in caplog.records] == [0, 1]
+
+
+def test_close_says_what_is_still_owed(caplog: pytest.LogCaptureFixture) -> None:
+    events = EventLog(rate=1.0, burst=1, clock=lambda: 0.0, after=lambda s, cb: None)
+    with caplog.at_level(logging.WARNING, logger="retryq.worker.items"):
+        for n in range(3):
+            events(WorkerEvent("dead_lettered", _item(n), "gone", "E2"))
+        events.close()
+        events.close()
+    assert [getattr(r, "suppressed", 0) for r in caplog.records] == [0, 2]
+
+
 def _run_worker(dsn: str, *extra: str) -> Any:
     return subprocess.run(
         argv(
@@ -96,9 +146,15 @@ def test_json_logs(dsn: str, conn: Any) -> None:
     due = datetime.fromisoformat(failed["next_retry_at"])
     assert 3000 < (due - datetime.now(timezone.utc)).total_seconds() <= 3600
     assert dead["item_id"] == broken and dead["error_code"] == "bad_payload"
-    # every line of the log is JSON, the worker's own messages too
-    logged = [line for line in result.stderr.splitlines() if not line.startswith("retryq worker:")]
-    assert all(line.startswith("{") for line in logged), result.stderr
+    # every line of the log is JSON: the worker's own messages, its banner too
+    lines = result.stderr.splitlines()
+    assert all(line.startswith("{") for line in lines), result.stderr
+    banner = json.loads(lines[0])
+    assert banner["message"].startswith("retryq worker: 4 handler(s)")
+    assert banner["level"] == "info" and banner["logger"] == "retryq.worker"
+    assert banner["handlers"] == ["broken", "down", "flaky", "ok"]
+    assert banner["exits_when"] == "idle"
+    assert banner["worker_id"].startswith("retryq-")
 
 
 def test_a_bad_log_format_is_usage(dsn: str) -> None:

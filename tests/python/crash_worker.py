@@ -85,7 +85,7 @@ def retry_worker(dsn: str, worker: str, lease: int, batch: int) -> int:
         grace_period=5,
         cleanup_interval=3600,
     )
-    w.run(exit_when_idle=True, install_signal_handlers=True)
+    w.run(exit_when_drained=True, install_signal_handlers=True)
     return 0
 
 

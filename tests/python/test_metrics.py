@@ -80,7 +80,7 @@ def test_worker_under_load_exports_metrics_that_match_the_table(dsn: str, conn: 
             dsn, HANDLERS, worker_count=3, batch_size=20, poll_interval=0.5,
             lock_timeout=5, cleanup_interval=0, max_backoff=0.2,
         )
-        thread = worker.start(exit_when_idle=True)
+        thread = worker.start(exit_when_drained=True)
         during = []
         while thread.is_alive():
             s = scrape(server.port)
@@ -165,6 +165,33 @@ def test_completed_is_the_planner_estimate_and_follows_growth(dsn: str, conn: Co
     m = ops.collect_queue_metrics(conn)
     assert m.sizes["completed"] == pytest.approx(40_000, rel=0.05)
     assert m.sizes["dead_letter"] == 25
+
+
+def test_cancelled_items_are_counted_exactly_and_apart(dsn: str, conn: Conn) -> None:
+    """Cancelled items are neither completed nor dead letters: a size of their
+    own and a gauge per key, counted through their partial index."""
+    conn.execute(
+        "SELECT count(*) FROM enqueue_retry_items(%s)",
+        (Jsonb([{"event_type": "mail", "plugin_name": "p", "event_data": 1}] * 3
+               + [{"event_type": "sms", "event_data": 1}] * 2),),
+    )
+    conn.execute("SELECT count(*) FROM acquire_retry_items('w', 1)")  # one mail leased
+    conn.execute("SELECT cancel_retry_items(p_event_type => 'mail')")
+    m = ops.collect_queue_metrics(conn)
+    assert {k: m.sizes[k] for k in ("pending", "completed", "dead_letter", "cancelled")} == {
+        "pending": 2, "completed": 0, "dead_letter": 0, "cancelled": 3
+    }
+    registry = CollectorRegistry()
+    collector = QueueCollector(dsn)
+    registry.register(collector)
+    try:
+        got = parse(generate_latest(registry).decode())
+    finally:
+        collector.close()
+    assert get(got, "daz_retry_queue_size", status="cancelled") == 3
+    assert get(got, "daz_retry_queue_size", status="completed") == 0
+    assert get(got, "retryq_queue_cancelled", event_type="mail", plugin_name="p") == 3
+    assert ("retryq_queue_cancelled", (("event_type", "sms"), ("plugin_name", ""))) not in got
 
 
 def test_a_large_never_analyzed_table_is_sampled(dsn: str, conn: Conn) -> None:

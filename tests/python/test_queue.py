@@ -138,6 +138,7 @@ def test_add_with_an_event_id_adds_it_once(q: RetryQueue, db: psycopg.Connection
     assert first.event_id == event
     again = q.add("e", {"n": 2}, event_id=event)
     assert again == first and count(db) == 1
+    assert (first.deduplicated, again.deduplicated) == (False, True)
     [leased] = q.acquire(W, 1, 30)
     assert q.complete(leased.id, W)
     assert q.add("e", {"n": 3}, event_id=event) == first
@@ -145,6 +146,39 @@ def test_add_with_an_event_id_adds_it_once(q: RetryQueue, db: psycopg.Connection
     assert other.id != first.id and count(db) == 2
     row = db.execute("SELECT event_data FROM daz_retry_queue WHERE id = %s", [first.id])
     assert row.fetchone() == ({"n": 1},)
+
+
+def test_add_with_a_dedupe_key_returns_the_live_item(
+    q: RetryQueue, db: psycopg.Connection[Any]
+) -> None:
+    """One live item per key: a second add returns it, deduplicated, and
+    changes nothing; once it completes the key is free again."""
+    first = q.add("e", {"n": 1}, dedupe_key="user:42")
+    item_id, event_id = first  # still unpacks as two
+    assert first.deduplicated is False
+    again = q.add("e", {"n": 2}, priority=9, dedupe_key="user:42")
+    assert (again.id, again.event_id, again.deduplicated) == (item_id, event_id, True)
+    assert "deduplicated=True" in repr(again)
+    row = q.get(item_id)
+    assert row is not None
+    assert (row.dedupe_key, row.event_data, row.priority) == ("user:42", {"n": 1}, 5)
+    assert count(db) == 1
+    # with an event id as well: the live holder of the key, inserted nothing
+    held = q.add("e", {}, dedupe_key="user:42", event_id=UUID(int=9))
+    assert (held.id, held.deduplicated) == (item_id, True) and count(db) == 1
+    [leased] = q.acquire(W, 1, 30)
+    assert q.add("e", {}, dedupe_key="user:42") == first  # processing still holds it
+    assert q.complete(leased.id, W)
+    fresh = q.add("e", {"n": 3}, dedupe_key="user:42")
+    assert fresh.id != item_id and not fresh.deduplicated and count(db) == 2
+
+
+def test_add_refuses_a_bad_dedupe_key_naming_it(q: RetryQueue, db: psycopg.Connection[Any]) -> None:
+    with pytest.raises(pgerr.StringDataRightTruncation, match="dedupe_key"):
+        q.add("e", {}, dedupe_key="k" * 201)
+    with pytest.raises(pgerr.InvalidParameterValue, match="dedupe_key"):
+        q.add("e", {}, dedupe_key=" ")
+    assert count(db) == 0
 
 
 def test_add_with_delay_is_not_due_before_its_time(q: RetryQueue) -> None:

@@ -120,12 +120,12 @@ def test_a_retryable_error_is_queued_and_replayed(module_dsn: str, db: Conn, q: 
     handler = SqlExecHandler(module_dsn)
     try:
         counts = RetryWorker(module_dsn, {SQL_EXEC_FAILED: handler}, **FAST).run(
-            exit_when_idle=True
+            exit_when_drained=True
         )
         assert counts.processed == 1
         # replaying the same statement again is harmless: it is idempotent
         item = RetryQueue(db).add(SQL_EXEC_FAILED, data)
-        RetryWorker(module_dsn, {SQL_EXEC_FAILED: handler}, **FAST).run(exit_when_idle=True)
+        RetryWorker(module_dsn, {SQL_EXEC_FAILED: handler}, **FAST).run(exit_when_drained=True)
     finally:
         handler.close()
     rows = db.execute("SELECT message_id, body, sent_on, amount, extra, seen_at FROM chat_log")
@@ -186,7 +186,7 @@ def test_the_handler_dead_letters_what_cannot_succeed(
     syntax = q.add(SQL_EXEC_FAILED, {"query": "SELEC 1", "params": None}).id
     with ConnectionPool(module_dsn, min_size=1, max_size=2) as pool:
         RetryWorker(module_dsn, {SQL_EXEC_FAILED: sql_exec_handler(pool)}, **FAST).run(
-            exit_when_idle=True
+            exit_when_drained=True
         )
         assert not pool.closed  # a pool we gave stays ours
     codes = dict(
@@ -217,7 +217,7 @@ def test_the_handler_retries_a_transient_replay_failure(
     handler = SqlExecHandler(module_dsn)
     try:
         RetryWorker(module_dsn, {SQL_EXEC_FAILED: handler}, on_event=on_event, **FAST).run(
-            exit_when_idle=True
+            exit_when_drained=True
         )
     finally:
         handler.close()

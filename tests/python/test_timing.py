@@ -61,7 +61,7 @@ def until(
     **options: Any,
 ) -> RetryWorker:
     """Runs a worker until `done` holds (an item due later keeps
-    exit_when_idle waiting), then stops it."""
+    exit_when_drained waiting), then stops it."""
     worker = RetryWorker(module_dsn, handlers, worker_count=1, **{**FAST, **options})
     thread: threading.Thread = worker.start()
     try:
@@ -220,7 +220,7 @@ def test_snoozing_forever_ends_as_a_dead_letter(
     worker = RetryWorker(
         module_dsn, {"loop": forever}, max_snoozes=3, on_event=events.append, **FAST
     )
-    counts = worker.run(exit_when_idle=True)
+    counts = worker.run(exit_when_drained=True)
     r = row(db, item)
     assert (r["status"], r["last_error_code"], r["retry_count"]) == (
         "dead_letter",

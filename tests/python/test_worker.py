@@ -128,7 +128,7 @@ def test_mixed_load_ends_with_the_right_status_and_history(
         **FAST,
     )
 
-    counts = worker.run(exit_when_idle=True)
+    counts = worker.run(exit_when_drained=True)
 
     assert all(row(db, i)["status"] == "completed" for i in ok)
     r = row(db, fl)
@@ -183,7 +183,7 @@ def test_worker_metrics_count_outcomes_by_event_type(
         {"m.ok": lambda item: None, "m.flaky": flaky},
         all_event_types=True,
         **FAST,
-    ).run(exit_when_idle=True)
+    ).run(exit_when_drained=True)
     assert sample("retryq_worker_items_processed_total", event_type="m.ok") == before["ok"] + 3
     assert sample("retryq_worker_items_failed_total", event_type="m.flaky") == before["failed"] + 1
     dead = sample("retryq_worker_items_dead_lettered_total", event_type="m.unknown")
@@ -208,7 +208,7 @@ def test_successes_are_acknowledged_in_batches(module_dsn: str, db: Conn, q: Ret
         batch_size=20,
         parts=spying(seen),
         **FAST,
-    ).run(exit_when_idle=True)
+    ).run(exit_when_drained=True)
     assert counts.processed == 60 and statuses(db) == {"completed": 60}
     assert sum(calls) == 60
     assert len(calls) <= 12, calls  # about one call per half batch, not one per item
@@ -233,7 +233,7 @@ def test_psycopg_errors_are_classified_by_sqlstate(
     dup = q.add("dup", {}).id
     dl = q.add("dl", {}, retry_delay=0.05).id
     RetryWorker(module_dsn, {"dup": insert_dup, "dl": deadlock_once}, **FAST).run(
-        exit_when_idle=True
+        exit_when_drained=True
     )
     r = row(db, dup)
     assert (r["status"], r["last_error_code"]) == ("dead_letter", "23505")
@@ -259,7 +259,7 @@ def test_registry_and_worker_id(module_dsn: str, db: Conn, q: RetryQueue) -> Non
     worker = RetryWorker(module_dsn, registry, name="sql-plugin", **FAST)
     assert worker.worker_id == f"sql-plugin-{socket.gethostname()}-{os.getpid()}"
     assert default_worker_id() == f"retryq-{socket.gethostname()}-{os.getpid()}"
-    assert worker.run(exit_when_idle=True).processed == 1
+    assert worker.run(exit_when_drained=True).processed == 1
     assert seen == [{"m": 1}]
 
 
@@ -297,7 +297,7 @@ def test_lanes_share_the_work_and_write_each_outcome_once(
         **FAST,
     )
     with caplog.at_level("WARNING", logger="retryq.worker"):
-        counts = worker.run(exit_when_idle=True)
+        counts = worker.run(exit_when_drained=True)
     assert sorted(handled) == sorted(ids)
     assert sorted(written) == sorted(ids)  # none twice, none lost
     assert (counts.processed, counts.lease_lost) == (400, 0)
@@ -330,7 +330,7 @@ def test_a_pool_of_yours_gets_its_connections_back_as_they_were(
             pool, {"e": lambda item: None}, worker_count=4, all_event_types=True, **FAST
         )
         assert worker.lanes == 1
-        counts = worker.run(exit_when_idle=True)
+        counts = worker.run(exit_when_drained=True)
         assert (counts.processed, counts.dead_lettered) == (30, 1)
         with pool.connection() as conn:
             assert conn.autocommit is False
@@ -344,7 +344,7 @@ def test_a_config_with_retry_disabled_runs_nothing(
     q.add("e", {"n": 1})
     worker = RetryWorker(module_dsn, {"e": lambda item: None}, config=RetryConfig(enabled=False))
     with caplog.at_level("WARNING", logger="retryq.worker"):
-        assert worker.run(exit_when_idle=True).processed == 0
+        assert worker.run(exit_when_drained=True).processed == 0
     assert statuses(db) == {"pending": 1}
     assert any("disabled" in r.getMessage() for r in caplog.records)
 
@@ -364,7 +364,8 @@ def test_a_worker_id_with_quotes_and_backslashes_is_written_as_given(
         data.append(item.event_data)
 
     q.add_many([{"event_type": "e", "data": {"n": i, "s": "caf\u00e9 \u2603"}} for i in range(3)])
-    counts = RetryWorker(module_dsn, {"e": record}, worker_id=odd, **FAST).run(exit_when_idle=True)
+    worker = RetryWorker(module_dsn, {"e": record}, worker_id=odd, **FAST)
+    counts = worker.run(exit_when_drained=True)
     assert counts.processed == 3 and seen == [odd] * 3
     assert sorted(data, key=lambda d: d["n"]) == [
         {"n": i, "s": "caf\u00e9 \u2603"} for i in range(3)
@@ -382,16 +383,16 @@ def test_settings_come_from_config_and_keywords_win(module_dsn: str) -> None:
 
 def test_a_worker_runs_once(module_dsn: str, db: Conn) -> None:
     worker = RetryWorker(module_dsn, NOOP, **FAST)
-    assert worker.run(exit_when_idle=True).processed == 0
+    assert worker.run(exit_when_drained=True).processed == 0
     with pytest.raises(RuntimeError, match="runs once"):
-        worker.run(exit_when_idle=True)
+        worker.run(exit_when_drained=True)
 
 
 def test_a_missing_schema_stops_run_with_the_error(new_database: Any) -> None:
     bare = new_database()
     worker = RetryWorker(bare, NOOP, **FAST)
     with pytest.raises(pgerr.UndefinedFunction):
-        worker.run(exit_when_idle=True)
+        worker.run(exit_when_drained=True)
 
 
 # -- waking up ---------------------------------------------------------------------
@@ -567,7 +568,7 @@ def test_a_slow_handler_keeps_its_lease(module_dsn: str, db: Conn, q: RetryQueue
         lock_timeout=2,
         cleanup_interval=0,
     )
-    counts = worker.run(exit_when_idle=True)
+    counts = worker.run(exit_when_drained=True)
     r = row(db, item_id)
     assert (r["status"], r["retry_count"], r["error_history"]) == ("completed", 0, [])
     assert counts.processed == 1 and counts.lease_lost == 0
@@ -651,7 +652,7 @@ def test_a_success_whose_lease_was_taken_over_counts_as_lease_lost(
     before = processed()
     counts = RetryWorker(
         module_dsn, {kind: handle}, worker_count=1, on_event=events.append, **FAST
-    ).run(exit_when_idle=True)
+    ).run(exit_when_drained=True)
     assert (counts.processed, counts.lease_lost) == (1, 1)
     assert sorted((e.kind, e.item.id) for e in events) == sorted(
         [("completed", kept_id), ("lease_lost", lost_id)]
@@ -668,7 +669,8 @@ def test_a_handler_raising_systemexit_does_not_kill_the_worker(
             raise SystemExit(3)
 
     item_id = q.add("e", {}, retry_delay=0.05).id
-    counts = RetryWorker(module_dsn, {"e": bail}, worker_count=1, **FAST).run(exit_when_idle=True)
+    worker = RetryWorker(module_dsn, {"e": bail}, worker_count=1, **FAST)
+    counts = worker.run(exit_when_drained=True)
     r = row(db, item_id)
     assert (r["status"], r["last_error_code"]) == ("completed", "SystemExit")
     assert (counts.failed, counts.processed) == (1, 1)
@@ -688,9 +690,9 @@ def test_scheduled_cleanup_runs_one_worker_at_a_time(
     with psycopg.connect(module_dsn) as holder:
         with holder.transaction():
             holder.execute(_sql.compose(_sql.TRY_CLEANUP_LOCK, None))
-            RetryWorker(module_dsn, NOOP, **settings).run(exit_when_idle=True)
+            RetryWorker(module_dsn, NOOP, **settings).run(exit_when_drained=True)
             assert row(db, old)["status"] == "completed"  # someone else held the lock
-        RetryWorker(module_dsn, NOOP, **settings).run(exit_when_idle=True)
+        RetryWorker(module_dsn, NOOP, **settings).run(exit_when_drained=True)
     gone = db.execute("SELECT count(*) FROM daz_retry_queue WHERE id = %s", [old]).fetchone()
     assert gone == (0,)
 
@@ -733,7 +735,7 @@ def test_worker_survives_a_database_outage_and_loses_nothing(
     )
     result: list[Any] = []
     thread = threading.Thread(
-        target=lambda: result.append(worker.run(exit_when_idle=True)), daemon=True
+        target=lambda: result.append(worker.run(exit_when_drained=True)), daemon=True
     )
     admin = psycopg.connect(pg_server.dsn("postgres"), autocommit=True)
     dbname = sql.Identifier(db.info.dbname)
@@ -823,7 +825,7 @@ def test_items_of_a_killed_worker_are_taken_over(module_dsn: str, db: Conn, q: R
         victim.kill()
         victim.wait(10)
     assert started <= set(ids)
-    counts = RetryWorker(module_dsn, {"e": lambda item: None}, **FAST).run(exit_when_idle=True)
+    counts = RetryWorker(module_dsn, {"e": lambda item: None}, **FAST).run(exit_when_drained=True)
     assert statuses(db) == {"completed": 6}
     assert counts.processed == 6
     for item_id in started:

@@ -44,14 +44,14 @@ def q(db: Conn) -> RetryQueue:
 
 
 def run_until_idle(worker: RetryWorker, timeout: float = 20.0) -> WorkerCounts:
-    """worker.run(exit_when_idle=True) in a thread; fails if it raises or
+    """worker.run(exit_when_drained=True) in a thread; fails if it raises or
     has not returned by `timeout` (then it is stopped)."""
     result: list[WorkerCounts] = []
     errors: list[BaseException] = []
 
     def target() -> None:
         try:
-            result.append(worker.run(exit_when_idle=True, install_signal_handlers=False))
+            result.append(worker.run(exit_when_drained=True, install_signal_handlers=False))
         except BaseException as exc:
             errors.append(exc)
 
@@ -312,7 +312,7 @@ def test_a_statement_timeout_is_logged_with_its_sqlstate_counted_and_waited_out(
     worker = RetryWorker(
         with_options(module_dsn, statement_timeout="100ms"), {"e": lambda it: None}, **FAST
     )
-    thread = worker.start(exit_when_idle=True)
+    thread = worker.start(exit_when_drained=True)
     try:
         wait_until(
             lambda: (
@@ -339,7 +339,7 @@ def test_a_configuration_error_stops_the_worker_and_says_so(
     q.add("e", {})
     with pytest.raises(psycopg.errors.InvalidSchemaName):
         RetryWorker(module_dsn, {"e": lambda it: None}, schema="no_such_schema", **FAST).run(
-            exit_when_idle=True
+            exit_when_drained=True
         )
     assert any(
         ("configuration error" in r.getMessage() and "SQLSTATE 3F000" in r.getMessage())

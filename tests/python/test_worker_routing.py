@@ -68,7 +68,7 @@ def test_two_workers_with_disjoint_handlers_drain_a_mixed_queue(
         RetryWorker(module_dsn, chat, name="chat", batch_size=7, **FAST),
         RetryWorker(module_dsn, sqlp, name="sql", batch_size=7, **FAST),
     ]
-    threads = [w.start(exit_when_idle=True) for w in workers]
+    threads = [w.start(exit_when_drained=True) for w in workers]
     for t in threads:
         t.join(timeout=60)
         assert not t.is_alive()
@@ -85,7 +85,7 @@ def test_a_worker_leaves_other_types_alone_and_exits_when_its_own_are_done(
     mine = q.add("mine", {}).id
     other = q.add("theirs", {}).id
     worker = RetryWorker(module_dsn, {"mine": lambda item: None}, **FAST)
-    thread = worker.start(exit_when_idle=True)
+    thread = worker.start(exit_when_drained=True)
     thread.join(timeout=30)
     assert not thread.is_alive(), "another service's pending item kept the worker running"
     got = dict(db.execute("SELECT id, status FROM daz_retry_queue").fetchall())
@@ -106,7 +106,7 @@ def test_all_event_types_keeps_the_dead_letter_for_an_unknown_type(
     unknown = q.add("mystery", {}).id
     worker = RetryWorker(module_dsn, {"known": lambda item: None}, all_event_types=True, **FAST)
     assert worker.routing == Routing(None, None)
-    assert worker.run(exit_when_idle=True).dead_lettered == 1
+    assert worker.run(exit_when_drained=True).dead_lettered == 1
     status, code = db.execute(
         "SELECT status, last_error_code FROM daz_retry_queue WHERE id = %s", [unknown]
     ).fetchone() or (None, None)
@@ -119,7 +119,7 @@ def test_plugin_names_narrow_the_lease(module_dsn: str, db: Conn, q: RetryQueue)
     other = q.add("t", {}, plugin="sql").id
     worker = RetryWorker(module_dsn, {"t": lambda item: None}, plugin_names=["chat", ""], **FAST)
     assert worker.routing == Routing(("t",), ("chat", ""))
-    worker.run(exit_when_idle=True)
+    worker.run(exit_when_drained=True)
     got = dict(db.execute("SELECT id, status FROM daz_retry_queue").fetchall())
     assert got == {chat: "completed", bare: "completed", other: "pending"}
     with pytest.raises(ValueError, match="plugin_names is empty"):

@@ -44,6 +44,9 @@ CALLS: dict[str, tuple[str, str]] = {
     "requeue_dead_letter_items": (
         "retryq_admin", "SELECT requeue_dead_letter_items(ARRAY[{dead}], p_now => {now})",
     ),
+    "cancel_retry_items": (
+        "retryq_admin", "SELECT cancel_retry_items(ARRAY[{leased}], p_now => {now})",
+    ),
     "cleanup_retry_queue": ("retryq_admin", "SELECT * FROM cleanup_retry_queue(0, p_now => {now})"),
     "cleanup_retry_queue_due": ("retryq_admin", "SELECT * FROM cleanup_retry_queue_due(0, {now})"),
     "retry_circuit_open": ("retryq_admin", "SELECT retry_circuit_open('t', NULL, 60, {now})"),

@@ -40,7 +40,7 @@ def _call(conn: psycopg.Connection[Any], rng: random.Random, me: str, held: list
           now: dt.datetime) -> None:
     verb = rng.choice([
         "enqueue", "acquire", "acquire", "complete", "complete_many", "fail", "fail",
-        "extend", "release", "requeue", "purge", "cleanup", "circuit", "list",
+        "extend", "release", "requeue", "purge", "cleanup", "circuit", "list", "cancel",
     ])
     some = rng.sample(held, min(len(held), rng.randint(1, 3))) if held else [rng.randint(1, 50)]
     if verb == "enqueue":
@@ -73,6 +73,10 @@ def _call(conn: psycopg.Connection[Any], rng: random.Random, me: str, held: list
         conn.execute(
             "SELECT purge_dead_letter_items(p_item_ids => %s)",
             [[rng.randint(1, 60) for _ in range(3)]])
+    elif verb == "cancel":
+        conn.execute(
+            "SELECT cancel_retry_items(p_item_ids => %s, p_now => %s)",
+            [[rng.randint(1, 60) for _ in range(2)], now])
     elif verb == "cleanup":
         conn.execute("SELECT * FROM cleanup_retry_queue(0, 5, p_now => %s)", [now])
     elif verb == "circuit":

@@ -196,6 +196,7 @@ VERBS: list[tuple[str, str]] = [
     ("retryq_admin", "SELECT count(*) FROM list_dead_letter_items()"),
     ("retryq_admin", "SELECT requeue_dead_letter_items(ARRAY[2])"),
     ("retryq_admin", "SELECT purge_dead_letter_items(ARRAY[2])"),
+    ("retryq_admin", "SELECT cancel_retry_items(ARRAY[999])"),
     ("retryq_admin", "SELECT * FROM cleanup_retry_queue(0)"),
     ("retryq_admin", "SELECT * FROM cleanup_retry_queue_due(0)"),
     ("retryq_admin", "SELECT retry_circuit_configure('hj', NULL, 1, 5, 60)"),

@@ -521,6 +521,7 @@ IDS = "(SELECT array_agg(g::bigint) FROM generate_series(1, 100001) AS g)"
         f"SELECT requeue_dead_letter_items({IDS})",
         f"SELECT purge_dead_letter_items({IDS})",
         f"SELECT * FROM list_dead_letter_items({IDS})",
+        f"SELECT cancel_retry_items({IDS})",
     ],
 )
 def test_id_arrays_are_bounded(conn: Conn, call: str) -> None:

@@ -281,13 +281,15 @@ def _changed_copy(tmp: Path) -> tuple[Path, Path, str]:
     view = tmp / "sql" / "views" / "daz_retry_queue_stats.sql"
     text = view.read_text().replace("count(*) AS", "count(*) + 0 AS")
     view.write_text(text.replace("    q.event_type,\n", "    q.event_type,\n    1 AS one,\n", 1))
-    table = tmp / "sql" / "tables" / "daz_retry_queue_archive.sql"
+    # a column last in a table's file (not the archive's: the columns the queue
+    # gained later follow its archived_at, see tables/_retryq_dedupe_key.sql)
+    table = tmp / "sql" / "tables" / "_retryq_limits.sql"
     text = table.read_text()
-    assert "archived_at timestamptz NOT NULL DEFAULT now(),\n" in text
+    assert "    max_items integer NOT NULL DEFAULT 100000,\n" in text
     table.write_text(
         text.replace(
-            "archived_at timestamptz NOT NULL DEFAULT now(),\n",
-            "archived_at timestamptz NOT NULL DEFAULT now(),\n    note text,\n",
+            "    max_items integer NOT NULL DEFAULT 100000,\n",
+            "    max_items integer NOT NULL DEFAULT 100000,\n    note text,\n",
         )
     )
     assert sqlgen.check(tmp / "sql", tmp / "migrations")
@@ -295,8 +297,8 @@ def _changed_copy(tmp: Path) -> tuple[Path, Path, str]:
         sqlgen.new("changed", sql_root=tmp / "sql", mig_root=tmp / "migrations")
     up, _ = sqlgen.new(
         "changed",
-        "ALTER TABLE daz_retry_queue_archive ADD COLUMN note text;",
-        "ALTER TABLE daz_retry_queue_archive DROP COLUMN note;",
+        "ALTER TABLE _retryq_limits ADD COLUMN note text;",
+        "ALTER TABLE _retryq_limits DROP COLUMN note;",
         sql_root=tmp / "sql",
         mig_root=tmp / "migrations",
     )

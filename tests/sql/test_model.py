@@ -47,8 +47,11 @@ ITEM_SPEC = st.fixed_dictionaries(
         "backoff_multiplier": st.sampled_from([1.0, 1.5, 2.0, 3.0]),
         "max_retry_delay_seconds": st.sampled_from([0, 10, 40, 86400]),
         "delay_seconds": st.sampled_from([0, 0, 0, 1, 10]),
-    }
+    },
+    # two dedupe keys, so that items meet their twins (issue 14 item 2)
+    optional={"dedupe_key": st.sampled_from(["k1", "k2"])},
 )
+LIVE = ("pending", "processing")
 
 
 def backoff(k: int, delay: float, multiplier: float, cap: float) -> dt.timedelta:
@@ -78,6 +81,7 @@ class Item:
     snoozes: int = 0
     # due when a snooze or a retry_after said, not by the backoff formula
     due_by_caller: bool = False
+    dedupe_key: str | None = None
 
     def holds(self, worker: str) -> bool:
         return self.status == "processing" and self.locked_by == worker
@@ -174,26 +178,41 @@ class QueueModel(RuleBasedStateMachine):
         conn = self.conns[c]
         if batch:
             rows = conn.execute(
-                "SELECT id FROM enqueue_retry_items(%s, p_now => %s)",
+                "SELECT id, deduplicated FROM enqueue_retry_items(%s, p_now => %s)",
                 [Jsonb([{**s, "event_data": {"n": i}} for i, s in enumerate(specs)]), self.now],
             ).fetchall()
         else:
             rows = []
             for i, s in enumerate(specs):
                 rows += conn.execute(
-                    "SELECT id FROM enqueue_retry_item("
+                    "SELECT id, deduplicated FROM enqueue_retry_item("
                     " p_event_type => %(event_type)s, p_event_data => %(data)s,"
                     " p_priority => %(priority)s, p_max_retries => %(max_retries)s,"
                     " p_retry_delay_seconds => %(retry_delay_seconds)s,"
                     " p_backoff_multiplier => %(backoff_multiplier)s,"
                     " p_max_retry_delay_seconds => %(max_retry_delay_seconds)s,"
-                    " p_delay_seconds => %(delay_seconds)s, p_now => %(now)s)",
-                    {**s, "data": Jsonb({"n": i}), "now": self.now},
+                    " p_delay_seconds => %(delay_seconds)s, p_now => %(now)s,"
+                    " p_dedupe_key => %(dedupe_key)s)",
+                    {"dedupe_key": None, **s, "data": Jsonb({"n": i}), "now": self.now},
                 ).fetchall()
-        ids = [r[0] for r in rows]
-        assert len(ids) == len(specs)
-        assert not set(ids) & self.seen_ids, "an id was reused"
-        for item_id, s in zip(ids, specs, strict=True):
+        assert len(rows) == len(specs)
+        for (item_id, deduplicated), s in zip(rows, specs, strict=True):
+            key = s.get("dedupe_key")
+            holder = next(
+                (
+                    it.id
+                    for it in self.items.values()
+                    if key is not None and it.dedupe_key == key and it.status in LIVE
+                ),
+                None,
+            )
+            # a live twin (in the table, or earlier in this batch) is returned
+            assert (item_id, deduplicated) == (holder, True) if holder else not deduplicated, (
+                f"key {key}: got {item_id} deduplicated={deduplicated}, live holder {holder}"
+            )
+            if deduplicated:
+                continue
+            assert item_id not in self.seen_ids, "an id was reused"
             self.items[item_id] = Item(
                 id=item_id,
                 event_type=s["event_type"],
@@ -203,6 +222,7 @@ class QueueModel(RuleBasedStateMachine):
                 multiplier=s["backoff_multiplier"],
                 cap=s["max_retry_delay_seconds"],
                 next_retry_at=self.now + dt.timedelta(seconds=s["delay_seconds"]),
+                dedupe_key=key,
             )
             self.seen_ids.add(item_id)
         self.last_kind = "enqueue"
@@ -454,6 +474,18 @@ class QueueModel(RuleBasedStateMachine):
                 or (it.finished_at is not None and it.finished_at < args["dead_before"])
             )
         ]
+        # a dead letter whose key a live item holds stays dead; of several
+        # with one key, the newest returns
+        live_keys = {it.dedupe_key for it in self.items.values() if it.status in LIVE}
+        chosen = [
+            it
+            for it in chosen
+            if it.dedupe_key is None
+            or (
+                it.dedupe_key not in live_keys
+                and it.id == max(o.id for o in chosen if o.dedupe_key == it.dedupe_key)
+            )
+        ]
         assert n == (len(chosen),)
         for it in chosen:
             it.status = "pending"
@@ -488,12 +520,52 @@ class QueueModel(RuleBasedStateMachine):
             for it in self.items.values()
             if it.finished_at is not None and it.finished_at < cutoff
         ]
-        kept = [it.id for it in gone if it.status == "dead_letter" and archive]
+        kept = [it.id for it in gone if it.status in ("dead_letter", "cancelled") and archive]
         assert row == (len(gone), len(kept))
         for it in gone:
             del self.items[it.id]
         self.archived.update(kept)
         self.last_kind = "cleanup"
+
+    @precondition(lambda self: bool(self.items))
+    @rule(
+        c=st.integers(0, N_CONNS - 1), data=st.data(), dry_run=st.sampled_from([False, False, True])
+    )
+    def cancel(self, c: int, data: st.DataObject, dry_run: bool) -> None:
+        """Pending and processing items chosen by ids or event type end as
+        cancelled for good (finished now, never leased again, their holder's
+        acknowledgements find no lease); finished ones are left alone."""
+        ids: list[int] | None = None
+        event_type: str | None = None
+        if data.draw(st.booleans(), label="by ids"):
+            pool = [*sorted(self.items), 10**9]
+            ids = data.draw(st.lists(st.sampled_from(pool), min_size=1, max_size=4), label="ids")
+        else:
+            event_type = data.draw(st.sampled_from(EVENT_TYPES), label="event type")
+        n = (
+            self.conns[c]
+            .execute(
+                "SELECT cancel_retry_items(p_item_ids => %s, p_event_type => %s,"
+                " p_dry_run => %s, p_now => %s)",
+                [ids, event_type, dry_run, self.now],
+            )
+            .fetchone()
+        )
+        chosen = [
+            it
+            for it in self.items.values()
+            if it.status in ("pending", "processing")
+            and (ids is None or it.id in ids)
+            and (event_type is None or it.event_type == event_type)
+        ]
+        assert n == (len(chosen),)
+        if not dry_run:
+            for it in chosen:
+                it.status = "cancelled"
+                it.locked_by = None
+                it.locked_until = None
+                it.finished_at = self.now
+        self.last_kind = "cancel"
 
     @precondition(lambda self: bool(self.seen_ids))
     @rule(c=st.integers(0, N_CONNS - 1), data=st.data())
@@ -506,8 +578,10 @@ class QueueModel(RuleBasedStateMachine):
         taken = sorted(set(self.items) | self.archived)
         reused = data.draw(st.sampled_from([*taken, None]), label="explicit id")
         conn = self.conns[c]
-        id_sql = "%s" if reused is not None else (
-            "(SELECT last_value FROM daz_retry_queue_id_seq) + 1000"
+        id_sql = (
+            "%s"
+            if reused is not None
+            else ("(SELECT last_value FROM daz_retry_queue_id_seq) + 1000")
         )
         try:
             conn.execute(
@@ -622,6 +696,11 @@ class QueueModel(RuleBasedStateMachine):
             if it.status == "dead_letter":
                 assert (it.dead_reason == "permanent") == (last_retryable is False), item_id
                 assert code == it.last_code, item_id
+        twins = self.conns[0].execute(
+            "SELECT dedupe_key FROM daz_retry_queue WHERE status IN ('pending', 'processing')"
+            " AND dedupe_key IS NOT NULL GROUP BY 1 HAVING count(*) > 1"
+        ).fetchall()
+        assert not twins, f"two live items hold one dedupe key after {self.last_kind}"
         archived = {r[0] for r in self.conns[0].execute("SELECT id FROM daz_retry_queue_archive")}
         assert archived == self.archived, "archive differs from the model"
 

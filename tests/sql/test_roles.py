@@ -33,6 +33,17 @@ STATEMENTS: dict[str, tuple[str, Any]] = {
         None,
     ),
     "enqueue_item": ("SELECT id FROM enqueue_retry_item('t', '{{}}')", None),
+    # a dedupe key: set by the INSERT or the function; read back by neither
+    "insert_dedupe_key": (
+        "INSERT INTO daz_retry_queue (event_type, event_data, dedupe_key)"
+        " VALUES ('t', '{{}}', 'role-k1') RETURNING id, event_id",
+        None,
+    ),
+    "enqueue_item_keyed": (
+        "SELECT deduplicated FROM enqueue_retry_item('t', '{{}}', p_dedupe_key => 'role-k2')",
+        False,
+    ),
+    "select_dedupe_key": ("SELECT count(dedupe_key) FROM daz_retry_queue", 0),
     "enqueue_once": (
         "SELECT id FROM enqueue_retry_item_once("
         "'00000000-0000-4000-8000-000000000001', 't', '{{}}')",
@@ -70,6 +81,7 @@ STATEMENTS: dict[str, tuple[str, Any]] = {
     "requeue": ("SELECT requeue_dead_letter_items(ARRAY[{dead}]::bigint[])", 1),
     "cleanup": ("SELECT deleted_count FROM cleanup_retry_queue(0)", 1),
     "purge": ("SELECT purge_dead_letter_items(ARRAY[{dead}]::bigint[])", 1),
+    "cancel": ("SELECT cancel_retry_items(ARRAY[{pending}]::bigint[])", 1),
     "list_dead": ("SELECT id FROM list_dead_letter_items()", "{dead}"),
     "cleanup_due": ("SELECT due_count FROM cleanup_retry_queue_due(0)", 1),
     "due": ("SELECT active FROM retry_queue_due()", True),
@@ -96,15 +108,18 @@ STATEMENTS: dict[str, tuple[str, Any]] = {
 ALLOWED: dict[str, set[str]] = {
     "retryq_producer": {
         "guide_insert", "enqueue_item", "enqueue_items", "enqueue_once", "channel", "select_ids",
+        "insert_dedupe_key", "enqueue_item_keyed",
     },
     "retryq_worker": {
         "channel", "acquire", "acquire_routed", "complete", "complete_items", "fail", "extend",
         "snooze", "release", "select_ids", "select_payload", "view_circuits", "view_pauses", "due",
+        "select_dedupe_key",
     },
     "retryq_admin": {
-        "channel", "requeue", "purge", "cleanup", "list_dead", "cleanup_due", "due",
+        "channel", "requeue", "purge", "cancel", "cleanup", "list_dead", "cleanup_due", "due",
         "circuit_open", "circuit_close", "circuit_configure", "pause", "resume", "view_pauses",
         "view_stats", "view_alerts", "view_circuits", "archive", "select_ids", "select_payload",
+        "select_dedupe_key",
     },
     "nobody": set(),
 }
@@ -202,6 +217,7 @@ def test_every_retryq_function_is_pinned_and_granted_as_documented(conn: Conn) -
         "fail_retry_item": "fail", "extend_retry_lock": "extend", "snooze_retry_item": "snooze",
         "release_retry_items": "release", "requeue_dead_letter_items": "requeue",
         "purge_dead_letter_items": "purge", "list_dead_letter_items": "list_dead",
+        "cancel_retry_items": "cancel",
         "cleanup_retry_queue": "cleanup", "cleanup_retry_queue_due": "cleanup_due",
         "retry_queue_due": "due", "retry_circuit_open": "circuit_open",
         "retry_circuit_close": "circuit_close", "retry_circuit_configure": "circuit_configure",
@@ -270,7 +286,7 @@ def test_python_layer_runs_with_only_its_role(dsn: str, conn: Conn) -> None:
             as_role["retryq_worker"], {"ok": lambda item: done.append(item.id)},
             poll_interval=0.2, lock_timeout=5,
         )
-        counts = worker.run(exit_when_idle=True, install_signal_handlers=False)
+        counts = worker.run(exit_when_drained=True, install_signal_handlers=False)
         assert counts.processed == 21 == len(done)
         for role in ("retryq_admin", "retryq_worker"):  # the worker's --metrics-port too
             with psycopg.connect(as_role[role]) as a:

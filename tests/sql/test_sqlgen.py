@@ -239,6 +239,24 @@ def test_a_changed_table_needs_its_alter_statements(tree: tuple[Path, Path]) -> 
     assert sqlgen.check(sql_dir, mig_dir) == []
 
 
+def test_hand_statements_run_once_when_two_tables_changed(tree: tuple[Path, Path]) -> None:
+    """--upgrade and --rollback are one block each: with two table files
+    changed they are recorded with the first, not run once per file."""
+    sql_dir, mig_dir = tree
+    edit(
+        sql_dir / "tables" / "daz_retry_queue_archive.sql",
+        "archived_at timestamptz",
+        "archived_at  timestamptz",
+    )
+    edit(sql_dir / "tables" / "_retryq_limits.sql", "CREATE TABLE", "CREATE  TABLE")
+    up, down = sqlgen.new(
+        "two", "SELECT 'up once';", "SELECT 'down once';", sql_root=sql_dir, mig_root=mig_dir
+    )
+    assert up.read_text().count("SELECT 'up once';") == 1
+    assert down.read_text().count("SELECT 'down once';") == 1
+    assert sqlgen.check(sql_dir, mig_dir) == []
+
+
 def test_each_function_is_created_in_exactly_one_hand_edited_file(
     conn: psycopg.Connection[Any],
 ) -> None:

@@ -371,7 +371,12 @@ def test_acquire_accepts_exactly_the_bounded_sizes(conn: Conn, batch: int, timeo
 # (migration 0005). A row must be refused by one exactly when by the other, and
 # under the same name.
 
-FINISHED_AT = {"completed": "completed_at", "dead_letter": "dead_lettered_at"}
+# a cancelled item's time is completed_at: when it left the queue
+FINISHED_AT = {
+    "completed": "completed_at",
+    "dead_letter": "dead_lettered_at",
+    "cancelled": "completed_at",
+}
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
@@ -391,7 +396,7 @@ def insert_row(conn: Conn, status: str, **overrides: Any) -> None:
     )
 
 
-@pytest.mark.parametrize("status", ["completed", "dead_letter"])
+@pytest.mark.parametrize("status", list(FINISHED_AT))
 def test_a_finished_row_is_accepted(conn: Conn, status: str) -> None:
     insert_row(conn, status)
     assert conn.execute(
@@ -399,7 +404,7 @@ def test_a_finished_row_is_accepted(conn: Conn, status: str) -> None:
     ).fetchone() == (1,)
 
 
-@pytest.mark.parametrize("status", ["completed", "dead_letter"])
+@pytest.mark.parametrize("status", list(FINISHED_AT))
 @pytest.mark.parametrize(("field", "value", "sqlstate", "named"), TABLE_CASES)
 def test_a_finished_row_is_held_to_the_table_rules(
     conn: Conn, status: str, field: str, value: Any, sqlstate: str, named: str
@@ -415,6 +420,8 @@ def test_a_finished_row_is_held_to_the_table_rules(
         ("dead_letter", {"dead_lettered_at": None}, "daz_retry_queue_dead_lettered_at_check"),
         ("completed", {"dead_lettered_at": NOW}, "daz_retry_queue_dead_lettered_at_check"),
         ("dead_letter", {"completed_at": NOW}, "daz_retry_queue_completed_at_check"),
+        ("cancelled", {"completed_at": None}, "daz_retry_queue_completed_at_check"),
+        ("cancelled", {"dead_lettered_at": NOW}, "daz_retry_queue_dead_lettered_at_check"),
         ("completed", {"locked_by": "w", "locked_until": NOW}, "daz_retry_queue_lease_check"),
         ("pending", {"completed_at": NOW}, "daz_retry_queue_completed_at_check"),
         ("pending", {"locked_by": "w", "locked_until": NOW}, "daz_retry_queue_lease_check"),
@@ -482,7 +489,7 @@ def _rows(draw: st.DrawFn) -> dict[str, Any]:
     return {f: draw(st.sampled_from(_VALUES[f])) for f in fields}
 
 
-@given(row=_rows(), finished=st.sampled_from(["completed", "dead_letter"]))
+@given(row=_rows(), finished=st.sampled_from(list(FINISHED_AT)))
 def test_both_partitions_refuse_the_same_rows_by_the_same_name(
     conn: Conn, row: dict[str, Any], finished: str
 ) -> None:

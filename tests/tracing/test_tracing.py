@@ -52,7 +52,7 @@ def test_three_attempts_share_the_trace_of_the_request(
     assert stored.event_metadata[tracing.TRACE_KEY]["traceparent"].startswith("00-")
 
     handlers = tracing.traced(worker_handlers.HANDLERS)
-    counts = RetryWorker(dsn, handlers, poll_interval=0.2).run(exit_when_idle=True)
+    counts = RetryWorker(dsn, handlers, poll_interval=0.2).run(exit_when_drained=True)
     assert (counts.processed, counts.failed) == (1, 2)
 
     attempts = sorted(

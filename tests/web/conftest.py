@@ -41,7 +41,9 @@ def seed(dsn: str) -> dict[str, int]:
             correlation_id="req-1",
             metadata={"tenant": "acme"},
         )
-        ids["due2"], _ = q.add("email.send", {"to": "bob@example.com"}, plugin="smtp")
+        ids["due2"], _ = q.add(
+            "email.send", {"to": "bob@example.com"}, plugin="smtp", dedupe_key="mail:bob"
+        )
         ids["scheduled"], _ = q.add("sms.send", {"to": "+100"}, delay=3600)
         for name, event_type, plugin, code in (
             ("dead_sql", "sql.exec", "sql", "constraint"),

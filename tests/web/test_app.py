@@ -58,6 +58,7 @@ def test_every_screen_shows_the_queue(seeded: Seeded) -> None:
     item = c.get(f"/items/{ids['due']}").text
     assert "ada@example.com" in item and "&lt;b&gt;hi&lt;/b&gt;" in item  # escaped
     assert "acme" in item and "req-1" in item
+    assert "mail:bob" in c.get(f"/items/{ids['due2']}").text  # its dedupe key
     retried = c.get(f"/items/{ids['retried']}").text
     assert "connection reset" in retried and "worker-a" in retried and "timeout" in retried
 
@@ -162,6 +163,26 @@ def test_requeue_by_filter_and_one(seeded: Seeded) -> None:
     assert status_of(seeded.dsn, seeded.ids["dead_mail"]) == "pending"
 
 
+def test_cancel_one_item_from_its_page(seeded: Seeded) -> None:
+    c, ids = client(seeded.dsn), seeded.ids
+    page = c.get(f"/items/{ids['processing']}").text
+    assert 'id="cancel-item"' in page and "its outcome is dropped" in page
+    assert 'id="cancel-item"' not in c.get(f"/items/{ids['completed']}").text
+    r = c.post(f"/items/{ids['due']}/cancel")
+    assert r.status_code == 400 and "needs its confirmation" in r.text
+    assert status_of(seeded.dsn, ids["due"]) == "pending"
+    for name in ("due", "processing"):
+        r = c.post(f"/items/{ids[name]}/cancel", data={"confirm": "yes"})
+        assert "cancelled" in r.text and 'id="item-status">cancelled' in r.text, name
+        assert status_of(seeded.dsn, ids[name]) == "cancelled"
+    r = c.post(f"/items/{ids['completed']}/cancel", data={"confirm": "yes"})
+    assert "not cancelled: already completed" in r.text
+    assert text_of(c.get("/").text, "count-cancelled") == "2"
+    assert sorted(ids_shown(c.get("/items?status=cancelled").text)) == sorted(
+        [ids["due"], ids["processing"]]
+    )
+
+
 def test_circuit_open_and_close(seeded: Seeded) -> None:
     c = client(seeded.dsn)
 
@@ -213,6 +234,7 @@ def test_read_only_shows_and_refuses(seeded: Seeded) -> None:
         ("/dead-letters/apply", {"action": "purge", "event_type": "sql.exec", "expected": "1"}),
         ("/dead-letters/confirm", {"action": "purge", "event_type": "sql.exec"}),
         (f"/items/{seeded.ids['dead_sql']}/requeue", {}),
+        (f"/items/{seeded.ids['due']}/cancel", {"confirm": "yes"}),
         ("/circuits/close", {"event_type": "sms.send"}),
         ("/pauses/pause", {"event_type": "sms.send"}),
     ):

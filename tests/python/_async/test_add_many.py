@@ -395,6 +395,55 @@ async def test_a_bad_item_in_the_callers_transaction_undoes_only_this_call(
         assert [r[1] for r in rows] == ["kept"] and rows[0][0] > added[0].id
 
 
+async def test_add_many_with_dedupe_keys(
+    db: psycopg.Connection[Any], qconn: psycopg.AsyncConnection[Any]
+) -> None:
+    """Items with keys: one call of enqueue_retry_items; a key a live item
+    holds, or an earlier item of the batch, returns that item, deduplicated."""
+    q = AsyncRetryQueue(qconn)
+    live = await q.add("e", {"n": "live"}, dedupe_key="live")
+    items: list[Any] = [
+        {"event_type": "e", "data": 0, "dedupe_key": "a"},
+        q.item("e", 1),
+        q.item("e", 2, dedupe_key="live"),
+        {"event_type": "e", "data": 3, "dedupe_key": "a", "priority": None},
+        {"event_type": "e", "data": 4, "delay": timedelta(seconds=5), "tags": ("t",)},
+    ]
+    added = await q.add_many(items, now=T0)
+    assert [type(a) for a in added] == [Enqueued] * 5
+    assert [a.deduplicated for a in added] == [False, False, True, True, False]
+    assert added[2] == live and added[3] == added[0]
+    assert count(db) == 4
+    rows = {a.id: await q.get(a.id) for a in added}
+    four = rows[added[4].id]
+    assert four is not None and four.next_retry_at == T0 + timedelta(seconds=5)
+    assert four.tags == ["t"] and rows[added[0].id].dedupe_key == "a"  # type: ignore[union-attr]
+    # the same checks as the COPY path before anything is sent
+    with pytest.raises(TypeError, match="unknown item key"):
+        await q.add_many([{"event_type": "e", "data": 1, "dedupe_key": "b", "colour": 1}])
+    with pytest.raises(ValueError, match="every item needs"):
+        await q.add_many([{"data": 1, "dedupe_key": "b"}])
+    with pytest.raises(pgerr.InvalidParameterValue, match="dedupe_key"):
+        await q.add_many([{"event_type": "e", "data": 1, "dedupe_key": ""}])
+    assert count(db) == 4
+
+
+async def test_a_refused_keyed_batch_in_the_callers_transaction_undoes_only_this_call(
+    module_dsn: str,
+) -> None:
+    async with await psycopg.AsyncConnection.connect(module_dsn) as conn:
+        await conn.execute("TRUNCATE daz_retry_queue")
+        await conn.commit()
+        q = AsyncRetryQueue(conn)
+        await q.add_many([{"event_type": "mine", "data": 0, "dedupe_key": "m"}])
+        with pytest.raises(pgerr.CheckViolation):
+            await q.add_many([{"event_type": "x", "data": 1, "priority": 11, "dedupe_key": "n"}])
+        assert conn.info.transaction_status == TransactionStatus.INTRANS  # still usable
+        again = await q.add_many([{"event_type": "mine", "data": 1, "dedupe_key": "m"}])
+        assert again[0].deduplicated and await count_on(conn) == 1
+        await conn.rollback()
+
+
 async def test_add_many_wakes_listeners_once(
     module_dsn: str, qconn: psycopg.AsyncConnection[Any]
 ) -> None:

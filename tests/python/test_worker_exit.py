@@ -1,0 +1,118 @@
+"""RetryWorker.run's two ways to return by itself, with the CLI's meanings:
+exit_when_idle (nothing due now and nothing held, as `retryq worker
+--exit-when-idle`) and exit_when_drained (nothing pending or processing at
+all, as `--exit-when-drained`)."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from retryq_py import RetryableError, RetryQueue, RetryQueueItem, RetryWorker
+
+Conn = psycopg.Connection[Any]
+FAST = {"poll_interval": 0.5, "lock_timeout": 5, "cleanup_interval": 0, "max_backoff": 0.2}
+
+
+@pytest.fixture
+def db(module_dsn: str) -> Iterator[Conn]:
+    with psycopg.connect(module_dsn, autocommit=True) as conn:
+        conn.execute("TRUNCATE daz_retry_queue, daz_retry_queue_archive")
+        yield conn
+
+
+def down(item: RetryQueueItem) -> None:
+    raise RetryableError(ConnectionError("upstream down"), "E_DOWN")
+
+
+HANDLERS = {"ok": lambda item: None, "down": down}
+
+
+def status_of(db: Conn) -> dict[int, str]:
+    return dict(db.execute("SELECT id, status FROM daz_retry_queue").fetchall())
+
+
+def run_in_thread(worker: RetryWorker, **kwargs: bool) -> Any:
+    """worker.run(**kwargs) within 30 s (an hour-long wait fails the test)."""
+    result: list[Any] = []
+    thread = threading.Thread(
+        target=lambda: result.append(worker.run(install_signal_handlers=False, **kwargs)),
+        daemon=True,
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        thread.start()
+        thread.join(30)
+    if thread.is_alive():
+        worker.stop(force=True)
+        pytest.fail(f"run({kwargs}) did not return: it waits for items scheduled later")
+    return result[0], caught
+
+
+def test_exit_when_idle_runs_what_is_due_and_leaves_what_is_scheduled_later(
+    module_dsn: str, db: Conn
+) -> None:
+    q = RetryQueue(db)
+    due = q.add("ok", {"n": 1}).id
+    later = q.add("ok", {"n": 2}, delay=3600).id
+    retried = q.add("down", {"n": 3}, retry_delay=3600).id
+
+    counts, caught = run_in_thread(RetryWorker(module_dsn, HANDLERS, **FAST), exit_when_idle=True)
+
+    assert (counts.processed, counts.failed, counts.dead_lettered) == (1, 1, 0)
+    assert status_of(db) == {due: "completed", later: "pending", retried: "pending"}
+    # the old meaning waited for those two: say so, and how to keep it
+    changed = [w for w in caught if issubclass(w.category, DeprecationWarning)]
+    assert len(changed) == 1
+    assert "exit_when_drained=True" in str(changed[0].message)
+    assert changed[0].filename == __file__  # points at the caller's run()
+
+
+def test_exit_when_idle_does_not_wait_for_another_workers_lease(
+    module_dsn: str, db: Conn
+) -> None:
+    q = RetryQueue(db)
+    held = q.add("ok", {}).id
+    assert [i.id for i in q.acquire(worker_id="other", batch_size=1, lock_timeout=600)] == [held]
+
+    counts, _ = run_in_thread(RetryWorker(module_dsn, HANDLERS, **FAST), exit_when_idle=True)
+
+    assert counts.processed == 0
+    assert status_of(db) == {held: "processing"}
+
+
+def test_exit_when_idle_with_nothing_left_gives_no_warning(module_dsn: str, db: Conn) -> None:
+    q = RetryQueue(db)
+    q.add("ok", {})
+    counts, caught = run_in_thread(RetryWorker(module_dsn, HANDLERS, **FAST), exit_when_idle=True)
+    assert counts.processed == 1
+    assert [w for w in caught if issubclass(w.category, DeprecationWarning)] == []
+
+
+def test_exit_when_drained_waits_for_a_retry_scheduled_later(module_dsn: str, db: Conn) -> None:
+    q = RetryQueue(db)
+    attempts: list[int] = []
+
+    def flaky(item: RetryQueueItem) -> None:
+        attempts.append(item.id)
+        if len(attempts) == 1:
+            raise RetryableError(ConnectionError("once"), "E_ONCE")
+
+    item = q.add("flaky", {}, retry_delay=1).id
+    worker = RetryWorker(module_dsn, {"flaky": flaky}, **FAST)
+    counts, caught = run_in_thread(worker, exit_when_drained=True)
+
+    assert (counts.failed, counts.processed) == (1, 1)
+    assert status_of(db) == {item: "completed"}
+    assert [w for w in caught if issubclass(w.category, DeprecationWarning)] == []
+
+
+def test_exit_when_idle_and_drained_together_are_refused(module_dsn: str) -> None:
+    worker = RetryWorker(module_dsn, HANDLERS, **FAST)
+    with pytest.raises(ValueError, match="exit_when_idle or exit_when_drained"):
+        worker.run(exit_when_idle=True, exit_when_drained=True)
