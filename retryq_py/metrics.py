@@ -198,6 +198,29 @@ class QueueCollector(Collector):
         yield state
         yield streak
         yield opened
+        limit = GaugeMetricFamily(
+            "retryq_rate_limit_max_leases",
+            "A key's rate limit: leases allowed per period.",
+            labels=labels,
+        )
+        period = GaugeMetricFamily(
+            "retryq_rate_limit_period_seconds",
+            "A key's rate limit: the period, seconds.",
+            labels=labels,
+        )
+        used = GaugeMetricFamily(
+            "retryq_rate_limit_leases_in_period",
+            "Leases of a rate-limited key within the last period (at max_leases: throttled).",
+            labels=labels,
+        )
+        for r in m.rate_limits:
+            key = [r.event_type, r.plugin_name or ""]
+            limit.add_metric(key, r.max_leases)
+            period.add_metric(key, r.period_seconds)
+            used.add_metric(key, r.leases_in_period)
+        yield limit
+        yield period
+        yield used
         paused = GaugeMetricFamily(
             "retryq_queue_paused_items",
             "Items a pause holds back (one series per pause; '*': every event type or plugin).",

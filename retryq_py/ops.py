@@ -21,7 +21,7 @@ from psycopg.rows import class_row
 
 from retryq_py._sql import compose
 from retryq_py._sql import ops as _q
-from retryq_py._sql.ops import Circuit, DeadLetterCount, Pause
+from retryq_py._sql.ops import Circuit, DeadLetterCount, Pause, RateLimit
 
 Conn = psycopg.Connection[Any]
 
@@ -44,6 +44,7 @@ class QueueMetrics:
     cancelled: list[DeadLetterCount]
     circuits: list[Circuit]
     pauses: list[Pause]
+    rate_limits: list[RateLimit]
 
 
 # --- circuits ---------------------------------------------------------------
@@ -107,6 +108,56 @@ def configure_circuit(
             "reset": reset,
         },
     )
+
+
+# --- rate limits ------------------------------------------------------------
+
+
+def list_rate_limits(conn: Conn, schema: str | None = None) -> list[RateLimit]:
+    """Every rate limit, as daz_retry_queue_rate_limits shows it."""
+    with conn.cursor(row_factory=class_row(RateLimit)) as cur:
+        return cur.execute(compose(_q.RATE_LIMITS, schema)).fetchall()
+
+
+def set_rate_limit(
+    conn: Conn,
+    event_type: str,
+    plugin_name: str | None = None,
+    *,
+    max_leases: int,
+    period_seconds: float = 1.0,
+    schema: str | None = None,
+) -> None:
+    """At most `max_leases` leases of the key (plugin None: items without a
+    plugin) per `period_seconds` across all workers, from now on. Raises
+    psycopg.errors.InvalidParameterValue naming the field for a blank
+    event_type, max_leases outside 1..100000 or a period outside
+    0.001..31536000 s."""
+    conn.execute(
+        compose(_q.RATE_LIMIT_SET, schema),
+        {
+            "event_type": event_type,
+            "plugin_name": plugin_name,
+            "max_leases": max_leases,
+            "period_seconds": period_seconds,
+        },
+    )
+
+
+def clear_rate_limit(
+    conn: Conn, event_type: str, plugin_name: str | None = None, *, schema: str | None = None
+) -> bool:
+    """Remove the key's rate limit; False if it had none."""
+    row = conn.execute(
+        compose(_q.RATE_LIMIT_CLEAR, schema),
+        {"event_type": event_type, "plugin_name": plugin_name},
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def _has_rate_limits(conn: Conn, schema: str | None) -> bool:
+    row = conn.execute(_q.HAS_RATE_LIMITS, {"view": _q.rate_limits_view(schema)}).fetchone()
+    return bool(row and row[0])
 
 
 # --- pauses -----------------------------------------------------------------
@@ -208,4 +259,5 @@ def collect_queue_metrics(conn: Conn, schema: str | None = None) -> QueueMetrics
         cancelled=cancelled,
         circuits=list_circuits(conn, schema),
         pauses=list_pauses(conn, schema),
+        rate_limits=(list_rate_limits(conn, schema) if _has_rate_limits(conn, schema) else []),
     )

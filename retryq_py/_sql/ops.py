@@ -58,6 +58,23 @@ class Pause:
 
 
 @dataclass(frozen=True)
+class RateLimit:
+    """One row of daz_retry_queue_rate_limits: at most `max_leases` leases of
+    the key per `period_seconds`; `leases_in_period` were leased within the
+    last period, `tokens_free` may still be; `next_token_at` is when the next
+    lease becomes possible (None while one is)."""
+
+    event_type: str
+    plugin_name: str | None
+    max_leases: int
+    period_seconds: float
+    leases_in_period: int
+    tokens_free: int
+    next_token_at: datetime | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
 class DeadLetterCount:
     """Items of one finished status (dead letters, or cancelled ones) per key."""
 
@@ -150,6 +167,44 @@ SELECT {schema}retry_circuit_configure(
     p_reset => %(reset)s
 )
 """
+
+# --- rate limits ------------------------------------------------------------
+
+RATE_LIMITS: LiteralString = """
+SELECT
+    event_type, plugin_name, max_leases, period_seconds, leases_in_period,
+    tokens_free, next_token_at, updated_at
+FROM {schema}daz_retry_queue_rate_limits
+ORDER BY event_type, plugin_name NULLS FIRST
+"""
+
+RATE_LIMIT_SET: LiteralString = """
+SELECT {schema}retry_rate_limit_set(
+    p_event_type => %(event_type)s,
+    p_plugin_name => %(plugin_name)s,
+    p_max_leases => %(max_leases)s,
+    p_period_seconds => %(period_seconds)s
+)
+"""
+
+RATE_LIMIT_CLEAR: LiteralString = """
+SELECT {schema}retry_rate_limit_clear(
+    p_event_type => %(event_type)s,
+    p_plugin_name => %(plugin_name)s
+)
+"""
+
+# A scrape during a deploy may meet a schema before the rate limits (0002).
+HAS_RATE_LIMITS: LiteralString = "SELECT to_regclass(%(view)s) IS NOT NULL"
+
+
+def rate_limits_view(schema: str | None) -> str:
+    """The rate limits view's name for to_regclass, quoted."""
+    view = sql.Identifier("daz_retry_queue_rate_limits")
+    if schema is None:
+        return view.as_string(None)
+    return sql.SQL("{}.{}").format(sql.Identifier(schema), view).as_string(None)
+
 
 # The demo runs against any installed version, circuits or not.
 HAS_CIRCUITS: LiteralString = "SELECT to_regproc('retry_circuit_configure') IS NOT NULL"

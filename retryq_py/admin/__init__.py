@@ -52,6 +52,11 @@ from retryq_py.admin.migrations import (
     migrate_status,
 )
 from retryq_py.admin.pauses import list_pauses, pause, pause_key, resume
+from retryq_py.admin.rate_limits import (
+    clear_rate_limit,
+    list_rate_limits,
+    set_rate_limit,
+)
 from retryq_py.admin.running import (
     NextRetry,
     bind_port,
@@ -111,6 +116,7 @@ __all__ = [
     "check",
     "cleanup",
     "cleanup_due",
+    "clear_rate_limit",
     "close_circuit",
     "configure_circuit",
     "connect",
@@ -127,6 +133,7 @@ __all__ = [
     "item_show",
     "list_circuits",
     "list_pauses",
+    "list_rate_limits",
     "listen_error",
     "load_handlers",
     "load_worker_config",
@@ -148,6 +155,7 @@ __all__ = [
     "run_worker",
     "schema_exists",
     "serve_metrics",
+    "set_rate_limit",
     "stats",
     "target",
 ]

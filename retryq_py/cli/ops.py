@@ -1,4 +1,4 @@
-"""`retryq metrics` and `retryq circuits`."""
+"""`retryq metrics`, `retryq circuits` and `retryq rate-limits`."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import typer
 
 from retryq_py import admin
 from retryq_py.cli.options import DatabaseOpt, KeyPluginOpt, SchemaOpt
-from retryq_py.cli.render import circuits_table, err, out
+from retryq_py.cli.render import circuits_table, err, out, rate_limits_table
 
 circuits_app = typer.Typer(
     help="Show and steer the circuit breakers (one per event_type and plugin).",
@@ -123,6 +123,75 @@ def circuits_set_threshold(
         reset=reset,
     )
     out.print("defaults set" if default else f"configured {event_type}/{plugin or '-'}")
+
+
+rate_limits_app = typer.Typer(
+    help="Show and set rate limits: at most N leases of a key (event_type and plugin)"
+    " per period, all workers together.",
+    rich_markup_mode=None,
+    invoke_without_command=True,
+)
+
+
+@rate_limits_app.callback()
+def rate_limits_default(
+    ctx: typer.Context, database: DatabaseOpt = None, schema: SchemaOpt = None
+) -> None:
+    """With no subcommand: the same as `retryq rate-limits list`."""
+    ctx.obj = (database, schema)
+    if ctx.invoked_subcommand is None:
+        rate_limits_list(ctx, database, schema)
+
+
+@rate_limits_app.command("list")
+def rate_limits_list(
+    ctx: typer.Context, database: DatabaseOpt = None, schema: SchemaOpt = None
+) -> None:
+    """Every rate limit with the leases of its last period."""
+    rows = admin.list_rate_limits(_target(ctx, database, schema))
+    if rows:
+        out.print(rate_limits_table(rows))
+    throttled = sum(1 for r in rows if r.tokens_free <= 0)
+    out.print(f"{len(rows)} rate limit(s), {throttled} at their limit now")
+
+
+@rate_limits_app.command("set")
+def rate_limits_set(
+    ctx: typer.Context,
+    event_type: Annotated[str, typer.Argument(help="event_type of the key.")],
+    max_leases: Annotated[
+        int, typer.Argument(metavar="N", help="Leases allowed per period (1..100000).")
+    ],
+    plugin: KeyPluginOpt = None,
+    per: Annotated[
+        float,
+        typer.Option("--per", metavar="SECONDS", help="The period, seconds (0.001..31536000)."),
+    ] = 1.0,
+    database: DatabaseOpt = None,
+    schema: SchemaOpt = None,
+) -> None:
+    """Lease at most N items of a key per period, counted across all workers."""
+    admin.set_rate_limit(
+        _target(ctx, database, schema),
+        event_type,
+        plugin,
+        max_leases=max_leases,
+        period_seconds=per,
+    )
+    out.print(f"rate limit {event_type}/{plugin or '-'}: {max_leases} per {per:g}s")
+
+
+@rate_limits_app.command("clear")
+def rate_limits_clear(
+    ctx: typer.Context,
+    event_type: Annotated[str, typer.Argument(help="event_type of the key.")],
+    plugin: KeyPluginOpt = None,
+    database: DatabaseOpt = None,
+    schema: SchemaOpt = None,
+) -> None:
+    """Remove a key's rate limit: its items are leased without limit again."""
+    admin.clear_rate_limit(_target(ctx, database, schema), event_type, plugin)
+    out.print(f"rate limit {event_type}/{plugin or '-'} removed")
 
 
 def metrics(

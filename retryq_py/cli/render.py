@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from retryq_py._sql import QueueEntry
-from retryq_py._sql.ops import Circuit, DeadLetter, Pause
+from retryq_py._sql.ops import Circuit, DeadLetter, Pause, RateLimit
 from retryq_py.admin.dead_letters import error_entries
 from retryq_py.admin.inputs import moment_text
 from retryq_py.admin.items import Stats
@@ -164,6 +164,22 @@ def error_history_table(item: QueueEntry) -> Table:
             e.code or "",
             "" if e.retryable is None else ("yes" if e.retryable else "no"),
             e.error or "",
+        )
+    return table
+
+
+def rate_limits_table(rows: list[RateLimit]) -> Table:
+    table = Table(box=None, pad_edge=False)
+    for col in ("event_type", "plugin", "limit", "in_period", "free", "next_token_at"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(
+            r.event_type,
+            r.plugin_name or "",
+            f"{r.max_leases}/{r.period_seconds:g}s",
+            str(r.leases_in_period),
+            str(r.tokens_free),
+            when(r.next_token_at),
         )
     return table
 

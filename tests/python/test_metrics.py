@@ -340,3 +340,23 @@ def test_dashboard_and_alerts_use_only_exported_metrics(dsn: str, conn: Conn) ->
         f.flush()
         done = subprocess.run([promtool, "check", "rules", f.name], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_rate_limits_are_exported(dsn: str, conn: Conn) -> None:
+    conn.execute("SELECT retry_rate_limit_set('sms', 'twilio', 3, 60)")
+    conn.execute(
+        "SELECT count(*) FROM enqueue_retry_items(%s, now() - interval '1 s')",
+        (Jsonb([{"event_type": "sms", "plugin_name": "twilio", "event_data": 1}] * 5),),
+    )
+    conn.execute("SELECT count(*) FROM acquire_retry_items('w', 10)")
+    registry = CollectorRegistry()
+    collector = QueueCollector(dsn)
+    registry.register(collector)
+    try:
+        s = parse(generate_latest(registry).decode())
+    finally:
+        collector.close()
+    key = {"event_type": "sms", "plugin_name": "twilio"}
+    assert get(s, "retryq_rate_limit_max_leases", **key) == 3
+    assert get(s, "retryq_rate_limit_period_seconds", **key) == 60
+    assert get(s, "retryq_rate_limit_leases_in_period", **key) == 3

@@ -95,6 +95,14 @@ STATEMENTS: dict[str, tuple[str, Any]] = {
     "view_stats": ("SELECT count(*) FROM daz_retry_queue_stats", 3),
     "view_alerts": ("SELECT count(*) FROM daz_retry_queue_alerts", 1),
     "view_circuits": ("SELECT count(*) FROM daz_retry_queue_circuits", 1),
+    "rate_limit_set": ("SELECT retry_rate_limit_set('t', 'p', 5, 1)", True),
+    "rate_limit_clear": ("SELECT retry_rate_limit_clear('nothing')", False),
+    "view_rate_limits": ("SELECT count(*) FROM daz_retry_queue_rate_limits", 0),
+    "rate_tokens": ("UPDATE _retryq_rate_token SET used_at = now()", None),
+    "private_rate_grant": (
+        "SELECT _retryq_rate_grant(ARRAY[{pending}]::bigint[], '{{t}}', '{{p}}', now())",
+        None,
+    ),
     "archive": ("SELECT count(*) FROM daz_retry_queue_archive", 0),
     "private_bury": ("SELECT _retryq_bury(ARRAY[{leased}]::bigint[], '{{}}', now())", None),
     "private_check": ("SELECT _retryq_check(true, 'a', 'b')", None),
@@ -113,11 +121,12 @@ ALLOWED: dict[str, set[str]] = {
     "retryq_worker": {
         "channel", "acquire", "acquire_routed", "complete", "complete_items", "fail", "extend",
         "snooze", "release", "select_ids", "select_payload", "view_circuits", "view_pauses", "due",
-        "select_dedupe_key",
+        "select_dedupe_key", "view_rate_limits",
     },
     "retryq_admin": {
         "channel", "requeue", "purge", "cancel", "cleanup", "list_dead", "cleanup_due", "due",
         "circuit_open", "circuit_close", "circuit_configure", "pause", "resume", "view_pauses",
+        "rate_limit_set", "rate_limit_clear", "view_rate_limits",
         "view_stats", "view_alerts", "view_circuits", "archive", "select_ids", "select_payload",
         "select_dedupe_key",
     },
@@ -222,6 +231,7 @@ def test_every_retryq_function_is_pinned_and_granted_as_documented(conn: Conn) -
         "retry_queue_due": "due", "retry_circuit_open": "circuit_open",
         "retry_circuit_close": "circuit_close", "retry_circuit_configure": "circuit_configure",
         "retry_queue_pause": "pause", "retry_queue_resume": "resume",
+        "retry_rate_limit_set": "rate_limit_set", "retry_rate_limit_clear": "rate_limit_clear",
     }
     public = {n for n in by_name if not n.startswith("_retryq_")}
     # a function nobody put in the matrix would slip through unproved

@@ -111,7 +111,10 @@ DROP FUNCTION acquire_retry_items(p_worker_id text, p_batch_size integer, p_lock
 -- Circuit breaker: items whose circuit is not closed are skipped and
 -- keep their budget; a circuit past its cool-down gets one probe item. With
 -- every circuit closed the only extra cost is one look at an empty index.
--- Never waits for a lock: items and circuit rows are taken with SKIP LOCKED,
+-- Rate limits: an item of a rate-limited key is leased only with a token
+-- of its key (see _retryq_rate_grant); keys without a token free are skipped.
+-- With no limit configured the only extra cost is one look at an empty table.
+-- Never waits for a lock: items, tokens and circuit rows are taken with SKIP LOCKED,
 -- the books of a lost lease only when free (lock order: _retryq_circuit_lock).
 CREATE OR REPLACE FUNCTION acquire_retry_items(
     p_worker_id text,
@@ -164,6 +167,9 @@ DECLARE
     v_probe_event text;
     v_probe_plugin text;
     v_probed boolean;
+    v_limited boolean;
+    v_closed_events text[] := '{}';
+    v_closed_plugins text[] := '{}';
 BEGIN
     -- the server's clock unless the owner moves it (see _retryq_clock)
     IF p_now = now() THEN
@@ -229,6 +235,26 @@ BEGIN
         END LOOP;
     END IF;
 
+    -- Rate limits: the keys with no token free now are skipped below.
+    v_limited := EXISTS (SELECT 1 FROM _retryq_rate_limit);
+    IF v_limited THEN
+        -- inline, not a call of a helper: a call with its own search_path
+        -- cost twice the query. A look without locks: a token another
+        -- acquire is taking still counts as free here (the grant then finds
+        -- it taken).
+        SELECT
+            coalesce(pg_catalog.array_agg(l.event_type), '{}'),
+            coalesce(pg_catalog.array_agg(l.plugin_name), '{}')
+        INTO v_closed_events, v_closed_plugins
+        FROM _retryq_rate_limit AS l
+        WHERE NOT EXISTS (
+            SELECT 1 FROM _retryq_rate_token AS t
+            WHERE t.event_type = l.event_type
+                AND t.plugin_name = l.plugin_name
+                AND t.used_at <= p_now - l.period
+        );
+    END IF;
+
     -- Probe passes first (one item per ready circuit), then the normal pass.
     FOR v_pass IN 1..coalesce(pg_catalog.array_length(v_probe_events, 1), 0) + 1 LOOP
         v_probe_event := v_probe_events[v_pass];
@@ -255,11 +281,24 @@ BEGIN
                 -- same items in the same order.
                 RETURN QUERY
                 WITH picked AS MATERIALIZED (
-                    SELECT a.id, a.status
+                    SELECT a.id, a.status, a.event_type, a.plugin_name
                     FROM _retryq_active AS a
                     WHERE a.priority = v_priority
                         AND a.next_retry_at <= p_now
                         AND (a.locked_until IS NULL OR a.locked_until <= p_now)
+                        -- skip keys whose rate limit has no token free
+                        AND (
+                            pg_catalog.cardinality(v_closed_events) = 0
+                            OR NOT EXISTS (
+                                SELECT 1
+                                FROM ROWS FROM (
+                                    pg_catalog.unnest(v_closed_events),
+                                    pg_catalog.unnest(v_closed_plugins)
+                                ) AS k (event_type, plugin_name)
+                                WHERE k.event_type = a.event_type
+                                    AND k.plugin_name = coalesce(a.plugin_name, '')
+                            )
+                        )
                     ORDER BY a.next_retry_at, a.id
                     LIMIT v_remaining
                     FOR UPDATE SKIP LOCKED
@@ -271,7 +310,30 @@ BEGIN
                         locked_by = p_worker_id,
                         locked_until = v_until,
                         last_attempted_at = p_now
-                    WHERE a.id = ANY(ARRAY(SELECT p.id FROM picked AS p))
+                    -- (in a subquery: run once, its array then scanned by
+                    -- primary key)
+                    WHERE a.id = ANY((SELECT
+                        CASE
+                            WHEN NOT v_limited THEN ARRAY(SELECT p.id FROM picked AS p)
+                            -- no item of a limited key: no token to take
+                            WHEN NOT EXISTS (
+                                SELECT 1 FROM picked AS p
+                                JOIN _retryq_rate_limit AS l
+                                    ON l.event_type = p.event_type
+                                        AND l.plugin_name = coalesce(p.plugin_name, '')
+                            ) THEN ARRAY(SELECT p.id FROM picked AS p)
+                            -- rate limits: the items that get a token (none
+                            -- when the full statement below takes over)
+                            WHEN NOT EXISTS (
+                                SELECT 1 FROM picked AS p WHERE p.status = 'processing'
+                            ) THEN _retryq_rate_grant(
+                                ARRAY(SELECT p.id FROM picked AS p),
+                                ARRAY(SELECT p.event_type FROM picked AS p),
+                                ARRAY(SELECT p.plugin_name FROM picked AS p),
+                                p_now
+                            )
+                        END
+                    )::bigint[])
                         AND NOT EXISTS (
                             SELECT 1 FROM picked AS p
                             WHERE p.status = 'processing'
@@ -305,11 +367,12 @@ BEGIN
             END IF;
             v_asked := CASE WHEN v_probe_event IS NULL THEN v_remaining ELSE 1 END;
             RETURN QUERY
-            WITH picked AS (
+            WITH locked AS MATERIALIZED (
                 SELECT
                     a.id,
                     a.event_type,
                     a.plugin_name,
+                    a.next_retry_at,
                     a.status = 'processing' AS expired,
                     a.status = 'processing' AND a.retry_count >= a.max_retries
                         AS spent
@@ -335,11 +398,45 @@ BEGIN
                                 AND c.plugin_name = coalesce(a.plugin_name, '')
                         )
                     )
+                    -- skip keys whose rate limit has no token free (a spent
+                    -- lease is buried all the same: that takes no token)
+                    AND (
+                        pg_catalog.cardinality(v_closed_events) = 0
+                        OR a.status = 'processing' AND a.retry_count >= a.max_retries
+                        OR NOT EXISTS (
+                            SELECT 1
+                            FROM ROWS FROM (
+                                pg_catalog.unnest(v_closed_events),
+                                pg_catalog.unnest(v_closed_plugins)
+                            ) AS k (event_type, plugin_name)
+                            WHERE k.event_type = a.event_type
+                                AND k.plugin_name = coalesce(a.plugin_name, '')
+                        )
+                    )
                 ORDER BY a.next_retry_at, a.id
                 LIMIT v_asked
                 -- SKIP LOCKED: concurrent workers split the due items between
                 -- them instead of queueing behind each other's row locks.
                 FOR UPDATE SKIP LOCKED
+            ),
+            -- Rate limits: a lease (a takeover too) needs a token of its key;
+            -- a locked item that got none stays as it is (its row lock ends
+            -- with this transaction). A spent lease is buried, not leased.
+            picked AS MATERIALIZED (
+                SELECT l.id, l.event_type, l.plugin_name, l.expired, l.spent
+                FROM locked AS l
+                WHERE NOT v_limited
+                    OR l.spent
+                    OR l.id = ANY((
+                        SELECT _retryq_rate_grant(
+                            pg_catalog.array_agg(g.id ORDER BY g.next_retry_at, g.id),
+                            pg_catalog.array_agg(g.event_type ORDER BY g.next_retry_at, g.id),
+                            pg_catalog.array_agg(g.plugin_name ORDER BY g.next_retry_at, g.id),
+                            p_now
+                        )
+                        FROM locked AS g
+                        WHERE NOT g.spent
+                    )::bigint[])
             ),
             buried AS (
                 SELECT

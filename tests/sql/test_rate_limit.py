@@ -1,0 +1,225 @@
+"""Rate limits in SQL (issue 14, item 6): at most N leases of a key per period,
+across all connections, counted at lease time by acquire_retry_items.
+
+The clock moves through the owner's p_now; nothing sleeps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+T0 = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
+Conn = psycopg.Connection[Any]
+
+
+def at(seconds: float) -> datetime:
+    return T0 + timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def db(module_dsn: str, module_reset: str) -> Iterator[Conn]:
+    with psycopg.connect(module_dsn, autocommit=True, row_factory=dict_row) as c:
+        c.execute(module_reset)  # type: ignore[arg-type]
+        yield c
+
+
+def enqueue(c: Conn, n: int, event_type: str = "sms.send", plugin: str | None = "twilio",
+            priority: int = 5, now: datetime = T0) -> list[int]:
+    item = {"event_type": event_type, "event_data": {}, "plugin_name": plugin,
+            "retry_delay_seconds": 0, "priority": priority, "max_retries": 3}
+    rows = c.execute(
+        "SELECT id FROM enqueue_retry_items(%s, %s)", (Jsonb([item] * n), now)
+    ).fetchall()
+    return [r["id"] for r in rows]
+
+
+def acquire(c: Conn, now: datetime, batch: int = 100, worker: str = "w1",
+            timeout: int = 300) -> list[dict[str, Any]]:
+    return c.execute(
+        "SELECT * FROM acquire_retry_items(%s, %s, %s, %s)", (worker, batch, timeout, now)
+    ).fetchall()
+
+
+def keys(rows: list[dict[str, Any]]) -> list[str]:
+    return [r["event_type"] for r in rows]
+
+
+def test_at_most_n_leases_in_any_window_of_one_period(db: Conn) -> None:
+    db.execute("SELECT retry_rate_limit_set('sms.send', 'twilio', 3, 10)")
+    enqueue(db, 20)
+    assert len(acquire(db, at(0), batch=2)) == 2
+    assert len(acquire(db, at(4), batch=5)) == 1  # the third token
+    assert acquire(db, at(9.999)) == []  # every token used within 10 s
+    # a token frees exactly one period after its use: the two of t=0 at t=10
+    assert len(acquire(db, at(10))) == 2
+    assert acquire(db, at(13.999)) == []
+    assert len(acquire(db, at(14))) == 1
+    # the lease times: no window of 10 s holds more than 3
+    times = sorted(
+        r["last_attempted_at"]
+        for r in db.execute("SELECT last_attempted_at FROM daz_retry_queue"
+                            " WHERE last_attempted_at IS NOT NULL").fetchall()
+    )
+    assert len(times) == 6
+    for i, t in enumerate(times):
+        assert sum(1 for u in times[i:] if u < t + timedelta(seconds=10)) <= 3
+
+
+def test_other_keys_flow_past_an_exhausted_limit(db: Conn) -> None:
+    db.execute("SELECT retry_rate_limit_set('sms.send', 'twilio', 2, 60)")
+    enqueue(db, 10, priority=9)  # limited, more urgent, first in line
+    enqueue(db, 3, event_type="sms.send", plugin=None)  # another key: no limit
+    enqueue(db, 4, event_type="email.send", plugin="smtp", priority=1)
+    got = acquire(db, at(1), batch=100)
+    assert sorted(keys(got)) == ["email.send"] * 4 + ["sms.send"] * 5
+    assert sum(r["plugin_name"] == "twilio" for r in got) == 2
+    # behind the limited key's items, of the same priority: the limited key has
+    # no token, so its items are passed over rather than fill the batch
+    more = enqueue(db, 2, event_type="email.send", plugin="smtp", priority=9)
+    assert sorted(r["id"] for r in acquire(db, at(2), batch=5)) == more
+
+
+def test_a_takeover_counts_as_a_lease_and_a_burial_does_not(db: Conn) -> None:
+    db.execute("SELECT retry_rate_limit_set('sms.send', 'twilio', 1, 100)")
+    [item] = enqueue(db, 1)
+    assert len(acquire(db, at(0), timeout=10)) == 1
+    # the lease expired at 10 s, but its token is spent until 100 s
+    assert acquire(db, at(50)) == []
+    row = db.execute("SELECT status, retry_count FROM daz_retry_queue WHERE id = %s",
+                     (item,)).fetchone()
+    assert row == {"status": "processing", "retry_count": 0}  # not counted as lost yet
+    [taken] = acquire(db, at(100), timeout=10, worker="w2")
+    assert taken["retry_count"] == 1
+    # spent budget: the expired lease is buried without a token
+    db.execute("UPDATE daz_retry_queue SET retry_count = max_retries WHERE id = %s", (item,))
+    assert acquire(db, at(150)) == []
+    assert db.execute("SELECT status FROM daz_retry_queue WHERE id = %s",
+                      (item,)).fetchone() == {"status": "dead_letter"}
+    assert db.execute(
+        "SELECT used_at FROM _retryq_rate_token"
+    ).fetchall() == [{"used_at": at(100)}]
+
+
+def test_priorities_within_a_key_and_the_token_goes_to_the_most_urgent(db: Conn) -> None:
+    db.execute("SELECT retry_rate_limit_set('sms.send', 'twilio', 1, 1)")
+    enqueue(db, 3, priority=2)
+    [urgent] = enqueue(db, 1, priority=8)
+    assert [r["id"] for r in acquire(db, at(0))] == [urgent]
+
+
+def test_two_connections_cannot_together_exceed_n(db: Conn, module_dsn: str) -> None:
+    db.execute("SELECT retry_rate_limit_set('sms.send', 'twilio', 5, 60)")
+    enqueue(db, 30)
+    with psycopg.connect(module_dsn, row_factory=dict_row) as a, \
+            psycopg.connect(module_dsn, row_factory=dict_row) as b:
+        # a holds 3 tokens uncommitted; b takes what is left, without waiting
+        assert len(acquire(a, at(1), batch=3, worker="a")) == 3
+        b.execute("SET lock_timeout = '1s'")
+        assert len(acquire(b, at(1), batch=10, worker="b")) == 2
+        a.commit()
+        b.commit()
+        # b's later statement sees a's committed stamps: nothing free
+        assert acquire(b, at(2), worker="b") == []
+        b.commit()
+    # a rolled-back lease gives its token back
+    with psycopg.connect(module_dsn, row_factory=dict_row) as c:
+        db.execute("SELECT retry_rate_limit_set('sms.send', 'twilio', 6, 60)")
+        assert len(acquire(c, at(3), worker="c")) == 1
+        c.rollback()
+    assert len(acquire(db, at(3), worker="d")) == 1
+
+
+def test_changing_and_clearing_a_limit(db: Conn) -> None:
+    db.execute("SELECT retry_rate_limit_set('sms.send', 'twilio', 2, 60)")
+    enqueue(db, 10)
+    assert len(acquire(db, at(0))) == 2
+    db.execute("SELECT retry_rate_limit_set('sms.send', 'twilio', 3, 60)")
+    assert len(acquire(db, at(1))) == 1  # one new token
+    db.execute("SELECT retry_rate_limit_set('sms.send', 'twilio', 1, 60)")
+    assert acquire(db, at(2)) == []
+    assert acquire(db, at(59.9)) == []  # slot 1, used at 0, is the one left
+    assert len(acquire(db, at(60.5))) == 1
+    db.execute("SELECT retry_rate_limit_set('sms.send', 'twilio', 1, 0.5)")
+    assert len(acquire(db, at(61))) == 1
+    view = db.execute("SELECT * FROM daz_retry_queue_rate_limits").fetchall()
+    assert [(v["event_type"], v["plugin_name"], v["max_leases"], v["period_seconds"])
+            for v in view] == [("sms.send", "twilio", 1, 0.5)]
+    assert db.execute("SELECT retry_rate_limit_clear('sms.send', 'twilio') AS c"
+                      ).fetchone() == {"c": True}
+    assert db.execute("SELECT retry_rate_limit_clear('sms.send', 'twilio') AS c"
+                      ).fetchone() == {"c": False}
+    assert len(acquire(db, at(61.1))) == 5
+    assert db.execute("SELECT count(*) AS n FROM _retryq_rate_token").fetchone() == {"n": 0}
+
+
+def test_the_view_counts_the_last_period(db: Conn) -> None:
+    db.execute("SELECT retry_rate_limit_set('sms.send', NULL, 2, 3600)")
+    enqueue(db, 5, plugin=None, now=datetime.now(timezone.utc) - timedelta(seconds=1))
+    assert len(acquire(db, datetime.now(timezone.utc), batch=1)) == 1
+    [row] = db.execute("SELECT * FROM daz_retry_queue_rate_limits").fetchall()
+    assert (row["plugin_name"], row["leases_in_period"], row["tokens_free"],
+            row["next_token_at"]) == (None, 1, 1, None)
+    acquire(db, datetime.now(timezone.utc))
+    [row] = db.execute("SELECT * FROM daz_retry_queue_rate_limits").fetchall()
+    assert (row["leases_in_period"], row["tokens_free"]) == (2, 0)
+    assert row["next_token_at"] > datetime.now(timezone.utc) + timedelta(seconds=3500)
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        (("", None, 1, 1.0), "event_type"),
+        ((None, None, 1, 1.0), "event_type"),
+        (("x", "p" * 1001, 1, 1.0), "plugin_name"),
+        (("x", None, 0, 1.0), "max_leases"),
+        (("x", None, None, 1.0), "max_leases"),
+        (("x", None, 100001, 1.0), "max_leases"),
+        (("x", None, 5, 0.0), "period_seconds"),
+        (("x", None, 5, 0.0009), "period_seconds"),
+        (("x", None, 5, None), "period_seconds"),
+        (("x", None, 5, float("nan")), "period_seconds"),
+        (("x", None, 5, float("inf")), "period_seconds"),
+        (("x", None, 5, 31536001.0), "period_seconds"),
+    ],
+)
+def test_refusals_name_the_field(db: Conn, args: tuple[Any, ...], field: str) -> None:
+    with pytest.raises(psycopg.errors.InvalidParameterValue) as e:
+        db.execute("SELECT retry_rate_limit_set(%s, %s, %s, %s)", args)
+    assert e.value.diag.column_name == field
+    assert db.execute("SELECT count(*) AS n FROM _retryq_rate_limit").fetchone() == {"n": 0}
+
+
+def test_retryq_rate_limits_cli(module_dsn: str, db: Conn,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    from retryq_py.cli import main
+
+    def cli(*args: str) -> tuple[int, str]:
+        try:
+            main(["rate-limits", *args, "--database", module_dsn])
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        out = capsys.readouterr()
+        return code, out.out + out.err
+
+    code, text = cli("set", "sms.send", "20", "--plugin", "twilio", "--per", "2")
+    assert code == 0, text
+    assert "20 per 2s" in text
+    assert db.execute("SELECT max_leases, period_seconds FROM daz_retry_queue_rate_limits"
+                      ).fetchall() == [{"max_leases": 20, "period_seconds": 2.0}]
+    code, text = cli("list")
+    assert code == 0 and "sms.send" in text and "20/2s" in text, text
+    assert "1 rate limit(s), 0 at their limit now" in text
+    code, text = cli("set", "sms.send", "0")
+    assert code == 2 and "max_leases" in text, text  # 22023 from the SQL
+    code, text = cli("clear", "sms.send", "--plugin", "twilio")
+    assert code == 0, text
+    assert cli("clear", "sms.send", "--plugin", "twilio")[0] == 1  # no such limit
+    assert cli()[1].strip().endswith("0 rate limit(s), 0 at their limit now")
