@@ -248,8 +248,17 @@ class AsyncRetryQueue(QueueBase):
         lock_timeout: Seconds = 300,
         *,
         now: datetime | None = None,
+        event_types: Sequence[str] | None = None,
+        plugin_names: Sequence[str] | None = None,
     ) -> list[RetryQueueItem]:
-        """Lease up to batch_size due items for lock_timeout (whole seconds, rounded up)."""
+        """Lease up to batch_size due items for lock_timeout (whole seconds, rounded up).
+
+        `event_types` / `plugin_names` (1 to 1000 names each; "" in
+        plugin_names for items without a plugin): lease only those items;
+        None leases every item. An empty list, a None or blank element raises
+        psycopg.errors.InvalidParameterValue (SQLSTATE 22023). Items of a
+        paused key (retry_queue_pause) are never leased.
+        """
         return await self._all(
             self._q.acquire,
             {
@@ -257,6 +266,8 @@ class AsyncRetryQueue(QueueBase):
                 "batch_size": batch_size,
                 "lock_timeout": _sql.whole_seconds(lock_timeout, "lock_timeout"),
                 "now": now,
+                "event_types": _sql.name_list(event_types, "event_types"),
+                "plugin_names": _sql.name_list(plugin_names, "plugin_names"),
             },
             class_row(RetryQueueItem),
         )
@@ -464,9 +475,20 @@ class AsyncRetryQueue(QueueBase):
         rows = await self._all(self._q.get, {"item_id": item_id}, class_row(QueueEntry))
         return rows[0] if rows else None
 
-    async def due(self) -> Due:
-        """Whether anything is pending or processing, and seconds until the next is due."""
-        rows = await self._all(self._q.due, {}, class_row(Due))
+    async def due(
+        self,
+        *,
+        event_types: Sequence[str] | None = None,
+        plugin_names: Sequence[str] | None = None,
+    ) -> Due:
+        """Whether anything is pending or processing, and seconds until the next
+        is due (None when nothing pending is due ever: paused items are never
+        due). event_types / plugin_names: of those items only, as acquire()."""
+        params = {
+            "event_types": _sql.name_list(event_types, "event_types"),
+            "plugin_names": _sql.name_list(plugin_names, "plugin_names"),
+        }
+        rows = await self._all(self._q.due, params, class_row(Due))
         return rows[0]
 
     async def channel(self) -> str:

@@ -221,6 +221,14 @@ class QueueCollector(Collector):
         yield limit
         yield period
         yield used
+        paused = GaugeMetricFamily(
+            "retryq_queue_paused_items",
+            "Items a pause holds back (one series per pause; '*': every event type or plugin).",
+            labels=labels,
+        )
+        for z in m.pauses:
+            paused.add_metric([z.event_type or "*", z.plugin_name or "*"], z.held_count)
+        yield paused
         yield GaugeMetricFamily(
             "retryq_queue_scrape_duration_seconds",
             "Time this scrape spent reading the queue.",

@@ -1,5 +1,5 @@
-"""Operations: circuit breaker control and the queue-level numbers that
-`retryq metrics` exports.
+"""Operations: circuit breaker control, pauses and the queue-level numbers
+that `retryq metrics` exports.
 
 Every function takes a psycopg connection (the caller owns the transaction)
 and an optional install schema. The SQL and its rows are in retryq_py._sql.ops.
@@ -21,7 +21,7 @@ from psycopg.rows import class_row
 
 from retryq_py._sql import compose
 from retryq_py._sql import ops as _q
-from retryq_py._sql.ops import Circuit, DeadLetterCount, RateLimit
+from retryq_py._sql.ops import Circuit, DeadLetterCount, Pause, RateLimit
 
 Conn = psycopg.Connection[Any]
 
@@ -43,6 +43,7 @@ class QueueMetrics:
     dead_letters: list[DeadLetterCount]
     cancelled: list[DeadLetterCount]
     circuits: list[Circuit]
+    pauses: list[Pause]
     rate_limits: list[RateLimit]
 
 
@@ -159,6 +160,52 @@ def _has_rate_limits(conn: Conn, schema: str | None) -> bool:
     return bool(row and row[0])
 
 
+# --- pauses -----------------------------------------------------------------
+
+
+def list_pauses(conn: Conn, schema: str | None = None) -> list[Pause]:
+    """Every pause, as daz_retry_queue_pauses shows it (the whole queue's first)."""
+    with conn.cursor(row_factory=class_row(Pause)) as cur:
+        return cur.execute(compose(_q.PAUSES, schema)).fetchall()
+
+
+def pause(
+    conn: Conn,
+    event_type: str | None = None,
+    plugin_name: str | None = None,
+    *,
+    reason: str | None = None,
+    schema: str | None = None,
+) -> bool:
+    """Pause the items of an event type (plugin_name None: of every plugin), of
+    a plugin (event_type None), or of the whole queue (both None): acquire
+    leases none of them until `resume` with the same key; they keep their
+    retry budget. True when newly paused, False when it already was (a
+    reason then replaces the old one). psycopg.errors.InvalidParameterValue
+    (22023) for a blank event_type, an empty plugin_name, or a reason over
+    1000 characters."""
+    row = conn.execute(
+        compose(_q.PAUSE, schema),
+        {"event_type": event_type, "plugin_name": plugin_name, "reason": reason},
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def resume(
+    conn: Conn,
+    event_type: str | None = None,
+    plugin_name: str | None = None,
+    *,
+    schema: str | None = None,
+) -> bool:
+    """End the pause of exactly this key and wake the workers; False when it
+    was not paused."""
+    row = conn.execute(
+        compose(_q.RESUME, schema), {"event_type": event_type, "plugin_name": plugin_name}
+    ).fetchone()
+    return bool(row and row[0])
+
+
 # --- metrics ----------------------------------------------------------------
 
 # A finished partition without statistics (never analyzed, or analyzed while
@@ -211,5 +258,6 @@ def collect_queue_metrics(conn: Conn, schema: str | None = None) -> QueueMetrics
         dead_letters=dead,
         cancelled=cancelled,
         circuits=list_circuits(conn, schema),
+        pauses=list_pauses(conn, schema),
         rate_limits=(list_rate_limits(conn, schema) if _has_rate_limits(conn, schema) else []),
     )

@@ -32,6 +32,7 @@ from retryq_py._sql.params import (
     Seconds,
     cancel_filter,
     dead_letter_filter,
+    name_list,
     seconds,
     whole_seconds,
 )
@@ -115,6 +116,7 @@ __all__ = [
     "dumps",
     "json_default",
     "jsonb_encoder",
+    "name_list",
     "random_uuids",
     "seconds",
     "text_array",

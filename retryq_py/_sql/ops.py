@@ -45,6 +45,19 @@ class Circuit:
 
 
 @dataclass(frozen=True)
+class Pause:
+    """One row of daz_retry_queue_pauses: event_type / plugin_name None means
+    every one; held_count, the items it holds back now."""
+
+    event_type: str | None
+    plugin_name: str | None
+    paused_at: datetime
+    paused_by: str
+    reason: str | None
+    held_count: int
+
+
+@dataclass(frozen=True)
 class RateLimit:
     """One row of daz_retry_queue_rate_limits: at most `max_leases` leases of
     the key per `period_seconds`; `leases_in_period` were leased within the
@@ -199,6 +212,29 @@ HAS_CIRCUITS: LiteralString = "SELECT to_regproc('retry_circuit_configure') IS N
 CIRCUITS_OPENED: LiteralString = """
 SELECT event_type, plugin_name, times_opened FROM daz_retry_queue_circuits
 WHERE times_opened > 0 ORDER BY event_type, plugin_name
+"""
+
+# --- pauses -----------------------------------------------------------------
+
+PAUSES: LiteralString = """
+SELECT event_type, plugin_name, paused_at, paused_by, reason, held_count
+FROM {schema}daz_retry_queue_pauses
+ORDER BY event_type NULLS FIRST, plugin_name NULLS FIRST
+"""
+
+PAUSE: LiteralString = """
+SELECT {schema}retry_queue_pause(
+    p_event_type => %(event_type)s,
+    p_plugin_name => %(plugin_name)s,
+    p_reason => %(reason)s
+)
+"""
+
+RESUME: LiteralString = """
+SELECT {schema}retry_queue_resume(
+    p_event_type => %(event_type)s,
+    p_plugin_name => %(plugin_name)s
+)
 """
 
 # --- the metrics scrape -----------------------------------------------------

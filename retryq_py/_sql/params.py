@@ -59,3 +59,14 @@ def cancel_filter(
         "error_code": error_code,
         "created_before": created_before,
     }
+
+
+def name_list(names: Iterable[str] | None, field: str) -> list[str] | None:
+    """A routing list (event_types, plugin_names) as SQL takes it: None for
+    every item; SQL judges the elements. A bare string is refused here: it
+    would be taken for a list of its characters."""
+    if names is None:
+        return None
+    if isinstance(names, (str, bytes)):
+        raise TypeError(f"{field} must be a list of names, not one string: {names!r}")
+    return list(names)

@@ -116,7 +116,9 @@ FROM {schema}acquire_retry_items(
     p_worker_id => %(worker_id)s,
     p_batch_size => %(batch_size)s,
     p_lock_timeout_seconds => %(lock_timeout)s,
-    p_now => coalesce(%(now)s::timestamptz, now())
+    p_now => coalesce(%(now)s::timestamptz, now()),
+    p_event_types => %(event_types)s::text[],
+    p_plugin_names => %(plugin_names)s::text[]
 )
 """
 
@@ -296,11 +298,16 @@ WHERE id = %(item_id)s
 """
 
 # For a worker deciding how long to sleep, or whether to exit: whether any item
-# is active, seconds (by the server's clock) until the earliest pending item is
-# due, and how long the oldest due item nobody holds has waited.
-DUE: LiteralString = (
-    "SELECT active, seconds_until_due, oldest_due_age_seconds FROM {schema}retry_queue_due()"
+# (of its event types and plugins) is active, seconds (by the server's clock)
+# until the earliest pending one that is not paused is due, and how long the
+# oldest due item nobody holds has waited.
+DUE: LiteralString = """
+SELECT active, seconds_until_due, oldest_due_age_seconds
+FROM {schema}retry_queue_due(
+    p_event_types => %(event_types)s::text[],
+    p_plugin_names => %(plugin_names)s::text[]
 )
+"""
 
 
 def compose(template: LiteralString, schema: str | None) -> sql.Composed:

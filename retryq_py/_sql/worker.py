@@ -84,6 +84,8 @@ class FlushText(NamedTuple):
     acquire: str
     worker: str
     snooze: str
+    event_types: str
+    plugin_names: str
 
 
 class FlushStatements:
@@ -99,15 +101,20 @@ class FlushStatements:
         self.held = compose(HELD, schema)
         self.old_backend_busy = compose(OLD_BACKEND_BUSY, schema)
 
-    def as_text(self, worker_id: str, context: AdaptContext) -> FlushText:
+    def as_text(
+        self, worker_id: str, routing: dict[str, list[str] | None], context: AdaptContext
+    ) -> FlushText:
         """Rendered with the connection's encoding: the flush then fills the two
-        statements of every flush in with `%` instead of mogrify."""
+        statements of every flush in with `%` instead of mogrify. `routing`:
+        the acquire's event_types and plugin_names (None for every item)."""
         return FlushText(
             self.fail.as_string(context),
             self.complete_at.as_string(context),
             self.acquire.as_string(context),
             sql.Literal(worker_id).as_string(context),
             self.snooze.as_string(context),
+            sql.Literal(routing["event_types"]).as_string(context),
+            sql.Literal(routing["plugin_names"]).as_string(context),
         )
 
 

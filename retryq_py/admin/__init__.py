@@ -51,6 +51,7 @@ from retryq_py.admin.migrations import (
     migrate_rollback,
     migrate_status,
 )
+from retryq_py.admin.pauses import list_pauses, pause, pause_key, resume
 from retryq_py.admin.rate_limits import (
     clear_rate_limit,
     list_rate_limits,
@@ -131,6 +132,7 @@ __all__ = [
     "is_refused_value",
     "item_show",
     "list_circuits",
+    "list_pauses",
     "list_rate_limits",
     "listen_error",
     "load_handlers",
@@ -145,8 +147,11 @@ __all__ = [
     "parse_json",
     "parse_json_lines",
     "parse_json_object",
+    "pause",
+    "pause_key",
     "queue",
     "require_key",
+    "resume",
     "run_worker",
     "schema_exists",
     "serve_metrics",

@@ -10,7 +10,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from types import FrameType
@@ -107,6 +107,8 @@ def run_worker(
     on_metrics: Callable[[int], None] | None = None,
     on_event: Callable[[WorkerEvent], None] | None = None,
     on_start: Callable[[AnyWorker], None] | None = None,
+    all_event_types: bool = False,
+    plugin_names: Sequence[str] | None = None,
 ) -> WorkerCounts:
     """Run one worker until a signal; returns its counts.
 
@@ -122,7 +124,10 @@ def run_worker(
     raises Interrupted; SIGTERM stops it cleanly and returns. With metrics_port (0:
     any free port), /metrics serves the worker's and the queue's metrics while
     it runs; on_metrics receives the port. on_start(worker) is called once the
-    signals are handled, right before the worker runs."""
+    signals are handled, right before the worker runs. The worker leases the
+    event types it has handlers for (every one with all_event_types, where an
+    item without a handler becomes a dead letter), of plugin_names only when
+    given; no handler at all is a UsageProblem."""
     if exit_when_idle and exit_when_drained:
         raise UsageProblem("give --exit-when-idle or --exit-when-drained, not both")
     check(t)  # fail fast: the worker itself would wait out an unreachable database
@@ -142,6 +147,8 @@ def run_worker(
             batch_size=batch_size,
             poll_interval=poll_interval,
             on_event=on_event,
+            all_event_types=all_event_types,
+            plugin_names=plugin_names,
         )
     except ValueError as exc:
         raise UsageProblem(f"worker: {exc}") from exc

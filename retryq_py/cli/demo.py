@@ -290,6 +290,9 @@ def _drain(t: admin.Target, workers: int, threads: int, board: _Board) -> list[W
             lock_timeout=30,
             grace_period=2.0,
             on_event=board.on_event,
+            # the demo's queue is its own: show the dead letter of a type
+            # nobody handles
+            all_event_types=True,
         )
         for n in range(workers)
     ]

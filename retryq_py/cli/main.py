@@ -22,7 +22,7 @@ from psycopg import errors as pgerrors
 
 from retryq_py import admin
 from retryq_py.admin import ExitCode
-from retryq_py.cli import dead_letters, ops, queue_cmds, web, worker
+from retryq_py.cli import dead_letters, ops, pauses, queue_cmds, web, worker
 from retryq_py.cli.render import out
 
 app = typer.Typer(
@@ -96,6 +96,9 @@ app.command()(web.web)
 app.add_typer(dead_letters.app, name="dead-letter")
 app.add_typer(ops.circuits_app, name="circuits")
 app.add_typer(ops.rate_limits_app, name="rate-limits")
+app.command()(pauses.pause)
+app.command()(pauses.resume)
+app.command()(pauses.pauses)
 
 
 def _fail(message: str, code: int) -> NoReturn:

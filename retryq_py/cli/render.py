@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from retryq_py._sql import QueueEntry
-from retryq_py._sql.ops import Circuit, DeadLetter, RateLimit
+from retryq_py._sql.ops import Circuit, DeadLetter, Pause, RateLimit
 from retryq_py.admin.dead_letters import error_entries
 from retryq_py.admin.inputs import moment_text
 from retryq_py.admin.items import Stats
@@ -211,5 +211,21 @@ def circuits_table(rows: list[Circuit]) -> Table:
             "" if c.probe_item_id is None else str(c.probe_item_id),
             str(c.times_opened),
             str(c.lease_expiries),
+        )
+    return table
+
+
+def pauses_table(rows: list[Pause]) -> Table:
+    table = Table(box=None, pad_edge=False)
+    for col in ("event_type", "plugin", "paused_at", "paused_by", "held", "reason"):
+        table.add_column(col)
+    for z in rows:
+        table.add_row(
+            z.event_type or "(every)",
+            z.plugin_name or "(every)",
+            when(z.paused_at),
+            z.paused_by,
+            str(z.held_count),
+            short(z.reason or ""),
         )
     return table

@@ -74,6 +74,24 @@ def worker(
             help="Serve Prometheus /metrics (0: any port).",
         ),
     ] = None,
+    all_event_types: Annotated[
+        bool,
+        typer.Option(
+            "--all-event-types",
+            help="Lease every event type, not only those of --handlers: an item without"
+            " a handler becomes a dead letter (unknown_event_type). Only for a queue"
+            " that no other service shares.",
+        ),
+    ] = False,
+    plugins: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--plugin",
+            metavar="NAME",
+            help="Lease only items of this plugin (repeat for several; '' for items"
+            " without a plugin).",
+        ),
+    ] = None,
     name: Annotated[
         str, typer.Option("--name", metavar="NAME", help="Worker id prefix: NAME-HOSTNAME-PID.")
     ] = "retryq",
@@ -104,10 +122,18 @@ def worker(
         interval = admin.parse_duration(poll_interval, "--poll-interval").total_seconds()
         if interval <= 0:
             raise admin.UsageProblem("invalid --poll-interval: must be positive")
+    if not registry:
+        raise admin.UsageProblem(
+            f"--handlers {handlers}: no handlers; a worker leases only the event types"
+            " it has handlers for"
+        )
+    leases = ("leases every event type" if all_event_types else "leases only these") + (
+        f", plugins {', '.join(p or '(none)' for p in plugins)}" if plugins else ""
+    )
     until = "idle" if exit_when_idle else "drained" if exit_when_drained else None
     banner = (
-        f"retryq worker: {len(registry)} handler(s) ({', '.join(sorted(registry))}) on "
-        f"{t.describe()}; " + (f"exits when {until}" if until else "Ctrl-C stops")
+        f"retryq worker: {len(registry)} handler(s) ({', '.join(sorted(registry))};"
+        f" {leases}) on {t.describe()}; " + (f"exits when {until}" if until else "Ctrl-C stops")
     )
     say = logs.announcer(log_format, err.print)
     next_retry = admin.NextRetry(t)
@@ -135,6 +161,8 @@ def worker(
                 exits_when=until,
             ),
             on_event=events,
+            all_event_types=all_event_types,
+            plugin_names=plugins or None,
         )
     except admin.Interrupted as stopped:
         if stopped.counts is not None:

@@ -325,6 +325,32 @@ class Dashboard:
         await run_in_threadpool(admin.close_circuit, self.t, event_type, plugin)
         return self.redirect(request, "/circuits", f"closed {key}")
 
+    def pauses(self, request: Request) -> Response:
+        rows = admin.list_pauses(self.t)
+        return self.render(request, "pauses.html", {"rows": rows, "page": "pauses"})
+
+    async def pause_action(self, request: Request) -> Response:
+        self._writable()
+        form = await request.form()
+        event_type, plugin = _text(form, "event_type"), _text(form, "plugin")
+        verb = request.path_params["verb"]
+        if verb not in ("pause", "resume"):
+            raise HTTPException(404, f"no action {verb!r}: use pause or resume")
+        # the whole queue only when asked for: an empty form must not stop it
+        if verb == "pause" and event_type is None and plugin is None and not _text(form, "all"):
+            raise admin.UsageProblem("give an event type or a plugin, or tick the whole queue")
+        key = admin.pause_key(event_type, plugin)
+        if verb == "pause":
+            reason = _text(form, "reason")
+            new = await run_in_threadpool(
+                lambda: admin.pause(self.t, event_type, plugin, reason=reason)
+            )
+            return self.redirect(
+                request, "/pauses", f"paused {key}" if new else f"{key} was already paused"
+            )
+        await run_in_threadpool(admin.resume, self.t, event_type, plugin)
+        return self.redirect(request, "/pauses", f"resumed {key}")
+
     def workers(self, request: Request) -> Response:
         window = _duration(request.query_params, "window") or timedelta(hours=1)
         rows = data.workers_seen(self.t, window)
@@ -371,6 +397,8 @@ def create_app(config: WebConfig) -> Starlette:
         Route("/dead-letters/apply", d.dead_letters_apply, methods=["POST"]),
         Route("/circuits", d.circuits, name="circuits"),
         Route("/circuits/{verb:str}", d.circuit_action, methods=["POST"]),
+        Route("/pauses", d.pauses, name="pauses"),
+        Route("/pauses/{verb:str}", d.pause_action, methods=["POST"]),
         Route("/workers", d.workers, name="workers"),
         Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static"),
     ]

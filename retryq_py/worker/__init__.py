@@ -55,7 +55,7 @@ from retryq_py.worker.aio import AsyncRetryWorker, WorkerOptions
 from retryq_py.worker.events import EventKind, WorkerCounts, WorkerEvent
 from retryq_py.worker.registry import Handler, HandlerRegistry
 from retryq_py.worker.runner import RetryWorker, WorkerParts
-from retryq_py.worker.settings import Settings, default_worker_id
+from retryq_py.worker.settings import Routing, Settings, default_worker_id
 
 __all__ = [
     "AsyncRetryWorker",
@@ -63,6 +63,7 @@ __all__ = [
     "Handler",
     "HandlerRegistry",
     "RetryWorker",
+    "Routing",
     "Settings",
     "WorkerCounts",
     "WorkerEvent",

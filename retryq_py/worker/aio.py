@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypedDict
@@ -67,6 +67,8 @@ class WorkerOptions(TypedDict, total=False):
     lanes: int | None
     max_snoozes: int
     on_event: Callable[[WorkerEvent], None] | None
+    all_event_types: bool
+    plugin_names: Sequence[str] | None
 
 
 class AsyncRetryWorker:

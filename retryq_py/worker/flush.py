@@ -39,6 +39,7 @@ from retryq_py.worker.events import (
     database_error,
 )
 from retryq_py.worker.ledger import Ledger
+from retryq_py.worker.settings import Routing
 
 log = logging.getLogger("retryq.worker")
 
@@ -89,18 +90,24 @@ class FlushWriter:
     """
 
     def __init__(
-        self, worker_id: str, schema: str | None, lock_seconds: int, max_snoozes: int = 100
+        self,
+        worker_id: str,
+        schema: str | None,
+        lock_seconds: int,
+        max_snoozes: int = 100,
+        routing: Routing | None = None,
     ) -> None:
         self._worker_id = worker_id
         self._max_snoozes = max_snoozes
         self._statements = FlushStatements(schema)
         self._lock_seconds = lock_seconds
+        self._routing = routing or Routing()
         self._text: FlushText | None = None  # rendered on the first connection
 
     def write(self, conn: psycopg.Connection[Any], outcomes: list[Outcome], want: int) -> Written:
         started = time.monotonic()
         if self._text is None:
-            self._text = self._statements.as_text(self._worker_id, conn)
+            self._text = self._statements.as_text(self._worker_id, self._routing.params, conn)
         # one implicit transaction needs autocommit; the pool gets it back as it was
         was = conn.autocommit
         conn.autocommit = True
@@ -268,6 +275,8 @@ class FlushWriter:
             "batch_size": int(want),
             "lock_timeout": self._lock_seconds,
             "now": "NULL",
+            "event_types": text.event_types,
+            "plugin_names": text.plugin_names,
         }
 
     def _lost(

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from typing import Literal, Protocol
 
 from retryq_py._sql import Due
@@ -49,7 +50,12 @@ def nothing_left(exit_when: ExitWhen, due: Due) -> bool:
 class Schedule(Protocol):
     """What the lanes ask the queue besides the flush (RetryQueue has it)."""
 
-    def due(self) -> Due: ...
+    def due(
+        self,
+        *,
+        event_types: Sequence[str] | None = None,
+        plugin_names: Sequence[str] | None = None,
+    ) -> Due: ...
 
 
 class Lanes:
@@ -129,7 +135,7 @@ class Lanes:
                         continue
                     # Nothing more is due now: sleep until the next due item
                     # (by the server's clock), a NOTIFY or the poll interval.
-                    due = self._schedule.due()
+                    due = self._schedule.due(**s.routing.params)
                     if (
                         exit_when is not None
                         and nothing_left(exit_when, due)

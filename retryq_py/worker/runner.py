@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +27,7 @@ from retryq_py.worker.ledger import Ledger
 from retryq_py.worker.listener import Listener
 from retryq_py.worker.maintenance import Maintenance
 from retryq_py.worker.registry import Handler
-from retryq_py.worker.settings import Settings
+from retryq_py.worker.settings import Routing, Settings
 from retryq_py.worker.shutdown import Shutdown
 from retryq_py.worker.signals import stop_on_signals
 
@@ -36,7 +36,11 @@ log = logging.getLogger("retryq.worker")
 
 def _writer(settings: Settings) -> Writer:
     return FlushWriter(
-        settings.worker_id, settings.schema, settings.lock_seconds, settings.max_snoozes
+        settings.worker_id,
+        settings.schema,
+        settings.lock_seconds,
+        settings.max_snoozes,
+        settings.routing,
     )
 
 
@@ -65,18 +69,24 @@ class RetryWorker:
 
     `database`: a conninfo string or URL (the worker opens and closes its
     own pool) or an open psycopg_pool ConnectionPool (yours to close).
-    `handlers`: a mapping {event_type: callable(item)} or a HandlerRegistry.
-    A handler that returns completes the item; one that raises fails it:
-    with backoff when `is_retryable(exc)` (RetryableError, an unclassified
-    exception, a transient SQLSTATE), as a dead letter otherwise
-    (PermanentError, a constraint or syntax error). RetryableError(...,
-    delay=seconds or a Retry-After value) sets when the retry is due
-    (capped at the item's max_retry_delay, no jitter). A handler that raises
-    Snooze(delay) puts the item back for `delay` seconds without spending an
-    attempt or recording a failure; after `max_snoozes` snoozes (default
-    100, 0 to 10000) the next makes it a dead letter with code snooze_limit.
-    An item whose event_type has no handler is dead-lettered with `unknown
-    event type: X`.
+    `handlers`: a mapping {event_type: callable(item)} or a HandlerRegistry,
+    read when the worker is made. A handler that returns completes the item;
+    one that raises fails it: with backoff when `is_retryable(exc)`
+    (RetryableError, an unclassified exception, a transient SQLSTATE), as a
+    dead letter otherwise (PermanentError, a constraint or syntax error).
+    RetryableError(..., delay=seconds or a Retry-After value) sets when the
+    retry is due (capped at the item's max_retry_delay, no jitter). A
+    handler that raises Snooze(delay) puts the item back for `delay` seconds
+    without spending an attempt or recording a failure; after `max_snoozes`
+    snoozes (default 100, 0 to 10000) the next makes it a dead letter with
+    code snooze_limit.
+
+    Routing: the worker leases only items of the event types it has handlers
+    for, so several services can share one queue; ValueError when there is
+    no handler. `all_event_types=True` leases every item instead, and one
+    whose event_type has no handler is dead-lettered with `unknown event
+    type: X` (code unknown_event_type). `plugin_names` (default: every
+    plugin; "" for items without one) narrows either to those plugins.
 
     Settings come from `config` (RetryConfig: worker_count, batch_size,
     poll_interval, lock_timeout, grace_period, cleanup_interval,
@@ -114,7 +124,10 @@ class RetryWorker:
         max_snoozes: int = 100,
         on_event: Callable[[WorkerEvent], None] | None = None,
         parts: WorkerParts | None = None,
+        all_event_types: bool = False,
+        plugin_names: Sequence[str] | None = None,
     ) -> None:
+        routing = Routing.of(handlers, all_event_types=all_event_types, plugin_names=plugin_names)
         self.settings = Settings.resolve(
             config,
             name=name,
@@ -135,6 +148,7 @@ class RetryWorker:
             lanes=lanes,
             max_snoozes=max_snoozes,
             pool_max_size=database.max_size if isinstance(database, ConnectionPool) else None,
+            routing=routing,
         )
         self.handlers: Mapping[str, Handler] = handlers
         self.on_event = on_event
@@ -451,3 +465,7 @@ class RetryWorker:
     @property
     def lanes(self) -> int:
         return self.settings.lanes
+
+    @property
+    def routing(self) -> Routing:
+        return self.settings.routing

@@ -1,9 +1,11 @@
-"""A worker's settings: the config, overridden by keywords, checked once."""
+"""A worker's settings: the config, overridden by keywords, checked once;
+and its routing (which items it leases), which AsyncRetryWorker shares."""
 
 from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 from retryq_py import _sql
@@ -13,6 +15,61 @@ from retryq_py.config import RetryConfig
 def default_worker_id(name: str = "retryq") -> str:
     """NAME-HOSTNAME-PID, as the guide's `sql-plugin-<hostname>`, plus the pid."""
     return f"{name}-{socket.gethostname()}-{os.getpid()}"[:200]
+
+
+@dataclass(frozen=True)
+class Routing:
+    """Which items a worker leases: acquire_retry_items' p_event_types and
+    p_plugin_names (None: every one).
+
+    `Routing.of(handlers)` takes the event types the handlers are for, so a
+    worker never touches (nor dead-letters) the items of another service that
+    shares the queue. With `all_event_types` it takes every event type, and an
+    item without a handler is dead-lettered as `unknown event type`.
+    `plugin_names` limits either to those plugins ("" for items without one).
+    """
+
+    event_types: tuple[str, ...] | None = None
+    plugin_names: tuple[str, ...] | None = None
+
+    @classmethod
+    def of(
+        cls,
+        handlers: Mapping[str, object],
+        *,
+        all_event_types: bool = False,
+        plugin_names: Iterable[str] | None = None,
+    ) -> Routing:
+        """ValueError when there is no handler (such a worker would lease
+        nothing, or dead-letter everything), or plugin_names is empty."""
+        if not handlers:
+            raise ValueError(
+                "no handlers: a worker leases only the event types it has handlers for;"
+                " register at least one"
+            )
+        plugins: tuple[str, ...] | None = None
+        if plugin_names is not None:
+            if isinstance(plugin_names, str):
+                raise TypeError(f"plugin_names must be a list of names, not {plugin_names!r}")
+            plugins = tuple(plugin_names)
+            if not plugins:
+                raise ValueError("plugin_names is empty: give None for every plugin")
+        return cls(None if all_event_types else tuple(sorted(handlers)), plugins)
+
+    @property
+    def params(self) -> dict[str, list[str] | None]:
+        """The statements' event_types and plugin_names parameters."""
+        return {
+            "event_types": None if self.event_types is None else list(self.event_types),
+            "plugin_names": None if self.plugin_names is None else list(self.plugin_names),
+        }
+
+    def describe(self) -> str:
+        """For a banner or a log line: 'every event type', 'a, b (plugin p)'."""
+        text = "every event type" if self.event_types is None else ", ".join(self.event_types)
+        if self.plugin_names is not None:
+            text += " (plugins: " + ", ".join(p or "(none)" for p in self.plugin_names) + ")"
+        return text
 
 
 @dataclass(frozen=True)
@@ -35,6 +92,8 @@ class Settings:
     handler_timeout: float | None
     statement_deadline: float
     lanes: int
+    # which items it leases (see registry.Routing); every one by default
+    routing: Routing
     max_snoozes: int = 100
 
     @classmethod
@@ -60,6 +119,7 @@ class Settings:
         lanes: int | None = None,
         max_snoozes: int = 100,
         pool_max_size: int | None = None,
+        routing: Routing | None = None,
     ) -> Settings:
         """Keywords win over the config; `pool_max_size` is the size of a
         caller's pool, which caps the default lanes."""
@@ -106,6 +166,7 @@ class Settings:
                 statement_deadline if statement_deadline is not None else max(1.0, lock / 2)
             ),
             lanes=n_lanes,
+            routing=routing or Routing(),
             # an item snoozed more often becomes a dead letter (snooze_limit)
             max_snoozes=max_snoozes,
         )

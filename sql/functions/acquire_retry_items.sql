@@ -12,11 +12,23 @@
 -- With no limit configured the only extra cost is one look at an empty table.
 -- Never waits for a lock: items, tokens and circuit rows are taken with SKIP LOCKED,
 -- the books of a lost lease only when free (lock order: _retryq_circuit_lock).
+-- Routing: p_event_types and p_plugin_names, when not NULL, limit the lease
+-- to items whose event_type (and plugin_name; '' for items without one) is
+-- in the list, expired leases and circuit probes included: a worker never
+-- touches the items of types it cannot handle. NULL takes every item. An
+-- empty list, a NULL element, a blank event type or more than 1000 elements
+-- are refused (22023 naming the parameter): an empty list is a caller's bug
+-- (a worker without handlers), not a wish to lease everything or nothing.
+-- Pauses (retry_queue_pause): items of a paused key are neither leased nor
+-- taken over when their lease expired, and keep their budget; with nothing
+-- paused the only extra cost is one look at an empty table.
 CREATE OR REPLACE FUNCTION acquire_retry_items(
     p_worker_id text,
     p_batch_size integer DEFAULT 10,
     p_lock_timeout_seconds integer DEFAULT 300,
-    p_now timestamptz DEFAULT now()
+    p_now timestamptz DEFAULT now(),
+    p_event_types text[] DEFAULT NULL,
+    p_plugin_names text[] DEFAULT NULL
 )
 RETURNS TABLE (
     id bigint,
@@ -57,6 +69,7 @@ DECLARE
     v_priority integer;
     v_until timestamptz;
     v_gated boolean;
+    v_paused boolean;
     v_c record;
     v_probe_events text[] := '{}';
     v_probe_plugins text[] := '{}';
@@ -86,11 +99,23 @@ BEGIN
             FALSE, 'lock_timeout_seconds', 'must be between 1 and 86400'
         );
     END IF;
+    IF p_event_types IS NOT NULL OR p_plugin_names IS NOT NULL THEN
+        PERFORM _retryq_check_routing(p_event_types, p_plugin_names);
+    END IF;
     v_until := p_now + pg_catalog.make_interval(secs => p_lock_timeout_seconds);
 
     v_gated := EXISTS (
         SELECT 1 FROM _retryq_circuit AS c WHERE c.state <> 'closed'
     );
+    -- an empty table with nothing paused: one look, no index
+    v_paused := EXISTS (SELECT 1 FROM _retryq_pause);
+    IF v_paused AND EXISTS (
+        SELECT 1 FROM _retryq_pause AS z
+        WHERE z.event_type = '' AND z.plugin_name = ''
+    ) THEN
+        -- the whole queue is paused
+        RETURN;
+    END IF;
     IF v_gated THEN
         -- Circuits ready for a probe: open past the cool-down, or half_open
         -- with no live probe lease. SKIP LOCKED: one worker probes a key at a
@@ -106,6 +131,18 @@ BEGIN
                 AND (c.next_probe_at IS NULL OR c.next_probe_at <= p_now)
                 AND (c.state = 'half_open' OR c.open_until <= p_now)
                 AND (a.locked_until IS NULL OR a.locked_until <= p_now)
+                -- only keys this caller may lease: another service's
+                -- worker must not take (or postpone) their probe
+                AND (p_event_types IS NULL OR c.event_type = ANY(p_event_types))
+                AND (p_plugin_names IS NULL OR c.plugin_name = ANY(p_plugin_names))
+                AND (
+                    NOT v_paused
+                    OR NOT EXISTS (
+                        SELECT 1 FROM _retryq_pause AS z
+                        WHERE z.event_type IN ('', c.event_type)
+                            AND z.plugin_name IN ('', c.plugin_name)
+                    )
+                )
             ORDER BY c.event_type, c.plugin_name
             FOR UPDATE OF c SKIP LOCKED
         LOOP
@@ -170,9 +207,10 @@ BEGIN
             ORDER BY a.priority DESC
             LIMIT 1;
             EXIT WHEN NOT FOUND;
-            IF NOT v_gated AND v_probe_event IS NULL THEN
-                -- The usual case, in a lighter statement: no circuit to heed,
-                -- and no expired lease among the items it picks. If one is,
+            IF NOT v_gated AND NOT v_paused AND v_probe_event IS NULL THEN
+                -- The usual case, in a lighter statement: no circuit or
+                -- pause to heed, and no expired lease among the items it
+                -- picks (routed or not). If one is,
                 -- it leases nothing, and the full statement below takes the
                 -- same items in the same order.
                 RETURN QUERY
@@ -182,6 +220,11 @@ BEGIN
                     WHERE a.priority = v_priority
                         AND a.next_retry_at <= p_now
                         AND (a.locked_until IS NULL OR a.locked_until <= p_now)
+                        AND (p_event_types IS NULL OR a.event_type = ANY(p_event_types))
+                        AND (
+                            p_plugin_names IS NULL
+                            OR coalesce(a.plugin_name, '') = ANY(p_plugin_names)
+                        )
                         -- skip keys whose rate limit has no token free
                         AND (
                             pg_catalog.cardinality(v_closed_events) = 0
@@ -255,6 +298,11 @@ BEGIN
             WHERE a.priority = v_priority
                 AND a.next_retry_at <= p_now
                 AND (a.locked_until IS NULL OR a.locked_until <= p_now)
+                AND (p_event_types IS NULL OR a.event_type = ANY(p_event_types))
+                AND (
+                    p_plugin_names IS NULL
+                    OR coalesce(a.plugin_name, '') = ANY(p_plugin_names)
+                )
             ORDER BY a.next_retry_at, a.id
             LIMIT 1;
             IF NOT FOUND THEN
@@ -281,6 +329,21 @@ BEGIN
                         OR (
                             a.event_type = v_probe_event
                             AND coalesce(a.plugin_name, '') = v_probe_plugin
+                        )
+                    )
+                    AND (p_event_types IS NULL OR a.event_type = ANY(p_event_types))
+                    AND (
+                        p_plugin_names IS NULL
+                        OR coalesce(a.plugin_name, '') = ANY(p_plugin_names)
+                    )
+                    -- skip paused keys, expired leases included: a pause
+                    -- stops the runs, and an item's budget is not spent
+                    AND (
+                        NOT v_paused
+                        OR NOT EXISTS (
+                            SELECT 1 FROM _retryq_pause AS z
+                            WHERE z.event_type IN ('', a.event_type)
+                                AND z.plugin_name IN ('', coalesce(a.plugin_name, ''))
                         )
                     )
                     -- skip keys whose circuit is not closed

@@ -1,4 +1,5 @@
--- One row per (status, event_type, plugin_name) for dashboards.
+-- One row per (status, event_type, plugin_name) for dashboards. paused: the
+-- group's items wait for retry_queue_resume (pending and processing only).
 CREATE OR REPLACE VIEW daz_retry_queue_stats AS
 SELECT
     q.status,
@@ -11,7 +12,13 @@ SELECT
     max(q.created_at) AS newest_created_at,
     count(*) FILTER (
         WHERE q.status = 'processing' AND q.locked_until > now()
-    ) AS leased_count
+    ) AS leased_count,
+    q.status IN ('pending', 'processing') AND EXISTS (
+        SELECT 1 FROM _retryq_pause AS z
+        WHERE
+            z.event_type IN ('', q.event_type)
+            AND z.plugin_name IN ('', coalesce(q.plugin_name, ''))
+    ) AS paused
 FROM daz_retry_queue AS q
 GROUP BY q.status, q.event_type, q.plugin_name;
 

@@ -617,6 +617,7 @@ def test_worker_drains_a_mixed_load(dsn: str, conn: Any, handlers: str) -> None:
         cmd.load_worker_config(None),
         exit_when_drained=True,  # the retries are 50 ms ahead: wait for them
         poll_interval=0.5,
+        all_event_types=True,  # "mystery" has no handler: a dead letter
         on_start=started.append,
     )
     assert type(started[0]).__name__ == (
@@ -695,6 +696,7 @@ def test_worker_subprocess_exit_when_idle(
             "--config",
             str(config),
             "--exit-when-drained",  # the retries are 50 ms ahead: wait for them
+            "--all-event-types",  # "mystery" has no handler: a dead letter
         ],
         cwd=REPO,
         env=env,
@@ -738,6 +740,71 @@ def test_circuits_over_a_target(dsn: str) -> None:
     for event_type, plugin, default in ((None, None, False), ("x", None, True), (None, "p", True)):
         with pytest.raises(cmd.UsageProblem):
             cmd.configure_circuit(t, event_type, plugin, default=default, failure_threshold=3)
+
+
+def test_pauses_over_a_target(dsn: str, conn: Any) -> None:
+    t = cmd.target(dsn)
+    q = RetryQueue(conn)
+    q.add("sql.exec", {}, plugin="sql")
+    q.add("chat", {})
+    assert cmd.pause(t, "sql.exec", reason="db migration") is True
+    assert cmd.pause(t, "sql.exec") is False
+    assert cmd.pause(t, None, "chatbot") is True
+    rows = cmd.list_pauses(t)
+    assert [(z.event_type, z.plugin_name, z.reason, z.held_count) for z in rows] == [
+        (None, "chatbot", None, 0),
+        ("sql.exec", None, "db migration", 1),
+    ]
+    assert [i.event_type for i in q.acquire("w", 10)] == ["chat"]
+    cmd.resume(t, "sql.exec")
+    with pytest.raises(cmd.CommandError, match=r"not paused \(paused: plugin chatbot\)"):
+        cmd.resume(t, "sql.exec")
+    assert [i.event_type for i in q.acquire("w", 10)] == ["sql.exec"]
+
+
+def test_pause_commands(dsn: str, conn: Any) -> None:
+    RetryQueue(conn).add("sql.exec", {})
+    bare = run_cli("pause", dsn=dsn)
+    assert bare.returncode == 2
+    assert "--all for the whole queue" in one_line_error(bare)
+    done = run_cli("pause", "--all", "--reason", "maintenance", dsn=dsn)
+    assert done.returncode == 0, done.stderr
+    assert "paused the whole queue" in done.stdout
+    listed = run_cli("pauses", dsn=dsn)
+    assert listed.returncode == 0, listed.stderr
+    assert "(every)" in listed.stdout and "maintenance" in listed.stdout
+    assert "1 pause(s), 1 item(s) held back" in listed.stdout
+    again = run_cli("resume", "sql.exec", dsn=dsn)
+    assert again.returncode == 1
+    assert "sql.exec is not paused (paused: the whole queue)" in one_line_error(again)
+    assert run_cli("resume", "--all", dsn=dsn).stdout.strip() == "resumed the whole queue"
+    assert conn.execute("SELECT count(*) FROM daz_retry_queue_pauses").fetchone() == (0,)
+
+
+def test_worker_refuses_handlers_that_are_empty(dsn: str, tmp_path: Path) -> None:
+    (tmp_path / "no_handlers.py").write_text("HANDLERS = {}\n")
+    result = subprocess.run(
+        [
+            str(RETRYQ) if RETRYQ.exists() else sys.executable,
+            *([] if RETRYQ.exists() else ["-m", "retryq_py.cli"]),
+            "worker",
+            "--database",
+            dsn,
+            "--handlers",
+            "no_handlers:HANDLERS",
+            "--exit-when-idle",
+        ],
+        cwd=tmp_path,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("RETRYQ_")},
+            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "no handlers" in one_line_error(result)
 
 
 def test_serve_metrics_until_stopped(dsn: str, conn: Any) -> None:

@@ -234,6 +234,24 @@ def test_circuits_and_lease_expiries_are_exported(dsn: str, conn: Conn) -> None:
     assert get(s, "retryq_circuit_state", event_type="mail", plugin_name="") == 2
 
 
+def test_pauses_are_exported_with_the_items_they_hold(dsn: str, conn: Conn) -> None:
+    conn.execute(
+        "SELECT count(*) FROM enqueue_retry_items(%s)",
+        (Jsonb([{"event_type": "mail", "plugin_name": "smtp", "event_data": 1}] * 3),),
+    )
+    conn.execute("SELECT retry_queue_pause('mail')")
+    conn.execute("SELECT retry_queue_pause(NULL, 'smtp')")
+    registry = CollectorRegistry()
+    collector = QueueCollector(dsn)
+    registry.register(collector)
+    try:
+        s = parse(generate_latest(registry).decode())
+    finally:
+        collector.close()
+    assert get(s, "retryq_queue_paused_items", event_type="mail", plugin_name="*") == 3
+    assert get(s, "retryq_queue_paused_items", event_type="*", plugin_name="smtp") == 3
+
+
 def test_scrape_works_as_retryq_admin(dsn: str, conn: Conn) -> None:
     login = f"t_metrics_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     conn.execute(f'CREATE ROLE "{login}" LOGIN IN ROLE retryq_admin')

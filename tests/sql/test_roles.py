@@ -20,6 +20,7 @@ from retryq_py import migrate
 
 Conn = psycopg.Connection[Any]
 GROUPS = ("retryq_producer", "retryq_worker", "retryq_admin")
+ACQUIRE = "acquire_retry_items(text, integer, integer, timestamptz, text[], text[])"
 
 # name -> (SQL, expected first value when allowed, or None to only require success).
 # {leased}, {pending}, {dead} are ids prepared by the fixture.
@@ -66,6 +67,11 @@ STATEMENTS: dict[str, tuple[str, Any]] = {
     ),
     "truncate": ("TRUNCATE daz_retry_queue", None),
     "acquire": ("SELECT count(*) FROM acquire_retry_items('w2', 10)", 1),
+    "acquire_routed": (
+        "SELECT count(*) FROM acquire_retry_items('w2', 10,"
+        " p_event_types => '{{t}}', p_plugin_names => '{{p}}')",
+        1,
+    ),
     "complete": ("SELECT complete_retry_item({leased}, 'w')", True),
     "complete_items": ("SELECT complete_retry_items(ARRAY[{leased}]::bigint[], 'w')", 1),
     "fail": ("SELECT fail_retry_item({leased}, 'w', 'boom')", True),
@@ -82,6 +88,10 @@ STATEMENTS: dict[str, tuple[str, Any]] = {
     "circuit_open": ("SELECT retry_circuit_open('t')", True),
     "circuit_close": ("SELECT retry_circuit_close('t')", False),
     "circuit_configure": ("SELECT retry_circuit_configure('t', NULL, 3)", True),
+    "pause": ("SELECT retry_queue_pause('t', p_reason => 'r')", True),
+    "resume": ("SELECT retry_queue_resume('t')", False),
+    "view_pauses": ("SELECT count(*) FROM daz_retry_queue_pauses", 0),
+    "pause_table": ("INSERT INTO _retryq_pause VALUES ('t', '', now(), 'x')", None),
     "view_stats": ("SELECT count(*) FROM daz_retry_queue_stats", 3),
     "view_alerts": ("SELECT count(*) FROM daz_retry_queue_alerts", 1),
     "view_circuits": ("SELECT count(*) FROM daz_retry_queue_circuits", 1),
@@ -109,13 +119,13 @@ ALLOWED: dict[str, set[str]] = {
         "insert_dedupe_key", "enqueue_item_keyed",
     },
     "retryq_worker": {
-        "channel", "acquire", "complete", "complete_items", "fail", "extend", "snooze", "release",
-        "select_ids", "select_payload", "view_circuits", "due", "select_dedupe_key",
-        "view_rate_limits",
+        "channel", "acquire", "acquire_routed", "complete", "complete_items", "fail", "extend",
+        "snooze", "release", "select_ids", "select_payload", "view_circuits", "view_pauses", "due",
+        "select_dedupe_key", "view_rate_limits",
     },
     "retryq_admin": {
         "channel", "requeue", "purge", "cancel", "cleanup", "list_dead", "cleanup_due", "due",
-        "circuit_open", "circuit_close", "circuit_configure",
+        "circuit_open", "circuit_close", "circuit_configure", "pause", "resume", "view_pauses",
         "rate_limit_set", "rate_limit_clear", "view_rate_limits",
         "view_stats", "view_alerts", "view_circuits", "archive", "select_ids", "select_payload",
         "select_dedupe_key",
@@ -220,6 +230,7 @@ def test_every_retryq_function_is_pinned_and_granted_as_documented(conn: Conn) -
         "cleanup_retry_queue": "cleanup", "cleanup_retry_queue_due": "cleanup_due",
         "retry_queue_due": "due", "retry_circuit_open": "circuit_open",
         "retry_circuit_close": "circuit_close", "retry_circuit_configure": "circuit_configure",
+        "retry_queue_pause": "pause", "retry_queue_resume": "resume",
         "retry_rate_limit_set": "rate_limit_set", "retry_rate_limit_clear": "rate_limit_clear",
     }
     public = {n for n in by_name if not n.startswith("_retryq_")}
@@ -249,15 +260,12 @@ def test_install_is_idempotent_across_schemas_and_rollback_keeps_shared_roles(
     assert migrate.rollback(dsn) == every[::-1]
     with psycopg.connect(dsn, autocommit=True) as c:
         row = c.execute(
-            "SELECT to_regprocedure('public.acquire_retry_items(text, integer, integer,"
-            " timestamptz)') IS NULL,"
-            " has_function_privilege('public', 'other.acquire_retry_items(text, integer,"
-            " integer, timestamptz)', 'EXECUTE'),"
-            " has_function_privilege('retryq_worker', 'other.acquire_retry_items(text,"
-            " integer, integer, timestamptz)', 'EXECUTE'),"
+            "SELECT to_regprocedure(%(public)s) IS NULL,"
+            " has_function_privilege('public', %(other)s, 'EXECUTE'),"
+            " has_function_privilege('retryq_worker', %(other)s, 'EXECUTE'),"
             " (SELECT nspacl::text LIKE '%%retryq_%%' FROM pg_namespace WHERE nspname = 'public'),"
-            " (SELECT count(*) FROM pg_roles WHERE rolname = ANY(%s))",
-            (list(GROUPS),),
+            " (SELECT count(*) FROM pg_roles WHERE rolname = ANY(%(groups)s))",
+            {"public": f"public.{ACQUIRE}", "other": f"other.{ACQUIRE}", "groups": list(GROUPS)},
         ).fetchone()
     # public is empty and its schema no longer granted; other keeps its grants;
     # the roles stay because other (and every test database) still uses them

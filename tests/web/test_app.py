@@ -202,6 +202,30 @@ def test_circuit_open_and_close(seeded: Seeded) -> None:
     assert c.post("/circuits/close", data={"event_type": "nope"}).status_code == 404
 
 
+def test_pause_and_resume(seeded: Seeded) -> None:
+    c = client(seeded.dsn)
+
+    def pauses() -> list[tuple[object, ...]]:
+        with psycopg.connect(seeded.dsn) as conn:
+            return conn.execute(
+                "SELECT event_type, plugin_name, reason FROM daz_retry_queue_pauses"
+            ).fetchall()
+
+    assert 'id="no-pauses"' in c.get("/pauses").text
+    assert c.post("/pauses/pause", data={}).status_code == 400  # never the whole queue by accident
+    r = c.post("/pauses/pause", data={"event_type": "sql.exec", "reason": "migration"})
+    assert "paused sql.exec" in r.text and 'data-key="sql.exec/*"' in r.text
+    assert pauses() == [("sql.exec", None, "migration")]
+    r = c.post("/pauses/pause", data={"all": "yes"})
+    assert "paused the whole queue" in r.text
+    r = c.post("/pauses/resume", data={"event_type": "sql.exec"})
+    assert "resumed sql.exec" in r.text
+    r = c.post("/pauses/resume", data={})
+    assert "resumed the whole queue" in r.text and pauses() == []
+    assert c.post("/pauses/resume", data={"event_type": "sql.exec"}).status_code == 409
+    assert c.post("/pauses/stop", data={}).status_code == 404
+
+
 def test_read_only_shows_and_refuses(seeded: Seeded) -> None:
     c = client(seeded.dsn, read_only=True)
     page = c.get("/dead-letters?event_type=sql.exec").text
@@ -212,6 +236,7 @@ def test_read_only_shows_and_refuses(seeded: Seeded) -> None:
         (f"/items/{seeded.ids['dead_sql']}/requeue", {}),
         (f"/items/{seeded.ids['due']}/cancel", {"confirm": "yes"}),
         ("/circuits/close", {"event_type": "sms.send"}),
+        ("/pauses/pause", {"event_type": "sms.send"}),
     ):
         assert c.post(path, data=form).status_code == 403, path
     assert status_of(seeded.dsn, seeded.ids["dead_sql"]) == "dead_letter"

@@ -1,0 +1,54 @@
+-- Operator: pauses the items of an event type, of one plugin of it, of a
+-- plugin across event types, or (both NULL) the whole queue. Until
+-- retry_queue_resume with the same key, acquire leases none of them, takes
+-- none over when its lease expired (an item a worker is running finishes, and
+-- its outcome is written as usual), and their retry budgets stay as they are;
+-- enqueueing goes on. plugin_name NULL means every plugin, items without one
+-- included. p_reason (at most 1000 characters) is shown by
+-- daz_retry_queue_pauses. Returns TRUE when the key was not paused yet, FALSE
+-- when it was (a given reason then replaces the old one; paused_at stays).
+CREATE OR REPLACE FUNCTION retry_queue_pause(
+    p_event_type text DEFAULT NULL,
+    p_plugin_name text DEFAULT NULL,
+    p_reason text DEFAULT NULL,
+    p_now timestamptz DEFAULT now()
+)
+RETURNS boolean
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_new boolean;
+BEGIN
+    -- the server's clock unless the owner moves it (see _retryq_clock)
+    IF p_now = now() THEN
+        p_now := clock_timestamp();
+    ELSE
+        p_now := _retryq_clock(p_now);
+    END IF;
+    PERFORM _retryq_check_pause_key(p_event_type, p_plugin_name);
+    PERFORM _retryq_check(
+        p_reason IS NULL OR pg_catalog.length(p_reason) <= 1000,
+        'reason', 'must be at most 1000 characters'
+    );
+    INSERT INTO _retryq_pause (
+        event_type, plugin_name, paused_at, paused_by, reason
+    ) VALUES (
+        coalesce(p_event_type, ''), coalesce(p_plugin_name, ''), p_now,
+        session_user, p_reason
+    )
+    ON CONFLICT (event_type, plugin_name) DO NOTHING;
+    v_new := FOUND;
+    IF NOT v_new AND p_reason IS NOT NULL THEN
+        UPDATE _retryq_pause AS z
+        SET reason = p_reason
+        WHERE z.event_type = coalesce(p_event_type, '')
+            AND z.plugin_name = coalesce(p_plugin_name, '');
+    END IF;
+    RETURN v_new;
+END;
+$$;
+
+REVOKE EXECUTE ON FUNCTION retry_queue_pause FROM public;
+GRANT EXECUTE ON FUNCTION retry_queue_pause TO retryq_admin;

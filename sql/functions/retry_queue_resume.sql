@@ -1,0 +1,27 @@
+-- Operator: ends the pause of exactly this key (as given to
+-- retry_queue_pause: resuming an event type does not end a pause of the whole
+-- queue or of one of its plugins) and wakes the workers. Returns FALSE when
+-- the key was not paused.
+CREATE OR REPLACE FUNCTION retry_queue_resume(
+    p_event_type text DEFAULT NULL,
+    p_plugin_name text DEFAULT NULL
+)
+RETURNS boolean
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path FROM CURRENT
+AS $$
+BEGIN
+    PERFORM _retryq_check_pause_key(p_event_type, p_plugin_name);
+    DELETE FROM _retryq_pause AS z
+    WHERE z.event_type = coalesce(p_event_type, '')
+        AND z.plugin_name = coalesce(p_plugin_name, '');
+    IF FOUND THEN
+        PERFORM pg_catalog.pg_notify(retry_queue_channel(), 'resume');
+    END IF;
+    RETURN FOUND;
+END;
+$$;
+
+REVOKE EXECUTE ON FUNCTION retry_queue_resume FROM public;
+GRANT EXECUTE ON FUNCTION retry_queue_resume TO retryq_admin;
