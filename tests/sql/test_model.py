@@ -108,6 +108,8 @@ class QueueModel(RuleBasedStateMachine):
         self.completed_ever: set[int] = set()
         self.archived: set[int] = set()
         self.seen_ids: set[int] = set()
+        # paused keys: an event type, or None for the whole queue
+        self.paused: set[str | None] = set()
         self.last_kind = "init"
 
     # -- helpers ---------------------------------------------------------------
@@ -129,8 +131,12 @@ class QueueModel(RuleBasedStateMachine):
             return it.locked_by
         return data.draw(st.sampled_from(WORKERS), label="worker")
 
-    def _expected_acquire(self, worker: str, batch: int) -> tuple[list[int], list[int]]:
-        """(ids handed out in order, ids buried) by the rule in acquire_retry_items."""
+    def _expected_acquire(
+        self, worker: str, batch: int, types: list[str] | None = None
+    ) -> tuple[list[int], list[int]]:
+        """(ids handed out in order, ids buried) by the rule in acquire_retry_items:
+        only the routed event types (all when None), none of a paused key, and
+        an expired lease of those neither taken over nor buried."""
         taken: list[int] = []
         buried: list[int] = []
         for priority in range(10, 0, -1):
@@ -142,6 +148,9 @@ class QueueModel(RuleBasedStateMachine):
                     and it.status in ("pending", "processing")
                     and it.next_retry_at <= self.now
                     and (it.locked_until is None or it.locked_until <= self.now)
+                    and (types is None or it.event_type in types)
+                    and None not in self.paused
+                    and it.event_type not in self.paused
                 ),
                 key=lambda it: (it.next_retry_at, it.id),
             )
@@ -238,16 +247,25 @@ class QueueModel(RuleBasedStateMachine):
         batch=st.integers(1, 4),
         lease=st.sampled_from([1, 5, 30, 300]),
         secs=st.sampled_from([0, 0, 0, 1, 2, 5, 31, 301]),
+        types=st.sampled_from([None, None, None, ["alpha"], ["beta"], ["alpha", "beta"]]),
     )
-    def acquire(self, c: int, worker: str, batch: int, lease: int, secs: int = 0) -> None:
+    def acquire(
+        self,
+        c: int,
+        worker: str,
+        batch: int,
+        lease: int,
+        secs: int = 0,
+        types: list[str] | None = None,
+    ) -> None:
         self.now += dt.timedelta(seconds=secs)  # time passes between polls
-        expected, buried = self._expected_acquire(worker, batch)
+        expected, buried = self._expected_acquire(worker, batch, types)
         rows = (
             self.conns[c]
             .execute(
                 "SELECT id, retry_count, locked_until, priority, next_retry_at"
-                " FROM acquire_retry_items(%s, %s, %s, %s)",
-                [worker, batch, lease, self.now],
+                " FROM acquire_retry_items(%s, %s, %s, %s, p_event_types => %s)",
+                [worker, batch, lease, self.now, types],
             )
             .fetchall()
         )
@@ -567,6 +585,25 @@ class QueueModel(RuleBasedStateMachine):
                 it.finished_at = self.now
         self.last_kind = "cancel"
 
+    @rule(c=st.integers(0, N_CONNS - 1), key=st.sampled_from([*EVENT_TYPES, None]))
+    def pause(self, c: int, key: str | None) -> None:
+        """An event type, or the whole queue, is paused: acquire leases none
+        of its items and takes none over (the model's acquire), budgets stay."""
+        new = self.conns[c].execute("SELECT retry_queue_pause(%s)", [key]).fetchone()
+        assert new == (key not in self.paused,)
+        self.paused.add(key)
+        self.last_kind = "pause"
+
+    @precondition(lambda self: bool(self.paused))
+    @rule(c=st.integers(0, N_CONNS - 1), key=st.sampled_from([*EVENT_TYPES, None]))
+    def resume(self, c: int, key: str | None) -> None:
+        """Ends exactly this key's pause (resuming a type leaves a whole-queue
+        pause in place)."""
+        was = self.conns[c].execute("SELECT retry_queue_resume(%s)", [key]).fetchone()
+        assert was == (key in self.paused,)
+        self.paused.discard(key)
+        self.last_kind = "resume"
+
     @precondition(lambda self: bool(self.seen_ids))
     @rule(c=st.integers(0, N_CONNS - 1), data=st.data())
     def collide(self, c: int, data: st.DataObject) -> None:
@@ -696,10 +733,14 @@ class QueueModel(RuleBasedStateMachine):
             if it.status == "dead_letter":
                 assert (it.dead_reason == "permanent") == (last_retryable is False), item_id
                 assert code == it.last_code, item_id
-        twins = self.conns[0].execute(
-            "SELECT dedupe_key FROM daz_retry_queue WHERE status IN ('pending', 'processing')"
-            " AND dedupe_key IS NOT NULL GROUP BY 1 HAVING count(*) > 1"
-        ).fetchall()
+        twins = (
+            self.conns[0]
+            .execute(
+                "SELECT dedupe_key FROM daz_retry_queue WHERE status IN ('pending', 'processing')"
+                " AND dedupe_key IS NOT NULL GROUP BY 1 HAVING count(*) > 1"
+            )
+            .fetchall()
+        )
         assert not twins, f"two live items hold one dedupe key after {self.last_kind}"
         archived = {r[0] for r in self.conns[0].execute("SELECT id FROM daz_retry_queue_archive")}
         assert archived == self.archived, "archive differs from the model"
