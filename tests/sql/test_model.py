@@ -310,6 +310,7 @@ class QueueModel(RuleBasedStateMachine):
         """Stamps, per limited key, as many of its longest unused free tokens
         as it got leases; then adopts the table's choice among tokens of equal
         last use (their order is the index's), after checking it is one."""
+        before = {key: dict(self.rate_limits[key].tokens) for key in leases}
         for key, n in leases.items():
             lim = self.rate_limits[key]
             free = lim.free(self.now)
@@ -335,6 +336,8 @@ class QueueModel(RuleBasedStateMachine):
             assert sorted(u or NEVER for u in db.values()) == sorted(
                 u or NEVER for u in want.values()
             ), f"{key}: tokens {db}, model {want}"
+            # each slot kept its last use or was stamped now
+            assert all(db[s] in (before[key][s], self.now) for s in db), f"{key}: tokens {db}"
             lim.tokens = db
 
     def _bury(self, it: Item, reason: str, code: str | None) -> None:
