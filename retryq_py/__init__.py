@@ -21,6 +21,7 @@ from retryq_py.errors import (
 from retryq_py.queue import RetryQueue
 from retryq_py.sqlexec import SQL_EXEC_FAILED, SqlExecHandler, exec_sql, sql_exec_handler
 from retryq_py.worker import (
+    AsyncRetryWorker,
     HandlerRegistry,
     RetryWorker,
     WorkerCounts,
@@ -31,6 +32,7 @@ from retryq_py.worker import (
 __all__ = [
     "SQL_EXEC_FAILED",
     "AsyncRetryQueue",
+    "AsyncRetryWorker",
     "CleanupResult",
     "ConfigError",
     "Enqueued",

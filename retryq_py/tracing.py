@@ -5,7 +5,8 @@ back what it was given, so tracing costs nothing.
 - `inject(metadata)` returns the item's metadata with the current trace
   context in it (W3C `traceparent`, and `tracestate` when set), under the key
   TRACE_KEY: pass it to `add(..., metadata=inject({...}))`.
-- `traced(handlers)` wraps each handler so that each attempt runs in a
+- `traced(handlers)` wraps each handler (a plain function for RetryWorker,
+  a coroutine function for AsyncRetryWorker) so that each attempt runs in a
   CONSUMER span `retryq process EVENT_TYPE`, a child of the context stored at
   enqueue and linked to it, with the item id, event_id, correlation id and
   attempt number; a handler that raises marks its span as an error. Every
@@ -20,6 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from retryq_py._sql import RetryQueueItem
+from retryq_py.worker.handlers import is_coroutine_handler
 
 TRACE_KEY = "retryq_trace"
 SCOPE = "retryq"
@@ -54,42 +56,62 @@ def _span_name(item: RetryQueueItem) -> str:
     return f"retryq process {item.event_type}"
 
 
-def _wrap(fn: Handler) -> Handler:
+def _attempt_span(item: RetryQueueItem) -> Any:
+    """The attempt's span, a context manager that makes it current."""
     assert trace is not None
-    tracer = trace.get_tracer(SCOPE)
+    carrier = (item.event_metadata or {}).get(TRACE_KEY)
+    parent = propagate.extract(carrier) if isinstance(carrier, dict) else None
+    origin = trace.get_current_span(parent).get_span_context() if parent else None
+    links = [Link(origin)] if origin is not None and origin.is_valid else []
+    attributes: dict[str, str | int] = {
+        "messaging.system": "retryq",
+        "messaging.operation.type": "process",
+        "messaging.destination.name": item.event_type,
+        "messaging.message.id": str(item.event_id),
+        "retryq.item_id": item.id,
+        "retryq.attempt": item.retry_count + 1,
+        "retryq.max_attempts": item.max_retries + 1,
+    }
+    if item.correlation_id:
+        attributes["retryq.correlation_id"] = item.correlation_id
+    if item.plugin_name:
+        attributes["retryq.plugin_name"] = item.plugin_name
+    return trace.get_tracer(SCOPE).start_as_current_span(
+        _span_name(item),
+        context=parent,
+        kind=SpanKind.CONSUMER,
+        links=links,
+        attributes=attributes,
+        record_exception=True,
+        set_status_on_exception=False,
+    )
+
+
+def _failed(span: Any, exc: BaseException) -> None:
+    span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+
+
+def _wrap(fn: Handler) -> Handler:
+    if is_coroutine_handler(fn):
+        # the span lasts while the coroutine runs, and is current in it
+        @functools.wraps(fn)
+        async def attempt_async(item: RetryQueueItem) -> Any:
+            with _attempt_span(item) as span:
+                try:
+                    return await fn(item)
+                except BaseException as exc:
+                    _failed(span, exc)
+                    raise
+
+        return attempt_async
 
     @functools.wraps(fn)
     def attempt(item: RetryQueueItem) -> Any:
-        carrier = (item.event_metadata or {}).get(TRACE_KEY)
-        parent = propagate.extract(carrier) if isinstance(carrier, dict) else None
-        origin = trace.get_current_span(parent).get_span_context() if parent else None
-        links = [Link(origin)] if origin is not None and origin.is_valid else []
-        attributes: dict[str, str | int] = {
-            "messaging.system": "retryq",
-            "messaging.operation.type": "process",
-            "messaging.destination.name": item.event_type,
-            "messaging.message.id": str(item.event_id),
-            "retryq.item_id": item.id,
-            "retryq.attempt": item.retry_count + 1,
-            "retryq.max_attempts": item.max_retries + 1,
-        }
-        if item.correlation_id:
-            attributes["retryq.correlation_id"] = item.correlation_id
-        if item.plugin_name:
-            attributes["retryq.plugin_name"] = item.plugin_name
-        with tracer.start_as_current_span(
-            _span_name(item),
-            context=parent,
-            kind=SpanKind.CONSUMER,
-            links=links,
-            attributes=attributes,
-            record_exception=True,
-            set_status_on_exception=False,
-        ) as span:
+        with _attempt_span(item) as span:
             try:
                 return fn(item)
             except BaseException as exc:
-                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+                _failed(span, exc)
                 raise
 
     return attempt

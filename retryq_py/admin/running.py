@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
 import os
@@ -29,7 +30,10 @@ from retryq_py.admin.target import (
 )
 from retryq_py.config import RetryConfig
 from retryq_py.metrics import MetricsServer, start_metrics_server
-from retryq_py.worker import RetryWorker, WorkerCounts, WorkerEvent
+from retryq_py.worker import AsyncRetryWorker, RetryWorker, WorkerCounts, WorkerEvent
+from retryq_py.worker.handlers import is_coroutine_handler
+
+AnyWorker = RetryWorker | AsyncRetryWorker
 
 log = logging.getLogger("retryq.worker")
 
@@ -102,11 +106,15 @@ def run_worker(
     metrics_port: int | None = None,
     on_metrics: Callable[[int], None] | None = None,
     on_event: Callable[[WorkerEvent], None] | None = None,
-    on_start: Callable[[RetryWorker], None] | None = None,
+    on_start: Callable[[AnyWorker], None] | None = None,
     all_event_types: bool = False,
     plugin_names: Sequence[str] | None = None,
 ) -> WorkerCounts:
-    """Run one RetryWorker until a signal; returns its counts.
+    """Run one worker until a signal; returns its counts.
+
+    An AsyncRetryWorker on a loop of its own when a handler is a coroutine
+    function (its plain handlers then run in threads), a RetryWorker
+    otherwise.
 
     exit_when_idle: stop once nothing is due now and the worker holds nothing
     (an item scheduled later, a retry included, does not keep it running: a
@@ -123,8 +131,13 @@ def run_worker(
     if exit_when_idle and exit_when_drained:
         raise UsageProblem("give --exit-when-idle or --exit-when-drained, not both")
     check(t)  # fail fast: the worker itself would wait out an unreachable database
+    kind = (
+        AsyncRetryWorker
+        if any(is_coroutine_handler(fn) for fn in handlers.values())
+        else RetryWorker
+    )
     try:
-        worker = RetryWorker(
+        worker: AnyWorker = kind(
             t.conninfo,
             handlers,
             config=config,
@@ -152,11 +165,15 @@ def run_worker(
         with _signals_stop(worker, received):
             if on_start is not None:
                 on_start(worker)
-            counts = worker.run(
-                exit_when_idle=exit_when_idle,
-                exit_when_drained=exit_when_drained,
-                install_signal_handlers=False,
-            )
+            options = {
+                "exit_when_idle": exit_when_idle,
+                "exit_when_drained": exit_when_drained,
+                "install_signal_handlers": False,
+            }
+            if isinstance(worker, AsyncRetryWorker):
+                counts = asyncio.run(worker.run(**options))
+            else:
+                counts = worker.run(**options)
     finally:
         if server is not None:
             server.close()
@@ -191,7 +208,7 @@ class NextRetry:
 
 
 @contextmanager
-def _signals_stop(worker: RetryWorker, received: list[int]) -> Iterator[None]:
+def _signals_stop(worker: AnyWorker, received: list[int]) -> Iterator[None]:
     """SIGINT and SIGTERM stop the worker (a second one forces it, as a second
     stop() does), and are recorded so that Ctrl-C can end with its exit code.
     Main thread only: elsewhere the caller stops the worker."""

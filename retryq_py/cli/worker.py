@@ -19,7 +19,8 @@ def worker(
         typer.Option(
             "--handlers",
             metavar="MODULE:ATTR",
-            help="MODULE:ATTR, a mapping event_type -> callable(item) or a HandlerRegistry.",
+            help="MODULE:ATTR, a mapping event_type -> callable(item) or a HandlerRegistry;"
+            " with an async def handler among them, the worker runs on asyncio.",
         ),
     ],
     database: DatabaseOpt = None,
@@ -48,7 +49,10 @@ def worker(
         ),
     ] = False,
     worker_count: Annotated[
-        int | None, typer.Option("--worker-count", metavar="N", min=1, help="Handler threads.")
+        int | None,
+        typer.Option(
+            "--worker-count", metavar="N", min=1, help="Handlers run at once (threads or tasks)."
+        ),
     ] = None,
     batch_size: Annotated[
         int | None,

@@ -6,6 +6,7 @@ gets that part only."""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -57,6 +58,12 @@ def _span(seconds: float | None) -> str:
     return f"{s // 86400}d{s % 86400 // 3600}h"
 
 
+def _seconds(value: float) -> str:
+    """A period for a person: `1s`, `0.5s`, `3600s (1h00m)`."""
+    text = f"{value:g}s"
+    return text if value < 60 else f"{text} ({_span(value)})"
+
+
 def _pretty(value: Any) -> str:
     """JSON for a person (the template escapes it, as any text)."""
     return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
@@ -68,6 +75,7 @@ def _templates() -> Jinja2Templates:
     t.env.filters["ago"] = _ago
     t.env.filters["span"] = _span
     t.env.filters["pretty"] = _pretty
+    t.env.filters["seconds"] = _seconds
     t.env.globals["statuses"] = STATUSES
     return t
 
@@ -87,6 +95,19 @@ def _int(params: QueryParams | FormData, name: str) -> int | None:
         return int(value)
     except ValueError:
         raise admin.UsageProblem(f"invalid {name}: {value!r} is not a whole number") from None
+
+
+def _float(params: QueryParams | FormData, name: str) -> float | None:
+    value = _text(params, name)
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number):
+        raise admin.UsageProblem(f"invalid {name}: {value!r} is not a number")
+    return number
 
 
 def _duration(params: QueryParams | FormData, name: str) -> timedelta | None:
@@ -351,6 +372,42 @@ class Dashboard:
         await run_in_threadpool(admin.resume, self.t, event_type, plugin)
         return self.redirect(request, "/pauses", f"resumed {key}")
 
+    def rate_limits(self, request: Request) -> Response:
+        rows = admin.list_rate_limits(self.t)
+        return self.render(request, "rate_limits.html", {"rows": rows, "page": "rate_limits"})
+
+    async def rate_limit_action(self, request: Request) -> Response:
+        """set: at most max_leases leases of the key per period_seconds (1 when
+        left empty); clear: no limit for the key. The database refuses values
+        out of range (400 naming the field); clearing a key without a limit
+        is a 404."""
+        self._writable()
+        form = await request.form()
+        verb = request.path_params["verb"]
+        if verb not in ("set", "clear"):
+            raise HTTPException(404, f"no action {verb!r}: use set or clear")
+        event_type = _text(form, "event_type")
+        if event_type is None:
+            raise admin.UsageProblem("invalid event_type: must not be empty")
+        plugin = _text(form, "plugin")
+        key = f"{event_type}/{plugin or '-'}"
+        if verb == "clear":
+            await run_in_threadpool(admin.clear_rate_limit, self.t, event_type, plugin)
+            return self.redirect(request, "/rate-limits", f"rate limit {key} removed")
+        max_leases = _int(form, "max_leases")
+        if max_leases is None:
+            raise admin.UsageProblem("invalid max_leases: give the leases allowed per period")
+        period = _float(form, "period_seconds")
+        period = 1.0 if period is None else period
+        await run_in_threadpool(
+            lambda: admin.set_rate_limit(
+                self.t, event_type, plugin, max_leases=max_leases, period_seconds=period
+            )
+        )
+        return self.redirect(
+            request, "/rate-limits", f"rate limit {key}: {max_leases} per {period:g}s"
+        )
+
     def workers(self, request: Request) -> Response:
         window = _duration(request.query_params, "window") or timedelta(hours=1)
         rows = data.workers_seen(self.t, window)
@@ -399,6 +456,8 @@ def create_app(config: WebConfig) -> Starlette:
         Route("/circuits/{verb:str}", d.circuit_action, methods=["POST"]),
         Route("/pauses", d.pauses, name="pauses"),
         Route("/pauses/{verb:str}", d.pause_action, methods=["POST"]),
+        Route("/rate-limits", d.rate_limits, name="rate_limits"),
+        Route("/rate-limits/{verb:str}", d.rate_limit_action, methods=["POST"]),
         Route("/workers", d.workers, name="workers"),
         Mount("/static", app=StaticFiles(directory=str(HERE / "static")), name="static"),
     ]

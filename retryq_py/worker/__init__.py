@@ -7,7 +7,9 @@ give that concurrency with plain synchronous handlers and one small
 connection pool. Processes would add a pool and a LISTEN connection per
 process for no gain on I/O; asyncio would force every handler to be
 `async`. For CPU-bound handlers, run several `retryq worker` processes:
-the queue's SKIP LOCKED leases split the work between them.
+the queue's SKIP LOCKED leases split the work between them. For `async`
+handlers, AsyncRetryWorker (aio.py) runs this same engine with the
+handlers as tasks on the caller's event loop (handlers.HandlerTasks).
 
 Inside one worker, a few parts with one job each:
 - settings.py: the config and keywords, resolved and checked once;
@@ -23,7 +25,8 @@ Inside one worker, a few parts with one job each:
   between ledger and writer around it (Flusher). Successes are acknowledged
   in batches with complete_retry_items (within ack_interval, far inside the
   lease), failures with fail_retry_item;
-- handlers.py: worker_count threads run the handlers; they never touch the
+- handlers.py: worker_count threads run the handlers (or, for
+  AsyncRetryWorker, at most worker_count tasks); they never touch the
   database: outcomes go back through the ledger;
 - listener.py: LISTEN on retry_queue_channel(), on its own autocommit
   connection, to wake the lanes;
@@ -48,12 +51,14 @@ after it are released too, so another worker can take them at once (a
 second SIGINT/SIGTERM skips the grace period).
 """
 
+from retryq_py.worker.aio import AsyncRetryWorker, WorkerOptions
 from retryq_py.worker.events import EventKind, WorkerCounts, WorkerEvent
 from retryq_py.worker.registry import Handler, HandlerRegistry
 from retryq_py.worker.runner import RetryWorker, WorkerParts
 from retryq_py.worker.settings import Routing, Settings, default_worker_id
 
 __all__ = [
+    "AsyncRetryWorker",
     "EventKind",
     "Handler",
     "HandlerRegistry",
@@ -62,6 +67,7 @@ __all__ = [
     "Settings",
     "WorkerCounts",
     "WorkerEvent",
+    "WorkerOptions",
     "WorkerParts",
     "default_worker_id",
 ]

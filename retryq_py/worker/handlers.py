@@ -1,15 +1,22 @@
-"""Handler threads: run the handler of each item the ledger hands out.
+"""Handler services: run the handler of each item the ledger hands out.
 
-They never touch the database: an outcome goes back to the ledger, where a
-lane picks it up.
+Two of them, one interface (start, join): `HandlerThreads` for RetryWorker
+(plain functions, one thread each), `HandlerTasks` for AsyncRetryWorker
+(coroutines, as tasks on the caller's event loop). They never touch the
+database: an outcome goes back to the ledger, where a lane picks it up.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import inspect
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
 
 from retryq_py import metrics
 from retryq_py._sql import RetryQueueItem
@@ -18,9 +25,81 @@ from retryq_py.worker.events import MAX_CODE, Outcome, clean, describe
 from retryq_py.worker.ledger import Ledger
 from retryq_py.worker.registry import Handler
 
+log = logging.getLogger("retryq.worker")
+
+
+class HandlerService(Protocol):
+    """What the runner starts and, after ledger.end_handlers, joins."""
+
+    def start(self) -> None: ...
+
+    def join(self, deadline: float) -> None: ...
+
+
+# (handlers, ledger, wake, count): a service running at most `count` handlers at once
+HandlerServiceFactory = Callable[
+    [Mapping[str, Handler], Ledger, Callable[[], None], int], HandlerService
+]
+
+
+class _Outcomes:
+    """What both services share: the handler for an item, and its outcome
+    with the handler's duration observed."""
+
+    def __init__(self, handlers: Mapping[str, Handler]) -> None:
+        self._handlers = handlers
+        # labels() validates and locks on every call: once per type is enough
+        self._durations: dict[str, Any] = {}
+
+    def handler(self, item: RetryQueueItem) -> Handler | None:
+        return self._handlers.get(item.event_type)
+
+    def done(self, item: RetryQueueItem, started: float, exc: BaseException | None) -> Outcome:
+        duration = time.monotonic() - started
+        child = self._durations.get(item.event_type)
+        if child is None:
+            child = self._durations[item.event_type] = metrics.HANDLER_DURATION.labels(
+                item.event_type
+            )
+        child.observe(duration)
+        if exc is not None:
+            return failure(item, exc, duration)
+        return Outcome(item, ok=True, duration=duration)
+
+
+def unknown_type(item: RetryQueueItem) -> Outcome:
+    return Outcome(
+        item,
+        ok=False,
+        duration=0.0,
+        error=f"unknown event type: {item.event_type}",
+        code="unknown_event_type",
+        retryable=False,
+    )
+
+
+def is_coroutine_handler(fn: object) -> bool:
+    """An async def function (or partial of one), or an object whose
+    __call__ is one."""
+    if inspect.iscoroutinefunction(fn):
+        return True
+    return inspect.iscoroutinefunction(inspect.getattr_static(type(fn), "__call__", None))
+
 
 class HandlerThreads:
     """`count` threads taking items from the ledger until it hands out None."""
+
+    @staticmethod
+    def check(handlers: Mapping[str, Handler]) -> None:
+        """TypeError for a coroutine handler: a thread would call it, get a
+        coroutine, never await it, and complete the item unhandled."""
+        for event_type, fn in handlers.items():
+            if is_coroutine_handler(fn):
+                raise TypeError(
+                    f"the handler for {event_type!r} is a coroutine function: RetryWorker"
+                    " runs plain functions in threads; run async handlers with"
+                    " AsyncRetryWorker"
+                )
 
     def __init__(
         self,
@@ -29,15 +108,13 @@ class HandlerThreads:
         wake: Callable[[], None],
         count: int,
     ) -> None:
-        self._handlers = handlers
+        self._outcomes = _Outcomes(handlers)
         self._ledger = ledger
         self._wake = wake
         self._threads = [
             threading.Thread(target=self._loop, name=f"retryq-handler-{n}", daemon=True)
             for n in range(count)
         ]
-        # labels() validates and locks on every call: once per type is enough
-        self._durations: dict[str, Any] = {}
 
     def start(self) -> None:
         for thread in self._threads:
@@ -62,32 +139,138 @@ class HandlerThreads:
 
     def run(self, item: RetryQueueItem) -> Outcome:
         """The handler's result as an outcome; whatever it raises is caught."""
-        handler = self._handlers.get(item.event_type)
-        started = time.monotonic()
+        handler = self._outcomes.handler(item)
         if handler is None:
-            return Outcome(
-                item,
-                ok=False,
-                duration=0.0,
-                error=f"unknown event type: {item.event_type}",
-                code="unknown_event_type",
-                retryable=False,
-            )
+            return unknown_type(item)
+        started = time.monotonic()
         try:
             handler(item)
         except BaseException as exc:  # even SystemExit: the thread must live on
-            duration = time.monotonic() - started
-            self._duration(item.event_type).observe(duration)
-            return failure(item, exc, duration)
-        duration = time.monotonic() - started
-        self._duration(item.event_type).observe(duration)
-        return Outcome(item, ok=True, duration=duration)
+            return self._outcomes.done(item, started, exc)
+        return self._outcomes.done(item, started, None)
 
-    def _duration(self, event_type: str) -> Any:
-        child = self._durations.get(event_type)
-        if child is None:
-            child = self._durations[event_type] = metrics.HANDLER_DURATION.labels(event_type)
-        return child
+
+class HandlerTasks:
+    """Handlers as tasks on `loop`, at most `count` at once.
+
+    One feeder thread takes items from the ledger (a blocking queue) once a
+    slot is free, begins them and starts a task for each on the loop, so
+    items beyond `count` stay unstarted in the ledger, where a stop releases
+    them. The tasks call the ledger as the threads do (its lock is held for a few dict
+    operations, never across an await). A coroutine handler is awaited on
+    the loop; a plain one runs in a thread of the service's own (at most
+    `count`), as RetryWorker would run it, and an awaitable it returns is
+    awaited. `join` cancels the tasks still running: the shutdown has
+    released their items by then, and their results are dropped (a plain
+    handler's thread runs on, as in RetryWorker).
+    """
+
+    def __init__(
+        self,
+        handlers: Mapping[str, Handler],
+        ledger: Ledger,
+        wake: Callable[[], None],
+        count: int,
+        *,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self._outcomes = _Outcomes(handlers)
+        self._ledger = ledger
+        self._wake = wake
+        self._loop = loop
+        self._plain = {t for t, fn in handlers.items() if not is_coroutine_handler(fn)}
+        self._threads = (
+            ThreadPoolExecutor(count, thread_name_prefix="retryq-handler") if self._plain else None
+        )
+        self._slots = threading.Semaphore(count)
+        self._closing = threading.Event()
+        self._cancelling = False  # loop thread only
+        self._tasks: set[asyncio.Task[None]] = set()  # loop thread only
+        self._feeder = threading.Thread(target=self._feed, name="retryq-feeder", daemon=True)
+
+    def start(self) -> None:
+        self._feeder.start()
+
+    def join(self, deadline: float) -> None:
+        """After ledger.end_handlers: cancel the running tasks, end the feeder."""
+        self._closing.set()
+        with contextlib.suppress(RuntimeError):  # a closed loop runs nothing
+            self._loop.call_soon_threadsafe(self._cancel_all)
+        self._feeder.join(timeout=max(deadline - time.monotonic(), 0.01))
+        if self._threads is not None:
+            self._threads.shutdown(wait=False, cancel_futures=True)
+
+    async def wait_closed(self) -> None:
+        """On the loop, after join: until every task has ended."""
+        self._cancel_all()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _feed(self) -> None:
+        ledger = self._ledger
+        while True:
+            while not self._slots.acquire(timeout=0.1):
+                if self._closing.is_set():
+                    return
+            item = ledger.take()
+            if item is None:
+                return
+            # begun here, not in the task: from now on the shutdown sees it
+            # running (and releases it after the grace period), even while
+            # a blocked loop has not started its task yet
+            if not ledger.begin(item):
+                self._slots.release()
+                self._wake()  # stopping: the shutdown releases it
+                continue
+            try:
+                self._loop.call_soon_threadsafe(self._spawn, item)
+            except RuntimeError:  # the loop closed under a running worker
+                log.error("retryq: the event loop of an AsyncRetryWorker closed while it ran")
+                return  # held as running: released after the grace period
+
+    def _spawn(self, item: RetryQueueItem) -> None:
+        if self._cancelling:  # the shutdown is over: it released the item
+            self._slots.release()
+            return
+        task = self._loop.create_task(self._one(item), name=f"retryq-item-{item.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _cancel_all(self) -> None:
+        self._cancelling = True
+        for task in self._tasks:
+            task.cancel()
+
+    async def _one(self, item: RetryQueueItem) -> None:
+        try:
+            outcome = await self.run(item)
+            if outcome is not None and self._ledger.finish(outcome):
+                self._wake()
+        finally:
+            self._slots.release()
+
+    async def run(self, item: RetryQueueItem) -> Outcome | None:
+        """The handler's result as an outcome; whatever it raises is caught,
+        except the cancellation `join` sends (None then: the item was released)."""
+        handler = self._outcomes.handler(item)
+        if handler is None:
+            return unknown_type(item)
+        started = time.monotonic()
+        try:
+            if item.event_type in self._plain:
+                result = await self._loop.run_in_executor(self._threads, handler, item)
+            else:
+                result = handler(item)
+            if inspect.isawaitable(result):
+                await result
+        except asyncio.CancelledError as exc:
+            if self._cancelling:
+                raise
+            # the handler's own (a timeout it did not catch): a failed attempt
+            return self._outcomes.done(item, started, exc)
+        except BaseException as exc:  # even SystemExit: the loop must live on
+            return self._outcomes.done(item, started, exc)
+        return self._outcomes.done(item, started, None)
 
 
 def failure(item: RetryQueueItem, exc: BaseException, duration: float) -> Outcome:

@@ -20,7 +20,7 @@ from retryq_py.worker.control import Stop, Wake
 from retryq_py.worker.deadline import Watchdog, WatchedPool, network_kwargs
 from retryq_py.worker.events import Emitter, WorkerCounts, WorkerEvent
 from retryq_py.worker.flush import Flusher, FlushWriter, Writer
-from retryq_py.worker.handlers import HandlerThreads
+from retryq_py.worker.handlers import HandlerService, HandlerServiceFactory, HandlerThreads
 from retryq_py.worker.heartbeat import Heartbeat
 from retryq_py.worker.lanes import ExitWhen, Lanes
 from retryq_py.worker.ledger import Ledger
@@ -54,11 +54,14 @@ class WorkerParts:
 
     `writer(settings)` makes the flush writer; `queue(pool, schema)` the
     client the lanes, the heartbeat and the shutdown call (due, try_cleanup,
-    extend_locks, release) once the pool is open.
+    extend_locks, release) once the pool is open; `handlers(handlers,
+    ledger, wake, worker_count)` the service that runs the handlers
+    (HandlerThreads; AsyncRetryWorker gives HandlerTasks).
     """
 
     writer: Callable[[Settings], Writer] = _writer
     queue: Callable[[ConnectionPool[Any], str | None], RetryQueue] = _queue
+    handlers: HandlerServiceFactory = HandlerThreads
 
 
 class RetryWorker:
@@ -151,6 +154,8 @@ class RetryWorker:
         self.on_event = on_event
         self._database = database
         self._parts = parts or WorkerParts()
+        if self._parts.handlers is HandlerThreads:
+            HandlerThreads.check(handlers)
         self._writer = self._parts.writer(self.settings)
         self._wake = Wake(self.settings.lanes)
         self._stop = Stop(self._wake)
@@ -265,7 +270,7 @@ class RetryWorker:
         s, ledger, stop, wake = self.settings, self._ledger, self._stop, self._wake
         owned = isinstance(self._database, str)
         pool: ConnectionPool[Any] | None = None
-        services: list[HandlerThreads | Listener | Heartbeat | Maintenance] = []
+        services: list[HandlerService | Listener | Heartbeat | Maintenance] = []
         try:
             pool = self._open_pool(str(self._database)) if owned else self._pool_of_yours()
             queue = self._parts.queue(pool, s.schema)
@@ -293,7 +298,7 @@ class RetryWorker:
                 emit=emit,
             )
             services = [
-                HandlerThreads(self.handlers, ledger, wake.set, s.worker_count),
+                self._parts.handlers(self.handlers, ledger, wake.set, s.worker_count),
                 Listener(
                     self._database,
                     worker_id=s.worker_id,

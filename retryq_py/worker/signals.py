@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import signal
 from collections.abc import Callable, Iterator
@@ -29,3 +30,27 @@ def stop_on_signals(stop: Callable[[], None], worker_id: str) -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+@contextmanager
+def stop_on_signals_in_loop(
+    loop: asyncio.AbstractEventLoop, stop: Callable[[], None], worker_id: str
+) -> Iterator[None]:
+    """stop_on_signals for an asyncio loop (loop.add_signal_handler: `stop`
+    runs on the loop, not inside whatever the signal interrupted). The
+    previous handlers come back after. Main thread only."""
+
+    def on_signal(signum: signal.Signals) -> None:
+        log.info("worker %s: %s, stopping", worker_id, signum.name)
+        stop()
+
+    previous: dict[signal.Signals, Any] = {s: signal.getsignal(s) for s in SIGNALS}
+    for signum in SIGNALS:
+        loop.add_signal_handler(signum, on_signal, signum)
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            loop.remove_signal_handler(signum)
+            if handler is not None:  # None: not set from Python; the default stays
+                signal.signal(signum, handler)

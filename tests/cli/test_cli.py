@@ -604,17 +604,24 @@ def test_load_handlers_accepts_mappings_and_registries() -> None:
             cmd.load_handlers(spec)
 
 
-def test_worker_drains_a_mixed_load(dsn: str, conn: Any) -> None:
+@pytest.mark.parametrize("handlers", ["REGISTRY", "ASYNC_HANDLERS"])
+def test_worker_drains_a_mixed_load(dsn: str, conn: Any, handlers: str) -> None:
+    """ASYNC_HANDLERS (coroutines, and one plain function): an AsyncRetryWorker."""
     from tests.python import worker_handlers
 
     kinds = _mixed_load(conn)
+    started: list[Any] = []
     counts = cmd.run_worker(
         cmd.target(dsn),
-        worker_handlers.REGISTRY,
+        getattr(worker_handlers, handlers),
         cmd.load_worker_config(None),
         exit_when_drained=True,  # the retries are 50 ms ahead: wait for them
         poll_interval=0.5,
         all_event_types=True,  # "mystery" has no handler: a dead letter
+        on_start=started.append,
+    )
+    assert type(started[0]).__name__ == (
+        "AsyncRetryWorker" if handlers == "ASYNC_HANDLERS" else "RetryWorker"
     )
     _check_final_states(conn, kinds)
     assert (counts.processed, counts.dead_lettered) == (4, 6)
@@ -622,7 +629,9 @@ def test_worker_drains_a_mixed_load(dsn: str, conn: Any) -> None:
     assert counts.failed == 8
 
 
-def test_worker_serves_metrics_while_it_runs(dsn: str, conn: Any) -> None:
+@pytest.mark.parametrize("handlers", ["HANDLERS", "ASYNC_HANDLERS"])
+def test_worker_serves_metrics_while_it_runs(dsn: str, conn: Any, handlers: str) -> None:
+    """--exit-when-idle and --metrics-port, on either worker."""
     from tests.python import worker_handlers
 
     RetryQueue(conn).add("ok", {"n": 1})
@@ -636,7 +645,7 @@ def test_worker_serves_metrics_while_it_runs(dsn: str, conn: Any) -> None:
 
     counts = cmd.run_worker(
         cmd.target(dsn),
-        worker_handlers.HANDLERS,
+        getattr(worker_handlers, handlers),
         cmd.load_worker_config(None),
         exit_when_idle=True,
         metrics_port=0,
@@ -665,7 +674,10 @@ def test_worker_config_errors_name_the_key(tmp_path: Path) -> None:
         cmd.load_worker_config(str(path))
 
 
-def test_worker_subprocess_exit_when_idle(dsn: str, conn: Any, tmp_path: Path) -> None:
+@pytest.mark.parametrize("handlers", ["HANDLERS", "ASYNC_HANDLERS"])
+def test_worker_subprocess_exit_when_idle(
+    dsn: str, conn: Any, tmp_path: Path, handlers: str
+) -> None:
     kinds = _mixed_load(conn)
     config = tmp_path / "retry.json"
     config.write_text(
@@ -680,7 +692,7 @@ def test_worker_subprocess_exit_when_idle(dsn: str, conn: Any, tmp_path: Path) -
             "--database",
             dsn,
             "--handlers",
-            "tests.python.worker_handlers:HANDLERS",
+            f"tests.python.worker_handlers:{handlers}",
             "--config",
             str(config),
             "--exit-when-drained",  # the retries are 50 ms ahead: wait for them
@@ -775,12 +787,18 @@ def test_worker_refuses_handlers_that_are_empty(dsn: str, tmp_path: Path) -> Non
         [
             str(RETRYQ) if RETRYQ.exists() else sys.executable,
             *([] if RETRYQ.exists() else ["-m", "retryq_py.cli"]),
-            "worker", "--database", dsn, "--handlers", "no_handlers:HANDLERS",
+            "worker",
+            "--database",
+            dsn,
+            "--handlers",
+            "no_handlers:HANDLERS",
             "--exit-when-idle",
         ],
         cwd=tmp_path,
-        env={**{k: v for k, v in os.environ.items() if not k.startswith("RETRYQ_")},
-             "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])},
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("RETRYQ_")},
+            "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        },
         capture_output=True,
         text=True,
         timeout=60,

@@ -248,9 +248,11 @@ def test_metrics_on_a_busy_port_is_one_line(dsn: str) -> None:
     assert f"cannot listen on 127.0.0.1:{port}" in line and "in use" in line
 
 
-def test_ctrl_c_on_the_worker_exits_130(dsn: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("handlers", ["HANDLERS", "ASYNC_HANDLERS"])
+def test_ctrl_c_on_the_worker_exits_130(dsn: str, tmp_path: Path, handlers: str) -> None:
+    """ASYNC_HANDLERS: the CLI runs an AsyncRetryWorker, under asyncio.run."""
     proc = subprocess.Popen(
-        argv("worker", "--database", dsn, "--handlers", "tests.python.worker_handlers:HANDLERS"),
+        argv("worker", "--database", dsn, "--handlers", f"tests.python.worker_handlers:{handlers}"),
         cwd=REPO,
         env=clean_env(),
         stdout=subprocess.PIPE,

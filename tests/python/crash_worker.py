@@ -10,6 +10,10 @@ and only if the completion committed.
 The same handlers under retryq_py.RetryWorker (run until idle, signals
 installed). RetryWorker acknowledges after the handler returns, so its
 effects are written by the handler on their own: at least once.
+
+    crash_worker.py --async-retry-worker DSN WORKER_ID LEASE_SECONDS BATCH
+The same again under retryq_py.AsyncRetryWorker, with coroutine handlers,
+in asyncio.run (signal handlers on the loop).
 """
 
 from __future__ import annotations
@@ -52,47 +56,72 @@ def drain(conn: psycopg.Connection[Any], worker: str, lease: int, batch: int) ->
             handle(conn, worker, item, data, tries)
 
 
-def retry_worker(dsn: str, worker: str, lease: int, batch: int) -> int:
+def outcome(item: Any) -> None:
+    """Raises what the item's kind asks for; returns when it succeeds."""
     from retryq_py.errors import PermanentError, RetryableError
+
+    data = item.event_data
+    if data["kind"] == "poison":  # a text PostgreSQL cannot store as given
+        raise RetryableError("poison\x00 \udcff", code="P\x00" + "x" * 5000)
+    if data["kind"] == "permanent":
+        raise PermanentError("bad item")
+    if data["kind"] == "hopeless" or (data["kind"] == "flaky" and item.retry_count < data["fails"]):
+        raise RuntimeError("try again")
+
+
+def worker_options(worker: str, lease: int, batch: int) -> dict[str, Any]:
+    return {
+        "worker_id": worker,
+        "lock_timeout": lease,
+        "batch_size": batch,
+        "worker_count": 2,
+        "poll_interval": 0.2,
+        "grace_period": 5,
+        "cleanup_interval": 3600,
+    }
+
+
+# the effect goes straight to the database (CRASH_EFFECTS_DSN), even when the
+# worker's own connections go through a test's proxy
+EFFECT = "INSERT INTO effects (item_id, worker_id) VALUES (%s, %s)"
+
+
+def retry_worker(dsn: str, worker: str, lease: int, batch: int) -> int:
     from retryq_py.worker import RetryWorker
 
     def handler(item: Any) -> None:
         time.sleep(0.01)  # the handler's work
-        data = item.event_data
-        if data["kind"] == "poison":  # a text PostgreSQL cannot store as given
-            raise RetryableError("poison\x00 \udcff", code="P\x00" + "x" * 5000)
-        if data["kind"] == "permanent":
-            raise PermanentError("bad item")
-        if data["kind"] == "hopeless" or (
-            data["kind"] == "flaky" and item.retry_count < data["fails"]
-        ):
-            raise RuntimeError("try again")
-        # the effect goes straight to the database (CRASH_EFFECTS_DSN), even
-        # when the worker's own connections go through a test's proxy
+        outcome(item)
         with psycopg.connect(os.environ.get("CRASH_EFFECTS_DSN", dsn), autocommit=True) as conn:
-            conn.execute(
-                "INSERT INTO effects (item_id, worker_id) VALUES (%s, %s)", [item.id, worker]
-            )
+            conn.execute(EFFECT, [item.id, worker])
 
-    w = RetryWorker(
-        dsn,
-        {"crash": handler},
-        worker_id=worker,
-        lock_timeout=lease,
-        batch_size=batch,
-        worker_count=2,
-        poll_interval=0.2,
-        grace_period=5,
-        cleanup_interval=3600,
-    )
+    w = RetryWorker(dsn, {"crash": handler}, **worker_options(worker, lease, batch))
     w.run(exit_when_drained=True, install_signal_handlers=True)
     return 0
 
 
+def async_retry_worker(dsn: str, worker: str, lease: int, batch: int) -> int:
+    import asyncio
+
+    from retryq_py.worker import AsyncRetryWorker
+
+    async def handler(item: Any) -> None:
+        await asyncio.sleep(0.01)  # the handler's work
+        outcome(item)
+        effects = os.environ.get("CRASH_EFFECTS_DSN", dsn)
+        async with await psycopg.AsyncConnection.connect(effects, autocommit=True) as conn:
+            await conn.execute(EFFECT, [item.id, worker])
+
+    w = AsyncRetryWorker(dsn, {"crash": handler}, **worker_options(worker, lease, batch))
+    asyncio.run(w.run(exit_when_drained=True, install_signal_handlers=True))
+    return 0
+
+
 def main() -> int:
-    if sys.argv[1] == "--retry-worker":
+    if sys.argv[1] in ("--retry-worker", "--async-retry-worker"):
         dsn, worker, lease, batch = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-        return retry_worker(dsn, worker, lease, batch)
+        run = retry_worker if sys.argv[1] == "--retry-worker" else async_retry_worker
+        return run(dsn, worker, lease, batch)
     dsn, worker, lease, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     while True:
         try:

@@ -15,8 +15,9 @@ from typing import Any
 import psycopg
 import pytest
 
-from retryq_py import RetryableError, RetryQueue, RetryQueueItem, RetryWorker, Snooze
+from retryq_py import RetryableError, RetryQueue, RetryQueueItem, Snooze
 from tests.helpers import statuses
+from tests.python.workers import WorkerType
 
 Conn = psycopg.Connection[Any]
 FAST = {"poll_interval": 0.5, "lock_timeout": 5, "cleanup_interval": 0, "max_backoff": 0.2}
@@ -29,7 +30,9 @@ def db(module_dsn: str) -> Iterator[Conn]:
         yield conn
 
 
-def test_items_cancelled_pending_or_in_flight_never_run_again(module_dsn: str, db: Conn) -> None:
+def test_items_cancelled_pending_or_in_flight_never_run_again(
+    Worker: WorkerType, module_dsn: str, db: Conn
+) -> None:
     q = RetryQueue(db)
     runs: dict[int, int] = {}
     pending, _ = q.add("never", {"n": 0})
@@ -59,7 +62,7 @@ def test_items_cancelled_pending_or_in_flight_never_run_again(module_dsn: str, d
     def must_not_run(item: RetryQueueItem) -> None:
         runs[item.id] = runs.get(item.id, 0) + 1
 
-    counts = RetryWorker(
+    counts = Worker(
         module_dsn,
         {
             "never": must_not_run,

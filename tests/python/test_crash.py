@@ -190,14 +190,19 @@ def test_killed_workers_lose_nothing_and_do_nothing_twice(dsn: str, seed: int) -
 
 
 def _retry_worker(
-    dsn: str, worker: str, lease: int = LEASE, effects_dsn: str | None = None
+    dsn: str,
+    worker: str,
+    lease: int = LEASE,
+    effects_dsn: str | None = None,
+    mode: str = "--retry-worker",
 ) -> subprocess.Popen[bytes]:
+    """crash_worker.py in `mode`: --retry-worker or --async-retry-worker."""
     env = {**os.environ, "CRASH_EFFECTS_DSN": effects_dsn} if effects_dsn else None
     return subprocess.Popen(
         [
             sys.executable,
             str(WORKER),
-            "--retry-worker",
+            mode,
             f"{dsn} application_name=crash-{worker}",
             worker,
             str(lease),
@@ -264,10 +269,13 @@ def _wait_holding(conn: psycopg.Connection[Any], worker: str) -> None:
 
 
 @pytest.mark.slow
-def test_retry_worker_sigterm_finishes_or_releases_everything_it_holds(dsn: str) -> None:
+@pytest.mark.parametrize(
+    "mode", ["--retry-worker", "--async-retry-worker"], ids=["threads", "asyncio"]
+)
+def test_retry_worker_sigterm_finishes_or_releases_everything_it_holds(dsn: str, mode: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         kinds = _setup(conn, 3, 150)
-        a, b = _retry_worker(dsn, "rw-a"), _retry_worker(dsn, "rw-b")
+        a, b = _retry_worker(dsn, "rw-a", mode=mode), _retry_worker(dsn, "rw-b", mode=mode)
         try:
             _wait_holding(conn, "rw-a")
             a.send_signal(signal.SIGTERM)
@@ -289,10 +297,13 @@ def test_retry_worker_sigterm_finishes_or_releases_everything_it_holds(dsn: str)
 
 
 @pytest.mark.slow
-def test_retry_worker_sigkill_loses_nothing(dsn: str) -> None:
+@pytest.mark.parametrize(
+    "mode", ["--retry-worker", "--async-retry-worker"], ids=["threads", "asyncio"]
+)
+def test_retry_worker_sigkill_loses_nothing(dsn: str, mode: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         kinds = _setup(conn, 4, 150)
-        a, b = _retry_worker(dsn, "rw-a"), _retry_worker(dsn, "rw-b")
+        a, b = _retry_worker(dsn, "rw-a", mode=mode), _retry_worker(dsn, "rw-b", mode=mode)
         try:
             _wait_holding(conn, "rw-a")
             a.send_signal(signal.SIGKILL)
@@ -324,7 +335,10 @@ def test_retry_worker_sigkill_loses_nothing(dsn: str) -> None:
 
 
 @pytest.mark.slow
-def test_retry_workers_drain_around_poison_values(dsn: str) -> None:
+@pytest.mark.parametrize(
+    "mode", ["--retry-worker", "--async-retry-worker"], ids=["threads", "asyncio"]
+)
+def test_retry_workers_drain_around_poison_values(dsn: str, mode: str) -> None:
     """Rows a Go producer can write that Python cannot decode, and handlers
     whose error text PostgreSQL cannot store as given, mixed into the load:
     both workers end normally, each poison item is a dead letter that says
@@ -359,7 +373,7 @@ def test_retry_workers_drain_around_poison_values(dsn: str) -> None:
                 " RETURNING id"
             )
         ]
-        a, b = _retry_worker(dsn, "rw-a"), _retry_worker(dsn, "rw-b")
+        a, b = _retry_worker(dsn, "rw-a", mode=mode), _retry_worker(dsn, "rw-b", mode=mode)
         try:
             assert a.wait(DEADLINE) == 0 and b.wait(DEADLINE) == 0
         finally:

@@ -25,13 +25,14 @@ import pytest
 from psycopg.conninfo import make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
-from retryq_py import AsyncRetryQueue, RetryQueue, RetryQueueItem, RetryWorker
+from retryq_py import AsyncRetryQueue, RetryQueue, RetryQueueItem
 from retryq_py._sql import Due
 from retryq_py.admin import serve_metrics
 from retryq_py.admin.target import target
 from retryq_py.worker import WorkerParts
 from tests.helpers import statuses, wait_until
 from tests.python import pooler
+from tests.python.workers import WorkerType
 
 if not pooler.available():
     if os.environ.get("RETRYQ_TEST_PGBOUNCER"):
@@ -59,7 +60,7 @@ def db(module_dsn: str) -> Iterator[Conn]:
 
 
 def test_the_worker_drains_through_the_pooler_and_polls_instead_of_listening(
-    bouncer: str, db: Conn, caplog: pytest.LogCaptureFixture
+    Worker: WorkerType, bouncer: str, db: Conn, caplog: pytest.LogCaptureFixture
 ) -> None:
     q = RetryQueue(db)
     q.add_many([{"event_type": "e", "data": i} for i in range(40)])
@@ -78,7 +79,7 @@ def test_the_worker_drains_through_the_pooler_and_polls_instead_of_listening(
             dues.release()  # asked each time a lane goes idle
             return super().due(**routing)
 
-    worker = RetryWorker(
+    worker = Worker(
         bouncer,
         {"e": handle},
         batch_size=3,

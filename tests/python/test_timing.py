@@ -20,7 +20,6 @@ from retryq_py import (
     RetryableError,
     RetryQueue,
     RetryQueueItem,
-    RetryWorker,
     Snooze,
     WorkerEvent,
     retry_after_seconds,
@@ -30,6 +29,7 @@ from retryq_py.cli.render import worker_counts_line
 from retryq_py.worker.events import Outcome
 from retryq_py.worker.flush import FlushWriter
 from tests.helpers import wait_until
+from tests.python.workers import WorkerType
 
 Conn = psycopg.Connection[Any]
 FAST = {"poll_interval": 0.5, "lock_timeout": 5, "cleanup_interval": 0, "max_backoff": 0.2}
@@ -55,14 +55,15 @@ def row(db: Conn, item_id: int) -> dict[str, Any]:
 
 
 def until(
+    Worker: WorkerType,
     module_dsn: str,
     handlers: dict[str, Callable[[RetryQueueItem], None]],
     done: Callable[[], bool],
     **options: Any,
-) -> RetryWorker:
-    """Runs a worker until `done` holds (an item due later keeps
-    exit_when_drained waiting), then stops it."""
-    worker = RetryWorker(module_dsn, handlers, worker_count=1, **{**FAST, **options})
+) -> Any:
+    """Runs a worker (either: see tests/python/workers.py) until `done`
+    holds (an item due later keeps exit_when_drained waiting), then stops it."""
+    worker = Worker(module_dsn, handlers, worker_count=1, **{**FAST, **options})
     thread: threading.Thread = worker.start()
     try:
         wait_until(done, timeout=10, what="the handler's outcome")
@@ -152,12 +153,14 @@ def test_fail_with_retry_after_and_snooze_from_the_client(db: Conn, q: RetryQueu
 # -- the worker ----------------------------------------------------------------------
 
 
-def test_a_handlers_delay_replaces_the_backoff(module_dsn: str, db: Conn, q: RetryQueue) -> None:
+def test_a_handlers_delay_replaces_the_backoff(
+    Worker: WorkerType, module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
     def limited(item: RetryQueueItem) -> None:
         raise RetryableError("429 Too Many Requests", "http_429", delay="90")
 
     item = q.add("api", {}, retry_delay=1).id  # the backoff would say 1 s
-    until(module_dsn, {"api": limited}, lambda: row(db, item)["retry_count"] == 1)
+    until(Worker, module_dsn, {"api": limited}, lambda: row(db, item)["retry_count"] == 1)
     r = row(db, item)
     assert (r["retry_count"], r["last_error_code"]) == (1, "http_429")
     failed_at = datetime.fromisoformat(r["error_history"][-1]["failed_at"])
@@ -166,7 +169,7 @@ def test_a_handlers_delay_replaces_the_backoff(module_dsn: str, db: Conn, q: Ret
 
 
 def test_a_snooze_spends_no_attempt_and_is_counted_and_logged(
-    module_dsn: str, db: Conn, q: RetryQueue, caplog: pytest.LogCaptureFixture
+    Worker: WorkerType, module_dsn: str, db: Conn, q: RetryQueue, caplog: pytest.LogCaptureFixture
 ) -> None:
     def not_yet(item: RetryQueueItem) -> None:
         raise Snooze(300, "the report is not ready")
@@ -176,6 +179,7 @@ def test_a_snooze_spends_no_attempt_and_is_counted_and_logged(
     events: list[WorkerEvent] = []
     caplog.set_level(logging.DEBUG, logger="retryq.worker")
     worker = until(
+        Worker,
         module_dsn,
         {"report": not_yet},
         lambda: "retryq_snoozes" in row(db, item)["event_metadata"],
@@ -207,7 +211,7 @@ def test_a_snooze_spends_no_attempt_and_is_counted_and_logged(
 
 
 def test_snoozing_forever_ends_as_a_dead_letter(
-    module_dsn: str, db: Conn, q: RetryQueue, caplog: pytest.LogCaptureFixture
+    Worker: WorkerType, module_dsn: str, db: Conn, q: RetryQueue, caplog: pytest.LogCaptureFixture
 ) -> None:
     seen: list[int] = []
 
@@ -217,9 +221,7 @@ def test_snoozing_forever_ends_as_a_dead_letter(
 
     item = q.add("loop", {}).id
     events: list[WorkerEvent] = []
-    worker = RetryWorker(
-        module_dsn, {"loop": forever}, max_snoozes=3, on_event=events.append, **FAST
-    )
+    worker = Worker(module_dsn, {"loop": forever}, max_snoozes=3, on_event=events.append, **FAST)
     counts = worker.run(exit_when_drained=True)
     r = row(db, item)
     assert (r["status"], r["last_error_code"], r["retry_count"]) == (
@@ -236,10 +238,10 @@ def test_snoozing_forever_ends_as_a_dead_letter(
     assert any("snoozed 3 times, the limit" in m for m in caplog.messages)
 
 
-def test_max_snoozes_must_be_sensible(module_dsn: str) -> None:
+def test_max_snoozes_must_be_sensible(Worker: WorkerType, module_dsn: str) -> None:
     for bad in (-1, 10001):
         with pytest.raises(ValueError, match="max_snoozes"):
-            RetryWorker(module_dsn, {"t": lambda item: None}, max_snoozes=bad)
+            Worker(module_dsn, {"t": lambda item: None}, max_snoozes=bad)
 
 
 def test_a_snooze_the_queue_refuses_is_written_as_a_failure_that_says_why(

@@ -1,5 +1,6 @@
 """RetryWorker against a real PostgreSQL: outcomes, wake-ups, graceful stop,
-lease extension, cleanup, reconnect.
+lease extension, cleanup, reconnect. A scenario that takes the `Worker`
+fixture runs on AsyncRetryWorker too (tests/python/workers.py).
 
 Tests wait on conditions with deadlines (`wait_until`), never on fixed sleeps.
 """
@@ -42,6 +43,7 @@ from retryq_py.worker.events import Outcome
 from retryq_py.worker.flush import Writer, Written
 from tests.helpers import statuses, wait_until
 from tests.pg import Server
+from tests.python.workers import WorkerType
 
 Conn = psycopg.Connection[Any]
 FAST = {"poll_interval": 0.5, "lock_timeout": 5, "cleanup_interval": 0, "max_backoff": 0.2}
@@ -97,7 +99,7 @@ def spying(seen: Callable[[list[Outcome]], None]) -> WorkerParts:
 
 
 def test_mixed_load_ends_with_the_right_status_and_history(
-    module_dsn: str, db: Conn, q: RetryQueue
+    Worker: WorkerType, module_dsn: str, db: Conn, q: RetryQueue
 ) -> None:
     attempts: dict[int, int] = {}
 
@@ -119,7 +121,7 @@ def test_mixed_load_ends_with_the_right_status_and_history(
     al = q.add("always", {}, max_retries=2, retry_delay=0.05, backoff_multiplier=1.0).id
     unknown = q.add("mystery.type", {}).id
     events: list[WorkerEvent] = []
-    worker = RetryWorker(
+    worker = Worker(
         module_dsn,
         handlers,
         worker_count=3,
@@ -158,7 +160,7 @@ def test_mixed_load_ends_with_the_right_status_and_history(
 
 
 def test_worker_metrics_count_outcomes_by_event_type(
-    module_dsn: str, db: Conn, q: RetryQueue
+    Worker: WorkerType, module_dsn: str, db: Conn, q: RetryQueue
 ) -> None:
     def sample(name: str, **labels: str) -> float:
         return REGISTRY.get_sample_value(name, labels) or 0.0
@@ -178,7 +180,7 @@ def test_worker_metrics_count_outcomes_by_event_type(
         if item.retry_count == 0:
             raise RetryableError("once")
 
-    RetryWorker(
+    Worker(
         module_dsn,
         {"m.ok": lambda item: None, "m.flaky": flaky},
         all_event_types=True,
@@ -193,7 +195,9 @@ def test_worker_metrics_count_outcomes_by_event_type(
     assert sample("retryq_worker_acquire_duration_seconds_count") > before["acquired"]
 
 
-def test_successes_are_acknowledged_in_batches(module_dsn: str, db: Conn, q: RetryQueue) -> None:
+def test_successes_are_acknowledged_in_batches(
+    Worker: WorkerType, module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
     calls: list[int] = []
 
     def seen(outcomes: list[Outcome]) -> None:
@@ -201,7 +205,7 @@ def test_successes_are_acknowledged_in_batches(module_dsn: str, db: Conn, q: Ret
             calls.append(sum(o.ok for o in outcomes))
 
     q.add_many([{"event_type": "e", "data": i} for i in range(60)])
-    counts = RetryWorker(
+    counts = Worker(
         module_dsn,
         {"e": lambda item: None},
         worker_count=4,
@@ -215,7 +219,7 @@ def test_successes_are_acknowledged_in_batches(module_dsn: str, db: Conn, q: Ret
 
 
 def test_psycopg_errors_are_classified_by_sqlstate(
-    module_dsn: str, db: Conn, q: RetryQueue
+    Worker: WorkerType, module_dsn: str, db: Conn, q: RetryQueue
 ) -> None:
     db.execute("CREATE TABLE IF NOT EXISTS target (k int PRIMARY KEY)")
     db.execute("TRUNCATE target")
@@ -232,16 +236,16 @@ def test_psycopg_errors_are_classified_by_sqlstate(
 
     dup = q.add("dup", {}).id
     dl = q.add("dl", {}, retry_delay=0.05).id
-    RetryWorker(module_dsn, {"dup": insert_dup, "dl": deadlock_once}, **FAST).run(
-        exit_when_drained=True
-    )
+    Worker(module_dsn, {"dup": insert_dup, "dl": deadlock_once}, **FAST).run(exit_when_drained=True)
     r = row(db, dup)
     assert (r["status"], r["last_error_code"]) == ("dead_letter", "23505")
     r = row(db, dl)
     assert (r["status"], r["retry_count"], r["last_error_code"]) == ("completed", 1, "40P01")
 
 
-def test_registry_and_worker_id(module_dsn: str, db: Conn, q: RetryQueue) -> None:
+def test_registry_and_worker_id(
+    Worker: WorkerType, module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
     registry = HandlerRegistry()
     seen: list[Any] = []
 
@@ -256,7 +260,7 @@ def test_registry_and_worker_id(module_dsn: str, db: Conn, q: RetryQueue) -> Non
         registry.register("other", "nope")  # type: ignore[arg-type]
     assert dict(registry) == {"chat": chat} and len(registry) == 1
     q.add("chat", {"m": 1})
-    worker = RetryWorker(module_dsn, registry, name="sql-plugin", **FAST)
+    worker = Worker(module_dsn, registry, name="sql-plugin", **FAST)
     assert worker.worker_id == f"sql-plugin-{socket.gethostname()}-{os.getpid()}"
     assert default_worker_id() == f"retryq-{socket.gethostname()}-{os.getpid()}"
     assert worker.run(exit_when_drained=True).processed == 1
@@ -265,6 +269,7 @@ def test_registry_and_worker_id(module_dsn: str, db: Conn, q: RetryQueue) -> Non
 
 @pytest.mark.parametrize("lanes", [1, 3])
 def test_lanes_share_the_work_and_write_each_outcome_once(
+    Worker: WorkerType,
     module_dsn: str,
     db: Conn,
     q: RetryQueue,
@@ -281,13 +286,13 @@ def test_lanes_share_the_work_and_write_each_outcome_once(
     ids = [e.id for e in q.add_many([{"event_type": "e", "data": i} for i in range(400)])]
     handled: list[int] = []
     most = [0]
-    worker: RetryWorker
+    worker: Any
 
     def handle(item: RetryQueueItem) -> None:
         handled.append(item.id)
         most[0] = max(most[0], worker.held)
 
-    worker = RetryWorker(
+    worker = Worker(
         module_dsn,
         {"e": handle},
         worker_count=4,
@@ -306,16 +311,16 @@ def test_lanes_share_the_work_and_write_each_outcome_once(
     assert not [r for r in caplog.records if "no longer leased" in r.getMessage()]
 
 
-def test_lanes_must_be_sensible(module_dsn: str) -> None:
-    assert RetryWorker(module_dsn, NOOP, worker_count=1).lanes == 1
-    assert RetryWorker(module_dsn, NOOP, worker_count=2).lanes == 2
-    assert RetryWorker(module_dsn, NOOP, worker_count=8).lanes == 2
+def test_lanes_must_be_sensible(Worker: WorkerType, module_dsn: str) -> None:
+    assert Worker(module_dsn, NOOP, worker_count=1).lanes == 1
+    assert Worker(module_dsn, NOOP, worker_count=2).lanes == 2
+    assert Worker(module_dsn, NOOP, worker_count=8).lanes == 2
     with pytest.raises(ValueError, match="lanes"):
-        RetryWorker(module_dsn, NOOP, lanes=0)
+        Worker(module_dsn, NOOP, lanes=0)
 
 
 def test_a_pool_of_yours_gets_its_connections_back_as_they_were(
-    module_dsn: str, db: Conn, q: RetryQueue
+    Worker: WorkerType, module_dsn: str, db: Conn, q: RetryQueue
 ) -> None:
     """The worker writes each flush in autocommit (one implicit transaction)
     and hands the connection back unchanged; lanes leave one connection of a
@@ -326,7 +331,7 @@ def test_a_pool_of_yours_gets_its_connections_back_as_they_were(
     q.add("bad", {"n": 1}, max_retries=0)
     with ConnectionPool(module_dsn, min_size=1, max_size=2, open=True) as pool:
         # "bad" has no handler: a dead letter, written by the same flush
-        worker = RetryWorker(
+        worker = Worker(
             pool, {"e": lambda item: None}, worker_count=4, all_event_types=True, **FAST
         )
         assert worker.lanes == 1
@@ -339,10 +344,10 @@ def test_a_pool_of_yours_gets_its_connections_back_as_they_were(
 
 
 def test_a_config_with_retry_disabled_runs_nothing(
-    module_dsn: str, db: Conn, q: RetryQueue, caplog: pytest.LogCaptureFixture
+    Worker: WorkerType, module_dsn: str, db: Conn, q: RetryQueue, caplog: pytest.LogCaptureFixture
 ) -> None:
     q.add("e", {"n": 1})
-    worker = RetryWorker(module_dsn, {"e": lambda item: None}, config=RetryConfig(enabled=False))
+    worker = Worker(module_dsn, {"e": lambda item: None}, config=RetryConfig(enabled=False))
     with caplog.at_level("WARNING", logger="retryq.worker"):
         assert worker.run(exit_when_drained=True).processed == 0
     assert statuses(db) == {"pending": 1}
@@ -350,7 +355,7 @@ def test_a_config_with_retry_disabled_runs_nothing(
 
 
 def test_a_worker_id_with_quotes_and_backslashes_is_written_as_given(
-    module_dsn: str, db: Conn, q: RetryQueue
+    Worker: WorkerType, module_dsn: str, db: Conn, q: RetryQueue
 ) -> None:
     """The flush puts the worker id into its query text: quoted, never spliced."""
     odd = 'o\'brien \\ "x"; DROP TABLE daz_retry_queue; --'
@@ -364,8 +369,7 @@ def test_a_worker_id_with_quotes_and_backslashes_is_written_as_given(
         data.append(item.event_data)
 
     q.add_many([{"event_type": "e", "data": {"n": i, "s": "caf\u00e9 \u2603"}} for i in range(3)])
-    worker = RetryWorker(module_dsn, {"e": record}, worker_id=odd, **FAST)
-    counts = worker.run(exit_when_drained=True)
+    counts = Worker(module_dsn, {"e": record}, worker_id=odd, **FAST).run(exit_when_drained=True)
     assert counts.processed == 3 and seen == [odd] * 3
     assert sorted(data, key=lambda d: d["n"]) == [
         {"n": i, "s": "caf\u00e9 \u2603"} for i in range(3)
@@ -373,24 +377,24 @@ def test_a_worker_id_with_quotes_and_backslashes_is_written_as_given(
     assert statuses(db) == {"completed": 3}
 
 
-def test_settings_come_from_config_and_keywords_win(module_dsn: str) -> None:
+def test_settings_come_from_config_and_keywords_win(Worker: WorkerType, module_dsn: str) -> None:
     cfg = RetryConfig(worker_count=4, batch_size=7, poll_interval=2, lock_timeout=60)
-    w = RetryWorker(module_dsn, NOOP, config=cfg, batch_size=3)
+    w = Worker(module_dsn, NOOP, config=cfg, batch_size=3)
     assert (w.worker_count, w.batch_size, w.poll_interval, w.lock_timeout) == (4, 3, 2, 60)
     with pytest.raises(ValueError, match="batch_size"):
-        RetryWorker(module_dsn, NOOP, batch_size=0)
+        Worker(module_dsn, NOOP, batch_size=0)
 
 
-def test_a_worker_runs_once(module_dsn: str, db: Conn) -> None:
-    worker = RetryWorker(module_dsn, NOOP, **FAST)
+def test_a_worker_runs_once(Worker: WorkerType, module_dsn: str, db: Conn) -> None:
+    worker = Worker(module_dsn, NOOP, **FAST)
     assert worker.run(exit_when_drained=True).processed == 0
     with pytest.raises(RuntimeError, match="runs once"):
         worker.run(exit_when_drained=True)
 
 
-def test_a_missing_schema_stops_run_with_the_error(new_database: Any) -> None:
+def test_a_missing_schema_stops_run_with_the_error(Worker: WorkerType, new_database: Any) -> None:
     bare = new_database()
-    worker = RetryWorker(bare, NOOP, **FAST)
+    worker = Worker(bare, NOOP, **FAST)
     with pytest.raises(pgerr.UndefinedFunction):
         worker.run(exit_when_drained=True)
 
@@ -399,7 +403,7 @@ def test_a_missing_schema_stops_run_with_the_error(new_database: Any) -> None:
 
 
 def test_notify_wakes_an_idle_worker_long_before_the_poll(
-    module_dsn: str, db: Conn, q: RetryQueue
+    Worker: WorkerType, module_dsn: str, db: Conn, q: RetryQueue
 ) -> None:
     done = threading.Event()
     went_idle = threading.Event()
@@ -409,7 +413,7 @@ def test_notify_wakes_an_idle_worker_long_before_the_poll(
             went_idle.set()  # the worker asks this just before it goes to sleep
             return super().due(**routing)
 
-    worker = RetryWorker(
+    worker = Worker(
         module_dsn,
         {"e": lambda item: done.set()},
         poll_interval=60,
@@ -439,7 +443,7 @@ def test_notify_wakes_an_idle_worker_long_before_the_poll(
 
 
 def test_worker_sleeps_only_until_the_next_due_retry(
-    module_dsn: str, db: Conn, q: RetryQueue
+    Worker: WorkerType, module_dsn: str, db: Conn, q: RetryQueue
 ) -> None:
     handled, started = threading.Event(), threading.Event()
 
@@ -447,7 +451,7 @@ def test_worker_sleeps_only_until_the_next_due_retry(
         started.set()  # the pool is open: the worker starts its parts
         return RetryQueue(pool, schema=schema)
 
-    worker = RetryWorker(
+    worker = Worker(
         module_dsn,
         {"e": lambda item: handled.set()},
         poll_interval=60,
@@ -470,7 +474,7 @@ def test_worker_sleeps_only_until_the_next_due_retry(
 
 
 def test_stop_lets_in_flight_finish_and_releases_the_rest(
-    module_dsn: str, db: Conn, q: RetryQueue
+    Worker: WorkerType, module_dsn: str, db: Conn, q: RetryQueue
 ) -> None:
     started, gate = threading.Event(), threading.Event()
 
@@ -479,9 +483,7 @@ def test_stop_lets_in_flight_finish_and_releases_the_rest(
         assert gate.wait(10)
 
     ids = [a.id for a in q.add_many([{"event_type": "e", "data": i} for i in range(3)])]
-    worker = RetryWorker(
-        module_dsn, {"e": slow}, worker_count=1, batch_size=3, grace_period=10, **FAST
-    )
+    worker = Worker(module_dsn, {"e": slow}, worker_count=1, batch_size=3, grace_period=10, **FAST)
     thread = worker.start()
     try:
         assert started.wait(5)
@@ -500,7 +502,7 @@ def test_stop_lets_in_flight_finish_and_releases_the_rest(
 
 
 def test_handlers_past_the_grace_period_are_released(
-    module_dsn: str, db: Conn, q: RetryQueue
+    Worker: WorkerType, module_dsn: str, db: Conn, q: RetryQueue
 ) -> None:
     started, gate = threading.Event(), threading.Event()
 
@@ -509,7 +511,7 @@ def test_handlers_past_the_grace_period_are_released(
         gate.wait(10)
 
     item_id = q.add("e", {}).id
-    worker = RetryWorker(module_dsn, {"e": stuck}, worker_count=1, grace_period=0.2, **FAST)
+    worker = Worker(module_dsn, {"e": stuck}, worker_count=1, grace_period=0.2, **FAST)
     thread = worker.start()
     try:
         assert started.wait(5)
@@ -523,7 +525,9 @@ def test_handlers_past_the_grace_period_are_released(
         gate.set()
 
 
-def test_sigterm_stops_run_gracefully(module_dsn: str, db: Conn, q: RetryQueue) -> None:
+def test_sigterm_stops_run_gracefully(
+    Worker: WorkerType, module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
     def terminate_self(item: RetryQueueItem) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
         # finish only once the main thread has handled the signal
@@ -531,7 +535,7 @@ def test_sigterm_stops_run_gracefully(module_dsn: str, db: Conn, q: RetryQueue) 
 
     before = signal.getsignal(signal.SIGTERM)
     q.add_many([{"event_type": "e", "data": i} for i in range(3)])
-    worker = RetryWorker(module_dsn, {"e": terminate_self}, worker_count=1, batch_size=3, **FAST)
+    worker = Worker(module_dsn, {"e": terminate_self}, worker_count=1, batch_size=3, **FAST)
     counts = worker.run(install_signal_handlers=True)
     assert (counts.processed, counts.released) == (1, 2)
     assert statuses(db) == {"completed": 1, "pending": 2}
@@ -542,7 +546,9 @@ def test_sigterm_stops_run_gracefully(module_dsn: str, db: Conn, q: RetryQueue) 
 
 
 @pytest.mark.slow
-def test_a_slow_handler_keeps_its_lease(module_dsn: str, db: Conn, q: RetryQueue) -> None:
+def test_a_slow_handler_keeps_its_lease(
+    Worker: WorkerType, module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
     """lock_timeout 2 s; the handler runs until the lease has been extended and
     the first expiry has passed, and meanwhile no one else can take the item."""
     item_id = q.add("e", {}).id
@@ -560,7 +566,7 @@ def test_a_slow_handler_keeps_its_lease(module_dsn: str, db: Conn, q: RetryQueue
         wait_until(extended_and_past_first_expiry, timeout=4.5, what="lease extension")
         assert other.acquire("thief", 10, 2) == []
 
-    worker = RetryWorker(
+    worker = Worker(
         module_dsn,
         {"e": slow},
         worker_count=1,
@@ -575,7 +581,7 @@ def test_a_slow_handler_keeps_its_lease(module_dsn: str, db: Conn, q: RetryQueue
 
 
 def test_a_handler_past_handler_timeout_loses_its_lease(
-    module_dsn: str, db: Conn, q: RetryQueue
+    Worker: WorkerType, module_dsn: str, db: Conn, q: RetryQueue
 ) -> None:
     item_id = q.add("e", {}).id
     gate, started = threading.Event(), threading.Event()
@@ -584,7 +590,7 @@ def test_a_handler_past_handler_timeout_loses_its_lease(
         started.set()
         gate.wait(10)
 
-    worker = RetryWorker(
+    worker = Worker(
         module_dsn,
         {"e": hang},
         worker_count=1,
@@ -615,7 +621,7 @@ def test_a_handler_past_handler_timeout_loses_its_lease(
 
 
 def test_a_success_whose_lease_was_taken_over_counts_as_lease_lost(
-    module_dsn: str, db: Conn, q: RetryQueue
+    Worker: WorkerType, module_dsn: str, db: Conn, q: RetryQueue
 ) -> None:
     """The handler succeeds, but meanwhile its lease ran out and another worker
     took the item and completed it: this worker's completion is refused, and it
@@ -650,9 +656,9 @@ def test_a_success_whose_lease_was_taken_over_counts_as_lease_lost(
         return value or 0.0
 
     before = processed()
-    counts = RetryWorker(
-        module_dsn, {kind: handle}, worker_count=1, on_event=events.append, **FAST
-    ).run(exit_when_drained=True)
+    counts = Worker(module_dsn, {kind: handle}, worker_count=1, on_event=events.append, **FAST).run(
+        exit_when_drained=True
+    )
     assert (counts.processed, counts.lease_lost) == (1, 1)
     assert sorted((e.kind, e.item.id) for e in events) == sorted(
         [("completed", kept_id), ("lease_lost", lost_id)]
@@ -662,15 +668,14 @@ def test_a_success_whose_lease_was_taken_over_counts_as_lease_lost(
 
 
 def test_a_handler_raising_systemexit_does_not_kill_the_worker(
-    module_dsn: str, db: Conn, q: RetryQueue
+    Worker: WorkerType, module_dsn: str, db: Conn, q: RetryQueue
 ) -> None:
     def bail(item: RetryQueueItem) -> None:
         if item.retry_count == 0:
             raise SystemExit(3)
 
     item_id = q.add("e", {}, retry_delay=0.05).id
-    worker = RetryWorker(module_dsn, {"e": bail}, worker_count=1, **FAST)
-    counts = worker.run(exit_when_drained=True)
+    counts = Worker(module_dsn, {"e": bail}, worker_count=1, **FAST).run(exit_when_drained=True)
     r = row(db, item_id)
     assert (r["status"], r["last_error_code"]) == ("completed", "SystemExit")
     assert (counts.failed, counts.processed) == (1, 1)
@@ -680,7 +685,7 @@ def test_a_handler_raising_systemexit_does_not_kill_the_worker(
 
 
 def test_scheduled_cleanup_runs_one_worker_at_a_time(
-    module_dsn: str, db: Conn, q: RetryQueue
+    Worker: WorkerType, module_dsn: str, db: Conn, q: RetryQueue
 ) -> None:
     long_ago = datetime.now(timezone.utc) - timedelta(days=30)
     old = q.add("e", {}, now=long_ago).id
@@ -690,9 +695,9 @@ def test_scheduled_cleanup_runs_one_worker_at_a_time(
     with psycopg.connect(module_dsn) as holder:
         with holder.transaction():
             holder.execute(_sql.compose(_sql.TRY_CLEANUP_LOCK, None))
-            RetryWorker(module_dsn, NOOP, **settings).run(exit_when_drained=True)
+            Worker(module_dsn, NOOP, **settings).run(exit_when_drained=True)
             assert row(db, old)["status"] == "completed"  # someone else held the lock
-        RetryWorker(module_dsn, NOOP, **settings).run(exit_when_drained=True)
+        Worker(module_dsn, NOOP, **settings).run(exit_when_drained=True)
     gone = db.execute("SELECT count(*) FROM daz_retry_queue WHERE id = %s", [old]).fetchone()
     assert gone == (0,)
 
@@ -702,6 +707,7 @@ def test_scheduled_cleanup_runs_one_worker_at_a_time(
 
 @pytest.mark.slow
 def test_worker_survives_a_database_outage_and_loses_nothing(
+    Worker: WorkerType,
     module_dsn: str,
     db: Conn,
     q: RetryQueue,
@@ -722,7 +728,7 @@ def test_worker_survives_a_database_outage_and_loses_nothing(
             handled.append(item.id)
 
     ids = [a.id for a in q.add_many([{"event_type": "e", "data": i} for i in range(30)])]
-    worker = RetryWorker(
+    worker = Worker(
         module_dsn,
         {"e": work},
         worker_count=2,
@@ -833,10 +839,12 @@ def test_items_of_a_killed_worker_are_taken_over(module_dsn: str, db: Conn, q: R
         assert [h["code"] for h in history] == ["lease_expired"]
 
 
-def test_an_unreachable_database_fails_the_first_connection_fast() -> None:
+def test_an_unreachable_database_fails_the_first_connection_fast(
+    Worker: WorkerType,
+) -> None:
     """As the CLI does: a worker that cannot reach its database at start says
     so within connect_timeout instead of retrying in silence."""
-    worker = RetryWorker(
+    worker = Worker(
         "host=127.0.0.1 port=1 user=postgres dbname=nowhere",
         {"e": lambda item: None},
         connect_timeout=1,

@@ -19,13 +19,14 @@ import pytest
 from prometheus_client import REGISTRY
 from psycopg.conninfo import make_conninfo
 
-from retryq_py import RetryableError, RetryQueue, RetryQueueItem, RetryWorker, WorkerCounts
+from retryq_py import RetryableError, RetryQueue, RetryQueueItem, WorkerCounts
 from retryq_py.worker import Settings, WorkerParts
 from retryq_py.worker.events import Outcome
 from retryq_py.worker.flush import Writer, Written
 from retryq_py.worker.ledger import Ledger
 from tests.helpers import statuses, wait_until
 from tests.python import netproxy
+from tests.python.workers import WorkerType
 
 Conn = psycopg.Connection[Any]
 FAST = {"poll_interval": 0.2, "lock_timeout": 5, "cleanup_interval": 0, "max_backoff": 0.2}
@@ -43,7 +44,7 @@ def q(db: Conn) -> RetryQueue:
     return RetryQueue(db)
 
 
-def run_until_idle(worker: RetryWorker, timeout: float = 20.0) -> WorkerCounts:
+def run_until_idle(worker: Any, timeout: float = 20.0) -> WorkerCounts:
     """worker.run(exit_when_drained=True) in a thread; fails if it raises or
     has not returned by `timeout` (then it is stopped)."""
     result: list[WorkerCounts] = []
@@ -94,7 +95,7 @@ def guide_insert(db: Conn, event_data_sql: str, **columns: str) -> int:
 
 
 def test_a_nul_in_a_handlers_error_code_fails_that_item_alone(
-    module_dsn: str, db: Conn, q: RetryQueue
+    Worker: WorkerType, module_dsn: str, db: Conn, q: RetryQueue
 ) -> None:
     """The issue's example: the flush raised before writing anything."""
     bad = q.add("bad", {}, max_retries=0).id
@@ -104,7 +105,7 @@ def test_a_nul_in_a_handlers_error_code_fails_that_item_alone(
         raise RetryableError("upstream\x00 refused", code="E\x00042")
 
     counts = run_until_idle(
-        RetryWorker(module_dsn, {"bad": refuse, "e": lambda it: None}, batch_size=4, **FAST)
+        Worker(module_dsn, {"bad": refuse, "e": lambda it: None}, batch_size=4, **FAST)
     )
     assert (counts.processed, counts.dead_lettered) == (3, 1)
     assert all(item(db, i)["status"] == "completed" for i in good)
@@ -140,6 +141,7 @@ class CodeIsNotText(Exception):
     ids=["str-raises", "surrogates", "int-code", "huge", "cause-str-raises", "own-int-code"],
 )
 def test_whatever_a_handler_raises_is_stored_and_the_batch_goes_on(
+    Worker: WorkerType,
     module_dsn: str,
     db: Conn,
     q: RetryQueue,
@@ -154,7 +156,7 @@ def test_whatever_a_handler_raises_is_stored_and_the_batch_goes_on(
         raise make()
 
     counts = run_until_idle(
-        RetryWorker(module_dsn, {"bad": raise_it, "e": lambda it: None}, batch_size=4, **FAST)
+        Worker(module_dsn, {"bad": raise_it, "e": lambda it: None}, batch_size=4, **FAST)
     )
     assert (counts.processed, counts.dead_lettered) == (3, 1)
     assert all(item(db, i)["status"] == "completed" for i in good)
@@ -166,7 +168,7 @@ def test_whatever_a_handler_raises_is_stored_and_the_batch_goes_on(
 
 
 def test_an_outcome_the_server_refuses_fails_alone_with_a_clear_code(
-    module_dsn: str, db: Conn, q: RetryQueue
+    Worker: WorkerType, module_dsn: str, db: Conn, q: RetryQueue
 ) -> None:
     """fail_retry_item raising for one outcome (here: the item's row refuses
     the update, as any server-side refusal of a value would) must not undo
@@ -188,7 +190,7 @@ def test_an_outcome_the_server_refuses_fails_alone_with_a_clear_code(
             raise RetryableError("nope", code="REFUSED")
 
         counts = run_until_idle(
-            RetryWorker(module_dsn, {"bad": refuse, "e": lambda it: None}, batch_size=4, **FAST)
+            Worker(module_dsn, {"bad": refuse, "e": lambda it: None}, batch_size=4, **FAST)
         )
     finally:
         db.execute("DROP TRIGGER refuse_code ON daz_retry_queue")
@@ -211,7 +213,12 @@ def test_an_outcome_the_server_refuses_fails_alone_with_a_clear_code(
     ids=["huge-int", "next-retry-minus-infinity", "created-infinity", "metadata-huge-int", "deep"],
 )
 def test_a_row_python_cannot_decode_fails_alone_and_the_rest_run(
-    module_dsn: str, db: Conn, q: RetryQueue, columns: dict[str, str], field: str
+    Worker: WorkerType,
+    module_dsn: str,
+    db: Conn,
+    q: RetryQueue,
+    columns: dict[str, str],
+    field: str,
 ) -> None:
     """PostgreSQL accepts these from any producer; psycopg or json cannot
     decode them. Before: the leases were committed, decoding raised, run()
@@ -227,7 +234,7 @@ def test_a_row_python_cannot_decode_fails_alone_and_the_rest_run(
     ran: list[int] = []
     events: list[Any] = []
     counts = run_until_idle(
-        RetryWorker(
+        Worker(
             module_dsn,
             {"e": lambda it: ran.append(it.id)},
             batch_size=4,
@@ -246,16 +253,14 @@ def test_a_row_python_cannot_decode_fails_alone_and_the_rest_run(
 
 
 def test_an_on_event_callback_raising_anything_never_stops_the_worker(
-    module_dsn: str, db: Conn, q: RetryQueue
+    Worker: WorkerType, module_dsn: str, db: Conn, q: RetryQueue
 ) -> None:
     ids = [q.add("e", {"i": i}).id for i in range(4)]
 
     def explode(event: Any) -> None:
         raise SystemExit("callback gave up")
 
-    counts = run_until_idle(
-        RetryWorker(module_dsn, {"e": lambda it: None}, on_event=explode, **FAST)
-    )
+    counts = run_until_idle(Worker(module_dsn, {"e": lambda it: None}, on_event=explode, **FAST))
     assert counts.processed == 4
     assert all(item(db, i)["status"] == "completed" for i in ids)
 
@@ -275,7 +280,7 @@ def with_options(dsn: str, **settings: str) -> str:
 
 
 def test_idle_in_transaction_timeout_never_kills_the_worker(
-    module_dsn: str, db: Conn, q: RetryQueue
+    Worker: WorkerType, module_dsn: str, db: Conn, q: RetryQueue
 ) -> None:
     """The issue's example: both workers died of IdleInTransactionSessionTimeout
     (25P03). Every transaction the worker opens (flush, due, heartbeat, cleanup,
@@ -289,7 +294,7 @@ def test_idle_in_transaction_timeout_never_kills_the_worker(
 
     dsn = with_options(module_dsn, idle_in_transaction_session_timeout="1ms")
     counts = run_until_idle(
-        RetryWorker(
+        Worker(
             dsn,
             {"e": lambda it: None, "slow": wait_for_heartbeats},
             batch_size=4,
@@ -303,13 +308,13 @@ def test_idle_in_transaction_timeout_never_kills_the_worker(
 
 
 def test_a_statement_timeout_is_logged_with_its_sqlstate_counted_and_waited_out(
-    module_dsn: str, db: Conn, q: RetryQueue, caplog: pytest.LogCaptureFixture
+    Worker: WorkerType, module_dsn: str, db: Conn, q: RetryQueue, caplog: pytest.LogCaptureFixture
 ) -> None:
     ids = [q.add("e", {"i": i}).id for i in range(3)]
     before = sample("retryq_worker_database_errors_total", sqlstate="57014", kind="transient")
     locker = psycopg.connect(module_dsn)
     locker.execute("LOCK TABLE daz_retry_queue IN ACCESS EXCLUSIVE MODE")
-    worker = RetryWorker(
+    worker = Worker(
         with_options(module_dsn, statement_timeout="100ms"), {"e": lambda it: None}, **FAST
     )
     thread = worker.start(exit_when_drained=True)
@@ -332,13 +337,13 @@ def test_a_statement_timeout_is_logged_with_its_sqlstate_counted_and_waited_out(
 
 
 def test_a_configuration_error_stops_the_worker_and_says_so(
-    module_dsn: str, db: Conn, q: RetryQueue, caplog: pytest.LogCaptureFixture
+    Worker: WorkerType, module_dsn: str, db: Conn, q: RetryQueue, caplog: pytest.LogCaptureFixture
 ) -> None:
     """No retry can help a missing function: the worker says so and stops,
     with nothing left leased."""
     q.add("e", {})
     with pytest.raises(psycopg.errors.InvalidSchemaName):
-        RetryWorker(module_dsn, {"e": lambda it: None}, schema="no_such_schema", **FAST).run(
+        Worker(module_dsn, {"e": lambda it: None}, schema="no_such_schema", **FAST).run(
             exit_when_drained=True
         )
     assert any(
@@ -352,7 +357,9 @@ def test_a_configuration_error_stops_the_worker_and_says_so(
 
 
 @pytest.mark.slow
-def test_cleanup_in_slices_never_starves_leasing(module_dsn: str, db: Conn, q: RetryQueue) -> None:
+def test_cleanup_in_slices_never_starves_leasing(
+    Worker: WorkerType, module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
     """The issue's example: one unbounded cleanup call, cancelled by a 2 s
     statement_timeout on every pass of the only lane, left 0 of 5 due items
     handled. Cleanup now runs in bounded slices in a thread of its own."""
@@ -371,7 +378,7 @@ def test_cleanup_in_slices_never_starves_leasing(module_dsn: str, db: Conn, q: R
         if len(ran) == len(due):
             done.set()
 
-    worker = RetryWorker(
+    worker = Worker(
         with_options(module_dsn, statement_timeout="150ms"),
         {"e": handle},
         lanes=1,
@@ -400,7 +407,7 @@ def test_cleanup_in_slices_never_starves_leasing(module_dsn: str, db: Conn, q: R
 
 
 def test_a_silent_network_is_noticed_within_the_lease_and_survived(
-    module_dsn: str, db: Conn, q: RetryQueue, caplog: pytest.LogCaptureFixture
+    Worker: WorkerType, module_dsn: str, db: Conn, q: RetryQueue, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The issue's example: a network that stops answering (no reset) blocked
     every thread of the worker with no log line. Its statements now have a
@@ -408,7 +415,7 @@ def test_a_silent_network_is_noticed_within_the_lease_and_survived(
     ran: list[int] = []
     with netproxy.proxy(module_dsn) as net:
         first = [q.add("e", {"i": i}).id for i in range(5)]
-        worker = RetryWorker(
+        worker = Worker(
             net.dsn,
             {"e": lambda it: ran.append(it.id)},
             lock_timeout=4,
@@ -483,7 +490,7 @@ def losing(when: Callable[[list[Outcome], int], bool]) -> tuple[WorkerParts, lis
 
 
 def test_a_lost_reply_to_an_acquire_is_settled_not_left_to_expire(
-    module_dsn: str, db: Conn, q: RetryQueue
+    Worker: WorkerType, module_dsn: str, db: Conn, q: RetryQueue
 ) -> None:
     """The issue's example: ten items stayed leased to a live worker that did
     not know about them for the whole lease; those with max_retries = 0
@@ -492,7 +499,7 @@ def test_a_lost_reply_to_an_acquire_is_settled_not_left_to_expire(
     parts, made = losing(lambda outcomes, want: want > 0)
     ran: list[int] = []
     counts = run_until_idle(
-        RetryWorker(
+        Worker(
             module_dsn,
             {"e": lambda it: ran.append(it.id)},
             batch_size=10,
@@ -529,7 +536,11 @@ def slow_commit(db: Conn) -> Iterator[Callable[[], None]]:
 
 
 def test_a_commit_the_server_finishes_after_the_cut_is_waited_for(
-    module_dsn: str, db: Conn, q: RetryQueue, slow_commit: Callable[[], None]
+    Worker: WorkerType,
+    module_dsn: str,
+    db: Conn,
+    q: RetryQueue,
+    slow_commit: Callable[[], None],
 ) -> None:
     """The server runs a statement to its end after its client is gone: an
     acquire still committing when the connection is cut commits after the
@@ -542,7 +553,7 @@ def test_a_commit_the_server_finishes_after_the_cut_is_waited_for(
     ran: list[int] = []
     with netproxy.proxy(module_dsn) as net:
         slow_commit()
-        worker = RetryWorker(
+        worker = Worker(
             net.dsn,
             {"e": lambda it: ran.append(it.id)},
             batch_size=10,
@@ -553,10 +564,12 @@ def test_a_commit_the_server_finishes_after_the_cut_is_waited_for(
         thread = worker.start()
         try:
             wait_until(
-                lambda: db.execute(
-                    "SELECT count(*) > 0 FROM pg_stat_activity WHERE wait_event = 'PgSleep'"
-                ).fetchone()
-                == (True,),
+                lambda: (
+                    db.execute(
+                        "SELECT count(*) > 0 FROM pg_stat_activity WHERE wait_event = 'PgSleep'"
+                    ).fetchone()
+                    == (True,)
+                ),
                 10,
                 "the acquire to be committing",
             )
@@ -573,7 +586,7 @@ def test_a_commit_the_server_finishes_after_the_cut_is_waited_for(
 
 
 def test_a_lost_reply_to_a_flush_counts_what_was_written(
-    module_dsn: str, db: Conn, q: RetryQueue
+    Worker: WorkerType, module_dsn: str, db: Conn, q: RetryQueue
 ) -> None:
     """The issue's example: ten completed items were counted as lease_lost."""
     ok = [q.add("e", {"i": i}).id for i in range(8)]
@@ -586,7 +599,7 @@ def test_a_lost_reply_to_a_flush_counts_what_was_written(
             raise RetryableError("once", code="ONCE")
 
     counts = run_until_idle(
-        RetryWorker(
+        Worker(
             module_dsn,
             {"e": lambda it: None, "bad": fail_once},
             batch_size=10,

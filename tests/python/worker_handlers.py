@@ -6,6 +6,8 @@ mixed load and check every item's final status.
 
 from __future__ import annotations
 
+import asyncio
+
 from retryq_py import PermanentError, RetryableError, RetryQueueItem
 from retryq_py.worker import HandlerRegistry
 
@@ -37,3 +39,23 @@ for _event_type, _fn in HANDLERS.items():
     REGISTRY.register(_event_type, _fn)
 
 NOT_A_MAPPING = [ok]
+
+
+# The same outcomes from coroutines (AsyncRetryWorker); `ok` stays a plain
+# function, which the async worker runs in a thread.
+async def flaky_async(item: RetryQueueItem) -> None:
+    await asyncio.sleep(0)
+    flaky(item)
+
+
+async def broken_async(item: RetryQueueItem) -> None:
+    await asyncio.sleep(0)
+    broken(item)
+
+
+async def down_async(item: RetryQueueItem) -> None:
+    await asyncio.sleep(0)
+    down(item)
+
+
+ASYNC_HANDLERS = {"ok": ok, "flaky": flaky_async, "broken": broken_async, "down": down_async}

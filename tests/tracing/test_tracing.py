@@ -4,12 +4,13 @@ SDK's in-memory exporter."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from retryq_py import RetryQueue, RetryWorker, tracing
+from retryq_py import AsyncRetryWorker, RetryQueue, RetryQueueItem, RetryWorker, tracing
 from tests.python import worker_handlers
 
 sdk_trace = pytest.importorskip("opentelemetry.sdk.trace", reason="no opentelemetry extra")
@@ -74,6 +75,42 @@ def test_three_attempts_share_the_trace_of_the_request(
         StatusCode.UNSET,
     ]
     assert any(e.name == "exception" for e in attempts[0].events)
+
+
+async def test_an_async_handlers_attempt_spans_its_awaits_and_is_current_in_it(
+    dsn: str, conn: Any, spans: InMemorySpanExporter
+) -> None:
+    """AsyncRetryWorker: the span ends when the coroutine does (not when it
+    is created), and a span the handler opens after an await is its child."""
+    tracer = trace.get_tracer("the-app")
+    with tracer.start_as_current_span("POST /chat") as request:
+        RetryQueue(conn).add(
+            "flaky", {}, retry_delay=0, metadata=tracing.inject({"tenant": "acme"})
+        )
+    origin = request.get_span_context()
+
+    async def flaky(item: RetryQueueItem) -> None:
+        await asyncio.sleep(0.05)
+        with tracer.start_as_current_span("call upstream"):
+            if item.retry_count == 0:
+                raise ConnectionResetError("upstream reset")
+
+    handlers = tracing.traced({"flaky": flaky})
+    counts = await AsyncRetryWorker(dsn, handlers, poll_interval=0.2).run(exit_when_drained=True)
+    assert (counts.processed, counts.failed) == (1, 1)
+    finished = spans.get_finished_spans()
+    attempts = sorted(
+        (s for s in finished if s.name == "retryq process flaky"),
+        key=lambda s: s.attributes["retryq.attempt"],  # type: ignore[index]
+    )
+    calls = [s for s in finished if s.name == "call upstream"]
+    assert [s.status.status_code for s in attempts] == [StatusCode.ERROR, StatusCode.UNSET]
+    for span in attempts:
+        assert span.context.trace_id == origin.trace_id
+        assert span.end_time - span.start_time >= 50_000_000  # ns: the await is inside
+    assert sorted(c.parent.span_id for c in calls) == sorted(  # type: ignore[union-attr]
+        a.context.span_id for a in attempts
+    )
 
 
 def test_no_span_no_context(spans: InMemorySpanExporter) -> None:

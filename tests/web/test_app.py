@@ -226,6 +226,83 @@ def test_pause_and_resume(seeded: Seeded) -> None:
     assert c.post("/pauses/stop", data={}).status_code == 404
 
 
+def test_rate_limit_set_and_clear(seeded: Seeded) -> None:
+    c = client(seeded.dsn)
+
+    def limits() -> list[tuple[object, ...]]:
+        with psycopg.connect(seeded.dsn) as conn:
+            return conn.execute(
+                "SELECT event_type, plugin_name, max_leases, period_seconds"
+                " FROM daz_retry_queue_rate_limits ORDER BY event_type"
+            ).fetchall()
+
+    page = c.get("/rate-limits").text
+    assert 'id="no-rate-limits"' in page and 'href="/rate-limits" class="active"' in page
+    r = c.post(
+        "/rate-limits/set",
+        data={
+            "event_type": "email.send",
+            "plugin": "smtp",
+            "max_leases": "600",
+            "period_seconds": "3600",
+        },
+    )
+    assert "rate limit email.send/smtp: 600 per 3600s" in r.text
+    assert limits() == [("email.send", "smtp", 600, 3600.0)]
+    with psycopg.connect(seeded.dsn, autocommit=True) as conn:
+        leased = RetryQueue(conn).acquire("worker-c", 100)
+    used = sum(i.event_type == "email.send" for i in leased)
+    assert used == 2  # due and due2
+    r = c.get("/rate-limits")
+    row = re.search(r'<tr data-key="email\.send/smtp"[^>]*>(.*?)</tr>', r.text, re.S)
+    assert row, r.text
+    cells = [
+        " ".join(re.sub(r"<[^>]+>", " ", td).split())
+        for td in re.findall(r"<td[^>]*>(.*?)</td>", row.group(1), re.S)
+    ]
+    # key, N per period, used in the last period, free now
+    assert cells[:6] == ["email.send", "smtp", "600", "3600s (1h00m)", "2", "598"]
+    # the period defaults to a second; setting a key again replaces its limit
+    c.post(
+        "/rate-limits/set", data={"event_type": "email.send", "plugin": "smtp", "max_leases": "20"}
+    )
+    c.post(
+        "/rate-limits/set",
+        data={"event_type": "sql.exec", "max_leases": "5", "period_seconds": "0.5"},
+    )
+    assert limits() == [("email.send", "smtp", 20, 1.0), ("sql.exec", None, 5, 0.5)]
+    r = c.post("/rate-limits/clear", data={"event_type": "email.send", "plugin": "smtp"})
+    assert (
+        "rate limit email.send/smtp removed" in r.text
+        and 'data-key="email.send/smtp"' not in r.text
+    )
+    assert limits() == [("sql.exec", None, 5, 0.5)]
+    assert c.post("/rate-limits/clear", data={"event_type": "email.send"}).status_code == 404
+    assert c.post("/rate-limits/drop", data={"event_type": "sql.exec"}).status_code == 404
+    assert limits() == [("sql.exec", None, 5, 0.5)]
+
+
+@pytest.mark.parametrize(
+    ("form", "says"),
+    [
+        ({"max_leases": "0"}, "max_leases"),  # refused by the database (22023)
+        ({"max_leases": "5", "period_seconds": "0"}, "period_seconds"),
+        ({"max_leases": "ten"}, "invalid max_leases"),
+        ({"max_leases": "5", "period_seconds": "nan"}, "invalid period_seconds"),
+        ({}, "invalid max_leases"),
+        ({"event_type": "", "max_leases": "5"}, "invalid event_type"),
+    ],
+)
+def test_a_refused_rate_limit_is_a_bad_request(
+    seeded: Seeded, form: dict[str, str], says: str
+) -> None:
+    r = client(seeded.dsn).post("/rate-limits/set", data={"event_type": "sql.exec", **form})
+    assert r.status_code == 400, r.text
+    assert says in r.text and "database error" not in r.text
+    with psycopg.connect(seeded.dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM daz_retry_queue_rate_limits").fetchone() == (0,)
+
+
 def test_read_only_shows_and_refuses(seeded: Seeded) -> None:
     c = client(seeded.dsn, read_only=True)
     page = c.get("/dead-letters?event_type=sql.exec").text
@@ -237,9 +314,15 @@ def test_read_only_shows_and_refuses(seeded: Seeded) -> None:
         (f"/items/{seeded.ids['due']}/cancel", {"confirm": "yes"}),
         ("/circuits/close", {"event_type": "sms.send"}),
         ("/pauses/pause", {"event_type": "sms.send"}),
+        ("/rate-limits/set", {"event_type": "sms.send", "max_leases": "1"}),
+        ("/rate-limits/clear", {"event_type": "sms.send"}),
     ):
         assert c.post(path, data=form).status_code == 403, path
     assert status_of(seeded.dsn, seeded.ids["dead_sql"]) == "dead_letter"
+    with psycopg.connect(seeded.dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM daz_retry_queue_rate_limits").fetchone() == (0,)
+    page = c.get("/rate-limits").text
+    assert "set-rate-limit" not in page and "/rate-limits/clear" not in page
 
 
 def test_token(seeded: Seeded) -> None:
@@ -251,6 +334,7 @@ def test_token(seeded: Seeded) -> None:
     assert first.status_code == 303 and first.headers["location"] == "/items?status=pending"
     assert "httponly" in first.headers["set-cookie"].lower()
     assert c.get("/items").status_code == 200  # the cookie now
+    assert TestClient(c.app).get("/rate-limits").status_code == 401
 
 
 def test_basic_auth(seeded: Seeded) -> None:
@@ -265,6 +349,12 @@ def test_basic_auth(seeded: Seeded) -> None:
 
 def test_a_post_from_another_site_is_refused(seeded: Seeded) -> None:
     c = client(seeded.dsn)
+    r = c.post(
+        "/rate-limits/set",
+        data={"event_type": "sql.exec", "max_leases": "1"},
+        headers={"Origin": "https://evil.example"},
+    )
+    assert r.status_code == 403
     form = {"action": "purge", "event_type": "sql.exec", "expected": "1"}
     r = c.post("/dead-letters/apply", data=form, headers={"Origin": "https://evil.example"})
     assert r.status_code == 403
@@ -310,8 +400,6 @@ def test_cli_refuses_to_listen_beyond_localhost_without_auth() -> None:
 
 
 def test_a_value_the_queue_refuses_is_a_bad_request_not_a_server_error(seeded: Seeded) -> None:
-    r = client(seeded.dsn).post(
-        "/circuits/open", data={"event_type": "sms.send", "seconds": "-5"}
-    )
+    r = client(seeded.dsn).post("/circuits/open", data={"event_type": "sms.send", "seconds": "-5"})
     assert r.status_code == 400, r.text
     assert "invalid seconds" in r.text and "database error" not in r.text

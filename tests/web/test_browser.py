@@ -213,3 +213,63 @@ def test_open_and_close_a_circuit(seeded: Seeded, server: str, browser: Any) -> 
     until(browser, "#message", "closed sql.exec/sql")
     assert shown(browser, f"{row} .badge") == "closed"
     assert state() == "closed"
+
+
+def test_pause_and_resume_a_type(seeded: Seeded, server: str, browser: Any, shots: Path) -> None:
+    def pauses() -> list[tuple[object, ...]]:
+        with psycopg.connect(seeded.dsn) as conn:
+            return conn.execute(
+                "SELECT event_type, plugin_name, reason FROM daz_retry_queue_pauses"
+            ).fetchall()
+
+    browser.get(server + "/circuits")
+    browser.find_element(By.LINK_TEXT, "Pauses").click()
+    until(browser, "h1", "Pauses")
+    assert shown(browser, "#no-pauses").startswith("nothing paused")
+    form = browser.find_element(By.ID, "pause")
+    form.find_element(By.NAME, "event_type").send_keys("sql.exec")
+    form.find_element(By.NAME, "reason").send_keys("database migration")
+    click(browser, By.CSS_SELECTOR, "#pause button[type=submit]")
+    until(browser, "#message", "paused sql.exec")
+    row = 'tr[data-key="sql.exec/*"]'
+    assert "database migration" in shown(browser, row)
+    assert pauses() == [("sql.exec", None, "database migration")]
+    browser.save_screenshot(str(shots / "pauses.png"))
+    click(browser, By.CSS_SELECTOR, f"{row} button")
+    until(browser, "#message", "resumed sql.exec")
+    assert shown(browser, "#no-pauses").startswith("nothing paused")
+    assert pauses() == []
+
+
+def test_set_and_clear_a_rate_limit(seeded: Seeded, server: str, browser: Any, shots: Path) -> None:
+    def limits() -> list[tuple[object, ...]]:
+        with psycopg.connect(seeded.dsn) as conn:
+            return conn.execute(
+                "SELECT event_type, plugin_name, max_leases, period_seconds"
+                " FROM daz_retry_queue_rate_limits"
+            ).fetchall()
+
+    browser.get(server + "/")
+    browser.find_element(By.LINK_TEXT, "Rate limits").click()
+    until(browser, "h1", "Rate limits")
+    assert shown(browser, "#no-rate-limits").startswith("no rate limit")
+    form = browser.find_element(By.ID, "set-rate-limit")
+    for name, value in (
+        ("event_type", "email.send"),
+        ("plugin", "smtp"),
+        ("max_leases", "600"),
+        ("period_seconds", "3600"),
+    ):
+        form.find_element(By.NAME, name).send_keys(value)
+    click(browser, By.CSS_SELECTOR, "#set-rate-limit button[type=submit]")
+    until(browser, "#message", "rate limit email.send/smtp: 600 per 3600s")
+    row = 'tr[data-key="email.send/smtp"]'
+    assert shown(browser, f"{row} .max") == "600"
+    assert shown(browser, f"{row} .per") == "3600s (1h00m)"
+    assert shown(browser, f"{row} .free") == "600"
+    assert limits() == [("email.send", "smtp", 600, 3600.0)]
+    browser.save_screenshot(str(shots / "rate-limits.png"))
+    click(browser, By.CSS_SELECTOR, f"{row} button")
+    until(browser, "#message", "rate limit email.send/smtp removed")
+    assert shown(browser, "#no-rate-limits").startswith("no rate limit")
+    assert limits() == []
