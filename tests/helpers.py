@@ -40,14 +40,16 @@ def statuses(conn: Conn) -> dict[str, int]:
 
 
 def reset(conn: Conn) -> None:
-    """Empties the queue, ends every pause and switches circuit breakers off
-    where installed: the circuits have their own tests, and the models cover
-    the core rules."""
+    """Empties the queue, ends every pause, removes every rate limit and
+    switches circuit breakers off where installed: the circuits have their own
+    tests, and the models cover the core rules."""
     conn.execute("TRUNCATE daz_retry_queue, daz_retry_queue_archive RESTART IDENTITY")
     conn.execute(
         "DO $$ BEGIN IF to_regclass('_retryq_circuit') IS NOT NULL THEN"
         " TRUNCATE _retryq_circuit;"
         " UPDATE _retryq_circuit_defaults SET failure_threshold = 0; END IF;"
         " IF to_regclass('_retryq_pause') IS NOT NULL THEN TRUNCATE _retryq_pause; END IF;"
+        " IF to_regclass('_retryq_rate_limit') IS NOT NULL THEN"
+        " TRUNCATE _retryq_rate_token, _retryq_rate_limit; END IF;"
         " END $$"
     )

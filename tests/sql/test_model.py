@@ -3,15 +3,18 @@ functions over three connections and three worker ids.
 
 The model clock only moves when a rule says so; every call passes it as p_now.
 After every step the database must equal the model (ids, status, retry_count,
-next_retry_at, lease), and the invariants of issue 4 are checked on the rows.
+next_retry_at, lease, rate limits and their tokens), and the invariants of
+issue 4 are checked on the rows. Rate limits (issue 14 item 6): a log of every
+lease of a limited key, and no window of one period holds more than its limit.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import psycopg
@@ -52,6 +55,11 @@ ITEM_SPEC = st.fixed_dictionaries(
     optional={"dedupe_key": st.sampled_from(["k1", "k2"])},
 )
 LIVE = ("pending", "processing")
+# Rate limits: small, with periods of a few seconds, so that the clock (moved
+# by whole seconds) crosses windows and meets their exact ends.
+RATE_MAX_LEASES = (1, 2, 3)
+RATE_PERIODS = (1, 2, 5)
+NEVER = dt.datetime.min.replace(tzinfo=dt.timezone.utc)  # a token's '-infinity', for sorting
 
 
 def backoff(k: int, delay: float, multiplier: float, cap: float) -> dt.timedelta:
@@ -86,6 +94,44 @@ class Item:
     def holds(self, worker: str) -> bool:
         return self.status == "processing" and self.locked_by == worker
 
+    def spent(self) -> bool:
+        """An expired lease with no budget left: acquire buries it, no token."""
+        return self.status == "processing" and self.retry_count >= self.max_retries
+
+
+@dataclass
+class RateLimit:
+    """An event type's limit (the model's items have no plugin): max_leases
+    tokens, by slot, each with its last use (None: never, '-infinity')."""
+
+    max_leases: int
+    period: dt.timedelta
+    tokens: dict[int, dt.datetime | None] = field(default_factory=dict)
+
+    def free(self, now: dt.datetime) -> list[int]:
+        """The slots free at `now`, longest unused first."""
+        ready = [s for s, u in self.tokens.items() if u is None or u <= now - self.period]
+        return sorted(ready, key=lambda s: (self.tokens[s] or NEVER, s))
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One retry_rate_limit_set of a key, in force until the next set or
+    clear; `lifetime` numbers the stretches between a clear and the next."""
+
+    max_leases: int
+    period: dt.timedelta
+    lifetime: int
+
+
+def dips_and_recovers(limits: list[int]) -> bool:
+    """Whether a limit went down and later up again: the slots it dropped are
+    new (free) tokens then (see test_rate_limit.py, the xfail about a limit
+    lowered and raised within one period)."""
+    return any(
+        limits[b] < min(max(limits[:b]), max(limits[b + 1 :])) for b in range(1, len(limits) - 1)
+    )
+
 
 ROW_SQL = """
 SELECT id, status, retry_count, max_retries, next_retry_at, locked_by,
@@ -110,6 +156,12 @@ class QueueModel(RuleBasedStateMachine):
         self.seen_ids: set[int] = set()
         # paused keys: an event type, or None for the whole queue
         self.paused: set[str | None] = set()
+        # rate limits by event type; every setting of a key; every lease of a
+        # limited key as (lease time, index of the setting in force)
+        self.rate_limits: dict[str, RateLimit] = {}
+        self.rate_settings: dict[str, list[Setting]] = {}
+        self.rate_leases: dict[str, list[tuple[dt.datetime, int]]] = {}
+        self.rate_lifetimes = 0
         self.last_kind = "init"
 
     # -- helpers ---------------------------------------------------------------
@@ -136,33 +188,157 @@ class QueueModel(RuleBasedStateMachine):
     ) -> tuple[list[int], list[int]]:
         """(ids handed out in order, ids buried) by the rule in acquire_retry_items:
         only the routed event types (all when None), none of a paused key, and
-        an expired lease of those neither taken over nor buried."""
+        an expired lease of those neither taken over nor buried.
+
+        Rate limits: a key with no token free when acquire starts is skipped
+        (its spent expired leases are buried all the same); of the others each
+        lease, a takeover too, takes a token, the most urgent items of a key
+        first; a burial takes none. This follows acquire's passes over each
+        priority as they are: a window of as many due items as the batch has
+        room for, leased as far as their keys have tokens; the items left
+        without a token still fill that window, so the batch may come back
+        short while other keys' items are due (test_rate_limit.py, the xfail
+        about an under-filled batch). Without limits this is the plain rule:
+        the first `batch` due items, most urgent first.
+        """
+        if None in self.paused:  # the whole queue
+            return [], []
+        now = self.now
+        free = {k: len(lim.free(now)) for k, lim in self.rate_limits.items()}
+        closed = {k for k, n in free.items() if n == 0}
         taken: list[int] = []
         buried: list[int] = []
-        for priority in range(10, 0, -1):
+        done: set[int] = set()
+
+        def grant(items: list[Item]) -> list[Item]:
+            # _retryq_rate_grant: per limited key, as many of its first items
+            # as it has tokens free; every item of a key without a limit
+            want = Counter(it.event_type for it in items if it.event_type in free)
+            got = {k: min(n, free[k]) for k, n in want.items()}
+            for k, n in got.items():
+                free[k] -= n
+            rank: Counter[str] = Counter()
+            out = []
+            for it in items:
+                rank[it.event_type] += 1
+                if it.event_type not in got or rank[it.event_type] <= got[it.event_type]:
+                    out.append(it)
+            return out
+
+        remaining = batch
+        buried_flag = False  # the setting retryq.buried, for the transaction
+        priority = 10
+        while priority >= 1 and remaining > 0:
             due = sorted(
                 (
                     it
                     for it in self.items.values()
                     if it.priority == priority
-                    and it.status in ("pending", "processing")
-                    and it.next_retry_at <= self.now
-                    and (it.locked_until is None or it.locked_until <= self.now)
+                    and it.id not in done
+                    and it.status in LIVE
+                    and it.next_retry_at <= now
+                    and (it.locked_until is None or it.locked_until <= now)
                     and (types is None or it.event_type in types)
-                    and None not in self.paused
-                    and it.event_type not in self.paused
                 ),
                 key=lambda it: (it.next_retry_at, it.id),
             )
-            for it in due:
-                if len(taken) == batch:
-                    break
-                expired = it.status == "processing"
-                if expired and it.retry_count >= it.max_retries:
-                    buried.append(it.id)  # a dead lease with no budget left
-                else:
-                    taken.append(it.id)
+            if not self.paused:
+                # the lighter statement: leases nothing if it meets an expired lease
+                picked = [it for it in due if it.event_type not in closed][:remaining]
+                if not any(it.status == "processing" for it in picked):
+                    leased = grant(picked)
+                    taken += [it.id for it in leased]
+                    done.update(it.id for it in leased)
+                    remaining -= len(leased)
+                    if remaining == 0:
+                        continue
+                    due = [it for it in due if it.id not in done]
+            if not due:
+                priority -= 1
+                continue
+            asked = remaining
+            locked = [
+                it
+                for it in due
+                if it.event_type not in self.paused and (it.event_type not in closed or it.spent())
+            ][:asked]
+            spent = [it.id for it in locked if it.spent()]
+            leased = grant([it for it in locked if not it.spent()])
+            buried += spent
+            taken += [it.id for it in leased]
+            done.update(spent)
+            done.update(it.id for it in leased)
+            remaining -= len(leased)
+            buried_flag = buried_flag or bool(spent)
+            if len(leased) < asked and buried_flag:
+                buried_flag = False  # the same priority again
+            else:
+                priority -= 1
         return taken, buried
+
+    def _window_excess(self) -> str | None:
+        """The first window [t, t + period) of one key's lease times that holds
+        more leases than its limit, described; None when there is none. Within
+        one setting the bound is max_leases per period exactly. A window that
+        spans changes (no clear between) may hold the largest of the limits in
+        force during it, measured over the shortest of their periods: each
+        token is reused only a period after its last use. A limit that went
+        down and up again within the window is left out (its dropped tokens
+        come back free: a known excess, xfail in test_rate_limit.py)."""
+        for key, log in self.rate_leases.items():
+            settings_ = self.rate_settings[key]
+            for i, (t, first) in enumerate(log):
+                life = settings_[first].lifetime
+                length = settings_[first].period
+                for _ in range(2):  # the window, then that of its shortest period
+                    inside = [
+                        s for u, s in log[i:] if u < t + length and settings_[s].lifetime == life
+                    ]
+                    span = settings_[first : max(inside) + 1]
+                    length = min(x.period for x in span)
+                limits = [x.max_leases for x in span]
+                if dips_and_recovers(limits):
+                    continue
+                if len(inside) > max(limits):
+                    return (
+                        f"{key}: {len(inside)} leases in [{t}, {t + length}),"
+                        f" limit {max(limits)} (settings {span})"
+                    )
+        return None
+
+    def _take_tokens(self, leases: Counter[str]) -> None:
+        """Stamps, per limited key, as many of its longest unused free tokens
+        as it got leases; then adopts the table's choice among tokens of equal
+        last use (their order is the index's), after checking it is one."""
+        before = {key: dict(self.rate_limits[key].tokens) for key in leases}
+        for key, n in leases.items():
+            lim = self.rate_limits[key]
+            free = lim.free(self.now)
+            assert n <= len(free), f"{key}: {n} leases with {len(free)} tokens free"
+            for slot in free[:n]:
+                lim.tokens[slot] = self.now
+        if not leases:
+            return
+        rows = (
+            self.conns[0]
+            .execute(
+                "SELECT event_type, slot, nullif(used_at, '-infinity')"
+                " FROM _retryq_rate_token WHERE event_type = ANY(%s) ORDER BY 1, 2",
+                [sorted(leases)],
+            )
+            .fetchall()
+        )
+        for key in leases:
+            lim = self.rate_limits[key]
+            db = {slot: used for k, slot, used in rows if k == key}
+            want = lim.tokens
+            assert sorted(db) == sorted(want), f"{key}: token slots {sorted(db)}"
+            assert sorted(u or NEVER for u in db.values()) == sorted(
+                u or NEVER for u in want.values()
+            ), f"{key}: tokens {db}, model {want}"
+            # each slot kept its last use or was stamped now
+            assert all(db[s] in (before[key][s], self.now) for s in db), f"{key}: tokens {db}"
+            lim.tokens = db
 
     def _bury(self, it: Item, reason: str, code: str | None) -> None:
         it.status = "dead_letter"
@@ -281,7 +457,16 @@ class QueueModel(RuleBasedStateMachine):
                 it.status == "processing" and it.locked_until and it.locked_until > self.now
             ), f"item {item_id} leased to {it.locked_by} until {it.locked_until} handed out"
         assert len(set(got)) == len(got), "one item twice in a batch"
+        leases = Counter(
+            self.items[i].event_type for i in got if self.items[i].event_type in self.rate_limits
+        )
+        for key, n in leases.items():
+            at = len(self.rate_settings[key]) - 1
+            self.rate_leases.setdefault(key, []).extend([(self.now, at)] * n)
+        excess = self._window_excess()
+        assert excess is None, f"a rate limit's window holds too many leases: {excess}"
         assert got == expected, "acquire chose other items or another order than the model"
+        self._take_tokens(leases)
         until = self.now + dt.timedelta(seconds=lease)
         for item_id in buried:
             self._bury(self.items[item_id], "spent", LEASE_CODE)
@@ -295,6 +480,19 @@ class QueueModel(RuleBasedStateMachine):
             it.locked_until = until
             assert (retry_count, locked_until, priority) == (it.retry_count, until, it.priority)
         self.last_kind = "acquire"
+
+    @precondition(lambda self: bool(self.items) and bool(self.rate_limits))
+    @rule(
+        c=st.integers(0, N_CONNS - 1),
+        worker=st.sampled_from(WORKERS),
+        batch=st.integers(1, 4),
+        lease=st.sampled_from([1, 5, 30]),
+        secs=st.sampled_from([0, 1]),
+    )
+    def poll_limited(self, c: int, worker: str, batch: int, lease: int, secs: int) -> None:
+        """Another poll soon after, while a limit is set: it meets keys whose
+        tokens the last one used up, and tokens freed by exactly a period."""
+        self.acquire(c, worker, batch, lease, secs)
 
     @precondition(lambda self: self._any("processing"))
     @rule(c=st.integers(0, N_CONNS - 1), data=st.data(), many=st.booleans())
@@ -604,6 +802,59 @@ class QueueModel(RuleBasedStateMachine):
         self.paused.discard(key)
         self.last_kind = "resume"
 
+    @rule(
+        c=st.integers(0, N_CONNS - 1),
+        key=st.sampled_from(EVENT_TYPES),
+        max_leases=st.sampled_from(RATE_MAX_LEASES),
+        period=st.sampled_from(RATE_PERIODS),
+    )
+    def set_rate_limit(self, c: int, key: str, max_leases: int, period: int) -> None:
+        """A limit of `max_leases` per `period` s on an event type: created
+        with as many free tokens, or changed (the slots above the new limit
+        go, new ones are free at once, the rest keep their last use)."""
+        ok = (
+            self.conns[c]
+            .execute("SELECT retry_rate_limit_set(%s, NULL, %s, %s)", [key, max_leases, period])
+            .fetchone()
+        )
+        assert ok == (True,)
+        lim = self.rate_limits.get(key)
+        if lim is None:
+            self.rate_lifetimes += 1
+            lim = self.rate_limits[key] = RateLimit(max_leases, dt.timedelta(seconds=period))
+        lim.max_leases = max_leases
+        lim.period = dt.timedelta(seconds=period)
+        lim.tokens = {s: lim.tokens.get(s) for s in range(1, max_leases + 1)}
+        self.rate_settings.setdefault(key, []).append(
+            Setting(max_leases, lim.period, self.rate_lifetimes)
+        )
+        self.last_kind = "set_rate_limit"
+
+    # most examples start with a limit, so that acquires meet one often
+    @initialize(
+        limits=st.lists(
+            st.tuples(
+                st.sampled_from(EVENT_TYPES),
+                st.sampled_from(RATE_MAX_LEASES),
+                st.sampled_from(RATE_PERIODS),
+            ),
+            max_size=2,
+        )
+    )
+    def start_rate_limits(self, limits: list[tuple[str, int, int]]) -> None:
+        for key, max_leases, period in limits:
+            self.set_rate_limit(0, key, max_leases, period)
+
+    @precondition(lambda self: bool(self.rate_limits))
+    @rule(c=st.integers(0, N_CONNS - 1), key=st.sampled_from(EVENT_TYPES))
+    def clear_rate_limit(self, c: int, key: str) -> None:
+        """The limit and its tokens go (false when there was none); the key's
+        items are leased without limit again."""
+        was = self.conns[c].execute("SELECT retry_rate_limit_clear(%s)", [key]).fetchone()
+        assert was == (key in self.rate_limits,)
+        self.rate_limits.pop(key, None)
+        self.last_kind = "clear_rate_limit"
+
     @precondition(lambda self: bool(self.seen_ids))
     @rule(c=st.integers(0, N_CONNS - 1), data=st.data())
     def collide(self, c: int, data: st.DataObject) -> None:
@@ -744,6 +995,26 @@ class QueueModel(RuleBasedStateMachine):
         assert not twins, f"two live items hold one dedupe key after {self.last_kind}"
         archived = {r[0] for r in self.conns[0].execute("SELECT id FROM daz_retry_queue_archive")}
         assert archived == self.archived, "archive differs from the model"
+        limits = {
+            key: (plugin, n, period, tokens)
+            for key, plugin, n, period, tokens in self.conns[0].execute(
+                "SELECT l.event_type, l.plugin_name, l.max_leases, l.period,"
+                " array_agg(nullif(t.used_at, '-infinity') ORDER BY t.slot)"
+                "   FILTER (WHERE t.slot IS NOT NULL)"
+                " FROM _retryq_rate_limit AS l LEFT JOIN _retryq_rate_token AS t"
+                " USING (event_type, plugin_name) GROUP BY 1, 2, 3, 4"
+            )
+        }
+        assert limits == {
+            key: ("", lim.max_leases, lim.period, [lim.tokens[s] for s in sorted(lim.tokens)])
+            for key, lim in self.rate_limits.items()
+        }, f"rate limits or tokens differ from the model after {self.last_kind}"
+
+    @invariant()
+    def rate_limits_hold(self) -> None:
+        """No window of one period holds more leases of a key than its limit."""
+        excess = self._window_excess()
+        assert excess is None, f"after {self.last_kind}: {excess}"
 
     @precondition(lambda self: bool(self.items))
     @invariant()
@@ -870,3 +1141,86 @@ def test_regression_requeue_never_revives_a_completed_item(dsn: str) -> None:
         state.database_matches_model()
         state.acquire(c=0, worker="w2", batch=2, lease=30, secs=1)
         state.database_matches_model()
+
+
+def test_regression_rate_limit_tokens_go_to_the_most_urgent_takeover_included(dsn: str) -> None:
+    # Scripted through the model, as the ci profile meets these paths only in
+    # some runs: the token goes to the most urgent item of the key, frees
+    # exactly one period after its use, and a takeover of an expired lease
+    # takes one (the item behind it waits); a spent lease is buried without.
+    with bound_model(dsn) as machine:
+        state = machine()
+        state.set_rate_limit(c=0, key="alpha", max_leases=1, period=2)
+        state.start(specs=[_spec(max_retries=1), _spec(max_retries=1)], batch=True)
+        state.acquire(c=0, worker="w1", batch=2, lease=1)
+        assert [it.status for it in state.items.values()] == ["processing", "pending"]
+        state.acquire(c=1, worker="w2", batch=2, lease=1, secs=1)  # no token until 2 s
+        state.database_matches_model()
+        state.acquire(c=1, worker="w2", batch=2, lease=1, secs=1)  # exactly one period on
+        state.database_matches_model()
+        assert [it.retry_count for it in state.items.values()] == [1, 0]  # taken over
+        state.acquire(c=2, worker="w3", batch=2, lease=1, secs=1)  # spent: buried, no token
+        state.database_matches_model()
+        assert [it.status for it in state.items.values()] == ["dead_letter", "pending"]
+        state.acquire(c=0, worker="w1", batch=2, lease=1, secs=1)
+        state.database_matches_model()
+        assert [it.status for it in state.items.values()] == ["dead_letter", "processing"]
+        state.rate_limits_hold()
+
+
+def test_regression_rate_limit_changes_through_the_model(dsn: str) -> None:
+    # As acquire_retry_items is today: a window of as many due items as the
+    # batch has room for, filled by those of a key beyond its tokens, so beta
+    # waits (xfail in test_rate_limit.py); a limit lowered and raised again
+    # within one period hands out its dropped tokens afresh (xfail there too).
+    with bound_model(dsn) as machine:
+        state = machine()
+        state.set_rate_limit(c=0, key="alpha", max_leases=2, period=5)
+        state.start(
+            specs=[_spec(priority=5)] * 4 + [_spec(event_type="beta", priority=5)], batch=True
+        )
+        state.acquire(c=0, worker="w1", batch=4, lease=30)
+        assert [i for i, it in state.items.items() if it.status == "processing"] == [1, 2]
+        state.set_rate_limit(c=1, key="alpha", max_leases=1, period=5)
+        state.set_rate_limit(c=1, key="alpha", max_leases=2, period=5)
+        state.acquire(c=0, worker="w1", batch=1, lease=30, secs=1)
+        state.database_matches_model()
+        assert state.items[3].status == "processing"
+        state.rate_limits_hold()
+        state.clear_rate_limit(c=2, key="alpha")
+        state.acquire(c=0, worker="w1", batch=4, lease=30)
+        state.database_matches_model()
+        assert all(it.status == "processing" for it in state.items.values())
+
+
+def test_regression_rate_limit_skips_a_key_without_tokens(dsn: str) -> None:
+    # A key with no token free is passed over: beta's item, behind alpha's of
+    # the same priority, is leased meanwhile.
+    with bound_model(dsn) as machine:
+        state = machine()
+        state.set_rate_limit(c=0, key="alpha", max_leases=1, period=5)
+        state.start(
+            specs=[_spec(priority=5)] * 2 + [_spec(event_type="beta", priority=5)], batch=True
+        )
+        state.acquire(c=0, worker="w1", batch=1, lease=30)
+        state.acquire(c=1, worker="w2", batch=1, lease=30)
+        state.database_matches_model()
+        assert [it.locked_by for it in state.items.values()] == ["w1", None, "w2"]
+
+
+def test_regression_rate_limit_a_takeover_behind_an_item_takes_its_own_token(dsn: str) -> None:
+    # Item 1 is pending again (released) ahead of item 2's expired lease: the
+    # one token goes to item 1, and the takeover of item 2 waits for another.
+    with bound_model(dsn) as machine:
+        state = machine()
+        state.start(specs=[_spec(max_retries=2)] * 2, batch=True)
+        state.acquire(c=0, worker="w1", batch=2, lease=1)
+        state.release(c=0, data=Script(1, 1, 1, []))
+        state.set_rate_limit(c=1, key="alpha", max_leases=1, period=5)
+        state.acquire(c=2, worker="w2", batch=2, lease=30, secs=1)
+        state.database_matches_model()
+        assert [(it.locked_by, it.retry_count) for it in state.items.values()] == [
+            ("w2", 0),
+            ("w1", 0),
+        ]
+        state.rate_limits_hold()
