@@ -8,7 +8,9 @@
 -- keep their budget; a circuit past its cool-down gets one probe item. With
 -- every circuit closed the only extra cost is one look at an empty index.
 -- Rate limits: an item of a rate-limited key is leased only with a token
--- of its key (see _retryq_rate_grant); keys without a token free are skipped.
+-- of its key (see _retryq_rate_grant); keys without a token free are skipped,
+-- and so are keys whose tokens this call used up: the batch is filled with
+-- other keys' items of the same priority before a less urgent one.
 -- With no limit configured the only extra cost is one look at an empty table.
 -- Never waits for a lock: items, tokens and circuit rows are taken with SKIP LOCKED,
 -- the books of a lost lease only when free (lock order: _retryq_circuit_lock).
@@ -77,6 +79,7 @@ DECLARE
     v_probe_plugin text;
     v_probed boolean;
     v_limited boolean;
+    v_closed_count integer;
     v_closed_events text[] := '{}';
     v_closed_plugins text[] := '{}';
 BEGIN
@@ -291,6 +294,32 @@ BEGIN
                 GET DIAGNOSTICS v_taken = ROW_COUNT;
                 v_remaining := v_remaining - v_taken;
                 CONTINUE WHEN v_remaining = 0;
+                IF v_limited THEN
+                    -- Keys whose tokens this call used up are closed now
+                    -- (the ones closed before stay so): their items left
+                    -- without a token must not fill the window of the
+                    -- statement below, other keys' items are leased instead.
+                    SELECT
+                        coalesce(pg_catalog.array_agg(l.event_type), '{}'),
+                        coalesce(pg_catalog.array_agg(l.plugin_name), '{}')
+                    INTO v_closed_events, v_closed_plugins
+                    FROM _retryq_rate_limit AS l
+                    WHERE NOT EXISTS (
+                        SELECT 1 FROM _retryq_rate_token AS t
+                        WHERE t.event_type = l.event_type
+                            AND t.plugin_name = l.plugin_name
+                            AND t.used_at <= p_now - l.period
+                    )
+                        OR EXISTS (
+                            SELECT 1
+                            FROM ROWS FROM (
+                                pg_catalog.unnest(v_closed_events),
+                                pg_catalog.unnest(v_closed_plugins)
+                            ) AS k (event_type, plugin_name)
+                            WHERE k.event_type = l.event_type
+                                AND k.plugin_name = l.plugin_name
+                        );
+                END IF;
             END IF;
             -- A priority with nothing (more) due is skipped after one more
             -- probe, instead of running the statement below for it.
@@ -523,9 +552,37 @@ BEGIN
             IF v_taken < v_asked
                 AND pg_catalog.current_setting('retryq.buried', TRUE) = 'yes' THEN
                 PERFORM pg_catalog.set_config('retryq.buried', '', TRUE);
-            ELSE
-                v_priority := v_priority - 1;
+                CONTINUE;
             END IF;
+            -- Rate limits: items of a key whose tokens ran out in this scan
+            -- used up slots of its LIMIT too. When keys closed, scan the
+            -- same priority again without them (at most once per limited
+            -- key: the closed keys only grow).
+            IF v_limited AND v_taken < v_asked THEN
+                v_closed_count := pg_catalog.cardinality(v_closed_events);
+                SELECT
+                    coalesce(pg_catalog.array_agg(l.event_type), '{}'),
+                    coalesce(pg_catalog.array_agg(l.plugin_name), '{}')
+                INTO v_closed_events, v_closed_plugins
+                FROM _retryq_rate_limit AS l
+                WHERE NOT EXISTS (
+                    SELECT 1 FROM _retryq_rate_token AS t
+                    WHERE t.event_type = l.event_type
+                        AND t.plugin_name = l.plugin_name
+                        AND t.used_at <= p_now - l.period
+                )
+                    OR EXISTS (
+                        SELECT 1
+                        FROM ROWS FROM (
+                            pg_catalog.unnest(v_closed_events),
+                            pg_catalog.unnest(v_closed_plugins)
+                        ) AS k (event_type, plugin_name)
+                        WHERE k.event_type = l.event_type
+                            AND k.plugin_name = l.plugin_name
+                    );
+                CONTINUE WHEN pg_catalog.cardinality(v_closed_events) > v_closed_count;
+            END IF;
+            v_priority := v_priority - 1;
         END LOOP;
         IF v_probe_event IS NOT NULL AND NOT v_probed THEN
             -- Nothing of this key is due: look again in a few seconds rather

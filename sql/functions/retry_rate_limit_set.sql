@@ -3,7 +3,8 @@
 -- p_period_seconds, across all workers, counted at lease time by
 -- acquire_retry_items. Creates the limit or changes it; returns true. A
 -- window of one period that spans a change may hold the larger of the two
--- limits. Refuses (22023, naming the field) a blank event type, max_leases
+-- limits (a token dropped by a lower limit and re-created by a higher one
+-- keeps its last use). Refuses (22023, naming the field) a blank event type, max_leases
 -- outside 1..100000, a period outside 0.001 s..365 days.
 CREATE OR REPLACE FUNCTION retry_rate_limit_set(
     p_event_type text,
@@ -44,15 +45,30 @@ BEGIN
         max_leases = excluded.max_leases,
         period = excluded.period,
         updated_at = pg_catalog.now();
-    -- fewer tokens: the last slots go, whatever their last use
-    DELETE FROM _retryq_rate_token AS t
-    WHERE t.event_type = p_event_type
-        AND t.plugin_name = v_plugin
-        AND t.slot > p_max_leases;
-    -- more tokens: the new ones are free at once
-    INSERT INTO _retryq_rate_token (event_type, plugin_name, slot)
-    SELECT p_event_type, v_plugin, g.slot
-    FROM pg_catalog.generate_series(1, p_max_leases) AS g (slot)
+    -- fewer tokens: the last slots go, whatever their last use; the limit
+    -- keeps the latest of those uses
+    WITH dropped AS (
+        DELETE FROM _retryq_rate_token AS t
+        WHERE t.event_type = p_event_type
+            AND t.plugin_name = v_plugin
+            AND t.slot > p_max_leases
+        RETURNING t.used_at
+    )
+    UPDATE _retryq_rate_limit AS l
+    SET dropped_used_at = greatest(
+        l.dropped_used_at, (SELECT pg_catalog.max(d.used_at) FROM dropped AS d)
+    )
+    WHERE l.event_type = p_event_type
+        AND l.plugin_name = v_plugin;
+    -- more tokens: free at once, unless the limit dropped tokens within the
+    -- last period: then they are used as late as the latest dropped one (a
+    -- limit lowered and raised again does not hand out its tokens afresh)
+    INSERT INTO _retryq_rate_token (event_type, plugin_name, slot, used_at)
+    SELECT p_event_type, v_plugin, g.slot, l.dropped_used_at
+    FROM _retryq_rate_limit AS l
+    CROSS JOIN pg_catalog.generate_series(1, p_max_leases) AS g (slot)
+    WHERE l.event_type = p_event_type
+        AND l.plugin_name = v_plugin
     ON CONFLICT DO NOTHING;
     RETURN TRUE;
 END;

@@ -7,6 +7,10 @@ CREATE TABLE _retryq_rate_limit (
     max_leases integer NOT NULL,
     period interval NOT NULL,
     updated_at timestamptz NOT NULL DEFAULT now(),
+    -- the latest last use of the tokens a lowered limit dropped: a token
+    -- re-created when the limit is raised again takes it over, so that a
+    -- window of one period never holds more than the larger limit
+    dropped_used_at timestamptz NOT NULL DEFAULT '-infinity',
     CONSTRAINT _retryq_rate_limit_pkey PRIMARY KEY (event_type, plugin_name),
     CONSTRAINT _retryq_rate_limit_max_leases_check CHECK (
         max_leases BETWEEN 1 AND 100000

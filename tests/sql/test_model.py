@@ -102,11 +102,14 @@ class Item:
 @dataclass
 class RateLimit:
     """An event type's limit (the model's items have no plugin): max_leases
-    tokens, by slot, each with its last use (None: never, '-infinity')."""
+    tokens, by slot, each with its last use (None: never, '-infinity');
+    `dropped` the latest last use of the tokens a lower limit dropped, which
+    tokens re-created by a higher one take over."""
 
     max_leases: int
     period: dt.timedelta
     tokens: dict[int, dt.datetime | None] = field(default_factory=dict)
+    dropped: dt.datetime | None = None
 
     def free(self, now: dt.datetime) -> list[int]:
         """The slots free at `now`, longest unused first."""
@@ -122,15 +125,6 @@ class Setting:
     max_leases: int
     period: dt.timedelta
     lifetime: int
-
-
-def dips_and_recovers(limits: list[int]) -> bool:
-    """Whether a limit went down and later up again: the slots it dropped are
-    new (free) tokens then (see test_rate_limit.py, the xfail about a limit
-    lowered and raised within one period)."""
-    return any(
-        limits[b] < min(max(limits[:b]), max(limits[b + 1 :])) for b in range(1, len(limits) - 1)
-    )
 
 
 ROW_SQL = """
@@ -194,12 +188,12 @@ class QueueModel(RuleBasedStateMachine):
         (its spent expired leases are buried all the same); of the others each
         lease, a takeover too, takes a token, the most urgent items of a key
         first; a burial takes none. This follows acquire's passes over each
-        priority as they are: a window of as many due items as the batch has
-        room for, leased as far as their keys have tokens; the items left
-        without a token still fill that window, so the batch may come back
-        short while other keys' items are due (test_rate_limit.py, the xfail
-        about an under-filled batch). Without limits this is the plain rule:
-        the first `batch` due items, most urgent first.
+        priority: a window of as many due items as the batch has room for,
+        leased as far as their keys have tokens; a key whose tokens ran out
+        is closed then, and a scan that came back short because of it scans
+        the same priority again without it, so other keys' items fill the
+        batch. Without limits this is the plain rule: the first `batch` due
+        items, most urgent first.
         """
         if None in self.paused:  # the whole queue
             return [], []
@@ -252,6 +246,7 @@ class QueueModel(RuleBasedStateMachine):
                     remaining -= len(leased)
                     if remaining == 0:
                         continue
+                    closed |= {k for k, n in free.items() if n == 0}
                     due = [it for it in due if it.id not in done]
             if not due:
                 priority -= 1
@@ -272,8 +267,13 @@ class QueueModel(RuleBasedStateMachine):
             buried_flag = buried_flag or bool(spent)
             if len(leased) < asked and buried_flag:
                 buried_flag = False  # the same priority again
-            else:
-                priority -= 1
+                continue
+            if len(leased) < asked:
+                before = len(closed)
+                closed |= {k for k, n in free.items() if n == 0}
+                if len(closed) > before:
+                    continue  # keys ran out of tokens: the same priority again
+            priority -= 1
         return taken, buried
 
     def _window_excess(self) -> str | None:
@@ -282,9 +282,8 @@ class QueueModel(RuleBasedStateMachine):
         one setting the bound is max_leases per period exactly. A window that
         spans changes (no clear between) may hold the largest of the limits in
         force during it, measured over the shortest of their periods: each
-        token is reused only a period after its last use. A limit that went
-        down and up again within the window is left out (its dropped tokens
-        come back free: a known excess, xfail in test_rate_limit.py)."""
+        token is reused only a period after its last use, and a token that a
+        lower limit dropped comes back with its last use."""
         for key, log in self.rate_leases.items():
             settings_ = self.rate_settings[key]
             for i, (t, first) in enumerate(log):
@@ -297,8 +296,6 @@ class QueueModel(RuleBasedStateMachine):
                     span = settings_[first : max(inside) + 1]
                     length = min(x.period for x in span)
                 limits = [x.max_leases for x in span]
-                if dips_and_recovers(limits):
-                    continue
                 if len(inside) > max(limits):
                     return (
                         f"{key}: {len(inside)} leases in [{t}, {t + length}),"
@@ -811,7 +808,8 @@ class QueueModel(RuleBasedStateMachine):
     def set_rate_limit(self, c: int, key: str, max_leases: int, period: int) -> None:
         """A limit of `max_leases` per `period` s on an event type: created
         with as many free tokens, or changed (the slots above the new limit
-        go, new ones are free at once, the rest keep their last use)."""
+        go, the limit keeps the latest of their last uses; new ones take that
+        use over, free at once when there is none; the rest keep theirs)."""
         ok = (
             self.conns[c]
             .execute("SELECT retry_rate_limit_set(%s, NULL, %s, %s)", [key, max_leases, period])
@@ -824,7 +822,12 @@ class QueueModel(RuleBasedStateMachine):
             lim = self.rate_limits[key] = RateLimit(max_leases, dt.timedelta(seconds=period))
         lim.max_leases = max_leases
         lim.period = dt.timedelta(seconds=period)
-        lim.tokens = {s: lim.tokens.get(s) for s in range(1, max_leases + 1)}
+        uses = [u for s, u in lim.tokens.items() if s > max_leases and u is not None]
+        lim.dropped = max([*uses, *([lim.dropped] if lim.dropped else [])], default=None)
+        lim.tokens = {
+            s: lim.tokens[s] if s in lim.tokens else lim.dropped
+            for s in range(1, max_leases + 1)
+        }
         self.rate_settings.setdefault(key, []).append(
             Setting(max_leases, lim.period, self.rate_lifetimes)
         )
@@ -1169,10 +1172,9 @@ def test_regression_rate_limit_tokens_go_to_the_most_urgent_takeover_included(ds
 
 
 def test_regression_rate_limit_changes_through_the_model(dsn: str) -> None:
-    # As acquire_retry_items is today: a window of as many due items as the
-    # batch has room for, filled by those of a key beyond its tokens, so beta
-    # waits (xfail in test_rate_limit.py); a limit lowered and raised again
-    # within one period hands out its dropped tokens afresh (xfail there too).
+    # Alpha's items beyond its tokens do not fill the batch: beta's item of
+    # the same priority is leased meanwhile; a limit lowered and raised again
+    # within one period gives the re-created token its last use back.
     with bound_model(dsn) as machine:
         state = machine()
         state.set_rate_limit(c=0, key="alpha", max_leases=2, period=5)
@@ -1180,12 +1182,12 @@ def test_regression_rate_limit_changes_through_the_model(dsn: str) -> None:
             specs=[_spec(priority=5)] * 4 + [_spec(event_type="beta", priority=5)], batch=True
         )
         state.acquire(c=0, worker="w1", batch=4, lease=30)
-        assert [i for i, it in state.items.items() if it.status == "processing"] == [1, 2]
+        assert [i for i, it in state.items.items() if it.status == "processing"] == [1, 2, 5]
         state.set_rate_limit(c=1, key="alpha", max_leases=1, period=5)
         state.set_rate_limit(c=1, key="alpha", max_leases=2, period=5)
         state.acquire(c=0, worker="w1", batch=1, lease=30, secs=1)
         state.database_matches_model()
-        assert state.items[3].status == "processing"
+        assert state.items[3].status == "pending"  # slot 2 came back used
         state.rate_limits_hold()
         state.clear_rate_limit(c=2, key="alpha")
         state.acquire(c=0, worker="w1", batch=4, lease=30)

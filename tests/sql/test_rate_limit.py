@@ -172,31 +172,22 @@ def test_the_view_counts_the_last_period(db: Conn) -> None:
     assert row["next_token_at"] > datetime.now(timezone.utc) + timedelta(seconds=3500)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "acquire_retry_items scans a window of as many due items as the batch has room for; the"
-    " items of a limited key beyond its free tokens fill that window, and the rest of the"
-    " priority is not scanned: the batch comes back short while items of a key with no limit"
-    " (or with tokens free) are due, though the README says other keys' items are leased"
-    " meanwhile"))
 def test_a_batch_is_not_under_filled_by_a_key_beyond_its_tokens(db: Conn) -> None:
     db.execute("SELECT retry_rate_limit_set('sms.send', 'twilio', 1, 60)")
     limited = enqueue(db, 3)  # one token free, three items first in line
     other = enqueue(db, 1, event_type="email.send", plugin="smtp")  # same priority, no limit
     got = [r["id"] for r in acquire(db, at(1), batch=3)]
-    assert got == [limited[0], *other]  # today: [limited[0]]
+    assert got == [limited[0], *other]  # the key beyond its token does not fill the batch
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "retry_rate_limit_set deletes the slots above a lowered limit and creates them afresh"
-    " (free) when it is raised again, so a window of one period that spans 2 -> 1 -> 2 holds"
-    " 3 leases, more than the larger of the limits (the README allows the larger one only)"))
 def test_a_limit_lowered_and_raised_within_a_period_keeps_its_window(db: Conn) -> None:
     db.execute("SELECT retry_rate_limit_set('sms.send', 'twilio', 2, 60)")
     enqueue(db, 5)
     assert len(acquire(db, at(0))) == 2
     db.execute("SELECT retry_rate_limit_set('sms.send', 'twilio', 1, 60)")
     db.execute("SELECT retry_rate_limit_set('sms.send', 'twilio', 2, 60)")
-    assert acquire(db, at(1)) == []  # today: one more lease, 3 within 60 s
+    assert acquire(db, at(1)) == []  # the re-created token keeps its last use
+    assert len(acquire(db, at(60))) == 2  # both free a period after their use
 
 
 @pytest.mark.parametrize(
