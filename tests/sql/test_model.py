@@ -824,10 +824,7 @@ class QueueModel(RuleBasedStateMachine):
         lim.period = dt.timedelta(seconds=period)
         uses = [u for s, u in lim.tokens.items() if s > max_leases and u is not None]
         lim.dropped = max([*uses, *([lim.dropped] if lim.dropped else [])], default=None)
-        lim.tokens = {
-            s: lim.tokens[s] if s in lim.tokens else lim.dropped
-            for s in range(1, max_leases + 1)
-        }
+        lim.tokens = {s: lim.tokens.get(s, lim.dropped) for s in range(1, max_leases + 1)}
         self.rate_settings.setdefault(key, []).append(
             Setting(max_leases, lim.period, self.rate_lifetimes)
         )
