@@ -774,6 +774,14 @@ def test_pause_commands(dsn: str, conn: Any) -> None:
     assert listed.returncode == 0, listed.stderr
     assert "(every)" in listed.stdout and "maintenance" in listed.stdout
     assert "1 pause(s), 1 item(s) held back" in listed.stdout
+    # stats show which groups a pause holds back
+    assert [r.paused for r in cmd.stats(cmd.target(dsn)).rows] == [True]
+    stats = run_cli("stats", dsn=dsn)
+    assert stats.returncode == 0, stats.stderr
+    header, row = (
+        line for line in stats.stdout.splitlines() if "paused" in line or "sql.exec" in line
+    )
+    assert "paused" in header and "paused" in row, stats.stdout
     again = run_cli("resume", "sql.exec", dsn=dsn)
     assert again.returncode == 1
     assert "sql.exec is not paused (paused: the whole queue)" in one_line_error(again)
