@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from retryq_py import RetryableError, RetryQueue, RetryQueueItem, RetryWorker
-from retryq_py.worker import aio
+from tests.python import workers
 from tests.python.workers import WorkerType
 
 Conn = psycopg.Connection[Any]
@@ -71,11 +71,12 @@ def test_exit_when_idle_runs_what_is_due_and_leaves_what_is_scheduled_later(
     # the old meaning waited for those two: say so, and how to keep it
     changed = [w for w in caught if issubclass(w.category, DeprecationWarning)]
     assert len(changed) == 1
-    assert "exit_when_drained=True" in str(changed[0].message)
-    # it points at the caller's run(); AsyncRetryWorker's engine runs in a
-    # thread of its own, so there at the worker (hidden by Python's default
-    # filters: AsyncRetryWorker never had the old meaning)
-    caller = __file__ if Worker is RetryWorker else aio.__file__
+    name = "RetryWorker" if Worker is RetryWorker else "AsyncRetryWorker"
+    assert str(changed[0].message).startswith(f"{name}.run(exit_when_idle=True) returned")
+    assert "Pass exit_when_drained=True" in str(changed[0].message)
+    # it points at the line that called run() (AsyncInThread's await for
+    # AsyncRetryWorker), not into retryq
+    caller = __file__ if Worker is RetryWorker else workers.__file__
     assert changed[0].filename == caller
 
 
