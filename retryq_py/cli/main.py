@@ -146,7 +146,7 @@ def _exit_for(exc: BaseException) -> tuple[str, int]:
         )
     # the queue's own refusal of a value the user gave
     if admin.is_refused_value(exc):
-        return _public(admin.first_line(exc)).removeprefix("retryq: "), ExitCode.USAGE
+        return _public(admin.refusal(exc)), ExitCode.USAGE
     if isinstance(exc, psycopg.OperationalError):
         return f"database error: {_public(admin.first_line(exc))}", ExitCode.UNREACHABLE
     if isinstance(exc, psycopg.Error):

@@ -301,6 +301,13 @@ def test_enqueue_with_a_dedupe_key(dsn: str, conn: Any) -> None:
     assert "enqueued 1 item(s), 2 deduplicated" in many.stdout
     bad = run_cli("enqueue", "--event-type", "x", "--data", "1", "--dedupe-key", " ", dsn=dsn)
     assert bad.returncode == 2 and "dedupe_key" in one_line_error(bad)
+    assert one_line_error(bad).count("retryq:") == 1
+    # a line number before the queue's refusal: still one "retryq:" prefix
+    blank = run_cli(
+        "enqueue", "--stdin", dsn=dsn, stdin='{"event_type": "y", "data": 4, "dedupe_key": " "}\n'
+    )
+    assert blank.returncode == 2
+    assert one_line_error(blank).startswith("retryq: line 1: invalid dedupe_key"), blank.stderr
     assert conn.execute(
         "SELECT dedupe_key, event_data FROM daz_retry_queue ORDER BY id"
     ).fetchall() == [("user:1", 1), ("user:2", 2)]
