@@ -5,6 +5,7 @@ all, as `--exit-when-drained`)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import warnings
 from collections.abc import Iterator
@@ -129,3 +130,16 @@ def test_exit_when_idle_and_drained_together_are_refused(
     worker = Worker(module_dsn, HANDLERS, **FAST)
     with pytest.raises(ValueError, match="exit_when_idle or exit_when_drained"):
         worker.run(exit_when_idle=True, exit_when_drained=True)
+
+
+@pytest.mark.parametrize("exit_when", ["exit_when_idle", "exit_when_drained"])
+def test_exit_is_logged_once_whatever_the_lanes(
+    module_dsn: str, db: Conn, caplog: pytest.LogCaptureFixture, exit_when: str
+) -> None:
+    caplog.set_level(logging.INFO, logger="retryq.worker")
+    for _ in range(5):  # the lanes race to the same conclusion
+        caplog.clear()
+        worker = RetryWorker(module_dsn, HANDLERS, lanes=4, worker_count=4, **FAST)
+        run_in_thread(worker, **{exit_when: True})
+        stops = [m for m in caplog.messages if m.endswith(", stopping")]
+        assert len(stops) == 1, stops
