@@ -23,6 +23,7 @@ from psycopg import errors as pgerrors
 from retryq_py import admin
 from retryq_py.admin import ExitCode
 from retryq_py.cli import dead_letters, ops, pauses, queue_cmds, web, worker
+from retryq_py.cli.options import PlainUsage
 from retryq_py.cli.render import out
 
 app = typer.Typer(
@@ -96,8 +97,8 @@ app.command()(web.web)
 app.add_typer(dead_letters.app, name="dead-letter")
 app.add_typer(ops.circuits_app, name="circuits")
 app.add_typer(ops.rate_limits_app, name="rate-limits")
-app.command()(pauses.pause)
-app.command()(pauses.resume)
+app.command(cls=PlainUsage)(pauses.pause)
+app.command(cls=PlainUsage)(pauses.resume)
 app.command()(pauses.pauses)
 
 
