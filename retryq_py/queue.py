@@ -482,7 +482,9 @@ class RetryQueue(QueueBase):
     ) -> Due:
         """Whether anything is pending or processing, and seconds until the next
         is due (None when nothing pending is due ever: paused items are never
-        due). event_types / plugin_names: of those items only, as acquire()."""
+        due; an item of a key whose rate limit has no token free is due when
+        the key's next token frees). event_types / plugin_names: of those
+        items only, as acquire()."""
         params = {
             "event_types": _sql.name_list(event_types, "event_types"),
             "plugin_names": _sql.name_list(plugin_names, "plugin_names"),

@@ -160,7 +160,8 @@ class Due:
     @property
     def due_now(self) -> bool:
         """Whether anything is due now: a pending item whose time has come
-        (one an open circuit holds back included) or an expired lease."""
+        (one an open circuit holds back included, one a spent rate limit
+        holds back not) or an expired lease."""
         overdue = self.seconds_until_due is not None and self.seconds_until_due <= 0
         return overdue or self.oldest_due_age_seconds > 0
 

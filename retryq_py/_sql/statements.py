@@ -300,7 +300,8 @@ WHERE id = %(item_id)s
 
 # For a worker deciding how long to sleep, or whether to exit: whether any item
 # (of its event types and plugins) is active, seconds (by the server's clock)
-# until the earliest pending one that is not paused is due, and how long the
+# until the earliest pending one that is not paused is due (for a key whose
+# rate limit has no token free, when the next token frees), and how long the
 # oldest due item nobody holds has waited.
 DUE: LiteralString = """
 SELECT active, seconds_until_due, oldest_due_age_seconds

@@ -157,6 +157,10 @@ class Lanes:
                                 else "nothing pending or processing",
                             )
                         return
+                    # (an item a spent rate limit holds back is due when its
+                    # key's token frees, so this sleeps until then; the 10 ms
+                    # floor is for what acquire missed by a race, as an item
+                    # or token another worker took in between)
                     if due.seconds_until_due is not None:
                         wait = min(wait, max(due.seconds_until_due, 0.01))
                     if exit_when is not None:

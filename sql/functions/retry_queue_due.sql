@@ -9,7 +9,11 @@
 -- p_event_types and p_plugin_names route as in acquire_retry_items: the
 -- answer then concerns only those items. Paused items (retry_queue_pause)
 -- count as active but never as due, so a worker does not poll for what it
--- may not lease.
+-- may not lease. Neither are items of a key whose rate limit has no token
+-- free (retry_rate_limit_set): such an item is due when the key's next token
+-- frees (its oldest use plus the period), or at its own time if that is
+-- later; so a worker sleeps until then and exit_when_idle can stop. With no
+-- limit set this costs one look at an empty table, as in acquire.
 CREATE OR REPLACE FUNCTION retry_queue_due(
     p_event_types text[] DEFAULT NULL,
     p_plugin_names text[] DEFAULT NULL
@@ -26,9 +30,108 @@ SET search_path FROM CURRENT
 AS $$
 DECLARE
     v_paused boolean := EXISTS (SELECT 1 FROM _retryq_pause);
+    -- rate limits whose every token is in use: their keys, and when each
+    -- key's next token frees
+    v_closed_events text[] := '{}';
+    v_closed_plugins text[] := '{}';
+    v_closed_until timestamptz[] := '{}';
+    v_next timestamptz;
+    v_next_closed timestamptz;
 BEGIN
     IF p_event_types IS NOT NULL OR p_plugin_names IS NOT NULL THEN
         PERFORM _retryq_check_routing(p_event_types, p_plugin_names);
+    END IF;
+    -- the look acquire makes: no limit set, nothing more to do
+    IF EXISTS (SELECT 1 FROM _retryq_rate_limit) THEN
+        SELECT
+            coalesce(pg_catalog.array_agg(l.event_type), '{}'),
+            coalesce(pg_catalog.array_agg(l.plugin_name), '{}'),
+            coalesce(pg_catalog.array_agg(f.frees_at), '{}')
+        INTO v_closed_events, v_closed_plugins, v_closed_until
+        FROM _retryq_rate_limit AS l
+        -- a token frees one period after its use; the key's first to free
+        -- is its longest unused (the index's first)
+        CROSS JOIN LATERAL (
+            SELECT t.used_at + l.period AS frees_at
+            FROM _retryq_rate_token AS t
+            WHERE t.event_type = l.event_type AND t.plugin_name = l.plugin_name
+            ORDER BY t.used_at
+            LIMIT 1
+        ) AS f
+        WHERE f.frees_at > now();
+    END IF;
+    -- the earliest pending item of a key that may be leased now
+    SELECT pg_catalog.min(n.next_retry_at) INTO v_next
+    FROM pg_catalog.generate_series(1, 10) AS p (priority)
+    CROSS JOIN LATERAL (
+        SELECT a.next_retry_at
+        FROM _retryq_active AS a
+        WHERE a.status = 'pending' AND a.priority = p.priority
+            AND (p_event_types IS NULL OR a.event_type = ANY(p_event_types))
+            AND (
+                p_plugin_names IS NULL
+                OR coalesce(a.plugin_name, '') = ANY(p_plugin_names)
+            )
+            AND (
+                NOT v_paused
+                OR NOT EXISTS (
+                    SELECT 1 FROM _retryq_pause AS z
+                    WHERE z.event_type IN ('', a.event_type)
+                        AND z.plugin_name IN ('', coalesce(a.plugin_name, ''))
+                )
+            )
+            AND (
+                pg_catalog.cardinality(v_closed_events) = 0
+                OR NOT EXISTS (
+                    SELECT 1
+                    FROM ROWS FROM (
+                        pg_catalog.unnest(v_closed_events),
+                        pg_catalog.unnest(v_closed_plugins)
+                    ) AS k (event_type, plugin_name)
+                    WHERE k.event_type = a.event_type
+                        AND k.plugin_name = coalesce(a.plugin_name, '')
+                )
+            )
+        ORDER BY a.next_retry_at
+        LIMIT 1
+    ) AS n;
+    -- Of each key held back by its limit, the earliest pending item is due
+    -- when the key's token frees or at its own time, whichever is later.
+    -- Only items before v_next can come earlier, so each walk stops there.
+    IF pg_catalog.cardinality(v_closed_events) > 0 THEN
+        SELECT pg_catalog.min(greatest(k.frees_at, n.next_retry_at))
+        INTO v_next_closed
+        FROM ROWS FROM (
+            pg_catalog.unnest(v_closed_events),
+            pg_catalog.unnest(v_closed_plugins),
+            pg_catalog.unnest(v_closed_until)
+        ) AS k (event_type, plugin_name, frees_at)
+        CROSS JOIN pg_catalog.generate_series(1, 10) AS p (priority)
+        CROSS JOIN LATERAL (
+            SELECT a.next_retry_at
+            FROM _retryq_active AS a
+            WHERE a.status = 'pending' AND a.priority = p.priority
+                AND (v_next IS NULL OR a.next_retry_at < v_next)
+                AND a.event_type = k.event_type
+                AND coalesce(a.plugin_name, '') = k.plugin_name
+                AND (p_event_types IS NULL OR a.event_type = ANY(p_event_types))
+                AND (
+                    p_plugin_names IS NULL
+                    OR coalesce(a.plugin_name, '') = ANY(p_plugin_names)
+                )
+                AND (
+                    NOT v_paused
+                    OR NOT EXISTS (
+                        SELECT 1 FROM _retryq_pause AS z
+                        WHERE z.event_type IN ('', a.event_type)
+                            AND z.plugin_name IN ('', coalesce(a.plugin_name, ''))
+                    )
+                )
+            ORDER BY a.next_retry_at
+            LIMIT 1
+        ) AS n
+        WHERE v_next IS NULL OR k.frees_at < v_next;
+        v_next := least(v_next, v_next_closed);
     END IF;
     RETURN QUERY
     SELECT
@@ -40,30 +143,7 @@ BEGIN
                     OR coalesce(a.plugin_name, '') = ANY(p_plugin_names)
                 )
         ),
-        extract(epoch FROM (
-            SELECT pg_catalog.min(n.next_retry_at)
-            FROM pg_catalog.generate_series(1, 10) AS p (priority)
-            CROSS JOIN LATERAL (
-                SELECT a.next_retry_at
-                FROM _retryq_active AS a
-                WHERE a.status = 'pending' AND a.priority = p.priority
-                    AND (p_event_types IS NULL OR a.event_type = ANY(p_event_types))
-                    AND (
-                        p_plugin_names IS NULL
-                        OR coalesce(a.plugin_name, '') = ANY(p_plugin_names)
-                    )
-                    AND (
-                        NOT v_paused
-                        OR NOT EXISTS (
-                            SELECT 1 FROM _retryq_pause AS z
-                            WHERE z.event_type IN ('', a.event_type)
-                                AND z.plugin_name IN ('', coalesce(a.plugin_name, ''))
-                        )
-                    )
-                ORDER BY a.next_retry_at
-                LIMIT 1
-            ) AS n
-        ) - now())::double precision,
+        extract(epoch FROM v_next - now())::double precision,
         coalesce(extract(epoch FROM now() - (
             SELECT pg_catalog.min(n.next_retry_at)
             FROM pg_catalog.generate_series(1, 10) AS p (priority)
@@ -84,6 +164,21 @@ BEGIN
                             SELECT 1 FROM _retryq_pause AS z
                             WHERE z.event_type IN ('', a.event_type)
                                 AND z.plugin_name IN ('', coalesce(a.plugin_name, ''))
+                        )
+                    )
+                    -- held back by a rate limit (a spent lease is buried
+                    -- all the same, as in acquire: that takes no token)
+                    AND (
+                        pg_catalog.cardinality(v_closed_events) = 0
+                        OR a.status = 'processing' AND a.retry_count >= a.max_retries
+                        OR NOT EXISTS (
+                            SELECT 1
+                            FROM ROWS FROM (
+                                pg_catalog.unnest(v_closed_events),
+                                pg_catalog.unnest(v_closed_plugins)
+                            ) AS k (event_type, plugin_name)
+                            WHERE k.event_type = a.event_type
+                                AND k.plugin_name = coalesce(a.plugin_name, '')
                         )
                     )
                 ORDER BY a.next_retry_at

@@ -28,7 +28,7 @@ def main() -> int:
         poll_interval=0.2,
         cleanup_interval=3600,
     )
-    w.run(exit_when_idle=True, install_signal_handlers=True)
+    w.run(exit_when_drained=True, install_signal_handlers=True)
     return 0
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -130,6 +131,55 @@ def test_exit_when_idle_and_drained_together_are_refused(
     worker = Worker(module_dsn, HANDLERS, **FAST)
     with pytest.raises(ValueError, match="exit_when_idle or exit_when_drained"):
         worker.run(exit_when_idle=True, exit_when_drained=True)
+
+
+def acquire_calls(db: Conn) -> int:
+    db.execute("SELECT pg_stat_clear_snapshot()")
+    row = db.execute(
+        "SELECT coalesce(sum(calls), 0) FROM pg_stat_user_functions"
+        " WHERE funcname = 'acquire_retry_items'"
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_a_spent_rate_limit_is_slept_out_not_polled(
+    Worker: WorkerType, module_dsn: str, db: Conn
+) -> None:
+    """1 lease an hour and 3 items: the other two are due when the token frees
+    (retry_queue_due), so the worker sleeps instead of asking acquire again
+    and again, and exit_when_idle returns."""
+    db.execute("SELECT retry_rate_limit_set('ok', NULL, 1, 3600)")
+    q = RetryQueue(db)
+    ids = [q.add("ok", {"n": n}).id for n in range(3)]
+    counted = psycopg.conninfo.make_conninfo(module_dsn, options="-c track_functions=pl")
+    options = {**FAST, "poll_interval": 30}
+    try:
+        worker = Worker(counted, HANDLERS, **options)
+        before = acquire_calls(db)
+        result: list[Any] = []
+        thread = threading.Thread(
+            target=lambda: result.append(worker.run(install_signal_handlers=False)),
+            daemon=True,
+        )
+        thread.start()
+        thread.join(2.5)
+        worker.stop()
+        thread.join(10)
+        assert not thread.is_alive()
+        assert sorted(status_of(db).values()) == ["completed", "pending", "pending"]
+        # the backends' counters reach the statistics when they flush them
+        deadline = time.monotonic() + 5
+        while (calls := acquire_calls(db) - before) < 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert 1 <= calls <= 10, calls  # a 10 ms re-poll made some 200
+
+        started = time.monotonic()
+        counts, _ = run_in_thread(Worker(module_dsn, HANDLERS, **options), exit_when_idle=True)
+        assert time.monotonic() - started < 5
+        assert counts.processed == 0
+        assert set(status_of(db)) == set(ids)
+    finally:
+        db.execute("SELECT retry_rate_limit_clear('ok', NULL)")
 
 
 @pytest.mark.parametrize("exit_when", ["exit_when_idle", "exit_when_drained"])

@@ -223,3 +223,55 @@ def test_retryq_rate_limits_cli(module_dsn: str, db: Conn,
     assert code == 0, text
     assert cli("clear", "sms.send", "--plugin", "twilio")[0] == 1  # no such limit
     assert cli()[1].strip().endswith("0 rate limit(s), 0 at their limit now")
+
+
+def due(c: Conn, *routing: Any) -> dict[str, Any]:
+    row = c.execute(
+        "SELECT * FROM retry_queue_due(%s, %s)", (routing or (None, None))
+    ).fetchone()
+    assert row is not None
+    return row
+
+
+def test_due_waits_for_the_next_token_of_a_spent_limit(db: Conn) -> None:
+    # the server's clock runs; the tokens are used in the past through p_now
+    now = db.execute("SELECT now() AS t").fetchone()["t"]  # type: ignore[index]
+    db.execute("SELECT retry_rate_limit_set('sms.send', 'twilio', 2, 3600)")
+    enqueue(db, 5, now=now - timedelta(seconds=4000))
+    assert len(acquire(db, now - timedelta(seconds=3500), batch=1)) == 1
+    assert len(acquire(db, now - timedelta(seconds=3000), batch=1)) == 1
+    # both tokens in use: the first frees at +100 s, and nothing is due before
+    row = due(db)
+    assert row["active"] is True
+    assert 95 < row["seconds_until_due"] <= 100
+    assert row["oldest_due_age_seconds"] == 0
+    # an item of the key scheduled later than the token frees: its own time
+    db.execute("UPDATE daz_retry_queue SET next_retry_at = %s WHERE status = 'pending'",
+               (now + timedelta(seconds=500),))
+    assert 495 < due(db)["seconds_until_due"] <= 500
+    # another key without a limit is due as before (overdue here) ...
+    [other] = enqueue(db, 1, event_type="email.send", plugin="smtp",
+                      now=now - timedelta(seconds=60))
+    row = due(db)
+    assert row["seconds_until_due"] < -55 and row["oldest_due_age_seconds"] > 55
+    # ... and routed to the limited key only, the token's time again
+    assert 495 < due(db, ["sms.send"], None)["seconds_until_due"] <= 500
+    db.execute("DELETE FROM daz_retry_queue WHERE id = %s", (other,))
+    # a spent lease of the key is buried without a token: still due
+    db.execute("UPDATE daz_retry_queue SET retry_count = max_retries, locked_until = %s "
+               "WHERE status = 'processing'", (now - timedelta(seconds=1),))
+    assert due(db)["oldest_due_age_seconds"] > 0
+    # with the limit cleared, the key is due at its own time again
+    db.execute("SELECT retry_rate_limit_clear('sms.send', 'twilio')")
+    db.execute("UPDATE daz_retry_queue SET next_retry_at = %s WHERE status = 'pending'",
+               (now - timedelta(seconds=10),))
+    assert due(db)["seconds_until_due"] < -5
+
+
+def test_due_with_a_token_free_is_unchanged(db: Conn) -> None:
+    now = db.execute("SELECT now() AS t").fetchone()["t"]  # type: ignore[index]
+    db.execute("SELECT retry_rate_limit_set('sms.send', 'twilio', 2, 3600)")
+    enqueue(db, 3, now=now - timedelta(seconds=60))
+    assert len(acquire(db, now - timedelta(seconds=30), batch=1)) == 1
+    row = due(db)  # one token left: the items are due (overdue)
+    assert row["seconds_until_due"] < -55 and row["oldest_due_age_seconds"] > 55
