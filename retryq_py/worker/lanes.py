@@ -145,10 +145,10 @@ class Lanes:
                         and nothing_left(exit_when, due)
                         and self._finish_if_idle()
                     ):
+                        self.left_active = due.active
                         with self._exit_lock:
                             first, self._exit_reported = not self._exit_reported, True
                         if first:
-                            self.left_active = due.active
                             log.info(
                                 "worker %s: %s, stopping",
                                 s.worker_id,
