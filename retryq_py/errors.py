@@ -72,8 +72,11 @@ class RetryableError(Exception):
     by `retry_after_seconds`; one it cannot read leaves the backoff). The
     queue still caps it at the item's max_retry_delay_seconds and applies no
     jitter. None (the default): the backoff. `self.delay` is the delay in
-    seconds, or None. Raises ValueError for a negative or not finite number;
-    a delay over a year is cut to a year (MAX_DELAY_SECONDS).
+    seconds, or None. A delay over a year is cut to a year
+    (MAX_DELAY_SECONDS). A delay that is negative, not finite or not a
+    number never replaces the handler's error: it is ignored (`self.delay`
+    None, the backoff applies) and `self.invalid_delay` says why (None when
+    the delay was good); the worker logs it as a warning naming the item.
     """
 
     def __init__(
@@ -86,11 +89,15 @@ class RetryableError(Exception):
         super().__init__(_text(err))
         self.err = err
         self.code = code if code is not None else error_code(err)
+        self.delay: float | None = None
+        self.invalid_delay: str | None = None
         if isinstance(delay, str):
             delay = retry_after_seconds(delay)
-        self.delay = (
-            None if delay is None else min(delay_seconds(delay, "delay"), MAX_DELAY_SECONDS)
-        )
+        if delay is not None:
+            try:
+                self.delay = min(delay_seconds(delay, "delay"), MAX_DELAY_SECONDS)
+            except (TypeError, ValueError) as exc:  # keep the handler's error
+                self.invalid_delay = str(exc)
 
 
 class Snooze(Exception):
@@ -100,17 +107,30 @@ class Snooze(Exception):
     timedelta, at most a year), without spending an attempt or recording a
     failure (snooze_retry_item). Each item may be snoozed the worker's
     `max_snoozes` times; the snooze after that makes it a dead letter with
-    code `snooze_limit`. `reason` is only logged. Raises ValueError for a
-    delay that is negative, not finite or over a year.
+    code `snooze_limit`. `reason` is only logged.
+
+    A delay that is negative, not finite, not a number or over a year raises
+    nothing here (the handler's raise must not turn into a ValueError):
+    `self.delay` is None and `self.invalid_delay` says why. The worker then
+    cannot snooze; it records a retryable failure with code
+    `invalid_snooze_delay` whose message keeps the reason, spends an attempt,
+    applies the normal backoff and logs a warning naming the item.
     """
 
     def __init__(self, delay: float | timedelta, reason: str = "") -> None:
-        seconds = delay_seconds(delay, "delay")
-        if seconds > MAX_DELAY_SECONDS:
-            raise ValueError(f"delay must be at most {MAX_DELAY_SECONDS:.0f}s, got {seconds}")
+        self.reason = reason
+        self.delay: float | None = None
+        self.invalid_delay: str | None = None
+        try:
+            seconds = delay_seconds(delay, "delay")
+            if seconds > MAX_DELAY_SECONDS:
+                raise ValueError(f"delay must be at most {MAX_DELAY_SECONDS:.0f}s, got {seconds:g}")
+        except (TypeError, ValueError) as exc:
+            self.invalid_delay = str(exc)
+            super().__init__(reason or f"snooze with an invalid delay ({exc})")
+            return
         super().__init__(reason or f"snoozed for {seconds:g}s")
         self.delay = seconds
-        self.reason = reason
 
 
 def delay_seconds(value: float | timedelta, name: str) -> float:
@@ -131,10 +151,12 @@ def retry_after_seconds(value: str | None, *, now: datetime | None = None) -> fl
     """An HTTP Retry-After header value (RFC 9110, 10.2.3) as seconds from `now`.
 
     Either delta-seconds ("120") or an HTTP-date ("Wed, 21 Oct 2015 07:28:00
-    GMT"), measured from `now` (default: the current UTC time); a date in the
-    past is 0. None for None, an empty value or one that is neither (the
-    caller then keeps its backoff), so that a server's malformed header never
-    turns a retry into an error. At most MAX_DELAY_SECONDS (a year).
+    GMT"), measured from `now` (default: the current UTC time). None for
+    None, an empty value, one that is neither, or an HTTP-date that is not in
+    the future (stale: a retry at once each time would spend every attempt in
+    milliseconds); the caller then keeps its backoff, so that a server's
+    malformed or stale header never turns a retry into an error or a burst.
+    At most MAX_DELAY_SECONDS (a year).
     """
     if value is None:
         return None
@@ -152,7 +174,10 @@ def retry_after_seconds(value: str | None, *, now: datetime | None = None) -> fl
     base = now if now is not None else datetime.now(timezone.utc)
     if base.tzinfo is None:
         base = base.replace(tzinfo=timezone.utc)
-    return min(max((when - base).total_seconds(), 0.0), MAX_DELAY_SECONDS)
+    seconds = (when - base).total_seconds()
+    if seconds <= 0:
+        return None  # stale: the normal backoff
+    return min(seconds, MAX_DELAY_SECONDS)
 
 
 class PermanentError(Exception):

@@ -136,6 +136,8 @@ class StatsRow:
     oldest_created_at: datetime
     newest_created_at: datetime
     leased_count: int
+    # the group's items wait for retry_queue_resume (pending and processing only)
+    paused: bool = False
 
 
 @dataclass(frozen=True)

@@ -279,7 +279,8 @@ WHERE t.c IS NOT NULL
 STATS: LiteralString = """
 SELECT
     status, event_type, plugin_name, item_count, avg_retry_count,
-    max_retry_count, oldest_created_at, newest_created_at, leased_count
+    max_retry_count, oldest_created_at, newest_created_at, leased_count,
+    paused
 FROM {schema}daz_retry_queue_stats
 ORDER BY status, event_type, plugin_name
 """

@@ -84,6 +84,7 @@ from retryq_py.admin.target import (
     is_refused_value,
     open_connection,
     queue,
+    refusal,
     schema_exists,
     target,
 )
@@ -150,6 +151,7 @@ __all__ = [
     "pause",
     "pause_key",
     "queue",
+    "refusal",
     "require_key",
     "resume",
     "run_worker",

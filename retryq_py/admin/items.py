@@ -13,7 +13,7 @@ import psycopg
 from retryq_py._sql import Enqueued, StatsRow, compose
 from retryq_py._sql import ops as _q
 from retryq_py._sql.ops import CancelFilter as CancelFilter
-from retryq_py.admin.target import Target, UsageProblem, connect, first_line, queue
+from retryq_py.admin.target import Target, UsageProblem, connect, queue, refusal
 
 # --- enqueue -----------------------------------------------------------------
 
@@ -47,7 +47,7 @@ def enqueue_many(
         except (psycopg.DataError, psycopg.IntegrityError, TypeError, ValueError) as exc:
             bad = _first_bad_line(conn, t, clean, lines)
             if bad is None:
-                raise UsageProblem(f"{first_line(exc)}; nothing was added") from exc
+                raise UsageProblem(f"{refusal(exc)}; nothing was added") from exc
             number, err = bad
             raise UsageProblem(f"line {number}: {err}; nothing was added") from exc
 
@@ -65,7 +65,7 @@ def _first_bad_line(
                 with conn.transaction():
                     q.add_many([item])
             except (psycopg.DataError, psycopg.IntegrityError, TypeError, ValueError) as exc:
-                return number, first_line(exc)
+                return number, refusal(exc)
     return None
 
 

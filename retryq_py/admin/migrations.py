@@ -21,6 +21,7 @@ from retryq_py.admin.target import (
     is_installed,
     not_installed,
     open_connection,
+    refusal,
     schema_exists,
 )
 
@@ -45,7 +46,7 @@ def _yoyo_call(t: Target, fn: Callable[[], list[str]]) -> list[str]:
         # the server refused a step (a rollback that cannot keep the rows
         # the queue holds, say): its message and its hint, which says what to do
         hint = exc.diag.message_hint
-        message = first_line(exc).removeprefix("retryq: ")
+        message = refusal(exc)
         raise CommandError(f"{message} ({hint})" if hint else message) from exc
 
 

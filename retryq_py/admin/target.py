@@ -75,6 +75,13 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def refusal(exc: BaseException) -> str:
+    """first_line without the queue's own "retryq: " prefix: for a message
+    that puts something before it ("line 3: ..."), since the CLI prefixes
+    the whole line with "retryq: " once."""
+    return first_line(exc).removeprefix("retryq: ")
+
+
 # SQLSTATEs by which the queue refuses a value it was given (class 22 data
 # exceptions, 23514 a CHECK, 54000 a size bound): the caller's input, not a
 # fault of the server. The CLI exits 2 for them, the dashboard answers 400.

@@ -13,6 +13,7 @@ from retryq_py.cli.options import (
     EventTypeOpt,
     IdsOpt,
     OlderThanOpt,
+    PlainUsage,
     PluginOpt,
     SchemaOpt,
     YesOpt,
@@ -65,7 +66,7 @@ def dead_letter_list(
         out.print(f"(showing the first {limit}; raise --limit for more)")
 
 
-@app.command("show")
+@app.command("show", cls=PlainUsage)
 def dead_letter_show(
     item_id: Annotated[int, typer.Argument(metavar="ID", help="The item's id.")],
     database: DatabaseOpt = None,

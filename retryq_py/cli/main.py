@@ -23,6 +23,7 @@ from psycopg import errors as pgerrors
 from retryq_py import admin
 from retryq_py.admin import ExitCode
 from retryq_py.cli import dead_letters, ops, pauses, queue_cmds, web, worker
+from retryq_py.cli.options import PlainUsage
 from retryq_py.cli.render import out
 
 app = typer.Typer(
@@ -96,8 +97,8 @@ app.command()(web.web)
 app.add_typer(dead_letters.app, name="dead-letter")
 app.add_typer(ops.circuits_app, name="circuits")
 app.add_typer(ops.rate_limits_app, name="rate-limits")
-app.command()(pauses.pause)
-app.command()(pauses.resume)
+app.command(cls=PlainUsage)(pauses.pause)
+app.command(cls=PlainUsage)(pauses.resume)
 app.command()(pauses.pauses)
 
 
@@ -146,7 +147,7 @@ def _exit_for(exc: BaseException) -> tuple[str, int]:
         )
     # the queue's own refusal of a value the user gave
     if admin.is_refused_value(exc):
-        return _public(admin.first_line(exc)).removeprefix("retryq: "), ExitCode.USAGE
+        return _public(admin.refusal(exc)), ExitCode.USAGE
     if isinstance(exc, psycopg.OperationalError):
         return f"database error: {_public(admin.first_line(exc))}", ExitCode.UNREACHABLE
     if isinstance(exc, psycopg.Error):

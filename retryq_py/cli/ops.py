@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from retryq_py import admin
-from retryq_py.cli.options import DatabaseOpt, KeyPluginOpt, SchemaOpt
+from retryq_py.cli.options import DatabaseOpt, KeyPluginOpt, PlainUsage, SchemaOpt
 from retryq_py.cli.render import circuits_table, err, out, rate_limits_table
 
 circuits_app = typer.Typer(
@@ -47,10 +47,10 @@ def circuits_list(
     out.print(f"{len(rows)} circuit(s), {open_count} not closed")
 
 
-@circuits_app.command("open")
+@circuits_app.command("open", cls=PlainUsage)
 def circuits_open(
     ctx: typer.Context,
-    event_type: Annotated[str, typer.Argument(help="event_type of the key.")],
+    event_type: Annotated[str, typer.Argument(metavar="EVENT_TYPE", help="event_type of the key.")],
     plugin: KeyPluginOpt = None,
     seconds: Annotated[
         float | None,
@@ -69,10 +69,10 @@ def circuits_open(
     out.print(f"opened {event_type}/{plugin or '-'} {how}")
 
 
-@circuits_app.command("close")
+@circuits_app.command("close", cls=PlainUsage)
 def circuits_close(
     ctx: typer.Context,
-    event_type: Annotated[str, typer.Argument(help="event_type of the key.")],
+    event_type: Annotated[str, typer.Argument(metavar="EVENT_TYPE", help="event_type of the key.")],
     plugin: KeyPluginOpt = None,
     database: DatabaseOpt = None,
     schema: SchemaOpt = None,
@@ -82,12 +82,16 @@ def circuits_close(
     out.print(f"closed {event_type}/{plugin or '-'}")
 
 
-@circuits_app.command("set-threshold")
+@circuits_app.command("set-threshold", cls=PlainUsage)
 def circuits_set_threshold(
     ctx: typer.Context,
     threshold: Annotated[
         int | None,
-        typer.Argument(min=0, help="Failures in a row that open the circuit; 0 turns it off."),
+        typer.Argument(
+            metavar="THRESHOLD",
+            min=0,
+            help="Failures in a row that open the circuit; 0 turns it off.",
+        ),
     ] = None,
     event_type: Annotated[
         str | None, typer.Option("--event-type", metavar="TYPE", help="The key's event_type.")
@@ -155,10 +159,10 @@ def rate_limits_list(
     out.print(f"{len(rows)} rate limit(s), {throttled} at their limit now")
 
 
-@rate_limits_app.command("set")
+@rate_limits_app.command("set", cls=PlainUsage)
 def rate_limits_set(
     ctx: typer.Context,
-    event_type: Annotated[str, typer.Argument(help="event_type of the key.")],
+    event_type: Annotated[str, typer.Argument(metavar="EVENT_TYPE", help="event_type of the key.")],
     max_leases: Annotated[
         int, typer.Argument(metavar="N", help="Leases allowed per period (1..100000).")
     ],
@@ -181,10 +185,10 @@ def rate_limits_set(
     out.print(f"rate limit {event_type}/{plugin or '-'}: {max_leases} per {per:g}s")
 
 
-@rate_limits_app.command("clear")
+@rate_limits_app.command("clear", cls=PlainUsage)
 def rate_limits_clear(
     ctx: typer.Context,
-    event_type: Annotated[str, typer.Argument(help="event_type of the key.")],
+    event_type: Annotated[str, typer.Argument(metavar="EVENT_TYPE", help="event_type of the key.")],
     plugin: KeyPluginOpt = None,
     database: DatabaseOpt = None,
     schema: SchemaOpt = None,

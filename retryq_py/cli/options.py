@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperCommand
 
 from retryq_py.admin.target import DATABASE_ENV, UsageProblem
+
+
+class PlainUsage(TyperCommand):
+    """A command whose usage line reads as the README writes it: a required
+    argument as `EVENT_TYPE`, an optional one as `[EVENT_TYPE]` (typer's own
+    usage line braces required ones: `{EVENT_TYPE}`). Give every argument an
+    upper-case metavar. Pass as `cls=` to a command that takes arguments."""
+
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:  # typer's Click context
+        return [
+            piece[1:-1] if piece.startswith("{") and piece.endswith("}") else piece
+            for piece in super().collect_usage_pieces(ctx)
+        ]
+
 
 YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
 

@@ -12,7 +12,7 @@ from retryq_py.cli.render import out, pauses_table
 
 EventTypeArg = Annotated[
     str | None,
-    typer.Argument(metavar="[EVENT_TYPE]", help="The event_type (omit with --plugin or --all)."),
+    typer.Argument(metavar="EVENT_TYPE", help="The event_type (omit with --plugin or --all)."),
 ]
 PausePluginOpt = Annotated[
     str | None,

@@ -75,6 +75,7 @@ def stats_table(s: Stats, title: str = "daz_retry_queue_stats") -> Table:
         "max retries",
         "oldest",
         "leased",
+        "paused",
         title=title,
     )
     for r in s.rows:
@@ -87,6 +88,7 @@ def stats_table(s: Stats, title: str = "daz_retry_queue_stats") -> Table:
             str(r.max_retry_count),
             when(r.oldest_created_at),
             str(r.leased_count),
+            "paused" if r.paused else "",
         )
     return table
 

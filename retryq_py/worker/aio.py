@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
@@ -34,7 +35,7 @@ from retryq_py.worker.events import WorkerCounts, WorkerEvent
 from retryq_py.worker.handlers import HandlerTasks
 from retryq_py.worker.ledger import Ledger
 from retryq_py.worker.registry import Handler
-from retryq_py.worker.runner import RetryWorker, WorkerParts
+from retryq_py.worker.runner import RetryWorker, WorkerParts, idle_changed_message
 from retryq_py.worker.settings import Settings
 from retryq_py.worker.signals import stop_on_signals_in_loop
 
@@ -204,17 +205,19 @@ class AsyncRetryWorker:
                 assert result is not None
                 done.set_result(result)
 
+        left_active: list[bool] = []
+
         def engine() -> None:
             try:
-                result = self._engine.run(
-                    exit_when_idle=exit_when_idle,
-                    exit_when_drained=exit_when_drained,
-                    install_signal_handlers=False,
+                left_active.append(
+                    self._engine._serve(
+                        exit_when_idle, exit_when_drained, install_signal_handlers=False
+                    )
                 )
             except BaseException as exc:
                 loop.call_soon_threadsafe(settle, None, exc)
             else:
-                loop.call_soon_threadsafe(settle, result, None)
+                loop.call_soon_threadsafe(settle, self._engine.counts, None)
 
         thread = threading.Thread(target=engine, name=f"retryq-{self.worker_id}", daemon=True)
         signals: AbstractContextManager[None] = (
@@ -225,7 +228,7 @@ class AsyncRetryWorker:
         with signals:
             thread.start()
             try:
-                return await asyncio.shield(done)
+                counts = await asyncio.shield(done)
             except asyncio.CancelledError:
                 self.stop(force=True)
                 await _uncancellable(done)
@@ -233,6 +236,12 @@ class AsyncRetryWorker:
             finally:
                 if self._tasks is not None:
                     await self._tasks.wait_closed()
+        if exit_when_idle and any(left_active):
+            # at the line that awaited run(), as RetryWorker.run does
+            warnings.warn(
+                idle_changed_message("AsyncRetryWorker"), DeprecationWarning, stacklevel=2
+            )
+        return counts
 
     def start(
         self, *, exit_when_idle: bool = False, exit_when_drained: bool = False

@@ -74,6 +74,8 @@ class Outcome:
 MAX_MESSAGE = 4000
 FLOOR_MESSAGE = 1000
 MAX_CODE = 200
+# the code of a failure written instead of a snooze the worker could not make
+SNOOZE_REFUSED = "retryq.snooze_refused"
 
 
 def clean(text: object, limit: int) -> str:

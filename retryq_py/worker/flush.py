@@ -32,6 +32,7 @@ from retryq_py.worker.events import (
     FLOOR_MESSAGE,
     MAX_CODE,
     MAX_MESSAGE,
+    SNOOZE_REFUSED,
     EventKind,
     Outcome,
     WorkerEvent,
@@ -64,7 +65,6 @@ class Writer(Protocol):
 
 UNSTORABLE = "retryq.unstorable_outcome"
 UNDECODABLE = "retryq.undecodable_item"
-SNOOZE_REFUSED = "retryq.snooze_refused"
 SNOOZE_LIMIT = "snooze_limit"  # snooze_retry_item's code past max_snoozes
 
 

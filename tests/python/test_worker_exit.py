@@ -5,6 +5,7 @@ all, as `--exit-when-drained`)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import warnings
@@ -15,7 +16,7 @@ import psycopg
 import pytest
 
 from retryq_py import RetryableError, RetryQueue, RetryQueueItem, RetryWorker
-from retryq_py.worker import aio
+from tests.python import workers
 from tests.python.workers import WorkerType
 
 Conn = psycopg.Connection[Any]
@@ -72,11 +73,12 @@ def test_exit_when_idle_runs_what_is_due_and_leaves_what_is_scheduled_later(
     # the old meaning waited for those two: say so, and how to keep it
     changed = [w for w in caught if issubclass(w.category, DeprecationWarning)]
     assert len(changed) == 1
-    assert "exit_when_drained=True" in str(changed[0].message)
-    # it points at the caller's run(); AsyncRetryWorker's engine runs in a
-    # thread of its own, so there at the worker (hidden by Python's default
-    # filters: AsyncRetryWorker never had the old meaning)
-    caller = __file__ if Worker is RetryWorker else aio.__file__
+    name = "RetryWorker" if Worker is RetryWorker else "AsyncRetryWorker"
+    assert str(changed[0].message).startswith(f"{name}.run(exit_when_idle=True) returned")
+    assert "Pass exit_when_drained=True" in str(changed[0].message)
+    # it points at the line that called run() (AsyncInThread's await for
+    # AsyncRetryWorker), not into retryq
+    caller = __file__ if Worker is RetryWorker else workers.__file__
     assert changed[0].filename == caller
 
 
@@ -178,3 +180,16 @@ def test_a_spent_rate_limit_is_slept_out_not_polled(
         assert set(status_of(db)) == set(ids)
     finally:
         db.execute("SELECT retry_rate_limit_clear('ok', NULL)")
+
+
+@pytest.mark.parametrize("exit_when", ["exit_when_idle", "exit_when_drained"])
+def test_exit_is_logged_once_whatever_the_lanes(
+    module_dsn: str, db: Conn, caplog: pytest.LogCaptureFixture, exit_when: str
+) -> None:
+    caplog.set_level(logging.INFO, logger="retryq.worker")
+    for _ in range(5):  # the lanes race to the same conclusion
+        caplog.clear()
+        worker = RetryWorker(module_dsn, HANDLERS, lanes=4, worker_count=4, **FAST)
+        run_in_thread(worker, **{exit_when: True})
+        stops = [m for m in caplog.messages if m.endswith(", stopping")]
+        assert len(stops) == 1, stops

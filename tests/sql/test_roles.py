@@ -8,8 +8,10 @@ roles made here have unique names and are dropped afterwards.
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -85,6 +87,10 @@ STATEMENTS: dict[str, tuple[str, Any]] = {
     "list_dead": ("SELECT id FROM list_dead_letter_items()", "{dead}"),
     "cleanup_due": ("SELECT due_count FROM cleanup_retry_queue_due(0)", 1),
     "due": ("SELECT active FROM retry_queue_due()", True),
+    "due_routed": (
+        "SELECT active FROM retry_queue_due(p_event_types => '{{t}}', p_plugin_names => '{{p}}')",
+        True,
+    ),
     "circuit_open": ("SELECT retry_circuit_open('t')", True),
     "circuit_close": ("SELECT retry_circuit_close('t')", False),
     "circuit_configure": ("SELECT retry_circuit_configure('t', NULL, 3)", True),
@@ -121,11 +127,12 @@ ALLOWED: dict[str, set[str]] = {
     "retryq_worker": {
         "channel", "acquire", "acquire_routed", "complete", "complete_items", "fail", "extend",
         "snooze", "release", "select_ids", "select_payload", "view_circuits", "view_pauses", "due",
-        "select_dedupe_key", "view_rate_limits",
+        "due_routed", "select_dedupe_key", "view_rate_limits",
     },
     "retryq_admin": {
         "channel", "requeue", "purge", "cancel", "cleanup", "list_dead", "cleanup_due", "due",
-        "circuit_open", "circuit_close", "circuit_configure", "pause", "resume", "view_pauses",
+        "due_routed", "circuit_open", "circuit_close", "circuit_configure", "pause", "resume",
+        "view_pauses",
         "rate_limit_set", "rate_limit_clear", "view_rate_limits",
         "view_stats", "view_alerts", "view_circuits", "archive", "select_ids", "select_payload",
         "select_dedupe_key",
@@ -305,3 +312,100 @@ def test_python_layer_runs_with_only_its_role(dsn: str, conn: Conn) -> None:
     finally:
         for login in logins.values():
             conn.execute(f'DROP ROLE IF EXISTS "{login}"')
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def _least_privilege_rows() -> dict[str, str]:
+    """The README's Least privilege table: role -> its "may" cell."""
+    text = README.read_text()
+    section = text.split("### Least privilege", 1)[1].split("\n### ", 1)[0]
+    rows: dict[str, str] = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].strip("`") in GROUPS:
+            rows[cells[0].strip("`")] = cells[1]
+    return rows
+
+
+def test_the_readme_says_exactly_what_each_role_may_do(conn: Conn) -> None:
+    """Every function a role may execute and every relation it may read, and
+    nothing more, is named in its row of the README's Least privilege table;
+    the producer's column list is exactly its INSERT column grant."""
+    functions = [
+        r[0]
+        for r in conn.execute(
+            "SELECT proname FROM pg_proc WHERE pronamespace = 'public'::regnamespace"
+            " AND proname NOT LIKE '\\_retryq%%'"
+        ).fetchall()
+    ]
+    relations = [
+        r[0]
+        for r in conn.execute(
+            "SELECT relname FROM pg_class WHERE relnamespace = 'public'::regnamespace"
+            " AND relkind IN ('r', 'p', 'v') AND relname LIKE 'daz%%'"
+        ).fetchall()
+    ]
+    rows = _least_privilege_rows()
+    assert set(rows) == set(GROUPS)
+    for role, cell in rows.items():
+        named = set(re.findall(r"[a-z_]+", cell))
+        granted_fns = {
+            f
+            for f in functions
+            if conn.execute(
+                "SELECT bool_or(has_function_privilege(%s, p.oid, 'EXECUTE'))"
+                " FROM pg_proc AS p WHERE p.proname = %s"
+                " AND p.pronamespace = 'public'::regnamespace",
+                (role, f),
+            ).fetchone()[0]  # type: ignore[index]
+        }
+        readable = {
+            r
+            for r in relations
+            if conn.execute(
+                "SELECT has_table_privilege(%s, %s::regclass, 'SELECT')", (role, r)
+            ).fetchone()[0]  # type: ignore[index]
+        }
+        assert named & set(functions) == granted_fns, role
+        assert named & set(relations) == readable, role
+    text = README.read_text()
+    listed = text.split("A producer's `INSERT` (and `COPY`) may set only", 1)[1]
+    listed = listed.split("(column grants", 1)[0]
+    columns = {
+        r[0]
+        for r in conn.execute(
+            "SELECT column_name FROM information_schema.column_privileges"
+            " WHERE grantee = 'retryq_producer' AND table_name = 'daz_retry_queue'"
+            " AND privilege_type = 'INSERT'"
+        ).fetchall()
+    }
+    assert set(re.findall(r"`([a-z_]+)`", listed)) == columns
+
+
+def test_the_readme_lists_every_parameter_of_every_function(conn: Conn) -> None:
+    """Each function table row (`name(param, ...)`) names the function's
+    parameters in order, without their p_ prefix ("..." stands for a run of
+    them), so that no parameter, p_now included, is left undocumented."""
+    params = {
+        name: [a.removeprefix("p_") for a in args]
+        for name, args in conn.execute(
+            "SELECT proname, coalesce(proargnames[1:pronargs], '{}') FROM pg_proc"
+            " WHERE pronamespace = 'public'::regnamespace AND proname NOT LIKE '\\_retryq%%'"
+        ).fetchall()
+    }
+    seen: set[str] = set()
+    for line in README.read_text().splitlines():
+        if not line.startswith("| `"):
+            continue
+        first_cell = line.split(" | ", 1)[0]
+        for name, args in re.findall(r"`(\w+)\(([^`]*?)\)", first_cell):
+            if name not in params:
+                continue
+            seen.add(name)
+            given = [a.strip().split()[0] for a in args.split(",") if a.strip()]
+            pattern = "".join(r"(?:\w+ )+" if g == "..." else re.escape(g) + " " for g in given)
+            assert re.fullmatch(pattern, "".join(p + " " for p in params[name])), (
+                f"{name}: the README says ({args}), the function takes {params[name]}"
+            )
+    assert seen == set(params), set(params) - seen
