@@ -1,7 +1,7 @@
 -- Checks acquire's routing lists (see acquire_retry_items): each NULL (every
--- item) or 1 to 1000 non-NULL elements; an event type is non-blank, a plugin
--- name may be '' (items without a plugin). Refusals are 22023 naming
--- event_types or plugin_names.
+-- item) or a one-dimensional array of 1 to 1000 non-NULL elements; an event
+-- type is non-blank, a plugin name may be '' (items without a plugin).
+-- Refusals are 22023 naming event_types or plugin_names.
 CREATE OR REPLACE FUNCTION _retryq_check_routing(
     p_event_types text[],
     p_plugin_names text[]
@@ -17,6 +17,11 @@ BEGIN
             pg_catalog.cardinality(p_event_types) BETWEEN 1 AND 1000,
             'event_types',
             'must be NULL (every event type) or hold 1 to 1000 event types'
+        );
+        -- array_position raises 0A000 on a multidimensional array
+        PERFORM _retryq_check(
+            pg_catalog.array_ndims(p_event_types) = 1,
+            'event_types', 'must be a one-dimensional array'
         );
         PERFORM _retryq_check(
             pg_catalog.array_position(p_event_types, NULL) IS NULL,
@@ -35,6 +40,11 @@ BEGIN
             pg_catalog.cardinality(p_plugin_names) BETWEEN 1 AND 1000,
             'plugin_names',
             'must be NULL (every plugin) or hold 1 to 1000 plugin names ('''' for none)'
+        );
+        -- array_position raises 0A000 on a multidimensional array
+        PERFORM _retryq_check(
+            pg_catalog.array_ndims(p_plugin_names) = 1,
+            'plugin_names', 'must be a one-dimensional array'
         );
         PERFORM _retryq_check(
             pg_catalog.array_position(p_plugin_names, NULL) IS NULL,

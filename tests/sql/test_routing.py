@@ -133,6 +133,9 @@ def test_a_routed_worker_does_not_probe_another_services_circuit(db: Conn) -> No
         (["a"] * 1001, None, "event_types", "1 to 1000"),
         (None, [], "plugin_names", "must be NULL (every plugin)"),
         (None, ["p", None], "plugin_names", "must not hold NULL"),
+        # array_position raised 0A000 on these (found by test_kinds in CI)
+        ([["a"], ["b"]], None, "event_types", "must be a one-dimensional array"),
+        (None, [["p"], ["q"]], "plugin_names", "must be a one-dimensional array"),
     ],
 )
 def test_bad_routing_lists_are_refused_naming_the_parameter(
