@@ -47,7 +47,8 @@ class Circuit:
 @dataclass(frozen=True)
 class Pause:
     """One row of daz_retry_queue_pauses: event_type / plugin_name None means
-    every one; held_count, the items it holds back now."""
+    every one, plugin_name "" the items without a plugin (the key as `pause`
+    and `resume` take it); held_count, the items it holds back now."""
 
     event_type: str | None
     plugin_name: str | None

@@ -357,6 +357,11 @@ class Dashboard:
         verb = request.path_params["verb"]
         if verb not in ("pause", "resume"):
             raise HTTPException(404, f"no action {verb!r}: use pause or resume")
+        # no_plugin: the items without a plugin (key ""), apart from every plugin (None)
+        if _text(form, "no_plugin"):
+            if plugin is not None:
+                raise admin.UsageProblem("give a plugin or tick no plugin, not both")
+            plugin = ""
         # the whole queue only when asked for: an empty form must not stop it
         if verb == "pause" and event_type is None and plugin is None and not _text(form, "all"):
             raise admin.UsageProblem("give an event type or a plugin, or tick the whole queue")

@@ -76,8 +76,8 @@ BEGIN
                 NOT v_paused
                 OR NOT EXISTS (
                     SELECT 1 FROM _retryq_pause AS z
-                    WHERE z.event_type IN ('', a.event_type)
-                        AND z.plugin_name IN ('', coalesce(a.plugin_name, ''))
+                    WHERE (z.event_type IS NULL OR z.event_type = a.event_type)
+                        AND (z.plugin_name IS NULL OR z.plugin_name = coalesce(a.plugin_name, ''))
                 )
             )
             AND (
@@ -123,8 +123,8 @@ BEGIN
                     NOT v_paused
                     OR NOT EXISTS (
                         SELECT 1 FROM _retryq_pause AS z
-                        WHERE z.event_type IN ('', a.event_type)
-                            AND z.plugin_name IN ('', coalesce(a.plugin_name, ''))
+                        WHERE (z.event_type IS NULL OR z.event_type = a.event_type)
+                            AND (z.plugin_name IS NULL OR z.plugin_name = coalesce(a.plugin_name, ''))
                     )
                 )
             ORDER BY a.next_retry_at
@@ -162,8 +162,8 @@ BEGIN
                         NOT v_paused
                         OR NOT EXISTS (
                             SELECT 1 FROM _retryq_pause AS z
-                            WHERE z.event_type IN ('', a.event_type)
-                                AND z.plugin_name IN ('', coalesce(a.plugin_name, ''))
+                            WHERE (z.event_type IS NULL OR z.event_type = a.event_type)
+                                AND (z.plugin_name IS NULL OR z.plugin_name = coalesce(a.plugin_name, ''))
                         )
                     )
                     -- held back by a rate limit (a spent lease is buried

@@ -241,6 +241,8 @@ def test_pauses_are_exported_with_the_items_they_hold(dsn: str, conn: Conn) -> N
     )
     conn.execute("SELECT retry_queue_pause('mail')")
     conn.execute("SELECT retry_queue_pause(NULL, 'smtp')")
+    conn.execute("SELECT retry_queue_pause(NULL, '')")  # the items without a plugin
+    conn.execute("SELECT count(*) FROM enqueue_retry_item('sms', '1')")
     registry = CollectorRegistry()
     collector = QueueCollector(dsn)
     registry.register(collector)
@@ -250,6 +252,7 @@ def test_pauses_are_exported_with_the_items_they_hold(dsn: str, conn: Conn) -> N
         collector.close()
     assert get(s, "retryq_queue_paused_items", event_type="mail", plugin_name="*") == 3
     assert get(s, "retryq_queue_paused_items", event_type="*", plugin_name="smtp") == 3
+    assert get(s, "retryq_queue_paused_items", event_type="*", plugin_name="") == 1
 
 
 def test_scrape_works_as_retryq_admin(dsn: str, conn: Conn) -> None:

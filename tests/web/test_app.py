@@ -226,6 +226,31 @@ def test_pause_and_resume(seeded: Seeded) -> None:
     assert c.post("/pauses/stop", data={}).status_code == 404
 
 
+def test_pause_and_resume_the_items_without_a_plugin(seeded: Seeded) -> None:
+    c = client(seeded.dsn)
+
+    def pauses() -> list[tuple[object, ...]]:
+        with psycopg.connect(seeded.dsn) as conn:
+            return conn.execute(
+                "SELECT event_type, plugin_name FROM daz_retry_queue_pauses ORDER BY 1, 2"
+            ).fetchall()
+
+    r = c.post("/pauses/pause", data={"event_type": "sql.exec", "no_plugin": "yes"})
+    assert "paused sql.exec/no plugin" in r.text and 'data-key="sql.exec/-"' in r.text
+    assert pauses() == [("sql.exec", "")]
+    r = c.post("/pauses/pause", data={"event_type": "sql.exec"})
+    assert "paused sql.exec" in r.text and pauses() == [("sql.exec", ""), ("sql.exec", None)]
+    bad = c.post("/pauses/pause", data={"event_type": "x", "plugin": "p", "no_plugin": "yes"})
+    assert bad.status_code == 400
+    # each row's resume form carries its own key
+    r = c.post("/pauses/resume", data={"event_type": "sql.exec", "no_plugin": "yes"})
+    assert "resumed sql.exec/no plugin" in r.text and pauses() == [("sql.exec", None)]
+    assert 'name="no_plugin"' in c.get("/pauses").text  # the pause form offers it
+    r = c.post("/pauses/pause", data={"no_plugin": "yes"})
+    assert "paused the items without a plugin" in r.text
+    assert pauses() == [("sql.exec", None), (None, "")]
+
+
 def test_rate_limit_set_and_clear(seeded: Seeded) -> None:
     c = client(seeded.dsn)
 
