@@ -236,9 +236,16 @@ class QueueCollector(Collector):
             " plugin, plugin_name '': the items without a plugin).",
             labels=labels,
         )
+        age = GaugeMetricFamily(
+            "retryq_queue_pause_age_seconds",
+            "How long each pause has lasted (labels as retryq_queue_paused_items).",
+            labels=labels,
+        )
         for z in m.pauses:
             paused.add_metric(_pause_key(z), z.held_count)
+            age.add_metric(_pause_key(z), z.age_seconds)
         yield paused
+        yield age
         yield GaugeMetricFamily(
             "retryq_queue_scrape_duration_seconds",
             "Time this scrape spent reading the queue.",
