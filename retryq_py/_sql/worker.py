@@ -21,6 +21,7 @@ from retryq_py._sql import (
     ACQUIRE,
     COMPLETE_MANY,
     COMPLETED_AT,
+    EXTEND_LOCKS,
     FAIL,
     SNOOZE,
     RetryQueueItem,
@@ -99,6 +100,7 @@ class FlushStatements:
         self.completed_at = compose(COMPLETED_AT, schema)
         self.in_doubt = compose(IN_DOUBT, schema)
         self.held = compose(HELD, schema)
+        self.extend_locks = compose(EXTEND_LOCKS, schema)
         self.old_backend_busy = compose(OLD_BACKEND_BUSY, schema)
 
     def as_text(

@@ -616,6 +616,25 @@ class Flusher:
         items, rejected = decode_leased(cur, self._worker_id)
         self._lease_doubt = False
         if items or rejected:
+            # Their leases began at the lost acquire, up to a statement
+            # deadline and the wait for its process ago: renewed now, they
+            # are held as just leased (held as they were, the heartbeat would
+            # renew them a third of a lease from now, maybe after they ran out). The
+            # items keep the acquire's locked_until, by which a lane whose
+            # reply was only slow recognises them (see Ledger.hold).
+            kept = {
+                r[0]
+                for r in conn.execute(
+                    self._statements.extend_locks,
+                    {
+                        "item_ids": [i.id for i in items] + [o.item.id for o in rejected],
+                        "worker_id": self._worker_id,
+                        "lock_timeout": max(1, round(self._lease.total_seconds())),
+                    },
+                ).fetchall()
+            }
+            items = [i for i in items if i.id in kept]
+            rejected = [o for o in rejected if o.item.id in kept]
             log.warning(
                 "worker %s: an acquire lost its reply; taking up the %d items it leased",
                 self._worker_id,
