@@ -268,6 +268,37 @@ def test_pause_and_resume_a_type(seeded: Seeded, server: str, browser: Any, shot
     assert pauses() == []
 
 
+def test_pause_and_resume_the_items_without_a_plugin(
+    seeded: Seeded, server: str, browser: Any
+) -> None:
+    """The 'no plugin' box pauses only the type's items without a plugin, a
+    key apart from the type's every-plugin pause; each row resumes its own."""
+
+    def pauses() -> list[tuple[object, ...]]:
+        with psycopg.connect(seeded.dsn) as conn:
+            return conn.execute(
+                "SELECT event_type, plugin_name FROM daz_retry_queue_pauses ORDER BY 2 NULLS LAST"
+            ).fetchall()
+
+    browser.get(server + "/pauses")
+    for no_plugin in (True, False):
+        form = browser.find_element(By.ID, "pause")
+        form.find_element(By.NAME, "event_type").send_keys("sms.send")
+        if no_plugin:
+            form.find_element(By.NAME, "no_plugin").click()
+        click(browser, By.CSS_SELECTOR, "#pause button[type=submit]")
+        until(browser, "#message", "paused sms.send/no plugin" if no_plugin else "paused sms.send")
+    assert "(none)" in shown(browser, 'tr[data-key="sms.send/-"]')
+    assert "(every)" in shown(browser, 'tr[data-key="sms.send/*"]')
+    assert pauses() == [("sms.send", ""), ("sms.send", None)]
+    click(browser, By.CSS_SELECTOR, 'tr[data-key="sms.send/-"] button')
+    until(browser, "#message", "resumed sms.send/no plugin")
+    assert pauses() == [("sms.send", None)]
+    click(browser, By.CSS_SELECTOR, 'tr[data-key="sms.send/*"] button')
+    until(browser, "#message", "resumed sms.send")
+    assert pauses() == []
+
+
 def test_set_and_clear_a_rate_limit(seeded: Seeded, server: str, browser: Any, shots: Path) -> None:
     def limits() -> list[tuple[object, ...]]:
         with psycopg.connect(seeded.dsn) as conn:
