@@ -19,7 +19,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from retryq_py import metrics
-from retryq_py._sql import RetryQueueItem
+from retryq_py._sql import RetryQueueItem, snooze_count
 from retryq_py._sql.worker import (
     FlushStatements,
     FlushText,
@@ -456,6 +456,9 @@ class Flusher:
                         self._adopt(conn)
                     finally:
                         self._adopting.release()
+                # by id, the order the heartbeat renews in (and one order
+                # among this worker's flushes): no two wait on each other
+                outcomes = sorted(outcomes, key=lambda o: o.item.id)
                 written = self._writer.write(conn, outcomes, acquire)
         except BaseException as exc:
             if lost_reply(exc):
@@ -571,9 +574,14 @@ class Flusher:
                 row is not None
                 and row[1] == "processing"
                 and row[2] == me
-                and row[4] == (o.item.retry_count)
+                and row[4] == o.item.retry_count
+                and snooze_count(row[5]) == o.item.snoozes
             ):
-                again.append(o)  # not written: still ours, the same attempt
+                # not written: still ours, the same attempt, snoozed as often
+                # (a snooze written with a zero delay may have been leased
+                # again by the same flush's acquire: written again, it would
+                # snooze the new lease)
+                again.append(o)
                 continue
             since = o.item.locked_until - self._lease
             history = [h for h in (row[3] if row is not None else []) if h.get("worker_id") == me]

@@ -19,7 +19,7 @@ import pytest
 from prometheus_client import REGISTRY
 from psycopg.conninfo import make_conninfo
 
-from retryq_py import RetryableError, RetryQueue, RetryQueueItem, WorkerCounts
+from retryq_py import RetryableError, RetryQueue, RetryQueueItem, Snooze, WorkerCounts
 from retryq_py.worker import Settings, WorkerParts
 from retryq_py.worker.events import Outcome
 from retryq_py.worker.flush import Writer, Written
@@ -503,8 +503,9 @@ def test_a_renewal_stuck_in_a_silent_connection_is_retried_within_the_lease(
     try:
         wait_until(lambda: bool(started), 10, "the handler to start")
         wait_until(lambda: StuckFirstRenewal.stuck == 1, 10, "the first renewal")
+        first_expiry = started[0].locked_until
         wait_until(
-            lambda: db.execute("SELECT clock_timestamp() > %s", [started[0].locked_until]).fetchone()
+            lambda: db.execute("SELECT clock_timestamp() > %s", [first_expiry]).fetchone()
             == (True,),
             10,
             "the first lease to have run out",
@@ -727,6 +728,43 @@ def test_a_commit_the_server_finishes_after_the_cut_is_waited_for(
         "SELECT count(*) FROM daz_retry_queue WHERE error_history::text LIKE '%%lease_expired%%'"
     ).fetchone()
     assert codes == (0,)
+
+
+def test_a_snooze_whose_reply_was_lost_is_not_written_onto_the_next_lease(
+    Worker: WorkerType, module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    """A snooze spends no attempt: written with no delay, the same flush's
+    acquire leased the item again under the same worker and retry_count, and
+    after the lost reply the snooze counted as unwritten and was written
+    again, snoozing the new lease. The snooze count tells them apart."""
+    item_id = q.add("e", {"i": 0}).id
+    parts, made = losing(lambda outcomes, want: any(o.snooze is not None for o in outcomes))
+    runs: list[int] = []
+
+    def handler(it: RetryQueueItem) -> None:
+        runs.append(it.snoozes)
+        if it.snoozes == 0:
+            raise Snooze(0)
+
+    counts = run_until_idle(
+        Worker(
+            module_dsn,
+            {"e": handler},
+            batch_size=10,
+            worker_count=1,
+            parts=parts,
+            **FAST,
+        ),
+        timeout=15,
+    )
+    assert made[0].lost == 1
+    assert statuses(db) == {"completed": 1}
+    assert runs == [0, 1], runs  # snoozed once, then run again and completed
+    assert (counts.snoozed, counts.processed, counts.lease_lost) == (1, 1, 0)
+    meta = db.execute(
+        "SELECT event_metadata FROM daz_retry_queue WHERE id = %s", [item_id]
+    ).fetchone()
+    assert meta is not None and meta[0].get("retryq_snoozes") == 1, meta
 
 
 def test_a_lost_reply_to_a_flush_counts_what_was_written(
