@@ -132,8 +132,16 @@ def module_dsn(
 
 @pytest.fixture(scope="module")
 def module_reset(module_dsn: str) -> str:
-    """A TRUNCATE of every table the template left empty, so a test starts from
-    the freshly migrated state (circuit defaults kept, sequences restarted)."""
+    """A statement that empties every table the template left empty, so a test
+    starts from the freshly migrated state (circuit defaults kept, sequences
+    restarted), as `TRUNCATE <them all> RESTART IDENTITY` would.
+
+    It truncates only the tables that were written to (their files hold a
+    page, live or dead rows), each with the tables whose foreign keys point at
+    it as TRUNCATE requires, and restarts the sequences with setval: a TRUNCATE
+    costs about 20 ms a table even when the table is empty (new files for it
+    and its indexes), more than cloning a database, and most tests write to
+    one or two tables."""
     with psycopg.connect(module_dsn, autocommit=True) as c:
         tables = [
             name
@@ -145,7 +153,63 @@ def module_reset(module_dsn: str) -> str:
             ).fetchall()
             if c.execute(f"SELECT NOT EXISTS (SELECT FROM {name})").fetchone() == (True,)  # type: ignore[arg-type]
         ]
-    return "TRUNCATE " + ", ".join(tables) + " RESTART IDENTITY"
+        # table -> the relations holding its rows (its partitions, when partitioned)
+        leaves = {
+            t: [
+                name
+                for (name,) in c.execute(
+                    "SELECT relid::regclass::text FROM pg_partition_tree(%s) WHERE isleaf",
+                    (t,),
+                ).fetchall()
+            ]
+            or [t]
+            for t in tables
+        }
+        # referenced table -> the tables referencing it (partitions count as their parent)
+        refs: dict[str, set[str]] = {}
+        for referenced, referencing in c.execute(
+            "SELECT DISTINCT confrelid::regclass::text,"
+            " coalesce(inh.inhparent, con.conrelid)::regclass::text"
+            " FROM pg_constraint AS con LEFT JOIN pg_inherits AS inh ON inh.inhrelid = con.conrelid"
+            " WHERE con.contype = 'f' AND con.conparentid = 0"
+        ).fetchall():
+            refs.setdefault(referenced, set()).add(referencing)
+        # the sequences TRUNCATE ... RESTART IDENTITY restarts: owned by a column
+        sequences = c.execute(
+            "SELECT d.objid::regclass::text, s.seqstart FROM pg_depend AS d"
+            " JOIN pg_sequence AS s ON s.seqrelid = d.objid"
+            " WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass"
+            " AND d.deptype IN ('a', 'i') AND d.refobjid::regclass::text = ANY(%s)",
+            (tables,),
+        ).fetchall()
+
+    def together(table: str) -> list[str]:
+        """The table and every table that must be truncated with it."""
+        seen, todo = [table], [table]
+        while todo:
+            for other in sorted(refs.get(todo.pop(), ())):
+                if other not in seen and other in tables:
+                    seen.append(other)
+                    todo.append(other)
+        return seen
+
+    def literal(text: str) -> str:
+        return "'" + text.replace("'", "''") + "'"
+
+    checks = "".join(
+        f" IF {' + '.join(f'pg_relation_size({literal(r)})' for r in leaves[t])} > 0"
+        f" THEN v := v || ARRAY[{', '.join(map(literal, together(t)))}]; END IF;"
+        for t in tables
+    )
+    restarts = "".join(f" PERFORM setval({literal(s)}, {start}, false);" for s, start in sequences)
+    return (
+        "DO $reset$ DECLARE v text[] := '{}'; BEGIN"
+        + checks
+        + " IF v <> '{}' THEN EXECUTE 'TRUNCATE ' ||"
+        " (SELECT string_agg(DISTINCT t, ', ') FROM unnest(v) AS t); END IF;"
+        + restarts
+        + " END $reset$"
+    )
 
 
 @pytest.fixture
