@@ -12,6 +12,10 @@ SET search_path FROM CURRENT
 AS $$
 BEGIN
     PERFORM _retryq_check_circuit_key(p_event_type);
+    PERFORM _retryq_check(
+        pg_catalog.length(coalesce(p_plugin_name, '')) <= 1000,
+        'plugin_name', 'must be at most 1000 characters'
+    );
     -- its tokens go with it (ON DELETE CASCADE)
     DELETE FROM _retryq_rate_limit AS l
     WHERE l.event_type = p_event_type

@@ -9,7 +9,7 @@
 CREATE OR REPLACE FUNCTION retry_rate_limit_set(
     p_event_type text,
     p_plugin_name text,
-    p_max_leases integer,
+    p_max_leases bigint,
     p_period_seconds double precision DEFAULT 1
 )
 RETURNS boolean

@@ -3,7 +3,7 @@
 -- deletes by and cleanup_retry_queue_due counts by; raises 22023 naming
 -- retention_days outside 0..36500.
 CREATE OR REPLACE FUNCTION _retryq_cleanup_cutoff(
-    p_retention_days integer,
+    p_retention_days bigint,
     p_now timestamptz
 )
 RETURNS timestamptz
@@ -16,7 +16,7 @@ BEGIN
         p_retention_days BETWEEN 0 AND 36500,
         'retention_days', 'must be between 0 and 36500'
     );
-    RETURN p_now - pg_catalog.make_interval(days => p_retention_days);
+    RETURN p_now - pg_catalog.make_interval(days => p_retention_days::integer);
 END;
 $$;
 
