@@ -147,6 +147,161 @@ $$;
 
 REVOKE EXECUTE ON FUNCTION _retryq_cleanup_cutoff FROM public;
 
+-- retryq:source private/_retryq_circuit_lock.sql
+-- Locks a key's circuit row for this transaction, creating it when the key
+-- has none; false when it cannot without risking a deadlock.
+--
+-- The lock order (issue 12, item 5). A deadlock needs a cycle of transactions
+-- each waiting for a lock another one holds. The functions wait only in these
+-- places, and each is safe:
+--  * A circuit row (and the advisory lock on its key, which every insert of a
+--    circuit row takes first, so that nobody waits for another transaction's
+--    uncommitted insert) is waited for only while this transaction holds no
+--    row lock at all (no transaction id yet): a transaction that holds
+--    nothing has nobody waiting for it, so it cannot be part of a cycle. That
+--    is why fail_retry_item locks its circuit row before its item, and why a
+--    transaction that already wrote skips the books of a circuit another
+--    transaction holds (the count is then one short) and an operator's
+--    circuit function in such a transaction refuses with 55P03 instead of
+--    waiting.
+--  * An item row is waited for only by fail, complete(s), extend and release,
+--    only for an item the snapshot shows leased to the caller's worker id,
+--    and only while this transaction has taken over no expired lease and
+--    cancelled no leased item (acquire and cancel_retry_items set
+--    retryq.took_over). The other holder is then a transaction of the same
+--    worker id, an acquire that took the lease over or a cancel, and a
+--    transaction that took over or cancelled a lease never waits again.
+--    acquire and cancel_retry_items themselves never wait (SKIP LOCKED).
+--  * Finished rows (requeue, purge, cleanup) are never waited for: all three
+--    take them with SKIP LOCKED.
+--  * A pause's or a rate limit's key (retry_queue_pause and _resume,
+--    retry_rate_limit_set and _clear) is waited for the same way as a
+--    circuit: only while the transaction holds nothing (see
+--    _retryq_key_lock); a rate limit's tokens, which an acquire holds until
+--    its transaction ends, are then waited for only by a transaction that
+--    held nothing before, and taken only when free by one that did.
+-- So a cycle can only run through transactions of one worker id touching
+-- the same items in different orders (within one call, items are locked in
+-- id order); two calls of the API, or transactions of different worker ids,
+-- never deadlock.
+CREATE OR REPLACE FUNCTION _retryq_circuit_lock(
+    p_event_type text,
+    p_plugin_name text
+)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_key integer := pg_catalog.hashtext(p_event_type || pg_catalog.chr(31) || p_plugin_name);
+BEGIN
+    IF pg_catalog.pg_current_xact_id_if_assigned() IS NULL THEN
+        -- nothing held yet: waiting is safe
+        PERFORM pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('retryq._retryq_circuit'), v_key);
+        INSERT INTO _retryq_circuit (event_type, plugin_name)
+        VALUES (p_event_type, p_plugin_name)
+        ON CONFLICT DO NOTHING;
+        PERFORM 1 FROM _retryq_circuit AS c
+        WHERE c.event_type = p_event_type AND c.plugin_name = p_plugin_name
+        FOR UPDATE;
+        RETURN TRUE;
+    END IF;
+    PERFORM 1 FROM _retryq_circuit AS c
+    WHERE c.event_type = p_event_type AND c.plugin_name = p_plugin_name
+    FOR UPDATE SKIP LOCKED;
+    IF FOUND THEN
+        RETURN TRUE;
+    END IF;
+    IF EXISTS (
+        SELECT 1 FROM _retryq_circuit AS c
+        WHERE c.event_type = p_event_type AND c.plugin_name = p_plugin_name
+    ) THEN
+        RETURN FALSE;  -- another transaction holds the row
+    END IF;
+    -- a new key: whoever inserts it holds the advisory lock until it commits,
+    -- so once this one has it the INSERT below waits for nobody
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(pg_catalog.hashtext('retryq._retryq_circuit'), v_key) THEN
+        RETURN FALSE;
+    END IF;
+    INSERT INTO _retryq_circuit (event_type, plugin_name)
+    VALUES (p_event_type, p_plugin_name)
+    ON CONFLICT DO NOTHING;
+    IF FOUND THEN
+        RETURN TRUE;
+    END IF;
+    -- committed by another transaction since this statement's snapshot
+    PERFORM 1 FROM _retryq_circuit AS c
+    WHERE c.event_type = p_event_type AND c.plugin_name = p_plugin_name
+    FOR UPDATE SKIP LOCKED;
+    RETURN FOUND;
+END;
+$$;
+
+REVOKE EXECUTE ON FUNCTION _retryq_circuit_lock FROM public;
+
+-- retryq:source private/_retryq_key_lock.sql
+-- Takes an operator's lock on a key of p_kind ('rate_limit' or 'pause') for
+-- this transaction; false when it cannot without risking a deadlock (the
+-- caller refuses with 55P03). The rule of _retryq_circuit_lock: a transaction
+-- waits only while it holds no row lock (no transaction id yet), and then takes
+-- one, so that its next wait is refused instead; a transaction that already
+-- holds locks takes the key only when it is free. Every call that writes a
+-- pause or a rate limit (and its tokens) takes the key's advisory lock first,
+-- so once this transaction has it, no one else holds the key's rows but an
+-- acquire's lease of a rate token: p_tokens also takes the key's tokens (only
+-- when free once locks are held), before the caller touches the limit row.
+-- Two operators' transactions that pause (or limit) two keys in the opposite
+-- orders, one that limits a key whose token a worker's transaction holds
+-- while that worker limits another, or a clear that held the limit row while
+-- waiting for a token whose holder leased again (and so checked the limit
+-- row), deadlocked before.
+CREATE OR REPLACE FUNCTION _retryq_key_lock(
+    p_kind text,
+    p_event_type text,
+    p_plugin_name text,
+    p_tokens boolean
+)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_kind integer := pg_catalog.hashtext('retryq._retryq_'::text || p_kind);
+    v_key integer := pg_catalog.hashtext(p_event_type || pg_catalog.chr(31) || p_plugin_name);
+BEGIN
+    IF pg_catalog.pg_current_xact_id_if_assigned() IS NULL THEN
+        -- nothing held yet: waiting is safe
+        PERFORM pg_catalog.pg_advisory_xact_lock(v_kind, v_key);
+        -- from here on this transaction holds a lock: it waits no more
+        PERFORM pg_catalog.pg_current_xact_id();
+        IF p_tokens THEN
+            -- before the caller locks the limit row: a transaction holding one
+            -- of these tokens checks its key against the limit row when it
+            -- leases again (the foreign key), so it must find it free
+            PERFORM 1 FROM _retryq_rate_token AS t
+            WHERE t.event_type = p_event_type AND t.plugin_name = p_plugin_name
+            FOR UPDATE;
+        END IF;
+        RETURN TRUE;
+    END IF;
+    IF NOT pg_catalog.pg_try_advisory_xact_lock(v_kind, v_key) THEN
+        RETURN FALSE;
+    END IF;
+    IF p_tokens THEN
+        BEGIN
+            PERFORM 1 FROM _retryq_rate_token AS t
+            WHERE t.event_type = p_event_type AND t.plugin_name = p_plugin_name
+            FOR UPDATE NOWAIT;
+        EXCEPTION WHEN lock_not_available THEN
+            RETURN FALSE;
+        END;
+    END IF;
+    RETURN TRUE;
+END;
+$$;
+
+REVOKE EXECUTE ON FUNCTION _retryq_key_lock FROM public;
+
 -- retryq:resign functions/enqueue_retry_item.sql
 DROP FUNCTION enqueue_retry_item(p_event_type text, p_event_data jsonb, p_channel_name text, p_plugin_name text, p_event_metadata jsonb, p_max_retries integer, p_retry_delay_seconds double precision, p_backoff_multiplier double precision, p_priority integer, p_correlation_id text, p_tags text[], p_delay_seconds double precision, p_max_retry_delay_seconds double precision, p_retry_jitter double precision, p_now timestamptz, p_dedupe_key text);
 
@@ -2255,8 +2410,16 @@ BEGIN
         p_period_seconds >= 0.001::float8 AND p_period_seconds <= 31536000::float8,
         'period_seconds', 'must be between 0.001 and 31536000'
     );
+    -- lock order (see _retryq_key_lock): waits only while this transaction
+    -- holds nothing, else refuses rather than risk a deadlock
+    IF NOT _retryq_key_lock('rate_limit'::text, p_event_type, v_plugin, TRUE) THEN
+        RAISE EXCEPTION 'retryq: the rate limit of (%, %) is held by another transaction',
+            p_event_type, v_plugin
+            USING ERRCODE = 'lock_not_available',
+            HINT = 'Retry, or change rate limits before anything else in the transaction.';
+    END IF;
     -- the limit row first, then its tokens: two calls for one key queue on
-    -- the limit row; acquire never waits for either (SKIP LOCKED)
+    -- the key's lock; acquire never waits for either (SKIP LOCKED)
     INSERT INTO _retryq_rate_limit AS l (event_type, plugin_name, max_leases, period)
     VALUES (
         p_event_type, v_plugin, p_max_leases,
@@ -2318,6 +2481,14 @@ BEGIN
         pg_catalog.length(coalesce(p_plugin_name, '')) <= 1000,
         'plugin_name', 'must be at most 1000 characters'
     );
+    -- lock order (see _retryq_key_lock): waits only while this transaction
+    -- holds nothing, else refuses rather than risk a deadlock
+    IF NOT _retryq_key_lock('rate_limit'::text, p_event_type, coalesce(p_plugin_name, ''), TRUE) THEN
+        RAISE EXCEPTION 'retryq: the rate limit of (%, %) is held by another transaction',
+            p_event_type, coalesce(p_plugin_name, '')
+            USING ERRCODE = 'lock_not_available',
+            HINT = 'Retry, or change rate limits before anything else in the transaction.';
+    END IF;
     -- its tokens go with it (ON DELETE CASCADE)
     DELETE FROM _retryq_rate_limit AS l
     WHERE l.event_type = p_event_type
@@ -2328,3 +2499,104 @@ $$;
 
 REVOKE EXECUTE ON FUNCTION retry_rate_limit_clear FROM public;
 GRANT EXECUTE ON FUNCTION retry_rate_limit_clear TO retryq_admin;
+
+-- retryq:source functions/retry_queue_pause.sql
+-- Operator: pauses the items of an event type, of one plugin of it, of a
+-- plugin across event types, or (both NULL) the whole queue. Until
+-- retry_queue_resume with the same key, acquire leases none of them, takes
+-- none over when its lease expired (an item a worker is running finishes, and
+-- its outcome is written as usual), and their retry budgets stay as they are;
+-- enqueueing goes on. plugin_name NULL means every plugin, items without one
+-- included. p_reason (at most 1000 characters) is shown by
+-- daz_retry_queue_pauses. Returns TRUE when the key was not paused yet, FALSE
+-- when it was (a given reason then replaces the old one; paused_at stays).
+CREATE OR REPLACE FUNCTION retry_queue_pause(
+    p_event_type text DEFAULT NULL,
+    p_plugin_name text DEFAULT NULL,
+    p_reason text DEFAULT NULL,
+    p_now timestamptz DEFAULT now()
+)
+RETURNS boolean
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_new boolean;
+BEGIN
+    -- the server's clock unless the owner moves it (see _retryq_clock)
+    IF p_now = now() THEN
+        p_now := clock_timestamp();
+    ELSE
+        p_now := _retryq_clock(p_now);
+    END IF;
+    PERFORM _retryq_check_pause_key(p_event_type, p_plugin_name);
+    PERFORM _retryq_check(
+        p_reason IS NULL OR pg_catalog.length(p_reason) <= 1000,
+        'reason', 'must be at most 1000 characters'
+    );
+    -- lock order (see _retryq_key_lock): waits only while this transaction
+    -- holds nothing, else refuses rather than risk a deadlock
+    IF NOT _retryq_key_lock('pause'::text, coalesce(p_event_type, ''), coalesce(p_plugin_name, ''), FALSE) THEN
+        RAISE EXCEPTION 'retryq: the pause of (%, %) is held by another transaction',
+            coalesce(p_event_type, ''), coalesce(p_plugin_name, '')
+            USING ERRCODE = 'lock_not_available',
+            HINT = 'Retry, or change pauses before anything else in the transaction.';
+    END IF;
+    INSERT INTO _retryq_pause (
+        event_type, plugin_name, paused_at, paused_by, reason
+    ) VALUES (
+        coalesce(p_event_type, ''), coalesce(p_plugin_name, ''), p_now,
+        session_user, p_reason
+    )
+    ON CONFLICT (event_type, plugin_name) DO NOTHING;
+    v_new := FOUND;
+    IF NOT v_new AND p_reason IS NOT NULL THEN
+        UPDATE _retryq_pause AS z
+        SET reason = p_reason
+        WHERE z.event_type = coalesce(p_event_type, '')
+            AND z.plugin_name = coalesce(p_plugin_name, '');
+    END IF;
+    RETURN v_new;
+END;
+$$;
+
+REVOKE EXECUTE ON FUNCTION retry_queue_pause FROM public;
+GRANT EXECUTE ON FUNCTION retry_queue_pause TO retryq_admin;
+
+-- retryq:source functions/retry_queue_resume.sql
+-- Operator: ends the pause of exactly this key (as given to
+-- retry_queue_pause: resuming an event type does not end a pause of the whole
+-- queue or of one of its plugins) and wakes the workers. Returns FALSE when
+-- the key was not paused.
+CREATE OR REPLACE FUNCTION retry_queue_resume(
+    p_event_type text DEFAULT NULL,
+    p_plugin_name text DEFAULT NULL
+)
+RETURNS boolean
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path FROM CURRENT
+AS $$
+BEGIN
+    PERFORM _retryq_check_pause_key(p_event_type, p_plugin_name);
+    -- lock order (see _retryq_key_lock): waits only while this transaction
+    -- holds nothing, else refuses rather than risk a deadlock
+    IF NOT _retryq_key_lock('pause'::text, coalesce(p_event_type, ''), coalesce(p_plugin_name, ''), FALSE) THEN
+        RAISE EXCEPTION 'retryq: the pause of (%, %) is held by another transaction',
+            coalesce(p_event_type, ''), coalesce(p_plugin_name, '')
+            USING ERRCODE = 'lock_not_available',
+            HINT = 'Retry, or change pauses before anything else in the transaction.';
+    END IF;
+    DELETE FROM _retryq_pause AS z
+    WHERE z.event_type = coalesce(p_event_type, '')
+        AND z.plugin_name = coalesce(p_plugin_name, '');
+    IF FOUND THEN
+        PERFORM pg_catalog.pg_notify(retry_queue_channel(), 'resume');
+    END IF;
+    RETURN FOUND;
+END;
+$$;
+
+REVOKE EXECUTE ON FUNCTION retry_queue_resume FROM public;
+GRANT EXECUTE ON FUNCTION retry_queue_resume TO retryq_admin;
