@@ -16,9 +16,9 @@ BEGIN
     PERFORM _retryq_check_pause_key(p_event_type, p_plugin_name);
     -- lock order (see _retryq_key_lock): waits only while this transaction
     -- holds nothing, else refuses rather than risk a deadlock
-    IF NOT _retryq_key_lock('pause'::text, coalesce(p_event_type, ''), coalesce(p_plugin_name, ''), FALSE) THEN
+    IF NOT _retryq_key_lock('pause'::text, p_event_type, p_plugin_name, FALSE) THEN
         RAISE EXCEPTION 'retryq: the pause of (%, %) is held by another transaction',
-            coalesce(p_event_type, ''), coalesce(p_plugin_name, '')
+            p_event_type, p_plugin_name
             USING ERRCODE = 'lock_not_available',
             HINT = 'Retry, or change pauses before anything else in the transaction.';
     END IF;

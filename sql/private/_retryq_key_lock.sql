@@ -25,7 +25,11 @@ SET search_path FROM CURRENT
 AS $$
 DECLARE
     v_kind integer := pg_catalog.hashtext('retryq._retryq_'::text || p_kind);
-    v_key integer := pg_catalog.hashtext(p_event_type || pg_catalog.chr(31) || p_plugin_name);
+    -- a pause's NULL (every event type or plugin) apart from '' (no plugin)
+    v_key integer := pg_catalog.hashtext(
+        coalesce(p_event_type, pg_catalog.chr(30)) || pg_catalog.chr(31)
+        || coalesce(p_plugin_name, pg_catalog.chr(30))
+    );
 BEGIN
     IF pg_catalog.pg_current_xact_id_if_assigned() IS NULL THEN
         -- nothing held yet: waiting is safe

@@ -12,8 +12,9 @@ $$;
 -- retryq:restore functions/retry_queue_resume.sql
 -- Operator: ends the pause of exactly this key (as given to
 -- retry_queue_pause: resuming an event type does not end a pause of the whole
--- queue or of one of its plugins) and wakes the workers. Returns FALSE when
--- the key was not paused.
+-- queue or of one of its plugins; plugin_name '' is the pause of the items
+-- without a plugin, NULL that of every plugin) and wakes the workers.
+-- Returns FALSE when the key was not paused.
 CREATE OR REPLACE FUNCTION retry_queue_resume(
     p_event_type text DEFAULT NULL,
     p_plugin_name text DEFAULT NULL
@@ -26,8 +27,8 @@ AS $$
 BEGIN
     PERFORM _retryq_check_pause_key(p_event_type, p_plugin_name);
     DELETE FROM _retryq_pause AS z
-    WHERE z.event_type = coalesce(p_event_type, '')
-        AND z.plugin_name = coalesce(p_plugin_name, '');
+    WHERE z.event_type IS NOT DISTINCT FROM p_event_type
+        AND z.plugin_name IS NOT DISTINCT FROM p_plugin_name;
     IF FOUND THEN
         PERFORM pg_catalog.pg_notify(retry_queue_channel(), 'resume');
     END IF;
@@ -45,7 +46,8 @@ GRANT EXECUTE ON FUNCTION retry_queue_resume TO retryq_admin;
 -- none over when its lease expired (an item a worker is running finishes, and
 -- its outcome is written as usual), and their retry budgets stay as they are;
 -- enqueueing goes on. plugin_name NULL means every plugin, items without one
--- included. p_reason (at most 1000 characters) is shown by
+-- included; '' only the items without a plugin (plugin_name NULL or '').
+-- p_reason (at most 1000 characters) is shown by
 -- daz_retry_queue_pauses. Returns TRUE when the key was not paused yet, FALSE
 -- when it was (a given reason then replaces the old one; paused_at stays).
 CREATE OR REPLACE FUNCTION retry_queue_pause(
@@ -76,16 +78,16 @@ BEGIN
     INSERT INTO _retryq_pause (
         event_type, plugin_name, paused_at, paused_by, reason
     ) VALUES (
-        coalesce(p_event_type, ''), coalesce(p_plugin_name, ''), p_now,
-        session_user, p_reason
+        p_event_type, p_plugin_name, p_now, session_user, p_reason
     )
+    -- the key's NULLs are not distinct (_retryq_pause_key)
     ON CONFLICT (event_type, plugin_name) DO NOTHING;
     v_new := FOUND;
     IF NOT v_new AND p_reason IS NOT NULL THEN
         UPDATE _retryq_pause AS z
         SET reason = p_reason
-        WHERE z.event_type = coalesce(p_event_type, '')
-            AND z.plugin_name = coalesce(p_plugin_name, '');
+        WHERE z.event_type IS NOT DISTINCT FROM p_event_type
+            AND z.plugin_name IS NOT DISTINCT FROM p_plugin_name;
     END IF;
     RETURN v_new;
 END;
@@ -436,17 +438,19 @@ GRANT EXECUTE ON FUNCTION retry_circuit_open TO retryq_admin;
 DROP FUNCTION cleanup_retry_queue_due(p_retention_days bigint, p_now timestamptz);
 
 -- retryq:restore functions/cleanup_retry_queue_due.sql
--- How many finished items cleanup_retry_queue would remove now with the same
--- p_retention_days (completed, dead-letter and cancelled; dead_letter_count:
--- the dead letters among them, which it would archive with the cancelled
--- ones), without
--- removing any: what to show before a cleanup. Counted through the finished
--- partition's age index, so the cost grows with the rows past retention.
+-- What cleanup_retry_queue would do now with the same p_retention_days,
+-- doing none of it: what to show before a cleanup. due_count: the finished
+-- items it would remove (completed, dead-letter and cancelled, by the same
+-- cutoff, _retryq_cleanup_cutoff); archive_count: those it would copy to the
+-- archive first (dead letters and cancelled items, _retryq_archived_statuses;
+-- its archived_count with p_archive_dead_letters true); dead_letter_count:
+-- the dead letters among them. Counted through the finished partition's age
+-- index, so the cost grows with the rows past retention.
 CREATE OR REPLACE FUNCTION cleanup_retry_queue_due(
     p_retention_days integer DEFAULT 7,
     p_now timestamptz DEFAULT now()
 )
-RETURNS TABLE (due_count bigint, dead_letter_count bigint)
+RETURNS TABLE (due_count bigint, dead_letter_count bigint, archive_count bigint)
 LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
@@ -463,7 +467,10 @@ BEGIN
     END IF;
     v_cutoff := _retryq_cleanup_cutoff(p_retention_days, p_now);
     RETURN QUERY
-    SELECT pg_catalog.count(*), pg_catalog.count(*) FILTER (WHERE f.status = 'dead_letter')
+    SELECT
+        pg_catalog.count(*),
+        pg_catalog.count(*) FILTER (WHERE f.status = 'dead_letter'),
+        pg_catalog.count(*) FILTER (WHERE f.status = ANY(_retryq_archived_statuses()))
     FROM _retryq_finished AS f
     WHERE coalesce(f.completed_at, f.dead_lettered_at) < v_cutoff;
 END;
@@ -565,7 +572,7 @@ BEGIN
                 g.dead_lettered_at, g.locked_by, g.locked_until, p_now,
                 g.dedupe_key
             FROM gone AS g
-            WHERE g.status IN ('dead_letter', 'cancelled') AND p_archive_dead_letters
+            WHERE g.status = ANY(_retryq_archived_statuses()) AND p_archive_dead_letters
             RETURNING 1
         )
         SELECT (SELECT pg_catalog.count(*) FROM gone), (SELECT pg_catalog.count(*) FROM kept)
@@ -1213,7 +1220,7 @@ BEGIN
     v_paused := EXISTS (SELECT 1 FROM _retryq_pause);
     IF v_paused AND EXISTS (
         SELECT 1 FROM _retryq_pause AS z
-        WHERE z.event_type = '' AND z.plugin_name = ''
+        WHERE z.event_type IS NULL AND z.plugin_name IS NULL
     ) THEN
         -- the whole queue is paused
         RETURN;
@@ -1241,8 +1248,8 @@ BEGIN
                     NOT v_paused
                     OR NOT EXISTS (
                         SELECT 1 FROM _retryq_pause AS z
-                        WHERE z.event_type IN ('', c.event_type)
-                            AND z.plugin_name IN ('', c.plugin_name)
+                        WHERE (z.event_type IS NULL OR z.event_type = c.event_type)
+                            AND (z.plugin_name IS NULL OR z.plugin_name = c.plugin_name)
                     )
                 )
             ORDER BY c.event_type, c.plugin_name
@@ -1470,8 +1477,8 @@ BEGIN
                         NOT v_paused
                         OR NOT EXISTS (
                             SELECT 1 FROM _retryq_pause AS z
-                            WHERE z.event_type IN ('', a.event_type)
-                                AND z.plugin_name IN ('', coalesce(a.plugin_name, ''))
+                            WHERE (z.event_type IS NULL OR z.event_type = a.event_type)
+                                AND (z.plugin_name IS NULL OR z.plugin_name = coalesce(a.plugin_name, ''))
                         )
                     )
                     -- skip keys whose circuit is not closed
@@ -2281,10 +2288,12 @@ REVOKE EXECUTE ON FUNCTION _retryq_circuit_lock FROM public;
 DROP FUNCTION _retryq_cleanup_cutoff(p_retention_days bigint, p_now timestamptz);
 
 -- retryq:restore private/_retryq_cleanup_cutoff.sql
--- The moment before which a finished item (completed or dead letter) is past
--- its retention: p_now - p_retention_days. The rule cleanup_retry_queue
--- deletes by and cleanup_retry_queue_due counts by; raises 22023 naming
--- retention_days outside 0..36500.
+-- The moment before which a finished item (completed, dead letter or
+-- cancelled) is past its retention: p_now - p_retention_days. The rule
+-- cleanup_retry_queue deletes by and cleanup_retry_queue_due counts by, both
+-- comparing it with coalesce(completed_at, dead_lettered_at), the expression
+-- of _retryq_finished_age_idx (a cancelled item's completed_at is its cancel
+-- time); raises 22023 naming retention_days outside 0..36500.
 CREATE OR REPLACE FUNCTION _retryq_cleanup_cutoff(
     p_retention_days integer,
     p_now timestamptz
