@@ -562,3 +562,16 @@ def test_clearing_a_limit_whose_token_a_worker_leases_twice_does_not_deadlock(
     assert len(again.result(DEADLINE)) == 1
     cleared.result(DEADLINE)  # autocommit: done once the worker committed
     assert scalar(watch, "SELECT count(*) FROM _retryq_rate_limit") == 0
+
+
+def test_pausing_every_plugin_and_the_no_plugin_items_are_two_keys(a: Conn, b: Conn) -> None:
+    """A pause's key keeps NULL (every plugin) apart from '' (the items without a
+    plugin): two operators pausing each in its own transaction neither wait nor
+    refuse (a 1 s lock_timeout fails a wait)."""
+    a.execute("BEGIN")
+    assert scalar(a, "SELECT retry_queue_pause('x', NULL)") is True
+    b.execute("BEGIN")
+    assert scalar(b, "SELECT retry_queue_pause('x', '')") is True
+    assert scalar(b, "SELECT retry_queue_resume('x', '')") is True
+    a.execute("COMMIT")
+    b.execute("COMMIT")
