@@ -169,7 +169,7 @@ SELECT {schema}snooze_retry_item(
     p_item_id => %(item_id)s,
     p_worker_id => %(worker_id)s,
     p_delay_seconds => %(delay)s::float8,
-    p_max_snoozes => %(max_snoozes)s::integer,
+    p_max_snoozes => %(max_snoozes)s::bigint,
     p_now => coalesce(%(now)s::timestamptz, now())
 )
 """

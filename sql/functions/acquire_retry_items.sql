@@ -26,8 +26,8 @@
 -- paused the only extra cost is one look at an empty table.
 CREATE OR REPLACE FUNCTION acquire_retry_items(
     p_worker_id text,
-    p_batch_size integer DEFAULT 10,
-    p_lock_timeout_seconds integer DEFAULT 300,
+    p_batch_size bigint DEFAULT 10,
+    p_lock_timeout_seconds bigint DEFAULT 300,
     p_now timestamptz DEFAULT now(),
     p_event_types text[] DEFAULT NULL,
     p_plugin_names text[] DEFAULT NULL
@@ -65,7 +65,9 @@ SET search_path FROM CURRENT
 AS $$
 #variable_conflict use_column
 DECLARE
-    v_remaining integer := p_batch_size;
+    -- set once p_batch_size passed its check (a bigint beyond integer
+    -- would fail here unnamed)
+    v_remaining integer;
     v_taken integer;
     v_asked integer;
     v_priority integer;
@@ -105,6 +107,7 @@ BEGIN
     IF p_event_types IS NOT NULL OR p_plugin_names IS NOT NULL THEN
         PERFORM _retryq_check_routing(p_event_types, p_plugin_names);
     END IF;
+    v_remaining := p_batch_size;
     v_until := p_now + pg_catalog.make_interval(secs => p_lock_timeout_seconds);
 
     v_gated := EXISTS (

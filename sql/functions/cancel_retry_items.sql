@@ -7,7 +7,9 @@
 -- Chooses items by ids and/or event_type, plugin_name, last error code and
 -- creation time (p_created_before), the filters of the dead-letter functions;
 -- each given one must match, and at least one is required (22023 naming
--- item_ids) so that a slip never cancels everything.
+-- item_ids) so that a slip never cancels everything. p_item_ids must be
+-- one-dimensional without a NULL element (22023, see _retryq_check_item_ids):
+-- '{{1},{2}}' cancelled both items before.
 -- A leased item is cancelled at once too. Its handler is not interrupted, but
 -- its holder's next complete_retry_item(s), fail_retry_item or
 -- extend_retry_lock finds no lease and returns false (0), so the attempt's
@@ -52,6 +54,12 @@ BEGIN
     PERFORM _retryq_check(p_dry_run IS NOT NULL, 'dry_run', 'must not be null');
     IF pg_catalog.cardinality(p_item_ids) > 1000 THEN
         PERFORM _retryq_check_limit('item_ids', pg_catalog.cardinality(p_item_ids));
+    END IF;
+    -- a second dimension or a NULL element: refused by name (see
+    -- _retryq_check_item_ids; the dimension is tested first)
+    IF pg_catalog.array_ndims(p_item_ids) > 1
+        OR pg_catalog.array_position(p_item_ids, NULL) IS NOT NULL THEN
+        PERFORM _retryq_check_item_ids(p_item_ids);
     END IF;
     IF p_dry_run THEN
         SELECT pg_catalog.count(*)::integer INTO v_count

@@ -7,8 +7,8 @@
 -- else (a requeue in progress) are skipped, never waited for. For the shortest
 -- locks, call it repeatedly with a small p_max_rows, one transaction each.
 CREATE OR REPLACE FUNCTION cleanup_retry_queue(
-    p_retention_days integer DEFAULT 7,
-    p_batch_size integer DEFAULT 5000,
+    p_retention_days bigint DEFAULT 7,
+    p_batch_size bigint DEFAULT 5000,
     p_max_rows bigint DEFAULT NULL,
     p_archive_dead_letters boolean DEFAULT TRUE,
     p_now timestamptz DEFAULT now()

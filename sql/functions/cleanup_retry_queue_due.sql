@@ -7,7 +7,7 @@
 -- the dead letters among them. Counted through the finished partition's age
 -- index, so the cost grows with the rows past retention.
 CREATE OR REPLACE FUNCTION cleanup_retry_queue_due(
-    p_retention_days integer DEFAULT 7,
+    p_retention_days bigint DEFAULT 7,
     p_now timestamptz DEFAULT now()
 )
 RETURNS TABLE (due_count bigint, dead_letter_count bigint, archive_count bigint)

@@ -1,7 +1,8 @@
 -- Marks many items done in one statement; returns how many it completed. Ids
 -- not leased to p_worker_id are skipped. A success ends its key's failure
 -- streak and closes its circuit; that bookkeeping is skipped entirely while
--- no key has a streak.
+-- no key has a streak. p_item_ids must be one-dimensional without a NULL
+-- element (22023, see _retryq_check_item_ids).
 CREATE OR REPLACE FUNCTION complete_retry_items(
     p_item_ids bigint[],
     p_worker_id text,
@@ -33,6 +34,12 @@ BEGIN
     END IF;
     IF pg_catalog.cardinality(p_item_ids) > 1000 THEN
         PERFORM _retryq_check_limit('item_ids', pg_catalog.cardinality(p_item_ids));
+    END IF;
+    -- a second dimension or a NULL element: refused by name (see
+    -- _retryq_check_item_ids; the dimension is tested first)
+    IF pg_catalog.array_ndims(p_item_ids) > 1
+        OR pg_catalog.array_position(p_item_ids, NULL) IS NOT NULL THEN
+        PERFORM _retryq_check_item_ids(p_item_ids);
     END IF;
     IF (pg_catalog.length(pg_catalog.btrim(p_worker_id, E' \t\n\r\f\x0b')) BETWEEN 1 AND 200) IS NOT TRUE THEN
         PERFORM _retryq_check_worker(p_worker_id);

@@ -5,16 +5,19 @@
 -- the key, nothing is added and that item comes back with deduplicated true
 -- (its payload and settings unchanged); otherwise the new item holds the key
 -- until it finishes. At most 200 characters, not blank (22001, 22023).
+-- p_max_retries and p_priority are bigint so that any integer a client sends
+-- arrives: beyond integer they are refused naming the field (22003); within
+-- it, the columns' CHECKs (23514) hold the rules, as for the guide's INSERT.
 CREATE OR REPLACE FUNCTION enqueue_retry_item(
     p_event_type text,
     p_event_data jsonb,
     p_channel_name text DEFAULT NULL,
     p_plugin_name text DEFAULT NULL,
     p_event_metadata jsonb DEFAULT '{}',
-    p_max_retries integer DEFAULT 3,
+    p_max_retries bigint DEFAULT 3,
     p_retry_delay_seconds double precision DEFAULT 60,
     p_backoff_multiplier double precision DEFAULT 2.0,
-    p_priority integer DEFAULT 5,
+    p_priority bigint DEFAULT 5,
     p_correlation_id text DEFAULT NULL,
     p_tags text[] DEFAULT '{}',
     p_delay_seconds double precision DEFAULT 0,
@@ -38,6 +41,13 @@ BEGIN
         p_now := clock_timestamp();
     ELSE
         p_now := _retryq_clock(p_now);
+    END IF;
+    -- beyond integer: refused by name (the columns' CHECKs refuse the rest)
+    IF (p_max_retries BETWEEN -2147483648 AND 2147483647) IS FALSE THEN
+        PERFORM _retryq_check_integer('max_retries', p_max_retries);
+    END IF;
+    IF (p_priority BETWEEN -2147483648 AND 2147483647) IS FALSE THEN
+        PERFORM _retryq_check_integer('priority', p_priority);
     END IF;
     PERFORM _retryq_check(
         coalesce(p_delay_seconds, 0::float8) BETWEEN 0::float8 AND 31536000::float8,

@@ -1,6 +1,7 @@
 -- Adds one item under an event id the caller chose, unless an item with that
 -- event_id is already in the queue (in any status): then it returns that
--- item with inserted false and writes nothing. A producer that lost the
+-- item with inserted false and writes nothing, reading no other parameter
+-- (they are checked when the item is added). A producer that lost the
 -- reply to an enqueue (a connection cut, a failover) calls it again with the
 -- same p_event_id and gets one item, never two. The guarantee lasts while
 -- the first item is in daz_retry_queue (until cleanup_retry_queue or a purge
@@ -16,10 +17,10 @@ CREATE OR REPLACE FUNCTION enqueue_retry_item_once(
     p_channel_name text DEFAULT NULL,
     p_plugin_name text DEFAULT NULL,
     p_event_metadata jsonb DEFAULT '{}',
-    p_max_retries integer DEFAULT 3,
+    p_max_retries bigint DEFAULT 3,
     p_retry_delay_seconds double precision DEFAULT 60,
     p_backoff_multiplier double precision DEFAULT 2.0,
-    p_priority integer DEFAULT 5,
+    p_priority bigint DEFAULT 5,
     p_correlation_id text DEFAULT NULL,
     p_tags text[] DEFAULT '{}',
     p_delay_seconds double precision DEFAULT 0,

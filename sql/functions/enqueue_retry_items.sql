@@ -1,8 +1,10 @@
 -- Adds many items in one statement. p_items is a JSON array of objects whose
 -- keys are enqueue_retry_item's parameter names without the p_ prefix; absent
 -- keys, and keys whose value is JSON null, take the same defaults. A value of
--- the wrong JSON type (a string for priority, 3.5 or 2^31 for an integer) is
--- refused with 22023 naming its key. At most _retryq_limits.max_items items.
+-- the wrong JSON type (a string for priority, 3.5 or 2^31 for an integer, an
+-- object, array or boolean for a text key or among the tags; a number for a
+-- text key is taken as its text) is refused with 22023 naming its key. At
+-- most _retryq_limits.max_items items.
 -- Returns one row per item, in input order: the new item's id and event_id,
 -- deduplicated false. An item with a dedupe_key (enqueue_retry_item's rule)
 -- that a live item holds adds nothing and returns that item, deduplicated
@@ -25,6 +27,11 @@ DECLARE
         'backoff_multiplier', 'priority', 'correlation_id', 'tags',
         'delay_seconds', 'max_retry_delay_seconds', 'retry_jitter',
         'dedupe_key'
+    ];
+    -- the text keys: a JSON string (or number, taken as its text) or null
+    v_text_keys constant text[] := ARRAY[
+        'event_type', 'channel_name', 'plugin_name', 'correlation_id',
+        'dedupe_key', 'tags'
     ];
     v_problem text;
     v_unknown text;
@@ -51,21 +58,41 @@ BEGIN
     -- call pays no pass over every key.
     -- One pass over the elements finds the first that is not an object, has
     -- a key we do not know (a misspelt key would silently fall back to its
-    -- default) or an out-of-range delay; the table's constraints check the rest.
+    -- default), an object, array or boolean for a text key or among the tags
+    -- (which the conversion would take as its JSON text: {"x": 1} as an event
+    -- type) or an out-of-range delay; the table's constraints check the rest.
     SELECT
         CASE
             WHEN pg_catalog.jsonb_typeof(e.v) <> 'object' THEN 'not_object'
             WHEN e.v - v_known <> '{}' THEN 'unknown_key'
+            WHEN w.key IS NOT NULL THEN 'not_text'
             ELSE 'delay_seconds'
         END,
         CASE
-            WHEN pg_catalog.jsonb_typeof(e.v) = 'object'
+            WHEN pg_catalog.jsonb_typeof(e.v) = 'object' AND e.v - v_known <> '{}'
                 THEN (SELECT pg_catalog.min(k) FROM pg_catalog.jsonb_object_keys(e.v - v_known) AS k)
+            ELSE w.key
         END
     INTO v_problem, v_unknown
     FROM pg_catalog.jsonb_array_elements(p_items) AS e (v)
+    LEFT JOIN LATERAL (
+        SELECT t.key
+        FROM pg_catalog.unnest(v_text_keys) WITH ORDINALITY AS t (key, n)
+        WHERE CASE
+            WHEN t.key = 'tags' THEN
+                pg_catalog.jsonb_typeof(e.v -> t.key) = 'array'
+                AND EXISTS (
+                    SELECT 1 FROM pg_catalog.jsonb_array_elements(e.v -> t.key) AS g (v)
+                    WHERE pg_catalog.jsonb_typeof(g.v) IN ('object', 'array', 'boolean')
+                )
+            ELSE pg_catalog.jsonb_typeof(e.v -> t.key) IN ('object', 'array', 'boolean')
+        END
+        ORDER BY t.n
+        LIMIT 1
+    ) AS w ON TRUE
     WHERE pg_catalog.jsonb_typeof(e.v) <> 'object'
         OR e.v - v_known <> '{}'
+        OR w.key IS NOT NULL
         OR (e.v ->> 'delay_seconds'::text)::double precision
         NOT BETWEEN 0::float8 AND 31536000::float8
     LIMIT 1;
@@ -77,6 +104,15 @@ BEGIN
         v_problem IS DISTINCT FROM 'unknown_key',
         'items', pg_catalog.format('unknown key %L', v_unknown)
     );
+    IF v_problem = 'not_text' THEN
+        PERFORM _retryq_check(
+            FALSE, v_unknown,
+            CASE
+                WHEN v_unknown = 'tags' THEN 'must be an array of strings'
+                ELSE 'must be a string'
+            END
+        );
+    END IF;
     PERFORM _retryq_check(
         v_problem IS DISTINCT FROM 'delay_seconds',
         'delay_seconds', 'must be between 0 and 31536000'

@@ -3,7 +3,7 @@
 CREATE OR REPLACE FUNCTION extend_retry_lock(
     p_item_id bigint,
     p_worker_id text,
-    p_lock_timeout_seconds integer DEFAULT 300,
+    p_lock_timeout_seconds bigint DEFAULT 300,
     p_now timestamptz DEFAULT now()
 )
 RETURNS boolean

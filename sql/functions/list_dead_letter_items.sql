@@ -9,7 +9,7 @@ CREATE OR REPLACE FUNCTION list_dead_letter_items(
     p_plugin_name text DEFAULT NULL,
     p_error_code text DEFAULT NULL,
     p_dead_before timestamptz DEFAULT NULL,
-    p_limit integer DEFAULT 50
+    p_limit bigint DEFAULT 50
 )
 RETURNS TABLE (
     id bigint,

@@ -1,6 +1,7 @@
 -- Gives leased items back unprocessed (a worker shutting down): they become
 -- pending at their old due time, so another worker takes them at once, and no
--- retry is spent. Returns how many were released.
+-- retry is spent. Returns how many were released. p_item_ids must be
+-- one-dimensional without a NULL element (22023, see _retryq_check_item_ids).
 CREATE OR REPLACE FUNCTION release_retry_items(
     p_item_ids bigint[],
     p_worker_id text
@@ -18,6 +19,12 @@ BEGIN
     );
     IF pg_catalog.cardinality(p_item_ids) > 1000 THEN
         PERFORM _retryq_check_limit('item_ids', pg_catalog.cardinality(p_item_ids));
+    END IF;
+    -- a second dimension or a NULL element: refused by name (see
+    -- _retryq_check_item_ids; the dimension is tested first)
+    IF pg_catalog.array_ndims(p_item_ids) > 1
+        OR pg_catalog.array_position(p_item_ids, NULL) IS NOT NULL THEN
+        PERFORM _retryq_check_item_ids(p_item_ids);
     END IF;
     PERFORM _retryq_check_worker(p_worker_id);
     IF pg_catalog.current_setting('retryq.took_over', TRUE) = 'yes' THEN

@@ -18,6 +18,10 @@ BEGIN
         p_now := _retryq_clock(p_now);
     END IF;
     PERFORM _retryq_check_circuit_key(p_event_type);
+    PERFORM _retryq_check(
+        pg_catalog.length(coalesce(p_plugin_name, '')) <= 1000,
+        'plugin_name', 'must be at most 1000 characters'
+    );
     IF NOT EXISTS (
         SELECT 1 FROM _retryq_circuit AS c
         WHERE c.event_type = p_event_type

@@ -5,7 +5,7 @@
 CREATE OR REPLACE FUNCTION retry_circuit_configure(
     p_event_type text,
     p_plugin_name text DEFAULT NULL,
-    p_failure_threshold integer DEFAULT NULL,
+    p_failure_threshold bigint DEFAULT NULL,
     p_cooldown_seconds double precision DEFAULT NULL,
     p_max_cooldown_seconds double precision DEFAULT NULL,
     p_reset boolean DEFAULT FALSE,
@@ -65,6 +65,10 @@ BEGIN
         RETURN TRUE;
     END IF;
     PERFORM _retryq_check_circuit_key(p_event_type);
+    PERFORM _retryq_check(
+        pg_catalog.length(coalesce(p_plugin_name, '')) <= 1000,
+        'plugin_name', 'must be at most 1000 characters'
+    );
     -- lock order (see _retryq_circuit_lock): waits for the row only while
     -- this transaction holds nothing, else refuses rather than risk a deadlock
     IF NOT _retryq_circuit_lock(p_event_type, coalesce(p_plugin_name, '')) THEN

@@ -33,6 +33,14 @@ BEGIN
         p_reason IS NULL OR pg_catalog.length(p_reason) <= 1000,
         'reason', 'must be at most 1000 characters'
     );
+    -- lock order (see _retryq_key_lock): waits only while this transaction
+    -- holds nothing, else refuses rather than risk a deadlock
+    IF NOT _retryq_key_lock('pause'::text, p_event_type, p_plugin_name, FALSE) THEN
+        RAISE EXCEPTION 'retryq: the pause of (%, %) is held by another transaction',
+            p_event_type, p_plugin_name
+            USING ERRCODE = 'lock_not_available',
+            HINT = 'Retry, or change pauses before anything else in the transaction.';
+    END IF;
     INSERT INTO _retryq_pause (
         event_type, plugin_name, paused_at, paused_by, reason
     ) VALUES (

@@ -14,6 +14,14 @@ SET search_path FROM CURRENT
 AS $$
 BEGIN
     PERFORM _retryq_check_pause_key(p_event_type, p_plugin_name);
+    -- lock order (see _retryq_key_lock): waits only while this transaction
+    -- holds nothing, else refuses rather than risk a deadlock
+    IF NOT _retryq_key_lock('pause'::text, p_event_type, p_plugin_name, FALSE) THEN
+        RAISE EXCEPTION 'retryq: the pause of (%, %) is held by another transaction',
+            p_event_type, p_plugin_name
+            USING ERRCODE = 'lock_not_available',
+            HINT = 'Retry, or change pauses before anything else in the transaction.';
+    END IF;
     DELETE FROM _retryq_pause AS z
     WHERE z.event_type IS NOT DISTINCT FROM p_event_type
         AND z.plugin_name IS NOT DISTINCT FROM p_plugin_name;

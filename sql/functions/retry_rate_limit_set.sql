@@ -9,7 +9,7 @@
 CREATE OR REPLACE FUNCTION retry_rate_limit_set(
     p_event_type text,
     p_plugin_name text,
-    p_max_leases integer,
+    p_max_leases bigint,
     p_period_seconds double precision DEFAULT 1
 )
 RETURNS boolean
@@ -33,8 +33,16 @@ BEGIN
         p_period_seconds >= 0.001::float8 AND p_period_seconds <= 31536000::float8,
         'period_seconds', 'must be between 0.001 and 31536000'
     );
+    -- lock order (see _retryq_key_lock): waits only while this transaction
+    -- holds nothing, else refuses rather than risk a deadlock
+    IF NOT _retryq_key_lock('rate_limit'::text, p_event_type, v_plugin, TRUE) THEN
+        RAISE EXCEPTION 'retryq: the rate limit of (%, %) is held by another transaction',
+            p_event_type, v_plugin
+            USING ERRCODE = 'lock_not_available',
+            HINT = 'Retry, or change rate limits before anything else in the transaction.';
+    END IF;
     -- the limit row first, then its tokens: two calls for one key queue on
-    -- the limit row; acquire never waits for either (SKIP LOCKED)
+    -- the key's lock; acquire never waits for either (SKIP LOCKED)
     INSERT INTO _retryq_rate_limit AS l (event_type, plugin_name, max_leases, period)
     VALUES (
         p_event_type, v_plugin, p_max_leases,

@@ -16,7 +16,7 @@ CREATE OR REPLACE FUNCTION snooze_retry_item(
     p_item_id bigint,
     p_worker_id text,
     p_delay_seconds double precision,
-    p_max_snoozes integer DEFAULT 100,
+    p_max_snoozes bigint DEFAULT 100,
     p_now timestamptz DEFAULT now()
 )
 RETURNS boolean

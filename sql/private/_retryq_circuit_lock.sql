@@ -24,6 +24,12 @@
 --    acquire and cancel_retry_items themselves never wait (SKIP LOCKED).
 --  * Finished rows (requeue, purge, cleanup) are never waited for: all three
 --    take them with SKIP LOCKED.
+--  * A pause's or a rate limit's key (retry_queue_pause and _resume,
+--    retry_rate_limit_set and _clear) is waited for the same way as a
+--    circuit: only while the transaction holds nothing (see
+--    _retryq_key_lock); a rate limit's tokens, which an acquire holds until
+--    its transaction ends, are then waited for only by a transaction that
+--    held nothing before, and taken only when free by one that did.
 -- So a cycle can only run through transactions of one worker id touching
 -- the same items in different orders (within one call, items are locked in
 -- id order); two calls of the API, or transactions of different worker ids,

@@ -5,7 +5,7 @@
 -- of _retryq_finished_age_idx (a cancelled item's completed_at is its cancel
 -- time); raises 22023 naming retention_days outside 0..36500.
 CREATE OR REPLACE FUNCTION _retryq_cleanup_cutoff(
-    p_retention_days integer,
+    p_retention_days bigint,
     p_now timestamptz
 )
 RETURNS timestamptz
@@ -18,7 +18,7 @@ BEGIN
         p_retention_days BETWEEN 0 AND 36500,
         'retention_days', 'must be between 0 and 36500'
     );
-    RETURN p_now - pg_catalog.make_interval(days => p_retention_days);
+    RETURN p_now - pg_catalog.make_interval(days => p_retention_days::integer);
 END;
 $$;
 

@@ -3,7 +3,8 @@
 -- purge_dead_letter_items share, so a listing shows exactly what the same
 -- filter would replay or delete. Each filter is ANDed; a NULL one is not
 -- applied. With p_need_filter, at least one must be given (22023 naming
--- item_ids), so that a slip never chooses every dead letter. No row locks:
+-- item_ids), so that a slip never chooses every dead letter; p_item_ids must
+-- be one-dimensional without a NULL element (22023). No row locks:
 -- each caller locks (or skips) the rows it changes and checks their status
 -- again.
 CREATE OR REPLACE FUNCTION _retryq_dead_letter_ids(
@@ -32,6 +33,12 @@ BEGIN
     END IF;
     IF pg_catalog.cardinality(p_item_ids) > 1000 THEN
         PERFORM _retryq_check_limit('item_ids', pg_catalog.cardinality(p_item_ids));
+    END IF;
+    -- a second dimension or a NULL element: refused by name (see
+    -- _retryq_check_item_ids; the dimension is tested first)
+    IF pg_catalog.array_ndims(p_item_ids) > 1
+        OR pg_catalog.array_position(p_item_ids, NULL) IS NOT NULL THEN
+        PERFORM _retryq_check_item_ids(p_item_ids);
     END IF;
     RETURN QUERY
     SELECT f.id

@@ -54,6 +54,11 @@ CALLS: dict[str, tuple[str, str]] = {
     "retry_circuit_configure": (
         "retryq_admin", "SELECT retry_circuit_configure('t', NULL, 3, p_now => {now})",
     ),
+    "enqueue_retry_item_once": (
+        "retryq_producer",
+        "SELECT enqueue_retry_item_once(gen_random_uuid(), 't', '{{}}', p_now => {now})",
+    ),
+    "retry_queue_pause": ("retryq_admin", "SELECT retry_queue_pause('t', p_now => {now})"),
 }
 FUTURE = "now() + interval '2 hours'"
 STATE = (
@@ -96,6 +101,20 @@ def logins(clock_db: tuple[str, dict[str, int]]) -> Iterator[dict[str, str]]:
         with psycopg.connect(dsn, autocommit=True) as c:
             for login in made.values():
                 c.execute(f'DROP ROLE IF EXISTS "{login}"')  # type: ignore[arg-type]
+
+
+def test_every_function_with_a_clock_is_tested(clock_db: tuple[str, dict[str, int]]) -> None:
+    dsn, _ = clock_db
+    with psycopg.connect(dsn) as c:
+        have = {
+            name
+            for (name,) in c.execute(
+                "SELECT p.proname FROM pg_proc AS p"
+                " WHERE p.pronamespace = 'public'::regnamespace"
+                " AND 'p_now' = ANY(p.proargnames) AND p.proname NOT LIKE '\\_%'"
+            ).fetchall()
+        }
+    assert have == CALLS.keys()
 
 
 @pytest.mark.parametrize("fn", list(CALLS))

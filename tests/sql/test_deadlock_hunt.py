@@ -1,6 +1,7 @@
 """A randomized hunt for deadlocks (issue 12, item 5): several connections, two keys,
 leases that expire while their holders still write outcomes, every verb of the API
-in transactions of one to three calls, circuits that trip and probe. The server's
+in transactions of one to three calls (snoozes, pauses and rate limits included),
+circuits that trip and probe. The server's
 deadlock detector is set to 20 ms, so a cycle costs little; the hunt must see no
 40P01. The lock order it checks is written down in sql/private/_retryq_circuit_lock.sql.
 """
@@ -41,6 +42,7 @@ def _call(conn: psycopg.Connection[Any], rng: random.Random, me: str, held: list
     verb = rng.choice([
         "enqueue", "acquire", "acquire", "complete", "complete_many", "fail", "fail",
         "extend", "release", "requeue", "purge", "cleanup", "circuit", "list", "cancel",
+        "snooze", "pause", "rate_limit",
     ])
     some = rng.sample(held, min(len(held), rng.randint(1, 3))) if held else [rng.randint(1, 50)]
     if verb == "enqueue":
@@ -77,6 +79,23 @@ def _call(conn: psycopg.Connection[Any], rng: random.Random, me: str, held: list
         conn.execute(
             "SELECT cancel_retry_items(p_item_ids => %s, p_now => %s)",
             [[rng.randint(1, 60) for _ in range(2)], now])
+    elif verb == "snooze":
+        conn.execute(
+            "SELECT snooze_retry_item(%s, %s, %s, %s, %s)",
+            [some[0], me, rng.choice([0, 1, 2]), rng.randint(0, 2), now])
+    elif verb == "pause":
+        e, p = rng.choice(KEYS)
+        if rng.random() < 0.5:
+            conn.execute("SELECT retry_queue_pause(%s, %s, p_now => %s)", [e, p, now])
+        else:
+            conn.execute("SELECT retry_queue_resume(%s, %s)", [e, p])
+    elif verb == "rate_limit":
+        e, p = rng.choice(KEYS)
+        if rng.random() < 0.6:
+            conn.execute(
+                "SELECT retry_rate_limit_set(%s, %s, %s, 1)", [e, p, rng.randint(1, 3)])
+        else:
+            conn.execute("SELECT retry_rate_limit_clear(%s, %s)", [e, p])
     elif verb == "cleanup":
         conn.execute("SELECT * FROM cleanup_retry_queue(0, 5, p_now => %s)", [now])
     elif verb == "circuit":
@@ -112,10 +131,10 @@ def _hunter(dsn: str, seed: int, clock: Clock, stop: float, out: dict[str, int])
                 conn.execute("ROLLBACK")
                 out["deadlocks"] += 1
             except psycopg.errors.LockNotAvailable as e:
-                # an operator's circuit call in a transaction that already wrote:
-                # refused instead of waiting (55P03), never a 40P01
+                # an operator's circuit, pause or rate limit call in a transaction
+                # that already wrote: refused instead of waiting (55P03), never a 40P01
                 conn.execute("ROLLBACK")
-                assert "circuit" in str(e), e
+                assert any(k in str(e) for k in ("circuit", "pause", "rate limit")), e
                 out["refused"] += 1
             if len(held) > 12:
                 del held[:6]

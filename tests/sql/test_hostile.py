@@ -85,7 +85,10 @@ def snapshot(conn: Conn) -> list[tuple[Any, ...]]:
     return conn.execute(
         "SELECT q::text FROM daz_retry_queue AS q UNION ALL "
         "SELECT a::text FROM daz_retry_queue_archive AS a "
-        "UNION ALL SELECT c::text FROM _retryq_circuit AS c ORDER BY 1"
+        "UNION ALL SELECT c::text FROM _retryq_circuit AS c "
+        "UNION ALL SELECT d::text FROM _retryq_circuit_defaults AS d "
+        "UNION ALL SELECT r::text FROM _retryq_rate_limit AS r "
+        "UNION ALL SELECT z::text FROM _retryq_pause AS z ORDER BY 1"
     ).fetchall()
 
 
@@ -563,6 +566,7 @@ BLANK = ["\t", "\t\t", "\n", " \t\r\n ", "\f\v"]
         "SELECT fail_retry_item(1, %s, 'x')",
         "SELECT extend_retry_lock(1, %s)",
         "SELECT release_retry_items('{1}', %s)",
+        "SELECT snooze_retry_item(1, %s, 60)",
     ],
 )
 def test_a_blank_worker_id_is_refused(conn: Conn, call: str, worker: str) -> None:
@@ -581,6 +585,15 @@ def test_a_blank_worker_id_is_refused(conn: Conn, call: str, worker: str) -> Non
         ({"retry_delay_seconds": "soon"}, "retry_delay_seconds"),
         ({"delay_seconds": "soon"}, "delay_seconds"),
         ({"tags": "a"}, "tags"),
+        # an object, array or boolean for a text key was stored as its JSON text
+        ({"event_type": ["a"]}, "event_type"),
+        ({"event_type": {"x": 1}}, "event_type"),
+        ({"channel_name": True}, "channel_name"),
+        ({"plugin_name": {"p": 1}}, "plugin_name"),
+        ({"correlation_id": [1]}, "correlation_id"),
+        ({"dedupe_key": {"k": 1}}, "dedupe_key"),
+        ({"tags": ["a", {"b": 1}]}, "tags"),
+        ({"tags": [True]}, "tags"),
     ],
 )
 def test_enqueue_retry_items_names_a_wrongly_typed_key(
@@ -593,6 +606,37 @@ def test_enqueue_retry_items_names_a_wrongly_typed_key(
         "22023",
         field,
     )
+
+
+def test_a_number_for_a_text_key_is_taken_as_its_text(conn: Conn) -> None:
+    row = conn.execute(
+        "SELECT id FROM enqueue_retry_items(%s)",
+        [Jsonb([{"event_type": 5, "event_data": 1, "tags": [1, "a"], "correlation_id": 2.5}])],
+    ).fetchone()
+    assert row is not None
+    assert conn.execute(
+        "SELECT event_type, tags, correlation_id FROM daz_retry_queue WHERE id = %s", row
+    ).fetchone() == ("5", ["1", "a"], "2.5")
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        "SELECT retry_circuit_open('k', %s, 60)",
+        "SELECT retry_circuit_close('k', %s)",
+        "SELECT retry_circuit_configure('k', %s, 5)",
+        "SELECT retry_rate_limit_set('k', %s, 5)",
+        "SELECT retry_rate_limit_clear('k', %s)",
+        "SELECT retry_queue_pause('k', %s)",
+        "SELECT retry_queue_resume('k', %s)",
+    ],
+)
+def test_an_operator_key_bounds_its_plugin_name(conn: Conn, call: str) -> None:
+    """Every function that takes a key (event_type, plugin_name) refuses a
+    plugin name longer than an item's may be (a circuit row with a 100000
+    character key was written before)."""
+    refused(conn, lambda: conn.execute(call, ("p" * 1001,)), "22023", "plugin_name")
+    conn.execute(call, ("p" * 1000,))
 
 
 def test_per_key_cooldown_above_its_maximum_is_refused(conn: Conn) -> None:
@@ -619,3 +663,197 @@ def test_a_check_violation_names_the_public_table(conn: Conn) -> None:
     assert "_retryq_active" not in str(err)
     err = refused(conn, lambda: guide_insert(conn, event_type=None), "23502", "event_type")
     assert err.diag.table_name == "daz_retry_queue"
+
+
+# --- 8. integers beyond integer reach the function and are refused by name ------
+
+# Every integer parameter of every public function is a bigint, so whatever
+# integer a client sends (psycopg sends 2**31 and more as int8, Go's int64 is
+# int8) reaches the function, which refuses a value outside its rule by name:
+# 22023 where the function has a range, 22003 where the value would go to an
+# integer column (in range, the column's CHECK names the rest: 23514).
+BEYOND_INTEGER = [2**31, -(2**31) - 1, 2**63 - 1, -(2**63)]
+INTEGER_PARAMETERS: dict[tuple[str, str], tuple[str, str]] = {
+    ("acquire_retry_items", "p_batch_size"): (
+        "SELECT * FROM acquire_retry_items('w', p_batch_size => %s)", "22023"),
+    ("acquire_retry_items", "p_lock_timeout_seconds"): (
+        "SELECT * FROM acquire_retry_items('w', 1, %s)", "22023"),
+    ("extend_retry_lock", "p_lock_timeout_seconds"): (
+        "SELECT extend_retry_lock(1, 'w', p_lock_timeout_seconds => %s)", "22023"),
+    ("snooze_retry_item", "p_max_snoozes"): (
+        "SELECT snooze_retry_item(1, 'w', 60, p_max_snoozes => %s)", "22023"),
+    ("cleanup_retry_queue", "p_retention_days"): (
+        "SELECT * FROM cleanup_retry_queue(%s)", "22023"),
+    ("cleanup_retry_queue", "p_batch_size"): (
+        "SELECT * FROM cleanup_retry_queue(0, p_batch_size => %s)", "22023"),
+    ("cleanup_retry_queue_due", "p_retention_days"): (
+        "SELECT * FROM cleanup_retry_queue_due(p_retention_days => %s)", "22023"),
+    ("retry_circuit_configure", "p_failure_threshold"): (
+        "SELECT retry_circuit_configure('k', 'p', p_failure_threshold => %s)", "22023"),
+    ("retry_rate_limit_set", "p_max_leases"): (
+        "SELECT retry_rate_limit_set('k', 'p', %s)", "22023"),
+    ("enqueue_retry_item", "p_max_retries"): (
+        "SELECT * FROM enqueue_retry_item('t', '1', p_max_retries => %s)", "22003"),
+    ("enqueue_retry_item", "p_priority"): (
+        "SELECT * FROM enqueue_retry_item('t', '1', p_priority => %s)", "22003"),
+    ("enqueue_retry_item_once", "p_max_retries"): (
+        "SELECT * FROM enqueue_retry_item_once(gen_random_uuid(), 't', '1',"
+        " p_max_retries => %s)", "22003"),
+    ("enqueue_retry_item_once", "p_priority"): (
+        "SELECT * FROM enqueue_retry_item_once(gen_random_uuid(), 't', '1',"
+        " p_priority => %s)", "22003"),
+}
+# bigint parameters every positive value suits: ids, and counts without a bound
+ANY_BIGINT: dict[tuple[str, str], str] = {
+    ("complete_retry_item", "p_item_id"): "SELECT complete_retry_item(%s, 'w')",
+    ("fail_retry_item", "p_item_id"): "SELECT fail_retry_item(%s, 'w', 'x')",
+    ("snooze_retry_item", "p_item_id"): "SELECT snooze_retry_item(%s, 'w', 60)",
+    ("extend_retry_lock", "p_item_id"): "SELECT extend_retry_lock(%s, 'w')",
+    ("cleanup_retry_queue", "p_max_rows"): "SELECT * FROM cleanup_retry_queue(p_max_rows => %s)",
+    ("list_dead_letter_items", "p_limit"): "SELECT * FROM list_dead_letter_items(p_limit => %s)",
+}
+
+
+def _public_parameters(conn: Conn, types: tuple[str, ...]) -> set[tuple[str, str]]:
+    """(function, parameter) of every parameter of those types of every
+    function a retryq group role may call."""
+    rows = conn.execute(
+        "SELECT p.proname, a.name FROM pg_proc AS p"
+        " CROSS JOIN LATERAL unnest(p.proargnames[1:p.pronargs], p.proargtypes::oid[])"
+        "  AS a (name, type)"
+        " WHERE p.pronamespace = 'public'::regnamespace"
+        " AND format_type(a.type, NULL) = ANY(%s)"
+        " AND EXISTS (SELECT FROM unnest('{retryq_producer,retryq_worker,retryq_admin}'::text[])"
+        "  AS g WHERE has_function_privilege(g, p.oid, 'EXECUTE'))",
+        (list(types),),
+    ).fetchall()
+    return {(f, n) for f, n in rows}
+
+
+def test_no_public_function_takes_a_smaller_integer_than_bigint(conn: Conn) -> None:
+    assert _public_parameters(conn, ("smallint", "integer")) == set()
+    # and every bigint parameter is tested below, by its rule
+    assert _public_parameters(conn, ("bigint",)) == INTEGER_PARAMETERS.keys() | ANY_BIGINT.keys()
+
+
+@pytest.mark.parametrize("value", BEYOND_INTEGER)
+@pytest.mark.parametrize("parameter", sorted(INTEGER_PARAMETERS), ids=".".join)
+def test_an_integer_beyond_integer_is_refused_naming_the_parameter(
+    conn: Conn, parameter: tuple[str, str], value: int
+) -> None:
+    call, sqlstate = INTEGER_PARAMETERS[parameter]
+    # a leased item 1 for snooze and extend
+    conn.execute("SELECT enqueue_retry_item('t', '1')")
+    conn.execute("SELECT count(*) FROM acquire_retry_items('w', 1)")
+    err = refused(conn, lambda: conn.execute(call, (value,)), sqlstate, parameter[1][2:])
+    assert err.diag.column_name == parameter[1][2:]
+
+
+@pytest.mark.parametrize("value", [2**31, 2**63 - 1])
+@pytest.mark.parametrize("parameter", sorted(ANY_BIGINT), ids=".".join)
+def test_a_bigint_parameter_takes_any_positive_bigint(
+    conn: Conn, parameter: tuple[str, str], value: int
+) -> None:
+    before = snapshot(conn)
+    conn.execute(ANY_BIGINT[parameter], (value,)).fetchall()
+    assert snapshot(conn) == before
+
+
+def test_values_beyond_bigint_do_not_resolve(conn: Conn) -> None:
+    # psycopg sends 2**63 as numeric: no function takes it (the README says so)
+    with pytest.raises(psycopg.errors.UndefinedFunction):
+        conn.execute("SELECT * FROM acquire_retry_items('w', %s)", (2**63,))
+
+
+def test_the_python_clients_send_small_integers_to_bigint_parameters(conn: Conn) -> None:
+    """psycopg sends a Python int as int2, int4 or int8 by its size: each
+    reaches the bigint parameters, by position and by name."""
+    for value in (3, 300, 70_000):
+        conn.execute(
+            "SELECT * FROM enqueue_retry_item('t', '1', p_max_retries => %s,"
+            " p_priority => %s)",
+            (min(value, 1000), 5),
+        )
+    got = conn.execute("SELECT * FROM acquire_retry_items(%s, %s, %s)", ("w", 2, 70_000))
+    assert len(got.fetchall()) == 2
+
+
+@pytest.mark.parametrize("column", ["max_retries", "priority"])
+@pytest.mark.parametrize("value", [2**31, -(2**31) - 1, 2**63 - 1, 2**63])
+def test_the_guide_insert_refuses_an_integer_beyond_its_column(
+    conn: Conn, column: str, value: int
+) -> None:
+    """PostgreSQL converts the value to the column's integer before retryq
+    sees the row: 22003, nothing written, but the message cannot name the
+    column (the README's SQL API says so)."""
+    before = snapshot(conn)
+    with pytest.raises(psycopg.errors.NumericValueOutOfRange):
+        guide_insert(conn, **{column: value})
+    assert snapshot(conn) == before
+
+
+# --- every array parameter: one dimension, no NULL element --------------------------
+
+ARRAY_CALLS: dict[tuple[str, str], str] = {
+    ("complete_retry_items", "p_item_ids"): "SELECT complete_retry_items(%s::bigint[], 'w')",
+    ("release_retry_items", "p_item_ids"): "SELECT release_retry_items(%s::bigint[], 'w')",
+    ("requeue_dead_letter_items", "p_item_ids"):
+        "SELECT requeue_dead_letter_items(%s::bigint[])",
+    ("purge_dead_letter_items", "p_item_ids"): "SELECT purge_dead_letter_items(%s::bigint[])",
+    ("list_dead_letter_items", "p_item_ids"):
+        "SELECT * FROM list_dead_letter_items(%s::bigint[])",
+    ("cancel_retry_items", "p_item_ids"): "SELECT cancel_retry_items(%s::bigint[])",
+    ("acquire_retry_items", "p_event_types"):
+        "SELECT * FROM acquire_retry_items('w', 1, p_event_types => %s::text[])",
+    ("acquire_retry_items", "p_plugin_names"):
+        "SELECT * FROM acquire_retry_items('w', 1, p_plugin_names => %s::text[])",
+    ("retry_queue_due", "p_event_types"): "SELECT * FROM retry_queue_due(%s::text[])",
+    ("retry_queue_due", "p_plugin_names"):
+        "SELECT * FROM retry_queue_due(p_plugin_names => %s::text[])",
+    ("enqueue_retry_item", "p_tags"): "SELECT * FROM enqueue_retry_item('t', '1', p_tags => %s)",
+    ("enqueue_retry_item_once", "p_tags"):
+        "SELECT * FROM enqueue_retry_item_once(gen_random_uuid(), 't', '1', p_tags => %s)",
+}
+# tags' NULL element is 22004 null_value_not_allowed (documented before the others)
+NULL_ELEMENT = {"p_tags": "22004"}
+
+
+def test_every_array_parameter_is_tested(conn: Conn) -> None:
+    arrays = _public_parameters(conn, ("bigint[]", "text[]", "integer[]", "jsonb[]"))
+    assert arrays == ARRAY_CALLS.keys()
+
+
+def _array_values(parameter: str) -> tuple[list[Any], list[Any]]:
+    """(two-dimensional, holding NULL) values of the parameter's type."""
+    if parameter == "p_item_ids":
+        return [[1], [2]], [1, None]
+    return [["t"], ["u"]], ["t", None]
+
+
+@pytest.mark.parametrize("parameter", sorted(ARRAY_CALLS), ids=".".join)
+def test_a_two_dimensional_array_is_refused_naming_the_parameter(
+    conn: Conn, parameter: tuple[str, str]
+) -> None:
+    # items 1 and 2 pending, of type t (cancel_retry_items('{{1},{2}}')
+    # cancelled both before)
+    conn.execute("SELECT enqueue_retry_item('t', '1')")
+    conn.execute("SELECT enqueue_retry_item('t', '2')")
+    two_d, _ = _array_values(parameter[1])
+    err = refused(
+        conn, lambda: conn.execute(ARRAY_CALLS[parameter], (two_d,)), "22023", parameter[1][2:]
+    )
+    assert "one-dimensional" in (err.diag.message_primary or "")
+
+
+@pytest.mark.parametrize("parameter", sorted(ARRAY_CALLS), ids=".".join)
+def test_an_array_holding_null_is_refused_naming_the_parameter(
+    conn: Conn, parameter: tuple[str, str]
+) -> None:
+    conn.execute("SELECT enqueue_retry_item('t', '1')")
+    _, with_null = _array_values(parameter[1])
+    refused(
+        conn,
+        lambda: conn.execute(ARRAY_CALLS[parameter], (with_null,)),
+        NULL_ELEMENT.get(parameter[1], "22023"),
+        parameter[1][2:],
+    )

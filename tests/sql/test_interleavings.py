@@ -489,3 +489,89 @@ def test_circuit_operators_in_one_transaction_vs_a_worker_do_not_deadlock(
             side.execute("ROLLBACK")
             continue
         side.execute("COMMIT")
+
+
+def _no_deadlock(*pairs: tuple[Conn, concurrent.futures.Future[Any]]) -> list[str]:
+    """Each side's outcome, 'ok' or a 55P03 refusal's message; a 40P01 fails."""
+    outcomes = []
+    for side, fut in pairs:
+        try:
+            fut.result(DEADLINE)
+        except psycopg.errors.DeadlockDetected:
+            raise
+        except psycopg.Error as e:
+            assert e.sqlstate == "55P03", e
+            side.execute("ROLLBACK")
+            outcomes.append(str(e))
+            continue
+        side.execute("COMMIT")
+        outcomes.append("ok")
+    return outcomes
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        "SELECT retry_queue_pause(%s)",
+        "SELECT retry_queue_resume(%s)",
+        "SELECT retry_rate_limit_set(%s, NULL, 2)",
+        "SELECT retry_rate_limit_clear(%s, NULL)",
+    ],
+)
+def test_operators_changing_two_keys_in_crossed_orders_do_not_deadlock(
+    a: Conn, b: Conn, watch: Conn, call: str
+) -> None:
+    """Two operators pause (or resume, limit, clear) keys x and y in one transaction
+    each, in opposite orders: the second call of each waited for the other's first
+    (40P01 before). Now a call in a transaction that already holds a lock takes the
+    key only when free, else refuses with 55P03 naming it."""
+    _no_timeout(a, b)
+    for key in ("x", "y"):  # something to resume or clear
+        a.execute("SELECT retry_queue_pause(%s)", [key])
+        a.execute("SELECT retry_rate_limit_set(%s, NULL, 1)", [key])
+    a.execute("BEGIN")
+    a.execute(call, ["x"])
+    b.execute("BEGIN")
+    b.execute(call, ["y"])
+    second_a = _start(a, lambda: a.execute(call, ["y"]))
+    _settle(a, watch, second_a)
+    second_b = _start(b, lambda: b.execute(call, ["x"]))
+    _settle(b, watch, second_b)
+    outcomes = _no_deadlock((a, second_a), (b, second_b))
+    assert any("is held by another transaction" in o for o in outcomes), outcomes
+
+
+def test_clearing_a_limit_whose_token_a_worker_leases_twice_does_not_deadlock(
+    a: Conn, b: Conn, watch: Conn
+) -> None:
+    """A worker's transaction leases an item of a limited key, then (a period later)
+    another: its second token stamp checks the key's limit row (the foreign key).
+    An operator's clear in between took the limit row and waited for the token
+    (40P01 before); it now waits for the tokens first, then removes the limit."""
+    _no_timeout(a, b)
+    a.execute("SELECT retry_rate_limit_set('x', NULL, 1, 1)")
+    for _ in range(2):
+        a.execute("SELECT enqueue_retry_item('x', '{}', p_now => %s)", [T0])
+    a.execute("BEGIN")
+    assert len(acquire(a, "wA", at(10), batch=1)) == 1
+    cleared = _start(b, lambda: b.execute("SELECT retry_rate_limit_clear('x', NULL)"))
+    _settle(b, watch, cleared)
+    again = _start(a, lambda: acquire(a, "wA", at(12), batch=1))
+    _settle(a, watch, again)
+    assert _no_deadlock((a, again)) == ["ok"]
+    assert len(again.result(DEADLINE)) == 1
+    cleared.result(DEADLINE)  # autocommit: done once the worker committed
+    assert scalar(watch, "SELECT count(*) FROM _retryq_rate_limit") == 0
+
+
+def test_pausing_every_plugin_and_the_no_plugin_items_are_two_keys(a: Conn, b: Conn) -> None:
+    """A pause's key keeps NULL (every plugin) apart from '' (the items without a
+    plugin): two operators pausing each in its own transaction neither wait nor
+    refuse (a 1 s lock_timeout fails a wait)."""
+    a.execute("BEGIN")
+    assert scalar(a, "SELECT retry_queue_pause('x', NULL)") is True
+    b.execute("BEGIN")
+    assert scalar(b, "SELECT retry_queue_pause('x', '')") is True
+    assert scalar(b, "SELECT retry_queue_resume('x', '')") is True
+    a.execute("COMMIT")
+    b.execute("COMMIT")

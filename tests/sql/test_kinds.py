@@ -6,8 +6,11 @@ refused with a class the clients branch on (22 data exception, 23 integrity,
 nothing. The functions and their parameters are read from the catalog, so a new
 function or parameter is drawn for without editing this file.
 
-Integers are drawn within int4 for integer parameters: 2**31 and more do not
-reach the function (42883, the item 8 leftover; see the README's SQL API).
+Integers are drawn across the whole bigint range, for every integer parameter
+and integer column: a public function takes bigint for each (2**31 used to give
+42883, "function does not exist"), and an integer column refuses what does not
+fit it with 22003. Arrays are drawn with a NULL element and with a second
+dimension, which every array parameter refuses.
 """
 
 from __future__ import annotations
@@ -38,10 +41,10 @@ TEXT = (
     | st.text(st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)),
               max_size=300)
 )
-INT4 = st.none() | st.sampled_from([
-    0, 1, -1, 2, 3, 10, 1000, 1001, 86400, 86401, 2**31 - 1, -(2**31),
-]) | st.integers(-(2**31), 2**31 - 1)
-INT8 = st.none() | st.sampled_from([0, 1, 2, 3, 4, 5, -1, 2**31, 2**63 - 1, -(2**63)])
+INT8 = st.none() | st.sampled_from([
+    0, 1, 2, 3, 4, 5, -1, 10, 1000, 1001, 86400, 86401, 2**31 - 1, -(2**31), 2**31,
+    -(2**31) - 1, 2**63 - 1, -(2**63),
+]) | st.integers(-(2**63), 2**63 - 1)
 FLOAT = st.none() | st.sampled_from([
     0.0, -0.0, 1.0, -1.0, 0.5, 1e-300, 5e-324, 1e308, 31536000.0, 31536000.5,
     float("inf"), float("-inf"), float("nan"),
@@ -50,6 +53,14 @@ TIMESTAMP = st.none() | st.sampled_from([
     "infinity", "-infinity", "epoch", "4713-01-01 00:00:00+00 BC", "294276-12-31 00:00:00+00",
     "2000-01-01 00:00:00+00", "2100-01-01 00:00:00+00",
 ])
+# enqueue_retry_items must refuse these: an object, array or boolean for a
+# text key or among the tags
+WRONGLY_TYPED_ITEMS = {
+    '[{"event_type": ["k"], "event_data": {}}]',
+    '[{"event_type": "k", "event_data": {}, "channel_name": {"c": 1}}]',
+    '[{"event_type": "k", "event_data": {}, "dedupe_key": true}]',
+    '[{"event_type": "k", "event_data": {}, "tags": ["t", ["u"]]}]',
+}
 JSON_SCALAR = (
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
     | HOSTILE
@@ -59,6 +70,7 @@ JSON = st.one_of(
     st.just("[[[[[[[[[[1]]]]]]]]]]"), st.just('{"event_type": 1}'),
     st.just('[{"event_type": "k", "event_data": {}, "priority": 99999999999}]'),
     st.just('[{"event_type": "k", "event_data": {}, "delay_seconds": "NaN"}]'),
+    st.sampled_from(sorted(WRONGLY_TYPED_ITEMS)),
     st.recursive(
         JSON_SCALAR,
         lambda inner: st.lists(inner, max_size=4) | st.dictionaries(HOSTILE, inner, max_size=4),
@@ -72,9 +84,12 @@ INT8_ARRAY = st.none() | st.sampled_from([
     [], [None], [[1], [2]], [-1], [2**63 - 1], list(range(1, 20001)),
 ]) | st.lists(INT8.filter(lambda i: i is not None), max_size=5)
 BOOL = st.none() | st.booleans()
+# what a client sends for an integer: psycopg picks int8 for 2**31 and more
+SENT_AS = {"integer": "bigint", "smallint": "bigint"}
 
 BY_TYPE: dict[str, st.SearchStrategy[Any]] = {
-    "text": TEXT, "integer": INT4, "bigint": INT8, "double precision": FLOAT,
+    # an integer is sent as a bigint: the value, not the cast, is what is tested
+    "text": TEXT, "integer": INT8, "bigint": INT8, "double precision": FLOAT,
     "timestamp with time zone": TIMESTAMP, "jsonb": JSON, "text[]": TEXT_ARRAY,
     "bigint[]": INT8_ARRAY, "boolean": BOOL,
     "uuid": st.none() | st.just(uuid.UUID(int=0)) | st.uuids(),
@@ -184,15 +199,25 @@ def test_every_function_refuses_with_a_class_and_writes_nothing(
         if has_default and data.draw(st.booleans(), label=f"omit {name}"):
             continue
         value = data.draw(BY_TYPE[typ], label=name)
-        parts.append(f"{name} => %s::{typ}")
+        parts.append(f"{name} => %s::{SENT_AS.get(typ, typ)}")
         args.append(value)
     query = f"SELECT * FROM {fn}({', '.join(parts)})"
+    replayed = False
+    if fn == "enqueue_retry_item_once" and args and args[0] is not None:
+        with psycopg.connect(dsn) as owner:
+            replayed = owner.execute(
+                "SELECT EXISTS (SELECT FROM daz_retry_queue WHERE event_id = %s)", (args[0],)
+            ).fetchone() == (True,)
     code, unchanged = _refusal_or_success(dsn, logins[role], query, args)
     assert _allowed(code), (query, args, code)
     if code is not None:
         assert unchanged, (query, args, code)
     given_ = dict(zip([p.split(" =>")[0] for p in parts], args, strict=True))
-    if _must_refuse(fn, given_):
+    if fn == "enqueue_retry_item_once" and replayed:
+        # an event id already in the queue returns its item, reading nothing
+        # else: nothing written, whatever was drawn
+        assert unchanged, (query, args, code)
+    elif _must_refuse(fn, given_):
         assert code is not None, ("accepted", query, args)
 
 
@@ -204,14 +229,20 @@ def _blank(value: Any) -> bool:
 def _must_refuse(fn: str, given: dict[str, Any]) -> bool:
     """Draws that every function must refuse, whatever else was drawn: a
     group role's p_now (it never equals the server's now), a blank or
-    over-long worker id, tags with a NULL or a second dimension, an enqueue's
-    blank event type."""
+    over-long worker id, any array (ids, tags, routing lists) with a NULL
+    element or a second dimension, an enqueue's priority or max_retries
+    beyond integer, items with a wrongly typed text key, an enqueue's blank
+    event type."""
     worker = given.get("p_worker_id", "w")
-    tags = given.get("p_tags") or []
+    arrays = [v for v in given.values() if isinstance(v, list)]
+    beyond = [given.get(p) for p in ("p_priority", "p_max_retries")]
     return (
         "p_now" in given
         or _blank(worker) or len(worker or "") > 200
-        or any(tag is None or isinstance(tag, list) for tag in tags)
+        or any(e is None or isinstance(e, list) for a in arrays for e in a)
+        or (fn.startswith("enqueue_retry_item")
+            and any(v is not None and not -(2**31) <= v < 2**31 for v in beyond))
+        or (fn == "enqueue_retry_items" and given.get("p_items") in WRONGLY_TYPED_ITEMS)
         or (fn.startswith("enqueue_retry_item") and "p_event_type" in given
             and _blank(given["p_event_type"]))
     )
@@ -256,7 +287,7 @@ def test_the_guide_insert_refuses_with_a_class_and_writes_nothing(
                   else (TEXT if c == "event_type" else JSON), label=c)
         for c in columns
     ]
-    values = ", ".join(f"%s::{INSERT_COLUMNS[c]}" for c in columns)
+    values = ", ".join(f"%s::{SENT_AS.get(INSERT_COLUMNS[c], INSERT_COLUMNS[c])}" for c in columns)
     query = (
         f"INSERT INTO daz_retry_queue ({', '.join(columns)}) VALUES ({values})"
         " RETURNING id, event_id"
@@ -265,12 +296,13 @@ def test_the_guide_insert_refuses_with_a_class_and_writes_nothing(
     assert _allowed(code), (query, args, code)
     if code is not None:
         assert unchanged, (query, args, code)
-    # a value that is not even of its type (NUL in jsonb) is refused while the
-    # statement is planned, before privileges are looked at
+    # a value that is not even of its column's type (NUL in jsonb, an integer
+    # beyond integer) is refused while the statement is planned, before
+    # privileges are looked at
     if login_group != "retryq_producer" or (
         {"status", "locked_until", "retry_count"} & set(columns)
     ):
-        assert code == "42501" or code[:4] == "22P0", (query, args, code)
+        assert code in ("42501", "22003") or code[:4] == "22P0", (query, args, code)
     if code is None:
         with psycopg.connect(dsn) as owner:
             assert owner.execute(

@@ -22,7 +22,7 @@ from retryq_py import migrate
 
 Conn = psycopg.Connection[Any]
 GROUPS = ("retryq_producer", "retryq_worker", "retryq_admin")
-ACQUIRE = "acquire_retry_items(text, integer, integer, timestamptz, text[], text[])"
+ACQUIRE = "acquire_retry_items(text, bigint, bigint, timestamptz, text[], text[])"
 
 # name -> (SQL, expected first value when allowed, or None to only require success).
 # {leased}, {pending}, {dead} are ids prepared by the fixture.

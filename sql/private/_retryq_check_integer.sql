@@ -1,0 +1,23 @@
+-- Raises 22003 numeric_value_out_of_range naming the parameter when p_value
+-- does not fit the integer column it is written to. The public functions take
+-- bigint for every integer, so that any integer a client sends (psycopg sends
+-- 2^31 as int8, Go's int64 is int8) reaches the function and is refused by
+-- name; PostgreSQL's own cast would say only "integer out of range". The
+-- column's CHECK constraint (23514, named after it) refuses the rest of what
+-- its rule does not allow. Callers call it only when the value is outside
+-- integer, so the usual call runs nothing.
+CREATE OR REPLACE FUNCTION _retryq_check_integer(p_field text, p_value bigint)
+RETURNS void
+LANGUAGE plpgsql
+IMMUTABLE
+SET search_path FROM CURRENT
+AS $$
+BEGIN
+    IF (p_value BETWEEN -2147483648 AND 2147483647) IS FALSE THEN
+        RAISE EXCEPTION 'retryq: invalid %: % is out of range for integer', p_field, p_value
+            USING ERRCODE = 'numeric_value_out_of_range', COLUMN = p_field;
+    END IF;
+END;
+$$;
+
+REVOKE EXECUTE ON FUNCTION _retryq_check_integer FROM public;
