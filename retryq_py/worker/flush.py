@@ -8,6 +8,7 @@ back for the next try when it fails.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -126,8 +127,12 @@ class FlushWriter:
                 )
                 written = self._write_each(conn, self._text, outcomes, want)
         finally:
-            if not conn.closed:
-                conn.autocommit = was
+            if not conn.closed and conn.autocommit != was:
+                # a connection cut mid-statement (the deadline's shutdown)
+                # stays "active" and refuses the change: the error to raise is
+                # the lost connection, and the pool discards it
+                with contextlib.suppress(psycopg.ProgrammingError):
+                    conn.autocommit = was
         if want:
             metrics.ACQUIRE_DURATION.observe(time.monotonic() - started)
         return written

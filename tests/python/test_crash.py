@@ -258,6 +258,22 @@ def _final(
     return rows
 
 
+def _kill_while_holding(conn: psycopg.Connection[Any], proc: Any, worker: str) -> None:
+    """SIGKILL while the queue says the worker holds leases: stopped first
+    (SIGSTOP), so that it cannot acknowledge them between the look and the
+    kill; let go again (SIGCONT) and looked at later when it held none (a
+    kill right after a batch was acknowledged proved nothing, seen under
+    CI load)."""
+    for _ in range(50):
+        _wait_holding(conn, worker)
+        proc.send_signal(signal.SIGSTOP)
+        if holders(conn, [worker]):
+            break
+        proc.send_signal(signal.SIGCONT)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
 def _wait_holding(conn: psycopg.Connection[Any], worker: str) -> None:
     wait_for(
         f"{worker} holding leases after some work",
@@ -305,9 +321,7 @@ def test_retry_worker_sigkill_loses_nothing(dsn: str, mode: str) -> None:
         kinds = _setup(conn, 4, 150)
         a, b = _retry_worker(dsn, "rw-a", mode=mode), _retry_worker(dsn, "rw-b", mode=mode)
         try:
-            _wait_holding(conn, "rw-a")
-            a.send_signal(signal.SIGKILL)
-            a.wait()
+            _kill_while_holding(conn, a, "rw-a")
             gone(conn, "crash-rw-a")
             orphans = {
                 r[0]

@@ -9,6 +9,7 @@ of the suite.
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +23,7 @@ from psycopg.conninfo import make_conninfo
 from retryq_py import RetryableError, RetryQueue, RetryQueueItem, Snooze, WorkerCounts
 from retryq_py.worker import Settings, WorkerParts
 from retryq_py.worker.events import Outcome
-from retryq_py.worker.flush import Writer, Written
+from retryq_py.worker.flush import FlushWriter, Writer, Written
 from retryq_py.worker.ledger import Ledger
 from tests.helpers import statuses, wait_until
 from tests.python import netproxy
@@ -445,6 +446,40 @@ def test_a_silent_network_is_noticed_within_the_lease_and_survived(
     assert not thread.is_alive()
     assert sorted(ran) == sorted(first + later)
     assert statuses(db) == {"completed": 10}
+
+
+@pytest.mark.parametrize("autocommit", [True, False])
+def test_a_flush_on_a_connection_the_deadline_cut_raises_the_lost_connection(
+    module_dsn: str, q: RetryQueue, autocommit: bool
+) -> None:
+    """The deadline shuts a connection's socket down; a flush that then
+    starts its statement failed, and restoring the connection's autocommit
+    afterwards raised ProgrammingError ("connection in transaction status
+    ACTIVE"), which the worker took for a configuration error and stopped
+    (seen in the crash test). The lost connection is what is raised now."""
+    q.add("e", {"i": 0})
+    (held,) = q.acquire("w", 1, 30)
+    with (
+        psycopg.connect(module_dsn, autocommit=autocommit) as conn,
+        psycopg.connect(module_dsn) as other,
+    ):
+        # the failure's statement waits on the item's row lock ...
+        other.execute("SELECT 1 FROM _retryq_active WHERE id = %s FOR UPDATE", [held.id])
+
+        def cut() -> None:  # ... when the deadline shuts its socket down
+            time.sleep(0.5)
+            with socket.socket(fileno=socket.dup(conn.fileno())) as sock:
+                sock.shutdown(socket.SHUT_RDWR)
+
+        thread = threading.Thread(target=cut)
+        thread.start()
+        failure = Outcome(held, ok=False, duration=0.0, error="boom", code="E")
+        try:
+            with pytest.raises(psycopg.OperationalError):
+                FlushWriter("w", None, 30).write(conn, [failure], 0)
+        finally:
+            thread.join()
+            other.rollback()
 
 
 def test_items_whose_lease_ran_out_unrenewed_are_not_started() -> None:
