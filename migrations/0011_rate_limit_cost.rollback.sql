@@ -9,6 +9,86 @@ BEGIN
 END;
 $$;
 
+-- retryq:restore functions/retry_rate_limit_set.sql
+-- Operator: at most p_max_leases leases of the key (p_event_type,
+-- p_plugin_name; NULL or '' for items without a plugin) per
+-- p_period_seconds, across all workers, counted at lease time by
+-- acquire_retry_items. Creates the limit or changes it; returns true. A
+-- window of one period that spans a change may hold the larger of the two
+-- limits (a token dropped by a lower limit and re-created by a higher one
+-- keeps its last use). Refuses (22023, naming the field) a blank event type, max_leases
+-- outside 1..100000, a period outside 0.001 s..365 days.
+CREATE OR REPLACE FUNCTION retry_rate_limit_set(
+    p_event_type text,
+    p_plugin_name text,
+    p_max_leases integer,
+    p_period_seconds double precision DEFAULT 1
+)
+RETURNS boolean
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path FROM CURRENT
+AS $$
+DECLARE
+    v_plugin text := coalesce(p_plugin_name, '');
+BEGIN
+    PERFORM _retryq_check_circuit_key(p_event_type);
+    PERFORM _retryq_check(
+        pg_catalog.length(v_plugin) <= 1000,
+        'plugin_name', 'must be at most 1000 characters'
+    );
+    PERFORM _retryq_check(
+        p_max_leases BETWEEN 1 AND 100000,
+        'max_leases', 'must be between 1 and 100000 (retry_rate_limit_clear removes a limit)'
+    );
+    PERFORM _retryq_check(
+        p_period_seconds >= 0.001::float8 AND p_period_seconds <= 31536000::float8,
+        'period_seconds', 'must be between 0.001 and 31536000'
+    );
+    -- the limit row first, then its tokens: two calls for one key queue on
+    -- the limit row; acquire never waits for either (SKIP LOCKED)
+    INSERT INTO _retryq_rate_limit AS l (event_type, plugin_name, max_leases, period)
+    VALUES (
+        p_event_type, v_plugin, p_max_leases,
+        pg_catalog.make_interval(secs => p_period_seconds)
+    )
+    ON CONFLICT (event_type, plugin_name) DO UPDATE
+    SET
+        max_leases = excluded.max_leases,
+        period = excluded.period,
+        updated_at = pg_catalog.now();
+    -- fewer tokens: the last slots go, whatever their last use; the limit
+    -- keeps the latest of those uses
+    WITH dropped AS (
+        DELETE FROM _retryq_rate_token AS t
+        WHERE t.event_type = p_event_type
+            AND t.plugin_name = v_plugin
+            AND t.slot > p_max_leases
+        RETURNING t.used_at
+    )
+    UPDATE _retryq_rate_limit AS l
+    SET dropped_used_at = greatest(
+        l.dropped_used_at, (SELECT pg_catalog.max(d.used_at) FROM dropped AS d)
+    )
+    WHERE l.event_type = p_event_type
+        AND l.plugin_name = v_plugin;
+    -- more tokens: free at once, unless the limit dropped tokens within the
+    -- last period: then they are used as late as the latest dropped one (a
+    -- limit lowered and raised again does not hand out its tokens afresh)
+    INSERT INTO _retryq_rate_token (event_type, plugin_name, slot, used_at)
+    SELECT p_event_type, v_plugin, g.slot, l.dropped_used_at
+    FROM _retryq_rate_limit AS l
+    CROSS JOIN pg_catalog.generate_series(1, p_max_leases) AS g (slot)
+    WHERE l.event_type = p_event_type
+        AND l.plugin_name = v_plugin
+    ON CONFLICT DO NOTHING;
+    RETURN TRUE;
+END;
+$$;
+
+REVOKE EXECUTE ON FUNCTION retry_rate_limit_set FROM public;
+GRANT EXECUTE ON FUNCTION retry_rate_limit_set TO retryq_admin;
+
 -- retryq:restore functions/acquire_retry_items.sql
 -- Leases up to p_batch_size due items to p_worker_id for
 -- p_lock_timeout_seconds, most urgent first (priority descending, then due
@@ -701,3 +781,6 @@ END;
 $$;
 
 REVOKE EXECUTE ON FUNCTION _retryq_rate_grant FROM public;
+
+-- retryq:unalter tables/_retryq_rate_limit.sql
+ALTER TABLE _retryq_rate_token ADD CONSTRAINT _retryq_rate_token_pkey PRIMARY KEY (event_type, plugin_name, slot);

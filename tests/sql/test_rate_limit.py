@@ -204,6 +204,23 @@ def test_a_limit_not_reached_skips_the_lookup_of_spent_keys(db: Conn) -> None:
     }
 
 
+def test_a_lease_moves_one_index_entry_of_its_token(db: Conn) -> None:
+    """A token's update cannot be HOT (its used_at is indexed, so that a grant
+    finds the longest unused in one probe); one index on the tokens keeps it
+    to one new index entry per lease, and the slots stay 1..max_leases."""
+    indexes = db.execute(
+        "SELECT indexrelid::regclass::text AS name FROM pg_index"
+        " WHERE indrelid = '_retryq_rate_token'::regclass"
+    ).fetchall()
+    assert indexes == [{"name": "_retryq_rate_token_used_idx"}]
+    for n in (3, 5, 2, 4):
+        db.execute("SELECT retry_rate_limit_set('sms.send', 'twilio', %s, 60)", (n,))
+        slots = db.execute(
+            "SELECT slot FROM _retryq_rate_token ORDER BY slot"
+        ).fetchall()
+        assert [r["slot"] for r in slots] == list(range(1, n + 1))
+
+
 def test_a_key_spent_by_another_session_does_not_fill_the_batch(
     db: Conn, module_dsn: str
 ) -> None:
