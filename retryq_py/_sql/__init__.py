@@ -45,6 +45,7 @@ from retryq_py._sql.rows import (
     QueueEntry,
     RetryQueueItem,
     StatsRow,
+    snooze_count,
 )
 from retryq_py._sql.statements import (
     ACQUIRE,
@@ -119,6 +120,7 @@ __all__ = [
     "name_list",
     "random_uuids",
     "seconds",
+    "snooze_count",
     "text_array",
     "uuid_loader",
     "whole_seconds",

@@ -53,11 +53,16 @@ class RetryQueueItem:
     def snoozes(self) -> int:
         """How many times this item was snoozed (snooze_retry_item counts
         them in event_metadata["retryq_snoozes"]; a requeue starts again at 0)."""
-        meta = self.event_metadata
-        n = meta.get("retryq_snoozes") if isinstance(meta, dict) else None
-        if isinstance(n, bool) or not isinstance(n, int | float) or not 0 <= n < 2**31:
-            return 0  # a producer's value under the key, or none
-        return int(n)
+        return snooze_count(self.event_metadata)
+
+
+def snooze_count(metadata: Any) -> int:
+    """event_metadata["retryq_snoozes"] as a count: 0 for a producer's value
+    under the key, or none."""
+    n = metadata.get("retryq_snoozes") if isinstance(metadata, dict) else None
+    if isinstance(n, bool) or not isinstance(n, int | float) or not 0 <= n < 2**31:
+        return 0
+    return int(n)
 
 
 @dataclass(frozen=True)

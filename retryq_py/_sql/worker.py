@@ -21,6 +21,7 @@ from retryq_py._sql import (
     ACQUIRE,
     COMPLETE_MANY,
     COMPLETED_AT,
+    EXTEND_LOCKS,
     FAIL,
     SNOOZE,
     RetryQueueItem,
@@ -40,9 +41,11 @@ LISTEN: LiteralString = "LISTEN {channel}"
 # After a reply was lost (the connection broke around a commit): what became
 # of the items whose outcomes were in doubt. The worker role may read the
 # queue; each row's history says whether this worker's failure was written,
-# and whether its lease was taken over (a lease_expired entry naming it).
+# and whether its lease was taken over (a lease_expired entry naming it);
+# its metadata counts the snoozes (a snooze spends no attempt, so an item
+# snoozed and leased again by the same flush has the same retry_count).
 IN_DOUBT: LiteralString = """
-SELECT q.id, q.status, q.locked_by, q.error_history, q.retry_count
+SELECT q.id, q.status, q.locked_by, q.error_history, q.retry_count, q.event_metadata
 FROM {schema}daz_retry_queue AS q
 WHERE q.id = ANY(%(item_ids)s::bigint[])
 """
@@ -99,6 +102,7 @@ class FlushStatements:
         self.completed_at = compose(COMPLETED_AT, schema)
         self.in_doubt = compose(IN_DOUBT, schema)
         self.held = compose(HELD, schema)
+        self.extend_locks = compose(EXTEND_LOCKS, schema)
         self.old_backend_busy = compose(OLD_BACKEND_BUSY, schema)
 
     def as_text(

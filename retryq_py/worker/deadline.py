@@ -55,7 +55,8 @@ class Watchdog:
         self.seconds = seconds
         self._worker_id = worker_id
         self._lock = threading.Lock()
-        self._lent: dict[int, tuple[psycopg.Connection[Any], float]] = {}
+        self._lent: dict[int, tuple[psycopg.Connection[Any], float, float]] = {}
+        self._local = threading.local()  # a thread's own, shorter deadline
         self._cut = 0
         self._stopped = threading.Event()
         self._thread: threading.Thread | None = None
@@ -66,10 +67,23 @@ class Watchdog:
         return self._cut
 
     @contextmanager
+    def shorter(self, seconds: float) -> Iterator[None]:
+        """Connections this thread borrows meanwhile get `seconds` at most
+        (the heartbeat: a renewal stuck for half a lease, then tried again,
+        comes after the lease ran out)."""
+        was = getattr(self._local, "seconds", None)
+        self._local.seconds = seconds
+        try:
+            yield
+        finally:
+            self._local.seconds = was
+
+    @contextmanager
     def watch(self, conn: psycopg.Connection[Any]) -> Iterator[None]:
         key = id(conn)
+        seconds = min(self.seconds, getattr(self._local, "seconds", None) or self.seconds)
         with self._lock:
-            self._lent[key] = (conn, time.monotonic() + self.seconds)
+            self._lent[key] = (conn, time.monotonic() + seconds, seconds)
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="retryq-deadline", daemon=True
@@ -85,22 +99,23 @@ class Watchdog:
         self._stopped.set()
 
     def _run(self) -> None:
-        period = min(max(self.seconds / 10, 0.02), 1.0)
+        # fine enough for a thread's shorter deadline too (see `shorter`)
+        period = min(max(self.seconds / 40, 0.02), 0.25)
         while not self._stopped.wait(period):
             now = time.monotonic()
             with self._lock:
-                late = [c for c, at in self._lent.values() if at <= now]
-                for conn in late:
+                late = [(c, seconds) for c, at, seconds in self._lent.values() if at <= now]
+                for conn, _ in late:
                     self._lent.pop(id(conn), None)
-            for conn in late:
-                self._cut_off(conn)
+            for conn, seconds in late:
+                self._cut_off(conn, seconds)
 
-    def _cut_off(self, conn: psycopg.Connection[Any]) -> None:
+    def _cut_off(self, conn: psycopg.Connection[Any], seconds: float) -> None:
         log.warning(
             "worker %s: the database gave no answer within %.1fs (a silent network?);"
             " closing that connection",
             self._worker_id,
-            self.seconds,
+            seconds,
         )
         self._cut += 1
         try:

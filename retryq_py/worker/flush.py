@@ -19,7 +19,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from retryq_py import metrics
-from retryq_py._sql import RetryQueueItem
+from retryq_py._sql import RetryQueueItem, snooze_count
 from retryq_py._sql.worker import (
     FlushStatements,
     FlushText,
@@ -571,9 +571,14 @@ class Flusher:
                 row is not None
                 and row[1] == "processing"
                 and row[2] == me
-                and row[4] == (o.item.retry_count)
+                and row[4] == o.item.retry_count
+                and snooze_count(row[5]) == o.item.snoozes
             ):
-                again.append(o)  # not written: still ours, the same attempt
+                # not written: still ours, the same attempt, snoozed as often
+                # (a snooze written with a zero delay may have been leased
+                # again by the same flush's acquire: written again, it would
+                # snooze the new lease)
+                again.append(o)
                 continue
             since = o.item.locked_until - self._lease
             history = [h for h in (row[3] if row is not None else []) if h.get("worker_id") == me]
@@ -616,6 +621,25 @@ class Flusher:
         items, rejected = decode_leased(cur, self._worker_id)
         self._lease_doubt = False
         if items or rejected:
+            # Their leases began at the lost acquire, up to a statement
+            # deadline and the wait for its process ago: renewed now, they
+            # are held as just leased (held as they were, the heartbeat would
+            # renew them a third of a lease from now, maybe after they ran out). The
+            # items keep the acquire's locked_until, by which a lane whose
+            # reply was only slow recognises them (see Ledger.hold).
+            kept = {
+                r[0]
+                for r in conn.execute(
+                    self._statements.extend_locks,
+                    {
+                        "item_ids": [i.id for i in items] + [o.item.id for o in rejected],
+                        "worker_id": self._worker_id,
+                        "lock_timeout": max(1, round(self._lease.total_seconds())),
+                    },
+                ).fetchall()
+            }
+            items = [i for i in items if i.id in kept]
+            rejected = [o for o in rejected if o.item.id in kept]
             log.warning(
                 "worker %s: an acquire lost its reply; taking up the %d items it leased",
                 self._worker_id,

@@ -1,9 +1,12 @@
 """The heartbeat: extends the leases of held items before they run out.
 
-Every quarter of lock_timeout it extends, in one round trip, each item
-leased or extended half a lease ago or more, so a slow handler keeps its
-item; a handler past handler_timeout is left out, so its lease runs out
-and another worker takes the item over.
+Every sixth of lock_timeout it extends, in one round trip, each item
+leased or extended a third of a lease ago or more, so a slow handler keeps
+its item; a handler past handler_timeout is left out, so its lease runs out
+and another worker takes the item over. A renewal is due at most half a
+lease into the lease, and its statement gets a deadline of an eighth of a
+lease (see `Heartbeat.run`): a renewal lost to a broken or silent connection
+is tried again, twice if need be, before the lease runs out.
 """
 
 from __future__ import annotations
@@ -49,18 +52,18 @@ class Heartbeat:
         self._thread.join(timeout=max(deadline - time.monotonic(), 0.01))
 
     def run(self) -> None:
-        period = max(self._lock_timeout / 4, 0.05)
+        period = max(self._lock_timeout / 6, 0.05)
         wait = period
         while not self._done.wait(wait):
             self._failed = False
             self.beat(time.monotonic())
             # a failed round (a connection lost) is tried again soon, not a
-            # quarter of a lease later: two misses in a row could cost a lease
+            # sixth of a lease later: two misses in a row could cost a lease
             wait = min(period, 0.2) if self._failed else period
 
     def beat(self, now: float) -> set[int]:
         """One round: returns the held items whose lease turned out lost."""
-        due = self._ledger.due_for_extension(now, self._lock_timeout / 2, self._handler_timeout)
+        due = self._ledger.due_for_extension(now, self._lock_timeout / 3, self._handler_timeout)
         if not due:
             return set()
         try:

@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +21,7 @@ from retryq_py.worker.deadline import Watchdog, WatchedPool, network_kwargs
 from retryq_py.worker.events import Emitter, WorkerCounts, WorkerEvent
 from retryq_py.worker.flush import Flusher, FlushWriter, Writer
 from retryq_py.worker.handlers import HandlerService, HandlerServiceFactory, HandlerThreads
-from retryq_py.worker.heartbeat import Heartbeat
+from retryq_py.worker.heartbeat import ExtendLocks, Heartbeat
 from retryq_py.worker.lanes import ExitWhen, Lanes
 from retryq_py.worker.ledger import Ledger
 from retryq_py.worker.listener import Listener
@@ -312,7 +312,7 @@ class RetryWorker:
                 ),
                 Heartbeat(
                     ledger,
-                    queue.extend_locks,
+                    _renewing(pool, queue.extend_locks, s.lock_timeout),
                     worker_id=s.worker_id,
                     lock_timeout=s.lock_timeout,
                     handler_timeout=s.handler_timeout,
@@ -480,3 +480,19 @@ def idle_changed_message(worker: str) -> str:
         " nothing (the CLI's --exit-when-idle); in retryq 0.1.0 it waited for every"
         " retry. Pass exit_when_drained=True to wait for them."
     )
+
+
+def _renewing(pool: ConnectionPool[Any], extend_locks: ExtendLocks, lease: float) -> ExtendLocks:
+    """The heartbeat's renewals, each under a deadline of an eighth of the
+    lease (at least half a second) on the worker's own pool: stuck in a
+    silent connection for the pool's deadline (half a lease), a renewal
+    would be tried again only after the lease ran out."""
+    if not isinstance(pool, WatchedPool):
+        return extend_locks
+    watchdog = pool.watchdog
+
+    def extend(item_ids: Iterable[int], worker_id: str, lock_timeout: float) -> set[int]:
+        with watchdog.shorter(max(lease / 8, 0.5)):
+            return extend_locks(item_ids, worker_id, lock_timeout)
+
+    return extend

@@ -13,7 +13,14 @@
 -- free (retry_rate_limit_set): such an item is due when the key's next token
 -- frees (its oldest use plus the period), or at its own time if that is
 -- later; so a worker sleeps until then and exit_when_idle can stop. With no
--- limit set this costs one look at an empty table, as in acquire.
+-- limit set this costs one look at an empty table, as in acquire. Items of a
+-- key whose circuit lets nothing through (open in its cool-down, or half_open
+-- with its probe out) are held back the same way, until acquire would lease
+-- the key's probe; a circuit an operator opened (retry_circuit_open without
+-- seconds) holds its items until it is closed: they are not due. Before, such
+-- items counted as due, and a worker polled every 10 ms through an outage.
+-- The third column leaves out held-back items too: their wait is the
+-- circuit's or the limit's, not a shortage of workers.
 CREATE OR REPLACE FUNCTION retry_queue_due(
     p_event_types text[] DEFAULT NULL,
     p_plugin_names text[] DEFAULT NULL
@@ -59,6 +66,27 @@ BEGIN
             LIMIT 1
         ) AS f
         WHERE f.frees_at > now();
+    END IF;
+    -- the keys whose circuit leases nothing now, and when acquire will lease
+    -- their probe: every condition of acquire's probe query, as a time
+    -- (NULL for a forced circuit: not before an operator closes it)
+    IF EXISTS (SELECT 1 FROM _retryq_circuit AS c WHERE c.state <> 'closed') THEN
+        SELECT
+            v_closed_events || coalesce(pg_catalog.array_agg(c.event_type), '{}'),
+            v_closed_plugins || coalesce(pg_catalog.array_agg(c.plugin_name), '{}'),
+            v_closed_until || coalesce(pg_catalog.array_agg(f.frees_at), '{}')
+        INTO v_closed_events, v_closed_plugins, v_closed_until
+        FROM _retryq_circuit AS c
+        LEFT JOIN _retryq_active AS a
+            ON a.id = c.probe_id AND a.status = 'processing'
+        CROSS JOIN LATERAL (
+            SELECT CASE WHEN NOT c.forced THEN greatest(
+                CASE WHEN c.state = 'open' THEN c.open_until END,
+                c.next_probe_at,
+                a.locked_until
+            ) END AS frees_at
+        ) AS f
+        WHERE c.state <> 'closed' AND (c.forced OR f.frees_at > now());
     END IF;
     -- the earliest pending item of a key that may be leased now
     SELECT pg_catalog.min(n.next_retry_at) INTO v_next
@@ -130,7 +158,7 @@ BEGIN
             ORDER BY a.next_retry_at
             LIMIT 1
         ) AS n
-        WHERE v_next IS NULL OR k.frees_at < v_next;
+        WHERE k.frees_at IS NOT NULL AND (v_next IS NULL OR k.frees_at < v_next);
         v_next := least(v_next, v_next_closed);
     END IF;
     RETURN QUERY

@@ -182,6 +182,45 @@ def test_a_spent_rate_limit_is_slept_out_not_polled(
         db.execute("SELECT retry_rate_limit_clear('ok', NULL)")
 
 
+@pytest.mark.parametrize("opened", ["p_seconds => 3600", "p_seconds => NULL"])
+def test_items_behind_an_open_circuit_are_slept_out_not_polled(
+    Worker: WorkerType, module_dsn: str, db: Conn, opened: str
+) -> None:
+    """Items of a key whose circuit is open (for an hour, or by an operator
+    until closed) counted as due in retry_queue_due, so a worker asked
+    acquire again every 10 ms through the outage, and exit_when_idle never
+    returned. They are now due when acquire would lease the key's probe."""
+    q = RetryQueue(db)
+    ids = [q.add("ok", {"n": n}).id for n in range(3)]
+    db.execute(f"SELECT retry_circuit_open('ok', NULL, {opened})")  # type: ignore[arg-type]
+    counted = psycopg.conninfo.make_conninfo(module_dsn, options="-c track_functions=pl")
+    options = {**FAST, "poll_interval": 30}
+    try:
+        worker = Worker(counted, HANDLERS, **options)
+        before = acquire_calls(db)
+        thread = threading.Thread(
+            target=lambda: worker.run(install_signal_handlers=False), daemon=True
+        )
+        thread.start()
+        thread.join(2.5)
+        worker.stop()
+        thread.join(10)
+        assert not thread.is_alive()
+        assert set(status_of(db).values()) == {"pending"}
+        deadline = time.monotonic() + 5
+        while (calls := acquire_calls(db) - before) < 1 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert 1 <= calls <= 10, calls  # a 10 ms re-poll made some 200
+
+        started = time.monotonic()
+        counts, _ = run_in_thread(Worker(module_dsn, HANDLERS, **options), exit_when_idle=True)
+        assert time.monotonic() - started < 5
+        assert counts.processed == 0
+        assert set(status_of(db)) == set(ids)
+    finally:
+        db.execute("SELECT retry_circuit_close('ok', NULL)")
+
+
 @pytest.mark.parametrize("exit_when", ["exit_when_idle", "exit_when_drained"])
 def test_exit_is_logged_once_whatever_the_lanes(
     module_dsn: str, db: Conn, caplog: pytest.LogCaptureFixture, exit_when: str

@@ -19,7 +19,7 @@ import pytest
 from prometheus_client import REGISTRY
 from psycopg.conninfo import make_conninfo
 
-from retryq_py import RetryableError, RetryQueue, RetryQueueItem, WorkerCounts
+from retryq_py import RetryableError, RetryQueue, RetryQueueItem, Snooze, WorkerCounts
 from retryq_py.worker import Settings, WorkerParts
 from retryq_py.worker.events import Outcome
 from retryq_py.worker.flush import Writer, Written
@@ -461,6 +461,71 @@ def test_items_whose_lease_ran_out_unrenewed_are_not_started() -> None:
 # -- 4. ambiguous commits ------------------------------------------------------------------
 
 
+class StuckFirstRenewal(RetryQueue):
+    """The worker's queue, except that its first heartbeat renewal gets no
+    answer (the server sleeps): only the statement deadline ends it."""
+
+    stuck = 0
+
+    def extend_locks(self, item_ids: Any, worker_id: str, lock_timeout: Any = 300) -> set[int]:
+        if not StuckFirstRenewal.stuck:
+            StuckFirstRenewal.stuck += 1
+            with self.connection() as conn:
+                conn.execute("SELECT pg_sleep(30)")
+        return super().extend_locks(item_ids, worker_id, lock_timeout)
+
+
+def test_a_renewal_stuck_in_a_silent_connection_is_retried_within_the_lease(
+    Worker: WorkerType, module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    """A renewal stuck in a silent connection was cut only at the pool's
+    deadline (half the lease) and tried again after that; begun up to three
+    quarters into the lease, it came after the lease ran out, and another
+    worker took the item over under its live worker (the crash test's cut,
+    which leaves a connection silent). Renewals now have a deadline of an
+    eighth of the lease, and begin a third into it."""
+    (item_id,) = [q.add("e", {"i": 0}, max_retries=0).id]
+    StuckFirstRenewal.stuck = 0
+    release = threading.Event()
+    started: list[RetryQueueItem] = []
+
+    def handler(it: RetryQueueItem) -> None:
+        started.append(it)
+        release.wait(30)
+
+    worker = Worker(
+        module_dsn,
+        {"e": handler},
+        parts=WorkerParts(queue=lambda pool, schema: StuckFirstRenewal(pool, schema=schema)),
+        **{**FAST, "lock_timeout": 6},
+    )
+    thread = worker.start()
+    try:
+        wait_until(lambda: bool(started), 10, "the handler to start")
+        wait_until(lambda: StuckFirstRenewal.stuck == 1, 10, "the first renewal")
+        wait_until(
+            lambda: db.execute("SELECT clock_timestamp() > %s", [started[0].locked_until]).fetchone()
+            == (True,),
+            10,
+            "the first lease to have run out",
+        )
+        stolen = db.execute("SELECT id FROM acquire_retry_items('thief', 10, 60)").fetchall()
+        assert stolen == [] and statuses(db) == {"processing": 1}, (
+            "a renewal stuck once let the lease run out under the live worker"
+        )
+        release.set()
+        wait_until(lambda: statuses(db) == {"completed": 1}, 15, "the item completed")
+    finally:
+        release.set()
+        worker.stop()
+        thread.join(10)
+        db.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE query = 'SELECT pg_sleep(30)' AND datname = current_database()"
+        )
+    assert item(db, item_id)["error_history"] == []
+
+
 class LoseReply:
     """The worker's own flush writer, except that the reply to the first
     write matching `when` is lost: the server committed, then the connection
@@ -512,6 +577,85 @@ def test_a_lost_reply_to_an_acquire_is_settled_not_left_to_expire(
     assert sorted(ran) == sorted(ids)
     assert counts.processed == 10 and counts.lease_lost == 0
     assert statuses(db) == {"completed": 10}
+
+
+class LoseReplyLate(LoseReply):
+    """LoseReply, except that the loss shows only `delay` seconds after the
+    commit (a reply that never came, noticed at the statement deadline), and
+    the leases granted are kept in `granted` (id -> locked_until)."""
+
+    def __init__(self, inner: Writer, when: Callable[[list[Outcome], int], bool]) -> None:
+        super().__init__(inner, when)
+        self.delay = 0.0
+        self.granted: dict[int, Any] = {}
+
+    def write(self, conn: Conn, outcomes: list[Outcome], want: int) -> Written:
+        written = self.inner.write(conn, outcomes, want)
+        if not self.lost and self.when(outcomes, want) and written.leased:
+            self.lost += 1
+            self.granted = {it.id: it.locked_until for it in written.leased}
+            time.sleep(self.delay)
+            conn.close()
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        return written
+
+
+def test_leases_taken_up_after_a_late_noticed_lost_reply_are_renewed_at_once(
+    Worker: WorkerType, module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    """An acquire whose reply is lost is noticed only at the statement
+    deadline (half the lease), and its items are taken up after that: they
+    were held as if just leased, so the heartbeat renewed them half a lease
+    after the take-up, after the acquire's leases had run out, and another
+    worker could take them over under the live worker and run them a second
+    time (the crash test's rare double run). Taken up, they are renewed."""
+    ids = [q.add("e", {"i": i}, max_retries=0).id for i in range(4)]
+    own = WorkerParts().writer
+    made: list[LoseReplyLate] = []
+
+    def writer(settings: Settings) -> Writer:
+        made.append(LoseReplyLate(own(settings), lambda outcomes, want: want > 0))
+        made[-1].delay = 3.5  # past the deadline of half the 6 s lease
+        return made[-1]
+
+    release = threading.Event()
+    running: set[int] = set()
+
+    def handler(it: RetryQueueItem) -> None:
+        running.add(it.id)
+        release.wait(30)
+
+    worker = Worker(
+        module_dsn,
+        {"e": handler},
+        batch_size=4,
+        worker_count=4,
+        parts=WorkerParts(writer=writer),
+        **{**FAST, "lock_timeout": 6},
+    )
+    thread = worker.start()
+    try:
+        wait_until(lambda: running == set(ids), 15, "the items taken up and running")
+        assert made[0].lost == 1 and set(made[0].granted) == set(ids)
+        first_expiry = max(made[0].granted.values())
+        wait_until(
+            lambda: db.execute("SELECT clock_timestamp() > %s", [first_expiry]).fetchone()
+            == (True,),
+            10,
+            "the acquire's leases to have run out",
+        )
+        # another worker's acquire now: an expired lease would be taken over
+        # (here, with no budget left, the item buried as a dead letter)
+        stolen = db.execute("SELECT id FROM acquire_retry_items('thief', 10, 60)").fetchall()
+        assert stolen == [] and statuses(db) == {"processing": 4}, (
+            "leases taken up were left to run out under the live worker"
+        )
+        release.set()
+        wait_until(lambda: statuses(db) == {"completed": 4}, 15, "every item completed")
+    finally:
+        release.set()
+        worker.stop()
+        thread.join(10)
 
 
 @pytest.fixture
@@ -583,6 +727,43 @@ def test_a_commit_the_server_finishes_after_the_cut_is_waited_for(
         "SELECT count(*) FROM daz_retry_queue WHERE error_history::text LIKE '%%lease_expired%%'"
     ).fetchone()
     assert codes == (0,)
+
+
+def test_a_snooze_whose_reply_was_lost_is_not_written_onto_the_next_lease(
+    Worker: WorkerType, module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    """A snooze spends no attempt: written with no delay, the same flush's
+    acquire leased the item again under the same worker and retry_count, and
+    after the lost reply the snooze counted as unwritten and was written
+    again, snoozing the new lease. The snooze count tells them apart."""
+    item_id = q.add("e", {"i": 0}).id
+    parts, made = losing(lambda outcomes, want: any(o.snooze is not None for o in outcomes))
+    runs: list[int] = []
+
+    def handler(it: RetryQueueItem) -> None:
+        runs.append(it.snoozes)
+        if it.snoozes == 0:
+            raise Snooze(0)
+
+    counts = run_until_idle(
+        Worker(
+            module_dsn,
+            {"e": handler},
+            batch_size=10,
+            worker_count=1,
+            parts=parts,
+            **FAST,
+        ),
+        timeout=15,
+    )
+    assert made[0].lost == 1
+    assert statuses(db) == {"completed": 1}
+    assert runs == [0, 1], runs  # snoozed once, then run again and completed
+    assert (counts.snoozed, counts.processed, counts.lease_lost) == (1, 1, 0)
+    meta = db.execute(
+        "SELECT event_metadata FROM daz_retry_queue WHERE id = %s", [item_id]
+    ).fetchone()
+    assert meta is not None and meta[0].get("retryq_snoozes") == 1, meta
 
 
 def test_a_lost_reply_to_a_flush_counts_what_was_written(

@@ -276,6 +276,62 @@ def test_timed_open_probes_after_its_time(db: Conn) -> None:
     assert len(acquire(db, "w1", at(30))) == 1
 
 
+def due_now(c: Conn) -> dict[str, Any]:
+    """retry_queue_due on the server's clock (it takes no p_now)."""
+    row = c.execute("SELECT * FROM retry_queue_due()").fetchone()
+    assert row is not None
+    return row
+
+
+def enqueue_now(c: Conn, n: int, event_type: str = "http.call",
+                plugin: str | None = "web") -> list[int]:
+    item = {"event_type": event_type, "event_data": {}, "plugin_name": plugin}
+    rows = c.execute("SELECT id FROM enqueue_retry_items(%s)", (Jsonb([item] * n),)).fetchall()
+    return [r["id"] for r in rows]
+
+
+def test_due_waits_out_a_circuits_cooldown(db: Conn) -> None:
+    """Items of an open circuit were due at once, so workers polled every
+    10 ms through an outage: they are due when the cool-down ends."""
+    enqueue_now(db, 3)
+    db.execute("SELECT retry_circuit_open('http.call', 'web', p_seconds => 120)")
+    row = due_now(db)
+    assert row["active"] is True
+    assert 115 < row["seconds_until_due"] <= 120, row
+    assert row["oldest_due_age_seconds"] == 0  # held back, not a shortage of workers
+    # an item scheduled after the cool-down: its own time
+    db.execute("UPDATE daz_retry_queue SET next_retry_at = now() + interval '500 seconds'")
+    assert 495 < due_now(db)["seconds_until_due"] <= 500
+    # another key is due as before
+    enqueue_now(db, 1, event_type="mail.send", plugin=None)
+    assert due_now(db)["seconds_until_due"] <= 0
+
+
+def test_items_of_a_forced_open_circuit_are_never_due(db: Conn) -> None:
+    enqueue_now(db, 2, event_type="mail.send", plugin=None)
+    db.execute("SELECT retry_circuit_open('mail.send')")
+    row = due_now(db)
+    assert (row["active"], row["seconds_until_due"], row["oldest_due_age_seconds"]) == (
+        True, None, 0
+    )
+    db.execute("SELECT retry_circuit_close('mail.send', NULL)")
+    assert due_now(db)["seconds_until_due"] <= 0
+
+
+def test_due_with_the_probe_out_is_when_the_probes_lease_ends(db: Conn) -> None:
+    enqueue_now(db, 3)
+    # opened 61 s ago for 60 s: its probe is due now, and only it
+    db.execute(
+        "SELECT retry_circuit_open('http.call', 'web', p_seconds => 60,"
+        " p_now => now() - interval '61 seconds')"
+    )
+    assert due_now(db)["seconds_until_due"] <= 0
+    assert len(db.execute("SELECT * FROM acquire_retry_items('w1', 10, 30)").fetchall()) == 1
+    assert circuit(db)["raw_state"] == "half_open"
+    # the other two wait for the probe: at the latest until its lease ends
+    assert 25 < due_now(db)["seconds_until_due"] <= 30
+
+
 def test_forced_close_of_a_tripped_circuit(db: Conn) -> None:
     trip(db, T0)
     db.execute("SELECT retry_circuit_close('http.call', 'web', %s)", (at(5),))
