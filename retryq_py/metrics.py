@@ -73,6 +73,15 @@ DATABASE_ERRORS = Counter(
 log = logging.getLogger(__name__)
 
 
+def _pause_key(z: _q.Pause) -> list[str]:
+    """A pause's labels: '*' for every event type or plugin, '' for the items
+    without a plugin (as every other series labels them)."""
+    return [
+        "*" if z.event_type is None else z.event_type,
+        "*" if z.plugin_name is None else z.plugin_name,
+    ]
+
+
 class QueueCollector(Collector):
     """Reads the queue's numbers at each scrape (one short transaction).
 
@@ -223,12 +232,20 @@ class QueueCollector(Collector):
         yield used
         paused = GaugeMetricFamily(
             "retryq_queue_paused_items",
-            "Items a pause holds back (one series per pause; '*': every event type or plugin).",
+            "Items a pause holds back (one series per pause; '*': every event type or"
+            " plugin, plugin_name '': the items without a plugin).",
+            labels=labels,
+        )
+        age = GaugeMetricFamily(
+            "retryq_queue_pause_age_seconds",
+            "How long each pause has lasted (labels as retryq_queue_paused_items).",
             labels=labels,
         )
         for z in m.pauses:
-            paused.add_metric([z.event_type or "*", z.plugin_name or "*"], z.held_count)
+            paused.add_metric(_pause_key(z), z.held_count)
+            age.add_metric(_pause_key(z), z.age_seconds)
         yield paused
+        yield age
         yield GaugeMetricFamily(
             "retryq_queue_scrape_duration_seconds",
             "Time this scrape spent reading the queue.",

@@ -177,13 +177,13 @@ def pause(
     reason: str | None = None,
     schema: str | None = None,
 ) -> bool:
-    """Pause the items of an event type (plugin_name None: of every plugin), of
-    a plugin (event_type None), or of the whole queue (both None): acquire
-    leases none of them until `resume` with the same key; they keep their
-    retry budget. True when newly paused, False when it already was (a
-    reason then replaces the old one). psycopg.errors.InvalidParameterValue
-    (22023) for a blank event_type, an empty plugin_name, or a reason over
-    1000 characters."""
+    """Pause the items of an event type (plugin_name None: of every plugin;
+    "": only its items without a plugin), of a plugin (event_type None), or
+    of the whole queue (both None): acquire leases none of them until
+    `resume` with the same key; they keep their retry budget. True when newly
+    paused, False when it already was (a reason then replaces the old one).
+    psycopg.errors.InvalidParameterValue (22023) for a blank event_type, a
+    plugin_name or a reason over 1000 characters."""
     row = conn.execute(
         compose(_q.PAUSE, schema),
         {"event_type": event_type, "plugin_name": plugin_name, "reason": reason},

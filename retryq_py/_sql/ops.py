@@ -47,7 +47,9 @@ class Circuit:
 @dataclass(frozen=True)
 class Pause:
     """One row of daz_retry_queue_pauses: event_type / plugin_name None means
-    every one; held_count, the items it holds back now."""
+    every one, plugin_name "" the items without a plugin (the key as `pause`
+    and `resume` take it); held_count, the items it holds back now;
+    age_seconds, how long it has lasted (the database's clock)."""
 
     event_type: str | None
     plugin_name: str | None
@@ -55,6 +57,7 @@ class Pause:
     paused_by: str
     reason: str | None
     held_count: int
+    age_seconds: float
 
 
 @dataclass(frozen=True)
@@ -216,8 +219,11 @@ WHERE times_opened > 0 ORDER BY event_type, plugin_name
 
 # --- pauses -----------------------------------------------------------------
 
+# age_seconds by the database's clock, as the other ages are
 PAUSES: LiteralString = """
-SELECT event_type, plugin_name, paused_at, paused_by, reason, held_count
+SELECT
+    event_type, plugin_name, paused_at, paused_by, reason, held_count,
+    extract(EPOCH FROM now() - paused_at)::float8 AS age_seconds
 FROM {schema}daz_retry_queue_pauses
 ORDER BY event_type NULLS FIRST, plugin_name NULLS FIRST
 """

@@ -120,13 +120,14 @@ SESSION: LiteralString = "SET jit = off"
 # depth, where OFFSET would walk every row before it. Each `%(x)s IS NULL OR`
 # folds away for the value given, so a status filter still prunes to its
 # partition and the walk runs down each partition's primary key.
-ITEMS: LiteralString = """
-SELECT
+_ITEM_COLUMNS: LiteralString = """
     q.id, q.event_id, q.event_type, q.plugin_name, q.status, q.retry_count,
     q.max_retries, q.priority, q.last_error_code, q.error_message,
     q.correlation_id, q.created_at, q.next_retry_at, q.locked_by
-FROM daz_retry_queue AS q
-WHERE (%(status)s::text IS NULL OR q.status = %(status)s::text)
+"""
+# ItemFilter's fields, the screen's filter
+_ITEM_FILTER: LiteralString = """
+    (%(status)s::text IS NULL OR q.status = %(status)s::text)
     AND (%(event_type)s::text IS NULL OR q.event_type = %(event_type)s::text)
     AND (%(plugin_name)s::text IS NULL OR q.plugin_name = %(plugin_name)s::text)
     AND (%(error_code)s::text IS NULL OR q.last_error_code = %(error_code)s::text)
@@ -134,10 +135,29 @@ WHERE (%(status)s::text IS NULL OR q.status = %(status)s::text)
         OR q.correlation_id = %(correlation_id)s::text)
     AND (%(older_than)s::interval IS NULL
         OR q.created_at <= now() - %(older_than)s::interval)
-    AND (%(before)s::bigint IS NULL OR q.id < %(before)s::bigint)
+"""
+ITEMS: LiteralString = (
+    "SELECT"
+    + _ITEM_COLUMNS
+    + "FROM daz_retry_queue AS q\nWHERE"
+    + _ITEM_FILTER
+    + """    AND (%(before)s::bigint IS NULL OR q.id < %(before)s::bigint)
 ORDER BY q.id DESC
 LIMIT %(limit)s
 """
+)
+
+# What the items screen's "cancel every match" acts on: the items its filter
+# shows that cancel_retry_items may cancel (pending and processing: the active
+# partition alone), every one of them, newest first. The confirmation lists
+# their ids, and the cancel is applied to exactly those.
+CANCELLABLE: LiteralString = (
+    "SELECT"
+    + _ITEM_COLUMNS
+    + "FROM daz_retry_queue AS q\nWHERE q.status IN ('pending', 'processing')\n    AND"
+    + _ITEM_FILTER
+    + "ORDER BY q.id DESC\n"
+)
 
 # --- overview ---------------------------------------------------------------
 

@@ -36,9 +36,13 @@ def resume(t: Target, event_type: str | None = None, plugin: str | None = None) 
 
 
 def pause_key(event_type: str | None, plugin: str | None) -> str:
-    """How the CLI names a pause: `the whole queue`, `X`, `X/plugin P`, `plugin P`."""
+    """How the CLI names a pause: `the whole queue`, `X`, `X/plugin P`,
+    `plugin P`, and for plugin "" (the items without a plugin) `X/no plugin`
+    or `the items without a plugin`."""
     if event_type is None and plugin is None:
         return "the whole queue"
     if event_type is None:
-        return f"plugin {plugin}"
-    return event_type if plugin is None else f"{event_type}/plugin {plugin}"
+        return "the items without a plugin" if plugin == "" else f"plugin {plugin}"
+    if plugin is None:
+        return event_type
+    return f"{event_type}/no plugin" if plugin == "" else f"{event_type}/plugin {plugin}"

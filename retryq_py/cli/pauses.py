@@ -22,19 +22,42 @@ PausePluginOpt = Annotated[
         help="Only this plugin's items (of EVENT_TYPE, or of every event type without it).",
     ),
 ]
+NoPluginOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-plugin",
+        help="Only the items without a plugin (of EVENT_TYPE, or of every event type without it).",
+    ),
+]
 AllOpt = Annotated[bool, typer.Option("--all", help="The whole queue: every event type.")]
 
 
-def _key(event_type: str | None, plugin: str | None, everything: bool) -> None:
+def _key(
+    event_type: str | None, plugin: str | None, no_plugin: bool, everything: bool
+) -> str | None:
     """A key, or --all, never both nor neither (a bare `retryq pause` must
-    not stop the whole queue by accident)."""
+    not stop the whole queue by accident); the plugin as the SQL takes it:
+    None for every plugin, "" for --no-plugin. An empty --plugin (a shell
+    variable left unset) is refused rather than read as either."""
+    if plugin == "":
+        raise admin.UsageProblem(
+            "invalid --plugin: must not be empty (use --no-plugin for the items without a plugin)"
+        )
+    if no_plugin and plugin is not None:
+        raise admin.UsageProblem("give --plugin or --no-plugin, not both")
+    if no_plugin:
+        plugin = ""
     if everything == (event_type is not None or plugin is not None):
-        raise admin.UsageProblem("give EVENT_TYPE (and/or --plugin), or --all for the whole queue")
+        raise admin.UsageProblem(
+            "give EVENT_TYPE (and/or --plugin or --no-plugin), or --all for the whole queue"
+        )
+    return plugin
 
 
 def pause(
     event_type: EventTypeArg = None,
     plugin: PausePluginOpt = None,
+    no_plugin: NoPluginOpt = False,
     everything: AllOpt = False,
     reason: Annotated[
         str | None,
@@ -48,7 +71,7 @@ def pause(
     Paused items keep their retry budget; an item a worker is running now
     finishes. Enqueueing goes on.
     """
-    _key(event_type, plugin, everything)
+    plugin = _key(event_type, plugin, no_plugin, everything)
     new = admin.pause(admin.target(database, schema), event_type, plugin, reason=reason)
     key = admin.pause_key(event_type, plugin)
     out.print(f"paused {key}" if new else f"{key} was already paused")
@@ -57,12 +80,13 @@ def pause(
 def resume(
     event_type: EventTypeArg = None,
     plugin: PausePluginOpt = None,
+    no_plugin: NoPluginOpt = False,
     everything: AllOpt = False,
     database: DatabaseOpt = None,
     schema: SchemaOpt = None,
 ) -> None:
-    """End a pause made by `retryq pause` with the same EVENT_TYPE/--plugin/--all."""
-    _key(event_type, plugin, everything)
+    """End a pause made by `retryq pause` with the same EVENT_TYPE/--plugin/--no-plugin/--all."""
+    plugin = _key(event_type, plugin, no_plugin, everything)
     admin.resume(admin.target(database, schema), event_type, plugin)
     out.print(f"resumed {admin.pause_key(event_type, plugin)}")
 

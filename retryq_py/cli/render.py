@@ -223,8 +223,8 @@ def pauses_table(rows: list[Pause]) -> Table:
         table.add_column(col)
     for z in rows:
         table.add_row(
-            z.event_type or "(every)",
-            z.plugin_name or "(every)",
+            "(every)" if z.event_type is None else z.event_type,
+            "(every)" if z.plugin_name is None else z.plugin_name or "(none)",
             when(z.paused_at),
             z.paused_by,
             str(z.held_count),

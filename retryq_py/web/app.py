@@ -140,7 +140,7 @@ def _dead_filter_query(params: QueryParams | FormData) -> dict[str, str]:
     return {n: v for n in names if (v := _text(params, n)) is not None}
 
 
-def _item_filter(params: QueryParams) -> data.ItemFilter:
+def _item_filter(params: QueryParams | FormData) -> data.ItemFilter:
     status = _text(params, "status")
     if status is not None and status not in STATUSES:
         raise admin.UsageProblem(f"invalid status {status!r}: use one of {', '.join(STATUSES)}")
@@ -152,6 +152,29 @@ def _item_filter(params: QueryParams) -> data.ItemFilter:
         correlation_id=_text(params, "correlation_id"),
         older_than=_duration(params, "older_than"),
     )
+
+
+ITEM_FILTER_NAMES = ("status", "event_type", "plugin", "error_code", "correlation_id", "older_than")
+
+
+def _item_filter_query(params: QueryParams | FormData) -> dict[str, str]:
+    return {n: v for n in ITEM_FILTER_NAMES if (v := _text(params, n)) is not None}
+
+
+def _cancellable_filter(filt: data.ItemFilter) -> str | None:
+    """Why the items screen's filter cannot choose items to cancel, or None."""
+    if filt.status is not None and filt.status not in ("pending", "processing"):
+        return (
+            f"cancel acts only on pending and processing items, not {filt.status}:"
+            " pick one of those statuses or any"
+        )
+    chosen = (filt.event_type, filt.plugin, filt.error_code, filt.correlation_id, filt.older_than)
+    if all(v is None for v in chosen):
+        return (
+            "cancel needs a filter: event type, plugin, error code, correlation id or older"
+            " than (older than 0s selects every pending and processing item)"
+        )
+    return None
 
 
 class Dashboard:
@@ -206,8 +229,77 @@ class Dashboard:
         return self.render(
             request,
             "items.html",
-            {"items": page, "filt": filt, "q": query, "query": urlencode(query), "page": "items"},
+            {
+                "items": page,
+                "filt": filt,
+                "q": query,
+                "query": urlencode(query),
+                "cancel_q": _item_filter_query(request.query_params),
+                "can_cancel": _cancellable_filter(filt) is None,
+                "page": "items",
+            },
         )
+
+    def _cancel_filter(self, form: FormData) -> data.ItemFilter:
+        self._writable()
+        filt = _item_filter(form)
+        problem = _cancellable_filter(filt)
+        if problem is not None:
+            raise admin.UsageProblem(problem)
+        return filt
+
+    async def items_cancel_confirm(self, request: Request) -> Response:
+        """Lists the pending and processing items the items screen's filter
+        shows, and asks before cancelling them."""
+        form = await request.form()
+        filt = self._cancel_filter(form)
+        rows = await run_in_threadpool(data.cancellable, self.t, filt)
+        return self.render(
+            request,
+            "cancel_confirm.html",
+            {
+                "count": len(rows),
+                "ids": sorted(r.id for r in rows),
+                "rows": rows[:20],
+                "q": _item_filter_query(form),
+                "page": "items",
+            },
+        )
+
+    async def items_cancel_apply(self, request: Request) -> Response:
+        """Cancels exactly the items the confirmation page listed: when the
+        filter shows another set now (one finished, another arrived), it
+        cancels nothing and says so. Never without the confirmation."""
+        form = await request.form()
+        filt = self._cancel_filter(form)
+        back = _item_filter_query(form)
+        confirmed = _ids(form, "confirmed")
+        if not confirmed:
+            raise admin.UsageProblem("a cancel needs its confirmation: ask first, then confirm")
+        rows = await run_in_threadpool(data.cancellable, self.t, filt)
+        if {r.id for r in rows} != set(confirmed):
+            return self.redirect(
+                request,
+                "/items",
+                "nothing cancelled: the matching items changed since you confirmed; look again",
+                **back,
+            )
+        # the ids, and the filter's fields the SQL checks again as it cancels
+        # (an item whose last error changed meanwhile no longer matches)
+        got = await run_in_threadpool(
+            admin.cancel_items,
+            self.t,
+            admin.CancelFilter(
+                ids=confirmed,
+                event_type=filt.event_type,
+                plugin=filt.plugin,
+                error_code=filt.error_code,
+            ),
+        )
+        message = f"cancelled {got.cancelled}"
+        if got.cancelled < len(confirmed):
+            message += f" of {len(confirmed)} (the others finished or were busy meanwhile)"
+        return self.redirect(request, "/items", message, **back)
 
     def item(self, request: Request) -> Response:
         item = admin.item_show(self.t, int(request.path_params["item_id"]))
@@ -357,6 +449,11 @@ class Dashboard:
         verb = request.path_params["verb"]
         if verb not in ("pause", "resume"):
             raise HTTPException(404, f"no action {verb!r}: use pause or resume")
+        # no_plugin: the items without a plugin (key ""), apart from every plugin (None)
+        if _text(form, "no_plugin"):
+            if plugin is not None:
+                raise admin.UsageProblem("give a plugin or tick no plugin, not both")
+            plugin = ""
         # the whole queue only when asked for: an empty form must not stop it
         if verb == "pause" and event_type is None and plugin is None and not _text(form, "all"):
             raise admin.UsageProblem("give an event type or a plugin, or tick the whole queue")
@@ -446,6 +543,8 @@ def create_app(config: WebConfig) -> Starlette:
     routes = [
         Route("/", d.overview, name="overview"),
         Route("/items", d.items, name="items"),
+        Route("/items/cancel/confirm", d.items_cancel_confirm, methods=["POST"]),
+        Route("/items/cancel/apply", d.items_cancel_apply, methods=["POST"]),
         Route("/items/{item_id:int}", d.item, name="item"),
         Route("/items/{item_id:int}/requeue", d.requeue_one, methods=["POST"]),
         Route("/items/{item_id:int}/cancel", d.cancel_one, methods=["POST"]),

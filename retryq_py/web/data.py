@@ -30,6 +30,7 @@ __all__ = [
     "Oldest",
     "Overview",
     "WorkerSeen",
+    "cancellable",
     "item_page",
     "overview",
     "workers_seen",
@@ -99,6 +100,13 @@ def item_page(t: Target, filt: ItemFilter, before: int | None = None, limit: int
     more = len(rows) > limit
     rows = rows[:limit]
     return ItemPage(rows, rows[-1].id if more and rows else None)
+
+
+def cancellable(t: Target, filt: ItemFilter) -> list[ItemRow]:
+    """Every item the filter shows that a cancel may act on (pending or
+    processing), newest first."""
+    with _reading(t) as conn, conn.cursor(row_factory=class_row(ItemRow)) as cur:
+        return cur.execute(_w.CANCELLABLE, filt.params(None, 0)).fetchall()
 
 
 def workers_seen(t: Target, window: timedelta = timedelta(hours=1)) -> list[WorkerSeen]:

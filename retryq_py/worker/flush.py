@@ -456,6 +456,9 @@ class Flusher:
                         self._adopt(conn)
                     finally:
                         self._adopting.release()
+                # by id, the order the heartbeat renews in (and one order
+                # among this worker's flushes): no two wait on each other
+                outcomes = sorted(outcomes, key=lambda o: o.item.id)
                 written = self._writer.write(conn, outcomes, acquire)
         except BaseException as exc:
             if lost_reply(exc):

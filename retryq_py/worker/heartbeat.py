@@ -67,7 +67,9 @@ class Heartbeat:
         if not due:
             return set()
         try:
-            kept = self._extend_locks(due, self._worker_id, self._lock_timeout)
+            # by id, the order a flush writes in: a renewal and a flush of
+            # this worker never wait on each other in a circle
+            kept = self._extend_locks(sorted(due), self._worker_id, self._lock_timeout)
         except DATABASE as exc:
             self._failed = True
             database_error(exc)

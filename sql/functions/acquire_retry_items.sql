@@ -115,7 +115,7 @@ BEGIN
     v_paused := EXISTS (SELECT 1 FROM _retryq_pause);
     IF v_paused AND EXISTS (
         SELECT 1 FROM _retryq_pause AS z
-        WHERE z.event_type = '' AND z.plugin_name = ''
+        WHERE z.event_type IS NULL AND z.plugin_name IS NULL
     ) THEN
         -- the whole queue is paused
         RETURN;
@@ -143,8 +143,8 @@ BEGIN
                     NOT v_paused
                     OR NOT EXISTS (
                         SELECT 1 FROM _retryq_pause AS z
-                        WHERE z.event_type IN ('', c.event_type)
-                            AND z.plugin_name IN ('', c.plugin_name)
+                        WHERE (z.event_type IS NULL OR z.event_type = c.event_type)
+                            AND (z.plugin_name IS NULL OR z.plugin_name = c.plugin_name)
                     )
                 )
             ORDER BY c.event_type, c.plugin_name
@@ -382,8 +382,8 @@ BEGIN
                         NOT v_paused
                         OR NOT EXISTS (
                             SELECT 1 FROM _retryq_pause AS z
-                            WHERE z.event_type IN ('', a.event_type)
-                                AND z.plugin_name IN ('', coalesce(a.plugin_name, ''))
+                            WHERE (z.event_type IS NULL OR z.event_type = a.event_type)
+                                AND (z.plugin_name IS NULL OR z.plugin_name = coalesce(a.plugin_name, ''))
                         )
                     )
                     -- skip keys whose circuit is not closed

@@ -87,7 +87,7 @@ BEGIN
                 g.dead_lettered_at, g.locked_by, g.locked_until, p_now,
                 g.dedupe_key
             FROM gone AS g
-            WHERE g.status IN ('dead_letter', 'cancelled') AND p_archive_dead_letters
+            WHERE g.status = ANY(_retryq_archived_statuses()) AND p_archive_dead_letters
             RETURNING 1
         )
         SELECT (SELECT pg_catalog.count(*) FROM gone), (SELECT pg_catalog.count(*) FROM kept)

@@ -1,14 +1,16 @@
--- How many finished items cleanup_retry_queue would remove now with the same
--- p_retention_days (completed, dead-letter and cancelled; dead_letter_count:
--- the dead letters among them, which it would archive with the cancelled
--- ones), without
--- removing any: what to show before a cleanup. Counted through the finished
--- partition's age index, so the cost grows with the rows past retention.
+-- What cleanup_retry_queue would do now with the same p_retention_days,
+-- doing none of it: what to show before a cleanup. due_count: the finished
+-- items it would remove (completed, dead-letter and cancelled, by the same
+-- cutoff, _retryq_cleanup_cutoff); archive_count: those it would copy to the
+-- archive first (dead letters and cancelled items, _retryq_archived_statuses;
+-- its archived_count with p_archive_dead_letters true); dead_letter_count:
+-- the dead letters among them. Counted through the finished partition's age
+-- index, so the cost grows with the rows past retention.
 CREATE OR REPLACE FUNCTION cleanup_retry_queue_due(
     p_retention_days integer DEFAULT 7,
     p_now timestamptz DEFAULT now()
 )
-RETURNS TABLE (due_count bigint, dead_letter_count bigint)
+RETURNS TABLE (due_count bigint, dead_letter_count bigint, archive_count bigint)
 LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
@@ -25,7 +27,10 @@ BEGIN
     END IF;
     v_cutoff := _retryq_cleanup_cutoff(p_retention_days, p_now);
     RETURN QUERY
-    SELECT pg_catalog.count(*), pg_catalog.count(*) FILTER (WHERE f.status = 'dead_letter')
+    SELECT
+        pg_catalog.count(*),
+        pg_catalog.count(*) FILTER (WHERE f.status = 'dead_letter'),
+        pg_catalog.count(*) FILTER (WHERE f.status = ANY(_retryq_archived_statuses()))
     FROM _retryq_finished AS f
     WHERE coalesce(f.completed_at, f.dead_lettered_at) < v_cutoff;
 END;

@@ -104,8 +104,8 @@ BEGIN
                 NOT v_paused
                 OR NOT EXISTS (
                     SELECT 1 FROM _retryq_pause AS z
-                    WHERE z.event_type IN ('', a.event_type)
-                        AND z.plugin_name IN ('', coalesce(a.plugin_name, ''))
+                    WHERE (z.event_type IS NULL OR z.event_type = a.event_type)
+                        AND (z.plugin_name IS NULL OR z.plugin_name = coalesce(a.plugin_name, ''))
                 )
             )
             AND (
@@ -151,8 +151,8 @@ BEGIN
                     NOT v_paused
                     OR NOT EXISTS (
                         SELECT 1 FROM _retryq_pause AS z
-                        WHERE z.event_type IN ('', a.event_type)
-                            AND z.plugin_name IN ('', coalesce(a.plugin_name, ''))
+                        WHERE (z.event_type IS NULL OR z.event_type = a.event_type)
+                            AND (z.plugin_name IS NULL OR z.plugin_name = coalesce(a.plugin_name, ''))
                     )
                 )
             ORDER BY a.next_retry_at
@@ -190,8 +190,8 @@ BEGIN
                         NOT v_paused
                         OR NOT EXISTS (
                             SELECT 1 FROM _retryq_pause AS z
-                            WHERE z.event_type IN ('', a.event_type)
-                                AND z.plugin_name IN ('', coalesce(a.plugin_name, ''))
+                            WHERE (z.event_type IS NULL OR z.event_type = a.event_type)
+                                AND (z.plugin_name IS NULL OR z.plugin_name = coalesce(a.plugin_name, ''))
                         )
                     )
                     -- held back by a rate limit (a spent lease is buried

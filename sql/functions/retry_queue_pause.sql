@@ -4,7 +4,8 @@
 -- none over when its lease expired (an item a worker is running finishes, and
 -- its outcome is written as usual), and their retry budgets stay as they are;
 -- enqueueing goes on. plugin_name NULL means every plugin, items without one
--- included. p_reason (at most 1000 characters) is shown by
+-- included; '' only the items without a plugin (plugin_name NULL or '').
+-- p_reason (at most 1000 characters) is shown by
 -- daz_retry_queue_pauses. Returns TRUE when the key was not paused yet, FALSE
 -- when it was (a given reason then replaces the old one; paused_at stays).
 CREATE OR REPLACE FUNCTION retry_queue_pause(
@@ -35,16 +36,16 @@ BEGIN
     INSERT INTO _retryq_pause (
         event_type, plugin_name, paused_at, paused_by, reason
     ) VALUES (
-        coalesce(p_event_type, ''), coalesce(p_plugin_name, ''), p_now,
-        session_user, p_reason
+        p_event_type, p_plugin_name, p_now, session_user, p_reason
     )
+    -- the key's NULLs are not distinct (_retryq_pause_key)
     ON CONFLICT (event_type, plugin_name) DO NOTHING;
     v_new := FOUND;
     IF NOT v_new AND p_reason IS NOT NULL THEN
         UPDATE _retryq_pause AS z
         SET reason = p_reason
-        WHERE z.event_type = coalesce(p_event_type, '')
-            AND z.plugin_name = coalesce(p_plugin_name, '');
+        WHERE z.event_type IS NOT DISTINCT FROM p_event_type
+            AND z.plugin_name IS NOT DISTINCT FROM p_plugin_name;
     END IF;
     RETURN v_new;
 END;

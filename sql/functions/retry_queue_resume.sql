@@ -1,7 +1,8 @@
 -- Operator: ends the pause of exactly this key (as given to
 -- retry_queue_pause: resuming an event type does not end a pause of the whole
--- queue or of one of its plugins) and wakes the workers. Returns FALSE when
--- the key was not paused.
+-- queue or of one of its plugins; plugin_name '' is the pause of the items
+-- without a plugin, NULL that of every plugin) and wakes the workers.
+-- Returns FALSE when the key was not paused.
 CREATE OR REPLACE FUNCTION retry_queue_resume(
     p_event_type text DEFAULT NULL,
     p_plugin_name text DEFAULT NULL
@@ -14,8 +15,8 @@ AS $$
 BEGIN
     PERFORM _retryq_check_pause_key(p_event_type, p_plugin_name);
     DELETE FROM _retryq_pause AS z
-    WHERE z.event_type = coalesce(p_event_type, '')
-        AND z.plugin_name = coalesce(p_plugin_name, '');
+    WHERE z.event_type IS NOT DISTINCT FROM p_event_type
+        AND z.plugin_name IS NOT DISTINCT FROM p_plugin_name;
     IF FOUND THEN
         PERFORM pg_catalog.pg_notify(retry_queue_channel(), 'resume');
     END IF;

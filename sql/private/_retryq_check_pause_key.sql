@@ -1,6 +1,7 @@
 -- Checks a pause key given by an operator: event_type NULL (every event type)
--- or as in the queue's own check; plugin_name NULL (every plugin) or
--- non-empty. Refusals are 22023 naming event_type or plugin_name.
+-- or as in the queue's own check; plugin_name NULL (every plugin), '' (the
+-- items without a plugin) or a name of at most 1000 characters. Refusals are
+-- 22023 naming event_type or plugin_name.
 CREATE OR REPLACE FUNCTION _retryq_check_pause_key(
     p_event_type text,
     p_plugin_name text
@@ -17,10 +18,9 @@ AS $$
         'must be NULL (every event type) or a non-blank string of at most 200 characters'
     );
     SELECT _retryq_check(
-        p_plugin_name IS NULL
-        OR pg_catalog.length(p_plugin_name) BETWEEN 1 AND 1000,
+        p_plugin_name IS NULL OR pg_catalog.length(p_plugin_name) <= 1000,
         'plugin_name',
-        'must be NULL (every plugin) or a string of 1 to 1000 characters'
+        'must be NULL (every plugin), '''' (items without a plugin) or at most 1000 characters'
     )
 $$;
 

@@ -16,8 +16,8 @@ SELECT
     q.status IN ('pending', 'processing') AND EXISTS (
         SELECT 1 FROM _retryq_pause AS z
         WHERE
-            z.event_type IN ('', q.event_type)
-            AND z.plugin_name IN ('', coalesce(q.plugin_name, ''))
+            (z.event_type IS NULL OR z.event_type = q.event_type)
+            AND (z.plugin_name IS NULL OR z.plugin_name = coalesce(q.plugin_name, ''))
     ) AS paused
 FROM daz_retry_queue AS q
 GROUP BY q.status, q.event_type, q.plugin_name;

@@ -796,6 +796,35 @@ def test_pause_commands(dsn: str, conn: Any) -> None:
     assert conn.execute("SELECT count(*) FROM daz_retry_queue_pauses").fetchone() == (0,)
 
 
+def test_pause_commands_for_the_items_without_a_plugin(dsn: str, conn: Any) -> None:
+    """--no-plugin pauses the items without a plugin and leaves every plugin's
+    running; it is a key of its own, resumed apart from the event type's."""
+    q = RetryQueue(conn)
+    q.add("sql.exec", {})
+    q.add("sql.exec", {}, plugin="sql")
+    done = run_cli("pause", "sql.exec", "--no-plugin", dsn=dsn)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "paused sql.exec/no plugin"
+    for bad in (("--plugin", ""), ("--plugin", "x", "--no-plugin"), ("--all", "--no-plugin")):
+        refused = run_cli("pause", "sql.exec", *bad, dsn=dsn)
+        assert refused.returncode == 2, (bad, refused.stdout)
+    assert "use --no-plugin" in one_line_error(run_cli("pause", "--plugin", "", dsn=dsn))
+    listed = run_cli("pauses", dsn=dsn)
+    assert "(none)" in listed.stdout and "1 pause(s), 1 item(s) held back" in listed.stdout
+    assert [i.plugin_name for i in q.acquire("w", 10)] == ["sql"]
+    again = run_cli("resume", "sql.exec", dsn=dsn)
+    assert again.returncode == 1
+    assert "sql.exec is not paused (paused: sql.exec/no plugin)" in one_line_error(again)
+    gone = run_cli("resume", "sql.exec", "--no-plugin", dsn=dsn)
+    assert gone.stdout.strip() == "resumed sql.exec/no plugin"
+    t = cmd.target(dsn)
+    assert cmd.pause(t, None, "") is True
+    assert [(z.event_type, z.plugin_name) for z in cmd.list_pauses(t)] == [(None, "")]
+    assert cmd.pause_key(None, "") == "the items without a plugin"
+    cmd.resume(t, None, "")
+    assert [i.plugin_name or "" for i in q.acquire("w", 10)] == [""]
+
+
 def test_worker_refuses_handlers_that_are_empty(dsn: str, tmp_path: Path) -> None:
     (tmp_path / "no_handlers.py").write_text("HANDLERS = {}\n")
     result = subprocess.run(

@@ -241,6 +241,8 @@ def test_pauses_are_exported_with_the_items_they_hold(dsn: str, conn: Conn) -> N
     )
     conn.execute("SELECT retry_queue_pause('mail')")
     conn.execute("SELECT retry_queue_pause(NULL, 'smtp')")
+    conn.execute("SELECT retry_queue_pause(NULL, '')")  # the items without a plugin
+    conn.execute("SELECT count(*) FROM enqueue_retry_item('sms', '1')")
     registry = CollectorRegistry()
     collector = QueueCollector(dsn)
     registry.register(collector)
@@ -250,6 +252,24 @@ def test_pauses_are_exported_with_the_items_they_hold(dsn: str, conn: Conn) -> N
         collector.close()
     assert get(s, "retryq_queue_paused_items", event_type="mail", plugin_name="*") == 3
     assert get(s, "retryq_queue_paused_items", event_type="*", plugin_name="smtp") == 3
+    assert get(s, "retryq_queue_paused_items", event_type="*", plugin_name="") == 1
+
+
+def test_each_pause_exports_its_age(dsn: str, conn: Conn) -> None:
+    """retryq_queue_pause_age_seconds: how long each pause has lasted, by the
+    database's clock (what RetryqPausedTooLong alerts on)."""
+    conn.execute("SELECT retry_queue_pause('mail', p_now => now() - interval '2 hours')")
+    conn.execute("SELECT retry_queue_pause(NULL, '', p_now => now() - interval '30 seconds')")
+    registry = CollectorRegistry()
+    collector = QueueCollector(dsn)
+    registry.register(collector)
+    try:
+        s = parse(generate_latest(registry).decode())
+    finally:
+        collector.close()
+    old = get(s, "retryq_queue_pause_age_seconds", event_type="mail", plugin_name="*")
+    young = get(s, "retryq_queue_pause_age_seconds", event_type="*", plugin_name="")
+    assert 7200 <= old < 7200 + 60 and 30 <= young < 30 + 60, (old, young)
 
 
 def test_scrape_works_as_retryq_admin(dsn: str, conn: Conn) -> None:
@@ -302,6 +322,7 @@ def _exported_names(dsn: str, conn: Conn) -> set[str]:
     conn.execute("SELECT count(*) FROM enqueue_retry_item('x', '1', p_max_retries => 0)")
     conn.execute("SELECT count(*) FROM acquire_retry_items('w')")
     conn.execute("SELECT fail_retry_item(id, 'w', 'e') FROM daz_retry_queue")
+    conn.execute("SELECT retry_queue_pause('y')")
     registry = CollectorRegistry()
     collector = QueueCollector(dsn)
     registry.register(collector)

@@ -503,8 +503,9 @@ def test_a_renewal_stuck_in_a_silent_connection_is_retried_within_the_lease(
     try:
         wait_until(lambda: bool(started), 10, "the handler to start")
         wait_until(lambda: StuckFirstRenewal.stuck == 1, 10, "the first renewal")
+        first_expiry = started[0].locked_until
         wait_until(
-            lambda: db.execute("SELECT clock_timestamp() > %s", [started[0].locked_until]).fetchone()
+            lambda: db.execute("SELECT clock_timestamp() > %s", [first_expiry]).fetchone()
             == (True,),
             10,
             "the first lease to have run out",

@@ -348,6 +348,74 @@ def test_the_flush_writer_writes_and_leases_in_one_transaction(db: Conn) -> None
     assert statuses(db) == {"completed": 2, "pending": 1, "processing": 2}
 
 
+def test_the_heartbeat_and_a_flush_lock_items_in_one_order(module_dsn: str, db: Conn) -> None:
+    """The heartbeat renewed in the ledger's order while a flush of the same
+    worker wrote its failures in the handlers' order: heartbeat B then A,
+    flush A then B, and one of them ended with 40P01 (seen in the crash
+    test's log). Both now go by item id."""
+    q = RetryQueue(db)
+    q.add_many([{"event_type": "e", "data": i} for i in range(2)])
+    a, b = sorted(q.acquire("w", 2, 30), key=lambda it: it.id)
+    book, _ = ledger()
+    book.hold([b, a], reserved=0)  # held (and due) in the other order
+    with psycopg.connect(module_dsn) as flush, psycopg.connect(module_dsn, autocommit=True) as hb:
+        flush.execute("SET deadlock_timeout = '100ms'")
+        fail = "SELECT fail_retry_item(%s, 'w', 'boom', 'E', true)"
+        flush.execute(fail, [a.id])  # the flush's first failure: holds a
+        beat = Heartbeat(
+            book,
+            RetryQueue(hb).extend_locks,
+            worker_id="w",
+            lock_timeout=30,
+            handler_timeout=None,
+            done=threading.Event(),
+        )
+        lost: list[set[int]] = []
+        thread = threading.Thread(target=lambda: lost.append(beat.beat(time.monotonic() + 20)))
+        thread.start()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and db.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND datname = current_database()"
+        ).fetchone() != (1,):
+            time.sleep(0.02)
+        flush.execute(fail, [b.id])  # its second: waits on b if the heartbeat took b first
+        flush.commit()
+        thread.join(10)
+    assert lost == [{a.id, b.id}]  # both failed by the flush: no longer leased
+
+
+def test_a_flush_writes_outcomes_in_item_id_order(module_dsn: str, db: Conn) -> None:
+    """The other half of one lock order: whatever order handlers finish in,
+    the flush's writer gets the outcomes by item id."""
+    from psycopg_pool import ConnectionPool
+
+    from retryq_py.worker.flush import Flusher
+
+    q = RetryQueue(db)
+    q.add_many([{"event_type": "e", "data": i} for i in range(3)])
+    items = sorted(q.acquire("w", 3, 30), key=lambda it: it.id)
+    book, _ = ledger()
+    book.hold(items, reserved=0)
+    for _ in items:  # started, then finished last id first
+        assert book.begin(book.take())  # type: ignore[arg-type]
+    for it in reversed(items):
+        book.finish(Outcome(it, ok=False, duration=0.0, error="boom", code="E"))
+    seen: list[list[int]] = []
+
+    class Spy:
+        def write(self, conn: Conn, outcomes: list[Outcome], want: int) -> Written:
+            seen.append([o.item.id for o in outcomes])
+            return Written(set(), [True] * len(outcomes), [])
+
+    with ConnectionPool(module_dsn, min_size=1, max_size=1, open=True) as pool:
+        flusher = Flusher(
+            worker_id="w", ack_interval=0.0, ledger=book, pool=pool, writer=Spy(), emit=print
+        )
+        flusher.flush(force=True)
+    assert seen == [[it.id for it in items]]
+
+
 def test_the_heartbeat_extends_due_leases_and_reports_lost_ones(db: Conn) -> None:
     q = RetryQueue(db)
     q.add_many([{"event_type": "e", "data": i} for i in range(2)])

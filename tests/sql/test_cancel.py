@@ -20,6 +20,8 @@ from tests.sql.test_interleavings import blocked
 from tests.sql.test_sql_functions import (
     T0,
     Conn,
+    _completed,
+    _dead,
     acquire,
     call,
     complete,
@@ -202,7 +204,7 @@ def test_cleanup_removes_cancelled_items_after_retention_and_archives_them(conn:
     cancel(conn, item_ids=[young], now=T0 + timedelta(days=5))
     later = T0 + timedelta(days=8)
     assert call(conn, "cleanup_retry_queue_due", retention_days=7, now=later) == [
-        {"due_count": 2, "dead_letter_count": 0}
+        {"due_count": 2, "dead_letter_count": 0, "archive_count": 2}
     ]
     got = call(conn, "cleanup_retry_queue", retention_days=7, now=later)
     assert got == [{"deleted_count": 2, "archived_count": 2}]
@@ -211,6 +213,33 @@ def test_cleanup_removes_cancelled_items_after_retention_and_archives_them(conn:
         "SELECT id, status, completed_at FROM daz_retry_queue_archive ORDER BY id"
     ).fetchall()
     assert archived == [(i, "cancelled", T0) for i in old]
+
+
+def test_cleanup_due_counts_what_cleanup_then_removes_and_archives(conn: Conn) -> None:
+    """cleanup_retry_queue_due and cleanup_retry_queue agree on a mix of
+    completed, dead-letter and cancelled items: due_count is what cleanup
+    deletes, archive_count what it archives (dead letters and cancelled items
+    alike), both by one cutoff."""
+    [_completed(conn, T0) for _ in range(2)]
+    [_dead(conn, T0) for _ in range(3)]
+    cancel(conn, item_ids=[enqueue(conn) for _ in range(4)], now=T0)
+    _completed(conn, T0 + timedelta(days=6))  # young: kept
+    _dead(conn, T0 + timedelta(days=6))
+    cancel(conn, item_ids=[enqueue(conn)], now=T0 + timedelta(days=6))
+    later = T0 + timedelta(days=8)
+    due = call(conn, "cleanup_retry_queue_due", retention_days=7, now=later)
+    assert due == [{"due_count": 9, "dead_letter_count": 3, "archive_count": 7}]
+    got = call(conn, "cleanup_retry_queue", retention_days=7, now=later)
+    assert got == [{"deleted_count": 9, "archived_count": 7}]
+    assert call(conn, "cleanup_retry_queue_due", retention_days=7, now=later) == [
+        {"due_count": 0, "dead_letter_count": 0, "archive_count": 0}
+    ]
+    # the young ones are due by the same cutoff once it passes them
+    last = T0 + timedelta(days=13, seconds=1)
+    due = call(conn, "cleanup_retry_queue_due", retention_days=7, now=last)
+    assert due == [{"due_count": 3, "dead_letter_count": 1, "archive_count": 2}]
+    got = call(conn, "cleanup_retry_queue", retention_days=7, now=last)
+    assert got == [{"deleted_count": 3, "archived_count": 2}]
 
 
 def test_cleanup_without_archive_drops_cancelled_items(conn: Conn) -> None:

@@ -15,6 +15,8 @@ import pytest
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from retryq_py import migrate
+
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=timezone.utc)
 Conn = psycopg.Connection[Any]
 
@@ -206,6 +208,50 @@ def test_pause_of_one_plugin_and_of_a_plugin_across_types(db: Conn) -> None:
     assert ids(acquire(db, "w", at(3))) == set(sqlp)
 
 
+def test_a_pause_of_the_items_without_a_plugin_leaves_every_plugin_running(db: Conn) -> None:
+    """plugin_name '' pauses only the items without a plugin (NULL or '' in the
+    queue), NULL every plugin: two keys, paused and resumed apart, shown by the
+    views as given, so a view row's columns resume it."""
+    bare = enqueue(db, "t", None) + enqueue(db, "t", "")
+    chat = enqueue(db, "t", "chat")
+    other = enqueue(db, "u", None)
+    assert pause(db, "t", "") is True
+    assert ids(acquire(db, "w", at(1), batch=1, timeout=1, types=["t"])) == set(chat)
+    assert acquire(db, "w", at(1), types=["t"], plugins=[""]) == []
+    row = db.execute("SELECT * FROM retry_queue_due(%s, %s)", (["t"], [""])).fetchone()
+    assert row == {"active": True, "seconds_until_due": None, "oldest_due_age_seconds": 0}
+    rows = db.execute("SELECT event_type, plugin_name, held_count FROM daz_retry_queue_pauses"
+                      ).fetchall()
+    assert rows == [{"event_type": "t", "plugin_name": "", "held_count": 2}]
+    stats = db.execute("SELECT event_type, plugin_name, paused FROM daz_retry_queue_stats"
+                       " WHERE status = 'pending' ORDER BY 1, 2 NULLS FIRST").fetchall()
+    assert [(r["event_type"], r["plugin_name"], r["paused"]) for r in stats] == [
+        ("t", None, True), ("t", "", True), ("u", None, False)]
+    # the every-plugin key is another key: pausing and resuming it leaves this one
+    assert pause(db, "t") is True
+    assert resume(db, "t") is True
+    assert ids(acquire(db, "w", at(100), timeout=3600)) == set(chat) | set(other)
+    # across event types
+    assert pause(db, None, "") is True
+    assert resume(db, "t", "") is True
+    assert acquire(db, "w", at(200)) == []
+    for r in db.execute("SELECT event_type, plugin_name FROM daz_retry_queue_pauses").fetchall():
+        assert resume(db, r["event_type"], r["plugin_name"]) is True
+    assert ids(acquire(db, "w", at(300))) == set(bare)
+
+
+def test_a_pause_of_the_items_without_a_plugin_holds_their_circuit_probe(db: Conn) -> None:
+    [bare] = enqueue(db, "t", None)
+    [chat] = enqueue(db, "t", "chat")
+    for plugin in (None, "chat"):
+        db.execute("SELECT retry_circuit_open('t', %s, 10, %s)", (plugin, T0))
+    pause(db, "t", "")
+    # both cool-downs over: only the chat circuit is probed
+    assert ids(acquire(db, "w", at(20))) == {chat}
+    resume(db, "t", "")
+    assert ids(acquire(db, "w", at(21))) == {bare}
+
+
 def test_a_whole_queue_pause_stops_every_lease(db: Conn) -> None:
     every = enqueue(db, "a") + enqueue(db, "b", "p")
     pause(db)
@@ -298,7 +344,7 @@ def test_resume_wakes_the_workers(db: Conn, module_dsn: str) -> None:
     [
         (" ", None, None, "event_type"),
         ("x" * 201, None, None, "event_type"),
-        ("a", "", None, "plugin_name"),
+        ("a", "p" * 1001, None, "plugin_name"),
         ("a", None, "r" * 1001, "reason"),
     ],
 )
@@ -311,3 +357,44 @@ def test_bad_pause_keys_are_refused(
     if column != "reason":
         with pytest.raises(psycopg.errors.InvalidParameterValue):
             resume(db, event_type, plugin)
+
+
+def test_the_upgrade_keeps_what_each_pause_meant_and_its_rollback_refuses_a_no_plugin_pause(
+    new_database: Any,
+) -> None:
+    """Pauses made before the new key encoding ('' for every) stop the same
+    items after it (NULL for every); rolling back refuses while a pause of the
+    items without a plugin exists (the old schema cannot hold one), and keeps
+    the others."""
+    dsn = new_database()
+    every = migrate.apply(dsn)
+    mine = next(i for i in every if i.endswith("_pause_no_plugin"))
+    newer = len(every) - every.index(mine)
+    migrate.rollback(dsn, count=newer)
+    keys = [(None, None), ("a", None), (None, "p"), ("a", "p")]
+    with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as c:
+        for key in keys:
+            c.execute("SELECT retry_queue_pause(%s, %s)", key)
+    assert migrate.apply(dsn) == every[every.index(mine) :]
+    with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as c:
+        got = c.execute("SELECT event_type, plugin_name FROM daz_retry_queue_pauses").fetchall()
+        assert sorted((r["event_type"] or "", r["plugin_name"] or "") for r in got) == sorted(
+            (e or "", p or "") for e, p in keys
+        )
+        assert all(r["plugin_name"] != "" and r["event_type"] != "" for r in got)
+        assert c.execute("SELECT retry_queue_resume() AS v").fetchone() == {"v": True}
+        free = enqueue(c, "b", None)
+        enqueue(c, "b", "p")  # (every, p) holds it
+        enqueue(c, "a", "q")  # (a, every) holds it
+        assert ids(acquire(c, "w", at(1))) == set(free)
+        c.execute("SELECT retry_queue_pause(NULL, '')")
+    with pytest.raises(psycopg.errors.ObjectNotInPrerequisiteState) as refused:
+        migrate.rollback(dsn, count=newer)
+    assert "1 pause(s) of the items without a plugin" in str(refused.value)
+    with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as c:
+        c.execute(str(refused.value.diag.message_hint).removesuffix(" resumes them"))
+    migrate.rollback(dsn, count=newer)
+    with psycopg.connect(dsn, autocommit=True, row_factory=dict_row) as c:
+        got = c.execute("SELECT event_type, plugin_name FROM _retryq_pause").fetchall()
+        assert sorted((r["event_type"], r["plugin_name"]) for r in got) == [
+            ("", "p"), ("a", ""), ("a", "p")]

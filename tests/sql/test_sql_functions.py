@@ -676,12 +676,12 @@ def test_cleanup_due_counts_what_cleanup_then_removes(conn: Conn) -> None:
     enqueue(conn, now=T0 - timedelta(days=30))  # pending: never due
     later = T0 + timedelta(days=8)
     due = call(conn, "cleanup_retry_queue_due", retention_days=7, now=later)
-    assert due == [{"due_count": 5, "dead_letter_count": 2}]
+    assert due == [{"due_count": 5, "dead_letter_count": 2, "archive_count": 2}]
     assert count(conn) == 7  # counting removed nothing
     got = call(conn, "cleanup_retry_queue", retention_days=7, now=later)
     assert got == [{"deleted_count": 5, "archived_count": 2}]
     assert call(conn, "cleanup_retry_queue_due", retention_days=7, now=later) == [
-        {"due_count": 0, "dead_letter_count": 0}
+        {"due_count": 0, "dead_letter_count": 0, "archive_count": 0}
     ]
     for bad in (-1, 36501, None):
         with pytest.raises(psycopg.errors.InvalidParameterValue, match="retention_days"):

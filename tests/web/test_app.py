@@ -226,6 +226,31 @@ def test_pause_and_resume(seeded: Seeded) -> None:
     assert c.post("/pauses/stop", data={}).status_code == 404
 
 
+def test_pause_and_resume_the_items_without_a_plugin(seeded: Seeded) -> None:
+    c = client(seeded.dsn)
+
+    def pauses() -> list[tuple[object, ...]]:
+        with psycopg.connect(seeded.dsn) as conn:
+            return conn.execute(
+                "SELECT event_type, plugin_name FROM daz_retry_queue_pauses ORDER BY 1, 2"
+            ).fetchall()
+
+    r = c.post("/pauses/pause", data={"event_type": "sql.exec", "no_plugin": "yes"})
+    assert "paused sql.exec/no plugin" in r.text and 'data-key="sql.exec/-"' in r.text
+    assert pauses() == [("sql.exec", "")]
+    r = c.post("/pauses/pause", data={"event_type": "sql.exec"})
+    assert "paused sql.exec" in r.text and pauses() == [("sql.exec", ""), ("sql.exec", None)]
+    bad = c.post("/pauses/pause", data={"event_type": "x", "plugin": "p", "no_plugin": "yes"})
+    assert bad.status_code == 400
+    # each row's resume form carries its own key
+    r = c.post("/pauses/resume", data={"event_type": "sql.exec", "no_plugin": "yes"})
+    assert "resumed sql.exec/no plugin" in r.text and pauses() == [("sql.exec", None)]
+    assert 'name="no_plugin"' in c.get("/pauses").text  # the pause form offers it
+    r = c.post("/pauses/pause", data={"no_plugin": "yes"})
+    assert "paused the items without a plugin" in r.text
+    assert pauses() == [("sql.exec", None), (None, "")]
+
+
 def test_rate_limit_set_and_clear(seeded: Seeded) -> None:
     c = client(seeded.dsn)
 
@@ -303,15 +328,81 @@ def test_a_refused_rate_limit_is_a_bad_request(
         assert conn.execute("SELECT count(*) FROM daz_retry_queue_rate_limits").fetchone() == (0,)
 
 
+def test_cancel_by_filter_asks_then_cancels_exactly_the_shown_items(seeded: Seeded) -> None:
+    """The items screen's filter chooses pending and processing items; the
+    confirmation lists them, and the cancel acts on exactly those ids."""
+    c, ids = client(seeded.dsn), seeded.ids
+    page = c.get("/items?event_type=email.send").text
+    assert 'id="cancel-matching"' in page
+    assert 'id="cancel-matching"' not in c.get("/items").text  # a filter first
+    assert 'id="cancel-matching"' not in c.get("/items?status=completed&plugin=smtp").text
+    asked = c.post("/items/cancel/confirm", data={"event_type": "email.send"})
+    # completed and dead-letter items of the type are not cancellable
+    assert "Cancel 2 item(s)?" in asked.text
+    both = " ".join(str(i) for i in sorted([ids["due"], ids["due2"]]))
+    assert f'name="confirmed" value="{both}"' in asked.text
+    assert status_of(seeded.dsn, ids["due"]) == "pending"  # asking cancels nothing
+    r = c.post("/items/cancel/apply", data={"event_type": "email.send"})
+    assert r.status_code == 400 and "confirmation" in r.text
+    done = c.post("/items/cancel/apply", data={"event_type": "email.send", "confirmed": both})
+    assert "cancelled 2" in done.text
+    assert [status_of(seeded.dsn, ids[n]) for n in ("due", "due2", "completed", "dead_mail")] == [
+        "cancelled", "cancelled", "completed", "dead_letter"
+    ]
+    # the status filter narrows what is cancelled: only the held webhook
+    asked = c.post("/items/cancel/confirm", data={"plugin": "http", "status": "processing"})
+    assert f'name="confirmed" value="{ids["processing"]}"' in asked.text
+    applied = {"plugin": "http", "status": "processing", "confirmed": str(ids["processing"])}
+    assert "cancelled 1" in c.post("/items/cancel/apply", data=applied).text
+    assert status_of(seeded.dsn, ids["processing"]) == "cancelled"
+
+
+def test_cancel_by_filter_never_cancels_an_item_the_confirmation_did_not_show(
+    seeded: Seeded,
+) -> None:
+    """One confirmed item finishes and another arrives: the count is the same,
+    the set is not, and nothing is cancelled."""
+    c, ids = client(seeded.dsn), seeded.ids
+    asked = c.post("/items/cancel/confirm", data={"plugin": "http"})
+    assert f'name="confirmed" value="{ids["processing"]}"' in asked.text
+    with psycopg.connect(seeded.dsn, autocommit=True) as conn:
+        q = RetryQueue(conn)
+        assert q.complete(ids["processing"], "worker-a")
+        unseen, _ = q.add("webhook.post", {"n": "unseen"}, plugin="http")
+    applied = {"plugin": "http", "confirmed": str(ids["processing"])}
+    r = c.post("/items/cancel/apply", data=applied)
+    assert "nothing cancelled" in r.text
+    assert status_of(seeded.dsn, unseen) == "pending"
+
+
+def test_cancel_by_filter_needs_a_filter_that_can_match(seeded: Seeded) -> None:
+    c = client(seeded.dsn)
+    for form, says in (
+        ({}, "needs a filter"),
+        ({"status": "pending"}, "needs a filter"),
+        ({"status": "dead_letter", "plugin": "sql"}, "only on pending and processing"),
+        ({"event_type": "nope"}, None),
+    ):
+        r = c.post("/items/cancel/confirm", data=form)
+        if says is None:
+            assert r.status_code == 200 and "Cancel 0 item(s)?" in r.text
+            assert 'id="confirm"' not in r.text
+        else:
+            assert r.status_code == 400 and says in r.text, (form, r.text)
+
+
 def test_read_only_shows_and_refuses(seeded: Seeded) -> None:
     c = client(seeded.dsn, read_only=True)
     page = c.get("/dead-letters?event_type=sql.exec").text
     assert "read-only" in page and "purge-matching" not in page and "requeue" not in page
+    assert 'id="cancel-matching"' not in c.get("/items?event_type=email.send").text
     for path, form in (
         ("/dead-letters/apply", {"action": "purge", "event_type": "sql.exec", "expected": "1"}),
         ("/dead-letters/confirm", {"action": "purge", "event_type": "sql.exec"}),
         (f"/items/{seeded.ids['dead_sql']}/requeue", {}),
         (f"/items/{seeded.ids['due']}/cancel", {"confirm": "yes"}),
+        ("/items/cancel/confirm", {"event_type": "email.send"}),
+        ("/items/cancel/apply", {"event_type": "email.send", "confirmed": "1"}),
         ("/circuits/close", {"event_type": "sms.send"}),
         ("/pauses/pause", {"event_type": "sms.send"}),
         ("/rate-limits/set", {"event_type": "sms.send", "max_leases": "1"}),

@@ -192,6 +192,33 @@ def test_requeue_then_purge_with_confirmation(
     assert status_of(seeded.dsn, ids["dead_mail"]) == "dead_letter"
 
 
+def test_cancel_every_match_with_confirmation(
+    seeded: Seeded, server: str, browser: Any, shots: Path
+) -> None:
+    """The items screen offers the cancel once a filter is typed (htmx swaps
+    the button in with the table), asks with the list, then cancels exactly
+    those: the pending email.send items, not its completed or dead ones."""
+    ids = seeded.ids
+    browser.get(server + "/items")
+    rows = "#items-table tbody tr"
+    wait(browser).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, rows)) == len(ids))
+    assert not browser.find_elements(By.ID, "cancel-matching")  # no filter, no cancel
+    WebDriverWait(browser, 10, ignored_exceptions=(StaleElementReferenceException,)).until(
+        lambda d: d.find_element(By.NAME, "event_type").send_keys("email.send") or True
+    )
+    click(browser, By.CSS_SELECTOR, "#filters button[type=submit]")
+    wait(browser).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, rows)) == 4)
+    click(browser, By.ID, "cancel-matching")
+    until(browser, "h1", "Cancel 2 item(s)?")
+    browser.save_screenshot(str(shots / "cancel-confirm.png"))
+    assert status_of(seeded.dsn, ids["due"]) == "pending"  # not before the yes
+    browser.find_element(By.ID, "confirm").click()
+    until(browser, "#message", "cancelled 2")
+    assert [status_of(seeded.dsn, ids[n]) for n in ("due", "due2", "completed", "dead_mail")] == [
+        "cancelled", "cancelled", "completed", "dead_letter"
+    ]
+
+
 def test_open_and_close_a_circuit(seeded: Seeded, server: str, browser: Any) -> None:
     def state() -> str:
         with psycopg.connect(seeded.dsn) as conn:
@@ -238,6 +265,37 @@ def test_pause_and_resume_a_type(seeded: Seeded, server: str, browser: Any, shot
     click(browser, By.CSS_SELECTOR, f"{row} button")
     until(browser, "#message", "resumed sql.exec")
     assert shown(browser, "#no-pauses").startswith("nothing paused")
+    assert pauses() == []
+
+
+def test_pause_and_resume_the_items_without_a_plugin(
+    seeded: Seeded, server: str, browser: Any
+) -> None:
+    """The 'no plugin' box pauses only the type's items without a plugin, a
+    key apart from the type's every-plugin pause; each row resumes its own."""
+
+    def pauses() -> list[tuple[object, ...]]:
+        with psycopg.connect(seeded.dsn) as conn:
+            return conn.execute(
+                "SELECT event_type, plugin_name FROM daz_retry_queue_pauses ORDER BY 2 NULLS LAST"
+            ).fetchall()
+
+    browser.get(server + "/pauses")
+    for no_plugin in (True, False):
+        form = browser.find_element(By.ID, "pause")
+        form.find_element(By.NAME, "event_type").send_keys("sms.send")
+        if no_plugin:
+            form.find_element(By.NAME, "no_plugin").click()
+        click(browser, By.CSS_SELECTOR, "#pause button[type=submit]")
+        until(browser, "#message", "paused sms.send/no plugin" if no_plugin else "paused sms.send")
+    assert "(none)" in shown(browser, 'tr[data-key="sms.send/-"]')
+    assert "(every)" in shown(browser, 'tr[data-key="sms.send/*"]')
+    assert pauses() == [("sms.send", ""), ("sms.send", None)]
+    click(browser, By.CSS_SELECTOR, 'tr[data-key="sms.send/-"] button')
+    until(browser, "#message", "resumed sms.send/no plugin")
+    assert pauses() == [("sms.send", None)]
+    click(browser, By.CSS_SELECTOR, 'tr[data-key="sms.send/*"] button')
+    until(browser, "#message", "resumed sms.send")
     assert pauses() == []
 
 
