@@ -161,9 +161,7 @@ def test_acquire_vs_acquire_take_disjoint_items_without_waiting(a: Conn, b: Conn
     assert owners == {ids[0]: "w1", ids[1]: "w1", ids[2]: "w2", ids[3]: "w2"}
 
 
-def test_acquire_vs_acquire_split_a_rate_limit_s_tokens_without_waiting(
-    a: Conn, b: Conn
-) -> None:
+def test_acquire_vs_acquire_split_a_rate_limit_s_tokens_without_waiting(a: Conn, b: Conn) -> None:
     a.execute("SELECT retry_rate_limit_set('job', NULL, 3, 60)")
     ids = enqueue(a, 6)
     a.execute("BEGIN")

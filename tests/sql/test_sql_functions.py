@@ -212,8 +212,15 @@ def test_the_completes_write_the_finished_row_as_retryq_finish_does(conn: Conn) 
     move into the finished partition (the hot path; _retryq_finish is the one
     the cold paths call): the three write the same row."""
     items = [
-        enqueue(conn, event_metadata=Jsonb({"m": 1}), tags=["t"], correlation_id="c",
-                plugin_name="p", channel_name="ch", priority=7)
+        enqueue(
+            conn,
+            event_metadata=Jsonb({"m": 1}),
+            tags=["t"],
+            correlation_id="c",
+            plugin_name="p",
+            channel_name="ch",
+            priority=7,
+        )
         for _ in range(3)
     ]
     assert sorted(ids(acquire(conn, batch=3))) == items
@@ -221,8 +228,7 @@ def test_the_completes_write_the_finished_row_as_retryq_finish_does(conn: Conn) 
     assert sorted(ids(acquire(conn, batch=3, now=T0 + s(3600)))) == items
     later = T0 + s(3601)
     assert complete(conn, items[0], now=later)
-    assert scalar(conn, "complete_retry_items", item_ids=[items[1]], worker_id="w1",
-                  now=later) == 1
+    assert scalar(conn, "complete_retry_items", item_ids=[items[1]], worker_id="w1", now=later) == 1
     moved = conn.execute(
         "SELECT * FROM _retryq_finish(ARRAY[%s]::bigint[], 'completed', %s, 'w1')",
         [items[2], later],
