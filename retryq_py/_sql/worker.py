@@ -57,7 +57,11 @@ SELECT
     retry_count, max_retries, priority, correlation_id, event_metadata, tags,
     created_at, next_retry_at, locked_until, error_message, last_error_code
 FROM {schema}daz_retry_queue
-WHERE status = 'processing' AND locked_by = %(worker_id)s AND id <> ALL(%(known)s::bigint[])
+WHERE status = 'processing' AND locked_by = %(worker_id)s
+    AND (id, retry_count) NOT IN (
+        SELECT k.id, k.retry_count
+        FROM unnest(%(known)s::bigint[], %(known_counts)s::integer[]) AS k (id, retry_count)
+    )
 """
 
 # ... but only once the connections whose replies were lost are done: the

@@ -484,7 +484,7 @@ class Flusher:
 
     def _report(self, outcomes: list[Outcome], written: Written) -> None:
         report = classify(outcomes, written, self._max_snoozes)
-        self._ledger.settle([o.item.id for o in outcomes], report.tally)
+        self._ledger.settle([o.item for o in outcomes], report.tally)
         if report.tally.get("snoozed") or report.tally.get("dead_lettered"):
             self._log_snoozes(outcomes, report.events)
         if written.lost:
@@ -617,9 +617,12 @@ class Flusher:
         holds and it does not know of are taken up, as if just leased."""
         cur = conn.cursor()
         cur.adapters.register_loader("jsonb", JsonbFromText)
+        # a held item may have a newer lease (its outcome written, leased
+        # again by a lost acquire): known leases are (id, retry_count)
+        known, counts = self._ledger.held_leases()
         cur.execute(
             self._statements.held,
-            {"worker_id": self._worker_id, "known": self._ledger.held_ids()},
+            {"worker_id": self._worker_id, "known": known, "known_counts": counts},
         )
         items, rejected = decode_leased(cur, self._worker_id)
         self._lease_doubt = False
@@ -648,7 +651,7 @@ class Flusher:
                 self._worker_id,
                 len(items) + len(rejected),
             )
-        self._ledger.hold(items, 0, rejected, adopt=True)  # also ends held_ids' watch
+        self._ledger.hold(items, 0, rejected, adopt=True)  # also ends held_leases' watch
 
 
 def lost_reply(exc: BaseException) -> bool:

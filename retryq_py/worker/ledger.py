@@ -61,7 +61,8 @@ class Ledger:
         # leases taken up after a lost reply: (id, locked_until), until the
         # lane whose reply was only slow holds them too (it then skips them)
         self._adopted: set[tuple[int, datetime]] = set()
-        self._settled_since: set[int] | None = None  # while an adoption asks the queue
+        # while an adoption asks the queue: the leases settled meanwhile
+        self._settled_since: set[tuple[int, datetime]] | None = None
         self._reserved = 0  # items being leased by lanes right now
         self._notified = False  # a NOTIFY came: look for due items
         self._idle_exit = False  # exit_when: a lane found nothing left
@@ -128,17 +129,34 @@ class Ledger:
         """Leased (`reserved` was claimed for them): queue them for the handlers.
         `rejected`: leased items that will not run (they could not be decoded),
         held with their outcome already waiting to be written. `adopt`: items
-        found leased after a lost reply; those held meanwhile are left out."""
+        found leased after a lost reply; those held meanwhile are left out.
+
+        A lease is told apart by its locked_until as the acquire granted it:
+        an item whose outcome is still being written may be leased again
+        meanwhile (a failure due at once, leased by the same flush or another
+        lane's), and the new lease replaces the old one here; the old one's
+        `settle` then leaves it be (see `settle`)."""
         now = time.monotonic()
         with self._lock:
             self._reserved -= reserved
             held = self._held
+
+            def same_lease(item: RetryQueueItem) -> bool:
+                entry = held.get(item.id)
+                return entry is not None and entry[0].locked_until == item.locked_until
+
             if adopt:
                 # neither held now nor settled since the queue was asked
                 gone = self._settled_since or set()
                 self._settled_since = None
-                items = [item for item in items if item.id not in held and item.id not in gone]
-                rejected = [o for o in rejected if o.item.id not in held and o.item.id not in gone]
+                items = [
+                    i for i in items if not same_lease(i) and (i.id, i.locked_until) not in gone
+                ]
+                rejected = [
+                    o
+                    for o in rejected
+                    if not same_lease(o.item) and (o.item.id, o.item.locked_until) not in gone
+                ]
                 self._adopted.update((item.id, item.locked_until) for item in items)
                 self._adopted.update((o.item.id, o.item.locked_until) for o in rejected)
             elif self._adopted:
@@ -146,9 +164,12 @@ class Ledger:
                 # lease: the same locked_until), even if it already ran: once
                 taken = self._adopted
                 keep = [item for item in items if (item.id, item.locked_until) not in taken]
+                kept_rejected = [
+                    o for o in rejected if (o.item.id, o.item.locked_until) not in taken
+                ]
                 taken.difference_update((item.id, item.locked_until) for item in items)
-                items = keep
-                rejected = [o for o in rejected if (o.item.id, o.item.locked_until) not in taken]
+                taken.difference_update((o.item.id, o.item.locked_until) for o in rejected)
+                items, rejected = keep, kept_rejected
             for item in items:
                 held[item.id] = (item, now)
             for outcome in rejected:
@@ -157,13 +178,19 @@ class Ledger:
         for item in items:
             self._handoff.put(item)
 
-    def settle(self, item_ids: Iterable[int], tally: Mapping[EventKind, int]) -> None:
-        """Written: forget the items and count what became of them."""
+    def settle(self, items: Iterable[RetryQueueItem], tally: Mapping[EventKind, int]) -> None:
+        """Written: forget the items' leases and count what became of them. A
+        newer lease of the same item, held meanwhile, stays held: forgotten,
+        it would run unrenewed, and an adoption would take it up a second time."""
+        leases = [(item.id, item.locked_until) for item in items]
         with self._lock:
-            for item_id in item_ids:
-                self._held.pop(item_id, None)
+            held = self._held
+            for item_id, until in leases:
+                entry = held.get(item_id)
+                if entry is not None and entry[0].locked_until == until:
+                    del held[item_id]
             if self._settled_since is not None:
-                self._settled_since.update(item_ids)
+                self._settled_since.update(leases)
             counts = self.counts
             for kind, n in tally.items():
                 name = _COUNTED_AS[kind]
@@ -210,9 +237,12 @@ class Ledger:
                 self._returned.append(item)
                 return False
             held = self._held.get(item.id)
-            lost = held is not None and now - held[1] >= self._lease
+            # a newer lease of the item is held: this copy's lease is gone
+            stale = held is not None and held[0].locked_until != item.locked_until
+            lost = held is not None and not stale and now - held[1] >= self._lease
             if lost:
                 del self._held[item.id]
+            if lost or stale:
                 self.counts.lease_lost += 1
             else:
                 self._running[item.id] = now
@@ -222,7 +252,9 @@ class Ledger:
                 " reach the database?); not running it: another worker takes it over",
                 item.id,
             )
-        return not lost
+        elif stale:
+            log.warning("item %d: leased again before a handler was free; running it once", item.id)
+        return not (lost or stale)
 
     def finish(self, outcome: Outcome) -> bool:
         """The outcome waits for a lane; True when a lane should wake for it:
@@ -294,13 +326,14 @@ class Ledger:
                     self._held[item_id] = (self._held[item_id][0], now)
             return {i for i in due if i not in kept and i in self._held}
 
-    def held_ids(self) -> list[int]:
-        """The held items, and from now until the next hold(adopt=True) the
-        items settled meanwhile are remembered: an adoption's answer may be
-        older than a lane's write."""
+    def held_leases(self) -> tuple[list[int], list[int]]:
+        """The held items' ids and retry counts (a lease of an item with
+        another count is a newer one), and from now until the next
+        hold(adopt=True) the leases settled meanwhile are remembered: an
+        adoption's answer may be older than a lane's write."""
         with self._lock:
             self._settled_since = set()
-            return list(self._held)
+            return list(self._held), [item.retry_count for item, _ in self._held.values()]
 
     @property
     def held(self) -> int:

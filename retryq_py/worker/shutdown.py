@@ -99,5 +99,5 @@ class Shutdown:
             return
         ids = [i.id for i in items]
         self._release_ids(ids, self._worker_id)
-        self._ledger.settle(ids, {"released": len(ids)})
+        self._ledger.settle(items, {"released": len(ids)})
         self._emit([WorkerEvent("released", item) for item in items])

@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import psycopg
@@ -35,7 +35,9 @@ Conn = psycopg.Connection[Any]
 EPOCH = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
 
-def item(n: int, *, retry_count: int = 0, max_retries: int = 3) -> RetryQueueItem:
+def item(
+    n: int, *, retry_count: int = 0, max_retries: int = 3, locked_until: datetime = EPOCH
+) -> RetryQueueItem:
     return RetryQueueItem(
         id=n,
         event_id=uuid.uuid4(),
@@ -51,7 +53,7 @@ def item(n: int, *, retry_count: int = 0, max_retries: int = 3) -> RetryQueueIte
         tags=[],
         created_at=EPOCH,
         next_retry_at=EPOCH,
-        locked_until=EPOCH,
+        locked_until=locked_until,
         error_message=None,
         last_error_code=None,
     )
@@ -85,9 +87,46 @@ def test_an_item_goes_from_hold_to_settle_and_is_counted_once() -> None:
     assert claimed == done
     assert book.claim(force=True, acquire=0, ack_interval=0.1) == ([], 0)  # claimed once
     assert book.held == 2  # held until written
-    book.settle([1, 2], {"completed": 1, "failed": 1})
+    book.settle([o.item for o in done], {"completed": 1, "failed": 1})
     assert book.held == 0
     assert book.counts == WorkerCounts(processed=1, failed=1)
+
+
+def test_a_new_lease_held_before_the_old_ones_outcome_is_settled_stays_held() -> None:
+    """A failure due at once is leased again (by the same flush's acquire or
+    another lane's) while its outcome is still being written: the old
+    lease's settle forgot the new lease, which then ran unrenewed, and an
+    adoption took it up a second time, so it ran twice (the crash test)."""
+    later = EPOCH + timedelta(seconds=10)
+    book, _ = ledger()
+    book.hold([item(1)], reserved=0)
+    failed = run_one(book, ok=False)
+    assert book.claim(force=True, acquire=0, ack_interval=0.1)[0] == [failed]
+    book.hold([item(1, retry_count=1, locked_until=later)], reserved=0)  # leased again
+    book.settle([failed.item], {"failed": 1})  # the old lease's outcome written
+    assert book.held == 1
+    assert book.held_leases() == ([1], [1])  # the new lease, known to an adoption
+    again = run_one(book)
+    book.claim(force=True, acquire=0, ack_interval=0.1)
+    book.settle([again.item], {"completed": 1})
+    assert book.held == 0
+
+
+def test_an_adoption_takes_up_a_newer_lease_of_a_held_item_only() -> None:
+    later = EPOCH + timedelta(seconds=10)
+    book, _ = ledger()
+    old = item(1)
+    book.hold([old], reserved=0)
+    book.held_leases()
+    # the queue shows the same lease (taken up already) and a newer one
+    book.hold([item(1)], reserved=0, adopt=True)
+    assert book.held == 1 and book.take() is old
+    book.held_leases()
+    book.hold([item(1, retry_count=1, locked_until=later)], reserved=0, adopt=True)
+    newer = book.take()
+    assert newer is not None and newer.locked_until == later
+    assert not book.begin(old)  # the old copy, had it waited, does not run
+    assert book.begin(newer)
 
 
 def test_a_claimed_list_is_never_the_one_handlers_append_to() -> None:
@@ -177,7 +216,7 @@ def test_finish_if_idle_only_when_nothing_is_held_and_then_leases_nothing() -> N
     outcome = run_one(book)
     assert book.claim(force=True, acquire=0, ack_interval=0.1)[0] == [outcome]
     assert not book.finish_if_idle()  # written, not yet settled
-    book.settle([outcome.item.id], {"completed": 1})
+    book.settle([outcome.item], {"completed": 1})
     assert book.finish_if_idle() and book.idle_exit
     assert book.claim(force=True, acquire=5, ack_interval=0.1) == ([], 0)
 
@@ -230,7 +269,7 @@ def test_the_ledger_under_concurrency_hands_out_writes_and_counts_each_item_once
             ok = sum(o.ok for o in outcomes)
             written.extend(o.item.id for o in outcomes)
             tally: dict[EventKind, int] = {"completed": ok, "failed": len(outcomes) - ok}
-            book.settle([o.item.id for o in outcomes], tally)  # as Flusher does: then hold
+            book.settle([o.item for o in outcomes], tally)  # as Flusher does: then hold
             book.hold(leased, want)
             most[0] = max(most[0], book.held)
 
