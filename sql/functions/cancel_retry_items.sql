@@ -77,47 +77,23 @@ BEGIN
     -- keep, see _retryq_circuit_lock). Its lease columns need no lock: the
     -- move itself ends the lease, and the holder's acknowledgement then finds
     -- no row.
-    WITH doomed AS (
-        SELECT a.id
-        FROM _retryq_active AS a
-        WHERE (p_item_ids IS NULL OR a.id = ANY(p_item_ids))
-            AND (p_event_type IS NULL OR a.event_type = p_event_type)
-            AND (p_plugin_name IS NULL OR a.plugin_name = p_plugin_name)
-            AND (p_error_code IS NULL OR a.last_error_code = p_error_code)
-            AND (p_created_before IS NULL OR a.created_at < p_created_before)
-        ORDER BY a.id
-        FOR UPDATE SKIP LOCKED
-    ),
-    gone AS (
-        DELETE FROM _retryq_active AS a
-        USING doomed AS d
-        WHERE a.id = d.id
-        RETURNING a.*
-    ),
-    moved AS (
-        INSERT INTO _retryq_finished (
-            id, event_id, event_type, channel_name, plugin_name, event_data,
-            event_metadata, retry_count, max_retries, retry_delay_seconds,
-            backoff_multiplier, max_retry_delay_seconds, retry_jitter, priority,
-            correlation_id, tags, status, error_message, last_error_code,
-            error_history, created_at, next_retry_at, last_attempted_at,
-            completed_at, dead_lettered_at, locked_by, locked_until, dedupe_key
-        )
-        SELECT
-            g.id, g.event_id, g.event_type, g.channel_name, g.plugin_name,
-            g.event_data, g.event_metadata, g.retry_count, g.max_retries,
-            g.retry_delay_seconds, g.backoff_multiplier,
-            g.max_retry_delay_seconds, g.retry_jitter, g.priority,
-            g.correlation_id, g.tags, 'cancelled', g.error_message,
-            g.last_error_code, g.error_history, g.created_at, g.next_retry_at,
-            g.last_attempted_at, p_now, NULL, NULL, NULL, g.dedupe_key
-        FROM gone AS g
-        RETURNING 1
-    )
-    SELECT
-        (SELECT pg_catalog.count(*)::integer FROM moved),
-        coalesce((SELECT pg_catalog.bool_or(g.status = 'processing') FROM gone AS g), FALSE)
-    INTO v_count, v_leased;
+    SELECT pg_catalog.count(*)::integer, coalesce(pg_catalog.bool_or(m.leased), FALSE)
+    INTO v_count, v_leased
+    FROM _retryq_finish(
+        ARRAY(
+            SELECT a.id
+            FROM _retryq_active AS a
+            WHERE (p_item_ids IS NULL OR a.id = ANY(p_item_ids))
+                AND (p_event_type IS NULL OR a.event_type = p_event_type)
+                AND (p_plugin_name IS NULL OR a.plugin_name = p_plugin_name)
+                AND (p_error_code IS NULL OR a.last_error_code = p_error_code)
+                AND (p_created_before IS NULL OR a.created_at < p_created_before)
+            ORDER BY a.id
+            FOR UPDATE SKIP LOCKED
+        ),
+        'cancelled',
+        p_now
+    ) AS m;
     IF v_leased THEN
         -- This transaction now holds rows whose holders may wait for them:
         -- like a takeover, it must not wait for an item from here on (lock

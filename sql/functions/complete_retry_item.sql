@@ -50,6 +50,7 @@ BEGIN
             AND a.locked_by = p_worker_id
         RETURNING a.*
     )
+    -- the move of _retryq_finish, inline: see there
     INSERT INTO _retryq_finished AS f (
         id, event_id, event_type, channel_name, plugin_name, event_data,
         event_metadata, retry_count, max_retries, retry_delay_seconds,

@@ -67,6 +67,7 @@ BEGIN
             AND a.locked_by = p_worker_id
         RETURNING a.*
     ),
+    -- the move of _retryq_finish, inline: see there
     moved AS (
         INSERT INTO _retryq_finished AS f (
             id, event_id, event_type, channel_name, plugin_name, event_data,

@@ -70,14 +70,23 @@ BEGIN
         AND l.plugin_name = v_plugin;
     -- more tokens: free at once, unless the limit dropped tokens within the
     -- last period: then they are used as late as the latest dropped one (a
-    -- limit lowered and raised again does not hand out its tokens afresh)
+    -- limit lowered and raised again does not hand out its tokens afresh).
+    -- The slots are 1..the old limit (this call holds the limit's row
+    -- lock, and every call keeps them so): the new ones follow.
     INSERT INTO _retryq_rate_token (event_type, plugin_name, slot, used_at)
     SELECT p_event_type, v_plugin, g.slot, l.dropped_used_at
     FROM _retryq_rate_limit AS l
-    CROSS JOIN pg_catalog.generate_series(1, p_max_leases) AS g (slot)
+    CROSS JOIN pg_catalog.generate_series(
+        (
+            SELECT coalesce(pg_catalog.max(t.slot), 0) + 1
+            FROM _retryq_rate_token AS t
+            WHERE t.event_type = p_event_type
+                AND t.plugin_name = v_plugin
+        ),
+        p_max_leases
+    ) AS g (slot)
     WHERE l.event_type = p_event_type
-        AND l.plugin_name = v_plugin
-    ON CONFLICT DO NOTHING;
+        AND l.plugin_name = v_plugin;
     RETURN TRUE;
 END;
 $$;

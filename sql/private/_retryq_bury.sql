@@ -46,35 +46,8 @@ BEGIN
         WHERE a.id = v_old;
         p_ids := pg_catalog.array_replace(p_ids, v_old, v_new);
     END LOOP;
-    WITH gone AS (
-        DELETE FROM _retryq_active AS a
-        WHERE a.id = ANY(p_ids)
-        RETURNING a.*
-    )
-    INSERT INTO _retryq_finished (
-        id, event_id, event_type, channel_name, plugin_name, event_data,
-        event_metadata, retry_count, max_retries, retry_delay_seconds,
-        backoff_multiplier, max_retry_delay_seconds, retry_jitter, priority,
-        correlation_id, tags, status, error_message, last_error_code,
-        error_history, created_at, next_retry_at, last_attempted_at,
-        completed_at, dead_lettered_at, locked_by, locked_until, dedupe_key
-    )
-    SELECT
-        g.id, g.event_id, g.event_type, g.channel_name, g.plugin_name,
-        g.event_data, g.event_metadata, g.retry_count, g.max_retries,
-        g.retry_delay_seconds, g.backoff_multiplier, g.max_retry_delay_seconds,
-        g.retry_jitter, g.priority, g.correlation_id, g.tags, 'dead_letter',
-        p_entry ->> 'error'::text, p_entry ->> 'code'::text,
-        g.error_history || pg_catalog.jsonb_build_array(
-            p_entry || pg_catalog.jsonb_build_object(
-                'attempt', pg_catalog.jsonb_array_length(g.error_history) + 1,
-                'worker_id', coalesce(p_entry ->> 'worker_id'::text, g.locked_by)
-            )
-        ),
-        g.created_at, g.next_retry_at, g.last_attempted_at, NULL, p_now,
-        NULL, NULL, g.dedupe_key
-    FROM gone AS g;
-    GET DIAGNOSTICS v_count = ROW_COUNT;
+    SELECT pg_catalog.count(*)::integer INTO v_count
+    FROM _retryq_finish(p_ids, 'dead_letter', p_now, NULL, p_entry);
     RETURN v_count;
 END;
 $$;

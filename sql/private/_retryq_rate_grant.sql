@@ -3,7 +3,10 @@
 -- limit, and of a limited key as many of the first as tokens could be taken
 -- (one token per lease, stamped p_now; see _retryq_rate_token). Never waits:
 -- tokens another transaction holds are skipped, so two acquires never share a
--- token and never queue on one. Only acquire calls it, when a limit exists.
+-- token and never queue on one. When a limited key got fewer tokens than it
+-- has items here, sets retryq.rate_short to 'yes' for the transaction
+-- (acquire then closes the keys out of tokens and scans again). Only acquire
+-- calls it, when a limit exists.
 CREATE OR REPLACE FUNCTION _retryq_rate_grant(
     p_ids bigint[],
     p_event_types text[],
@@ -20,7 +23,14 @@ BEGIN
     -- one statement for all keys, so that a batch over several limited keys
     -- costs one token UPDATE, not one per key
     WITH items AS (
-        SELECT u.id, u.event_type, coalesce(u.plugin_name, '') AS plugin_name, u.ord
+        SELECT
+            u.id,
+            u.event_type,
+            coalesce(u.plugin_name, '') AS plugin_name,
+            -- the item's place among its key's items, most urgent first
+            pg_catalog.row_number() OVER (
+                PARTITION BY u.event_type, coalesce(u.plugin_name, '') ORDER BY u.ord
+            ) AS rank
         FROM ROWS FROM (
             pg_catalog.unnest(p_ids),
             pg_catalog.unnest(p_event_types),
@@ -36,52 +46,46 @@ BEGIN
     ),
     -- SKIP LOCKED: a token another acquire is taking is not free for this
     -- one; one whose new stamp committed after this statement's snapshot is
-    -- checked again on that stamp (and is not free either)
-    free AS (
-        SELECT f.tid
-        FROM wanted AS w
-        CROSS JOIN LATERAL (
-            SELECT t.ctid AS tid
-            FROM _retryq_rate_token AS t
-            WHERE t.event_type = w.event_type
-                AND t.plugin_name = w.plugin_name
-                AND t.used_at <= p_now - w.period
-            ORDER BY t.used_at
-            LIMIT w.n
-            FOR UPDATE SKIP LOCKED
-        ) AS f
-    ),
-    -- by ctid: a join with free gets a hash join over every token in the
-    -- generic plan; the rows are locked, so their ctids hold
+    -- checked again on that stamp (and is not free either). By ctid: a join
+    -- gets a hash join over every token in the generic plan; the rows are
+    -- locked, so their ctids hold.
     took AS (
         UPDATE _retryq_rate_token AS t
         SET used_at = p_now
-        WHERE t.ctid = ANY(ARRAY(SELECT f.tid FROM free AS f))
+        WHERE t.ctid = ANY(ARRAY(
+            SELECT f.tid
+            FROM wanted AS w
+            CROSS JOIN LATERAL (
+                SELECT t.ctid AS tid
+                FROM _retryq_rate_token AS t
+                WHERE t.event_type = w.event_type
+                    AND t.plugin_name = w.plugin_name
+                    AND t.used_at <= p_now - w.period
+                ORDER BY t.used_at
+                LIMIT w.n
+                FOR UPDATE SKIP LOCKED
+            ) AS f
+        ))
         RETURNING t.event_type, t.plugin_name
     ),
-    got AS (
-        SELECT k.event_type, k.plugin_name, pg_catalog.count(*) AS n
-        FROM took AS k
-        GROUP BY k.event_type, k.plugin_name
+    -- per limited key: the items it wants and the tokens it got
+    counted AS (
+        SELECT w.event_type, w.plugin_name, w.n, (
+            SELECT pg_catalog.count(*) FROM took AS k
+            WHERE k.event_type = w.event_type AND k.plugin_name = w.plugin_name
+        ) AS granted
+        FROM wanted AS w
     )
     -- the most urgent items of each limited key get its tokens
-    SELECT coalesce(pg_catalog.array_agg(r.id), '{}')
+    SELECT coalesce(pg_catalog.array_agg(i.id), '{}')
     INTO v_granted
-    FROM (
-        SELECT
-            i.id,
-            pg_catalog.row_number() OVER (
-                PARTITION BY i.event_type, i.plugin_name ORDER BY i.ord
-            ) AS rank,
-            w.event_type IS NOT NULL AS limited,
-            coalesce(g.n, 0) AS granted
-        FROM items AS i
-        LEFT JOIN wanted AS w
-            ON w.event_type = i.event_type AND w.plugin_name = i.plugin_name
-        LEFT JOIN got AS g
-            ON g.event_type = i.event_type AND g.plugin_name = i.plugin_name
-    ) AS r
-    WHERE NOT r.limited OR r.rank <= r.granted;
+    FROM items AS i
+    LEFT JOIN counted AS s
+        ON s.event_type = i.event_type AND s.plugin_name = i.plugin_name
+    WHERE s.event_type IS NULL OR i.rank <= s.granted;
+    IF pg_catalog.cardinality(v_granted) < pg_catalog.cardinality(p_ids) THEN
+        PERFORM pg_catalog.set_config('retryq.rate_short', 'yes', TRUE);
+    END IF;
     RETURN v_granted;
 END;
 $$;

@@ -161,6 +161,20 @@ def test_acquire_vs_acquire_take_disjoint_items_without_waiting(a: Conn, b: Conn
     assert owners == {ids[0]: "w1", ids[1]: "w1", ids[2]: "w2", ids[3]: "w2"}
 
 
+def test_acquire_vs_acquire_split_a_rate_limit_s_tokens_without_waiting(a: Conn, b: Conn) -> None:
+    a.execute("SELECT retry_rate_limit_set('job', NULL, 3, 60)")
+    ids = enqueue(a, 6)
+    a.execute("BEGIN")
+    first = acquire(a, "w1", T0, batch=2)
+    # b runs while a's tokens are taken but uncommitted: it must skip them,
+    # not wait, and gets the one token left
+    second = acquire(b, "w2", T0, batch=10)
+    a.execute("COMMIT")
+    assert first == ids[:2]
+    assert second == ids[2:3]
+    assert acquire(b, "w3", T0) == []
+
+
 def test_acquire_rolled_back_leaves_items_for_the_next(a: Conn, b: Conn) -> None:
     ids = enqueue(a, 2)
     a.execute("BEGIN")

@@ -180,6 +180,74 @@ def test_a_batch_is_not_under_filled_by_a_key_beyond_its_tokens(db: Conn) -> Non
     assert got == [limited[0], *other]  # the key beyond its token does not fill the batch
 
 
+def test_a_limit_not_reached_skips_the_lookup_of_spent_keys(db: Conn) -> None:
+    """The look for keys without a token free runs up front only when the
+    session's last acquire found one (the hint retryq.rate_closed): with a
+    limit configured but not reached, an acquire's extra cost is its tokens."""
+    db.execute("SELECT retry_rate_limit_set('sms.send', 'twilio', 100, 60)")
+    enqueue(db, 10)
+    assert len(acquire(db, at(0), batch=2)) == 2
+    assert db.execute("SELECT current_setting('retryq.rate_closed', TRUE) AS h").fetchone() == {
+        "h": "no"
+    }
+    # a key spent: the next acquire of this session learns it, and looks up front again
+    db.execute("SELECT retry_rate_limit_set('sms.send', 'twilio', 3, 60)")
+    assert len(acquire(db, at(1), batch=5)) == 1
+    assert db.execute("SELECT current_setting('retryq.rate_closed', TRUE) AS h").fetchone() == {
+        "h": "yes"
+    }
+    assert acquire(db, at(2)) == []
+    # a token free again: the hint goes back to no
+    assert len(acquire(db, at(60), batch=1)) == 1
+    assert db.execute("SELECT current_setting('retryq.rate_closed', TRUE) AS h").fetchone() == {
+        "h": "no"
+    }
+
+
+def test_a_lease_moves_one_index_entry_of_its_token(db: Conn) -> None:
+    """A token's update cannot be HOT (its used_at is indexed, so that a grant
+    finds the longest unused in one probe); one index on the tokens keeps it
+    to one new index entry per lease, and the slots stay 1..max_leases."""
+    indexes = db.execute(
+        "SELECT indexrelid::regclass::text AS name FROM pg_index"
+        " WHERE indrelid = '_retryq_rate_token'::regclass"
+    ).fetchall()
+    assert indexes == [{"name": "_retryq_rate_token_used_idx"}]
+    for n in (3, 5, 2, 4):
+        db.execute("SELECT retry_rate_limit_set('sms.send', 'twilio', %s, 60)", (n,))
+        slots = db.execute(
+            "SELECT slot FROM _retryq_rate_token ORDER BY slot"
+        ).fetchall()
+        assert [r["slot"] for r in slots] == list(range(1, n + 1))
+
+
+def test_a_key_spent_by_another_session_does_not_fill_the_batch(
+    db: Conn, module_dsn: str
+) -> None:
+    """This session's hint says no key is spent, another session spends one:
+    the scan that meets the spent key's items closes it and scans again, so
+    the batch is filled with the other keys' items as if it had been closed
+    up front."""
+    db.execute("SELECT retry_rate_limit_set('sms.send', 'twilio', 2, 60)")
+    db.execute("SELECT retry_rate_limit_set('email.send', 'smtp', 100, 60)")
+    enqueue(db, 1, event_type="email.send", plugin="smtp", priority=9)
+    assert len(acquire(db, at(0), batch=1)) == 1  # the hint: no key spent
+    assert db.execute("SELECT current_setting('retryq.rate_closed', TRUE) AS h").fetchone() == {
+        "h": "no"
+    }
+    spent = enqueue(db, 2, priority=9)
+    limited_first = enqueue(db, 5, priority=9, now=at(1))
+    others = enqueue(db, 3, event_type="email.send", plugin="smtp", priority=9, now=at(2))
+    with psycopg.connect(module_dsn, autocommit=True, row_factory=dict_row) as other:
+        assert sorted(r["id"] for r in acquire(other, at(3), batch=2)) == spent
+    got = acquire(db, at(4), batch=3)
+    assert sorted(r["id"] for r in got) == others
+    assert not set(limited_first) & {r["id"] for r in got}
+    assert db.execute("SELECT current_setting('retryq.rate_closed', TRUE) AS h").fetchone() == {
+        "h": "yes"
+    }
+
+
 def test_a_limit_lowered_and_raised_within_a_period_keeps_its_window(db: Conn) -> None:
     db.execute("SELECT retry_rate_limit_set('sms.send', 'twilio', 2, 60)")
     enqueue(db, 5)

@@ -207,6 +207,40 @@ def test_complete_true_only_for_the_holder_and_only_once(conn: Conn) -> None:
     assert acquire(conn, "w1", now=T0 + s(3600)) == []
 
 
+def test_the_completes_write_the_finished_row_as_retryq_finish_does(conn: Conn) -> None:
+    """complete_retry_item and complete_retry_items keep their own copy of the
+    move into the finished partition (the hot path; _retryq_finish is the one
+    the cold paths call): the three write the same row."""
+    items = [
+        enqueue(
+            conn,
+            event_metadata=Jsonb({"m": 1}),
+            tags=["t"],
+            correlation_id="c",
+            plugin_name="p",
+            channel_name="ch",
+            priority=7,
+        )
+        for _ in range(3)
+    ]
+    assert sorted(ids(acquire(conn, batch=3))) == items
+    assert fail(conn, items[0]) and fail(conn, items[1]) and fail(conn, items[2])
+    assert sorted(ids(acquire(conn, batch=3, now=T0 + s(3600)))) == items
+    later = T0 + s(3601)
+    assert complete(conn, items[0], now=later)
+    assert scalar(conn, "complete_retry_items", item_ids=[items[1]], worker_id="w1", now=later) == 1
+    moved = conn.execute(
+        "SELECT * FROM _retryq_finish(ARRAY[%s]::bigint[], 'completed', %s, 'w1')",
+        [items[2], later],
+    ).fetchall()
+    assert moved == [("test.event", "p", True)]
+    rows = [row(conn, i) for i in items]
+    for r in rows:
+        del r["id"], r["event_id"]
+    assert rows[0]["status"] == "completed" and rows[0]["completed_at"] == later
+    assert rows[0] == rows[1] == rows[2]
+
+
 def test_expired_lease_is_taken_over_by_any_worker(conn: Conn) -> None:
     item = enqueue(conn)
     leased = acquire(conn, "worker-old", lock=60)

@@ -1,2 +1,2 @@
 -- Invariant: a cancelled item's holder finds no lease (the cancel leaves a leased item in place)
-SELECT pg_temp.mutate('cancel_retry_items', 'WHERE a.id = d.id', 'WHERE a.id = d.id AND a.status = ''pending''');
+SELECT pg_temp.mutate('_retryq_finish', 'p_worker_id IS NULL', $$p_worker_id IS NULL AND (a.status = 'pending' OR p_status <> 'cancelled')$$);
