@@ -21,6 +21,9 @@
 -- empty list, a NULL element, a blank event type or more than 1000 elements
 -- are refused (22023 naming the parameter): an empty list is a caller's bug
 -- (a worker without handlers), not a wish to lease everything or nothing.
+-- A routed call walks only the listed types' items (one index range per
+-- type and priority), so another type's backlog costs it nothing; the same
+-- items in the same order as a walk of every item filtered by type.
 -- Pauses (retry_queue_pause): items of a paused key are neither leased nor
 -- taken over when their lease expired, and keep their budget; with nothing
 -- paused the only extra cost is one look at an empty table.
@@ -85,6 +88,14 @@ DECLARE
     v_closed_events text[] := '{}';
     v_closed_plugins text[] := '{}';
     v_hint text;
+    -- the routed walk (see below): the candidates, and where the walk of
+    -- a priority goes on
+    v_ids bigint[];
+    v_ats timestamptz[];
+    v_found integer;
+    v_after_priority integer;
+    v_after_at timestamptz;
+    v_after_id bigint;
 BEGIN
     -- the server's clock unless the owner moves it (see _retryq_clock)
     IF p_now = now() THEN
@@ -209,6 +220,7 @@ BEGIN
         v_probe_plugin := v_probe_plugins[v_pass];
         v_probed := FALSE;
         v_priority := 10;
+        v_after_priority := NULL;
         -- One index range scan per priority, from most to least urgent: each
         -- stops at the first item not yet due, so items scheduled far ahead
         -- are never walked. Leased items keep their due time (so a lease is a
@@ -222,10 +234,11 @@ BEGIN
             ORDER BY a.priority DESC
             LIMIT 1;
             EXIT WHEN NOT FOUND;
-            IF NOT v_gated AND NOT v_paused AND v_probe_event IS NULL THEN
+            IF NOT v_gated AND NOT v_paused AND v_probe_event IS NULL
+                AND p_event_types IS NULL THEN
                 -- The usual case, in a lighter statement: no circuit or
                 -- pause to heed, and no expired lease among the items it
-                -- picks (routed or not). If one is,
+                -- picks. If one is,
                 -- it leases nothing, and the full statement below takes the
                 -- same items in the same order.
                 RETURN QUERY
@@ -235,7 +248,6 @@ BEGIN
                     WHERE a.priority = v_priority
                         AND a.next_retry_at <= p_now
                         AND (a.locked_until IS NULL OR a.locked_until <= p_now)
-                        AND (p_event_types IS NULL OR a.event_type = ANY(p_event_types))
                         AND (
                             p_plugin_names IS NULL
                             OR coalesce(a.plugin_name, '') = ANY(p_plugin_names)
@@ -335,228 +347,525 @@ BEGIN
                         );
                 END IF;
             END IF;
-            -- A priority with nothing (more) due is skipped after one more
-            -- probe, instead of running the statement below for it.
-            PERFORM FROM _retryq_active AS a
-            WHERE a.priority = v_priority
-                AND a.next_retry_at <= p_now
-                AND (a.locked_until IS NULL OR a.locked_until <= p_now)
-                AND (p_event_types IS NULL OR a.event_type = ANY(p_event_types))
-                AND (
-                    p_plugin_names IS NULL
-                    OR coalesce(a.plugin_name, '') = ANY(p_plugin_names)
-                )
-            ORDER BY a.next_retry_at, a.id
-            LIMIT 1;
-            IF NOT FOUND THEN
-                v_priority := v_priority - 1;
-                CONTINUE;
-            END IF;
             v_asked := CASE WHEN v_probe_event IS NULL THEN v_remaining ELSE 1 END;
-            RETURN QUERY
-            WITH locked AS MATERIALIZED (
-                SELECT
-                    a.id,
-                    a.event_type,
-                    a.plugin_name,
-                    a.next_retry_at,
-                    a.status = 'processing' AS expired,
-                    a.status = 'processing' AND a.retry_count >= a.max_retries
-                        AS spent
-                FROM _retryq_active AS a
+            IF p_event_types IS NULL THEN
+                -- A priority with nothing (more) due is skipped after one more
+                -- probe, instead of running the statement below for it.
+                PERFORM FROM _retryq_active AS a
                 WHERE a.priority = v_priority
                     AND a.next_retry_at <= p_now
                     AND (a.locked_until IS NULL OR a.locked_until <= p_now)
                     AND (
-                        v_probe_event IS NULL
-                        OR (
-                            a.event_type = v_probe_event
-                            AND coalesce(a.plugin_name, '') = v_probe_plugin
-                        )
-                    )
-                    AND (p_event_types IS NULL OR a.event_type = ANY(p_event_types))
-                    AND (
                         p_plugin_names IS NULL
                         OR coalesce(a.plugin_name, '') = ANY(p_plugin_names)
                     )
-                    -- skip paused keys, expired leases included: a pause
-                    -- stops the runs, and an item's budget is not spent
-                    AND (
-                        NOT v_paused
-                        OR NOT EXISTS (
-                            SELECT 1 FROM _retryq_pause AS z
-                            WHERE (z.event_type IS NULL OR z.event_type = a.event_type)
-                                AND (z.plugin_name IS NULL OR z.plugin_name = coalesce(a.plugin_name, ''))
-                        )
-                    )
-                    -- skip keys whose circuit is not closed
-                    AND (
-                        NOT v_gated
-                        OR v_probe_event IS NOT NULL
-                        OR NOT EXISTS (
-                            SELECT 1 FROM _retryq_circuit AS c
-                            WHERE c.state <> 'closed'
-                                AND c.event_type = a.event_type
-                                AND c.plugin_name = coalesce(a.plugin_name, '')
-                        )
-                    )
-                    -- skip keys whose rate limit has no token free (a spent
-                    -- lease is buried all the same: that takes no token)
-                    AND (
-                        pg_catalog.cardinality(v_closed_events) = 0
-                        OR a.status = 'processing' AND a.retry_count >= a.max_retries
-                        OR NOT EXISTS (
-                            SELECT 1
-                            FROM ROWS FROM (
-                                pg_catalog.unnest(v_closed_events),
-                                pg_catalog.unnest(v_closed_plugins)
-                            ) AS k (event_type, plugin_name)
-                            WHERE k.event_type = a.event_type
-                                AND k.plugin_name = coalesce(a.plugin_name, '')
-                        )
-                    )
                 ORDER BY a.next_retry_at, a.id
-                LIMIT v_asked
-                -- SKIP LOCKED: concurrent workers split the due items between
-                -- them instead of queueing behind each other's row locks.
-                FOR UPDATE SKIP LOCKED
-            ),
-            -- Rate limits: a lease (a takeover too) needs a token of its key;
-            -- a locked item that got none stays as it is (its row lock ends
-            -- with this transaction). A spent lease is buried, not leased.
-            picked AS MATERIALIZED (
-                SELECT l.id, l.event_type, l.plugin_name, l.expired, l.spent
-                FROM locked AS l
-                WHERE NOT v_limited
-                    OR l.spent
-                    OR l.id = ANY((
-                        SELECT _retryq_rate_grant(
-                            pg_catalog.array_agg(g.id ORDER BY g.next_retry_at, g.id),
-                            pg_catalog.array_agg(g.event_type ORDER BY g.next_retry_at, g.id),
-                            pg_catalog.array_agg(g.plugin_name ORDER BY g.next_retry_at, g.id),
-                            p_now
+                LIMIT 1;
+                IF NOT FOUND THEN
+                    v_priority := v_priority - 1;
+                    CONTINUE;
+                END IF;
+                RETURN QUERY
+                WITH locked AS MATERIALIZED (
+                    SELECT
+                        a.id,
+                        a.event_type,
+                        a.plugin_name,
+                        a.next_retry_at,
+                        a.status = 'processing' AS expired,
+                        a.status = 'processing' AND a.retry_count >= a.max_retries
+                            AS spent
+                    FROM _retryq_active AS a
+                    WHERE a.priority = v_priority
+                        AND a.next_retry_at <= p_now
+                        AND (a.locked_until IS NULL OR a.locked_until <= p_now)
+                        AND (
+                            v_probe_event IS NULL
+                            OR (
+                                a.event_type = v_probe_event
+                                AND coalesce(a.plugin_name, '') = v_probe_plugin
+                            )
                         )
-                        FROM locked AS g
-                        WHERE NOT g.spent
-                    )::bigint[])
-            ),
-            buried AS (
-                SELECT
-                    pg_catalog.set_config('retryq.buried', 'yes', TRUE),
-                    _retryq_bury(
-                        pg_catalog.array_agg(p.id),
-                        pg_catalog.jsonb_build_object(
-                            'failed_at', p_now,
-                            'error',
-                            'lease expired: the worker did not finish in time',
-                            'code', 'lease_expired',
-                            'retryable', TRUE
-                        ),
-                        p_now
-                    )
-                FROM picked AS p
-                WHERE p.spent
-                HAVING pg_catalog.count(*) > 0
-            ),
-            -- lost leases count against their circuits (the probe pass keeps
-            -- its own books in probed)
-            -- retryq.took_over: this transaction now holds rows whose former
-            -- holders may wait for it, so it must never wait for an item row
-            -- again (lock order: see _retryq_circuit_lock)
-            expired AS (
-                SELECT
-                    pg_catalog.set_config('retryq.took_over', 'yes', TRUE),
-                    CASE WHEN v_probe_event IS NULL THEN _retryq_circuit_expired(
-                        pg_catalog.array_agg(p.event_type), pg_catalog.array_agg(p.plugin_name), p_now
-                    ) END
-                FROM picked AS p
-                WHERE p.expired
-                HAVING pg_catalog.count(*) > 0
-            ),
-            taken AS (
-                UPDATE _retryq_active AS a
-                SET
-                    status = 'processing',
-                    locked_by = p_worker_id,
-                    locked_until = v_until,
-                    last_attempted_at = p_now,
-                    retry_count = a.retry_count + (a.status = 'processing')::integer,
-                    error_message = CASE
-                        WHEN a.status = 'processing'
-                            THEN 'lease expired: the worker did not finish in time'
-                        ELSE a.error_message
-                    END,
-                    last_error_code = CASE
-                        WHEN a.status = 'processing' THEN 'lease_expired'
-                        ELSE a.last_error_code
-                    END,
-                    error_history = CASE
-                        WHEN a.status = 'processing'
-                            THEN a.error_history || pg_catalog.jsonb_build_array(
+                        AND (
+                            p_plugin_names IS NULL
+                            OR coalesce(a.plugin_name, '') = ANY(p_plugin_names)
+                        )
+                        -- skip paused keys, expired leases included: a pause
+                        -- stops the runs, and an item's budget is not spent
+                        AND (
+                            NOT v_paused
+                            OR NOT EXISTS (
+                                SELECT 1 FROM _retryq_pause AS z
+                                WHERE (z.event_type IS NULL OR z.event_type = a.event_type)
+                                    AND (z.plugin_name IS NULL OR z.plugin_name = coalesce(a.plugin_name, ''))
+                            )
+                        )
+                        -- skip keys whose circuit is not closed
+                        AND (
+                            NOT v_gated
+                            OR v_probe_event IS NOT NULL
+                            OR NOT EXISTS (
+                                SELECT 1 FROM _retryq_circuit AS c
+                                WHERE c.state <> 'closed'
+                                    AND c.event_type = a.event_type
+                                    AND c.plugin_name = coalesce(a.plugin_name, '')
+                            )
+                        )
+                        -- skip keys whose rate limit has no token free (a spent
+                        -- lease is buried all the same: that takes no token)
+                        AND (
+                            pg_catalog.cardinality(v_closed_events) = 0
+                            OR a.status = 'processing' AND a.retry_count >= a.max_retries
+                            OR NOT EXISTS (
+                                SELECT 1
+                                FROM ROWS FROM (
+                                    pg_catalog.unnest(v_closed_events),
+                                    pg_catalog.unnest(v_closed_plugins)
+                                ) AS k (event_type, plugin_name)
+                                WHERE k.event_type = a.event_type
+                                    AND k.plugin_name = coalesce(a.plugin_name, '')
+                            )
+                        )
+                    ORDER BY a.next_retry_at, a.id
+                    LIMIT v_asked
+                    -- SKIP LOCKED: concurrent workers split the due items between
+                    -- them instead of queueing behind each other's row locks.
+                    FOR UPDATE SKIP LOCKED
+                ),
+                -- Rate limits: a lease (a takeover too) needs a token of its key;
+                -- a locked item that got none stays as it is (its row lock ends
+                -- with this transaction). A spent lease is buried, not leased.
+                picked AS MATERIALIZED (
+                    SELECT l.id, l.event_type, l.plugin_name, l.expired, l.spent
+                    FROM locked AS l
+                    WHERE NOT v_limited
+                        OR l.spent
+                        OR l.id = ANY((
+                            SELECT _retryq_rate_grant(
+                                pg_catalog.array_agg(g.id ORDER BY g.next_retry_at, g.id),
+                                pg_catalog.array_agg(g.event_type ORDER BY g.next_retry_at, g.id),
+                                pg_catalog.array_agg(g.plugin_name ORDER BY g.next_retry_at, g.id),
+                                p_now
+                            )
+                            FROM locked AS g
+                            WHERE NOT g.spent
+                        )::bigint[])
+                ),
+                buried AS (
+                    SELECT
+                        pg_catalog.set_config('retryq.buried', 'yes', TRUE),
+                        _retryq_bury(
+                            pg_catalog.array_agg(p.id),
                             pg_catalog.jsonb_build_object(
-                                'attempt', pg_catalog.jsonb_array_length(a.error_history) + 1,
-                                'failed_at', a.locked_until,
-                                'worker_id', a.locked_by,
+                                'failed_at', p_now,
                                 'error',
                                 'lease expired: the worker did not finish in time',
                                 'code', 'lease_expired',
                                 'retryable', TRUE
+                            ),
+                            p_now
+                        )
+                    FROM picked AS p
+                    WHERE p.spent
+                    HAVING pg_catalog.count(*) > 0
+                ),
+                -- lost leases count against their circuits (the probe pass keeps
+                -- its own books in probed)
+                -- retryq.took_over: this transaction now holds rows whose former
+                -- holders may wait for it, so it must never wait for an item row
+                -- again (lock order: see _retryq_circuit_lock)
+                expired AS (
+                    SELECT
+                        pg_catalog.set_config('retryq.took_over', 'yes', TRUE),
+                        CASE WHEN v_probe_event IS NULL THEN _retryq_circuit_expired(
+                            pg_catalog.array_agg(p.event_type), pg_catalog.array_agg(p.plugin_name), p_now
+                        ) END
+                    FROM picked AS p
+                    WHERE p.expired
+                    HAVING pg_catalog.count(*) > 0
+                ),
+                taken AS (
+                    UPDATE _retryq_active AS a
+                    SET
+                        status = 'processing',
+                        locked_by = p_worker_id,
+                        locked_until = v_until,
+                        last_attempted_at = p_now,
+                        retry_count = a.retry_count + (a.status = 'processing')::integer,
+                        error_message = CASE
+                            WHEN a.status = 'processing'
+                                THEN 'lease expired: the worker did not finish in time'
+                            ELSE a.error_message
+                        END,
+                        last_error_code = CASE
+                            WHEN a.status = 'processing' THEN 'lease_expired'
+                            ELSE a.last_error_code
+                        END,
+                        error_history = CASE
+                            WHEN a.status = 'processing'
+                                THEN a.error_history || pg_catalog.jsonb_build_array(
+                                pg_catalog.jsonb_build_object(
+                                    'attempt', pg_catalog.jsonb_array_length(a.error_history) + 1,
+                                    'failed_at', a.locked_until,
+                                    'worker_id', a.locked_by,
+                                    'error',
+                                    'lease expired: the worker did not finish in time',
+                                    'code', 'lease_expired',
+                                    'retryable', TRUE
+                                )
+                            )
+                            ELSE a.error_history
+                        END
+                    -- by primary key: a join with picked gets a hash join over the
+                    -- whole partition in the generic plan (LIMIT's estimate is a
+                    -- guess); a picked row that is processing is an expired lease
+                    WHERE a.id = ANY(
+                        ARRAY(SELECT p.id FROM picked AS p WHERE NOT p.spent)
+                    )
+                        -- spent is judged again on the version this updates: an
+                        -- expired lease whose budget is gone is never taken over
+                        -- (seen once under load in the deadlock hunt: the row
+                        -- reached retry_count > max_retries); the next acquire
+                        -- buries it
+                        AND (a.status = 'pending' OR a.retry_count < a.max_retries)
+                    RETURNING a.*
+                ),
+                -- a data-modifying CTE always runs: in a probe pass it marks the
+                -- circuit half_open with its probe item
+                probed AS (
+                    UPDATE _retryq_circuit AS c
+                    SET
+                        state = CASE
+                            WHEN s.probe_id IS NULL THEN c.state ELSE 'half_open'
+                        END,
+                        open_until = CASE
+                            WHEN s.probe_id IS NULL THEN c.open_until
+                        END,
+                        probe_id = coalesce(s.probe_id, c.probe_id),
+                        next_probe_at = NULL,
+                        lease_expiries = c.lease_expiries + s.expired_count
+                    FROM (
+                        SELECT
+                            (SELECT pg_catalog.min(t.id) FROM taken AS t) AS probe_id,
+                            (SELECT pg_catalog.count(*) FROM picked AS p WHERE p.expired)
+                                AS expired_count
+                    ) AS s
+                    WHERE v_probe_event IS NOT NULL
+                        AND c.event_type = v_probe_event
+                        AND c.plugin_name = v_probe_plugin
+                        AND (s.probe_id IS NOT NULL OR s.expired_count > 0)
+                )
+                SELECT
+                    t.id, t.event_id, t.event_type,
+                    coalesce(t.channel_name, ''), coalesce(t.plugin_name, ''),
+                    t.event_data, t.retry_count, t.max_retries, t.priority,
+                    coalesce(t.correlation_id, ''), t.event_metadata, t.tags,
+                    t.created_at, t.next_retry_at, t.locked_until, t.error_message,
+                    t.last_error_code
+                FROM taken AS t
+                -- a plain CTE runs only when referenced: these one-time filters
+                -- make buried and expired run, before taken returns its rows
+                WHERE (SELECT pg_catalog.count(*) FROM buried) >= 0
+                    AND (SELECT pg_catalog.count(*) FROM expired) >= 0
+                ORDER BY t.next_retry_at, t.id;
+            ELSE
+                -- Routed (see the header): the walk goes over each listed
+                -- type's own range of _retryq_active_routed_idx (event_type,
+                -- priority, next_retry_at, id), so another type's backlog is
+                -- never read. The generic plan cannot turn the unrouted
+                -- statement's `p_event_types IS NULL OR ...` into an index
+                -- condition, hence statements of their own. First the
+                -- candidates: the v_asked most urgent of the listed types
+                -- (each range ordered, merged by due time and id), without
+                -- locks; then the statement below locks them by primary key,
+                -- SKIP LOCKED, and checks every condition again. Candidates
+                -- another worker holds are skipped, and the walk goes on
+                -- after the last candidate (v_after_at, v_after_id) instead
+                -- of past them in one scan as the unrouted statement does.
+                IF v_after_priority IS DISTINCT FROM v_priority THEN
+                    v_after_priority := v_priority;
+                    v_after_at := '-infinity';
+                    v_after_id := 0;
+                END IF;
+                SELECT
+                    coalesce(pg_catalog.array_agg(n.id ORDER BY n.next_retry_at, n.id), '{}'),
+                    pg_catalog.array_agg(n.next_retry_at ORDER BY n.next_retry_at, n.id),
+                    pg_catalog.count(*)
+                INTO v_ids, v_ats, v_found
+                FROM (
+                    SELECT c.id, c.next_retry_at
+                    FROM (
+                        SELECT DISTINCT r.event_type
+                        FROM pg_catalog.unnest(p_event_types) AS r (event_type)
+                        WHERE v_probe_event IS NULL OR r.event_type = v_probe_event
+                    ) AS r
+                    CROSS JOIN LATERAL (
+                        SELECT a.id, a.next_retry_at
+                        FROM _retryq_active AS a
+                        WHERE a.event_type = r.event_type
+                            AND a.priority = v_priority
+                            AND a.next_retry_at <= p_now
+                            AND (a.next_retry_at, a.id) > (v_after_at, v_after_id)
+                            AND (a.locked_until IS NULL OR a.locked_until <= p_now)
+                            AND (
+                                v_probe_event IS NULL
+                                OR coalesce(a.plugin_name, '') = v_probe_plugin
+                            )
+                            AND (
+                                p_plugin_names IS NULL
+                                OR coalesce(a.plugin_name, '') = ANY(p_plugin_names)
+                            )
+                            AND (
+                                NOT v_paused
+                                OR NOT EXISTS (
+                                    SELECT 1 FROM _retryq_pause AS z
+                                    WHERE (z.event_type IS NULL OR z.event_type = a.event_type)
+                                        AND (z.plugin_name IS NULL OR z.plugin_name = coalesce(a.plugin_name, ''))
+                                )
+                            )
+                            AND (
+                                NOT v_gated
+                                OR v_probe_event IS NOT NULL
+                                OR NOT EXISTS (
+                                    SELECT 1 FROM _retryq_circuit AS c
+                                    WHERE c.state <> 'closed'
+                                        AND c.event_type = a.event_type
+                                        AND c.plugin_name = coalesce(a.plugin_name, '')
+                                )
+                            )
+                            AND (
+                                pg_catalog.cardinality(v_closed_events) = 0
+                                OR a.status = 'processing' AND a.retry_count >= a.max_retries
+                                OR NOT EXISTS (
+                                    SELECT 1
+                                    FROM ROWS FROM (
+                                        pg_catalog.unnest(v_closed_events),
+                                        pg_catalog.unnest(v_closed_plugins)
+                                    ) AS k (event_type, plugin_name)
+                                    WHERE k.event_type = a.event_type
+                                        AND k.plugin_name = coalesce(a.plugin_name, '')
+                                )
+                            )
+                        ORDER BY a.next_retry_at, a.id
+                        LIMIT v_asked
+                    ) AS c
+                    ORDER BY c.next_retry_at, c.id
+                    LIMIT v_asked
+                ) AS n;
+                IF v_found = 0 THEN
+                    v_priority := v_priority - 1;
+                    CONTINUE;
+                END IF;
+                v_after_at := v_ats[v_found];
+                v_after_id := v_ids[v_found];
+                RETURN QUERY
+                WITH locked AS MATERIALIZED (
+                    SELECT
+                        a.id,
+                        a.event_type,
+                        a.plugin_name,
+                        a.next_retry_at,
+                        a.status = 'processing' AS expired,
+                        a.status = 'processing' AND a.retry_count >= a.max_retries
+                            AS spent
+                    FROM _retryq_active AS a
+                    -- the candidates, by primary key; every condition again,
+                    -- on the version this locks
+                    WHERE a.id = ANY(v_ids)
+                        AND a.priority = v_priority
+                        AND a.next_retry_at <= p_now
+                        AND (a.locked_until IS NULL OR a.locked_until <= p_now)
+                        AND (
+                            v_probe_event IS NULL
+                            OR (
+                                a.event_type = v_probe_event
+                                AND coalesce(a.plugin_name, '') = v_probe_plugin
                             )
                         )
-                        ELSE a.error_history
-                    END
-                -- by primary key: a join with picked gets a hash join over the
-                -- whole partition in the generic plan (LIMIT's estimate is a
-                -- guess); a picked row that is processing is an expired lease
-                WHERE a.id = ANY(
-                    ARRAY(SELECT p.id FROM picked AS p WHERE NOT p.spent)
-                )
-                    -- spent is judged again on the version this updates: an
-                    -- expired lease whose budget is gone is never taken over
-                    -- (seen once under load in the deadlock hunt: the row
-                    -- reached retry_count > max_retries); the next acquire
-                    -- buries it
-                    AND (a.status = 'pending' OR a.retry_count < a.max_retries)
-                RETURNING a.*
-            ),
-            -- a data-modifying CTE always runs: in a probe pass it marks the
-            -- circuit half_open with its probe item
-            probed AS (
-                UPDATE _retryq_circuit AS c
-                SET
-                    state = CASE
-                        WHEN s.probe_id IS NULL THEN c.state ELSE 'half_open'
-                    END,
-                    open_until = CASE
-                        WHEN s.probe_id IS NULL THEN c.open_until
-                    END,
-                    probe_id = coalesce(s.probe_id, c.probe_id),
-                    next_probe_at = NULL,
-                    lease_expiries = c.lease_expiries + s.expired_count
-                FROM (
+                        AND a.event_type = ANY(p_event_types)
+                        AND (
+                            p_plugin_names IS NULL
+                            OR coalesce(a.plugin_name, '') = ANY(p_plugin_names)
+                        )
+                        -- skip paused keys, expired leases included: a pause
+                        -- stops the runs, and an item's budget is not spent
+                        AND (
+                            NOT v_paused
+                            OR NOT EXISTS (
+                                SELECT 1 FROM _retryq_pause AS z
+                                WHERE (z.event_type IS NULL OR z.event_type = a.event_type)
+                                    AND (z.plugin_name IS NULL OR z.plugin_name = coalesce(a.plugin_name, ''))
+                            )
+                        )
+                        -- skip keys whose circuit is not closed
+                        AND (
+                            NOT v_gated
+                            OR v_probe_event IS NOT NULL
+                            OR NOT EXISTS (
+                                SELECT 1 FROM _retryq_circuit AS c
+                                WHERE c.state <> 'closed'
+                                    AND c.event_type = a.event_type
+                                    AND c.plugin_name = coalesce(a.plugin_name, '')
+                            )
+                        )
+                        -- skip keys whose rate limit has no token free (a spent
+                        -- lease is buried all the same: that takes no token)
+                        AND (
+                            pg_catalog.cardinality(v_closed_events) = 0
+                            OR a.status = 'processing' AND a.retry_count >= a.max_retries
+                            OR NOT EXISTS (
+                                SELECT 1
+                                FROM ROWS FROM (
+                                    pg_catalog.unnest(v_closed_events),
+                                    pg_catalog.unnest(v_closed_plugins)
+                                ) AS k (event_type, plugin_name)
+                                WHERE k.event_type = a.event_type
+                                    AND k.plugin_name = coalesce(a.plugin_name, '')
+                            )
+                        )
+                    ORDER BY a.next_retry_at, a.id
+                    LIMIT v_asked
+                    -- SKIP LOCKED: concurrent workers split the due items between
+                    -- them instead of queueing behind each other's row locks.
+                    FOR UPDATE SKIP LOCKED
+                ),
+                -- Rate limits: a lease (a takeover too) needs a token of its key;
+                -- a locked item that got none stays as it is (its row lock ends
+                -- with this transaction). A spent lease is buried, not leased.
+                picked AS MATERIALIZED (
+                    SELECT l.id, l.event_type, l.plugin_name, l.expired, l.spent
+                    FROM locked AS l
+                    WHERE NOT v_limited
+                        OR l.spent
+                        OR l.id = ANY((
+                            SELECT _retryq_rate_grant(
+                                pg_catalog.array_agg(g.id ORDER BY g.next_retry_at, g.id),
+                                pg_catalog.array_agg(g.event_type ORDER BY g.next_retry_at, g.id),
+                                pg_catalog.array_agg(g.plugin_name ORDER BY g.next_retry_at, g.id),
+                                p_now
+                            )
+                            FROM locked AS g
+                            WHERE NOT g.spent
+                        )::bigint[])
+                ),
+                buried AS (
                     SELECT
-                        (SELECT pg_catalog.min(t.id) FROM taken AS t) AS probe_id,
-                        (SELECT pg_catalog.count(*) FROM picked AS p WHERE p.expired)
-                            AS expired_count
-                ) AS s
-                WHERE v_probe_event IS NOT NULL
-                    AND c.event_type = v_probe_event
-                    AND c.plugin_name = v_probe_plugin
-                    AND (s.probe_id IS NOT NULL OR s.expired_count > 0)
-            )
-            SELECT
-                t.id, t.event_id, t.event_type,
-                coalesce(t.channel_name, ''), coalesce(t.plugin_name, ''),
-                t.event_data, t.retry_count, t.max_retries, t.priority,
-                coalesce(t.correlation_id, ''), t.event_metadata, t.tags,
-                t.created_at, t.next_retry_at, t.locked_until, t.error_message,
-                t.last_error_code
-            FROM taken AS t
-            -- a plain CTE runs only when referenced: these one-time filters
-            -- make buried and expired run, before taken returns its rows
-            WHERE (SELECT pg_catalog.count(*) FROM buried) >= 0
-                AND (SELECT pg_catalog.count(*) FROM expired) >= 0
-            ORDER BY t.next_retry_at, t.id;
+                        pg_catalog.set_config('retryq.buried', 'yes', TRUE),
+                        _retryq_bury(
+                            pg_catalog.array_agg(p.id),
+                            pg_catalog.jsonb_build_object(
+                                'failed_at', p_now,
+                                'error',
+                                'lease expired: the worker did not finish in time',
+                                'code', 'lease_expired',
+                                'retryable', TRUE
+                            ),
+                            p_now
+                        )
+                    FROM picked AS p
+                    WHERE p.spent
+                    HAVING pg_catalog.count(*) > 0
+                ),
+                -- lost leases count against their circuits (the probe pass keeps
+                -- its own books in probed)
+                -- retryq.took_over: this transaction now holds rows whose former
+                -- holders may wait for it, so it must never wait for an item row
+                -- again (lock order: see _retryq_circuit_lock)
+                expired AS (
+                    SELECT
+                        pg_catalog.set_config('retryq.took_over', 'yes', TRUE),
+                        CASE WHEN v_probe_event IS NULL THEN _retryq_circuit_expired(
+                            pg_catalog.array_agg(p.event_type), pg_catalog.array_agg(p.plugin_name), p_now
+                        ) END
+                    FROM picked AS p
+                    WHERE p.expired
+                    HAVING pg_catalog.count(*) > 0
+                ),
+                taken AS (
+                    UPDATE _retryq_active AS a
+                    SET
+                        status = 'processing',
+                        locked_by = p_worker_id,
+                        locked_until = v_until,
+                        last_attempted_at = p_now,
+                        retry_count = a.retry_count + (a.status = 'processing')::integer,
+                        error_message = CASE
+                            WHEN a.status = 'processing'
+                                THEN 'lease expired: the worker did not finish in time'
+                            ELSE a.error_message
+                        END,
+                        last_error_code = CASE
+                            WHEN a.status = 'processing' THEN 'lease_expired'
+                            ELSE a.last_error_code
+                        END,
+                        error_history = CASE
+                            WHEN a.status = 'processing'
+                                THEN a.error_history || pg_catalog.jsonb_build_array(
+                                pg_catalog.jsonb_build_object(
+                                    'attempt', pg_catalog.jsonb_array_length(a.error_history) + 1,
+                                    'failed_at', a.locked_until,
+                                    'worker_id', a.locked_by,
+                                    'error',
+                                    'lease expired: the worker did not finish in time',
+                                    'code', 'lease_expired',
+                                    'retryable', TRUE
+                                )
+                            )
+                            ELSE a.error_history
+                        END
+                    -- by primary key: a join with picked gets a hash join over the
+                    -- whole partition in the generic plan (LIMIT's estimate is a
+                    -- guess); a picked row that is processing is an expired lease
+                    WHERE a.id = ANY(
+                        ARRAY(SELECT p.id FROM picked AS p WHERE NOT p.spent)
+                    )
+                        -- spent is judged again on the version this updates: an
+                        -- expired lease whose budget is gone is never taken over
+                        -- (seen once under load in the deadlock hunt: the row
+                        -- reached retry_count > max_retries); the next acquire
+                        -- buries it
+                        AND (a.status = 'pending' OR a.retry_count < a.max_retries)
+                    RETURNING a.*
+                ),
+                -- a data-modifying CTE always runs: in a probe pass it marks the
+                -- circuit half_open with its probe item
+                probed AS (
+                    UPDATE _retryq_circuit AS c
+                    SET
+                        state = CASE
+                            WHEN s.probe_id IS NULL THEN c.state ELSE 'half_open'
+                        END,
+                        open_until = CASE
+                            WHEN s.probe_id IS NULL THEN c.open_until
+                        END,
+                        probe_id = coalesce(s.probe_id, c.probe_id),
+                        next_probe_at = NULL,
+                        lease_expiries = c.lease_expiries + s.expired_count
+                    FROM (
+                        SELECT
+                            (SELECT pg_catalog.min(t.id) FROM taken AS t) AS probe_id,
+                            (SELECT pg_catalog.count(*) FROM picked AS p WHERE p.expired)
+                                AS expired_count
+                    ) AS s
+                    WHERE v_probe_event IS NOT NULL
+                        AND c.event_type = v_probe_event
+                        AND c.plugin_name = v_probe_plugin
+                        AND (s.probe_id IS NOT NULL OR s.expired_count > 0)
+                )
+                SELECT
+                    t.id, t.event_id, t.event_type,
+                    coalesce(t.channel_name, ''), coalesce(t.plugin_name, ''),
+                    t.event_data, t.retry_count, t.max_retries, t.priority,
+                    coalesce(t.correlation_id, ''), t.event_metadata, t.tags,
+                    t.created_at, t.next_retry_at, t.locked_until, t.error_message,
+                    t.last_error_code
+                FROM taken AS t
+                -- a plain CTE runs only when referenced: these one-time filters
+                -- make buried and expired run, before taken returns its rows
+                WHERE (SELECT pg_catalog.count(*) FROM buried) >= 0
+                    AND (SELECT pg_catalog.count(*) FROM expired) >= 0
+                ORDER BY t.next_retry_at, t.id;
+            END IF;
             GET DIAGNOSTICS v_taken = ROW_COUNT;
             v_remaining := v_remaining - v_taken;
             v_probed := v_probe_event IS NOT NULL AND v_taken > 0;
@@ -598,6 +907,10 @@ BEGIN
                     );
                 CONTINUE WHEN pg_catalog.cardinality(v_closed_events) > v_closed_count;
             END IF;
+            -- Routed: candidates held by other workers were skipped; when
+            -- the candidates filled the window, the walk goes on after them.
+            CONTINUE WHEN p_event_types IS NOT NULL
+                AND v_taken < v_asked AND v_found = v_asked AND NOT v_probed;
             v_priority := v_priority - 1;
         END LOOP;
         IF v_probe_event IS NOT NULL AND NOT v_probed THEN

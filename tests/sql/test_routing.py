@@ -91,6 +91,54 @@ def test_routed_batch_fills_across_priorities(db: Conn) -> None:
     assert [r["id"] for r in got][:2] == hi and len(got) == 3 and got[2]["id"] in lo
 
 
+def rows_read(c: Conn) -> int:
+    """Rows of the active partition this transaction has read so far (by
+    sequential and index scans)."""
+    row = c.execute(
+        "SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0) AS n"
+        " FROM pg_stat_xact_user_tables WHERE relid = '_retryq_active'::regclass"
+    ).fetchone()
+    return int(row["n"]) if row else 0
+
+
+def test_a_routed_walk_reads_its_own_items_not_another_types_backlog(db: Conn) -> None:
+    # 3,000 due items of "other", all due before "mine"'s: a walk in due order
+    # filtered by type read every one of them before it found "mine" (or, for
+    # a type with nothing due, before it gave up)
+    db.execute(
+        "INSERT INTO daz_retry_queue (event_type, event_data)"
+        " SELECT 'other', '{}' FROM generate_series(1, 3000)"
+    )
+    mine = enqueue(db, "mine", n=5)
+    db.execute("ANALYZE daz_retry_queue")
+    for types, want in ((["mine"], mine), (["idle"], []), (["idle", "mine"], mine)):
+        with db.transaction(force_rollback=True):
+            before = rows_read(db)
+            got = acquire(db, "w", at(1), types, batch=10)
+            db.execute("SELECT * FROM retry_queue_due(%s, NULL)", (types,)).fetchall()
+            read = rows_read(db) - before
+        assert [r["id"] for r in got] == want
+        assert read < 100, (types, read)
+
+
+def test_a_routed_walk_goes_on_past_items_another_worker_holds(
+    db: Conn, module_dsn: str
+) -> None:
+    other = enqueue(db, "other", n=3)
+    mine = enqueue(db, "mine", n=6)
+    with psycopg.connect(module_dsn, row_factory=dict_row) as held:
+        # an acquire of "mine" whose transaction is still open: its row locks
+        # stand on the first two
+        assert [r["id"] for r in acquire(held, "w1", at(1), ["mine"], batch=2)] == mine[:2]
+        got = acquire(db, "w2", at(1), ["other", "mine"], batch=3)
+        assert [r["id"] for r in got] == other
+        got = acquire(db, "w2", at(1), ["mine"], batch=2)
+        assert [r["id"] for r in got] == mine[2:4]
+        held.rollback()
+    got = acquire(db, "w3", at(1), ["mine"], batch=10)
+    assert [r["id"] for r in got] == mine[:2] + mine[4:]
+
+
 def test_an_expired_lease_is_taken_over_only_by_a_worker_of_its_type(db: Conn) -> None:
     [b] = enqueue(db, "b")
     assert ids(acquire(db, "w1", at(1), timeout=10)) == {b}
