@@ -257,6 +257,7 @@ DECLARE
     v_ids bigint[];
     v_ats timestamptz[];
     v_found integer;
+    v_expired boolean;
     v_after_priority integer;
     v_after_at timestamptz;
     v_after_id bigint;
@@ -754,17 +755,18 @@ BEGIN
                 SELECT
                     coalesce(pg_catalog.array_agg(n.id ORDER BY n.next_retry_at, n.id), '{}'),
                     pg_catalog.array_agg(n.next_retry_at ORDER BY n.next_retry_at, n.id),
-                    pg_catalog.count(*)
-                INTO v_ids, v_ats, v_found
+                    pg_catalog.count(*),
+                    coalesce(pg_catalog.bool_or(n.status = 'processing'), FALSE)
+                INTO v_ids, v_ats, v_found, v_expired
                 FROM (
-                    SELECT c.id, c.next_retry_at
+                    SELECT c.id, c.next_retry_at, c.status
                     FROM (
                         SELECT DISTINCT r.event_type
                         FROM pg_catalog.unnest(p_event_types) AS r (event_type)
                         WHERE v_probe_event IS NULL OR r.event_type = v_probe_event
                     ) AS r
                     CROSS JOIN LATERAL (
-                        SELECT a.id, a.next_retry_at
+                        SELECT a.id, a.next_retry_at, a.status
                         FROM _retryq_active AS a
                         WHERE a.event_type = r.event_type
                             AND a.priority = v_priority
@@ -822,213 +824,257 @@ BEGIN
                 END IF;
                 v_after_at := v_ats[v_found];
                 v_after_id := v_ids[v_found];
-                RETURN QUERY
-                WITH locked AS MATERIALIZED (
+                IF NOT v_gated AND NOT v_paused AND NOT v_limited
+                    AND v_probe_event IS NULL AND NOT v_expired THEN
+                    -- The usual case, as in the lighter statement above: no
+                    -- circuit, pause or rate limit to heed and no expired
+                    -- lease among the candidates. A candidate that another
+                    -- worker leased meanwhile is left alone (status).
+                    RETURN QUERY
+                    WITH picked AS MATERIALIZED (
+                        SELECT a.id
+                        FROM _retryq_active AS a
+                        WHERE a.id = ANY(v_ids)
+                            AND a.status = 'pending'
+                            AND a.priority = v_priority
+                            AND a.next_retry_at <= p_now
+                            AND a.event_type = ANY(p_event_types)
+                            AND (
+                                p_plugin_names IS NULL
+                                OR coalesce(a.plugin_name, '') = ANY(p_plugin_names)
+                            )
+                        ORDER BY a.next_retry_at, a.id
+                        LIMIT v_asked
+                        FOR UPDATE SKIP LOCKED
+                    ),
+                    taken AS (
+                        UPDATE _retryq_active AS a
+                        SET
+                            status = 'processing',
+                            locked_by = p_worker_id,
+                            locked_until = v_until,
+                            last_attempted_at = p_now
+                        WHERE a.id = ANY(ARRAY(SELECT p.id FROM picked AS p))
+                        RETURNING a.*
+                    )
                     SELECT
-                        a.id,
-                        a.event_type,
-                        a.plugin_name,
-                        a.next_retry_at,
-                        a.status = 'processing' AS expired,
-                        a.status = 'processing' AND a.retry_count >= a.max_retries
-                            AS spent
-                    FROM _retryq_active AS a
-                    -- the candidates, by primary key; every condition again,
-                    -- on the version this locks
-                    WHERE a.id = ANY(v_ids)
-                        AND a.priority = v_priority
-                        AND a.next_retry_at <= p_now
-                        AND (a.locked_until IS NULL OR a.locked_until <= p_now)
-                        AND (
-                            v_probe_event IS NULL
-                            OR (
-                                a.event_type = v_probe_event
-                                AND coalesce(a.plugin_name, '') = v_probe_plugin
+                        t.id, t.event_id, t.event_type,
+                        coalesce(t.channel_name, ''), coalesce(t.plugin_name, ''),
+                        t.event_data, t.retry_count, t.max_retries, t.priority,
+                        coalesce(t.correlation_id, ''), t.event_metadata, t.tags,
+                        t.created_at, t.next_retry_at, t.locked_until,
+                        t.error_message, t.last_error_code
+                    FROM taken AS t
+                    ORDER BY t.next_retry_at, t.id;
+                ELSE
+                    RETURN QUERY
+                    WITH locked AS MATERIALIZED (
+                        SELECT
+                            a.id,
+                            a.event_type,
+                            a.plugin_name,
+                            a.next_retry_at,
+                            a.status = 'processing' AS expired,
+                            a.status = 'processing' AND a.retry_count >= a.max_retries
+                                AS spent
+                        FROM _retryq_active AS a
+                        -- the candidates, by primary key; every condition again,
+                        -- on the version this locks
+                        WHERE a.id = ANY(v_ids)
+                            AND a.priority = v_priority
+                            AND a.next_retry_at <= p_now
+                            AND (a.locked_until IS NULL OR a.locked_until <= p_now)
+                            AND (
+                                v_probe_event IS NULL
+                                OR (
+                                    a.event_type = v_probe_event
+                                    AND coalesce(a.plugin_name, '') = v_probe_plugin
+                                )
                             )
-                        )
-                        AND a.event_type = ANY(p_event_types)
-                        AND (
-                            p_plugin_names IS NULL
-                            OR coalesce(a.plugin_name, '') = ANY(p_plugin_names)
-                        )
-                        -- skip paused keys, expired leases included: a pause
-                        -- stops the runs, and an item's budget is not spent
-                        AND (
-                            NOT v_paused
-                            OR NOT EXISTS (
-                                SELECT 1 FROM _retryq_pause AS z
-                                WHERE (z.event_type IS NULL OR z.event_type = a.event_type)
-                                    AND (z.plugin_name IS NULL OR z.plugin_name = coalesce(a.plugin_name, ''))
+                            AND a.event_type = ANY(p_event_types)
+                            AND (
+                                p_plugin_names IS NULL
+                                OR coalesce(a.plugin_name, '') = ANY(p_plugin_names)
                             )
-                        )
-                        -- skip keys whose circuit is not closed
-                        AND (
-                            NOT v_gated
-                            OR v_probe_event IS NOT NULL
-                            OR NOT EXISTS (
-                                SELECT 1 FROM _retryq_circuit AS c
-                                WHERE c.state <> 'closed'
-                                    AND c.event_type = a.event_type
-                                    AND c.plugin_name = coalesce(a.plugin_name, '')
+                            -- skip paused keys, expired leases included: a pause
+                            -- stops the runs, and an item's budget is not spent
+                            AND (
+                                NOT v_paused
+                                OR NOT EXISTS (
+                                    SELECT 1 FROM _retryq_pause AS z
+                                    WHERE (z.event_type IS NULL OR z.event_type = a.event_type)
+                                        AND (z.plugin_name IS NULL OR z.plugin_name = coalesce(a.plugin_name, ''))
+                                )
                             )
-                        )
-                        -- skip keys whose rate limit has no token free (a spent
-                        -- lease is buried all the same: that takes no token)
-                        AND (
-                            pg_catalog.cardinality(v_closed_events) = 0
-                            OR a.status = 'processing' AND a.retry_count >= a.max_retries
-                            OR NOT EXISTS (
-                                SELECT 1
-                                FROM ROWS FROM (
-                                    pg_catalog.unnest(v_closed_events),
-                                    pg_catalog.unnest(v_closed_plugins)
-                                ) AS k (event_type, plugin_name)
-                                WHERE k.event_type = a.event_type
-                                    AND k.plugin_name = coalesce(a.plugin_name, '')
+                            -- skip keys whose circuit is not closed
+                            AND (
+                                NOT v_gated
+                                OR v_probe_event IS NOT NULL
+                                OR NOT EXISTS (
+                                    SELECT 1 FROM _retryq_circuit AS c
+                                    WHERE c.state <> 'closed'
+                                        AND c.event_type = a.event_type
+                                        AND c.plugin_name = coalesce(a.plugin_name, '')
+                                )
                             )
-                        )
-                    ORDER BY a.next_retry_at, a.id
-                    LIMIT v_asked
-                    -- SKIP LOCKED: concurrent workers split the due items between
-                    -- them instead of queueing behind each other's row locks.
-                    FOR UPDATE SKIP LOCKED
-                ),
-                -- Rate limits: a lease (a takeover too) needs a token of its key;
-                -- a locked item that got none stays as it is (its row lock ends
-                -- with this transaction). A spent lease is buried, not leased.
-                picked AS MATERIALIZED (
-                    SELECT l.id, l.event_type, l.plugin_name, l.expired, l.spent
-                    FROM locked AS l
-                    WHERE NOT v_limited
-                        OR l.spent
-                        OR l.id = ANY((
-                            SELECT _retryq_rate_grant(
-                                pg_catalog.array_agg(g.id ORDER BY g.next_retry_at, g.id),
-                                pg_catalog.array_agg(g.event_type ORDER BY g.next_retry_at, g.id),
-                                pg_catalog.array_agg(g.plugin_name ORDER BY g.next_retry_at, g.id),
-                                p_now
+                            -- skip keys whose rate limit has no token free (a spent
+                            -- lease is buried all the same: that takes no token)
+                            AND (
+                                pg_catalog.cardinality(v_closed_events) = 0
+                                OR a.status = 'processing' AND a.retry_count >= a.max_retries
+                                OR NOT EXISTS (
+                                    SELECT 1
+                                    FROM ROWS FROM (
+                                        pg_catalog.unnest(v_closed_events),
+                                        pg_catalog.unnest(v_closed_plugins)
+                                    ) AS k (event_type, plugin_name)
+                                    WHERE k.event_type = a.event_type
+                                        AND k.plugin_name = coalesce(a.plugin_name, '')
+                                )
                             )
-                            FROM locked AS g
-                            WHERE NOT g.spent
-                        )::bigint[])
-                ),
-                buried AS (
-                    SELECT
-                        pg_catalog.set_config('retryq.buried', 'yes', TRUE),
-                        _retryq_bury(
-                            pg_catalog.array_agg(p.id),
-                            pg_catalog.jsonb_build_object(
-                                'failed_at', p_now,
-                                'error',
-                                'lease expired: the worker did not finish in time',
-                                'code', 'lease_expired',
-                                'retryable', TRUE
-                            ),
-                            p_now
-                        )
-                    FROM picked AS p
-                    WHERE p.spent
-                    HAVING pg_catalog.count(*) > 0
-                ),
-                -- lost leases count against their circuits (the probe pass keeps
-                -- its own books in probed)
-                -- retryq.took_over: this transaction now holds rows whose former
-                -- holders may wait for it, so it must never wait for an item row
-                -- again (lock order: see _retryq_circuit_lock)
-                expired AS (
-                    SELECT
-                        pg_catalog.set_config('retryq.took_over', 'yes', TRUE),
-                        CASE WHEN v_probe_event IS NULL THEN _retryq_circuit_expired(
-                            pg_catalog.array_agg(p.event_type), pg_catalog.array_agg(p.plugin_name), p_now
-                        ) END
-                    FROM picked AS p
-                    WHERE p.expired
-                    HAVING pg_catalog.count(*) > 0
-                ),
-                taken AS (
-                    UPDATE _retryq_active AS a
-                    SET
-                        status = 'processing',
-                        locked_by = p_worker_id,
-                        locked_until = v_until,
-                        last_attempted_at = p_now,
-                        retry_count = a.retry_count + (a.status = 'processing')::integer,
-                        error_message = CASE
-                            WHEN a.status = 'processing'
-                                THEN 'lease expired: the worker did not finish in time'
-                            ELSE a.error_message
-                        END,
-                        last_error_code = CASE
-                            WHEN a.status = 'processing' THEN 'lease_expired'
-                            ELSE a.last_error_code
-                        END,
-                        error_history = CASE
-                            WHEN a.status = 'processing'
-                                THEN a.error_history || pg_catalog.jsonb_build_array(
+                        ORDER BY a.next_retry_at, a.id
+                        LIMIT v_asked
+                        -- SKIP LOCKED: concurrent workers split the due items between
+                        -- them instead of queueing behind each other's row locks.
+                        FOR UPDATE SKIP LOCKED
+                    ),
+                    -- Rate limits: a lease (a takeover too) needs a token of its key;
+                    -- a locked item that got none stays as it is (its row lock ends
+                    -- with this transaction). A spent lease is buried, not leased.
+                    picked AS MATERIALIZED (
+                        SELECT l.id, l.event_type, l.plugin_name, l.expired, l.spent
+                        FROM locked AS l
+                        WHERE NOT v_limited
+                            OR l.spent
+                            OR l.id = ANY((
+                                SELECT _retryq_rate_grant(
+                                    pg_catalog.array_agg(g.id ORDER BY g.next_retry_at, g.id),
+                                    pg_catalog.array_agg(g.event_type ORDER BY g.next_retry_at, g.id),
+                                    pg_catalog.array_agg(g.plugin_name ORDER BY g.next_retry_at, g.id),
+                                    p_now
+                                )
+                                FROM locked AS g
+                                WHERE NOT g.spent
+                            )::bigint[])
+                    ),
+                    buried AS (
+                        SELECT
+                            pg_catalog.set_config('retryq.buried', 'yes', TRUE),
+                            _retryq_bury(
+                                pg_catalog.array_agg(p.id),
                                 pg_catalog.jsonb_build_object(
-                                    'attempt', pg_catalog.jsonb_array_length(a.error_history) + 1,
-                                    'failed_at', a.locked_until,
-                                    'worker_id', a.locked_by,
+                                    'failed_at', p_now,
                                     'error',
                                     'lease expired: the worker did not finish in time',
                                     'code', 'lease_expired',
                                     'retryable', TRUE
-                                )
+                                ),
+                                p_now
                             )
-                            ELSE a.error_history
-                        END
-                    -- by primary key: a join with picked gets a hash join over the
-                    -- whole partition in the generic plan (LIMIT's estimate is a
-                    -- guess); a picked row that is processing is an expired lease
-                    WHERE a.id = ANY(
-                        ARRAY(SELECT p.id FROM picked AS p WHERE NOT p.spent)
-                    )
-                        -- spent is judged again on the version this updates: an
-                        -- expired lease whose budget is gone is never taken over
-                        -- (seen once under load in the deadlock hunt: the row
-                        -- reached retry_count > max_retries); the next acquire
-                        -- buries it
-                        AND (a.status = 'pending' OR a.retry_count < a.max_retries)
-                    RETURNING a.*
-                ),
-                -- a data-modifying CTE always runs: in a probe pass it marks the
-                -- circuit half_open with its probe item
-                probed AS (
-                    UPDATE _retryq_circuit AS c
-                    SET
-                        state = CASE
-                            WHEN s.probe_id IS NULL THEN c.state ELSE 'half_open'
-                        END,
-                        open_until = CASE
-                            WHEN s.probe_id IS NULL THEN c.open_until
-                        END,
-                        probe_id = coalesce(s.probe_id, c.probe_id),
-                        next_probe_at = NULL,
-                        lease_expiries = c.lease_expiries + s.expired_count
-                    FROM (
+                        FROM picked AS p
+                        WHERE p.spent
+                        HAVING pg_catalog.count(*) > 0
+                    ),
+                    -- lost leases count against their circuits (the probe pass keeps
+                    -- its own books in probed)
+                    -- retryq.took_over: this transaction now holds rows whose former
+                    -- holders may wait for it, so it must never wait for an item row
+                    -- again (lock order: see _retryq_circuit_lock)
+                    expired AS (
                         SELECT
-                            (SELECT pg_catalog.min(t.id) FROM taken AS t) AS probe_id,
-                            (SELECT pg_catalog.count(*) FROM picked AS p WHERE p.expired)
-                                AS expired_count
-                    ) AS s
-                    WHERE v_probe_event IS NOT NULL
-                        AND c.event_type = v_probe_event
-                        AND c.plugin_name = v_probe_plugin
-                        AND (s.probe_id IS NOT NULL OR s.expired_count > 0)
-                )
-                SELECT
-                    t.id, t.event_id, t.event_type,
-                    coalesce(t.channel_name, ''), coalesce(t.plugin_name, ''),
-                    t.event_data, t.retry_count, t.max_retries, t.priority,
-                    coalesce(t.correlation_id, ''), t.event_metadata, t.tags,
-                    t.created_at, t.next_retry_at, t.locked_until, t.error_message,
-                    t.last_error_code
-                FROM taken AS t
-                -- a plain CTE runs only when referenced: these one-time filters
-                -- make buried and expired run, before taken returns its rows
-                WHERE (SELECT pg_catalog.count(*) FROM buried) >= 0
-                    AND (SELECT pg_catalog.count(*) FROM expired) >= 0
-                ORDER BY t.next_retry_at, t.id;
+                            pg_catalog.set_config('retryq.took_over', 'yes', TRUE),
+                            CASE WHEN v_probe_event IS NULL THEN _retryq_circuit_expired(
+                                pg_catalog.array_agg(p.event_type), pg_catalog.array_agg(p.plugin_name), p_now
+                            ) END
+                        FROM picked AS p
+                        WHERE p.expired
+                        HAVING pg_catalog.count(*) > 0
+                    ),
+                    taken AS (
+                        UPDATE _retryq_active AS a
+                        SET
+                            status = 'processing',
+                            locked_by = p_worker_id,
+                            locked_until = v_until,
+                            last_attempted_at = p_now,
+                            retry_count = a.retry_count + (a.status = 'processing')::integer,
+                            error_message = CASE
+                                WHEN a.status = 'processing'
+                                    THEN 'lease expired: the worker did not finish in time'
+                                ELSE a.error_message
+                            END,
+                            last_error_code = CASE
+                                WHEN a.status = 'processing' THEN 'lease_expired'
+                                ELSE a.last_error_code
+                            END,
+                            error_history = CASE
+                                WHEN a.status = 'processing'
+                                    THEN a.error_history || pg_catalog.jsonb_build_array(
+                                    pg_catalog.jsonb_build_object(
+                                        'attempt', pg_catalog.jsonb_array_length(a.error_history) + 1,
+                                        'failed_at', a.locked_until,
+                                        'worker_id', a.locked_by,
+                                        'error',
+                                        'lease expired: the worker did not finish in time',
+                                        'code', 'lease_expired',
+                                        'retryable', TRUE
+                                    )
+                                )
+                                ELSE a.error_history
+                            END
+                        -- by primary key: a join with picked gets a hash join over the
+                        -- whole partition in the generic plan (LIMIT's estimate is a
+                        -- guess); a picked row that is processing is an expired lease
+                        WHERE a.id = ANY(
+                            ARRAY(SELECT p.id FROM picked AS p WHERE NOT p.spent)
+                        )
+                            -- spent is judged again on the version this updates: an
+                            -- expired lease whose budget is gone is never taken over
+                            -- (seen once under load in the deadlock hunt: the row
+                            -- reached retry_count > max_retries); the next acquire
+                            -- buries it
+                            AND (a.status = 'pending' OR a.retry_count < a.max_retries)
+                        RETURNING a.*
+                    ),
+                    -- a data-modifying CTE always runs: in a probe pass it marks the
+                    -- circuit half_open with its probe item
+                    probed AS (
+                        UPDATE _retryq_circuit AS c
+                        SET
+                            state = CASE
+                                WHEN s.probe_id IS NULL THEN c.state ELSE 'half_open'
+                            END,
+                            open_until = CASE
+                                WHEN s.probe_id IS NULL THEN c.open_until
+                            END,
+                            probe_id = coalesce(s.probe_id, c.probe_id),
+                            next_probe_at = NULL,
+                            lease_expiries = c.lease_expiries + s.expired_count
+                        FROM (
+                            SELECT
+                                (SELECT pg_catalog.min(t.id) FROM taken AS t) AS probe_id,
+                                (SELECT pg_catalog.count(*) FROM picked AS p WHERE p.expired)
+                                    AS expired_count
+                        ) AS s
+                        WHERE v_probe_event IS NOT NULL
+                            AND c.event_type = v_probe_event
+                            AND c.plugin_name = v_probe_plugin
+                            AND (s.probe_id IS NOT NULL OR s.expired_count > 0)
+                    )
+                    SELECT
+                        t.id, t.event_id, t.event_type,
+                        coalesce(t.channel_name, ''), coalesce(t.plugin_name, ''),
+                        t.event_data, t.retry_count, t.max_retries, t.priority,
+                        coalesce(t.correlation_id, ''), t.event_metadata, t.tags,
+                        t.created_at, t.next_retry_at, t.locked_until, t.error_message,
+                        t.last_error_code
+                    FROM taken AS t
+                    -- a plain CTE runs only when referenced: these one-time filters
+                    -- make buried and expired run, before taken returns its rows
+                    WHERE (SELECT pg_catalog.count(*) FROM buried) >= 0
+                        AND (SELECT pg_catalog.count(*) FROM expired) >= 0
+                    ORDER BY t.next_retry_at, t.id;
+                END IF;
             END IF;
             GET DIAGNOSTICS v_taken = ROW_COUNT;
             v_remaining := v_remaining - v_taken;
@@ -1355,13 +1401,19 @@ BEGIN
             LIMIT 1
         ) AS n;
     ELSE
+        -- one look per listed type (a.event_type = ANY(...) got a
+        -- sequential scan in the generic plan)
         v_active := EXISTS (
-            SELECT 1 FROM _retryq_active AS a
-            WHERE a.event_type = ANY(p_event_types)
-                AND (
-                    p_plugin_names IS NULL
-                    OR coalesce(a.plugin_name, '') = ANY(p_plugin_names)
-                )
+            SELECT 1
+            FROM (SELECT DISTINCT pg_catalog.unnest(p_event_types)) AS r (event_type)
+            WHERE EXISTS (
+                SELECT 1 FROM _retryq_active AS a
+                WHERE a.event_type = r.event_type
+                    AND (
+                        p_plugin_names IS NULL
+                        OR coalesce(a.plugin_name, '') = ANY(p_plugin_names)
+                    )
+            )
         );
         SELECT pg_catalog.min(n.next_retry_at) INTO v_oldest
         FROM (SELECT DISTINCT pg_catalog.unnest(p_event_types)) AS r (event_type)

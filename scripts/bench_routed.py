@@ -2,17 +2,16 @@
 and retry_queue_due cost a worker routed to event type B while --backlog due
 items of type A (all older than B's) sit in the queue.
 
-The queue indexes the active partition by (priority, next_retry_at, id)
-only, so a routed call walks the due items of other types before it finds
-its own; this measures how much, against the unrouted call and a call routed
-to A, on one install, each call rolled back so that every sample sees the
-same queue. Then it adds an experimental index (event_type, priority,
-next_retry_at, id), never shipped, to show which of the two functions it
-would serve as they are written (acquire runs with a forced generic plan, so
-its `p_event_types IS NULL OR ...` test cannot use it).
+Routed calls walk the routed types' own items over _retryq_active_routed_idx
+(event_type, priority, next_retry_at, id), 0016_routed_index; before it they
+walked the (priority, next_retry_at, id) index past every due item of other
+types. This measures a routed call against the unrouted call and a call
+routed to A, on one install, each call rolled back so that every sample sees
+the same queue. (--base REF runs the same on the migrations of a git ref,
+e.g. main before the fix, read with `git archive` as bench_ab.py does.)
 
     .venv/bin/python scripts/bench_routed.py [--backlog 100000 10000] [--calls 30]
-        [--write BENCHMARKS.md]
+        [--base main] [--write BENCHMARKS.md]
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ import argparse
 import os
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,7 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench_ab import migrations_at
 from bench_db import Cluster, write_section
 
 from retryq_py import migrate
@@ -73,26 +74,19 @@ def median_ms(
     return statistics.median(times), got
 
 
-def measure(dsn: str, backlog: int, calls: int) -> list[tuple[str, str, float, int, float]]:
+def measure(dsn: str, backlog: int, calls: int) -> list[tuple[str, float, int, float]]:
     rows = []
     with psycopg.connect(dsn, autocommit=True) as conn:
         fill(conn, backlog, 10)
-        for index in ("none", "experimental (event_type, priority, next_retry_at, id)"):
-            if index != "none":
-                conn.execute(
-                    "CREATE INDEX bench_routed_idx"
-                    " ON _retryq_active (event_type, priority, next_retry_at, id)"
-                )
-                conn.execute("ANALYZE daz_retry_queue")
-            for label, types in CASES:
-                acq, leased = median_ms(
-                    conn,
-                    "SELECT id FROM acquire_retry_items('bench', 10, 300, now(), %s)",
-                    types,
-                    calls,
-                )
-                due, _ = median_ms(conn, "SELECT * FROM retry_queue_due(%s)", types, calls)
-                rows.append((index, label, acq, leased, due))
+        for label, types in CASES:
+            acq, leased = median_ms(
+                conn,
+                "SELECT id FROM acquire_retry_items('bench', 10, 300, now(), %s)",
+                types,
+                calls,
+            )
+            due, _ = median_ms(conn, "SELECT * FROM retry_queue_due(%s)", types, calls)
+            rows.append((label, acq, leased, due))
     return rows
 
 
@@ -101,33 +95,44 @@ def main() -> None:
     ap.add_argument("--admin-dsn", default="host=127.0.0.1 port=5432 user=postgres dbname=postgres")
     ap.add_argument("--backlog", type=int, nargs="+", default=[100_000, 10_000])
     ap.add_argument("--calls", type=int, default=30)
+    ap.add_argument("--base", help="also measure the migrations of this git ref (e.g. main)")
     ap.add_argument("--write", type=Path, help="put the table into this markdown file")
     args = ap.parse_args()
+    tmp = tempfile.TemporaryDirectory()
+    builds: list[tuple[str, Path | None]] = []
+    if args.base:
+        builds.append((args.base, migrations_at(args.base, Path(tmp.name))))
+    builds.append(("this tree", None))
     cluster = Cluster(args.admin_dsn)
-    results: dict[int, list[tuple[str, str, float, int, float]]] = {}
+    results: list[tuple[str, int, list[tuple[str, float, int, float]]]] = []
     try:
         for backlog in args.backlog:
-            with cluster.database("routed") as dsn:
-                migrate.apply(dsn)
-                results[backlog] = measure(dsn, backlog, args.calls)
+            for build, directory in builds:
+                with cluster.database("routed") as dsn:
+                    migrate.apply(dsn, directory=directory)
+                    results.append((build, backlog, measure(dsn, backlog, args.calls)))
     finally:
         cluster.drop_all()
+        tmp.cleanup()
     load = " ".join(f"{x:.1f}" for x in os.getloadavg()[:2])
+    base = f" --base {args.base}" if args.base else ""
     lines = [
         "<!-- bench_routed -->",
         "### A routed worker behind another type's backlog",
         "",
         f"`.venv/bin/python scripts/bench_routed.py --backlog "
-        f"{' '.join(str(b) for b in args.backlog)} --calls {args.calls}`: N due items of type A"
-        " (due over the last hour), 10 of type B (due now), one connection; each figure is the"
-        " median of the calls, each call rolled back. Load average at the end: " + load + ".",
+        f"{' '.join(str(b) for b in args.backlog)} --calls {args.calls}{base}`: N due items of"
+        " type A (due over the last hour), 10 of type B (due now), one connection; each figure"
+        " is the median of the calls, each call rolled back. Load average at the end: "
+        + load
+        + ".",
         "",
-        "| backlog of A | index | call | acquire (batch 10) ms | leased | retry_queue_due ms |",
-        "| ---: | --- | --- | ---: | ---: | ---: |",
+        "| build | backlog of A | call | acquire (batch 10) ms | leased | retry_queue_due ms |",
+        "| --- | ---: | --- | ---: | ---: | ---: |",
     ]
-    for backlog, rows in results.items():
-        for index, label, acq, leased, due in rows:
-            lines.append(f"| {backlog:,} | {index} | {label} | {acq:.2f} | {leased} | {due:.2f} |")
+    for build, backlog, rows in results:
+        for label, acq, leased, due in rows:
+            lines.append(f"| {build} | {backlog:,} | {label} | {acq:.2f} | {leased} | {due:.2f} |")
     lines.append("<!-- /bench_routed -->")
     text = "\n".join(lines)
     print(text)

@@ -250,13 +250,19 @@ BEGIN
             LIMIT 1
         ) AS n;
     ELSE
+        -- one look per listed type (a.event_type = ANY(...) got a
+        -- sequential scan in the generic plan)
         v_active := EXISTS (
-            SELECT 1 FROM _retryq_active AS a
-            WHERE a.event_type = ANY(p_event_types)
-                AND (
-                    p_plugin_names IS NULL
-                    OR coalesce(a.plugin_name, '') = ANY(p_plugin_names)
-                )
+            SELECT 1
+            FROM (SELECT DISTINCT pg_catalog.unnest(p_event_types)) AS r (event_type)
+            WHERE EXISTS (
+                SELECT 1 FROM _retryq_active AS a
+                WHERE a.event_type = r.event_type
+                    AND (
+                        p_plugin_names IS NULL
+                        OR coalesce(a.plugin_name, '') = ANY(p_plugin_names)
+                    )
+            )
         );
         SELECT pg_catalog.min(n.next_retry_at) INTO v_oldest
         FROM (SELECT DISTINCT pg_catalog.unnest(p_event_types)) AS r (event_type)
