@@ -143,6 +143,14 @@ class WatchedPool(ConnectionPool[Any]):
         with super().connection(timeout) as conn, self.watchdog.watch(conn):
             yield conn
 
+    def check_connection(self, conn: psycopg.Connection[Any]) -> None:  # type: ignore[override]
+        """The pool's check of an idle connection (`check()`, after a lost
+        connection), watched too, with a second at most: unwatched, a check
+        on a connection gone silent blocked the lane that asked for it for
+        good (seen in the crash test, through a proxy that dropped it)."""
+        with self.watchdog.shorter(min(self.watchdog.seconds, 1.0)), self.watchdog.watch(conn):
+            ConnectionPool.check_connection(conn)
+
     def close(self, timeout: float = 5.0) -> None:
         self.watchdog.stop()
         super().close(timeout)

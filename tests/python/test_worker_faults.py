@@ -448,6 +448,37 @@ def test_a_silent_network_is_noticed_within_the_lease_and_survived(
     assert statuses(db) == {"completed": 10}
 
 
+def test_the_pools_check_of_silent_connections_ends_within_its_deadline(module_dsn: str) -> None:
+    """After a lost connection a lane asks the pool to check its idle
+    connections (one round trip each). Unwatched, a check on a connection
+    gone silent blocked that lane for good: a worker that had said it was
+    stopping never exited (the crash test's 60 s timeout, with a thread dump
+    in check_connection). Each check now has a second at most."""
+    from retryq_py.worker.deadline import Watchdog, WatchedPool
+
+    with netproxy.proxy(module_dsn) as net:
+        pool = WatchedPool(
+            net.dsn,
+            kwargs={"autocommit": True},
+            min_size=2,
+            max_size=2,
+            open=False,
+            watchdog=Watchdog(5.0, "w"),
+        )
+        pool.open(wait=True, timeout=10)
+        try:
+            net.freeze()
+            done = threading.Event()
+            checker = threading.Thread(target=lambda: (pool.check(), done.set()), daemon=True)
+            started = time.monotonic()
+            checker.start()
+            assert done.wait(15), "pool.check() still blocked on a silent connection"
+            assert time.monotonic() - started < 5  # a second or so per connection
+        finally:
+            net.thaw()
+            pool.close()
+
+
 @pytest.mark.parametrize("autocommit", [True, False])
 def test_a_flush_on_a_connection_the_deadline_cut_raises_the_lost_connection(
     module_dsn: str, q: RetryQueue, autocommit: bool
