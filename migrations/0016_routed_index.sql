@@ -156,9 +156,11 @@ $$;
 -- | -- The Python worker reads the queue to know how long to sleep, and its
 -- | -- --metrics-port serves the queue's metrics; retryq metrics reads it too.
 -- | GRANT SELECT ON daz_retry_queue TO retryq_worker, retryq_admin;
--- Builds in one transaction and blocks writes to the active partition while
--- it runs (about a second per 100,000 active items); see README's upgrade notes.
-CREATE INDEX _retryq_active_routed_idx
+-- A plain build: it blocks writes to the active partition while it runs
+-- (README, "Sharing one queue: routing", upgrade note). IF NOT EXISTS: an
+-- index an operator built beforehand with CREATE INDEX CONCURRENTLY under
+-- this name is kept.
+CREATE INDEX IF NOT EXISTS _retryq_active_routed_idx
 ON _retryq_active (event_type, priority, next_retry_at, id);
 
 -- retryq:source functions/acquire_retry_items.sql
@@ -1158,7 +1160,8 @@ GRANT EXECUTE ON FUNCTION acquire_retry_items TO retryq_worker;
 -- are about to expire are left out of the second (finding them would scan
 -- every processing row, and a worker's poll covers them).
 -- p_event_types and p_plugin_names route as in acquire_retry_items: the
--- answer then concerns only those items. Paused items (retry_queue_pause)
+-- answer then concerns only those items, and the walks go over the listed
+-- types' own items (per type and priority), never another type's backlog. Paused items (retry_queue_pause)
 -- count as active but never as due, so a worker does not poll for what it
 -- may not lease. Neither are items of a key whose rate limit has no token
 -- free (retry_rate_limit_set): such an item is due when the key's next token
@@ -1242,7 +1245,7 @@ BEGIN
         WHERE c.state <> 'closed' AND (c.forced OR f.frees_at > now());
     END IF;
     -- the earliest pending item of a key that may be leased now
-    -- (routed: per listed type, over _retryq_active_routed_idx; the generic
+    -- (routed: per listed type, over _retryq_active_routed_idx; a generic
     -- plan cannot make `p_event_types IS NULL OR ...` an index condition,
     -- so the unrouted walk and the routed one are statements of their own)
     IF p_event_types IS NULL THEN

@@ -7,7 +7,8 @@
 -- are about to expire are left out of the second (finding them would scan
 -- every processing row, and a worker's poll covers them).
 -- p_event_types and p_plugin_names route as in acquire_retry_items: the
--- answer then concerns only those items. Paused items (retry_queue_pause)
+-- answer then concerns only those items, and the walks go over the listed
+-- types' own items (per type and priority), never another type's backlog. Paused items (retry_queue_pause)
 -- count as active but never as due, so a worker does not poll for what it
 -- may not lease. Neither are items of a key whose rate limit has no token
 -- free (retry_rate_limit_set): such an item is due when the key's next token
@@ -91,7 +92,7 @@ BEGIN
         WHERE c.state <> 'closed' AND (c.forced OR f.frees_at > now());
     END IF;
     -- the earliest pending item of a key that may be leased now
-    -- (routed: per listed type, over _retryq_active_routed_idx; the generic
+    -- (routed: per listed type, over _retryq_active_routed_idx; a generic
     -- plan cannot make `p_event_types IS NULL OR ...` an index condition,
     -- so the unrouted walk and the routed one are statements of their own)
     IF p_event_types IS NULL THEN

@@ -161,6 +161,26 @@ def test_acquire_vs_acquire_take_disjoint_items_without_waiting(a: Conn, b: Conn
     assert owners == {ids[0]: "w1", ids[1]: "w1", ids[2]: "w2", ids[3]: "w2"}
 
 
+@pytest.mark.parametrize("statement", ["lighter", "full"])
+def test_routed_acquires_take_disjoint_items_without_waiting(
+    a: Conn, b: Conn, statement: str
+) -> None:
+    # a routed acquire locks its candidates by primary key: b's candidates
+    # are a's uncommitted leases, which it skips, and its walk goes on past
+    # them (a pause of another type sends both through the full statement)
+    if statement == "full":
+        a.execute("SELECT retry_queue_pause('elsewhere')")
+    ids = enqueue(a, 6)
+    routed = "SELECT id FROM acquire_retry_items(%s, %s, 10, %s, p_event_types => %s)"
+    a.execute("BEGIN")
+    first = [r[0] for r in a.execute(routed, ["w1", 2, T0, ["job"]]).fetchall()]
+    second = [r[0] for r in b.execute(routed, ["w2", 2, T0, ["job", "x"]]).fetchall()]
+    a.execute("COMMIT")
+    assert first == ids[:2]
+    assert second == ids[2:4]
+    assert [r[0] for r in b.execute(routed, ["w3", 10, T0, ["job"]]).fetchall()] == ids[4:]
+
+
 def test_acquire_vs_acquire_split_a_rate_limit_s_tokens_without_waiting(a: Conn, b: Conn) -> None:
     a.execute("SELECT retry_rate_limit_set('job', NULL, 3, 60)")
     ids = enqueue(a, 6)
