@@ -8,18 +8,19 @@
 -- every processing row, and a worker's poll covers them).
 -- p_event_types and p_plugin_names route as in acquire_retry_items: the
 -- answer then concerns only those items, and the walks go over the listed
--- types' own items (per type and priority), never another type's backlog. Paused items (retry_queue_pause)
--- count as active but never as due, so a worker does not poll for what it
--- may not lease. Neither are items of a key whose rate limit has no token
--- free (retry_rate_limit_set): such an item is due when the key's next token
--- frees (its oldest use plus the period), or at its own time if that is
--- later; so a worker sleeps until then and exit_when_idle can stop. With no
--- limit set this costs one look at an empty table, as in acquire. Items of a
--- key whose circuit lets nothing through (open in its cool-down, or half_open
--- with its probe out) are held back the same way, until acquire would lease
--- the key's probe; a circuit an operator opened (retry_circuit_open without
--- seconds) holds its items until it is closed: they are not due. Before, such
--- items counted as due, and a worker polled every 10 ms through an outage.
+-- types' own items (per type and priority), never another type's backlog.
+-- Paused items (retry_queue_pause) count as active but never as due, so a
+-- worker does not poll for what it may not lease. Neither are items of a key
+-- whose rate limit has no token free (retry_rate_limit_set): such an item is
+-- due when the key's next token frees (its oldest use plus the period), or at
+-- its own time if that is later; so a worker sleeps until then and
+-- exit_when_idle can stop. With no limit set this costs one look at an empty
+-- table, as in acquire. Items of a key whose circuit lets nothing through
+-- (open in its cool-down, or half_open with its probe out) are held back the
+-- same way, until acquire would lease the key's probe; a circuit an operator
+-- opened (retry_circuit_open without seconds) holds its items until it is
+-- closed: they are not due. Before, such items counted as due, and a worker
+-- polled every 10 ms through an outage.
 -- The third column leaves out held-back items too: their wait is the
 -- circuit's or the limit's, not a shortage of workers.
 CREATE OR REPLACE FUNCTION retry_queue_due(
