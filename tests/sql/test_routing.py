@@ -101,10 +101,16 @@ def rows_read(c: Conn) -> int:
     return int(row["n"]) if row else 0
 
 
-def test_a_routed_walk_reads_its_own_items_not_another_types_backlog(db: Conn) -> None:
+@pytest.mark.parametrize("statement", ["lighter", "full"])
+def test_a_routed_walk_reads_its_own_items_not_another_types_backlog(
+    db: Conn, statement: str
+) -> None:
     # 3,000 due items of "other", all due before "mine"'s: a walk in due order
     # filtered by type read every one of them before it found "mine" (or, for
-    # a type with nothing due, before it gave up)
+    # a type with nothing due, before it gave up). A pause of a third type
+    # sends acquire through its full statement.
+    if statement == "full":
+        pause(db, "elsewhere")
     db.execute(
         "INSERT INTO daz_retry_queue (event_type, event_data)"
         " SELECT 'other', '{}' FROM generate_series(1, 3000)"
