@@ -46,8 +46,6 @@ DECLARE
     v_closed_until timestamptz[] := '{}';
     v_next timestamptz;
     v_next_closed timestamptz;
-    v_active boolean;
-    v_oldest timestamptz;
 BEGIN
     IF p_event_types IS NOT NULL OR p_plugin_names IS NOT NULL THEN
         PERFORM _retryq_check_routing(p_event_types, p_plugin_names);
@@ -205,113 +203,118 @@ BEGIN
         WHERE k.frees_at IS NOT NULL AND (v_next IS NULL OR k.frees_at < v_next);
         v_next := least(v_next, v_next_closed);
     END IF;
-    -- how long the oldest due item nobody holds has waited, and whether
-    -- any item is active (routed as the walk above)
+    -- whether any item is active, and how long the oldest due item nobody
+    -- holds has waited (routed as the walk above)
     IF p_event_types IS NULL THEN
-        v_active := EXISTS (
-            SELECT 1 FROM _retryq_active AS a
-            WHERE p_plugin_names IS NULL
-                OR coalesce(a.plugin_name, '') = ANY(p_plugin_names)
-        );
-        SELECT pg_catalog.min(n.next_retry_at) INTO v_oldest
-        FROM pg_catalog.generate_series(1, 10) AS p (priority)
-        CROSS JOIN LATERAL (
-            SELECT a.next_retry_at
-            FROM _retryq_active AS a
-            WHERE a.priority = p.priority
-                AND a.next_retry_at <= now()
-                AND (a.locked_until IS NULL OR a.locked_until <= now())
-                AND (
-                    p_plugin_names IS NULL
+        RETURN QUERY
+        SELECT
+            EXISTS (
+                SELECT 1 FROM _retryq_active AS a
+                WHERE p_plugin_names IS NULL
                     OR coalesce(a.plugin_name, '') = ANY(p_plugin_names)
-                )
-                AND (
-                    NOT v_paused
-                    OR NOT EXISTS (
-                        SELECT 1 FROM _retryq_pause AS z
-                        WHERE (z.event_type IS NULL OR z.event_type = a.event_type)
-                            AND (z.plugin_name IS NULL OR z.plugin_name = coalesce(a.plugin_name, ''))
-                    )
-                )
-                -- held back by a rate limit (a spent lease is buried
-                -- all the same, as in acquire: that takes no token)
-                AND (
-                    pg_catalog.cardinality(v_closed_events) = 0
-                    OR a.status = 'processing' AND a.retry_count >= a.max_retries
-                    OR NOT EXISTS (
-                        SELECT 1
-                        FROM ROWS FROM (
-                            pg_catalog.unnest(v_closed_events),
-                            pg_catalog.unnest(v_closed_plugins)
-                        ) AS k (event_type, plugin_name)
-                        WHERE k.event_type = a.event_type
-                            AND k.plugin_name = coalesce(a.plugin_name, '')
-                    )
-                )
-            ORDER BY a.next_retry_at
-            LIMIT 1
-        ) AS n;
+            ),
+            extract(epoch FROM v_next - now())::double precision,
+            coalesce(extract(epoch FROM now() - (
+                SELECT pg_catalog.min(n.next_retry_at)
+                FROM pg_catalog.generate_series(1, 10) AS p (priority)
+                CROSS JOIN LATERAL (
+                    SELECT a.next_retry_at
+                    FROM _retryq_active AS a
+                    WHERE a.priority = p.priority
+                        AND a.next_retry_at <= now()
+                        AND (a.locked_until IS NULL OR a.locked_until <= now())
+                        AND (
+                            p_plugin_names IS NULL
+                            OR coalesce(a.plugin_name, '') = ANY(p_plugin_names)
+                        )
+                        AND (
+                            NOT v_paused
+                            OR NOT EXISTS (
+                                SELECT 1 FROM _retryq_pause AS z
+                                WHERE (z.event_type IS NULL OR z.event_type = a.event_type)
+                                    AND (z.plugin_name IS NULL OR z.plugin_name = coalesce(a.plugin_name, ''))
+                            )
+                        )
+                        -- held back by a rate limit (a spent lease is buried
+                        -- all the same, as in acquire: that takes no token)
+                        AND (
+                            pg_catalog.cardinality(v_closed_events) = 0
+                            OR a.status = 'processing' AND a.retry_count >= a.max_retries
+                            OR NOT EXISTS (
+                                SELECT 1
+                                FROM ROWS FROM (
+                                    pg_catalog.unnest(v_closed_events),
+                                    pg_catalog.unnest(v_closed_plugins)
+                                ) AS k (event_type, plugin_name)
+                                WHERE k.event_type = a.event_type
+                                    AND k.plugin_name = coalesce(a.plugin_name, '')
+                            )
+                        )
+                    ORDER BY a.next_retry_at
+                    LIMIT 1
+                ) AS n
+            ))::double precision, 0);
     ELSE
         -- one look per listed type (a.event_type = ANY(...) got a
         -- sequential scan in the generic plan)
-        v_active := EXISTS (
-            SELECT 1
-            FROM (SELECT DISTINCT pg_catalog.unnest(p_event_types)) AS r (event_type)
-            WHERE EXISTS (
-                SELECT 1 FROM _retryq_active AS a
-                WHERE a.event_type = r.event_type
-                    AND (
-                        p_plugin_names IS NULL
-                        OR coalesce(a.plugin_name, '') = ANY(p_plugin_names)
-                    )
-            )
-        );
-        SELECT pg_catalog.min(n.next_retry_at) INTO v_oldest
-        FROM (SELECT DISTINCT pg_catalog.unnest(p_event_types)) AS r (event_type)
-        CROSS JOIN pg_catalog.generate_series(1, 10) AS p (priority)
-        CROSS JOIN LATERAL (
-            SELECT a.next_retry_at
-            FROM _retryq_active AS a
-            WHERE a.priority = p.priority
-                AND a.next_retry_at <= now()
-                AND (a.locked_until IS NULL OR a.locked_until <= now())
-                AND a.event_type = r.event_type
-                AND (
-                    p_plugin_names IS NULL
-                    OR coalesce(a.plugin_name, '') = ANY(p_plugin_names)
+        RETURN QUERY
+        SELECT
+            EXISTS (
+                SELECT 1
+                FROM (SELECT DISTINCT pg_catalog.unnest(p_event_types)) AS r (event_type)
+                WHERE EXISTS (
+                    SELECT 1 FROM _retryq_active AS a
+                    WHERE a.event_type = r.event_type
+                        AND (
+                            p_plugin_names IS NULL
+                            OR coalesce(a.plugin_name, '') = ANY(p_plugin_names)
+                        )
                 )
-                AND (
-                    NOT v_paused
-                    OR NOT EXISTS (
-                        SELECT 1 FROM _retryq_pause AS z
-                        WHERE (z.event_type IS NULL OR z.event_type = a.event_type)
-                            AND (z.plugin_name IS NULL OR z.plugin_name = coalesce(a.plugin_name, ''))
-                    )
-                )
-                -- held back by a rate limit (a spent lease is buried
-                -- all the same, as in acquire: that takes no token)
-                AND (
-                    pg_catalog.cardinality(v_closed_events) = 0
-                    OR a.status = 'processing' AND a.retry_count >= a.max_retries
-                    OR NOT EXISTS (
-                        SELECT 1
-                        FROM ROWS FROM (
-                            pg_catalog.unnest(v_closed_events),
-                            pg_catalog.unnest(v_closed_plugins)
-                        ) AS k (event_type, plugin_name)
-                        WHERE k.event_type = a.event_type
-                            AND k.plugin_name = coalesce(a.plugin_name, '')
-                    )
-                )
-            ORDER BY a.next_retry_at
-            LIMIT 1
-        ) AS n;
+            ),
+            extract(epoch FROM v_next - now())::double precision,
+            coalesce(extract(epoch FROM now() - (
+                SELECT pg_catalog.min(n.next_retry_at)
+                FROM (SELECT DISTINCT pg_catalog.unnest(p_event_types)) AS r (event_type)
+                CROSS JOIN pg_catalog.generate_series(1, 10) AS p (priority)
+                CROSS JOIN LATERAL (
+                    SELECT a.next_retry_at
+                    FROM _retryq_active AS a
+                    WHERE a.priority = p.priority
+                        AND a.next_retry_at <= now()
+                        AND (a.locked_until IS NULL OR a.locked_until <= now())
+                        AND a.event_type = r.event_type
+                        AND (
+                            p_plugin_names IS NULL
+                            OR coalesce(a.plugin_name, '') = ANY(p_plugin_names)
+                        )
+                        AND (
+                            NOT v_paused
+                            OR NOT EXISTS (
+                                SELECT 1 FROM _retryq_pause AS z
+                                WHERE (z.event_type IS NULL OR z.event_type = a.event_type)
+                                    AND (z.plugin_name IS NULL OR z.plugin_name = coalesce(a.plugin_name, ''))
+                            )
+                        )
+                        -- held back by a rate limit (a spent lease is buried
+                        -- all the same, as in acquire: that takes no token)
+                        AND (
+                            pg_catalog.cardinality(v_closed_events) = 0
+                            OR a.status = 'processing' AND a.retry_count >= a.max_retries
+                            OR NOT EXISTS (
+                                SELECT 1
+                                FROM ROWS FROM (
+                                    pg_catalog.unnest(v_closed_events),
+                                    pg_catalog.unnest(v_closed_plugins)
+                                ) AS k (event_type, plugin_name)
+                                WHERE k.event_type = a.event_type
+                                    AND k.plugin_name = coalesce(a.plugin_name, '')
+                            )
+                        )
+                    ORDER BY a.next_retry_at
+                    LIMIT 1
+                ) AS n
+            ))::double precision, 0);
     END IF;
-    RETURN QUERY
-    SELECT
-        v_active,
-        extract(epoch FROM v_next - now())::double precision,
-        coalesce(extract(epoch FROM now() - v_oldest)::double precision, 0);
 END;
 $$;
 
