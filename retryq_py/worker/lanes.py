@@ -145,6 +145,11 @@ class Lanes:
                         and nothing_left(exit_when, due)
                         and self._finish_if_idle()
                     ):
+                        # asked again: another lane may have written the last
+                        # outcome between that answer and the ledger going idle
+                        # (a "left active" then made run() warn for nothing)
+                        if due.active:
+                            due = self._schedule.due(**s.routing.params)
                         self.left_active = due.active
                         with self._exit_lock:
                             first, self._exit_reported = not self._exit_reported, True

@@ -111,7 +111,9 @@ WITH (
     autovacuum_analyze_scale_factor = 0.02
 );
 
-ALTER TABLE _retryq_active ADD CONSTRAINT _retryq_active_pkey PRIMARY KEY (id);
+-- named as the id check of _retryq_inserted names a reused id: a live item's
+-- id given again is refused under the same public name, not the partition's
+ALTER TABLE _retryq_active ADD CONSTRAINT daz_retry_queue_id_unique PRIMARY KEY (id);
 
 CREATE INDEX _retryq_active_due_idx
 ON _retryq_active (priority, next_retry_at, id);

@@ -5,6 +5,7 @@ all, as `--exit-when-drained`)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -16,6 +17,7 @@ import psycopg
 import pytest
 
 from retryq_py import RetryableError, RetryQueue, RetryQueueItem, RetryWorker
+from retryq_py.worker import WorkerParts
 from tests.python import workers
 from tests.python.workers import WorkerType
 
@@ -102,6 +104,36 @@ def test_exit_when_idle_with_nothing_left_gives_no_warning(
     q.add("ok", {})
     counts, caught = run_in_thread(Worker(module_dsn, HANDLERS, **FAST), exit_when_idle=True)
     assert counts.processed == 1
+    assert [w for w in caught if issubclass(w.category, DeprecationWarning)] == []
+
+
+class StaleOnce(RetryQueue):
+    """The worker's queue, except that the first answer of due() after the
+    queue is empty still says 'active': the answer another lane's last
+    write overtook."""
+
+    stale = True
+
+    def due(self, **routing: Any) -> Any:
+        answer = super().due(**routing)
+        if not answer.active and StaleOnce.stale:
+            StaleOnce.stale = False
+            return dataclasses.replace(answer, active=True)
+        return answer
+
+
+def test_exit_when_idle_asks_again_before_saying_items_were_left(
+    Worker: WorkerType, module_dsn: str, db: Conn
+) -> None:
+    """run() warned that items were left when the answer it exited on was
+    overtaken by another lane's last write (CI's PostgreSQL 18 pass)."""
+    RetryQueue(db).add("ok", {})
+    StaleOnce.stale = True
+    parts = WorkerParts(queue=lambda pool, schema: StaleOnce(pool, schema=schema))
+    counts, caught = run_in_thread(
+        Worker(module_dsn, HANDLERS, parts=parts, **FAST), exit_when_idle=True
+    )
+    assert counts.processed == 1 and not StaleOnce.stale
     assert [w for w in caught if issubclass(w.category, DeprecationWarning)] == []
 
 

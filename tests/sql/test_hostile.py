@@ -246,6 +246,26 @@ def test_an_explicit_id_of_a_finished_item_is_refused(conn: Conn) -> None:
     )
 
 
+def test_an_explicit_id_of_a_live_item_is_refused_under_the_public_name(conn: Conn) -> None:
+    """The id of a pending item given again: 23505 from the active
+    partition's primary key, which named the private partition
+    (_retryq_active_pkey); it is named as a reused finished id is now. The
+    error's table field is still the partition (PostgreSQL's own)."""
+    row = conn.execute("SELECT id FROM enqueue_retry_item('t', '1')").fetchone()
+    assert row is not None
+    before = snapshot(conn)
+    with pytest.raises(psycopg.errors.UniqueViolation) as caught:
+        conn.execute(
+            "INSERT INTO daz_retry_queue (id, event_type, event_data) VALUES (%s, 't', '1')",
+            (row[0],),
+        )
+    err = caught.value
+    assert err.diag.constraint_name == "daz_retry_queue_id_unique"
+    assert "(id)" in (err.diag.message_detail or "")
+    assert "_retryq" not in (err.diag.message_primary or "")
+    assert snapshot(conn) == before
+
+
 def test_an_id_the_sequence_has_not_handed_out_is_refused(conn: Conn) -> None:
     refused(
         conn,
