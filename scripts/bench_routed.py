@@ -3,7 +3,7 @@ and retry_queue_due cost a worker routed to event type B while --backlog due
 items of type A (all older than B's) sit in the queue.
 
 Routed calls walk the routed types' own items over _retryq_active_routed_idx
-(event_type, priority, next_retry_at, id), 0016_routed_index; before it they
+(event_type, priority, next_retry_at, id), 0017_routed_index; before it they
 walked the (priority, next_retry_at, id) index past every due item of other
 types. This measures a routed call against the unrouted call and a call
 routed to A, on one install, each call rolled back so that every sample sees
