@@ -20,7 +20,7 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 from retryq_py import metrics
-from retryq_py._sql import RetryQueueItem, snooze_count
+from retryq_py._sql import RetryQueueItem, snooze_count, whole_seconds
 from retryq_py._sql.worker import (
     FlushStatements,
     FlushText,
@@ -643,9 +643,11 @@ class Flusher:
                 for r in conn.execute(
                     self._statements.extend_locks,
                     {
-                        "item_ids": [i.id for i in items] + [o.item.id for o in rejected],
+                        # by id, the one lock order (see Heartbeat.beat)
+                        "item_ids": sorted([i.id for i in items] + [o.item.id for o in rejected]),
                         "worker_id": self._worker_id,
-                        "lock_timeout": max(1, round(self._lease.total_seconds())),
+                        # rounded as the heartbeat's renewals are
+                        "lock_timeout": whole_seconds(self._lease.total_seconds(), "lock_timeout"),
                     },
                 ).fetchall()
             }
