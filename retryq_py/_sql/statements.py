@@ -243,11 +243,11 @@ SELECT deleted_count, archived_count FROM {schema}cleanup_retry_queue(
 )
 """
 
-# Cleanup runs only where this transaction-scoped lock is free, so workers
-# sharing a queue take turns; the key is derived from the queue's channel.
-TRY_CLEANUP_LOCK: LiteralString = (
-    "SELECT pg_try_advisory_xact_lock(hashtext('retryq.cleanup:' || {schema}retry_queue_channel()))"
-)
+# Cleanup runs only where this install's cleanup turn is free, so workers
+# sharing a queue take turns; the turn lasts until the transaction ends. It is
+# taken by a function (a lock no role outside retryq can hold), not an
+# advisory lock, whose well-known key anyone could squat on.
+TRY_CLEANUP_LOCK: LiteralString = "SELECT {schema}cleanup_retry_queue_lock()"
 
 # The lock and the cleanup in one statement (one transaction that never sits
 # idle between them, which idle_in_transaction_session_timeout would end). No
@@ -258,9 +258,7 @@ TRY_CLEANUP: LiteralString = """
 SELECT t.c[1] AS deleted_count, t.c[2] AS archived_count
 FROM (
     SELECT CASE
-        WHEN pg_try_advisory_xact_lock(
-            hashtext('retryq.cleanup:' || {schema}retry_queue_channel())
-        )
+        WHEN {schema}cleanup_retry_queue_lock()
         THEN (
             SELECT ARRAY[r.deleted_count, r.archived_count]::bigint[]
             FROM {schema}cleanup_retry_queue(

@@ -10,6 +10,9 @@
 -- but a live item holds the key, that item comes back (its own event_id)
 -- with inserted false. The event id guards against a repeated call (until
 -- cleanup); the key, against a second live item for the same work.
+-- A call waits for another transaction adding the same p_event_id only while
+-- its own transaction holds no lock yet (has written nothing); otherwise it
+-- refuses with 55P03 lock_not_available rather than risk a deadlock.
 CREATE OR REPLACE FUNCTION enqueue_retry_item_once(
     p_event_id uuid,
     p_event_type text,
@@ -42,11 +45,19 @@ BEGIN
     PERFORM _retryq_check(p_event_id IS NOT NULL, 'event_id', 'must not be null');
     -- Two calls with one event id take turns (until the first commits), so
     -- the second sees the first's row: no unique constraint is needed, and
-    -- none would survive the move between partitions.
-    PERFORM pg_catalog.pg_advisory_xact_lock(
-        pg_catalog.hashtext('retryq.enqueue:'::text || retry_queue_channel()),
-        pg_catalog.hashtext(p_event_id::text)
-    );
+    -- none would survive the move between partitions. The turn is a mutex
+    -- only the owner can take (an advisory lock, before, let any role hang
+    -- these calls), and it is waited for only while this transaction holds
+    -- nothing (the lock order of _retryq_circuit_lock): one that holds locks
+    -- is refused instead, since the holder may be waiting for it.
+    IF NOT _retryq_mutex_take(
+        'enqueue'::text || pg_catalog.chr(31) || p_event_id::text,
+        pg_catalog.pg_current_xact_id_if_assigned() IS NULL
+    ) THEN
+        RAISE EXCEPTION 'retryq: event_id % is being added by another transaction', p_event_id
+            USING ERRCODE = 'lock_not_available',
+            HINT = 'Retry, or add items once before anything else in the transaction.';
+    END IF;
     SELECT q.id INTO v_id
     FROM daz_retry_queue AS q
     WHERE q.event_id = p_event_id
