@@ -43,6 +43,16 @@ DECLARE
     v_deduplicated boolean;
 BEGIN
     PERFORM _retryq_check(p_event_id IS NOT NULL, 'event_id', 'must not be null');
+    -- an id already there (the usual repeat) needs no turn, and so writes
+    -- nothing, not even a lock
+    SELECT q.id INTO v_id
+    FROM daz_retry_queue AS q
+    WHERE q.event_id = p_event_id
+    LIMIT 1;
+    IF FOUND THEN
+        RETURN QUERY SELECT v_id, p_event_id, FALSE;
+        RETURN;
+    END IF;
     -- Two calls with one event id take turns (until the first commits), so
     -- the second sees the first's row: no unique constraint is needed, and
     -- none would survive the move between partitions. The turn is a mutex
@@ -58,6 +68,7 @@ BEGIN
             USING ERRCODE = 'lock_not_available',
             HINT = 'Retry, or add items once before anything else in the transaction.';
     END IF;
+    -- again: added by the transaction this one took turns with
     SELECT q.id INTO v_id
     FROM daz_retry_queue AS q
     WHERE q.event_id = p_event_id
