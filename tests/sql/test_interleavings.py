@@ -636,7 +636,7 @@ def test_enqueue_once_then_a_failure_vs_the_other_order_do_not_deadlock(
     lock that gave it no transaction id, so T1's failure waited for T2's circuit row
     while T2 waited for T1's turn: 40P01. Now an id already there takes no turn: T2
     gets the item at once, commits, and T1's failure goes on."""
-    _no_timeout(a, b)
+    _wait_for_the_other_side(a, b)
     assert _once(a) == (True,)
     i1 = scalar(a, "SELECT id FROM enqueue_retry_item('dl3.k1', '{}', p_now => %s)", [T0])
     i2 = scalar(a, "SELECT id FROM enqueue_retry_item('dl3.k1', '{}', p_now => %s)", [T0])
@@ -662,7 +662,7 @@ def test_enqueue_once_vs_a_takeover_that_enqueues_the_same_id_do_not_deadlock(
     adds the follow-up, then completes the item, which B's acquire has taken over
     meanwhile (A waits for B); B adds the same follow-up in its transaction. Before,
     B waited for A's turn on the id: 40P01. B holds rows, so it is refused (55P03)."""
-    _no_timeout(a, b)
+    _wait_for_the_other_side(a, b)
     (item,) = enqueue(a)
     leased(a, item, "A", lease=10)
     a.execute("BEGIN")
