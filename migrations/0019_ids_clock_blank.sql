@@ -597,8 +597,8 @@ EXECUTE FUNCTION _retryq_new_row();
 -- and the enqueue delay bound after it, so that no producer jumps the queue
 -- with an old due time or parks an item out of reach. The bound is the
 -- statement's time, not now(): a transaction kept open for an hour would
--- otherwise date its items an hour back. The trigger's WHEN calls it only for a
--- row outside those bounds. A role that may UPDATE daz_retry_queue (its
+-- otherwise date its items an hour back. The trigger's WHEN calls it only for
+-- a row outside those bounds. A role that may UPDATE daz_retry_queue (its
 -- owner, and the SECURITY DEFINER functions that run as the owner: the
 -- enqueue functions, a requeue) writes any time it likes.
 -- Not SECURITY DEFINER: current_user must be the role that inserts.
