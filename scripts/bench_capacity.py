@@ -56,10 +56,13 @@ MODES = {
 # the Python worker: N RetryWorker processes, each one handler thread (so one
 # lease lane, one leasing connection: N as in the SQL-level drain), batch 10
 WORKER = "worker"
+# the same with all_event_types=True: an unrouted acquire, to tell the routed
+# walk's cost from the worker's own
+WORKER_ALL = "worker-all"
 WORKER_THREADS = 1
 WORKER_BATCH = 10
-ALL_MODES = (*MODES, WORKER)
-DEFAULT_MODES = ",".join(ALL_MODES)
+ALL_MODES = (*MODES, WORKER, WORKER_ALL)
+DEFAULT_MODES = ",".join((*MODES, WORKER))
 
 
 def _proc_cpu(pid: int) -> float:
@@ -238,7 +241,7 @@ def drain(cluster: Cluster, template: str, items: int, workers: int, mode: str) 
         return measured(dsn, items, workers, body, pids, lock)
 
 
-def worker_child(dsn: str, worker_id: str) -> int:
+def worker_child(dsn: str, worker_id: str, mode: str) -> int:
     """One RetryWorker process of the `worker` mode: ready, then go on a line
     from stdin; prints `handled first_call last_call` (CLOCK_MONOTONIC, the
     same clock in every process) and its own CPU seconds."""
@@ -260,6 +263,7 @@ def worker_child(dsn: str, worker_id: str) -> int:
         batch_size=WORKER_BATCH,
         poll_interval=30,
         cleanup_interval=0,
+        all_event_types=mode == WORKER_ALL,
     )
     print("ready", flush=True)
     sys.stdin.readline()
@@ -269,7 +273,7 @@ def worker_child(dsn: str, worker_id: str) -> int:
     return 0
 
 
-def workers_drain(cluster: Cluster, template: str, items: int, workers: int) -> Run:
+def workers_drain(cluster: Cluster, template: str, items: int, workers: int, mode: str) -> Run:
     """N RetryWorker processes (WORKER_THREADS handler threads, batch
     WORKER_BATCH, a no-op handler each) drain the items with
     exit_when_drained. Judged as in scripts/bench: items over the time from
@@ -278,7 +282,7 @@ def workers_drain(cluster: Cluster, template: str, items: int, workers: int) -> 
     with _loaded(cluster, template, items) as dsn:
         procs = [
             subprocess.Popen(
-                [sys.executable, __file__, "--worker-child", dsn, f"cap-{i}"],
+                [sys.executable, __file__, "--worker-child", dsn, f"cap-{i}", mode],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 text=True,
@@ -314,16 +318,22 @@ def workers_drain(cluster: Cluster, template: str, items: int, workers: int) -> 
 
 
 def report(
-    runs: dict[tuple[str, int], list[Run]], args: argparse.Namespace, load: tuple[float, ...]
+    runs: dict[tuple[str, int], list[Run]],
+    args: argparse.Namespace,
+    load: tuple[float, ...],
+    section: str = SECTION,
 ) -> str:
     cores = os.cpu_count() or 1
+    n = WORKER_COUNTS[0]
 
     def med(key: tuple[str, int], attr: str) -> float:
         return float(statistics.median(getattr(r, attr) for r in runs[key]))
 
     lines = [
-        f"<!-- {SECTION} -->",
-        "### Capacity curve: the SQL-level drain and the Python worker",
+        f"<!-- {section} -->",
+        "### Capacity curve: the SQL-level drain and the Python worker"
+        if section == SECTION
+        else f"### Capacity curve: {', '.join(m for m in ALL_MODES if (m, n) in runs)}",
         "",
         f"`.venv/bin/python scripts/bench_capacity.py --items {args.items} --rounds "
         f"{args.rounds}"
@@ -334,7 +344,8 @@ def report(
         "counts run in alternating order. per-item and batch: the SQL-level drain, N threads "
         "of one Python process with one connection each. worker: N `RetryWorker` processes, "
         f"each worker_count {WORKER_THREADS} (one lease lane), batch {WORKER_BATCH}, a no-op "
-        "handler, leasing only its handler's event type (the default routing), run with "
+        "handler, leasing only its handler's event type (the default routing; worker-all: "
+        "all_event_types=True, an unrouted acquire), run with "
         "exit_when_drained; rate to the last handler call of any process, start-up "
         "included (as scripts/bench judges RetryWorker). server CPU: the run's own backends; "
         "client CPU: the Python threads (worker: the worker processes from their start "
@@ -380,7 +391,7 @@ def report(
         )
         + ".",
         "",
-        f"<!-- /{SECTION} -->",
+        f"<!-- /{section} -->",
     ]
     return "\n".join(lines)
 
@@ -391,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--modes", default=DEFAULT_MODES, help=f"a subset of {','.join(ALL_MODES)}")
-    parser.add_argument("--worker-child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-child", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--write", type=Path, help="the BENCHMARKS.md whose section to replace")
     args = parser.parse_args(argv)
     if args.worker_child:
@@ -413,8 +424,8 @@ def main(argv: list[str] | None = None) -> int:
             for n in counts:
                 for mode in modes:
                     run = (
-                        workers_drain(cluster, template, args.items, n)
-                        if mode == WORKER
+                        workers_drain(cluster, template, args.items, n, mode)
+                        if mode in (WORKER, WORKER_ALL)
                         else drain(cluster, template, args.items, n, mode)
                     )
                     runs.setdefault((mode, n), []).append(run)
@@ -427,11 +438,13 @@ def main(argv: list[str] | None = None) -> int:
                     )
     finally:
         cluster.drop_all()
-    text = report(runs, args, load)
+    # the default modes' section, or one of its own for another set of modes
+    section = SECTION if args.modes == DEFAULT_MODES else f"{SECTION}-{'-'.join(modes)}"
+    text = report(runs, args, load, section)
     print(text)
     if args.write:
-        write_section(args.write, SECTION, text)
-        print(f"wrote the {SECTION} section of {args.write}")
+        write_section(args.write, section, text)
+        print(f"wrote the {section} section of {args.write}")
     return 0
 
 
