@@ -52,6 +52,68 @@ _INT4_MIN, _INT4_MAX = -(2**31), 2**31 - 1
 _MAX_DELAY = 31536000
 
 
+# The fields that go to text or jsonb columns: neither can hold U+0000.
+_TEXT_KEYS = ("event_type", "channel", "plugin", "correlation_id", "dedupe_key")
+_JSON_KEYS = ("data", "metadata")
+
+
+def _nul_path(value: Any, path: str) -> str | None:
+    """Where U+0000 sits in a JSON value (a key or a string), as a path, or None."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, Mapping):
+        for key, inner in value.items():
+            if isinstance(key, str) and "\x00" in key:
+                return f"{path} (key {key!r})"
+            found = _nul_path(inner, f"{path}[{key!r}]")
+            if found:
+                return found
+    elif isinstance(value, list | tuple):
+        for n, inner in enumerate(value):
+            found = _nul_path(inner, f"{path}[{n}]")
+            if found:
+                return found
+    return None
+
+
+def refuse_nul(items: Sequence[NewItem | Mapping[str, Any]], single: bool) -> None:
+    """Raise, naming the item and field, if an item holds U+0000 (NUL).
+
+    Called only after psycopg or the server refused a call with a DataError:
+    NUL fails there unnamed ("text fields cannot contain NUL", or jsonb's
+    22P05 "unsupported Unicode escape sequence"), so the common path pays
+    nothing for the check. A text field raises CharacterNotInRepertoire
+    (22021, as PostgreSQL refuses a NUL byte), a JSON field
+    UntranslatableCharacter (22P05, as jsonb refuses \\u0000). Returns when
+    no item holds one: the caller re-raises what it caught.
+    """
+    for n, item in enumerate(items):
+        get = item.get if isinstance(item, Mapping) else lambda k, i=item: getattr(i, k, None)
+        where = "" if single else f"item {n}: "
+        for key in _TEXT_KEYS:
+            value = get(key)
+            if isinstance(value, str) and "\x00" in value:
+                raise pgerr.CharacterNotInRepertoire(
+                    f"retryq: {where}invalid {key}: contains U+0000 (NUL), "
+                    "which PostgreSQL cannot store in text"
+                )
+        tags = get("tags")
+        if isinstance(tags, Sequence) and not isinstance(tags, str):
+            for t, tag in enumerate(tags):
+                if isinstance(tag, str) and "\x00" in tag:
+                    raise pgerr.CharacterNotInRepertoire(
+                        f"retryq: {where}invalid tags: tags[{t}] contains U+0000 (NUL), "
+                        "which PostgreSQL cannot store in text"
+                    )
+        for key in _JSON_KEYS:
+            found = _nul_path(get(key), key)
+            if found:
+                raise pgerr.UntranslatableCharacter(
+                    f"retryq: {where}invalid {key}: {found} contains U+0000 (NUL), "
+                    "which PostgreSQL cannot store in jsonb"
+                )
+
+
 def jsonb_param(value: Any) -> Jsonb:
     """A jsonb parameter, encoded by _sql.dumps (which stores the usual
     non-JSON Python values too)."""
@@ -143,10 +205,13 @@ class QueueBase:
         """add_many's first step's parameters (_sql.NEW_IDS)."""
         return {"sequence": self._q.sequence, "n": count, "now": now}
 
+    def _last_id(self) -> dict[str, Any]:
+        """add_many's third step's parameters (_sql.LAST_ID)."""
+        return {"sequence": self._q.sequence}
+
     def _rows(
         self,
         items: Sequence[NewItem | Mapping[str, Any]],
-        ids: Sequence[int],
         now: datetime,
         encoding: str,
         event_ids: list[UUID],
@@ -154,7 +219,8 @@ class QueueBase:
         """add_many's COPY rows (_sql.COPY_IN's columns), one per item, with
         what enqueue_retry_items would store: the same defaults (this queue's
         where it has its own), created_at now, next_retry_at now + delay, and a
-        new random event_id, appended to event_ids.
+        new random event_id, appended to event_ids (the id comes from the
+        server, see new_ids).
 
         Items are checked here, before their row is sent: a missing or unknown
         key (ValueError, TypeError), a delay out of range (InvalidParameterValue
@@ -176,7 +242,7 @@ class QueueBase:
         uuids = _sql.random_uuids(len(items))
         load_uuid = _sql.uuid_loader()
         no_tags, no_metadata = _sql.EMPTY_TEXT_ARRAY, _sql.JSONB_EMPTY_OBJECT
-        for item, item_id, at in zip(items, ids, range(0, 16 * len(items), 16), strict=True):
+        for item, at in zip(items, range(0, 16 * len(items), 16), strict=True):
             if isinstance(item, NewItem):
                 values = _of_new_item(item)
             else:
@@ -262,7 +328,6 @@ class QueueBase:
             event_id = uuids[at : at + 16]
             event_ids.append(load_uuid(event_id))
             yield (
-                item_id,
                 event_id,
                 event_type,
                 channel,
@@ -284,10 +349,28 @@ class QueueBase:
             )
 
 
-def clock_and_ids(row: Any) -> tuple[datetime, list[int]]:
-    """NEW_IDS' one row: the transaction's clock and the new ids."""
-    clock, ids = row
-    return clock, ids
+def clock_and_mark(row: Any) -> tuple[datetime, int | None]:
+    """NEW_IDS' one row: the clock and the mark in the id sequence."""
+    clock, mark = row
+    return clock, mark
+
+
+def new_ids(mark: int | None, last: int, count: int) -> list[int] | None:
+    """The ids of add_many's count rows when this backend drew nothing else
+    and no other backend drew between the mark and the last id: the count
+    numbers after the mark (its nextvals ascend, so count distinct ids in
+    count places are all of them, in input order). None otherwise (look them
+    up by event id: _sql.NEW_IDS_OF)."""
+    if mark is not None and last - mark == count:
+        return list(range(mark + 1, last + 1))
+    return None
+
+
+def found_ids(ids: list[int], count: int) -> list[int]:
+    """_sql.NEW_IDS_OF's ids, which must be one per row."""
+    if len(ids) != count:
+        raise RuntimeError(f"add_many: found {len(ids)} ids for {count} new rows")
+    return ids
 
 
 def _text(value: Any, field: str) -> str:
