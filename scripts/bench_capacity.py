@@ -1,6 +1,7 @@
-"""Capacity curve, first cut (issue 15, item 4): throughput of the SQL-level
-drain for 1, 2, 4, 8 and 16 workers (threads with a connection each), and what
-each run used, so that the curve says which resource runs out first.
+"""Capacity curve (issue 15, item 4): throughput of the SQL-level drain (threads
+with a connection each) and of the Python worker (RetryWorker processes) for 1,
+2, 4, 8 and 16 workers, and what each run used, so that the curve says which
+resource runs out first.
 
 For every run: items per second; the CPU time of the run's own backends (from
 /proc, so the server must run on this machine) and of this Python process (the
@@ -10,7 +11,8 @@ pg_stat_activity every 20 ms. Worker counts alternate in order from round to
 round (1..16, then 16..1) so that a change in the machine's load does not
 favour one end of the curve; each figure is the median over the rounds.
 
-    .venv/bin/python scripts/bench_capacity.py [--items 10000] [--rounds 3] [--write BENCHMARKS.md]
+    .venv/bin/python scripts/bench_capacity.py [--items 10000] [--rounds 3]
+        [--modes per-item,batch,worker] [--write BENCHMARKS.md]
 """
 
 from __future__ import annotations
@@ -19,10 +21,13 @@ import argparse
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -48,6 +53,16 @@ MODES = {
     "per-item": (10, True),  # acquire 10, complete_retry_item per item
     "batch": (100, False),  # acquire 100, complete_retry_items per batch
 }
+# the Python worker: N RetryWorker processes, each one handler thread (so one
+# lease lane, one leasing connection: N as in the SQL-level drain), batch 10
+WORKER = "worker"
+# the same with all_event_types=True: an unrouted acquire, to tell the routed
+# walk's cost from the worker's own
+WORKER_ALL = "worker-all"
+WORKER_THREADS = 1
+WORKER_BATCH = 10
+ALL_MODES = (*MODES, WORKER, WORKER_ALL)
+DEFAULT_MODES = ",".join((*MODES, WORKER))
 
 
 def _proc_cpu(pid: int) -> float:
@@ -82,13 +97,112 @@ class Run:
     waits: Counter[str] = field(default_factory=Counter)
 
 
-def drain(cluster: Cluster, template: str, items: int, workers: int, mode: str) -> Run:
-    batch, per_item = MODES[mode]
+class Sampler:
+    """Every 20 ms, from its own connection: the wait events of the run's
+    backends (those of `pids`, or every other client backend of the database
+    when `pids` is None) and, for the latter, each one's CPU time as last
+    seen (a backend's /proc entry goes when it exits)."""
+
+    def __init__(self, dsn: str, pids: list[int] | None, lock: threading.Lock) -> None:
+        self.waits: Counter[str] = Counter()
+        self.cpu: dict[int, float] = {}
+        self._dsn, self._pids, self._lock = dsn, pids, lock
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        with connect(self._dsn) as conn:
+            me = conn.info.backend_pid
+            while not self._stop.wait(0.02):
+                if self._pids is not None:
+                    with self._lock:
+                        watched = list(self._pids)
+                    rows = conn.execute(
+                        "SELECT pid, coalesce(wait_event_type || ':' || wait_event, 'CPU'), state"
+                        " FROM pg_stat_activity WHERE pid = ANY(%s)",
+                        (watched,),
+                    ).fetchall()
+                else:
+                    rows = conn.execute(
+                        "SELECT pid, coalesce(wait_event_type || ':' || wait_event, 'CPU'), state"
+                        " FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND backend_type = 'client backend' AND pid <> %s",
+                        (me,),
+                    ).fetchall()
+                    for pid, _, _ in rows:
+                        cpu = _proc_cpu(pid)
+                        if cpu:
+                            self.cpu[pid] = cpu
+                for _, event, state in rows:
+                    self.waits["Client:ClientRead" if state == "idle" else event] += 1
+
+
+def _counters(dsn: str) -> tuple[int, int]:
+    """(WAL position in bytes, commits in the run's database)."""
+    with connect(dsn) as conn:
+        # stats reach pg_stat_database when a backend ends or after a short delay
+        conn.execute("SELECT pg_stat_force_next_flush()")
+        time.sleep(0.6)
+        row = conn.execute(
+            "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn, xact_commit FROM pg_stat_database"
+            " WHERE datname = current_database()"
+        ).fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1])
+
+
+def measured(
+    dsn: str,
+    items: int,
+    workers: int,
+    body: Callable[[Sampler], tuple[float, float, float, int]],
+    pids: list[int] | None,
+    lock: threading.Lock,
+) -> Run:
+    """Runs `body` (returning seconds, server CPU seconds, client CPU seconds
+    and items done) under the sampler, with the machine's and the server's
+    counters read around it."""
+    lsn0, commits0 = _counters(dsn)
+    with Sampler(dsn, pids, lock) as sampler:
+        busy0, total0 = _machine()
+        elapsed, server, client, done = body(sampler)
+        busy1, total1 = _machine()
+    lsn1, commits1 = _counters(dsn)
+    if done != items:
+        raise RuntimeError(f"capacity: drained {done} of {items}")
+    return Run(
+        workers=workers,
+        rate=items / elapsed,
+        server_us=server * 1e6 / items,
+        client_us=client * 1e6 / items,
+        busy=(busy1 - busy0) / (total1 - total0) if total1 > total0 else 0.0,
+        wal=(lsn1 - lsn0) / items,
+        commits=(commits1 - commits0) / items,
+        waits=sampler.waits,
+    )
+
+
+@contextmanager
+def _loaded(cluster: Cluster, template: str, items: int) -> Iterator[str]:
     with cluster.database("capacity", template) as dsn:
         with connect(dsn) as conn:
             load_items(conn, items)
         vacuum_analyze(dsn, bench_sql.TABLES)
         settle(dsn)
+        yield dsn
+
+
+def drain(cluster: Cluster, template: str, items: int, workers: int, mode: str) -> Run:
+    batch, per_item = MODES[mode]
+    with _loaded(cluster, template, items) as dsn:
         pids: list[int] = []
         cpu_at_end: dict[int, float] = {}
         lock = threading.Lock()
@@ -119,89 +233,131 @@ def drain(cluster: Cluster, template: str, items: int, workers: int, mode: str) 
                     cpu_at_end[pid] = _proc_cpu(pid)
             return done
 
-        waits: Counter[str] = Counter()
-        stop = threading.Event()
+        def body(_: Sampler) -> tuple[float, float, float, int]:
+            client0 = _self_cpu()
+            elapsed, counts = run_threads(workers, work)
+            return elapsed, sum(cpu_at_end.values()), _self_cpu() - client0, sum(counts)
 
-        def sample() -> None:
-            with connect(dsn) as conn:
-                while not stop.wait(0.02):
-                    with lock:
-                        watched = list(pids)
-                    rows = conn.execute(
-                        "SELECT coalesce(wait_event_type || ':' || wait_event, 'CPU'), state"
-                        " FROM pg_stat_activity WHERE pid = ANY(%s)",
-                        (watched,),
-                    ).fetchall()
-                    for event, state in rows:
-                        waits["Client:ClientRead" if state == "idle" else event] += 1
+        return measured(dsn, items, workers, body, pids, lock)
 
-        with connect(dsn) as conn:
-            row = conn.execute(
-                "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn, xact_commit FROM pg_stat_database"
-                " WHERE datname = current_database()"
-            ).fetchone()
-            assert row is not None
-            lsn0, commits0 = int(row[0]), int(row[1])
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        busy0, total0 = _machine()
-        client0 = _self_cpu()
-        elapsed, counts = run_threads(workers, work)
-        client1 = _self_cpu()
-        busy1, total1 = _machine()
-        stop.set()
-        sampler.join()
-        with connect(dsn) as conn:
-            # stats reach pg_stat_database when a backend ends or after a short delay
-            conn.execute("SELECT pg_stat_force_next_flush()")
-            time.sleep(0.6)
-            row = conn.execute(
-                "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn, xact_commit FROM pg_stat_database"
-                " WHERE datname = current_database()"
-            ).fetchone()
-            assert row is not None
-            lsn1, commits1 = int(row[0]), int(row[1])
-        if sum(counts) != items:
-            raise RuntimeError(f"capacity: drained {sum(counts)} of {items}")
-        return Run(
-            workers=workers,
-            rate=items / elapsed,
-            server_us=sum(cpu_at_end.values()) * 1e6 / items,
-            client_us=(client1 - client0) * 1e6 / items,
-            busy=(busy1 - busy0) / (total1 - total0) if total1 > total0 else 0.0,
-            wal=(lsn1 - lsn0) / items,
-            commits=(commits1 - commits0) / items,
-            waits=waits,
-        )
+
+def worker_child(dsn: str, worker_id: str, mode: str) -> int:
+    """One RetryWorker process of the `worker` mode: ready, then go on a line
+    from stdin; prints `handled first_call last_call` (CLOCK_MONOTONIC, the
+    same clock in every process) and its own CPU seconds."""
+    from retryq_py.worker import RetryWorker
+
+    seen, last = [0], [0.0]
+    lock = threading.Lock()
+
+    def noop(item: object) -> None:
+        with lock:
+            seen[0] += 1
+            last[0] = time.monotonic()
+
+    worker = RetryWorker(
+        dsn,
+        {"bench.noop": noop},
+        worker_id=worker_id,
+        worker_count=WORKER_THREADS,
+        batch_size=WORKER_BATCH,
+        poll_interval=30,
+        cleanup_interval=0,
+        all_event_types=mode == WORKER_ALL,
+    )
+    print("ready", flush=True)
+    sys.stdin.readline()
+    cpu = _self_cpu()
+    worker.run(exit_when_drained=True, install_signal_handlers=False)
+    print(seen[0], last[0], _self_cpu() - cpu, flush=True)
+    return 0
+
+
+def workers_drain(cluster: Cluster, template: str, items: int, workers: int, mode: str) -> Run:
+    """N RetryWorker processes (WORKER_THREADS handler threads, batch
+    WORKER_BATCH, a no-op handler each) drain the items with
+    exit_when_drained. Judged as in scripts/bench: items over the time from
+    the go to the last handler call of any process (each worker's start-up
+    included, how it notices the empty queue and exits left out)."""
+    with _loaded(cluster, template, items) as dsn:
+        procs = [
+            subprocess.Popen(
+                [sys.executable, __file__, "--worker-child", dsn, f"cap-{i}", mode],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(workers)
+        ]
+
+        def body(sampler: Sampler) -> tuple[float, float, float, int]:
+            try:
+                for p in procs:
+                    assert p.stdout is not None
+                    if p.stdout.readline().strip() != "ready":
+                        raise RuntimeError("capacity: a worker process failed to start")
+                start = time.monotonic()
+                for p in procs:
+                    assert p.stdin is not None
+                    p.stdin.write("go\n")
+                    p.stdin.flush()
+                outs = [p.communicate(timeout=600)[0] for p in procs]
+            finally:
+                for p in procs:
+                    if p.poll() is None:
+                        p.kill()
+            if any(p.returncode for p in procs):
+                raise RuntimeError("capacity: a worker process failed")
+            results = [out.split() for out in outs]
+            done = sum(int(r[0]) for r in results)
+            last = max(float(r[1]) for r in results)
+            client = sum(float(r[2]) for r in results)
+            return last - start, sum(sampler.cpu.values()), client, done
+
+        return measured(dsn, items, workers, body, None, threading.Lock())
 
 
 def report(
-    runs: dict[tuple[str, int], list[Run]], args: argparse.Namespace, load: tuple[float, ...]
+    runs: dict[tuple[str, int], list[Run]],
+    args: argparse.Namespace,
+    load: tuple[float, ...],
+    section: str = SECTION,
 ) -> str:
     cores = os.cpu_count() or 1
+    n = WORKER_COUNTS[0]
 
     def med(key: tuple[str, int], attr: str) -> float:
-        return statistics.median(getattr(r, attr) for r in runs[key])
+        return float(statistics.median(getattr(r, attr) for r in runs[key]))
 
     lines = [
-        f"<!-- {SECTION} -->",
-        "### Capacity curve of the SQL-level drain (first cut)",
+        f"<!-- {section} -->",
+        "### Capacity curve: the SQL-level drain and the Python worker"
+        if section == SECTION
+        else f"### Capacity curve: {', '.join(m for m in ALL_MODES if (m, n) in runs)}",
         "",
         f"`.venv/bin/python scripts/bench_capacity.py --items {args.items} --rounds "
-        f"{args.rounds}` on this machine ({cores} cores, client and server on the same cores; "
+        f"{args.rounds}"
+        + (f" --modes {args.modes}" if args.modes != DEFAULT_MODES else "")
+        + f"` on this machine ({cores} cores, client and server on the same cores; "
         f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} at the start, other work "
-        f"running beside it). {args.items:,} due items per run, drained by N threads with one "
-        "connection each; median of the rounds, worker counts run in alternating order. server "
-        "CPU: the run's own backends; client CPU: the Python threads; busy: the whole machine; "
-        "WAL: the server's WAL (anything else writing at the time included); waits: the "
-        "share of samples of the run's backends in each state (CPU = running, "
-        "Client:ClientRead = waiting for the next statement from its client).",
+        f"running beside it). {args.items:,} due items per run; median of the rounds, worker "
+        "counts run in alternating order. per-item and batch: the SQL-level drain, N threads "
+        "of one Python process with one connection each. worker: N `RetryWorker` processes, "
+        f"each worker_count {WORKER_THREADS} (one lease lane), batch {WORKER_BATCH}, a no-op "
+        "handler, leasing only its handler's event type (the default routing; worker-all: "
+        "all_event_types=True, an unrouted acquire), run with "
+        "exit_when_drained; rate to the last handler call of any process, start-up "
+        "included (as scripts/bench judges RetryWorker). server CPU: the run's own backends; "
+        "client CPU: the Python threads (worker: the worker processes from their start "
+        "signal); busy: the whole machine; WAL: the server's WAL (anything else writing at the "
+        "time included); waits: the share of samples of the run's backends in each state "
+        "(CPU = running, Client:ClientRead = waiting for the next statement from its client).",
         "",
         "| mode | workers | items/s | vs 1 worker | server CPU µs/item | client CPU µs/item "
         "| machine busy | WAL B/item | commits/item | top waits |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
-    for mode in MODES:
+    for mode in ALL_MODES:
         base = med((mode, WORKER_COUNTS[0]), "rate") if (mode, WORKER_COUNTS[0]) in runs else None
         for n in WORKER_COUNTS:
             key = (mode, n)
@@ -224,16 +380,18 @@ def report(
     lines += [
         "",
         "per-item: acquire_retry_items(batch 10) + complete_retry_item per item; batch: "
-        "acquire_retry_items(batch 100) + complete_retry_items per batch. Per-run figures: "
+        "acquire_retry_items(batch 100) + complete_retry_items per batch; worker: each flush "
+        "writes the finished items' outcomes (complete_retry_items) and leases the next "
+        "batch (acquire_retry_items 10) in one transaction. Per-run figures: "
         + "; ".join(
             f"{mode} {n}: " + ", ".join(f"{r.rate:,.0f}" for r in runs[(mode, n)])
-            for mode in MODES
+            for mode in ALL_MODES
             for n in WORKER_COUNTS
             if (mode, n) in runs
         )
         + ".",
         "",
-        f"<!-- /{SECTION} -->",
+        f"<!-- /{section} -->",
     ]
     return "\n".join(lines)
 
@@ -243,10 +401,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database", default=os.environ.get("RETRYQ_BENCH_DSN", DEFAULT_ADMIN_DSN))
     parser.add_argument("--items", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--modes", default="per-item,batch")
+    parser.add_argument("--modes", default=DEFAULT_MODES, help=f"a subset of {','.join(ALL_MODES)}")
+    parser.add_argument("--worker-child", nargs=3, help=argparse.SUPPRESS)
     parser.add_argument("--write", type=Path, help="the BENCHMARKS.md whose section to replace")
     args = parser.parse_args(argv)
+    if args.worker_child:
+        return worker_child(*args.worker_child)
     modes = [m for m in args.modes.split(",") if m]
+    if set(modes) - set(ALL_MODES):
+        parser.error(f"--modes: unknown {','.join(sorted(set(modes) - set(ALL_MODES)))}")
 
     from retryq_py import migrate
 
@@ -260,7 +423,11 @@ def main(argv: list[str] | None = None) -> int:
             counts = WORKER_COUNTS if r % 2 == 0 else WORKER_COUNTS[::-1]
             for n in counts:
                 for mode in modes:
-                    run = drain(cluster, template, args.items, n, mode)
+                    run = (
+                        workers_drain(cluster, template, args.items, n, mode)
+                        if mode in (WORKER, WORKER_ALL)
+                        else drain(cluster, template, args.items, n, mode)
+                    )
                     runs.setdefault((mode, n), []).append(run)
                     top = ", ".join(f"{k} {v}" for k, v in run.waits.most_common(3))
                     print(
@@ -271,11 +438,13 @@ def main(argv: list[str] | None = None) -> int:
                     )
     finally:
         cluster.drop_all()
-    text = report(runs, args, load)
+    # the default modes' section, or one of its own for another set of modes
+    section = SECTION if args.modes == DEFAULT_MODES else f"{SECTION}-{'-'.join(modes)}"
+    text = report(runs, args, load, section)
     print(text)
     if args.write:
-        write_section(args.write, SECTION, text)
-        print(f"wrote the {SECTION} section of {args.write}")
+        write_section(args.write, section, text)
+        print(f"wrote the {section} section of {args.write}")
     return 0
 
 
