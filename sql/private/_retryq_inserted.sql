@@ -1,6 +1,11 @@
 -- After every statement that inserts into daz_retry_queue (the guide's INSERT,
 -- add_many's COPY, the enqueue functions), over the statement's new rows at
 -- once: a refusal here undoes the whole statement, so nothing is written.
+-- 0. A finished row (the owner's: only the owner may set a status) is held to
+--    the table's rules by _retryq_finished_row_ok, refused (23514) under the
+--    active partition's constraint names; the finished partition has no CHECK
+--    of its own (see tables/_retryq_finished.sql). A pending row costs the
+--    test of its status.
 -- 1. Sizes, against _retryq_limits: event_data and event_metadata (54000
 --    program_limit_exceeded), channel_name, plugin_name and correlation_id
 --    (22001 string_data_right_truncation), tags: their count (54000), one
@@ -40,6 +45,15 @@ BEGIN
         CROSS JOIN _retryq_limits AS l
         CROSS JOIN LATERAL (
             SELECT CASE
+                -- raises for a row that breaks a rule, else goes on
+                WHEN a.status NOT IN ('pending', 'processing')
+                    AND NOT _retryq_finished_row_ok(
+                        a.status, a.event_type, a.priority, a.max_retries,
+                        a.retry_count, a.retry_delay_seconds, a.backoff_multiplier,
+                        a.max_retry_delay_seconds, a.retry_jitter, a.event_data,
+                        a.event_metadata, a.locked_by, a.locked_until,
+                        a.completed_at, a.dead_lettered_at
+                    ) THEN NULL
                 WHEN pg_catalog.pg_column_size(a.event_data) > l.max_event_data_bytes
                     THEN 'event_data'
                 WHEN pg_catalog.pg_column_size(a.event_metadata) > l.max_event_metadata_bytes
