@@ -243,7 +243,7 @@ BEGIN
         CROSS JOIN LATERAL (
             SELECT CASE
                 -- raises for a row that breaks a rule, else goes on
-                WHEN a.status <> 'pending' AND a.status <> 'processing'
+                WHEN a.status <> 'pending'::text AND a.status <> 'processing'::text
                     AND NOT _retryq_finished_row_ok(
                         a.status, a.event_type, a.priority, a.max_retries,
                         a.retry_count, a.retry_delay_seconds, a.backoff_multiplier,
@@ -269,7 +269,7 @@ BEGIN
                 -- no tag is longer than all of them together: the walk of
                 -- the tags (a subquery per row, a twentieth of a COPY's
                 -- work) only when they are long enough for one to be
-                WHEN pg_catalog.length(pg_catalog.array_to_string(a.tags, ''))
+                WHEN pg_catalog.length(pg_catalog.array_to_string(a.tags, ''::text))
                     > l.max_tag_length
                     AND EXISTS (
                         SELECT 1 FROM pg_catalog.unnest(a.tags) AS t (tag)
