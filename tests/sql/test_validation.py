@@ -482,7 +482,10 @@ def test_a_bad_finished_row_among_good_rows_refuses_the_whole_insert(conn: Conn)
     )
     params = [r[c] for r in rows for c in columns]
     refused(
-        conn, lambda: conn.execute(statement, params), CHECK, "daz_retry_queue_dead_lettered_at_check"
+        conn,
+        lambda: conn.execute(statement, params),
+        CHECK,
+        "daz_retry_queue_dead_lettered_at_check",
     )
 
 
