@@ -17,7 +17,7 @@ out. No client, no network, no fsync (fsync = off): what remains is what the
 server executes, parse, plan and commit included.
 
     .venv/bin/python scripts/bench_instructions.py --base 26354e9 [--items 500]
-        [--cases many,one,insert] [--write BENCHMARKS.md]
+        [--cases many,one,insert] [--variant try.sql ...] [--write BENCHMARKS.md]
 """
 
 from __future__ import annotations
@@ -163,6 +163,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--items", type=int, default=500)
     parser.add_argument("--cases", default="many,one,insert")
     parser.add_argument("--bin", type=Path, default=Path("/usr/lib/postgresql/15/bin"))
+    parser.add_argument(
+        "--variant",
+        type=Path,
+        action="append",
+        default=[],
+        help="an SQL file run on this tree's install: one more column (a schema change to try)",
+    )
     parser.add_argument("--write", type=Path, help="the BENCHMARKS.md whose section to replace")
     args = parser.parse_args(argv)
     cases = args.cases.split(",")
@@ -170,15 +177,23 @@ def main(argv: list[str] | None = None) -> int:
     server = Server(args.bin)
     results: dict[tuple[str, str], float] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        installs = {"this tree": ROOT / "migrations"}
+        installs: dict[str, tuple[Path, Path | None]] = {"this tree": (ROOT / "migrations", None)}
         if args.base:
-            installs = {f"before ({args.base})": migrations_at(args.base, Path(tmp)), **installs}
+            installs = {
+                f"before ({args.base})": (migrations_at(args.base, Path(tmp)), None),
+                **installs,
+            }
+        for variant in args.variant:
+            installs[variant.stem] = (ROOT / "migrations", variant)
         dbs: dict[tuple[str, str], tuple[str, str]] = {}
         try:
             cluster = Cluster(server.start())
-            for label, directory in installs.items():
+            for label, (directory, variant) in installs.items():
                 template = cluster.create("template")
                 migrate.apply(cluster.dsn(template), directory=directory)
+                if variant is not None:
+                    with connect(cluster.dsn(template)) as conn:
+                        conn.execute(variant.read_text())
                 for case in cases:
                     pair = []
                     for size in (small, n):
@@ -203,20 +218,21 @@ def main(argv: list[str] | None = None) -> int:
         "### Instructions per item (callgrind)",
         "",
         f"`.venv/bin/python scripts/bench_instructions.py"
-        f"{f' --base {args.base}' if args.base else ''} --items {n} --cases {args.cases}`: "
+        f"{f' --base {args.base}' if args.base else ''} --items {n} --cases {args.cases}"
+        f"{''.join(f' --variant {v}' for v in args.variant)}`: "
         "a single-user backend under valgrind's callgrind runs each case's statements, each its "
         "own transaction (fsync off, no client); the count for "
         f"{small:,} items is subtracted from the count for {n:,}, so start-up drops out. "
         "A count, not a time: the same on a busy machine as on an idle one.",
         "",
-        "| case | " + " | ".join(installs) + (" | after/before |" if args.base else ""),
+        "| case | " + " | ".join(installs) + (" | this tree/before |" if args.base else " |"),
         "|---|" + "---:|" * (len(installs) + (1 if args.base else 0)),
     ]
     for case in cases:
         cells = [f"{results[(label, case)]:,.0f}" for label in installs]
         ratio = ""
         if args.base:
-            before, after = (results[(label, case)] for label in installs)
+            before, after = (results[(label, case)] for label in list(installs)[:2])
             ratio = f" {after / before:.2f} |"
         lines.append(f"| {CASES[case]} | " + " | ".join(cells) + " |" + ratio)
     lines += ["", f"<!-- /{SECTION} -->"]
