@@ -4,7 +4,9 @@
 -- waits only while it holds no row lock (no transaction id yet), and then takes
 -- one, so that its next wait is refused instead; a transaction that already
 -- holds locks takes the key only when it is free. Every call that writes a
--- pause or a rate limit (and its tokens) takes the key's advisory lock first,
+-- pause or a rate limit (and its tokens) takes the key's mutex first
+-- (_retryq_mutex_take: a lock only the owner can take, unlike the advisory
+-- lock used before, which any role could hold to hang these calls),
 -- so once this transaction has it, no one else holds the key's rows but an
 -- acquire's lease of a rate token: p_tokens also takes the key's tokens (only
 -- when free once locks are held), before the caller touches the limit row.
@@ -24,18 +26,15 @@ LANGUAGE plpgsql
 SET search_path FROM CURRENT
 AS $$
 DECLARE
-    v_kind integer := pg_catalog.hashtext('retryq._retryq_'::text || p_kind);
     -- a pause's NULL (every event type or plugin) apart from '' (no plugin)
-    v_key integer := pg_catalog.hashtext(
-        coalesce(p_event_type, pg_catalog.chr(30)) || pg_catalog.chr(31)
-        || coalesce(p_plugin_name, pg_catalog.chr(30))
-    );
+    v_mutex text := p_kind || pg_catalog.chr(31)
+        || coalesce(p_event_type, pg_catalog.chr(30)) || pg_catalog.chr(31)
+        || coalesce(p_plugin_name, pg_catalog.chr(30));
 BEGIN
     IF pg_catalog.pg_current_xact_id_if_assigned() IS NULL THEN
-        -- nothing held yet: waiting is safe
-        PERFORM pg_catalog.pg_advisory_xact_lock(v_kind, v_key);
-        -- from here on this transaction holds a lock: it waits no more
-        PERFORM pg_catalog.pg_current_xact_id();
+        -- nothing held yet: waiting is safe; from here on this transaction
+        -- holds a lock (and a transaction id): it waits no more
+        PERFORM _retryq_mutex_take(v_mutex, TRUE);
         IF p_tokens THEN
             -- before the caller locks the limit row: a transaction holding one
             -- of these tokens checks its key against the limit row when it
@@ -46,7 +45,7 @@ BEGIN
         END IF;
         RETURN TRUE;
     END IF;
-    IF NOT pg_catalog.pg_try_advisory_xact_lock(v_kind, v_key) THEN
+    IF NOT _retryq_mutex_take(v_mutex, FALSE) THEN
         RETURN FALSE;
     END IF;
     IF p_tokens THEN

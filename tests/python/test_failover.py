@@ -40,7 +40,7 @@ def test_two_sessions_adding_one_event_id_make_one_item(module_dsn: str) -> None
                 lambda: (
                     db.execute(
                         "SELECT count(*) FROM pg_locks WHERE pid = %s AND NOT granted"
-                        " AND locktype = 'advisory'",
+                        " AND locktype = 'transactionid'",
                         [b.info.backend_pid],
                     ).fetchone()
                     == (1,)

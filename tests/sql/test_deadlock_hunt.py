@@ -1,6 +1,8 @@
 """A randomized hunt for deadlocks (issue 12, item 5): several connections, two keys,
 leases that expire while their holders still write outcomes, every verb of the API
-in transactions of one to three calls (snoozes, pauses and rate limits included),
+in transactions of one to three calls (snoozes, pauses, rate limits and
+enqueue_retry_item_once over a few event ids included: one role may be producer and
+worker),
 circuits that trip and probe. The server's
 deadlock detector is set to 20 ms, so a cycle costs little; the hunt must see no
 40P01. The lock order it checks is written down in sql/private/_retryq_circuit_lock.sql.
@@ -42,7 +44,7 @@ def _call(conn: psycopg.Connection[Any], rng: random.Random, me: str, held: list
     verb = rng.choice([
         "enqueue", "acquire", "acquire", "complete", "complete_many", "fail", "fail",
         "extend", "release", "requeue", "purge", "cleanup", "circuit", "list", "cancel",
-        "snooze", "pause", "rate_limit",
+        "snooze", "pause", "rate_limit", "enqueue_once", "enqueue_once", "enqueue_once",
     ])
     some = rng.sample(held, min(len(held), rng.randint(1, 3))) if held else [rng.randint(1, 50)]
     if verb == "enqueue":
@@ -50,6 +52,13 @@ def _call(conn: psycopg.Connection[Any], rng: random.Random, me: str, held: list
         conn.execute(
             "SELECT enqueue_retry_item(%s, '{}', p_plugin_name => %s, p_max_retries => 2,"
             " p_retry_delay_seconds => 1, p_now => %s)", [e, p, now])
+    elif verb == "enqueue_once":
+        # few ids, so that transactions meet on one (most calls find it there)
+        e, p = rng.choice(KEYS)
+        conn.execute(
+            "SELECT * FROM enqueue_retry_item_once(%s, %s, '{}', p_plugin_name => %s,"
+            " p_max_retries => 2, p_retry_delay_seconds => 1, p_now => %s)",
+            [f"00000000-0000-4000-8000-00000000000{rng.randint(1, 2)}", e, p, now])
     elif verb == "acquire":
         rows = conn.execute(
             "SELECT id FROM acquire_retry_items(%s, %s, %s, %s)",
@@ -131,10 +140,13 @@ def _hunter(dsn: str, seed: int, clock: Clock, stop: float, out: dict[str, int])
                 conn.execute("ROLLBACK")
                 out["deadlocks"] += 1
             except psycopg.errors.LockNotAvailable as e:
-                # an operator's circuit, pause or rate limit call in a transaction
-                # that already wrote: refused instead of waiting (55P03), never a 40P01
+                # an operator's circuit, pause or rate limit call, or an enqueue once,
+                # in a transaction that already wrote: refused instead of waiting
+                # (55P03), never a 40P01
                 conn.execute("ROLLBACK")
-                assert any(k in str(e) for k in ("circuit", "pause", "rate limit")), e
+                assert any(
+                    k in str(e) for k in ("circuit", "pause", "rate limit", "being added")
+                ), e
                 out["refused"] += 1
             if len(held) > 12:
                 del held[:6]

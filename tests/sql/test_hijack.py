@@ -46,7 +46,7 @@ FUNCTIONS = [
     "array_agg", "unnest", "format", "current_setting", "set_config", "pg_notify",
     "nextval", "setval", "hashtext", "chr", "ln", "power", "abs", "pg_column_size",
     "generate_series", "num_nonnulls", "has_table_privilege", "pg_has_role",
-    "pg_advisory_xact_lock", "pg_try_advisory_xact_lock", "current_schema",
+    "sha256", "convert_to", "current_schema",
     "isfinite", "count", "min", "max",
     # no arguments: pg_catalog, searched first, wins an identical signature
     "now", "clock_timestamp", "statement_timestamp", "random", "gen_random_uuid",

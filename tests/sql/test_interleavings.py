@@ -612,3 +612,82 @@ def test_pausing_every_plugin_and_the_no_plugin_items_are_two_keys(a: Conn, b: C
     assert scalar(b, "SELECT retry_queue_resume('x', '')") is True
     a.execute("COMMIT")
     b.execute("COMMIT")
+
+
+# --- enqueue once vs the lock order (issue 12, items 2 and 5) -------------------------
+
+EVENT = "00000000-0000-4000-8000-0000000000e1"
+
+
+def _once(conn: Conn, event_id: str = EVENT) -> Any:
+    return conn.execute(
+        "SELECT inserted FROM enqueue_retry_item_once(%s, 'dl3.x', '{}',"
+        " p_delay_seconds => 86400, p_now => %s)",  # never due here
+        [event_id, T0],
+    ).fetchone()
+
+
+def test_enqueue_once_then_a_failure_vs_the_other_order_do_not_deadlock(
+    a: Conn, b: Conn, watch: Conn
+) -> None:
+    """A role granted producer and worker: T1 adds under an event id already in the
+    queue (so it writes nothing), T2 fails an item of a new key, T1 fails another item
+    of that key, T2 adds under T1's id. Before: T1 held the id's turn, an advisory
+    lock that gave it no transaction id, so T1's failure waited for T2's circuit row
+    while T2 waited for T1's turn: 40P01. Now an id already there takes no turn: T2
+    gets the item at once, commits, and T1's failure goes on."""
+    _wait_for_the_other_side(a, b)
+    assert _once(a) == (True,)
+    i1 = scalar(a, "SELECT id FROM enqueue_retry_item('dl3.k1', '{}', p_now => %s)", [T0])
+    i2 = scalar(a, "SELECT id FROM enqueue_retry_item('dl3.k1', '{}', p_now => %s)", [T0])
+    leased(a, i1, "A")
+    leased(b, i2, "B")
+    a.execute("BEGIN")
+    assert _once(a) == (False,)
+    b.execute("BEGIN")
+    assert fail(b, i2, "B", at(1))
+    first = _start(a, lambda: fail(a, i1, "A", at(1)))
+    _settle(a, watch, first)
+    second = _start(b, lambda: _once(b))
+    _settle(b, watch, second)
+    assert _no_deadlock((b, second), (a, first)) == ["ok", "ok"]
+    assert second.result(DEADLINE) == (False,)
+    assert first.result(DEADLINE) is True
+
+
+def test_enqueue_once_vs_a_takeover_that_enqueues_the_same_id_do_not_deadlock(
+    a: Conn, b: Conn, watch: Conn
+) -> None:
+    """Two workers derive a follow-up's event id from one item: A (its lease expired)
+    adds the follow-up, then completes the item, which B's acquire has taken over
+    meanwhile (A waits for B); B adds the same follow-up in its transaction. Before,
+    B waited for A's turn on the id: 40P01. B holds rows, so it is refused (55P03)."""
+    _wait_for_the_other_side(a, b)
+    (item,) = enqueue(a)
+    leased(a, item, "A", lease=10)
+    a.execute("BEGIN")
+    assert _once(a) == (True,)
+    b.execute("BEGIN")
+    assert acquire(b, "B", at(20)) == [item]
+    late = _start(a, lambda: complete(a, item, "A", at(20)))
+    _settle(a, watch, late)
+    follow_up = _start(b, lambda: _once(b))
+    _settle(b, watch, follow_up)
+    outcomes = _no_deadlock((b, follow_up), (a, late))
+    assert "is being added by another transaction" in outcomes[0], outcomes
+    assert outcomes[1] == "ok"
+
+
+def test_enqueue_once_in_a_transaction_that_holds_nothing_waits_its_turn(
+    a: Conn, b: Conn, watch: Conn
+) -> None:
+    """The turn still serialises two adds of one id: the second waits for the first's
+    commit and returns its item."""
+    a.execute("BEGIN")
+    assert _once(a) == (True,)
+    b.execute("BEGIN")
+    second = blocked(b, watch, lambda: _once(b))
+    a.execute("COMMIT")
+    assert second.result(DEADLINE) == (False,)
+    b.execute("COMMIT")
+    assert scalar(a, "SELECT count(*) FROM daz_retry_queue WHERE event_id = %s", [EVENT]) == 1

@@ -86,6 +86,10 @@ STATEMENTS: dict[str, tuple[str, Any]] = {
     "cancel": ("SELECT cancel_retry_items(ARRAY[{pending}]::bigint[])", 1),
     "list_dead": ("SELECT id FROM list_dead_letter_items()", "{dead}"),
     "cleanup_due": ("SELECT due_count FROM cleanup_retry_queue_due(0)", 1),
+    "cleanup_lock": ("SELECT cleanup_retry_queue_lock()", True),
+    # the private mutexes that replaced advisory locks: no role takes one
+    "private_mutex": ("SELECT _retryq_mutex_take('cleanup', false)", None),
+    "mutex_table": ("INSERT INTO _retryq_mutex VALUES ('\\x00')", None),
     "due": ("SELECT active FROM retry_queue_due()", True),
     "due_routed": (
         "SELECT active FROM retry_queue_due(p_event_types => '{{t}}', p_plugin_names => '{{p}}')",
@@ -131,6 +135,7 @@ ALLOWED: dict[str, set[str]] = {
     },
     "retryq_admin": {
         "channel", "requeue", "purge", "cancel", "cleanup", "list_dead", "cleanup_due", "due",
+        "cleanup_lock",
         "due_routed", "circuit_open", "circuit_close", "circuit_configure", "pause", "resume",
         "view_pauses",
         "rate_limit_set", "rate_limit_clear", "view_rate_limits",
@@ -235,6 +240,7 @@ def test_every_retryq_function_is_pinned_and_granted_as_documented(conn: Conn) -
         "purge_dead_letter_items": "purge", "list_dead_letter_items": "list_dead",
         "cancel_retry_items": "cancel",
         "cleanup_retry_queue": "cleanup", "cleanup_retry_queue_due": "cleanup_due",
+        "cleanup_retry_queue_lock": "cleanup_lock",
         "retry_queue_due": "due", "retry_circuit_open": "circuit_open",
         "retry_circuit_close": "circuit_close", "retry_circuit_configure": "circuit_configure",
         "retry_queue_pause": "pause", "retry_queue_resume": "resume",
