@@ -1,6 +1,11 @@
 -- After every statement that inserts into daz_retry_queue (the guide's INSERT,
 -- add_many's COPY, the enqueue functions), over the statement's new rows at
 -- once: a refusal here undoes the whole statement, so nothing is written.
+-- 0. A finished row (the owner's: only the owner may set a status) is held to
+--    the table's rules by _retryq_finished_row_ok, refused (23514) under the
+--    active partition's constraint names; the finished partition has no CHECK
+--    of its own (see tables/_retryq_finished.sql). A pending row costs the
+--    test of its status.
 -- 1. Sizes, against _retryq_limits: event_data and event_metadata (54000
 --    program_limit_exceeded), channel_name, plugin_name and correlation_id
 --    (22001 string_data_right_truncation), tags: their count (54000), one
@@ -40,6 +45,15 @@ BEGIN
         CROSS JOIN _retryq_limits AS l
         CROSS JOIN LATERAL (
             SELECT CASE
+                -- raises for a row that breaks a rule, else goes on
+                WHEN a.status <> 'pending'::text AND a.status <> 'processing'::text
+                    AND NOT _retryq_finished_row_ok(
+                        a.status, a.event_type, a.priority, a.max_retries,
+                        a.retry_count, a.retry_delay_seconds, a.backoff_multiplier,
+                        a.max_retry_delay_seconds, a.retry_jitter, a.event_data,
+                        a.event_metadata, a.locked_by, a.locked_until,
+                        a.completed_at, a.dead_lettered_at
+                    ) THEN NULL
                 WHEN pg_catalog.pg_column_size(a.event_data) > l.max_event_data_bytes
                     THEN 'event_data'
                 WHEN pg_catalog.pg_column_size(a.event_metadata) > l.max_event_metadata_bytes
@@ -55,10 +69,15 @@ BEGIN
                 WHEN pg_catalog.cardinality(a.tags) = 0 THEN NULL
                 WHEN pg_catalog.array_ndims(a.tags) > 1 THEN 'tags:dimensions'
                 WHEN pg_catalog.array_position(a.tags, NULL) IS NOT NULL THEN 'tags:null'
-                WHEN EXISTS (
-                    SELECT 1 FROM pg_catalog.unnest(a.tags) AS t (tag)
-                    WHERE pg_catalog.length(t.tag) > l.max_tag_length
-                ) THEN 'tags:length'
+                -- no tag is longer than all of them together: the walk of
+                -- the tags (a subquery per row, a twentieth of a COPY's
+                -- work) only when they are long enough for one to be
+                WHEN pg_catalog.length(pg_catalog.array_to_string(a.tags, ''::text))
+                    > l.max_tag_length
+                    AND EXISTS (
+                        SELECT 1 FROM pg_catalog.unnest(a.tags) AS t (tag)
+                        WHERE pg_catalog.length(t.tag) > l.max_tag_length
+                    ) THEN 'tags:length'
             END AS problem
         ) AS p
     ) AS n;

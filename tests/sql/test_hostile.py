@@ -484,6 +484,9 @@ BIG = 17_000_000
         ({"correlation_id": "x" * 1001}, "22001", "correlation_id"),
         ({"tags": [str(i) for i in range(101)]}, "54000", "tags"),
         ({"tags": ["t" * 201]}, "22001", "tags"),
+        # the tags' total length decides whether each one is looked at
+        ({"tags": ["a", "b", "\u00e9" * 201]}, "22001", "tags"),
+        ({"tags": ["t" * 150, "u" * 150, "v" * 201]}, "22001", "tags"),
         ({"tags": [None]}, "22004", "tags"),
         ({"tags": [["a"], ["b"]]}, "22023", "tags"),
     ],
@@ -514,6 +517,14 @@ def test_sizes_and_shapes_are_bounded_on_every_enqueue_path(
         sqlstate,
         field,
     )
+
+
+def test_tags_long_together_but_each_within_the_bound_are_taken(conn: Conn) -> None:
+    tags = ["t" * 200, "u" * 200, "\u00e9" * 200]
+    item_id, _ = guide_insert(conn, tags=tags)
+    assert conn.execute(
+        "SELECT tags FROM daz_retry_queue WHERE id = %s", (item_id,)
+    ).fetchone() == (tags,)
 
 
 def test_the_bounds_are_generous_and_set_in_one_place(conn: Conn) -> None:
@@ -595,9 +606,7 @@ def test_an_items_error_history_keeps_its_newest_entries(conn: Conn) -> None:
         " p_retry_delay_seconds => 0)"
     ).fetchall()
     for n in range(1, 106):
-        assert conn.execute("SELECT id FROM acquire_retry_items('w', 1)").fetchall() == [
-            (item_id,)
-        ]
+        assert conn.execute("SELECT id FROM acquire_retry_items('w', 1)").fetchall() == [(item_id,)]
         conn.execute("SELECT fail_retry_item(%s, 'w', %s)", (item_id, f"e{n}"))
     history = _history(conn, item_id)
     assert len(history) == 100
@@ -749,33 +758,54 @@ def test_a_check_violation_names_the_public_table(conn: Conn) -> None:
 BEYOND_INTEGER = [2**31, -(2**31) - 1, 2**63 - 1, -(2**63)]
 INTEGER_PARAMETERS: dict[tuple[str, str], tuple[str, str]] = {
     ("acquire_retry_items", "p_batch_size"): (
-        "SELECT * FROM acquire_retry_items('w', p_batch_size => %s)", "22023"),
+        "SELECT * FROM acquire_retry_items('w', p_batch_size => %s)",
+        "22023",
+    ),
     ("acquire_retry_items", "p_lock_timeout_seconds"): (
-        "SELECT * FROM acquire_retry_items('w', 1, %s)", "22023"),
+        "SELECT * FROM acquire_retry_items('w', 1, %s)",
+        "22023",
+    ),
     ("extend_retry_lock", "p_lock_timeout_seconds"): (
-        "SELECT extend_retry_lock(1, 'w', p_lock_timeout_seconds => %s)", "22023"),
+        "SELECT extend_retry_lock(1, 'w', p_lock_timeout_seconds => %s)",
+        "22023",
+    ),
     ("snooze_retry_item", "p_max_snoozes"): (
-        "SELECT snooze_retry_item(1, 'w', 60, p_max_snoozes => %s)", "22023"),
-    ("cleanup_retry_queue", "p_retention_days"): (
-        "SELECT * FROM cleanup_retry_queue(%s)", "22023"),
+        "SELECT snooze_retry_item(1, 'w', 60, p_max_snoozes => %s)",
+        "22023",
+    ),
+    ("cleanup_retry_queue", "p_retention_days"): ("SELECT * FROM cleanup_retry_queue(%s)", "22023"),
     ("cleanup_retry_queue", "p_batch_size"): (
-        "SELECT * FROM cleanup_retry_queue(0, p_batch_size => %s)", "22023"),
+        "SELECT * FROM cleanup_retry_queue(0, p_batch_size => %s)",
+        "22023",
+    ),
     ("cleanup_retry_queue_due", "p_retention_days"): (
-        "SELECT * FROM cleanup_retry_queue_due(p_retention_days => %s)", "22023"),
+        "SELECT * FROM cleanup_retry_queue_due(p_retention_days => %s)",
+        "22023",
+    ),
     ("retry_circuit_configure", "p_failure_threshold"): (
-        "SELECT retry_circuit_configure('k', 'p', p_failure_threshold => %s)", "22023"),
+        "SELECT retry_circuit_configure('k', 'p', p_failure_threshold => %s)",
+        "22023",
+    ),
     ("retry_rate_limit_set", "p_max_leases"): (
-        "SELECT retry_rate_limit_set('k', 'p', %s)", "22023"),
+        "SELECT retry_rate_limit_set('k', 'p', %s)",
+        "22023",
+    ),
     ("enqueue_retry_item", "p_max_retries"): (
-        "SELECT * FROM enqueue_retry_item('t', '1', p_max_retries => %s)", "22003"),
+        "SELECT * FROM enqueue_retry_item('t', '1', p_max_retries => %s)",
+        "22003",
+    ),
     ("enqueue_retry_item", "p_priority"): (
-        "SELECT * FROM enqueue_retry_item('t', '1', p_priority => %s)", "22003"),
+        "SELECT * FROM enqueue_retry_item('t', '1', p_priority => %s)",
+        "22003",
+    ),
     ("enqueue_retry_item_once", "p_max_retries"): (
-        "SELECT * FROM enqueue_retry_item_once(gen_random_uuid(), 't', '1',"
-        " p_max_retries => %s)", "22003"),
+        "SELECT * FROM enqueue_retry_item_once(gen_random_uuid(), 't', '1', p_max_retries => %s)",
+        "22003",
+    ),
     ("enqueue_retry_item_once", "p_priority"): (
-        "SELECT * FROM enqueue_retry_item_once(gen_random_uuid(), 't', '1',"
-        " p_priority => %s)", "22003"),
+        "SELECT * FROM enqueue_retry_item_once(gen_random_uuid(), 't', '1', p_priority => %s)",
+        "22003",
+    ),
 }
 # bigint parameters every positive value suits: ids, and counts without a bound
 ANY_BIGINT: dict[tuple[str, str], str] = {
@@ -844,8 +874,7 @@ def test_the_python_clients_send_small_integers_to_bigint_parameters(conn: Conn)
     reaches the bigint parameters, by position and by name."""
     for value in (3, 300, 70_000):
         conn.execute(
-            "SELECT * FROM enqueue_retry_item('t', '1', p_max_retries => %s,"
-            " p_priority => %s)",
+            "SELECT * FROM enqueue_retry_item('t', '1', p_max_retries => %s, p_priority => %s)",
             (min(value, 1000), 5),
         )
     got = conn.execute("SELECT * FROM acquire_retry_items(%s, %s, %s)", ("w", 2, 70_000))
@@ -871,22 +900,28 @@ def test_the_guide_insert_refuses_an_integer_beyond_its_column(
 ARRAY_CALLS: dict[tuple[str, str], str] = {
     ("complete_retry_items", "p_item_ids"): "SELECT complete_retry_items(%s::bigint[], 'w')",
     ("release_retry_items", "p_item_ids"): "SELECT release_retry_items(%s::bigint[], 'w')",
-    ("requeue_dead_letter_items", "p_item_ids"):
-        "SELECT requeue_dead_letter_items(%s::bigint[])",
+    ("requeue_dead_letter_items", "p_item_ids"): "SELECT requeue_dead_letter_items(%s::bigint[])",
     ("purge_dead_letter_items", "p_item_ids"): "SELECT purge_dead_letter_items(%s::bigint[])",
-    ("list_dead_letter_items", "p_item_ids"):
-        "SELECT * FROM list_dead_letter_items(%s::bigint[])",
+    ("list_dead_letter_items", "p_item_ids"): "SELECT * FROM list_dead_letter_items(%s::bigint[])",
     ("cancel_retry_items", "p_item_ids"): "SELECT cancel_retry_items(%s::bigint[])",
-    ("acquire_retry_items", "p_event_types"):
-        "SELECT * FROM acquire_retry_items('w', 1, p_event_types => %s::text[])",
-    ("acquire_retry_items", "p_plugin_names"):
-        "SELECT * FROM acquire_retry_items('w', 1, p_plugin_names => %s::text[])",
+    (
+        "acquire_retry_items",
+        "p_event_types",
+    ): "SELECT * FROM acquire_retry_items('w', 1, p_event_types => %s::text[])",
+    (
+        "acquire_retry_items",
+        "p_plugin_names",
+    ): "SELECT * FROM acquire_retry_items('w', 1, p_plugin_names => %s::text[])",
     ("retry_queue_due", "p_event_types"): "SELECT * FROM retry_queue_due(%s::text[])",
-    ("retry_queue_due", "p_plugin_names"):
-        "SELECT * FROM retry_queue_due(p_plugin_names => %s::text[])",
+    (
+        "retry_queue_due",
+        "p_plugin_names",
+    ): "SELECT * FROM retry_queue_due(p_plugin_names => %s::text[])",
     ("enqueue_retry_item", "p_tags"): "SELECT * FROM enqueue_retry_item('t', '1', p_tags => %s)",
-    ("enqueue_retry_item_once", "p_tags"):
-        "SELECT * FROM enqueue_retry_item_once(gen_random_uuid(), 't', '1', p_tags => %s)",
+    (
+        "enqueue_retry_item_once",
+        "p_tags",
+    ): "SELECT * FROM enqueue_retry_item_once(gen_random_uuid(), 't', '1', p_tags => %s)",
 }
 # tags' NULL element is 22004 null_value_not_allowed (documented before the others)
 NULL_ELEMENT = {"p_tags": "22004"}

@@ -413,6 +413,82 @@ def test_a_finished_row_is_held_to_the_table_rules(
     refused(conn, lambda: insert_row(conn, status, **{field: value}), sqlstate, named)
 
 
+# The finished partition has no CHECK of its own (each one is read from the catalog
+# in every statement that writes a row: a quarter of a completion's work); an INSERT
+# through daz_retry_queue is checked by _retryq_inserted, an UPDATE by the row
+# trigger _retryq_finished_updated.
+
+
+@pytest.mark.parametrize("status", list(FINISHED_AT))
+@pytest.mark.parametrize(("field", "value", "sqlstate", "named"), TABLE_CASES)
+def test_an_update_of_a_finished_row_is_held_to_the_table_rules(
+    conn: Conn, status: str, field: str, value: Any, sqlstate: str, named: str
+) -> None:
+    insert_row(conn, status)
+    refused(
+        conn,
+        lambda: conn.execute(
+            sql.SQL("UPDATE daz_retry_queue SET {} = %s WHERE status = %s").format(
+                sql.Identifier(field)
+            ),
+            (value, status),
+        ),
+        sqlstate,
+        named,
+    )
+
+
+@pytest.mark.parametrize(
+    ("status", "changes", "named"),
+    [
+        ("completed", {"completed_at": None}, "daz_retry_queue_completed_at_check"),
+        ("completed", {"status": "dead_letter"}, "daz_retry_queue_completed_at_check"),
+        ("dead_letter", {"status": "cancelled"}, "daz_retry_queue_completed_at_check"),
+        ("cancelled", {"locked_by": "w", "locked_until": NOW}, "daz_retry_queue_lease_check"),
+        ("completed", {"retry_count": 4}, "daz_retry_queue_retry_count_check"),
+    ],
+)
+def test_an_update_of_a_finished_row_keeps_its_state_columns(
+    conn: Conn, status: str, changes: dict[str, Any], named: str
+) -> None:
+    insert_row(conn, status)
+    refused(
+        conn,
+        lambda: conn.execute(
+            sql.SQL("UPDATE daz_retry_queue SET {}").format(
+                sql.SQL(", ").join(
+                    sql.SQL("{} = {}").format(sql.Identifier(k), sql.Placeholder()) for k in changes
+                )
+            ),
+            list(changes.values()),
+        ),
+        CHECK,
+        named,
+    )
+
+
+def test_a_bad_finished_row_among_good_rows_refuses_the_whole_insert(conn: Conn) -> None:
+    """One statement, pending and finished rows: the finished row without its
+    dead-letter time is refused by name, and none of the others stays."""
+    rows = [
+        {**GOOD, "status": "pending", "completed_at": None, "dead_lettered_at": None},
+        {**GOOD, "status": "completed", "completed_at": NOW, "dead_lettered_at": None},
+        {**GOOD, "status": "dead_letter", "completed_at": None, "dead_lettered_at": None},
+    ]
+    columns = list(rows[0])
+    one = sql.SQL("({})").format(sql.SQL(", ").join(sql.Placeholder() * len(columns)))
+    statement = sql.SQL("INSERT INTO daz_retry_queue ({}) VALUES {}").format(
+        sql.SQL(", ").join(map(sql.Identifier, columns)), sql.SQL(", ").join([one] * len(rows))
+    )
+    params = [r[c] for r in rows for c in columns]
+    refused(
+        conn,
+        lambda: conn.execute(statement, params),
+        CHECK,
+        "daz_retry_queue_dead_lettered_at_check",
+    )
+
+
 @pytest.mark.parametrize(
     ("status", "overrides", "named"),
     [
