@@ -58,6 +58,10 @@ class Ledger:
         self._running: dict[int, float] = {}  # id -> when its handler started
         self._returned: list[RetryQueueItem] = []  # taken by a thread after stop
         self._outcomes: list[Outcome] = []  # not yet claimed by a lane
+        # leases whose outcome waits or is being written: a renewal refused
+        # for them is no lost lease (the outcome may be written already; if
+        # the lease was lost, the flush says so)
+        self._answered: set[tuple[int, datetime]] = set()
         # leases taken up after a lost reply: (id, locked_until), until the
         # lane whose reply was only slow holds them too (it then skips them)
         self._adopted: set[tuple[int, datetime]] = set()
@@ -175,6 +179,7 @@ class Ledger:
             for outcome in rejected:
                 held[outcome.item.id] = (outcome.item, now)
                 self._outcomes.append(outcome)
+                self._answered.add((outcome.item.id, outcome.item.locked_until))
         for item in items:
             self._handoff.put(item)
 
@@ -185,6 +190,7 @@ class Ledger:
         leases = [(item.id, item.locked_until) for item in items]
         with self._lock:
             held = self._held
+            self._answered.difference_update(leases)
             for item_id, until in leases:
                 entry = held.get(item_id)
                 if entry is not None and entry[0].locked_until == until:
@@ -263,6 +269,7 @@ class Ledger:
         with self._lock:
             if self._running.pop(outcome.item.id, None) is not None:
                 self._outcomes.append(outcome)
+                self._answered.add((outcome.item.id, outcome.item.locked_until))
             # else: released after the grace period; the result is dropped
             return (
                 not outcome.ok
@@ -319,12 +326,21 @@ class Ledger:
 
     def extended(self, due: list[int], kept: set[int], now: float) -> set[int]:
         """Record the extensions made at `now`; returns the still held items
-        whose lease was lost (those acknowledged meanwhile are not lost)."""
+        whose lease was lost: not those acknowledged meanwhile, nor those
+        whose outcome waits or is being written (the write may have ended
+        the lease; the flush tells a lost one)."""
         with self._lock:
+            held = self._held
             for item_id in due:
-                if item_id in kept and item_id in self._held:
-                    self._held[item_id] = (self._held[item_id][0], now)
-            return {i for i in due if i not in kept and i in self._held}
+                if item_id in kept and item_id in held:
+                    held[item_id] = (held[item_id][0], now)
+            return {
+                i
+                for i in due
+                if i not in kept
+                and i in held
+                and (i, held[i][0].locked_until) not in self._answered
+            }
 
     def held_leases(self) -> tuple[list[int], list[int]]:
         """The held items' ids and retry counts (a lease of an item with

@@ -475,3 +475,32 @@ def test_the_heartbeat_extends_due_leases_and_reports_lost_ones(db: Conn) -> Non
     until = db.execute("SELECT locked_until FROM daz_retry_queue WHERE id = %s", [kept.id])
     row = until.fetchone()
     assert row is not None and row[0] > kept.locked_until
+
+
+def test_the_heartbeat_does_not_call_a_lease_lost_whose_outcome_is_being_written(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A renewal refused because the outcome's write ended the lease (a
+    completion, a failure leased again by another worker) was logged as
+    "lost the lease" of items nothing had gone wrong with; a running item
+    whose renewal is refused is still lost."""
+    book, _ = ledger()
+    book.hold([item(1), item(2), item(3)], reserved=0)
+    waiting, in_flight = run_one(book), run_one(book, ok=False)
+    assert book.take() is not None  # item 3 runs on
+    assert book.claim(force=True, acquire=0, ack_interval=0.1)[0] == [waiting, in_flight]
+    book.unclaim([waiting], 0)  # 1's write failed: it waits again; 2's is in flight
+    beat = Heartbeat(
+        book,
+        lambda ids, worker, lease: set(),  # every renewal refused
+        worker_id="w",
+        lock_timeout=60,
+        handler_timeout=None,
+        done=threading.Event(),
+    )
+    with caplog.at_level("WARNING", logger="retryq.worker"):
+        assert beat.beat(time.monotonic() + 30) == {3}
+    assert "lost the lease of 1 items: [3]" in caplog.text
+    book.settle([waiting.item, in_flight.item], {"completed": 1, "failed": 1})
+    book.hold([item(1, locked_until=EPOCH + timedelta(seconds=5))], reserved=0)  # leased again
+    assert beat.beat(time.monotonic() + 60) == {1, 3}  # the new lease has no outcome yet
