@@ -51,11 +51,20 @@ WHERE q.id = ANY(%(item_ids)s::bigint[])
 """
 
 # ... and which items it holds: those an acquire whose reply was lost leased.
+# Each with the locked_until its acquire granted (the acquire stamps
+# last_attempted_at with the same clock reading), not the row's: a renewal
+# since (the heartbeat renews by id, so an older lease's renewal renews the
+# new one) moved that, and the ledger tells a lease by its granted
+# locked_until, so a lane whose reply was only slow would hold the same
+# lease a second time and run it twice.
 HELD: LiteralString = """
 SELECT
     id, event_id, event_type, channel_name, plugin_name, event_data,
     retry_count, max_retries, priority, correlation_id, event_metadata, tags,
-    created_at, next_retry_at, locked_until, error_message, last_error_code
+    created_at, next_retry_at,
+    last_attempted_at + pg_catalog.make_interval(secs => %(lock_seconds)s::bigint)
+        AS locked_until,
+    error_message, last_error_code
 FROM {schema}daz_retry_queue
 WHERE status = 'processing' AND locked_by = %(worker_id)s
     AND (id, retry_count) NOT IN (

@@ -627,7 +627,13 @@ class Flusher:
         known, counts = self._ledger.held_leases()
         cur.execute(
             self._statements.held,
-            {"worker_id": self._worker_id, "known": known, "known_counts": counts},
+            {
+                "worker_id": self._worker_id,
+                "known": known,
+                "known_counts": counts,
+                # the acquire's lease, as the writer asks for it
+                "lock_seconds": whole_seconds(self._lease.total_seconds(), "lock_timeout"),
+            },
         )
         items, rejected = decode_leased(cur, self._worker_id)
         self._lease_doubt = False

@@ -19,11 +19,12 @@ import psycopg
 import pytest
 from prometheus_client import REGISTRY
 from psycopg.conninfo import make_conninfo
+from psycopg_pool import ConnectionPool
 
 from retryq_py import RetryableError, RetryQueue, RetryQueueItem, Snooze, WorkerCounts
 from retryq_py.worker import Settings, WorkerParts
 from retryq_py.worker.events import Outcome
-from retryq_py.worker.flush import FlushWriter, Writer, Written
+from retryq_py.worker.flush import Flusher, FlushWriter, Writer, Written
 from retryq_py.worker.ledger import Ledger
 from tests.helpers import statuses, wait_until
 from tests.python import netproxy
@@ -866,3 +867,68 @@ def test_a_lost_reply_to_a_flush_counts_what_was_written(
         history = item(db, i)["error_history"]
         assert [h["code"] for h in history] == ["ONCE"], history  # written once
     assert sorted(e.item.id for e in events if e.kind == "completed") == sorted(ok + bad)
+
+
+class Scripted:
+    """The worker's own flush writer, with a step per write: "lose" raises a
+    lost connection before anything is sent; a callable runs after the
+    write committed, before its reply is handed back (a reply that is slow)."""
+
+    def __init__(self, inner: Writer, steps: list[Any]) -> None:
+        self.inner, self.steps = inner, steps
+
+    def write(self, conn: Conn, outcomes: list[Outcome], want: int) -> Written:
+        step = self.steps.pop(0) if self.steps else None
+        if step == "lose":
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        written = self.inner.write(conn, outcomes, want)
+        if callable(step):
+            step()
+        return written
+
+
+def test_a_lease_renewed_before_its_adoption_is_not_held_twice(
+    module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    """A lane's acquire commits; before its reply is read, the heartbeat
+    renews the item by id (it held the item's older lease) and another lane,
+    after a lost reply of its own, takes up the leases it does not know. The
+    adoption read the renewed locked_until, so when the slow reply came the
+    lane's copy of the same lease looked like another lease: it was held
+    again and ran while the adopted copy ran (the cut crash test's double
+    run in one worker). Taken up with its granted locked_until, it is held
+    once."""
+    item_id = q.add("e", {"i": 0}).id
+    book = Ledger(batch_size=5, capacity=10, stopping=threading.Event(), lease=10)
+    steps: list[Any] = []
+    with ConnectionPool(
+        module_dsn, kwargs={"autocommit": True}, min_size=2, max_size=3, open=True
+    ) as pool:
+        flusher = Flusher(
+            worker_id="w",
+            ack_interval=0.0,
+            ledger=book,
+            pool=pool,
+            writer=Scripted(FlushWriter("w", None, 10), steps),
+            emit=lambda events: None,
+            lease=10,
+        )
+        started: list[RetryQueueItem] = []
+
+        def meanwhile() -> None:
+            assert q.extend_locks([item_id], "w", 10) == {item_id}  # the heartbeat
+            # the other lane: an acquire of its own loses its reply (nothing
+            # leased), and its next flush takes up what it does not know
+            with pytest.raises(psycopg.OperationalError):
+                flusher.flush(force=True, acquire=1)
+            flusher.flush(force=False)
+            adopted = book.take()
+            assert adopted is not None and book.begin(adopted)  # and runs it
+            started.append(adopted)
+
+        steps += [meanwhile, "lose"]
+        assert flusher.flush(force=True, acquire=1)[1] == 1  # the slow lane's reply
+    assert [it.id for it in started] == [item_id]
+    again = [it for it in book.take_unstarted() if book.begin(it)]
+    assert again == [], "the lease was held twice and its second copy runs"
+    assert book.held == 1
