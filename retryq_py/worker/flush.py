@@ -620,6 +620,18 @@ class Flusher:
     def _adopt(self, conn: psycopg.Connection[Any]) -> None:
         """An acquire lost its reply: the items the queue says this worker
         holds and it does not know of are taken up, as if just leased."""
+        # settled as of the read below (a lost acquire after it sets the doubt
+        # again), but only once they are held: should the read or the renewal
+        # fail, cleared for good the doubt would leave them to expire under
+        # this live worker, unless the failing flush had asked for items too
+        self._lease_doubt = False
+        try:
+            self._take_up(conn)
+        except BaseException:
+            self._lease_doubt = True
+            raise
+
+    def _take_up(self, conn: psycopg.Connection[Any]) -> None:
         cur = conn.cursor()
         cur.adapters.register_loader("jsonb", JsonbFromText)
         # a held item may have a newer lease (its outcome written, leased
@@ -636,7 +648,6 @@ class Flusher:
             },
         )
         items, rejected = decode_leased(cur, self._worker_id)
-        self._lease_doubt = False
         if items or rejected:
             # Their leases began at the lost acquire, up to a statement
             # deadline and the wait for its process ago: renewed now, they
