@@ -280,7 +280,9 @@ class Ledger:
     # -- shutdown -------------------------------------------------------------------
 
     def take_unstarted(self) -> list[RetryQueueItem]:
-        """Held items no handler has started (to release them)."""
+        """Held items no handler has started (to release them). A copy of
+        an item leased again meanwhile is left out: a release goes by id, and
+        would give back the newer lease, maybe while its handler runs."""
         items: list[RetryQueueItem] = []
         with self._lock:
             while True:
@@ -292,6 +294,14 @@ class Ledger:
                     items.append(item)
             items += self._returned
             self._returned = []
+            held = self._held
+            items = [
+                i
+                for i in items
+                if i.id in held
+                and held[i.id][0].locked_until == i.locked_until
+                and i.id not in self._running
+            ]
         return items
 
     def put_back_unstarted(self, items: list[RetryQueueItem]) -> None:

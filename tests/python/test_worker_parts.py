@@ -504,3 +504,18 @@ def test_the_heartbeat_does_not_call_a_lease_lost_whose_outcome_is_being_written
     book.settle([waiting.item, in_flight.item], {"completed": 1, "failed": 1})
     book.hold([item(1, locked_until=EPOCH + timedelta(seconds=5))], reserved=0)  # leased again
     assert beat.beat(time.monotonic() + 60) == {1, 3}  # the new lease has no outcome yet
+
+
+def test_a_stop_does_not_hand_back_an_older_copy_of_a_running_item() -> None:
+    """An item leased again while its older copy waited for a handler: the
+    newer lease runs, the stop comes, and the older copy (taken by another
+    thread, not yet begun) went back as unstarted, so the shutdown released
+    the item by id: the running lease, which another worker then ran too."""
+    book, stopping = ledger()
+    book.hold([item(1)], reserved=0)
+    book.hold([item(1, retry_count=1, locked_until=EPOCH + timedelta(seconds=10))], reserved=0)
+    older, newer = book.take(), book.take()
+    assert older is not None and newer is not None and book.begin(newer)
+    stopping.set()
+    assert not book.begin(older)
+    assert book.take_unstarted() == []
