@@ -411,17 +411,6 @@ def test_retry_workers_drain_around_poison_values(dsn: str, mode: str) -> None:
 
 
 @pytest.mark.slow
-# Quarantined, not hidden: issue 13 item 4's known gap. Five causes found
-# from this test's logs are fixed (leases taken up late, renewals stuck in a
-# silent connection, the ledger keyed by item id, a lost connection taken
-# for a configuration error, an unwatched pool check); under a load average
-# of 5-8 it still fails about one run in fifteen, with one item run twice
-# by the same worker (a failure written by a stale copy onto the next
-# lease). Still run in CI: a pass shows as XPASS, a failure as XFAIL.
-@pytest.mark.xfail(
-    strict=False,
-    reason="issue 13 item 4: rarely, an item runs twice in one worker around a cut",
-)
 def test_retry_workers_settle_connections_cut_around_commit(dsn: str) -> None:
     """Every connection of two workers reset (RST) again and again while they
     drain, so that some cuts land between a commit and its reply: each lost
