@@ -461,6 +461,7 @@ class Flusher:
                         self._adopt(conn)
                     finally:
                         self._adopting.release()
+                outcomes = self._drop_replaced(outcomes)
                 # by id, the order the heartbeat renews in (and one order
                 # among this worker's flushes): no two wait on each other
                 outcomes = sorted(outcomes, key=lambda o: o.item.id)
@@ -529,6 +530,28 @@ class Flusher:
                     o.item.snoozes,
                     SNOOZE_LIMIT,
                 )
+
+    def _drop_replaced(self, outcomes: list[Outcome]) -> list[Outcome]:
+        """Outcomes of leases the worker's own acquire took over after they
+        ran out are counted as lost, not written (see Ledger.replaced)."""
+        if not outcomes:
+            return outcomes
+        outcomes, gone = self._ledger.replaced(outcomes)
+        if gone:
+            log.warning(
+                "worker %s: %d handled items were leased again after their lease ran out;"
+                " not writing their outcomes onto the new lease: %s",
+                self._worker_id,
+                len(gone),
+                sorted(o.item.id for o in gone),
+            )
+            self._report(
+                gone,
+                Written(
+                    {o.item.id for o in gone if o.ok}, [False] * sum(not o.ok for o in gone), []
+                ),
+            )
+        return outcomes
 
     def _await_old_backends(self, conn: psycopg.Connection[Any]) -> None:
         """Before reading what a lost reply did: the server finishes that

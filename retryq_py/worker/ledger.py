@@ -116,6 +116,24 @@ class Ledger:
             self._reserved += acquire
         return outcomes, acquire
 
+    def replaced(self, outcomes: list[Outcome]) -> tuple[list[Outcome], list[Outcome]]:
+        """(outcomes to write, outcomes whose item is held under a newer
+        lease). Call it after the outcomes in doubt are settled: an outcome
+        not in doubt whose lease was replaced was never written, so its lease
+        ended without it (ran out, and this worker's own acquire took the
+        item over). Written, it would land on the newer lease (the outcome
+        functions fence by worker and id only)."""
+        with self._lock:
+            held = self._held
+            gone = [
+                o
+                for o in outcomes
+                if o.item.id in held and held[o.item.id][0].locked_until != o.item.locked_until
+            ]
+        if not gone:
+            return outcomes, []
+        return [o for o in outcomes if all(o is not g for g in gone)], gone
+
     def unclaim(self, outcomes: list[Outcome], acquire: int) -> None:
         """The write failed: the outcomes wait for the next try."""
         with self._lock:

@@ -986,3 +986,36 @@ def test_leases_in_doubt_stay_in_doubt_when_taking_them_up_fails(
     assert book.held == 1, "the leases in doubt were left to expire"
     taken = book.take()
     assert taken is not None and taken.id == item_id and book.begin(taken)
+
+
+def test_an_outcome_of_a_lease_taken_over_by_the_same_worker_is_not_written(
+    module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    """A lease runs out under a live worker (renewals that could not get
+    through) and the worker's own next acquire takes the item over while
+    the old copy still runs. The old copy's failure was then written onto
+    the new lease (fail_retry_item fences by worker and id), spending its
+    attempt, and the item ran a third time. It is counted as lost instead."""
+    item_id = q.add("e", {"i": 0}, max_retries=3).id
+    book = Ledger(batch_size=5, capacity=10, stopping=threading.Event(), lease=10)
+    with ConnectionPool(
+        module_dsn, kwargs={"autocommit": True}, min_size=1, max_size=2, open=True
+    ) as pool:
+        flusher = flusher_of(pool, book, [])
+        assert flusher.flush(force=True, acquire=1)[1] == 1
+        old = book.take()
+        assert old is not None and book.begin(old)  # its handler runs ...
+        # ... past its lease, and the worker's own acquire takes the item over
+        db.execute(
+            "UPDATE daz_retry_queue SET locked_until = now() - interval '1 second' WHERE id = %s",
+            [item_id],
+        )
+        assert flusher.flush(force=True, acquire=1)[1] == 1
+        book.finish(Outcome(old, ok=False, duration=0.0, error="try again", code="T"))
+        flusher.flush(force=True)
+    row = item(db, item_id)
+    assert (row["status"], row["retry_count"]) == ("processing", 1), row
+    assert [h["code"] for h in row["error_history"]] == ["lease_expired"], row
+    assert book.counts.lease_lost == 1 and book.held == 1
+    newer = book.take()
+    assert newer is not None and newer.retry_count == 1 and book.begin(newer)
