@@ -52,6 +52,68 @@ _INT4_MIN, _INT4_MAX = -(2**31), 2**31 - 1
 _MAX_DELAY = 31536000
 
 
+# The fields that go to text or jsonb columns: neither can hold U+0000.
+_TEXT_KEYS = ("event_type", "channel", "plugin", "correlation_id", "dedupe_key")
+_JSON_KEYS = ("data", "metadata")
+
+
+def _nul_path(value: Any, path: str) -> str | None:
+    """Where U+0000 sits in a JSON value (a key or a string), as a path, or None."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, Mapping):
+        for key, inner in value.items():
+            if isinstance(key, str) and "\x00" in key:
+                return f"{path} (key {key!r})"
+            found = _nul_path(inner, f"{path}[{key!r}]")
+            if found:
+                return found
+    elif isinstance(value, list | tuple):
+        for n, inner in enumerate(value):
+            found = _nul_path(inner, f"{path}[{n}]")
+            if found:
+                return found
+    return None
+
+
+def refuse_nul(items: Sequence[NewItem | Mapping[str, Any]], single: bool) -> None:
+    """Raise, naming the item and field, if an item holds U+0000 (NUL).
+
+    Called only after psycopg or the server refused a call with a DataError:
+    NUL fails there unnamed ("text fields cannot contain NUL", or jsonb's
+    22P05 "unsupported Unicode escape sequence"), so the common path pays
+    nothing for the check. A text field raises CharacterNotInRepertoire
+    (22021, as PostgreSQL refuses a NUL byte), a JSON field
+    UntranslatableCharacter (22P05, as jsonb refuses \\u0000). Returns when
+    no item holds one: the caller re-raises what it caught.
+    """
+    for n, item in enumerate(items):
+        get = item.get if isinstance(item, Mapping) else lambda k, i=item: getattr(i, k, None)
+        where = "" if single else f"item {n}: "
+        for key in _TEXT_KEYS:
+            value = get(key)
+            if isinstance(value, str) and "\x00" in value:
+                raise pgerr.CharacterNotInRepertoire(
+                    f"retryq: {where}invalid {key}: contains U+0000 (NUL), "
+                    "which PostgreSQL cannot store in text"
+                )
+        tags = get("tags")
+        if isinstance(tags, Sequence) and not isinstance(tags, str):
+            for t, tag in enumerate(tags):
+                if isinstance(tag, str) and "\x00" in tag:
+                    raise pgerr.CharacterNotInRepertoire(
+                        f"retryq: {where}invalid tags: tags[{t}] contains U+0000 (NUL), "
+                        "which PostgreSQL cannot store in text"
+                    )
+        for key in _JSON_KEYS:
+            found = _nul_path(get(key), key)
+            if found:
+                raise pgerr.UntranslatableCharacter(
+                    f"retryq: {where}invalid {key}: {found} contains U+0000 (NUL), "
+                    "which PostgreSQL cannot store in jsonb"
+                )
+
+
 def jsonb_param(value: Any) -> Jsonb:
     """A jsonb parameter, encoded by _sql.dumps (which stores the usual
     non-JSON Python values too)."""

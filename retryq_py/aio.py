@@ -28,7 +28,7 @@ from psycopg.rows import AsyncRowFactory, class_row, scalar_row, tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from retryq_py import _sql
-from retryq_py._queue_base import ADD_KEYS, QueueBase, clock_and_ids
+from retryq_py._queue_base import ADD_KEYS, QueueBase, clock_and_ids, refuse_nul
 from retryq_py._sql import (
     JSON,
     CleanupResult,
@@ -43,6 +43,7 @@ from retryq_py._sql import (
 
 if TYPE_CHECKING:
     from psycopg import sql
+    from psycopg.types.json import Jsonb
 
     from retryq_py.config import RetryConfig
 
@@ -168,11 +169,15 @@ class AsyncRetryQueue(QueueBase):
             dedupe_key=dedupe_key,
         )
         params = self._enqueue_params(new, now)
+        query = self._q.enqueue
         if event_id is not None:
             params["event_id"] = event_id
-            rows = await self._all(self._q.enqueue_once, params, class_row(Enqueued))
-        else:
-            rows = await self._all(self._q.enqueue, params, class_row(Enqueued))
+            query = self._q.enqueue_once
+        try:
+            rows = await self._all(query, params, class_row(Enqueued))
+        except psycopg.DataError:
+            refuse_nul([new], single=True)
+            raise
         return rows[0]
 
     async def add_many(
@@ -214,6 +219,18 @@ class AsyncRetryQueue(QueueBase):
         # Otherwise the first step joins or opens the caller's transaction
         # (never committed here) and a savepoint holds the second, so that a
         # bad item undoes this call only and leaves that transaction usable.
+        try:
+            return await self._add_many(batch, keyed, now)
+        except psycopg.DataError:
+            refuse_nul(batch, single=False)
+            raise
+
+    async def _add_many(
+        self,
+        batch: list[NewItem | Mapping[str, Any]],
+        keyed: Jsonb | None,
+        now: datetime | None,
+    ) -> list[Enqueued]:
         async with (
             self.connection() as conn,
             conn.cursor(row_factory=tuple_row) as cur,

@@ -65,7 +65,8 @@ def _first_bad_line(
                 with conn.transaction():
                     q.add_many([item])
             except (psycopg.DataError, psycopg.IntegrityError, TypeError, ValueError) as exc:
-                return number, refusal(exc)
+                # one item per call: the line number says which
+                return number, refusal(exc).replace("item 0: ", "", 1)
     return None
 
 

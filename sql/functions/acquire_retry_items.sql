@@ -504,9 +504,9 @@ BEGIN
                         END,
                         error_history = CASE
                             WHEN a.status = 'processing'
-                                THEN a.error_history || pg_catalog.jsonb_build_array(
+                                THEN _retryq_history_add(
+                                a.error_history,
                                 pg_catalog.jsonb_build_object(
-                                    'attempt', pg_catalog.jsonb_array_length(a.error_history) + 1,
                                     'failed_at', a.locked_until,
                                     'worker_id', a.locked_by,
                                     'error',
@@ -845,9 +845,9 @@ BEGIN
                             END,
                             error_history = CASE
                                 WHEN a.status = 'processing'
-                                    THEN a.error_history || pg_catalog.jsonb_build_array(
+                                    THEN _retryq_history_add(
+                                    a.error_history,
                                     pg_catalog.jsonb_build_object(
-                                        'attempt', pg_catalog.jsonb_array_length(a.error_history) + 1,
                                         'failed_at', a.locked_until,
                                         'worker_id', a.locked_by,
                                         'error',

@@ -133,11 +133,7 @@ BEGIN
         next_retry_at = v_due,
         error_message = p_error_msg,
         last_error_code = p_error_code,
-        error_history = a.error_history || pg_catalog.jsonb_build_array(
-            v_entry || pg_catalog.jsonb_build_object(
-                'attempt', pg_catalog.jsonb_array_length(a.error_history) + 1
-            )
-        ),
+        error_history = _retryq_history_add(a.error_history, v_entry),
         locked_by = NULL,
         locked_until = NULL
     WHERE a.id = p_item_id;

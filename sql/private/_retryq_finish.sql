@@ -52,9 +52,9 @@ BEGIN
             CASE WHEN p_entry IS NULL THEN g.last_error_code ELSE p_entry ->> 'code'::text END,
             CASE
                 WHEN p_entry IS NULL THEN g.error_history
-                ELSE g.error_history || pg_catalog.jsonb_build_array(
+                ELSE _retryq_history_add(
+                    g.error_history,
                     p_entry || pg_catalog.jsonb_build_object(
-                        'attempt', pg_catalog.jsonb_array_length(g.error_history) + 1,
                         'worker_id', coalesce(p_entry ->> 'worker_id'::text, g.locked_by)
                     )
                 )

@@ -19,6 +19,9 @@ CREATE TABLE _retryq_limits (
     max_item_ids integer NOT NULL DEFAULT 100000,
     -- enqueue_retry_items' array
     max_items integer NOT NULL DEFAULT 100000,
+    -- an item's error_history keeps its newest entries, at most this many
+    -- (read only when a history is at the floor; see _retryq_history_add)
+    max_error_history integer NOT NULL DEFAULT 100,
     CONSTRAINT _retryq_limits_singleton_check CHECK (singleton),
     -- the floors are what the functions check without reading this row
     -- (a batch of 1000 ids, an error code of 200 characters, ...)
@@ -43,6 +46,9 @@ CREATE TABLE _retryq_limits (
     ),
     CONSTRAINT _retryq_limits_max_items_check CHECK (
         max_items BETWEEN 1 AND 100000000
+    ),
+    CONSTRAINT _retryq_limits_max_error_history_check CHECK (
+        max_error_history BETWEEN 10 AND 100000
     )
 );
 

@@ -290,6 +290,18 @@ def test_enqueue_many_is_all_or_nothing(dsn: str, conn: Any) -> None:
 
 
 @AS_A_PROCESS
+def test_enqueue_names_the_line_and_field_holding_a_nul(dsn: str, conn: Any) -> None:
+    t = cmd.target(dsn)
+    lines = ['{"event_type": "a", "data": 1}', '{"event_type": "b", "data": {"k": ["\\u0000"]}}']
+    with pytest.raises(
+        cmd.UsageProblem, match=r"^line 2: invalid data: data\['k'\]\[0\] contains U\+0000"
+    ):
+        cmd.enqueue_many(t, cmd.parse_json_lines(lines))
+    with pytest.raises(psycopg.errors.CharacterNotInRepertoire, match="invalid plugin"):
+        cmd.enqueue(t, "a", {}, plugin="p\x00")
+    assert count(conn) == 0
+
+
 def test_enqueue_with_a_dedupe_key(dsn: str, conn: Any) -> None:
     """--dedupe-key (and the JSON lines' dedupe_key): a key a live item holds
     adds nothing and says which item holds it; a bad key exits 2 naming it."""

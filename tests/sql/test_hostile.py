@@ -78,6 +78,11 @@ def dsn(module_dsn: str, module_reset: str) -> str:
                 " max_tags, max_item_ids, max_items) = (DEFAULT, DEFAULT, DEFAULT,"
                 " DEFAULT, DEFAULT)"
             )
+        if c.execute(
+            "SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass('_retryq_limits')"
+            " AND attname = 'max_error_history'"
+        ).fetchone():
+            c.execute("UPDATE _retryq_limits SET max_error_history = DEFAULT")
     return module_dsn
 
 
@@ -569,6 +574,53 @@ def test_failure_texts_are_bounded(conn: Conn) -> None:
     assert conn.execute(
         "SELECT fail_retry_item(%s, 'w', repeat('x', 65536), repeat('c', 1000))", (item_id,)
     ).fetchone() == (True,)
+
+
+def _history(conn: Conn, item_id: int) -> list[dict[str, Any]]:
+    row = conn.execute(
+        "SELECT error_history FROM daz_retry_queue WHERE id = %s", (item_id,)
+    ).fetchone()
+    assert row is not None
+    return list(row[0])
+
+
+def test_an_items_error_history_keeps_its_newest_entries(conn: Conn) -> None:
+    """Requeues carry the history over and each entry may hold 65,536
+    characters: unbounded, one item's history grew past what a worker can
+    load (and past jsonb's limit every fail of it would be refused)."""
+    [(item_id,)] = conn.execute(
+        "SELECT id FROM enqueue_retry_item('t', '1', p_max_retries => 1000,"
+        " p_retry_delay_seconds => 0)"
+    ).fetchall()
+    for n in range(1, 106):
+        assert conn.execute("SELECT id FROM acquire_retry_items('w', 1)").fetchall() == [
+            (item_id,)
+        ]
+        conn.execute("SELECT fail_retry_item(%s, 'w', %s)", (item_id, f"e{n}"))
+    history = _history(conn, item_id)
+    assert len(history) == 100
+    assert [h["attempt"] for h in history] == list(range(6, 106))
+    assert [h["error"] for h in history[-2:]] == ["e104", "e105"]
+    conn.execute("UPDATE _retryq_limits SET max_error_history = 10")
+    # a lease that runs out (the owner's clock): the takeover's entry
+    conn.execute("SELECT id FROM acquire_retry_items('w', 1, 1)")
+    conn.execute(
+        "SELECT id FROM acquire_retry_items('w2', 1, 60, clock_timestamp() + interval '1 minute')"
+    )
+    history = _history(conn, item_id)
+    assert [h["attempt"] for h in history] == list(range(97, 107))
+    assert history[-1]["code"] == "lease_expired"
+    # a dead letter (_retryq_finish): the same bound
+    conn.execute("SELECT fail_retry_item(%s, 'w2', 'last', p_retryable => false)", (item_id,))
+    history = _history(conn, item_id)
+    assert [h["attempt"] for h in history] == list(range(98, 108))
+    assert (history[-1]["error"], history[-1]["worker_id"]) == ("last", "w2")
+    refused(
+        conn,
+        lambda: conn.execute("UPDATE _retryq_limits SET max_error_history = 9"),
+        "23514",
+        "max_error_history",
+    )
 
 
 # --- 8. every refusal names the field ---------------------------------------------

@@ -285,13 +285,9 @@ def _changed_copy(tmp: Path) -> tuple[Path, Path, str]:
     # gained later follow its archived_at, see tables/_retryq_dedupe_key.sql)
     table = tmp / "sql" / "tables" / "_retryq_limits.sql"
     text = table.read_text()
-    assert "    max_items integer NOT NULL DEFAULT 100000,\n" in text
-    table.write_text(
-        text.replace(
-            "    max_items integer NOT NULL DEFAULT 100000,\n",
-            "    max_items integer NOT NULL DEFAULT 100000,\n    note text,\n",
-        )
-    )
+    last = "    max_error_history integer NOT NULL DEFAULT 100,\n"
+    assert last in text
+    table.write_text(text.replace(last, last + "    note text,\n"))
     assert sqlgen.check(tmp / "sql", tmp / "migrations")
     with pytest.raises(sqlgen.SqlGenError, match="table cannot be replaced"):
         sqlgen.new("changed", sql_root=tmp / "sql", mig_root=tmp / "migrations")

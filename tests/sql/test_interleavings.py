@@ -387,14 +387,17 @@ def test_complete_vs_cleanup_uncommitted_completion_is_not_removed(a: Conn, b: C
 
 # --- no deadlock between calls (issue 12, item 5) ------------------------------------
 #
-# Each side runs with lock_timeout 0 here, so that a wait lasts until the other side
-# commits or the server's deadlock detector (deadlock_timeout, 1 s) breaks a cycle with
-# 40P01. `settle` returns once a side is done or waiting on a lock.
+# Each side runs with a lock_timeout of three deadlines here, so that within the test
+# a wait lasts until the other side commits or the server's deadlock detector
+# (deadlock_timeout, 1 s) breaks a cycle with 40P01. Not 0: a function that waits
+# where it must not (scripts/mutation-check's acquire_waits) would leave the waiting
+# thread blocked for ever and the teardown, which closes its connection, with it.
+# `settle` returns once a side is done or waiting on a lock.
 
 
-def _no_timeout(*conns: Conn) -> None:
+def _wait_for_the_other_side(*conns: Conn) -> None:
     for c in conns:
-        c.execute("SET lock_timeout = 0")
+        c.execute(f"SET lock_timeout = '{3 * DEADLINE:.0f}s'")
 
 
 def _start(conn: Conn, fn: Callable[[], R]) -> concurrent.futures.Future[R]:
@@ -429,7 +432,7 @@ def test_two_failures_of_a_new_key_vs_a_takeover_do_not_deadlock(
     """The issue's example: A writes two failures of a key that never failed in one
     transaction; B's acquire takes over A's expired second item meanwhile. Before: B
     waited on A's uncommitted circuit row, A's second fail on B: 40P01."""
-    _no_timeout(a, b)
+    _wait_for_the_other_side(a, b)
     first, second = _two_leased(a)
     a.execute("BEGIN")
     assert fail(a, first, "wA", at(20))  # inserts the key's circuit row
@@ -451,7 +454,7 @@ def test_failure_then_completion_vs_a_takeover_do_not_deadlock(
 ) -> None:
     """The relative with complete: A fails its first item and completes its expired
     second in one transaction while B takes the second over."""
-    _no_timeout(a, b)
+    _wait_for_the_other_side(a, b)
     first, second = _two_leased(a)
     a.execute("UPDATE _retryq_circuit_defaults SET failure_threshold = 5")
     a.execute("BEGIN")
@@ -473,7 +476,7 @@ def test_crossed_takeovers_in_two_transactions_do_not_deadlock(
     """Each side takes over the other's expired item, then writes the outcome of its
     own expired one, which the other now holds. Waiting for an item the caller lost to
     a takeover in a transaction that goes on would close the cycle."""
-    _no_timeout(a, b)
+    _wait_for_the_other_side(a, b)
     (mine,) = enqueue(a)
     leased(a, mine, "wA", lease=10)
     (theirs,) = enqueue(a)
@@ -501,7 +504,7 @@ def test_circuit_operators_in_one_transaction_vs_a_worker_do_not_deadlock(
 ) -> None:
     """An operator opens two circuits in one transaction while a worker fails items of
     both keys in the other order in one transaction."""
-    _no_timeout(a, b)
+    _wait_for_the_other_side(a, b)
     x = scalar(a, "SELECT id FROM enqueue_retry_item('x', '{}', p_now => %s)", [T0])
     y = scalar(a, "SELECT id FROM enqueue_retry_item('y', '{}', p_now => %s)", [T0])
     assert sorted(acquire(a, "wA", T0, batch=2)) == sorted([x, y])
@@ -559,7 +562,7 @@ def test_operators_changing_two_keys_in_crossed_orders_do_not_deadlock(
     each, in opposite orders: the second call of each waited for the other's first
     (40P01 before). Now a call in a transaction that already holds a lock takes the
     key only when free, else refuses with 55P03 naming it."""
-    _no_timeout(a, b)
+    _wait_for_the_other_side(a, b)
     for key in ("x", "y"):  # something to resume or clear
         a.execute("SELECT retry_queue_pause(%s)", [key])
         a.execute("SELECT retry_rate_limit_set(%s, NULL, 1)", [key])
@@ -582,7 +585,7 @@ def test_clearing_a_limit_whose_token_a_worker_leases_twice_does_not_deadlock(
     another: its second token stamp checks the key's limit row (the foreign key).
     An operator's clear in between took the limit row and waited for the token
     (40P01 before); it now waits for the tokens first, then removes the limit."""
-    _no_timeout(a, b)
+    _wait_for_the_other_side(a, b)
     a.execute("SELECT retry_rate_limit_set('x', NULL, 1, 1)")
     for _ in range(2):
         a.execute("SELECT enqueue_retry_item('x', '{}', p_now => %s)", [T0])

@@ -208,6 +208,45 @@ async def test_add_rejects_bad_values_naming_the_field(
     assert count(db) == 0
 
 
+NUL_FIELDS = [
+    # (add()'s keywords, the SQLSTATE class raised, what the message names)
+    ({"data": {"a": "x\x00y"}}, pgerr.UntranslatableCharacter, r"data\['a'\]"),
+    ({"data": {"k\x00": 1}}, pgerr.UntranslatableCharacter, "invalid data: data .key"),
+    ({"data": ["ok", ["\x00"]]}, pgerr.UntranslatableCharacter, r"data\[1\]\[0\]"),
+    ({"metadata": {"m": "\x00"}}, pgerr.UntranslatableCharacter, "invalid metadata"),
+    ({"event_type": "e\x00"}, pgerr.CharacterNotInRepertoire, "invalid event_type"),
+    ({"channel": "\x00"}, pgerr.CharacterNotInRepertoire, "invalid channel"),
+    ({"plugin": "p\x00"}, pgerr.CharacterNotInRepertoire, "invalid plugin"),
+    ({"correlation_id": "\x00"}, pgerr.CharacterNotInRepertoire, "invalid correlation_id"),
+    ({"tags": ["a", "b\x00"]}, pgerr.CharacterNotInRepertoire, r"invalid tags: tags\[1\]"),
+    ({"dedupe_key": "k\x00"}, pgerr.CharacterNotInRepertoire, "invalid dedupe_key"),
+]
+
+
+@pytest.mark.parametrize(("fields", "error", "named"), NUL_FIELDS)
+async def test_a_nul_character_is_refused_naming_the_item_and_field(
+    q: AsyncRetryQueue,
+    db: psycopg.Connection[Any],
+    fields: dict[str, Any],
+    error: type[Exception],
+    named: str,
+) -> None:
+    # PostgreSQL stores U+0000 in neither text nor jsonb; without the names
+    # the caller got psycopg's "text fields cannot contain NUL" or jsonb's
+    # unnamed 22P05 and could not tell which value of which item was bad
+    item = {"event_type": "e", "data": {}, **fields}
+    with pytest.raises(error, match=named):
+        await q.add(**item)
+    with pytest.raises(error, match=named):
+        await q.add(**item, event_id=UUID(int=7))
+    with pytest.raises(error, match="item 1: .*" + named):
+        await q.add_many([{"event_type": "ok", "data": {}}, item])
+    # with a dedupe key the batch goes through enqueue_retry_items' jsonb
+    with pytest.raises(error, match="item 1: .*" + named):
+        await q.add_many([{"event_type": "ok", "data": {}, "dedupe_key": "d"}, item])
+    assert count(db) == 0
+
+
 # -- add_many ----------------------------------------------------------------------
 
 
