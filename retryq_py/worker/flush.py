@@ -658,14 +658,14 @@ class Flusher:
         cur = conn.cursor()
         cur.adapters.register_loader("jsonb", JsonbFromText)
         # a held item may have a newer lease (its outcome written, leased
-        # again by a lost acquire): known leases are (id, retry_count)
-        known, counts = self._ledger.held_leases()
+        # again by a lost acquire): known leases are (id, granted locked_until)
+        known, until = self._ledger.held_leases()
         cur.execute(
             self._statements.held,
             {
                 "worker_id": self._worker_id,
                 "known": known,
-                "known_counts": counts,
+                "known_until": until,
                 # the acquire's lease, as the writer asks for it
                 "lock_seconds": whole_seconds(self._lease.total_seconds(), "lock_timeout"),
             },

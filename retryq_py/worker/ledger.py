@@ -370,14 +370,14 @@ class Ledger:
                 and (i, held[i][0].locked_until) not in self._answered
             }
 
-    def held_leases(self) -> tuple[list[int], list[int]]:
-        """The held items' ids and retry counts (a lease of an item with
-        another count is a newer one), and from now until the next
+    def held_leases(self) -> tuple[list[int], list[datetime]]:
+        """The held leases: item ids and granted locked_until (another lease
+        of a held item is a newer one), and from now until the next
         hold(adopt=True) the leases settled meanwhile are remembered: an
         adoption's answer may be older than a lane's write."""
         with self._lock:
             self._settled_since = set()
-            return list(self._held), [item.retry_count for item, _ in self._held.values()]
+            return list(self._held), [item.locked_until for item, _ in self._held.values()]
 
     @property
     def held(self) -> int:

@@ -1019,3 +1019,38 @@ def test_an_outcome_of_a_lease_taken_over_by_the_same_worker_is_not_written(
     assert book.counts.lease_lost == 1 and book.held == 1
     newer = book.take()
     assert newer is not None and newer.retry_count == 1 and book.begin(newer)
+
+
+def test_a_snoozed_item_leased_again_by_a_lost_acquire_is_taken_up(
+    module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    """A snooze spends no attempt: written with no delay while another
+    lane's acquire, whose reply is lost, leases the item again, the new lease
+    has the same retry_count as the old one, whose outcome is still being
+    written. The adoption asked for the leases it did not know by (id,
+    retry_count), took the new lease for the old one and left it to run out
+    under the live worker. Leases are now known by their granted
+    locked_until."""
+    item_id = q.add("e", {"i": 0}).id
+    book = Ledger(batch_size=5, capacity=10, stopping=threading.Event(), lease=10)
+    steps: list[Any] = []
+    with ConnectionPool(
+        module_dsn, kwargs={"autocommit": True}, min_size=2, max_size=3, open=True
+    ) as pool:
+        flusher = flusher_of(pool, book, steps)
+        assert flusher.flush(force=True, acquire=1)[1] == 1
+        first = book.take()
+        assert first is not None and book.begin(first)
+        book.finish(Outcome(first, ok=False, duration=0.0, snooze=0.0))
+
+        def meanwhile() -> None:  # the snooze committed, its reply not yet read
+            with pytest.raises(psycopg.OperationalError):
+                flusher.flush(force=True, acquire=1)  # another lane: leased, reply lost
+            flusher.flush(force=False)  # ... takes up what it does not know
+
+        steps += [meanwhile, "lost"]
+        flusher.flush(force=True)  # writes the snooze
+    assert book.held == 1, "the new lease was taken for the snoozed one"
+    again = book.take()
+    assert again is not None and again.id == item_id and again.snoozes == 1
+    assert book.begin(again)

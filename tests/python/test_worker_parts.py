@@ -105,7 +105,7 @@ def test_a_new_lease_held_before_the_old_ones_outcome_is_settled_stays_held() ->
     book.hold([item(1, retry_count=1, locked_until=later)], reserved=0)  # leased again
     book.settle([failed.item], {"failed": 1})  # the old lease's outcome written
     assert book.held == 1
-    assert book.held_leases() == ([1], [1])  # the new lease, known to an adoption
+    assert book.held_leases() == ([1], [later])  # the new lease, known to an adoption
     again = run_one(book)
     book.claim(force=True, acquire=0, ack_interval=0.1)
     book.settle([again.item], {"completed": 1})
