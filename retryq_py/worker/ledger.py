@@ -55,7 +55,10 @@ class Ledger:
         # to the handler threads: a C queue, no lock of ours on the way
         self._handoff: stdqueue.SimpleQueue[RetryQueueItem | None] = stdqueue.SimpleQueue()
         self._held: dict[int, tuple[RetryQueueItem, float]] = {}  # id -> (item, leased at)
-        self._running: dict[int, float] = {}  # id -> when its handler started
+        # (id, locked_until) -> when its handler started: by lease, since a
+        # copy of an item may still run when its lease ran out and this
+        # worker's acquire took the item over (the newer copy runs too)
+        self._running: dict[tuple[int, datetime], float] = {}
         self._returned: list[RetryQueueItem] = []  # taken by a thread after stop
         self._outcomes: list[Outcome] = []  # not yet claimed by a lane
         # leases whose outcome waits or is being written: a renewal refused
@@ -269,7 +272,7 @@ class Ledger:
             if lost or stale:
                 self.counts.lease_lost += 1
             else:
-                self._running[item.id] = now
+                self._running[(item.id, item.locked_until)] = now
         if lost:
             log.warning(
                 "item %d: its lease ran out before a handler was free (could the heartbeat"
@@ -285,7 +288,7 @@ class Ledger:
         failures are written at once, and the first success starts the
         ack_interval clock."""
         with self._lock:
-            if self._running.pop(outcome.item.id, None) is not None:
+            if self._running.pop((outcome.item.id, outcome.item.locked_until), None) is not None:
                 self._outcomes.append(outcome)
                 self._answered.add((outcome.item.id, outcome.item.locked_until))
             # else: released after the grace period; the result is dropped
@@ -313,12 +316,13 @@ class Ledger:
             items += self._returned
             self._returned = []
             held = self._held
+            running = {i for i, _ in self._running}
             items = [
                 i
                 for i in items
                 if i.id in held
                 and held[i.id][0].locked_until == i.locked_until
-                and i.id not in self._running
+                and i.id not in running
             ]
         return items
 
@@ -336,7 +340,7 @@ class Ledger:
         """Items still running after the grace period; their results, should
         they come, are dropped."""
         with self._lock:
-            late = [self._held[i][0] for i in self._running if i in self._held]
+            late = [self._held[i][0] for i in {i for i, _ in self._running} if i in self._held]
             self._running.clear()
         return late
 
@@ -346,10 +350,15 @@ class Ledger:
         """Items leased or extended `age` seconds ago or more, but not those
         whose handler has run `limit` seconds or more."""
         with self._lock:
+            # the held lease's handler (an older copy's lease is gone)
+            started = {
+                i: self._running.get((i, item.locked_until), now)
+                for i, (item, _) in self._held.items()
+            }
             return [
                 i
                 for i, (_, at) in self._held.items()
-                if now - at >= age and (limit is None or now - self._running.get(i, now) < limit)
+                if now - at >= age and (limit is None or now - started[i] < limit)
             ]
 
     def extended(self, due: list[int], kept: set[int], now: float) -> set[int]:

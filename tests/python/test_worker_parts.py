@@ -519,3 +519,24 @@ def test_a_stop_does_not_hand_back_an_older_copy_of_a_running_item() -> None:
     stopping.set()
     assert not book.begin(older)
     assert book.take_unstarted() == []
+
+
+def test_both_copies_of_an_item_taken_over_by_its_own_worker_finish() -> None:
+    """An item's lease ran out while its handler ran and this worker's own
+    acquire took it over: the newer copy runs too. The handlers were
+    counted by item id, so the first copy to finish took the other's place
+    and the second outcome was dropped as if released; when that was the
+    newer lease's, it was never written and was renewed for ever."""
+    book, _ = ledger()
+    book.hold([item(1)], reserved=0)
+    older = book.take()
+    assert older is not None and book.begin(older)
+    book.hold([item(1, retry_count=1, locked_until=EPOCH + timedelta(seconds=10))], reserved=0)
+    newer = book.take()
+    assert newer is not None and book.begin(newer)
+    book.finish(Outcome(older, ok=False, duration=0.0))
+    book.finish(Outcome(newer, ok=True, duration=0.0))
+    claimed, _ = book.claim(force=True, acquire=0, ack_interval=0.1)
+    assert [(o.item.retry_count, o.ok) for o in claimed] == [(0, False), (1, True)]
+    assert book.replaced(claimed) == ([claimed[1]], [claimed[0]])  # the older one is not written
+    assert book.busy() == (False, False)  # no handler left counted as running
