@@ -447,8 +447,10 @@ def test_retry_workers_settle_connections_cut_around_commit(dsn: str) -> None:
         for item, _, history, n_effects in _final(conn, kinds, any_expiry_unacked=True):
             expired += [(item, h) for h in history if h["code"] == "lease_expired"]
             assert n_effects <= 1, (item, history)  # no lost reply made a second run
-        # Known gap (issue 13, item 4): in about one run in five, one lease
-        # taken by an acquire whose reply was lost still expires under its
-        # live worker. Before the settling, no run got this far (the workers
-        # stalled on leases they did not know they held).
+        # One expired lease is let pass: before the adoption kept its doubt
+        # when its renewal was cut off, one lease in about one run in five
+        # expired under its live worker; none did in 33 runs since (load
+        # 6-10), but a heartbeat starved under CI load could still lose one.
+        # Before the settling, no run got this far (the workers stalled on
+        # leases they did not know they held).
         assert len(expired) <= 1, f"leases expired under live workers: {expired}"
