@@ -205,10 +205,13 @@ class QueueBase:
         """add_many's first step's parameters (_sql.NEW_IDS)."""
         return {"sequence": self._q.sequence, "n": count, "now": now}
 
+    def _last_id(self) -> dict[str, Any]:
+        """add_many's third step's parameters (_sql.LAST_ID)."""
+        return {"sequence": self._q.sequence}
+
     def _rows(
         self,
         items: Sequence[NewItem | Mapping[str, Any]],
-        ids: Sequence[int],
         now: datetime,
         encoding: str,
         event_ids: list[UUID],
@@ -216,7 +219,8 @@ class QueueBase:
         """add_many's COPY rows (_sql.COPY_IN's columns), one per item, with
         what enqueue_retry_items would store: the same defaults (this queue's
         where it has its own), created_at now, next_retry_at now + delay, and a
-        new random event_id, appended to event_ids.
+        new random event_id, appended to event_ids (the id comes from the
+        server, see new_ids).
 
         Items are checked here, before their row is sent: a missing or unknown
         key (ValueError, TypeError), a delay out of range (InvalidParameterValue
@@ -238,7 +242,7 @@ class QueueBase:
         uuids = _sql.random_uuids(len(items))
         load_uuid = _sql.uuid_loader()
         no_tags, no_metadata = _sql.EMPTY_TEXT_ARRAY, _sql.JSONB_EMPTY_OBJECT
-        for item, item_id, at in zip(items, ids, range(0, 16 * len(items), 16), strict=True):
+        for item, at in zip(items, range(0, 16 * len(items), 16), strict=True):
             if isinstance(item, NewItem):
                 values = _of_new_item(item)
             else:
@@ -324,7 +328,6 @@ class QueueBase:
             event_id = uuids[at : at + 16]
             event_ids.append(load_uuid(event_id))
             yield (
-                item_id,
                 event_id,
                 event_type,
                 channel,
@@ -346,10 +349,28 @@ class QueueBase:
             )
 
 
-def clock_and_ids(row: Any) -> tuple[datetime, list[int]]:
-    """NEW_IDS' one row: the transaction's clock and the new ids."""
-    clock, ids = row
-    return clock, ids
+def clock_and_mark(row: Any) -> tuple[datetime, int | None]:
+    """NEW_IDS' one row: the clock and the mark in the id sequence."""
+    clock, mark = row
+    return clock, mark
+
+
+def new_ids(mark: int | None, last: int, count: int) -> list[int] | None:
+    """The ids of add_many's count rows when this backend drew nothing else
+    and no other backend drew between the mark and the last id: the count
+    numbers after the mark (its nextvals ascend, so count distinct ids in
+    count places are all of them, in input order). None otherwise (look them
+    up by event id: _sql.NEW_IDS_OF)."""
+    if mark is not None and last - mark == count:
+        return list(range(mark + 1, last + 1))
+    return None
+
+
+def found_ids(ids: list[int], count: int) -> list[int]:
+    """_sql.NEW_IDS_OF's ids, which must be one per row."""
+    if len(ids) != count:
+        raise RuntimeError(f"add_many: found {len(ids)} ids for {count} new rows")
+    return ids
 
 
 def _text(value: Any, field: str) -> str:

@@ -28,7 +28,14 @@ from psycopg.rows import AsyncRowFactory, class_row, scalar_row, tuple_row
 from psycopg_pool import AsyncConnectionPool
 
 from retryq_py import _sql
-from retryq_py._queue_base import ADD_KEYS, QueueBase, clock_and_ids, refuse_nul
+from retryq_py._queue_base import (
+    ADD_KEYS,
+    QueueBase,
+    clock_and_mark,
+    found_ids,
+    new_ids,
+    refuse_nul,
+)
 from retryq_py._sql import (
     JSON,
     CleanupResult,
@@ -188,8 +195,11 @@ class AsyncRetryQueue(QueueBase):
         Items are NewItem (see `item()`) or mappings with add()'s keyword
         names; the rows are what enqueue_retry_items would store for them
         (tests/python/_async/test_add_many.py compares the two, for both
-        clients). One round trip takes the ids (nextval) and the clock, then
-        one binary COPY writes the rows. All or nothing: a bad item raises
+        clients). One round trip takes the clock and a mark in the id
+        sequence, one binary COPY writes the rows (their ids come from the
+        server: the column's default), and one more reads the ids back (the
+        mark's successors, or looked up by event id when another session drew
+        ids meanwhile). All or nothing: a bad item raises
         add()'s errors (from Python before its row is sent, or from the
         table's constraints) and adds nothing; with autocommit both steps are
         one transaction, and in the caller's transaction the COPY runs in a
@@ -238,7 +248,7 @@ class AsyncRetryQueue(QueueBase):
         ):
             count = 0 if keyed is not None else len(batch)
             await cur.execute(self._q.new_ids, self._new_ids(count, now))
-            clock, ids = clock_and_ids(await cur.fetchone())
+            clock, mark = clock_and_mark(await cur.fetchone())
             if keyed is not None:
                 async with (
                     nullcontext() if conn.autocommit else conn.transaction(),
@@ -252,8 +262,16 @@ class AsyncRetryQueue(QueueBase):
             ):
                 copy.set_types(_sql.copy_in_types(cur))
                 event_ids: list[UUID] = []
-                for row in self._rows(batch, ids, clock, conn.info.encoding, event_ids):
+                for row in self._rows(batch, clock, conn.info.encoding, event_ids):
                     await copy.write_row(row)
+            # the rows' ids, drawn by the column's default after the mark
+            await cur.execute(self._q.last_id, self._last_id())
+            last = (await cur.fetchone() or (0,))[0]
+            ids = new_ids(mark, last, len(batch))
+            if ids is None:
+                params = {"mark": mark, "last": last, "event_ids": event_ids}
+                await cur.execute(self._q.new_ids_of, params)
+                ids = found_ids((await cur.fetchone() or ([],))[0], len(batch))
         return list(map(Enqueued, ids, event_ids))
 
     # -- consuming ------------------------------------------------------------

@@ -55,7 +55,7 @@ def dumps(value: Any) -> str:
 
 # COPY_IN's columns, in order.
 COPY_TYPES: tuple[str, ...] = (
-    ("int8", "bytea", "text", "text", "text", "text", "text", "int4")
+    ("bytea", "text", "text", "text", "text", "text", "int4")
     + ("float8",) * 4
     + ("int4", "text", "bytea", "timestamptz", "timestamptz")
 )

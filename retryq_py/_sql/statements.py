@@ -80,31 +80,51 @@ SELECT id, event_id, deduplicated FROM {schema}enqueue_retry_items(
 )
 """
 
-# add_many, step 1: the ids for n new rows and the clock of this transaction.
-# nextval is volatile and this backend's values only grow, so the array is in
-# ascending order, which is add_many's input order. The sequence is named by a
-# parameter (a regclass literal) so that the schema need not be spliced into a
-# string.
+# add_many, step 1: the clock for the new rows and a mark in the id sequence.
+# The rows take their ids from the column's default (a producer may not name
+# an id: ids come from the server), each nextval of this backend greater than
+# the one before, so the mark bounds them from below and they ascend in input
+# order. The clock is this statement's, not the transaction's start (a row's
+# created_at must lie within a minute before the COPY, see
+# _retryq_insert_clock). The sequence is named by a parameter (a regclass
+# literal) so that the schema need not be spliced into a string.
 NEW_IDS: LiteralString = """
 SELECT
-    coalesce(%(now)s::timestamptz, now()) AS now,
-    ARRAY(
-        SELECT nextval(%(sequence)s::regclass) FROM generate_series(1, %(n)s)
-    ) AS ids
+    coalesce(%(now)s::timestamptz, statement_timestamp()) AS now,
+    CASE WHEN %(n)s > 0 THEN nextval(%(sequence)s::regclass) END AS mark
 """
 
-# add_many, step 2: the rows, every value explicit (enqueue_retry_items' rules
-# applied in Python, see QueueBase._rows in retryq_py/_queue_base.py); the
-# table's CHECK constraints still judge each row, and one failing row fails the
-# whole COPY. The columns left out (retry_count, status, error_history, ...)
-# take the table's defaults, as they do in enqueue_retry_items' INSERT.
+# add_many, step 2: the rows, every value explicit but id (enqueue_retry_items'
+# rules applied in Python, see QueueBase._rows in retryq_py/_queue_base.py);
+# the table's CHECK constraints still judge each row, and one failing row fails
+# the whole COPY. The columns left out (id, retry_count, status, ...) take the
+# table's defaults, as they do in enqueue_retry_items' INSERT.
 COPY_IN: LiteralString = """
 COPY {schema}daz_retry_queue (
-    id, event_id, event_type, channel_name, plugin_name, event_data,
+    event_id, event_type, channel_name, plugin_name, event_data,
     event_metadata, max_retries, retry_delay_seconds, backoff_multiplier,
     max_retry_delay_seconds, retry_jitter, priority, correlation_id, tags,
     created_at, next_retry_at
 ) FROM STDIN (FORMAT BINARY)
+"""
+
+# add_many, step 3: the last id this backend drew. When it is the mark plus
+# the number of rows, the rows' ids are the ones in between (n distinct ids in
+# n places); otherwise another backend drew in between and NEW_IDS_OF finds
+# them.
+LAST_ID: LiteralString = """
+SELECT currval(%(sequence)s::regclass)
+"""
+
+# add_many, step 3 when other ids came between: the rows' ids, found by their
+# event ids (random, drawn by add_many) within the range this backend drew,
+# ascending (input order).
+NEW_IDS_OF: LiteralString = """
+SELECT ARRAY(
+    SELECT q.id FROM {schema}daz_retry_queue AS q
+    WHERE q.id > %(mark)s AND q.id <= %(last)s AND q.event_id = ANY(%(event_ids)s::uuid[])
+    ORDER BY q.id
+)
 """
 
 ACQUIRE: LiteralString = """
@@ -334,6 +354,8 @@ class Statements:
         self.enqueue_many = compose(ENQUEUE_MANY, schema)
         self.new_ids = compose(NEW_IDS, schema)
         self.copy_in = compose(COPY_IN, schema)
+        self.last_id = compose(LAST_ID, schema)
+        self.new_ids_of = compose(NEW_IDS_OF, schema)
         self.acquire = compose(ACQUIRE, schema)
         self.complete = compose(COMPLETE, schema)
         self.complete_many = compose(COMPLETE_MANY, schema)

@@ -106,7 +106,8 @@ BEGIN
     END IF;
     -- the checks' conditions inline, their calls only to raise (see
     -- complete_retry_items)
-    IF (pg_catalog.length(pg_catalog.btrim(p_worker_id, E' \t\n\r\f\x0b')) BETWEEN 1 AND 200) IS NOT TRUE THEN
+    IF (pg_catalog.ascii(p_worker_id) BETWEEN 33 AND 126
+        AND pg_catalog.length(p_worker_id) <= 200) IS NOT TRUE THEN
         PERFORM _retryq_check_worker(p_worker_id);
     END IF;
     IF (p_batch_size BETWEEN 1 AND 1000) IS NOT TRUE THEN

@@ -28,7 +28,8 @@ BEGIN
     ELSE
         p_now := _retryq_clock(p_now);
     END IF;
-    IF (pg_catalog.length(pg_catalog.btrim(p_worker_id, E' \t\n\r\f\x0b')) BETWEEN 1 AND 200) IS NOT TRUE THEN
+    IF (pg_catalog.ascii(p_worker_id) BETWEEN 33 AND 126
+        AND pg_catalog.length(p_worker_id) <= 200) IS NOT TRUE THEN
         PERFORM _retryq_check_worker(p_worker_id);
     END IF;
     IF pg_catalog.current_setting('retryq.took_over', TRUE) = 'yes' THEN

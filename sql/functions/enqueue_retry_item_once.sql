@@ -3,9 +3,15 @@
 -- item with inserted false and writes nothing, reading no other parameter
 -- (they are checked when the item is added). A producer that lost the
 -- reply to an enqueue (a connection cut, a failover) calls it again with the
--- same p_event_id and gets one item, never two. The guarantee lasts while
--- the first item is in daz_retry_queue (until cleanup_retry_queue or a purge
--- removes it). The other parameters are enqueue_retry_item's.
+-- same p_event_id and gets one item, never two, at every isolation level:
+-- under REPEATABLE READ or SERIALIZABLE a live item committed after the
+-- transaction's snapshot is refused with 40001 (retry the transaction). The
+-- guarantee lasts while the first item is in daz_retry_queue (until
+-- cleanup_retry_queue or a purge removes it), with one gap: an item that
+-- also finished after an older snapshot is seen by neither the lookup nor
+-- the live items' unique index, so call it as the transaction's first
+-- statement or under READ COMMITTED. The other parameters are
+-- enqueue_retry_item's.
 -- p_dedupe_key adds enqueue_retry_item's rule: when no item has p_event_id
 -- but a live item holds the key, that item comes back (its own event_id)
 -- with inserted false. The event id guards against a repeated call (until
@@ -38,11 +44,12 @@ DECLARE
     v_id bigint;
     v_event_id uuid;
     v_deduplicated boolean;
+    v_constraint text;
 BEGIN
     PERFORM _retryq_check(p_event_id IS NOT NULL, 'event_id', 'must not be null');
     -- Two calls with one event id take turns (until the first commits), so
-    -- the second sees the first's row: no unique constraint is needed, and
-    -- none would survive the move between partitions.
+    -- the second sees the first's row under READ COMMITTED; for the other
+    -- levels, see the unique violation below.
     PERFORM pg_catalog.pg_advisory_xact_lock(
         pg_catalog.hashtext('retryq.enqueue:'::text || retry_queue_channel()),
         pg_catalog.hashtext(p_event_id::text)
@@ -57,21 +64,47 @@ BEGIN
     END IF;
     -- enqueue_retry_item's rules (defaults, checks, clock, NOTIFY, dedupe
     -- key), then the caller's event id on the new row (pending: the active
-    -- partition)
-    SELECT e.id, e.event_id, e.deduplicated
-    INTO v_id, v_event_id, v_deduplicated
-    FROM enqueue_retry_item(
-        p_event_type, p_event_data, p_channel_name, p_plugin_name,
-        p_event_metadata, p_max_retries, p_retry_delay_seconds,
-        p_backoff_multiplier, p_priority, p_correlation_id, p_tags,
-        p_delay_seconds, p_max_retry_delay_seconds, p_retry_jitter, p_now,
-        p_dedupe_key
-    ) AS e;
+    -- partition). A live item that this snapshot cannot see (a REPEATABLE
+    -- READ transaction older than its commit) or that a plain INSERT gave
+    -- this event id holds it in daz_retry_queue_event_id_unique: the block
+    -- undoes the new row, and the holder comes back, or 40001 when this
+    -- snapshot cannot see it.
+    BEGIN
+        SELECT e.id, e.event_id, e.deduplicated
+        INTO v_id, v_event_id, v_deduplicated
+        FROM enqueue_retry_item(
+            p_event_type, p_event_data, p_channel_name, p_plugin_name,
+            p_event_metadata, p_max_retries, p_retry_delay_seconds,
+            p_backoff_multiplier, p_priority, p_correlation_id, p_tags,
+            p_delay_seconds, p_max_retry_delay_seconds, p_retry_jitter, p_now,
+            p_dedupe_key
+        ) AS e;
+        IF NOT v_deduplicated THEN
+            UPDATE _retryq_active AS a SET event_id = p_event_id WHERE a.id = v_id;
+        END IF;
+    EXCEPTION WHEN unique_violation THEN
+        GET STACKED DIAGNOSTICS v_constraint = CONSTRAINT_NAME;
+        IF v_constraint IS DISTINCT FROM 'daz_retry_queue_event_id_unique' THEN
+            RAISE;
+        END IF;
+        SELECT q.id INTO v_id
+        FROM daz_retry_queue AS q
+        WHERE q.event_id = p_event_id
+        LIMIT 1;
+        IF FOUND THEN
+            RETURN QUERY SELECT v_id, p_event_id, FALSE;
+            RETURN;
+        END IF;
+        RAISE EXCEPTION
+            'retryq: event_id % is held by an item this transaction cannot see',
+            p_event_id
+            USING ERRCODE = 'serialization_failure', COLUMN = 'event_id',
+                HINT = 'Retry the transaction (or enqueue under READ COMMITTED).';
+    END;
     IF v_deduplicated THEN
         RETURN QUERY SELECT v_id, v_event_id, FALSE;
         RETURN;
     END IF;
-    UPDATE _retryq_active AS a SET event_id = p_event_id WHERE a.id = v_id;
     RETURN QUERY SELECT v_id, p_event_id, TRUE;
 END;
 $$;

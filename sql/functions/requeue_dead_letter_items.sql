@@ -6,6 +6,9 @@
 -- Dedupe keys: a dead letter whose key a live item holds stays a dead letter
 -- (that item does the work), and of several chosen dead letters with one key
 -- only the newest (highest id) is requeued; the others are not counted.
+-- Event ids, likewise: a dead letter whose event_id a live item holds (a
+-- producer may give a finished item's event id to a new one) stays a dead
+-- letter, so that one such row never fails the whole requeue.
 CREATE OR REPLACE FUNCTION requeue_dead_letter_items(
     p_item_ids bigint[] DEFAULT NULL,
     p_event_type text DEFAULT NULL,
@@ -39,9 +42,10 @@ BEGIN
             p_dead_before, TRUE
         )
     );
-    -- A producer that enqueues one of these keys meanwhile makes the INSERT
-    -- fail with 23505 (daz_retry_queue_dedupe_key_idx): the round runs again,
-    -- and that producer's item now holds the key.
+    -- A producer that enqueues one of these keys (or event ids) meanwhile
+    -- makes the INSERT fail with 23505 (daz_retry_queue_dedupe_key_idx,
+    -- daz_retry_queue_event_id_unique): the round runs again, and that
+    -- producer's item now holds the key.
     FOR v_round IN 1..3 LOOP
         BEGIN
             v_held := ARRAY(
@@ -59,6 +63,22 @@ BEGIN
                     OR EXISTS (
                         SELECT 1 FROM _retryq_active AS a
                         WHERE a.dedupe_key = c.dedupe_key
+                    )
+            ) OPERATOR(pg_catalog.||) ARRAY(
+                SELECT c.id
+                FROM (
+                    SELECT
+                        f.id, f.event_id,
+                        pg_catalog.row_number() OVER (
+                            PARTITION BY f.event_id ORDER BY f.id DESC
+                        ) AS id_rank
+                    FROM _retryq_finished AS f
+                    WHERE f.id = ANY(v_ids)
+                ) AS c
+                WHERE c.id_rank > 1
+                    OR EXISTS (
+                        SELECT 1 FROM _retryq_active AS a
+                        WHERE a.event_id = c.event_id
                     )
             );
             -- SKIP LOCKED: a dead letter another transaction is requeueing, purging
@@ -100,7 +120,9 @@ BEGIN
             EXIT;
         EXCEPTION WHEN unique_violation THEN
             GET STACKED DIAGNOSTICS v_constraint = CONSTRAINT_NAME;
-            IF v_constraint IS DISTINCT FROM 'daz_retry_queue_dedupe_key_idx' OR v_round = 3 THEN
+            IF v_constraint IS DISTINCT FROM 'daz_retry_queue_dedupe_key_idx'
+                AND v_constraint IS DISTINCT FROM 'daz_retry_queue_event_id_unique'
+                OR v_round = 3 THEN
                 RAISE;
             END IF;
         END;

@@ -7,7 +7,7 @@ IMMUTABLE
 SET search_path FROM CURRENT
 AS $$
     SELECT _retryq_check(
-        pg_catalog.length(p_event_type) <= 200 AND p_event_type ~ '[^[:space:]]',
+        pg_catalog.length(p_event_type) <= 200 AND NOT _retryq_blank(p_event_type),
         'event_type', 'must be a non-blank string of at most 200 characters'
     )
 $$;

@@ -13,7 +13,7 @@ SET search_path FROM CURRENT
 AS $$
     SELECT _retryq_check(
         p_event_type IS NULL
-        OR pg_catalog.length(p_event_type) <= 200 AND p_event_type ~ '[^[:space:]]',
+        OR pg_catalog.length(p_event_type) <= 200 AND NOT _retryq_blank(p_event_type),
         'event_type',
         'must be NULL (every event type) or a non-blank string of at most 200 characters'
     );

@@ -30,7 +30,7 @@ BEGIN
         PERFORM _retryq_check(
             NOT EXISTS (
                 SELECT 1 FROM pg_catalog.unnest(p_event_types) AS t (event_type)
-                WHERE t.event_type !~ '[^[:space:]]'
+                WHERE _retryq_blank(t.event_type)
             ),
             'event_types', 'must not hold a blank event type'
         );

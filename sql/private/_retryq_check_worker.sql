@@ -9,9 +9,11 @@ SET search_path FROM CURRENT
 AS $$
 BEGIN
     PERFORM _retryq_check(
-        pg_catalog.length(pg_catalog.btrim(p_worker_id, E' \t\n\r\f\x0b')) BETWEEN 1 AND 200,
+        -- an ordinary id (printable ASCII first) is decided without the call
+        pg_catalog.ascii(p_worker_id) BETWEEN 33 AND 126 AND pg_catalog.length(p_worker_id) <= 200
+        OR pg_catalog.length(p_worker_id) BETWEEN 1 AND 200 AND NOT _retryq_blank(p_worker_id),
         'worker_id',
-        'must be a non-blank string (spaces, tabs and newlines are blank) of at most 200 characters'
+        'must be a non-blank string (whitespace and invisible characters are blank) of at most 200 characters'
     );
 END;
 $$;

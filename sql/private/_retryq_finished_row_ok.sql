@@ -45,7 +45,10 @@ BEGIN
         WHEN NOT pg_catalog.jsonb_typeof(p_event_metadata) = 'object'
             THEN 'event_metadata'
         WHEN NOT (
-            pg_catalog.length(p_event_type) <= 200 AND p_event_type ~ '[^[:space:]]'
+            pg_catalog.length(p_event_type) <= 200 AND (
+                pg_catalog.ascii(p_event_type) BETWEEN 33 AND 126
+                OR p_event_type ~ '[^[:space:]\u0085\u00a0\u00ad\u1680\u180e\u2000-\u200f\u2028-\u202f\u205f-\u206f\u3000\ufeff]'
+            )
         ) THEN 'event_type'
         WHEN NOT (p_status = 'processing')
             = (p_locked_by IS NOT NULL AND p_locked_until IS NOT NULL)

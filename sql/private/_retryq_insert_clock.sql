@@ -1,10 +1,12 @@
 -- A new active row's times, for a role that may not write the queue's rows
--- (a producer's INSERT or COPY): created_at is the server's clock (now() of
--- this transaction, or of one at most a minute before, as add_many's first
--- step takes it) and next_retry_at lies between created_at and the enqueue
--- delay bound after it, so that no producer jumps the queue with an old due
--- time or parks an item out of reach. The trigger's WHEN calls it only for a
--- row outside those bounds. A role that may UPDATE daz_retry_queue (its
+-- (a producer's INSERT or COPY): created_at is the server's clock (this
+-- statement's time, the column's default, or at most a minute before it, as
+-- add_many's first step takes it) and next_retry_at lies between created_at
+-- and the enqueue delay bound after it, so that no producer jumps the queue
+-- with an old due time or parks an item out of reach. The bound is the
+-- statement's time, not now(): a transaction kept open for an hour would
+-- otherwise date its items an hour back. The trigger's WHEN calls it only for
+-- a row outside those bounds. A role that may UPDATE daz_retry_queue (its
 -- owner, and the SECURITY DEFINER functions that run as the owner: the
 -- enqueue functions, a requeue) writes any time it likes.
 -- Not SECURITY DEFINER: current_user must be the role that inserts.
@@ -18,9 +20,9 @@ BEGIN
         RETURN NEW;
     END IF;
     IF NEW.created_at > statement_timestamp()
-        OR NEW.created_at < now() - interval '1 minute' THEN
+        OR NEW.created_at < statement_timestamp() - interval '1 minute' THEN
         RAISE EXCEPTION
-            'retryq: invalid created_at: the server sets it (now)'
+            'retryq: invalid created_at: the server sets it (the statement''s time; leave it out)'
             USING ERRCODE = 'invalid_parameter_value', COLUMN = 'created_at';
     END IF;
     RAISE EXCEPTION
@@ -36,7 +38,7 @@ BEFORE INSERT ON _retryq_active
 FOR EACH ROW
 WHEN (
     new.created_at > statement_timestamp()
-    OR new.created_at < now() - interval '1 minute'
+    OR new.created_at < statement_timestamp() - interval '1 minute'
     OR new.next_retry_at < new.created_at
     OR new.next_retry_at > new.created_at + interval '31536000 seconds'
 )

@@ -8,8 +8,8 @@
 --    dedupe_key: at most 200 characters (22001) and not blank (22023).
 -- 2. Ids come from the server: an id above what daz_retry_queue_id_seq has
 --    handed out, or not positive, is refused (22023), so that nobody can take
---    an id the sequence will give someone later. add_many inserts the ids it
---    drew with nextval; the guide's INSERT takes the default.
+--    an id the sequence will give someone later. Only the owner may name an
+--    id at all: a producer's rows take the default.
 -- 3. An id is unique for the item's whole life: one already used by a finished
 --    or an archived item (an explicit id, or a sequence that went back after
 --    a restore) is refused with 23505 naming id. The active partition's
@@ -50,7 +50,7 @@ BEGIN
                 WHEN pg_catalog.length(a.correlation_id) > l.max_text_length
                     THEN 'correlation_id'
                 WHEN pg_catalog.length(a.dedupe_key) > 200 THEN 'dedupe_key:length'
-                WHEN NOT a.dedupe_key ~ '[^[:space:]]'::text THEN 'dedupe_key:blank'
+                WHEN _retryq_blank(a.dedupe_key) THEN 'dedupe_key:blank'
                 WHEN pg_catalog.cardinality(a.tags) > l.max_tags THEN 'tags'
                 WHEN pg_catalog.cardinality(a.tags) = 0 THEN NULL
                 WHEN pg_catalog.array_ndims(a.tags) > 1 THEN 'tags:dimensions'

@@ -1,12 +1,13 @@
 -- A new active row (the guide's INSERT, add_many's COPY, the enqueue
 -- functions, a requeue), before PostgreSQL checks it; the trigger's WHEN calls
 -- it only for a row that has a NULL where the table has a default, JSON null
--- metadata, or breaks one of the table's rules, so a good row costs one
--- expression and no call.
+-- metadata, tags not numbered from 1, or breaks one of the table's rules, so
+-- a good row costs one expression and no call.
 -- - NULL takes the column's default, so that a client sending NULL for an
 --   optional field (Go's nil slice, lib/pq's nil) never loses the failed
 --   operation it is enqueuing. The defaults are those of
 --   tables/daz_retry_queue.sql (tests/sql/test_hostile.py proves each equal).
+-- - Tags with other bounds than 1-based are renumbered from 1.
 -- - JSON null metadata means "no metadata": '{}' (Go marshals a nil map as
 --   null). JSON null event_data stays refused: the payload is required.
 -- - A row that breaks a rule is refused by _retryq_finished_row_ok under the
@@ -43,9 +44,15 @@ BEGIN
     NEW.retry_jitter := coalesce(NEW.retry_jitter, 0);
     NEW.priority := coalesce(NEW.priority, 5);
     NEW.tags := coalesce(NEW.tags, '{}');
+    -- tags come back 1-based: '[5:6]={a,b}' is stored as {a,b} (drivers
+    -- such as lib/pq cannot scan other bounds); more dimensions are refused
+    -- by _retryq_inserted
+    IF pg_catalog.array_ndims(NEW.tags) = 1 AND pg_catalog.array_lower(NEW.tags, 1) <> 1 THEN
+        NEW.tags := NEW.tags[pg_catalog.array_lower(NEW.tags, 1):pg_catalog.array_upper(NEW.tags, 1)];
+    END IF;
     NEW.error_history := coalesce(NEW.error_history, '[]');
-    NEW.created_at := coalesce(NEW.created_at, now());
-    NEW.next_retry_at := coalesce(NEW.next_retry_at, now());
+    NEW.created_at := coalesce(NEW.created_at, statement_timestamp());
+    NEW.next_retry_at := coalesce(NEW.next_retry_at, statement_timestamp());
     PERFORM _retryq_finished_row_ok(
         NEW.status, NEW.event_type, NEW.priority, NEW.max_retries,
         NEW.retry_count, NEW.retry_delay_seconds, NEW.backoff_multiplier,
@@ -73,6 +80,7 @@ WHEN (
     OR new.max_retry_delay_seconds IS NULL OR new.retry_jitter IS NULL
     OR new.priority IS NULL OR new.tags IS NULL OR new.error_history IS NULL
     OR new.created_at IS NULL OR new.next_retry_at IS NULL
+    OR pg_catalog.array_lower(new.tags, 1) <> 1
     OR NOT (
         new.backoff_multiplier BETWEEN 1::float8 AND 10::float8
         AND (new.status = 'completed') = (new.completed_at IS NOT NULL)
@@ -80,7 +88,10 @@ WHEN (
         AND pg_catalog.jsonb_typeof(new.event_data) <> 'null'
         AND pg_catalog.jsonb_typeof(new.event_metadata) = 'object'
         AND pg_catalog.length(new.event_type) <= 200
-        AND new.event_type ~ '[^[:space:]]'
+        AND (
+            pg_catalog.ascii(new.event_type) BETWEEN 33 AND 126
+            OR new.event_type ~ '[^[:space:]\u0085\u00a0\u00ad\u1680\u180e\u2000-\u200f\u2028-\u202f\u205f-\u206f\u3000\ufeff]'
+        )
         AND (new.status = 'processing')
         = (new.locked_by IS NOT NULL AND new.locked_until IS NOT NULL)
         AND new.max_retries BETWEEN 0 AND 1000

@@ -29,8 +29,10 @@ CREATE TABLE daz_retry_queue (
     error_message text,
     last_error_code text,
     error_history jsonb NOT NULL DEFAULT '[]',
-    created_at timestamptz NOT NULL DEFAULT now(),
-    next_retry_at timestamptz NOT NULL DEFAULT now(),
+    -- the statement's time, not the transaction's: an item enqueued an hour
+    -- into a transaction is not an hour overdue (see _retryq_insert_clock)
+    created_at timestamptz NOT NULL DEFAULT statement_timestamp(),
+    next_retry_at timestamptz NOT NULL DEFAULT statement_timestamp(),
     last_attempted_at timestamptz,
     completed_at timestamptz,
     dead_lettered_at timestamptz,
@@ -64,9 +66,12 @@ CREATE TABLE _retryq_active PARTITION OF daz_retry_queue (
             'pending', 'processing', 'completed', 'dead_letter', 'cancelled'
         )
     ),
-    -- not blank: tabs and newlines count as blank too, which btrim misses
+    -- not blank: _retryq_blank's rule, spelled out (see there)
     CONSTRAINT daz_retry_queue_event_type_check CHECK (
-        length(event_type) <= 200 AND event_type ~ '[^[:space:]]'
+        length(event_type) <= 200 AND (
+            ascii(event_type) BETWEEN 33 AND 126
+            OR event_type ~ '[^[:space:]\u0085\u00a0\u00ad\u1680\u180e\u2000-\u200f\u2028-\u202f\u205f-\u206f\u3000\ufeff]'
+        )
     ),
     CONSTRAINT daz_retry_queue_priority_check CHECK (priority BETWEEN 1 AND 10),
     CONSTRAINT daz_retry_queue_max_retries_check CHECK (
@@ -126,13 +131,15 @@ CREATE INDEX _retryq_active_routed_idx
 ON _retryq_active (event_type, priority, next_retry_at, id);
 
 -- A producer inserts only what an enqueue may set: the guide's columns, and
--- what add_many's COPY sends (an id it drew from the sequence, event_id,
--- created_at and next_retry_at, which _retryq_insert_clock holds to the
--- server's clock and the enqueue delay bound). status, retry_count, the lease,
--- the error fields and the finish times take their defaults: a producer cannot
--- write an item in any state but new and pending.
+-- what add_many's COPY sends (event_id, created_at and next_retry_at, which
+-- _retryq_insert_clock holds to the server's clock and the enqueue delay
+-- bound). id, status, retry_count, the lease, the error fields and the finish
+-- times take their defaults: a producer cannot write an item in any state but
+-- new and pending, nor choose its id (ids come from the server: an explicit
+-- id is 42501, whatever the isolation level or the fate of the item that had
+-- it).
 GRANT INSERT (
-    id, event_id, event_type, channel_name, plugin_name, event_data,
+    event_id, event_type, channel_name, plugin_name, event_data,
     event_metadata, max_retries, retry_delay_seconds, backoff_multiplier,
     max_retry_delay_seconds, retry_jitter, priority, correlation_id, tags,
     created_at, next_retry_at

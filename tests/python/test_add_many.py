@@ -297,6 +297,58 @@ def test_add_many_returns_ids_and_event_ids_in_input_order(
     assert q.add_many(iter([])) == []
 
 
+def test_add_many_finds_its_ids_when_other_ids_come_between(
+    db: psycopg.Connection[Any], qconn: psycopg.Connection[Any]
+) -> None:
+    """The rows take their ids from the column's default (a producer may not
+    name one). When ids drawn elsewhere come between them (here a trigger
+    draws one after each row, as another session's enqueue would), add_many
+    looks its ids up by event id, still in input order."""
+    db.execute(
+        "CREATE FUNCTION pg_temp.draw() RETURNS trigger LANGUAGE plpgsql AS"
+        " $$BEGIN PERFORM nextval('daz_retry_queue_id_seq'); RETURN NEW; END$$"
+    )
+    db.execute(
+        "CREATE TRIGGER t_draw BEFORE INSERT ON _retryq_active"
+        " FOR EACH ROW EXECUTE FUNCTION pg_temp.draw()"
+    )
+    try:
+        q = RetryQueue(qconn)
+        added = q.add_many([{"event_type": "e", "data": n} for n in range(50)])
+    finally:
+        db.execute("DROP TRIGGER t_draw ON _retryq_active")
+    rows = db.execute("SELECT id, event_id, event_data FROM daz_retry_queue").fetchall()
+    assert {a.id: a.event_id for a in added} == {i: e for i, e, _ in rows}
+    assert [d for _, _, d in sorted(rows)] == list(range(50))
+    assert [a.id for a in added] == sorted(a.id for a in added)
+    assert added[-1].id - added[0].id > 49  # the other path was taken
+    # and without anything between: the mark's successors
+    more = q.add_many([{"event_type": "e", "data": n} for n in range(5)])
+    assert [a.id for a in more] == list(range(more[0].id, more[0].id + 5))
+    assert db.execute(
+        "SELECT array_agg(event_id ORDER BY id) FROM daz_retry_queue WHERE id >= %s",
+        (more[0].id,),
+    ).fetchone() == ([a.event_id for a in more],)
+
+
+def test_add_many_dates_items_by_its_statement_not_the_transaction(
+    db: psycopg.Connection[Any], module_dsn: str
+) -> None:
+    """In a caller's transaction that has run for a while, the items were
+    dated from the transaction's start (now()), overdue on arrival."""
+    with psycopg.Connection.connect(module_dsn) as conn:
+        conn.execute("SELECT pg_sleep(1.5)")
+        RetryQueue(conn).add_many([{"event_type": "late", "data": 1}])
+        cur = conn.execute("SELECT now()")
+        started = (cur.fetchone() or (None,))[0]
+        conn.commit()
+    assert db.execute(
+        "SELECT created_at - %s >= interval '1.5 s', next_retry_at = created_at"
+        " FROM daz_retry_queue WHERE event_type = 'late'",
+        (started,),
+    ).fetchone() == (True, True)
+
+
 BAD_ITEMS: list[tuple[dict[str, Any], type[BaseException], str]] = [
     ({"event_type": "no data"}, ValueError, "every item needs 'data'"),
     ({"data": 1}, ValueError, "every item needs 'event_type'"),

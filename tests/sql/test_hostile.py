@@ -7,6 +7,7 @@ and writes nothing. Each test failed on the SQL before these rules."""
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -455,14 +456,15 @@ def test_a_producer_may_delay_within_the_enqueue_bound(producer: Conn, conn: Con
         "INSERT INTO daz_retry_queue (event_type, event_data, next_retry_at)"
         " VALUES ('t', '1', now() + interval '1 hour')"
     )
+    # a producer names no id at all (ids come from the server)
     refused(
         producer,
         lambda: producer.execute(
             "INSERT INTO daz_retry_queue (id, event_type, event_data)"
             " VALUES (nextval('daz_retry_queue_id_seq') + 10, 't', '1')"
         ),
-        "22023",
-        "id",
+        "42501",
+        "daz_retry_queue",
         check=conn,
     )
 
@@ -929,3 +931,295 @@ def test_an_array_holding_null_is_refused_naming_the_parameter(
         NULL_ELEMENT.get(parameter[1], "22023"),
         parameter[1][2:],
     )
+
+
+# --- issue 12 item 2, variants: no id a producer names -----------------------------
+
+
+@pytest.fixture
+def producer_tx(conn: Conn, dsn: str) -> Iterator[Conn]:
+    """A producer's connection that runs its own transactions."""
+    login = f"t_hostile_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    conn.execute(f'CREATE ROLE "{login}" LOGIN IN ROLE retryq_producer')
+    try:
+        with psycopg.connect(make_conninfo(dsn, user=login)) as p:
+            yield p
+    finally:
+        conn.execute(f'DROP ROLE "{login}"')
+
+
+def _dead(conn: Conn, event_type: str = "d") -> int:
+    row = conn.execute(
+        "SELECT id FROM enqueue_retry_item(%s, '1', p_max_retries => 0)", (event_type,)
+    ).fetchone()
+    assert row is not None
+    conn.execute("SELECT count(*) FROM acquire_retry_items('w', 10)")
+    conn.execute("SELECT fail_retry_item(%s, 'w', 'x')", (row[0],))
+    return int(row[0])
+
+
+def test_a_producer_cannot_reuse_an_id_that_finished_after_its_snapshot(
+    conn: Conn, producer_tx: Conn
+) -> None:
+    """REPEATABLE READ: the finished row committed after the producer's
+    snapshot was invisible to the trigger's check, and the id was taken again
+    (the item then both completed and pending; completing it failed 23505)."""
+    producer_tx.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+    producer_tx.execute("SELECT 1")
+    done = _completed(conn)
+    refused(
+        producer_tx,
+        lambda: producer_tx.execute(
+            "INSERT INTO daz_retry_queue (id, event_type, event_data) VALUES (%s, 'dup', '{}')",
+            (done,),
+        ),
+        "42501",
+        "daz_retry_queue",
+        check=conn,
+    )
+
+
+@pytest.mark.parametrize("removed_by", ["cleanup", "purge"])
+def test_a_producer_cannot_reuse_the_id_of_a_removed_item(
+    conn: Conn, producer: Conn, removed_by: str
+) -> None:
+    """An item removed by cleanup (completed, so not archived) or by a purge
+    leaves nothing for the check to find: its id was accepted again."""
+    if removed_by == "cleanup":
+        gone = _completed(conn)
+        conn.execute(
+            "SELECT * FROM cleanup_retry_queue(0, p_now => clock_timestamp() + interval '1 day')"
+        )
+    else:
+        gone = _dead(conn)
+        assert conn.execute(
+            "SELECT purge_dead_letter_items(ARRAY[%s]::bigint[])", (gone,)
+        ).fetchone() == (1,)
+    left = conn.execute("SELECT count(*) FROM daz_retry_queue WHERE id = %s", (gone,))
+    assert left.fetchone() == (0,)
+    refused(
+        producer,
+        lambda: producer.execute(
+            "INSERT INTO daz_retry_queue (id, event_type, event_data) VALUES (%s, 'dup', '{}')",
+            (gone,),
+        ),
+        "42501",
+        "daz_retry_queue",
+        check=conn,
+    )
+
+
+# --- issue 12 item 2, variants: one live item per event id -------------------------
+
+E1 = "00000000-0000-4000-8000-0000000000e1"
+
+
+def test_enqueue_once_under_repeatable_read_makes_no_second_item(
+    conn: Conn, producer_tx: Conn
+) -> None:
+    """A live item committed after a REPEATABLE READ snapshot: the second
+    enqueue_retry_item_once of its event id made a second item (the lookup
+    cannot see the first); it is 40001 naming event_id now, and the retried
+    transaction gets the first item."""
+    producer_tx.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+    producer_tx.execute("SELECT 1")
+    first = conn.execute(
+        "SELECT id, inserted FROM enqueue_retry_item_once(%s, 't', '1')", (E1,)
+    ).fetchone()
+    assert first is not None and first[1] is True
+    refused(
+        producer_tx,
+        lambda: producer_tx.execute(
+            "SELECT * FROM enqueue_retry_item_once(%s, 't', '2')", (E1,)
+        ),
+        "40001",
+        "event_id",
+        check=conn,
+    )
+    producer_tx.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+    assert producer_tx.execute(
+        "SELECT id, inserted FROM enqueue_retry_item_once(%s, 't', '2')", (E1,)
+    ).fetchone() == (first[0], False)
+    producer_tx.rollback()
+    assert conn.execute(
+        "SELECT count(*) FROM daz_retry_queue WHERE event_id = %s", (E1,)
+    ).fetchone() == (1,)
+
+
+def test_a_plain_insert_of_a_live_event_id_is_refused(conn: Conn, producer: Conn) -> None:
+    """A live item's event id named again by the guide's INSERT made two live
+    items with one event id; a finished item's event id may be reused."""
+    conn.execute("SELECT enqueue_retry_item_once(%s, 't', '1')", (E1,))
+    before = snapshot(conn)
+    with pytest.raises(psycopg.errors.UniqueViolation) as caught:
+        producer.execute(
+            "INSERT INTO daz_retry_queue (event_id, event_type, event_data) VALUES (%s, 't', '1')",
+            (E1,),
+        )
+    # the table field is the partition's (PostgreSQL's own), as for a live id
+    assert caught.value.diag.constraint_name == "daz_retry_queue_event_id_unique"
+    assert snapshot(conn) == before
+    # enqueue_retry_item_once of that id under READ COMMITTED: the live item
+    row = producer.execute(
+        "SELECT inserted FROM enqueue_retry_item_once(%s, 't', '1')", (E1,)
+    ).fetchone()
+    assert row == (False,)
+
+
+def test_a_requeue_leaves_a_dead_letter_whose_event_id_a_live_item_holds(
+    conn: Conn, producer: Conn
+) -> None:
+    """A dead letter's event id given to a new item: requeueing the dead
+    letter would make two live items with one event id (and, with the unique
+    index, fail the whole requeue). It stays a dead letter; the others go."""
+    held = _dead(conn)
+    free = _dead(conn)
+    event_id = conn.execute(
+        "SELECT event_id FROM daz_retry_queue WHERE id = %s", (held,)
+    ).fetchone()
+    assert event_id is not None
+    producer.execute(
+        "INSERT INTO daz_retry_queue (event_id, event_type, event_data) VALUES (%s, 'n', '1')",
+        (event_id[0],),
+    )
+    assert conn.execute("SELECT requeue_dead_letter_items(p_event_type => 'd')").fetchone() == (1,)
+    assert dict(
+        conn.execute(
+            "SELECT id, status FROM daz_retry_queue WHERE id IN (%s, %s)", (held, free)
+        ).fetchall()
+    ) == {held: "dead_letter", free: "pending"}
+
+
+# --- issue 12 item 3, variants: a long transaction does not back-date ---------------
+
+
+def test_a_long_transaction_does_not_back_date_a_producers_items(
+    conn: Conn, producer_tx: Conn
+) -> None:
+    """Bounded against the transaction's start (now()), a producer's
+    created_at of now() - 59 s was accepted 1.5 s into its transaction, 60.5 s
+    before the statement; and the defaults dated an item from the
+    transaction's start. The wait is the subject of the test."""
+    producer_tx.execute("SELECT pg_sleep(1.5)")
+    refused(
+        producer_tx,
+        lambda: producer_tx.execute(
+            "INSERT INTO daz_retry_queue (event_type, event_data, created_at, next_retry_at)"
+            " VALUES ('t', '1', now() - interval '59 s', now() - interval '59 s')"
+        ),
+        "22023",
+        "created_at",
+        check=conn,
+    )
+    producer_tx.execute("SELECT pg_sleep(1.5)")
+    producer_tx.execute(
+        "INSERT INTO daz_retry_queue (event_type, event_data) VALUES ('late', '1')"
+    )
+    started = producer_tx.execute("SELECT now()").fetchone()
+    producer_tx.commit()
+    assert started is not None
+    row = conn.execute(
+        "SELECT created_at - %s >= interval '1.5 s', next_retry_at = created_at"
+        " FROM daz_retry_queue WHERE event_type = 'late'",
+        (started[0],),
+    ).fetchone()
+    assert row == (True, True)
+
+
+# --- issue 12 item 8, variants: one blank rule for every name ------------------------
+
+UNICODE_BLANK = ["\u3000", "\u2003", "\u2028", "\u00a0", "\u200b", "\u0085", "\ufeff", " \u2060\t"]
+
+
+@pytest.mark.parametrize("worker", UNICODE_BLANK)
+@pytest.mark.parametrize(
+    "call",
+    [
+        "SELECT * FROM acquire_retry_items(%s, 1)",
+        "SELECT complete_retry_item(1, %s)",
+        "SELECT complete_retry_items('{1}', %s)",
+        "SELECT fail_retry_item(1, %s, 'x')",
+        "SELECT extend_retry_lock(1, %s)",
+        "SELECT release_retry_items('{1}', %s)",
+        "SELECT snooze_retry_item(1, %s, 60)",
+    ],
+)
+def test_a_unicode_blank_worker_id_is_refused(conn: Conn, call: str, worker: str) -> None:
+    conn.execute("SELECT enqueue_retry_item('t', '1')")
+    refused(conn, lambda: conn.execute(call, (worker,)), "22023", "worker_id")
+
+
+@pytest.mark.parametrize("blank", UNICODE_BLANK)
+@pytest.mark.parametrize(
+    ("call", "sqlstate", "field"),
+    [
+        ("INSERT INTO daz_retry_queue (event_type, event_data) VALUES (%s, '1')",
+         "23514", "event_type"),
+        ("SELECT enqueue_retry_item(%s, '1')", "23514", "event_type"),
+        ("SELECT enqueue_retry_items(jsonb_build_array(jsonb_build_object("
+         "'event_type', %s::text, 'event_data', 1)))", "23514", "event_type"),
+        ("SELECT * FROM acquire_retry_items('w', 1, p_event_types => ARRAY[%s])",
+         "22023", "event_types"),
+        ("SELECT retry_queue_due(p_event_types => ARRAY[%s])", "22023", "event_types"),
+        ("SELECT retry_circuit_open(%s, NULL, 60)", "22023", "event_type"),
+        ("SELECT retry_queue_pause(%s)", "22023", "event_type"),
+        ("INSERT INTO daz_retry_queue (event_type, event_data, dedupe_key) VALUES ('t', '1', %s)",
+         "22023", "dedupe_key"),
+        ("SELECT enqueue_retry_item('t', '1', p_dedupe_key => %s)", "22023", "dedupe_key"),
+    ],
+)
+def test_a_unicode_blank_name_is_refused_on_every_path(
+    conn: Conn, call: str, sqlstate: str, field: str, blank: str
+) -> None:
+    """U+3000 was refused as an event type but U+200B, U+0085 and U+00A0 were
+    not; worker ids, routing lists, operator keys and dedupe keys took them
+    all."""
+    refused(conn, lambda: conn.execute(call, (blank,)), sqlstate, field)
+
+
+def test_ordinary_names_are_not_blank(conn: Conn) -> None:
+    for name in ["w", " w", "\u3000x", "é", "\U0001f600", "a\u200b"]:
+        conn.execute("SELECT enqueue_retry_item(%s, '1', p_dedupe_key => %s)", (name, name))
+        assert conn.execute(
+            "SELECT count(*) FROM acquire_retry_items(%s, 1, p_event_types => ARRAY[%s])",
+            (name, name),
+        ).fetchone() == (1,)
+
+
+def test_the_blank_rule_is_spelled_the_same_everywhere(conn: Conn) -> None:
+    """The CHECK, the trigger condition and _retryq_finished_row_ok spell
+    _retryq_blank's test out (a call per row would cost): one character list."""
+    row = conn.execute("SELECT prosrc FROM pg_proc WHERE proname = '_retryq_blank'").fetchone()
+    assert row is not None
+    pattern = re.findall(r"'(\[\^\[:space:\][^']*)'", row[0])
+    assert len(pattern) == 1 and "\\u3000" in pattern[0], pattern
+    for source in conn.execute(
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint"
+        " WHERE conname = 'daz_retry_queue_event_type_check'"
+        " UNION ALL SELECT pg_get_triggerdef(oid) FROM pg_trigger"
+        " WHERE tgname = '_retryq_1_new_row'"
+        " UNION ALL SELECT prosrc FROM pg_proc WHERE proname = '_retryq_finished_row_ok'"
+    ).fetchall():
+        assert pattern[0] in source[0], source[0]
+
+
+# --- tags come back numbered from 1 -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        "INSERT INTO daz_retry_queue (event_type, event_data, tags) VALUES ('t', '1', %s::text[])",
+        "SELECT enqueue_retry_item('t', '1', p_tags => %s::text[])",
+        "SELECT enqueue_retry_item_once(gen_random_uuid(), 't', '1', p_tags => %s::text[])",
+    ],
+)
+@pytest.mark.parametrize(("given", "stored"), [("[5:6]={a,b}", "{a,b}"), ("[0:0]={z}", "{z}")])
+def test_tags_with_other_bounds_are_stored_from_one(
+    conn: Conn, producer: Conn, call: str, given: str, stored: str
+) -> None:
+    """Stored and returned by acquire as '[5:6]={a,b}', which drivers such as
+    lib/pq cannot scan."""
+    producer.execute(call, (given,))
+    row = conn.execute("SELECT tags::text FROM acquire_retry_items('w', 1)").fetchone()
+    assert row == (stored,)

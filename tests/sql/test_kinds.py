@@ -33,6 +33,7 @@ ALLOWED_CLASSES = {"22", "23", "54"}
 
 HOSTILE = st.sampled_from([
     "", " ", "\t", " \t\n\r\f\v", "\u00a0", "\u2028", "\ufeff", "\U0001f600", "e\u0301",
+    "\u3000", "\u2003", "\u200b", "\u0085", " \u00a0\u2060", "\u3000x",
     "'", "''; DROP TABLE daz_retry_queue; --", '"', "\\", "\\u0000", "%s", "%I", "$$",
     "daz_retry_queue", "_retryq_active", "x" * 201, "y" * 5000, "w",
 ])
@@ -221,9 +222,16 @@ def test_every_function_refuses_with_a_class_and_writes_nothing(
         assert code is not None, ("accepted", query, args)
 
 
+# whitespace and invisible characters: sql/private/_retryq_blank.sql's list
+# (PostgreSQL's [[:space:]] may hold more, which is refused too)
+BLANK_CHARS = frozenset(
+    " \t\n\r\f\v\u0085\u00a0\u00ad\u1680\u180e\u3000\ufeff"
+    + "".join(map(chr, [*range(0x2000, 0x2010), *range(0x2028, 0x2030), *range(0x205F, 0x2070)]))
+)
+
+
 def _blank(value: Any) -> bool:
-    # what btrim(..., E' \t\n\r\f\x0b') leaves empty
-    return value is None or value.strip(" \t\n\r\f\v") == ""
+    return value is None or all(c in BLANK_CHARS for c in value)
 
 
 def _must_refuse(fn: str, given: dict[str, Any]) -> bool:
@@ -232,7 +240,7 @@ def _must_refuse(fn: str, given: dict[str, Any]) -> bool:
     over-long worker id, any array (ids, tags, routing lists) with a NULL
     element or a second dimension, an enqueue's priority or max_retries
     beyond integer, items with a wrongly typed text key, an enqueue's blank
-    event type."""
+    event type or dedupe key, a blank event type in a routing list."""
     worker = given.get("p_worker_id", "w")
     arrays = [v for v in given.values() if isinstance(v, list)]
     beyond = [given.get(p) for p in ("p_priority", "p_max_retries")]
@@ -245,6 +253,9 @@ def _must_refuse(fn: str, given: dict[str, Any]) -> bool:
         or (fn == "enqueue_retry_items" and given.get("p_items") in WRONGLY_TYPED_ITEMS)
         or (fn.startswith("enqueue_retry_item") and "p_event_type" in given
             and _blank(given["p_event_type"]))
+        or (fn.startswith("enqueue_retry_item") and given.get("p_dedupe_key") is not None
+            and _blank(given["p_dedupe_key"]))
+        or any(isinstance(e, str) and _blank(e) for e in given.get("p_event_types") or [])
     )
 
 
