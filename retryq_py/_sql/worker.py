@@ -51,17 +51,35 @@ WHERE q.id = ANY(%(item_ids)s::bigint[])
 """
 
 # ... and which items it holds: those an acquire whose reply was lost leased.
+# Each with the locked_until its acquire granted (the acquire stamps
+# last_attempted_at with the same clock reading), not the row's: a renewal
+# since (the heartbeat renews by id, so an older lease's renewal renews the
+# new one) moved that. The ledger tells a lease by its granted locked_until:
+# read otherwise, a lane whose reply was only slow would hold the same lease
+# a second time and run it twice. The leases it knows are left out by the
+# same mark, not by retry_count: a snooze spends no attempt, so the lease
+# after a snooze has the count of the one before.
 HELD: LiteralString = """
 SELECT
     id, event_id, event_type, channel_name, plugin_name, event_data,
     retry_count, max_retries, priority, correlation_id, event_metadata, tags,
     created_at, next_retry_at, locked_until, error_message, last_error_code
-FROM {schema}daz_retry_queue
-WHERE status = 'processing' AND locked_by = %(worker_id)s
-    AND (id, retry_count) NOT IN (
-        SELECT k.id, k.retry_count
-        FROM unnest(%(known)s::bigint[], %(known_counts)s::integer[]) AS k (id, retry_count)
-    )
+FROM (
+    SELECT
+        id, event_id, event_type, channel_name, plugin_name, event_data,
+        retry_count, max_retries, priority, correlation_id, event_metadata, tags,
+        created_at, next_retry_at,
+        last_attempted_at + pg_catalog.make_interval(secs => %(lock_seconds)s::bigint)
+            AS locked_until,
+        error_message, last_error_code
+    FROM {schema}daz_retry_queue
+    WHERE status = 'processing' AND locked_by = %(worker_id)s
+) AS held
+WHERE NOT EXISTS (
+    SELECT
+    FROM unnest(%(known)s::bigint[], %(known_until)s::timestamptz[]) AS k (id, locked_until)
+    WHERE k.id = held.id AND k.locked_until = held.locked_until
+)
 """
 
 # ... but only once the connections whose replies were lost are done: the

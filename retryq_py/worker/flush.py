@@ -461,6 +461,7 @@ class Flusher:
                         self._adopt(conn)
                     finally:
                         self._adopting.release()
+                outcomes = self._drop_replaced(outcomes)
                 # by id, the order the heartbeat renews in (and one order
                 # among this worker's flushes): no two wait on each other
                 outcomes = sorted(outcomes, key=lambda o: o.item.id)
@@ -529,6 +530,28 @@ class Flusher:
                     o.item.snoozes,
                     SNOOZE_LIMIT,
                 )
+
+    def _drop_replaced(self, outcomes: list[Outcome]) -> list[Outcome]:
+        """Outcomes of leases the worker's own acquire took over after they
+        ran out are counted as lost, not written (see Ledger.replaced)."""
+        if not outcomes:
+            return outcomes
+        outcomes, gone = self._ledger.replaced(outcomes)
+        if gone:
+            log.warning(
+                "worker %s: %d handled items were leased again after their lease ran out;"
+                " not writing their outcomes onto the new lease: %s",
+                self._worker_id,
+                len(gone),
+                sorted(o.item.id for o in gone),
+            )
+            self._report(
+                gone,
+                Written(
+                    {o.item.id for o in gone if o.ok}, [False] * sum(not o.ok for o in gone), []
+                ),
+            )
+        return outcomes
 
     def _await_old_backends(self, conn: psycopg.Connection[Any]) -> None:
         """Before reading what a lost reply did: the server finishes that
@@ -620,17 +643,34 @@ class Flusher:
     def _adopt(self, conn: psycopg.Connection[Any]) -> None:
         """An acquire lost its reply: the items the queue says this worker
         holds and it does not know of are taken up, as if just leased."""
+        # settled as of the read below (a lost acquire after it sets the doubt
+        # again), but only once they are held: should the read or the renewal
+        # fail, cleared for good the doubt would leave them to expire under
+        # this live worker, unless the failing flush had asked for items too
+        self._lease_doubt = False
+        try:
+            self._take_up(conn)
+        except BaseException:
+            self._lease_doubt = True
+            raise
+
+    def _take_up(self, conn: psycopg.Connection[Any]) -> None:
         cur = conn.cursor()
         cur.adapters.register_loader("jsonb", JsonbFromText)
         # a held item may have a newer lease (its outcome written, leased
-        # again by a lost acquire): known leases are (id, retry_count)
-        known, counts = self._ledger.held_leases()
+        # again by a lost acquire): known leases are (id, granted locked_until)
+        known, until = self._ledger.held_leases()
         cur.execute(
             self._statements.held,
-            {"worker_id": self._worker_id, "known": known, "known_counts": counts},
+            {
+                "worker_id": self._worker_id,
+                "known": known,
+                "known_until": until,
+                # the acquire's lease, as the writer asks for it
+                "lock_seconds": whole_seconds(self._lease.total_seconds(), "lock_timeout"),
+            },
         )
         items, rejected = decode_leased(cur, self._worker_id)
-        self._lease_doubt = False
         if items or rejected:
             # Their leases began at the lost acquire, up to a statement
             # deadline and the wait for its process ago: renewed now, they

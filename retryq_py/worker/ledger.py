@@ -55,9 +55,16 @@ class Ledger:
         # to the handler threads: a C queue, no lock of ours on the way
         self._handoff: stdqueue.SimpleQueue[RetryQueueItem | None] = stdqueue.SimpleQueue()
         self._held: dict[int, tuple[RetryQueueItem, float]] = {}  # id -> (item, leased at)
-        self._running: dict[int, float] = {}  # id -> when its handler started
+        # (id, locked_until) -> when its handler started: by lease, since a
+        # copy of an item may still run when its lease ran out and this
+        # worker's acquire took the item over (the newer copy runs too)
+        self._running: dict[tuple[int, datetime], float] = {}
         self._returned: list[RetryQueueItem] = []  # taken by a thread after stop
         self._outcomes: list[Outcome] = []  # not yet claimed by a lane
+        # leases whose outcome waits or is being written: a renewal refused
+        # for them is no lost lease (the outcome may be written already; if
+        # the lease was lost, the flush says so)
+        self._answered: set[tuple[int, datetime]] = set()
         # leases taken up after a lost reply: (id, locked_until), until the
         # lane whose reply was only slow holds them too (it then skips them)
         self._adopted: set[tuple[int, datetime]] = set()
@@ -111,6 +118,24 @@ class Ledger:
             acquire = 0 if self._idle_exit else max(0, min(acquire, free))
             self._reserved += acquire
         return outcomes, acquire
+
+    def replaced(self, outcomes: list[Outcome]) -> tuple[list[Outcome], list[Outcome]]:
+        """(outcomes to write, outcomes whose item is held under a newer
+        lease). Call it after the outcomes in doubt are settled: an outcome
+        not in doubt whose lease was replaced was never written, so its lease
+        ended without it (ran out, and this worker's own acquire took the
+        item over). Written, it would land on the newer lease (the outcome
+        functions fence by worker and id only)."""
+        with self._lock:
+            held = self._held
+            gone = [
+                o
+                for o in outcomes
+                if o.item.id in held and held[o.item.id][0].locked_until != o.item.locked_until
+            ]
+        if not gone:
+            return outcomes, []
+        return [o for o in outcomes if all(o is not g for g in gone)], gone
 
     def unclaim(self, outcomes: list[Outcome], acquire: int) -> None:
         """The write failed: the outcomes wait for the next try."""
@@ -175,6 +200,7 @@ class Ledger:
             for outcome in rejected:
                 held[outcome.item.id] = (outcome.item, now)
                 self._outcomes.append(outcome)
+                self._answered.add((outcome.item.id, outcome.item.locked_until))
         for item in items:
             self._handoff.put(item)
 
@@ -185,6 +211,7 @@ class Ledger:
         leases = [(item.id, item.locked_until) for item in items]
         with self._lock:
             held = self._held
+            self._answered.difference_update(leases)
             for item_id, until in leases:
                 entry = held.get(item_id)
                 if entry is not None and entry[0].locked_until == until:
@@ -245,7 +272,7 @@ class Ledger:
             if lost or stale:
                 self.counts.lease_lost += 1
             else:
-                self._running[item.id] = now
+                self._running[(item.id, item.locked_until)] = now
         if lost:
             log.warning(
                 "item %d: its lease ran out before a handler was free (could the heartbeat"
@@ -261,8 +288,9 @@ class Ledger:
         failures are written at once, and the first success starts the
         ack_interval clock."""
         with self._lock:
-            if self._running.pop(outcome.item.id, None) is not None:
+            if self._running.pop((outcome.item.id, outcome.item.locked_until), None) is not None:
                 self._outcomes.append(outcome)
+                self._answered.add((outcome.item.id, outcome.item.locked_until))
             # else: released after the grace period; the result is dropped
             return (
                 not outcome.ok
@@ -273,7 +301,9 @@ class Ledger:
     # -- shutdown -------------------------------------------------------------------
 
     def take_unstarted(self) -> list[RetryQueueItem]:
-        """Held items no handler has started (to release them)."""
+        """Held items no handler has started (to release them). A copy of
+        an item leased again meanwhile is left out: a release goes by id, and
+        would give back the newer lease, maybe while its handler runs."""
         items: list[RetryQueueItem] = []
         with self._lock:
             while True:
@@ -285,6 +315,15 @@ class Ledger:
                     items.append(item)
             items += self._returned
             self._returned = []
+            held = self._held
+            running = {i for i, _ in self._running}
+            items = [
+                i
+                for i in items
+                if i.id in held
+                and held[i.id][0].locked_until == i.locked_until
+                and i.id not in running
+            ]
         return items
 
     def put_back_unstarted(self, items: list[RetryQueueItem]) -> None:
@@ -301,7 +340,7 @@ class Ledger:
         """Items still running after the grace period; their results, should
         they come, are dropped."""
         with self._lock:
-            late = [self._held[i][0] for i in self._running if i in self._held]
+            late = [self._held[i][0] for i in {i for i, _ in self._running} if i in self._held]
             self._running.clear()
         return late
 
@@ -311,29 +350,43 @@ class Ledger:
         """Items leased or extended `age` seconds ago or more, but not those
         whose handler has run `limit` seconds or more."""
         with self._lock:
+            # the held lease's handler (an older copy's lease is gone)
+            started = {
+                i: self._running.get((i, item.locked_until), now)
+                for i, (item, _) in self._held.items()
+            }
             return [
                 i
                 for i, (_, at) in self._held.items()
-                if now - at >= age and (limit is None or now - self._running.get(i, now) < limit)
+                if now - at >= age and (limit is None or now - started[i] < limit)
             ]
 
     def extended(self, due: list[int], kept: set[int], now: float) -> set[int]:
         """Record the extensions made at `now`; returns the still held items
-        whose lease was lost (those acknowledged meanwhile are not lost)."""
+        whose lease was lost: not those acknowledged meanwhile, nor those
+        whose outcome waits or is being written (the write may have ended
+        the lease; the flush tells a lost one)."""
         with self._lock:
+            held = self._held
             for item_id in due:
-                if item_id in kept and item_id in self._held:
-                    self._held[item_id] = (self._held[item_id][0], now)
-            return {i for i in due if i not in kept and i in self._held}
+                if item_id in kept and item_id in held:
+                    held[item_id] = (held[item_id][0], now)
+            return {
+                i
+                for i in due
+                if i not in kept
+                and i in held
+                and (i, held[i][0].locked_until) not in self._answered
+            }
 
-    def held_leases(self) -> tuple[list[int], list[int]]:
-        """The held items' ids and retry counts (a lease of an item with
-        another count is a newer one), and from now until the next
+    def held_leases(self) -> tuple[list[int], list[datetime]]:
+        """The held leases: item ids and granted locked_until (another lease
+        of a held item is a newer one), and from now until the next
         hold(adopt=True) the leases settled meanwhile are remembered: an
         adoption's answer may be older than a lane's write."""
         with self._lock:
             self._settled_since = set()
-            return list(self._held), [item.retry_count for item, _ in self._held.values()]
+            return list(self._held), [item.locked_until for item, _ in self._held.values()]
 
     @property
     def held(self) -> int:

@@ -19,11 +19,12 @@ import psycopg
 import pytest
 from prometheus_client import REGISTRY
 from psycopg.conninfo import make_conninfo
+from psycopg_pool import ConnectionPool
 
 from retryq_py import RetryableError, RetryQueue, RetryQueueItem, Snooze, WorkerCounts
 from retryq_py.worker import Settings, WorkerParts
 from retryq_py.worker.events import Outcome
-from retryq_py.worker.flush import FlushWriter, Writer, Written
+from retryq_py.worker.flush import Flusher, FlushWriter, Writer, Written
 from retryq_py.worker.ledger import Ledger
 from tests.helpers import statuses, wait_until
 from tests.python import netproxy
@@ -866,3 +867,190 @@ def test_a_lost_reply_to_a_flush_counts_what_was_written(
         history = item(db, i)["error_history"]
         assert [h["code"] for h in history] == ["ONCE"], history  # written once
     assert sorted(e.item.id for e in events if e.kind == "completed") == sorted(ok + bad)
+
+
+class Scripted:
+    """The worker's own flush writer, with a step per write: "lose" raises a
+    lost connection before anything is sent, "lost" after the write
+    committed (its reply lost); a callable runs after the write committed,
+    before its reply is handed back (a reply that is slow)."""
+
+    def __init__(self, inner: Writer, steps: list[Any]) -> None:
+        self.inner, self.steps = inner, steps
+
+    def write(self, conn: Conn, outcomes: list[Outcome], want: int) -> Written:
+        step = self.steps.pop(0) if self.steps else None
+        if step == "lose":
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        written = self.inner.write(conn, outcomes, want)
+        if step == "lost":
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        if callable(step):
+            step()
+        return written
+
+
+def flusher_of(
+    pool: ConnectionPool[Any], book: Ledger, steps: list[Any], lease: int = 10
+) -> Flusher:
+    """Worker "w"'s flush over `pool`, its writer scripted by `steps`."""
+    return Flusher(
+        worker_id="w",
+        ack_interval=0.0,
+        ledger=book,
+        pool=pool,
+        writer=Scripted(FlushWriter("w", None, lease), steps),
+        emit=lambda events: None,
+        lease=lease,
+    )
+
+
+def test_a_lease_renewed_before_its_adoption_is_not_held_twice(
+    module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    """A lane's acquire commits; before its reply is read, the heartbeat
+    renews the item by id (it held the item's older lease) and another lane,
+    after a lost reply of its own, takes up the leases it does not know. The
+    adoption read the renewed locked_until, so when the slow reply came the
+    lane's copy of the same lease looked like another lease: it was held
+    again and ran while the adopted copy ran (the cut crash test's double
+    run in one worker). Taken up with its granted locked_until, it is held
+    once."""
+    item_id = q.add("e", {"i": 0}).id
+    book = Ledger(batch_size=5, capacity=10, stopping=threading.Event(), lease=10)
+    steps: list[Any] = []
+    with ConnectionPool(
+        module_dsn, kwargs={"autocommit": True}, min_size=2, max_size=3, open=True
+    ) as pool:
+        flusher = flusher_of(pool, book, steps)
+        started: list[RetryQueueItem] = []
+
+        def meanwhile() -> None:
+            assert q.extend_locks([item_id], "w", 10) == {item_id}  # the heartbeat
+            # the other lane: an acquire of its own loses its reply (nothing
+            # leased), and its next flush takes up what it does not know
+            with pytest.raises(psycopg.OperationalError):
+                flusher.flush(force=True, acquire=1)
+            flusher.flush(force=False)
+            adopted = book.take()
+            assert adopted is not None and book.begin(adopted)  # and runs it
+            started.append(adopted)
+
+        steps += [meanwhile, "lose"]
+        assert flusher.flush(force=True, acquire=1)[1] == 1  # the slow lane's reply
+    assert [it.id for it in started] == [item_id]
+    again = [it for it in book.take_unstarted() if book.begin(it)]
+    assert again == [], "the lease was held twice and its second copy runs"
+    assert book.held == 1
+
+
+def test_leases_in_doubt_stay_in_doubt_when_taking_them_up_fails(
+    module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    """An acquire loses its reply; the next flush reads the leases it does
+    not know, and its renewal of them is cut off. The doubt was cleared at
+    the read, so a flush that had not asked for items itself left them
+    unknown: never run, they expired under the live worker (the cut crash
+    test's one expired lease). They are taken up by the next flush."""
+    item_id = q.add("e", {"i": 0}).id
+    book = Ledger(batch_size=5, capacity=10, stopping=threading.Event(), lease=10)
+    db.execute(
+        "CREATE TABLE renewal_refused (x int);"
+        "CREATE FUNCTION refuse_renewal() RETURNS trigger LANGUAGE plpgsql AS $$"
+        " BEGIN IF EXISTS (SELECT FROM renewal_refused) THEN"
+        " RAISE EXCEPTION 'renewal cut off' USING ERRCODE = 'connection_failure';"
+        " END IF; RETURN NEW; END $$;"
+        "CREATE TRIGGER refuse_renewal BEFORE UPDATE ON _retryq_active FOR EACH ROW"
+        " WHEN (OLD.status = 'processing' AND NEW.status = 'processing')"
+        " EXECUTE FUNCTION refuse_renewal()"
+    )
+    try:
+        with ConnectionPool(
+            module_dsn, kwargs={"autocommit": True}, min_size=1, max_size=2, open=True
+        ) as pool:
+            flusher = flusher_of(pool, book, ["lost"])
+            with pytest.raises(psycopg.OperationalError):
+                flusher.flush(force=True, acquire=1)  # leased, the reply lost
+            assert statuses(db) == {"processing": 1}
+            db.execute("INSERT INTO renewal_refused VALUES (1)")
+            with pytest.raises(psycopg.OperationalError, match="renewal cut off"):
+                flusher.flush(force=False)  # nothing of its own to write or lease
+            assert book.held == 0
+            db.execute("DELETE FROM renewal_refused")
+            flusher.flush(force=False)
+    finally:
+        db.execute(
+            "DROP TRIGGER refuse_renewal ON _retryq_active; DROP FUNCTION refuse_renewal();"
+            " DROP TABLE renewal_refused"
+        )
+    assert book.held == 1, "the leases in doubt were left to expire"
+    taken = book.take()
+    assert taken is not None and taken.id == item_id and book.begin(taken)
+
+
+def test_an_outcome_of_a_lease_taken_over_by_the_same_worker_is_not_written(
+    module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    """A lease runs out under a live worker (renewals that could not get
+    through) and the worker's own next acquire takes the item over while
+    the old copy still runs. The old copy's failure was then written onto
+    the new lease (fail_retry_item fences by worker and id), spending its
+    attempt, and the item ran a third time. It is counted as lost instead."""
+    item_id = q.add("e", {"i": 0}, max_retries=3).id
+    book = Ledger(batch_size=5, capacity=10, stopping=threading.Event(), lease=10)
+    with ConnectionPool(
+        module_dsn, kwargs={"autocommit": True}, min_size=1, max_size=2, open=True
+    ) as pool:
+        flusher = flusher_of(pool, book, [])
+        assert flusher.flush(force=True, acquire=1)[1] == 1
+        old = book.take()
+        assert old is not None and book.begin(old)  # its handler runs ...
+        # ... past its lease, and the worker's own acquire takes the item over
+        db.execute(
+            "UPDATE daz_retry_queue SET locked_until = now() - interval '1 second' WHERE id = %s",
+            [item_id],
+        )
+        assert flusher.flush(force=True, acquire=1)[1] == 1
+        book.finish(Outcome(old, ok=False, duration=0.0, error="try again", code="T"))
+        flusher.flush(force=True)
+    row = item(db, item_id)
+    assert (row["status"], row["retry_count"]) == ("processing", 1), row
+    assert [h["code"] for h in row["error_history"]] == ["lease_expired"], row
+    assert book.counts.lease_lost == 1 and book.held == 1
+    newer = book.take()
+    assert newer is not None and newer.retry_count == 1 and book.begin(newer)
+
+
+def test_a_snoozed_item_leased_again_by_a_lost_acquire_is_taken_up(
+    module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    """A snooze spends no attempt: written with no delay while another
+    lane's acquire, whose reply is lost, leases the item again, the new lease
+    has the same retry_count as the old one, whose outcome is still being
+    written. The adoption asked for the leases it did not know by (id,
+    retry_count), took the new lease for the old one and left it to run out
+    under the live worker. Leases are now known by their granted
+    locked_until."""
+    item_id = q.add("e", {"i": 0}).id
+    book = Ledger(batch_size=5, capacity=10, stopping=threading.Event(), lease=10)
+    steps: list[Any] = []
+    with ConnectionPool(
+        module_dsn, kwargs={"autocommit": True}, min_size=2, max_size=3, open=True
+    ) as pool:
+        flusher = flusher_of(pool, book, steps)
+        assert flusher.flush(force=True, acquire=1)[1] == 1
+        first = book.take()
+        assert first is not None and book.begin(first)
+        book.finish(Outcome(first, ok=False, duration=0.0, snooze=0.0))
+
+        def meanwhile() -> None:  # the snooze committed, its reply not yet read
+            with pytest.raises(psycopg.OperationalError):
+                flusher.flush(force=True, acquire=1)  # another lane: leased, reply lost
+            flusher.flush(force=False)  # ... takes up what it does not know
+
+        steps += [meanwhile, "lost"]
+        flusher.flush(force=True)  # writes the snooze
+    assert book.held == 1, "the new lease was taken for the snoozed one"
+    again = book.take()
+    assert again is not None and again.id == item_id and again.snoozes == 1
+    assert book.begin(again)

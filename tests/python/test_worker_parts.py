@@ -105,7 +105,7 @@ def test_a_new_lease_held_before_the_old_ones_outcome_is_settled_stays_held() ->
     book.hold([item(1, retry_count=1, locked_until=later)], reserved=0)  # leased again
     book.settle([failed.item], {"failed": 1})  # the old lease's outcome written
     assert book.held == 1
-    assert book.held_leases() == ([1], [1])  # the new lease, known to an adoption
+    assert book.held_leases() == ([1], [later])  # the new lease, known to an adoption
     again = run_one(book)
     book.claim(force=True, acquire=0, ack_interval=0.1)
     book.settle([again.item], {"completed": 1})
@@ -475,3 +475,68 @@ def test_the_heartbeat_extends_due_leases_and_reports_lost_ones(db: Conn) -> Non
     until = db.execute("SELECT locked_until FROM daz_retry_queue WHERE id = %s", [kept.id])
     row = until.fetchone()
     assert row is not None and row[0] > kept.locked_until
+
+
+def test_the_heartbeat_does_not_call_a_lease_lost_whose_outcome_is_being_written(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A renewal refused because the outcome's write ended the lease (a
+    completion, a failure leased again by another worker) was logged as
+    "lost the lease" of items nothing had gone wrong with; a running item
+    whose renewal is refused is still lost."""
+    book, _ = ledger()
+    book.hold([item(1), item(2), item(3)], reserved=0)
+    waiting, in_flight = run_one(book), run_one(book, ok=False)
+    assert book.take() is not None  # item 3 runs on
+    assert book.claim(force=True, acquire=0, ack_interval=0.1)[0] == [waiting, in_flight]
+    book.unclaim([waiting], 0)  # 1's write failed: it waits again; 2's is in flight
+    beat = Heartbeat(
+        book,
+        lambda ids, worker, lease: set(),  # every renewal refused
+        worker_id="w",
+        lock_timeout=60,
+        handler_timeout=None,
+        done=threading.Event(),
+    )
+    with caplog.at_level("WARNING", logger="retryq.worker"):
+        assert beat.beat(time.monotonic() + 30) == {3}
+    assert "lost the lease of 1 items: [3]" in caplog.text
+    book.settle([waiting.item, in_flight.item], {"completed": 1, "failed": 1})
+    book.hold([item(1, locked_until=EPOCH + timedelta(seconds=5))], reserved=0)  # leased again
+    assert beat.beat(time.monotonic() + 60) == {1, 3}  # the new lease has no outcome yet
+
+
+def test_a_stop_does_not_hand_back_an_older_copy_of_a_running_item() -> None:
+    """An item leased again while its older copy waited for a handler: the
+    newer lease runs, the stop comes, and the older copy (taken by another
+    thread, not yet begun) went back as unstarted, so the shutdown released
+    the item by id: the running lease, which another worker then ran too."""
+    book, stopping = ledger()
+    book.hold([item(1)], reserved=0)
+    book.hold([item(1, retry_count=1, locked_until=EPOCH + timedelta(seconds=10))], reserved=0)
+    older, newer = book.take(), book.take()
+    assert older is not None and newer is not None and book.begin(newer)
+    stopping.set()
+    assert not book.begin(older)
+    assert book.take_unstarted() == []
+
+
+def test_both_copies_of_an_item_taken_over_by_its_own_worker_finish() -> None:
+    """An item's lease ran out while its handler ran and this worker's own
+    acquire took it over: the newer copy runs too. The handlers were
+    counted by item id, so the first copy to finish took the other's place
+    and the second outcome was dropped as if released; when that was the
+    newer lease's, it was never written and was renewed for ever."""
+    book, _ = ledger()
+    book.hold([item(1)], reserved=0)
+    older = book.take()
+    assert older is not None and book.begin(older)
+    book.hold([item(1, retry_count=1, locked_until=EPOCH + timedelta(seconds=10))], reserved=0)
+    newer = book.take()
+    assert newer is not None and book.begin(newer)
+    book.finish(Outcome(older, ok=False, duration=0.0))
+    book.finish(Outcome(newer, ok=True, duration=0.0))
+    claimed, _ = book.claim(force=True, acquire=0, ack_interval=0.1)
+    assert [(o.item.retry_count, o.ok) for o in claimed] == [(0, False), (1, True)]
+    assert book.replaced(claimed) == ([claimed[1]], [claimed[0]])  # the older one is not written
+    assert book.busy() == (False, False)  # no handler left counted as running
