@@ -103,6 +103,9 @@ DECLARE
     v_after_priority integer;
     v_after_at timestamptz;
     v_after_id bigint;
+    -- the one listed event type, when p_event_types lists one (RetryWorker
+    -- with one handler): the routed fast path below
+    v_single_type text;
 BEGIN
     -- the server's clock unless the owner moves it (see _retryq_clock)
     IF p_now = now() THEN
@@ -126,6 +129,9 @@ BEGIN
     END IF;
     IF p_event_types IS NOT NULL OR p_plugin_names IS NOT NULL THEN
         PERFORM _retryq_check_routing(p_event_types, p_plugin_names);
+        IF pg_catalog.cardinality(p_event_types) = 1 THEN
+            v_single_type := p_event_types[1];
+        END IF;
     END IF;
     v_remaining := p_batch_size;
     v_until := p_now + pg_catalog.make_interval(secs => p_lock_timeout_seconds);
@@ -354,6 +360,57 @@ BEGIN
                                 AND k.plugin_name = l.plugin_name
                         );
                 END IF;
+            END IF;
+            IF v_single_type IS NOT NULL AND NOT v_gated AND NOT v_paused
+                AND NOT v_limited AND v_probe_event IS NULL THEN
+                -- Routed to one event type, and nothing to heed: the lighter
+                -- statement above with the type as the leading condition of
+                -- _retryq_active_routed_idx, one statement instead of the
+                -- candidates' walk and its lock. An expired lease among the
+                -- picked items makes it lease nothing, and what it left (or
+                -- others held) goes to the routed walk below, as before.
+                RETURN QUERY
+                WITH picked AS MATERIALIZED (
+                    SELECT a.id, a.status
+                    FROM _retryq_active AS a
+                    WHERE a.event_type = v_single_type
+                        AND a.priority = v_priority
+                        AND a.next_retry_at <= p_now
+                        AND (a.locked_until IS NULL OR a.locked_until <= p_now)
+                        AND (
+                            p_plugin_names IS NULL
+                            OR coalesce(a.plugin_name, '') = ANY(p_plugin_names)
+                        )
+                    ORDER BY a.next_retry_at, a.id
+                    LIMIT v_remaining
+                    FOR UPDATE SKIP LOCKED
+                ),
+                taken AS (
+                    UPDATE _retryq_active AS a
+                    SET
+                        status = 'processing',
+                        locked_by = p_worker_id,
+                        locked_until = v_until,
+                        last_attempted_at = p_now
+                    WHERE a.id = ANY(ARRAY(SELECT p.id FROM picked AS p))
+                        AND NOT EXISTS (
+                            SELECT 1 FROM picked AS p
+                            WHERE p.status = 'processing'
+                        )
+                    RETURNING a.*
+                )
+                SELECT
+                    t.id, t.event_id, t.event_type,
+                    coalesce(t.channel_name, ''), coalesce(t.plugin_name, ''),
+                    t.event_data, t.retry_count, t.max_retries, t.priority,
+                    coalesce(t.correlation_id, ''), t.event_metadata, t.tags,
+                    t.created_at, t.next_retry_at, t.locked_until,
+                    t.error_message, t.last_error_code
+                FROM taken AS t
+                ORDER BY t.next_retry_at, t.id;
+                GET DIAGNOSTICS v_taken = ROW_COUNT;
+                v_remaining := v_remaining - v_taken;
+                CONTINUE WHEN v_remaining = 0;
             END IF;
             v_asked := CASE WHEN v_probe_event IS NULL THEN v_remaining ELSE 1 END;
             IF p_event_types IS NULL THEN

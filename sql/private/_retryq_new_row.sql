@@ -90,7 +90,7 @@ WHEN (
         AND pg_catalog.length(new.event_type) <= 200
         AND (
             pg_catalog.ascii(new.event_type) BETWEEN 33 AND 126
-            OR new.event_type ~ '[^[:space:]\u0085\u00a0\u00ad\u1680\u180e\u2000-\u200f\u2028-\u202f\u205f-\u206f\u3000\ufeff]'
+            OR new.event_type ~ '[^[:space:]\u0085\u00a0\u00ad\u1680\u180e\u2000-\u200f\u2028-\u202f\u205f-\u206f\u3000\ufeff]'  -- noqa: LT05
         )
         AND (new.status = 'processing')
         = (new.locked_by IS NOT NULL AND new.locked_until IS NOT NULL)

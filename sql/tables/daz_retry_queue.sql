@@ -71,7 +71,7 @@ CREATE TABLE _retryq_active PARTITION OF daz_retry_queue (
     CONSTRAINT daz_retry_queue_event_type_check CHECK (
         length(event_type) <= 200 AND (
             ascii(event_type) BETWEEN 33 AND 126
-            OR event_type ~ '[^[:space:]\u0085\u00a0\u00ad\u1680\u180e\u2000-\u200f\u2028-\u202f\u205f-\u206f\u3000\ufeff]'
+            OR event_type ~ '[^[:space:]\u0085\u00a0\u00ad\u1680\u180e\u2000-\u200f\u2028-\u202f\u205f-\u206f\u3000\ufeff]'  -- noqa: LT05
         )
     ),
     CONSTRAINT daz_retry_queue_priority_check CHECK (priority BETWEEN 1 AND 10),
