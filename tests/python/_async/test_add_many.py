@@ -393,7 +393,11 @@ BAD_ITEMS: list[tuple[dict[str, Any], type[BaseException], str]] = [
         "retry_delay_seconds_check",
     ),
     ({"event_type": "e", "data": 1, "retry_jitter": 2}, pgerr.CheckViolation, "retry_jitter"),
-    ({"event_type": "e", "data": "\x00"}, pgerr.UntranslatableCharacter, "item [0-9]+: invalid data"),
+    (
+        {"event_type": "e", "data": "\x00"},
+        pgerr.UntranslatableCharacter,
+        "item [0-9]+: invalid data",
+    ),
     (
         {"event_type": "e\x00", "data": 1},
         pgerr.CharacterNotInRepertoire,
