@@ -127,6 +127,23 @@ def kill_and_retry(conn: Conn, item: int, now: datetime, **kwargs: Any) -> datet
 # --- enqueue -------------------------------------------------------------------------
 
 
+def test_a_bulk_insert_never_waits_for_jit_compilation(conn: Conn) -> None:
+    # the server's jit is on (as on the CI server): the insert trigger's
+    # estimate at 1,000 rows passed jit_above_cost, and compiling took 340 ms
+    # of a 370 ms COPY; the EXPLAIN of the INSERT times the trigger
+    conn.execute("SET jit = on")
+    [[plan]] = conn.execute(
+        "EXPLAIN (ANALYZE, FORMAT JSON) INSERT INTO daz_retry_queue (event_type, event_data)"
+        " SELECT 'e', jsonb_build_object('i', g) FROM generate_series(1, 1000) AS g"
+    ).fetchone()
+    [trigger] = [t for t in plan["Triggers"] if t["Trigger Name"] == "_retryq_inserted"]
+    config = conn.execute(
+        "SELECT proconfig FROM pg_proc WHERE proname = '_retryq_inserted'"
+    ).fetchone()
+    assert config is not None and "jit=off" in config[0], config
+    assert trigger["Calls"] == 1
+
+
 def test_enqueue_retry_item_defaults_and_delay(conn: Conn) -> None:
     first = enqueue(conn)
     later = enqueue(conn, delay_seconds=90.5, priority=9, tags=["a"], correlation_id="c")
