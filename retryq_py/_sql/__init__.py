@@ -33,6 +33,7 @@ from retryq_py._sql.params import (
     cancel_filter,
     dead_letter_filter,
     name_list,
+    refuse_nul_params,
     seconds,
     whole_seconds,
 )
@@ -119,6 +120,7 @@ __all__ = [
     "jsonb_encoder",
     "name_list",
     "random_uuids",
+    "refuse_nul_params",
     "seconds",
     "snooze_count",
     "text_array",

@@ -1,11 +1,14 @@
 """Parameters as the statements take them: durations in seconds, and the
-dead-letter filter requeue and purge share, and the cancel filter."""
+dead-letter filter requeue and purge share, and the cancel filter; and the
+refusal of a NUL character, named."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
+
+from psycopg import errors as pgerr
 
 Seconds = float | int | timedelta
 
@@ -70,3 +73,33 @@ def name_list(names: Iterable[str] | None, field: str) -> list[str] | None:
     if isinstance(names, (str, bytes)):
         raise TypeError(f"{field} must be a list of names, not one string: {names!r}")
     return list(names)
+
+
+# A statement parameter's name where the SQL function names the field otherwise.
+_FIELDS = {"error": "error_msg", "code": "error_code", "plugin": "plugin_name"}
+
+
+def refuse_nul_params(params: Mapping[str, Any]) -> None:
+    """Raise CharacterNotInRepertoire (22021, as PostgreSQL refuses a NUL
+    byte) naming the first text parameter, or element of a list parameter,
+    that holds U+0000; return when none does.
+
+    psycopg refuses such a value before sending it, with a DataError that
+    has no SQLSTATE and no field ("PostgreSQL text fields cannot contain
+    NUL"). Called only after that error, so a good call pays nothing; the
+    caller re-raises what it caught when this returns.
+    """
+    for key, value in params.items():
+        field = _FIELDS.get(key, key)
+        if isinstance(value, str) and "\x00" in value:
+            raise pgerr.CharacterNotInRepertoire(
+                f"retryq: invalid {field}: contains U+0000 (NUL), "
+                "which PostgreSQL cannot store in text"
+            )
+        if isinstance(value, list | tuple):
+            for n, element in enumerate(value):
+                if isinstance(element, str) and "\x00" in element:
+                    raise pgerr.CharacterNotInRepertoire(
+                        f"retryq: invalid {field}: {field}[{n}] contains U+0000 (NUL), "
+                        "which PostgreSQL cannot store in text"
+                    )

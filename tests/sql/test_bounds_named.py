@@ -128,6 +128,8 @@ def test_a_string_is_not_a_number(conn: Conn, item: dict[str, Any]) -> None:
     [
         ("1e20", "max_retries", "between 0 and 1000"),
         ("2147483648", "max_retries", "between 0 and 1000"),
+        ("1099511627776", "max_retries", "between 0 and 1000"),
+        ("2147483648", "priority", "between 1 and 10"),
         ("-2147483649", "priority", "between 1 and 10"),
         ("1e400", "priority", "between 1 and 10"),
         ("1e400", "retry_delay_seconds", "between 0 and 31536000"),
@@ -170,7 +172,8 @@ def test_a_fraction_for_an_integer_key_names_it_whole(conn: Conn, text: str) -> 
 def test_a_dedupe_keyed_batch_reads_numbers_alike(conn: Conn) -> None:
     """The keyed path converts the items on its own: the same rules."""
     rows = _items(conn, {"priority": 7.0, "dedupe_key": "d"})
-    assert conn.execute("SELECT priority FROM daz_retry_queue WHERE id = %s", [rows[1][0]]).fetchone() == (7,)
+    stored = conn.execute("SELECT priority FROM daz_retry_queue WHERE id = %s", [rows[1][0]])
+    assert stored.fetchone() == (7,)
     refused(conn, lambda: _items(conn, {"priority": "7", "dedupe_key": "e"}), "22023", "priority")
     refused(conn, lambda: _items(conn, {"priority": 1e20, "dedupe_key": "e"}), "22003", "priority")
 
@@ -179,9 +182,10 @@ def test_a_dedupe_keyed_batch_reads_numbers_alike(conn: Conn) -> None:
 
 
 def _copy(conn: Conn, plugin: str) -> None:
-    with conn.cursor() as cur, cur.copy(
-        "COPY daz_retry_queue (event_type, event_data, plugin_name) FROM STDIN"
-    ) as copy:
+    with (
+        conn.cursor() as cur,
+        cur.copy("COPY daz_retry_queue (event_type, event_data, plugin_name) FROM STDIN") as copy,
+    ):
         copy.write_row(("t", json.dumps(1), "ok"))
         copy.write_row(("t", json.dumps(1), plugin))
 
@@ -264,9 +268,7 @@ def test_a_blank_key_written_before_the_rule_can_still_be_ended(conn: Conn) -> N
         "INSERT INTO _retryq_rate_limit (event_type, plugin_name, max_leases, period)"
         " VALUES ('k', ' ', 1, '1 second')"
     )
-    conn.execute(
-        "INSERT INTO _retryq_circuit (event_type, plugin_name) VALUES ('k', ' ')"
-    )
+    conn.execute("INSERT INTO _retryq_circuit (event_type, plugin_name) VALUES ('k', ' ')")
     assert conn.execute("SELECT retry_queue_resume('k', ' ')").fetchone() == (True,)
     assert conn.execute("SELECT retry_rate_limit_clear('k', ' ')").fetchone() == (True,)
     assert conn.execute("SELECT retry_circuit_close('k', ' ')").fetchone() == (True,)
