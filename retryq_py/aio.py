@@ -104,6 +104,7 @@ class AsyncRetryQueue(QueueBase):
     async def _all(
         self, query: sql.Composed, params: Mapping[str, Any], rows: AsyncRowFactory[T]
     ) -> list[T]:
+        params = _sql.integer_params(params)
         async with self.connection() as conn, conn.cursor(row_factory=rows) as cur:
             try:
                 await cur.execute(query, params)
@@ -113,6 +114,7 @@ class AsyncRetryQueue(QueueBase):
             return await cur.fetchall()
 
     async def _one(self, query: sql.Composed, params: Mapping[str, Any]) -> Any:
+        params = _sql.integer_params(params)
         async with self.connection() as conn, conn.cursor(row_factory=scalar_row) as cur:
             try:
                 await cur.execute(query, params)

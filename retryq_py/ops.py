@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import class_row
 
-from retryq_py._sql import compose, refuse_nul_params
+from retryq_py._sql import compose, integer_params, refuse_nul_params
 from retryq_py._sql import ops as _q
 from retryq_py._sql.ops import Circuit, DeadLetterCount, Pause, RateLimit
 
@@ -49,7 +49,9 @@ class QueueMetrics:
 
 def _call(conn: Conn, query: Any, params: dict[str, Any]) -> Any:
     """One operator call; a NUL in a text argument is refused naming its
-    field (22021) instead of psycopg's unnamed DataError."""
+    field (22021) instead of psycopg's unnamed DataError, and an integer
+    argument that is no whole number (TypeError) instead of 42883."""
+    params = dict(integer_params(params))
     try:
         return conn.execute(query, params)
     except psycopg.DataError:

@@ -103,6 +103,7 @@ class RetryQueue(QueueBase):
             yield self.source
 
     def _all(self, query: sql.Composed, params: Mapping[str, Any], rows: RowFactory[T]) -> list[T]:
+        params = _sql.integer_params(params)
         with self.connection() as conn, conn.cursor(row_factory=rows) as cur:
             try:
                 cur.execute(query, params)
@@ -112,6 +113,7 @@ class RetryQueue(QueueBase):
             return cur.fetchall()
 
     def _one(self, query: sql.Composed, params: Mapping[str, Any]) -> Any:
+        params = _sql.integer_params(params)
         with self.connection() as conn, conn.cursor(row_factory=scalar_row) as cur:
             try:
                 cur.execute(query, params)

@@ -103,3 +103,51 @@ def refuse_nul_params(params: Mapping[str, Any]) -> None:
                         f"retryq: invalid {field}: {field}[{n}] contains U+0000 (NUL), "
                         "which PostgreSQL cannot store in text"
                     )
+
+
+# The integer parameters of the queue client and retryq_py.ops. PostgreSQL
+# would round a float sent for one where the statement casts it
+# (max_snoozes=3.5 was 4, item ids [1.5] were [2]), find no function where it
+# does not (42883), and take a string ("10"): each is refused naming the
+# field instead.
+_INTEGER_PARAMS = (
+    "item_id",
+    "item_ids",
+    "batch_size",
+    "max_snoozes",
+    "retention_days",
+    "max_rows",
+    "failure_threshold",
+    "max_leases",
+)
+
+
+def _integer(value: Any, field: str) -> int:
+    """An integer, or a float with no fraction (5.0 is 5, as enqueue takes it)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{field}: expected an integer, got {value!r}")
+    return int(value)
+
+
+def integer_params(params: Mapping[str, Any]) -> Mapping[str, Any]:
+    """params with its integer parameters checked: the same mapping when
+    each is an int (or None), else a copy with whole floats made ints;
+    TypeError naming the first that is not a whole number."""
+    fixed: dict[str, Any] | None = None
+    for key in _INTEGER_PARAMS:
+        value = params.get(key)
+        if value is None or type(value) is int:
+            continue
+        if type(value) is list:
+            if all(type(v) is int for v in value):
+                continue
+            value = [
+                v if type(v) is int else _integer(v, f"{key}[{n}]") for n, v in enumerate(value)
+            ]
+        else:
+            value = _integer(value, key)
+        fixed = fixed if fixed is not None else dict(params)
+        fixed[key] = value
+    return params if fixed is None else fixed

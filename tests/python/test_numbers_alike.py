@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from psycopg import errors as pgerr
 
-from retryq_py import RetryQueue
+from retryq_py import RetryQueue, ops
 
 Conn = psycopg.Connection[Any]
 
@@ -75,3 +75,72 @@ def test_a_wrong_number_gets_one_answer_on_every_path(
     with pytest.raises(error, match=named):
         PATHS[path](RetryQueue(db), given)
     assert db.execute("SELECT count(*) FROM daz_retry_queue").fetchone() == (0,)
+
+
+# The queue client's integer parameters: a float was rounded where the
+# statement casts it (max_snoozes=3.5 became 4, item ids [1.5] became [2]),
+# found no function where it does not (42883), and a string was taken.
+INTEGER_CALLS: list[tuple[str, Callable[[RetryQueue, Any], Any], str]] = [
+    ("acquire", lambda q, v: q.acquire("w", v), "batch_size"),
+    ("complete", lambda q, v: q.complete(v, "w"), "item_id"),
+    ("fail", lambda q, v: q.fail(v, "w", "boom"), "item_id"),
+    ("snooze", lambda q, v: q.snooze(1, "w", 5, max_snoozes=v), "max_snoozes"),
+    ("extend_lock", lambda q, v: q.extend_lock(v, "w"), "item_id"),
+    ("complete_many", lambda q, v: q.complete_many([1, v], "w"), r"item_ids\[1\]"),
+    ("release", lambda q, v: q.release([v], "w"), r"item_ids\[0\]"),
+    ("cancel", lambda q, v: q.cancel([v]), r"item_ids\[0\]"),
+    ("requeue", lambda q, v: q.requeue_dead_letters([v]), r"item_ids\[0\]"),
+    ("cleanup", lambda q, v: q.cleanup(v), "retention_days"),
+    ("cleanup max_rows", lambda q, v: q.cleanup(7, max_rows=v), "max_rows"),
+]
+
+
+@pytest.mark.parametrize(
+    ("verb", "call", "named"), INTEGER_CALLS, ids=[c[0] for c in INTEGER_CALLS]
+)
+@pytest.mark.parametrize("value", [1.5, "1", True])
+def test_an_integer_parameter_refuses_what_is_no_whole_number(
+    db: Conn, verb: str, call: Callable[[RetryQueue, Any], Any], named: str, value: Any
+) -> None:
+    q = RetryQueue(db)
+    q.add("e", {})
+    before = db.execute("SELECT array_agg(q::text) FROM daz_retry_queue AS q").fetchone()
+    with pytest.raises(TypeError, match=f"{named}: expected an integer"):
+        call(q, value)
+    assert db.execute("SELECT array_agg(q::text) FROM daz_retry_queue AS q").fetchone() == before
+
+
+@pytest.mark.parametrize(
+    ("verb", "call", "named"), INTEGER_CALLS, ids=[c[0] for c in INTEGER_CALLS]
+)
+def test_an_integer_parameter_takes_a_whole_float(
+    db: Conn, verb: str, call: Callable[[RetryQueue, Any], Any], named: str
+) -> None:
+    q = RetryQueue(db)
+    q.add("e", {})
+    call(q, 1.0)  # the integer 1: no error
+
+
+def test_a_whole_float_acquires_as_its_integer(db: Conn) -> None:
+    q = RetryQueue(db)
+    for n in range(3):
+        q.add("e", {"n": n})
+    leased = q.acquire("w", 2.0)
+    assert len(leased) == 2
+    assert q.complete_many([float(i.id) for i in leased], "w") == 2
+
+
+@pytest.mark.parametrize(
+    ("call", "named"),
+    [
+        (lambda c, v: ops.configure_circuit(c, "e", failure_threshold=v), "failure_threshold"),
+        (lambda c, v: ops.set_rate_limit(c, "e", max_leases=v), "max_leases"),
+    ],
+)
+def test_an_operator_integer_refuses_what_is_no_whole_number(
+    db: Conn, call: Callable[[Conn, Any], Any], named: str
+) -> None:
+    for value in (2.5, "2"):
+        with pytest.raises(TypeError, match=f"{named}: expected an integer"):
+            call(db, value)
+    call(db, 2.0)
