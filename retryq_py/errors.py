@@ -284,8 +284,22 @@ ITEM_CLASSES = frozenset(
 )
 
 
-def server_error_kind(exc: BaseException) -> ServerErrorKind:
+# The SQLSTATEs by which the queue's functions refuse an argument
+# (_retryq_check: 22023 invalid_parameter_value; _retryq_check_integer:
+# 22003 numeric_value_out_of_range; a cast: 22P02). From a statement whose
+# every argument is the worker's own setting (its acquire, retry_queue_due,
+# the heartbeat's renewal, release, complete: ids, worker_id, routing,
+# lock_timeout), they can only mean that its configuration is wrong: every
+# later call fails the same way.
+ARGUMENT_STATES = frozenset({"22023", "22003", "22P02"})
+
+
+def server_error_kind(exc: BaseException, *, own_arguments: bool = False) -> ServerErrorKind:
     """How the worker treats `exc` raised by one of its own statements.
+
+    `own_arguments`: the statement's every argument is the worker's own
+    setting, so a refused argument (ARGUMENT_STATES) is a configuration
+    error, not an item's.
 
     psycopg errors by SQLSTATE (see TRANSIENT_CLASSES, TRANSIENT_STATES and
     ITEM_CLASSES; every other class is a configuration error). Without a
@@ -299,6 +313,8 @@ def server_error_kind(exc: BaseException) -> ServerErrorKind:
     if isinstance(exc, PoolTimeout):
         return "transient"
     state = _state(exc)
+    if own_arguments and state in ARGUMENT_STATES:
+        return "configuration"
     if state is None:
         if isinstance(exc, psycopg.DataError):
             return "item"

@@ -22,6 +22,23 @@ def seconds(value: Seconds, field: str) -> float:
     return float(value)
 
 
+# sql/private/_retryq_blank.sql's invisible characters, besides whitespace
+_INVISIBLE = frozenset(
+    "\u0085\u00a0\u00ad\u1680\u180e\u3000\ufeff"
+    + "".join(map(chr, [*range(0x2000, 0x2010), *range(0x2028, 0x2030), *range(0x205F, 0x2070)]))
+)
+
+
+def is_blank(value: str) -> bool:
+    """_retryq_blank's rule, for a check before the SQL's: nothing but
+    whitespace or invisible characters ('' included). The SQL's
+    [[:space:]] depends on the server's locale; every Unicode space
+    (str.isspace) counts here, so what some server refuses is refused."""
+    if value and 33 <= ord(value[0]) <= 126:  # an ordinary name, decided at once
+        return False
+    return all(c.isspace() or c in _INVISIBLE for c in value)
+
+
 def whole_seconds(value: Seconds, field: str) -> int:
     """Lease lengths are whole seconds in SQL: round up, never down to zero."""
     s = seconds(value, field)

@@ -10,10 +10,10 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from types import FrameType
 from typing import Any
 
 import psycopg
@@ -29,9 +29,12 @@ from retryq_py.admin.target import (
     first_line,
 )
 from retryq_py.config import RetryConfig
+from retryq_py.errors import explain, server_error_kind
 from retryq_py.metrics import MetricsServer, start_metrics_server
 from retryq_py.worker import AsyncRetryWorker, RetryWorker, WorkerCounts, WorkerEvent
+from retryq_py.worker.events import unavailable_or_error
 from retryq_py.worker.handlers import is_coroutine_handler
+from retryq_py.worker.signals import relay_signals
 
 AnyWorker = RetryWorker | AsyncRetryWorker
 
@@ -58,7 +61,12 @@ def load_handlers(spec: str) -> Mapping[str, Any]:
                 f"invalid --handlers {spec!r}: no module named {exc.name!r}"
             ) from exc
         raise CommandError(f"importing {module_name}: {type(exc).__name__}: {exc}") from exc
-    except Exception as exc:
+    except KeyboardInterrupt:
+        raise  # Ctrl-C while importing: interrupted (130), as anywhere
+    except BaseException as exc:
+        # SystemExit (sys.exit() at import) included: a module that ends the
+        # process while imported is a handlers module that raised, not a
+        # worker that ran and succeeded
         raise CommandError(
             f"importing {module_name}: {type(exc).__name__}: {first_line(exc)}"
         ) from exc
@@ -130,7 +138,7 @@ def run_worker(
     given; no handler at all is a UsageProblem."""
     if exit_when_idle and exit_when_drained:
         raise UsageProblem("give --exit-when-idle or --exit-when-drained, not both")
-    check(t)  # fail fast: the worker itself would wait out an unreachable database
+    preflight(t)  # fail fast: the worker itself would wait out an unreachable database
     kind = (
         AsyncRetryWorker
         if any(is_coroutine_handler(fn) for fn in handlers.values())
@@ -182,6 +190,36 @@ def run_worker(
     return counts
 
 
+def preflight(
+    t: Target, *, max_backoff: float = 10.0, sleep: Callable[[float], None] = time.sleep
+) -> None:
+    """`check(t)` before a worker starts, its errors classified by SQLSTATE
+    as the running worker classifies those of its own statements
+    (server_error_kind): a database that cannot be reached or has no queue
+    raises at once (DatabaseUnreachable, NotInstalled); a transient error of
+    the check's statement (a statement_timeout, a cancel, too many
+    connections, a standby) is logged and tried again with a doubling
+    backoff, as the worker would; any other error (a privilege, say) is
+    raised, for the CLI to say with its exit code."""
+    backoff = 0.0
+    while True:
+        try:
+            check(t)
+            return
+        except psycopg.Error as exc:
+            if server_error_kind(exc) != "transient":
+                raise
+            backoff = min(max(backoff * 2, 0.1), max_backoff)
+            log.warning(
+                "worker: start-up check of %s: %s (%s); retrying in %.1fs",
+                t.describe(),
+                unavailable_or_error(exc),
+                explain(exc),
+                backoff,
+            )
+            sleep(backoff)
+
+
 class NextRetry:
     """When a pending item is due again, read on one connection of its own
     (opened at the first call); None when unknown. Thread-safe; close() it."""
@@ -211,22 +249,20 @@ class NextRetry:
 def _signals_stop(worker: AnyWorker, received: list[int]) -> Iterator[None]:
     """SIGINT and SIGTERM stop the worker (a second one forces it, as a second
     stop() does), and are recorded so that Ctrl-C can end with its exit code.
+    Handled in a thread of their own (relay_signals: a handler that took the
+    stop's lock deadlocked when a second signal landed inside the first).
     Main thread only: elsewhere the caller stops the worker."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
+    def on_signal(signum: signal.Signals) -> None:
         received.append(signum)
-        log.info("worker %s: %s, stopping", worker.worker_id, signal.Signals(signum).name)
-        worker.stop()
+        worker.stop()  # first: a part that logs only while running sees it stopping
+        log.info("worker %s: %s, stopping", worker.worker_id, signum.name)
 
-    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
+    with relay_signals(on_signal, (signal.SIGINT, signal.SIGTERM)):
         yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 def listen_error(exc: OSError, host: str, port: int, option: str) -> CommandError:

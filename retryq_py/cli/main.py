@@ -132,6 +132,14 @@ def _usage_line(exc: Any) -> str:
     return f"{where}: {text}" if where else text
 
 
+def _lost(exc: psycopg.OperationalError) -> bool:
+    """The server went away or never answered (no SQLSTATE, class 08, a
+    shutdown or a server starting up): exit 3. A statement_timeout (57014)
+    or another refusal with a SQLSTATE reached the server: exit 1."""
+    state = exc.sqlstate
+    return not state or state.startswith("08") or state in ("57P01", "57P02", "57P03")
+
+
 def _exit_for(exc: BaseException) -> tuple[str, int]:
     """The one line and exit code for an exception escaping a command."""
     if isinstance(exc, admin.CommandError):
@@ -148,7 +156,7 @@ def _exit_for(exc: BaseException) -> tuple[str, int]:
     # the queue's own refusal of a value the user gave
     if admin.is_refused_value(exc):
         return _public(admin.refusal(exc)), ExitCode.USAGE
-    if isinstance(exc, psycopg.OperationalError):
+    if isinstance(exc, psycopg.OperationalError) and _lost(exc):
         return f"database error: {_public(admin.first_line(exc))}", ExitCode.UNREACHABLE
     if isinstance(exc, psycopg.Error):
         return f"database error: {_public(admin.first_line(exc))}", ExitCode.FAILURE

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import signal
+import contextlib
 import threading
-from types import FrameType
 from typing import Annotated
 
 import typer
@@ -12,6 +11,7 @@ import typer
 from retryq_py import admin
 from retryq_py.cli.options import DatabaseOpt, KeyPluginOpt, PlainUsage, SchemaOpt
 from retryq_py.cli.render import circuits_table, err, out, rate_limits_table
+from retryq_py.worker.signals import relay_signals
 
 circuits_app = typer.Typer(
     help="Show and steer the circuit breakers (one per event_type and plugin).",
@@ -211,14 +211,13 @@ def metrics(
     """Serve the queue's Prometheus metrics at /metrics until SIGTERM/SIGINT."""
     t = admin.target(database, schema)
     stop = threading.Event()
+    with contextlib.ExitStack() as signals:
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
+        def serving(bound_port: int) -> None:
+            # only now: a Ctrl-C while connecting still interrupts at once;
+            # relayed, as the worker's (a handler that set the Event itself
+            # could land inside stop.wait() holding its lock, and deadlock)
+            signals.enter_context(relay_signals(lambda signum: stop.set()))
+            err.print(f"retryq metrics: http://{addr}:{bound_port}/metrics for {t.describe()}")
 
-    def serving(bound_port: int) -> None:
-        # only now: a Ctrl-C while connecting still interrupts at once
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
-        err.print(f"retryq metrics: http://{addr}:{bound_port}/metrics for {t.describe()}")
-
-    admin.serve_metrics(t, port, addr, stop, on_serving=serving)
+        admin.serve_metrics(t, port, addr, stop, on_serving=serving)

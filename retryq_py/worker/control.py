@@ -35,6 +35,9 @@ class Stop:
         self.force = threading.Event()
         self.done = threading.Event()
         self._wake = wake
+        # the first error of a part that is not a lane (the heartbeat): run() raises it
+        self.error: BaseException | None = None
+        self._error_lock = threading.Lock()
 
     def request(self, *, force: bool = False) -> None:
         """A second request forces, as a second SIGTERM does."""
@@ -47,6 +50,14 @@ class Stop:
         """Stop acquiring (a lane failed): the others end their loops too."""
         self.stopping.set()
         self._wake.set()
+
+    def fail(self, exc: BaseException) -> None:
+        """A part that is not a lane met an error no retry can help: stop at
+        once, and run() raises the first such error."""
+        with self._error_lock:
+            if self.error is None:
+                self.error = exc
+        self.abort()
 
     def abort(self) -> None:
         """An error: stop at once, with no grace period."""

@@ -99,10 +99,13 @@ def describe(exc: BaseException) -> str:
     return text if text else type(exc).__name__
 
 
-def database_error(exc: BaseException, kind: str | None = None) -> ServerErrorKind:
+def database_error(
+    exc: BaseException, kind: str | None = None, *, own_arguments: bool = False
+) -> ServerErrorKind:
     """Classify an error of the worker's own statement and count it in
-    retryq_worker_database_errors_total (by SQLSTATE and kind)."""
-    found = server_error_kind(exc)
+    retryq_worker_database_errors_total (by SQLSTATE and kind).
+    `own_arguments`: see server_error_kind."""
+    found = server_error_kind(exc, own_arguments=own_arguments)
     state = exc.sqlstate if isinstance(exc, psycopg.Error) else None
     metrics.DATABASE_ERRORS.labels(state or "", kind or found).inc()
     return found

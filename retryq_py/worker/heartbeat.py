@@ -6,7 +6,8 @@ its item; a handler past handler_timeout is left out, so its lease runs out
 and another worker takes the item over. A renewal is due at most half a
 lease into the lease, and its statement gets a deadline of an eighth of a
 lease (see `Heartbeat.run`): a renewal lost to a broken or silent connection
-is tried again, twice if need be, before the lease runs out.
+is tried again, twice if need be, before the lease runs out. A
+configuration error (see retryq_py.errors.server_error_kind) stops the worker.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class Heartbeat:
         lock_timeout: float,
         handler_timeout: float | None,
         done: threading.Event,
+        fail: Callable[[BaseException], None] | None = None,
     ) -> None:
         self._ledger = ledger
         self._extend_locks = extend_locks
@@ -42,6 +44,7 @@ class Heartbeat:
         self._lock_timeout = lock_timeout
         self._handler_timeout = handler_timeout
         self._done = done
+        self._fail = fail
         self._failed = False
         self._thread = threading.Thread(target=self.run, name="retryq-heartbeat", daemon=True)
 
@@ -72,7 +75,12 @@ class Heartbeat:
             kept = self._extend_locks(sorted(due), self._worker_id, self._lock_timeout)
         except DATABASE as exc:
             self._failed = True
-            database_error(exc)
+            # its arguments (ids, worker_id, lock_timeout) are the worker's own:
+            # a refusal, a privilege or a missing function fails every renewal,
+            # and the leases would run out under a worker that goes on leasing
+            if database_error(exc, own_arguments=True) == "configuration" and self._fail:
+                self._fail(exc)
+                return set()
             log.warning("worker %s: heartbeat failed (%s)", self._worker_id, explain(exc))
             return set()
         lost = self._ledger.extended(due, kept, now)

@@ -12,7 +12,8 @@ An error of a lane's statement is classified by SQLSTATE
 statement_timeout, idle_in_transaction_session_timeout, a full disk, a
 standby) is logged with its SQLSTATE and message, counted, and waited out
 with a doubling backoff; a configuration error (a privilege, a missing
-function, a pooler that loses prepared statements) stops run().
+function, a pooler that loses prepared statements, an argument refused
+by 22023, 22003 or 22P02: a setting of the worker's own) stops run().
 """
 
 from __future__ import annotations
@@ -154,6 +155,7 @@ class Lanes:
                         with self._exit_lock:
                             first, self._exit_reported = not self._exit_reported, True
                         if first:
+                            self._stop.halt()  # before the line: nothing starts after it
                             log.info(
                                 "worker %s: %s, stopping",
                                 s.worker_id,
@@ -178,7 +180,10 @@ class Lanes:
                 backoff = 0.0
                 self._wake.wait(lane, wait)
             except DATABASE as exc:
-                if database_error(exc) == "configuration":
+                # every argument of a lane's statements (acquire, due, complete)
+                # is the worker's own: a refused one is its configuration (the
+                # items' values are the flush's to handle, see FlushWriter)
+                if database_error(exc, own_arguments=True) == "configuration":
                     raise
                 if lost_reply(exc):
                     flusher.recover()

@@ -92,6 +92,8 @@ class Listener:
             try:
                 with psycopg.connect(conninfo, **kwargs) as conn:
                     channel = RetryQueue(conn, schema=self._schema).channel()
+                    if self._stopping.is_set():
+                        return
                     conn.execute(listen(channel))
                     backoff = 0.0
                     self._on_notify()  # anything sent while we were away
@@ -103,6 +105,8 @@ class Listener:
                         )
                         conn.execute("UNLISTEN *")
                         return
+                    if self._stopping.is_set():
+                        return  # stopped meanwhile: no "listening" after "stopping"
                     log.info("worker %s: listening on %s", self._worker_id, channel)
                     while not self._stopping.is_set():
                         for _ in conn.notifies(timeout=0.5):

@@ -6,7 +6,8 @@ cleanup_interval it deletes finished items `slice` rows per statement
 (cleanup_retry_queue's max_rows, under the lock that makes workers sharing
 a queue take turns) until a slice comes back short. A slice cancelled by a
 statement_timeout (57014) is halved for the next try; a role that may not
-run cleanup (42501) turns it off with a warning; other errors are logged
+run cleanup (42501) or whose settings it refuses (22023: retention_days)
+turns it off with a warning; other errors are logged
 with their SQLSTATE and retried at the next interval.
 """
 
@@ -20,7 +21,7 @@ from typing import Any, Protocol
 import psycopg
 
 from retryq_py._sql import CleanupResult
-from retryq_py.errors import explain
+from retryq_py.errors import ARGUMENT_STATES, explain
 from retryq_py.worker.events import DATABASE, database_error
 
 log = logging.getLogger("retryq.worker")
@@ -90,7 +91,19 @@ class Maintenance:
             )
             return False
         except DATABASE as exc:
-            database_error(exc, "cleanup")
+            if (
+                database_error(exc, "cleanup", own_arguments=True) == "configuration"
+                and (exc.sqlstate if isinstance(exc, psycopg.Error) else None) in ARGUMENT_STATES
+            ):
+                # its arguments are the worker's settings (retention_days):
+                # every pass would fail the same way
+                log.error(
+                    "worker %s: cleanup_retry_queue refuses this worker's settings (%s);"
+                    " scheduled cleanup is off",
+                    self._worker_id,
+                    explain(exc),
+                )
+                return False
             if isinstance(exc, psycopg.errors.QueryCanceled) or (
                 isinstance(exc, psycopg.OperationalError) and not exc.sqlstate
             ):  # a statement_timeout, or the statement deadline cut it

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import TypeVar
 
-from retryq_py._sql import RetryQueueItem
+from retryq_py._sql import RetryQueueItem, is_blank
 
 Handler = Callable[[RetryQueueItem], object]
 H = TypeVar("H", bound=Handler)
@@ -26,8 +26,9 @@ class HandlerRegistry(Mapping[str, Handler]):
             self.register(event_type, fn)
 
     def register(self, event_type: str, fn: Handler) -> None:
-        if not isinstance(event_type, str) or not event_type.strip():
-            raise ValueError(f"event_type must be a non-empty string, got {event_type!r}")
+        # blank by the queue's rule (_retryq_blank): no item can have that type
+        if not isinstance(event_type, str) or is_blank(event_type):
+            raise ValueError(f"event_type must be a non-blank string, got {event_type!r}")
         if not callable(fn):
             raise TypeError(f"handler for {event_type!r} is not callable: {fn!r}")
         if event_type in self._handlers:

@@ -317,6 +317,7 @@ class RetryWorker:
                     lock_timeout=s.lock_timeout,
                     handler_timeout=s.handler_timeout,
                     done=stop.done,
+                    fail=stop.fail,
                 ),
                 Maintenance(
                     queue,
@@ -332,7 +333,10 @@ class RetryWorker:
             try:
                 lanes.run(exit_when)
                 left_active = lanes.left_active
-                shutdown.run()
+                if stop.error is None:
+                    shutdown.run()
+                if stop.error is not None:  # the heartbeat's: stop as for a lane's
+                    raise stop.error
             except BaseException as exc:
                 # not a lost connection (a missing schema, a privilege), or an
                 # interrupt: give back what we hold if we can, then let the

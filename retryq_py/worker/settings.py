@@ -3,15 +3,54 @@ and its routing (which items it leases), which AsyncRetryWorker shares."""
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from retryq_py import _sql
 from retryq_py.config import RetryConfig
 
 _NO_NUL = "which PostgreSQL cannot store in text"
+# acquire_retry_items' bounds (see _retryq_check_routing, _retryq_check_worker):
+# a setting beyond one fails every acquire, so it is refused when the worker is made
+MAX_ROUTED = 1000
+MAX_WORKER_ID = 200
+MAX_LEASE = 86400  # lock_timeout, seconds
+MAX_RETENTION_DAYS = 36500  # _retryq_cleanup_cutoff
+
+
+def _check_name(field: str, name: str, hint: str = "") -> None:
+    """ValueError for a name the SQL refuses as blank, or holding NUL."""
+    if "\x00" in name:
+        raise ValueError(f"{field} {name!r} contains U+0000 (NUL), {_NO_NUL}")
+    if _sql.is_blank(name):
+        raise ValueError(
+            f"{field} {name!r} is blank (whitespace or invisible characters only)"
+            + (f": {hint}" if hint else "")
+        )
+
+
+def _whole(field: str, value: object, low: int, high: int) -> int:
+    """An integer setting within the SQL's bounds (a whole float is taken)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{field} must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{field} must be between {low} and {high}, got {value}")
+    return value
+
+
+def _duration(field: str, value: object, *, zero: bool = False) -> float:
+    """A duration setting: a finite number of seconds, positive (or 0 when `zero`)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"{field} must be a number of seconds, got {value!r}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        rule = "at least 0" if zero else "positive"
+        raise ValueError(f"{field} must be a finite number of seconds, {rule}, got {value!r}")
+    return float(value)
 
 
 def default_worker_id(name: str = "retryq") -> str:
@@ -44,12 +83,20 @@ class Routing:
     ) -> Routing:
         """ValueError when there is no handler (such a worker would lease
         nothing, or dead-letter everything), plugin_names is empty, or a name
-        holds U+0000 (which the SQL could not even be sent)."""
+        is one acquire_retry_items would refuse at every call (the worker
+        would then retry forever): a blank event type or plugin name other
+        than '' (whitespace or invisible characters only, _retryq_blank's
+        rule), None among the plugin names, more than 1000 of either, or
+        U+0000 (which the SQL could not even be sent)."""
         if not handlers:
             raise ValueError(
                 "no handlers: a worker leases only the event types it has handlers for;"
                 " register at least one"
             )
+        for event_type in handlers:
+            if not isinstance(event_type, str):
+                raise TypeError(f"event_types: handler key {event_type!r} is not a string")
+            _check_name("event_types: handler key", event_type)
         plugins: tuple[str, ...] | None = None
         if plugin_names is not None:
             if isinstance(plugin_names, str):
@@ -57,11 +104,20 @@ class Routing:
             plugins = tuple(plugin_names)
             if not plugins:
                 raise ValueError("plugin_names is empty: give None for every plugin")
+            for plugin in plugins:
+                if not isinstance(plugin, str):
+                    raise ValueError(
+                        f"plugin_names: {plugin!r} is not a name (use '' for items without"
+                        " a plugin)"
+                    )
+                if plugin:
+                    _check_name("plugin_names: plugin name", plugin, "use '' for items without one")
         event_types = None if all_event_types else tuple(sorted(handlers))
         for field, names in (("event_types", event_types), ("plugin_names", plugins)):
-            for name in names or ():
-                if isinstance(name, str) and "\x00" in name:
-                    raise ValueError(f"{field}: {name!r} contains U+0000 (NUL), {_NO_NUL}")
+            if names is not None and len(names) > MAX_ROUTED:
+                raise ValueError(
+                    f"{field}: {len(names)} given, acquire_retry_items takes at most {MAX_ROUTED}"
+                )
         return cls(event_types, plugins)
 
     @property
@@ -134,8 +190,11 @@ class Settings:
         cfg = config or RetryConfig()
         count = worker_count if worker_count is not None else cfg.worker_count
         lock = lock_timeout if lock_timeout is not None else cfg.lock_timeout
-        if count < 1:
-            raise ValueError(f"worker_count must be at least 1, got {count}")
+        count = _whole("worker_count", count, 1, 1_000_000)
+        if not 1 <= _duration("lock_timeout", lock) <= MAX_LEASE:
+            raise ValueError(
+                f"lock_timeout must be between 1 and {MAX_LEASE} seconds, got {lock:g}"
+            )
         # Two transactions in flight by default: on a 2-core server 1, 2, 3
         # and 4 lanes drained about 5.7k, 8k, 6.6k and 6.7k no-op items/s (4
         # handler threads, batch 10); a third lane only adds contention.
@@ -178,20 +237,30 @@ class Settings:
             # an item snoozed more often becomes a dead letter (snooze_limit)
             max_snoozes=max_snoozes,
         )
-        if "\x00" in settings.worker_id:
-            raise ValueError(f"worker_id {settings.worker_id!r} contains U+0000 (NUL), {_NO_NUL}")
-        if not 1 <= settings.batch_size <= 1000:
-            raise ValueError(f"batch_size must be between 1 and 1000, got {settings.batch_size}")
-        if isinstance(max_snoozes, bool) or not 0 <= max_snoozes <= 10000:
-            raise ValueError(f"max_snoozes must be between 0 and 10000, got {max_snoozes}")
-        if settings.poll_interval <= 0:
-            raise ValueError(f"poll_interval must be positive, got {settings.poll_interval}")
-        if lock < 1:
-            raise ValueError(f"lock_timeout must be at least 1 second, got {lock}")
-        if settings.statement_deadline <= 0:
+        # what acquire_retry_items, extend_retry_lock and cleanup_retry_queue
+        # refuse (22023, 22003) is refused now, naming the setting: at run
+        # time it would fail every call, and the worker would stop on it
+        if not isinstance(settings.worker_id, str):
+            raise ValueError(f"worker_id must be a string, got {settings.worker_id!r}")
+        _check_name("worker_id", settings.worker_id)
+        if len(settings.worker_id) > MAX_WORKER_ID:
             raise ValueError(
-                f"statement_deadline must be positive, got {settings.statement_deadline}"
+                f"worker_id must be at most {MAX_WORKER_ID} characters,"
+                f" got {len(settings.worker_id)}"
             )
+        settings = replace(
+            settings,
+            batch_size=_whole("batch_size", settings.batch_size, 1, 1000),
+            max_snoozes=_whole("max_snoozes", max_snoozes, 0, 10000),
+            retention_days=_whole("retention_days", settings.retention_days, 0, MAX_RETENTION_DAYS),
+        )
+        for field in ("poll_interval", "statement_deadline", "ack_interval", "max_backoff"):
+            _duration(field, getattr(settings, field))
+        for field in ("grace_period", "cleanup_interval"):
+            _duration(field, getattr(settings, field), zero=True)
+        _duration("connect_timeout", connect_timeout)
+        if handler_timeout is not None:
+            _duration("handler_timeout", handler_timeout)
         return settings
 
     @property

@@ -69,7 +69,7 @@ class Shutdown:
                 self._wake.wait(0, min(0.05, deadline - time.monotonic()))
                 backoff = 0.0
             except DATABASE as exc:
-                if database_error(exc) == "configuration":
+                if database_error(exc, own_arguments=True) == "configuration":
                     raise
                 if self._stop.force.is_set() or time.monotonic() >= deadline:
                     log.warning(
@@ -90,7 +90,7 @@ class Shutdown:
         try:
             self.release(late)
         except DATABASE as exc:
-            database_error(exc)
+            database_error(exc, own_arguments=True)
             log.warning("worker %s: could not release (%s)", self._worker_id, explain(exc))
 
     def release(self, items: list[RetryQueueItem]) -> None:
