@@ -70,7 +70,8 @@ def relay_signals(
         os.set_blocking(write_fd, True)
         os.write(write_fd, bytes((_END,)))
         os.close(write_fd)
-        thread.join()
+        # a stop that blocks this long is stuck: the process must still end
+        thread.join(timeout=10)
 
 
 @contextmanager

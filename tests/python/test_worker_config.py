@@ -297,11 +297,12 @@ def test_the_cli_stops_the_worker_outside_the_signal_handler() -> None:
                 stops.append(threading.current_thread().name)
 
     received: list[int] = []
-    with lock, running._signals_stop(Worker(), received):  # type: ignore[arg-type]
-        os.kill(os.getpid(), signal.SIGINT)
-        os.kill(os.getpid(), signal.SIGTERM)
-        for _ in range(10000):  # the handlers run here, while this thread holds the lock
-            pass
+    with running._signals_stop(Worker(), received):  # type: ignore[arg-type]
+        with lock:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGTERM)
+            for _ in range(10000):  # the handlers run here, while this thread holds the lock
+                pass
     # the block's end relays every signal received before it
     assert received == [signal.SIGINT, signal.SIGTERM]
     assert stops == ["retryq-signals", "retryq-signals"]
