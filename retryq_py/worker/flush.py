@@ -143,9 +143,10 @@ class FlushWriter:
         cur = psycopg.ClientCursor(conn)  # binds the values into the text, quoted
         cur.adapters.register_loader("jsonb", JsonbFromText)
         parts = [self._fail(cur, text, o) for o in outcomes if not o.ok]
-        ok_ids = [o.item.id for o in outcomes if o.ok]
+        ok = [o.item for o in outcomes if o.ok]
+        ok_ids = [i.id for i in ok]
         if ok_ids:
-            parts.append(self._complete(text, ok_ids))
+            parts.append(self._complete(text, ok))
         if want:
             parts.append(self._acquire(text, want))
         cur.execute(";\n".join(parts))
@@ -174,10 +175,11 @@ class FlushWriter:
         for o in outcomes:
             if not o.ok:
                 failed_written.append(self._fail_alone(cur, text, o))
-        ok_ids = [o.item.id for o in outcomes if o.ok]
+        ok = [o.item for o in outcomes if o.ok]
+        ok_ids = [i.id for i in ok]
         lost: set[int] = set()
         if ok_ids:
-            completed, at = cur.execute(self._complete(text, ok_ids)).fetchone() or (0, None)
+            completed, at = cur.execute(self._complete(text, ok)).fetchone() or (0, None)
             lost = self._lost(conn, ok_ids, completed, at)
         leased: list[RetryQueueItem] = []
         rejected: list[Outcome] = []
@@ -251,6 +253,7 @@ class FlushWriter:
                     "delay": o.snooze,
                     "max_snoozes": self._max_snoozes,
                     "now": None,
+                    "leased_at": o.item.leased_at,
                 },
             )
         return cur.mogrify(
@@ -263,15 +266,17 @@ class FlushWriter:
                 "retryable": o.retryable,
                 "retry_after": o.retry_after,
                 "now": None,
+                "leased_at": o.item.leased_at,
             },
         )
 
     @staticmethod
-    def _complete(text: FlushText, ok_ids: list[int]) -> str:
+    def _complete(text: FlushText, ok: list[RetryQueueItem]) -> str:
         return text.complete_at % {
-            "item_ids": "'{" + ",".join(map(str, ok_ids)) + "}'",  # integers
+            "item_ids": "'{" + ",".join(str(i.id) for i in ok) + "}'",  # integers
             "worker_id": text.worker,
             "now": "NULL",
+            "leased_at": _times([i.leased_at for i in ok]),
         }
 
     def _acquire(self, text: FlushText, want: int) -> str:
@@ -602,13 +607,17 @@ class Flusher:
                 row is not None
                 and row[1] == "processing"
                 and row[2] == me
-                and row[4] == o.item.retry_count
-                and snooze_count(row[5]) == o.item.snoozes
+                and (
+                    row[6] == o.item.leased_at
+                    if o.item.leased_at is not None
+                    else row[4] == o.item.retry_count and snooze_count(row[5]) == o.item.snoozes
+                )
             ):
-                # not written: still ours, the same attempt, snoozed as often
-                # (a snooze written with a zero delay may have been leased
-                # again by the same flush's acquire: written again, it would
-                # snooze the new lease)
+                # not written: still the same lease, ours (its grant time;
+                # without one, the same attempt snoozed as often). Written
+                # again, it is fenced to that lease all the same: a newer one
+                # (a zero-delay snooze leased again by the same flush, say)
+                # refuses it.
                 again.append(o)
                 continue
             since = o.item.locked_until - self._lease
@@ -678,13 +687,20 @@ class Flusher:
             # renew them a third of a lease from now, maybe after they ran out). The
             # items keep the acquire's locked_until, by which a lane whose
             # reply was only slow recognises them (see Ledger.hold).
+            # by id, the one lock order (see Heartbeat.beat), each fenced to
+            # the lease read
+            found = sorted(
+                [(i.id, i.leased_at) for i in items]
+                + [(o.item.id, o.item.leased_at) for o in rejected],
+                key=lambda lease: lease[0],
+            )
             kept = {
                 r[0]
                 for r in conn.execute(
                     self._statements.extend_locks,
                     {
-                        # by id, the one lock order (see Heartbeat.beat)
-                        "item_ids": sorted([i.id for i in items] + [o.item.id for o in rejected]),
+                        "item_ids": [i for i, _ in found],
+                        "leased_at": [at for _, at in found],
                         "worker_id": self._worker_id,
                         # rounded as the heartbeat's renewals are
                         "lock_timeout": whole_seconds(self._lease.total_seconds(), "lock_timeout"),
@@ -699,6 +715,14 @@ class Flusher:
                 len(items) + len(rejected),
             )
         self._ledger.hold(items, 0, rejected, adopt=True)  # also ends held_leases' watch
+
+
+def _times(values: list[datetime | None]) -> str:
+    """A timestamptz[] literal of the leases' grant times (ISO text needs
+    no escaping); NULL, no fence, when one is unknown (an item built by hand)."""
+    if any(v is None for v in values):
+        return "NULL"
+    return "'{" + ",".join(f'"{v.isoformat()}"' for v in values if v is not None) + "}'"
 
 
 def lost_reply(exc: BaseException) -> bool:

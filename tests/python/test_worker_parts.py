@@ -225,14 +225,15 @@ def test_due_for_extension_leaves_out_young_leases_and_handlers_past_their_time(
     book, _ = ledger()
     book.hold([item(1), item(2), item(3)], reserved=0)
     now = time.monotonic()
-    assert book.due_for_extension(now, 100, None) == []
+    assert book.due_for_extension(now, 100, None) == {}
     slow = book.take()
     assert slow is not None and book.begin(slow)
     later = now + 200
     assert sorted(book.due_for_extension(later, 100, None)) == [1, 2, 3]
     assert sorted(book.due_for_extension(later, 100, 150)) == [2, 3]  # 1 runs too long
-    assert book.extended([1, 2, 3], kept={1, 2}, now=later) == {3}
-    assert book.due_for_extension(later + 50, 100, None) == [3]  # 1 and 2 renewed
+    due = book.due_for_extension(later, 100, None)
+    assert book.extended(due, kept={1, 2}, now=later) == {3}
+    assert list(book.due_for_extension(later + 50, 100, None)) == [3]  # 1 and 2 renewed
 
 
 def test_the_ledger_under_concurrency_hands_out_writes_and_counts_each_item_once() -> None:
