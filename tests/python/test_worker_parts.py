@@ -493,7 +493,7 @@ def test_the_heartbeat_does_not_call_a_lease_lost_whose_outcome_is_being_written
     book.unclaim([waiting], 0)  # 1's write failed: it waits again; 2's is in flight
     beat = Heartbeat(
         book,
-        lambda ids, worker, lease: set(),  # every renewal refused
+        lambda ids, worker, lease, leased_at: set(),  # every renewal refused
         worker_id="w",
         lock_timeout=60,
         handler_timeout=None,
