@@ -427,12 +427,22 @@ class Flusher:
         self._lease = timedelta(seconds=lease)
         self._statements = FlushStatements(schema)
         # After a reply was lost: the items whose outcomes may have been
-        # written, and whether an acquire may have leased items we never saw.
+        # written.
         self._doubt: set[int] = set()
-        self._lease_doubt = False
+        # Acquires whose reply was lost (they may have leased items we never
+        # saw), counted, and how many of them a take-up has settled: a take-up settles only those whose server
+        # process it waited for (see flush). A flag cleared by one lane's
+        # take-up would also clear a loss another lane noticed meanwhile,
+        # whose statement the server was still running: its leases then
+        # expired under this live worker.
+        self._lost_acquires = 0
+        self._settled_acquires = 0
         self._adopting = threading.Lock()
         # the server processes of the connections whose replies were lost
         self._old_backends: set[int] = set()
+        # the doubt's counts and processes change together (lanes lose
+        # replies concurrently)
+        self._doubt_lock = threading.Lock()
 
     def flush(self, *, force: bool, acquire: int = 0) -> tuple[int, int, int]:
         """Write outcomes, then lease up to `acquire` items, in one transaction.
@@ -448,22 +458,35 @@ class Flusher:
         outcomes, acquire = self._ledger.claim(
             force=force, acquire=acquire, ack_interval=self._ack_interval
         )
-        if not outcomes and not acquire and not self._lease_doubt:
+        if not outcomes and not acquire and self._lost_acquires == self._settled_acquires:
             return 0, 0, 0
         pid = None
         try:
             with self._pool.connection() as conn:
                 pid = conn.info.backend_pid
-                if self._old_backends and ((self._doubt and outcomes) or self._lease_doubt):
-                    self._await_old_backends(conn)
+                with self._doubt_lock:
+                    # the lost acquires counted by now are those whose
+                    # processes are waited for here (each loss adds its
+                    # process before it is counted)
+                    lost = self._lost_acquires
+                    waiting = bool(self._doubt and outcomes) or lost > self._settled_acquires
+                    pids = set(self._old_backends) if waiting else set()
+                if pids:
+                    self._await_old_backends(conn, pids)
+                    with self._doubt_lock:  # forgotten once waited for
+                        self._old_backends -= pids
                 if self._doubt and outcomes:
                     outcomes = self._settle(conn, outcomes)
-                if self._lease_doubt and not self._doubt and self._adopting.acquire(False):
+                if (
+                    lost > self._settled_acquires
+                    and not self._doubt
+                    and self._adopting.acquire(False)
+                ):
                     # after every doubtful outcome is settled (an item whose
                     # failure was written may be leased again by that write),
                     # one lane at a time
                     try:
-                        self._adopt(conn)
+                        self._adopt(conn, lost)
                     finally:
                         self._adopting.release()
                 outcomes = self._drop_replaced(outcomes)
@@ -473,10 +496,11 @@ class Flusher:
                 written = self._writer.write(conn, outcomes, acquire)
         except BaseException as exc:
             if lost_reply(exc):
-                self._doubt.update(o.item.id for o in outcomes)
-                self._lease_doubt = self._lease_doubt or acquire > 0
-                if pid:
-                    self._old_backends.add(pid)
+                with self._doubt_lock:
+                    self._doubt.update(o.item.id for o in outcomes)
+                    if pid:
+                        self._old_backends.add(pid)
+                    self._lost_acquires += acquire > 0
             self._ledger.unclaim(outcomes, acquire)
             raise
         self._report(outcomes, written)
@@ -558,17 +582,16 @@ class Flusher:
             )
         return outcomes
 
-    def _await_old_backends(self, conn: psycopg.Connection[Any]) -> None:
+    def _await_old_backends(self, conn: psycopg.Connection[Any], pids: set[int]) -> None:
         """Before reading what a lost reply did: the server finishes that
         statement (and its COMMIT) after the client is gone, so wait, up to a
         quarter of the lease (at most 10 s), until its process is idle or gone.
         Read earlier, the items an acquire was committing look free and are
         never taken up, and expire under this live worker (seen in the crash
         test). The waiting lane holds no lock the statement could need."""
-        pids, self._old_backends = list(self._old_backends), set()
         deadline = time.monotonic() + min(self._lease.total_seconds() / 4, 10.0)
         while True:
-            row = conn.execute(self._statements.old_backend_busy, {"pids": pids}).fetchone()
+            row = conn.execute(self._statements.old_backend_busy, {"pids": list(pids)}).fetchone()
             if not (row and row[1]):
                 return
             if time.monotonic() >= deadline:
@@ -576,7 +599,7 @@ class Flusher:
                     "worker %s: the server still runs the statement whose reply was lost"
                     " (process %s); reading the queue without waiting longer",
                     self._worker_id,
-                    pids,
+                    sorted(pids),
                 )
                 return
             time.sleep(0.05)
@@ -649,19 +672,16 @@ class Flusher:
         in_doubt = {o.item.id for o in doubtful}
         return again + [o for o in outcomes if o.item.id not in in_doubt]
 
-    def _adopt(self, conn: psycopg.Connection[Any]) -> None:
-        """An acquire lost its reply: the items the queue says this worker
-        holds and it does not know of are taken up, as if just leased."""
-        # settled as of the read below (a lost acquire after it sets the doubt
-        # again), but only once they are held: should the read or the renewal
-        # fail, cleared for good the doubt would leave them to expire under
-        # this live worker, unless the failing flush had asked for items too
-        self._lease_doubt = False
-        try:
-            self._take_up(conn)
-        except BaseException:
-            self._lease_doubt = True
-            raise
+    def _adopt(self, conn: psycopg.Connection[Any], lost: int) -> None:
+        """Acquires lost their reply: the items the queue says this worker
+        holds and it does not know of are taken up, as if just leased. The
+        first `lost` lost acquires are settled by it, once the items are held
+        (should the read or the renewal fail, they stay in doubt): their
+        processes were waited for before the read. One noticed since may
+        still be running on the server; a later take-up settles it."""
+        self._take_up(conn)
+        with self._doubt_lock:
+            self._settled_acquires = max(self._settled_acquires, lost)
 
     def _take_up(self, conn: psycopg.Connection[Any]) -> None:
         cur = conn.cursor()

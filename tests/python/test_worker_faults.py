@@ -949,6 +949,63 @@ def test_a_lease_renewed_before_its_adoption_is_not_held_twice(
     assert book.held == 1
 
 
+def test_a_lost_acquire_noticed_while_another_lane_settles_is_taken_up(
+    module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    """Lane A waits for the server processes of the replies lost so far,
+    settles its outcomes in doubt, then takes up the leases it does not know.
+    Lane B's acquire loses its reply while A settles: the doubt it raised was
+    cleared by A's take-up, whose read came before B's statement committed
+    (A never waited for B's process), so the items B leased stayed unknown
+    and expired under the live worker. That is the pattern of the cut crash
+    test's rare failure: four to seven leases of one worker, with the
+    locked_until of one acquire, expired together, and nothing in the
+    worker's log. A take-up now settles only the lost acquires it waited for."""
+    first = q.add("e", {"i": 0}).id
+    book = Ledger(batch_size=5, capacity=10, stopping=threading.Event(), lease=10)
+    steps: list[Any] = []
+    late: list[int] = []
+    with ConnectionPool(
+        module_dsn, kwargs={"autocommit": True}, min_size=2, max_size=3, open=True
+    ) as pool:
+
+        armed: list[bool] = []
+
+        def lane_b_loses_an_acquire(events: list[Any]) -> None:
+            if not armed or late:
+                return
+            late.append(q.add("e", {"i": 1}).id)
+            with pytest.raises(psycopg.OperationalError):
+                flusher.flush(force=True, acquire=1)  # sent, not yet run by the server
+
+        flusher = Flusher(
+            worker_id="w",
+            ack_interval=0.0,
+            ledger=book,
+            pool=pool,
+            writer=Scripted(FlushWriter("w", None, 10), steps),
+            emit=lane_b_loses_an_acquire,  # reports run while A settles
+            lease=10,
+        )
+        assert flusher.flush(force=True, acquire=1)[1] == 1
+        held = book.take()
+        assert held is not None and held.id == first and book.begin(held)
+        book.finish(Outcome(held, ok=True, duration=0.0))
+        steps += ["lost", "lose"]  # A's completion loses its reply; B's acquire too
+        with pytest.raises(psycopg.OperationalError):
+            flusher.flush(force=True)
+        armed.append(True)  # B's loss lands while A settles
+        flusher.flush(force=True)  # lane A: settles the completion, takes up leases
+        assert late and book.held == 0
+        # the server runs B's acquire only now
+        assert [it.id for it in q.acquire("w", 1, 10)] == late
+        flusher.flush(force=False)
+    assert statuses(db) == {"completed": 1, "processing": 1}
+    assert book.held == 1, "the leases of a lost acquire were left to expire"
+    taken = book.take()
+    assert taken is not None and taken.id == late[0] and book.begin(taken)
+
+
 def test_leases_in_doubt_stay_in_doubt_when_taking_them_up_fails(
     module_dsn: str, db: Conn, q: RetryQueue
 ) -> None:
