@@ -430,11 +430,11 @@ class Flusher:
         # written.
         self._doubt: set[int] = set()
         # Acquires whose reply was lost (they may have leased items we never
-        # saw), counted, and how many of them a take-up has settled: a take-up settles only those whose server
-        # process it waited for (see flush). A flag cleared by one lane's
-        # take-up would also clear a loss another lane noticed meanwhile,
-        # whose statement the server was still running: its leases then
-        # expired under this live worker.
+        # saw), counted, and how many of them a take-up has settled: a
+        # take-up settles only those whose server process it waited for (see
+        # flush). A flag cleared by one lane's take-up would also clear a
+        # loss another lane noticed meanwhile, whose statement the server was
+        # still running: its leases then expired under this live worker.
         self._lost_acquires = 0
         self._settled_acquires = 0
         self._adopting = threading.Lock()
