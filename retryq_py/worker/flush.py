@@ -477,14 +477,15 @@ class Flusher:
                         self._old_backends -= pids
                 if self._doubt and outcomes:
                     outcomes = self._settle(conn, outcomes)
-                if (
-                    lost > self._settled_acquires
-                    and not self._doubt
-                    and self._adopting.acquire(False)
-                ):
-                    # after every doubtful outcome is settled (an item whose
-                    # failure was written may be leased again by that write),
-                    # one lane at a time
+                # One lane at a time, without waiting for the outcomes in
+                # doubt to be settled: another lane may hold them, stuck on a
+                # silent connection until its statement deadline, and that
+                # wait after the one that noticed the loss cost the leases
+                # their whole lease. An outcome in doubt whose item the
+                # take-up holds under a newer lease (its failure written and
+                # the item leased again by the same flush) is settled by the
+                # queue's history, and the lease fence keeps it off that lease.
+                if lost > self._settled_acquires and self._adopting.acquire(False):
                     try:
                         self._adopt(conn, lost)
                     finally:

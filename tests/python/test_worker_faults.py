@@ -1006,6 +1006,48 @@ def test_a_lost_acquire_noticed_while_another_lane_settles_is_taken_up(
     assert taken is not None and taken.id == late[0] and book.begin(taken)
 
 
+def test_a_lost_acquire_is_taken_up_while_another_lane_holds_outcomes_in_doubt(
+    module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    """A flush completes one item and leases another; its reply is lost at
+    the statement deadline (half the lease). The lane that claims the
+    outcome in doubt next is stuck on a silent connection until its own
+    deadline, and the take-up waited for every outcome in doubt to be
+    settled first: two deadlines, a whole lease, and the leases of the lost
+    acquire ran out under the live worker. Caught in the cut crash test's
+    log (a lost reply at 55.196 s, the other lane stuck until 00.440, the
+    take-up at 00.609, the leases granted at 50.253 expired at 00.253). The
+    lease fence makes the wait needless: an outcome in doubt can no longer
+    land on the newer lease a take-up holds, so the take-up goes first."""
+    first = q.add("e", {"i": 0}).id
+    second = q.add("e", {"i": 1}).id
+    book = Ledger(batch_size=5, capacity=10, stopping=threading.Event(), lease=10)
+    steps: list[Any] = []
+    with ConnectionPool(
+        module_dsn, kwargs={"autocommit": True}, min_size=2, max_size=3, open=True
+    ) as pool:
+        flusher = flusher_of(pool, book, steps)
+        assert flusher.flush(force=True, acquire=1)[1] == 1
+        done = book.take()
+        assert done is not None and done.id == first and book.begin(done)
+        book.finish(Outcome(done, ok=True, duration=0.0))
+        steps.append("lost")
+        with pytest.raises(psycopg.OperationalError):
+            flusher.flush(force=True, acquire=1)  # completes one, leases the other
+        assert statuses(db) == {"completed": 1, "processing": 1}
+        # another lane claims the outcome in doubt and is stuck
+        stuck, _ = book.claim(force=True, acquire=0, ack_interval=0.0)
+        assert [o.item.id for o in stuck] == [first]
+        flusher.flush(force=False)  # this lane takes up what the lost acquire leased
+        assert book.held == 2, "the take-up waited for the stuck lane"
+        taken = book.take()
+        assert taken is not None and taken.id == second and book.begin(taken)
+        book.unclaim(stuck, 0)  # the stuck lane's flush fails; the next one settles it
+        flusher.flush(force=True)
+    assert (book.counts.processed, book.counts.lease_lost, book.held) == (1, 0, 1)
+    assert statuses(db) == {"completed": 1, "processing": 1}
+
+
 def test_leases_in_doubt_stay_in_doubt_when_taking_them_up_fails(
     module_dsn: str, db: Conn, q: RetryQueue
 ) -> None:
