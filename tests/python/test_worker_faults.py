@@ -957,10 +957,11 @@ def test_a_lost_acquire_noticed_while_another_lane_settles_is_taken_up(
     Lane B's acquire loses its reply while A settles: the doubt it raised was
     cleared by A's take-up, whose read came before B's statement committed
     (A never waited for B's process), so the items B leased stayed unknown
-    and expired under the live worker. That is the pattern of the cut crash
-    test's rare failure: four to seven leases of one worker, with the
-    locked_until of one acquire, expired together, and nothing in the
-    worker's log. A take-up now settles only the lost acquires it waited for."""
+    and expired under the live worker. Found by reading the code for the cut
+    crash test's rare failure (leases of one acquire expiring together with
+    nothing in the worker's log); the cause its log showed once timestamped
+    is the next test's. A take-up now settles only the lost acquires it
+    waited for."""
     first = q.add("e", {"i": 0}).id
     book = Ledger(batch_size=5, capacity=10, stopping=threading.Event(), lease=10)
     steps: list[Any] = []
