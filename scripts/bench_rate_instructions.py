@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
                 if variant is not None:
                     with connect(cluster.dsn(template)) as conn:
                         conn.execute("SET search_path = public, pg_temp")
-                        conn.execute(variant.read_text())  # type: ignore[arg-type]
+                        conn.execute(variant.read_text())
                 for case in CASES:
                     pair = []
                     for size in (small, n):
