@@ -14,6 +14,10 @@ LANGUAGE plpgsql
 -- more than the statement; the generic plan is the same key lookup at any
 -- size.
 SET plan_cache_mode = force_generic_plan
+-- No jit = off, unlike the other public functions: every statement here is a
+-- key lookup under that generic plan, whose estimate does not grow with the
+-- input, so JIT never starts; the setting would cost each call about 2,000
+-- instructions (callgrind; tests/sql/test_install.py holds the rule).
 SECURITY DEFINER
 SET search_path FROM CURRENT
 AS $$
