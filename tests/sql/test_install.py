@@ -619,6 +619,47 @@ def test_every_public_function_runs_without_jit(conn: psycopg.Connection[Any]) -
             assert setting in functions[name], name
 
 
+def _event_id_index(conn: psycopg.Connection[Any]) -> tuple[int, str]:
+    row = conn.execute(
+        "SELECT c.oid::bigint, a.amname FROM pg_class AS c JOIN pg_am AS a ON a.oid = c.relam"
+        " WHERE c.oid = '_retryq_finished_event_id_idx'::regclass"
+    ).fetchone()
+    assert row is not None
+    return row[0], row[1]
+
+
+def test_0026_keeps_a_hash_event_id_index_built_beforehand(dsn: str) -> None:
+    # README, upgrade note 0026: an operator builds the hash index without
+    # blocking completions, and the migration then keeps it
+    migrations = (ROOT / "migrations").glob("*.sql")
+    since = len([m for m in migrations if not m.name.endswith(".rollback.sql")])
+    since -= 25  # 0026 and every later one
+    rolled = migrate.rollback(dsn, count=since)
+    assert rolled[-1] == "0026_finished_event_id_hash"
+    with _connect(dsn) as conn:
+        assert _event_id_index(conn)[1] == "btree"
+        conn.execute(
+            "CREATE INDEX CONCURRENTLY _retryq_finished_event_id_hash"
+            " ON _retryq_finished USING hash (event_id)"
+        )
+        conn.execute("DROP INDEX CONCURRENTLY _retryq_finished_event_id_idx")
+        conn.execute(
+            "ALTER INDEX _retryq_finished_event_id_hash RENAME TO _retryq_finished_event_id_idx"
+        )
+        built = _event_id_index(conn)
+    assert migrate.apply(dsn)[:1] == ["0026_finished_event_id_hash"]
+    with _connect(dsn) as conn:
+        assert _event_id_index(conn) == built
+        assert built[1] == "hash"
+    # and without one, the migration builds it
+    migrate.rollback(dsn, count=since)
+    with _connect(dsn) as conn:
+        assert _event_id_index(conn)[1] == "btree"
+    migrate.apply(dsn)
+    with _connect(dsn) as conn:
+        assert _event_id_index(conn)[1] == "hash"
+
+
 def test_a_long_schema_name_still_gets_a_working_channel(dsn: str) -> None:
     # A NOTIFY channel has at most 63 bytes; "<schema>.daz_retry_queue" for a
     # schema name of 48 bytes or more used to make every INSERT fail.
