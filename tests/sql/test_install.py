@@ -628,14 +628,14 @@ def _event_id_index(conn: psycopg.Connection[Any]) -> tuple[int, str]:
     return row[0], row[1]
 
 
-def test_0026_keeps_a_hash_event_id_index_built_beforehand(dsn: str) -> None:
-    # README, upgrade note 0026: an operator builds the hash index without
+def test_0027_keeps_a_hash_event_id_index_built_beforehand(dsn: str) -> None:
+    # README, upgrade note 0027: an operator builds the hash index without
     # blocking completions, and the migration then keeps it
     migrations = (ROOT / "migrations").glob("*.sql")
     since = len([m for m in migrations if not m.name.endswith(".rollback.sql")])
-    since -= 25  # 0026 and every later one
+    since -= 26  # 0027 and every later one
     rolled = migrate.rollback(dsn, count=since)
-    assert rolled[-1] == "0026_finished_event_id_hash"
+    assert rolled[-1] == "0027_finished_event_id_hash"
     with _connect(dsn) as conn:
         assert _event_id_index(conn)[1] == "btree"
         conn.execute(
@@ -647,7 +647,7 @@ def test_0026_keeps_a_hash_event_id_index_built_beforehand(dsn: str) -> None:
             "ALTER INDEX _retryq_finished_event_id_hash RENAME TO _retryq_finished_event_id_idx"
         )
         built = _event_id_index(conn)
-    assert migrate.apply(dsn)[:1] == ["0026_finished_event_id_hash"]
+    assert migrate.apply(dsn)[:1] == ["0027_finished_event_id_hash"]
     with _connect(dsn) as conn:
         assert _event_id_index(conn) == built
         assert built[1] == "hash"
