@@ -454,6 +454,13 @@ def test_retry_workers_drain_around_poison_values(dsn: str, mode: str) -> None:
     strict=False,
     reason="issue 13 item 4: a rare failure around a cut, not yet caught in a log",
 )
+# Only in scripts/deep-tests (HYPOTHESIS_PROFILE=deep): quarantined, it can
+# fail no run, and the suite's summary shows an XFAIL without its log, so in
+# CI it only cost time (24 s of the PostgreSQL 15 pass under load).
+@pytest.mark.skipif(
+    os.environ.get("HYPOTHESIS_PROFILE") != "deep",
+    reason="quarantined (xfail): run by scripts/deep-tests",
+)
 def test_retry_workers_settle_connections_cut_around_commit(dsn: str) -> None:
     """Every connection of two workers reset (RST) again and again while they
     drain, so that some cuts land between a commit and its reply: each lost
