@@ -172,7 +172,7 @@ class QueueBase:
 
     def _enqueue_params(self, new: NewItem, now: datetime | None) -> dict[str, Any]:
         """add()'s parameters for _sql.ENQUEUE."""
-        params = new.params()
+        params = _typed(new.params())
         params["event_data"] = jsonb_param(params["event_data"])
         params["event_metadata"] = jsonb_param(params["event_metadata"])
         params["now"] = now
@@ -198,7 +198,7 @@ class QueueBase:
                     if required not in given:
                         raise ValueError(f"add_many: every item needs {required!r}")
                 item = self.item(**given)
-            batch.append(item.params())
+            batch.append(_typed(item.params()))
         return jsonb_param(batch)
 
     def _new_ids(self, count: int, now: datetime | None) -> dict[str, Any]:
@@ -379,16 +379,41 @@ def _text(value: Any, field: str) -> str:
     return value
 
 
+# The rules of the integer columns, as the SQL states them when it refuses.
+_INT4_RULES = {"max_retries": "between 0 and 1000", "priority": "between 1 and 10"}
+
+
 def _int4(value: Any, field: str) -> int:
     """An integer column's value. Binary COPY would send a bool as 0 or 1 and
-    keep only the low 32 bits of a larger int: refuse both."""
+    keep only the low 32 bits of a larger int: refuse both. A float with no
+    fraction (5.0, as json.loads reads "5.0") is that integer, as
+    enqueue_retry_items takes the JSON number 5.0; a string is not a number."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{field}: expected an integer, got {value!r}")
     if not _INT4_MIN <= value <= _INT4_MAX:
         raise pgerr.NumericValueOutOfRange(
-            f"retryq: invalid {field}: {value} is out of range for type integer"
+            f"retryq: invalid {field}: {value} is out of range"
+            f" (must be {_INT4_RULES.get(field, 'an integer')})"
         )
     return int(value)
+
+
+def _typed(params: dict[str, Any]) -> dict[str, Any]:
+    """add()'s and a keyed batch's numbers held to the COPY path's rules
+    (_rows), so that one item gets one answer on every path: otherwise
+    PostgreSQL would take the string "5" for add's priority, and 5.0 would
+    find no function (42883)."""
+    for key in ("max_retries", "priority"):
+        value = params[key]
+        if value is not None and type(value) is not int:
+            params[key] = _int4(value, key)
+    for key in ("backoff_multiplier", "retry_jitter"):
+        value = params[key]
+        if value is not None and type(value) is not float:
+            params[key] = _number(value, key)
+    return params
 
 
 def _number(value: Any, field: str) -> float:

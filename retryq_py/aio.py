@@ -104,13 +104,23 @@ class AsyncRetryQueue(QueueBase):
     async def _all(
         self, query: sql.Composed, params: Mapping[str, Any], rows: AsyncRowFactory[T]
     ) -> list[T]:
+        params = _sql.integer_params(params)
         async with self.connection() as conn, conn.cursor(row_factory=rows) as cur:
-            await cur.execute(query, params)
+            try:
+                await cur.execute(query, params)
+            except psycopg.DataError:
+                _sql.refuse_nul_params(params)  # names a NUL's field (22021)
+                raise
             return await cur.fetchall()
 
     async def _one(self, query: sql.Composed, params: Mapping[str, Any]) -> Any:
+        params = _sql.integer_params(params)
         async with self.connection() as conn, conn.cursor(row_factory=scalar_row) as cur:
-            await cur.execute(query, params)
+            try:
+                await cur.execute(query, params)
+            except psycopg.DataError:
+                _sql.refuse_nul_params(params)
+                raise
             return await cur.fetchone()
 
     # -- producing ------------------------------------------------------------

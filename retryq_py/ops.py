@@ -19,7 +19,7 @@ from typing import Any
 import psycopg
 from psycopg.rows import class_row
 
-from retryq_py._sql import compose
+from retryq_py._sql import compose, integer_params, refuse_nul_params
 from retryq_py._sql import ops as _q
 from retryq_py._sql.ops import Circuit, DeadLetterCount, Pause, RateLimit
 
@@ -47,6 +47,18 @@ class QueueMetrics:
     rate_limits: list[RateLimit]
 
 
+def _call(conn: Conn, query: Any, params: dict[str, Any]) -> Any:
+    """One operator call; a NUL in a text argument is refused naming its
+    field (22021) instead of psycopg's unnamed DataError, and an integer
+    argument that is no whole number (TypeError) instead of 42883."""
+    params = dict(integer_params(params))
+    try:
+        return conn.execute(query, params)
+    except psycopg.DataError:
+        refuse_nul_params(params)
+        raise
+
+
 # --- circuits ---------------------------------------------------------------
 
 
@@ -66,7 +78,8 @@ def open_circuit(
 ) -> None:
     """Open a circuit now: until `close_circuit` (seconds None), or for
     `seconds` after which it is probed like a tripped one."""
-    conn.execute(
+    _call(
+        conn,
         compose(_q.CIRCUIT_OPEN, schema),
         {"event_type": event_type, "plugin_name": plugin_name, "seconds": seconds},
     )
@@ -77,8 +90,10 @@ def close_circuit(
 ) -> bool:
     """Close a circuit now and forget its failure streak; False if the key
     has no circuit."""
-    row = conn.execute(
-        compose(_q.CIRCUIT_CLOSE, schema), {"event_type": event_type, "plugin_name": plugin_name}
+    row = _call(
+        conn,
+        compose(_q.CIRCUIT_CLOSE, schema),
+        {"event_type": event_type, "plugin_name": plugin_name},
     ).fetchone()
     return bool(row and row[0])
 
@@ -97,7 +112,8 @@ def configure_circuit(
     """Set a key's threshold (0: never trips) and cool-downs; None keeps a
     setting, `reset` makes the key follow the defaults first. event_type None
     sets the defaults."""
-    conn.execute(
+    _call(
+        conn,
         compose(_q.CIRCUIT_CONFIGURE, schema),
         {
             "event_type": event_type,
@@ -133,7 +149,8 @@ def set_rate_limit(
     psycopg.errors.InvalidParameterValue naming the field for a blank
     event_type, max_leases outside 1..100000 or a period outside
     0.001..31536000 s."""
-    conn.execute(
+    _call(
+        conn,
         compose(_q.RATE_LIMIT_SET, schema),
         {
             "event_type": event_type,
@@ -148,7 +165,8 @@ def clear_rate_limit(
     conn: Conn, event_type: str, plugin_name: str | None = None, *, schema: str | None = None
 ) -> bool:
     """Remove the key's rate limit; False if it had none."""
-    row = conn.execute(
+    row = _call(
+        conn,
         compose(_q.RATE_LIMIT_CLEAR, schema),
         {"event_type": event_type, "plugin_name": plugin_name},
     ).fetchone()
@@ -184,7 +202,8 @@ def pause(
     paused, False when it already was (a reason then replaces the old one).
     psycopg.errors.InvalidParameterValue (22023) for a blank event_type, a
     plugin_name or a reason over 1000 characters."""
-    row = conn.execute(
+    row = _call(
+        conn,
         compose(_q.PAUSE, schema),
         {"event_type": event_type, "plugin_name": plugin_name, "reason": reason},
     ).fetchone()
@@ -200,8 +219,8 @@ def resume(
 ) -> bool:
     """End the pause of exactly this key and wake the workers; False when it
     was not paused."""
-    row = conn.execute(
-        compose(_q.RESUME, schema), {"event_type": event_type, "plugin_name": plugin_name}
+    row = _call(
+        conn, compose(_q.RESUME, schema), {"event_type": event_type, "plugin_name": plugin_name}
     ).fetchone()
     return bool(row and row[0])
 

@@ -103,13 +103,23 @@ class RetryQueue(QueueBase):
             yield self.source
 
     def _all(self, query: sql.Composed, params: Mapping[str, Any], rows: RowFactory[T]) -> list[T]:
+        params = _sql.integer_params(params)
         with self.connection() as conn, conn.cursor(row_factory=rows) as cur:
-            cur.execute(query, params)
+            try:
+                cur.execute(query, params)
+            except psycopg.DataError:
+                _sql.refuse_nul_params(params)  # names a NUL's field (22021)
+                raise
             return cur.fetchall()
 
     def _one(self, query: sql.Composed, params: Mapping[str, Any]) -> Any:
+        params = _sql.integer_params(params)
         with self.connection() as conn, conn.cursor(row_factory=scalar_row) as cur:
-            cur.execute(query, params)
+            try:
+                cur.execute(query, params)
+            except psycopg.DataError:
+                _sql.refuse_nul_params(params)
+                raise
             return cur.fetchone()
 
     # -- producing ------------------------------------------------------------

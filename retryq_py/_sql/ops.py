@@ -15,6 +15,8 @@ from uuid import UUID
 
 from psycopg import sql
 
+from retryq_py._sql.params import refuse_nul_params
+
 if TYPE_CHECKING:
     from typing_extensions import LiteralString
 
@@ -347,8 +349,9 @@ class DeadLetterFilter:
         )
 
     def params(self, limit: int | None = None) -> dict[str, Any]:
-        """The parameters of DEAD_LETTERS and DEAD_LETTER_IDS (limit None: all)."""
-        return {
+        """The parameters of DEAD_LETTERS and DEAD_LETTER_IDS (limit None:
+        all); a NUL in a text filter is refused naming it (22021)."""
+        params = {
             "item_ids": list(self.ids) or None,
             "event_type": self.event_type,
             "plugin_name": self.plugin,
@@ -356,6 +359,8 @@ class DeadLetterFilter:
             "older_than": self.older_than,
             "limit": limit,
         }
+        refuse_nul_params(params)
+        return params
 
 
 # The rule cleanup_retry_queue deletes by, counted without deleting.

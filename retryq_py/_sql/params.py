@@ -1,11 +1,14 @@
 """Parameters as the statements take them: durations in seconds, and the
-dead-letter filter requeue and purge share, and the cancel filter."""
+dead-letter filter requeue and purge share, and the cancel filter; and the
+refusal of a NUL character, named."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
+
+from psycopg import errors as pgerr
 
 Seconds = float | int | timedelta
 
@@ -70,3 +73,81 @@ def name_list(names: Iterable[str] | None, field: str) -> list[str] | None:
     if isinstance(names, (str, bytes)):
         raise TypeError(f"{field} must be a list of names, not one string: {names!r}")
     return list(names)
+
+
+# A statement parameter's name where the SQL function names the field otherwise.
+_FIELDS = {"error": "error_msg", "code": "error_code", "plugin": "plugin_name"}
+
+
+def refuse_nul_params(params: Mapping[str, Any]) -> None:
+    """Raise CharacterNotInRepertoire (22021, as PostgreSQL refuses a NUL
+    byte) naming the first text parameter, or element of a list parameter,
+    that holds U+0000; return when none does.
+
+    psycopg refuses such a value before sending it, with a DataError that
+    has no SQLSTATE and no field ("PostgreSQL text fields cannot contain
+    NUL"). Called only after that error, so a good call pays nothing; the
+    caller re-raises what it caught when this returns.
+    """
+    for key, value in params.items():
+        field = _FIELDS.get(key, key)
+        if isinstance(value, str) and "\x00" in value:
+            raise pgerr.CharacterNotInRepertoire(
+                f"retryq: invalid {field}: contains U+0000 (NUL), "
+                "which PostgreSQL cannot store in text"
+            )
+        if isinstance(value, list | tuple):
+            for n, element in enumerate(value):
+                if isinstance(element, str) and "\x00" in element:
+                    raise pgerr.CharacterNotInRepertoire(
+                        f"retryq: invalid {field}: {field}[{n}] contains U+0000 (NUL), "
+                        "which PostgreSQL cannot store in text"
+                    )
+
+
+# The integer parameters of the queue client and retryq_py.ops. PostgreSQL
+# would round a float sent for one where the statement casts it
+# (max_snoozes=3.5 was 4, item ids [1.5] were [2]), find no function where it
+# does not (42883), and take a string ("10"): each is refused naming the
+# field instead.
+_INTEGER_PARAMS = (
+    "item_id",
+    "item_ids",
+    "batch_size",
+    "max_snoozes",
+    "retention_days",
+    "max_rows",
+    "failure_threshold",
+    "max_leases",
+)
+
+
+def _integer(value: Any, field: str) -> int:
+    """An integer, or a float with no fraction (5.0 is 5, as enqueue takes it)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{field}: expected an integer, got {value!r}")
+    return int(value)
+
+
+def integer_params(params: Mapping[str, Any]) -> Mapping[str, Any]:
+    """params with its integer parameters checked: the same mapping when
+    each is an int (or None), else a copy with whole floats made ints;
+    TypeError naming the first that is not a whole number."""
+    fixed: dict[str, Any] | None = None
+    for key in _INTEGER_PARAMS:
+        value = params.get(key)
+        if value is None or type(value) is int:
+            continue
+        if type(value) is list:
+            if all(type(v) is int for v in value):
+                continue
+            value = [
+                v if type(v) is int else _integer(v, f"{key}[{n}]") for n, v in enumerate(value)
+            ]
+        else:
+            value = _integer(value, key)
+        fixed = fixed if fixed is not None else dict(params)
+        fixed[key] = value
+    return params if fixed is None else fixed

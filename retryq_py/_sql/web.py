@@ -15,6 +15,8 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+from retryq_py._sql.params import refuse_nul_params
+
 if TYPE_CHECKING:
     from typing_extensions import LiteralString
 
@@ -96,7 +98,8 @@ class ItemFilter:
     older_than: timedelta | None = None
 
     def params(self, before: int | None, limit: int) -> dict[str, Any]:
-        return {
+        """A NUL in a text filter is refused naming it (22021: a 400)."""
+        params = {
             "status": self.status,
             "event_type": self.event_type,
             "plugin_name": self.plugin,
@@ -106,6 +109,8 @@ class ItemFilter:
             "before": before,
             "limit": limit,
         }
+        refuse_nul_params(params)
+        return params
 
 
 # Each request's connection first. The statements below are short reads whose

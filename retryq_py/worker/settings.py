@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from retryq_py import _sql
 from retryq_py.config import RetryConfig
 
+_NO_NUL = "which PostgreSQL cannot store in text"
+
 
 def default_worker_id(name: str = "retryq") -> str:
     """NAME-HOSTNAME-PID, as the guide's `sql-plugin-<hostname>`, plus the pid."""
@@ -41,7 +43,8 @@ class Routing:
         plugin_names: Iterable[str] | None = None,
     ) -> Routing:
         """ValueError when there is no handler (such a worker would lease
-        nothing, or dead-letter everything), or plugin_names is empty."""
+        nothing, or dead-letter everything), plugin_names is empty, or a name
+        holds U+0000 (which the SQL could not even be sent)."""
         if not handlers:
             raise ValueError(
                 "no handlers: a worker leases only the event types it has handlers for;"
@@ -54,7 +57,12 @@ class Routing:
             plugins = tuple(plugin_names)
             if not plugins:
                 raise ValueError("plugin_names is empty: give None for every plugin")
-        return cls(None if all_event_types else tuple(sorted(handlers)), plugins)
+        event_types = None if all_event_types else tuple(sorted(handlers))
+        for field, names in (("event_types", event_types), ("plugin_names", plugins)):
+            for name in names or ():
+                if isinstance(name, str) and "\x00" in name:
+                    raise ValueError(f"{field}: {name!r} contains U+0000 (NUL), {_NO_NUL}")
+        return cls(event_types, plugins)
 
     @property
     def params(self) -> dict[str, list[str] | None]:
@@ -170,6 +178,8 @@ class Settings:
             # an item snoozed more often becomes a dead letter (snooze_limit)
             max_snoozes=max_snoozes,
         )
+        if "\x00" in settings.worker_id:
+            raise ValueError(f"worker_id {settings.worker_id!r} contains U+0000 (NUL), {_NO_NUL}")
         if not 1 <= settings.batch_size <= 1000:
             raise ValueError(f"batch_size must be between 1 and 1000, got {settings.batch_size}")
         if isinstance(max_snoozes, bool) or not 0 <= max_snoozes <= 10000:

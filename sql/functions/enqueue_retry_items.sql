@@ -1,10 +1,13 @@
 -- Adds many items in one statement. p_items is a JSON array of objects whose
 -- keys are enqueue_retry_item's parameter names without the p_ prefix; absent
 -- keys, and keys whose value is JSON null, take the same defaults. A value of
--- the wrong JSON type (a string for priority, 3.5 or 2^31 for an integer, an
--- object, array or boolean for a text key or among the tags; a number for a
--- text key is taken as its text) is refused with 22023 naming its key. At
--- most _retryq_limits.max_items items.
+-- the wrong JSON type (anything but a number for a numeric key, a fraction
+-- such as 3.5 for max_retries or priority, an object, array or boolean for a
+-- text key or among the tags; a number for a text key is taken as its text)
+-- is refused with 22023 naming its key. JSON has one kind of number: 5.0 is
+-- the integer 5, as 5 and 5e0 are. A number no column can hold (2^31 for
+-- max_retries or priority, 1e400 for a float) is refused with 22003 naming
+-- its key and the key's rule. At most _retryq_limits.max_items items.
 -- Returns one row per item, in input order: the new item's id and event_id,
 -- deduplicated false. An item with a dedupe_key (enqueue_retry_item's rule)
 -- that a live item holds adds nothing and returns that item, deduplicated
@@ -33,9 +36,15 @@ DECLARE
         'event_type', 'channel_name', 'plugin_name', 'correlation_id',
         'dedupe_key', 'tags'
     ];
+    -- the numeric keys: a JSON number or null; whole for the integer ones
+    v_number_keys constant text[] := ARRAY[
+        'max_retries', 'retry_delay_seconds', 'backoff_multiplier', 'priority',
+        'delay_seconds', 'max_retry_delay_seconds', 'retry_jitter'
+    ];
     v_problem text;
     v_unknown text;
     v_key text;
+    v_value jsonb;
     v_ids bigint[];
     v_event_ids uuid[];
     v_deduplicated boolean[];
@@ -60,18 +69,21 @@ BEGIN
     -- a key we do not know (a misspelt key would silently fall back to its
     -- default), an object, array or boolean for a text key or among the tags
     -- (which the conversion would take as its JSON text: {"x": 1} as an event
-    -- type) or an out-of-range delay; the table's constraints check the rest.
+    -- type), anything but a number for a numeric key (the conversion would
+    -- take "5" and "NaN"), a fraction for an integer key, or an out-of-range
+    -- delay; the table's constraints check the rest.
     SELECT
         CASE
             WHEN pg_catalog.jsonb_typeof(e.v) <> 'object' THEN 'not_object'
             WHEN e.v - v_known <> '{}' THEN 'unknown_key'
             WHEN w.key IS NOT NULL THEN 'not_text'
+            WHEN x.key IS NOT NULL THEN x.problem
             ELSE 'delay_seconds'
         END,
         CASE
             WHEN pg_catalog.jsonb_typeof(e.v) = 'object' AND e.v - v_known <> '{}'
                 THEN (SELECT pg_catalog.min(k) FROM pg_catalog.jsonb_object_keys(e.v - v_known) AS k)
-            ELSE w.key
+            ELSE coalesce(w.key, x.key)
         END
     INTO v_problem, v_unknown
     FROM pg_catalog.jsonb_array_elements(p_items) AS e (v)
@@ -90,11 +102,33 @@ BEGIN
         ORDER BY t.n
         LIMIT 1
     ) AS w ON TRUE
+    LEFT JOIN LATERAL (
+        SELECT
+            t.key,
+            CASE
+                WHEN pg_catalog.jsonb_typeof(e.v -> t.key) = 'number' THEN 'not_whole'
+                ELSE 'not_number'
+            END AS problem
+        FROM pg_catalog.unnest(v_number_keys) WITH ORDINALITY AS t (key, n)
+        WHERE CASE pg_catalog.jsonb_typeof(e.v -> t.key)
+            WHEN 'null' THEN FALSE
+            -- max_retries and priority: a whole number (5.0 is 5)
+            WHEN 'number' THEN t.n IN (1, 4)
+                AND (e.v -> t.key)::numeric <> pg_catalog.trunc((e.v -> t.key)::numeric)
+            ELSE (e.v -> t.key) IS NOT NULL
+        END
+        ORDER BY t.n
+        LIMIT 1
+    ) AS x ON TRUE
     WHERE pg_catalog.jsonb_typeof(e.v) <> 'object'
         OR e.v - v_known <> '{}'
         OR w.key IS NOT NULL
-        OR (e.v ->> 'delay_seconds'::text)::double precision
-        NOT BETWEEN 0::float8 AND 31536000::float8
+        OR x.key IS NOT NULL
+        -- numeric: 1e400 is a JSON number, beyond double precision
+        OR CASE
+            WHEN pg_catalog.jsonb_typeof(e.v -> 'delay_seconds'::text) = 'number'
+                THEN (e.v -> 'delay_seconds'::text)::numeric NOT BETWEEN 0 AND 31536000
+        END
     LIMIT 1;
     PERFORM _retryq_check(
         v_problem IS DISTINCT FROM 'not_object',
@@ -113,6 +147,15 @@ BEGIN
             END
         );
     END IF;
+    IF v_problem IN ('not_number', 'not_whole') THEN
+        PERFORM _retryq_check(
+            FALSE, v_unknown,
+            CASE
+                WHEN v_problem = 'not_whole' THEN 'must be a whole number'
+                ELSE 'must be a JSON number'
+            END
+        );
+    END IF;
     PERFORM _retryq_check(
         v_problem IS DISTINCT FROM 'delay_seconds',
         'delay_seconds', 'must be between 0 and 31536000'
@@ -127,9 +170,9 @@ BEGIN
             FROM pg_catalog.jsonb_array_elements(p_items) WITH ORDINALITY AS o (v, n),
                 pg_catalog.jsonb_to_record(o.v) AS r (
                     event_type text, event_data jsonb, channel_name text,
-                    plugin_name text, event_metadata jsonb, max_retries integer,
+                    plugin_name text, event_metadata jsonb, max_retries numeric,
                     retry_delay_seconds double precision,
-                    backoff_multiplier double precision, priority integer,
+                    backoff_multiplier double precision, priority numeric,
                     correlation_id text, tags text[],
                     delay_seconds double precision,
                     max_retry_delay_seconds double precision,
@@ -145,9 +188,9 @@ BEGIN
             )
             SELECT
                 r.event_type, r.channel_name, r.plugin_name, r.event_data,
-                coalesce(r.event_metadata, '{}'), coalesce(r.max_retries, 3),
+                coalesce(r.event_metadata, '{}'), coalesce(r.max_retries::integer, 3),
                 coalesce(r.retry_delay_seconds, 60),
-                coalesce(r.backoff_multiplier, 2.0), coalesce(r.priority, 5),
+                coalesce(r.backoff_multiplier, 2.0), coalesce(r.priority::integer, 5),
                 r.correlation_id, coalesce(r.tags, '{}'),
                 coalesce(r.max_retry_delay_seconds, 86400),
                 coalesce(r.retry_jitter, 0), p_now,
@@ -174,9 +217,9 @@ BEGIN
                 FROM pg_catalog.jsonb_array_elements(p_items) WITH ORDINALITY AS o (v, n),
                     pg_catalog.jsonb_to_record(o.v) AS r (
                         event_type text, event_data jsonb, channel_name text,
-                        plugin_name text, event_metadata jsonb, max_retries integer,
+                        plugin_name text, event_metadata jsonb, max_retries numeric,
                         retry_delay_seconds double precision,
-                        backoff_multiplier double precision, priority integer,
+                        backoff_multiplier double precision, priority numeric,
                         correlation_id text, tags text[],
                         delay_seconds double precision,
                         max_retry_delay_seconds double precision,
@@ -214,9 +257,9 @@ BEGIN
                 )
                 SELECT
                     r.event_type, r.channel_name, r.plugin_name, r.event_data,
-                    coalesce(r.event_metadata, '{}'), coalesce(r.max_retries, 3),
+                    coalesce(r.event_metadata, '{}'), coalesce(r.max_retries::integer, 3),
                     coalesce(r.retry_delay_seconds, 60),
-                    coalesce(r.backoff_multiplier, 2.0), coalesce(r.priority, 5),
+                    coalesce(r.backoff_multiplier, 2.0), coalesce(r.priority::integer, 5),
                     r.correlation_id, coalesce(r.tags, '{}'),
                     coalesce(r.max_retry_delay_seconds, 86400),
                     coalesce(r.retry_jitter, 0), p_now,
@@ -274,8 +317,11 @@ BEGIN
             HINT = 'Retry the transaction (or enqueue under READ COMMITTED).';
 EXCEPTION
     WHEN invalid_text_representation OR numeric_value_out_of_range THEN
-        -- the first key whose value is not of its column's JSON type
-        SELECT k.key INTO v_key
+        -- The check above let through only JSON numbers for the numeric
+        -- keys: one of them is beyond its column's type (2^31 for an
+        -- integer, 1e400 for a float), else a text key or the tags did not
+        -- convert. The first such key of the first such item:
+        SELECT k.key, k.value INTO v_key, v_value
         FROM pg_catalog.jsonb_array_elements(p_items) AS e (v)
         CROSS JOIN LATERAL pg_catalog.jsonb_each(e.v) AS k
         WHERE pg_catalog.jsonb_typeof(k.value) <> 'null'
@@ -283,38 +329,50 @@ EXCEPTION
                 WHEN k.key IN (
                     'event_type', 'channel_name', 'plugin_name', 'correlation_id',
                     'dedupe_key'
-                ) THEN pg_catalog.jsonb_typeof(k.value) = 'string'
+                ) THEN pg_catalog.jsonb_typeof(k.value) IN ('string', 'number')
                 WHEN k.key IN ('event_data', 'event_metadata') THEN TRUE
                 WHEN k.key = 'tags' THEN
                     CASE
                         WHEN pg_catalog.jsonb_typeof(k.value) <> 'array' THEN FALSE
                         ELSE NOT EXISTS (
                             SELECT 1 FROM pg_catalog.jsonb_array_elements(k.value) AS t (v)
-                            WHERE pg_catalog.jsonb_typeof(t.v) NOT IN ('string', 'null')
+                            WHERE pg_catalog.jsonb_typeof(t.v) NOT IN ('string', 'number', 'null')
                         )
                     END
                 WHEN pg_catalog.jsonb_typeof(k.value) <> 'number' THEN FALSE
                 WHEN k.key IN ('max_retries', 'priority') THEN
-                    k.value::text ~ '^-?[0-9]+$'
-                    AND k.value::numeric BETWEEN -2147483648 AND 2147483647
-                ELSE pg_catalog.abs(k.value::numeric) <= 1e300
+                    k.value::numeric BETWEEN -2147483648 AND 2147483647
+                -- double precision's range (below 2.5e-324 a number that is
+                -- not 0 underflows, which PostgreSQL refuses too)
+                ELSE pg_catalog.abs(k.value::numeric) <= 1.7976931348623157e308
+                    AND (k.value::numeric = 0 OR pg_catalog.abs(k.value::numeric) >= 2.5e-324)
             END
         LIMIT 1;
         IF v_key IS NULL THEN
             RAISE;
         END IF;
-        RAISE EXCEPTION 'retryq: invalid %: must be %', v_key,
+        IF v_key IN ('event_type', 'channel_name', 'plugin_name', 'correlation_id',
+            'dedupe_key', 'tags') THEN
+            RAISE EXCEPTION 'retryq: invalid %: must be %', v_key,
+                CASE WHEN v_key = 'tags' THEN 'an array of strings' ELSE 'a string' END
+                USING ERRCODE = 'invalid_parameter_value', COLUMN = v_key;
+        END IF;
+        -- the key's rule, as its column's CHECK states it
+        RAISE EXCEPTION 'retryq: invalid %: % (must be between %)', v_key,
             CASE
-                WHEN v_key = 'tags' THEN 'an array of strings'
-                WHEN v_key IN ('max_retries', 'priority')
-                    THEN 'an integer between -2147483648 and 2147483647'
-                WHEN v_key IN (
-                    'event_type', 'channel_name', 'plugin_name', 'correlation_id',
-                    'dedupe_key'
-                ) THEN 'a string'
-                ELSE 'a number'
+                WHEN v_key NOT IN ('max_retries', 'priority')
+                    AND pg_catalog.abs(v_value::numeric) < 1
+                    THEN 'too close to 0 for double precision'
+                ELSE 'out of range'
+            END,
+            CASE v_key
+                WHEN 'priority' THEN '1 and 10'
+                WHEN 'max_retries' THEN '0 and 1000'
+                WHEN 'backoff_multiplier' THEN '1 and 10'
+                WHEN 'retry_jitter' THEN '0 and 1'
+                ELSE '0 and 31536000'
             END
-            USING ERRCODE = 'invalid_parameter_value', COLUMN = v_key;
+            USING ERRCODE = 'numeric_value_out_of_range', COLUMN = v_key;
 END;
 $$;
 

@@ -65,10 +65,7 @@ BEGIN
         RETURN TRUE;
     END IF;
     PERFORM _retryq_check_circuit_key(p_event_type);
-    PERFORM _retryq_check(
-        pg_catalog.length(coalesce(p_plugin_name, '')) <= 1000,
-        'plugin_name', 'must be at most 1000 characters'
-    );
+    PERFORM _retryq_check_plugin_name(p_plugin_name);
     -- lock order (see _retryq_circuit_lock): waits for the row only while
     -- this transaction holds nothing, else refuses rather than risk a deadlock
     IF NOT _retryq_circuit_lock(p_event_type, coalesce(p_plugin_name, '')) THEN

@@ -20,13 +20,10 @@ BEGIN
         p_now := _retryq_clock(p_now);
     END IF;
     PERFORM _retryq_check_circuit_key(p_event_type);
-    PERFORM _retryq_check(
-        pg_catalog.length(coalesce(p_plugin_name, '')) <= 1000,
-        'plugin_name', 'must be at most 1000 characters'
-    );
+    PERFORM _retryq_check_plugin_name(p_plugin_name);
     PERFORM _retryq_check(
         p_seconds IS NULL OR p_seconds > 0::float8 AND p_seconds <= 31536000::float8,
-        'seconds', 'must be null (until closed) or between 0 and 31536000'
+        'seconds', 'must be null (until closed), or above 0 and at most 31536000'
     );
     -- lock order (see _retryq_circuit_lock): waits for the row only while
     -- this transaction holds nothing, else refuses rather than risk a deadlock

@@ -29,6 +29,13 @@ BEGIN
         p_now := _retryq_clock(p_now);
     END IF;
     PERFORM _retryq_check_pause_key(p_event_type, p_plugin_name);
+    -- a new key is not blank (see _retryq_check_plugin_name); resume takes
+    -- any, so that a pause made before the rule can still be ended
+    PERFORM _retryq_check(
+        p_plugin_name IS NULL OR p_plugin_name = '' OR NOT _retryq_blank(p_plugin_name),
+        'plugin_name',
+        'must be NULL (every plugin), '''' (items without a plugin) or a non-blank name'
+    );
     PERFORM _retryq_check(
         p_reason IS NULL OR pg_catalog.length(p_reason) <= 1000,
         'reason', 'must be at most 1000 characters'

@@ -4,7 +4,8 @@
 -- acquire_retry_items. Creates the limit or changes it; returns true. A
 -- window of one period that spans a change may hold the larger of the two
 -- limits (a token dropped by a lower limit and re-created by a higher one
--- keeps its last use). Refuses (22023, naming the field) a blank event type, max_leases
+-- keeps its last use). Refuses (22023, naming the field) a blank event type or
+-- plugin name (see _retryq_check_plugin_name), max_leases
 -- outside 1..100000, a period outside 0.001 s..365 days.
 CREATE OR REPLACE FUNCTION retry_rate_limit_set(
     p_event_type text,
@@ -21,10 +22,7 @@ DECLARE
     v_plugin text := coalesce(p_plugin_name, '');
 BEGIN
     PERFORM _retryq_check_circuit_key(p_event_type);
-    PERFORM _retryq_check(
-        pg_catalog.length(v_plugin) <= 1000,
-        'plugin_name', 'must be at most 1000 characters'
-    );
+    PERFORM _retryq_check_plugin_name(p_plugin_name);
     PERFORM _retryq_check(
         p_max_leases BETWEEN 1 AND 100000,
         'max_leases', 'must be between 1 and 100000 (retry_rate_limit_clear removes a limit)'

@@ -1,6 +1,7 @@
 -- Checks acquire's routing lists (see acquire_retry_items): each NULL (every
 -- item) or a one-dimensional array of 1 to 1000 non-NULL elements; an event
--- type is non-blank, a plugin name may be '' (items without a plugin).
+-- type is non-blank, a plugin name is '' (items without a plugin) or
+-- non-blank (see _retryq_check_plugin_name).
 -- Refusals are 22023 naming event_types or plugin_names.
 CREATE OR REPLACE FUNCTION _retryq_check_routing(
     p_event_types text[],
@@ -49,6 +50,14 @@ BEGIN
         PERFORM _retryq_check(
             pg_catalog.array_position(p_plugin_names, NULL) IS NULL,
             'plugin_names', 'must not hold NULL (use '''' for items without a plugin)'
+        );
+        PERFORM _retryq_check(
+            NOT EXISTS (
+                SELECT 1 FROM pg_catalog.unnest(p_plugin_names) AS t (plugin_name)
+                WHERE t.plugin_name <> '' AND _retryq_blank(t.plugin_name)
+            ),
+            'plugin_names',
+            'must not hold a blank plugin name (use '''' for items without a plugin)'
         );
     END IF;
 END;

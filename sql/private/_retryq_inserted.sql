@@ -10,7 +10,8 @@
 --    program_limit_exceeded), channel_name, plugin_name and correlation_id
 --    (22001 string_data_right_truncation), tags: their count (54000), one
 --    dimension and no NULL element (22023), each tag's length (22001). A
---    dedupe_key: at most 200 characters (22001) and not blank (22023).
+--    dedupe_key: at most 200 characters (22001) and not blank (22023); a
+--    plugin_name other than '' not blank (22023, _retryq_check_plugin_name).
 -- 2. Ids come from the server: an id above what daz_retry_queue_id_seq has
 --    handed out, or not positive, is refused (22023), so that nobody can take
 --    an id the sequence will give someone later. Only the owner may name an
@@ -65,6 +66,10 @@ BEGIN
                 WHEN pg_catalog.length(a.channel_name) > l.max_text_length
                     THEN 'channel_name'
                 WHEN pg_catalog.length(a.plugin_name) > l.max_text_length THEN 'plugin_name'
+                -- not blank (an ordinary name is decided by its first character)
+                WHEN NOT pg_catalog.ascii(a.plugin_name) BETWEEN 33 AND 126
+                    AND a.plugin_name <> ''::text AND _retryq_blank(a.plugin_name)
+                    THEN 'plugin_name:blank'
                 WHEN pg_catalog.length(a.correlation_id) > l.max_text_length
                     THEN 'correlation_id'
                 WHEN pg_catalog.length(a.dedupe_key) > 200 THEN 'dedupe_key:length'
@@ -113,6 +118,10 @@ BEGIN
                 RAISE EXCEPTION
                     'retryq: invalid dedupe_key: longer than 200 characters'
                     USING ERRCODE = 'string_data_right_truncation', COLUMN = 'dedupe_key';
+            WHEN 'plugin_name:blank' THEN
+                RAISE EXCEPTION
+                    'retryq: invalid plugin_name: must not be blank (NULL or '''' for none)'
+                    USING ERRCODE = 'invalid_parameter_value', COLUMN = 'plugin_name';
             WHEN 'dedupe_key:blank' THEN
                 RAISE EXCEPTION 'retryq: invalid dedupe_key: must not be blank (NULL for none)'
                     USING ERRCODE = 'invalid_parameter_value', COLUMN = 'dedupe_key';

@@ -662,8 +662,7 @@ def test_a_blank_worker_id_is_refused(conn: Conn, call: str, worker: str) -> Non
     [
         ({"priority": "high"}, "priority"),
         ({"priority": 3.5}, "priority"),
-        ({"priority": 2**31}, "priority"),
-        ({"max_retries": 2**40}, "max_retries"),
+        # beyond integer: 22003 with the rule (tests/sql/test_bounds_named.py)
         ({"max_retries": [3]}, "max_retries"),
         ({"retry_delay_seconds": "soon"}, "retry_delay_seconds"),
         ({"delay_seconds": "soon"}, "delay_seconds"),

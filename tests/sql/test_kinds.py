@@ -240,7 +240,8 @@ def _must_refuse(fn: str, given: dict[str, Any]) -> bool:
     over-long worker id, any array (ids, tags, routing lists) with a NULL
     element or a second dimension, an enqueue's priority or max_retries
     beyond integer, items with a wrongly typed text key, an enqueue's blank
-    event type or dedupe key, a blank event type in a routing list."""
+    event type or dedupe key, a blank event type in a routing list, a blank
+    plugin name other than '' where a row or a key is made or a list routes."""
     worker = given.get("p_worker_id", "w")
     arrays = [v for v in given.values() if isinstance(v, list)]
     beyond = [given.get(p) for p in ("p_priority", "p_max_retries")]
@@ -256,7 +257,19 @@ def _must_refuse(fn: str, given: dict[str, Any]) -> bool:
         or (fn.startswith("enqueue_retry_item") and given.get("p_dedupe_key") is not None
             and _blank(given["p_dedupe_key"]))
         or any(isinstance(e, str) and _blank(e) for e in given.get("p_event_types") or [])
+        or (fn in PLUGIN_KEY_MAKERS and isinstance(given.get("p_plugin_name"), str)
+            and given["p_plugin_name"] != "" and _blank(given["p_plugin_name"]))
+        or any(isinstance(e, str) and e != "" and _blank(e)
+               for e in given.get("p_plugin_names") or [])
     )
+
+
+# the functions that write a row or make a key with their p_plugin_name (the
+# verbs that end a key take any name: tests/sql/test_bounds_named.py)
+PLUGIN_KEY_MAKERS = frozenset({
+    "enqueue_retry_item", "enqueue_retry_item_once", "retry_circuit_open",
+    "retry_circuit_configure", "retry_rate_limit_set", "retry_queue_pause",
+})
 
 
 _CACHE: dict[str, list[tuple[str, str, list[tuple[str, str, bool]]]]] = {}
