@@ -83,12 +83,17 @@ class Fleet:
 def gone(conn: psycopg.Connection[Any], app: str) -> None:
     """Waits until a killed worker's backends have ended: a statement it sent
     just before SIGKILL still runs (and an autocommit one commits) after the
-    process is dead, so its leases are only known once its backends are gone."""
+    process is dead, so its leases are only known once its backends are gone.
+    Those of this test's database only: another session's crash test on the
+    same server names its workers alike (seen: 25 s waits, and a look at the
+    killed worker's leases made after they ran out)."""
     wait_for(
         f"{app}'s backends to end",
         lambda: (
             conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [app]
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE application_name = %s AND datname = current_database()",
+                [app],
             ).fetchone()
             == (0,)
         ),
@@ -143,7 +148,7 @@ def test_killed_workers_lose_nothing_and_do_nothing_twice(dsn: str, seed: int) -
                 else:
                     row = conn.execute(
                         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                        " WHERE application_name = %s",
+                        " WHERE application_name = %s AND datname = current_database()",
                         [f"crash-{victim}"],
                     ).fetchone()
                     terminated += row[0] if row else 0
@@ -279,8 +284,8 @@ def _kill_while_holding(conn: psycopg.Connection[Any], proc: Any, worker: str) -
             f"{worker}'s statements to end",
             lambda: (
                 conn.execute(
-                    "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE application_name = %s AND state = 'active'",
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+                    " AND datname = current_database() AND state = 'active'",
                     [f"crash-{worker}"],
                 ).fetchone()
                 == (0,)
