@@ -783,6 +783,7 @@ def test_a_commit_the_server_finishes_after_the_cut_is_waited_for(
                 lambda: (
                     db.execute(
                         "SELECT count(*) > 0 FROM pg_stat_activity WHERE wait_event = 'PgSleep'"
+                        " AND datname = current_database()"
                     ).fetchone()
                     == (True,)
                 ),
