@@ -170,12 +170,16 @@ SELECT {schema}complete_retry_items(
 # transaction's now()), so: completed at or after `at`. Only the lease holder
 # completes, so a row completed since then by someone else needs a takeover
 # meanwhile, which a lease far longer than one flush rules out.
+# Which of a flush's successes are its own: completed by this transaction
+# (its now()), or under the lease the worker holds (the grant time a
+# completion keeps): an earlier statement of the worker's whose reply was
+# lost, which a pooler may run late, races the write again and wins.
 COMPLETED_AT: LiteralString = """
 SELECT q.id
-FROM {schema}daz_retry_queue AS q
-WHERE q.id = ANY(%(item_ids)s::bigint[])
-    AND q.status = 'completed'
-    AND q.completed_at >= %(at)s
+FROM unnest(%(item_ids)s::bigint[], %(leased_at)s::timestamptz[]) AS o (id, leased_at)
+INNER JOIN {schema}daz_retry_queue AS q ON q.id = o.id
+WHERE q.status = 'completed'
+    AND (q.completed_at >= %(at)s OR q.last_attempted_at = o.leased_at)
 """
 
 FAIL: LiteralString = """

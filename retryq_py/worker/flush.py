@@ -159,7 +159,7 @@ class FlushWriter:
         if ok_ids:
             completed, at = cur.fetchone() or (0, None)
             cur.nextset()
-            lost = self._lost(conn, ok_ids, completed, at)
+            lost = self._lost(conn, ok, completed, at)
         leased, rejected = decode_leased(cur, self._worker_id) if want else ([], [])
         return Written(lost, failed_written, leased, rejected)
 
@@ -180,7 +180,7 @@ class FlushWriter:
         lost: set[int] = set()
         if ok_ids:
             completed, at = cur.execute(self._complete(text, ok)).fetchone() or (0, None)
-            lost = self._lost(conn, ok_ids, completed, at)
+            lost = self._lost(conn, ok, completed, at)
         leased: list[RetryQueueItem] = []
         rejected: list[Outcome] = []
         if want:
@@ -290,16 +290,20 @@ class FlushWriter:
         }
 
     def _lost(
-        self, conn: psycopg.Connection[Any], ok_ids: list[int], completed: int, at: Any
+        self, conn: psycopg.Connection[Any], ok: list[RetryQueueItem], completed: int, at: Any
     ) -> set[int]:
-        if completed >= len(ok_ids):
+        if completed >= len(ok):
             return set()
-        # Rare (a lease lost while its handler ran): which ones. The rows
-        # this call completed carry its transaction's now().
+        # Rare (a lease lost while its handler ran, or an earlier write of
+        # ours that lost its reply ran after all): which ones. The rows this
+        # call completed carry its transaction's now(), those an earlier
+        # write completed the lease's grant time.
+        ids = [i.id for i in ok]
         done = conn.execute(
-            self._statements.completed_at, {"item_ids": ok_ids, "at": at}
+            self._statements.completed_at,
+            {"item_ids": ids, "leased_at": [i.leased_at for i in ok], "at": at},
         ).fetchall()
-        return set(ok_ids) - {r[0] for r in done}
+        return set(ids) - {r[0] for r in done}
 
 
 def decode_leased(
