@@ -47,6 +47,7 @@ from retryq_py._sql import (
     Seconds,
     StatsRow,
 )
+from retryq_py._sql.timestamps import load_infinite_timestamps
 
 if TYPE_CHECKING:
     from psycopg import sql
@@ -106,6 +107,7 @@ class AsyncRetryQueue(QueueBase):
     ) -> list[T]:
         params = _sql.integer_params(params)
         async with self.connection() as conn, conn.cursor(row_factory=rows) as cur:
+            load_infinite_timestamps(cur)  # one infinite time must not fail the read
             try:
                 await cur.execute(query, params)
             except psycopg.DataError:
@@ -116,6 +118,7 @@ class AsyncRetryQueue(QueueBase):
     async def _one(self, query: sql.Composed, params: Mapping[str, Any]) -> Any:
         params = _sql.integer_params(params)
         async with self.connection() as conn, conn.cursor(row_factory=scalar_row) as cur:
+            load_infinite_timestamps(cur)
             try:
                 await cur.execute(query, params)
             except psycopg.DataError:

@@ -48,6 +48,7 @@ from retryq_py._sql import (
     Seconds,
     StatsRow,
 )
+from retryq_py._sql.timestamps import load_infinite_timestamps
 
 if TYPE_CHECKING:
     from psycopg import sql
@@ -105,6 +106,7 @@ class RetryQueue(QueueBase):
     def _all(self, query: sql.Composed, params: Mapping[str, Any], rows: RowFactory[T]) -> list[T]:
         params = _sql.integer_params(params)
         with self.connection() as conn, conn.cursor(row_factory=rows) as cur:
+            load_infinite_timestamps(cur)  # one infinite time must not fail the read
             try:
                 cur.execute(query, params)
             except psycopg.DataError:
@@ -115,6 +117,7 @@ class RetryQueue(QueueBase):
     def _one(self, query: sql.Composed, params: Mapping[str, Any]) -> Any:
         params = _sql.integer_params(params)
         with self.connection() as conn, conn.cursor(row_factory=scalar_row) as cur:
+            load_infinite_timestamps(cur)
             try:
                 cur.execute(query, params)
             except psycopg.DataError:

@@ -9,6 +9,7 @@ from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 from retryq_py import config as _config
+from retryq_py._sql.timestamps import infinite_text
 from retryq_py.admin.target import UsageProblem
 from retryq_py.queue import ADD_KEYS
 
@@ -112,4 +113,7 @@ def moment_text(value: datetime | str | None, tz: tzinfo | None = None) -> str:
         except ValueError:
             return value
     assert isinstance(moment, datetime)
+    infinite = infinite_text(moment)
+    if infinite is not None:  # astimezone would overflow
+        return infinite
     return moment.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
