@@ -10,7 +10,7 @@ CREATE OR REPLACE FUNCTION complete_retry_items(
 )
 RETURNS integer
 LANGUAGE plpgsql
--- generic plans: see complete_retry_item
+-- generic plans, and no jit = off: see complete_retry_item
 SET plan_cache_mode = force_generic_plan
 SECURITY DEFINER
 SET search_path FROM CURRENT

@@ -9,6 +9,7 @@ CREATE OR REPLACE FUNCTION extend_retry_lock(
 RETURNS boolean
 LANGUAGE plpgsql
 SECURITY DEFINER
+SET jit = off
 SET search_path FROM CURRENT
 AS $$
 BEGIN

@@ -22,6 +22,7 @@ CREATE OR REPLACE FUNCTION fail_retry_item(
 RETURNS boolean
 LANGUAGE plpgsql
 SECURITY DEFINER
+SET jit = off
 SET search_path FROM CURRENT
 AS $$
 DECLARE

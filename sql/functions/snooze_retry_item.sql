@@ -23,6 +23,7 @@ CREATE OR REPLACE FUNCTION snooze_retry_item(
 RETURNS boolean
 LANGUAGE plpgsql
 SECURITY DEFINER
+SET jit = off
 SET search_path FROM CURRENT
 AS $$
 BEGIN
