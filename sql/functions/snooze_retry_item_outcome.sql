@@ -21,6 +21,7 @@ CREATE OR REPLACE FUNCTION snooze_retry_item_outcome(
 RETURNS text
 LANGUAGE plpgsql
 SECURITY DEFINER
+SET jit = off
 SET search_path FROM CURRENT
 AS $$
 DECLARE
