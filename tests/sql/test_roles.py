@@ -126,61 +126,22 @@ STATEMENTS: dict[str, tuple[str, Any]] = {
 
 ALLOWED: dict[str, set[str]] = {
     "retryq_producer": {
-        "guide_insert",
-        "enqueue_item",
-        "enqueue_items",
-        "enqueue_once",
-        "channel",
-        "select_ids",
-        "insert_dedupe_key",
-        "enqueue_item_keyed",
+        "guide_insert", "enqueue_item", "enqueue_items", "enqueue_once", "channel", "select_ids",
+        "insert_dedupe_key", "enqueue_item_keyed",
     },
     "retryq_worker": {
-        "channel",
-        "acquire",
-        "acquire_routed",
-        "complete",
-        "complete_items",
-        "fail",
-        "extend",
-        "snooze",
-        "snooze_outcome",
-        "release",
-        "select_ids",
-        "select_payload",
-        "view_circuits",
-        "view_pauses",
-        "due",
-        "due_routed",
-        "select_dedupe_key",
-        "view_rate_limits",
+        "channel", "acquire", "acquire_routed", "complete", "complete_items", "fail", "extend",
+        "snooze", "snooze_outcome", "release", "select_ids", "select_payload", "view_circuits",
+        "view_pauses", "due",
+        "due_routed", "select_dedupe_key", "view_rate_limits",
     },
     "retryq_admin": {
-        "channel",
-        "requeue",
-        "purge",
-        "cancel",
-        "cleanup",
-        "list_dead",
-        "cleanup_due",
-        "due",
+        "channel", "requeue", "purge", "cancel", "cleanup", "list_dead", "cleanup_due", "due",
         "cleanup_lock",
-        "due_routed",
-        "circuit_open",
-        "circuit_close",
-        "circuit_configure",
-        "pause",
-        "resume",
+        "due_routed", "circuit_open", "circuit_close", "circuit_configure", "pause", "resume",
         "view_pauses",
-        "rate_limit_set",
-        "rate_limit_clear",
-        "view_rate_limits",
-        "view_stats",
-        "view_alerts",
-        "view_circuits",
-        "archive",
-        "select_ids",
-        "select_payload",
+        "rate_limit_set", "rate_limit_clear", "view_rate_limits",
+        "view_stats", "view_alerts", "view_circuits", "archive", "select_ids", "select_payload",
         "select_dedupe_key",
     },
     "nobody": set(),
@@ -192,7 +153,6 @@ def roles_db(module_dsn: str) -> tuple[str, dict[str, int]]:
     """The module's database with a leased, a pending and a dead item."""
     dsn = module_dsn
     with psycopg.connect(dsn, autocommit=True) as c:
-
         def one(q: str) -> Any:
             row = c.execute(q).fetchone()
             assert row is not None
@@ -205,9 +165,8 @@ def roles_db(module_dsn: str) -> tuple[str, dict[str, int]]:
             "SELECT id FROM enqueue_retry_item('d', '3', p_max_retries => 0,"
             " p_now => now() - interval '30 days')"
         )
-        one(
-            "SELECT count(*) FROM acquire_retry_items('w0', 5, p_now => now() - interval '30 days')"
-        )
+        one("SELECT count(*) FROM acquire_retry_items('w0', 5, p_now => now() - interval"
+            " '30 days')")
         one(f"SELECT fail_retry_item({dead}, 'w0', 'x', p_now => now() - interval '30 days')")
     return dsn, {"leased": leased, "pending": pending, "dead": dead}
 
@@ -274,33 +233,21 @@ def test_every_retryq_function_is_pinned_and_granted_as_documented(conn: Conn) -
     ).fetchall()
     by_name = {r[0]: r for r in rows}
     fn_statement = {
-        "enqueue_retry_item": "enqueue_item",
-        "enqueue_retry_items": "enqueue_items",
+        "enqueue_retry_item": "enqueue_item", "enqueue_retry_items": "enqueue_items",
         "enqueue_retry_item_once": "enqueue_once",
-        "retry_queue_channel": "channel",
-        "acquire_retry_items": "acquire",
-        "complete_retry_item": "complete",
-        "complete_retry_items": "complete_items",
-        "fail_retry_item": "fail",
-        "extend_retry_lock": "extend",
-        "snooze_retry_item": "snooze",
+        "retry_queue_channel": "channel", "acquire_retry_items": "acquire",
+        "complete_retry_item": "complete", "complete_retry_items": "complete_items",
+        "fail_retry_item": "fail", "extend_retry_lock": "extend", "snooze_retry_item": "snooze",
         "snooze_retry_item_outcome": "snooze_outcome",
-        "release_retry_items": "release",
-        "requeue_dead_letter_items": "requeue",
-        "purge_dead_letter_items": "purge",
-        "list_dead_letter_items": "list_dead",
+        "release_retry_items": "release", "requeue_dead_letter_items": "requeue",
+        "purge_dead_letter_items": "purge", "list_dead_letter_items": "list_dead",
         "cancel_retry_items": "cancel",
-        "cleanup_retry_queue": "cleanup",
-        "cleanup_retry_queue_due": "cleanup_due",
+        "cleanup_retry_queue": "cleanup", "cleanup_retry_queue_due": "cleanup_due",
         "cleanup_retry_queue_lock": "cleanup_lock",
-        "retry_queue_due": "due",
-        "retry_circuit_open": "circuit_open",
-        "retry_circuit_close": "circuit_close",
-        "retry_circuit_configure": "circuit_configure",
-        "retry_queue_pause": "pause",
-        "retry_queue_resume": "resume",
-        "retry_rate_limit_set": "rate_limit_set",
-        "retry_rate_limit_clear": "rate_limit_clear",
+        "retry_queue_due": "due", "retry_circuit_open": "circuit_open",
+        "retry_circuit_close": "circuit_close", "retry_circuit_configure": "circuit_configure",
+        "retry_queue_pause": "pause", "retry_queue_resume": "resume",
+        "retry_rate_limit_set": "rate_limit_set", "retry_rate_limit_clear": "rate_limit_clear",
     }
     public = {n for n in by_name if not n.startswith("_retryq_")}
     # a function nobody put in the matrix would slip through unproved
@@ -362,10 +309,8 @@ def test_python_layer_runs_with_only_its_role(dsn: str, conn: Conn) -> None:
             assert len(added) == 20
         done: list[int] = []
         worker = RetryWorker(
-            as_role["retryq_worker"],
-            {"ok": lambda item: done.append(item.id)},
-            poll_interval=0.2,
-            lock_timeout=5,
+            as_role["retryq_worker"], {"ok": lambda item: done.append(item.id)},
+            poll_interval=0.2, lock_timeout=5,
         )
         counts = worker.run(exit_when_drained=True, install_signal_handlers=False)
         assert counts.processed == 21 == len(done)
@@ -376,7 +321,6 @@ def test_python_layer_runs_with_only_its_role(dsn: str, conn: Conn) -> None:
     finally:
         for login in logins.values():
             conn.execute(f'DROP ROLE IF EXISTS "{login}"')
-
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
