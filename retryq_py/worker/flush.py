@@ -371,9 +371,11 @@ def classify(outcomes: list[Outcome], written: Written, max_snoozes: int = 100) 
             delay = o.snooze
             if o.item.id in written.buried:
                 kind, code = "dead_lettered", SNOOZE_LIMIT
-                # the text snooze_retry_item recorded
+                # the text snooze_retry_item recorded: its count is at least
+                # the bound (more when the row changed since the lease)
                 error = (
-                    f"retryq: snoozed {o.item.snoozes} times, the limit (max_snoozes {max_snoozes})"
+                    f"retryq: snoozed {max(o.item.snoozes, max_snoozes)} times,"
+                    f" the limit (max_snoozes {max_snoozes})"
                 )
             else:
                 kind, code = "snoozed", None
@@ -541,7 +543,7 @@ class Flusher:
                     self._worker_id,
                     o.item.id,
                     o.item.event_type,
-                    o.item.snoozes,
+                    max(o.item.snoozes, self._max_snoozes),
                     SNOOZE_LIMIT,
                 )
 

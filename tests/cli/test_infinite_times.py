@@ -108,9 +108,15 @@ def test_retry_queue_due_with_an_infinite_due_time(conn: Any) -> None:
 
 
 def test_the_dashboard_and_the_metrics_read_infinite_times(dsn: str, conn: Any) -> None:
-    infinite_rows(conn)
+    pending, dead = infinite_rows(conn)
+    conn.execute(
+        "UPDATE _retryq_finished SET last_attempted_at = '-infinity', locked_until = 'infinity'"
+        " WHERE id = %s",
+        [dead],
+    )
     web = TestClient(create_app(web_config(dsn)))  # type: ignore[arg-type]
-    for page in ("/", "/items", "/dead-letters", "/pauses"):
+    pages = ["/", "/items", "/dead-letters", "/pauses", "/workers"]
+    for page in [*pages, f"/items/{pending}", f"/items/{dead}"]:
         response = web.get(page)
         assert response.status_code == 200, (page, response.text[:500])
     assert "infinity" in web.get("/dead-letters").text

@@ -135,3 +135,5 @@ def test_the_worker_reports_what_the_snooze_did(
     assert status == ("dead_letter", "snooze_limit")
     assert (counts.dead_lettered, counts.snoozed) == (1, 0)
     assert [(e.kind, e.code) for e in events] == [("dead_lettered", "snooze_limit")]
+    recorded = db.execute("SELECT error_message FROM daz_retry_queue WHERE id = %s", [item])
+    assert (events[0].error,) == recorded.fetchone()
