@@ -47,6 +47,10 @@ class RetryQueueItem:
     locked_until: datetime
     error_message: str | None
     last_error_code: str | None
+    # The lease's grant time: pass it to complete, fail, snooze and
+    # extend_lock (leased_at=...) to fence them to this lease. None for an
+    # item built by hand: then they act on any lease of the worker id.
+    leased_at: datetime | None = None
 
     @property
     def is_last_attempt(self) -> bool:

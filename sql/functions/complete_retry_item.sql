@@ -1,12 +1,22 @@
 -- Marks an item done. True only for the worker holding the lease; false for
 -- any other worker, after a takeover, and on a second call.
+-- p_leased_at, when given, fences the call to one lease: it applies only
+-- while the item's lease is the one granted at p_leased_at (the row's
+-- last_attempted_at, which acquire_retry_items stamps at each grant: its
+-- locked_until minus its p_lock_timeout_seconds). Without it, an
+-- acknowledgement of a worker's older lease (its reply lost, the item
+-- leased to the same worker again since) lands on the newer lease; with it,
+-- the call answers false, as for a lease lost. NULL: any lease p_worker_id
+-- holds, as before. complete_retry_items, fail_retry_item,
+-- snooze_retry_item and extend_retry_lock take the same fence.
 -- Its own body rather than a call to complete_retry_items: it runs once per
 -- item on the per-item path, where the nested call and the array aggregation
 -- cost a tenth of the statement.
 CREATE OR REPLACE FUNCTION complete_retry_item(
     p_item_id bigint,
     p_worker_id text,
-    p_now timestamptz DEFAULT now()
+    p_now timestamptz DEFAULT now(),
+    p_leased_at timestamptz DEFAULT NULL
 )
 RETURNS boolean
 LANGUAGE plpgsql
@@ -39,6 +49,7 @@ BEGIN
         WHERE a.id = p_item_id
             AND a.status = 'processing'
             AND a.locked_by = p_worker_id
+            AND (p_leased_at IS NULL OR a.last_attempted_at = p_leased_at)
         FOR UPDATE SKIP LOCKED;
         IF NOT FOUND THEN
             IF (pg_catalog.ascii(p_worker_id) BETWEEN 33 AND 126
@@ -53,6 +64,7 @@ BEGIN
         WHERE a.id = p_item_id
             AND a.status = 'processing'
             AND a.locked_by = p_worker_id
+            AND (p_leased_at IS NULL OR a.last_attempted_at = p_leased_at)
         RETURNING a.*
     )
     -- the move of _retryq_finish, inline: see there

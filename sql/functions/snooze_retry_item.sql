@@ -13,12 +13,14 @@
 -- worker, a lease taken over, a second call), as complete and fail answer.
 -- Refuses (22023, naming the field) a blank worker id, a delay outside 0 to
 -- 31536000 seconds, and p_max_snoozes outside 0 to 10000.
+-- p_leased_at: the lease fence (see complete_retry_item).
 CREATE OR REPLACE FUNCTION snooze_retry_item(
     p_item_id bigint,
     p_worker_id text,
     p_delay_seconds double precision,
     p_max_snoozes bigint DEFAULT 100,
-    p_now timestamptz DEFAULT now()
+    p_now timestamptz DEFAULT now(),
+    p_leased_at timestamptz DEFAULT NULL
 )
 RETURNS boolean
 LANGUAGE plpgsql
@@ -29,7 +31,7 @@ AS $$
 BEGIN
     -- p_now passes as given: the callee tells now() from a moved clock
     RETURN snooze_retry_item_outcome(
-        p_item_id, p_worker_id, p_delay_seconds, p_max_snoozes, p_now
+        p_item_id, p_worker_id, p_delay_seconds, p_max_snoozes, p_now, p_leased_at
     ) IS NOT NULL;
 END;
 $$;

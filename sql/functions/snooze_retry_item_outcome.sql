@@ -11,12 +11,14 @@
 -- this item's snoozes; it must not dead-letter an item never snoozed.
 -- retryq_py's RetryQueueItem.snoozes reads the key by the same rule.
 -- Refuses (22023, naming the field) what snooze_retry_item refuses.
+-- p_leased_at: the lease fence (see complete_retry_item).
 CREATE OR REPLACE FUNCTION snooze_retry_item_outcome(
     p_item_id bigint,
     p_worker_id text,
     p_delay_seconds double precision,
     p_max_snoozes bigint DEFAULT 100,
-    p_now timestamptz DEFAULT now()
+    p_now timestamptz DEFAULT now(),
+    p_leased_at timestamptz DEFAULT NULL
 )
 RETURNS text
 LANGUAGE plpgsql
@@ -53,6 +55,7 @@ BEGIN
         WHERE a.id = p_item_id
             AND a.status = 'processing'
             AND a.locked_by = p_worker_id
+            AND (p_leased_at IS NULL OR a.last_attempted_at = p_leased_at)
         FOR UPDATE SKIP LOCKED;
     ELSE
         SELECT a.event_metadata INTO v_metadata
@@ -60,6 +63,7 @@ BEGIN
         WHERE a.id = p_item_id
             AND a.status = 'processing'
             AND a.locked_by = p_worker_id
+            AND (p_leased_at IS NULL OR a.last_attempted_at = p_leased_at)
         FOR UPDATE;
     END IF;
     IF NOT FOUND THEN
