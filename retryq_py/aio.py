@@ -47,6 +47,7 @@ from retryq_py._sql import (
     Seconds,
     StatsRow,
 )
+from retryq_py._sql.timestamps import load_infinite_timestamps
 
 if TYPE_CHECKING:
     from psycopg import sql
@@ -102,10 +103,20 @@ class AsyncRetryQueue(QueueBase):
             yield self.source
 
     async def _all(
-        self, query: sql.Composed, params: Mapping[str, Any], rows: AsyncRowFactory[T]
+        self,
+        query: sql.Composed,
+        params: Mapping[str, Any],
+        rows: AsyncRowFactory[T],
+        *,
+        times: bool = True,
     ) -> list[T]:
+        """The rows; `times`: they may hold a timestamptz (one infinite time
+        must not fail the read). Registering the loaders costs about 7 us a
+        cursor, which add() (no times in its answer) does not pay."""
         params = _sql.integer_params(params)
         async with self.connection() as conn, conn.cursor(row_factory=rows) as cur:
+            if times:
+                load_infinite_timestamps(cur)
             try:
                 await cur.execute(query, params)
             except psycopg.DataError:
@@ -191,7 +202,7 @@ class AsyncRetryQueue(QueueBase):
             params["event_id"] = event_id
             query = self._q.enqueue_once
         try:
-            rows = await self._all(query, params, class_row(Enqueued))
+            rows = await self._all(query, params, class_row(Enqueued), times=False)
         except psycopg.DataError:
             refuse_nul([new], single=True)
             raise

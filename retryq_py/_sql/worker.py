@@ -23,7 +23,6 @@ from retryq_py._sql import (
     COMPLETED_AT,
     EXTEND_LOCKS,
     FAIL,
-    SNOOZE,
     RetryQueueItem,
     compose,
 )
@@ -37,6 +36,21 @@ if TYPE_CHECKING:
 COMPLETE_MANY_AT: LiteralString = COMPLETE_MANY.rstrip() + ", now()\n"
 
 LISTEN: LiteralString = "LISTEN {channel}"
+
+# The worker's snooze says what it did ('snoozed', 'dead_letter' past
+# max_snoozes, NULL when the lease was not held), so that the worker reports
+# the queue's outcome, not a guess from the count it read at lease time.
+SNOOZE: LiteralString = """
+SELECT {schema}snooze_retry_item_outcome(
+    p_item_id => %(item_id)s,
+    p_worker_id => %(worker_id)s,
+    p_delay_seconds => %(delay)s::float8,
+    p_max_snoozes => %(max_snoozes)s::bigint,
+    p_now => coalesce(%(now)s::timestamptz, now()),
+    p_leased_at => %(leased_at)s::timestamptz
+)
+"""
+BURIED = "dead_letter"  # SNOOZE's answer for a snooze past the bound
 
 # After a reply was lost (the connection broke around a commit): what became
 # of the items whose outcomes were in doubt. The worker role may read the

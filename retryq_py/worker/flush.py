@@ -22,6 +22,7 @@ from psycopg_pool import ConnectionPool
 from retryq_py import metrics
 from retryq_py._sql import RetryQueueItem, snooze_count, whole_seconds
 from retryq_py._sql.worker import (
+    BURIED,
     FlushStatements,
     FlushText,
     JsonbFromText,
@@ -54,6 +55,8 @@ class Written(NamedTuple):
     leased: list[RetryQueueItem]
     # leased items that could not be decoded: failed without running
     rejected: Sequence[Outcome] = ()
+    # snoozes the queue made dead letters (past max_snoozes), by its answer
+    buried: frozenset[int] = frozenset()
 
 
 class Writer(Protocol):
@@ -151,9 +154,14 @@ class FlushWriter:
             parts.append(self._acquire(text, want))
         cur.execute(";\n".join(parts))
         failed_written = []
-        for _ in range(len(parts) - bool(ok_ids) - bool(want)):
+        buried = set()
+        for o in outcomes:
+            if o.ok:
+                continue
             row = cur.fetchone()
             failed_written.append(bool(row and row[0]))
+            if o.snooze is not None and row and row[0] == BURIED:
+                buried.add(o.item.id)
             cur.nextset()
         lost: set[int] = set()
         if ok_ids:
@@ -161,7 +169,7 @@ class FlushWriter:
             cur.nextset()
             lost = self._lost(conn, ok, completed, at)
         leased, rejected = decode_leased(cur, self._worker_id) if want else ([], [])
-        return Written(lost, failed_written, leased, rejected)
+        return Written(lost, failed_written, leased, rejected, frozenset(buried))
 
     def _write_each(
         self, conn: psycopg.Connection[Any], text: FlushText, outcomes: list[Outcome], want: int
@@ -172,9 +180,13 @@ class FlushWriter:
         cur = psycopg.ClientCursor(conn)
         cur.adapters.register_loader("jsonb", JsonbFromText)
         failed_written: list[bool] = []
+        buried = set()
         for o in outcomes:
             if not o.ok:
-                failed_written.append(self._fail_alone(cur, text, o))
+                answer = self._fail_alone(cur, text, o)
+                failed_written.append(bool(answer))
+                if o.snooze is not None and answer == BURIED:
+                    buried.add(o.item.id)
         ok = [o.item for o in outcomes if o.ok]
         ok_ids = [i.id for i in ok]
         lost: set[int] = set()
@@ -186,9 +198,9 @@ class FlushWriter:
         if want:
             cur.execute(self._acquire(text, want))
             leased, rejected = decode_leased(cur, self._worker_id)
-        return Written(lost, failed_written, leased, rejected)
+        return Written(lost, failed_written, leased, rejected, frozenset(buried))
 
-    def _fail_alone(self, cur: psycopg.ClientCursor[Any], text: FlushText, o: Outcome) -> bool:
+    def _fail_alone(self, cur: psycopg.ClientCursor[Any], text: FlushText, o: Outcome) -> Any:
         """One failure; refused, then cut to the floors; refused again, a
         permanent failure that says why."""
         try:
@@ -239,9 +251,10 @@ class FlushWriter:
         return self._fail_row(cur, self._fail(cur, text, o))
 
     @staticmethod
-    def _fail_row(cur: psycopg.ClientCursor[Any], statement: str) -> bool:
+    def _fail_row(cur: psycopg.ClientCursor[Any], statement: str) -> Any:
+        """The statement's answer: fail's boolean, or the snooze's outcome."""
         row = cur.execute(statement).fetchone()
-        return bool(row and row[0])
+        return row[0] if row else None
 
     def _fail(self, cur: psycopg.ClientCursor[Any], text: FlushText, o: Outcome) -> str:
         if o.snooze is not None:
@@ -350,7 +363,8 @@ class Report(NamedTuple):
 
 def classify(outcomes: list[Outcome], written: Written, max_snoozes: int = 100) -> Report:
     """The event each written outcome makes, and their numbers, in one pass.
-    A snooze past `max_snoozes` made a dead letter (snooze_retry_item)."""
+    A snooze is a dead letter when the queue said so (`written.buried`: the
+    snooze past `max_snoozes`, snooze_retry_item_outcome)."""
     fails = iter(written.failed_written)
     events: list[WorkerEvent] = []
     by_type: dict[tuple[EventKind, str], int] = {}
@@ -362,13 +376,15 @@ def classify(outcomes: list[Outcome], written: Written, max_snoozes: int = 100) 
         elif not next(fails):
             kind = "lease_lost"
         elif o.snooze is not None:
-            # the snooze past the bound buries the item (snooze_retry_item)
+            # the snooze past the bound buries the item: the queue's answer
             delay = o.snooze
-            if o.item.snoozes >= max_snoozes:
+            if o.item.id in written.buried:
                 kind, code = "dead_lettered", SNOOZE_LIMIT
-                # the text snooze_retry_item recorded
+                # the text snooze_retry_item recorded: its count is at least
+                # the bound (more when the row changed since the lease)
                 error = (
-                    f"retryq: snoozed {o.item.snoozes} times, the limit (max_snoozes {max_snoozes})"
+                    f"retryq: snoozed {max(o.item.snoozes, max_snoozes)} times,"
+                    f" the limit (max_snoozes {max_snoozes})"
                 )
             else:
                 kind, code = "snoozed", None
@@ -561,7 +577,7 @@ class Flusher:
                     self._worker_id,
                     o.item.id,
                     o.item.event_type,
-                    o.item.snoozes,
+                    max(o.item.snoozes, self._max_snoozes),
                     SNOOZE_LIMIT,
                 )
 
@@ -629,6 +645,7 @@ class Flusher:
         done: list[Outcome] = []
         lost: set[int] = set()
         failed_written: list[bool] = []
+        buried: set[int] = set()
         for o in doubtful:
             row = rows.get(o.item.id)
             if (
@@ -660,6 +677,8 @@ class Flusher:
                 # taken over (then the taker's lease_expired entry names us)
                 taken = any(h.get("code") == "lease_expired" for h in newer)
                 failed_written.append(row is not None and not taken)
+                if not taken and any(h.get("code") == SNOOZE_LIMIT for h in newer):
+                    buried.add(o.item.id)
             else:
                 failed_written.append(
                     any(h.get("code") == o.code and h.get("error") == o.error for h in newer)
@@ -673,7 +692,7 @@ class Flusher:
                 len(done),
                 len(done) - len(lost) - failed_written.count(False),
             )
-            self._report(done, Written(lost, failed_written, []))
+            self._report(done, Written(lost, failed_written, [], buried=frozenset(buried)))
         in_doubt = {o.item.id for o in doubtful}
         return again + [o for o in outcomes if o.item.id not in in_doubt]
 
