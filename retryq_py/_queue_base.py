@@ -8,7 +8,9 @@ here is written once and runs the same for both.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import math
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any
@@ -76,8 +78,29 @@ def _nul_path(value: Any, path: str) -> str | None:
     return None
 
 
+def _not_json_path(value: Any, path: str) -> str | None:
+    """Where a float JSON cannot hold (NaN, Infinity: Python's json writes
+    them, jsonb refuses them) sits in a JSON value, as a path, or None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else path
+    if isinstance(value, Mapping):
+        for key, inner in value.items():
+            found = _not_json_path(inner, f"{path}[{key!r}]")
+            if found:
+                return found
+    elif isinstance(value, list | tuple):
+        for n, inner in enumerate(value):
+            found = _not_json_path(inner, f"{path}[{n}]")
+            if found:
+                return found
+    return None
+
+
 def refuse_nul(items: Sequence[NewItem | Mapping[str, Any]], single: bool) -> None:
     """Raise, naming the item and field, if an item holds U+0000 (NUL).
+
+    NaN and the infinities in a JSON field are refused the same way
+    (InvalidTextRepresentation, 22P02, naming the path).
 
     Called only after psycopg or the server refused a call with a DataError:
     NUL fails there unnamed ("text fields cannot contain NUL", or jsonb's
@@ -111,6 +134,13 @@ def refuse_nul(items: Sequence[NewItem | Mapping[str, Any]], single: bool) -> No
                 raise pgerr.UntranslatableCharacter(
                     f"retryq: {where}invalid {key}: {found} contains U+0000 (NUL), "
                     "which PostgreSQL cannot store in jsonb"
+                )
+            found = _not_json_path(get(key), key)
+            if found:
+                # 22P02, as jsonb refuses the token
+                raise pgerr.InvalidTextRepresentation(
+                    f"retryq: {where}invalid {key}: {found} is NaN or an infinity, "
+                    "which JSON (and jsonb) cannot hold"
                 )
 
 
@@ -172,6 +202,7 @@ class QueueBase:
 
     def _enqueue_params(self, new: NewItem, now: datetime | None) -> dict[str, Any]:
         """add()'s parameters for _sql.ENQUEUE."""
+        _check_fields(new)
         params = _typed(new.params())
         params["event_data"] = jsonb_param(params["event_data"])
         params["event_metadata"] = jsonb_param(params["event_metadata"])
@@ -182,24 +213,27 @@ class QueueBase:
         """_sql.ENQUEUE_MANY's items when an item has a dedupe key (the rule
         lives in enqueue_retry_items), else None (the COPY path). Items are
         checked as _rows checks them: unknown or missing keys."""
-        if not any(
-            (i.dedupe_key if isinstance(i, NewItem) else i.get("dedupe_key")) is not None
-            for i in items
-        ):
+        if not any(_dedupe_key_of(i) is not None for i in items):
             return None
         batch = []
-        for item in items:
-            if not isinstance(item, NewItem):
-                if not item.keys() <= _KEYS:
-                    unknown = next(k for k in item if k not in _KEYS)
-                    raise TypeError(f"add_many: unknown item key {unknown!r}")
-                given = {k: v for k, v in item.items() if v is not None}
-                for required in ("event_type", "data"):
-                    if required not in given:
-                        raise ValueError(f"add_many: every item needs {required!r}")
-                item = self.item(**given)
-            batch.append(_typed(item.params()))
+        for n, item in enumerate(items):
+            with _at_item(n):
+                batch.append(self._keyed_item(item))
         return jsonb_param(batch)
+
+    def _keyed_item(self, item: NewItem | Mapping[str, Any]) -> dict[str, Any]:
+        if not isinstance(item, NewItem):
+            _check_item(item)
+            if not item.keys() <= _KEYS:
+                unknown = next(k for k in item if k not in _KEYS)
+                raise TypeError(f"add_many: unknown item key {unknown!r}")
+            given = {k: v for k, v in item.items() if v is not None}
+            for required in ("event_type", "data"):
+                if required not in given:
+                    raise ValueError(f"add_many: every item needs {required!r}")
+            item = self.item(**given)
+        _check_fields(item)
+        return _typed(item.params())
 
     def _new_ids(self, count: int, now: datetime | None) -> dict[str, Any]:
         """add_many's first step's parameters (_sql.NEW_IDS)."""
@@ -210,6 +244,23 @@ class QueueBase:
         return {"sequence": self._q.sequence}
 
     def _rows(
+        self,
+        items: Sequence[NewItem | Mapping[str, Any]],
+        now: datetime,
+        encoding: str,
+        event_ids: list[UUID],
+    ) -> Iterator[tuple[Any, ...]]:
+        """_copy_rows, an error naming the item it is about (its index: the
+        rows made before it, one event id each)."""
+        try:
+            yield from self._copy_rows(items, now, encoding, event_ids)
+        except (TypeError, ValueError, pgerr.Error) as exc:
+            named = _named(exc, len(event_ids))
+            if named is exc:
+                raise
+            raise named from exc
+
+    def _copy_rows(
         self,
         items: Sequence[NewItem | Mapping[str, Any]],
         now: datetime,
@@ -246,6 +297,8 @@ class QueueBase:
             if isinstance(item, NewItem):
                 values = _of_new_item(item)
             else:
+                if type(item) is not dict:
+                    _check_item(item)
                 if not item.keys() <= _KEYS:
                     unknown = next(k for k in item if k not in _KEYS)
                     raise TypeError(f"add_many: unknown item key {unknown!r}")
@@ -317,6 +370,8 @@ class QueueBase:
                 due = now + timedelta(microseconds=round(seconds * 1_000_000)) if seconds else now
             if tags is None:
                 tag_array = no_tags
+            elif isinstance(tags, str | bytes):
+                raise _not_tags(tags)
             else:
                 tag_key = tags if type(tags) is tuple else tuple(tags)
                 try:
@@ -326,8 +381,7 @@ class QueueBase:
                 except TypeError:  # unhashable: not a string
                     tag_array = _sql.text_array(tag_key, encoding)
             event_id = uuids[at : at + 16]
-            event_ids.append(load_uuid(event_id))
-            yield (
+            row = (
                 event_id,
                 event_type,
                 channel,
@@ -335,7 +389,7 @@ class QueueBase:
                 None if data is None else jsonb(data),  # NULL: the NOT NULL error, as before
                 no_metadata
                 if metadata is None
-                else jsonb(metadata if type(metadata) is dict else dict(metadata)),
+                else jsonb(metadata if type(metadata) is dict else _mapping(metadata)),
                 max_retries,
                 retry_delay,
                 backoff_multiplier,
@@ -347,6 +401,9 @@ class QueueBase:
                 now,
                 due,
             )
+            # after the row is made: _rows names a failing item by this count
+            event_ids.append(load_uuid(event_id))
+            yield row
 
 
 def clock_and_mark(row: Any) -> tuple[datetime, int | None]:
@@ -371,6 +428,74 @@ def found_ids(ids: list[int], count: int) -> list[int]:
     if len(ids) != count:
         raise RuntimeError(f"add_many: found {len(ids)} ids for {count} new rows")
     return ids
+
+
+def _dedupe_key_of(item: Any) -> Any:
+    if isinstance(item, NewItem):
+        return item.dedupe_key
+    return item.get("dedupe_key") if isinstance(item, Mapping) else None
+
+
+def _check_item(item: Any) -> None:
+    if not isinstance(item, Mapping):
+        raise TypeError(f"expected a NewItem or a mapping of add()'s keywords, got {item!r}")
+
+
+def _not_tags(tags: Any) -> TypeError:
+    # a str is a sequence of strings, each of one character: {a,b,c}
+    return TypeError(f"tags: expected a list of strings, got {type(tags).__name__} {tags!r}")
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"metadata: expected a mapping (a dict), got {value!r}")
+    return dict(value)
+
+
+def _check_fields(new: NewItem) -> None:
+    """add()'s and a keyed add_many's fields of the wrong type, refused naming
+    the field, as the COPY path (_copy_rows) refuses them: PostgreSQL would
+    find no function for an int where text goes (42883), and psycopg would
+    store a str's characters as tags or fail to make a dict of a list."""
+    for field in ("event_type", "channel", "plugin", "correlation_id", "dedupe_key"):
+        value = getattr(new, field)
+        if value is not None and type(value) is not str:
+            _text(value, field)
+    if new.metadata is not None and not isinstance(new.metadata, Mapping):
+        _mapping(new.metadata)
+    tags = new.tags
+    if tags is not None:
+        if isinstance(tags, str | bytes) or not isinstance(tags, Iterable):
+            raise _not_tags(tags)
+        for t, tag in enumerate(tags):
+            if not isinstance(tag, str):
+                raise TypeError(f"tags: tags[{t}] is not a string: {tag!r}")
+
+
+@contextmanager
+def _at_item(n: int) -> Iterator[None]:
+    """An error raised within names add_many's item n."""
+    try:
+        yield
+    except (TypeError, ValueError, pgerr.Error) as exc:
+        named = _named(exc, n)
+        if named is exc:
+            raise
+        raise named from exc
+
+
+def _named(exc: Exception, n: int) -> Exception:
+    """exc, of the same type, its message naming add_many's item n."""
+    text = str(exc)
+    for prefix in ("add_many: ", "retryq: "):
+        text = text.removeprefix(prefix)
+    if text.startswith("item "):  # named already (refuse_nul)
+        return exc
+    prefix = "retryq: " if isinstance(exc, pgerr.Error) else "add_many: "
+    try:
+        return type(exc)(f"{prefix}item {n}: {text}")
+    except Exception:  # a type that takes other arguments: as it was
+        return exc
 
 
 def _text(value: Any, field: str) -> str:
@@ -407,7 +532,7 @@ def _typed(params: dict[str, Any]) -> dict[str, Any]:
     find no function (42883)."""
     for key in ("max_retries", "priority"):
         value = params[key]
-        if value is not None and type(value) is not int:
+        if value is not None and (type(value) is not int or not _INT4_MIN <= value <= _INT4_MAX):
             params[key] = _int4(value, key)
     for key in ("backoff_multiplier", "retry_jitter"):
         value = params[key]

@@ -47,6 +47,7 @@ from retryq_py._sql import (
     Seconds,
     StatsRow,
 )
+from retryq_py._sql.timestamps import load_infinite_timestamps
 
 if TYPE_CHECKING:
     from psycopg import sql
@@ -102,10 +103,20 @@ class AsyncRetryQueue(QueueBase):
             yield self.source
 
     async def _all(
-        self, query: sql.Composed, params: Mapping[str, Any], rows: AsyncRowFactory[T]
+        self,
+        query: sql.Composed,
+        params: Mapping[str, Any],
+        rows: AsyncRowFactory[T],
+        *,
+        times: bool = True,
     ) -> list[T]:
+        """The rows; `times`: they may hold a timestamptz (one infinite time
+        must not fail the read). Registering the loaders costs about 7 us a
+        cursor, which add() (no times in its answer) does not pay."""
         params = _sql.integer_params(params)
         async with self.connection() as conn, conn.cursor(row_factory=rows) as cur:
+            if times:
+                load_infinite_timestamps(cur)
             try:
                 await cur.execute(query, params)
             except psycopg.DataError:
@@ -191,7 +202,7 @@ class AsyncRetryQueue(QueueBase):
             params["event_id"] = event_id
             query = self._q.enqueue_once
         try:
-            rows = await self._all(query, params, class_row(Enqueued))
+            rows = await self._all(query, params, class_row(Enqueued), times=False)
         except psycopg.DataError:
             refuse_nul([new], single=True)
             raise
@@ -302,7 +313,9 @@ class AsyncRetryQueue(QueueBase):
         plugin_names for items without a plugin): lease only those items;
         None leases every item. An empty list, a None or blank element raises
         psycopg.errors.InvalidParameterValue (SQLSTATE 22023). Items of a
-        paused key (retry_queue_pause) are never leased.
+        paused key (retry_queue_pause) are never leased. Each item's
+        `leased_at` names its lease: pass it back to complete, fail, snooze
+        and extend_lock to fence them to this lease.
         """
         return await self._all(
             self._q.acquire,
@@ -317,16 +330,40 @@ class AsyncRetryQueue(QueueBase):
             class_row(RetryQueueItem),
         )
 
-    async def complete(self, item_id: int, worker_id: str, *, now: datetime | None = None) -> bool:
-        """Mark an item done; False unless worker_id holds its lease."""
-        params = {"item_id": item_id, "worker_id": worker_id, "now": now}
+    async def complete(
+        self,
+        item_id: int,
+        worker_id: str,
+        *,
+        now: datetime | None = None,
+        leased_at: datetime | None = None,
+    ) -> bool:
+        """Mark an item done; False unless worker_id holds its lease.
+
+        `leased_at` (the item's `leased_at` from acquire) fences the call to
+        that lease: False if the item was leased again since, even to
+        worker_id (an acknowledgement whose reply was lost must not land on
+        the newer lease). The same holds for complete_many, fail, snooze,
+        extend_lock and extend_locks."""
+        params = {"item_id": item_id, "worker_id": worker_id, "now": now, "leased_at": leased_at}
         return bool(await self._one(self._q.complete, params))
 
     async def complete_many(
-        self, item_ids: Iterable[int], worker_id: str, *, now: datetime | None = None
+        self,
+        item_ids: Iterable[int],
+        worker_id: str,
+        *,
+        now: datetime | None = None,
+        leased_at: Iterable[datetime] | None = None,
     ) -> int:
-        """Mark many items done in one statement; returns how many were."""
-        params = {"item_ids": list(item_ids), "worker_id": worker_id, "now": now}
+        """Mark many items done in one statement; returns how many were.
+        `leased_at`: one grant time per id, in the same order (see complete)."""
+        params = {
+            "item_ids": list(item_ids),
+            "worker_id": worker_id,
+            "now": now,
+            "leased_at": None if leased_at is None else list(leased_at),
+        }
         return int(await self._one(self._q.complete_many, params))
 
     async def fail(
@@ -339,14 +376,16 @@ class AsyncRetryQueue(QueueBase):
         retryable: bool = True,
         retry_after: Seconds | None = None,
         now: datetime | None = None,
+        leased_at: datetime | None = None,
     ) -> bool:
         """Record a failed attempt: back off, or dead-letter when spent or not retryable.
 
         `retry_after` (seconds or a timedelta) replaces the backoff for this
         retry, capped at the item's max_retry_delay and not jittered (for a
         Retry-After header, see retryq_py.retry_after_seconds). False unless
-        worker_id holds the lease. Raises psycopg.errors.InvalidParameterValue
-        (22023, naming retry_after_seconds) outside 0 to 31536000 seconds.
+        worker_id holds the lease (`leased_at`: that lease, see complete).
+        Raises psycopg.errors.InvalidParameterValue (22023, naming
+        retry_after_seconds) outside 0 to 31536000 seconds.
         """
         params = {
             "item_id": item_id,
@@ -358,6 +397,7 @@ class AsyncRetryQueue(QueueBase):
                 None if retry_after is None else _sql.seconds(retry_after, "retry_after")
             ),
             "now": now,
+            "leased_at": leased_at,
         }
         return bool(await self._one(self._q.fail, params))
 
@@ -369,6 +409,7 @@ class AsyncRetryQueue(QueueBase):
         *,
         max_snoozes: int = 100,
         now: datetime | None = None,
+        leased_at: datetime | None = None,
     ) -> bool:
         """Put a leased item back to pending for `delay` (seconds or a
         timedelta) without spending an attempt or recording a failure.
@@ -376,7 +417,8 @@ class AsyncRetryQueue(QueueBase):
         The item's snoozes are counted (event_metadata["retryq_snoozes"]);
         past `max_snoozes` of them it becomes a dead letter with code
         snooze_limit instead. True when worker_id held the lease (snoozed or
-        dead-lettered), False otherwise, as `complete` and `fail`. Raises
+        dead-lettered), False otherwise, as `complete` and `fail` (and
+        `leased_at` fences it as theirs). Raises
         psycopg.errors.InvalidParameterValue (22023, naming delay_seconds or
         max_snoozes) for a delay outside 0 to 31536000 seconds or
         max_snoozes outside 0 to 10000.
@@ -387,6 +429,7 @@ class AsyncRetryQueue(QueueBase):
             "delay": _sql.seconds(delay, "delay"),
             "max_snoozes": max_snoozes,
             "now": now,
+            "leased_at": leased_at,
         }
         return bool(await self._one(self._q.snooze, params))
 
@@ -397,24 +440,34 @@ class AsyncRetryQueue(QueueBase):
         lock_timeout: Seconds = 300,
         *,
         now: datetime | None = None,
+        leased_at: datetime | None = None,
     ) -> bool:
-        """Move the lease expiry to now + lock_timeout; False when the lease is lost."""
+        """Move the lease expiry to now + lock_timeout; False when the lease
+        is lost (`leased_at`: that lease, see complete; a renewal keeps it)."""
         params = {
             "item_id": item_id,
             "worker_id": worker_id,
             "lock_timeout": _sql.whole_seconds(lock_timeout, "lock_timeout"),
             "now": now,
+            "leased_at": leased_at,
         }
         return bool(await self._one(self._q.extend_lock, params))
 
     async def extend_locks(
-        self, item_ids: Iterable[int], worker_id: str, lock_timeout: Seconds = 300
+        self,
+        item_ids: Iterable[int],
+        worker_id: str,
+        lock_timeout: Seconds = 300,
+        leased_at: Iterable[datetime | None] | None = None,
     ) -> set[int]:
-        """Heartbeat for many items in one round trip; returns the ids still held."""
+        """Heartbeat for many items in one round trip; returns the ids still
+        held. `leased_at`: one grant time per id, in the same order (None
+        for an item: any lease of worker_id; see complete)."""
         params = {
             "item_ids": list(item_ids),
             "worker_id": worker_id,
             "lock_timeout": _sql.whole_seconds(lock_timeout, "lock_timeout"),
+            "leased_at": None if leased_at is None else list(leased_at),
         }
         return set(await self._all(self._q.extend_locks, params, scalar_row))
 

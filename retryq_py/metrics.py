@@ -27,6 +27,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 
 from retryq_py import ops
 from retryq_py._sql import ops as _q
+from retryq_py._sql.timestamps import load_infinite_timestamps
 
 ITEMS_PROCESSED = Counter(
     "retryq_worker_items_processed",
@@ -109,6 +110,7 @@ class QueueCollector(Collector):
                 timeout=timeout,
                 check=ConnectionPool.check_connection,
                 name="retryq-metrics",
+                configure=load_infinite_timestamps,
                 open=False,
             )
             pool.open(wait=False)

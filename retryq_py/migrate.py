@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-from psycopg import sql
+from psycopg import errors, sql
 from psycopg.conninfo import conninfo_to_dict
 from yoyo import get_backend, read_migrations
 
@@ -72,11 +72,41 @@ def _backend(dsn: str, schema: str | None) -> Iterator[Any]:
         backend.connection.close()
 
 
+# Whether this role may take yoyo's lock (a row in its lock table). yoyo
+# retries every error of the INSERT until LOCK_TIMEOUT_SECONDS, taking a
+# refusal for a lock held by someone else: a role without the privilege
+# waited a minute for "permission denied".
+LOCK_PRIVILEGES = """
+SELECT
+    pg_catalog.has_table_privilege(pg_catalog.to_regclass(%(table)s), 'INSERT')
+    AND pg_catalog.has_table_privilege(pg_catalog.to_regclass(%(table)s), 'DELETE'),
+    current_user
+"""
+
+
+@contextmanager
+def _lock(backend: Any) -> Iterator[None]:
+    """yoyo's lock, refused at once (42501) when the role cannot take it."""
+    conn = backend.connection
+    with conn.cursor() as cur:
+        cur.execute(LOCK_PRIVILEGES, {"table": backend.lock_table})
+        row = cur.fetchone()
+    conn.rollback()
+    if row is not None and row[0] is False:
+        raise errors.InsufficientPrivilege(
+            f"permission denied for table {backend.lock_table}: role {row[1]} may not"
+            " INSERT and DELETE there, which yoyo's lock needs (run retryq migrate as the"
+            " role that installed retryq)"
+        )
+    with backend.lock(LOCK_TIMEOUT_SECONDS):
+        yield
+
+
 def apply(dsn: str, schema: str | None = None, directory: Path | None = None) -> list[str]:
     """Apply every pending migration (of `directory`, default the packaged
     ones); returns the ids applied."""
     migrations = read_migrations(str(directory or migrations_dir()))
-    with _backend(dsn, schema) as backend, backend.lock(LOCK_TIMEOUT_SECONDS):
+    with _backend(dsn, schema) as backend, _lock(backend):
         pending = backend.to_apply(migrations)
         backend.apply_migrations(pending)
         return [m.id for m in pending]
@@ -87,7 +117,7 @@ def rollback(
 ) -> list[str]:
     """Roll back the newest `count` applied migrations (all when None)."""
     migrations = read_migrations(str(directory or migrations_dir()))
-    with _backend(dsn, schema) as backend, backend.lock(LOCK_TIMEOUT_SECONDS):
+    with _backend(dsn, schema) as backend, _lock(backend):
         applied = backend.to_rollback(migrations)
         chosen = applied if count is None else applied[:count]
         backend.rollback_migrations(chosen)

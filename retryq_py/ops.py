@@ -22,6 +22,7 @@ from psycopg.rows import class_row
 from retryq_py._sql import compose, integer_params, refuse_nul_params
 from retryq_py._sql import ops as _q
 from retryq_py._sql.ops import Circuit, DeadLetterCount, Pause, RateLimit
+from retryq_py._sql.timestamps import load_infinite_timestamps
 
 Conn = psycopg.Connection[Any]
 
@@ -52,8 +53,10 @@ def _call(conn: Conn, query: Any, params: dict[str, Any]) -> Any:
     field (22021) instead of psycopg's unnamed DataError, and an integer
     argument that is no whole number (TypeError) instead of 42883."""
     params = dict(integer_params(params))
+    cur = conn.cursor()
+    load_infinite_timestamps(cur)
     try:
-        return conn.execute(query, params)
+        return cur.execute(query, params)
     except psycopg.DataError:
         refuse_nul_params(params)
         raise
@@ -65,6 +68,7 @@ def _call(conn: Conn, query: Any, params: dict[str, Any]) -> Any:
 def list_circuits(conn: Conn, schema: str | None = None) -> list[Circuit]:
     """Every circuit, as daz_retry_queue_circuits shows it."""
     with conn.cursor(row_factory=class_row(Circuit)) as cur:
+        load_infinite_timestamps(cur)
         return cur.execute(compose(_q.CIRCUITS, schema)).fetchall()
 
 
@@ -132,6 +136,7 @@ def configure_circuit(
 def list_rate_limits(conn: Conn, schema: str | None = None) -> list[RateLimit]:
     """Every rate limit, as daz_retry_queue_rate_limits shows it."""
     with conn.cursor(row_factory=class_row(RateLimit)) as cur:
+        load_infinite_timestamps(cur)
         return cur.execute(compose(_q.RATE_LIMITS, schema)).fetchall()
 
 
@@ -184,6 +189,7 @@ def _has_rate_limits(conn: Conn, schema: str | None) -> bool:
 def list_pauses(conn: Conn, schema: str | None = None) -> list[Pause]:
     """Every pause, as daz_retry_queue_pauses shows it (the whole queue's first)."""
     with conn.cursor(row_factory=class_row(Pause)) as cur:
+        load_infinite_timestamps(cur)
         return cur.execute(compose(_q.PAUSES, schema)).fetchall()
 
 
@@ -258,6 +264,7 @@ def collect_queue_metrics(conn: Conn, schema: str | None = None) -> QueueMetrics
     pending, processing, expired = (int(v) for v in active)
     oldest = conn.execute(compose(_q.OLDEST_DUE, schema)).fetchone()
     with conn.cursor(row_factory=class_row(DeadLetterCount)) as cur:
+        load_infinite_timestamps(cur)
         dead = cur.execute(compose(_q.DEAD_LETTER_COUNTS, schema)).fetchall()
         cancelled = cur.execute(compose(_q.CANCELLED_COUNTS, schema)).fetchall()
     dead_total = sum(d.count for d in dead)

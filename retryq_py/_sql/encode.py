@@ -4,7 +4,9 @@ binary COPY fields (uuid, jsonb, text[]) already in their wire format."""
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from datetime import date, datetime
@@ -16,8 +18,50 @@ import psycopg
 from psycopg.types.string import BytesBinaryDumper
 
 
+class JsonNumber:
+    """A JSON number kept as its text, for one Python's float cannot hold:
+    json.loads reads 1e400 as inf, which would go out as Infinity (not JSON);
+    PostgreSQL's jsonb keeps it as the number it is. `json_number` makes one."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, JsonNumber) and other.text == self.text
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+
+_NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
+# A JsonNumber goes through the encoder as this string, then becomes its
+# text again. Only a string holding U+0000 looks the same, and jsonb refuses
+# those anyway (22P05).
+_MARKED = re.compile(r'"\\u0000#(-?[0-9][-+.0-9eE]*)\\u0000"')
+
+
+def json_number(text: str) -> float | JsonNumber:
+    """json.loads' parse_float: a float, or the text of a number no float
+    holds (beyond 1.8e308)."""
+    value = float(text)
+    return value if math.isfinite(value) else JsonNumber(text)
+
+
+def _unmark(encoded: str) -> str:
+    return _MARKED.sub(r"\1", encoded)
+
+
 def json_default(value: Any) -> Any:
     """Make the usual non-JSON Python values storable (for event data and params)."""
+    if isinstance(value, JsonNumber):
+        if not _NUMBER.fullmatch(value.text):
+            raise ValueError(f"not a JSON number: {value.text!r}")
+        return f"\x00#{value.text}\x00"
     if isinstance(value, datetime | date):
         return value.isoformat()
     if isinstance(value, UUID | Decimal):
@@ -35,7 +79,8 @@ _ENCODER = json.JSONEncoder(default=json_default, separators=(",", ":"))
 
 
 def dumps(value: Any) -> str:
-    return _ENCODER.encode(value)
+    encoded = _ENCODER.encode(value)
+    return _unmark(encoded) if "\\u0000#" in encoded else encoded
 
 
 # --- add_many's COPY rows -----------------------------------------------------
@@ -82,13 +127,20 @@ def jsonb_encoder() -> Callable[[Any], str]:
     are only reliable until an encoding fails, which ends the call anyway.
     """
     make: Any = getattr(json.encoder, "c_make_encoder", None)  # _json's, not in typeshed
-    plain = lambda value: "\x01" + _ENCODER.encode(value)  # noqa: E731
+    plain = lambda value: "\x01" + dumps(value)  # noqa: E731
     if make is None:  # no C accelerator: the plain encoder
         return plain
+    numbers: list[None] = []
+
+    def default(value: Any) -> Any:
+        if isinstance(value, JsonNumber):
+            numbers.append(None)
+        return json_default(value)
+
     try:
         encode = make(
             {},
-            json_default,
+            default,
             json.encoder.encode_basestring_ascii,
             None,
             _ENCODER.key_separator,
@@ -102,7 +154,11 @@ def jsonb_encoder() -> Callable[[Any], str]:
     join = "".join
 
     def jsonb(value: Any) -> str:
-        return "\x01" + join(encode(value, 0))
+        encoded = join(encode(value, 0))
+        if numbers:  # a JsonNumber was met: nothing to look for otherwise
+            numbers.clear()
+            encoded = _unmark(encoded)
+        return "\x01" + encoded
 
     return jsonb
 

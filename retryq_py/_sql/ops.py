@@ -225,7 +225,8 @@ WHERE times_opened > 0 ORDER BY event_type, plugin_name
 PAUSES: LiteralString = """
 SELECT
     event_type, plugin_name, paused_at, paused_by, reason, held_count,
-    extract(EPOCH FROM now() - paused_at)::float8 AS age_seconds
+    -- epochs, not times: an infinite paused_at fails timestamptz - timestamptz
+    (extract(EPOCH FROM now()) - extract(EPOCH FROM paused_at))::float8 AS age_seconds
 FROM {schema}daz_retry_queue_pauses
 ORDER BY event_type NULLS FIRST, plugin_name NULLS FIRST
 """

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any, NamedTuple
 from uuid import UUID
 
@@ -15,6 +16,9 @@ from retryq_py._sql.params import Seconds, seconds
 
 # JSON values as psycopg parses jsonb: dict, list, str, int, float, bool.
 JSON = Any
+
+# the most snoozes a count can hold: snooze_retry_item's max_snoozes bound
+SNOOZE_BOUND = 10000
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,10 @@ class RetryQueueItem:
     locked_until: datetime
     error_message: str | None
     last_error_code: str | None
+    # The lease's grant time: pass it to complete, fail, snooze and
+    # extend_lock (leased_at=...) to fence them to this lease. None for an
+    # item built by hand: then they act on any lease of the worker id.
+    leased_at: datetime | None = None
 
     @property
     def is_last_attempt(self) -> bool:
@@ -57,10 +65,15 @@ class RetryQueueItem:
 
 
 def snooze_count(metadata: Any) -> int:
-    """event_metadata["retryq_snoozes"] as a count: 0 for a producer's value
-    under the key, or none."""
+    """event_metadata["retryq_snoozes"] as a count, by snooze_retry_item's
+    rule: a whole number from 0 to 10000 (all retryq writes), else 0 (a
+    producer's value under the key, or none)."""
     n = metadata.get("retryq_snoozes") if isinstance(metadata, dict) else None
-    if isinstance(n, bool) or not isinstance(n, int | float) or not 0 <= n < 2**31:
+    if isinstance(n, bool) or not isinstance(n, int | float | Decimal):
+        return 0
+    if isinstance(n, Decimal) and not n.is_finite():  # Decimal NaN cannot compare
+        return 0
+    if not 0 <= n <= SNOOZE_BOUND or n != int(n):  # NaN and inf fail the bounds
         return 0
     return int(n)
 

@@ -127,11 +127,15 @@ SELECT ARRAY(
 )
 """
 
+# leased_at: the lease's grant time, the token that fences its outcomes and
+# renewals to it (see complete_retry_item). acquire_retry_items stamps it as
+# last_attempted_at and grants locked_until = it + the lease, exactly.
 ACQUIRE: LiteralString = """
 SELECT
     id, event_id, event_type, channel_name, plugin_name, event_data,
     retry_count, max_retries, priority, correlation_id, event_metadata, tags,
-    created_at, next_retry_at, locked_until, error_message, last_error_code
+    created_at, next_retry_at, locked_until, error_message, last_error_code,
+    locked_until - pg_catalog.make_interval(secs => %(lock_timeout)s::bigint) AS leased_at
 FROM {schema}acquire_retry_items(
     p_worker_id => %(worker_id)s,
     p_batch_size => %(batch_size)s,
@@ -146,7 +150,8 @@ COMPLETE: LiteralString = """
 SELECT {schema}complete_retry_item(
     p_item_id => %(item_id)s,
     p_worker_id => %(worker_id)s,
-    p_now => coalesce(%(now)s::timestamptz, now())
+    p_now => coalesce(%(now)s::timestamptz, now()),
+    p_leased_at => %(leased_at)s::timestamptz
 )
 """
 
@@ -154,7 +159,8 @@ COMPLETE_MANY: LiteralString = """
 SELECT {schema}complete_retry_items(
     p_item_ids => %(item_ids)s::bigint[],
     p_worker_id => %(worker_id)s,
-    p_now => coalesce(%(now)s::timestamptz, now())
+    p_now => coalesce(%(now)s::timestamptz, now()),
+    p_leased_at => %(leased_at)s::timestamptz[]
 )
 """
 
@@ -164,12 +170,16 @@ SELECT {schema}complete_retry_items(
 # transaction's now()), so: completed at or after `at`. Only the lease holder
 # completes, so a row completed since then by someone else needs a takeover
 # meanwhile, which a lease far longer than one flush rules out.
+# Which of a flush's successes are its own: completed by this transaction
+# (its now()), or under the lease the worker holds (the grant time a
+# completion keeps): an earlier statement of the worker's whose reply was
+# lost, which a pooler may run late, races the write again and wins.
 COMPLETED_AT: LiteralString = """
 SELECT q.id
-FROM {schema}daz_retry_queue AS q
-WHERE q.id = ANY(%(item_ids)s::bigint[])
-    AND q.status = 'completed'
-    AND q.completed_at >= %(at)s
+FROM unnest(%(item_ids)s::bigint[], %(leased_at)s::timestamptz[]) AS o (id, leased_at)
+INNER JOIN {schema}daz_retry_queue AS q ON q.id = o.id
+WHERE q.status = 'completed'
+    AND (q.completed_at >= %(at)s OR q.last_attempted_at = o.leased_at)
 """
 
 FAIL: LiteralString = """
@@ -180,7 +190,8 @@ SELECT {schema}fail_retry_item(
     p_error_code => %(code)s,
     p_retryable => %(retryable)s,
     p_now => coalesce(%(now)s::timestamptz, now()),
-    p_retry_after_seconds => %(retry_after)s::float8
+    p_retry_after_seconds => %(retry_after)s::float8,
+    p_leased_at => %(leased_at)s::timestamptz
 )
 """
 
@@ -190,7 +201,8 @@ SELECT {schema}snooze_retry_item(
     p_worker_id => %(worker_id)s,
     p_delay_seconds => %(delay)s::float8,
     p_max_snoozes => %(max_snoozes)s::bigint,
-    p_now => coalesce(%(now)s::timestamptz, now())
+    p_now => coalesce(%(now)s::timestamptz, now()),
+    p_leased_at => %(leased_at)s::timestamptz
 )
 """
 
@@ -199,17 +211,22 @@ SELECT {schema}extend_retry_lock(
     p_item_id => %(item_id)s,
     p_worker_id => %(worker_id)s,
     p_lock_timeout_seconds => %(lock_timeout)s,
-    p_now => coalesce(%(now)s::timestamptz, now())
+    p_now => coalesce(%(now)s::timestamptz, now()),
+    p_leased_at => %(leased_at)s::timestamptz
 )
 """
 
 # One round trip for the worker's heartbeat: returns the ids still held.
+# leased_at pairs with item_ids (NULL, or a NULL element: that item unfenced;
+# unnest pads the shorter array with NULLs).
 EXTEND_LOCKS: LiteralString = """
-SELECT i.id FROM unnest(%(item_ids)s::bigint[]) AS i (id)
+SELECT i.id
+FROM unnest(%(item_ids)s::bigint[], %(leased_at)s::timestamptz[]) AS i (id, leased_at)
 WHERE {schema}extend_retry_lock(
     p_item_id => i.id,
     p_worker_id => %(worker_id)s,
-    p_lock_timeout_seconds => %(lock_timeout)s
+    p_lock_timeout_seconds => %(lock_timeout)s,
+    p_leased_at => i.leased_at
 )
 """
 

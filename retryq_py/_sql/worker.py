@@ -23,7 +23,6 @@ from retryq_py._sql import (
     COMPLETED_AT,
     EXTEND_LOCKS,
     FAIL,
-    SNOOZE,
     RetryQueueItem,
     compose,
 )
@@ -38,14 +37,32 @@ COMPLETE_MANY_AT: LiteralString = COMPLETE_MANY.rstrip() + ", now()\n"
 
 LISTEN: LiteralString = "LISTEN {channel}"
 
+# The worker's snooze says what it did ('snoozed', 'dead_letter' past
+# max_snoozes, NULL when the lease was not held), so that the worker reports
+# the queue's outcome, not a guess from the count it read at lease time.
+SNOOZE: LiteralString = """
+SELECT {schema}snooze_retry_item_outcome(
+    p_item_id => %(item_id)s,
+    p_worker_id => %(worker_id)s,
+    p_delay_seconds => %(delay)s::float8,
+    p_max_snoozes => %(max_snoozes)s::bigint,
+    p_now => coalesce(%(now)s::timestamptz, now()),
+    p_leased_at => %(leased_at)s::timestamptz
+)
+"""
+BURIED = "dead_letter"  # SNOOZE's answer for a snooze past the bound
+
 # After a reply was lost (the connection broke around a commit): what became
 # of the items whose outcomes were in doubt. The worker role may read the
 # queue; each row's history says whether this worker's failure was written,
 # and whether its lease was taken over (a lease_expired entry naming it);
 # its metadata counts the snoozes (a snooze spends no attempt, so an item
-# snoozed and leased again by the same flush has the same retry_count).
+# snoozed and leased again by the same flush has the same retry_count); its
+# last_attempted_at is the grant time of its lease, if it has one.
 IN_DOUBT: LiteralString = """
-SELECT q.id, q.status, q.locked_by, q.error_history, q.retry_count, q.event_metadata
+SELECT
+    q.id, q.status, q.locked_by, q.error_history, q.retry_count, q.event_metadata,
+    q.last_attempted_at
 FROM {schema}daz_retry_queue AS q
 WHERE q.id = ANY(%(item_ids)s::bigint[])
 """
@@ -58,12 +75,13 @@ WHERE q.id = ANY(%(item_ids)s::bigint[])
 # read otherwise, a lane whose reply was only slow would hold the same lease
 # a second time and run it twice. The leases it knows are left out by the
 # same mark, not by retry_count: a snooze spends no attempt, so the lease
-# after a snooze has the count of the one before.
+# after a snooze has the count of the one before. leased_at, the grant time,
+# is what fences the outcomes (see ACQUIRE).
 HELD: LiteralString = """
 SELECT
     id, event_id, event_type, channel_name, plugin_name, event_data,
     retry_count, max_retries, priority, correlation_id, event_metadata, tags,
-    created_at, next_retry_at, locked_until, error_message, last_error_code
+    created_at, next_retry_at, locked_until, error_message, last_error_code, leased_at
 FROM (
     SELECT
         id, event_id, event_type, channel_name, plugin_name, event_data,
@@ -71,7 +89,7 @@ FROM (
         created_at, next_retry_at,
         last_attempted_at + pg_catalog.make_interval(secs => %(lock_seconds)s::bigint)
             AS locked_until,
-        error_message, last_error_code
+        error_message, last_error_code, last_attempted_at AS leased_at
     FROM {schema}daz_retry_queue
     WHERE status = 'processing' AND locked_by = %(worker_id)s
 ) AS held

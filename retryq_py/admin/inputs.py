@@ -9,6 +9,8 @@ from datetime import datetime, timedelta, tzinfo
 from typing import Any
 
 from retryq_py import config as _config
+from retryq_py._sql.encode import json_number
+from retryq_py._sql.timestamps import infinite_text
 from retryq_py.admin.target import UsageProblem
 from retryq_py.queue import ADD_KEYS
 
@@ -31,6 +33,9 @@ def parse_duration(text: str, name: str) -> timedelta:
         ) from None
 
 
+# A number beyond a float's range (1e400, 1e309) stays the number it is
+# (json_number), as PostgreSQL keeps it, instead of becoming inf and then the
+# invalid token Infinity.
 def _no_constant(name: str) -> Any:
     # Python's json reads NaN and Infinity; JSON (and PostgreSQL's jsonb) has neither.
     raise ValueError(f"{name} is not JSON")
@@ -38,7 +43,7 @@ def _no_constant(name: str) -> Any:
 
 def parse_json(text: str, name: str) -> Any:
     try:
-        return json.loads(text, parse_constant=_no_constant)
+        return json.loads(text, parse_constant=_no_constant, parse_float=json_number)
     except ValueError as exc:  # JSONDecodeError included
         raise UsageProblem(f"invalid {name}: not JSON ({exc})") from exc
 
@@ -88,7 +93,7 @@ def parse_json_lines(
         if not raw.strip():
             continue
         try:
-            obj = json.loads(raw, parse_constant=_no_constant)
+            obj = json.loads(raw, parse_constant=_no_constant, parse_float=json_number)
         except ValueError as exc:
             raise UsageProblem(f"line {number}: not JSON ({exc}); nothing was added") from exc
         if isinstance(obj, dict) and defaults:
@@ -112,4 +117,7 @@ def moment_text(value: datetime | str | None, tz: tzinfo | None = None) -> str:
         except ValueError:
             return value
     assert isinstance(moment, datetime)
+    infinite = infinite_text(moment)
+    if infinite is not None:  # astimezone would overflow
+        return infinite
     return moment.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")

@@ -14,6 +14,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from retryq_py._sql import ops as _q
+from retryq_py._sql.timestamps import load_infinite_timestamps
 from retryq_py.queue import RetryQueue
 
 DATABASE_ENV = "RETRYQ_DATABASE_URL"
@@ -154,9 +155,12 @@ def target(database: str | None, schema: str | None = None) -> Target:
 
 def open_connection(t: Target, *, autocommit: bool = True) -> psycopg.Connection[Any]:
     try:
-        return psycopg.connect(t.conninfo, autocommit=autocommit)
+        conn = psycopg.connect(t.conninfo, autocommit=autocommit)
     except psycopg.OperationalError as exc:
         raise DatabaseUnreachable(f"cannot connect to {t.describe()}: {first_line(exc)}") from exc
+    # one row with an infinite time must not break every command's reads
+    load_infinite_timestamps(conn)
+    return conn
 
 
 def is_installed(conn: psycopg.Connection[Any]) -> bool:

@@ -8,6 +8,7 @@ import typer
 
 from retryq_py import admin
 from retryq_py.cli.options import (
+    BIGINT_MAX,
     DatabaseOpt,
     ErrorCodeOpt,
     EventTypeOpt,
@@ -51,7 +52,8 @@ def dead_letter_list(
     error_code: ErrorCodeOpt = None,
     older_than: OlderThanOpt = None,
     limit: Annotated[
-        int, typer.Option("--limit", metavar="N", min=1, help="At most this many rows.")
+        int,
+        typer.Option("--limit", metavar="N", min=1, max=BIGINT_MAX, help="At most this many rows."),
     ] = 50,
 ) -> None:
     """Dead letters, most recent first."""
@@ -68,7 +70,10 @@ def dead_letter_list(
 
 @app.command("show", cls=PlainUsage)
 def dead_letter_show(
-    item_id: Annotated[int, typer.Argument(metavar="ID", help="The item's id.")],
+    item_id: Annotated[
+        int,
+        typer.Argument(metavar="ID", min=-BIGINT_MAX - 1, max=BIGINT_MAX, help="The item's id."),
+    ],
     database: DatabaseOpt = None,
     schema: SchemaOpt = None,
 ) -> None:

@@ -77,8 +77,19 @@ OlderThanOpt = Annotated[
         help="Only dead letters older than this (30s, 5m, 1h, 7d).",
     ),
 ]
+# The SQL functions take ids, limits and counts as bigint: a larger number is
+# refused here, naming the option (exit 2), not by the server's unnamed
+# "bigint out of range" or a search for a numeric overload.
+BIGINT_MAX = 2**63 - 1
 IdsOpt = Annotated[
-    list[int] | None, typer.Option("--id", metavar="ID", help="Only this item id (repeatable).")
+    list[int] | None,
+    typer.Option(
+        "--id",
+        metavar="ID",
+        min=-BIGINT_MAX - 1,
+        max=BIGINT_MAX,
+        help="Only this item id (repeatable).",
+    ),
 ]
 
 # --- circuit keys ------------------------------------------------------------

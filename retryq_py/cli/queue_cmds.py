@@ -10,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from retryq_py import admin
 from retryq_py.cli.options import (
+    BIGINT_MAX,
     DatabaseOpt,
     ErrorCodeOpt,
     EventTypeOpt,
@@ -192,11 +193,18 @@ def cleanup(
     retention_days: Annotated[
         int,
         typer.Option(
-            "--retention-days", metavar="DAYS", min=0, help="Keep finished items this many days."
+            "--retention-days",
+            metavar="DAYS",
+            min=0,
+            max=BIGINT_MAX,
+            help="Keep finished items this many days.",
         ),
     ] = 7,
     batch_size: Annotated[
-        int, typer.Option("--batch-size", metavar="N", min=1, help="Rows per transaction.")
+        int,
+        typer.Option(
+            "--batch-size", metavar="N", min=1, max=BIGINT_MAX, help="Rows per transaction."
+        ),
     ] = 5000,
     no_archive: Annotated[
         bool,

@@ -26,6 +26,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from retryq_py import admin
+from retryq_py._sql.timestamps import infinite_text
 from retryq_py.web import data
 from retryq_py.web.auth import AuthMiddleware
 from retryq_py.web.config import WebConfig
@@ -42,11 +43,18 @@ def _when(value: datetime | str | None) -> str:
 def _ago(value: datetime | None) -> str:
     if value is None:
         return ""
+    infinite = infinite_text(value)
+    if infinite is not None:  # no span to tell
+        return infinite
     return _span((datetime.now(timezone.utc) - value).total_seconds())
 
 
 def _span(seconds: float | None) -> str:
     if seconds is None:
+        return ""
+    if math.isinf(seconds):  # an infinite time somewhere (see retry_queue_due)
+        return "infinity"
+    if math.isnan(seconds):
         return ""
     s = abs(int(seconds))
     if s < 60:

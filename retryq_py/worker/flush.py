@@ -22,6 +22,7 @@ from psycopg_pool import ConnectionPool
 from retryq_py import metrics
 from retryq_py._sql import RetryQueueItem, snooze_count, whole_seconds
 from retryq_py._sql.worker import (
+    BURIED,
     FlushStatements,
     FlushText,
     JsonbFromText,
@@ -54,6 +55,8 @@ class Written(NamedTuple):
     leased: list[RetryQueueItem]
     # leased items that could not be decoded: failed without running
     rejected: Sequence[Outcome] = ()
+    # snoozes the queue made dead letters (past max_snoozes), by its answer
+    buried: frozenset[int] = frozenset()
 
 
 class Writer(Protocol):
@@ -143,24 +146,30 @@ class FlushWriter:
         cur = psycopg.ClientCursor(conn)  # binds the values into the text, quoted
         cur.adapters.register_loader("jsonb", JsonbFromText)
         parts = [self._fail(cur, text, o) for o in outcomes if not o.ok]
-        ok_ids = [o.item.id for o in outcomes if o.ok]
+        ok = [o.item for o in outcomes if o.ok]
+        ok_ids = [i.id for i in ok]
         if ok_ids:
-            parts.append(self._complete(text, ok_ids))
+            parts.append(self._complete(text, ok))
         if want:
             parts.append(self._acquire(text, want))
         cur.execute(";\n".join(parts))
         failed_written = []
-        for _ in range(len(parts) - bool(ok_ids) - bool(want)):
+        buried = set()
+        for o in outcomes:
+            if o.ok:
+                continue
             row = cur.fetchone()
             failed_written.append(bool(row and row[0]))
+            if o.snooze is not None and row and row[0] == BURIED:
+                buried.add(o.item.id)
             cur.nextset()
         lost: set[int] = set()
         if ok_ids:
             completed, at = cur.fetchone() or (0, None)
             cur.nextset()
-            lost = self._lost(conn, ok_ids, completed, at)
+            lost = self._lost(conn, ok, completed, at)
         leased, rejected = decode_leased(cur, self._worker_id) if want else ([], [])
-        return Written(lost, failed_written, leased, rejected)
+        return Written(lost, failed_written, leased, rejected, frozenset(buried))
 
     def _write_each(
         self, conn: psycopg.Connection[Any], text: FlushText, outcomes: list[Outcome], want: int
@@ -171,22 +180,27 @@ class FlushWriter:
         cur = psycopg.ClientCursor(conn)
         cur.adapters.register_loader("jsonb", JsonbFromText)
         failed_written: list[bool] = []
+        buried = set()
         for o in outcomes:
             if not o.ok:
-                failed_written.append(self._fail_alone(cur, text, o))
-        ok_ids = [o.item.id for o in outcomes if o.ok]
+                answer = self._fail_alone(cur, text, o)
+                failed_written.append(bool(answer))
+                if o.snooze is not None and answer == BURIED:
+                    buried.add(o.item.id)
+        ok = [o.item for o in outcomes if o.ok]
+        ok_ids = [i.id for i in ok]
         lost: set[int] = set()
         if ok_ids:
-            completed, at = cur.execute(self._complete(text, ok_ids)).fetchone() or (0, None)
-            lost = self._lost(conn, ok_ids, completed, at)
+            completed, at = cur.execute(self._complete(text, ok)).fetchone() or (0, None)
+            lost = self._lost(conn, ok, completed, at)
         leased: list[RetryQueueItem] = []
         rejected: list[Outcome] = []
         if want:
             cur.execute(self._acquire(text, want))
             leased, rejected = decode_leased(cur, self._worker_id)
-        return Written(lost, failed_written, leased, rejected)
+        return Written(lost, failed_written, leased, rejected, frozenset(buried))
 
-    def _fail_alone(self, cur: psycopg.ClientCursor[Any], text: FlushText, o: Outcome) -> bool:
+    def _fail_alone(self, cur: psycopg.ClientCursor[Any], text: FlushText, o: Outcome) -> Any:
         """One failure; refused, then cut to the floors; refused again, a
         permanent failure that says why."""
         try:
@@ -237,9 +251,10 @@ class FlushWriter:
         return self._fail_row(cur, self._fail(cur, text, o))
 
     @staticmethod
-    def _fail_row(cur: psycopg.ClientCursor[Any], statement: str) -> bool:
+    def _fail_row(cur: psycopg.ClientCursor[Any], statement: str) -> Any:
+        """The statement's answer: fail's boolean, or the snooze's outcome."""
         row = cur.execute(statement).fetchone()
-        return bool(row and row[0])
+        return row[0] if row else None
 
     def _fail(self, cur: psycopg.ClientCursor[Any], text: FlushText, o: Outcome) -> str:
         if o.snooze is not None:
@@ -251,6 +266,7 @@ class FlushWriter:
                     "delay": o.snooze,
                     "max_snoozes": self._max_snoozes,
                     "now": None,
+                    "leased_at": o.item.leased_at,
                 },
             )
         return cur.mogrify(
@@ -263,15 +279,17 @@ class FlushWriter:
                 "retryable": o.retryable,
                 "retry_after": o.retry_after,
                 "now": None,
+                "leased_at": o.item.leased_at,
             },
         )
 
     @staticmethod
-    def _complete(text: FlushText, ok_ids: list[int]) -> str:
+    def _complete(text: FlushText, ok: list[RetryQueueItem]) -> str:
         return text.complete_at % {
-            "item_ids": "'{" + ",".join(map(str, ok_ids)) + "}'",  # integers
+            "item_ids": "'{" + ",".join(str(i.id) for i in ok) + "}'",  # integers
             "worker_id": text.worker,
             "now": "NULL",
+            "leased_at": _times([i.leased_at for i in ok]),
         }
 
     def _acquire(self, text: FlushText, want: int) -> str:
@@ -285,16 +303,20 @@ class FlushWriter:
         }
 
     def _lost(
-        self, conn: psycopg.Connection[Any], ok_ids: list[int], completed: int, at: Any
+        self, conn: psycopg.Connection[Any], ok: list[RetryQueueItem], completed: int, at: Any
     ) -> set[int]:
-        if completed >= len(ok_ids):
+        if completed >= len(ok):
             return set()
-        # Rare (a lease lost while its handler ran): which ones. The rows
-        # this call completed carry its transaction's now().
+        # Rare (a lease lost while its handler ran, or an earlier write of
+        # ours that lost its reply ran after all): which ones. The rows this
+        # call completed carry its transaction's now(), those an earlier
+        # write completed the lease's grant time.
+        ids = [i.id for i in ok]
         done = conn.execute(
-            self._statements.completed_at, {"item_ids": ok_ids, "at": at}
+            self._statements.completed_at,
+            {"item_ids": ids, "leased_at": [i.leased_at for i in ok], "at": at},
         ).fetchall()
-        return set(ok_ids) - {r[0] for r in done}
+        return set(ids) - {r[0] for r in done}
 
 
 def decode_leased(
@@ -341,7 +363,8 @@ class Report(NamedTuple):
 
 def classify(outcomes: list[Outcome], written: Written, max_snoozes: int = 100) -> Report:
     """The event each written outcome makes, and their numbers, in one pass.
-    A snooze past `max_snoozes` made a dead letter (snooze_retry_item)."""
+    A snooze is a dead letter when the queue said so (`written.buried`: the
+    snooze past `max_snoozes`, snooze_retry_item_outcome)."""
     fails = iter(written.failed_written)
     events: list[WorkerEvent] = []
     by_type: dict[tuple[EventKind, str], int] = {}
@@ -353,13 +376,15 @@ def classify(outcomes: list[Outcome], written: Written, max_snoozes: int = 100) 
         elif not next(fails):
             kind = "lease_lost"
         elif o.snooze is not None:
-            # the snooze past the bound buries the item (snooze_retry_item)
+            # the snooze past the bound buries the item: the queue's answer
             delay = o.snooze
-            if o.item.snoozes >= max_snoozes:
+            if o.item.id in written.buried:
                 kind, code = "dead_lettered", SNOOZE_LIMIT
-                # the text snooze_retry_item recorded
+                # the text snooze_retry_item recorded: its count is at least
+                # the bound (more when the row changed since the lease)
                 error = (
-                    f"retryq: snoozed {o.item.snoozes} times, the limit (max_snoozes {max_snoozes})"
+                    f"retryq: snoozed {max(o.item.snoozes, max_snoozes)} times,"
+                    f" the limit (max_snoozes {max_snoozes})"
                 )
             else:
                 kind, code = "snoozed", None
@@ -422,12 +447,22 @@ class Flusher:
         self._lease = timedelta(seconds=lease)
         self._statements = FlushStatements(schema)
         # After a reply was lost: the items whose outcomes may have been
-        # written, and whether an acquire may have leased items we never saw.
+        # written.
         self._doubt: set[int] = set()
-        self._lease_doubt = False
+        # Acquires whose reply was lost (they may have leased items we never
+        # saw), counted, and how many of them a take-up has settled: a
+        # take-up settles only those whose server process it waited for (see
+        # flush). A flag cleared by one lane's take-up would also clear a
+        # loss another lane noticed meanwhile, whose statement the server was
+        # still running: its leases then expired under this live worker.
+        self._lost_acquires = 0
+        self._settled_acquires = 0
         self._adopting = threading.Lock()
         # the server processes of the connections whose replies were lost
         self._old_backends: set[int] = set()
+        # the doubt's counts and processes change together (lanes lose
+        # replies concurrently)
+        self._doubt_lock = threading.Lock()
 
     def flush(self, *, force: bool, acquire: int = 0) -> tuple[int, int, int]:
         """Write outcomes, then lease up to `acquire` items, in one transaction.
@@ -443,22 +478,36 @@ class Flusher:
         outcomes, acquire = self._ledger.claim(
             force=force, acquire=acquire, ack_interval=self._ack_interval
         )
-        if not outcomes and not acquire and not self._lease_doubt:
+        if not outcomes and not acquire and self._lost_acquires == self._settled_acquires:
             return 0, 0, 0
         pid = None
         try:
             with self._pool.connection() as conn:
                 pid = conn.info.backend_pid
-                if self._old_backends and ((self._doubt and outcomes) or self._lease_doubt):
-                    self._await_old_backends(conn)
+                with self._doubt_lock:
+                    # the lost acquires counted by now are those whose
+                    # processes are waited for here (each loss adds its
+                    # process before it is counted)
+                    lost = self._lost_acquires
+                    waiting = bool(self._doubt and outcomes) or lost > self._settled_acquires
+                    pids = set(self._old_backends) if waiting else set()
+                if pids:
+                    self._await_old_backends(conn, pids)
+                    with self._doubt_lock:  # forgotten once waited for
+                        self._old_backends -= pids
                 if self._doubt and outcomes:
                     outcomes = self._settle(conn, outcomes)
-                if self._lease_doubt and not self._doubt and self._adopting.acquire(False):
-                    # after every doubtful outcome is settled (an item whose
-                    # failure was written may be leased again by that write),
-                    # one lane at a time
+                # One lane at a time, without waiting for the outcomes in
+                # doubt to be settled: another lane may hold them, stuck on a
+                # silent connection until its statement deadline, and that
+                # wait after the one that noticed the loss cost the leases
+                # their whole lease. An outcome in doubt whose item the
+                # take-up holds under a newer lease (its failure written and
+                # the item leased again by the same flush) is settled by the
+                # queue's history, and the lease fence keeps it off that lease.
+                if lost > self._settled_acquires and self._adopting.acquire(False):
                     try:
-                        self._adopt(conn)
+                        self._adopt(conn, lost)
                     finally:
                         self._adopting.release()
                 outcomes = self._drop_replaced(outcomes)
@@ -468,10 +517,11 @@ class Flusher:
                 written = self._writer.write(conn, outcomes, acquire)
         except BaseException as exc:
             if lost_reply(exc):
-                self._doubt.update(o.item.id for o in outcomes)
-                self._lease_doubt = self._lease_doubt or acquire > 0
-                if pid:
-                    self._old_backends.add(pid)
+                with self._doubt_lock:
+                    self._doubt.update(o.item.id for o in outcomes)
+                    if pid:
+                        self._old_backends.add(pid)
+                    self._lost_acquires += acquire > 0
             self._ledger.unclaim(outcomes, acquire)
             raise
         self._report(outcomes, written)
@@ -527,7 +577,7 @@ class Flusher:
                     self._worker_id,
                     o.item.id,
                     o.item.event_type,
-                    o.item.snoozes,
+                    max(o.item.snoozes, self._max_snoozes),
                     SNOOZE_LIMIT,
                 )
 
@@ -553,17 +603,16 @@ class Flusher:
             )
         return outcomes
 
-    def _await_old_backends(self, conn: psycopg.Connection[Any]) -> None:
+    def _await_old_backends(self, conn: psycopg.Connection[Any], pids: set[int]) -> None:
         """Before reading what a lost reply did: the server finishes that
         statement (and its COMMIT) after the client is gone, so wait, up to a
         quarter of the lease (at most 10 s), until its process is idle or gone.
         Read earlier, the items an acquire was committing look free and are
         never taken up, and expire under this live worker (seen in the crash
         test). The waiting lane holds no lock the statement could need."""
-        pids, self._old_backends = list(self._old_backends), set()
         deadline = time.monotonic() + min(self._lease.total_seconds() / 4, 10.0)
         while True:
-            row = conn.execute(self._statements.old_backend_busy, {"pids": pids}).fetchone()
+            row = conn.execute(self._statements.old_backend_busy, {"pids": list(pids)}).fetchone()
             if not (row and row[1]):
                 return
             if time.monotonic() >= deadline:
@@ -571,7 +620,7 @@ class Flusher:
                     "worker %s: the server still runs the statement whose reply was lost"
                     " (process %s); reading the queue without waiting longer",
                     self._worker_id,
-                    pids,
+                    sorted(pids),
                 )
                 return
             time.sleep(0.05)
@@ -596,19 +645,24 @@ class Flusher:
         done: list[Outcome] = []
         lost: set[int] = set()
         failed_written: list[bool] = []
+        buried: set[int] = set()
         for o in doubtful:
             row = rows.get(o.item.id)
             if (
                 row is not None
                 and row[1] == "processing"
                 and row[2] == me
-                and row[4] == o.item.retry_count
-                and snooze_count(row[5]) == o.item.snoozes
+                and (
+                    row[6] == o.item.leased_at
+                    if o.item.leased_at is not None
+                    else row[4] == o.item.retry_count and snooze_count(row[5]) == o.item.snoozes
+                )
             ):
-                # not written: still ours, the same attempt, snoozed as often
-                # (a snooze written with a zero delay may have been leased
-                # again by the same flush's acquire: written again, it would
-                # snooze the new lease)
+                # not written: still the same lease, ours (its grant time;
+                # without one, the same attempt snoozed as often). Written
+                # again, it is fenced to that lease all the same: a newer one
+                # (a zero-delay snooze leased again by the same flush, say)
+                # refuses it.
                 again.append(o)
                 continue
             since = o.item.locked_until - self._lease
@@ -623,6 +677,8 @@ class Flusher:
                 # taken over (then the taker's lease_expired entry names us)
                 taken = any(h.get("code") == "lease_expired" for h in newer)
                 failed_written.append(row is not None and not taken)
+                if not taken and any(h.get("code") == SNOOZE_LIMIT for h in newer):
+                    buried.add(o.item.id)
             else:
                 failed_written.append(
                     any(h.get("code") == o.code and h.get("error") == o.error for h in newer)
@@ -636,23 +692,20 @@ class Flusher:
                 len(done),
                 len(done) - len(lost) - failed_written.count(False),
             )
-            self._report(done, Written(lost, failed_written, []))
+            self._report(done, Written(lost, failed_written, [], buried=frozenset(buried)))
         in_doubt = {o.item.id for o in doubtful}
         return again + [o for o in outcomes if o.item.id not in in_doubt]
 
-    def _adopt(self, conn: psycopg.Connection[Any]) -> None:
-        """An acquire lost its reply: the items the queue says this worker
-        holds and it does not know of are taken up, as if just leased."""
-        # settled as of the read below (a lost acquire after it sets the doubt
-        # again), but only once they are held: should the read or the renewal
-        # fail, cleared for good the doubt would leave them to expire under
-        # this live worker, unless the failing flush had asked for items too
-        self._lease_doubt = False
-        try:
-            self._take_up(conn)
-        except BaseException:
-            self._lease_doubt = True
-            raise
+    def _adopt(self, conn: psycopg.Connection[Any], lost: int) -> None:
+        """Acquires lost their reply: the items the queue says this worker
+        holds and it does not know of are taken up, as if just leased. The
+        first `lost` lost acquires are settled by it, once the items are held
+        (should the read or the renewal fail, they stay in doubt): their
+        processes were waited for before the read. One noticed since may
+        still be running on the server; a later take-up settles it."""
+        self._take_up(conn)
+        with self._doubt_lock:
+            self._settled_acquires = max(self._settled_acquires, lost)
 
     def _take_up(self, conn: psycopg.Connection[Any]) -> None:
         cur = conn.cursor()
@@ -678,13 +731,20 @@ class Flusher:
             # renew them a third of a lease from now, maybe after they ran out). The
             # items keep the acquire's locked_until, by which a lane whose
             # reply was only slow recognises them (see Ledger.hold).
+            # by id, the one lock order (see Heartbeat.beat), each fenced to
+            # the lease read
+            found = sorted(
+                [(i.id, i.leased_at) for i in items]
+                + [(o.item.id, o.item.leased_at) for o in rejected],
+                key=lambda lease: lease[0],
+            )
             kept = {
                 r[0]
                 for r in conn.execute(
                     self._statements.extend_locks,
                     {
-                        # by id, the one lock order (see Heartbeat.beat)
-                        "item_ids": sorted([i.id for i in items] + [o.item.id for o in rejected]),
+                        "item_ids": [i for i, _ in found],
+                        "leased_at": [at for _, at in found],
                         "worker_id": self._worker_id,
                         # rounded as the heartbeat's renewals are
                         "lock_timeout": whole_seconds(self._lease.total_seconds(), "lock_timeout"),
@@ -699,6 +759,14 @@ class Flusher:
                 len(items) + len(rejected),
             )
         self._ledger.hold(items, 0, rejected, adopt=True)  # also ends held_leases' watch
+
+
+def _times(values: list[datetime | None]) -> str:
+    """A timestamptz[] literal of the leases' grant times (ISO text needs
+    no escaping); NULL, no fence, when one is unknown (an item built by hand)."""
+    if any(v is None for v in values):
+        return "NULL"
+    return "'{" + ",".join(f'"{v.isoformat()}"' for v in values if v is not None) + "}'"
 
 
 def lost_reply(exc: BaseException) -> bool:

@@ -16,6 +16,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
+from datetime import datetime
 
 from retryq_py.errors import explain
 from retryq_py.worker.events import DATABASE, database_error
@@ -23,7 +24,8 @@ from retryq_py.worker.ledger import Ledger
 
 log = logging.getLogger("retryq.worker")
 
-ExtendLocks = Callable[[Iterable[int], str, float], set[int]]
+# (item ids, worker id, lease seconds, each id's lease grant time) -> ids kept
+ExtendLocks = Callable[[Iterable[int], str, float, Iterable[datetime | None]], set[int]]
 
 
 class Heartbeat:
@@ -72,7 +74,12 @@ class Heartbeat:
         try:
             # by id, the order a flush writes in: a renewal and a flush of
             # this worker never wait on each other in a circle
-            kept = self._extend_locks(sorted(due), self._worker_id, self._lock_timeout)
+            ids = sorted(due)
+            # each renewal fenced to the held lease: an older lease's id
+            # must not renew a newer lease of the item
+            kept = self._extend_locks(
+                ids, self._worker_id, self._lock_timeout, [due[i] for i in ids]
+            )
         except DATABASE as exc:
             self._failed = True
             # its arguments (ids, worker_id, lock_timeout) are the worker's own:

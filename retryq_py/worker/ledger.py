@@ -124,8 +124,8 @@ class Ledger:
         lease). Call it after the outcomes in doubt are settled: an outcome
         not in doubt whose lease was replaced was never written, so its lease
         ended without it (ran out, and this worker's own acquire took the
-        item over). Written, it would land on the newer lease (the outcome
-        functions fence by worker and id only)."""
+        item over). Written, it would be refused (the outcome functions are
+        fenced to its lease's grant time): counted lost without a write."""
         with self._lock:
             held = self._held
             gone = [
@@ -346,36 +346,44 @@ class Ledger:
 
     # -- heartbeat ---------------------------------------------------------------------
 
-    def due_for_extension(self, now: float, age: float, limit: float | None) -> list[int]:
+    def due_for_extension(
+        self, now: float, age: float, limit: float | None
+    ) -> dict[int, datetime | None]:
         """Items leased or extended `age` seconds ago or more, but not those
-        whose handler has run `limit` seconds or more."""
+        whose handler has run `limit` seconds or more: id -> the grant time
+        of the held lease, to which its renewal is fenced."""
         with self._lock:
             # the held lease's handler (an older copy's lease is gone)
             started = {
                 i: self._running.get((i, item.locked_until), now)
                 for i, (item, _) in self._held.items()
             }
-            return [
-                i
-                for i, (_, at) in self._held.items()
+            return {
+                i: item.leased_at
+                for i, (item, at) in self._held.items()
                 if now - at >= age and (limit is None or now - started[i] < limit)
-            ]
+            }
 
-    def extended(self, due: list[int], kept: set[int], now: float) -> set[int]:
+    def extended(self, due: Mapping[int, datetime | None], kept: set[int], now: float) -> set[int]:
         """Record the extensions made at `now`; returns the still held items
         whose lease was lost: not those acknowledged meanwhile, nor those
         whose outcome waits or is being written (the write may have ended
-        the lease; the flush tells a lost one)."""
+        the lease; the flush tells a lost one). A lease held since under
+        the same id was not the one renewed: left as it is."""
         with self._lock:
             held = self._held
+
+            def renewed(i: int) -> bool:
+                return i in held and held[i][0].leased_at == due[i]
+
             for item_id in due:
-                if item_id in kept and item_id in held:
+                if item_id in kept and renewed(item_id):
                     held[item_id] = (held[item_id][0], now)
             return {
                 i
                 for i in due
                 if i not in kept
-                and i in held
+                and renewed(i)
                 and (i, held[i][0].locked_until) not in self._answered
             }
 

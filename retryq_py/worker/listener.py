@@ -131,12 +131,17 @@ class Listener:
         with psycopg.connect(conninfo, **kwargs) as other:
             other.execute("SELECT pg_notify(%s, %s)", [channel, payload])
         deadline = time.monotonic() + PROBE_SECONDS
-        while not self._stopping.is_set():
+        arrived = False
+        while not arrived and not self._stopping.is_set():
             left = deadline - time.monotonic()
             if left <= 0:
                 return False
-            for note in conn.notifies(timeout=min(left, 0.5)):
+            # never leave the loop early: psycopg drops the rest of a batch
+            # read in one go (a NOTIFY behind the probe), so the whole batch
+            # is read, and stop_after ends the loop right after it
+            for note in conn.notifies(timeout=min(left, 0.5), stop_after=1):
                 if note.payload == payload:
-                    return True
-                self._on_notify()
-        return True  # stopping: no verdict needed
+                    arrived = True
+                else:
+                    self._on_notify()
+        return True  # arrived, or stopping: no verdict needed

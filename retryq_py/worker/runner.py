@@ -9,6 +9,7 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -495,8 +496,13 @@ def _renewing(pool: ConnectionPool[Any], extend_locks: ExtendLocks, lease: float
         return extend_locks
     watchdog = pool.watchdog
 
-    def extend(item_ids: Iterable[int], worker_id: str, lock_timeout: float) -> set[int]:
+    def extend(
+        item_ids: Iterable[int],
+        worker_id: str,
+        lock_timeout: float,
+        leased_at: Iterable[datetime | None],
+    ) -> set[int]:
         with watchdog.shorter(max(lease / 8, 0.5)):
-            return extend_locks(item_ids, worker_id, lock_timeout)
+            return extend_locks(item_ids, worker_id, lock_timeout, leased_at)
 
     return extend

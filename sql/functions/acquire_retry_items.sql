@@ -255,80 +255,126 @@ BEGIN
                 -- picks. If one is,
                 -- it leases nothing, and the full statement below takes the
                 -- same items in the same order.
-                RETURN QUERY
-                WITH picked AS MATERIALIZED (
-                    SELECT a.id, a.status, a.event_type, a.plugin_name
-                    FROM _retryq_active AS a
-                    WHERE a.priority = v_priority
-                        AND a.next_retry_at <= p_now
-                        AND (a.locked_until IS NULL OR a.locked_until <= p_now)
-                        AND (
-                            p_plugin_names IS NULL
-                            OR coalesce(a.plugin_name, '') = ANY(p_plugin_names)
-                        )
-                        -- skip keys whose rate limit has no token free
-                        AND (
-                            pg_catalog.cardinality(v_closed_events) = 0
-                            OR NOT EXISTS (
-                                SELECT 1
-                                FROM ROWS FROM (
-                                    pg_catalog.unnest(v_closed_events),
-                                    pg_catalog.unnest(v_closed_plugins)
-                                ) AS k (event_type, plugin_name)
-                                WHERE k.event_type = a.event_type
-                                    AND k.plugin_name = coalesce(a.plugin_name, '')
+                -- With no limit configured, a statement without the rate
+                -- limits' parts: in the generic plan those parts, though
+                -- never run, were set up and _retryq_rate_limit locked on
+                -- every call (5% of acquire's instructions).
+                IF NOT v_limited THEN
+                    RETURN QUERY
+                    WITH picked AS MATERIALIZED (
+                        SELECT a.id, a.status
+                        FROM _retryq_active AS a
+                        WHERE a.priority = v_priority
+                            AND a.next_retry_at <= p_now
+                            AND (a.locked_until IS NULL OR a.locked_until <= p_now)
+                            AND (
+                                p_plugin_names IS NULL
+                                OR coalesce(a.plugin_name, '') = ANY(p_plugin_names)
                             )
-                        )
-                    ORDER BY a.next_retry_at, a.id
-                    LIMIT v_remaining
-                    FOR UPDATE SKIP LOCKED
-                ),
-                taken AS (
-                    UPDATE _retryq_active AS a
-                    SET
-                        status = 'processing',
-                        locked_by = p_worker_id,
-                        locked_until = v_until,
-                        last_attempted_at = p_now
-                    -- (in a subquery: run once, its array then scanned by
-                    -- primary key)
-                    WHERE a.id = ANY((SELECT
-                        CASE
-                            WHEN NOT v_limited THEN ARRAY(SELECT p.id FROM picked AS p)
-                            -- no item of a limited key: no token to take
-                            WHEN NOT EXISTS (
+                        ORDER BY a.next_retry_at, a.id
+                        LIMIT v_remaining
+                        FOR UPDATE SKIP LOCKED
+                    ),
+                    taken AS (
+                        UPDATE _retryq_active AS a
+                        SET
+                            status = 'processing',
+                            locked_by = p_worker_id,
+                            locked_until = v_until,
+                            last_attempted_at = p_now
+                        -- (in a subquery: run once, its array then scanned by
+                        -- primary key)
+                        WHERE a.id = ANY(ARRAY(SELECT p.id FROM picked AS p))
+                            AND NOT EXISTS (
                                 SELECT 1 FROM picked AS p
-                                JOIN _retryq_rate_limit AS l
-                                    ON l.event_type = p.event_type
-                                        AND l.plugin_name = coalesce(p.plugin_name, '')
-                            ) THEN ARRAY(SELECT p.id FROM picked AS p)
-                            -- rate limits: the items that get a token (none
-                            -- when the full statement below takes over)
-                            WHEN NOT EXISTS (
-                                SELECT 1 FROM picked AS p WHERE p.status = 'processing'
-                            ) THEN _retryq_rate_grant(
-                                ARRAY(SELECT p.id FROM picked AS p),
-                                ARRAY(SELECT p.event_type FROM picked AS p),
-                                ARRAY(SELECT p.plugin_name FROM picked AS p),
-                                p_now
+                                WHERE p.status = 'processing'
                             )
-                        END
-                    )::bigint[])
-                        AND NOT EXISTS (
-                            SELECT 1 FROM picked AS p
-                            WHERE p.status = 'processing'
-                        )
-                    RETURNING a.*
-                )
-                SELECT
-                    t.id, t.event_id, t.event_type,
-                    coalesce(t.channel_name, ''), coalesce(t.plugin_name, ''),
-                    t.event_data, t.retry_count, t.max_retries, t.priority,
-                    coalesce(t.correlation_id, ''), t.event_metadata, t.tags,
-                    t.created_at, t.next_retry_at, t.locked_until,
-                    t.error_message, t.last_error_code
-                FROM taken AS t
-                ORDER BY t.next_retry_at, t.id;
+                        RETURNING a.*
+                    )
+                    SELECT
+                        t.id, t.event_id, t.event_type,
+                        coalesce(t.channel_name, ''), coalesce(t.plugin_name, ''),
+                        t.event_data, t.retry_count, t.max_retries, t.priority,
+                        coalesce(t.correlation_id, ''), t.event_metadata, t.tags,
+                        t.created_at, t.next_retry_at, t.locked_until,
+                        t.error_message, t.last_error_code
+                    FROM taken AS t
+                    ORDER BY t.next_retry_at, t.id;
+                ELSE
+                    RETURN QUERY
+                    WITH picked AS MATERIALIZED (
+                        SELECT a.id, a.status, a.event_type, a.plugin_name
+                        FROM _retryq_active AS a
+                        WHERE a.priority = v_priority
+                            AND a.next_retry_at <= p_now
+                            AND (a.locked_until IS NULL OR a.locked_until <= p_now)
+                            AND (
+                                p_plugin_names IS NULL
+                                OR coalesce(a.plugin_name, '') = ANY(p_plugin_names)
+                            )
+                            -- skip keys whose rate limit has no token free
+                            AND (
+                                pg_catalog.cardinality(v_closed_events) = 0
+                                OR NOT EXISTS (
+                                    SELECT 1
+                                    FROM ROWS FROM (
+                                        pg_catalog.unnest(v_closed_events),
+                                        pg_catalog.unnest(v_closed_plugins)
+                                    ) AS k (event_type, plugin_name)
+                                    WHERE k.event_type = a.event_type
+                                        AND k.plugin_name = coalesce(a.plugin_name, '')
+                                )
+                            )
+                        ORDER BY a.next_retry_at, a.id
+                        LIMIT v_remaining
+                        FOR UPDATE SKIP LOCKED
+                    ),
+                    taken AS (
+                        UPDATE _retryq_active AS a
+                        SET
+                            status = 'processing',
+                            locked_by = p_worker_id,
+                            locked_until = v_until,
+                            last_attempted_at = p_now
+                        -- (in a subquery: run once, its array then scanned by
+                        -- primary key)
+                        WHERE a.id = ANY((SELECT
+                            CASE
+                                -- no item of a limited key: no token to take
+                                WHEN NOT EXISTS (
+                                    SELECT 1 FROM picked AS p
+                                    JOIN _retryq_rate_limit AS l
+                                        ON l.event_type = p.event_type
+                                            AND l.plugin_name = coalesce(p.plugin_name, '')
+                                ) THEN ARRAY(SELECT p.id FROM picked AS p)
+                                -- rate limits: the items that get a token (none
+                                -- when the full statement below takes over)
+                                WHEN NOT EXISTS (
+                                    SELECT 1 FROM picked AS p WHERE p.status = 'processing'
+                                ) THEN _retryq_rate_grant(
+                                    ARRAY(SELECT p.id FROM picked AS p),
+                                    ARRAY(SELECT p.event_type FROM picked AS p),
+                                    ARRAY(SELECT p.plugin_name FROM picked AS p),
+                                    p_now
+                                )
+                            END
+                        )::bigint[])
+                            AND NOT EXISTS (
+                                SELECT 1 FROM picked AS p
+                                WHERE p.status = 'processing'
+                            )
+                        RETURNING a.*
+                    )
+                    SELECT
+                        t.id, t.event_id, t.event_type,
+                        coalesce(t.channel_name, ''), coalesce(t.plugin_name, ''),
+                        t.event_data, t.retry_count, t.max_retries, t.priority,
+                        coalesce(t.correlation_id, ''), t.event_metadata, t.tags,
+                        t.created_at, t.next_retry_at, t.locked_until,
+                        t.error_message, t.last_error_code
+                    FROM taken AS t
+                    ORDER BY t.next_retry_at, t.id;
+                END IF;
                 GET DIAGNOSTICS v_taken = ROW_COUNT;
                 v_remaining := v_remaining - v_taken;
                 CONTINUE WHEN v_remaining = 0;

@@ -31,6 +31,7 @@ CREATE OR REPLACE FUNCTION cancel_retry_items(
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
+SET jit = off
 SET search_path FROM CURRENT
 AS $$
 DECLARE

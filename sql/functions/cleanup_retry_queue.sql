@@ -16,6 +16,7 @@ CREATE OR REPLACE FUNCTION cleanup_retry_queue(
 RETURNS TABLE (deleted_count bigint, archived_count bigint)
 LANGUAGE plpgsql
 SECURITY DEFINER
+SET jit = off
 SET search_path FROM CURRENT
 AS $$
 DECLARE

@@ -14,6 +14,7 @@ RETURNS TABLE (due_count bigint, dead_letter_count bigint, archive_count bigint)
 LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
+SET jit = off
 SET search_path FROM CURRENT
 AS $$
 DECLARE

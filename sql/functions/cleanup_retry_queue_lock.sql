@@ -9,6 +9,7 @@ RETURNS boolean
 LANGUAGE plpgsql
 VOLATILE
 SECURITY DEFINER
+SET jit = off
 SET search_path FROM CURRENT
 AS $$
 BEGIN

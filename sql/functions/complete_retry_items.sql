@@ -3,14 +3,18 @@
 -- streak and closes its circuit; that bookkeeping is skipped entirely while
 -- no key has a streak. p_item_ids must be one-dimensional without a NULL
 -- element (22023, see _retryq_check_item_ids).
+-- p_leased_at: the lease fence (see complete_retry_item), one grant time per
+-- element of p_item_ids, in its order; a list of another length or with a
+-- NULL element is refused (22023 naming leased_at). NULL: no fence.
 CREATE OR REPLACE FUNCTION complete_retry_items(
     p_item_ids bigint[],
     p_worker_id text,
-    p_now timestamptz DEFAULT now()
+    p_now timestamptz DEFAULT now(),
+    p_leased_at timestamptz[] DEFAULT NULL
 )
 RETURNS integer
 LANGUAGE plpgsql
--- generic plans: see complete_retry_item
+-- generic plans, and no jit = off: see complete_retry_item
 SET plan_cache_mode = force_generic_plan
 SECURITY DEFINER
 SET search_path FROM CURRENT
@@ -20,6 +24,8 @@ DECLARE
     v_dirty boolean;
     v_event_types text[];
     v_plugin_names text[];
+    -- the ids as given, whose order p_leased_at follows
+    v_ids bigint[] := p_item_ids;
 BEGIN
     -- the server's clock unless the owner moves it (see _retryq_clock)
     IF p_now = now() THEN
@@ -41,6 +47,16 @@ BEGIN
         OR pg_catalog.array_position(p_item_ids, NULL) IS NOT NULL THEN
         PERFORM _retryq_check_item_ids(p_item_ids);
     END IF;
+    IF p_leased_at IS NOT NULL AND (
+        pg_catalog.array_ndims(p_leased_at) > 1
+        OR pg_catalog.cardinality(p_leased_at) <> pg_catalog.cardinality(p_item_ids)
+        OR pg_catalog.array_position(p_leased_at, NULL) IS NOT NULL
+    ) THEN
+        PERFORM _retryq_check(
+            FALSE, 'leased_at',
+            'must be one-dimensional, one grant time per item id, without a NULL element'
+        );
+    END IF;
     IF (pg_catalog.ascii(p_worker_id) BETWEEN 33 AND 126
         AND pg_catalog.length(p_worker_id) <= 200) IS NOT TRUE THEN
         PERFORM _retryq_check_worker(p_worker_id);
@@ -53,6 +69,15 @@ BEGIN
             WHERE a.id = ANY(p_item_ids)
                 AND a.status = 'processing'
                 AND a.locked_by = p_worker_id
+                AND (
+                    p_leased_at IS NULL
+                    OR (a.id, a.last_attempted_at) IN (
+                        SELECT k.id, k.leased_at
+                        FROM ROWS FROM (
+                            pg_catalog.unnest(v_ids), pg_catalog.unnest(p_leased_at)
+                        ) AS k (id, leased_at)
+                    )
+                )
             ORDER BY a.id
             FOR UPDATE SKIP LOCKED
         );
@@ -66,6 +91,16 @@ BEGIN
         WHERE a.id = ANY(p_item_ids)
             AND a.status = 'processing'
             AND a.locked_by = p_worker_id
+            -- a hashed subplan: one pass over the pairs, not one per row
+            AND (
+                p_leased_at IS NULL
+                OR (a.id, a.last_attempted_at) IN (
+                    SELECT k.id, k.leased_at
+                    FROM ROWS FROM (
+                        pg_catalog.unnest(v_ids), pg_catalog.unnest(p_leased_at)
+                    ) AS k (id, leased_at)
+                )
+            )
         RETURNING a.*
     ),
     -- the move of _retryq_finish, inline: see there

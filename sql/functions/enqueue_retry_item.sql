@@ -29,6 +29,7 @@ CREATE OR REPLACE FUNCTION enqueue_retry_item(
 RETURNS TABLE (id bigint, event_id uuid, deduplicated boolean)
 LANGUAGE plpgsql
 SECURITY DEFINER
+SET jit = off
 SET search_path FROM CURRENT
 AS $$
 DECLARE

@@ -41,6 +41,7 @@ CREATE OR REPLACE FUNCTION enqueue_retry_item_once(
 RETURNS TABLE (id bigint, event_id uuid, inserted boolean)
 LANGUAGE plpgsql
 SECURITY DEFINER
+SET jit = off
 SET search_path FROM CURRENT
 AS $$
 DECLARE

@@ -1,14 +1,18 @@
 -- Heartbeat: moves the lease expiry to p_now + p_lock_timeout_seconds. False
 -- when p_worker_id no longer holds the lease.
+-- p_leased_at: the lease fence (see complete_retry_item). A renewal moves
+-- locked_until, never the grant time, so one token lasts the whole lease.
 CREATE OR REPLACE FUNCTION extend_retry_lock(
     p_item_id bigint,
     p_worker_id text,
     p_lock_timeout_seconds bigint DEFAULT 300,
-    p_now timestamptz DEFAULT now()
+    p_now timestamptz DEFAULT now(),
+    p_leased_at timestamptz DEFAULT NULL
 )
 RETURNS boolean
 LANGUAGE plpgsql
 SECURITY DEFINER
+SET jit = off
 SET search_path FROM CURRENT
 AS $$
 BEGIN
@@ -30,6 +34,7 @@ BEGIN
         WHERE a.id = p_item_id
             AND a.status = 'processing'
             AND a.locked_by = p_worker_id
+            AND (p_leased_at IS NULL OR a.last_attempted_at = p_leased_at)
         FOR UPDATE SKIP LOCKED;
         IF NOT FOUND THEN
             RETURN FALSE;
@@ -39,7 +44,8 @@ BEGIN
     SET locked_until = p_now + pg_catalog.make_interval(secs => p_lock_timeout_seconds)
     WHERE a.id = p_item_id
         AND a.status = 'processing'
-        AND a.locked_by = p_worker_id;
+        AND a.locked_by = p_worker_id
+        AND (p_leased_at IS NULL OR a.last_attempted_at = p_leased_at);
     RETURN FOUND;
 END;
 $$;

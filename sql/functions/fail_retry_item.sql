@@ -10,6 +10,7 @@
 -- It is still capped by the item's max_retry_delay_seconds, and no jitter
 -- shortens it: a Retry-After is the earliest time the other side will
 -- answer. The next retry without it backs off as usual, from the new count.
+-- p_leased_at: the lease fence (see complete_retry_item).
 CREATE OR REPLACE FUNCTION fail_retry_item(
     p_item_id bigint,
     p_worker_id text,
@@ -17,11 +18,13 @@ CREATE OR REPLACE FUNCTION fail_retry_item(
     p_error_code text DEFAULT NULL,
     p_retryable boolean DEFAULT TRUE,
     p_now timestamptz DEFAULT now(),
-    p_retry_after_seconds double precision DEFAULT NULL
+    p_retry_after_seconds double precision DEFAULT NULL,
+    p_leased_at timestamptz DEFAULT NULL
 )
 RETURNS boolean
 LANGUAGE plpgsql
 SECURITY DEFINER
+SET jit = off
 SET search_path FROM CURRENT
 AS $$
 DECLARE
@@ -64,7 +67,8 @@ BEGIN
         FROM _retryq_active AS a
         WHERE a.id = p_item_id
             AND a.status = 'processing'
-            AND a.locked_by = p_worker_id;
+            AND a.locked_by = p_worker_id
+            AND (p_leased_at IS NULL OR a.last_attempted_at = p_leased_at);
         IF NOT FOUND THEN
             RETURN FALSE;
         END IF;
@@ -77,6 +81,7 @@ BEGIN
         WHERE a.id = p_item_id
             AND a.status = 'processing'
             AND a.locked_by = p_worker_id
+            AND (p_leased_at IS NULL OR a.last_attempted_at = p_leased_at)
         FOR UPDATE SKIP LOCKED;
     ELSE
         SELECT a.* INTO v_item
@@ -84,6 +89,7 @@ BEGIN
         WHERE a.id = p_item_id
             AND a.status = 'processing'
             AND a.locked_by = p_worker_id
+            AND (p_leased_at IS NULL OR a.last_attempted_at = p_leased_at)
         FOR UPDATE;
     END IF;
     IF NOT FOUND THEN

@@ -9,6 +9,7 @@ CREATE OR REPLACE FUNCTION release_retry_items(
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
+SET jit = off
 SET search_path FROM CURRENT
 AS $$
 DECLARE

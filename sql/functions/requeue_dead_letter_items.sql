@@ -20,6 +20,7 @@ CREATE OR REPLACE FUNCTION requeue_dead_letter_items(
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
+SET jit = off
 SET search_path FROM CURRENT
 AS $$
 DECLARE

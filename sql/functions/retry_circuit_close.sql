@@ -8,6 +8,7 @@ CREATE OR REPLACE FUNCTION retry_circuit_close(
 RETURNS boolean
 LANGUAGE plpgsql
 SECURITY DEFINER
+SET jit = off
 SET search_path FROM CURRENT
 AS $$
 BEGIN

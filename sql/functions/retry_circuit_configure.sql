@@ -14,6 +14,7 @@ CREATE OR REPLACE FUNCTION retry_circuit_configure(
 RETURNS boolean
 LANGUAGE plpgsql
 SECURITY DEFINER
+SET jit = off
 SET search_path FROM CURRENT
 AS $$
 BEGIN

@@ -10,6 +10,7 @@ CREATE OR REPLACE FUNCTION retry_circuit_open(
 RETURNS boolean
 LANGUAGE plpgsql
 SECURITY DEFINER
+SET jit = off
 SET search_path FROM CURRENT
 AS $$
 BEGIN

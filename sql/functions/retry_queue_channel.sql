@@ -8,6 +8,8 @@ RETURNS text
 -- search_path) cannot be inlined and is planned anew in every transaction.
 LANGUAGE plpgsql
 STABLE
+-- no jit = off: it reads no table, so JIT never starts (and the insert
+-- trigger that calls it runs without JIT already)
 SET search_path FROM CURRENT
 AS $$
 BEGIN

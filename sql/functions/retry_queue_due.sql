@@ -35,6 +35,7 @@ RETURNS TABLE (
 LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
+SET jit = off
 SET search_path FROM CURRENT
 AS $$
 DECLARE
@@ -204,7 +205,10 @@ BEGIN
         v_next := least(v_next, v_next_closed);
     END IF;
     -- whether any item is active, and how long the oldest due item nobody
-    -- holds has waited (routed as the walk above)
+    -- holds has waited (routed as the walk above). Epochs are subtracted, not
+    -- times: an infinite next_retry_at (the owner may write one) gives
+    -- -Infinity or Infinity seconds, where timestamptz - timestamptz fails
+    -- (22008) and would stop every worker's poll
     IF p_event_types IS NULL THEN
         RETURN QUERY
         SELECT
@@ -213,8 +217,8 @@ BEGIN
                 WHERE p_plugin_names IS NULL
                     OR coalesce(a.plugin_name, '') = ANY(p_plugin_names)
             ),
-            extract(epoch FROM v_next - now())::double precision,
-            coalesce(extract(epoch FROM now() - (
+            (extract(epoch FROM v_next) - extract(epoch FROM now()))::double precision,
+            coalesce((extract(epoch FROM now()) - extract(epoch FROM (
                 SELECT pg_catalog.min(n.next_retry_at)
                 FROM pg_catalog.generate_series(1, 10) AS p (priority)
                 CROSS JOIN LATERAL (
@@ -253,7 +257,7 @@ BEGIN
                     ORDER BY a.next_retry_at
                     LIMIT 1
                 ) AS n
-            ))::double precision, 0);
+            )))::double precision, 0);
     ELSE
         -- one look per listed type (a.event_type = ANY(...) got a
         -- sequential scan in the generic plan)
@@ -271,8 +275,8 @@ BEGIN
                         )
                 )
             ),
-            extract(epoch FROM v_next - now())::double precision,
-            coalesce(extract(epoch FROM now() - (
+            (extract(epoch FROM v_next) - extract(epoch FROM now()))::double precision,
+            coalesce((extract(epoch FROM now()) - extract(epoch FROM (
                 SELECT pg_catalog.min(n.next_retry_at)
                 FROM (SELECT DISTINCT pg_catalog.unnest(p_event_types)) AS r (event_type)
                 CROSS JOIN pg_catalog.generate_series(1, 10) AS p (priority)
@@ -313,7 +317,7 @@ BEGIN
                     ORDER BY a.next_retry_at
                     LIMIT 1
                 ) AS n
-            ))::double precision, 0);
+            )))::double precision, 0);
     END IF;
 END;
 $$;

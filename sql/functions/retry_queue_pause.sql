@@ -17,6 +17,7 @@ CREATE OR REPLACE FUNCTION retry_queue_pause(
 RETURNS boolean
 LANGUAGE plpgsql
 SECURITY DEFINER
+SET jit = off
 SET search_path FROM CURRENT
 AS $$
 DECLARE

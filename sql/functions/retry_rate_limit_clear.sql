@@ -8,6 +8,7 @@ CREATE OR REPLACE FUNCTION retry_rate_limit_clear(
 RETURNS boolean
 LANGUAGE plpgsql
 SECURITY DEFINER
+SET jit = off
 SET search_path FROM CURRENT
 AS $$
 BEGIN

@@ -16,6 +16,7 @@ CREATE OR REPLACE FUNCTION retry_rate_limit_set(
 RETURNS boolean
 LANGUAGE plpgsql
 SECURITY DEFINER
+SET jit = off
 SET search_path FROM CURRENT
 AS $$
 DECLARE

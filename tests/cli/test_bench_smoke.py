@@ -13,7 +13,7 @@ import pytest
 
 from tests.pg import Server
 
-# Left out of .ci/run's PostgreSQL 18 pass: the benchmark harness, not the queue's SQL.
+# Run by one of .ci/run's passes only: the benchmark harness, not the queue's SQL.
 pytestmark = pytest.mark.server_agnostic
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -22,7 +22,7 @@ from tests.helpers import count
 UNREACHABLE = "host=127.0.0.1 port=1 user=postgres dbname=postgres connect_timeout=2"
 # A test that runs `retryq` as a real process: what it adds over the in-process test of the
 # same command (its library function, which sends the same SQL on every server) is the
-# process's exit code and output, so .ci/run's PostgreSQL 18 pass leaves it out.
+# process's exit code and output, so .ci/run runs it in one of its two passes only.
 AS_A_PROCESS = pytest.mark.server_agnostic
 RETRYQ = Path(sys.executable).with_name("retryq")
 

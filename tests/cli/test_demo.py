@@ -21,7 +21,7 @@ from retryq_py import RetryQueue
 from retryq_py import admin as cmd
 from retryq_py.cli.demo import CHAT, DEMO_SCHEMA, SQL_FAILED, UNKNOWN, make_plan, run_demo
 
-# Left out of .ci/run's PostgreSQL 18 pass: the demo's process and cleanup (the embedded tests
+# Run by one of .ci/run's passes only: the demo's process and cleanup (the embedded tests
 # start a PostgreSQL 18 of their own anyway); its queue work is the worker scenarios'.
 pytestmark = pytest.mark.server_agnostic
 

@@ -27,7 +27,7 @@ from retryq_py.cli.main import _exit_for
 from tests.cli.test_cli import REPO, RETRYQ, one_line_error, run_cli
 from tests.helpers import count
 
-# Left out of .ci/run's PostgreSQL 18 pass: exit codes, prompts, wrapping and messages of the
+# Run by one of .ci/run's passes only: exit codes, prompts, wrapping and messages of the
 # CLI's process; the SQL behind each command runs in-process in test_cli.py on every server.
 pytestmark = pytest.mark.server_agnostic
 

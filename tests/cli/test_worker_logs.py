@@ -19,7 +19,7 @@ from retryq_py.cli.logs import EventLog
 from retryq_py.worker import WorkerEvent
 from tests.cli.test_rough_edges import REPO, argv, clean_env
 
-# Left out of .ci/run's PostgreSQL 18 pass: the worker's log lines; their SQL is the worker
+# Run by one of .ci/run's passes only: the worker's log lines; their SQL is the worker
 # scenarios' (tests/python) on every server.
 pytestmark = pytest.mark.server_agnostic
 

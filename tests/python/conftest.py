@@ -16,6 +16,6 @@ from tests.python.workers import WORKERS, WorkerType
 def Worker(request: pytest.FixtureRequest) -> WorkerType:
     """RetryWorker, then AsyncRetryWorker (with RetryWorker's face): a
     scenario that takes this fixture runs on both. Both drive one engine that
-    sends the same SQL, so the asyncio twin is `server_agnostic`: .ci/run's
-    PostgreSQL 18 pass runs the scenario once, on RetryWorker."""
+    sends the same SQL, so the asyncio twin is `server_agnostic`: .ci/run runs
+    it in one pass only (on PostgreSQL 18), RetryWorker's in both."""
     return WORKERS[request.param]

@@ -119,6 +119,15 @@ def async_retry_worker(dsn: str, worker: str, lease: int, batch: int) -> int:
 
 def main() -> int:
     if sys.argv[1] in ("--retry-worker", "--async-retry-worker"):
+        import logging
+
+        # the worker's warnings with the time and the thread: a failure of a
+        # crash test is read against the queue's timestamps
+        logging.basicConfig(
+            level=logging.WARNING,
+            format="%(asctime)s.%(msecs)03d %(threadName)s %(message)s",
+            datefmt="%H:%M:%S",
+        )
         dsn, worker, lease, batch = sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
         run = retry_worker if sys.argv[1] == "--retry-worker" else async_retry_worker
         return run(dsn, worker, lease, batch)

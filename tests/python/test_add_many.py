@@ -349,7 +349,7 @@ def test_add_many_dates_items_by_its_statement_not_the_transaction(
     ).fetchone() == (True, True)
 
 
-BAD_ITEMS: list[tuple[dict[str, Any], type[BaseException], str]] = [
+BAD_ITEMS: list[tuple[Any, type[BaseException], str]] = [
     ({"event_type": "no data"}, ValueError, "every item needs 'data'"),
     ({"data": 1}, ValueError, "every item needs 'event_type'"),
     ({"event_type": "e", "data": 1, "colour": "red"}, TypeError, "unknown item key 'colour'"),
@@ -379,7 +379,32 @@ BAD_ITEMS: list[tuple[dict[str, Any], type[BaseException], str]] = [
     ({"event_type": "e", "data": 1, "tags": ["a", 1]}, TypeError, "tags"),
     # a NULL tag is refused by the table, on every enqueue path
     ({"event_type": "e", "data": 1, "tags": ("x", None)}, pgerr.NullValueNotAllowed, "tags"),
-    ({"event_type": "e", "data": 1, "metadata": [1]}, TypeError, "dictionary"),
+    ({"event_type": "e", "data": 1, "metadata": [1]}, TypeError, "item [0-9]+: metadata: expected"),
+    # a str is no list of tags (it was stored as {a,b,c})
+    (
+        {"event_type": "e", "data": 1, "tags": "abc"},
+        TypeError,
+        "item [0-9]+: tags: expected a list",
+    ),
+    # NaN and the infinities, named (were jsonb's unnamed 22P02)
+    (
+        {"event_type": "e", "data": {"a": math.nan}},
+        pgerr.InvalidTextRepresentation,
+        r"item [0-9]+: invalid data: data\['a'\] is NaN or an infinity",
+    ),
+    (
+        {"event_type": "e", "data": 1, "metadata": {"a": [-math.inf]}},
+        pgerr.InvalidTextRepresentation,
+        r"item [0-9]+: invalid metadata: metadata\['a'\]\[0\]",
+    ),
+    # beyond int4: the item named too
+    (
+        {"event_type": "e", "data": 1, "priority": 2**40},
+        pgerr.NumericValueOutOfRange,
+        "item [0-9]+: invalid priority",
+    ),
+    # not an item at all (was AttributeError)
+    ("x", TypeError, "item [0-9]+: expected a NewItem or a mapping"),
     ({"event_type": "e", "data": {"x": object()}}, TypeError, "cannot store object"),
     ({"event_type": "e", "data": None}, pgerr.NotNullViolation, "event_data"),
     ({"event_type": None, "data": 1}, pgerr.NotNullViolation, "event_type"),
@@ -409,7 +434,7 @@ BAD_ITEMS: list[tuple[dict[str, Any], type[BaseException], str]] = [
 def test_a_bad_item_adds_nothing(
     db: psycopg.Connection[Any],
     qconn: psycopg.Connection[Any],
-    bad: dict[str, Any],
+    bad: Any,
     error: type[BaseException],
     named: str,
 ) -> None:

@@ -22,7 +22,7 @@ import pytest
 from retryq_py import AsyncRetryWorker, RetryQueue, RetryQueueItem, RetryWorker
 from tests.helpers import statuses
 
-# Left out of .ci/run's PostgreSQL 18 pass: what only AsyncRetryWorker has happens on the
+# Run by one of .ci/run's passes only: what only AsyncRetryWorker has happens on the
 # caller's event loop; its engine and SQL are RetryWorker's, run there on every server.
 pytestmark = pytest.mark.server_agnostic
 

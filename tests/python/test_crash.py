@@ -83,12 +83,17 @@ class Fleet:
 def gone(conn: psycopg.Connection[Any], app: str) -> None:
     """Waits until a killed worker's backends have ended: a statement it sent
     just before SIGKILL still runs (and an autocommit one commits) after the
-    process is dead, so its leases are only known once its backends are gone."""
+    process is dead, so its leases are only known once its backends are gone.
+    Those of this test's database only: another session's crash test on the
+    same server names its workers alike (seen: 25 s waits, and a look at the
+    killed worker's leases made after they ran out)."""
     wait_for(
         f"{app}'s backends to end",
         lambda: (
             conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", [app]
+                "SELECT count(*) FROM pg_stat_activity"
+                " WHERE application_name = %s AND datname = current_database()",
+                [app],
             ).fetchone()
             == (0,)
         ),
@@ -143,7 +148,7 @@ def test_killed_workers_lose_nothing_and_do_nothing_twice(dsn: str, seed: int) -
                 else:
                     row = conn.execute(
                         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-                        " WHERE application_name = %s",
+                        " WHERE application_name = %s AND datname = current_database()",
                         [f"crash-{victim}"],
                     ).fetchone()
                     terminated += row[0] if row else 0
@@ -258,20 +263,60 @@ def _final(
     return rows
 
 
-def _kill_while_holding(conn: psycopg.Connection[Any], proc: Any, worker: str) -> None:
+def _kill_while_holding(conn: psycopg.Connection[Any], proc: Any, worker: str) -> set[int]:
     """SIGKILL while the queue says the worker holds leases: stopped first
     (SIGSTOP), so that it cannot acknowledge them between the look and the
     kill; let go again (SIGCONT) and looked at later when it held none (a
     kill right after a batch was acknowledged proved nothing, seen under
-    CI load)."""
+    CI load). Returns the items it held when killed.
+
+    The look waits until every thread of the worker has stopped and none of
+    its statements still runs (a statement sent just before the stop commits
+    after it). What it held is read then, not after the kill: a stopped
+    worker renews nothing, and under load its leases ran out and the other
+    worker took them over before a later look, which found none held (the
+    test's "proved nothing", seen under load)."""
     for _ in range(50):
         _wait_holding(conn, worker)
         proc.send_signal(signal.SIGSTOP)
-        if holders(conn, [worker]):
+        wait_for(f"{worker} stopped", lambda: _stopped(proc.pid))
+        wait_for(
+            f"{worker}'s statements to end",
+            lambda: (
+                conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+                    " AND datname = current_database() AND state = 'active'",
+                    [f"crash-{worker}"],
+                ).fetchone()
+                == (0,)
+            ),
+        )
+        held = {
+            r[0]
+            for r in conn.execute(
+                "SELECT id FROM daz_retry_queue WHERE status = 'processing' AND locked_by = %s",
+                [worker],
+            )
+        }
+        if held:
             break
         proc.send_signal(signal.SIGCONT)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    return held
+
+
+def _stopped(pid: int) -> bool:
+    """Every thread of the process is stopped (state T in /proc)."""
+    tasks = Path(f"/proc/{pid}/task")
+    states = []
+    for task in tasks.iterdir():
+        try:
+            stat = (task / "stat").read_text()
+        except FileNotFoundError:
+            continue  # a thread that ended
+        states.append(stat.rsplit(")", 1)[1].split()[0])
+    return all(state in ("T", "t") for state in states)
 
 
 def _wait_holding(conn: psycopg.Connection[Any], worker: str) -> None:
@@ -321,15 +366,8 @@ def test_retry_worker_sigkill_loses_nothing(dsn: str, mode: str) -> None:
         kinds = _setup(conn, 4, 150)
         a, b = _retry_worker(dsn, "rw-a", mode=mode), _retry_worker(dsn, "rw-b", mode=mode)
         try:
-            _kill_while_holding(conn, a, "rw-a")
+            orphans = _kill_while_holding(conn, a, "rw-a")
             gone(conn, "crash-rw-a")
-            orphans = {
-                r[0]
-                for r in conn.execute(
-                    "SELECT id FROM daz_retry_queue WHERE status = 'processing'"
-                    " AND locked_by = 'rw-a'"
-                )
-            }
             assert b.wait(DEADLINE) == 0
         finally:
             for p in (a, b):
@@ -411,15 +449,27 @@ def test_retry_workers_drain_around_poison_values(dsn: str, mode: str) -> None:
 
 
 @pytest.mark.slow
-# Still quarantined (issue 13 item 4): the causes found this time are fixed
-# and have scripted tests in test_worker_faults.py and test_worker_parts.py;
-# looped under load (with worker logging) it passed 65 of 66 runs (the
-# other: the shared server out of connections), but run bare it failed
-# twice in about twenty runs, with output not kept.
+# Still quarantined (issue 13 item 4). Looped bare with --runxfail, two loops
+# side by side (load 3-10 on 2 cores): at fcf4dbd 1 failure in 40 runs (a
+# batch of one worker's leases expired together). Caught once with
+# timestamped worker logs: a take-up waited for outcomes in doubt that a
+# lane stuck until its statement deadline held, two deadlines of half a
+# lease each (fixed, with a scripted test in test_worker_faults.py). After
+# it, 1 such failure in 37 runs (6 leases of three acquires of one worker,
+# cause not caught: that copy logged no timestamps; crash_worker.py now
+# does), and 3 more runs cut short by the shared server running out of
+# connections.
 # A pass shows as XPASS, a failure as XFAIL.
 @pytest.mark.xfail(
     strict=False,
-    reason="issue 13 item 4: a rare failure around a cut, not yet caught in a log",
+    reason="issue 13 item 4: a rare expiry of one worker's leases around cuts (about 1 in 40)",
+)
+# Only in scripts/deep-tests (HYPOTHESIS_PROFILE=deep): quarantined, it can
+# fail no run, and the suite's summary shows an XFAIL without its log, so in
+# CI it only cost time (24 s of the PostgreSQL 15 pass under load).
+@pytest.mark.skipif(
+    os.environ.get("HYPOTHESIS_PROFILE") != "deep",
+    reason="quarantined (xfail): run by scripts/deep-tests",
 )
 def test_retry_workers_settle_connections_cut_around_commit(dsn: str) -> None:
     """Every connection of two workers reset (RST) again and again while they

@@ -24,7 +24,7 @@ import pytest
 
 from tests.helpers import wait_until
 
-# Left out of .ci/run's PostgreSQL 18 pass: the example app's lifespan under uvicorn; its
+# Run by one of .ci/run's passes only: the example app's lifespan under uvicorn; its
 # worker's SQL is the worker scenarios' on every server.
 pytestmark = pytest.mark.server_agnostic
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-# Left out of .ci/run's PostgreSQL 18 pass: no server at all.
+# Run by one of .ci/run's passes only: no server at all.
 pytestmark = pytest.mark.server_agnostic
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -32,7 +32,7 @@ from retryq_py.admin.target import target
 from retryq_py.worker import WorkerParts
 from tests.helpers import statuses, wait_until
 from tests.python import pooler
-from tests.python.workers import WorkerType
+from tests.python.workers import WORKERS, WorkerType
 
 if not pooler.available():
     if os.environ.get("RETRYQ_TEST_PGBOUNCER"):
@@ -50,6 +50,14 @@ def bouncer(module_dsn: str) -> Iterator[str]:
     """The module's database, through a PgBouncer in transaction mode."""
     with pooler.pgbouncer(module_dsn) as params:
         yield make_conninfo(module_dsn, **params)
+
+
+@pytest.fixture(params=list(WORKERS))
+def Worker(request: pytest.FixtureRequest) -> WorkerType:
+    """Both workers, neither `server_agnostic` (unlike tests/python/conftest.py's):
+    the pooler needs the server on TCP, so on the embedded server (a socket), the
+    pass that runs the agnostic tests, these skip; both run on the local one."""
+    return WORKERS[request.param]
 
 
 @pytest.fixture

@@ -404,6 +404,31 @@ def test_extend_lock_and_release(q: RetryQueue) -> None:
     assert q.extend_lock(a, W) is False
 
 
+def test_each_acknowledgement_is_fenced_to_the_lease_it_names(q: RetryQueue) -> None:
+    """An item's leased_at (its grant time) names its lease: an older
+    lease's complete, fail, snooze or renewal does not touch a newer lease
+    of the same item held by the same worker (see tests/sql/test_lease_fence.py)."""
+    a, b = (x.id for x in q.add_many([{"event_type": "e", "data": 1}] * 2, now=T0))
+    first = {i.id: i for i in q.acquire(W, 2, 10, now=T0)}
+    assert first[a].leased_at == T0 and first[a].locked_until == T0 + timedelta(seconds=10)
+    assert q.release([a, b], W) == 2  # the older leases end ...
+    again = {i.id: i for i in q.acquire(W, 2, 10, now=T0 + timedelta(seconds=1))}
+    assert again[a].leased_at == T0 + timedelta(seconds=1)  # ... and W leases both again
+    old = first[a].leased_at
+    assert q.complete(a, W, leased_at=old) is False
+    assert q.complete_many([a, b], W, leased_at=[old, first[b].leased_at]) == 0
+    assert q.fail(a, W, "stale", leased_at=old) is False
+    assert q.snooze(a, W, 60, leased_at=old) is False
+    assert q.extend_lock(a, W, 60, leased_at=old) is False
+    assert q.extend_locks([a, b], W, 60, [old, again[b].leased_at]) == {b}
+    row = q.get(a)
+    assert row is not None and (row.status, row.locked_until) == (
+        "processing",
+        T0 + timedelta(seconds=11),
+    )
+    assert q.complete_many([a, b], W, leased_at=[again[a].leased_at, again[b].leased_at]) == 2
+
+
 # -- operating --------------------------------------------------------------------
 
 

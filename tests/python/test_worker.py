@@ -25,6 +25,7 @@ import pytest
 from prometheus_client import REGISTRY
 from psycopg import errors as pgerr
 from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from retryq_py import (
     HandlerRegistry,
@@ -41,6 +42,7 @@ from retryq_py import (
 from retryq_py.worker import Settings, WorkerParts
 from retryq_py.worker.events import Outcome
 from retryq_py.worker.flush import Writer, Written
+from retryq_py.worker.listener import Listener
 from tests.helpers import statuses, wait_until
 from tests.pg import Server
 from tests.python.workers import WorkerType
@@ -422,8 +424,9 @@ def test_notify_wakes_an_idle_worker_long_before_the_poll(
     )
     thread = worker.start()
     try:
-        # idle after an empty acquire, and listening: only a NOTIFY can wake it now
-        assert went_idle.wait(5)
+        # idle after an empty acquire, and listening: only a NOTIFY can wake it
+        # now (the deadlines are bounds for a loaded machine, far below the poll)
+        assert went_idle.wait(20)
         wait_until(
             lambda: (
                 db.execute(
@@ -432,14 +435,55 @@ def test_notify_wakes_an_idle_worker_long_before_the_poll(
                 ).fetchone()
                 == (1,)
             ),
-            what="the listener",
+            20,
+            "the listener",
         )
         q.add("e", {})
-        assert done.wait(5), "a 60 s poll interval, so only NOTIFY could have woken it"
+        assert done.wait(20), "a 60 s poll interval, so only NOTIFY could have woken it"
     finally:
         worker.stop()
         thread.join(10)
     assert not thread.is_alive()
+
+
+def test_a_notify_read_with_the_listeners_probe_is_not_lost(module_dsn: str, db: Conn) -> None:
+    """A NOTIFY that reaches the listener in one read with its probe (an item
+    added just as the worker starts listening: the flaky failure of the test
+    above under load) wakes the lanes. psycopg drops the rest of a batch of
+    notifications when the loop reading them stops at the probe, and the
+    item waited for the poll. Scripted: a pg_notify ahead of pg_catalog's on
+    the listener's search_path sends a second NOTIFY in the probe's own
+    transaction, so both come in one read, the probe first."""
+    db.execute(
+        "CREATE TABLE probe_sent (n int);"
+        "CREATE FUNCTION public.pg_notify(channel text, payload text) RETURNS void"
+        " LANGUAGE sql AS $$ INSERT INTO probe_sent VALUES (1);"
+        " SELECT pg_catalog.pg_notify(channel, payload);"
+        " SELECT pg_catalog.pg_notify(channel, 'after the probe') $$"
+    )
+    stopping, listening, woken = threading.Event(), threading.Event(), threading.Event()
+
+    def on_notify() -> None:
+        # the first call is the listener's own, once listening (see Listener)
+        (woken if listening.is_set() else listening).set()
+
+    listener = Listener(
+        make_conninfo(module_dsn, options="-c search_path=public,pg_catalog"),
+        worker_id="probe-test",
+        schema=None,
+        connect_timeout=5,
+        max_backoff=0.2,
+        stopping=stopping,
+        on_notify=on_notify,
+    )
+    listener.start()
+    try:
+        assert woken.wait(10), "the NOTIFY read with the probe was dropped"
+        assert db.execute("SELECT count(*) FROM probe_sent").fetchone() == (1,)
+    finally:
+        stopping.set()
+        listener.join(time.monotonic() + 5)
+        db.execute("DROP FUNCTION public.pg_notify(text, text); DROP TABLE probe_sent")
 
 
 def test_worker_sleeps_only_until_the_next_due_retry(

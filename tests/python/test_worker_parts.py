@@ -225,14 +225,15 @@ def test_due_for_extension_leaves_out_young_leases_and_handlers_past_their_time(
     book, _ = ledger()
     book.hold([item(1), item(2), item(3)], reserved=0)
     now = time.monotonic()
-    assert book.due_for_extension(now, 100, None) == []
+    assert book.due_for_extension(now, 100, None) == {}
     slow = book.take()
     assert slow is not None and book.begin(slow)
     later = now + 200
     assert sorted(book.due_for_extension(later, 100, None)) == [1, 2, 3]
     assert sorted(book.due_for_extension(later, 100, 150)) == [2, 3]  # 1 runs too long
-    assert book.extended([1, 2, 3], kept={1, 2}, now=later) == {3}
-    assert book.due_for_extension(later + 50, 100, None) == [3]  # 1 and 2 renewed
+    due = book.due_for_extension(later, 100, None)
+    assert book.extended(due, kept={1, 2}, now=later) == {3}
+    assert list(book.due_for_extension(later + 50, 100, None)) == [3]  # 1 and 2 renewed
 
 
 def test_the_ledger_under_concurrency_hands_out_writes_and_counts_each_item_once() -> None:
@@ -374,7 +375,14 @@ def test_the_flush_writer_writes_and_leases_in_one_transaction(db: Conn) -> None
     first = writer.write(db, [], 3)
     assert [i.id for i in first.leased] == ids[:3] and first.lost == set()
     a, b, c = first.leased
-    assert q.complete(c.id, "w")  # written elsewhere: this worker's ack comes short
+    # c's lease taken over by another worker, which completes it: this
+    # worker's ack comes short
+    db.execute(
+        "UPDATE _retryq_active SET locked_by = 'w2', last_attempted_at = clock_timestamp()"
+        " WHERE id = %s",
+        [c.id],
+    )
+    assert q.complete(c.id, "w2")
     outcomes = [
         Outcome(a, ok=True, duration=0.0),
         Outcome(b, ok=False, duration=0.0, error="boom", code="E"),
@@ -385,6 +393,32 @@ def test_the_flush_writer_writes_and_leases_in_one_transaction(db: Conn) -> None
     assert [i.id for i in second.leased] == ids[3:]
     assert db.autocommit  # given back as it was
     assert statuses(db) == {"completed": 2, "pending": 1, "processing": 2}
+
+
+def test_a_success_an_earlier_write_of_its_own_completed_is_not_counted_lost(db: Conn) -> None:
+    """A flush whose reply was lost can still run after the worker wrote its
+    outcomes again (a pooler holding the statement, then sending it): the
+    earlier write completes the items, the later one finds them gone. Those
+    were completed under this worker's lease, so they count as written, not
+    as lost leases; an item completed under another lease stays lost."""
+    q = RetryQueue(db)
+    q.add_many([{"event_type": "e", "data": i} for i in range(3)])
+    writer = FlushWriter("w", None, 30)
+    a, b, c = writer.write(db, [], 3).leased
+    assert a.leased_at is not None
+    # the late earlier write: the same worker, the same lease
+    assert q.complete_many([a.id, b.id], "w", leased_at=[a.leased_at, b.leased_at]) == 2
+    # c: expired and taken over by w2, then completed under w2's lease
+    db.execute(
+        "UPDATE _retryq_active SET locked_by = 'w2', last_attempted_at = clock_timestamp()"
+        " WHERE id = %s",
+        [c.id],
+    )
+    assert q.complete(c.id, "w2")
+    written = writer.write(db, [Outcome(i, ok=True, duration=0.0) for i in (a, b, c)], 0)
+    assert written.lost == {c.id}
+    report = classify([Outcome(i, ok=True, duration=0.0) for i in (a, b, c)], written)
+    assert report.tally == {"completed": 2, "lease_lost": 1}
 
 
 def test_the_heartbeat_and_a_flush_lock_items_in_one_order(module_dsn: str, db: Conn) -> None:
@@ -492,7 +526,7 @@ def test_the_heartbeat_does_not_call_a_lease_lost_whose_outcome_is_being_written
     book.unclaim([waiting], 0)  # 1's write failed: it waits again; 2's is in flight
     beat = Heartbeat(
         book,
-        lambda ids, worker, lease: set(),  # every renewal refused
+        lambda ids, worker, lease, leased_at: set(),  # every renewal refused
         worker_id="w",
         lock_timeout=60,
         handler_timeout=None,

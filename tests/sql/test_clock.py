@@ -41,6 +41,9 @@ CALLS: dict[str, tuple[str, str]] = {
     "snooze_retry_item": (
         "retryq_worker", "SELECT snooze_retry_item({leased}, 'w', 60, p_now => {now})",
     ),
+    "snooze_retry_item_outcome": (
+        "retryq_worker", "SELECT snooze_retry_item_outcome({leased}, 'w', 60, p_now => {now})",
+    ),
     "requeue_dead_letter_items": (
         "retryq_admin", "SELECT requeue_dead_letter_items(ARRAY[{dead}], p_now => {now})",
     ),

@@ -650,6 +650,7 @@ BLANK = ["\t", "\t\t", "\n", " \t\r\n ", "\f\v"]
         "SELECT extend_retry_lock(1, %s)",
         "SELECT release_retry_items('{1}', %s)",
         "SELECT snooze_retry_item(1, %s, 60)",
+        "SELECT snooze_retry_item_outcome(1, %s, 60)",
     ],
 )
 def test_a_blank_worker_id_is_refused(conn: Conn, call: str, worker: str) -> None:
@@ -772,6 +773,10 @@ INTEGER_PARAMETERS: dict[tuple[str, str], tuple[str, str]] = {
         "SELECT snooze_retry_item(1, 'w', 60, p_max_snoozes => %s)",
         "22023",
     ),
+    ("snooze_retry_item_outcome", "p_max_snoozes"): (
+        "SELECT snooze_retry_item_outcome(1, 'w', 60, p_max_snoozes => %s)",
+        "22023",
+    ),
     ("cleanup_retry_queue", "p_retention_days"): ("SELECT * FROM cleanup_retry_queue(%s)", "22023"),
     ("cleanup_retry_queue", "p_batch_size"): (
         "SELECT * FROM cleanup_retry_queue(0, p_batch_size => %s)",
@@ -811,6 +816,7 @@ ANY_BIGINT: dict[tuple[str, str], str] = {
     ("complete_retry_item", "p_item_id"): "SELECT complete_retry_item(%s, 'w')",
     ("fail_retry_item", "p_item_id"): "SELECT fail_retry_item(%s, 'w', 'x')",
     ("snooze_retry_item", "p_item_id"): "SELECT snooze_retry_item(%s, 'w', 60)",
+    ("snooze_retry_item_outcome", "p_item_id"): "SELECT snooze_retry_item_outcome(%s, 'w', 60)",
     ("extend_retry_lock", "p_item_id"): "SELECT extend_retry_lock(%s, 'w')",
     ("cleanup_retry_queue", "p_max_rows"): "SELECT * FROM cleanup_retry_queue(p_max_rows => %s)",
     ("list_dead_letter_items", "p_limit"): "SELECT * FROM list_dead_letter_items(p_limit => %s)",
@@ -1176,6 +1182,7 @@ UNICODE_BLANK = ["\u3000", "\u2003", "\u2028", "\u00a0", "\u200b", "\u0085", "\u
         "SELECT extend_retry_lock(1, %s)",
         "SELECT release_retry_items('{1}', %s)",
         "SELECT snooze_retry_item(1, %s, 60)",
+        "SELECT snooze_retry_item_outcome(1, %s, 60)",
     ],
 )
 def test_a_unicode_blank_worker_id_is_refused(conn: Conn, call: str, worker: str) -> None:

@@ -588,6 +588,78 @@ def test_every_function_pins_its_search_path(conn: psycopg.Connection[Any]) -> N
     assert unpinned == []
 
 
+# The public functions whose statements can never reach jit_above_cost: key
+# lookups under generic plans (estimates that do not grow with the input), or
+# no table at all. Every other public function, and the insert trigger, runs
+# without JIT: an estimate that grows with the rows (a cleanup, a filter over
+# the dead letters, 1,000 items given at once) passes the threshold, and
+# compiling then costs more than the statement (0024: 340 ms of a 370 ms
+# add_many).
+JIT_FREE = {
+    "complete_retry_item": "plan_cache_mode=force_generic_plan",
+    "complete_retry_items": "plan_cache_mode=force_generic_plan",
+    "retry_queue_channel": None,
+}
+
+
+def test_every_public_function_runs_without_jit(conn: psycopg.Connection[Any]) -> None:
+    functions = dict(
+        conn.execute(
+            "SELECT p.proname, coalesce(p.proconfig, '{}') FROM pg_proc AS p"
+            " WHERE p.pronamespace = 'public'::regnamespace"
+            " AND (p.proname !~ '^_' OR p.proname = '_retryq_inserted')"
+        ).fetchall()
+    )
+    assert len(functions) >= 20
+    assert set(JIT_FREE) <= set(functions)
+    with_jit = sorted(name for name, config in functions.items() if "jit=off" not in config)
+    assert with_jit == sorted(JIT_FREE)
+    for name, setting in JIT_FREE.items():
+        if setting is not None:
+            assert setting in functions[name], name
+
+
+def _event_id_index(conn: psycopg.Connection[Any]) -> tuple[int, str]:
+    row = conn.execute(
+        "SELECT c.oid::bigint, a.amname FROM pg_class AS c JOIN pg_am AS a ON a.oid = c.relam"
+        " WHERE c.oid = '_retryq_finished_event_id_idx'::regclass"
+    ).fetchone()
+    assert row is not None
+    return row[0], row[1]
+
+
+def test_0027_keeps_a_hash_event_id_index_built_beforehand(dsn: str) -> None:
+    # README, upgrade note 0027: an operator builds the hash index without
+    # blocking completions, and the migration then keeps it
+    migrations = (ROOT / "migrations").glob("*.sql")
+    since = len([m for m in migrations if not m.name.endswith(".rollback.sql")])
+    since -= 26  # 0027 and every later one
+    rolled = migrate.rollback(dsn, count=since)
+    assert rolled[-1] == "0027_finished_event_id_hash"
+    with _connect(dsn) as conn:
+        assert _event_id_index(conn)[1] == "btree"
+        conn.execute(
+            "CREATE INDEX CONCURRENTLY _retryq_finished_event_id_hash"
+            " ON _retryq_finished USING hash (event_id)"
+        )
+        conn.execute("DROP INDEX CONCURRENTLY _retryq_finished_event_id_idx")
+        conn.execute(
+            "ALTER INDEX _retryq_finished_event_id_hash RENAME TO _retryq_finished_event_id_idx"
+        )
+        built = _event_id_index(conn)
+    assert migrate.apply(dsn)[:1] == ["0027_finished_event_id_hash"]
+    with _connect(dsn) as conn:
+        assert _event_id_index(conn) == built
+        assert built[1] == "hash"
+    # and without one, the migration builds it
+    migrate.rollback(dsn, count=since)
+    with _connect(dsn) as conn:
+        assert _event_id_index(conn)[1] == "btree"
+    migrate.apply(dsn)
+    with _connect(dsn) as conn:
+        assert _event_id_index(conn)[1] == "hash"
+
+
 def test_a_long_schema_name_still_gets_a_working_channel(dsn: str) -> None:
     # A NOTIFY channel has at most 63 bytes; "<schema>.daz_retry_queue" for a
     # schema name of 48 bytes or more used to make every INSERT fail.

@@ -84,6 +84,9 @@ TEXT_ARRAY = st.none() | st.sampled_from([
 INT8_ARRAY = st.none() | st.sampled_from([
     [], [None], [[1], [2]], [-1], [2**63 - 1], list(range(1, 20001)),
 ]) | st.lists(INT8.filter(lambda i: i is not None), max_size=5)
+TIMESTAMP_ARRAY = st.none() | st.sampled_from([
+    [], [None], [["2000-01-01 00:00:00+00"], ["2000-01-01 00:00:00+00"]],
+]) | st.lists(TIMESTAMP.filter(lambda t: t is not None), max_size=5)
 BOOL = st.none() | st.booleans()
 # what a client sends for an integer: psycopg picks int8 for 2**31 and more
 SENT_AS = {"integer": "bigint", "smallint": "bigint"}
@@ -92,7 +95,7 @@ BY_TYPE: dict[str, st.SearchStrategy[Any]] = {
     # an integer is sent as a bigint: the value, not the cast, is what is tested
     "text": TEXT, "integer": INT8, "bigint": INT8, "double precision": FLOAT,
     "timestamp with time zone": TIMESTAMP, "jsonb": JSON, "text[]": TEXT_ARRAY,
-    "bigint[]": INT8_ARRAY, "boolean": BOOL,
+    "bigint[]": INT8_ARRAY, "timestamp with time zone[]": TIMESTAMP_ARRAY, "boolean": BOOL,
     "uuid": st.none() | st.just(uuid.UUID(int=0)) | st.uuids(),
 }
 

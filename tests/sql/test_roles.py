@@ -79,6 +79,7 @@ STATEMENTS: dict[str, tuple[str, Any]] = {
     "fail": ("SELECT fail_retry_item({leased}, 'w', 'boom')", True),
     "extend": ("SELECT extend_retry_lock({leased}, 'w')", True),
     "snooze": ("SELECT snooze_retry_item({leased}, 'w', 5)", True),
+    "snooze_outcome": ("SELECT snooze_retry_item_outcome({leased}, 'w', 5)", "snoozed"),
     "release": ("SELECT release_retry_items(ARRAY[{leased}]::bigint[], 'w')", 1),
     "requeue": ("SELECT requeue_dead_letter_items(ARRAY[{dead}]::bigint[])", 1),
     "cleanup": ("SELECT deleted_count FROM cleanup_retry_queue(0)", 1),
@@ -130,7 +131,8 @@ ALLOWED: dict[str, set[str]] = {
     },
     "retryq_worker": {
         "channel", "acquire", "acquire_routed", "complete", "complete_items", "fail", "extend",
-        "snooze", "release", "select_ids", "select_payload", "view_circuits", "view_pauses", "due",
+        "snooze", "snooze_outcome", "release", "select_ids", "select_payload", "view_circuits",
+        "view_pauses", "due",
         "due_routed", "select_dedupe_key", "view_rate_limits",
     },
     "retryq_admin": {
@@ -236,6 +238,7 @@ def test_every_retryq_function_is_pinned_and_granted_as_documented(conn: Conn) -
         "retry_queue_channel": "channel", "acquire_retry_items": "acquire",
         "complete_retry_item": "complete", "complete_retry_items": "complete_items",
         "fail_retry_item": "fail", "extend_retry_lock": "extend", "snooze_retry_item": "snooze",
+        "snooze_retry_item_outcome": "snooze_outcome",
         "release_retry_items": "release", "requeue_dead_letter_items": "requeue",
         "purge_dead_letter_items": "purge", "list_dead_letter_items": "list_dead",
         "cancel_retry_items": "cancel",

@@ -258,6 +258,44 @@ def test_the_completes_write_the_finished_row_as_retryq_finish_does(conn: Conn) 
     assert rows[0] == rows[1] == rows[2]
 
 
+def test_a_completed_items_event_id_is_found_through_a_hash_index(conn: Conn) -> None:
+    """Every completion writes an entry in the finished partition's event id
+    index: a hash index (one hash, not a walk down a btree by uuid comparisons),
+    which still serves every search by event id."""
+    items = [enqueue(conn) for _ in range(3)]
+    assert sorted(ids(acquire(conn, batch=3))) == items
+    assert complete(conn, items[0])
+    assert scalar(conn, "complete_retry_items", item_ids=items[1:], worker_id="w1", now=T0) == 2
+    event_ids = [row(conn, i)["event_id"] for i in items]
+    [[method]] = conn.execute(
+        "SELECT a.amname FROM pg_class AS c JOIN pg_am AS a ON a.oid = c.relam"
+        " WHERE c.relname = '_retryq_finished_event_id_idx'"
+    ).fetchall()
+    assert method == "hash"
+    for item, event_id in zip(items, event_ids, strict=True):
+        found = conn.execute(
+            "SELECT id, inserted FROM enqueue_retry_item_once(%s, 'test.event', '{}')",
+            [event_id],
+        ).fetchall()
+        assert found == [(item, False)]
+    with conn.transaction():
+        conn.execute("SET LOCAL enable_seqscan = off")
+        [[plan]] = conn.execute(
+            "EXPLAIN (FORMAT JSON) SELECT id FROM _retryq_finished WHERE event_id = %s",
+            [event_ids[1]],
+        ).fetchone()
+        found = conn.execute(
+            "SELECT id FROM _retryq_finished WHERE event_id = %s", [event_ids[1]]
+        ).fetchall()
+    node, used = plan["Plan"], []
+    while node:
+        used.append(node.get("Index Name"))
+        node = (node.get("Plans") or [None])[0]
+    assert "_retryq_finished_event_id_idx" in used, plan
+    assert found == [(items[1],)]
+    assert count(conn, "completed") == 3
+
+
 def test_expired_lease_is_taken_over_by_any_worker(conn: Conn) -> None:
     item = enqueue(conn)
     leased = acquire(conn, "worker-old", lock=60)

@@ -224,6 +224,8 @@ def test_acquire_refuses(conn: Conn, kwargs: dict[str, Any], field: str) -> None
     [
         ("complete_retry_item", {"worker_id": ""}, "worker_id"),
         ("complete_retry_item", {"worker_id": None}, "worker_id"),
+        ("complete_retry_item", {"worker_id": " \u00a0"}, "worker_id"),
+        ("complete_retry_item", {"worker_id": "w" * 201}, "worker_id"),
         ("complete_retry_items", {"worker_id": ""}, "worker_id"),
         ("complete_retry_items", {"item_ids": None}, "item_ids"),
         ("fail_retry_item", {"worker_id": " "}, "worker_id"),
@@ -249,6 +251,25 @@ def test_lease_functions_refuse(
     args = {**defaults[fn], **kwargs}
     refused(conn, lambda: call(conn, fn, **args), BAD_PARAM, field)
     # the lease is still w's, untouched
+    row = conn.execute("SELECT status, locked_by FROM daz_retry_queue").fetchone()
+    assert row == ("processing", "w")
+
+
+@pytest.mark.parametrize("worker_id", ["", " ", None, "w" * 201])
+def test_complete_refuses_a_bad_worker_id_after_a_takeover_too(
+    conn: Conn, leased: int, worker_id: str | None
+) -> None:
+    """complete_retry_item checks the worker id only once it completed nothing
+    (a lease is never held under a bad id), on either of its paths: also in a
+    transaction that took over leases, where it looks for the item without
+    waiting first."""
+
+    def complete_after_takeover() -> Any:
+        with conn.transaction():
+            conn.execute("SELECT set_config('retryq.took_over', 'yes', true)")
+            return call(conn, "complete_retry_item", item_id=leased, worker_id=worker_id)
+
+    refused(conn, complete_after_takeover, BAD_PARAM, "worker_id")
     row = conn.execute("SELECT status, locked_by FROM daz_retry_queue").fetchone()
     assert row == ("processing", "w")
 

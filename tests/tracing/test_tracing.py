@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import (  # noqa: E4
 )
 from opentelemetry.trace import SpanKind, StatusCode  # noqa: E402
 
-# Left out of .ci/run's PostgreSQL 18 pass: spans in the SDK's exporter; the worker's SQL is
+# Run by one of .ci/run's passes only: spans in the SDK's exporter; the worker's SQL is
 # the worker scenarios' on every server.
 pytestmark = pytest.mark.server_agnostic
 

@@ -122,6 +122,14 @@ def until(driver: Any, css: str, text: str) -> None:
     wait(driver).until(ec.text_to_be_present_in_element((By.CSS_SELECTOR, css), text))
 
 
+def until_message(driver: Any, text: str) -> None:
+    """Waits until the message is `text`, no more: where the one before it
+    contains it ("paused sms.send" in "paused sms.send/no plugin"), `until`
+    passed on the old page before the click's answer came."""
+    wait(driver).until(ec.text_to_be_present_in_element((By.ID, "message"), text))
+    wait(driver).until(lambda d: d.find_element(By.ID, "message").text.strip() == text)
+
+
 def test_every_screen(seeded: Seeded, server: str, browser: Any, shots: Path) -> None:
     ids = seeded.ids
     browser.get(server + "/")
@@ -292,15 +300,15 @@ def test_pause_and_resume_the_items_without_a_plugin(
         if no_plugin:
             form.find_element(By.NAME, "no_plugin").click()
         click(browser, By.CSS_SELECTOR, "#pause button[type=submit]")
-        until(browser, "#message", "paused sms.send/no plugin" if no_plugin else "paused sms.send")
+        until_message(browser, "paused sms.send/no plugin" if no_plugin else "paused sms.send")
     assert "(none)" in shown(browser, 'tr[data-key="sms.send/-"]')
     assert "(every)" in shown(browser, 'tr[data-key="sms.send/*"]')
     assert pauses() == [("sms.send", ""), ("sms.send", None)]
     click(browser, By.CSS_SELECTOR, 'tr[data-key="sms.send/-"] button')
-    until(browser, "#message", "resumed sms.send/no plugin")
+    until_message(browser, "resumed sms.send/no plugin")
     assert pauses() == [("sms.send", None)]
     click(browser, By.CSS_SELECTOR, 'tr[data-key="sms.send/*"] button')
-    until(browser, "#message", "resumed sms.send")
+    until_message(browser, "resumed sms.send")
     assert pauses() == []
 
 
