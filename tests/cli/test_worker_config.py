@@ -80,7 +80,9 @@ def test_two_sigterms_back_to_back_never_hang_the_worker(dsn: str) -> None:
     each stopped by two SIGTERMs at once: every one exits 0."""
     for _ in range(8):
         proc = subprocess.Popen(
-            argv("worker", "--database", dsn, "--handlers", "tests.python.worker_handlers:HANDLERS"),
+            argv(
+                "worker", "--database", dsn, "--handlers", "tests.python.worker_handlers:HANDLERS"
+            ),
             cwd=REPO,
             env=clean_env(),
             stdout=subprocess.PIPE,
