@@ -219,9 +219,9 @@ class RenewingWrongly(RetryQueue):
     """The heartbeat's renewal with a lease the SQL refuses."""
 
     def extend_locks(
-        self, item_ids: Iterable[int], worker_id: str, lock_timeout: Any = 300
+        self, item_ids: Iterable[int], worker_id: str, lock_timeout: Any = 300, *rest: Any
     ) -> set[int]:
-        return super().extend_locks(item_ids, worker_id, 100000)
+        return super().extend_locks(item_ids, worker_id, 100000, *rest)
 
 
 def test_a_renewal_the_sql_refuses_stops_the_worker_and_releases_its_items(
