@@ -100,7 +100,9 @@ def server(module_dsn: str) -> Iterator[str]:
 
 
 def wait(driver: Any, timeout: float = 10) -> Any:
-    return WebDriverWait(driver, timeout)
+    # htmx swaps elements out while a condition reads them: such a read is
+    # tried again, not a failure (seen: #message's text read mid-swap)
+    return WebDriverWait(driver, timeout, ignored_exceptions=(StaleElementReferenceException,))
 
 
 def click(driver: Any, by: str, value: str) -> None:

@@ -627,7 +627,8 @@ json_values = st.recursive(
 )
 optional = {
     "channel": text,
-    "plugin": text,
+    # '' is no plugin; a blank name other than '' is refused (0025)
+    "plugin": text.filter(lambda s: s == "" or not _sql.is_blank(s)),
     "metadata": st.dictionaries(text, json_values, max_size=3),
     "max_retries": st.integers(0, 1000),
     "retry_delay": st.floats(0, 31536000) | st.integers(0, 31536000),
