@@ -19,6 +19,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 from psycopg.types.json import Jsonb, set_json_loads
 
+from retryq_py._sql import is_blank
+
 Conn = psycopg.Connection[Any]
 T0 = dt.datetime(2030, 1, 1, tzinfo=dt.timezone.utc)
 
@@ -104,11 +106,20 @@ ACQUIRED = (
     meta=st.dictionaries(TEXT, JSON, max_size=4),
     tags=st.lists(TEXT, max_size=4),
     text=TEXT,
+    # '' is no plugin; a blank name other than '' is refused (0025)
+    plugin=TEXT.filter(lambda s: s == "" or not is_blank(s)),
     event_type=TEXT.filter(lambda s: 1 <= len(s.strip()) <= 200 and s.strip() == s),
     batch=st.booleans(),
 )
 def test_payloads_round_trip_exactly(
-    dconn: Conn, data: Any, meta: Any, tags: list[str], text: str, event_type: str, batch: bool
+    dconn: Conn,
+    data: Any,
+    meta: Any,
+    tags: list[str],
+    text: str,
+    plugin: str,
+    event_type: str,
+    batch: bool,
 ) -> None:
     with dconn.transaction(force_rollback=True):
         fields = {
@@ -118,7 +129,7 @@ def test_payloads_round_trip_exactly(
             "tags": tags,
             "correlation_id": text,
             "channel_name": text,
-            "plugin_name": text,
+            "plugin_name": plugin,
         }
         if batch:
             item = {**fields, "event_data": data, "event_metadata": meta}
@@ -129,7 +140,7 @@ def test_payloads_round_trip_exactly(
                 f"SELECT enqueue_retry_item({names}, p_now => %(now)s)", {**fields, "now": T0}
             )  # type: ignore[arg-type]
         rows = dconn.execute(ACQUIRED, [T0]).fetchall()
-        assert rows == [(exact(data), exact(meta), tags, text, text, text, event_type)]
+        assert rows == [(exact(data), exact(meta), tags, text, text, plugin, event_type)]
 
 
 @given(
