@@ -25,9 +25,9 @@ from retryq_py._sql.worker import (
     BURIED,
     FlushStatements,
     FlushText,
-    JsonbFromText,
     item_fields,
-    item_rows,
+    leased_cursor,
+    leased_items,
 )
 from retryq_py.errors import explain, server_error_kind
 from retryq_py.worker.events import (
@@ -143,8 +143,7 @@ class FlushWriter:
     def _write(
         self, conn: psycopg.Connection[Any], text: FlushText, outcomes: list[Outcome], want: int
     ) -> Written:
-        cur = psycopg.ClientCursor(conn)  # binds the values into the text, quoted
-        cur.adapters.register_loader("jsonb", JsonbFromText)
+        cur = leased_cursor(conn, client=True)  # binds the values into the text, quoted
         parts = [self._fail(cur, text, o) for o in outcomes if not o.ok]
         ok = [o.item for o in outcomes if o.ok]
         ok_ids = [i.id for i in ok]
@@ -177,8 +176,7 @@ class FlushWriter:
         """The slow path: each failure in a transaction of its own, then the
         successes, then the lease. An outcome is changed in place to what was
         written for it."""
-        cur = psycopg.ClientCursor(conn)
-        cur.adapters.register_loader("jsonb", JsonbFromText)
+        cur = leased_cursor(conn, client=True)
         failed_written: list[bool] = []
         buried = set()
         for o in outcomes:
@@ -322,17 +320,20 @@ class FlushWriter:
 def decode_leased(
     cur: psycopg.Cursor[Any], worker_id: str
 ) -> tuple[list[RetryQueueItem], list[Outcome]]:
-    """Leased rows as items; row by row only when the batch cannot be
-    decoded, and the rows that still cannot be, as outcomes failing them."""
-    cur.row_factory = item_rows
+    """Leased rows (of a `leased_cursor`) as items; row by row only when the
+    batch cannot be decoded, and the rows that still cannot be, as outcomes
+    failing them."""
     try:
-        return cur.fetchall(), []
+        items = leased_items(cur)
     except Exception as exc:
         log.warning(
             "worker %s: a leased row cannot be decoded (%s); decoding each alone",
             worker_id,
             explain(exc),
         )
+    else:
+        if items is not None:
+            return items, []
     leased: list[RetryQueueItem] = []
     rejected: list[Outcome] = []
     for _, item, why in item_fields(cur):
@@ -356,24 +357,37 @@ def decode_leased(
 class Report(NamedTuple):
     """What a flush wrote, made once for the ledger, the metrics and on_event."""
 
-    events: list[WorkerEvent]
+    events: list[WorkerEvent]  # empty unless asked for
+    kinds: list[EventKind]  # per outcome, in order
     tally: dict[EventKind, int]
     by_type: dict[tuple[EventKind, str], int]
 
 
-def classify(outcomes: list[Outcome], written: Written, max_snoozes: int = 100) -> Report:
-    """The event each written outcome makes, and their numbers, in one pass.
-    A snooze is a dead letter when the queue said so (`written.buried`: the
-    snooze past `max_snoozes`, snooze_retry_item_outcome)."""
+def classify(
+    outcomes: list[Outcome], written: Written, max_snoozes: int = 100, *, events: bool = True
+) -> Report:
+    """The event each written outcome makes (`events`: False when nobody
+    receives them, as without on_event: only their kinds then), and their
+    numbers, in one pass. A snooze is a dead letter when the queue said so
+    (`written.buried`: the snooze past `max_snoozes`, snooze_retry_item_outcome)."""
     fails = iter(written.failed_written)
-    events: list[WorkerEvent] = []
+    lost = written.lost
+    made: list[WorkerEvent] = []
+    kinds: list[EventKind] = []
     by_type: dict[tuple[EventKind, str], int] = {}
     kind: EventKind
+    key: tuple[EventKind, str]
     for o in outcomes:
-        code, error, delay = o.code, o.error, o.retry_after
         if o.ok:
-            kind = "lease_lost" if o.item.id in written.lost else "completed"
-        elif not next(fails):
+            kind = "lease_lost" if o.item.id in lost else "completed"
+            if events:
+                made.append(WorkerEvent(kind, o.item, duration=o.duration))
+            kinds.append(kind)
+            key = (kind, o.item.event_type)
+            by_type[key] = by_type.get(key, 0) + 1
+            continue
+        code, error, delay = o.code, o.error, o.retry_after
+        if not next(fails):
             kind = "lease_lost"
         elif o.snooze is not None:
             # the snooze past the bound buries the item: the queue's answer
@@ -392,16 +406,15 @@ def classify(outcomes: list[Outcome], written: Written, max_snoozes: int = 100) 
             kind = "dead_lettered"
         else:
             kind = "failed"
-        if o.ok:
-            events.append(WorkerEvent(kind, o.item, duration=o.duration))
-        else:
-            events.append(WorkerEvent(kind, o.item, error, code, o.duration, delay))
+        if events:
+            made.append(WorkerEvent(kind, o.item, error, code, o.duration, delay))
+        kinds.append(kind)
         key = (kind, o.item.event_type)
         by_type[key] = by_type.get(key, 0) + 1
     tally: dict[EventKind, int] = {}
     for (kind, _), n in by_type.items():
         tally[kind] = tally.get(kind, 0) + n
-    return Report(events, tally, by_type)
+    return Report(made, kinds, tally, by_type)
 
 
 _METRIC = {
@@ -436,9 +449,12 @@ class Flusher:
         lease: float = 300.0,
         schema: str | None = None,
         max_snoozes: int = 100,
+        events: bool = True,
     ) -> None:
+        """`events`: whether `emit` wants the WorkerEvents (False: it gets none)."""
         self._worker_id = worker_id
         self._max_snoozes = max_snoozes
+        self._events = events
         self._ack_interval = ack_interval
         self._ledger = ledger
         self._pool = pool
@@ -539,10 +555,10 @@ class Flusher:
             log.debug("worker %s: pool check failed (%s)", self._worker_id, explain(exc))
 
     def _report(self, outcomes: list[Outcome], written: Written) -> None:
-        report = classify(outcomes, written, self._max_snoozes)
+        report = classify(outcomes, written, self._max_snoozes, events=self._events)
         self._ledger.settle([o.item for o in outcomes], report.tally)
         if report.tally.get("snoozed") or report.tally.get("dead_lettered"):
-            self._log_snoozes(outcomes, report.events)
+            self._log_snoozes(outcomes, report.kinds)
         if written.lost:
             log.warning(
                 "worker %s: %d handled items were no longer leased to it"
@@ -552,13 +568,14 @@ class Flusher:
                 sorted(written.lost),
             )
         observe(report.by_type)
-        self._emit(report.events)
+        if self._events:
+            self._emit(report.events)
 
-    def _log_snoozes(self, outcomes: list[Outcome], events: list[WorkerEvent]) -> None:
-        for o, event in zip(outcomes, events, strict=True):
+    def _log_snoozes(self, outcomes: list[Outcome], kinds: list[EventKind]) -> None:
+        for o, kind in zip(outcomes, kinds, strict=True):
             if o.snooze is None:
                 continue
-            if event.kind == "snoozed":
+            if kind == "snoozed":
                 # debug: a line per snooze (the CLI's EventLog logs them at
                 # info, rate limited); counted in retryq_worker_items_snoozed
                 log.debug(
@@ -570,7 +587,7 @@ class Flusher:
                     o.item.snoozes + 1,
                     self._max_snoozes,
                 )
-            elif event.kind == "dead_lettered":
+            elif kind == "dead_lettered":
                 log.warning(
                     "worker %s: item %d (%s) was snoozed %d times, the limit (max_snoozes):"
                     " it is a dead letter (code %s)",
@@ -708,8 +725,7 @@ class Flusher:
             self._settled_acquires = max(self._settled_acquires, lost)
 
     def _take_up(self, conn: psycopg.Connection[Any]) -> None:
-        cur = conn.cursor()
-        cur.adapters.register_loader("jsonb", JsonbFromText)
+        cur = leased_cursor(conn)
         # a held item may have a newer lease (its outcome written, leased
         # again by a lost acquire): known leases are (id, granted locked_until)
         known, until = self._ledger.held_leases()

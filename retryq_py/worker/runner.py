@@ -287,6 +287,7 @@ class RetryWorker:
                 lease=s.lock_timeout,
                 schema=s.schema,
                 max_snoozes=s.max_snoozes,
+                events=self.on_event is not None,
             )
             shutdown = Shutdown(
                 worker_id=s.worker_id,
