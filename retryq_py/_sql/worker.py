@@ -173,8 +173,12 @@ _METADATA = _ITEM_FIELD_NAMES.index(b"event_metadata")
 
 def leased_cursor(conn: Any, client: bool = False) -> Any:
     """A cursor (ClientCursor with `client`: it binds the values into the
-    text) whose jsonb columns arrive as text, for `leased_items`."""
-    cur = ClientCursor(conn) if client else conn.cursor()
+    text) whose rows are tuples and whose jsonb columns arrive as text, for
+    `leased_items`."""
+    if client:
+        cur = ClientCursor(conn, row_factory=tuple_row)
+    else:
+        cur = conn.cursor(row_factory=tuple_row)
     cur.adapters.register_loader("jsonb", TextLoader)
     return cur
 
@@ -191,7 +195,6 @@ def leased_items(cursor: Any) -> list[RetryQueueItem] | None:
     res = cursor.pgresult
     if res is None or [res.fname(i) for i in range(res.nfields)] != _ITEM_FIELD_NAMES:
         return None
-    cursor.row_factory = tuple_row
     rows = cursor.fetchall()
     if not rows:
         return []

@@ -80,20 +80,26 @@ class Watchdog:
 
     @contextmanager
     def watch(self, conn: psycopg.Connection[Any]) -> Iterator[None]:
-        key = id(conn)
+        self.lend(conn)
+        try:
+            yield
+        finally:
+            self.returned(conn)
+
+    def lend(self, conn: psycopg.Connection[Any]) -> None:
+        """Watch `conn` from now until `returned`."""
         seconds = min(self.seconds, getattr(self._local, "seconds", None) or self.seconds)
         with self._lock:
-            self._lent[key] = (conn, time.monotonic() + seconds, seconds)
+            self._lent[id(conn)] = (conn, time.monotonic() + seconds, seconds)
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="retryq-deadline", daemon=True
                 )
                 self._thread.start()
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._lent.pop(key, None)
+
+    def returned(self, conn: psycopg.Connection[Any]) -> None:
+        with self._lock:
+            self._lent.pop(id(conn), None)
 
     def stop(self) -> None:
         self._stopped.set()
@@ -138,10 +144,17 @@ class WatchedPool(ConnectionPool[Any]):
         self.watchdog = watchdog
         super().__init__(*args, **kwargs)
 
-    @contextmanager
-    def connection(self, timeout: float | None = None) -> Iterator[psycopg.Connection[Any]]:
-        with super().connection(timeout) as conn, self.watchdog.watch(conn):
-            yield conn
+    # watched from getconn to putconn: connection() calls them (overriding
+    # connection() too wrapped it in two more generator context managers,
+    # per flush about as much as writing the flush's statement)
+    def getconn(self, timeout: float | None = None) -> psycopg.Connection[Any]:
+        conn: psycopg.Connection[Any] = super().getconn(timeout)
+        self.watchdog.lend(conn)
+        return conn
+
+    def putconn(self, conn: psycopg.Connection[Any]) -> None:
+        self.watchdog.returned(conn)
+        super().putconn(conn)
 
     def check_connection(self, conn: psycopg.Connection[Any]) -> None:  # type: ignore[override]
         """The pool's check of an idle connection (`check()`, after a lost

@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
+from operator import attrgetter
 from typing import Any, NamedTuple, Protocol
 
 import psycopg
@@ -107,6 +108,11 @@ class FlushWriter:
         self._lock_seconds = lock_seconds
         self._routing = routing or Routing()
         self._text: FlushText | None = None  # rendered on the first connection
+        # a flush's cursor, one per connection (by id; the cursor keeps its
+        # connection alive, so the id is not reused while it is here): a
+        # cursor's adapters, copied from the connection and given the jsonb
+        # loader, cost about as much per flush as writing its statement
+        self._cursors: dict[int, psycopg.ClientCursor[Any]] = {}
 
     def write(self, conn: psycopg.Connection[Any], outcomes: list[Outcome], want: int) -> Written:
         started = time.monotonic()
@@ -143,7 +149,7 @@ class FlushWriter:
     def _write(
         self, conn: psycopg.Connection[Any], text: FlushText, outcomes: list[Outcome], want: int
     ) -> Written:
-        cur = leased_cursor(conn, client=True)  # binds the values into the text, quoted
+        cur = self._cursor(conn)
         parts = [self._fail(cur, text, o) for o in outcomes if not o.ok]
         ok = [o.item for o in outcomes if o.ok]
         ok_ids = [i.id for i in ok]
@@ -169,6 +175,16 @@ class FlushWriter:
             lost = self._lost(conn, ok, completed, at)
         leased, rejected = decode_leased(cur, self._worker_id) if want else ([], [])
         return Written(lost, failed_written, leased, rejected, frozenset(buried))
+
+    def _cursor(self, conn: psycopg.Connection[Any]) -> psycopg.ClientCursor[Any]:
+        """The connection's flush cursor: a leased_cursor that binds the
+        values into the text, quoted."""
+        cur = self._cursors.get(id(conn))
+        if cur is None or cur.connection is not conn:
+            # the pool replaced a connection: its cursor goes with it
+            self._cursors = {k: c for k, c in self._cursors.items() if not c.connection.closed}
+            cur = self._cursors[id(conn)] = leased_cursor(conn, client=True)
+        return cur
 
     def _write_each(
         self, conn: psycopg.Connection[Any], text: FlushText, outcomes: list[Outcome], want: int
@@ -284,7 +300,7 @@ class FlushWriter:
     @staticmethod
     def _complete(text: FlushText, ok: list[RetryQueueItem]) -> str:
         return text.complete_at % {
-            "item_ids": "'{" + ",".join(str(i.id) for i in ok) + "}'",  # integers
+            "item_ids": "'{" + ",".join([str(i.id) for i in ok]) + "}'",  # integers
             "worker_id": text.worker,
             "now": "NULL",
             "leased_at": _times([i.leased_at for i in ok]),
@@ -529,7 +545,7 @@ class Flusher:
                 outcomes = self._drop_replaced(outcomes)
                 # by id, the order the heartbeat renews in (and one order
                 # among this worker's flushes): no two wait on each other
-                outcomes = sorted(outcomes, key=lambda o: o.item.id)
+                outcomes = sorted(outcomes, key=_BY_ITEM_ID)
                 written = self._writer.write(conn, outcomes, acquire)
         except BaseException as exc:
             if lost_reply(exc):
@@ -777,12 +793,15 @@ class Flusher:
         self._ledger.hold(items, 0, rejected, adopt=True)  # also ends held_leases' watch
 
 
+_BY_ITEM_ID = attrgetter("item.id")
+
+
 def _times(values: list[datetime | None]) -> str:
     """A timestamptz[] literal of the leases' grant times (ISO text needs
     no escaping); NULL, no fence, when one is unknown (an item built by hand)."""
-    if any(v is None for v in values):
+    if None in values:
         return "NULL"
-    return "'{" + ",".join(f'"{v.isoformat()}"' for v in values if v is not None) + "}'"
+    return "'{" + ",".join([f'"{v.isoformat()}"' for v in values if v is not None]) + "}'"
 
 
 def lost_reply(exc: BaseException) -> bool:

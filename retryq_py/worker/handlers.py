@@ -55,7 +55,8 @@ class _Outcomes:
         return self._handlers.get(item.event_type)
 
     def done(self, item: RetryQueueItem, started: float, exc: BaseException | None) -> Outcome:
-        duration = time.monotonic() - started
+        now = time.monotonic()
+        duration = now - started
         child = self._durations.get(item.event_type)
         if child is None:
             child = self._durations[item.event_type] = metrics.HANDLER_DURATION.labels(
@@ -64,7 +65,7 @@ class _Outcomes:
         child.observe(duration)
         if exc is not None:
             return failure(item, exc, duration)
-        return Outcome(item, ok=True, duration=duration)
+        return Outcome(item, ok=True, duration=duration, done_at=now)
 
 
 def unknown_type(item: RetryQueueItem) -> Outcome:
