@@ -8,6 +8,7 @@ database; the parts that talk to it are tested against a real one.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 import signal
@@ -393,6 +394,53 @@ def test_the_flush_writer_writes_and_leases_in_one_transaction(db: Conn) -> None
     assert [i.id for i in second.leased] == ids[3:]
     assert db.autocommit  # given back as it was
     assert statuses(db) == {"completed": 2, "pending": 1, "processing": 2}
+
+
+def test_leased_items_come_decoded_as_the_queue_stores_them(db: Conn) -> None:
+    """The flush parses a batch's JSON in one call and fills the frozen items
+    without their __init__: each item is still the one __init__ makes, with
+    every JSON document as the queue reads it (texts that hold the separators
+    of the batch's array included)."""
+    q = RetryQueue(db)
+    data: list[Any] = [
+        {"a": [1, 2.5, None, True], "s": "x,]}"},
+        [1, "],[", {"n": None}],
+        'a "quoted", text]',
+        12345678901234567890123,
+        False,
+        {},
+    ]
+    ids = [
+        q.add("e", d, metadata={"k": i, "t": "é,]"} if i % 2 else None).id
+        for i, d in enumerate(data)
+    ]
+    leased = FlushWriter("w", None, 30).write(db, [], len(data)).leased
+    assert [i.id for i in leased] == ids
+    for item in leased:
+        stored = q.get(item.id)
+        assert stored is not None
+        assert (item.event_data, item.event_metadata) == (stored.event_data, stored.event_metadata)
+        made = dataclasses.replace(item)  # through __init__
+        assert made == item and repr(made) == repr(item)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            item.id = 0  # type: ignore[misc]
+    assert [i.event_data for i in leased] == data
+
+
+def test_the_flush_writer_forgets_the_cursor_of_a_closed_connection(
+    module_dsn: str, db: Conn
+) -> None:
+    """The writer keeps a cursor per connection: once the pool replaced a
+    closed one, the next flush on the new connection leases with a cursor of
+    its own, and the closed connection's cursor is let go."""
+    q = RetryQueue(db)
+    ids = [e.id for e in q.add_many([{"event_type": "e", "data": i} for i in range(2)])]
+    writer = FlushWriter("w", None, 30)
+    with psycopg.connect(module_dsn, autocommit=True) as first:
+        assert [i.id for i in writer.write(first, [], 1).leased] == ids[:1]
+    with psycopg.connect(module_dsn, autocommit=True) as second:
+        assert [i.id for i in writer.write(second, [], 1).leased] == ids[1:]
+        assert [c.connection for c in writer._cursors.values()] == [second]
 
 
 def test_a_success_an_earlier_write_of_its_own_completed_is_not_counted_lost(db: Conn) -> None:
