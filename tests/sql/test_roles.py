@@ -289,6 +289,48 @@ def test_install_is_idempotent_across_schemas_and_rollback_keeps_shared_roles(
     assert migrate.apply(dsn) == every
 
 
+def test_two_installs_are_kept_apart_as_the_readme_says(new_database: Any) -> None:
+    """The group roles are the cluster's: a second schema alone gives a worker
+    of one install the other's items. The README's recipe (schema usage to
+    each party's login roles, not to the groups) keeps them apart."""
+    dsn = new_database()
+    tag = uuid.uuid4().hex[:8]
+    a_worker, b_worker = f"t_a_{tag}", f"t_b_{tag}"
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("CREATE SCHEMA a; CREATE SCHEMA b")
+    migrate.apply(dsn, schema="a")
+    migrate.apply(dsn, schema="b")
+    with psycopg.connect(dsn, autocommit=True) as c:
+        for schema in ("a", "b"):
+            c.execute(f"INSERT INTO {schema}.daz_retry_queue (event_type, event_data)"
+                      f" VALUES ('e', '{{\"of\": \"{schema}\"}}')")
+        for login in (a_worker, b_worker):
+            c.execute(f'CREATE ROLE "{login}" LOGIN IN ROLE retryq_worker')
+    acquire = "SELECT event_data->>'of' FROM {}.acquire_retry_items('w', 10)"
+    try:
+        # as installed: either worker reaches the other's items
+        with psycopg.connect(make_conninfo(dsn, user=a_worker), autocommit=True) as w:
+            w.execute("BEGIN")
+            assert w.execute(acquire.format("b")).fetchall() == [("b",)]
+            w.execute("ROLLBACK")
+        with psycopg.connect(dsn, autocommit=True) as c:
+            c.execute(
+                "REVOKE USAGE ON SCHEMA a, b FROM retryq_producer, retryq_worker, retryq_admin"
+            )
+            c.execute(f'GRANT USAGE ON SCHEMA a TO "{a_worker}"')
+            c.execute(f'GRANT USAGE ON SCHEMA b TO "{b_worker}"')
+        for login, mine, theirs in ((a_worker, "a", "b"), (b_worker, "b", "a")):
+            with psycopg.connect(make_conninfo(dsn, user=login), autocommit=True) as w:
+                assert w.execute(acquire.format(mine)).fetchall() == [(mine,)]
+                with pytest.raises(psycopg.errors.InsufficientPrivilege, match=f"schema {theirs}"):
+                    w.execute(acquire.format(theirs))
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as c:
+            for login in (a_worker, b_worker):
+                c.execute(f'DROP OWNED BY "{login}"')
+                c.execute(f'DROP ROLE IF EXISTS "{login}"')
+
+
 def test_python_layer_runs_with_only_its_role(dsn: str, conn: Conn) -> None:
     """RetryQueue.add and add_many (nextval and COPY) as retryq_producer, a RetryWorker as
     retryq_worker with its default scheduled cleanup (which it may not run: the
