@@ -120,7 +120,8 @@ class FlushWriter:
             self._text = self._statements.as_text(self._worker_id, self._routing.params, conn)
         # one implicit transaction needs autocommit; the pool gets it back as it was
         was = conn.autocommit
-        conn.autocommit = True
+        if not was:  # setting it takes the connection's lock, even to the same value
+            conn.autocommit = True
         try:
             try:
                 written = self._write(conn, self._text, outcomes, want)
@@ -441,12 +442,20 @@ _METRIC = {
 }
 
 
+# (kind, event_type) -> the counter's child: labels() validates and locks
+_CHILDREN: dict[tuple[EventKind, str], Any] = {}
+
+
 def observe(by_type: dict[tuple[EventKind, str], int]) -> None:
     """The worker metrics: one update per kind, type and flush."""
-    for (kind, event_type), n in by_type.items():
-        counter = _METRIC.get(kind)
-        if counter is not None:
-            counter.labels(event_type).inc(n)
+    for key, n in by_type.items():
+        child = _CHILDREN.get(key)
+        if child is None:
+            counter = _METRIC.get(key[0])
+            if counter is None:
+                continue
+            child = _CHILDREN[key] = counter.labels(key[1])
+        child.inc(n)
 
 
 class Flusher:

@@ -110,6 +110,7 @@ class HandlerThreads:
         count: int,
     ) -> None:
         self._outcomes = _Outcomes(handlers)
+        self._handler = handlers.get
         self._ledger = ledger
         self._wake = wake
         self._threads = [
@@ -127,20 +128,21 @@ class HandlerThreads:
             thread.join(timeout=max(deadline - time.monotonic(), 0.01))
 
     def _loop(self) -> None:
-        ledger = self._ledger
+        take, begin, finish = self._ledger.take, self._ledger.begin, self._ledger.finish
+        wake, run = self._wake, self.run
         while True:
-            item = ledger.take()
+            item = take()
             if item is None:
                 return
-            if not ledger.begin(item):
-                self._wake()  # stopping: the shutdown releases it
+            if not begin(item):
+                wake()  # stopping: the shutdown releases it
                 continue
-            if ledger.finish(self.run(item)):
-                self._wake()
+            if finish(run(item)):
+                wake()
 
     def run(self, item: RetryQueueItem) -> Outcome:
         """The handler's result as an outcome; whatever it raises is caught."""
-        handler = self._outcomes.handler(item)
+        handler = self._handler(item.event_type)
         if handler is None:
             return unknown_type(item)
         started = time.monotonic()
