@@ -116,6 +116,7 @@ class AsyncRetryWorker:
                 f" {type(database).__name__} (the worker's engine runs in threads: give the"
                 " conninfo and it opens a pool of its own)"
             )
+        HandlerTasks.check(handlers)
         parts = parts or WorkerParts()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: HandlerTasks | None = None

@@ -7,6 +7,8 @@ Tests wait on conditions with deadlines (`wait_until`), never on fixed sleeps.
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
 import os
 import re
 import signal
@@ -15,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from retryq_py import (
+    AsyncRetryWorker,
     HandlerRegistry,
     PermanentError,
     RetryableError,
@@ -35,6 +38,7 @@ from retryq_py import (
     RetryQueue,
     RetryQueueItem,
     RetryWorker,
+    Snooze,
     WorkerEvent,
     _sql,
     default_worker_id,
@@ -159,6 +163,99 @@ def test_mixed_load_ends_with_the_right_status_and_history(
         4,
         3,
     )
+
+
+def test_a_returned_exception_or_snooze_is_taken_as_raised(
+    Worker: WorkerType, module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    """Returned, not raised (a slip of `return` for `raise`): never a success."""
+    handlers: dict[str, Callable[[RetryQueueItem], object]] = {
+        "retry": lambda item: RetryableError("upstream busy", "E_BUSY", delay=3600),
+        "permanent": lambda item: PermanentError("malformed", "E_MALFORMED"),
+        "snooze": lambda item: Snooze(3600, "not ready"),
+        "plain": lambda item: ValueError("bad value"),
+    }
+    ids = {event_type: q.add(event_type, {}).id for event_type in handlers}
+    worker = Worker(module_dsn, handlers, **FAST)
+
+    with pytest.warns(DeprecationWarning, match="still pending"):  # the retry and the snooze
+        counts = worker.run(exit_when_idle=True)
+
+    r = row(db, ids["retry"])
+    assert (r["status"], r["retry_count"], r["last_error_code"]) == ("pending", 1, "E_BUSY")
+    r = row(db, ids["permanent"])
+    assert (r["status"], r["last_error_code"]) == ("dead_letter", "E_MALFORMED")
+    r = row(db, ids["snooze"])
+    assert (r["status"], r["retry_count"]) == ("pending", 0)
+    snoozes = db.execute(
+        "SELECT (event_metadata ->> 'retryq_snoozes')::int FROM daz_retry_queue WHERE id = %s",
+        [ids["snooze"]],
+    ).fetchone()
+    assert snoozes == (1,)
+    r = row(db, ids["plain"])
+    assert (r["status"], r["retry_count"], r["last_error_code"]) == ("pending", 1, "ValueError")
+    assert (counts.processed, counts.failed, counts.dead_lettered, counts.snoozed) == (0, 2, 1, 1)
+
+
+def test_a_handler_returning_work_not_done_dead_letters_its_item(
+    module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    """A plain handler that calls an async def and returns its coroutine (the
+    CLI picks RetryWorker for it: no handler is an async def) ran nothing:
+    its item is a dead letter naming the bug, never completed; the coroutine
+    is closed (it never runs). So are a generator and a Future not waited for."""
+    ran: list[str] = []
+
+    async def send(item: RetryQueueItem) -> None:
+        ran.append("send")
+        raise RuntimeError("real work failed")
+
+    def lines(item: RetryQueueItem) -> Iterator[str]:
+        ran.append("lines")
+        yield "x"
+
+    never: concurrent.futures.Future[None] = concurrent.futures.Future()
+    handlers: dict[str, Callable[[RetryQueueItem], object]] = {
+        "coro": lambda item: send(item),
+        "gen": lambda item: lines(item),
+        "future": lambda item: never,
+    }
+    ids = {event_type: q.add(event_type, {}).id for event_type in handlers}
+
+    counts = RetryWorker(module_dsn, handlers, **FAST).run(exit_when_idle=True)
+
+    for event_type, kind in (
+        ("coro", "a coroutine"),
+        ("gen", "a generator"),
+        ("future", "a concurrent.futures.Future"),
+    ):
+        r = row(db, ids[event_type])
+        assert (r["status"], r["last_error_code"]) == ("dead_letter", "retryq.unfinished_result")
+        assert r["error_history"][0]["error"].startswith(f"retryq: the handler returned {kind} (")
+        assert "AsyncRetryWorker" in r["error_history"][0]["error"]
+    assert ran == []
+    assert (counts.processed, counts.dead_lettered) == (0, 3)
+
+
+@pytest.mark.parametrize("worker", [RetryWorker, AsyncRetryWorker])
+def test_a_generator_function_handler_is_refused_by_both_workers(
+    worker: Callable[..., object], module_dsn: str
+) -> None:
+    """Calling it runs none of its body: every item would be taken as handled."""
+
+    def lines(item: RetryQueueItem) -> Iterator[str]:
+        yield "x"
+
+    async def alines(item: RetryQueueItem) -> AsyncIterator[str]:
+        yield "x"
+
+    class Lines:
+        def __call__(self, item: RetryQueueItem) -> Iterator[str]:
+            yield "x"
+
+    for handler in (lines, alines, Lines(), functools.partial(lines)):
+        with pytest.raises(TypeError, match="'e' is a generator function"):
+            worker(module_dsn, {"e": handler})
 
 
 def test_worker_metrics_count_outcomes_by_event_type(
