@@ -165,6 +165,8 @@ class RetryWorker:
             capacity=self.settings.capacity,
             stopping=self._stop.stopping,
             lease=self.settings.lock_timeout,
+            slots=self.settings.worker_count,
+            handler_timeout=self.settings.handler_timeout,
         )
         self._ran = threading.Lock()  # taken by the first run(), never released
 
@@ -319,6 +321,7 @@ class RetryWorker:
                     handler_timeout=s.handler_timeout,
                     done=stop.done,
                     fail=stop.fail,
+                    release=shutdown.release,
                 ),
                 Maintenance(
                     queue,

@@ -761,6 +761,70 @@ def test_a_handler_past_handler_timeout_loses_its_lease(
     ]
 
 
+def test_items_waiting_behind_stuck_handlers_go_to_another_worker(
+    Worker: WorkerType, module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    """Red team finding 4: a worker whose every handler ran past
+    handler_timeout kept renewing the leases of the items waiting behind
+    them, so a healthy worker could not run them. They are released (no
+    attempt spent) and the stuck worker leases no more while it is stuck."""
+    gate, started = threading.Event(), threading.Event()
+    ran: list[tuple[str, int]] = []
+
+    def hang(item: RetryQueueItem) -> None:
+        started.set()
+        gate.wait(30)
+
+    slow = q.add("slow", {}, priority=9).id  # leased first, run first
+    waiting = [q.add("ok", {"i": i}).id for i in range(6)]
+    stuck = Worker(
+        module_dsn,
+        {"slow": hang, "ok": lambda item: ran.append(("stuck", item.id))},
+        worker_count=1,
+        batch_size=10,
+        lock_timeout=3,
+        handler_timeout=1,
+        poll_interval=0.2,
+        cleanup_interval=0,
+        grace_period=0,
+    )
+    healthy = Worker(
+        module_dsn,
+        {"ok": lambda item: ran.append(("healthy", item.id))},
+        worker_count=2,
+        **FAST,
+    )
+    stuck_thread = stuck.start()
+    healthy_thread: threading.Thread | None = None
+    try:
+        assert started.wait(10)
+        wait_until(lambda: stuck.held == 7, 10, what="the stuck worker to hold every item")
+        healthy_thread = healthy.start()
+        wait_until(
+            lambda: all(row(db, i)["status"] == "completed" for i in waiting),
+            20,
+            what="the healthy worker to run the waiting items",
+        )
+        late = q.add("ok", {"i": 6}).id  # while stuck, the stuck worker leases none
+        wait_until(lambda: row(db, late)["status"] == "completed", 10, what="the late item")
+    finally:
+        stuck.stop(force=True)
+        healthy.stop(force=True)
+        gate.set()
+        stuck_thread.join(10)
+        if healthy_thread is not None:
+            healthy_thread.join(10)
+    assert sorted(ran) == [("healthy", i) for i in sorted([*waiting, late])]
+    # the waiting six, then the slow one at the stop; not the late one: never leased
+    assert stuck.counts.released == 7
+    spent = db.execute(
+        "SELECT count(*) FROM daz_retry_queue WHERE id = ANY(%s) AND retry_count > 0",
+        [waiting],
+    ).fetchone()
+    assert spent == (0,)  # released, not left to run out (a lease_expired attempt)
+    assert row(db, slow)["status"] in ("pending", "processing")
+
+
 def test_a_success_whose_lease_was_taken_over_counts_as_lease_lost(
     Worker: WorkerType, module_dsn: str, db: Conn, q: RetryQueue
 ) -> None:
