@@ -59,6 +59,7 @@ class _Outcomes:
         self._handlers = handlers
         # labels() validates and locks on every call: once per type is enough
         self._durations: dict[str, Any] = {}
+        self._unfinished: set[str] = set()  # the event types whose handler returned one
 
     def handler(self, item: RetryQueueItem) -> Handler | None:
         return self._handlers.get(item.event_type)
@@ -71,7 +72,19 @@ class _Outcomes:
 
     def returned(self, item: RetryQueueItem, started: float, result: object, hint: str) -> Outcome:
         """What a handler's return value means (see `returned_outcome`)."""
-        return returned_outcome(item, self._observe(item, started), result, hint)
+        outcome = returned_outcome(item, self._observe(item, started), result, hint)
+        if outcome.code == UNFINISHED_RESULT and item.event_type not in self._unfinished:
+            # a bug of the handler: said once per event type, each item's
+            # dead letter says it again
+            self._unfinished.add(item.event_type)
+            log.error(
+                "item %d (%s): %s; dead-lettering it (code %s)",
+                item.id,
+                item.event_type,
+                outcome.error,
+                UNFINISHED_RESULT,
+            )
+        return outcome
 
     def _observe(self, item: RetryQueueItem, started: float) -> float:
         duration = time.monotonic() - started
@@ -108,12 +121,18 @@ def is_coroutine_handler(fn: object) -> bool:
     return _is(inspect.iscoroutinefunction, fn)
 
 
+def is_generator_handler(fn: object) -> bool:
+    """A generator function, async or not (or a partial of one), or an
+    object whose __call__ is one."""
+    return _is(inspect.isgeneratorfunction, fn) or _is(inspect.isasyncgenfunction, fn)
+
+
 def check_generators(handlers: Mapping[str, Handler]) -> None:
     """TypeError for a generator function (async or not) as a handler: a call
     returns a generator without running a line of its body, and the item
     would be taken as handled."""
     for event_type, fn in handlers.items():
-        if _is(inspect.isgeneratorfunction, fn) or _is(inspect.isasyncgenfunction, fn):
+        if is_generator_handler(fn):
             raise TypeError(
                 f"the handler for {event_type!r} is a generator function: calling it runs"
                 " none of its body; a handler must return (or raise) when its work is done"
@@ -140,7 +159,8 @@ def returned_outcome(item: RetryQueueItem, duration: float, result: object, hint
     RetryableError, PermanentError, any other) is taken as raised; work not
     yet done (see _unfinished: a coroutine function called and not awaited,
     say) is refused as a handler bug: a dead letter with code
-    retryq.unfinished_result and `hint` in its text, never a success (a
+    retryq.unfinished_result, never a success, its text saying what to do
+    (`hint` for an awaitable: how to await it with this worker) (a
     coroutine is closed, so none of it runs later); any other value
     completes the item."""
     try:
@@ -153,13 +173,11 @@ def returned_outcome(item: RetryQueueItem, duration: float, result: object, hint
         return Outcome(item, ok=True, duration=duration)
     if inspect.iscoroutine(result) or inspect.isgenerator(result):
         with contextlib.suppress(BaseException):
-            result.close()  # never started: nothing runs, and no "never awaited" warning
-    log.error(
-        "item %d (%s): its handler returned %s instead of doing its work; dead-lettering it",
-        item.id,
-        item.event_type,
-        kind,
-    )
+            result.close()  # what it has not run never runs; no "never awaited" warning
+    if kind == "a concurrent.futures.Future":
+        hint = "wait for it in the handler (future.result())"
+    elif kind == "a generator":
+        hint = "run it to its end in the handler"
     return Outcome(
         item,
         ok=False,

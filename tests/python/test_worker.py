@@ -224,15 +224,15 @@ def test_a_handler_returning_work_not_done_dead_letters_its_item(
 
     counts = RetryWorker(module_dsn, handlers, **FAST).run(exit_when_idle=True)
 
-    for event_type, kind in (
-        ("coro", "a coroutine"),
-        ("gen", "a generator"),
-        ("future", "a concurrent.futures.Future"),
+    for event_type, kind, hint in (
+        ("coro", "a coroutine", "run by AsyncRetryWorker"),
+        ("gen", "a generator", "run it to its end in the handler"),
+        ("future", "a concurrent.futures.Future", "(future.result())"),
     ):
         r = row(db, ids[event_type])
         assert (r["status"], r["last_error_code"]) == ("dead_letter", "retryq.unfinished_result")
-        assert r["error_history"][0]["error"].startswith(f"retryq: the handler returned {kind} (")
-        assert "AsyncRetryWorker" in r["error_history"][0]["error"]
+        error = r["error_history"][0]["error"]
+        assert error.startswith(f"retryq: the handler returned {kind} (") and error.endswith(hint)
     assert ran == []
     assert (counts.processed, counts.dead_lettered) == (0, 3)
 
