@@ -33,6 +33,10 @@ from retryq_py.web.config import WebConfig
 
 HERE = Path(__file__).parent
 STATUSES = admin.STATUSES
+# The most items a confirmed action names: the id arrays the SQL functions
+# take (their default bound, see README "Sizes are bounded"). A filter that
+# matches more is for the CLI, which acts by the filter itself.
+AT_ONCE = 100_000
 
 
 def _when(value: datetime | str | None) -> str:
@@ -262,12 +266,15 @@ class Dashboard:
         form = await request.form()
         filt = self._cancel_filter(form)
         rows = await run_in_threadpool(data.cancellable, self.t, filt)
+        too_many = len(rows) > AT_ONCE
         return self.render(
             request,
             "cancel_confirm.html",
             {
                 "count": len(rows),
-                "ids": sorted(r.id for r in rows),
+                "too_many": too_many,
+                "at_once": AT_ONCE,
+                "ids": [] if too_many else sorted(r.id for r in rows),
                 "rows": rows[:20],
                 "q": _item_filter_query(form),
                 "page": "items",
@@ -352,7 +359,9 @@ class Dashboard:
             {
                 "action": action,
                 "count": len(ids),
-                "ids": ids,
+                "too_many": len(ids) > AT_ONCE,
+                "at_once": AT_ONCE,
+                "ids": [] if len(ids) > AT_ONCE else ids,
                 "rows": rows,
                 "q": _dead_filter_query(form),
                 "page": "dead_letters",
