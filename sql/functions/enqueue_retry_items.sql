@@ -442,11 +442,12 @@ BEGIN
                 v_mid := (v_lo + v_hi) / 2;
                 BEGIN
                     PERFORM pg_catalog.set_config('retryq.bisecting', 'on', TRUE);
+                    -- both arguments: the exact signature, now() the server's clock
                     PERFORM enqueue_retry_items((
                         SELECT pg_catalog.jsonb_agg(o.v ORDER BY o.n)
                         FROM pg_catalog.jsonb_array_elements(p_items) WITH ORDINALITY AS o (v, n)
                         WHERE o.n <= v_mid + 1
-                    ));
+                    ), now());
                     RAISE EXCEPTION USING ERRCODE = 'RQ000';
                 EXCEPTION
                     WHEN SQLSTATE 'RQ000' THEN
