@@ -28,7 +28,7 @@ from starlette.templating import Jinja2Templates
 from retryq_py import admin
 from retryq_py._sql.timestamps import infinite_text
 from retryq_py.web import data
-from retryq_py.web.auth import AuthMiddleware
+from retryq_py.web.auth import AuthMiddleware, LoopbackHostMiddleware
 from retryq_py.web.config import WebConfig
 
 HERE = Path(__file__).parent
@@ -544,9 +544,13 @@ class Dashboard:
         return self.render(request, "error.html", {"error": text, "page": ""}, status)
 
 
-def create_app(config: WebConfig) -> Starlette:
+def create_app(config: WebConfig, *, loopback_only: bool = False) -> Starlette:
     """The dashboard as an ASGI app; mount it anywhere:
-    `Mount("/retryq", app=create_app(config))`."""
+    `Mount("/retryq", app=create_app(config))`.
+
+    `loopback_only`: answer only requests addressed to localhost or a loopback
+    address (421 otherwise): what `retryq web` sets when it serves without
+    authentication, against DNS rebinding."""
     d = Dashboard(config)
     routes = [
         Route("/", d.overview, name="overview"),
@@ -575,6 +579,9 @@ def create_app(config: WebConfig) -> Starlette:
     }
     return Starlette(
         routes=routes,
-        middleware=[Middleware(AuthMiddleware, config=config)],
+        middleware=[
+            *([Middleware(LoopbackHostMiddleware)] if loopback_only else []),
+            Middleware(AuthMiddleware, config=config),
+        ],
         exception_handlers=handlers,
     )

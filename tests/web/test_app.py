@@ -464,6 +464,73 @@ def test_mounted_in_another_app(seeded: Seeded) -> None:
     assert str(r.url).endswith("/ops/retryq/circuits?message=closed+sms.send%2F-")
 
 
+def test_without_auth_it_answers_only_to_this_machines_names(seeded: Seeded) -> None:
+    """DNS rebinding: a page of evil.example whose name resolves to 127.0.0.1
+    reaches a dashboard that trusts its port, and its requests name
+    evil.example as Host (and its own origin as Origin, so the same-origin
+    check passes). Refused, reads and actions alike; nothing paused."""
+    c = TestClient(create_app(web_config(seeded.dsn), loopback_only=True))
+    for host in ("evil.example:18080", "evil.example", "127.0.0.1.evil.example:18080",
+                 "localhost.evil.example", "localhost:18080@evil.example", ""):
+        assert c.get("/", headers={"Host": host}).status_code == 421, host
+        r = c.post(
+            "/pauses/pause",
+            data={"all": "1"},
+            headers={"Host": host, "Origin": f"http://{host}", "Sec-Fetch-Site": "same-origin"},
+        )
+        assert r.status_code == 421, host
+    with psycopg.connect(seeded.dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM daz_retry_queue_pauses").fetchone() == (0,)
+    for host in ("localhost:18080", "127.0.0.1:18080", "[::1]:18080", "127.0.0.1", "[::1]",
+                 "LOCALHOST", "localhost.", "ops.localhost:18080", "127.0.0.2:18080"):
+        assert c.get("/", headers={"Host": host}).status_code == 200, host
+    # mounted in an app of one's own (loopback_only off), the Host is that app's business
+    assert client(seeded.dsn).get("/", headers={"Host": "ops.example.com"}).status_code == 200
+
+
+def test_retryq_web_without_auth_refuses_other_host_names(seeded: Seeded) -> None:
+    """The CLI's server sets the check above (no auth, so loopback only)."""
+    import http.client
+    import os
+    import signal
+
+    argv = [str(RETRYQ)] if RETRYQ.exists() else [sys.executable, "-m", "retryq_py.cli"]
+    proc = subprocess.Popen(
+        [*argv, "web", "--database", seeded.dsn, "--port", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("RETRYQ_WEB_")},
+    )
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        port = int(re.search(r"http://127\.0\.0\.1:(\d+)/", line).group(1))  # type: ignore[union-attr]
+
+        def status(host: str) -> int:
+            h = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            h.request("GET", "/", headers={"Host": host})
+            return h.getresponse().status
+
+        assert status("evil.example") == 421
+        assert status(f"127.0.0.1:{port}") == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+
+
+def test_the_token_redirect_stays_on_this_site(seeded: Seeded) -> None:
+    """?token= is taken off by a redirect to the same path: a path that reads
+    as another site's address ("//evil.example/x", decoded from %2F) must not
+    send the browser there."""
+    for raw in ("/%2Fevil.example/x", "/%5Cevil.example/x", "/%2F%2Fevil.example/x"):
+        c = client(seeded.dsn, token="s3cret")  # no cookie yet
+        r = c.get(f"{raw}?token=s3cret&a=1", follow_redirects=False)
+        assert r.status_code == 303, raw
+        location = r.headers["location"]
+        assert location.startswith("/") and location[1:2] not in ("/", "\\"), location
+        assert location.endswith("?a=1"), location
+
+
 def test_refuses_to_listen_beyond_localhost_without_auth() -> None:
     open_ = web_config("dbname=x")
     check_listen("127.0.0.1", open_)
