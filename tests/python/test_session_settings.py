@@ -77,7 +77,9 @@ def role(module_dsn: str, db: Conn) -> Iterator[Callable[..., str]]:
         for key, value in settings.items():
             db.execute(
                 sql.SQL("ALTER ROLE {} IN DATABASE {} SET {} = {}").format(
-                    sql.Identifier(name), sql.Identifier(dbname), sql.Identifier(key),
+                    sql.Identifier(name),
+                    sql.Identifier(dbname),
+                    sql.Identifier(key),
                     sql.Literal(value),
                 )
             )
@@ -297,9 +299,11 @@ def test_a_callers_latin1_connection_is_refused_clearly(
     failed 22P05 at every call while the poison item was first)."""
     RetryQueue(db).add("e", POISON)
     dsn = role(client_encoding="LATIN1")
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        with pytest.raises(SessionSettingError, match="client_encoding UTF8.*this one is LATIN1"):
-            RetryQueue(conn).acquire("w", 10)
+    with (
+        psycopg.connect(dsn, autocommit=True) as conn,
+        pytest.raises(SessionSettingError, match=r"client_encoding UTF8.*this one is LATIN1"),
+    ):
+        RetryQueue(conn).acquire("w", 10)
     pool = ConnectionPool(dsn, min_size=1, max_size=6, kwargs={"autocommit": True}, open=True)
     try:
         with pytest.raises(SessionSettingError, match="LATIN1"):
@@ -337,7 +341,12 @@ def test_the_cli_worker_refuses_a_read_only_role_at_start(
     RetryQueue(db).add("e", {})
     dsn = role(default_transaction_read_only="on")
     result = cli(
-        "worker", "--database", dsn, "--handlers", "ro_handlers:HANDLERS", "--exit-when-idle",
+        "worker",
+        "--database",
+        dsn,
+        "--handlers",
+        "ro_handlers:HANDLERS",
+        "--exit-when-idle",
         cwd=tmp_path,
     )
     assert result.returncode == 2, result.stderr
@@ -385,7 +394,12 @@ def test_the_cli_worker_exits_past_a_handlers_non_daemon_thread(
     )
     RetryQueue(conn).add("e", {})
     result = cli(
-        "worker", "--database", dsn, "--handlers", "thread_handlers:HANDLERS", "--exit-when-idle",
+        "worker",
+        "--database",
+        dsn,
+        "--handlers",
+        "thread_handlers:HANDLERS",
+        "--exit-when-idle",
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
