@@ -1,5 +1,6 @@
 """retryq: a durable retry queue that lives in PostgreSQL."""
 
+from retryq_py._session import SessionSettingError
 from retryq_py._sql import (
     CleanupResult,
     Enqueued,
@@ -45,6 +46,7 @@ __all__ = [
     "RetryQueueItem",
     "RetryWorker",
     "RetryableError",
+    "SessionSettingError",
     "Snooze",
     "SqlExecHandler",
     "StatsRow",

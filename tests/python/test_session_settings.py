@@ -29,8 +29,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
-from retryq_py import RetryQueue, ops
-from retryq_py._session import SessionSettingError
+from retryq_py import RetryQueue, SessionSettingError, ops
 from retryq_py.worker import WorkerCounts
 from tests.helpers import reset, statuses, wait_until
 from tests.python import pooler
