@@ -27,6 +27,7 @@ from retryq_py.admin.target import (
     Target,
     UsageProblem,
     check,
+    check_writable,
     first_line,
 )
 from retryq_py.config import RetryConfig
@@ -194,7 +195,7 @@ def run_worker(
 def preflight(
     t: Target, *, max_backoff: float = 10.0, sleep: Callable[[float], None] = time.sleep
 ) -> None:
-    """`check(t, writable=True)` before a worker starts, its errors
+    """`check(t)` and `check_writable(t)` before a worker starts, its errors
     classified by SQLSTATE as the running worker classifies those of its own
     statements (server_error_kind): a database that cannot be reached or has
     no queue raises at once (DatabaseUnreachable, NotInstalled), and so does
@@ -208,7 +209,8 @@ def preflight(
     backoff = 0.0
     while True:
         try:
-            check(t, writable=True)
+            check(t)
+            check_writable(t)
             return
         except psycopg.Error as exc:
             if server_error_kind(exc) != "transient":

@@ -201,18 +201,18 @@ def queue(conn: psycopg.Connection[Any], t: Target) -> RetryQueue:
     return RetryQueue(conn, schema=t.schema)
 
 
-def check(t: Target, *, writable: bool = False) -> None:
-    """Raise DatabaseUnreachable or NotInstalled unless the queue is usable;
-    with `writable`, UsageProblem (a configuration error, exit 2) when the
-    session is read-only: a standby, or default_transaction_read_only on."""
-    with connect(t) as conn:
-        if writable:
-            refuse_read_only(conn, t)
+def check(t: Target) -> None:
+    """Raise DatabaseUnreachable or NotInstalled unless the queue is usable."""
+    with connect(t):
+        pass
 
 
-def refuse_read_only(conn: psycopg.Connection[Any], t: Target) -> None:
-    """UsageProblem naming why when this session cannot write."""
-    row = conn.execute(_q.READ_ONLY).fetchone()
+def check_writable(t: Target) -> None:
+    """Raise UsageProblem (a configuration error, exit 2) naming why when a
+    session there is read-only: a standby, or default_transaction_read_only
+    on (the role's, the database's, PGOPTIONS')."""
+    with open_connection(t) as conn:
+        row = conn.execute(_q.READ_ONLY).fetchone()
     standby, read_only = row if row else (False, False)
     if standby:
         why = "the server is a standby in recovery"

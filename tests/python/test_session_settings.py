@@ -29,7 +29,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
-from retryq_py import RetryQueue, SessionSettingError, ops
+from retryq_py import AsyncRetryQueue, RetryQueue, SessionSettingError, ops
 from retryq_py.worker import WorkerCounts
 from tests.helpers import reset, statuses, wait_until
 from tests.python import pooler
@@ -172,6 +172,24 @@ def test_the_queue_client_reads_on_a_callers_connection_whatever_its_datestyle(
         assert paused.event_type == "e" and paused.paused_at is not None
         metrics = ops.collect_queue_metrics(conn)
         assert (metrics.sizes["pending"], metrics.sizes["processing"]) == (1, 1)
+
+
+async def test_the_async_client_on_a_callers_connection_reads_iso_free_and_refuses_latin1(
+    db: Conn, role: Callable[..., str]
+) -> None:
+    """AsyncRetryQueue as RetryQueue: times in binary whatever DateStyle,
+    a non-UTF8 connection refused before any statement."""
+    RetryQueue(db).add("e", POISON)
+    dsn = role(DateStyle="German")
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+        q = AsyncRetryQueue(conn)
+        (leased,) = await q.acquire("w", 1)
+        assert leased.event_data == POISON and leased.locked_until > leased.created_at
+    async with await psycopg.AsyncConnection.connect(
+        dsn, autocommit=True, client_encoding="LATIN1"
+    ) as conn:
+        with pytest.raises(SessionSettingError, match="this one is LATIN1"):
+            await AsyncRetryQueue(conn).stats()
 
 
 def test_a_client_side_cursor_is_refused_naming_the_datestyle(
