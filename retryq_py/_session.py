@@ -27,6 +27,16 @@ no DateStyle, IntervalStyle, TimeZone or extra_float_digits changes
 (`binary_reads`). A cursor that binds client-side (ClientCursor) reads only
 text: its session must be ISO. The worker's flush reads text (one simple
 query): a pool you give a worker must be ISO too.
+
+Left as the session has them: IntervalStyle, extra_float_digits and
+bytea_output (the worker reads no interval, float or bytea; elsewhere a float
+read as text only loses digits on display; PgBouncer does not track them, so
+a SET would reach other clients of its server connections); TimeZone (times
+are instants, read with their offset); search_path (each function runs with
+the one it was installed with); default_transaction_isolation (each call is
+one statement; a 40001 is retried); default_transaction_read_only and a
+standby (`retryq worker` refuses them at start; a running worker waits a
+25006 out, as during a failover).
 """
 
 from __future__ import annotations
