@@ -261,6 +261,33 @@ def test_the_cli_reads_whatever_the_databases_datestyle(
     assert code == 0 and "cancelled 1" in text, text
 
 
+def test_the_dashboard_shows_every_screen_whatever_the_databases_settings(
+    new_database: Any, template_db: str
+) -> None:
+    """Before: /, /items, /items/ID, /dead-letters and /workers answered 500
+    (NotImplementedError) under DateStyle 'SQL, DMY'; an emoji under LATIN1
+    made them fail with 22P05."""
+    from starlette.testclient import TestClient
+
+    from retryq_py.web import create_app, web_config
+
+    dsn = str(new_database(template_db))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        q = RetryQueue(conn)
+        dead = q.add("e", POISON).id
+        (leased,) = q.acquire("w", 1)
+        q.fail(dead, "w", "no \U0001f642", retryable=False, leased_at=leased.leased_at)
+        pending = q.add("e", POISON).id
+        name = sql.Identifier(conninfo_to_dict(dsn)["dbname"])
+        conn.execute(sql.SQL("ALTER DATABASE {} SET DateStyle = 'SQL, DMY'").format(name))
+        conn.execute(sql.SQL("ALTER DATABASE {} SET client_encoding = 'LATIN1'").format(name))
+    web = TestClient(create_app(web_config(dsn)), base_url="http://localhost")  # type: ignore[arg-type]
+    for path in ("/", "/items", f"/items/{pending}", f"/items/{dead}", "/dead-letters", "/workers"):
+        page = web.get(path)
+        assert page.status_code == 200, (path, page.text[:300])
+    assert "\U0001f642" in web.get(f"/items/{pending}").text
+
+
 def test_the_worker_drains_a_non_iso_database_through_pgbouncer(
     Worker: WorkerType, new_database: Any, template_db: str
 ) -> None:
