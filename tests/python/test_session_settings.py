@@ -192,6 +192,26 @@ async def test_the_async_client_on_a_callers_connection_reads_iso_free_and_refus
             await AsyncRetryQueue(conn).stats()
 
 
+def test_the_metrics_collector_reads_whatever_the_roles_settings(
+    db: Conn, role: Callable[..., str]
+) -> None:
+    """Before: the scrape read retryq_queue_up 0 under a non-ISO DateStyle
+    (the circuit, pause and dead-letter rows hold times)."""
+    from retryq_py.metrics import QueueCollector
+
+    q = RetryQueue(db)
+    dead = q.add("e\U0001f642", POISON).id
+    (leased,) = q.acquire("w", 1)
+    q.fail(dead, "w", "boom", retryable=False, leased_at=leased.leased_at)
+    ops.pause(db, "other")
+    collector = QueueCollector(role(DateStyle="German", client_encoding="LATIN1"))
+    try:
+        families = {f.name: f for f in collector.collect()}
+    finally:
+        collector.close()
+    assert [s.value for s in families["retryq_queue_up"].samples] == [1]
+
+
 def test_a_client_side_cursor_is_refused_naming_the_datestyle(
     db: Conn, role: Callable[..., str]
 ) -> None:
