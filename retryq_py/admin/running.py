@@ -161,7 +161,7 @@ def run_worker(
             all_event_types=all_event_types,
             plugin_names=plugin_names,
         )
-    except ValueError as exc:
+    except (TypeError, ValueError) as exc:  # a setting, or a handler refused (a generator)
         raise UsageProblem(f"worker: {exc}") from exc
     server: MetricsServer | None = None
     if metrics_port is not None:
