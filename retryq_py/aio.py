@@ -297,7 +297,8 @@ class AsyncRetryQueue(QueueBase):
             conn.transaction(force_rollback=True),
             conn.cursor(row_factory=tuple_row) as cur,
         ):
-            await cur.execute(self._q.new_ids, self._new_ids(0, now))
+            new = self._new_ids(0, now)
+            await cur.execute(self._q.new_ids, new, binary=binary_reads(cur))  # a timestamptz
             clock, _ = clock_and_mark(await cur.fetchone())
             async with cur.copy(self._q.copy_in) as copy:
                 copy.set_types(_sql.copy_in_types(cur))

@@ -296,7 +296,8 @@ class RetryQueue(QueueBase):
             conn.transaction(force_rollback=True),
             conn.cursor(row_factory=tuple_row) as cur,
         ):
-            cur.execute(self._q.new_ids, self._new_ids(0, now))
+            new = self._new_ids(0, now)
+            cur.execute(self._q.new_ids, new, binary=binary_reads(cur))  # a timestamptz
             clock, _ = clock_and_mark(cur.fetchone())
             with cur.copy(self._q.copy_in) as copy:
                 copy.set_types(_sql.copy_in_types(cur))

@@ -162,6 +162,10 @@ def test_the_queue_client_reads_on_a_callers_connection_whatever_its_datestyle(
         assert not conn.info.parameter_status("DateStyle").startswith("ISO")  # type: ignore[union-attr]
         q = RetryQueue(conn)
         first = q.add_many([{"event_type": "e", "data": {"i": i}} for i in range(2)])
+        # a refused item is found by probes that read the clock too
+        bad = [{"event_type": "e", "data": {}}, {"event_type": "e", "data": {}, "priority": 11}]
+        with pytest.raises(psycopg.errors.CheckViolation, match=r"item 1: .*priority"):
+            q.add_many(bad)
         assert [s.item_count for s in q.stats()] == [2]
         entry = q.get(first[0].id)
         assert entry is not None and entry.created_at.tzinfo is not None
