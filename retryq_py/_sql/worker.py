@@ -27,6 +27,7 @@ from retryq_py._sql import (
     RetryQueueItem,
     compose,
 )
+from retryq_py._sql.timestamps import load_infinite_timestamps
 
 JSONB_OID = 3802  # PostgreSQL's, fixed
 
@@ -174,12 +175,16 @@ _METADATA = _ITEM_FIELD_NAMES.index(b"event_metadata")
 def leased_cursor(conn: Any, client: bool = False) -> Any:
     """A cursor (ClientCursor with `client`: it binds the values into the
     text) whose rows are tuples and whose jsonb columns arrive as text, for
-    `leased_items`."""
+    `leased_items`; 'infinity' and '-infinity' read as RetryQueue.acquire
+    reads them (the furthest moments Python has), so that such an item runs,
+    not fails as undecodable. On the cursor: a caller's pool keeps psycopg's
+    loaders."""
     if client:
         cur = ClientCursor(conn, row_factory=tuple_row)
     else:
         cur = conn.cursor(row_factory=tuple_row)
     cur.adapters.register_loader("jsonb", TextLoader)
+    load_infinite_timestamps(cur)
     return cur
 
 

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple, Protocol
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from retryq_py import _session as session
 from retryq_py import metrics
 from retryq_py._sql import RetryQueueItem, snooze_count, whole_seconds
 from retryq_py._sql.worker import (
@@ -89,8 +90,8 @@ class FlushWriter:
     psycopg cannot send), nothing was written, and each outcome is written
     on its own (`_write_each`); the one at fault is retried cut to the bounds
     every setting allows, then failed for good as retryq.unstorable_outcome.
-    Leased rows that cannot be decoded (a number json cannot read, an
-    infinite timestamp) are decoded row by row, and those that still fail
+    Leased rows that cannot be decoded (a number json cannot read, a JSON
+    value deeper than Python recurses) are decoded row by row, and those that still fail
     come back as `rejected` outcomes (retryq.undecodable_item).
     """
 
@@ -116,6 +117,9 @@ class FlushWriter:
 
     def write(self, conn: psycopg.Connection[Any], outcomes: list[Outcome], want: int) -> Written:
         started = time.monotonic()
+        # it reads text: UTF8 and ISO, which the worker's own pool sets and a
+        # pool given to it must have (SessionSettingError, a configuration error)
+        session.require(conn, datestyle=True)
         if self._text is None:
             self._text = self._statements.as_text(self._worker_id, self._routing.params, conn)
         # one implicit transaction needs autocommit; the pool gets it back as it was

@@ -375,6 +375,57 @@ def test_cancel_by_filter_never_cancels_an_item_the_confirmation_did_not_show(
     assert status_of(seeded.dsn, unseen) == "pending"
 
 
+def test_a_filter_matching_more_than_one_action_takes_asks_for_a_narrower_one(
+    seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Red team: 150,000 matches gave a confirmation page carrying every id
+    (939 kB) whose confirm then failed (400: more than the SQL's id arrays
+    take). Beyond that bound the page says so and offers no confirm button."""
+    from retryq_py.web import app as web_app
+
+    with psycopg.connect(seeded.dsn) as conn:
+        bound = conn.execute("SELECT max_item_ids FROM _retryq_limits").fetchone()
+    assert bound == (web_app.AT_ONCE,)  # the dashboard's bound is the SQL's
+    monkeypatch.setattr(web_app, "AT_ONCE", 1)  # seeded: 2 cancellable email.send items
+    c = client(seeded.dsn)
+    asked = c.post("/items/cancel/confirm", data={"event_type": "email.send"}).text
+    assert 'id="too-many"' in asked and 'id="confirm"' not in asked
+    assert 'name="confirmed"' not in asked and "retryq cancel" in asked
+    with psycopg.connect(seeded.dsn, autocommit=True) as conn:
+        RetryQueue(conn).add("sql.exec", {"n": 2})
+        conn.execute(
+            "UPDATE daz_retry_queue SET status = 'dead_letter', completed_at = now()"
+            " WHERE event_type = 'sql.exec' AND status = 'pending'"
+        )
+    for action in ("requeue", "purge"):
+        asked = c.post(
+            "/dead-letters/confirm", data={"action": action, "event_type": "sql.exec"}
+        ).text
+        assert 'id="too-many"' in asked and 'id="confirm"' not in asked, action
+        assert f"retryq dead-letter {action}" in asked, action
+    assert status_of(seeded.dsn, seeded.ids["due"]) == "pending"
+
+
+def test_a_large_payload_is_shown_in_part_and_offered_whole(seeded: Seeded) -> None:
+    """Red team: a 15 MB payload made a 45 MB item page. The page shows the
+    first SHOWN_MAX characters and links the whole payload as JSON."""
+    from retryq_py.web.app import SHOWN_MAX
+
+    data = {"blob": "x" * (2 * SHOWN_MAX), "tail": "<end>"}
+    with psycopg.connect(seeded.dsn, autocommit=True) as conn:
+        big, _ = RetryQueue(conn).add("big.payload", data)
+    c = client(seeded.dsn)
+    page = c.get(f"/items/{big}")
+    assert page.status_code == 200
+    assert len(page.text) < SHOWN_MAX + 20_000
+    assert 'id="payload-cut"' in page.text and "&lt;end&gt;" not in page.text
+    whole = c.get(f"/items/{big}/payload.json")
+    assert whole.headers["content-type"].startswith("application/json")
+    assert whole.json() == data
+    small = c.get(f"/items/{seeded.ids['due']}").text
+    assert 'id="payload-cut"' not in small and 'id="payload"' in small
+
+
 def test_cancel_by_filter_needs_a_filter_that_can_match(seeded: Seeded) -> None:
     c = client(seeded.dsn)
     for form, says in (
