@@ -13,7 +13,7 @@ from json import loads as _json_loads
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from psycopg import ClientCursor, sql
-from psycopg.adapt import Transformer
+from psycopg.adapt import AdaptersMap, Transformer
 from psycopg.rows import tuple_row
 from psycopg.types.json import JsonbLoader
 from psycopg.types.string import TextLoader
@@ -175,16 +175,15 @@ _METADATA = _ITEM_FIELD_NAMES.index(b"event_metadata")
 def leased_cursor(conn: Any, client: bool = False) -> Any:
     """A cursor (ClientCursor with `client`: it binds the values into the
     text) whose rows are tuples and whose jsonb columns arrive as text, for
-    `leased_items`; 'infinity' and '-infinity' read as RetryQueue.acquire
-    reads them (the furthest moments Python has), so that such an item runs,
-    not fails as undecodable. On the cursor: a caller's pool keeps psycopg's
+    `leased_items`. psycopg's own (C) timestamptz loader refuses 'infinity':
+    such a batch is read row by row (`item_fields`), which reads it as
+    RetryQueue.acquire does. On the cursor: a caller's pool keeps psycopg's
     loaders."""
     if client:
         cur = ClientCursor(conn, row_factory=tuple_row)
     else:
         cur = conn.cursor(row_factory=tuple_row)
     cur.adapters.register_loader("jsonb", TextLoader)
-    load_infinite_timestamps(cur)
     return cur
 
 
@@ -250,7 +249,7 @@ def item_fields(cursor: Any) -> Iterator[tuple[int, RetryQueueItem, str | None]]
     res = cursor.pgresult
     if res is None:
         return
-    tx = Transformer.from_context(cursor)
+    tx = Transformer.from_context(_Reading(cursor))
     names = [res.fname(i).decode() for i in range(res.nfields)]
     # jsonb parsed (a leased_cursor loads it as text)
     loaders = [
@@ -277,6 +276,17 @@ def item_fields(cursor: Any) -> Iterator[tuple[int, RetryQueueItem, str | None]]
         except TypeError as exc:  # the columns changed: not a value's fault
             raise RuntimeError(f"acquire_retry_items returned columns {names}") from exc
         yield row, built, ("cannot decode " + ", ".join(bad)) if bad else None
+
+
+class _Reading:
+    """The cursor's loaders, and 'infinity' and '-infinity' read as the
+    furthest moments Python has (as RetryQueue.acquire reads them), so that
+    such an item runs, not fails as undecodable."""
+
+    def __init__(self, cursor: Any) -> None:
+        self.connection = cursor.connection
+        self.adapters = AdaptersMap(cursor.adapters)
+        load_infinite_timestamps(self)
 
 
 class JsonbFromText(JsonbLoader):

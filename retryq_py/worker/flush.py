@@ -344,14 +344,11 @@ def decode_leased(
     """Leased rows (of a `leased_cursor`) as items; row by row only when the
     batch cannot be decoded, and the rows that still cannot be, as outcomes
     failing them."""
+    first: Exception | None = None
     try:
         items = leased_items(cur)
-    except Exception as exc:
-        log.warning(
-            "worker %s: a leased row cannot be decoded (%s); decoding each alone",
-            worker_id,
-            explain(exc),
-        )
+    except Exception as exc:  # an infinite time too: read row by row
+        first = exc
     else:
         if items is not None:
             return items, []
@@ -361,6 +358,13 @@ def decode_leased(
         if why is None:
             leased.append(item)
             continue
+        if first is not None:
+            log.warning(
+                "worker %s: a leased row cannot be decoded (%s); decoding each alone",
+                worker_id,
+                explain(first),
+            )
+            first = None
         log.error("worker %s: item %d: %s; failing it for good", worker_id, item.id, why)
         rejected.append(
             Outcome(
