@@ -104,6 +104,8 @@ class DeadLetter:
     correlation_id: str | None
     created_at: datetime
     dead_lettered_at: datetime | None
+    # set for a dead letter cleanup moved to daz_retry_queue_archive
+    archived_at: datetime | None = None
 
 
 # --- installation -----------------------------------------------------------
@@ -338,6 +340,27 @@ DEAD_LETTERS: LiteralString = (
     + _FILTERED
 )
 
+# The dead letters cleanup archived, by the same filter and order as
+# list_dead_letter_items (retryq_admin reads the archive; nothing replays it).
+ARCHIVED_DEAD_LETTERS: LiteralString = """
+SELECT
+    a.id, a.event_id, a.event_type, a.channel_name, a.plugin_name,
+    a.retry_count, a.max_retries, a.last_error_code, a.error_message,
+    a.correlation_id, a.created_at, a.dead_lettered_at, a.archived_at
+FROM {schema}daz_retry_queue_archive AS a
+WHERE a.status = 'dead_letter'
+    AND (%(item_ids)s::bigint[] IS NULL OR a.id = ANY(%(item_ids)s::bigint[]))
+    AND (%(event_type)s::text IS NULL OR a.event_type = %(event_type)s::text)
+    AND (%(plugin_name)s::text IS NULL OR a.plugin_name = %(plugin_name)s::text)
+    AND (%(error_code)s::text IS NULL OR a.last_error_code = %(error_code)s::text)
+    AND (
+        %(older_than)s::interval IS NULL
+        OR a.dead_lettered_at < now() - %(older_than)s::interval
+    )
+ORDER BY a.dead_lettered_at DESC, a.id DESC
+LIMIT %(limit)s
+"""
+
 DEAD_LETTER_IDS: LiteralString = "SELECT id FROM " + _FILTERED + " ORDER BY id"
 
 
@@ -376,6 +399,23 @@ CLEANUP_DUE: LiteralString = "SELECT due_count FROM cleanup_retry_queue_due(%s)"
 
 
 # --- cancel -----------------------------------------------------------------
+
+# An item cleanup moved to the archive (retryq_admin may read it); its newest
+# copy should a reused id have been archived twice (see the archive's key).
+ARCHIVED_ITEM: LiteralString = """
+SELECT
+    id, event_id, event_type, channel_name, plugin_name, event_data,
+    event_metadata, retry_count, max_retries, retry_delay_seconds,
+    backoff_multiplier, max_retry_delay_seconds, retry_jitter, priority,
+    correlation_id, tags, status, error_message, last_error_code,
+    error_history, created_at, next_retry_at, last_attempted_at,
+    completed_at, dead_lettered_at, locked_by, locked_until, dedupe_key,
+    archived_at
+FROM {schema}daz_retry_queue_archive
+WHERE id = %(item_id)s
+ORDER BY archived_at DESC
+LIMIT 1
+"""
 
 # The status of each given id that is still in the queue (an id it no longer
 # holds, never had or already cleaned up, is absent).

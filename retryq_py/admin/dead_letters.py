@@ -6,9 +6,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
+import psycopg
 from psycopg.rows import class_row
 
-from retryq_py._sql import QueueEntry
+from retryq_py._sql import QueueEntry, compose
 from retryq_py._sql import ops as _q
 from retryq_py._sql.ops import DeadLetter, DeadLetterFilter
 from retryq_py.admin.target import CommandError, Declined, Target, UsageProblem, connect, queue
@@ -26,11 +27,19 @@ __all__ = [
 ]
 
 
-def dead_letter_list(t: Target, filt: DeadLetterFilter, limit: int = 50) -> list[DeadLetter]:
-    """Dead letters matching the filter, most recent first."""
+def dead_letter_list(
+    t: Target, filt: DeadLetterFilter, limit: int = 50, *, archived: bool = False
+) -> list[DeadLetter]:
+    """Dead letters matching the filter, most recent first. archived: those
+    cleanup moved to daz_retry_queue_archive instead (archived_at set), which
+    requeue and purge no longer reach; psycopg's InsufficientPrivilege for a
+    role that may not read the archive."""
     if limit < 1:
         raise UsageProblem("invalid --limit: must be at least 1")
     with connect(t) as conn, conn.cursor(row_factory=class_row(DeadLetter)) as cur:
+        if archived:
+            query = compose(_q.ARCHIVED_DEAD_LETTERS, t.schema)
+            return cur.execute(query, filt.params(limit)).fetchall()
         return cur.execute(_q.DEAD_LETTERS, filt.params(limit)).fetchall()
 
 
@@ -62,9 +71,25 @@ def error_entries(item: QueueEntry) -> list[ErrorEntry]:
 
 
 def item_show(t: Target, item_id: int) -> QueueEntry:
-    """One item (any status) with its error history; CommandError when absent."""
+    """One item (any status) with its error history: from the queue, else
+    from daz_retry_queue_archive where cleanup moved it (archived_at set).
+    CommandError when neither has it, or when the archive is not readable
+    as this role (retryq_admin may read it)."""
     with connect(t) as conn:
         item = queue(conn, t).get(item_id)
+        if item is not None:
+            return item
+        try:
+            with conn.cursor(row_factory=class_row(QueueEntry)) as cur:
+                item = cur.execute(
+                    compose(_q.ARCHIVED_ITEM, t.schema), {"item_id": item_id}
+                ).fetchone()
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise CommandError(
+                f"no item with id {item_id} in the queue, and this role may not read "
+                "daz_retry_queue_archive, where cleanup moves dead letters and cancelled "
+                "items (grant it retryq_admin)"
+            ) from exc
     if item is None:
         raise CommandError(f"no item with id {item_id}")
     return item

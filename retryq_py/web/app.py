@@ -347,7 +347,9 @@ class Dashboard:
     def dead_letters(self, request: Request) -> Response:
         filt = _dead_filter(request.query_params)
         limit = self.config.page_size
-        rows = admin.dead_letter_list(self.t, filt, limit)
+        # the dead letters cleanup moved to the archive: shown, never replayed
+        archived = _text(request.query_params, "archived") is not None
+        rows = admin.dead_letter_list(self.t, filt, limit, archived=archived)
         return self.render(
             request,
             "dead_letters.html",
@@ -355,6 +357,7 @@ class Dashboard:
                 "rows": rows,
                 "limit": limit,
                 "q": _dead_filter_query(request.query_params),
+                "archived": archived,
                 "page": "dead_letters",
             },
         )

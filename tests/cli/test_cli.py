@@ -13,6 +13,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from retryq_py import RetryQueue, migrate
 from retryq_py import admin as cmd
@@ -499,6 +500,47 @@ def test_dead_letter_show_has_the_error_history(dsn: str, conn: Any) -> None:
     ]
     with pytest.raises(cmd.CommandError, match="no item with id 999999"):
         cmd.item_show(cmd.target(dsn), 999999)
+
+
+def test_an_archived_dead_letter_is_shown_and_listed_as_archived(dsn: str, conn: Any) -> None:
+    """On-call looks up a dead letter after cleanup moved it to the archive:
+    show finds it there (saying so and when), list --archived lists it, and
+    both work as a login role granted only retryq_admin."""
+    ids = _dead_mix(conn)
+    kept = RetryQueue(conn).add("pending.one", 1).id
+    assert cmd.cleanup(cmd.target(dsn), 0).archived == 3
+    role = f"t_oncall_{os.getpid()}"
+    conn.execute(f"CREATE ROLE {role} LOGIN IN ROLE retryq_admin")
+    try:
+        as_admin = make_conninfo(dsn, user=role)
+        item = cmd.item_show(cmd.target(as_admin), ids["chat"])
+        assert (item.status, item.event_type) == ("dead_letter", "cytube.event.chatMsg")
+        (archived_at,) = conn.execute(
+            "SELECT archived_at FROM daz_retry_queue_archive WHERE id = %s", (ids["chat"],)
+        ).fetchone()
+        assert item.archived_at == archived_at
+        assert [e.code for e in cmd.error_entries(item)] == ["08006"]
+        # an item still in the queue is not marked archived
+        assert cmd.item_show(cmd.target(as_admin), kept).archived_at is None
+
+        t = cmd.target(as_admin)
+        assert cmd.dead_letter_list(t, DeadLetterFilter()) == []
+        listed = cmd.dead_letter_list(t, DeadLetterFilter(error_code="08006"), archived=True)
+        assert [d.id for d in listed] == [ids["chat"], ids["sql"]]
+        assert all(d.archived_at == archived_at for d in listed)
+        old = DeadLetterFilter(older_than=timedelta(hours=1))
+        assert [d.id for d in cmd.dead_letter_list(t, old, archived=True)] == [ids["old_sql"]]
+
+        shown = run_cli("dead-letter", "show", str(ids["chat"]), dsn=as_admin)
+        assert shown.returncode == 0, shown.stderr
+        assert "dead_letter (archived)" in shown.stdout
+        assert "cytube.event.chatMsg failed" in shown.stdout
+        listed_cli = run_cli("dead-letter", "list", "--archived", "--plugin", "chat", dsn=as_admin)
+        assert listed_cli.returncode == 0, listed_cli.stderr
+        assert "archived dead letters" in listed_cli.stdout
+        assert str(ids["chat"]) in listed_cli.stdout and "sql.exec" not in listed_cli.stdout
+    finally:
+        conn.execute(f"DROP ROLE {role}")
 
 
 def test_dead_letter_requeue_by_filter_and_ids(dsn: str, conn: Any) -> None:
