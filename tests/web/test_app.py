@@ -178,7 +178,8 @@ def test_an_archived_dead_letter_has_its_page_and_listing(seeded: Seeded) -> Non
     r = c.get(f"/items/{dead}")
     assert r.status_code == 200
     assert 'id="item-status">dead_letter' in r.text and 'id="item-archived"' in r.text
-    assert text_of(r.text, "archived-at") == f"{archived_at.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S}"
+    shown = f"{archived_at.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S}"
+    assert text_of(r.text, "archived-at") == shown
     assert 'id="requeue-item"' not in r.text
     assert "webhook.post failed: http_500" in r.text
     assert 'id="item-archived"' not in c.get(f"/items/{seeded.ids['due']}").text
