@@ -240,6 +240,20 @@ FROM {schema}daz_retry_queue_pauses
 ORDER BY event_type NULLS FIRST, plugin_name NULLS FIRST
 """
 
+# How many items the pauses hold back now, each once however many pauses
+# cover it (the view's held_count counts it under each); the view's rule.
+HELD_BACK: LiteralString = """
+SELECT count(*)
+FROM {schema}daz_retry_queue AS a
+WHERE a.status IN ('pending', 'processing')
+    AND (a.status = 'pending' OR a.locked_until <= now())
+    AND EXISTS (
+        SELECT 1 FROM {schema}daz_retry_queue_pauses AS z
+        WHERE (z.event_type IS NULL OR z.event_type = a.event_type)
+            AND (z.plugin_name IS NULL OR z.plugin_name = coalesce(a.plugin_name, ''))
+    )
+"""
+
 PAUSE: LiteralString = """
 SELECT {schema}retry_queue_pause(
     p_event_type => %(event_type)s,

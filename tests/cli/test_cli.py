@@ -866,6 +866,27 @@ def test_pause_commands(dsn: str, conn: Any) -> None:
     assert conn.execute("SELECT count(*) FROM daz_retry_queue_pauses").fetchone() == (0,)
 
 
+@AS_A_PROCESS
+def test_pauses_total_counts_each_item_held_back_once(dsn: str, conn: Any) -> None:
+    """Overlapping pauses: each row counts the items it covers, the total
+    counts every item held back once (as the fresh-user trial found: 5 + 2)."""
+    q = RetryQueue(conn)
+    for event_type in ("a", "a", "b", "b", "b"):
+        q.add(event_type, {})
+    q.add("c", {}, plugin="x")
+    assert [i.event_type for i in q.acquire("w", 10, event_types=["c"])] == ["c"]
+    t = cmd.target(dsn)
+    cmd.pause(t)
+    cmd.pause(t, "a")
+    cmd.pause(t, "c")  # its one item is leased: not held back
+    rows, held = cmd.pauses_held(t)
+    assert [(z.event_type, z.held_count) for z in rows] == [(None, 5), ("a", 2), ("c", 0)]
+    assert held == 5
+    listed = run_cli("pauses", dsn=dsn)
+    assert listed.returncode == 0, listed.stderr
+    assert "3 pause(s), 5 item(s) held back" in listed.stdout
+
+
 def test_pause_commands_for_the_items_without_a_plugin(dsn: str, conn: Any) -> None:
     """--no-plugin pauses the items without a plugin and leaves every plugin's
     running; it is a key of its own, resumed apart from the event type's."""
