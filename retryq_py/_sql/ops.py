@@ -15,7 +15,7 @@ from uuid import UUID
 
 from psycopg import sql
 
-from retryq_py._sql.params import refuse_nul_params
+from retryq_py._sql.params import integer_params, refuse_nul_params
 
 if TYPE_CHECKING:
     from typing_extensions import LiteralString
@@ -351,7 +351,8 @@ class DeadLetterFilter:
 
     def params(self, limit: int | None = None) -> dict[str, Any]:
         """The parameters of DEAD_LETTERS and DEAD_LETTER_IDS (limit None:
-        all); a NUL in a text filter is refused naming it (22021)."""
+        all); a NUL in a text filter is refused naming it (22021), an id or
+        limit beyond a bigint too (22003)."""
         params = {
             "item_ids": list(self.ids) or None,
             "event_type": self.event_type,
@@ -361,7 +362,7 @@ class DeadLetterFilter:
             "limit": limit,
         }
         refuse_nul_params(params)
-        return params
+        return dict(integer_params(params))
 
 
 # The rule cleanup_retry_queue deletes by, counted without deleting.

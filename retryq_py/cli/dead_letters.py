@@ -36,9 +36,9 @@ def _filter(
 ) -> admin.DeadLetterFilter:
     return admin.DeadLetterFilter(
         ids=tuple(ids or ()),
-        event_type=event_type,
-        plugin=plugin,
-        error_code=error_code,
+        event_type=admin.check_name(event_type, "--event-type"),
+        plugin=admin.check_name(plugin, "--plugin"),
+        error_code=admin.check_name(error_code, "--error-code"),
         older_than=None if older_than is None else admin.parse_duration(older_than, "--older-than"),
     )
 

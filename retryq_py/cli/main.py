@@ -69,7 +69,7 @@ def demo(
         ),
     ] = None,
     items: Annotated[
-        int, typer.Option("--items", metavar="N", min=1, help="How many items.")
+        int, typer.Option("--items", metavar="N", min=1, max=100000, help="How many items.")
     ] = 200,
     workers: Annotated[
         int, typer.Option("--workers", metavar="N", min=1, max=16, help="RetryWorkers to run.")
