@@ -253,7 +253,10 @@ def test_integers_beyond_bigint_are_refused_by_name_not_as_a_missing_function(
     with psycopg.connect(module_dsn, autocommit=True) as conn:
         calls = [
             (lambda: ops.set_rate_limit(conn, "ok", max_leases=2**63), "max_leases"),
-            (lambda: ops.configure_circuit(conn, "ok", failure_threshold=2**64), "failure_threshold"),
+            (
+                lambda: ops.configure_circuit(conn, "ok", failure_threshold=2**64),
+                "failure_threshold",
+            ),
         ]
         for call, field in calls:
             with pytest.raises(pgerrors.NumericValueOutOfRange, match=f"invalid {field}"):
