@@ -333,6 +333,29 @@ DEAD_LETTERS: LiteralString = (
 
 DEAD_LETTER_IDS: LiteralString = "SELECT id FROM " + _FILTERED + " ORDER BY id"
 
+# A requeue that says what became of each dead letter it chose or was given
+# (requeue_dead_letter_items_report); the same filter as the listing.
+REQUEUE_REPORT: LiteralString = """
+SELECT r.item_id, r.outcome, r.held_by, r.item_status
+FROM requeue_dead_letter_items_report(
+    p_item_ids => %(item_ids)s, p_event_type => %(event_type)s,
+    p_plugin_name => %(plugin_name)s, p_error_code => %(error_code)s,
+    p_dead_before => now() - %(older_than)s::interval) AS r
+"""
+
+
+@dataclass(frozen=True)
+class RequeueOutcome:
+    """One row of requeue_dead_letter_items_report: `outcome` is requeued,
+    dedupe_key_held, event_id_held (held_by: the item holding it), busy,
+    not_dead_letter, filtered_out or not_found; `item_status` the item's
+    status after the call (None: no such item)."""
+
+    item_id: int
+    outcome: str
+    held_by: int | None
+    item_status: str | None
+
 
 @dataclass(frozen=True)
 class DeadLetterFilter:
