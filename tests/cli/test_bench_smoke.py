@@ -182,23 +182,11 @@ def test_bench_ab_compares_a_revision_with_the_tree(pg_server: Server, tmp_path:
     out.write_text("# Benchmarks\n")
     done = subprocess.run(
         [
-            sys.executable,
-            str(ROOT / "scripts" / "bench_ab.py"),
-            "--base",
-            "HEAD",
-            "--items",
-            "30",
-            "--rounds",
-            "1",
-            "--admin-dsn",
-            pg_server.dsn("postgres"),
-            "--write",
-            str(out),
+            sys.executable, str(ROOT / "scripts" / "bench_ab.py"), "--base", "HEAD",
+            "--items", "30", "--rounds", "1", "--admin-dsn", pg_server.dsn("postgres"),
+            "--write", str(out),
         ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=600,
+        capture_output=True, text=True, cwd=ROOT, timeout=600,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     rows = _table(out.read_text(), "### Acquire and drain")

@@ -19,12 +19,12 @@ from tests.cli.test_rough_edges import argv, clean_env
 # the process's exit code and output: once, on the default server
 pytestmark = pytest.mark.server_agnostic
 
-HANDLERS = """
+HANDLERS = '''
 def ok(item):
     pass
 
 HANDLERS = {"t.ok": ok, KEY: ok}
-"""
+'''
 
 
 def worker(dsn: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
