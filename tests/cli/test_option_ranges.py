@@ -28,6 +28,8 @@ INTS = [str(2**63), "99999999999999999999", str(-(2**63) - 1)]
 FLOATS = ["inf", "-inf", "nan", "1e400", "1e308"]
 DURATIONS = ["99999999999d", "3000000d", "36501d", "1e20", "9" * 400 + "s"]
 
+WORKER = ["worker", "--handlers", "ranges_handlers:HANDLERS"]
+
 TABLE: dict[tuple[str, str], tuple[list[str], str, list[str]]] = {
     ("metrics", "--port"): (["metrics", "--port={}"], "--port", INTS),
     ("migrate", "--steps"): (["migrate", "--rollback", "--yes", "--steps={}"], "--steps", INTS),
@@ -57,23 +59,22 @@ TABLE: dict[tuple[str, str], tuple[list[str], str, list[str]]] = {
         [*DURATIONS, "366d"],
     ),
     ("worker", "--worker-count"): (
-        ["worker", "--handlers", "ranges_handlers:HANDLERS", "--worker-count={}"],
+        [*WORKER, "--worker-count={}"],
         "--worker-count",
         [*INTS, "1001"],
     ),
     ("worker", "--batch-size"): (
-        ["worker", "--handlers", "ranges_handlers:HANDLERS", "--batch-size={}"],
+        [*WORKER, "--batch-size={}"],
         "--batch-size",
         INTS,
     ),
     ("worker", "--poll-interval"): (
-        ["worker", "--handlers", "ranges_handlers:HANDLERS", "--exit-when-idle"]
-        + ["--poll-interval={}"],
+        [*WORKER, "--exit-when-idle", "--poll-interval={}"],
         "--poll-interval",
         [*DURATIONS, "25h"],
     ),
     ("worker", "--metrics-port"): (
-        ["worker", "--handlers", "ranges_handlers:HANDLERS", "--metrics-port={}"],
+        [*WORKER, "--metrics-port={}"],
         "--metrics-port",
         INTS,
     ),
