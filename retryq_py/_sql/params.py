@@ -144,18 +144,35 @@ _BIGINT_MIN = -(2**63)
 _BIGINT_MAX = 2**63 - 1
 
 
-def _integer(value: Any, field: str) -> int:
-    """An integer, or a float with no fraction (5.0 is 5, as enqueue takes it),
-    within a bigint's range."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
+def whole(value: object) -> int | None:
+    """The whole-number rule of every integer a caller gives: an int (not a
+    bool, which binary COPY would send as 0 or 1), or a float with no
+    fraction (5.0 is 5, as enqueue_retry_items takes the JSON number 5.0);
+    that int, else None (a string is not a number). Callers raise their own
+    error for None."""
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{field}: expected an integer, got {value!r}")
-    if not _BIGINT_MIN <= value <= _BIGINT_MAX:
-        raise pgerr.NumericValueOutOfRange(
-            f"retryq: invalid {field}: {value} is out of range for bigint"
-        )
+        return None
     return int(value)
+
+
+def integer(value: Any, field: str) -> int:
+    """whole(value), else TypeError naming the field."""
+    number = whole(value)
+    if number is None:
+        raise TypeError(f"{field}: expected an integer, got {value!r}")
+    return number
+
+
+def _bigint(value: Any, field: str) -> int:
+    """integer(value), within a bigint's range (22003 naming the field)."""
+    number = integer(value, field)
+    if not _BIGINT_MIN <= number <= _BIGINT_MAX:
+        raise pgerr.NumericValueOutOfRange(
+            f"retryq: invalid {field}: {number} is out of range for bigint"
+        )
+    return number
 
 
 def integer_params(params: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -173,9 +190,9 @@ def integer_params(params: Mapping[str, Any]) -> Mapping[str, Any]:
                 not value or (min(value) >= _BIGINT_MIN and max(value) <= _BIGINT_MAX)
             ):
                 continue
-            value = [_integer(v, f"{key}[{n}]") for n, v in enumerate(value)]
+            value = [_bigint(v, f"{key}[{n}]") for n, v in enumerate(value)]
         else:
-            value = _integer(value, key)
+            value = _bigint(value, key)
         fixed = fixed if fixed is not None else dict(params)
         fixed[key] = value
     return params if fixed is None else fixed
