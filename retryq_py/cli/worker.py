@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
+import threading
 from datetime import timedelta
 from typing import Annotated
 
@@ -12,6 +15,8 @@ from retryq_py import admin
 from retryq_py.cli import logs
 from retryq_py.cli.options import DatabaseOpt, SchemaOpt
 from retryq_py.cli.render import err, out, worker_counts_line
+
+log = logging.getLogger("retryq.worker")
 
 
 def worker(
@@ -149,6 +154,7 @@ def worker(
     say = logs.announcer(log_format, err.print)
     next_retry = admin.NextRetry(t)
     events = logs.EventLog(next_retry=next_retry)
+    before = set(threading.enumerate())
     try:
         counts = admin.run_worker(
             t,
@@ -178,8 +184,32 @@ def worker(
     except admin.Interrupted as stopped:
         if stopped.counts is not None:
             out.print(worker_counts_line(stopped.counts))
+        _leave_past_threads(before, admin.ExitCode.INTERRUPTED, "retryq: interrupted")
         raise
     finally:
         events.close()
         next_retry.close()
     out.print(worker_counts_line(counts))
+    _leave_past_threads(before, admin.ExitCode.OK)
+
+
+def _leave_past_threads(before: set[threading.Thread], code: int, line: str = "") -> None:
+    """Exit now with `code` (after `line` on stderr) when a handler left a
+    non-daemon thread running: Python would wait for it at exit, and a
+    worker that printed its counts would hang until killed."""
+    left = [
+        th for th in threading.enumerate() if th not in before and th.is_alive() and not th.daemon
+    ]
+    if not left:
+        return
+    log.warning(
+        "%d thread(s) a handler started still run (%s): exiting without waiting for them",
+        len(left),
+        ", ".join(repr(th.name) for th in left[:5]),
+    )
+    logging.shutdown()
+    if line:
+        sys.stderr.write(line + "\n")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -115,8 +115,12 @@ def database_error(
 
 
 def unavailable_or_error(exc: BaseException) -> str:
-    """'database unavailable' for a lost connection, else 'database error'."""
+    """'database unavailable' for a lost connection, 'database read-only' for
+    25006 (a standby until a failover completes, or a read-only role), else
+    'database error'."""
     state = exc.sqlstate if isinstance(exc, psycopg.Error) else None
+    if state == "25006":
+        return "database read-only (a standby, or default_transaction_read_only on)"
     return "database unavailable" if not state or state.startswith("08") else "database error"
 
 

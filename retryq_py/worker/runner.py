@@ -14,6 +14,7 @@ from typing import Any
 
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from retryq_py import _session as session
 from retryq_py.config import RetryConfig
 from retryq_py.errors import explain
 from retryq_py.queue import RetryQueue
@@ -387,12 +388,16 @@ class RetryWorker:
             # autocommit: every statement of the worker is its own transaction,
             # so none waits idle (idle_in_transaction_session_timeout); no
             # prepared statements, which a pooler in transaction mode loses;
-            # keepalives and tcp_user_timeout, so a dead peer is noticed
+            # keepalives and tcp_user_timeout, so a dead peer is noticed;
+            # UTF8 and ISO whatever the role, the database or PG* variables
+            # say (the flush reads text: see _session)
             kwargs={
                 "autocommit": True,
                 "prepare_threshold": None,
                 **network_kwargs(conninfo, s.lock_timeout, s.connect_timeout),
+                **session.OWN_KWARGS,
             },
+            configure=session.pin,
             min_size=s.lanes,  # opened side by side at start
             max_size=s.lanes + 3,  # the lanes, heartbeat, maintenance, one spare
             timeout=s.connect_timeout,

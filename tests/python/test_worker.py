@@ -815,14 +815,17 @@ def test_items_waiting_behind_stuck_handlers_go_to_another_worker(
         if healthy_thread is not None:
             healthy_thread.join(10)
     assert sorted(ran) == [("healthy", i) for i in sorted([*waiting, late])]
-    # the waiting six, then the slow one at the stop; not the late one: never leased
-    assert stuck.counts.released == 7
+    # the waiting six (and the slow one, when the forced stop finds its
+    # handler still running: timing); not the late one, never leased
+    assert stuck.counts.released in (6, 7)
     spent = db.execute(
         "SELECT count(*) FROM daz_retry_queue WHERE id = ANY(%s) AND retry_count > 0",
         [waiting],
     ).fetchone()
     assert spent == (0,)  # released, not left to run out (a lease_expired attempt)
-    assert row(db, slow)["status"] in ("pending", "processing")
+    # released at the stop, left to its lease, or (the gate opened as the
+    # forced stop ran) completed by its handler's late return: never failed
+    assert row(db, slow)["status"] in ("pending", "processing", "completed")
 
 
 def test_a_success_whose_lease_was_taken_over_counts_as_lease_lost(
