@@ -30,24 +30,21 @@ if TYPE_CHECKING:
 # move the cursor), DEL, the line and paragraph separators, and the bidi
 # controls that reorder what follows (U+202E shows "exe.txt" as "txt.exe").
 _UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
-_UNSAFE_BUT_NEWLINE = re.compile(
-    "[\x00-\x09\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]"
-)
 _SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
-def _escape(match: re.Match[str]) -> str:
-    c = match.group()
+def _escape(c: str) -> str:
     if c in _SHORT:
         return _SHORT[c]
     return f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
 
 
-def visible(text: str) -> str:
+def visible(text: str, keep: str = "") -> str:
     """text with every character a terminal would act on written as its
-    escape (\\x1b, \\n, \\u202e), so a value from the queue (an event type,
-    an error text a handler raised) shows as it is and stays on its line."""
-    return _UNSAFE.sub(_escape, text)
+    escape (\\x1b, \\n, \\u202e), but those in `keep` (a tab in a log line,
+    the newline of a console's own lines), so a value from the queue (an event
+    type, an error text a handler raised) shows as it is and stays on its line."""
+    return _UNSAFE.sub(lambda m: m.group() if m.group() in keep else _escape(m.group()), text)
 
 
 class _Console(Console):
@@ -57,7 +54,7 @@ class _Console(Console):
     escape newlines in their cells as well, see visible)."""
 
     def render_str(self, text: str, **options: Any) -> Text:
-        return super().render_str(_UNSAFE_BUT_NEWLINE.sub(_escape, text), **options)
+        return super().render_str(visible(text, keep="\n"), **options)
 
 
 # Output wraps only on a terminal. Piped, a line of text stays one line
