@@ -455,6 +455,14 @@ ORDER BY archived_at DESC
 LIMIT 1
 """
 
+# When cleanup archived each given id (an id not archived is absent).
+ARCHIVED_AT: LiteralString = """
+SELECT a.id, max(a.archived_at)
+FROM {schema}daz_retry_queue_archive AS a
+WHERE a.id = ANY(%(item_ids)s::bigint[])
+GROUP BY a.id
+"""
+
 # The status of each given id that is still in the queue (an id it no longer
 # holds, never had or already cleaned up, is absent).
 ITEM_STATUSES: LiteralString = """

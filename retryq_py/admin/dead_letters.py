@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import psycopg
@@ -129,6 +129,8 @@ class Requeued:
     and per id given, in id order (see requeue_dead_letter_items_report)."""
 
     outcomes: list[RequeueOutcome]
+    # not_found ids that cleanup archived: their archived_at
+    archived: dict[int, datetime] = field(default_factory=dict)
 
     @property
     def requeued(self) -> int:
@@ -145,6 +147,12 @@ class Requeued:
             now = any(o.item_id == skip.held_by and o.outcome == "requeued" for o in self.outcomes)
             holder = f"item {skip.held_by}, requeued now" if now else f"live item {skip.held_by}"
             return f"left a dead letter: its {what} is held by {holder}"
+        if skip.outcome == "not_found" and skip.item_id in self.archived:
+            return (
+                "archived by cleanup at"
+                f" {self.archived[skip.item_id].isoformat(sep=' ', timespec='seconds')}:"
+                " requeue cannot reach it; enqueue its event type and data again"
+            )
         return {
             "busy": "left a dead letter: another transaction holds it (run again)",
             "not_dead_letter": f"not a dead letter ({skip.item_status})",
@@ -157,8 +165,18 @@ def dead_letter_requeue_report(t: Target, filt: DeadLetterFilter) -> Requeued:
     """Requeue matching dead letters (one SQL call, so one transaction) and
     say what became of each chosen dead letter and each given id."""
     _require_filter(filt, "requeue")
-    with connect(t) as conn, conn.cursor(row_factory=class_row(RequeueOutcome)) as cur:
-        return Requeued(cur.execute(_q.REQUEUE_REPORT, filt.params()).fetchall())
+    with connect(t) as conn:
+        with conn.cursor(row_factory=class_row(RequeueOutcome)) as cur:
+            outcomes = cur.execute(_q.REQUEUE_REPORT, filt.params()).fetchall()
+        missing = [o.item_id for o in outcomes if o.outcome == "not_found"]
+        archived: dict[int, datetime] = {}
+        if missing:
+            try:
+                query = compose(_q.ARCHIVED_AT, t.schema)
+                archived = dict(conn.execute(query, {"item_ids": missing}).fetchall())
+            except psycopg.errors.InsufficientPrivilege:
+                pass  # a role that may not read the archive: "no such item"
+    return Requeued(outcomes, archived)
 
 
 def dead_letter_match(t: Target, filt: DeadLetterFilter) -> list[int]:

@@ -539,6 +539,11 @@ def test_an_archived_dead_letter_is_shown_and_listed_as_archived(dsn: str, conn:
         assert listed_cli.returncode == 0, listed_cli.stderr
         assert "archived dead letters" in listed_cli.stdout
         assert str(ids["chat"]) in listed_cli.stdout and "sql.exec" not in listed_cli.stdout
+        # requeue cannot reach it, and says so rather than "no such item"
+        requeued = run_cli("dead-letter", "requeue", "--id", str(ids["chat"]), dsn=as_admin)
+        assert requeued.returncode == 1, requeued.stdout
+        assert f"id {ids['chat']}: archived by cleanup at" in requeued.stdout
+        assert "requeue cannot reach it" in requeued.stdout
     finally:
         conn.execute(f"DROP ROLE {role}")
 
