@@ -125,6 +125,16 @@ READ_ONLY: LiteralString = (
 # yoyo's own table, in the schema the connection's search_path names first:
 # absent, nothing was ever applied there (and asking yoyo would create it).
 HAS_YOYO: LiteralString = "SELECT to_regclass('_yoyo_migration') IS NOT NULL"
+# Whether this role may read yoyo's tables (their owner, the installing role,
+# may): yoyo lists only the tables a role has a privilege on, so without it
+# sees none and takes its lock to create them (permission denied for
+# yoyo_lock). Absent _yoyo_version: not asked for.
+YOYO_READABLE: LiteralString = """
+SELECT
+    coalesce(has_table_privilege(to_regclass('_yoyo_migration'), 'SELECT'), TRUE)
+    AND coalesce(has_table_privilege(to_regclass('_yoyo_version'), 'SELECT'), TRUE),
+    current_user
+"""
 # What a rollback of the install would drop with the queue.
 LIVE_ITEMS: LiteralString = (
     "SELECT count(*) FROM daz_retry_queue WHERE status IN ('pending', 'processing')"
