@@ -184,14 +184,13 @@ def test_a_limit_not_reached_skips_the_lookup_of_spent_keys(db: Conn) -> None:
     """The look for keys without a token free runs up front only when the
     session's last acquire found one (the hint retryq.rate_closed): with a
     limit configured but not reached, an acquire's extra cost is its tokens."""
-    db.execute("SELECT retry_rate_limit_set('sms.send', 'twilio', 100, 60)")
+    db.execute("SELECT retry_rate_limit_set('sms.send', 'twilio', 3, 60)")
     enqueue(db, 10)
     assert len(acquire(db, at(0), batch=2)) == 2
     assert db.execute("SELECT current_setting('retryq.rate_closed', TRUE) AS h").fetchone() == {
         "h": "no"
     }
     # a key spent: the next acquire of this session learns it, and looks up front again
-    db.execute("SELECT retry_rate_limit_set('sms.send', 'twilio', 3, 60)")
     assert len(acquire(db, at(1), batch=5)) == 1
     assert db.execute("SELECT current_setting('retryq.rate_closed', TRUE) AS h").fetchone() == {
         "h": "yes"
@@ -204,21 +203,44 @@ def test_a_limit_not_reached_skips_the_lookup_of_spent_keys(db: Conn) -> None:
     }
 
 
-def test_a_lease_moves_one_index_entry_of_its_token(db: Conn) -> None:
-    """A token's update cannot be HOT (its used_at is indexed, so that a grant
-    finds the longest unused in one probe); one index on the tokens keeps it
-    to one new index entry per lease, and the slots stay 1..max_leases."""
+def token_rows(c: Conn) -> list[tuple[int, int, int]]:
+    """The key's token rows as (slot, cap, used), by slot."""
+    return [
+        (r["slot"], r["cap"], r["used"])
+        for r in c.execute(
+            "SELECT slot, cap, used FROM _retryq_rate_token ORDER BY slot"
+        ).fetchall()
+    ]
+
+
+def test_a_batch_writes_one_token_row_per_key_in_place(module_dsn: str, db: Conn) -> None:
+    """A limit of N keeps least(N, 64) token rows; a grant adds a batch's
+    leases to one row in one update, and that update is HOT: no index covers
+    what it changes, so it adds no index entry."""
     indexes = db.execute(
         "SELECT indexrelid::regclass::text AS name FROM pg_index"
-        " WHERE indrelid = '_retryq_rate_token'::regclass"
+        " WHERE indrelid = '_retryq_rate_token'::regclass ORDER BY 1"
     ).fetchall()
-    assert indexes == [{"name": "_retryq_rate_token_used_idx"}]
-    for n in (3, 5, 2, 4):
+    assert indexes == [{"name": "_retryq_rate_token_pkey"}]  # (event_type, plugin_name, slot)
+    db.execute("SELECT retry_rate_limit_set('sms.send', 'twilio', 1000, 60)")
+    enqueue(db, 20)
+    with psycopg.connect(module_dsn, row_factory=dict_row) as c:
+        assert len(acquire(c, at(0), batch=10)) == 10
+        counts = c.execute(
+            "SELECT pg_stat_get_xact_tuples_updated(r) AS updated,"
+            " pg_stat_get_xact_tuples_hot_updated(r) AS hot"
+            " FROM CAST('_retryq_rate_token' AS regclass) AS r"
+        ).fetchone()
+        c.commit()
+    assert counts == {"updated": 1, "hot": 1}
+    rows = token_rows(db)
+    assert len(rows) == 64 and rows[0] == (1, 16, 10) and rows[-1] == (64, 15, 0)
+    assert sum(cap for _, cap, _ in rows) == 1000
+    for n in (3, 5, 2, 70, 130, 64, 4):
         db.execute("SELECT retry_rate_limit_set('sms.send', 'twilio', %s, 60)", (n,))
-        slots = db.execute(
-            "SELECT slot FROM _retryq_rate_token ORDER BY slot"
-        ).fetchall()
-        assert [r["slot"] for r in slots] == list(range(1, n + 1))
+        rows = token_rows(db)
+        assert [slot for slot, _, _ in rows] == list(range(1, min(n, 64) + 1))
+        assert sum(cap for _, cap, _ in rows) == n
 
 
 def test_a_key_spent_by_another_session_does_not_fill_the_batch(
@@ -361,3 +383,75 @@ def test_due_with_a_token_free_is_unchanged(db: Conn) -> None:
     assert len(acquire(db, now - timedelta(seconds=30), batch=1)) == 1
     row = due(db)  # one token left: the items are due (overdue)
     assert row["seconds_until_due"] < -55 and row["oldest_due_age_seconds"] > 55
+
+
+def lease_times(c: Conn) -> list[datetime]:
+    return sorted(
+        r["last_attempted_at"]
+        for r in c.execute("SELECT last_attempted_at FROM daz_retry_queue"
+                           " WHERE last_attempted_at IS NOT NULL").fetchall()
+    )
+
+
+def busiest_window(times: list[datetime], period: timedelta) -> int:
+    return max((sum(1 for u in times[i:] if u < t + period) for i, t in enumerate(times)),
+               default=0)
+
+
+def test_rows_of_several_tokens_keep_the_window_and_the_rate(db: Conn) -> None:
+    """130 per 10 s: 64 rows, two of 3 tokens and 62 of 2. Batches of every
+    size, every half second for 40 s, with more due than the limit allows:
+    no window of 10 s holds more than 130 leases, and the limit is used (a
+    row is free again a period after its last lease: at most its cap - 1
+    leases a period lost per row)."""
+    db.execute("SELECT retry_rate_limit_set('sms.send', 'twilio', 130, 10)")
+    enqueue(db, 700)
+    sizes = [7, 13, 1, 50, 2, 3, 30, 5]
+    for step in range(80):
+        acquire(db, at(step / 2), batch=sizes[step % len(sizes)])
+    times = lease_times(db)
+    assert busiest_window(times, timedelta(seconds=10)) == 130
+    assert len(times) >= 0.9 * 130 * 4, len(times)
+
+
+def test_a_batch_beyond_a_rows_room_takes_the_next_rows(db: Conn, module_dsn: str) -> None:
+    db.execute("SELECT retry_rate_limit_set('sms.send', 'twilio', 130, 60)")
+    enqueue(db, 20)
+    assert len(acquire(db, at(0), batch=2)) == 2  # row 1: 2 of 3
+    assert len(acquire(db, at(1), batch=4)) == 4  # row 1's last, then row 2's 3
+    assert token_rows(db)[:3] == [(1, 3, 3), (2, 3, 3), (3, 2, 0)]
+    # a row another transaction holds is skipped, never waited for
+    with psycopg.connect(module_dsn, row_factory=dict_row) as a, \
+            psycopg.connect(module_dsn, row_factory=dict_row) as b:
+        assert len(acquire(a, at(2), batch=1, worker="a")) == 1  # row 3, uncommitted
+        b.execute("SET lock_timeout = '1s'")
+        assert len(acquire(b, at(2), batch=3, worker="b")) == 3  # rows 4 and 5
+        a.commit()
+        b.commit()
+    assert token_rows(db)[:5] == [(1, 3, 3), (2, 3, 3), (3, 2, 1), (4, 2, 2), (5, 2, 1)]
+
+
+def test_a_lease_with_an_earlier_clock_does_not_join_a_later_use(db: Conn) -> None:
+    """Two acquires whose clocks cross: one starts a row's new use at 10 s
+    (its last use at 0 s), the other, at 9.9 s, must not add to that use, or
+    the window [0 s, 10 s) would hold the old use and this lease too."""
+    db.execute("SELECT retry_rate_limit_set('sms.send', 'twilio', 65, 10)")  # row 1: 2 tokens
+    enqueue(db, 100)
+    assert len(acquire(db, at(0), batch=100)) == 65
+    assert len(acquire(db, at(10), batch=1)) == 1  # row 1 starts again: room for one more
+    assert acquire(db, at(9.9), batch=1) == []
+    assert busiest_window(lease_times(db), timedelta(seconds=10)) == 65
+    assert len(acquire(db, at(10), batch=1)) == 1
+
+
+def test_a_limit_above_64_lowered_and_raised_keeps_its_window(db: Conn) -> None:
+    db.execute("SELECT retry_rate_limit_set('sms.send', 'twilio', 130, 60)")
+    enqueue(db, 400)
+    assert len(acquire(db, at(0), batch=200)) == 130
+    db.execute("SELECT retry_rate_limit_set('sms.send', 'twilio', 10, 60)")
+    db.execute("SELECT retry_rate_limit_set('sms.send', 'twilio', 200, 60)")
+    # the 10 rows kept have the room of their larger caps (4 or 3 tokens, of
+    # which 3 or 2 used at 0 s); the 54 re-created are full until 60 s
+    assert len(acquire(db, at(30), batch=200)) == 16
+    assert len(acquire(db, at(60), batch=300)) == 54 * 3
+    assert busiest_window(lease_times(db), timedelta(seconds=60)) == 16 + 54 * 3
