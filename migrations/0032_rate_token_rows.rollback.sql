@@ -1670,7 +1670,6 @@ JOIN _retryq_rate_limit AS l
 CROSS JOIN generate_series(t.slot + 64, l.max_leases, 64) AS g (slot);
 ALTER TABLE _retryq_rate_token
     DROP CONSTRAINT _retryq_rate_token_pkey,
-    DROP CONSTRAINT _retryq_rate_token_cap_check,
     DROP COLUMN cap,
     DROP COLUMN used,
     DROP COLUMN prev_used_at,

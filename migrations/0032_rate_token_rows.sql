@@ -73,8 +73,7 @@ $$;
 -- |     -- a key's rows in slot order: a grant takes the first with room
 -- |     CONSTRAINT _retryq_rate_token_pkey PRIMARY KEY (event_type, plugin_name, slot),
 -- |     CONSTRAINT _retryq_rate_token_limit_fkey FOREIGN KEY (event_type, plugin_name)
--- |     REFERENCES _retryq_rate_limit (event_type, plugin_name) ON DELETE CASCADE,
--- |     CONSTRAINT _retryq_rate_token_cap_check CHECK (cap >= 1 AND used >= 0)
+-- |     REFERENCES _retryq_rate_limit (event_type, plugin_name) ON DELETE CASCADE
 -- | ) WITH (fillfactor = 50);
 -- A rate limit's tokens become token rows (see _retryq_rate_token): least(
 -- max_leases, 64) rows, the tokens of slot j in row (j - 1) % 64 + 1. Up to
@@ -104,7 +103,6 @@ DELETE FROM _retryq_rate_token WHERE slot > 64;
 DROP INDEX _retryq_rate_token_used_idx;
 ALTER TABLE _retryq_rate_token
     ADD CONSTRAINT _retryq_rate_token_pkey PRIMARY KEY (event_type, plugin_name, slot),
-    ADD CONSTRAINT _retryq_rate_token_cap_check CHECK (cap >= 1 AND used >= 0),
     SET (fillfactor = 50);
 
 -- retryq:source private/_retryq_rate_rows.sql
@@ -131,11 +129,14 @@ REVOKE EXECUTE ON FUNCTION _retryq_rate_rows FROM public;
 -- urgent first), the ones it may lease: every item of a key without a rate
 -- limit, and of a limited key as many of the first as its token rows had
 -- room for (see _retryq_rate_token: a grant adds its leases to a row in one
--- update, stamped p_now). Never waits: rows another transaction holds are
--- skipped, so two acquires never share a row and never queue on one. When a
--- limited key got fewer leases than it has items here, sets retryq.rate_short
--- to 'yes' for the transaction (acquire then closes the keys out of room and
--- scans again). Only acquire calls it, when a limit exists.
+-- update, stamped p_now). A key's items go whole to its first row with room
+-- for them all; only when no row has, a second statement spreads them over
+-- the rows in slot order (each row as far as its room goes). Never waits:
+-- rows another transaction holds are skipped, so two acquires never share a
+-- row and never queue on one. When a limited key got fewer leases than it
+-- has items here, sets retryq.rate_short to 'yes' for the transaction
+-- (acquire then closes the keys out of room and scans again). Only acquire
+-- calls it, when a limit exists.
 CREATE OR REPLACE FUNCTION _retryq_rate_grant(
     p_ids bigint[],
     p_event_types text[],
@@ -148,7 +149,77 @@ SET search_path FROM CURRENT
 AS $$
 DECLARE
     v_granted bigint[];
+    v_all boolean;
+    -- the keys the first statement served: all their items are granted
+    v_served_events text[];
+    v_served_plugins text[];
 BEGIN
+    -- The usual case first, in a lighter statement (it cost half of what
+    -- the general one below does): each limited key's items fit in the room
+    -- of one row, one update per key, every item granted. The keys it could
+    -- not serve go to the statement below.
+    WITH keys AS (
+        SELECT l.event_type, l.plugin_name, l.period, k.n
+        FROM (
+            SELECT
+                u.event_type,
+                coalesce(u.plugin_name, '') AS plugin_name,
+                pg_catalog.count(*) AS n
+            FROM ROWS FROM (
+                pg_catalog.unnest(p_event_types), pg_catalog.unnest(p_plugin_names)
+            ) AS u (event_type, plugin_name)
+            GROUP BY 1, 2
+        ) AS k
+        JOIN _retryq_rate_limit AS l
+            ON l.event_type = k.event_type AND l.plugin_name = k.plugin_name
+    ),
+    -- each key's row, locked once (materialized: a lateral run again for
+    -- each row the update meets would lock the next row each time)
+    rows_ AS MATERIALIZED (
+        SELECT k.event_type, k.plugin_name, k.period, k.n, f.slot
+        FROM keys AS k
+        CROSS JOIN LATERAL (
+            SELECT r.slot
+            FROM _retryq_rate_token AS r
+            WHERE r.event_type = k.event_type
+                AND r.plugin_name = k.plugin_name
+                AND (
+                    r.used_at <= p_now - k.period AND r.cap >= k.n
+                    OR r.prev_used_at <= p_now - k.period AND r.cap - r.used >= k.n
+                )
+            ORDER BY r.slot
+            LIMIT 1
+            FOR UPDATE SKIP LOCKED
+        ) AS f
+    ),
+    took AS (
+        UPDATE _retryq_rate_token AS t
+        SET
+            used = CASE
+                WHEN t.used_at <= p_now - k.period THEN 0 ELSE t.used
+            END + k.n,
+            prev_used_at = CASE
+                WHEN t.used_at <= p_now - k.period THEN t.used_at ELSE t.prev_used_at
+            END,
+            used_at = greatest(t.used_at, p_now)
+        FROM rows_ AS k
+        WHERE t.event_type = k.event_type
+            AND t.plugin_name = k.plugin_name
+            AND t.slot = k.slot
+            AND (
+                t.used_at <= p_now - k.period AND k.n <= t.cap
+                OR t.prev_used_at <= p_now - k.period AND t.used + k.n <= t.cap
+            )
+        RETURNING t.event_type, t.plugin_name
+    )
+    SELECT
+        (SELECT pg_catalog.count(*) FROM took) = (SELECT pg_catalog.count(*) FROM keys),
+        ARRAY(SELECT k.event_type FROM took AS k),
+        ARRAY(SELECT k.plugin_name FROM took AS k)
+    INTO v_all, v_served_events, v_served_plugins;
+    IF v_all THEN
+        RETURN p_ids;
+    END IF;
     -- one statement for all keys, so that a batch over several limited keys
     -- costs one row UPDATE, not one per key
     WITH items AS (
@@ -171,6 +242,13 @@ BEGIN
         FROM items AS i
         JOIN _retryq_rate_limit AS l
             ON l.event_type = i.event_type AND l.plugin_name = i.plugin_name
+        WHERE NOT EXISTS (
+            SELECT 1
+            FROM ROWS FROM (
+                pg_catalog.unnest(v_served_events), pg_catalog.unnest(v_served_plugins)
+            ) AS d (event_type, plugin_name)
+            WHERE d.event_type = l.event_type AND d.plugin_name = l.plugin_name
+        )
         GROUP BY l.event_type, l.plugin_name, l.period
     ),
     -- Per key, the first row with room; only when its room falls short, as

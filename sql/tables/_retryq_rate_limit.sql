@@ -60,8 +60,7 @@ CREATE TABLE _retryq_rate_token (
     -- a key's rows in slot order: a grant takes the first with room
     CONSTRAINT _retryq_rate_token_pkey PRIMARY KEY (event_type, plugin_name, slot),
     CONSTRAINT _retryq_rate_token_limit_fkey FOREIGN KEY (event_type, plugin_name)
-    REFERENCES _retryq_rate_limit (event_type, plugin_name) ON DELETE CASCADE,
-    CONSTRAINT _retryq_rate_token_cap_check CHECK (cap >= 1 AND used >= 0)
+    REFERENCES _retryq_rate_limit (event_type, plugin_name) ON DELETE CASCADE
 ) WITH (fillfactor = 50);
 
 -- retryq:undo

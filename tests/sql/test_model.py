@@ -145,19 +145,26 @@ class RateLimit:
     def free(self, now: dt.datetime) -> int:
         return sum(self.room(s, now) for s in self.rows)
 
+    def _add(self, slot: int, k: int, now: dt.datetime) -> None:
+        r = self.rows[slot]
+        if self._old(r.used_at, now):
+            r.prev_used_at, r.used = r.used_at, 0
+        r.used += k
+        r.used_at = now if r.used_at is None else max(r.used_at, now)
+
     def take(self, n: int, now: dt.datetime) -> None:
-        """n leases at `now`, from the rows in slot order, each as far as it
-        has room (the grant's choice)."""
+        """n leases at `now` (the grant's choice): all in the first row (by
+        slot) with room for them; when none has, from the rows in slot order,
+        each as far as it has room."""
+        whole = [s for s in sorted(self.rows) if self.room(s, now) >= n]
+        if whole:
+            self._add(whole[0], n, now)
+            return
         for slot in sorted(self.rows):
             k = min(self.room(slot, now), n)
-            if k == 0:
-                continue
-            r = self.rows[slot]
-            if self._old(r.used_at, now):
-                r.prev_used_at, r.used = r.used_at, 0
-            r.used += k
-            r.used_at = now if r.used_at is None else max(r.used_at, now)
-            n -= k
+            if k:
+                self._add(slot, k, now)
+                n -= k
         assert n == 0, "more leases than room"
 
 
@@ -200,6 +207,8 @@ class QueueModel(RuleBasedStateMachine):
         self.rate_settings: dict[str, list[Setting]] = {}
         self.rate_leases: dict[str, list[tuple[dt.datetime, int]]] = {}
         self.rate_lifetimes = 0
+        # the last acquire's grants: (key, leases), in the order acquire made them
+        self._grants: list[tuple[str, int]] = []
         self.last_kind = "init"
 
     # -- helpers ---------------------------------------------------------------
@@ -239,6 +248,7 @@ class QueueModel(RuleBasedStateMachine):
         batch. Without limits this is the plain rule: the first `batch` due
         items, most urgent first.
         """
+        self._grants = []
         if None in self.paused:  # the whole queue
             return [], []
         now = self.now
@@ -255,6 +265,8 @@ class QueueModel(RuleBasedStateMachine):
             got = {k: min(n, free[k]) for k, n in want.items()}
             for k, n in got.items():
                 free[k] -= n
+                if n:
+                    self._grants.append((k, n))
             rank: Counter[str] = Counter()
             out = []
             for it in items:
@@ -348,9 +360,14 @@ class QueueModel(RuleBasedStateMachine):
         return None
 
     def _take_tokens(self, leases: Counter[str]) -> None:
-        """Adds, per limited key, its leases to its token rows in slot order,
-        each row as far as it has room (database_matches_model compares)."""
-        for key, n in leases.items():
+        """Adds the leases of each of the acquire's grants (one per scan that
+        met a limited key) to the key's token rows (database_matches_model
+        compares)."""
+        totals: Counter[str] = Counter()
+        for key, n in self._grants:
+            totals[key] += n
+        assert totals == leases, f"grants {self._grants}, leases {leases}"
+        for key, n in self._grants:
             lim = self.rate_limits[key]
             free = lim.free(self.now)
             assert n <= free, f"{key}: {n} leases with {free} tokens free"
@@ -1280,4 +1297,48 @@ def test_regression_rate_limit_a_takeover_behind_an_item_takes_its_own_token(dsn
             ("w2", 0),
             ("w1", 0),
         ]
+        state.rate_limits_hold()
+
+
+def test_regression_rate_limit_rows_of_several_tokens(dsn: str) -> None:
+    # A limit of 3 in RATE_ROWS = 2 rows: slot 1 holds 2 tokens, slot 2 one.
+    # A row takes leases up to its cap per use, a batch spills into the next
+    # row, and a row's next use starts a period after its latest lease (not
+    # its first): slot 1, used at 0 s and 1 s, is free at 6 s, not at 5 s.
+    with bound_model(dsn) as machine:
+        state = machine()
+        state.set_rate_limit(c=0, key="alpha", max_leases=3, period=5)
+        state.start(specs=[_spec()] * 4, batch=True)
+        state.acquire(c=0, worker="w1", batch=1, lease=30)
+        state.database_matches_model()
+        state.acquire(c=1, worker="w2", batch=3, lease=30, secs=1)  # slot 1's last, slot 2
+        state.database_matches_model()
+        assert [r.as_tuple()[:2] for r in state.rate_limits["alpha"].rows.values()] == [
+            (2, 2),
+            (1, 1),
+        ]
+        state.acquire(c=2, worker="w3", batch=1, lease=30, secs=4)  # 5 s: slot 1 still in use
+        state.database_matches_model()
+        assert state.items[4].status == "pending"
+        state.acquire(c=2, worker="w3", batch=1, lease=30, secs=1)  # 6 s
+        state.database_matches_model()
+        assert state.items[4].status == "processing"
+        state.rate_limits_hold()
+
+
+def test_regression_rate_limit_a_batch_goes_whole_to_a_row_with_room(dsn: str) -> None:
+    # A limit of 4 in 2 rows of 2: slot 1 has room for one after the first
+    # lease, so a batch of two goes whole to slot 2; the next single lease
+    # fills slot 1.
+    with bound_model(dsn) as machine:
+        state = machine()
+        state.set_rate_limit(c=0, key="alpha", max_leases=4, period=5)
+        state.start(specs=[_spec()] * 4, batch=True)
+        state.acquire(c=0, worker="w1", batch=1, lease=30)
+        state.acquire(c=1, worker="w2", batch=2, lease=30)
+        state.database_matches_model()
+        assert [r.used for r in state.rate_limits["alpha"].rows.values()] == [1, 2]
+        state.acquire(c=2, worker="w3", batch=1, lease=30)
+        state.database_matches_model()
+        assert [r.used for r in state.rate_limits["alpha"].rows.values()] == [2, 2]
         state.rate_limits_hold()
