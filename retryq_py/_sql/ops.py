@@ -113,6 +113,13 @@ IS_INSTALLED: LiteralString = (
     " AND to_regproc('acquire_retry_items') IS NOT NULL"
 )
 SCHEMA_EXISTS: LiteralString = "SELECT to_regnamespace(%s) IS NOT NULL"
+# Whether this session may write: a standby in recovery, or
+# default_transaction_read_only on (the role's, the database's, PGOPTIONS),
+# makes every transaction read-only (25006 at the first write).
+READ_ONLY: LiteralString = (
+    "SELECT pg_catalog.pg_is_in_recovery(),"
+    " pg_catalog.current_setting('transaction_read_only') = 'on'"
+)
 # yoyo's own table, in the schema the connection's search_path names first:
 # absent, nothing was ever applied there (and asking yoyo would create it).
 HAS_YOYO: LiteralString = "SELECT to_regclass('_yoyo_migration') IS NOT NULL"

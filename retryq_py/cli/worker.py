@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
+import threading
 from typing import Annotated
 
 import typer
 
-from retryq_py import admin, tracing
+from retryq_py import admin
 from retryq_py.cli import logs
 from retryq_py.cli.options import DatabaseOpt, SchemaOpt
 from retryq_py.cli.render import err, out, worker_counts_line
+
+log = logging.getLogger("retryq.worker")
 
 
 def worker(
@@ -116,6 +121,8 @@ def worker(
     t = admin.target(database or cfg.database_url, schema)
     # each attempt in a span when OpenTelemetry is installed (opentelemetry-instrument
     # configures its SDK); the handlers unchanged otherwise
+    from retryq_py import tracing  # loads the worker: only to run one
+
     registry = tracing.traced(admin.load_handlers(handlers))
     interval = None
     if poll_interval is not None:
@@ -138,6 +145,7 @@ def worker(
     say = logs.announcer(log_format, err.print)
     next_retry = admin.NextRetry(t)
     events = logs.EventLog(next_retry=next_retry)
+    before = set(threading.enumerate())
     try:
         counts = admin.run_worker(
             t,
@@ -167,8 +175,32 @@ def worker(
     except admin.Interrupted as stopped:
         if stopped.counts is not None:
             out.print(worker_counts_line(stopped.counts))
+        _leave_past_threads(before, admin.ExitCode.INTERRUPTED, "retryq: interrupted")
         raise
     finally:
         events.close()
         next_retry.close()
     out.print(worker_counts_line(counts))
+    _leave_past_threads(before, admin.ExitCode.OK)
+
+
+def _leave_past_threads(before: set[threading.Thread], code: int, line: str = "") -> None:
+    """Exit now with `code` (after `line` on stderr) when a handler left a
+    non-daemon thread running: Python would wait for it at exit, and a
+    worker that printed its counts would hang until killed."""
+    left = [
+        th for th in threading.enumerate() if th not in before and th.is_alive() and not th.daemon
+    ]
+    if not left:
+        return
+    log.warning(
+        "%d thread(s) a handler started still run (%s): exiting without waiting for them",
+        len(left),
+        ", ".join(repr(th.name) for th in left[:5]),
+    )
+    logging.shutdown()
+    if line:
+        sys.stderr.write(line + "\n")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
