@@ -23,10 +23,12 @@ from psycopg_pool import ConnectionPool
 
 from retryq_py import RetryableError, RetryQueue, RetryQueueItem, Snooze, WorkerCounts
 from retryq_py.worker import Settings, WorkerParts
+from retryq_py.worker.control import Stop, Wake
 from retryq_py.worker.events import Outcome
 from retryq_py.worker.flush import Flusher, FlushWriter, Writer, Written
 from retryq_py.worker.heartbeat import Heartbeat
 from retryq_py.worker.ledger import Ledger
+from retryq_py.worker.shutdown import Shutdown
 from tests.helpers import statuses, wait_until
 from tests.python import netproxy
 from tests.python.workers import WorkerType
@@ -1203,6 +1205,46 @@ def test_a_renewal_of_an_older_lease_does_not_renew_the_newer_one(db: Conn, q: R
     assert beat.beat(time.monotonic() + 5) == {old.id}
     until = db.execute("SELECT locked_until FROM daz_retry_queue WHERE id = %s", [old.id])
     assert until.fetchone() == (newer.locked_until,), "the newer lease was renewed"
+
+
+def test_a_release_of_an_older_lease_does_not_release_the_newer_one(
+    module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    """The shutdown released by worker and id: holding an older lease of an
+    item that its own acquire had taken over (the reply not read yet, or a
+    release retried after its reply was lost and the item leased again), it
+    gave the newer lease back while that lease's handler was about to run.
+    Fenced to the held lease's grant time, the newer lease is left as granted."""
+    q.add("e", {"i": 0})
+    (old,) = q.acquire("w", 1, 10)
+    wake = Wake(1)
+    stop = Stop(wake)
+    book = Ledger(batch_size=5, capacity=10, stopping=stop.stopping, lease=10)
+    book.hold([old], reserved=0)  # not started
+    db.execute(
+        "UPDATE daz_retry_queue SET locked_until = now() - interval '1 second' WHERE id = %s",
+        [old.id],
+    )
+    (newer,) = q.acquire("w", 1, 10)  # the takeover, unknown to the ledger
+    assert newer.id == old.id and newer.leased_at != old.leased_at
+    with ConnectionPool(
+        module_dsn, kwargs={"autocommit": True}, min_size=1, max_size=2, open=True
+    ) as pool:
+        stop.request()
+        Shutdown(
+            worker_id="w",
+            grace_period=5,
+            max_backoff=0.1,
+            ledger=book,
+            flusher=flusher_of(pool, book, []),
+            release=q.release,
+            stop=stop,
+            wake=wake,
+            emit=lambda events: None,
+        ).run()
+    assert book.held == 0
+    found = db.execute("SELECT status, locked_until FROM daz_retry_queue WHERE id = %s", [old.id])
+    assert found.fetchone() == ("processing", newer.locked_until), "the newer lease was released"
 
 
 def test_a_snoozed_item_leased_again_by_a_lost_acquire_is_taken_up(
