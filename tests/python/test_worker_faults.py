@@ -1207,6 +1207,82 @@ def test_a_renewal_of_an_older_lease_does_not_renew_the_newer_one(db: Conn, q: R
     assert until.fetchone() == (newer.locked_until,), "the newer lease was renewed"
 
 
+class StopAfterEach(FlushWriter):
+    """The worker's writer, whose one-by-one path (after the batch raised
+    for a value) stops once at `where`: "acquire" (statement_timeout on the
+    lease, after every outcome was written) or "complete" (after the
+    failures were written)."""
+
+    def __init__(self, where: str) -> None:
+        super().__init__("w", None, 10)
+        self.where, self.armed, self.each = where, True, False
+
+    def _write_each(self, conn: Conn, text: Any, outcomes: list[Outcome], want: int) -> Written:
+        self.each = True
+        try:
+            return super()._write_each(conn, text, outcomes, want)
+        finally:
+            self.each = False
+
+    def _refused(self, kind: str) -> bool:
+        refused = self.each and self.armed and self.where == kind
+        self.armed = self.armed and not refused
+        return refused
+
+    def _acquire(self, text: Any, want: int) -> str:
+        if self._refused("acquire"):
+            return "DO $$ BEGIN RAISE EXCEPTION 'canceled' USING ERRCODE = '57014'; END $$"
+        return super()._acquire(text, want)
+
+    def _complete(self, text: Any, ok: list[RetryQueueItem]) -> str:  # type: ignore[override]
+        if self._refused("complete"):
+            return "DO $$ BEGIN RAISE EXCEPTION 'canceled' USING ERRCODE = '57014'; END $$"
+        return FlushWriter._complete(text, ok)
+
+
+@pytest.mark.parametrize("where", ["acquire", "complete"])
+def test_outcomes_written_one_by_one_before_an_error_are_not_written_again(
+    module_dsn: str, db: Conn, q: RetryQueue, where: str
+) -> None:
+    """One bad value sends a flush down the one-by-one path; an error after
+    some outcomes were written there (a statement_timeout on the lease or on
+    the successes) put them all back, and the next flush wrote them again:
+    the queue ended right (the second write was refused), but the worker
+    counted its own written outcomes as lost leases."""
+    bad, good, other = (q.add("e", {"i": i}, max_retries=0).id for i in range(3))
+    book = Ledger(batch_size=5, capacity=10, stopping=threading.Event(), lease=10)
+    writer = StopAfterEach(where)
+    with ConnectionPool(
+        module_dsn, kwargs={"autocommit": True}, min_size=1, max_size=2, open=True
+    ) as pool:
+        flusher = Flusher(
+            worker_id="w",
+            ack_interval=0.0,
+            ledger=book,
+            pool=pool,
+            writer=writer,
+            emit=lambda events: None,
+            lease=10,
+        )
+        assert flusher.flush(force=True, acquire=2)[1] == 2
+        taken = [book.take(), book.take()]
+        assert {it.id for it in taken if it is not None} == {bad, good}
+        for it in taken:
+            assert it is not None and book.begin(it)
+            if it.id == bad:  # a NUL the server refuses: the batch raises
+                book.finish(Outcome(it, ok=False, duration=0.0, error="x", code="E\x00"))
+            else:
+                book.finish(Outcome(it, ok=True, duration=0.0))
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            flusher.flush(force=True, acquire=1)
+        assert not writer.armed
+        flusher.flush(force=True, acquire=1)
+    counts = book.counts
+    assert (counts.processed, counts.dead_lettered, counts.lease_lost) == (1, 1, 0), counts
+    assert item(db, bad)["status"] == "dead_letter" and item(db, good)["status"] == "completed"
+    assert item(db, other)["status"] == "processing"  # leased by the flush after
+
+
 def test_a_release_of_an_older_lease_does_not_release_the_newer_one(
     module_dsn: str, db: Conn, q: RetryQueue
 ) -> None:
