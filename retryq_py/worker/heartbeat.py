@@ -59,12 +59,39 @@ class Heartbeat:
     def run(self) -> None:
         period = max(self._lock_timeout / 6, 0.05)
         wait = period
-        while not self._done.wait(wait):
-            self._failed = False
-            self.beat(time.monotonic())
-            # a failed round (a connection lost) is tried again soon, not a
-            # sixth of a lease later: two misses in a row could cost a lease
-            wait = min(period, 0.2) if self._failed else period
+        try:
+            while not self._done.wait(wait):
+                self._failed = False
+                try:
+                    self.beat(time.monotonic())
+                except Exception as exc:
+                    # not the database's (a bug, a part of the caller's):
+                    # contained, and tried again as after a lost connection.
+                    # Leases that run out meanwhile are not counted on: an
+                    # item not started by then is not run (Ledger.begin)
+                    self._failed = True
+                    log.error(
+                        "worker %s: heartbeat failed (%s); leases not renewed this round"
+                        " are given up if they run out before a renewal succeeds",
+                        self._worker_id,
+                        explain(exc),
+                        exc_info=True,
+                    )
+                # a failed round (a connection lost) is tried again soon, not a
+                # sixth of a lease later: two misses in a row could cost a lease
+                wait = min(period, 0.2) if self._failed else period
+        except BaseException as exc:
+            # the thread ends (an interrupt, not an error of a round): a
+            # worker leasing on without renewals would count on leases that
+            # run out under it, so it stops, and gives back what it holds
+            log.error(
+                "worker %s: the heartbeat stopped (%s); no lease can be renewed:"
+                " stopping the worker",
+                self._worker_id,
+                explain(exc),
+            )
+            if self._fail:
+                self._fail(exc)
 
     def beat(self, now: float) -> set[int]:
         """One round: returns the held items whose lease turned out lost."""

@@ -976,7 +976,6 @@ def test_a_lost_acquire_noticed_while_another_lane_settles_is_taken_up(
     with ConnectionPool(
         module_dsn, kwargs={"autocommit": True}, min_size=2, max_size=3, open=True
     ) as pool:
-
         armed: list[bool] = []
 
         def lane_b_loses_an_acquire(events: list[Any]) -> None:
@@ -1281,6 +1280,78 @@ def test_outcomes_written_one_by_one_before_an_error_are_not_written_again(
     assert (counts.processed, counts.dead_lettered, counts.lease_lost) == (1, 1, 0), counts
     assert item(db, bad)["status"] == "dead_letter" and item(db, good)["status"] == "completed"
     assert item(db, other)["status"] == "processing"  # leased by the flush after
+
+
+def test_a_heartbeat_error_not_the_databases_is_contained_and_said(
+    db: Conn, q: RetryQueue, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A renewal raising something other than a database error (a bug, a
+    part of the caller's) ended the heartbeat thread without a word: the
+    worker went on leasing and never renewed a lease again. The round is
+    logged and tried again; the lease is renewed by the next round."""
+    q.add("e", {"i": 0})
+    (held,) = q.acquire("w", 1, 10)
+    book = Ledger(batch_size=5, capacity=10, stopping=threading.Event(), lease=1)
+    book.hold([held], reserved=0)
+    calls: list[int] = []
+
+    def extend(ids: Any, worker: str, lock: float, leased_at: Any) -> set[int]:
+        calls.append(len(calls))
+        if len(calls) == 1:
+            raise TypeError("a bug in a renewal")
+        return q.extend_locks(ids, worker, 10, leased_at)
+
+    done, failed = threading.Event(), []
+    beat = Heartbeat(
+        book,
+        extend,
+        worker_id="w",
+        lock_timeout=1,
+        handler_timeout=None,
+        done=done,
+        fail=failed.append,
+    )
+    before = db.execute("SELECT locked_until FROM daz_retry_queue").fetchone()
+    beat.start()
+    try:
+        wait_until(lambda: len(calls) >= 2, timeout=10, what="a renewal after the failed one")
+    finally:
+        done.set()
+        beat.join(time.monotonic() + 5)
+    after = db.execute("SELECT locked_until FROM daz_retry_queue").fetchone()
+    assert before is not None and after is not None and after[0] > before[0]
+    assert failed == [], "the worker was stopped for one failed round"
+    assert any(
+        "heartbeat failed (TypeError: a bug in a renewal)" in r.getMessage() for r in caplog.records
+    ), [r.getMessage() for r in caplog.records]
+
+
+def test_a_heartbeat_that_stops_stops_the_worker(
+    Worker: WorkerType, module_dsn: str, q: RetryQueue
+) -> None:
+    """The heartbeat's thread ended (an interrupt in it): the worker leased
+    on, every lease unrenewed. It stops instead, giving back what it holds."""
+    q.add("e", {"i": 0})
+
+    class Broken(RetryQueue):
+        def extend_locks(self, *args: Any, **kwargs: Any) -> set[int]:
+            raise KeyboardInterrupt
+
+    started = threading.Event()
+
+    def slow(it: RetryQueueItem) -> None:
+        started.set()
+        time.sleep(1.5)  # past a third of the lease: a renewal is due
+
+    worker = Worker(
+        module_dsn,
+        {"e": slow},
+        parts=WorkerParts(queue=lambda pool, schema: Broken(pool, schema=schema)),
+        **{**FAST, "lock_timeout": 3},
+    )
+    with pytest.raises(AssertionError, match="KeyboardInterrupt"):
+        run_until_idle(worker, timeout=15)
+    assert started.is_set()
 
 
 def test_a_release_of_an_older_lease_does_not_release_the_newer_one(
