@@ -733,6 +733,29 @@ class Flusher:
         in_doubt = {o.item.id for o in doubtful}
         return again + [o for o in outcomes if o.item.id not in in_doubt]
 
+    def renew_unknown(self) -> int | None:
+        """While acquires are in doubt: renew the leases the queue says this
+        worker holds and the ledger does not know (those a lost acquire
+        granted), without holding them: the take-up does that, and may come
+        late. Returns how many were renewed; None when no acquire is in doubt
+        (nothing asked). A lease whose acquire is still running on the
+        server is not seen yet: a later call renews it."""
+        with self._doubt_lock:
+            if self._lost_acquires <= self._settled_acquires:
+                return None
+        known, until = self._ledger.known_leases()
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                self._statements.renew_unknown,
+                {
+                    "worker_id": self._worker_id,
+                    "known": known,
+                    "known_until": until,
+                    "lock_seconds": whole_seconds(self._lease.total_seconds(), "lock_timeout"),
+                },
+            ).fetchall()
+        return len(rows)
+
     def _adopt(self, conn: psycopg.Connection[Any], lost: int) -> None:
         """Acquires lost their reply: the items the queue says this worker
         holds and it does not know of are taken up, as if just leased. The

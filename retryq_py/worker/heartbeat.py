@@ -8,6 +8,10 @@ lease into the lease, and its statement gets a deadline of an eighth of a
 lease (see `Heartbeat.run`): a renewal lost to a broken or silent connection
 is tried again, twice if need be, before the lease runs out. A
 configuration error (see retryq_py.errors.server_error_kind) stops the worker.
+While an acquire's reply is in doubt (lost, not yet taken up by a lane), it
+also renews, under the same deadline, the leases the queue says the worker
+holds and it does not know: the take-up may come late (its own statements
+cut), and those leases must not run out under a live worker meanwhile.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ class Heartbeat:
         handler_timeout: float | None,
         done: threading.Event,
         fail: Callable[[BaseException], None] | None = None,
+        renew_unknown: Callable[[], int | None] | None = None,
     ) -> None:
         self._ledger = ledger
         self._extend_locks = extend_locks
@@ -47,6 +52,7 @@ class Heartbeat:
         self._handler_timeout = handler_timeout
         self._done = done
         self._fail = fail
+        self._renew_unknown = renew_unknown
         self._failed = False
         self._thread = threading.Thread(target=self.run, name="retryq-heartbeat", daemon=True)
 
@@ -58,12 +64,21 @@ class Heartbeat:
 
     def run(self) -> None:
         period = max(self._lock_timeout / 6, 0.05)
-        wait = period
+        # a tick short enough to renew soon the leases a lost acquire granted
+        # (noticed by a lane at any time), and to try a failed round again
+        tick = min(period, 0.2)
+        next_beat = time.monotonic() + period
+        next_unknown = 0.0
         try:
-            while not self._done.wait(wait):
+            while not self._done.wait(tick):
+                now = time.monotonic()
+                if self._renew_unknown is not None and now >= next_unknown:
+                    next_unknown = now + self._renew_unknown_round(tick, period)
+                if now < next_beat:
+                    continue
                 self._failed = False
                 try:
-                    self.beat(time.monotonic())
+                    self.beat(now)
                 except Exception as exc:
                     # not the database's (a bug, a part of the caller's):
                     # contained, and tried again as after a lost connection.
@@ -79,7 +94,7 @@ class Heartbeat:
                     )
                 # a failed round (a connection lost) is tried again soon, not a
                 # sixth of a lease later: two misses in a row could cost a lease
-                wait = min(period, 0.2) if self._failed else period
+                next_beat = time.monotonic() + (tick if self._failed else period)
         except BaseException as exc:
             # the thread ends (an interrupt, not an error of a round): a
             # worker leasing on without renewals would count on leases that
@@ -92,6 +107,42 @@ class Heartbeat:
             )
             if self._fail:
                 self._fail(exc)
+
+    def _renew_unknown_round(self, tick: float, period: float) -> float:
+        """Renews the leases lost acquires granted (see
+        Flusher.renew_unknown); returns the seconds until the next look: a
+        tick when no acquire is in doubt or the renewal failed, a period
+        after a renewal."""
+        assert self._renew_unknown is not None
+        try:
+            renewed = self._renew_unknown()
+        except DATABASE as exc:
+            if database_error(exc, own_arguments=True) == "configuration" and self._fail:
+                self._fail(exc)
+                return period
+            log.warning(
+                "worker %s: renewing the leases of an acquire in doubt failed (%s)",
+                self._worker_id,
+                explain(exc),
+            )
+            return tick
+        except Exception as exc:
+            log.error(
+                "worker %s: renewing the leases of an acquire in doubt failed (%s)",
+                self._worker_id,
+                explain(exc),
+                exc_info=True,
+            )
+            return tick
+        if renewed is None:
+            return tick
+        if renewed:
+            log.warning(
+                "worker %s: renewed %d leases an acquire in doubt granted, until they are taken up",
+                self._worker_id,
+                renewed,
+            )
+        return period
 
     def beat(self, now: float) -> set[int]:
         """One round: returns the held items whose lease turned out lost."""

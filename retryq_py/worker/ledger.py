@@ -396,6 +396,11 @@ class Ledger:
             self._settled_since = set()
             return list(self._held), [item.locked_until for item, _ in self._held.values()]
 
+    def known_leases(self) -> tuple[list[int], list[datetime]]:
+        """held_leases without the watch: for a renewal, which settles nothing."""
+        with self._lock:
+            return list(self._held), [item.locked_until for item, _ in self._held.values()]
+
     @property
     def held(self) -> int:
         with self._lock:

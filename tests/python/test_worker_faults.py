@@ -9,6 +9,7 @@ of the suite.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -672,6 +673,60 @@ class LoseReplyLate(LoseReply):
             conn.close()
             raise psycopg.OperationalError("server closed the connection unexpectedly")
         return written
+
+
+class LanesLockedOut(ConnectionPool[Any]):
+    """A pool that lends to the heartbeat only while `out` is set: the
+    lanes, which take lost acquires up, cannot reach the database (their
+    statements cut again and again, a pool slow to reconnect)."""
+
+    out = threading.Event()
+
+    @contextlib.contextmanager
+    def connection(self, timeout: float | None = None) -> Iterator[Conn]:
+        if self.out.is_set() and threading.current_thread().name != "retryq-heartbeat":
+            raise psycopg.OperationalError("server closed the connection unexpectedly")
+        with super().connection(timeout) as conn:
+            yield conn
+
+
+def test_leases_of_a_lost_acquire_are_renewed_until_taken_up(
+    Worker: WorkerType, module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    """An acquire's reply is lost, and the lanes that would take its leases
+    up cannot reach the database for longer than a lease (in the crash test:
+    the take-up's own statements cut, noticed only at the statement
+    deadline). Nothing renewed the leases the worker did not know of: they
+    ran out under the live worker and another took them over (an attempt
+    lost). The heartbeat renews them until they are taken up."""
+    item_id = q.add("e", {"i": 0}, max_retries=3).id
+    parts, made = losing(lambda outcomes, want: want > 0)
+    ran: list[int] = []
+    LanesLockedOut.out.clear()
+    with LanesLockedOut(
+        module_dsn, kwargs={"autocommit": True}, min_size=1, max_size=6, open=True
+    ) as pool:
+
+        def locked_out(it: RetryQueueItem) -> None:
+            ran.append(it.id)
+
+        worker = Worker(pool, {"e": locked_out}, parts=parts, **{**FAST, "lock_timeout": 2})
+        thread = worker.start(exit_when_drained=True)
+        try:
+            wait_until(lambda: bool(made and made[0].lost), timeout=10, what="the lost reply")
+            LanesLockedOut.out.set()
+            time.sleep(2 * 2 + 1)  # two leases and more: long enough to run out twice
+            taken = q.acquire("other", 1, 60)
+            assert taken == [], "the lease ran out under the live worker"
+        finally:
+            LanesLockedOut.out.clear()
+            thread.join(15)
+            if thread.is_alive():
+                worker.stop(force=True)
+                thread.join(10)
+    assert ran == [item_id]
+    row = item(db, item_id)
+    assert row["status"] == "completed" and row["error_history"] == [], row
 
 
 def test_leases_taken_up_after_a_late_noticed_lost_reply_are_renewed_at_once(
