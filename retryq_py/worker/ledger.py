@@ -332,9 +332,12 @@ class Ledger:
             self._returned.extend(items)
 
     def busy(self) -> tuple[bool, bool]:
-        """(a handler is running, something waits to be written or released)."""
+        """(a handler is running, something waits to be written or released:
+        an outcome, an item handed back, or one held and not yet taken by a
+        handler, such as those a take-up at the stop found leased)."""
         with self._lock:
-            return bool(self._running), bool(self._outcomes or self._returned)
+            waiting = bool(self._outcomes or self._returned) or not self._handoff.empty()
+            return bool(self._running), waiting
 
     def take_late(self) -> list[RetryQueueItem]:
         """Items still running after the grace period; their results, should

@@ -1409,6 +1409,40 @@ def test_a_heartbeat_that_stops_stops_the_worker(
     assert started.is_set()
 
 
+def test_leases_a_lost_acquire_granted_are_released_at_the_stop(
+    module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    """An acquire's reply is lost just before the stop: the stop's flush
+    takes its leases up, but the stop ended at once (nothing running,
+    nothing handed back yet), leaving them to expire under a worker that
+    had gone. They are released, due at once for another worker."""
+    item_id = q.add("e", {"i": 0}).id
+    wake = Wake(1)
+    stop = Stop(wake)
+    book = Ledger(batch_size=5, capacity=10, stopping=stop.stopping, lease=10)
+    with ConnectionPool(
+        module_dsn, kwargs={"autocommit": True}, min_size=1, max_size=2, open=True
+    ) as pool:
+        flusher = flusher_of(pool, book, ["lost"])
+        with pytest.raises(psycopg.OperationalError):
+            flusher.flush(force=True, acquire=1)
+        assert book.held == 0  # leased by the queue, unknown to the ledger
+        stop.request()
+        Shutdown(
+            worker_id="w",
+            grace_period=5,
+            max_backoff=0.1,
+            ledger=book,
+            flusher=flusher,
+            release=q.release,
+            stop=stop,
+            wake=wake,
+            emit=lambda events: None,
+        ).run()
+    assert book.held == 0 and book.counts.released == 1
+    assert item(db, item_id)["status"] == "pending", "left leased to a stopped worker"
+
+
 def test_a_release_of_an_older_lease_does_not_release_the_newer_one(
     module_dsn: str, db: Conn, q: RetryQueue
 ) -> None:
