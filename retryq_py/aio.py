@@ -275,7 +275,9 @@ class AsyncRetryQueue(QueueBase):
                     nullcontext() if conn.autocommit else conn.transaction(),
                     conn.cursor(row_factory=class_row(Enqueued)) as keyed_cur,
                 ):
-                    await keyed_cur.execute(self._q.enqueue_many, {"items": keyed, "now": clock})
+                    # the caller's now, not the clock read above: a clock
+                    # passed is a moved one, which only the owner may pass
+                    await keyed_cur.execute(self._q.enqueue_many, {"items": keyed, "now": now})
                     return await keyed_cur.fetchall()
             async with (
                 nullcontext() if conn.autocommit else conn.transaction(),

@@ -276,7 +276,9 @@ class RetryQueue(QueueBase):
                     nullcontext() if conn.autocommit else conn.transaction(),
                     conn.cursor(row_factory=class_row(Enqueued)) as keyed_cur,
                 ):
-                    keyed_cur.execute(self._q.enqueue_many, {"items": keyed, "now": clock})
+                    # the caller's now, not the clock read above: a clock
+                    # passed is a moved one, which only the owner may pass
+                    keyed_cur.execute(self._q.enqueue_many, {"items": keyed, "now": now})
                     return keyed_cur.fetchall()
             with (
                 nullcontext() if conn.autocommit else conn.transaction(),

@@ -28,11 +28,15 @@ from starlette.templating import Jinja2Templates
 from retryq_py import admin
 from retryq_py._sql.timestamps import infinite_text
 from retryq_py.web import data
-from retryq_py.web.auth import AuthMiddleware
+from retryq_py.web.auth import AuthMiddleware, LoopbackHostMiddleware
 from retryq_py.web.config import WebConfig
 
 HERE = Path(__file__).parent
 STATUSES = admin.STATUSES
+# The most items a confirmed action names: the id arrays the SQL functions
+# take (their default bound, see README "Sizes are bounded"). A filter that
+# matches more is for the CLI, which acts by the filter itself.
+AT_ONCE = 100_000
 
 
 def _when(value: datetime | str | None) -> str:
@@ -262,12 +266,15 @@ class Dashboard:
         form = await request.form()
         filt = self._cancel_filter(form)
         rows = await run_in_threadpool(data.cancellable, self.t, filt)
+        too_many = len(rows) > AT_ONCE
         return self.render(
             request,
             "cancel_confirm.html",
             {
                 "count": len(rows),
-                "ids": sorted(r.id for r in rows),
+                "too_many": too_many,
+                "at_once": AT_ONCE,
+                "ids": [] if too_many else sorted(r.id for r in rows),
                 "rows": rows[:20],
                 "q": _item_filter_query(form),
                 "page": "items",
@@ -352,7 +359,9 @@ class Dashboard:
             {
                 "action": action,
                 "count": len(ids),
-                "ids": ids,
+                "too_many": len(ids) > AT_ONCE,
+                "at_once": AT_ONCE,
+                "ids": [] if len(ids) > AT_ONCE else ids,
                 "rows": rows,
                 "q": _dead_filter_query(form),
                 "page": "dead_letters",
@@ -544,9 +553,13 @@ class Dashboard:
         return self.render(request, "error.html", {"error": text, "page": ""}, status)
 
 
-def create_app(config: WebConfig) -> Starlette:
+def create_app(config: WebConfig, *, loopback_only: bool = False) -> Starlette:
     """The dashboard as an ASGI app; mount it anywhere:
-    `Mount("/retryq", app=create_app(config))`."""
+    `Mount("/retryq", app=create_app(config))`.
+
+    `loopback_only`: answer only requests addressed to localhost or a loopback
+    address (421 otherwise): what `retryq web` sets when it serves without
+    authentication, against DNS rebinding."""
     d = Dashboard(config)
     routes = [
         Route("/", d.overview, name="overview"),
@@ -575,6 +588,9 @@ def create_app(config: WebConfig) -> Starlette:
     }
     return Starlette(
         routes=routes,
-        middleware=[Middleware(AuthMiddleware, config=config)],
+        middleware=[
+            *([Middleware(LoopbackHostMiddleware)] if loopback_only else []),
+            Middleware(AuthMiddleware, config=config),
+        ],
         exception_handlers=handlers,
     )
