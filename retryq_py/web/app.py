@@ -37,6 +37,9 @@ STATUSES = admin.STATUSES
 # take (their default bound, see README "Sizes are bounded"). A filter that
 # matches more is for the CLI, which acts by the filter itself.
 AT_ONCE = 100_000
+# The most of a payload the item page shows (characters of its indented JSON):
+# a 16 MiB payload made a page of 45 MB; the rest is one link away.
+SHOWN_MAX = 256 * 1024
 
 
 def _when(value: datetime | str | None) -> str:
@@ -321,7 +324,24 @@ class Dashboard:
         return self.render(
             request,
             "item.html",
-            {"item": item, "errors": admin.error_entries(item), "page": "items"},
+            {
+                "item": item,
+                "errors": admin.error_entries(item),
+                "page": "items",
+                "payload": _pretty(item.event_data),
+                "shown_max": SHOWN_MAX,
+            },
+        )
+
+    def item_payload(self, request: Request) -> Response:
+        """The item's event_data as JSON, whole (the item page shows the first
+        SHOWN_MAX characters of a large one)."""
+        item = admin.item_show(self.t, int(request.path_params["item_id"]))
+        body = json.dumps(item.event_data, ensure_ascii=False, default=str)
+        return Response(
+            body,
+            media_type="application/json",
+            headers={"Content-Disposition": f'attachment; filename="item-{item.id}.json"'},
         )
 
     def dead_letters(self, request: Request) -> Response:
@@ -567,6 +587,7 @@ def create_app(config: WebConfig, *, loopback_only: bool = False) -> Starlette:
         Route("/items/cancel/confirm", d.items_cancel_confirm, methods=["POST"]),
         Route("/items/cancel/apply", d.items_cancel_apply, methods=["POST"]),
         Route("/items/{item_id:int}", d.item, name="item"),
+        Route("/items/{item_id:int}/payload.json", d.item_payload, name="item_payload"),
         Route("/items/{item_id:int}/requeue", d.requeue_one, methods=["POST"]),
         Route("/items/{item_id:int}/cancel", d.cancel_one, methods=["POST"]),
         Route("/dead-letters", d.dead_letters, name="dead_letters"),

@@ -76,6 +76,9 @@ FLOOR_MESSAGE = 1000
 MAX_CODE = 200
 # the code of a failure written instead of a snooze the worker could not make
 SNOOZE_REFUSED = "retryq.snooze_refused"
+# the code of a dead letter whose handler returned work not done (a coroutine
+# not awaited, say) instead of doing it: a bug of the handler, see handlers.py
+UNFINISHED_RESULT = "retryq.unfinished_result"
 
 
 def clean(text: object, limit: int) -> str:

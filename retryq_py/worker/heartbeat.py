@@ -12,6 +12,11 @@ While an acquire's reply is in doubt (lost, not yet taken up by a lane), it
 also renews, under the same deadline, the leases the queue says the worker
 holds and it does not know: the take-up may come late (its own statements
 cut), and those leases must not run out under a live worker meanwhile.
+
+While every handler slot holds a handler past handler_timeout, the items
+waiting behind them could not start for as long: they are released (no
+attempt spent) for another worker to run, and the lanes lease no more
+until a handler ends (Ledger.take_stranded, Ledger.room).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
+from retryq_py._sql import RetryQueueItem
 from retryq_py.errors import explain
 from retryq_py.worker.events import DATABASE, database_error
 from retryq_py.worker.ledger import Ledger
@@ -30,6 +36,8 @@ log = logging.getLogger("retryq.worker")
 
 # (item ids, worker id, lease seconds, each id's lease grant time) -> ids kept
 ExtendLocks = Callable[[Iterable[int], str, float, Iterable[datetime | None]], set[int]]
+# gives leases back (release_retry_items), then forgets and counts them: Shutdown.release
+Release = Callable[[list[RetryQueueItem]], None]
 
 
 class Heartbeat:
@@ -44,8 +52,10 @@ class Heartbeat:
         done: threading.Event,
         fail: Callable[[BaseException], None] | None = None,
         renew_unknown: Callable[[], int | None] | None = None,
+        release: Release | None = None,
     ) -> None:
         self._ledger = ledger
+        self._release = release
         self._extend_locks = extend_locks
         self._worker_id = worker_id
         self._lock_timeout = lock_timeout
@@ -146,6 +156,8 @@ class Heartbeat:
 
     def beat(self, now: float) -> set[int]:
         """One round: returns the held items whose lease turned out lost."""
+        if self._release is not None:
+            self.release_stranded(now)
         due = self._ledger.due_for_extension(now, self._lock_timeout / 3, self._handler_timeout)
         if not due:
             return set()
@@ -177,3 +189,36 @@ class Heartbeat:
                 sorted(lost),
             )
         return lost
+
+    def release_stranded(self, now: float) -> None:
+        """Release the items waiting behind handlers that all ran past
+        handler_timeout (see Ledger.take_stranded); put back if that fails
+        (their leases are not renewed meanwhile: they run out)."""
+        assert self._release is not None
+        stranded = self._ledger.take_stranded(now)
+        if not stranded:
+            return
+        try:
+            self._release(stranded)
+        except DATABASE as exc:
+            self._ledger.put_back(stranded)
+            self._failed = True
+            if database_error(exc, own_arguments=True) == "configuration" and self._fail:
+                self._fail(exc)
+                return
+            log.warning(
+                "worker %s: could not release %d items waiting behind stuck handlers (%s)",
+                self._worker_id,
+                len(stranded),
+                explain(exc),
+            )
+            return
+        log.warning(
+            "worker %s: every handler has run past handler_timeout (%gs): released %d items"
+            " waiting behind them for another worker (no attempt spent): %s; leasing none"
+            " until a handler ends",
+            self._worker_id,
+            self._handler_timeout,
+            len(stranded),
+            sorted(i.id for i in stranded),
+        )

@@ -71,10 +71,14 @@ class RetryWorker:
     `database`: a conninfo string or URL (the worker opens and closes its
     own pool) or an open psycopg_pool ConnectionPool (yours to close).
     `handlers`: a mapping {event_type: callable(item)} or a HandlerRegistry,
-    read when the worker is made. A handler that returns completes the item;
-    one that raises fails it: with backoff when `is_retryable(exc)`
-    (RetryableError, an unclassified exception, a transient SQLSTATE), as a
-    dead letter otherwise (PermanentError, a constraint or syntax error).
+    read when the worker is made (TypeError for an async def or generator
+    function). A handler that returns completes the item (but a returned
+    exception is taken as raised, and a returned coroutine, awaitable, Future
+    or generator makes the item a dead letter with code
+    retryq.unfinished_result: its work was not done); one that raises fails
+    it: with backoff when `is_retryable(exc)` (RetryableError, an
+    unclassified exception, a transient SQLSTATE), as a dead letter
+    otherwise (PermanentError, a constraint or syntax error).
     RetryableError(..., delay=seconds or a Retry-After value) sets when the
     retry is due (capped at the item's max_retry_delay, no jitter). A
     handler that raises Snooze(delay) puts the item back for `delay` seconds
@@ -165,6 +169,8 @@ class RetryWorker:
             capacity=self.settings.capacity,
             stopping=self._stop.stopping,
             lease=self.settings.lock_timeout,
+            slots=self.settings.worker_count,
+            handler_timeout=self.settings.handler_timeout,
         )
         self._ran = threading.Lock()  # taken by the first run(), never released
 
@@ -320,6 +326,7 @@ class RetryWorker:
                     done=stop.done,
                     fail=stop.fail,
                     renew_unknown=_shortly(pool, flusher.renew_unknown, s.lock_timeout),
+                    release=shutdown.release,
                 ),
                 Maintenance(
                     queue,

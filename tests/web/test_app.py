@@ -406,6 +406,26 @@ def test_a_filter_matching_more_than_one_action_takes_asks_for_a_narrower_one(
     assert status_of(seeded.dsn, seeded.ids["due"]) == "pending"
 
 
+def test_a_large_payload_is_shown_in_part_and_offered_whole(seeded: Seeded) -> None:
+    """Red team: a 15 MB payload made a 45 MB item page. The page shows the
+    first SHOWN_MAX characters and links the whole payload as JSON."""
+    from retryq_py.web.app import SHOWN_MAX
+
+    data = {"blob": "x" * (2 * SHOWN_MAX), "tail": "<end>"}
+    with psycopg.connect(seeded.dsn, autocommit=True) as conn:
+        big, _ = RetryQueue(conn).add("big.payload", data)
+    c = client(seeded.dsn)
+    page = c.get(f"/items/{big}")
+    assert page.status_code == 200
+    assert len(page.text) < SHOWN_MAX + 20_000
+    assert 'id="payload-cut"' in page.text and "&lt;end&gt;" not in page.text
+    whole = c.get(f"/items/{big}/payload.json")
+    assert whole.headers["content-type"].startswith("application/json")
+    assert whole.json() == data
+    small = c.get(f"/items/{seeded.ids['due']}").text
+    assert 'id="payload-cut"' not in small and 'id="payload"' in small
+
+
 def test_cancel_by_filter_needs_a_filter_that_can_match(seeded: Seeded) -> None:
     c = client(seeded.dsn)
     for form, says in (
