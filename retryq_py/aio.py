@@ -523,9 +523,20 @@ class AsyncRetryQueue(QueueBase):
         }
         return set(await self._all(self._q.extend_locks, params, scalar_row))
 
-    async def release(self, item_ids: Iterable[int], worker_id: str) -> int:
-        """Give leased items back untouched (no retry spent), due at once."""
-        params = {"item_ids": list(item_ids), "worker_id": worker_id}
+    async def release(
+        self,
+        item_ids: Iterable[int],
+        worker_id: str,
+        leased_at: Iterable[datetime] | None = None,
+    ) -> int:
+        """Give leased items back untouched (no retry spent), due at once;
+        returns how many were. `leased_at`: one grant time per id, in the
+        same order: only those leases are given back (see complete)."""
+        params = {
+            "item_ids": list(item_ids),
+            "worker_id": worker_id,
+            "leased_at": None if leased_at is None else list(leased_at),
+        }
         return int(await self._one(self._q.release, params))
 
     # -- operating ------------------------------------------------------------

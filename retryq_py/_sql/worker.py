@@ -100,6 +100,38 @@ WHERE NOT EXISTS (
 )
 """
 
+# While acquires are in doubt (their replies lost, not yet taken up): the
+# leases the queue says this worker holds that it does not know (known as in
+# HELD), renewed in one round trip by the heartbeat, each fenced to its own
+# grant time and in id order (the one lock order, see Heartbeat.beat). The
+# take-up that holds them may come late (its own statements cut, a pool
+# slow to reconnect): renewed meanwhile, they do not run out under this live
+# worker. extend_retry_lock is volatile, so the filter is not pushed into
+# the ordered subquery.
+RENEW_UNKNOWN: LiteralString = """
+SELECT held.id
+FROM (
+    SELECT
+        id, last_attempted_at,
+        last_attempted_at + pg_catalog.make_interval(secs => %(lock_seconds)s::bigint)
+            AS locked_until
+    FROM {schema}daz_retry_queue
+    WHERE status = 'processing' AND locked_by = %(worker_id)s
+    ORDER BY id
+) AS held
+WHERE NOT EXISTS (
+    SELECT
+    FROM unnest(%(known)s::bigint[], %(known_until)s::timestamptz[]) AS k (id, locked_until)
+    WHERE k.id = held.id AND k.locked_until = held.locked_until
+)
+AND {schema}extend_retry_lock(
+    p_item_id => held.id,
+    p_worker_id => %(worker_id)s,
+    p_lock_timeout_seconds => %(lock_seconds)s::bigint,
+    p_leased_at => held.last_attempted_at
+)
+"""
+
 # ... but only once the connections whose replies were lost are done: the
 # server runs a statement (COMMIT included) to its end after the client is
 # gone, and a COMMIT already in its socket buffer still arrives while it is
@@ -142,6 +174,7 @@ class FlushStatements:
         self.completed_at = compose(COMPLETED_AT, schema)
         self.in_doubt = compose(IN_DOUBT, schema)
         self.held = compose(HELD, schema)
+        self.renew_unknown = compose(RENEW_UNKNOWN, schema)
         self.extend_locks = compose(EXTEND_LOCKS, schema)
         self.old_backend_busy = compose(OLD_BACKEND_BUSY, schema)
 

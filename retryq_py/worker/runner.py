@@ -326,6 +326,7 @@ class RetryWorker:
                     handler_timeout=s.handler_timeout,
                     done=stop.done,
                     fail=stop.fail,
+                    renew_unknown=_shortly(pool, flusher.renew_unknown, s.lock_timeout),
                     release=shutdown.release,
                 ),
                 Maintenance(
@@ -497,6 +498,21 @@ def idle_changed_message(worker: str) -> str:
         " nothing (the CLI's --exit-when-idle); pre-release builds of retryq"
         " waited for every retry. Pass exit_when_drained=True to wait for them."
     )
+
+
+def _shortly(
+    pool: ConnectionPool[Any], renew: Callable[[], int | None], lease: float
+) -> Callable[[], int | None]:
+    """`renew` under the heartbeat's deadline (see _renewing)."""
+    if not isinstance(pool, WatchedPool):
+        return renew
+    watchdog = pool.watchdog
+
+    def shortly() -> int | None:
+        with watchdog.shorter(max(lease / 8, 0.5)):
+            return renew()
+
+    return shortly
 
 
 def _renewing(pool: ConnectionPool[Any], extend_locks: ExtendLocks, lease: float) -> ExtendLocks:

@@ -406,7 +406,7 @@ def test_extend_lock_and_release(q: RetryQueue) -> None:
 
 def test_each_acknowledgement_is_fenced_to_the_lease_it_names(q: RetryQueue) -> None:
     """An item's leased_at (its grant time) names its lease: an older
-    lease's complete, fail, snooze or renewal does not touch a newer lease
+    lease's complete, fail, snooze, renewal or release does not touch a newer lease
     of the same item held by the same worker (see tests/sql/test_lease_fence.py)."""
     a, b = (x.id for x in q.add_many([{"event_type": "e", "data": 1}] * 2, now=T0))
     first = {i.id: i for i in q.acquire(W, 2, 10, now=T0)}
@@ -421,12 +421,14 @@ def test_each_acknowledgement_is_fenced_to_the_lease_it_names(q: RetryQueue) -> 
     assert q.snooze(a, W, 60, leased_at=old) is False
     assert q.extend_lock(a, W, 60, leased_at=old) is False
     assert q.extend_locks([a, b], W, 60, [old, again[b].leased_at]) == {b}
+    assert q.release([a, b], W, [old, first[b].leased_at]) == 0
     row = q.get(a)
     assert row is not None and (row.status, row.locked_until) == (
         "processing",
         T0 + timedelta(seconds=11),
     )
-    assert q.complete_many([a, b], W, leased_at=[again[a].leased_at, again[b].leased_at]) == 2
+    assert q.release([b], W, [again[b].leased_at]) == 1  # its own lease, given back
+    assert q.complete_many([a], W, leased_at=[again[a].leased_at]) == 1
 
 
 # -- operating --------------------------------------------------------------------
