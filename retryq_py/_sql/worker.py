@@ -57,10 +57,20 @@ BURIED = "dead_letter"  # SNOOZE's answer for a snooze past the bound
 # and whether its lease was taken over (a lease_expired entry naming it);
 # its metadata counts the snoozes (a snooze spends no attempt, so an item
 # snoozed and leased again by the same flush has the same retry_count); its
-# last_attempted_at is the grant time of its lease, if it has one.
+# last_attempted_at is the grant time of its lease, if it has one. Of the
+# metadata only a count retryq could have written (snooze_count's rule) is
+# read: a producer's value there may be one Python cannot decode.
 IN_DOUBT: LiteralString = """
 SELECT
-    q.id, q.status, q.locked_by, q.error_history, q.retry_count, q.event_metadata,
+    q.id, q.status, q.locked_by, q.error_history, q.retry_count,
+    CASE
+        WHEN pg_catalog.jsonb_typeof(q.event_metadata -> 'retryq_snoozes') = 'number'
+            AND (q.event_metadata ->> 'retryq_snoozes')::numeric BETWEEN 0 AND 10000
+            THEN pg_catalog.jsonb_build_object(
+                'retryq_snoozes', q.event_metadata -> 'retryq_snoozes'
+            )
+        ELSE '{{}}'::jsonb
+    END AS event_metadata,
     q.last_attempted_at
 FROM {schema}daz_retry_queue AS q
 WHERE q.id = ANY(%(item_ids)s::bigint[])
