@@ -148,19 +148,19 @@ class AsyncRetryQueue(QueueBase):
     @staticmethod
     async def _decoded(
         cur: psycopg.AsyncCursor[T], make: Callable[..., T]
-    ) -> list[tuple[T, str | None]]:
-        """The rows with None; when a value cannot be decoded (a number or
-        a nesting beyond Python's json), each field on its own: a row that
-        fails holds the server's text there, with why (_sql.decode, the
-        worker's rule too)."""
+    ) -> tuple[list[T], list[tuple[T, str]]]:
+        """The rows that decode, and those that do not with why: when a
+        value cannot be decoded (a number or a nesting beyond Python's
+        json), each field on its own, a failing one holding the server's
+        text (_sql.decode, the worker's rule too)."""
         try:
-            return [(row, None) for row in await cur.fetchall()]
+            return await cur.fetchall(), []
         except (psycopg.OperationalError, psycopg.InterfaceError):
             raise
         except Exception:  # a loader's error (ValueError, RecursionError, ...)
             if cur.pgresult is None:
                 raise
-        return list(row_fields(cur, make))
+        return split_undecodable(row_fields(cur, make))
 
     async def _one(self, query: sql.Composed, params: Mapping[str, Any]) -> Any:
         params = _sql.integer_params(params)
@@ -418,7 +418,7 @@ class AsyncRetryQueue(QueueBase):
             conn,
             cur,
         ):
-            leased, bad = split_undecodable(await self._decoded(cur, RetryQueueItem))
+            leased, bad = await self._decoded(cur, RetryQueueItem)
             # One item Python cannot decode must not cost the batch its
             # leases: it is failed for good, as the worker fails it.
             for item, why in bad:
@@ -671,8 +671,10 @@ class AsyncRetryQueue(QueueBase):
             _,
             cur,
         ):
-            rows = await self._decoded(cur, QueueEntry)
-        return rows[0][0] if rows else None
+            good, bad = await self._decoded(cur, QueueEntry)
+        # a row with a field it cannot decode, that field as the server's text
+        rows = good + [row for row, _ in bad]
+        return rows[0] if rows else None
 
     async def due(
         self,

@@ -147,19 +147,21 @@ class RetryQueue(QueueBase):
             return cur.fetchall()
 
     @staticmethod
-    def _decoded(cur: psycopg.Cursor[T], make: Callable[..., T]) -> list[tuple[T, str | None]]:
-        """The rows with None; when a value cannot be decoded (a number or
-        a nesting beyond Python's json), each field on its own: a row that
-        fails holds the server's text there, with why (_sql.decode, the
-        worker's rule too)."""
+    def _decoded(
+        cur: psycopg.Cursor[T], make: Callable[..., T]
+    ) -> tuple[list[T], list[tuple[T, str]]]:
+        """The rows that decode, and those that do not with why: when a
+        value cannot be decoded (a number or a nesting beyond Python's
+        json), each field on its own, a failing one holding the server's
+        text (_sql.decode, the worker's rule too)."""
         try:
-            return [(row, None) for row in cur.fetchall()]
+            return cur.fetchall(), []
         except (psycopg.OperationalError, psycopg.InterfaceError):
             raise
         except Exception:  # a loader's error (ValueError, RecursionError, ...)
             if cur.pgresult is None:
                 raise
-        return list(row_fields(cur, make))
+        return split_undecodable(row_fields(cur, make))
 
     def _one(self, query: sql.Composed, params: Mapping[str, Any]) -> Any:
         params = _sql.integer_params(params)
@@ -415,7 +417,7 @@ class RetryQueue(QueueBase):
             conn,
             cur,
         ):
-            leased, bad = split_undecodable(self._decoded(cur, RetryQueueItem))
+            leased, bad = self._decoded(cur, RetryQueueItem)
             # One item Python cannot decode must not cost the batch its
             # leases: it is failed for good, as the worker fails it.
             for item, why in bad:
@@ -668,8 +670,10 @@ class RetryQueue(QueueBase):
             _,
             cur,
         ):
-            rows = self._decoded(cur, QueueEntry)
-        return rows[0][0] if rows else None
+            good, bad = self._decoded(cur, QueueEntry)
+        # a row with a field it cannot decode, that field as the server's text
+        rows = good + [row for row, _ in bad]
+        return rows[0] if rows else None
 
     def due(
         self,
