@@ -3,7 +3,6 @@ prints with; nothing here talks to the database."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -177,6 +176,8 @@ def dead_letters_table(rows: list[DeadLetter], title: str = "dead letters") -> T
 
 def item_grid(item: QueueEntry) -> Table:
     """One item's fields, a label and a value per line."""
+    from retryq_py._sql.decode import json_text  # psycopg: loaded by the command only
+
     info = Table.grid(padding=(0, 2))
     info.add_column(style="bold")
     info.add_column()
@@ -200,8 +201,9 @@ def item_grid(item: QueueEntry) -> Table:
         ("dead since", when(item.dead_lettered_at)),
         ("archived", when(item.archived_at)),
         ("last error", f"[{item.last_error_code or ''}] {item.error_message or ''}".strip()),
-        ("data", json.dumps(item.event_data, sort_keys=True)),
-        ("metadata", json.dumps(item.event_metadata, sort_keys=True)),
+        # a value Python could not decode (RawJson): the server's text
+        ("data", json_text(item.event_data, sort_keys=True)),
+        ("metadata", json_text(item.event_metadata, sort_keys=True)),
     ):
         _row(info, label, value)
     return info

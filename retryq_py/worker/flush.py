@@ -22,13 +22,13 @@ from psycopg_pool import ConnectionPool
 from retryq_py import _session as session
 from retryq_py import metrics
 from retryq_py._sql import RetryQueueItem, snooze_count, whole_seconds
+from retryq_py._sql.decode import UNDECODABLE, row_fields
 from retryq_py._sql.timestamps import load_infinite_timestamps
 from retryq_py._sql.worker import (
     BURIED,
     FlushStatements,
     FlushText,
     JsonbFromText,
-    item_fields,
     item_rows,
 )
 from retryq_py.errors import explain, server_error_kind
@@ -83,7 +83,6 @@ class Writer(Protocol):
 
 
 UNSTORABLE = "retryq.unstorable_outcome"
-UNDECODABLE = "retryq.undecodable_item"
 SNOOZE_LIMIT = "snooze_limit"  # snooze_retry_item's code past max_snoozes
 
 
@@ -378,7 +377,7 @@ def decode_leased(
         )
     leased: list[RetryQueueItem] = []
     rejected: list[Outcome] = []
-    for _, item, why in item_fields(cur):
+    for item, why in row_fields(cur, RetryQueueItem):
         if why is None:
             leased.append(item)
             continue
