@@ -3,14 +3,15 @@ prints with; nothing here talks to the database."""
 
 from __future__ import annotations
 
-import json
 import os
+import re
 import sys
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from retryq_py import admin
 
@@ -23,14 +24,47 @@ if TYPE_CHECKING:
     from retryq_py.admin.migrations import MigrationRow
     from retryq_py.worker import WorkerCounts
 
+# What a terminal would act on instead of showing: C0 and C1 controls (ESC
+# starts an escape sequence that can retitle the window, clear the screen or
+# move the cursor), DEL, the line and paragraph separators, and the bidi
+# controls that reorder what follows (U+202E shows "exe.txt" as "txt.exe").
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+_SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(c: str) -> str:
+    if c in _SHORT:
+        return _SHORT[c]
+    return f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+
+
+def visible(text: str, keep: str = "") -> str:
+    """text with every character a terminal would act on written as its
+    escape (\\x1b, \\n, \\u202e), but those in `keep` (a tab in a log line,
+    the newline of a console's own lines), so a value from the queue (an event
+    type, an error text a handler raised) shows as it is and stays on its line."""
+    return _UNSAFE.sub(lambda m: m.group() if m.group() in keep else _escape(m.group()), text)
+
+
+class _Console(Console):
+    """A Console that shows text as it is: no markup (an event type "[/]"
+    was read as a closing tag and failed the command), no :emoji: codes, and
+    every control but the newline escaped in whatever it prints (the tables
+    escape newlines in their cells as well, see visible)."""
+
+    def render_str(self, text: str, **options: Any) -> Text:
+        return super().render_str(visible(text, keep="\n"), **options)
+
 
 # Output wraps only on a terminal. Piped, a line of text stays one line
 # (soft_wrap) and a table gets wide rows instead of rich's 80-column default,
 # so what grep or a log collector reads is what was printed.
 def _console(stream: TextIO, **options: Any) -> Console:
     terminal = stream.isatty()
-    return Console(
+    return _Console(
         highlight=False,
+        markup=False,
+        emoji=False,
         soft_wrap=not terminal,
         width=None if terminal or os.environ.get("COLUMNS") else 160,
         **options,
@@ -49,14 +83,20 @@ def when(value: datetime | str | None) -> str:
 def short(text: str | None, width: int = 60) -> str:
     if not text:
         return ""
-    one = " ".join(text.split())
+    one = visible(" ".join(text.split()))
     return one if len(one) <= width else one[: width - 1] + "…"
+
+
+def _row(table: Table, *cells: str) -> None:
+    """A table row whose cells are shown as they are (see visible): a value
+    from the queue stays in its cell, on its row."""
+    table.add_row(*(visible(c) for c in cells))
 
 
 def migrations_table(rows: list[MigrationRow]) -> Table:
     table = Table("migration", "applied")
     for row in rows:
-        table.add_row(row.id, "yes" if row.applied else "no")
+        _row(table, row.id, "yes" if row.applied else "no")
     return table
 
 
@@ -82,7 +122,8 @@ def stats_table(s: Stats, title: str = "daz_retry_queue_stats") -> Table:
         title=title,
     )
     for r in s.rows:
-        table.add_row(
+        _row(
+            table,
             r.status,
             r.event_type,
             r.plugin_name or "",
@@ -113,8 +154,11 @@ def dead_letters_table(rows: list[DeadLetter], title: str = "dead letters") -> T
         "dead since",
         title=title,
     )
+    archived = any(r.archived_at is not None for r in rows)
+    if archived:
+        table.add_column("archived")
     for r in rows:
-        table.add_row(
+        cells = [
             str(r.id),
             r.event_type,
             r.plugin_name or "",
@@ -123,12 +167,17 @@ def dead_letters_table(rows: list[DeadLetter], title: str = "dead letters") -> T
             r.last_error_code or "",
             short(r.error_message),
             when(r.dead_lettered_at),
-        )
+        ]
+        if archived:
+            cells.append(when(r.archived_at))
+        _row(table, *cells)
     return table
 
 
 def item_grid(item: QueueEntry) -> Table:
     """One item's fields, a label and a value per line."""
+    from retryq_py._sql.decode import json_text  # psycopg: loaded by the command only
+
     info = Table.grid(padding=(0, 2))
     info.add_column(style="bold")
     info.add_column()
@@ -136,7 +185,8 @@ def item_grid(item: QueueEntry) -> Table:
         ("id", str(item.id)),
         ("event_id", str(item.event_id)),
         ("event_type", item.event_type),
-        ("status", item.status),
+        # cleanup moved it out of the queue: requeue no longer finds it
+        ("status", item.status if item.archived_at is None else f"{item.status} (archived)"),
         ("channel", item.channel_name or ""),
         ("plugin", item.plugin_name or ""),
         ("retries", f"{item.retry_count}/{item.max_retries}"),
@@ -149,11 +199,13 @@ def item_grid(item: QueueEntry) -> Table:
         # a cancelled item's completed_at is when it was cancelled
         ("cancelled" if item.status == "cancelled" else "completed", when(item.completed_at)),
         ("dead since", when(item.dead_lettered_at)),
+        ("archived", when(item.archived_at)),
         ("last error", f"[{item.last_error_code or ''}] {item.error_message or ''}".strip()),
-        ("data", json.dumps(item.event_data, sort_keys=True)),
-        ("metadata", json.dumps(item.event_metadata, sort_keys=True)),
+        # a value Python could not decode (RawJson): the server's text
+        ("data", json_text(item.event_data, sort_keys=True)),
+        ("metadata", json_text(item.event_metadata, sort_keys=True)),
     ):
-        info.add_row(label, value)
+        _row(info, label, value)
     return info
 
 
@@ -162,7 +214,8 @@ def error_history_table(item: QueueEntry) -> Table:
         "attempt", "failed at", "worker", "code", "retryable", "error", title="error history"
     )
     for e in admin.error_entries(item):
-        table.add_row(
+        _row(
+            table,
             "" if e.attempt is None else str(e.attempt),
             when(e.failed_at),
             e.worker_id or "",
@@ -178,7 +231,8 @@ def rate_limits_table(rows: list[RateLimit]) -> Table:
     for col in ("event_type", "plugin", "limit", "in_period", "free", "next_token_at"):
         table.add_column(col)
     for r in rows:
-        table.add_row(
+        _row(
+            table,
             r.event_type,
             r.plugin_name or "",
             f"{r.max_leases}/{r.period_seconds:g}s",
@@ -205,7 +259,8 @@ def circuits_table(rows: list[Circuit]) -> Table:
     ):
         table.add_column(col)
     for c in rows:
-        table.add_row(
+        _row(
+            table,
             c.event_type,
             c.plugin_name or "",
             c.state + (" (forced)" if c.forced else ""),
@@ -225,7 +280,8 @@ def pauses_table(rows: list[Pause]) -> Table:
     for col in ("event_type", "plugin", "paused_at", "paused_by", "held", "reason"):
         table.add_column(col)
     for z in rows:
-        table.add_row(
+        _row(
+            table,
             "(every)" if z.event_type is None else z.event_type,
             "(every)" if z.plugin_name is None else z.plugin_name or "(none)",
             when(z.paused_at),

@@ -451,6 +451,27 @@ def test_a_producer_cannot_move_the_clock_of_its_rows(
     )
 
 
+def test_the_created_at_refusal_says_the_rule(producer: Conn, conn: Conn) -> None:
+    """clock_timestamp() is after the statement's time: refused, and the
+    message says the window (it said the server's time was the only value,
+    while a value 10 s back is accepted)."""
+    err = refused(
+        producer,
+        lambda: producer.execute(
+            "INSERT INTO daz_retry_queue (event_type, event_data, created_at)"
+            " VALUES ('t', '1', clock_timestamp())"
+        ),
+        "22023",
+        "created_at",
+        check=conn,
+    )
+    assert "within the minute before the statement's time, not after it" in str(err)
+    producer.execute(
+        "INSERT INTO daz_retry_queue (event_type, event_data, created_at)"
+        " VALUES ('t', '1', statement_timestamp() - interval '10 s')"
+    )
+
+
 def test_a_producer_may_delay_within_the_enqueue_bound(producer: Conn, conn: Conn) -> None:
     producer.execute(
         "INSERT INTO daz_retry_queue (event_type, event_data, next_retry_at)"
@@ -560,6 +581,7 @@ IDS = "(SELECT array_agg(g::bigint) FROM generate_series(1, 100001) AS g)"
         f"SELECT complete_retry_items({IDS}, 'w')",
         f"SELECT release_retry_items({IDS}, 'w')",
         f"SELECT requeue_dead_letter_items({IDS})",
+        f"SELECT count(*) FROM requeue_dead_letter_items_report({IDS})",
         f"SELECT purge_dead_letter_items({IDS})",
         f"SELECT * FROM list_dead_letter_items({IDS})",
         f"SELECT cancel_retry_items({IDS})",
@@ -906,6 +928,9 @@ ARRAY_CALLS: dict[tuple[str, str], str] = {
     ("complete_retry_items", "p_item_ids"): "SELECT complete_retry_items(%s::bigint[], 'w')",
     ("release_retry_items", "p_item_ids"): "SELECT release_retry_items(%s::bigint[], 'w')",
     ("requeue_dead_letter_items", "p_item_ids"): "SELECT requeue_dead_letter_items(%s::bigint[])",
+    ("requeue_dead_letter_items_report", "p_item_ids"): (
+        "SELECT count(*) FROM requeue_dead_letter_items_report(%s::bigint[])"
+    ),
     ("purge_dead_letter_items", "p_item_ids"): "SELECT purge_dead_letter_items(%s::bigint[])",
     ("list_dead_letter_items", "p_item_ids"): "SELECT * FROM list_dead_letter_items(%s::bigint[])",
     ("cancel_retry_items", "p_item_ids"): "SELECT cancel_retry_items(%s::bigint[])",

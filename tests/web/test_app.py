@@ -8,6 +8,7 @@ import base64
 import re
 import subprocess
 import sys
+from datetime import timezone
 from pathlib import Path
 
 import psycopg
@@ -161,6 +162,72 @@ def test_requeue_by_filter_and_one(seeded: Seeded) -> None:
     r = c.post(f"/items/{seeded.ids['dead_mail']}/requeue")
     assert "requeued 1" in r.text and 'id="item-status">pending' in r.text
     assert status_of(seeded.dsn, seeded.ids["dead_mail"]) == "pending"
+
+
+def test_an_archived_dead_letter_has_its_page_and_listing(seeded: Seeded) -> None:
+    """After cleanup archives the dead letters, /items/ID still shows one,
+    marked archived with the time and without a requeue button, and the dead
+    letters screen lists them with archived=1."""
+    dead = seeded.ids["dead_http"]
+    with psycopg.connect(seeded.dsn, autocommit=True) as conn:
+        conn.execute("SELECT cleanup_retry_queue(0)")
+        (archived_at,) = conn.execute(
+            "SELECT archived_at FROM daz_retry_queue_archive WHERE id = %s", (dead,)
+        ).fetchone()
+    c = client(seeded.dsn)
+    r = c.get(f"/items/{dead}")
+    assert r.status_code == 200
+    assert 'id="item-status">dead_letter' in r.text and 'id="item-archived"' in r.text
+    shown = f"{archived_at.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S}"
+    assert text_of(r.text, "archived-at") == shown
+    assert 'id="requeue-item"' not in r.text
+    assert "webhook.post failed: http_500" in r.text
+    assert 'id="item-archived"' not in c.get(f"/items/{seeded.ids['due']}").text
+    assert c.get("/items/99999").status_code == 404
+
+    def rows(html: str) -> list[int]:
+        return [int(i) for i in re.findall(r'<tr data-id="(\d+)"', html)]
+
+    assert rows(c.get("/dead-letters").text) == []
+    listed = c.get("/dead-letters", params={"archived": "1", "plugin": "http"}).text
+    assert rows(listed) == [dead]
+    assert 'id="archived-hint"' in listed and "requeue-matching" not in listed
+
+
+def test_a_requeue_left_undone_says_why(seeded: Seeded) -> None:
+    """Red team: a dead letter whose dedupe key a live item holds stays a dead
+    letter, and the item page said "not a dead letter"."""
+    with psycopg.connect(seeded.dsn, autocommit=True) as conn:
+        q = RetryQueue(conn)
+        dead = q.add("held.key", {"n": 1}, dedupe_key="k-held").id
+        conn.execute(
+            "UPDATE daz_retry_queue SET status = 'dead_letter', completed_at = now()"
+            " WHERE id = %s",
+            (dead,),
+        )
+        live = q.add("held.key", {"n": 2}, dedupe_key="k-held").id
+    r = client(seeded.dsn).post(f"/items/{dead}/requeue")
+    assert f"its dedupe key is held by live item {live}" in r.text
+    assert status_of(seeded.dsn, dead) == "dead_letter"
+
+
+def test_numbers_and_durations_beyond_range_are_a_400_naming_the_field(seeded: Seeded) -> None:
+    """Red team: these were 500s (an OverflowError, a 42883 naming a function
+    signature) or a 400 that did not name the field."""
+    c = client(seeded.dsn)
+    for url, field in (
+        ("/items?older_than=99999999999d", "older_than"),
+        ("/dead-letters?older_than=99999999999d", "older_than"),
+        ("/workers?window=99999999999d", "window"),
+        ("/dead-letters?ids=99999999999999999999", "ids"),
+        ("/items?before=99999999999999999999", "before"),
+    ):
+        r = c.get(url)
+        assert r.status_code == 400 and field in r.text, (url, r.status_code, r.text[:300])
+    r = c.post(
+        "/rate-limits/set", data={"event_type": "sms.send", "max_leases": "99999999999999999999"}
+    )
+    assert r.status_code == 400 and "max_leases" in r.text, r.text[:300]
 
 
 def test_cancel_one_item_from_its_page(seeded: Seeded) -> None:
