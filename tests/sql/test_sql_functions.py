@@ -1087,3 +1087,15 @@ def test_acquire_plans_once_and_never_jit_compiles(conn: Conn) -> None:
     nested = [m for m in msgs if "_retryq_active" in m]
     assert nested, "auto_explain saw none of acquire's statements"
     assert not [m for m in nested if "JIT:" in m]
+
+
+def test_the_insert_trigger_plans_once(conn: Conn) -> None:
+    """_retryq_inserted's id probes are key-range lookups at any range: a
+    custom plan per inserting statement only added planning to every INSERT
+    and COPY (2.4% of the guide's INSERT, scripts/bench_instructions.py)."""
+    row = conn.execute(
+        "SELECT proconfig FROM pg_proc WHERE proname = '_retryq_inserted'"
+        " AND pronamespace = current_schema()::regnamespace"
+    ).fetchone()
+    assert row is not None
+    assert {"jit=off", "plan_cache_mode=force_generic_plan"} <= set(row[0])
