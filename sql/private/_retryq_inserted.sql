@@ -172,7 +172,14 @@ BEGIN
             WHEN a.status IN ('pending', 'processing') THEN EXISTS (
                 SELECT 1 FROM _retryq_finished AS f WHERE f.id = a.id
             )
+            -- the other leaf of the finished partition: each leaf's own key
+            -- refuses a second row in it
             ELSE EXISTS (SELECT 1 FROM _retryq_active AS x WHERE x.id = a.id)
+                OR EXISTS (
+                    SELECT 1 FROM _retryq_finished AS f
+                    WHERE f.id = a.id
+                        AND (f.status = 'completed') <> (a.status = 'completed')
+                )
         END
         OR EXISTS (SELECT 1 FROM daz_retry_queue_archive AS r WHERE r.id = a.id)
         LIMIT 1;
