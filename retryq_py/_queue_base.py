@@ -9,13 +9,15 @@ here is written once and runs the same for both.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
+import psycopg
 from psycopg import errors as pgerr
 from psycopg.types.json import Jsonb
 
@@ -57,50 +59,58 @@ _MAX_DELAY = 31536000
 # The fields that go to text or jsonb columns: neither can hold U+0000.
 _TEXT_KEYS = ("event_type", "channel", "plugin", "correlation_id", "dedupe_key")
 _JSON_KEYS = ("data", "metadata")
+# The number fields that take a float (a keyed batch sends them as JSON).
+_FLOAT_KEYS = ("retry_delay", "backoff_multiplier", "delay", "max_retry_delay", "retry_jitter")
+
+
+def _json_path(value: Any, path: str, bad: Callable[[Any], bool], keys: bool) -> str | None:
+    """Where in a JSON value a leaf (or, with `keys`, a mapping's key) is
+    `bad`, as a path, or None."""
+    if isinstance(value, Mapping):
+        for key, inner in value.items():
+            if keys and bad(key):
+                return f"{path} (key {key!r})"
+            found = _json_path(inner, f"{path}[{key!r}]", bad, keys)
+            if found:
+                return found
+    elif isinstance(value, list | tuple):
+        for n, inner in enumerate(value):
+            found = _json_path(inner, f"{path}[{n}]", bad, keys)
+            if found:
+                return found
+    elif bad(value):
+        return path
+    return None
+
+
+def _has_nul(value: Any) -> bool:
+    return isinstance(value, str) and "\x00" in value
+
+
+def _not_finite(value: Any) -> bool:
+    """NaN or an infinity: Python's json writes them, jsonb refuses them."""
+    return isinstance(value, float) and not math.isfinite(value)
 
 
 def _nul_path(value: Any, path: str) -> str | None:
     """Where U+0000 sits in a JSON value (a key or a string), as a path, or None."""
-    if isinstance(value, str):
-        return path if "\x00" in value else None
-    if isinstance(value, Mapping):
-        for key, inner in value.items():
-            if isinstance(key, str) and "\x00" in key:
-                return f"{path} (key {key!r})"
-            found = _nul_path(inner, f"{path}[{key!r}]")
-            if found:
-                return found
-    elif isinstance(value, list | tuple):
-        for n, inner in enumerate(value):
-            found = _nul_path(inner, f"{path}[{n}]")
-            if found:
-                return found
-    return None
+    return _json_path(value, path, _has_nul, keys=True)
 
 
 def _not_json_path(value: Any, path: str) -> str | None:
-    """Where a float JSON cannot hold (NaN, Infinity: Python's json writes
-    them, jsonb refuses them) sits in a JSON value, as a path, or None."""
-    if isinstance(value, float):
-        return None if math.isfinite(value) else path
-    if isinstance(value, Mapping):
-        for key, inner in value.items():
-            found = _not_json_path(inner, f"{path}[{key!r}]")
-            if found:
-                return found
-    elif isinstance(value, list | tuple):
-        for n, inner in enumerate(value):
-            found = _not_json_path(inner, f"{path}[{n}]")
-            if found:
-                return found
-    return None
+    """Where a float JSON cannot hold (NaN, Infinity) sits in a JSON value,
+    as a path, or None."""
+    return _json_path(value, path, _not_finite, keys=False)
 
 
-def refuse_nul(items: Sequence[NewItem | Mapping[str, Any]], single: bool) -> None:
+def refuse_nul(
+    items: Sequence[NewItem | Mapping[str, Any]], single: bool, keyed: bool = False
+) -> None:
     """Raise, naming the item and field, if an item holds U+0000 (NUL).
 
     NaN and the infinities in a JSON field are refused the same way
-    (InvalidTextRepresentation, 22P02, naming the path).
+    (InvalidTextRepresentation, 22P02, naming the path), and, for a keyed
+    batch (`keyed`: sent as JSON), in a number field too.
 
     Called only after psycopg or the server refused a call with a DataError:
     NUL fails there unnamed ("text fields cannot contain NUL", or jsonb's
@@ -140,6 +150,13 @@ def refuse_nul(items: Sequence[NewItem | Mapping[str, Any]], single: bool) -> No
                 # 22P02, as jsonb refuses the token
                 raise pgerr.InvalidTextRepresentation(
                     f"retryq: {where}invalid {key}: {found} is NaN or an infinity, "
+                    "which JSON (and jsonb) cannot hold"
+                )
+        for key in _FLOAT_KEYS if keyed else ():
+            value = get(key)
+            if _not_finite(value):
+                raise pgerr.InvalidTextRepresentation(
+                    f"retryq: {where}invalid {key}: {value} is NaN or an infinity, "
                     "which JSON (and jsonb) cannot hold"
                 )
 
@@ -212,21 +229,21 @@ class QueueBase:
     def _keyed_batch(self, items: Sequence[NewItem | Mapping[str, Any]]) -> Jsonb | None:
         """_sql.ENQUEUE_MANY's items when an item has a dedupe key (the rule
         lives in enqueue_retry_items), else None (the COPY path). Items are
-        checked as _rows checks them: unknown or missing keys."""
+        checked as _rows checks them: unknown or missing keys. Each is
+        encoded here, so that a value JSON cannot store names its item."""
         if not any(_dedupe_key_of(i) is not None for i in items):
             return None
         batch = []
         for n, item in enumerate(items):
             with _at_item(n):
-                batch.append(self._keyed_item(item))
-        return jsonb_param(batch)
+                batch.append(_sql.dumps(self._keyed_item(item)))
+        return Jsonb(f"[{','.join(batch)}]", dumps=_as_is)
 
     def _keyed_item(self, item: NewItem | Mapping[str, Any]) -> dict[str, Any]:
         if not isinstance(item, NewItem):
             _check_item(item)
             if not item.keys() <= _KEYS:
-                unknown = next(k for k in item if k not in _KEYS)
-                raise TypeError(f"add_many: unknown item key {unknown!r}")
+                raise _unknown_key(item)
             given = {k: v for k, v in item.items() if v is not None}
             for required in ("event_type", "data"):
                 if required not in given:
@@ -300,8 +317,7 @@ class QueueBase:
                 if type(item) is not dict:
                     _check_item(item)
                 if not item.keys() <= _KEYS:
-                    unknown = next(k for k in item if k not in _KEYS)
-                    raise TypeError(f"add_many: unknown item key {unknown!r}")
+                    raise _unknown_key(item)
                 values = _of_mapping({**_ABSENT, **item})
                 if values[0] is None or values[1] is None:
                     for required in ("event_type", "data"):
@@ -430,6 +446,28 @@ def found_ids(ids: list[int], count: int) -> list[int]:
     return ids
 
 
+def at_item(exc: psycopg.Error, n: int) -> psycopg.Error:
+    """exc, its message naming add_many's item n; its diag (SQLSTATE,
+    column, constraint) is the server's, as it was."""
+    exc.args = (f"retryq: item {n}: {str(exc.args[0]).removeprefix('retryq: ')}", *exc.args[1:])
+    return exc
+
+
+def unnamed_refusal(exc: Exception) -> bool:
+    """Whether exc refuses a value (SQLSTATE class 22, 23 or 54) without
+    naming add_many's item ('retryq: item N: ', as enqueue_retry_items and
+    _named write it)."""
+    state = getattr(exc, "sqlstate", None) or ""
+    return state[:2] in ("22", "23", "54") and _NAMED_ITEM.match(str(exc)) is None
+
+
+_NAMED_ITEM = re.compile(r"(retryq|add_many): item \d+: ")
+
+
+def _as_is(encoded: str) -> str:
+    return encoded
+
+
 def _dedupe_key_of(item: Any) -> Any:
     if isinstance(item, NewItem):
         return item.dedupe_key
@@ -439,6 +477,11 @@ def _dedupe_key_of(item: Any) -> Any:
 def _check_item(item: Any) -> None:
     if not isinstance(item, Mapping):
         raise TypeError(f"expected a NewItem or a mapping of add()'s keywords, got {item!r}")
+
+
+def _unknown_key(item: Mapping[str, Any]) -> TypeError:
+    unknown = next(k for k in item if k not in _KEYS)
+    return TypeError(f"add_many: unknown item key {unknown!r}")
 
 
 def _not_tags(tags: Any) -> TypeError:
@@ -512,17 +555,15 @@ def _int4(value: Any, field: str) -> int:
     """An integer column's value. Binary COPY would send a bool as 0 or 1 and
     keep only the low 32 bits of a larger int: refuse both. A float with no
     fraction (5.0, as json.loads reads "5.0") is that integer, as
-    enqueue_retry_items takes the JSON number 5.0; a string is not a number."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{field}: expected an integer, got {value!r}")
-    if not _INT4_MIN <= value <= _INT4_MAX:
+    enqueue_retry_items takes the JSON number 5.0 (_sql.whole); a string is
+    not a number."""
+    number = _sql.integer(value, field)
+    if not _INT4_MIN <= number <= _INT4_MAX:
         raise pgerr.NumericValueOutOfRange(
-            f"retryq: invalid {field}: {value} is out of range"
+            f"retryq: invalid {field}: {number} is out of range"
             f" (must be {_INT4_RULES.get(field, 'an integer')})"
         )
-    return int(value)
+    return number
 
 
 def _typed(params: dict[str, Any]) -> dict[str, Any]:

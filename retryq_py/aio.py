@@ -31,10 +31,12 @@ from retryq_py import _sql
 from retryq_py._queue_base import (
     ADD_KEYS,
     QueueBase,
+    at_item,
     clock_and_mark,
     found_ids,
     new_ids,
     refuse_nul,
+    unnamed_refusal,
 )
 from retryq_py._sql import (
     JSON,
@@ -222,9 +224,10 @@ class AsyncRetryQueue(QueueBase):
         mark's successors, or looked up by event id when another session drew
         ids meanwhile). All or nothing: a bad item raises
         add()'s errors (from Python before its row is sent, or from the
-        table's constraints) and adds nothing; with autocommit both steps are
-        one transaction, and in the caller's transaction the COPY runs in a
-        savepoint (nothing is committed here).
+        table's constraints), its message naming the item ('add_many: item
+        N: ' or 'retryq: item N: ', N its 0-based index), and adds nothing;
+        with autocommit both steps are one transaction, and in the caller's
+        transaction the COPY runs in a savepoint (nothing is committed here).
 
         The sync RetryQueue.add_many side by side with the guide's INSERT, one
         transaction per item, at 1000 items per call on a 2-core machine
@@ -252,9 +255,49 @@ class AsyncRetryQueue(QueueBase):
         # bad item undoes this call only and leaves that transaction usable.
         try:
             return await self._add_many(batch, keyed, now)
-        except psycopg.DataError:
-            refuse_nul(batch, single=False)
+        except psycopg.Error as exc:
+            if isinstance(exc, psycopg.DataError):
+                refuse_nul(batch, single=False, keyed=keyed is not None)
+            if keyed is None and unnamed_refusal(exc):
+                raise await self._first_refused(batch, now, exc) from None
             raise
+
+    async def _first_refused(
+        self, batch: list[NewItem | Mapping[str, Any]], now: datetime | None, exc: psycopg.Error
+    ) -> psycopg.Error:
+        """The table's refusal of the first item that makes a prefix of the
+        batch fail, its message naming the item ('retryq: item N: '): a
+        refusal of the COPY says which rule but not which row. A prefix
+        fails, then so does every longer one; each probe copies a prefix in a
+        transaction (a savepoint in the caller's) rolled back whatever
+        happens. Only on the refusal path: about log2(len(batch)) probes."""
+        lo, hi, found = 0, len(batch) - 1, exc
+        while lo < hi:
+            mid = (lo + hi) // 2
+            try:
+                await self._copy_probe(batch[: mid + 1], now)
+            except psycopg.Error as refused:
+                if not unnamed_refusal(refused):
+                    raise
+                hi, found = mid, refused
+            else:
+                lo = mid + 1
+        return at_item(found, hi)
+
+    async def _copy_probe(
+        self, batch: list[NewItem | Mapping[str, Any]], now: datetime | None
+    ) -> None:
+        async with (
+            self.connection() as conn,
+            conn.transaction(force_rollback=True),
+            conn.cursor(row_factory=tuple_row) as cur,
+        ):
+            await cur.execute(self._q.new_ids, self._new_ids(0, now))
+            clock, _ = clock_and_mark(await cur.fetchone())
+            async with cur.copy(self._q.copy_in) as copy:
+                copy.set_types(_sql.copy_in_types(cur))
+                for row in self._rows(batch, clock, conn.info.encoding, []):
+                    await copy.write_row(row)
 
     async def _add_many(
         self,
@@ -275,7 +318,9 @@ class AsyncRetryQueue(QueueBase):
                     nullcontext() if conn.autocommit else conn.transaction(),
                     conn.cursor(row_factory=class_row(Enqueued)) as keyed_cur,
                 ):
-                    await keyed_cur.execute(self._q.enqueue_many, {"items": keyed, "now": clock})
+                    # the caller's now, not the clock read above: a clock
+                    # passed is a moved one, which only the owner may pass
+                    await keyed_cur.execute(self._q.enqueue_many, {"items": keyed, "now": now})
                     return await keyed_cur.fetchall()
             async with (
                 nullcontext() if conn.autocommit else conn.transaction(),

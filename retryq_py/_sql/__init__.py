@@ -32,11 +32,13 @@ from retryq_py._sql.params import (
     Seconds,
     cancel_filter,
     dead_letter_filter,
+    integer,
     integer_params,
     is_blank,
     name_list,
     refuse_nul_params,
     seconds,
+    whole,
     whole_seconds,
 )
 from retryq_py._sql.rows import (
@@ -118,6 +120,7 @@ __all__ = [
     "copy_in_types",
     "dead_letter_filter",
     "dumps",
+    "integer",
     "integer_params",
     "is_blank",
     "json_default",
@@ -129,5 +132,6 @@ __all__ = [
     "snooze_count",
     "text_array",
     "uuid_loader",
+    "whole",
     "whole_seconds",
 ]

@@ -139,13 +139,25 @@ _INTEGER_PARAMS = (
 )
 
 
-def _integer(value: Any, field: str) -> int:
-    """An integer, or a float with no fraction (5.0 is 5, as enqueue takes it)."""
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
+def whole(value: object) -> int | None:
+    """The whole-number rule of every integer a caller gives: an int (not a
+    bool, which binary COPY would send as 0 or 1), or a float with no
+    fraction (5.0 is 5, as enqueue_retry_items takes the JSON number 5.0);
+    that int, else None (a string is not a number). Callers raise their own
+    error for None."""
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{field}: expected an integer, got {value!r}")
+        return None
     return int(value)
+
+
+def integer(value: Any, field: str) -> int:
+    """whole(value), else TypeError naming the field."""
+    number = whole(value)
+    if number is None:
+        raise TypeError(f"{field}: expected an integer, got {value!r}")
+    return number
 
 
 def integer_params(params: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -161,10 +173,10 @@ def integer_params(params: Mapping[str, Any]) -> Mapping[str, Any]:
             if all(type(v) is int for v in value):
                 continue
             value = [
-                v if type(v) is int else _integer(v, f"{key}[{n}]") for n, v in enumerate(value)
+                v if type(v) is int else integer(v, f"{key}[{n}]") for n, v in enumerate(value)
             ]
         else:
-            value = _integer(value, key)
+            value = integer(value, key)
         fixed = fixed if fixed is not None else dict(params)
         fixed[key] = value
     return params if fixed is None else fixed

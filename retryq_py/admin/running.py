@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from prometheus_client import CollectorRegistry
 
 from retryq_py import config as _config
 from retryq_py._sql import ops as _q
@@ -300,7 +301,11 @@ def serve_metrics(
     is set; on_serving receives the port."""
     check(t)  # unreachable or not installed: say so now, not at the first scrape
     try:
-        server = start_metrics_server(port, addr, database=t.conninfo, schema=t.schema)
+        # a registry of its own: the default one holds the worker series,
+        # which in this process would only ever read zero
+        server = start_metrics_server(
+            port, addr, database=t.conninfo, schema=t.schema, registry=CollectorRegistry()
+        )
     except OSError as exc:
         raise listen_error(exc, addr, port, "--port") from exc
     try:

@@ -8,14 +8,14 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+# psycopg and the queue load with the first command that connects: the CLI
+# reads DATABASE_ENV, ExitCode and the errors for `--help` and `--version`.
+if TYPE_CHECKING:
+    import psycopg
 
-from retryq_py._sql import ops as _q
-from retryq_py._sql.timestamps import load_infinite_timestamps
-from retryq_py.queue import RetryQueue
+    from retryq_py.queue import RetryQueue
 
 DATABASE_ENV = "RETRYQ_DATABASE_URL"
 # libpq waits forever on a silent host unless told otherwise.
@@ -90,6 +90,8 @@ _REFUSED = ("22", "23514", "54000")
 
 
 def is_refused_value(exc: BaseException) -> bool:
+    import psycopg
+
     state = getattr(exc, "sqlstate", None) or ""
     return isinstance(exc, psycopg.Error) and state.startswith(_REFUSED)
 
@@ -108,6 +110,9 @@ class Target:
     def conninfo(self) -> str:
         """The DSN with a connect timeout and, for a schema, a search_path option,
         so every connection (pools and worker processes included) finds the queue."""
+        import psycopg
+        from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
         try:
             params: dict[str, Any] = conninfo_to_dict(self.dsn)
         except psycopg.ProgrammingError as exc:
@@ -121,6 +126,9 @@ class Target:
 
     def describe(self) -> str:
         """host:port/dbname, without the password, for messages."""
+        import psycopg
+        from psycopg.conninfo import conninfo_to_dict
+
         try:
             params = conninfo_to_dict(self.dsn)
         except psycopg.ProgrammingError:
@@ -154,6 +162,10 @@ def target(database: str | None, schema: str | None = None) -> Target:
 
 
 def open_connection(t: Target, *, autocommit: bool = True) -> psycopg.Connection[Any]:
+    import psycopg
+
+    from retryq_py._sql.timestamps import load_infinite_timestamps
+
     try:
         conn = psycopg.connect(t.conninfo, autocommit=autocommit)
     except psycopg.OperationalError as exc:
@@ -165,11 +177,15 @@ def open_connection(t: Target, *, autocommit: bool = True) -> psycopg.Connection
 
 def is_installed(conn: psycopg.Connection[Any]) -> bool:
     """True when the connection's search_path finds the retryq table and functions."""
+    from retryq_py._sql import ops as _q
+
     row = conn.execute(_q.IS_INSTALLED).fetchone()
     return bool(row and row[0])
 
 
 def schema_exists(conn: psycopg.Connection[Any], schema: str) -> bool:
+    from retryq_py._sql import ops as _q
+
     row = conn.execute(_q.SCHEMA_EXISTS, (schema,)).fetchone()
     return bool(row and row[0])
 
@@ -195,6 +211,8 @@ def connect(t: Target, *, autocommit: bool = True) -> Iterator[psycopg.Connectio
 
 def queue(conn: psycopg.Connection[Any], t: Target) -> RetryQueue:
     """The library's RetryQueue over this connection (autocommit: each call commits)."""
+    from retryq_py.queue import RetryQueue
+
     return RetryQueue(conn, schema=t.schema)
 
 

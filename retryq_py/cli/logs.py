@@ -13,9 +13,10 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from retryq_py.worker import WorkerEvent
+if TYPE_CHECKING:
+    from retryq_py.worker import WorkerEvent
 
 log = logging.getLogger("retryq.worker.items")
 

@@ -16,9 +16,7 @@ import sys
 from importlib import metadata
 from typing import Annotated, Any, NoReturn
 
-import psycopg
 import typer
-from psycopg import errors as pgerrors
 
 from retryq_py import admin
 from retryq_py.admin import ExitCode
@@ -132,7 +130,7 @@ def _usage_line(exc: Any) -> str:
     return f"{where}: {text}" if where else text
 
 
-def _lost(exc: psycopg.OperationalError) -> bool:
+def _lost(exc: Any) -> bool:
     """The server went away or never answered (no SQLSTATE, class 08, a
     shutdown or a server starting up): exit 3. A statement_timeout (57014)
     or another refusal with a SQLSTATE reached the server: exit 1."""
@@ -142,6 +140,10 @@ def _lost(exc: psycopg.OperationalError) -> bool:
 
 def _exit_for(exc: BaseException) -> tuple[str, int]:
     """The one line and exit code for an exception escaping a command."""
+    # psycopg is loaded by the commands that connect; `--help` never gets here
+    import psycopg
+    from psycopg import errors as pgerrors
+
     if isinstance(exc, admin.CommandError):
         return str(exc), exc.exit_code
     if _is_usage_error(exc):

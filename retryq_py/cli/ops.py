@@ -11,7 +11,6 @@ import typer
 from retryq_py import admin
 from retryq_py.cli.options import DatabaseOpt, KeyPluginOpt, PlainUsage, SchemaOpt
 from retryq_py.cli.render import circuits_table, err, out, rate_limits_table
-from retryq_py.worker.signals import relay_signals
 
 circuits_app = typer.Typer(
     help="Show and steer the circuit breakers (one per event_type and plugin).",
@@ -209,6 +208,8 @@ def metrics(
     ] = "0.0.0.0",
 ) -> None:
     """Serve the queue's Prometheus metrics at /metrics until SIGTERM/SIGINT."""
+    from retryq_py.worker.signals import relay_signals
+
     t = admin.target(database, schema)
     stop = threading.Event()
     with contextlib.ExitStack() as signals:

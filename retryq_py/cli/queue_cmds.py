@@ -6,7 +6,6 @@ import sys
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from retryq_py import admin
 from retryq_py.cli.options import (
@@ -214,6 +213,14 @@ def cleanup(
     ] = False,
 ) -> None:
     """Delete finished items past retention (dead letters and cancelled ones are archived)."""
+    from rich.progress import (  # only here: a tenth of `--help`'s imports
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
     t = admin.target(database, schema)
     due = admin.cleanup_due(t, retention_days)
     with Progress(

@@ -7,18 +7,21 @@ import json
 import os
 import sys
 from datetime import datetime
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from rich.console import Console
 from rich.table import Table
 
-from retryq_py._sql import QueueEntry
-from retryq_py._sql.ops import Circuit, DeadLetter, Pause, RateLimit
-from retryq_py.admin.dead_letters import error_entries
-from retryq_py.admin.inputs import moment_text
-from retryq_py.admin.items import Stats
-from retryq_py.admin.migrations import MigrationRow
-from retryq_py.worker import WorkerCounts
+from retryq_py import admin
+
+# the rows' types only: their modules load psycopg (and the worker's), which
+# a command loads when it reads them, and `--help` never does
+if TYPE_CHECKING:
+    from retryq_py._sql import QueueEntry
+    from retryq_py._sql.ops import Circuit, DeadLetter, Pause, RateLimit
+    from retryq_py.admin.items import Stats
+    from retryq_py.admin.migrations import MigrationRow
+    from retryq_py.worker import WorkerCounts
 
 
 # Output wraps only on a terminal. Piped, a line of text stays one line
@@ -40,7 +43,7 @@ err = _console(sys.stderr, stderr=True)
 
 def when(value: datetime | str | None) -> str:
     """Local time to the second; a string that is not ISO 8601 is shown as is."""
-    return moment_text(value)
+    return admin.moment_text(value)
 
 
 def short(text: str | None, width: int = 60) -> str:
@@ -158,7 +161,7 @@ def error_history_table(item: QueueEntry) -> Table:
     table = Table(
         "attempt", "failed at", "worker", "code", "retryable", "error", title="error history"
     )
-    for e in error_entries(item):
+    for e in admin.error_entries(item):
         table.add_row(
             "" if e.attempt is None else str(e.attempt),
             when(e.failed_at),

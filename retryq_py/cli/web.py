@@ -73,6 +73,10 @@ def web(
         + ("" if config.has_auth else " without authentication")
     )
     server = uvicorn.Server(
-        uvicorn.Config(create_app(config), log_level="warning", access_log=False)
+        uvicorn.Config(
+            create_app(config, loopback_only=not config.has_auth),
+            log_level="warning",
+            access_log=False,
+        )
     )
     server.run(sockets=[sock])

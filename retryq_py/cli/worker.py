@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from retryq_py import admin, tracing
+from retryq_py import admin
 from retryq_py.cli import logs
 from retryq_py.cli.options import DatabaseOpt, SchemaOpt
 from retryq_py.cli.render import err, out, worker_counts_line
@@ -116,6 +116,8 @@ def worker(
     t = admin.target(database or cfg.database_url, schema)
     # each attempt in a span when OpenTelemetry is installed (opentelemetry-instrument
     # configures its SDK); the handlers unchanged otherwise
+    from retryq_py import tracing  # loads the worker: only to run one
+
     registry = tracing.traced(admin.load_handlers(handlers))
     interval = None
     if poll_interval is not None:

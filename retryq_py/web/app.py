@@ -28,11 +28,18 @@ from starlette.templating import Jinja2Templates
 from retryq_py import admin
 from retryq_py._sql.timestamps import infinite_text
 from retryq_py.web import data
-from retryq_py.web.auth import AuthMiddleware
+from retryq_py.web.auth import AuthMiddleware, LoopbackHostMiddleware
 from retryq_py.web.config import WebConfig
 
 HERE = Path(__file__).parent
 STATUSES = admin.STATUSES
+# The most items a confirmed action names: the id arrays the SQL functions
+# take (their default bound, see README "Sizes are bounded"). A filter that
+# matches more is for the CLI, which acts by the filter itself.
+AT_ONCE = 100_000
+# The most of a payload the item page shows (characters of its indented JSON):
+# a 16 MiB payload made a page of 45 MB; the rest is one link away.
+SHOWN_MAX = 256 * 1024
 
 
 def _when(value: datetime | str | None) -> str:
@@ -262,12 +269,15 @@ class Dashboard:
         form = await request.form()
         filt = self._cancel_filter(form)
         rows = await run_in_threadpool(data.cancellable, self.t, filt)
+        too_many = len(rows) > AT_ONCE
         return self.render(
             request,
             "cancel_confirm.html",
             {
                 "count": len(rows),
-                "ids": sorted(r.id for r in rows),
+                "too_many": too_many,
+                "at_once": AT_ONCE,
+                "ids": [] if too_many else sorted(r.id for r in rows),
                 "rows": rows[:20],
                 "q": _item_filter_query(form),
                 "page": "items",
@@ -314,7 +324,24 @@ class Dashboard:
         return self.render(
             request,
             "item.html",
-            {"item": item, "errors": admin.error_entries(item), "page": "items"},
+            {
+                "item": item,
+                "errors": admin.error_entries(item),
+                "page": "items",
+                "payload": _pretty(item.event_data),
+                "shown_max": SHOWN_MAX,
+            },
+        )
+
+    def item_payload(self, request: Request) -> Response:
+        """The item's event_data as JSON, whole (the item page shows the first
+        SHOWN_MAX characters of a large one)."""
+        item = admin.item_show(self.t, int(request.path_params["item_id"]))
+        body = json.dumps(item.event_data, ensure_ascii=False, default=str)
+        return Response(
+            body,
+            media_type="application/json",
+            headers={"Content-Disposition": f'attachment; filename="item-{item.id}.json"'},
         )
 
     def dead_letters(self, request: Request) -> Response:
@@ -352,7 +379,9 @@ class Dashboard:
             {
                 "action": action,
                 "count": len(ids),
-                "ids": ids,
+                "too_many": len(ids) > AT_ONCE,
+                "at_once": AT_ONCE,
+                "ids": [] if len(ids) > AT_ONCE else ids,
                 "rows": rows,
                 "q": _dead_filter_query(form),
                 "page": "dead_letters",
@@ -544,9 +573,13 @@ class Dashboard:
         return self.render(request, "error.html", {"error": text, "page": ""}, status)
 
 
-def create_app(config: WebConfig) -> Starlette:
+def create_app(config: WebConfig, *, loopback_only: bool = False) -> Starlette:
     """The dashboard as an ASGI app; mount it anywhere:
-    `Mount("/retryq", app=create_app(config))`."""
+    `Mount("/retryq", app=create_app(config))`.
+
+    `loopback_only`: answer only requests addressed to localhost or a loopback
+    address (421 otherwise): what `retryq web` sets when it serves without
+    authentication, against DNS rebinding."""
     d = Dashboard(config)
     routes = [
         Route("/", d.overview, name="overview"),
@@ -554,6 +587,7 @@ def create_app(config: WebConfig) -> Starlette:
         Route("/items/cancel/confirm", d.items_cancel_confirm, methods=["POST"]),
         Route("/items/cancel/apply", d.items_cancel_apply, methods=["POST"]),
         Route("/items/{item_id:int}", d.item, name="item"),
+        Route("/items/{item_id:int}/payload.json", d.item_payload, name="item_payload"),
         Route("/items/{item_id:int}/requeue", d.requeue_one, methods=["POST"]),
         Route("/items/{item_id:int}/cancel", d.cancel_one, methods=["POST"]),
         Route("/dead-letters", d.dead_letters, name="dead_letters"),
@@ -575,6 +609,9 @@ def create_app(config: WebConfig) -> Starlette:
     }
     return Starlette(
         routes=routes,
-        middleware=[Middleware(AuthMiddleware, config=config)],
+        middleware=[
+            *([Middleware(LoopbackHostMiddleware)] if loopback_only else []),
+            Middleware(AuthMiddleware, config=config),
+        ],
         exception_handlers=handlers,
     )

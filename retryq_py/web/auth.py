@@ -11,7 +11,7 @@ from starlette.datastructures import Headers
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from retryq_py.web.config import WebConfig
+from retryq_py.web.config import WebConfig, is_loopback
 
 COOKIE = "retryq_token"
 _UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
@@ -61,7 +61,10 @@ class AuthMiddleware:
             query = dict(parse_qsl(scope.get("query_string", b"").decode()))
             if _same(query.get("token", ""), cfg.token):
                 rest = urlencode({k: v for k, v in query.items() if k != "token"})
-                redirect = RedirectResponse(scope["path"] + (f"?{rest}" if rest else ""), 303)
+                # one leading slash: "//host/x" or "/\\host/x" would send the
+                # browser, and its token-bearing address, to another site
+                path = "/" + scope["path"].lstrip("/\\")
+                redirect = RedirectResponse(path + (f"?{rest}" if rest else ""), 303)
                 redirect.set_cookie(
                     COOKIE,
                     cfg.token,
@@ -102,3 +105,43 @@ def _same_origin(headers: Headers) -> bool:
         return origin is None
     host = headers.get("host", "")
     return origin.split("://", 1)[-1] == host
+
+
+class LoopbackHostMiddleware:
+    """Refuses (421) a request whose Host header names anything but this
+    machine: localhost, a name under .localhost, or a loopback address.
+
+    For a dashboard on 127.0.0.1 without authentication, which trusts whoever
+    reaches the port. A page of another site reaches that port too by DNS
+    rebinding (its own name made to resolve to 127.0.0.1), and its requests,
+    reads and actions alike, then carry that site's name as Host. The same
+    defence as the allowed-hosts lists of local development servers."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not _local_host(Headers(scope=scope).get("host", "")):
+            response = PlainTextResponse(
+                "refused: this dashboard answers only to localhost or a loopback address"
+                " (start it with --token or --basic-auth to serve other names)",
+                421,
+            )
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
+def _local_host(host: str) -> bool:
+    """Whether a Host header ('name', 'name:port', '[v6]:port') names this machine."""
+    if host.startswith("["):
+        name, _, port = host.partition("]")
+        name, port = name + "]", port.removeprefix(":")
+    elif host.count(":") == 1:
+        name, _, port = host.partition(":")
+    else:
+        name, port = host, ""
+    if port and not port.isdigit():
+        return False
+    name = name.lower().rstrip(".")
+    return bool(name) and (name.endswith(".localhost") or is_loopback(name))

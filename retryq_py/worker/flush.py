@@ -14,13 +14,14 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 import psycopg
 from psycopg_pool import ConnectionPool
 
 from retryq_py import metrics
 from retryq_py._sql import RetryQueueItem, snooze_count, whole_seconds
+from retryq_py._sql.timestamps import load_infinite_timestamps
 from retryq_py._sql.worker import (
     BURIED,
     FlushStatements,
@@ -88,8 +89,8 @@ class FlushWriter:
     psycopg cannot send), nothing was written, and each outcome is written
     on its own (`_write_each`); the one at fault is retried cut to the bounds
     every setting allows, then failed for good as retryq.unstorable_outcome.
-    Leased rows that cannot be decoded (a number json cannot read, an
-    infinite timestamp) are decoded row by row, and those that still fail
+    Leased rows that cannot be decoded (a number json cannot read, a JSON
+    value deeper than Python recurses) are decoded row by row, and those that still fail
     come back as `rejected` outcomes (retryq.undecodable_item).
     """
 
@@ -143,8 +144,7 @@ class FlushWriter:
     def _write(
         self, conn: psycopg.Connection[Any], text: FlushText, outcomes: list[Outcome], want: int
     ) -> Written:
-        cur = psycopg.ClientCursor(conn)  # binds the values into the text, quoted
-        cur.adapters.register_loader("jsonb", JsonbFromText)
+        cur = _leasing(psycopg.ClientCursor(conn))  # binds the values into the text, quoted
         parts = [self._fail(cur, text, o) for o in outcomes if not o.ok]
         ok = [o.item for o in outcomes if o.ok]
         ok_ids = [i.id for i in ok]
@@ -177,8 +177,7 @@ class FlushWriter:
         """The slow path: each failure in a transaction of its own, then the
         successes, then the lease. An outcome is changed in place to what was
         written for it."""
-        cur = psycopg.ClientCursor(conn)
-        cur.adapters.register_loader("jsonb", JsonbFromText)
+        cur = _leasing(psycopg.ClientCursor(conn))
         failed_written: list[bool] = []
         buried = set()
         for o in outcomes:
@@ -317,6 +316,19 @@ class FlushWriter:
             {"item_ids": ids, "leased_at": [i.leased_at for i in ok], "at": at},
         ).fetchall()
         return set(ids) - {r[0] for r in done}
+
+
+C = TypeVar("C", bound=psycopg.Cursor[Any])
+
+
+def _leasing(cur: C) -> C:
+    """cur, reading leased rows: jsonb from its text (JsonbFromText), and
+    'infinity' and '-infinity' as RetryQueue.acquire reads them (the
+    furthest moments Python has), so that such an item runs, not fails as
+    undecodable. On the cursor: a caller's pool keeps psycopg's loaders."""
+    cur.adapters.register_loader("jsonb", JsonbFromText)
+    load_infinite_timestamps(cur)
+    return cur
 
 
 def decode_leased(
@@ -708,8 +720,7 @@ class Flusher:
             self._settled_acquires = max(self._settled_acquires, lost)
 
     def _take_up(self, conn: psycopg.Connection[Any]) -> None:
-        cur = conn.cursor()
-        cur.adapters.register_loader("jsonb", JsonbFromText)
+        cur = _leasing(conn.cursor())
         # a held item may have a newer lease (its outcome written, leased
         # again by a lost acquire): known leases are (id, granted locked_until)
         known, until = self._ledger.held_leases()

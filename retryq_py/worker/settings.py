@@ -33,14 +33,14 @@ def _check_name(field: str, name: str, hint: str = "") -> None:
 
 
 def _whole(field: str, value: object, low: int, high: int) -> int:
-    """An integer setting within the SQL's bounds (a whole float is taken)."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
+    """An integer setting within the SQL's bounds (_sql.whole: a whole float
+    is taken)."""
+    number = _sql.whole(value)
+    if number is None:
         raise ValueError(f"{field} must be an integer, got {value!r}")
-    if not low <= value <= high:
-        raise ValueError(f"{field} must be between {low} and {high}, got {value}")
-    return value
+    if not low <= number <= high:
+        raise ValueError(f"{field} must be between {low} and {high}, got {number}")
+    return number
 
 
 def _duration(field: str, value: object, *, zero: bool = False) -> float:

@@ -896,6 +896,8 @@ def test_serve_metrics_until_stopped(dsn: str, conn: Any) -> None:
 
     cmd.serve_metrics(cmd.target(dsn), 0, "127.0.0.1", stop, on_serving=serving)
     assert 'daz_retry_queue_size{status="pending"} 1.0' in scraped[0]
+    # the queue's exporter is no worker: no worker series, all zero (red team)
+    assert "retryq_worker_" not in scraped[0]
     with pytest.raises(OSError):  # closed once stopped
         urllib.request.urlopen(f"http://127.0.0.1:{ports[0]}/metrics", timeout=2)
     with pytest.raises(cmd.DatabaseUnreachable):

@@ -6,6 +6,7 @@ priority="5" was stored by add and refused by the other two."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -144,3 +145,41 @@ def test_an_operator_integer_refuses_what_is_no_whole_number(
         with pytest.raises(TypeError, match=f"{named}: expected an integer"):
             call(db, value)
     call(db, 2.0)
+
+
+# The whole-number rule, once (_sql.whole): the SQL parameters' TypeError,
+# the add_many columns' TypeError and the worker settings' ValueError take
+# and refuse the same values, each with its own message.
+@pytest.mark.parametrize(
+    ("value", "taken"),
+    [
+        (5, 5),
+        (5.0, 5),
+        (-0.0, 0),
+        (2.0**40, 2**40),
+        (True, None),
+        (5.5, None),
+        (float("nan"), None),
+        (float("inf"), None),
+        ("5", None),
+        (None, None),
+    ],
+)
+def test_the_whole_number_rule_is_one(value: Any, taken: int | None) -> None:
+    from retryq_py import _sql
+    from retryq_py._queue_base import _int4
+    from retryq_py.worker.settings import _whole
+
+    assert _sql.whole(value) == taken
+    if taken is None:
+        with pytest.raises(
+            TypeError, match=f"^{re.escape(f'n: expected an integer, got {value!r}')}$"
+        ):
+            _sql.integer(value, "n")
+        with pytest.raises(TypeError, match=r"^priority: expected an integer"):
+            _int4(value, "priority")
+        with pytest.raises(ValueError, match=r"^batch_size must be an integer, got"):
+            _whole("batch_size", value, 1, 1000)
+    else:
+        assert _sql.integer(value, "n") == taken and type(_sql.integer(value, "n")) is int
+        assert _whole("n", value, -(2**41), 2**41) == taken

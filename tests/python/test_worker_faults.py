@@ -13,6 +13,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -22,6 +23,7 @@ from psycopg.conninfo import make_conninfo
 from psycopg_pool import ConnectionPool
 
 from retryq_py import RetryableError, RetryQueue, RetryQueueItem, Snooze, WorkerCounts
+from retryq_py._sql.timestamps import INFINITY, NEG_INFINITY
 from retryq_py.worker import Settings, WorkerParts
 from retryq_py.worker.events import Outcome
 from retryq_py.worker.flush import Flusher, FlushWriter, Writer, Written
@@ -208,12 +210,10 @@ def test_an_outcome_the_server_refuses_fails_alone_with_a_clear_code(
     ("columns", "field"),
     [
         ({}, "event_data"),
-        ({"next_retry_at": "'-infinity'"}, "next_retry_at"),
-        ({"created_at": "'infinity'"}, "created_at"),
         ({"event_metadata": """('{"n": ' || repeat('9', 5000) || '}')::jsonb"""}, "event_metadata"),
         ({"tags": "'{}'"}, "event_data"),
     ],
-    ids=["huge-int", "next-retry-minus-infinity", "created-infinity", "metadata-huge-int", "deep"],
+    ids=["huge-int", "metadata-huge-int", "deep"],
 )
 def test_a_row_python_cannot_decode_fails_alone_and_the_rest_run(
     Worker: WorkerType,
@@ -253,6 +253,47 @@ def test_a_row_python_cannot_decode_fails_alone_and_the_rest_run(
     assert statuses(db) == {"completed": 3, "dead_letter": 1}
     dead = [e for e in events if e.kind == "dead_lettered"]
     assert [e.item.id for e in dead] == [bad]
+
+
+@pytest.mark.parametrize(
+    ("columns", "field", "moment"),
+    [
+        ({"next_retry_at": "'-infinity'"}, "next_retry_at", NEG_INFINITY),
+        ({"created_at": "'infinity'"}, "created_at", INFINITY),
+    ],
+    ids=["next-retry-minus-infinity", "created-infinity"],
+)
+def test_a_row_with_an_infinite_time_runs_as_acquire_reads_it(
+    Worker: WorkerType,
+    module_dsn: str,
+    db: Conn,
+    q: RetryQueue,
+    columns: dict[str, str],
+    field: str,
+    moment: datetime,
+) -> None:
+    """RetryQueue.acquire reads 'infinity' and '-infinity' as the furthest
+    moments Python has; the worker reads them the same and runs the item
+    (it failed it as retryq.undecodable_item, a dead letter that never ran)."""
+    bad = guide_insert(db, "'{}'", **columns)
+    good = [q.add("e", {"i": i}).id for i in range(3)]
+    with psycopg.connect(module_dsn) as conn:
+        acquired = {i.id: i for i in RetryQueue(conn).acquire("peek", 10)}
+        conn.rollback()
+    assert getattr(acquired[bad], field) == moment
+    seen: dict[int, Any] = {}
+    counts = run_until_idle(
+        Worker(
+            module_dsn,
+            {"e": lambda it: seen.__setitem__(it.id, getattr(it, field))},
+            batch_size=4,
+            **FAST,
+        )
+    )
+    assert sorted(seen) == sorted([bad, *good])
+    assert seen[bad] == moment
+    assert (counts.processed, counts.dead_lettered) == (4, 0)
+    assert statuses(db) == {"completed": 4}
 
 
 def test_an_on_event_callback_raising_anything_never_stops_the_worker(

@@ -289,6 +289,48 @@ def test_install_is_idempotent_across_schemas_and_rollback_keeps_shared_roles(
     assert migrate.apply(dsn) == every
 
 
+def test_two_installs_are_kept_apart_as_the_readme_says(new_database: Any) -> None:
+    """The group roles are the cluster's: a second schema alone gives a worker
+    of one install the other's items. The README's recipe (schema usage to
+    each party's login roles, not to the groups) keeps them apart."""
+    dsn = new_database()
+    tag = uuid.uuid4().hex[:8]
+    a_worker, b_worker = f"t_a_{tag}", f"t_b_{tag}"
+    with psycopg.connect(dsn, autocommit=True) as c:
+        c.execute("CREATE SCHEMA a; CREATE SCHEMA b")
+    migrate.apply(dsn, schema="a")
+    migrate.apply(dsn, schema="b")
+    with psycopg.connect(dsn, autocommit=True) as c:
+        for schema in ("a", "b"):
+            c.execute(f"INSERT INTO {schema}.daz_retry_queue (event_type, event_data)"
+                      f" VALUES ('e', '{{\"of\": \"{schema}\"}}')")
+        for login in (a_worker, b_worker):
+            c.execute(f'CREATE ROLE "{login}" LOGIN IN ROLE retryq_worker')
+    acquire = "SELECT event_data->>'of' FROM {}.acquire_retry_items('w', 10)"
+    try:
+        # as installed: either worker reaches the other's items
+        with psycopg.connect(make_conninfo(dsn, user=a_worker), autocommit=True) as w:
+            w.execute("BEGIN")
+            assert w.execute(acquire.format("b")).fetchall() == [("b",)]
+            w.execute("ROLLBACK")
+        with psycopg.connect(dsn, autocommit=True) as c:
+            c.execute(
+                "REVOKE USAGE ON SCHEMA a, b FROM retryq_producer, retryq_worker, retryq_admin"
+            )
+            c.execute(f'GRANT USAGE ON SCHEMA a TO "{a_worker}"')
+            c.execute(f'GRANT USAGE ON SCHEMA b TO "{b_worker}"')
+        for login, mine, theirs in ((a_worker, "a", "b"), (b_worker, "b", "a")):
+            with psycopg.connect(make_conninfo(dsn, user=login), autocommit=True) as w:
+                assert w.execute(acquire.format(mine)).fetchall() == [(mine,)]
+                with pytest.raises(psycopg.errors.InsufficientPrivilege, match=f"schema {theirs}"):
+                    w.execute(acquire.format(theirs))
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as c:
+            for login in (a_worker, b_worker):
+                c.execute(f'DROP OWNED BY "{login}"')
+                c.execute(f'DROP ROLE IF EXISTS "{login}"')
+
+
 def test_python_layer_runs_with_only_its_role(dsn: str, conn: Conn) -> None:
     """RetryQueue.add and add_many (nextval and COPY) as retryq_producer, a RetryWorker as
     retryq_worker with its default scheduled cleanup (which it may not run: the
@@ -321,6 +363,63 @@ def test_python_layer_runs_with_only_its_role(dsn: str, conn: Conn) -> None:
     finally:
         for login in logins.values():
             conn.execute(f'DROP ROLE IF EXISTS "{login}"')
+
+def test_a_producer_adds_keyed_batches_on_every_path(dsn: str, conn: Conn) -> None:
+    """add_many with dedupe keys as retryq_producer: on an autocommit
+    Connection, inside the caller's transaction, on a pool, async, and the
+    CLI's `enqueue --stdin`. The keyed path once passed a clock of its own
+    read as p_now, which only the owner may move (42501 for every producer)."""
+    import asyncio
+    import subprocess
+    import sys
+
+    from psycopg_pool import ConnectionPool
+
+    from retryq_py import AsyncRetryQueue, RetryQueue
+
+    login = f"t_keyed_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    conn.execute(f'CREATE ROLE "{login}" LOGIN IN ROLE retryq_producer')
+    tag = uuid.uuid4().hex[:8]
+
+    def batch(path: str) -> list[dict[str, Any]]:
+        return [
+            {"event_type": "ok", "data": {"n": 1}, "dedupe_key": f"{tag}-{path}"},
+            {"event_type": "ok", "data": {"n": 2}, "dedupe_key": f"{tag}-{path}"},
+        ]
+
+    try:
+        dsn_p = make_conninfo(dsn, user=login)
+        results = {}
+        with psycopg.connect(dsn_p, autocommit=True) as p:
+            results["autocommit"] = RetryQueue(p).add_many(batch("autocommit"))
+        with psycopg.connect(dsn_p) as p, p.transaction():
+            results["transaction"] = RetryQueue(p).add_many(batch("transaction"))
+        with ConnectionPool(dsn_p, min_size=1, max_size=1) as pool:
+            results["pool"] = RetryQueue(pool).add_many(batch("pool"))
+
+        async def add_async() -> Any:
+            async with await psycopg.AsyncConnection.connect(dsn_p, autocommit=True) as a:
+                return await AsyncRetryQueue(a).add_many(batch("async"))
+
+        results["async"] = asyncio.run(add_async())
+        for path, added in results.items():
+            # the second item of each batch is the first one, deduplicated
+            assert [e.deduplicated for e in added] == [False, True], path
+            assert added[0].id == added[1].id, path
+        line = f'{{"event_type": "ok", "data": 3, "dedupe_key": "{tag}-cli"}}\n'
+        cli = subprocess.run(
+            [sys.executable, "-m", "retryq_py.cli", "enqueue", "--stdin"],
+            input=line, capture_output=True, text=True, timeout=60,
+            env={**os.environ, "RETRYQ_DATABASE_URL": dsn_p},
+        )
+        assert cli.returncode == 0, cli.stderr
+        keys = conn.execute(
+            "SELECT count(*) FROM daz_retry_queue WHERE dedupe_key LIKE %s", (f"{tag}-%",)
+        ).fetchone()
+        assert keys == (5,)
+    finally:
+        conn.execute(f'DROP ROLE IF EXISTS "{login}"')
+
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 

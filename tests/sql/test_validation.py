@@ -325,6 +325,62 @@ def test_enqueue_retry_items_refuses_and_writes_none(
     assert conn.execute("SELECT count(*) FROM daz_retry_queue").fetchone() == (1,)
 
 
+# Each kind of element refusal, at index 3 of a batch: (the element, SQLSTATE,
+# the field named). Where only the SQL knows the rule (a CHECK, a size, a
+# conversion), the refusal once said which field but not which element.
+ELEMENT_REFUSALS = [
+    (1, BAD_PARAM, "items"),
+    (_item(priorty=3), BAD_PARAM, "priorty"),
+    (_item(event_type={"x": 1}), BAD_PARAM, "event_type"),
+    (_item(priority="high"), BAD_PARAM, "priority"),
+    (_item(priority=1.5), BAD_PARAM, "priority"),
+    (_item(delay_seconds=-1), BAD_PARAM, "delay_seconds"),
+    (_item(tags="a"), BAD_PARAM, "tags"),
+    (_item(priority=2**31), "22003", "priority"),
+    (_item(priority=11), CHECK, "daz_retry_queue_priority_check"),
+    (_item(event_type=" "), CHECK, "daz_retry_queue_event_type_check"),
+    (_item(event_metadata=[1]), CHECK, "daz_retry_queue_event_metadata_check"),
+    ({"event_data": 1}, NOT_NULL, "event_type"),
+    (_item(event_data=None), NOT_NULL, "event_data"),
+    (_item(plugin_name=" "), BAD_PARAM, "plugin_name"),
+    (_item(tags=["a", None]), "22004", "tags"),
+    (_item(dedupe_key="k" * 201), "22001", "dedupe_key"),
+    (_item(dedupe_key=" "), BAD_PARAM, "dedupe_key"),
+]
+
+
+@pytest.mark.parametrize("keyed", [False, True], ids=["plain", "keyed"])
+@pytest.mark.parametrize(("bad", "sqlstate", "named"), ELEMENT_REFUSALS)
+def test_enqueue_retry_items_names_the_refused_element(
+    conn: Conn, bad: Any, sqlstate: str, named: str, keyed: bool
+) -> None:
+    """A Go caller of enqueue_retry_items learns which element was refused:
+    'retryq: item 3: ', with the refusal's own SQLSTATE and field; a later bad
+    element is not the one named."""
+    good = [_item(dedupe_key=f"k{n}") if keyed else _item() for n in range(3)]
+    items = [*good, bad, _item(), _item(priority=99)]
+    err = refused(conn, lambda: enqueue_many(conn, items), sqlstate, named)
+    assert (err.diag.message_primary or "").startswith("retryq: item 3: "), str(err)
+
+
+def test_enqueue_retry_items_names_by_the_batch_meaning(conn: Conn) -> None:
+    """A later item of a dedupe_key adds nothing and is not checked, in the
+    batch as alone: the item named is the first the batch refuses."""
+    items = [_item(dedupe_key="k"), _item(dedupe_key="k", priority=99), _item(priority=0)]
+    err = refused(conn, lambda: enqueue_many(conn, items), CHECK, "priority")
+    assert (err.diag.message_primary or "").startswith("retryq: item 2: "), str(err)
+    assert err.diag.constraint_name == "daz_retry_queue_priority_check"
+    assert err.diag.column_name == "priority"
+    assert err.diag.table_name == "daz_retry_queue"
+
+
+def test_enqueue_retry_items_names_a_lone_element(conn: Conn) -> None:
+    err = refused(conn, lambda: enqueue_many(conn, [_item(priority=11)]), CHECK, "priority")
+    assert (err.diag.message_primary or "").startswith("retryq: item 0: "), str(err)
+    assert err.diag.schema_name is None
+    assert err.diag.message_detail is None
+
+
 def test_unknown_key_message_names_it(conn: Conn) -> None:
     with pytest.raises(psycopg.errors.InvalidParameterValue) as caught:
         enqueue_many(conn, [_item(), _item(max_retry=5)])

@@ -375,6 +375,57 @@ def test_cancel_by_filter_never_cancels_an_item_the_confirmation_did_not_show(
     assert status_of(seeded.dsn, unseen) == "pending"
 
 
+def test_a_filter_matching_more_than_one_action_takes_asks_for_a_narrower_one(
+    seeded: Seeded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Red team: 150,000 matches gave a confirmation page carrying every id
+    (939 kB) whose confirm then failed (400: more than the SQL's id arrays
+    take). Beyond that bound the page says so and offers no confirm button."""
+    from retryq_py.web import app as web_app
+
+    with psycopg.connect(seeded.dsn) as conn:
+        bound = conn.execute("SELECT max_item_ids FROM _retryq_limits").fetchone()
+    assert bound == (web_app.AT_ONCE,)  # the dashboard's bound is the SQL's
+    monkeypatch.setattr(web_app, "AT_ONCE", 1)  # seeded: 2 cancellable email.send items
+    c = client(seeded.dsn)
+    asked = c.post("/items/cancel/confirm", data={"event_type": "email.send"}).text
+    assert 'id="too-many"' in asked and 'id="confirm"' not in asked
+    assert 'name="confirmed"' not in asked and "retryq cancel" in asked
+    with psycopg.connect(seeded.dsn, autocommit=True) as conn:
+        RetryQueue(conn).add("sql.exec", {"n": 2})
+        conn.execute(
+            "UPDATE daz_retry_queue SET status = 'dead_letter', completed_at = now()"
+            " WHERE event_type = 'sql.exec' AND status = 'pending'"
+        )
+    for action in ("requeue", "purge"):
+        asked = c.post(
+            "/dead-letters/confirm", data={"action": action, "event_type": "sql.exec"}
+        ).text
+        assert 'id="too-many"' in asked and 'id="confirm"' not in asked, action
+        assert f"retryq dead-letter {action}" in asked, action
+    assert status_of(seeded.dsn, seeded.ids["due"]) == "pending"
+
+
+def test_a_large_payload_is_shown_in_part_and_offered_whole(seeded: Seeded) -> None:
+    """Red team: a 15 MB payload made a 45 MB item page. The page shows the
+    first SHOWN_MAX characters and links the whole payload as JSON."""
+    from retryq_py.web.app import SHOWN_MAX
+
+    data = {"blob": "x" * (2 * SHOWN_MAX), "tail": "<end>"}
+    with psycopg.connect(seeded.dsn, autocommit=True) as conn:
+        big, _ = RetryQueue(conn).add("big.payload", data)
+    c = client(seeded.dsn)
+    page = c.get(f"/items/{big}")
+    assert page.status_code == 200
+    assert len(page.text) < SHOWN_MAX + 20_000
+    assert 'id="payload-cut"' in page.text and "&lt;end&gt;" not in page.text
+    whole = c.get(f"/items/{big}/payload.json")
+    assert whole.headers["content-type"].startswith("application/json")
+    assert whole.json() == data
+    small = c.get(f"/items/{seeded.ids['due']}").text
+    assert 'id="payload-cut"' not in small and 'id="payload"' in small
+
+
 def test_cancel_by_filter_needs_a_filter_that_can_match(seeded: Seeded) -> None:
     c = client(seeded.dsn)
     for form, says in (
@@ -462,6 +513,73 @@ def test_mounted_in_another_app(seeded: Seeded) -> None:
     assert c.get("/ops/retryq/static/htmx.min.js").status_code == 200
     r = c.post("/ops/retryq/circuits/close", data={"event_type": "sms.send"})
     assert str(r.url).endswith("/ops/retryq/circuits?message=closed+sms.send%2F-")
+
+
+def test_without_auth_it_answers_only_to_this_machines_names(seeded: Seeded) -> None:
+    """DNS rebinding: a page of evil.example whose name resolves to 127.0.0.1
+    reaches a dashboard that trusts its port, and its requests name
+    evil.example as Host (and its own origin as Origin, so the same-origin
+    check passes). Refused, reads and actions alike; nothing paused."""
+    c = TestClient(create_app(web_config(seeded.dsn), loopback_only=True))
+    for host in ("evil.example:18080", "evil.example", "127.0.0.1.evil.example:18080",
+                 "localhost.evil.example", "localhost:18080@evil.example", ""):
+        assert c.get("/", headers={"Host": host}).status_code == 421, host
+        r = c.post(
+            "/pauses/pause",
+            data={"all": "1"},
+            headers={"Host": host, "Origin": f"http://{host}", "Sec-Fetch-Site": "same-origin"},
+        )
+        assert r.status_code == 421, host
+    with psycopg.connect(seeded.dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM daz_retry_queue_pauses").fetchone() == (0,)
+    for host in ("localhost:18080", "127.0.0.1:18080", "[::1]:18080", "127.0.0.1", "[::1]",
+                 "LOCALHOST", "localhost.", "ops.localhost:18080", "127.0.0.2:18080"):
+        assert c.get("/", headers={"Host": host}).status_code == 200, host
+    # mounted in an app of one's own (loopback_only off), the Host is that app's business
+    assert client(seeded.dsn).get("/", headers={"Host": "ops.example.com"}).status_code == 200
+
+
+def test_retryq_web_without_auth_refuses_other_host_names(seeded: Seeded) -> None:
+    """The CLI's server sets the check above (no auth, so loopback only)."""
+    import http.client
+    import os
+    import signal
+
+    argv = [str(RETRYQ)] if RETRYQ.exists() else [sys.executable, "-m", "retryq_py.cli"]
+    proc = subprocess.Popen(
+        [*argv, "web", "--database", seeded.dsn, "--port", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("RETRYQ_WEB_")},
+    )
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        port = int(re.search(r"http://127\.0\.0\.1:(\d+)/", line).group(1))  # type: ignore[union-attr]
+
+        def status(host: str) -> int:
+            h = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            h.request("GET", "/", headers={"Host": host})
+            return h.getresponse().status
+
+        assert status("evil.example") == 421
+        assert status(f"127.0.0.1:{port}") == 200
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+
+
+def test_the_token_redirect_stays_on_this_site(seeded: Seeded) -> None:
+    """?token= is taken off by a redirect to the same path: a path that reads
+    as another site's address ("//evil.example/x", decoded from %2F) must not
+    send the browser there."""
+    for raw in ("/%2Fevil.example/x", "/%5Cevil.example/x", "/%2F%2Fevil.example/x"):
+        c = client(seeded.dsn, token="s3cret")  # no cookie yet
+        r = c.get(f"{raw}?token=s3cret&a=1", follow_redirects=False)
+        assert r.status_code == 303, raw
+        location = r.headers["location"]
+        assert location.startswith("/") and location[1:2] not in ("/", "\\"), location
+        assert location.endswith("?a=1"), location
 
 
 def test_refuses_to_listen_beyond_localhost_without_auth() -> None:

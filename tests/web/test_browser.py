@@ -87,7 +87,11 @@ def server(module_dsn: str) -> Iterator[str]:
     """`retryq web` as the CLI runs it (uvicorn on a bound socket), in a thread."""
     sock = bind_port("127.0.0.1", 0)
     srv = uvicorn.Server(
-        uvicorn.Config(create_app(web_config(module_dsn)), log_level="warning", lifespan="off")
+        uvicorn.Config(
+            create_app(web_config(module_dsn), loopback_only=True),
+            log_level="warning",
+            lifespan="off",
+        )
     )
     thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
