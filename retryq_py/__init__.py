@@ -11,6 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from retryq_py._session import SessionSettingError
     from retryq_py._sql import (
         CleanupResult,
         Enqueued,
@@ -47,6 +48,7 @@ _LAZY = {
     "QueueEntry": "retryq_py._sql",
     "RetryQueueItem": "retryq_py._sql",
     "StatsRow": "retryq_py._sql",
+    "SessionSettingError": "retryq_py._session",
     "AsyncRetryQueue": "retryq_py.aio",
     "ConfigError": "retryq_py.config",
     "RetryConfig": "retryq_py.config",
@@ -101,6 +103,7 @@ __all__ = [
     "RetryQueueItem",
     "RetryWorker",
     "RetryableError",
+    "SessionSettingError",
     "Snooze",
     "SqlExecHandler",
     "StatsRow",

@@ -38,6 +38,8 @@ from retryq_py._queue_base import (
     refuse_nul,
     unnamed_refusal,
 )
+from retryq_py._session import binary_reads
+from retryq_py._session import require as require_session
 from retryq_py._sql import (
     JSON,
     CleanupResult,
@@ -88,6 +90,7 @@ class AsyncRetryQueue(QueueBase):
         """The caller's connection, or one from the pool committed on success."""
         if isinstance(self.source, AsyncConnectionPool):
             async with self.source.connection() as conn:
+                require_session(conn)  # UTF8 (SessionSettingError)
                 if conn.autocommit:
                     yield conn
                     return
@@ -102,6 +105,7 @@ class AsyncRetryQueue(QueueBase):
                     if not conn.closed:
                         await conn.set_autocommit(False)
         else:
+            require_session(self.source)
             yield self.source
 
     async def _all(
@@ -113,14 +117,15 @@ class AsyncRetryQueue(QueueBase):
         times: bool = True,
     ) -> list[T]:
         """The rows; `times`: they may hold a timestamptz (one infinite time
-        must not fail the read). Registering the loaders costs about 7 us a
+        must not fail the read), read in binary: whatever the session's
+        DateStyle (see _session). Registering the loaders costs about 7 us a
         cursor, which add() (no times in its answer) does not pay."""
         params = _sql.integer_params(params)
         async with self.connection() as conn, conn.cursor(row_factory=rows) as cur:
             if times:
                 load_infinite_timestamps(cur)
             try:
-                await cur.execute(query, params)
+                await cur.execute(query, params, binary=times and binary_reads(cur))
             except psycopg.DataError:
                 _sql.refuse_nul_params(params)  # names a NUL's field (22021)
                 raise
@@ -292,7 +297,8 @@ class AsyncRetryQueue(QueueBase):
             conn.transaction(force_rollback=True),
             conn.cursor(row_factory=tuple_row) as cur,
         ):
-            await cur.execute(self._q.new_ids, self._new_ids(0, now))
+            new = self._new_ids(0, now)
+            await cur.execute(self._q.new_ids, new, binary=binary_reads(cur))  # a timestamptz
             clock, _ = clock_and_mark(await cur.fetchone())
             async with cur.copy(self._q.copy_in) as copy:
                 copy.set_types(_sql.copy_in_types(cur))
@@ -311,7 +317,8 @@ class AsyncRetryQueue(QueueBase):
             conn.transaction() if conn.autocommit else nullcontext(),
         ):
             count = 0 if keyed is not None else len(batch)
-            await cur.execute(self._q.new_ids, self._new_ids(count, now))
+            new = self._new_ids(count, now)
+            await cur.execute(self._q.new_ids, new, binary=binary_reads(cur))  # a timestamptz
             clock, mark = clock_and_mark(await cur.fetchone())
             if keyed is not None:
                 async with (

@@ -25,6 +25,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from retryq_py import _session as session
 from retryq_py import ops
 from retryq_py._sql import ops as _q
 from retryq_py._sql.timestamps import load_infinite_timestamps
@@ -83,6 +84,12 @@ def _pause_key(z: _q.Pause) -> list[str]:
     ]
 
 
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    """A connection of the collector's own pool: infinite times read, UTF8 and ISO."""
+    load_infinite_timestamps(conn)
+    session.pin(conn)
+
+
 class QueueCollector(Collector):
     """Reads the queue's numbers at each scrape (one short transaction).
 
@@ -110,7 +117,8 @@ class QueueCollector(Collector):
                 timeout=timeout,
                 check=ConnectionPool.check_connection,
                 name="retryq-metrics",
-                configure=load_infinite_timestamps,
+                kwargs=dict(session.OWN_KWARGS),
+                configure=_configure,
                 open=False,
             )
             pool.open(wait=False)

@@ -18,6 +18,8 @@ from psycopg import errors, sql
 from psycopg.conninfo import conninfo_to_dict
 from yoyo import get_backend, read_migrations
 
+from retryq_py import _session as session
+
 # yoyo waits this long for a concurrent `apply` to release its lock.
 LOCK_TIMEOUT_SECONDS = 60
 
@@ -44,6 +46,9 @@ def yoyo_url(dsn: str, schema: str | None = None) -> str:
         params["schema"] = sql.Identifier(schema).as_string(None)
     netloc = user + (f":{password}" if password else "")
     query: dict[str, Any] = dict(params)
+    # the migrations' text is UTF-8, whatever the role, the database or
+    # PGCLIENTENCODING say (see _session)
+    query.update(session.OWN_KWARGS)
     # A socket directory is not a URL host: pass it as a parameter instead.
     if host.startswith("/"):
         query["host"] = host
@@ -67,6 +72,7 @@ class MigrationStatus:
 def _backend(dsn: str, schema: str | None) -> Iterator[Any]:
     backend = get_backend(yoyo_url(dsn, schema))
     try:
+        session.pin(backend.connection)  # ISO, standard_conforming_strings on
         yield backend
     finally:
         backend.connection.close()

@@ -19,6 +19,8 @@ from typing import Any
 import psycopg
 from psycopg.rows import class_row
 
+from retryq_py._session import binary_reads
+from retryq_py._session import require as require_session
 from retryq_py._sql import compose, integer_params, refuse_nul_params
 from retryq_py._sql import ops as _q
 from retryq_py._sql.ops import Circuit, DeadLetterCount, Pause, RateLimit
@@ -53,13 +55,22 @@ def _call(conn: Conn, query: Any, params: dict[str, Any]) -> Any:
     field (22021) instead of psycopg's unnamed DataError, and an integer
     argument that is no whole number (TypeError) instead of 42883."""
     params = dict(integer_params(params))
+    require_session(conn)
     cur = conn.cursor()
     load_infinite_timestamps(cur)
     try:
-        return cur.execute(query, params)
+        return cur.execute(query, params, binary=binary_reads(cur))
     except psycopg.DataError:
         refuse_nul_params(params)
         raise
+
+
+def _read(cur: psycopg.Cursor[Any], query: Any) -> list[Any]:
+    """A view's rows, their times infinite ones included and read whatever
+    the session's DateStyle (binary, see _session)."""
+    require_session(cur.connection)
+    load_infinite_timestamps(cur)
+    return cur.execute(query, binary=binary_reads(cur)).fetchall()
 
 
 # --- circuits ---------------------------------------------------------------
@@ -68,8 +79,7 @@ def _call(conn: Conn, query: Any, params: dict[str, Any]) -> Any:
 def list_circuits(conn: Conn, schema: str | None = None) -> list[Circuit]:
     """Every circuit, as daz_retry_queue_circuits shows it."""
     with conn.cursor(row_factory=class_row(Circuit)) as cur:
-        load_infinite_timestamps(cur)
-        return cur.execute(compose(_q.CIRCUITS, schema)).fetchall()
+        return _read(cur, compose(_q.CIRCUITS, schema))
 
 
 def open_circuit(
@@ -136,8 +146,7 @@ def configure_circuit(
 def list_rate_limits(conn: Conn, schema: str | None = None) -> list[RateLimit]:
     """Every rate limit, as daz_retry_queue_rate_limits shows it."""
     with conn.cursor(row_factory=class_row(RateLimit)) as cur:
-        load_infinite_timestamps(cur)
-        return cur.execute(compose(_q.RATE_LIMITS, schema)).fetchall()
+        return _read(cur, compose(_q.RATE_LIMITS, schema))
 
 
 def set_rate_limit(
@@ -189,8 +198,7 @@ def _has_rate_limits(conn: Conn, schema: str | None) -> bool:
 def list_pauses(conn: Conn, schema: str | None = None) -> list[Pause]:
     """Every pause, as daz_retry_queue_pauses shows it (the whole queue's first)."""
     with conn.cursor(row_factory=class_row(Pause)) as cur:
-        load_infinite_timestamps(cur)
-        return cur.execute(compose(_q.PAUSES, schema)).fetchall()
+        return _read(cur, compose(_q.PAUSES, schema))
 
 
 def pause(
@@ -272,9 +280,8 @@ def collect_queue_metrics(conn: Conn, schema: str | None = None) -> QueueMetrics
     pending, processing, expired = (int(v) for v in active)
     oldest = conn.execute(compose(_q.OLDEST_DUE, schema)).fetchone()
     with conn.cursor(row_factory=class_row(DeadLetterCount)) as cur:
-        load_infinite_timestamps(cur)
-        dead = cur.execute(compose(_q.DEAD_LETTER_COUNTS, schema)).fetchall()
-        cancelled = cur.execute(compose(_q.CANCELLED_COUNTS, schema)).fetchall()
+        dead = _read(cur, compose(_q.DEAD_LETTER_COUNTS, schema))
+        cancelled = _read(cur, compose(_q.CANCELLED_COUNTS, schema))
     dead_total = sum(d.count for d in dead)
     cancelled_total = sum(c.count for c in cancelled)
     completed, is_estimate = _completed_rows(conn, schema, dead_total + cancelled_total)

@@ -39,6 +39,8 @@ from retryq_py._queue_base import (
     refuse_nul,
     unnamed_refusal,
 )
+from retryq_py._session import binary_reads
+from retryq_py._session import require as require_session
 from retryq_py._sql import (
     JSON,
     CleanupResult,
@@ -89,6 +91,7 @@ class RetryQueue(QueueBase):
         """The caller's connection, or one from the pool committed on success."""
         if isinstance(self.source, ConnectionPool):
             with self.source.connection() as conn:
+                require_session(conn)  # UTF8 (SessionSettingError)
                 if conn.autocommit:
                     yield conn
                     return
@@ -103,6 +106,7 @@ class RetryQueue(QueueBase):
                     if not conn.closed:
                         conn.set_autocommit(False)
         else:
+            require_session(self.source)
             yield self.source
 
     def _all(
@@ -114,14 +118,15 @@ class RetryQueue(QueueBase):
         times: bool = True,
     ) -> list[T]:
         """The rows; `times`: they may hold a timestamptz (one infinite time
-        must not fail the read). Registering the loaders costs about 7 us a
+        must not fail the read), read in binary: whatever the session's
+        DateStyle (see _session). Registering the loaders costs about 7 us a
         cursor, which add() (no times in its answer) does not pay."""
         params = _sql.integer_params(params)
         with self.connection() as conn, conn.cursor(row_factory=rows) as cur:
             if times:
                 load_infinite_timestamps(cur)
             try:
-                cur.execute(query, params)
+                cur.execute(query, params, binary=times and binary_reads(cur))
             except psycopg.DataError:
                 _sql.refuse_nul_params(params)  # names a NUL's field (22021)
                 raise
@@ -291,7 +296,8 @@ class RetryQueue(QueueBase):
             conn.transaction(force_rollback=True),
             conn.cursor(row_factory=tuple_row) as cur,
         ):
-            cur.execute(self._q.new_ids, self._new_ids(0, now))
+            new = self._new_ids(0, now)
+            cur.execute(self._q.new_ids, new, binary=binary_reads(cur))  # a timestamptz
             clock, _ = clock_and_mark(cur.fetchone())
             with cur.copy(self._q.copy_in) as copy:
                 copy.set_types(_sql.copy_in_types(cur))
@@ -310,7 +316,8 @@ class RetryQueue(QueueBase):
             conn.transaction() if conn.autocommit else nullcontext(),
         ):
             count = 0 if keyed is not None else len(batch)
-            cur.execute(self._q.new_ids, self._new_ids(count, now))
+            new = self._new_ids(count, now)
+            cur.execute(self._q.new_ids, new, binary=binary_reads(cur))  # a timestamptz
             clock, mark = clock_and_mark(cur.fetchone())
             if keyed is not None:
                 with (

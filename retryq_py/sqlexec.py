@@ -51,7 +51,7 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool
 
-from retryq_py import _sql
+from retryq_py import _session, _sql
 from retryq_py._sql import Enqueued, RetryQueueItem
 from retryq_py.errors import PermanentError, is_retryable
 
@@ -195,6 +195,9 @@ class SqlExecHandler:
                     timeout=10.0,
                     check=ConnectionPool.check_connection,
                     name="retryq-sqlexec",
+                    # the statements' text and parameters are str: UTF8
+                    # whatever the target's role or PGCLIENTENCODING say
+                    kwargs=dict(_session.OWN_KWARGS),
                     open=True,
                 )
             return self._pool

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from retryq_py._sql import RetryQueueItem
-from retryq_py.worker.handlers import is_coroutine_handler
+from retryq_py.worker.handlers import is_coroutine_handler, is_generator_handler
 
 TRACE_KEY = "retryq_trace"
 SCOPE = "retryq"
@@ -92,6 +92,8 @@ def _failed(span: Any, exc: BaseException) -> None:
 
 
 def _wrap(fn: Handler) -> Handler:
+    if is_generator_handler(fn):
+        return fn  # as it is, for the worker to refuse (wrapped, it would pass for a function)
     if is_coroutine_handler(fn):
         # the span lasts while the coroutine runs, and is current in it
         @functools.wraps(fn)

@@ -19,6 +19,7 @@ from typing import Any
 import psycopg
 from prometheus_client import CollectorRegistry
 
+from retryq_py import _session as session
 from retryq_py import config as _config
 from retryq_py._sql import ops as _q
 from retryq_py.admin.target import (
@@ -27,6 +28,7 @@ from retryq_py.admin.target import (
     Target,
     UsageProblem,
     check,
+    check_writable,
     first_line,
 )
 from retryq_py.config import RetryConfig
@@ -159,7 +161,7 @@ def run_worker(
             all_event_types=all_event_types,
             plugin_names=plugin_names,
         )
-    except ValueError as exc:
+    except (TypeError, ValueError) as exc:  # a setting, or a handler refused (a generator)
         raise UsageProblem(f"worker: {exc}") from exc
     server: MetricsServer | None = None
     if metrics_port is not None:
@@ -194,18 +196,22 @@ def run_worker(
 def preflight(
     t: Target, *, max_backoff: float = 10.0, sleep: Callable[[float], None] = time.sleep
 ) -> None:
-    """`check(t)` before a worker starts, its errors classified by SQLSTATE
-    as the running worker classifies those of its own statements
-    (server_error_kind): a database that cannot be reached or has no queue
-    raises at once (DatabaseUnreachable, NotInstalled); a transient error of
-    the check's statement (a statement_timeout, a cancel, too many
-    connections, a standby) is logged and tried again with a doubling
-    backoff, as the worker would; any other error (a privilege, say) is
-    raised, for the CLI to say with its exit code."""
+    """`check(t)` and `check_writable(t)` before a worker starts, its errors
+    classified by SQLSTATE as the running worker classifies those of its own
+    statements (server_error_kind): a database that cannot be reached or has
+    no queue raises at once (DatabaseUnreachable, NotInstalled), and so does
+    a read-only session (UsageProblem: a standby, or
+    default_transaction_read_only on; the running worker waits a 25006 out,
+    a failover may end it, but a worker started there is misconfigured); a
+    transient error of the check's statement (a statement_timeout, a cancel,
+    too many connections) is logged and tried again with a doubling backoff,
+    as the worker would; any other error (a privilege, say) is raised, for
+    the CLI to say with its exit code."""
     backoff = 0.0
     while True:
         try:
             check(t)
+            check_writable(t)
             return
         except psycopg.Error as exc:
             if server_error_kind(exc) != "transient":
@@ -234,7 +240,10 @@ class NextRetry:
         with self._lock:
             try:
                 if self._conn is None or self._conn.closed:
-                    self._conn = psycopg.connect(self._t.conninfo, autocommit=True)
+                    self._conn = psycopg.connect(
+                        self._t.conninfo, autocommit=True, **session.OWN_KWARGS
+                    )
+                    session.pin(self._conn)  # it reads a timestamptz as text
                 row = self._conn.execute(_q.NEXT_RETRY, (item_id,)).fetchone()
             except psycopg.Error:
                 return None  # a log line without its time is better than none

@@ -164,12 +164,15 @@ def target(database: str | None, schema: str | None = None) -> Target:
 def open_connection(t: Target, *, autocommit: bool = True) -> psycopg.Connection[Any]:
     import psycopg
 
+    from retryq_py import _session as session
     from retryq_py._sql.timestamps import load_infinite_timestamps
 
     try:
-        conn = psycopg.connect(t.conninfo, autocommit=autocommit)
+        conn = psycopg.connect(t.conninfo, autocommit=autocommit, **session.OWN_KWARGS)
     except psycopg.OperationalError as exc:
         raise DatabaseUnreachable(f"cannot connect to {t.describe()}: {first_line(exc)}") from exc
+    # UTF8 and ISO whatever the role, the database or PG* variables say
+    session.pin(conn)
     # one row with an infinite time must not break every command's reads
     load_infinite_timestamps(conn)
     return conn
@@ -220,3 +223,28 @@ def check(t: Target) -> None:
     """Raise DatabaseUnreachable or NotInstalled unless the queue is usable."""
     with connect(t):
         pass
+
+
+def check_writable(t: Target) -> None:
+    """Raise UsageProblem (a configuration error, exit 2) naming why when a
+    session there is read-only: a standby, or default_transaction_read_only
+    on (the role's, the database's, PGOPTIONS')."""
+    from retryq_py._sql import ops as _q
+
+    with open_connection(t) as conn:
+        row = conn.execute(_q.READ_ONLY).fetchone()
+    standby, read_only = row if row else (False, False)
+    if standby:
+        why = "the server is a standby in recovery"
+    elif read_only:
+        why = (
+            "default_transaction_read_only is on for this session (set by the role,"
+            " the database, PGOPTIONS or the URL)"
+        )
+    else:
+        return
+    raise UsageProblem(
+        f"{t.describe()} is read-only: {why}; a worker writes every outcome: point it"
+        " at the primary (target_session_attrs=read-write in the URL picks it among"
+        " several hosts) as a role whose sessions may write"
+    )

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import threading
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
+
+from retryq_py.cli.render import visible
 
 if TYPE_CHECKING:
     from retryq_py.worker import WorkerEvent
@@ -41,6 +44,42 @@ def announcer(fmt: str, text: Callable[[str], None]) -> Callable[..., None]:
     return say
 
 
+def escape_text(text: str) -> str:
+    """`text` on one line, inert in a terminal (a producer sets event_type and
+    correlation_id, a handler its error text: a newline in one would write a
+    line that looks like the worker's): controls as escapes (\\n, \\x1b,
+    \\u202e, see render.visible); a tab is kept."""
+    return visible(text, keep="\t")
+
+
+class TextFormatter(logging.Formatter):
+    """The text format: `TIME LEVEL LOGGER: MESSAGE`, each record one line
+    (its message escaped by escape_text), a traceback or stack on the lines
+    after it, each of them indented (escaped but for their line ends), so
+    no line a record writes passes for another record."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return escape_text(super().formatMessage(record))
+
+    def formatException(self, ei: Any) -> str:
+        return _block(super().formatException(ei))
+
+    def formatStack(self, stack_info: str) -> str:
+        return _block(super().formatStack(stack_info))
+
+
+def _block(text: str) -> str:
+    return "\n".join("    " + escape_text(line) for line in text.split("\n"))
+
+
+# Escaped in a JSON line, which json.dumps (ensure_ascii=False) writes as
+# they are: the C1 controls, the Unicode line separators and bidi controls.
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message and the extra fields."""
 
@@ -56,7 +95,9 @@ class JsonFormatter(logging.Formatter):
         entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        line = json.dumps(entry, default=str, ensure_ascii=False)
+        # json escapes C0 controls itself; the rest as \uXXXX, still the same JSON
+        return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", line)
 
 
 def configure(level: int, fmt: str, stream: Any = None) -> None:
@@ -65,7 +106,7 @@ def configure(level: int, fmt: str, stream: Any = None) -> None:
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

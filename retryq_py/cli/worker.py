@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
+import sys
+import threading
+from datetime import timedelta
 from typing import Annotated
 
 import typer
@@ -11,6 +15,8 @@ from retryq_py import admin
 from retryq_py.cli import logs
 from retryq_py.cli.options import DatabaseOpt, SchemaOpt
 from retryq_py.cli.render import err, out, worker_counts_line
+
+log = logging.getLogger("retryq.worker")
 
 
 def worker(
@@ -51,7 +57,11 @@ def worker(
     worker_count: Annotated[
         int | None,
         typer.Option(
-            "--worker-count", metavar="N", min=1, help="Handlers run at once (threads or tasks)."
+            "--worker-count",
+            metavar="N",
+            min=1,
+            max=1000,
+            help="Handlers run at once (threads or tasks, 1..1000, as the config's worker_count).",
         ),
     ] = None,
     batch_size: Annotated[
@@ -121,9 +131,13 @@ def worker(
     registry = tracing.traced(admin.load_handlers(handlers))
     interval = None
     if poll_interval is not None:
-        interval = admin.parse_duration(poll_interval, "--poll-interval").total_seconds()
-        if interval <= 0:
-            raise admin.UsageProblem("invalid --poll-interval: must be positive")
+        # the config's poll_interval rule: 1ms..24h
+        interval = admin.parse_duration(
+            poll_interval,
+            "--poll-interval",
+            minimum=timedelta(milliseconds=1),
+            maximum=timedelta(hours=24),
+        ).total_seconds()
     if not registry:
         raise admin.UsageProblem(
             f"--handlers {handlers}: no handlers; a worker leases only the event types"
@@ -140,6 +154,7 @@ def worker(
     say = logs.announcer(log_format, err.print)
     next_retry = admin.NextRetry(t)
     events = logs.EventLog(next_retry=next_retry)
+    before = set(threading.enumerate())
     try:
         counts = admin.run_worker(
             t,
@@ -169,8 +184,32 @@ def worker(
     except admin.Interrupted as stopped:
         if stopped.counts is not None:
             out.print(worker_counts_line(stopped.counts))
+        _leave_past_threads(before, admin.ExitCode.INTERRUPTED, "retryq: interrupted")
         raise
     finally:
         events.close()
         next_retry.close()
     out.print(worker_counts_line(counts))
+    _leave_past_threads(before, admin.ExitCode.OK)
+
+
+def _leave_past_threads(before: set[threading.Thread], code: int, line: str = "") -> None:
+    """Exit now with `code` (after `line` on stderr) when a handler left a
+    non-daemon thread running: Python would wait for it at exit, and a
+    worker that printed its counts would hang until killed."""
+    left = [
+        th for th in threading.enumerate() if th not in before and th.is_alive() and not th.daemon
+    ]
+    if not left:
+        return
+    log.warning(
+        "%d thread(s) a handler started still run (%s): exiting without waiting for them",
+        len(left),
+        ", ".join(repr(th.name) for th in left[:5]),
+    )
+    logging.shutdown()
+    if line:
+        sys.stderr.write(line + "\n")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -33,7 +33,8 @@ Inside one worker, a few parts with one job each:
 - heartbeat.py: extends the leases of items held for half of lock_timeout,
   so a slow handler keeps its item (up to handler_timeout, when set: then
   the lease runs out and another worker takes the item over, counted as a
-  failed attempt);
+  failed attempt; while every handler has run past it, the items waiting
+  behind them are released, and none leased until a handler ends);
 - shutdown.py and signals.py: the stop, and SIGTERM/SIGINT asking for it;
 - runner.py: RetryWorker, which wires them and runs them once.
 

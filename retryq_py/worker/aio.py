@@ -79,9 +79,12 @@ class AsyncRetryWorker:
     own pool) or an open psycopg_pool ConnectionPool (yours to close; a
     sync one: the engine runs in threads; an AsyncConnectionPool is refused
     with TypeError). `handlers`: a mapping
-    {event_type: async def handler(item)} or a HandlerRegistry. A handler
-    that returns completes the item; one that raises fails it, retried or
-    dead-lettered exactly as with RetryWorker (is_retryable). A plain
+    {event_type: async def handler(item)} or a HandlerRegistry (TypeError
+    for a generator function). A handler that returns completes the item;
+    one that raises fails it, retried or dead-lettered exactly as with
+    RetryWorker (is_retryable). What a call returns is awaited once if it is
+    awaitable; the result then means what it does for RetryWorker (a returned
+    exception is taken as raised, a coroutine not awaited makes a dead letter). A plain
     function handler runs in a thread of the worker's own, as RetryWorker
     runs it, so a blocking one never stalls the loop.
 
@@ -116,6 +119,7 @@ class AsyncRetryWorker:
                 f" {type(database).__name__} (the worker's engine runs in threads: give the"
                 " conninfo and it opens a pool of its own)"
             )
+        HandlerTasks.check(handlers)
         parts = parts or WorkerParts()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: HandlerTasks | None = None

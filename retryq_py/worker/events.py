@@ -76,6 +76,9 @@ FLOOR_MESSAGE = 1000
 MAX_CODE = 200
 # the code of a failure written instead of a snooze the worker could not make
 SNOOZE_REFUSED = "retryq.snooze_refused"
+# the code of a dead letter whose handler returned work not done (a coroutine
+# not awaited, say) instead of doing it: a bug of the handler, see handlers.py
+UNFINISHED_RESULT = "retryq.unfinished_result"
 
 
 def clean(text: object, limit: int) -> str:
@@ -112,8 +115,12 @@ def database_error(
 
 
 def unavailable_or_error(exc: BaseException) -> str:
-    """'database unavailable' for a lost connection, else 'database error'."""
+    """'database unavailable' for a lost connection, 'database read-only' for
+    25006 (a standby until a failover completes, or a read-only role), else
+    'database error'."""
     state = exc.sqlstate if isinstance(exc, psycopg.Error) else None
+    if state == "25006":
+        return "database read-only (a standby, or default_transaction_read_only on)"
     return "database unavailable" if not state or state.startswith("08") else "database error"
 
 

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from retryq_py import _session as session
 from retryq_py import metrics
 from retryq_py._sql import RetryQueueItem, snooze_count, whole_seconds
 from retryq_py._sql.timestamps import load_infinite_timestamps
@@ -111,6 +112,9 @@ class FlushWriter:
 
     def write(self, conn: psycopg.Connection[Any], outcomes: list[Outcome], want: int) -> Written:
         started = time.monotonic()
+        # it reads text: UTF8 and ISO, which the worker's own pool sets and a
+        # pool given to it must have (SessionSettingError, a configuration error)
+        session.require(conn, datestyle=True)
         if self._text is None:
             self._text = self._statements.as_text(self._worker_id, self._routing.params, conn)
         # one implicit transaction needs autocommit; the pool gets it back as it was

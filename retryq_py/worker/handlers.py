@@ -9,6 +9,7 @@ database: an outcome goes back to the ledger, where a lane picks it up.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import inspect
 import logging
@@ -21,7 +22,15 @@ from typing import Any, Protocol
 from retryq_py import metrics
 from retryq_py._sql import RetryQueueItem
 from retryq_py.errors import RetryableError, Snooze, error_code, is_retryable
-from retryq_py.worker.events import MAX_CODE, MAX_MESSAGE, SNOOZE_REFUSED, Outcome, clean, describe
+from retryq_py.worker.events import (
+    MAX_CODE,
+    MAX_MESSAGE,
+    SNOOZE_REFUSED,
+    UNFINISHED_RESULT,
+    Outcome,
+    clean,
+    describe,
+)
 from retryq_py.worker.ledger import Ledger
 from retryq_py.worker.registry import Handler
 
@@ -50,11 +59,34 @@ class _Outcomes:
         self._handlers = handlers
         # labels() validates and locks on every call: once per type is enough
         self._durations: dict[str, Any] = {}
+        self._unfinished: set[str] = set()  # the event types whose handler returned one
 
     def handler(self, item: RetryQueueItem) -> Handler | None:
         return self._handlers.get(item.event_type)
 
     def done(self, item: RetryQueueItem, started: float, exc: BaseException | None) -> Outcome:
+        duration = self._observe(item, started)
+        if exc is not None:
+            return failure(item, exc, duration)
+        return Outcome(item, ok=True, duration=duration)
+
+    def returned(self, item: RetryQueueItem, started: float, result: object, hint: str) -> Outcome:
+        """What a handler's return value means (see `returned_outcome`)."""
+        outcome = returned_outcome(item, self._observe(item, started), result, hint)
+        if outcome.code == UNFINISHED_RESULT and item.event_type not in self._unfinished:
+            # a bug of the handler: said once per event type, each item's
+            # dead letter says it again
+            self._unfinished.add(item.event_type)
+            log.error(
+                "item %d (%s): %s; dead-lettering it (code %s)",
+                item.id,
+                item.event_type,
+                outcome.error,
+                UNFINISHED_RESULT,
+            )
+        return outcome
+
+    def _observe(self, item: RetryQueueItem, started: float) -> float:
         duration = time.monotonic() - started
         child = self._durations.get(item.event_type)
         if child is None:
@@ -62,9 +94,7 @@ class _Outcomes:
                 item.event_type
             )
         child.observe(duration)
-        if exc is not None:
-            return failure(item, exc, duration)
-        return Outcome(item, ok=True, duration=duration)
+        return duration
 
 
 def unknown_type(item: RetryQueueItem) -> Outcome:
@@ -78,12 +108,97 @@ def unknown_type(item: RetryQueueItem) -> Outcome:
     )
 
 
+def _is(test: Callable[[object], bool], fn: object) -> bool:
+    """`test` of fn (or the partial's function), or of the __call__ of its type."""
+    if test(fn):
+        return True
+    return test(inspect.getattr_static(type(fn), "__call__", None))
+
+
 def is_coroutine_handler(fn: object) -> bool:
     """An async def function (or partial of one), or an object whose
     __call__ is one."""
-    if inspect.iscoroutinefunction(fn):
-        return True
-    return inspect.iscoroutinefunction(inspect.getattr_static(type(fn), "__call__", None))
+    return _is(inspect.iscoroutinefunction, fn)
+
+
+def is_generator_handler(fn: object) -> bool:
+    """A generator function, async or not (or a partial of one), or an
+    object whose __call__ is one."""
+    return _is(inspect.isgeneratorfunction, fn) or _is(inspect.isasyncgenfunction, fn)
+
+
+def check_generators(handlers: Mapping[str, Handler]) -> None:
+    """TypeError for a generator function (async or not) as a handler: a call
+    returns a generator without running a line of its body, and the item
+    would be taken as handled."""
+    for event_type, fn in handlers.items():
+        if is_generator_handler(fn):
+            raise TypeError(
+                f"the handler for {event_type!r} is a generator function: calling it runs"
+                " none of its body; a handler must return (or raise) when its work is done"
+            )
+
+
+def _unfinished(result: object) -> str | None:
+    """What kind of work not yet done `result` is, or None: an awaitable (a
+    coroutine, an asyncio Future or Task), a concurrent.futures.Future, a
+    generator (async or not)."""
+    if inspect.iscoroutine(result):
+        return "a coroutine"
+    if inspect.isawaitable(result):
+        return "an awaitable"
+    if isinstance(result, concurrent.futures.Future):
+        return "a concurrent.futures.Future"
+    if inspect.isgenerator(result) or inspect.isasyncgen(result):
+        return "a generator"
+    return None
+
+
+def returned_outcome(item: RetryQueueItem, duration: float, result: object, hint: str) -> Outcome:
+    """What a handler's return value means: an exception instance (Snooze,
+    RetryableError, PermanentError, any other) is taken as raised; work not
+    yet done (see _unfinished: a coroutine function called and not awaited,
+    say) is refused as a handler bug: a dead letter with code
+    retryq.unfinished_result, never a success, its text saying what to do
+    (`hint` for an awaitable: how to await it with this worker) (a
+    coroutine is closed, so none of it runs later); any other value
+    completes the item."""
+    try:
+        if isinstance(result, BaseException):
+            return failure(item, result, duration)
+        kind = _unfinished(result)
+    except BaseException as exc:  # a return value that defeats inspection
+        return failure(item, exc, duration)
+    if kind is None:
+        return Outcome(item, ok=True, duration=duration)
+    if inspect.iscoroutine(result) or inspect.isgenerator(result):
+        with contextlib.suppress(BaseException):
+            result.close()  # what it has not run never runs; no "never awaited" warning
+    if kind == "a concurrent.futures.Future":
+        hint = "wait for it in the handler (future.result())"
+    elif kind == "a generator":
+        hint = "run it to its end in the handler"
+    return Outcome(
+        item,
+        ok=False,
+        duration=duration,
+        error=clean(
+            f"retryq: the handler returned {kind} ({describe_value(result)}) instead of"
+            f" doing its work: {hint}",
+            MAX_MESSAGE,
+        ),
+        code=UNFINISHED_RESULT,
+        retryable=False,
+    )
+
+
+def describe_value(value: object) -> str:
+    """repr(value) cut short, or its type's name when repr raises."""
+    try:
+        text = repr(value)
+    except BaseException:
+        text = type(value).__name__
+    return clean(text, 200)
 
 
 class HandlerThreads:
@@ -92,7 +207,8 @@ class HandlerThreads:
     @staticmethod
     def check(handlers: Mapping[str, Handler]) -> None:
         """TypeError for a coroutine handler: a thread would call it, get a
-        coroutine, never await it, and complete the item unhandled."""
+        coroutine it cannot await (see `run`); and for a generator function
+        (check_generators)."""
         for event_type, fn in handlers.items():
             if is_coroutine_handler(fn):
                 raise TypeError(
@@ -100,6 +216,7 @@ class HandlerThreads:
                     " runs plain functions in threads; run async handlers with"
                     " AsyncRetryWorker"
                 )
+        check_generators(handlers)
 
     def __init__(
         self,
@@ -144,10 +261,19 @@ class HandlerThreads:
             return unknown_type(item)
         started = time.monotonic()
         try:
-            handler(item)
+            result = handler(item)
         except BaseException as exc:  # even SystemExit: the thread must live on
             return self._outcomes.done(item, started, exc)
-        return self._outcomes.done(item, started, None)
+        # a returned coroutine (a lambda calling an async def, say) has not
+        # run, and a thread has no loop to run it on
+        return self._outcomes.returned(item, started, result, _THREADS_HINT)
+
+
+_THREADS_HINT = (
+    "RetryWorker runs plain functions in threads, which cannot await; await it in"
+    " an async def handler run by AsyncRetryWorker"
+)
+_TASKS_HINT = "AsyncRetryWorker awaits what a handler returns once: await it in the handler"
 
 
 class HandlerTasks:
@@ -160,10 +286,13 @@ class HandlerTasks:
     operations, never across an await). A coroutine handler is awaited on
     the loop; a plain one runs in a thread of the service's own (at most
     `count`), as RetryWorker would run it, and an awaitable it returns is
-    awaited. `join` cancels the tasks still running: the shutdown has
-    released their items by then, and their results are dropped (a plain
-    handler's thread runs on, as in RetryWorker).
+    awaited (once: see returned_outcome for what the result then means).
+    `join` cancels the tasks still running: the shutdown has released their
+    items by then, and their results are dropped (a plain handler's thread
+    runs on, as in RetryWorker).
     """
+
+    check = staticmethod(check_generators)
 
     def __init__(
         self,
@@ -262,7 +391,7 @@ class HandlerTasks:
             else:
                 result = handler(item)
             if inspect.isawaitable(result):
-                await result
+                result = await result
         except asyncio.CancelledError as exc:
             if self._cancelling:
                 raise
@@ -270,7 +399,9 @@ class HandlerTasks:
             return self._outcomes.done(item, started, exc)
         except BaseException as exc:  # even SystemExit: the loop must live on
             return self._outcomes.done(item, started, exc)
-        return self._outcomes.done(item, started, None)
+        # what the awaited handler returned: awaited once only (an async def
+        # returning a coroutine forgot an await)
+        return self._outcomes.returned(item, started, result, _TASKS_HINT)
 
 
 def failure(item: RetryQueueItem, exc: BaseException, duration: float) -> Outcome:

@@ -8,6 +8,11 @@ lease into the lease, and its statement gets a deadline of an eighth of a
 lease (see `Heartbeat.run`): a renewal lost to a broken or silent connection
 is tried again, twice if need be, before the lease runs out. A
 configuration error (see retryq_py.errors.server_error_kind) stops the worker.
+
+While every handler slot holds a handler past handler_timeout, the items
+waiting behind them could not start for as long: they are released (no
+attempt spent) for another worker to run, and the lanes lease no more
+until a handler ends (Ledger.take_stranded, Ledger.room).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
 
+from retryq_py._sql import RetryQueueItem
 from retryq_py.errors import explain
 from retryq_py.worker.events import DATABASE, database_error
 from retryq_py.worker.ledger import Ledger
@@ -26,6 +32,8 @@ log = logging.getLogger("retryq.worker")
 
 # (item ids, worker id, lease seconds, each id's lease grant time) -> ids kept
 ExtendLocks = Callable[[Iterable[int], str, float, Iterable[datetime | None]], set[int]]
+# gives leases back (release_retry_items), then forgets and counts them: Shutdown.release
+Release = Callable[[list[RetryQueueItem]], None]
 
 
 class Heartbeat:
@@ -39,8 +47,10 @@ class Heartbeat:
         handler_timeout: float | None,
         done: threading.Event,
         fail: Callable[[BaseException], None] | None = None,
+        release: Release | None = None,
     ) -> None:
         self._ledger = ledger
+        self._release = release
         self._extend_locks = extend_locks
         self._worker_id = worker_id
         self._lock_timeout = lock_timeout
@@ -68,6 +78,8 @@ class Heartbeat:
 
     def beat(self, now: float) -> set[int]:
         """One round: returns the held items whose lease turned out lost."""
+        if self._release is not None:
+            self.release_stranded(now)
         due = self._ledger.due_for_extension(now, self._lock_timeout / 3, self._handler_timeout)
         if not due:
             return set()
@@ -99,3 +111,36 @@ class Heartbeat:
                 sorted(lost),
             )
         return lost
+
+    def release_stranded(self, now: float) -> None:
+        """Release the items waiting behind handlers that all ran past
+        handler_timeout (see Ledger.take_stranded); put back if that fails
+        (their leases are not renewed meanwhile: they run out)."""
+        assert self._release is not None
+        stranded = self._ledger.take_stranded(now)
+        if not stranded:
+            return
+        try:
+            self._release(stranded)
+        except DATABASE as exc:
+            self._ledger.put_back(stranded)
+            self._failed = True
+            if database_error(exc, own_arguments=True) == "configuration" and self._fail:
+                self._fail(exc)
+                return
+            log.warning(
+                "worker %s: could not release %d items waiting behind stuck handlers (%s)",
+                self._worker_id,
+                len(stranded),
+                explain(exc),
+            )
+            return
+        log.warning(
+            "worker %s: every handler has run past handler_timeout (%gs): released %d items"
+            " waiting behind them for another worker (no attempt spent): %s; leasing none"
+            " until a handler ends",
+            self._worker_id,
+            self._handler_timeout,
+            len(stranded),
+            sorted(i.id for i in stranded),
+        )

@@ -9,7 +9,8 @@ An item's way through it: `claim` (a lane reserves room for it), `hold`
 `finish` (its outcome waits), `claim` (a lane writes it), `settle`
 (written: forgotten and counted). Items not started at
 a stop are handed back by `take_unstarted`, those still running after the
-grace period by `take_late`.
+grace period by `take_late`, and those waiting behind handlers that all ran
+past handler_timeout by `take_stranded` (the heartbeat releases them).
 """
 
 from __future__ import annotations
@@ -46,9 +47,16 @@ class Ledger:
         capacity: int,
         stopping: threading.Event,
         lease: float = float("inf"),
+        slots: int | None = None,
+        handler_timeout: float | None = None,
     ) -> None:
         self._batch_size = batch_size
         self._lease = lease  # seconds a lease lasts from its last renewal
+        # handlers that run at once (worker_count), and how long one may run
+        # (seconds): when every slot holds a handler past it, nothing waiting
+        # can start (see stuck)
+        self._slots = slots
+        self._handler_timeout = handler_timeout
         self._capacity = capacity
         self._stopping = stopping
         self._lock = threading.Lock()
@@ -86,7 +94,9 @@ class Ledger:
             held = len(self._held)
             waiting = len(self._outcomes)
             free = self._capacity - held - self._reserved + waiting
-            if free < max(1, self._batch_size // 2) and held > waiting:
+            if (free < max(1, self._batch_size // 2) and held > waiting) or self._stuck(
+                time.monotonic()
+            ):
                 free = 0
         return free, notified
 
@@ -115,7 +125,9 @@ class Ledger:
             # room() was asked without the lock held since: another lane may
             # have leased meanwhile, and capacity is a promise (see Settings)
             free = self._capacity - len(self._held) - self._reserved + len(outcomes)
-            acquire = 0 if self._idle_exit else max(0, min(acquire, free))
+            if self._idle_exit or (acquire and self._stuck(time.monotonic())):
+                free = 0  # stuck: an item leased now could not start
+            acquire = max(0, min(acquire, free))
             self._reserved += acquire
         return outcomes, acquire
 
@@ -346,23 +358,75 @@ class Ledger:
 
     # -- heartbeat ---------------------------------------------------------------------
 
+    def _stuck(self, now: float) -> bool:
+        """Under the lock: every handler slot holds a handler that has run
+        handler_timeout or more (its item's lease is no longer renewed), so
+        no item waiting can start until one ends."""
+        limit, running = self._handler_timeout, self._running
+        if limit is None or self._slots is None or len(running) < self._slots:
+            return False
+        return all(now - started >= limit for started in running.values())
+
     def due_for_extension(
         self, now: float, age: float, limit: float | None
     ) -> dict[int, datetime | None]:
         """Items leased or extended `age` seconds ago or more, but not those
-        whose handler has run `limit` seconds or more: id -> the grant time
-        of the held lease, to which its renewal is fenced."""
+        whose handler has run `limit` seconds or more, nor, while every
+        handler is stuck (see _stuck), those no handler has started (left to
+        take_stranded, or to run out if their release failed): id -> the
+        grant time of the held lease, to which its renewal is fenced."""
         with self._lock:
-            # the held lease's handler (an older copy's lease is gone)
-            started = {
-                i: self._running.get((i, item.locked_until), now)
-                for i, (item, _) in self._held.items()
-            }
-            return {
-                i: item.leased_at
-                for i, (item, at) in self._held.items()
-                if now - at >= age and (limit is None or now - started[i] < limit)
-            }
+            stuck = self._stuck(now)
+            due: dict[int, datetime | None] = {}
+            for i, (item, at) in self._held.items():
+                if now - at < age:
+                    continue
+                # the held lease's handler (an older copy's lease is gone)
+                started = self._running.get((i, item.locked_until))
+                if started is not None:
+                    if limit is not None and now - started >= limit:
+                        continue
+                elif stuck and (i, item.locked_until) not in self._answered:
+                    continue  # waits behind stuck handlers
+                due[i] = item.leased_at
+            return due
+
+    def take_stranded(self, now: float) -> list[RetryQueueItem]:
+        """While every handler is stuck (see _stuck): the held items none has
+        started, taken from the handlers' queue, to be released so that
+        another worker runs them (release_retry_items: no attempt spent);
+        else []. `put_back` them if the release fails."""
+        with self._lock:
+            if not self._stuck(now):
+                return []
+            items: list[RetryQueueItem] = []
+            while True:
+                try:
+                    item = self._handoff.get_nowait()
+                except stdqueue.Empty:
+                    break
+                if item is None:  # the end of the handlers: theirs, put back
+                    self._handoff.put(None)
+                    break
+                items.append(item)
+            held = self._held
+            return [
+                i
+                for i in items
+                if i.id in held
+                and held[i.id][0].locked_until == i.locked_until
+                and (i.id, i.locked_until) not in self._running
+            ]
+
+    def put_back(self, items: list[RetryQueueItem]) -> None:
+        """take_stranded's items whose release failed: for the handlers
+        again (for the stop's release, once stopping)."""
+        with self._lock:
+            if self._stopping.is_set():
+                self._returned.extend(items)
+                return
+        for item in items:
+            self._handoff.put(item)
 
     def extended(self, due: Mapping[int, datetime | None], kept: set[int], now: float) -> set[int]:
         """Record the extensions made at `now`; returns the still held items

@@ -23,6 +23,7 @@ from typing import Any
 import psycopg
 from psycopg_pool import ConnectionPool
 
+from retryq_py import _session as session
 from retryq_py._sql.worker import listen
 from retryq_py.errors import explain
 from retryq_py.queue import RetryQueue
@@ -44,6 +45,7 @@ def connect_args(
         kwargs = dict((extra() if callable(extra) else extra) or {})
     kwargs["autocommit"] = True
     kwargs["prepare_threshold"] = None  # a pooler in transaction mode loses them
+    kwargs.update(session.OWN_KWARGS)  # a connection of its own: UTF8 (see _session)
     kwargs.setdefault("connect_timeout", max(1, round(connect_timeout)))
     return conninfo, kwargs
 
@@ -91,6 +93,7 @@ class Listener:
         while not self._stopping.is_set():
             try:
                 with psycopg.connect(conninfo, **kwargs) as conn:
+                    session.pin(conn)
                     channel = RetryQueue(conn, schema=self._schema).channel()
                     if self._stopping.is_set():
                         return

@@ -14,6 +14,7 @@ from typing import Any
 
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from retryq_py import _session as session
 from retryq_py.config import RetryConfig
 from retryq_py.errors import explain
 from retryq_py.queue import RetryQueue
@@ -71,10 +72,14 @@ class RetryWorker:
     `database`: a conninfo string or URL (the worker opens and closes its
     own pool) or an open psycopg_pool ConnectionPool (yours to close).
     `handlers`: a mapping {event_type: callable(item)} or a HandlerRegistry,
-    read when the worker is made. A handler that returns completes the item;
-    one that raises fails it: with backoff when `is_retryable(exc)`
-    (RetryableError, an unclassified exception, a transient SQLSTATE), as a
-    dead letter otherwise (PermanentError, a constraint or syntax error).
+    read when the worker is made (TypeError for an async def or generator
+    function). A handler that returns completes the item (but a returned
+    exception is taken as raised, and a returned coroutine, awaitable, Future
+    or generator makes the item a dead letter with code
+    retryq.unfinished_result: its work was not done); one that raises fails
+    it: with backoff when `is_retryable(exc)` (RetryableError, an
+    unclassified exception, a transient SQLSTATE), as a dead letter
+    otherwise (PermanentError, a constraint or syntax error).
     RetryableError(..., delay=seconds or a Retry-After value) sets when the
     retry is due (capped at the item's max_retry_delay, no jitter). A
     handler that raises Snooze(delay) puts the item back for `delay` seconds
@@ -165,6 +170,8 @@ class RetryWorker:
             capacity=self.settings.capacity,
             stopping=self._stop.stopping,
             lease=self.settings.lock_timeout,
+            slots=self.settings.worker_count,
+            handler_timeout=self.settings.handler_timeout,
         )
         self._ran = threading.Lock()  # taken by the first run(), never released
 
@@ -319,6 +326,7 @@ class RetryWorker:
                     handler_timeout=s.handler_timeout,
                     done=stop.done,
                     fail=stop.fail,
+                    release=shutdown.release,
                 ),
                 Maintenance(
                     queue,
@@ -380,12 +388,16 @@ class RetryWorker:
             # autocommit: every statement of the worker is its own transaction,
             # so none waits idle (idle_in_transaction_session_timeout); no
             # prepared statements, which a pooler in transaction mode loses;
-            # keepalives and tcp_user_timeout, so a dead peer is noticed
+            # keepalives and tcp_user_timeout, so a dead peer is noticed;
+            # UTF8 and ISO whatever the role, the database or PG* variables
+            # say (the flush reads text: see _session)
             kwargs={
                 "autocommit": True,
                 "prepare_threshold": None,
                 **network_kwargs(conninfo, s.lock_timeout, s.connect_timeout),
+                **session.OWN_KWARGS,
             },
+            configure=session.pin,
             min_size=s.lanes,  # opened side by side at start
             max_size=s.lanes + 3,  # the lanes, heartbeat, maintenance, one spare
             timeout=s.connect_timeout,

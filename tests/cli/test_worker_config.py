@@ -48,6 +48,18 @@ def test_a_blank_handler_key_exits_2_with_one_line(dsn: str, tmp_path: Path, key
     assert "event_types" in line and "blank" in line, line
 
 
+@pytest.mark.parametrize("gen", ["def gen(item):\n    yield", "async def gen(item):\n    yield"])
+def test_a_generator_function_handler_exits_2_with_one_line(
+    dsn: str, tmp_path: Path, gen: str
+) -> None:
+    """Was: each of its items completed without a line of the handler run."""
+    (tmp_path / "gen_handlers.py").write_text(f'{gen}\n\nHANDLERS = {{"t.gen": gen}}\n')
+    result = worker(dsn, tmp_path, "--handlers", "gen_handlers:HANDLERS")
+    line = one_line_error(result)
+    assert result.returncode == 2, result.stderr
+    assert "'t.gen' is a generator function" in line, line
+
+
 def test_a_blank_plugin_exits_2_with_one_line(dsn: str, tmp_path: Path) -> None:
     (tmp_path / "ok_handlers.py").write_text(HANDLERS.replace("KEY", '"t.other"'))
     result = worker(dsn, tmp_path, "--handlers", "ok_handlers:HANDLERS", "--plugin", " ")

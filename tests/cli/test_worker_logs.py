@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import subprocess
+import sys
 from datetime import datetime, timezone
 from typing import Any
 from uuid import uuid4
@@ -15,7 +16,7 @@ import pytest
 
 from retryq_py import RetryQueue
 from retryq_py._sql import RetryQueueItem
-from retryq_py.cli.logs import EventLog
+from retryq_py.cli.logs import EventLog, TextFormatter
 from retryq_py.worker import WorkerEvent
 from tests.cli.test_rough_edges import REPO, argv, clean_env
 
@@ -164,3 +165,51 @@ def test_json_logs(dsn: str, conn: Any) -> None:
 def test_a_bad_log_format_is_usage(dsn: str) -> None:
     result = _run_worker(dsn, "--log-format", "xml")
     assert result.returncode == 2 and "--log-format" in result.stderr
+
+
+FORGED = "2026-11-30 07:00:00,000 INFO retryq.worker: worker w: all good"
+
+
+def test_text_logs_escape_what_producers_and_handlers_wrote(dsn: str, conn: Any) -> None:
+    """A newline in a producer's correlation_id forged a whole log line, an
+    escape sequence reached the terminal (red team finding 10): each record
+    is one line, its controls written as escapes."""
+    down, _ = RetryQueue(conn).add(
+        "down", {}, retry_delay=3600, correlation_id=f"req\n{FORGED}\x1b[2J\u202e\r"
+    )
+    result = _run_worker(dsn)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert not any(line.startswith(FORGED[:23]) for line in lines), result.stderr
+    assert not any(c in result.stderr for c in "\x1b\u202e\r"), repr(result.stderr)
+    (warning,) = [line for line in lines if f"item {down} (down" in line]
+    assert f"correlation_id req\\n{FORGED}\\x1b[2J\\u202e\\r)" in warning
+
+
+def test_json_logs_escape_what_producers_wrote(dsn: str, conn: Any) -> None:
+    RetryQueue(conn).add("down", {}, retry_delay=3600, correlation_id="r\n\x1b\u202e\u2028\x9b")
+    result = _run_worker(dsn, "--log-format", "json")
+    assert result.returncode == 0, result.stderr
+    assert not any(c in result.stderr for c in "\x1b\u202e\u2028\x9b"), repr(result.stderr)
+    entries = [json.loads(line) for line in result.stderr.splitlines()]
+    (failed,) = [e for e in entries if e.get("correlation_id")]
+    assert failed["correlation_id"] == "r\n\x1b\u202e\u2028\x9b"
+
+
+def test_a_traceback_in_the_text_log_is_indented_under_its_record() -> None:
+    """A handler's error text with a newline, in a message and in the
+    traceback of an exception, writes no line of its own at the margin."""
+    text = f"boom\n{FORGED} \x1b[2J"
+    try:
+        raise RuntimeError(text)
+    except RuntimeError:
+        record = logging.getLogger("retryq.worker").makeRecord(
+            "retryq.worker", logging.ERROR, __file__, 1, "on_event failed: %s", (text,), None
+        )
+        record.exc_info = sys.exc_info()
+    out = TextFormatter().format(record)
+    first, *rest = out.split("\n")
+    assert first.endswith(f"ERROR retryq.worker: on_event failed: boom\\n{FORGED} \\x1b[2J")
+    assert rest and all(line.startswith("    ") for line in rest), out
+    assert "    RuntimeError: boom" in rest and f"    {FORGED} \\x1b[2J" in rest
+    assert "\x1b" not in out

@@ -209,6 +209,45 @@ async def test_a_handlers_own_cancelled_error_is_a_failed_attempt(
     assert row == ("completed", "CancelledError")
 
 
+async def test_what_a_handler_returns_is_awaited_once(
+    module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    """A plain function returning a coroutine (a lambda calling an async def)
+    has it awaited: it runs, and its exception fails the item. An async def
+    that returns a coroutine forgot an await: its item is a dead letter
+    naming the bug, never completed, and that coroutine never runs."""
+    ran: list[str] = []
+
+    async def send(item: RetryQueueItem) -> None:
+        ran.append(item.event_type)
+        raise RuntimeError("real work failed")
+
+    async def forgot(item: RetryQueueItem) -> object:
+        return send(item)
+
+    lam = q.add("lambda", {}, retry_delay=3600).id
+    fgt = q.add("forgot", {}).id
+    worker = AsyncRetryWorker(
+        module_dsn, {"lambda": lambda item: send(item), "forgot": forgot}, **FAST
+    )
+    with pytest.warns(DeprecationWarning, match="still pending"):  # the retry
+        counts = await worker.run(exit_when_idle=True)
+
+    assert ran == ["lambda"]
+    assert db.execute(
+        "SELECT status, retry_count, last_error_code FROM daz_retry_queue WHERE id = %s", [lam]
+    ).fetchone() == ("pending", 1, "RuntimeError")
+    status, code, error = db.execute(
+        "SELECT status, last_error_code, error_history -> 0 ->> 'error'"
+        " FROM daz_retry_queue WHERE id = %s",
+        [fgt],
+    ).fetchone() or (None, None, None)
+    assert (status, code) == ("dead_letter", "retryq.unfinished_result")
+    assert error.startswith("retryq: the handler returned a coroutine (")
+    assert "await it in the handler" in error
+    assert (counts.processed, counts.failed, counts.dead_lettered) == (0, 1, 1)
+
+
 def test_retryworker_refuses_a_coroutine_handler(module_dsn: str) -> None:
     """Its threads would call it, get a coroutine, never await it, and
     complete the item unhandled."""

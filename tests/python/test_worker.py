@@ -7,6 +7,8 @@ Tests wait on conditions with deadlines (`wait_until`), never on fixed sleeps.
 
 from __future__ import annotations
 
+import concurrent.futures
+import functools
 import os
 import re
 import signal
@@ -15,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
 from retryq_py import (
+    AsyncRetryWorker,
     HandlerRegistry,
     PermanentError,
     RetryableError,
@@ -35,6 +38,7 @@ from retryq_py import (
     RetryQueue,
     RetryQueueItem,
     RetryWorker,
+    Snooze,
     WorkerEvent,
     _sql,
     default_worker_id,
@@ -159,6 +163,99 @@ def test_mixed_load_ends_with_the_right_status_and_history(
         4,
         3,
     )
+
+
+def test_a_returned_exception_or_snooze_is_taken_as_raised(
+    Worker: WorkerType, module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    """Returned, not raised (a slip of `return` for `raise`): never a success."""
+    handlers: dict[str, Callable[[RetryQueueItem], object]] = {
+        "retry": lambda item: RetryableError("upstream busy", "E_BUSY", delay=3600),
+        "permanent": lambda item: PermanentError("malformed", "E_MALFORMED"),
+        "snooze": lambda item: Snooze(3600, "not ready"),
+        "plain": lambda item: ValueError("bad value"),
+    }
+    ids = {event_type: q.add(event_type, {}).id for event_type in handlers}
+    worker = Worker(module_dsn, handlers, **FAST)
+
+    with pytest.warns(DeprecationWarning, match="still pending"):  # the retry and the snooze
+        counts = worker.run(exit_when_idle=True)
+
+    r = row(db, ids["retry"])
+    assert (r["status"], r["retry_count"], r["last_error_code"]) == ("pending", 1, "E_BUSY")
+    r = row(db, ids["permanent"])
+    assert (r["status"], r["last_error_code"]) == ("dead_letter", "E_MALFORMED")
+    r = row(db, ids["snooze"])
+    assert (r["status"], r["retry_count"]) == ("pending", 0)
+    snoozes = db.execute(
+        "SELECT (event_metadata ->> 'retryq_snoozes')::int FROM daz_retry_queue WHERE id = %s",
+        [ids["snooze"]],
+    ).fetchone()
+    assert snoozes == (1,)
+    r = row(db, ids["plain"])
+    assert (r["status"], r["retry_count"], r["last_error_code"]) == ("pending", 1, "ValueError")
+    assert (counts.processed, counts.failed, counts.dead_lettered, counts.snoozed) == (0, 2, 1, 1)
+
+
+def test_a_handler_returning_work_not_done_dead_letters_its_item(
+    module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    """A plain handler that calls an async def and returns its coroutine (the
+    CLI picks RetryWorker for it: no handler is an async def) ran nothing:
+    its item is a dead letter naming the bug, never completed; the coroutine
+    is closed (it never runs). So are a generator and a Future not waited for."""
+    ran: list[str] = []
+
+    async def send(item: RetryQueueItem) -> None:
+        ran.append("send")
+        raise RuntimeError("real work failed")
+
+    def lines(item: RetryQueueItem) -> Iterator[str]:
+        ran.append("lines")
+        yield "x"
+
+    never: concurrent.futures.Future[None] = concurrent.futures.Future()
+    handlers: dict[str, Callable[[RetryQueueItem], object]] = {
+        "coro": lambda item: send(item),
+        "gen": lambda item: lines(item),
+        "future": lambda item: never,
+    }
+    ids = {event_type: q.add(event_type, {}).id for event_type in handlers}
+
+    counts = RetryWorker(module_dsn, handlers, **FAST).run(exit_when_idle=True)
+
+    for event_type, kind, hint in (
+        ("coro", "a coroutine", "run by AsyncRetryWorker"),
+        ("gen", "a generator", "run it to its end in the handler"),
+        ("future", "a concurrent.futures.Future", "(future.result())"),
+    ):
+        r = row(db, ids[event_type])
+        assert (r["status"], r["last_error_code"]) == ("dead_letter", "retryq.unfinished_result")
+        error = r["error_history"][0]["error"]
+        assert error.startswith(f"retryq: the handler returned {kind} (") and error.endswith(hint)
+    assert ran == []
+    assert (counts.processed, counts.dead_lettered) == (0, 3)
+
+
+@pytest.mark.parametrize("worker", [RetryWorker, AsyncRetryWorker])
+def test_a_generator_function_handler_is_refused_by_both_workers(
+    worker: Callable[..., object], module_dsn: str
+) -> None:
+    """Calling it runs none of its body: every item would be taken as handled."""
+
+    def lines(item: RetryQueueItem) -> Iterator[str]:
+        yield "x"
+
+    async def alines(item: RetryQueueItem) -> AsyncIterator[str]:
+        yield "x"
+
+    class Lines:
+        def __call__(self, item: RetryQueueItem) -> Iterator[str]:
+            yield "x"
+
+    for handler in (lines, alines, Lines(), functools.partial(lines)):
+        with pytest.raises(TypeError, match="'e' is a generator function"):
+            worker(module_dsn, {"e": handler})
 
 
 def test_worker_metrics_count_outcomes_by_event_type(
@@ -662,6 +759,73 @@ def test_a_handler_past_handler_timeout_loses_its_lease(
     assert [(i.id, i.retry_count, i.last_error_code) for i in taken] == [
         (item_id, 1, "lease_expired")
     ]
+
+
+def test_items_waiting_behind_stuck_handlers_go_to_another_worker(
+    Worker: WorkerType, module_dsn: str, db: Conn, q: RetryQueue
+) -> None:
+    """Red team finding 4: a worker whose every handler ran past
+    handler_timeout kept renewing the leases of the items waiting behind
+    them, so a healthy worker could not run them. They are released (no
+    attempt spent) and the stuck worker leases no more while it is stuck."""
+    gate, started = threading.Event(), threading.Event()
+    ran: list[tuple[str, int]] = []
+
+    def hang(item: RetryQueueItem) -> None:
+        started.set()
+        gate.wait(30)
+
+    slow = q.add("slow", {}, priority=9).id  # leased first, run first
+    waiting = [q.add("ok", {"i": i}).id for i in range(6)]
+    stuck = Worker(
+        module_dsn,
+        {"slow": hang, "ok": lambda item: ran.append(("stuck", item.id))},
+        worker_count=1,
+        batch_size=10,
+        lock_timeout=3,
+        handler_timeout=1,
+        poll_interval=0.2,
+        cleanup_interval=0,
+        grace_period=0,
+    )
+    healthy = Worker(
+        module_dsn,
+        {"ok": lambda item: ran.append(("healthy", item.id))},
+        worker_count=2,
+        **FAST,
+    )
+    stuck_thread = stuck.start()
+    healthy_thread: threading.Thread | None = None
+    try:
+        assert started.wait(10)
+        wait_until(lambda: stuck.held == 7, 10, what="the stuck worker to hold every item")
+        healthy_thread = healthy.start()
+        wait_until(
+            lambda: all(row(db, i)["status"] == "completed" for i in waiting),
+            20,
+            what="the healthy worker to run the waiting items",
+        )
+        late = q.add("ok", {"i": 6}).id  # while stuck, the stuck worker leases none
+        wait_until(lambda: row(db, late)["status"] == "completed", 10, what="the late item")
+    finally:
+        stuck.stop(force=True)
+        healthy.stop(force=True)
+        gate.set()
+        stuck_thread.join(10)
+        if healthy_thread is not None:
+            healthy_thread.join(10)
+    assert sorted(ran) == [("healthy", i) for i in sorted([*waiting, late])]
+    # the waiting six (and the slow one, when the forced stop finds its
+    # handler still running: timing); not the late one, never leased
+    assert stuck.counts.released in (6, 7)
+    spent = db.execute(
+        "SELECT count(*) FROM daz_retry_queue WHERE id = ANY(%s) AND retry_count > 0",
+        [waiting],
+    ).fetchone()
+    assert spent == (0,)  # released, not left to run out (a lease_expired attempt)
+    # released at the stop, left to its lease, or (the gate opened as the
+    # forced stop ran) completed by its handler's late return: never failed
+    assert row(db, slow)["status"] in ("pending", "processing", "completed")
 
 
 def test_a_success_whose_lease_was_taken_over_counts_as_lease_lost(

@@ -92,6 +92,47 @@ def test_an_item_goes_from_hold_to_settle_and_is_counted_once() -> None:
     assert book.counts == WorkerCounts(processed=1, failed=1)
 
 
+def test_items_waiting_behind_handlers_all_past_handler_timeout_are_stranded() -> None:
+    """Red team finding 4, in the ledger: while every slot (worker_count)
+    holds a handler past handler_timeout, the items no handler started are
+    not renewed but taken for release, and an outcome waiting to be written
+    is still renewed; once a handler ends, all is as before."""
+    book = Ledger(batch_size=4, capacity=10, stopping=threading.Event(), slots=2, handler_timeout=5)
+    book.hold([item(1), item(2), item(3), item(4), item(5)], reserved=0)
+    run_one(book)  # 1: its outcome waits to be written
+    a, b = book.take(), book.take()
+    assert a is not None and b is not None and book.begin(a) and book.begin(b)  # 2, 3 run
+    now = time.monotonic()
+    assert book.take_stranded(now + 4) == []  # not past handler_timeout yet
+    assert set(book.due_for_extension(now + 4, 0, 5)) == {1, 2, 3, 4, 5}
+    assert set(book.due_for_extension(now + 6, 0, 5)) == {1}  # 2, 3 stuck; 4, 5 wait
+    stranded = book.take_stranded(now + 6)
+    assert [i.id for i in stranded] == [4, 5]
+    assert book.take_stranded(now + 6) == []  # taken once
+    book.put_back(stranded)  # their release failed: for the handlers again
+    book.finish(Outcome(a, ok=True, duration=0.0))  # 2 ended: a slot is free
+    assert set(book.due_for_extension(now + 6, 0, 5)) == {1, 2, 4, 5}
+    assert book.take_stranded(now + 6) == []
+    assert [book.take(), book.take()] == stranded
+
+
+def test_a_worker_whose_handlers_are_all_stuck_leases_nothing() -> None:
+    """An item leased then could not start: it would wait (see above)."""
+    book = Ledger(batch_size=4, capacity=10, stopping=threading.Event(), slots=2, handler_timeout=0)
+    book.hold([item(1), item(2)], reserved=0)
+    a, b = book.take(), book.take()
+    assert a is not None and b is not None and book.begin(a)
+    assert book.room()[0] > 0 and book.claim(force=True, acquire=4, ack_interval=0.1)[1] == 4
+    book.hold([], reserved=4)
+    assert book.begin(b)  # both slots past handler_timeout (0 s)
+    assert book.room()[0] == 0
+    assert book.claim(force=True, acquire=4, ack_interval=0.1) == ([], 0)
+    book.finish(Outcome(a, ok=True, duration=0.0))
+    assert book.room()[0] > 0
+    outcomes, want = book.claim(force=True, acquire=4, ack_interval=0.1)
+    assert [o.item.id for o in outcomes] == [1] and want == 4
+
+
 def test_a_new_lease_held_before_the_old_ones_outcome_is_settled_stays_held() -> None:
     """A failure due at once is leased again (by the same flush's acquire or
     another lane's) while its outcome is still being written: the old
