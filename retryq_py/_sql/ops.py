@@ -296,7 +296,7 @@ ORDER BY q.event_type, q.plugin_name
 
 # The statistics (from the last ANALYZE or VACUUM) and size now, in pages, of
 # the finished partition's leaf of completed items; of the whole finished
-# partition on an install before 0036_finished_leaves (leaf false).
+# partition on an install before 0037_finished_leaves (leaf false).
 FINISHED_STATS: LiteralString = """
 SELECT
     c.reltuples::double precision,
@@ -333,7 +333,7 @@ def finished_partition(schema: str | None) -> str:
 
 
 def completed_leaf(schema: str | None) -> str:
-    """The name of the finished partition's leaf of completed items (0036),
+    """The name of the finished partition's leaf of completed items (0037),
     for to_regclass, quoted."""
     return _private(schema, "_retryq_completed")
 
