@@ -494,6 +494,27 @@ def test_a_producer_cannot_move_the_clock_of_its_rows(
     )
 
 
+def test_the_created_at_refusal_says_the_rule(producer: Conn, conn: Conn) -> None:
+    """clock_timestamp() is after the statement's time: refused, and the
+    message says the window (it said the server's time was the only value,
+    while a value 10 s back is accepted)."""
+    err = refused(
+        producer,
+        lambda: producer.execute(
+            "INSERT INTO daz_retry_queue (event_type, event_data, created_at)"
+            " VALUES ('t', '1', clock_timestamp())"
+        ),
+        "22023",
+        "created_at",
+        check=conn,
+    )
+    assert "within the minute before the statement's time, not after it" in str(err)
+    producer.execute(
+        "INSERT INTO daz_retry_queue (event_type, event_data, created_at)"
+        " VALUES ('t', '1', statement_timestamp() - interval '10 s')"
+    )
+
+
 def test_a_producer_may_delay_within_the_enqueue_bound(producer: Conn, conn: Conn) -> None:
     producer.execute(
         "INSERT INTO daz_retry_queue (event_type, event_data, next_retry_at)"

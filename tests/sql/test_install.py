@@ -271,10 +271,12 @@ def _changed_copy(tmp: Path) -> tuple[Path, Path, str]:
     # a new trailing parameter: CREATE OR REPLACE alone would add an overload
     fn = tmp / "sql" / "functions" / "release_retry_items.sql"
     text = fn.read_text()
-    assert "    p_worker_id text\n)" in text
+    last_param = "    p_leased_at timestamptz[] DEFAULT NULL\n)"
+    assert last_param in text
     fn.write_text(
         text.replace(
-            "    p_worker_id text\n)", "    p_worker_id text,\n    p_note text DEFAULT NULL\n)"
+            last_param,
+            "    p_leased_at timestamptz[] DEFAULT NULL,\n    p_note text DEFAULT NULL\n)",
         )
     )
     # a column in the middle: CREATE OR REPLACE VIEW refuses that
