@@ -252,7 +252,7 @@ def _completed_rows(conn: Conn, schema: str | None, others: float) -> tuple[floa
     """Completed items and whether that is an estimate: the planner's
     (reltuples per page at the last ANALYZE times the pages now) for the
     finished partition's leaf of completed items, else a sample of its first
-    pages; exact when the sample is the table. On an install before 0037 the
+    pages; exact when the sample is the table. On an install before 0039 the
     same for the whole finished partition, less `others` (its dead letters
     and cancelled items, counted exactly)."""
     stats = conn.execute(

@@ -322,7 +322,7 @@ ORDER BY q.event_type, q.plugin_name
 
 # The statistics (from the last ANALYZE or VACUUM) and size now, in pages, of
 # the finished partition's leaf of completed items; of the whole finished
-# partition on an install before 0037_finished_leaves (leaf false).
+# partition on an install before 0039_finished_leaves (leaf false).
 FINISHED_STATS: LiteralString = """
 SELECT
     c.reltuples::double precision,
@@ -359,7 +359,7 @@ def finished_partition(schema: str | None) -> str:
 
 
 def completed_leaf(schema: str | None) -> str:
-    """The name of the finished partition's leaf of completed items (0037),
+    """The name of the finished partition's leaf of completed items (0039),
     for to_regclass, quoted."""
     return _private(schema, "_retryq_completed")
 

@@ -1,7 +1,7 @@
 -- One row per item that needs a person's attention, with the reason. The
 -- dead letters through the queue, not its finished partition: the planner
 -- prunes to the partition that holds them, and the view does not depend on
--- how that partition is laid out (0037 split it in two).
+-- how that partition is laid out (0039 split it in two).
 CREATE OR REPLACE VIEW daz_retry_queue_alerts AS
 SELECT
     'dead_letter' AS alert,

@@ -649,7 +649,7 @@ def test_0027_keeps_a_hash_event_id_index_built_beforehand(dsn: str, tmp_path: P
             "ALTER INDEX _retryq_finished_event_id_hash RENAME TO _retryq_finished_event_id_idx"
         )
         built = _event_id_index(conn)
-    # 0027 alone: 0037 later rebuilds the finished partition and its indexes
+    # 0027 alone: 0039 later rebuilds the finished partition and its indexes
     for m in (ROOT / "migrations").glob("00*.sql"):
         if m.name[:4] <= "0027":
             shutil.copy(m, tmp_path / m.name)

@@ -292,7 +292,7 @@ def test_a_completed_items_event_id_is_found_through_a_hash_index(conn: Conn) ->
         node = nodes.pop()
         used.append(node.get("Index Name"))
         nodes += node.get("Plans") or []
-    # the leaves' copies of the partitioned index (0037: completed items apart)
+    # the leaves' copies of the partitioned index (0039: completed items apart)
     [[leaf_indexes]] = conn.execute(
         "SELECT array_agg(i.inhrelid::regclass::text) FROM pg_inherits AS i"
         " WHERE i.inhparent = '_retryq_finished_event_id_idx'::regclass"
