@@ -320,15 +320,17 @@ GROUP BY q.event_type, q.plugin_name
 ORDER BY q.event_type, q.plugin_name
 """
 
-# The finished partition's statistics (from the last ANALYZE or VACUUM) and
-# its size now, in pages.
+# The statistics (from the last ANALYZE or VACUUM) and size now, in pages, of
+# the finished partition's leaf of completed items; of the whole finished
+# partition on an install before 0039_finished_leaves (leaf false).
 FINISHED_STATS: LiteralString = """
 SELECT
     c.reltuples::double precision,
     c.relpages,
-    pg_relation_size(c.oid) / current_setting('block_size')::integer
+    pg_relation_size(c.oid) / current_setting('block_size')::integer,
+    c.relname = '_retryq_completed'
 FROM pg_class AS c
-WHERE c.oid = to_regclass(%(finished)s)
+WHERE c.oid = coalesce(to_regclass(%(completed)s), to_regclass(%(finished)s))
 """
 
 FINISHED_SAMPLE: LiteralString = """
@@ -337,13 +339,29 @@ WHERE q.status IN ('completed', 'dead_letter', 'cancelled')
     AND q.ctid < format('(%%s,0)', %(pages)s::integer)::tid
 """
 
+COMPLETED_SAMPLE: LiteralString = """
+SELECT count(*) FROM {schema}daz_retry_queue AS q
+WHERE q.status = 'completed'
+    AND q.ctid < format('(%%s,0)', %(pages)s::integer)::tid
+"""
 
-def finished_partition(schema: str | None) -> str:
-    """The finished partition's name for to_regclass, quoted."""
-    table = sql.Identifier("_retryq_finished")
+
+def _private(schema: str | None, name: str) -> str:
+    table = sql.Identifier(name)
     if schema is None:
         return table.as_string(None)
     return sql.SQL("{}.{}").format(sql.Identifier(schema), table).as_string(None)
+
+
+def finished_partition(schema: str | None) -> str:
+    """The finished partition's name for to_regclass, quoted."""
+    return _private(schema, "_retryq_finished")
+
+
+def completed_leaf(schema: str | None) -> str:
+    """The name of the finished partition's leaf of completed items (0039),
+    for to_regclass, quoted."""
+    return _private(schema, "_retryq_completed")
 
 
 # --- dead letters -----------------------------------------------------------

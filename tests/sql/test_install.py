@@ -630,7 +630,7 @@ def _event_id_index(conn: psycopg.Connection[Any]) -> tuple[int, str]:
     return row[0], row[1]
 
 
-def test_0027_keeps_a_hash_event_id_index_built_beforehand(dsn: str) -> None:
+def test_0027_keeps_a_hash_event_id_index_built_beforehand(dsn: str, tmp_path: Path) -> None:
     # README, upgrade note 0027: an operator builds the hash index without
     # blocking completions, and the migration then keeps it
     migrations = (ROOT / "migrations").glob("*.sql")
@@ -649,10 +649,15 @@ def test_0027_keeps_a_hash_event_id_index_built_beforehand(dsn: str) -> None:
             "ALTER INDEX _retryq_finished_event_id_hash RENAME TO _retryq_finished_event_id_idx"
         )
         built = _event_id_index(conn)
-    assert migrate.apply(dsn)[:1] == ["0027_finished_event_id_hash"]
+    # 0027 alone: 0039 later rebuilds the finished partition and its indexes
+    for m in (ROOT / "migrations").glob("00*.sql"):
+        if m.name[:4] <= "0027":
+            shutil.copy(m, tmp_path / m.name)
+    assert migrate.apply(dsn, directory=tmp_path) == ["0027_finished_event_id_hash"]
     with _connect(dsn) as conn:
         assert _event_id_index(conn) == built
         assert built[1] == "hash"
+    migrate.apply(dsn)
     # and without one, the migration builds it
     migrate.rollback(dsn, count=since)
     with _connect(dsn) as conn:
