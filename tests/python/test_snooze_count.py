@@ -49,9 +49,12 @@ def db(module_dsn: str) -> Iterator[Conn]:
 
 
 def leased_with(db: Conn, value: str) -> RetryQueueItem:
+    # as the owner writes it: an enqueue drops the key (only the server
+    # counts snoozes), an UPDATE by the owner does not
+    db.execute("INSERT INTO daz_retry_queue (event_type, event_data) VALUES ('t', '{}')")
     db.execute(
-        "INSERT INTO daz_retry_queue (event_type, event_data, event_metadata)"
-        " VALUES ('t', '{}', ('{\"retryq_snoozes\": ' || %s || '}')::jsonb)",
+        "UPDATE _retryq_active SET event_metadata"
+        " = ('{\"retryq_snoozes\": ' || %s || '}')::jsonb",
         [value],
     )
     [item] = RetryQueue(db).acquire("w", 1)
