@@ -15,7 +15,7 @@ from uuid import UUID
 
 from psycopg import sql
 
-from retryq_py._sql.params import refuse_nul_params
+from retryq_py._sql.params import integer_params, refuse_nul_params
 
 if TYPE_CHECKING:
     from typing_extensions import LiteralString
@@ -340,6 +340,29 @@ DEAD_LETTERS: LiteralString = (
 
 DEAD_LETTER_IDS: LiteralString = "SELECT id FROM " + _FILTERED + " ORDER BY id"
 
+# A requeue that says what became of each dead letter it chose or was given
+# (requeue_dead_letter_items_report); the same filter as the listing.
+REQUEUE_REPORT: LiteralString = """
+SELECT r.item_id, r.outcome, r.held_by, r.item_status
+FROM requeue_dead_letter_items_report(
+    p_item_ids => %(item_ids)s, p_event_type => %(event_type)s,
+    p_plugin_name => %(plugin_name)s, p_error_code => %(error_code)s,
+    p_dead_before => now() - %(older_than)s::interval) AS r
+"""
+
+
+@dataclass(frozen=True)
+class RequeueOutcome:
+    """One row of requeue_dead_letter_items_report: `outcome` is requeued,
+    dedupe_key_held, event_id_held (held_by: the item holding it), busy,
+    not_dead_letter, filtered_out or not_found; `item_status` the item's
+    status after the call (None: no such item)."""
+
+    item_id: int
+    outcome: str
+    held_by: int | None
+    item_status: str | None
+
 
 @dataclass(frozen=True)
 class DeadLetterFilter:
@@ -358,7 +381,8 @@ class DeadLetterFilter:
 
     def params(self, limit: int | None = None) -> dict[str, Any]:
         """The parameters of DEAD_LETTERS and DEAD_LETTER_IDS (limit None:
-        all); a NUL in a text filter is refused naming it (22021)."""
+        all); a NUL in a text filter is refused naming it (22021), an id or
+        limit beyond a bigint too (22003)."""
         params = {
             "item_ids": list(self.ids) or None,
             "event_type": self.event_type,
@@ -368,7 +392,7 @@ class DeadLetterFilter:
             "limit": limit,
         }
         refuse_nul_params(params)
-        return params
+        return dict(integer_params(params))
 
 
 # The rule cleanup_retry_queue deletes by, counted without deleting.

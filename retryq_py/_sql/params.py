@@ -141,7 +141,9 @@ def refuse_nul_params(params: Mapping[str, Any]) -> None:
 # would round a float sent for one where the statement casts it
 # (max_snoozes=3.5 was 4, item ids [1.5] were [2]), find no function where it
 # does not (42883), and take a string ("10"): each is refused naming the
-# field instead.
+# field instead. Each is a bigint in SQL: a larger int would be sent as
+# numeric and find no function either (42883, which reads as "retryq is not
+# installed"), so it is refused naming the field (22003) before the call.
 _INTEGER_PARAMS = (
     "item_id",
     "item_ids",
@@ -151,7 +153,10 @@ _INTEGER_PARAMS = (
     "max_rows",
     "failure_threshold",
     "max_leases",
+    "limit",
 )
+_BIGINT_MIN = -(2**63)
+_BIGINT_MAX = 2**63 - 1
 
 
 def whole(value: object) -> int | None:
@@ -175,23 +180,34 @@ def integer(value: Any, field: str) -> int:
     return number
 
 
+def _bigint(value: Any, field: str) -> int:
+    """integer(value), within a bigint's range (22003 naming the field)."""
+    number = integer(value, field)
+    if not _BIGINT_MIN <= number <= _BIGINT_MAX:
+        raise pgerr.NumericValueOutOfRange(
+            f"retryq: invalid {field}: {number} is out of range for bigint"
+        )
+    return number
+
+
 def integer_params(params: Mapping[str, Any]) -> Mapping[str, Any]:
     """params with its integer parameters checked: the same mapping when
-    each is an int (or None), else a copy with whole floats made ints;
-    TypeError naming the first that is not a whole number."""
+    each is an int within a bigint (or None), else a copy with whole floats
+    made ints; TypeError naming the first that is not a whole number,
+    NumericValueOutOfRange (22003) naming the first beyond a bigint."""
     fixed: dict[str, Any] | None = None
     for key in _INTEGER_PARAMS:
         value = params.get(key)
-        if value is None or type(value) is int:
+        if value is None or (type(value) is int and _BIGINT_MIN <= value <= _BIGINT_MAX):
             continue
         if type(value) is list:
-            if all(type(v) is int for v in value):
+            if all(type(v) is int for v in value) and (
+                not value or (min(value) >= _BIGINT_MIN and max(value) <= _BIGINT_MAX)
+            ):
                 continue
-            value = [
-                v if type(v) is int else integer(v, f"{key}[{n}]") for n, v in enumerate(value)
-            ]
+            value = [_bigint(v, f"{key}[{n}]") for n, v in enumerate(value)]
         else:
-            value = integer(value, key)
+            value = _bigint(value, key)
         fixed = fixed if fixed is not None else dict(params)
         fixed[key] = value
     return params if fixed is None else fixed

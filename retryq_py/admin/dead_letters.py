@@ -10,17 +10,20 @@ from psycopg.rows import class_row
 
 from retryq_py._sql import QueueEntry
 from retryq_py._sql import ops as _q
-from retryq_py._sql.ops import DeadLetter, DeadLetterFilter
+from retryq_py._sql.ops import DeadLetter, DeadLetterFilter, RequeueOutcome
 from retryq_py.admin.target import CommandError, Declined, Target, UsageProblem, connect, queue
 
 __all__ = [
     "DeadLetter",
     "DeadLetterFilter",
     "ErrorEntry",
+    "RequeueOutcome",
+    "Requeued",
     "dead_letter_list",
     "dead_letter_match",
     "dead_letter_purge",
     "dead_letter_requeue",
+    "dead_letter_requeue_report",
     "error_entries",
     "item_show",
 ]
@@ -93,6 +96,44 @@ def dead_letter_requeue(t: Target, filt: DeadLetterFilter) -> int:
             error_code=filt.error_code,
             dead_before=dead_before,
         )
+
+
+@dataclass(frozen=True)
+class Requeued:
+    """What a requeue did: `outcomes`, one per dead letter the filter chose
+    and per id given, in id order (see requeue_dead_letter_items_report)."""
+
+    outcomes: list[RequeueOutcome]
+
+    @property
+    def requeued(self) -> int:
+        return sum(1 for o in self.outcomes if o.outcome == "requeued")
+
+    @property
+    def skipped(self) -> list[RequeueOutcome]:
+        return [o for o in self.outcomes if o.outcome != "requeued"]
+
+    def why(self, skip: RequeueOutcome) -> str:
+        """Why one was not requeued, as a person reads it."""
+        if skip.outcome in ("dedupe_key_held", "event_id_held"):
+            what = "dedupe key" if skip.outcome == "dedupe_key_held" else "event id"
+            now = any(o.item_id == skip.held_by and o.outcome == "requeued" for o in self.outcomes)
+            holder = f"item {skip.held_by}, requeued now" if now else f"live item {skip.held_by}"
+            return f"left a dead letter: its {what} is held by {holder}"
+        return {
+            "busy": "left a dead letter: another transaction holds it (run again)",
+            "not_dead_letter": f"not a dead letter ({skip.item_status})",
+            "filtered_out": "a dead letter the other filters exclude",
+            "not_found": "no such item",
+        }.get(skip.outcome, skip.outcome)
+
+
+def dead_letter_requeue_report(t: Target, filt: DeadLetterFilter) -> Requeued:
+    """Requeue matching dead letters (one SQL call, so one transaction) and
+    say what became of each chosen dead letter and each given id."""
+    _require_filter(filt, "requeue")
+    with connect(t) as conn, conn.cursor(row_factory=class_row(RequeueOutcome)) as cur:
+        return Requeued(cur.execute(_q.REQUEUE_REPORT, filt.params()).fetchall())
 
 
 def dead_letter_match(t: Target, filt: DeadLetterFilter) -> list[int]:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -67,9 +68,11 @@ def migrate_rollback(
 ) -> list[str]:
     """Roll back the newest `steps` migrations, or all of them; the ids rolled back.
 
-    Refuses (CommandError) while items are pending or processing, unless
-    `force`: rolling back the install drops them. `confirm(what)` is asked
-    first, with what is about to go, and may veto: Declined (nothing happens)."""
+    Refuses (CommandError) while items are pending or processing when the
+    chosen steps drop the queue's table (the first migration's rollback),
+    unless `force`; steps that keep it roll back whatever is live. `confirm(what)`
+    is asked first, with the tables those steps drop, and may veto: Declined
+    (nothing happens)."""
     if steps is not None and steps < 1:
         raise UsageProblem("invalid --steps: must be at least 1")
     with open_connection(t) as conn:
@@ -81,17 +84,49 @@ def migrate_rollback(
     chosen = applied if steps is None else applied[:steps]
     if not chosen:
         return []
+    dropped = dropped_tables(chosen)
+    live = live if QUEUE_TABLE in dropped else 0  # kept with the table otherwise
     if live and not force:
         raise CommandError(
             f"refusing to roll back {t.describe()}: {live} item(s) pending or processing"
-            " would be dropped with the queue; drain it first, or pass --force"
+            f" would be dropped with the queue (rolling back {_dropping(chosen)} drops"
+            f" {QUEUE_TABLE}); drain it first, or pass --force"
         )
-    what = f"roll back {', '.join(chosen)} in {t.describe()}" + (
-        f", dropping {live} live item(s)" if live else ""
+    what = (
+        f"roll back {', '.join(chosen)} in {t.describe()}"
+        + (f", dropping {_tables_text(dropped)}" if dropped else "")
+        + (f", {live} live item(s) with them" if live else "")
     )
     if confirm is not None and not confirm(what):
         raise Declined(f"declined: nothing rolled back ({len(chosen)} migration(s) left applied)")
     return _yoyo_call(t, lambda: _migrate.rollback(t.conninfo, t.schema, len(chosen)))
+
+
+# The table of the items: a rollback that drops it drops every item.
+QUEUE_TABLE = "daz_retry_queue"
+# A statement of a rollback, not a comment or a function body's text.
+_DROP_TABLE = re.compile(r"^DROP\s+TABLE\s+(?:IF\s+EXISTS\s+)?([\w.]+)\s*;", re.IGNORECASE | re.M)
+
+
+def dropped_tables(ids: Iterable[str]) -> list[str]:
+    """The tables the rollbacks of these migrations drop, in their order,
+    read from the packaged rollback scripts."""
+    directory = _migrate.migrations_dir()
+    tables: list[str] = []
+    for migration_id in ids:
+        script = directory / f"{migration_id}.rollback.sql"
+        if script.is_file():
+            tables.extend(_DROP_TABLE.findall(script.read_text(encoding="utf-8")))
+    return tables
+
+
+def _dropping(ids: list[str]) -> str:
+    """The migration among ids whose rollback drops the queue's table."""
+    return next((i for i in ids if QUEUE_TABLE in dropped_tables([i])), "?")
+
+
+def _tables_text(tables: list[str]) -> str:
+    return ("table " if len(tables) == 1 else "tables ") + ", ".join(tables)
 
 
 def migrate_status(t: Target) -> list[MigrationRow]:

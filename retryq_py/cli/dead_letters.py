@@ -36,9 +36,9 @@ def _filter(
 ) -> admin.DeadLetterFilter:
     return admin.DeadLetterFilter(
         ids=tuple(ids or ()),
-        event_type=event_type,
-        plugin=plugin,
-        error_code=error_code,
+        event_type=admin.check_name(event_type, "--event-type"),
+        plugin=admin.check_name(plugin, "--plugin"),
+        error_code=admin.check_name(error_code, "--error-code"),
         older_than=None if older_than is None else admin.parse_duration(older_than, "--older-than"),
     )
 
@@ -86,6 +86,10 @@ def dead_letter_show(
         out.print("no errors recorded")
 
 
+# Skipped ids named one a line, up to this many.
+_SKIPS_SHOWN = 100
+
+
 @app.command("requeue")
 def dead_letter_requeue(
     database: DatabaseOpt = None,
@@ -96,10 +100,28 @@ def dead_letter_requeue(
     error_code: ErrorCodeOpt = None,
     older_than: OlderThanOpt = None,
 ) -> None:
-    """Give matching dead letters a fresh retry budget, due now (one transaction)."""
+    """Give matching dead letters a fresh retry budget, due now (one transaction).
+
+    Each dead letter left as it was, and each --id not requeued, is named
+    with why; exits 1 when some were asked for and none was requeued.
+    """
     t = admin.target(database, schema)
-    count = admin.dead_letter_requeue(t, _filter(ids, event_type, plugin, error_code, older_than))
-    out.print(f"requeued {count}")
+    done = admin.dead_letter_requeue_report(
+        t, _filter(ids, event_type, plugin, error_code, older_than)
+    )
+    skipped = done.skipped
+    for skip in skipped[:_SKIPS_SHOWN]:
+        out.print(f"id {skip.item_id}: {done.why(skip)}")
+    if len(skipped) > _SKIPS_SHOWN:
+        out.print(f"... and {len(skipped) - _SKIPS_SHOWN} more not requeued")
+    if not done.outcomes:
+        out.print("requeued 0: no dead letter matches")
+        return
+    out.print(f"requeued {done.requeued}" + (f" of {len(done.outcomes)}" if skipped else ""))
+    if done.requeued == 0:
+        raise admin.CommandError(
+            f"nothing requeued: none of the {len(skipped)} asked for could be (why: above)"
+        )
 
 
 @app.command("purge")

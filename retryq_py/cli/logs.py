@@ -16,6 +16,8 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
+from retryq_py.cli.render import visible
+
 if TYPE_CHECKING:
     from retryq_py.worker import WorkerEvent
 
@@ -42,28 +44,12 @@ def announcer(fmt: str, text: Callable[[str], None]) -> Callable[..., None]:
     return say
 
 
-# What could move a terminal's cursor, clear it, retitle it, reorder what it
-# shows or end a line: C0 and C1 controls, DEL, the Unicode line and paragraph
-# separators, and the bidirectional controls. A producer sets event_type and
-# correlation_id, a handler its error text: as they come, a newline in one
-# writes a line of the producer's own into the log, looking like the worker's.
-_UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
-_NAMED = {"\n": "\\n", "\r": "\\r"}
-
-
-def _escaped(match: re.Match[str]) -> str:
-    char = match.group()
-    named = _NAMED.get(char)
-    if named is not None:
-        return named
-    code = ord(char)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
 def escape_text(text: str) -> str:
-    """`text` on one line, inert in a terminal: each character of _UNSAFE
-    written as a Python escape (\\n, \\x1b, \\u202e); a tab is kept."""
-    return _UNSAFE.sub(_escaped, text)
+    """`text` on one line, inert in a terminal (a producer sets event_type and
+    correlation_id, a handler its error text: a newline in one would write a
+    line that looks like the worker's): controls as escapes (\\n, \\x1b,
+    \\u202e, see render.visible); a tab is kept."""
+    return visible(text, keep="\t")
 
 
 class TextFormatter(logging.Formatter):

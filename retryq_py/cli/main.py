@@ -22,7 +22,7 @@ from retryq_py import admin
 from retryq_py.admin import ExitCode
 from retryq_py.cli import dead_letters, ops, pauses, queue_cmds, web, worker
 from retryq_py.cli.options import PlainUsage
-from retryq_py.cli.render import out
+from retryq_py.cli.render import out, visible
 
 app = typer.Typer(
     name="retryq",
@@ -67,7 +67,7 @@ def demo(
         ),
     ] = None,
     items: Annotated[
-        int, typer.Option("--items", metavar="N", min=1, help="How many items.")
+        int, typer.Option("--items", metavar="N", min=1, max=100000, help="How many items.")
     ] = 200,
     workers: Annotated[
         int, typer.Option("--workers", metavar="N", min=1, max=16, help="RetryWorkers to run.")
@@ -101,7 +101,8 @@ app.command()(pauses.pauses)
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    sys.stderr.write(f"retryq: {message}\n")
+    # a message may quote a value from the queue or the server: shown as it is
+    sys.stderr.write(f"retryq: {visible(message)}\n")
     sys.stderr.flush()
     raise SystemExit(code)
 

@@ -9,7 +9,14 @@ from typing import Annotated
 import typer
 
 from retryq_py import admin
-from retryq_py.cli.options import DatabaseOpt, KeyPluginOpt, PlainUsage, SchemaOpt
+from retryq_py.cli.options import (
+    BIGINT_MAX,
+    BIGINT_MIN,
+    DatabaseOpt,
+    KeyPluginOpt,
+    PlainUsage,
+    SchemaOpt,
+)
 from retryq_py.cli.render import circuits_table, err, out, rate_limits_table
 
 circuits_app = typer.Typer(
@@ -89,6 +96,7 @@ def circuits_set_threshold(
         typer.Argument(
             metavar="THRESHOLD",
             min=0,
+            max=BIGINT_MAX,
             help="Failures in a row that open the circuit; 0 turns it off.",
         ),
     ] = None,
@@ -163,7 +171,13 @@ def rate_limits_set(
     ctx: typer.Context,
     event_type: Annotated[str, typer.Argument(metavar="EVENT_TYPE", help="event_type of the key.")],
     max_leases: Annotated[
-        int, typer.Argument(metavar="N", help="Leases allowed per period (1..100000).")
+        int,
+        typer.Argument(
+            metavar="N",
+            min=BIGINT_MIN,
+            max=BIGINT_MAX,
+            help="Leases allowed per period (1..100000).",
+        ),
     ],
     plugin: KeyPluginOpt = None,
     per: Annotated[

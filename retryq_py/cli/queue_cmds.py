@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import timedelta
 from typing import Annotated, Any
 
 import typer
@@ -10,6 +11,7 @@ import typer
 from retryq_py import admin
 from retryq_py.cli.options import (
     BIGINT_MAX,
+    BIGINT_MIN,
     DatabaseOpt,
     ErrorCodeOpt,
     EventTypeOpt,
@@ -29,7 +31,10 @@ def migrate(
         bool, typer.Option("--rollback", help="Roll back (all, or the newest --steps N).")
     ] = False,
     steps: Annotated[
-        int | None, typer.Option("--steps", metavar="N", min=1, help="With --rollback: how many.")
+        int | None,
+        typer.Option(
+            "--steps", metavar="N", min=1, max=BIGINT_MAX, help="With --rollback: how many."
+        ),
     ] = None,
     status: Annotated[
         bool, typer.Option("--status", help="Show which migrations are applied (writes nothing).")
@@ -74,6 +79,11 @@ def migrate(
         out.print("already up to date")
 
 
+# The longest delay and retry delay the queue takes (31536000 s): refused here
+# naming the option rather than by a CHECK naming the column.
+_YEAR = timedelta(days=365)
+
+
 def enqueue(
     database: DatabaseOpt = None,
     schema: SchemaOpt = None,
@@ -98,7 +108,13 @@ def enqueue(
     ] = None,
     max_retries: Annotated[
         int | None,
-        typer.Option("--max-retries", metavar="N", help="Retries before a dead letter (3)."),
+        typer.Option(
+            "--max-retries",
+            metavar="N",
+            min=BIGINT_MIN,
+            max=BIGINT_MAX,
+            help="Retries before a dead letter (3).",
+        ),
     ] = None,
     retry_delay: Annotated[
         str | None,
@@ -111,7 +127,14 @@ def enqueue(
         typer.Option("--backoff-multiplier", metavar="X", help="Growth per retry (2.0)."),
     ] = None,
     priority: Annotated[
-        int | None, typer.Option("--priority", metavar="1-10", help="1..10, 10 first (5).")
+        int | None,
+        typer.Option(
+            "--priority",
+            metavar="1-10",
+            min=BIGINT_MIN,
+            max=BIGINT_MAX,
+            help="1..10, 10 first (5).",
+        ),
     ] = None,
     correlation_id: Annotated[
         str | None, typer.Option("--correlation-id", metavar="ID", help="For tracing.")
@@ -145,12 +168,12 @@ def enqueue(
         "max_retries": max_retries,
         "retry_delay": None
         if retry_delay is None
-        else admin.parse_duration(retry_delay, "--retry-delay"),
+        else admin.parse_duration(retry_delay, "--retry-delay", maximum=_YEAR),
         "backoff_multiplier": backoff_multiplier,
         "priority": priority,
         "correlation_id": correlation_id,
         "tags": tags or None,
-        "delay": None if delay is None else admin.parse_duration(delay, "--delay"),
+        "delay": None if delay is None else admin.parse_duration(delay, "--delay", maximum=_YEAR),
         "dedupe_key": dedupe_key,
     }
     options = {k: v for k, v in options.items() if v is not None}
@@ -268,9 +291,9 @@ def cancel(
     t = admin.target(database, schema)
     filt = admin.CancelFilter(
         ids=tuple(ids or ()),
-        event_type=event_type,
-        plugin=plugin,
-        error_code=error_code,
+        event_type=admin.check_name(event_type, "--event-type"),
+        plugin=admin.check_name(plugin, "--plugin"),
+        error_code=admin.check_name(error_code, "--error-code"),
         older_than=None if older_than is None else admin.parse_duration(older_than, "--older-than"),
     )
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TextIO
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from retryq_py import admin
 
@@ -23,14 +25,47 @@ if TYPE_CHECKING:
     from retryq_py.admin.migrations import MigrationRow
     from retryq_py.worker import WorkerCounts
 
+# What a terminal would act on instead of showing: C0 and C1 controls (ESC
+# starts an escape sequence that can retitle the window, clear the screen or
+# move the cursor), DEL, the line and paragraph separators, and the bidi
+# controls that reorder what follows (U+202E shows "exe.txt" as "txt.exe").
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+_SHORT = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escape(c: str) -> str:
+    if c in _SHORT:
+        return _SHORT[c]
+    return f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}"
+
+
+def visible(text: str, keep: str = "") -> str:
+    """text with every character a terminal would act on written as its
+    escape (\\x1b, \\n, \\u202e), but those in `keep` (a tab in a log line,
+    the newline of a console's own lines), so a value from the queue (an event
+    type, an error text a handler raised) shows as it is and stays on its line."""
+    return _UNSAFE.sub(lambda m: m.group() if m.group() in keep else _escape(m.group()), text)
+
+
+class _Console(Console):
+    """A Console that shows text as it is: no markup (an event type "[/]"
+    was read as a closing tag and failed the command), no :emoji: codes, and
+    every control but the newline escaped in whatever it prints (the tables
+    escape newlines in their cells as well, see visible)."""
+
+    def render_str(self, text: str, **options: Any) -> Text:
+        return super().render_str(visible(text, keep="\n"), **options)
+
 
 # Output wraps only on a terminal. Piped, a line of text stays one line
 # (soft_wrap) and a table gets wide rows instead of rich's 80-column default,
 # so what grep or a log collector reads is what was printed.
 def _console(stream: TextIO, **options: Any) -> Console:
     terminal = stream.isatty()
-    return Console(
+    return _Console(
         highlight=False,
+        markup=False,
+        emoji=False,
         soft_wrap=not terminal,
         width=None if terminal or os.environ.get("COLUMNS") else 160,
         **options,
@@ -49,14 +84,20 @@ def when(value: datetime | str | None) -> str:
 def short(text: str | None, width: int = 60) -> str:
     if not text:
         return ""
-    one = " ".join(text.split())
+    one = visible(" ".join(text.split()))
     return one if len(one) <= width else one[: width - 1] + "…"
+
+
+def _row(table: Table, *cells: str) -> None:
+    """A table row whose cells are shown as they are (see visible): a value
+    from the queue stays in its cell, on its row."""
+    table.add_row(*(visible(c) for c in cells))
 
 
 def migrations_table(rows: list[MigrationRow]) -> Table:
     table = Table("migration", "applied")
     for row in rows:
-        table.add_row(row.id, "yes" if row.applied else "no")
+        _row(table, row.id, "yes" if row.applied else "no")
     return table
 
 
@@ -82,7 +123,8 @@ def stats_table(s: Stats, title: str = "daz_retry_queue_stats") -> Table:
         title=title,
     )
     for r in s.rows:
-        table.add_row(
+        _row(
+            table,
             r.status,
             r.event_type,
             r.plugin_name or "",
@@ -114,7 +156,8 @@ def dead_letters_table(rows: list[DeadLetter], title: str = "dead letters") -> T
         title=title,
     )
     for r in rows:
-        table.add_row(
+        _row(
+            table,
             str(r.id),
             r.event_type,
             r.plugin_name or "",
@@ -153,7 +196,7 @@ def item_grid(item: QueueEntry) -> Table:
         ("data", json.dumps(item.event_data, sort_keys=True)),
         ("metadata", json.dumps(item.event_metadata, sort_keys=True)),
     ):
-        info.add_row(label, value)
+        _row(info, label, value)
     return info
 
 
@@ -162,7 +205,8 @@ def error_history_table(item: QueueEntry) -> Table:
         "attempt", "failed at", "worker", "code", "retryable", "error", title="error history"
     )
     for e in admin.error_entries(item):
-        table.add_row(
+        _row(
+            table,
             "" if e.attempt is None else str(e.attempt),
             when(e.failed_at),
             e.worker_id or "",
@@ -178,7 +222,8 @@ def rate_limits_table(rows: list[RateLimit]) -> Table:
     for col in ("event_type", "plugin", "limit", "in_period", "free", "next_token_at"):
         table.add_column(col)
     for r in rows:
-        table.add_row(
+        _row(
+            table,
             r.event_type,
             r.plugin_name or "",
             f"{r.max_leases}/{r.period_seconds:g}s",
@@ -205,7 +250,8 @@ def circuits_table(rows: list[Circuit]) -> Table:
     ):
         table.add_column(col)
     for c in rows:
-        table.add_row(
+        _row(
+            table,
             c.event_type,
             c.plugin_name or "",
             c.state + (" (forced)" if c.forced else ""),
@@ -225,7 +271,8 @@ def pauses_table(rows: list[Pause]) -> Table:
     for col in ("event_type", "plugin", "paused_at", "paused_by", "held", "reason"):
         table.add_column(col)
     for z in rows:
-        table.add_row(
+        _row(
+            table,
             "(every)" if z.event_type is None else z.event_type,
             "(every)" if z.plugin_name is None else z.plugin_name or "(none)",
             when(z.paused_at),

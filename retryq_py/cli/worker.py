@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 import threading
+from datetime import timedelta
 from typing import Annotated
 
 import typer
@@ -56,7 +57,11 @@ def worker(
     worker_count: Annotated[
         int | None,
         typer.Option(
-            "--worker-count", metavar="N", min=1, help="Handlers run at once (threads or tasks)."
+            "--worker-count",
+            metavar="N",
+            min=1,
+            max=1000,
+            help="Handlers run at once (threads or tasks, 1..1000, as the config's worker_count).",
         ),
     ] = None,
     batch_size: Annotated[
@@ -126,9 +131,13 @@ def worker(
     registry = tracing.traced(admin.load_handlers(handlers))
     interval = None
     if poll_interval is not None:
-        interval = admin.parse_duration(poll_interval, "--poll-interval").total_seconds()
-        if interval <= 0:
-            raise admin.UsageProblem("invalid --poll-interval: must be positive")
+        # the config's poll_interval rule: 1ms..24h
+        interval = admin.parse_duration(
+            poll_interval,
+            "--poll-interval",
+            minimum=timedelta(milliseconds=1),
+            maximum=timedelta(hours=24),
+        ).total_seconds()
     if not registry:
         raise admin.UsageProblem(
             f"--handlers {handlers}: no handlers; a worker leases only the event types"

@@ -106,10 +106,7 @@ def _int(params: QueryParams | FormData, name: str) -> int | None:
     value = _text(params, name)
     if value is None:
         return None
-    try:
-        return int(value)
-    except ValueError:
-        raise admin.UsageProblem(f"invalid {name}: {value!r} is not a whole number") from None
+    return admin.parse_int(value, name)  # within a bigint, or a 400 naming it
 
 
 def _float(params: QueryParams | FormData, name: str) -> float | None:
@@ -423,12 +420,14 @@ class Dashboard:
     async def requeue_one(self, request: Request) -> Response:
         self._writable()
         item_id = int(request.path_params["item_id"])
-        count = await run_in_threadpool(
-            admin.dead_letter_requeue, self.t, admin.DeadLetterFilter(ids=(item_id,))
+        got = await run_in_threadpool(
+            admin.dead_letter_requeue_report, self.t, admin.DeadLetterFilter(ids=(item_id,))
         )
-        return self.redirect(
-            request, f"/items/{item_id}", f"requeued {count}" if count else "not a dead letter"
-        )
+        # why it stayed (its dedupe key or event id held by a live item, busy,
+        # not a dead letter): "not a dead letter" for all of these misled
+        why = "; ".join(map(got.why, got.skipped)) or "not requeued"
+        message = f"requeued {got.requeued}" if got.requeued else why
+        return self.redirect(request, f"/items/{item_id}", message)
 
     async def cancel_one(self, request: Request) -> Response:
         """Cancels one pending or processing item; the form must carry

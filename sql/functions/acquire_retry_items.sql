@@ -8,7 +8,8 @@
 -- keep their budget; a circuit past its cool-down gets one probe item. With
 -- every circuit closed the only extra cost is one look at an empty index.
 -- Rate limits: an item of a rate-limited key is leased only with a token
--- of its key (see _retryq_rate_grant); keys without a token free are skipped,
+-- of its key (see _retryq_rate_grant); keys without a token free (no token
+-- row with room, see _retryq_rate_token) are skipped,
 -- and so are keys whose tokens this call used up: the batch is filled with
 -- other keys' items of the same priority before a less urgent one.
 -- With no limit configured the only extra cost is one look at an empty table.
@@ -227,7 +228,10 @@ BEGIN
             SELECT 1 FROM _retryq_rate_token AS t
             WHERE t.event_type = l.event_type
                 AND t.plugin_name = l.plugin_name
-                AND t.used_at <= p_now - l.period
+                AND (
+                    t.used_at <= p_now - l.period
+                    OR t.used < t.cap AND t.prev_used_at <= p_now - l.period
+                )
         );
     END IF;
 
@@ -397,7 +401,10 @@ BEGIN
                         SELECT 1 FROM _retryq_rate_token AS t
                         WHERE t.event_type = l.event_type
                             AND t.plugin_name = l.plugin_name
-                            AND t.used_at <= p_now - l.period
+                            AND (
+                                t.used_at <= p_now - l.period
+                                OR t.used < t.cap AND t.prev_used_at <= p_now - l.period
+                            )
                     )
                         OR EXISTS (
                             SELECT 1
@@ -1053,7 +1060,10 @@ BEGIN
                     SELECT 1 FROM _retryq_rate_token AS t
                     WHERE t.event_type = l.event_type
                         AND t.plugin_name = l.plugin_name
-                        AND t.used_at <= p_now - l.period
+                        AND (
+                            t.used_at <= p_now - l.period
+                            OR t.used < t.cap AND t.prev_used_at <= p_now - l.period
+                        )
                 )
                     OR EXISTS (
                         SELECT 1

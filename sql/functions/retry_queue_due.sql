@@ -59,14 +59,15 @@ BEGIN
             coalesce(pg_catalog.array_agg(f.frees_at), '{}')
         INTO v_closed_events, v_closed_plugins, v_closed_until
         FROM _retryq_rate_limit AS l
-        -- a token frees one period after its use; the key's first to free
-        -- is its longest unused (the index's first)
+        -- a token row takes leases again a period after its last use, or,
+        -- with room left, a period after its use before (_retryq_rate_token);
+        -- the key's next token is its rows' earliest
         CROSS JOIN LATERAL (
-            SELECT t.used_at + l.period AS frees_at
+            SELECT pg_catalog.min(
+                CASE WHEN t.used < t.cap THEN t.prev_used_at ELSE t.used_at END
+            ) + l.period AS frees_at
             FROM _retryq_rate_token AS t
             WHERE t.event_type = l.event_type AND t.plugin_name = l.plugin_name
-            ORDER BY t.used_at
-            LIMIT 1
         ) AS f
         WHERE f.frees_at > now();
     END IF;

@@ -3,7 +3,7 @@
 -- p_period_seconds, across all workers, counted at lease time by
 -- acquire_retry_items. Creates the limit or changes it; returns true. A
 -- window of one period that spans a change may hold the larger of the two
--- limits (a token dropped by a lower limit and re-created by a higher one
+-- limits (a token row dropped by a lower limit and re-created by a higher one
 -- keeps its last use). Refuses (22023, naming the field) a blank event type or
 -- plugin name (see _retryq_check_plugin_name), max_leases
 -- outside 1..100000, a period outside 0.001 s..365 days.
@@ -21,6 +21,7 @@ SET search_path FROM CURRENT
 AS $$
 DECLARE
     v_plugin text := coalesce(p_plugin_name, '');
+    v_rows integer;
 BEGIN
     -- NULL means the default (a driver's unused argument: Go's nil, lib/pq's)
     p_period_seconds := coalesce(p_period_seconds, 1);
@@ -54,13 +55,17 @@ BEGIN
         max_leases = excluded.max_leases,
         period = excluded.period,
         updated_at = pg_catalog.now();
-    -- fewer tokens: the last slots go, whatever their last use; the limit
-    -- keeps the latest of those uses
+    -- The limit's token rows (_retryq_rate_token): least(max_leases,
+    -- _retryq_rate_rows()) of them, the tokens dealt round-robin, so that a
+    -- row's cap only grows with the limit and a window spanning a change
+    -- holds at most the larger limit. Fewer rows: the last slots go, whatever
+    -- their last use; the limit keeps the latest of those uses.
+    v_rows := least(p_max_leases, _retryq_rate_rows());
     WITH dropped AS (
         DELETE FROM _retryq_rate_token AS t
         WHERE t.event_type = p_event_type
             AND t.plugin_name = v_plugin
-            AND t.slot > p_max_leases
+            AND t.slot > v_rows
         RETURNING t.used_at
     )
     UPDATE _retryq_rate_limit AS l
@@ -69,13 +74,23 @@ BEGIN
     )
     WHERE l.event_type = p_event_type
         AND l.plugin_name = v_plugin;
-    -- more tokens: free at once, unless the limit dropped tokens within the
-    -- last period: then they are used as late as the latest dropped one (a
-    -- limit lowered and raised again does not hand out its tokens afresh).
-    -- The slots are 1..the old limit (this call holds the limit's row
-    -- lock, and every call keeps them so): the new ones follow.
-    INSERT INTO _retryq_rate_token (event_type, plugin_name, slot, used_at)
-    SELECT p_event_type, v_plugin, g.slot, l.dropped_used_at
+    -- the rows kept take their new cap and keep their use (a use beyond a
+    -- lower cap has no room left until it ends)
+    UPDATE _retryq_rate_token AS t
+    SET cap = (p_max_leases - t.slot) / _retryq_rate_rows() + 1
+    WHERE t.event_type = p_event_type
+        AND t.plugin_name = v_plugin
+        AND t.cap IS DISTINCT FROM (p_max_leases - t.slot) / _retryq_rate_rows() + 1;
+    -- more rows: free at once, unless the limit dropped rows within the last
+    -- period: then they are full and used as late as the latest dropped one
+    -- (a limit lowered and raised again does not hand out its tokens afresh).
+    -- The slots are 1..the old count (this call holds the limit's lock, and
+    -- every call keeps them so): the new ones follow.
+    INSERT INTO _retryq_rate_token AS t (event_type, plugin_name, slot, cap, used, used_at)
+    SELECT
+        p_event_type, v_plugin, g.slot, c.cap,
+        CASE WHEN l.dropped_used_at = '-infinity' THEN 0 ELSE c.cap END,
+        l.dropped_used_at
     FROM _retryq_rate_limit AS l
     CROSS JOIN pg_catalog.generate_series(
         (
@@ -84,8 +99,11 @@ BEGIN
             WHERE t.event_type = p_event_type
                 AND t.plugin_name = v_plugin
         ),
-        p_max_leases
+        v_rows
     ) AS g (slot)
+    CROSS JOIN LATERAL (
+        SELECT ((p_max_leases - g.slot) / _retryq_rate_rows() + 1)::integer AS cap
+    ) AS c
     WHERE l.event_type = p_event_type
         AND l.plugin_name = v_plugin;
     RETURN TRUE;

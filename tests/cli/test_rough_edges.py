@@ -136,6 +136,28 @@ def test_rollback_asks_and_refuses_while_items_are_live(dsn: str, conn: Any) -> 
     assert conn.execute("SELECT to_regclass('daz_retry_queue')").fetchone() == (None,)
 
 
+def test_rollback_steps_refuse_only_when_they_drop_the_queue(dsn: str, conn: Any) -> None:
+    """The refusal comes from what the chosen steps drop: the newest steps
+    keep the queue's table, so live items are no reason to refuse (it said
+    they "would be dropped with the queue"); the confirmation names the
+    tables the steps drop, and the steps that reach the first migration are
+    refused while items are live."""
+    RetryQueue(conn).add("e", {"n": 1})
+    t = cmd.target(dsn)
+    newest_first = [m.id for m in reversed(migrate.status(dsn))]
+    asked: list[str] = []
+    # 0007's rollback drops _retryq_pause: steps down to it drop that table, not the queue
+    steps = newest_first.index("0007_routing") + 1
+    with pytest.raises(cmd.Declined):
+        cmd.migrate_rollback(t, steps, confirm=lambda what: asked.append(what) or False)
+    assert "_retryq_pause" in asked[0] and "live item" not in asked[0], asked
+    assert "daz_retry_queue" not in asked[0], asked
+    assert cmd.migrate_rollback(t, 3, confirm=lambda what: True) == newest_first[:3]
+    assert count(conn) == 1  # the item is kept, as it was
+    with pytest.raises(cmd.CommandError, match=r"1 item\(s\) pending or processing.*0001_initial"):
+        cmd.migrate_rollback(t, len(newest_first) - 3)
+
+
 def test_rollback_of_an_empty_queue_only_asks(dsn: str) -> None:
     t = cmd.target(dsn)
     asked: list[str] = []

@@ -47,6 +47,10 @@ CALLS: dict[str, tuple[str, str]] = {
     "requeue_dead_letter_items": (
         "retryq_admin", "SELECT requeue_dead_letter_items(ARRAY[{dead}], p_now => {now})",
     ),
+    "requeue_dead_letter_items_report": (
+        "retryq_admin",
+        "SELECT count(*) FROM requeue_dead_letter_items_report(ARRAY[{dead}], p_now => {now})",
+    ),
     "cancel_retry_items": (
         "retryq_admin", "SELECT cancel_retry_items(ARRAY[{leased}], p_now => {now})",
     ),

@@ -560,6 +560,7 @@ IDS = "(SELECT array_agg(g::bigint) FROM generate_series(1, 100001) AS g)"
         f"SELECT complete_retry_items({IDS}, 'w')",
         f"SELECT release_retry_items({IDS}, 'w')",
         f"SELECT requeue_dead_letter_items({IDS})",
+        f"SELECT count(*) FROM requeue_dead_letter_items_report({IDS})",
         f"SELECT purge_dead_letter_items({IDS})",
         f"SELECT * FROM list_dead_letter_items({IDS})",
         f"SELECT cancel_retry_items({IDS})",
@@ -906,6 +907,9 @@ ARRAY_CALLS: dict[tuple[str, str], str] = {
     ("complete_retry_items", "p_item_ids"): "SELECT complete_retry_items(%s::bigint[], 'w')",
     ("release_retry_items", "p_item_ids"): "SELECT release_retry_items(%s::bigint[], 'w')",
     ("requeue_dead_letter_items", "p_item_ids"): "SELECT requeue_dead_letter_items(%s::bigint[])",
+    ("requeue_dead_letter_items_report", "p_item_ids"): (
+        "SELECT count(*) FROM requeue_dead_letter_items_report(%s::bigint[])"
+    ),
     ("purge_dead_letter_items", "p_item_ids"): "SELECT purge_dead_letter_items(%s::bigint[])",
     ("list_dead_letter_items", "p_item_ids"): "SELECT * FROM list_dead_letter_items(%s::bigint[])",
     ("cancel_retry_items", "p_item_ids"): "SELECT cancel_retry_items(%s::bigint[])",

@@ -58,9 +58,12 @@ ITEM_SPEC = st.fixed_dictionaries(
 LIVE = ("pending", "processing")
 # Rate limits: small, with periods of a few seconds, so that the clock (moved
 # by whole seconds) crosses windows and meets their exact ends.
-RATE_MAX_LEASES = (1, 2, 3)
+RATE_MAX_LEASES = (1, 2, 3, 4)
 RATE_PERIODS = (1, 2, 5)
-NEVER = dt.datetime.min.replace(tzinfo=dt.timezone.utc)  # a token's '-infinity', for sorting
+# A limit's most token rows (_retryq_rate_rows, 64 when installed): the model
+# runs with 2, so that rows of several tokens (a limit of 3 or 4) meet its
+# few items.
+RATE_ROWS = 2
 
 
 def backoff(k: int, delay: float, multiplier: float, cap: float) -> dt.timedelta:
@@ -101,21 +104,68 @@ class Item:
 
 
 @dataclass
+class TokenRow:
+    """One row of a limit's tokens (_retryq_rate_token): cap tokens, the
+    leases of its current use and their latest time, the latest lease of its
+    use before (None: never, '-infinity')."""
+
+    cap: int
+    used: int = 0
+    used_at: dt.datetime | None = None
+    prev_used_at: dt.datetime | None = None
+
+    def as_tuple(self) -> tuple[int, int, dt.datetime | None, dt.datetime | None]:
+        return (self.cap, self.used, self.used_at, self.prev_used_at)
+
+
+@dataclass
 class RateLimit:
     """An event type's limit (the model's items have no plugin): max_leases
-    tokens, by slot, each with its last use (None: never, '-infinity');
-    `dropped` the latest last use of the tokens a lower limit dropped, which
-    tokens re-created by a higher one take over."""
+    tokens in least(max_leases, RATE_ROWS) rows by slot, dealt round-robin;
+    `dropped` the latest last use of the rows a lower limit dropped, which
+    rows re-created by a higher one take over."""
 
     max_leases: int
     period: dt.timedelta
-    tokens: dict[int, dt.datetime | None] = field(default_factory=dict)
+    rows: dict[int, TokenRow] = field(default_factory=dict)
     dropped: dt.datetime | None = None
 
-    def free(self, now: dt.datetime) -> list[int]:
-        """The slots free at `now`, longest unused first."""
-        ready = [s for s, u in self.tokens.items() if u is None or u <= now - self.period]
-        return sorted(ready, key=lambda s: (self.tokens[s] or NEVER, s))
+    def _old(self, t: dt.datetime | None, now: dt.datetime) -> bool:
+        return t is None or t <= now - self.period
+
+    def room(self, slot: int, now: dt.datetime) -> int:
+        """Leases the row may take at `now`: all its tokens once its last
+        lease is a period old (a new use), else what its use left, once the
+        use before is a period old."""
+        r = self.rows[slot]
+        if self._old(r.used_at, now):
+            return r.cap
+        return max(r.cap - r.used, 0) if self._old(r.prev_used_at, now) else 0
+
+    def free(self, now: dt.datetime) -> int:
+        return sum(self.room(s, now) for s in self.rows)
+
+    def _add(self, slot: int, k: int, now: dt.datetime) -> None:
+        r = self.rows[slot]
+        if self._old(r.used_at, now):
+            r.prev_used_at, r.used = r.used_at, 0
+        r.used += k
+        r.used_at = now if r.used_at is None else max(r.used_at, now)
+
+    def take(self, n: int, now: dt.datetime) -> None:
+        """n leases at `now` (the grant's choice): all in the first row (by
+        slot) with room for them; when none has, from the rows in slot order,
+        each as far as it has room."""
+        whole = [s for s in sorted(self.rows) if self.room(s, now) >= n]
+        if whole:
+            self._add(whole[0], n, now)
+            return
+        for slot in sorted(self.rows):
+            k = min(self.room(slot, now), n)
+            if k:
+                self._add(slot, k, now)
+                n -= k
+        assert n == 0, "more leases than room"
 
 
 @dataclass(frozen=True)
@@ -157,6 +207,8 @@ class QueueModel(RuleBasedStateMachine):
         self.rate_settings: dict[str, list[Setting]] = {}
         self.rate_leases: dict[str, list[tuple[dt.datetime, int]]] = {}
         self.rate_lifetimes = 0
+        # the last acquire's grants: (key, leases), in the order acquire made them
+        self._grants: list[tuple[str, int]] = []
         self.last_kind = "init"
 
     # -- helpers ---------------------------------------------------------------
@@ -196,10 +248,11 @@ class QueueModel(RuleBasedStateMachine):
         batch. Without limits this is the plain rule: the first `batch` due
         items, most urgent first.
         """
+        self._grants = []
         if None in self.paused:  # the whole queue
             return [], []
         now = self.now
-        free = {k: len(lim.free(now)) for k, lim in self.rate_limits.items()}
+        free = {k: lim.free(now) for k, lim in self.rate_limits.items()}
         closed = {k for k, n in free.items() if n == 0}
         taken: list[int] = []
         buried: list[int] = []
@@ -212,6 +265,8 @@ class QueueModel(RuleBasedStateMachine):
             got = {k: min(n, free[k]) for k, n in want.items()}
             for k, n in got.items():
                 free[k] -= n
+                if n:
+                    self._grants.append((k, n))
             rank: Counter[str] = Counter()
             out = []
             for it in items:
@@ -305,38 +360,18 @@ class QueueModel(RuleBasedStateMachine):
         return None
 
     def _take_tokens(self, leases: Counter[str]) -> None:
-        """Stamps, per limited key, as many of its longest unused free tokens
-        as it got leases; then adopts the table's choice among tokens of equal
-        last use (their order is the index's), after checking it is one."""
-        before = {key: dict(self.rate_limits[key].tokens) for key in leases}
-        for key, n in leases.items():
+        """Adds the leases of each of the acquire's grants (one per scan that
+        met a limited key) to the key's token rows (database_matches_model
+        compares)."""
+        totals: Counter[str] = Counter()
+        for key, n in self._grants:
+            totals[key] += n
+        assert totals == leases, f"grants {self._grants}, leases {leases}"
+        for key, n in self._grants:
             lim = self.rate_limits[key]
             free = lim.free(self.now)
-            assert n <= len(free), f"{key}: {n} leases with {len(free)} tokens free"
-            for slot in free[:n]:
-                lim.tokens[slot] = self.now
-        if not leases:
-            return
-        rows = (
-            self.conns[0]
-            .execute(
-                "SELECT event_type, slot, nullif(used_at, '-infinity')"
-                " FROM _retryq_rate_token WHERE event_type = ANY(%s) ORDER BY 1, 2",
-                [sorted(leases)],
-            )
-            .fetchall()
-        )
-        for key in leases:
-            lim = self.rate_limits[key]
-            db = {slot: used for k, slot, used in rows if k == key}
-            want = lim.tokens
-            assert sorted(db) == sorted(want), f"{key}: token slots {sorted(db)}"
-            assert sorted(u or NEVER for u in db.values()) == sorted(
-                u or NEVER for u in want.values()
-            ), f"{key}: tokens {db}, model {want}"
-            # each slot kept its last use or was stamped now
-            assert all(db[s] in (before[key][s], self.now) for s in db), f"{key}: tokens {db}"
-            lim.tokens = db
+            assert n <= free, f"{key}: {n} leases with {free} tokens free"
+            lim.take(n, self.now)
 
     def _bury(self, it: Item, reason: str, code: str | None) -> None:
         it.status = "dead_letter"
@@ -808,9 +843,10 @@ class QueueModel(RuleBasedStateMachine):
     )
     def set_rate_limit(self, c: int, key: str, max_leases: int, period: int) -> None:
         """A limit of `max_leases` per `period` s on an event type: created
-        with as many free tokens, or changed (the slots above the new limit
+        with as many free tokens, or changed (the rows above the new count
         go, the limit keeps the latest of their last uses; new ones take that
-        use over, free at once when there is none; the rest keep theirs)."""
+        use over, full, or are free at once when there is none; the rest keep
+        their use and take their new cap)."""
         ok = (
             self.conns[c]
             .execute("SELECT retry_rate_limit_set(%s, NULL, %s, %s)", [key, max_leases, period])
@@ -823,9 +859,19 @@ class QueueModel(RuleBasedStateMachine):
             lim = self.rate_limits[key] = RateLimit(max_leases, dt.timedelta(seconds=period))
         lim.max_leases = max_leases
         lim.period = dt.timedelta(seconds=period)
-        uses = [u for s, u in lim.tokens.items() if s > max_leases and u is not None]
+        n_rows = min(max_leases, RATE_ROWS)
+        uses = [r.used_at for s, r in lim.rows.items() if s > n_rows and r.used_at is not None]
         lim.dropped = max([*uses, *([lim.dropped] if lim.dropped else [])], default=None)
-        lim.tokens = {s: lim.tokens.get(s, lim.dropped) for s in range(1, max_leases + 1)}
+        rows = {}
+        for s in range(1, n_rows + 1):
+            cap = (max_leases - s) // RATE_ROWS + 1
+            kept = lim.rows.get(s)
+            if kept is not None:
+                kept.cap = cap  # a use beyond a lower cap has no room until it ends
+                rows[s] = kept
+            else:
+                rows[s] = TokenRow(cap, cap if lim.dropped else 0, lim.dropped)
+        lim.rows = rows
         self.rate_settings.setdefault(key, []).append(
             Setting(max_leases, lim.period, self.rate_lifetimes)
         )
@@ -996,20 +1042,25 @@ class QueueModel(RuleBasedStateMachine):
         assert not twins, f"two live items hold one dedupe key after {self.last_kind}"
         archived = {r[0] for r in self.conns[0].execute("SELECT id FROM daz_retry_queue_archive")}
         assert archived == self.archived, "archive differs from the model"
-        limits = {
-            key: (plugin, n, period, tokens)
-            for key, plugin, n, period, tokens in self.conns[0].execute(
-                "SELECT l.event_type, l.plugin_name, l.max_leases, l.period,"
-                " array_agg(nullif(t.used_at, '-infinity') ORDER BY t.slot)"
-                "   FILTER (WHERE t.slot IS NOT NULL)"
-                " FROM _retryq_rate_limit AS l LEFT JOIN _retryq_rate_token AS t"
-                " USING (event_type, plugin_name) GROUP BY 1, 2, 3, 4"
-            )
-        }
+        limits: dict[str, tuple[str, int, dt.timedelta, list[Any]]] = {}
+        for key, plugin, n, period in self.conns[0].execute(
+            "SELECT event_type, plugin_name, max_leases, period FROM _retryq_rate_limit"
+        ):
+            limits[key] = (plugin, n, period, [])
+        for key, slot, *row in self.conns[0].execute(
+            "SELECT event_type, slot, cap, used, nullif(used_at, '-infinity'),"
+            " nullif(prev_used_at, '-infinity') FROM _retryq_rate_token ORDER BY 1, 2"
+        ):
+            limits[key][3].append((slot, *row))
         assert limits == {
-            key: ("", lim.max_leases, lim.period, [lim.tokens[s] for s in sorted(lim.tokens)])
+            key: (
+                "",
+                lim.max_leases,
+                lim.period,
+                [(s, *lim.rows[s].as_tuple()) for s in sorted(lim.rows)],
+            )
             for key, lim in self.rate_limits.items()
-        }, f"rate limits or tokens differ from the model after {self.last_kind}"
+        }, f"rate limits or token rows differ from the model after {self.last_kind}"
 
     @invariant()
     def rate_limits_hold(self) -> None:
@@ -1046,6 +1097,10 @@ class QueueModel(RuleBasedStateMachine):
 @contextlib.contextmanager
 def bound_model(dsn: str) -> Iterator[type[QueueModel]]:
     conns = tuple(psycopg.connect(dsn, autocommit=True) for _ in range(N_CONNS))
+    conns[0].execute(
+        "CREATE OR REPLACE FUNCTION _retryq_rate_rows() RETURNS integer"
+        f" LANGUAGE sql IMMUTABLE SET search_path FROM CURRENT AS 'SELECT {RATE_ROWS}'"
+    )
     try:
         yield type("BoundQueueModel", (QueueModel,), {"conns": conns})
     finally:
@@ -1242,4 +1297,48 @@ def test_regression_rate_limit_a_takeover_behind_an_item_takes_its_own_token(dsn
             ("w2", 0),
             ("w1", 0),
         ]
+        state.rate_limits_hold()
+
+
+def test_regression_rate_limit_rows_of_several_tokens(dsn: str) -> None:
+    # A limit of 3 in RATE_ROWS = 2 rows: slot 1 holds 2 tokens, slot 2 one.
+    # A row takes leases up to its cap per use, a batch spills into the next
+    # row, and a row's next use starts a period after its latest lease (not
+    # its first): slot 1, used at 0 s and 1 s, is free at 6 s, not at 5 s.
+    with bound_model(dsn) as machine:
+        state = machine()
+        state.set_rate_limit(c=0, key="alpha", max_leases=3, period=5)
+        state.start(specs=[_spec()] * 4, batch=True)
+        state.acquire(c=0, worker="w1", batch=1, lease=30)
+        state.database_matches_model()
+        state.acquire(c=1, worker="w2", batch=3, lease=30, secs=1)  # slot 1's last, slot 2
+        state.database_matches_model()
+        assert [r.as_tuple()[:2] for r in state.rate_limits["alpha"].rows.values()] == [
+            (2, 2),
+            (1, 1),
+        ]
+        state.acquire(c=2, worker="w3", batch=1, lease=30, secs=4)  # 5 s: slot 1 still in use
+        state.database_matches_model()
+        assert state.items[4].status == "pending"
+        state.acquire(c=2, worker="w3", batch=1, lease=30, secs=1)  # 6 s
+        state.database_matches_model()
+        assert state.items[4].status == "processing"
+        state.rate_limits_hold()
+
+
+def test_regression_rate_limit_a_batch_goes_whole_to_a_row_with_room(dsn: str) -> None:
+    # A limit of 4 in 2 rows of 2: slot 1 has room for one after the first
+    # lease, so a batch of two goes whole to slot 2; the next single lease
+    # fills slot 1.
+    with bound_model(dsn) as machine:
+        state = machine()
+        state.set_rate_limit(c=0, key="alpha", max_leases=4, period=5)
+        state.start(specs=[_spec()] * 4, batch=True)
+        state.acquire(c=0, worker="w1", batch=1, lease=30)
+        state.acquire(c=1, worker="w2", batch=2, lease=30)
+        state.database_matches_model()
+        assert [r.used for r in state.rate_limits["alpha"].rows.values()] == [1, 2]
+        state.acquire(c=2, worker="w3", batch=1, lease=30)
+        state.database_matches_model()
+        assert [r.used for r in state.rate_limits["alpha"].rows.values()] == [2, 2]
         state.rate_limits_hold()

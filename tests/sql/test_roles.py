@@ -82,6 +82,11 @@ STATEMENTS: dict[str, tuple[str, Any]] = {
     "snooze_outcome": ("SELECT snooze_retry_item_outcome({leased}, 'w', 5)", "snoozed"),
     "release": ("SELECT release_retry_items(ARRAY[{leased}]::bigint[], 'w')", 1),
     "requeue": ("SELECT requeue_dead_letter_items(ARRAY[{dead}]::bigint[])", 1),
+    "requeue_report": (
+        "SELECT count(*) FROM requeue_dead_letter_items_report(ARRAY[{dead}]::bigint[])"
+        " WHERE outcome = 'requeued'",
+        1,
+    ),
     "cleanup": ("SELECT deleted_count FROM cleanup_retry_queue(0)", 1),
     "purge": ("SELECT purge_dead_letter_items(ARRAY[{dead}]::bigint[])", 1),
     "cancel": ("SELECT cancel_retry_items(ARRAY[{pending}]::bigint[])", 1),
@@ -137,7 +142,7 @@ ALLOWED: dict[str, set[str]] = {
     },
     "retryq_admin": {
         "channel", "requeue", "purge", "cancel", "cleanup", "list_dead", "cleanup_due", "due",
-        "cleanup_lock",
+        "requeue_report", "cleanup_lock",
         "due_routed", "circuit_open", "circuit_close", "circuit_configure", "pause", "resume",
         "view_pauses",
         "rate_limit_set", "rate_limit_clear", "view_rate_limits",
@@ -240,6 +245,7 @@ def test_every_retryq_function_is_pinned_and_granted_as_documented(conn: Conn) -
         "fail_retry_item": "fail", "extend_retry_lock": "extend", "snooze_retry_item": "snooze",
         "snooze_retry_item_outcome": "snooze_outcome",
         "release_retry_items": "release", "requeue_dead_letter_items": "requeue",
+        "requeue_dead_letter_items_report": "requeue_report",
         "purge_dead_letter_items": "purge", "list_dead_letter_items": "list_dead",
         "cancel_retry_items": "cancel",
         "cleanup_retry_queue": "cleanup", "cleanup_retry_queue_due": "cleanup_due",

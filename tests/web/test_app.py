@@ -163,6 +163,42 @@ def test_requeue_by_filter_and_one(seeded: Seeded) -> None:
     assert status_of(seeded.dsn, seeded.ids["dead_mail"]) == "pending"
 
 
+def test_a_requeue_left_undone_says_why(seeded: Seeded) -> None:
+    """Red team: a dead letter whose dedupe key a live item holds stays a dead
+    letter, and the item page said "not a dead letter"."""
+    with psycopg.connect(seeded.dsn, autocommit=True) as conn:
+        q = RetryQueue(conn)
+        dead = q.add("held.key", {"n": 1}, dedupe_key="k-held").id
+        conn.execute(
+            "UPDATE daz_retry_queue SET status = 'dead_letter', completed_at = now()"
+            " WHERE id = %s",
+            (dead,),
+        )
+        live = q.add("held.key", {"n": 2}, dedupe_key="k-held").id
+    r = client(seeded.dsn).post(f"/items/{dead}/requeue")
+    assert f"its dedupe key is held by live item {live}" in r.text
+    assert status_of(seeded.dsn, dead) == "dead_letter"
+
+
+def test_numbers_and_durations_beyond_range_are_a_400_naming_the_field(seeded: Seeded) -> None:
+    """Red team: these were 500s (an OverflowError, a 42883 naming a function
+    signature) or a 400 that did not name the field."""
+    c = client(seeded.dsn)
+    for url, field in (
+        ("/items?older_than=99999999999d", "older_than"),
+        ("/dead-letters?older_than=99999999999d", "older_than"),
+        ("/workers?window=99999999999d", "window"),
+        ("/dead-letters?ids=99999999999999999999", "ids"),
+        ("/items?before=99999999999999999999", "before"),
+    ):
+        r = c.get(url)
+        assert r.status_code == 400 and field in r.text, (url, r.status_code, r.text[:300])
+    r = c.post(
+        "/rate-limits/set", data={"event_type": "sms.send", "max_leases": "99999999999999999999"}
+    )
+    assert r.status_code == 400 and "max_leases" in r.text, r.text[:300]
+
+
 def test_cancel_one_item_from_its_page(seeded: Seeded) -> None:
     c, ids = client(seeded.dsn), seeded.ids
     page = c.get(f"/items/{ids['processing']}").text
