@@ -231,6 +231,7 @@ REQUIRED: dict[str, str] = {
     "list_dead_letter_items": "p_event_type => 'k'",
     "purge_dead_letter_items": "p_event_type => 'k'",
     "requeue_dead_letter_items": "p_event_type => 'k'",
+    "requeue_dead_letter_items_report": "p_event_type => 'k'",
     "retry_circuit_close": "p_event_type => 'k'",
     "retry_circuit_configure": "p_event_type => 'k'",
     "retry_circuit_open": "p_event_type => 'k'",
