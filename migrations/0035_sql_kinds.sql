@@ -389,9 +389,8 @@ WHEN (
     OR new.priority IS NULL OR new.tags IS NULL OR new.error_history IS NULL
     OR new.created_at IS NULL OR new.next_retry_at IS NULL
     OR pg_catalog.array_lower(new.tags, 1) <> 1
-    OR pg_catalog.jsonb_exists_any(
-        new.event_metadata, '{retryq_snoozes,retryq_former_id}'::text[]
-    )
+    OR pg_catalog.jsonb_exists(new.event_metadata, 'retryq_snoozes')
+    OR pg_catalog.jsonb_exists(new.event_metadata, 'retryq_former_id')
     OR NOT (
         new.backoff_multiplier BETWEEN 1::float8 AND 10::float8
         AND (new.status = 'completed') = (new.completed_at IS NOT NULL)

@@ -82,11 +82,10 @@ def _enqueue_forged(conn: Conn, producer: Conn, path: str) -> int:
             [meta],
         ).fetchone()
     elif path == "copy":
-        with producer.cursor() as cur:
-            with cur.copy(
-                "COPY daz_retry_queue (event_type, event_data, event_metadata) FROM STDIN"
-            ) as copy:
-                copy.write_row(["snz.a", Jsonb({}), meta])
+        with producer.cursor() as cur, cur.copy(
+            "COPY daz_retry_queue (event_type, event_data, event_metadata) FROM STDIN"
+        ) as copy:
+            copy.write_row(["snz.a", Jsonb({}), meta])
         got = conn.execute(
             "SELECT max(id) FROM daz_retry_queue WHERE event_type = 'snz.a'"
         ).fetchone()
