@@ -13,8 +13,9 @@ grace_period) and hands the rest back to the queue.
 Settings come from RETRYQ_* variables (load_config: RETRYQ_INITIAL_DELAY,
 RETRYQ_WORKER_COUNT, RETRYQ_GRACE_PERIOD, ...).
 
-Written for Starlette, which retryq's web extra installs; FastAPI takes the
-same lifespan as it is: `app = FastAPI(lifespan=lifespan)`.
+Written for Starlette, which retryq's web extra installs (with uvicorn); the
+HTTP client is the example's own: `pip install 'retryq[web]' httpx`. FastAPI
+takes the same lifespan as it is: `app = FastAPI(lifespan=lifespan)`.
 """
 
 from __future__ import annotations

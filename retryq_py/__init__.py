@@ -17,6 +17,7 @@ if TYPE_CHECKING:
         Enqueued,
         NewItem,
         QueueEntry,
+        RawJson,
         RetryQueueItem,
         StatsRow,
     )
@@ -46,6 +47,7 @@ _LAZY = {
     "Enqueued": "retryq_py._sql",
     "NewItem": "retryq_py._sql",
     "QueueEntry": "retryq_py._sql",
+    "RawJson": "retryq_py._sql",
     "RetryQueueItem": "retryq_py._sql",
     "StatsRow": "retryq_py._sql",
     "SessionSettingError": "retryq_py._session",
@@ -98,6 +100,7 @@ __all__ = [
     "NewItem",
     "PermanentError",
     "QueueEntry",
+    "RawJson",
     "RetryConfig",
     "RetryQueue",
     "RetryQueueItem",

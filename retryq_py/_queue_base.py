@@ -23,6 +23,7 @@ from psycopg.types.json import Jsonb
 
 from retryq_py import _sql
 from retryq_py._sql import JSON, NewItem, Seconds
+from retryq_py._sql.decode import UNDECODABLE
 
 if TYPE_CHECKING:
     from retryq_py.config import RetryConfig
@@ -159,6 +160,23 @@ def refuse_nul(
                     f"retryq: {where}invalid {key}: {value} is NaN or an infinity, "
                     "which JSON (and jsonb) cannot hold"
                 )
+
+
+def undecodable_failure(
+    item: _sql.RetryQueueItem, worker_id: str, why: str, now: datetime | None
+) -> dict[str, Any]:
+    """_sql.FAIL's parameters failing a leased item Python cannot decode
+    for good (_sql.decode.UNDECODABLE), fenced to its lease."""
+    return {
+        "item_id": item.id,
+        "worker_id": worker_id,
+        "error": f"retryq: acquire {why}"[:4000],
+        "code": UNDECODABLE,
+        "retryable": False,
+        "retry_after": None,
+        "now": now,
+        "leased_at": item.leased_at,
+    }
 
 
 def jsonb_param(value: Any) -> Jsonb:

@@ -17,7 +17,7 @@ _queue_base.py.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager, nullcontext
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -36,6 +36,7 @@ from retryq_py._queue_base import (
     found_ids,
     new_ids,
     refuse_nul,
+    undecodable_failure,
     unnamed_refusal,
 )
 from retryq_py._session import binary_reads
@@ -51,6 +52,7 @@ from retryq_py._sql import (
     Seconds,
     StatsRow,
 )
+from retryq_py._sql.decode import row_fields, split_undecodable
 from retryq_py._sql.timestamps import load_infinite_timestamps
 
 if TYPE_CHECKING:
@@ -108,6 +110,26 @@ class AsyncRetryQueue(QueueBase):
             require_session(self.source)
             yield self.source
 
+    @asynccontextmanager
+    async def _read(
+        self,
+        query: sql.Composed,
+        params: Mapping[str, Any],
+        rows: AsyncRowFactory[T],
+        times: bool,
+    ) -> AsyncIterator[tuple[psycopg.AsyncConnection[Any], psycopg.AsyncCursor[T]]]:
+        """The connection, and a cursor that ran the query (see _all)."""
+        params = _sql.integer_params(params)
+        async with self.connection() as conn, conn.cursor(row_factory=rows) as cur:
+            if times:
+                load_infinite_timestamps(cur)
+            try:
+                await cur.execute(query, params, binary=times and binary_reads(cur))
+            except psycopg.DataError:
+                _sql.refuse_nul_params(params)  # names a NUL's field (22021)
+                raise
+            yield conn, cur
+
     async def _all(
         self,
         query: sql.Composed,
@@ -120,16 +142,25 @@ class AsyncRetryQueue(QueueBase):
         must not fail the read), read in binary: whatever the session's
         DateStyle (see _session). Registering the loaders costs about 7 us a
         cursor, which add() (no times in its answer) does not pay."""
-        params = _sql.integer_params(params)
-        async with self.connection() as conn, conn.cursor(row_factory=rows) as cur:
-            if times:
-                load_infinite_timestamps(cur)
-            try:
-                await cur.execute(query, params, binary=times and binary_reads(cur))
-            except psycopg.DataError:
-                _sql.refuse_nul_params(params)  # names a NUL's field (22021)
-                raise
+        async with self._read(query, params, rows, times) as (_, cur):
             return await cur.fetchall()
+
+    @staticmethod
+    async def _decoded(
+        cur: psycopg.AsyncCursor[T], make: Callable[..., T]
+    ) -> tuple[list[T], list[tuple[T, str]]]:
+        """The rows that decode, and those that do not with why: when a
+        value cannot be decoded (a number or a nesting beyond Python's
+        json), each field on its own, a failing one holding the server's
+        text (_sql.decode, the worker's rule too)."""
+        try:
+            return await cur.fetchall(), []
+        except (psycopg.OperationalError, psycopg.InterfaceError):
+            raise
+        except Exception:  # a loader's error (ValueError, RecursionError, ...)
+            if cur.pgresult is None:
+                raise
+        return split_undecodable(row_fields(cur, make))
 
     async def _one(self, query: sql.Composed, params: Mapping[str, Any]) -> Any:
         params = _sql.integer_params(params)
@@ -368,19 +399,31 @@ class AsyncRetryQueue(QueueBase):
         paused key (retry_queue_pause) are never leased. Each item's
         `leased_at` names its lease: pass it back to complete, fail, snooze
         and extend_lock to fence them to this lease.
+
+        An item Python cannot decode (event_data or event_metadata holding
+        a number beyond its int-digit limit or JSON nested deeper than it
+        recurses) is not returned: it is failed for good as a dead letter
+        with code `retryq.undecodable_item` and the reason, without running
+        (as RetryWorker does), and the rest of the batch is returned.
         """
-        return await self._all(
-            self._q.acquire,
-            {
-                "worker_id": worker_id,
-                "batch_size": batch_size,
-                "lock_timeout": _sql.whole_seconds(lock_timeout, "lock_timeout"),
-                "now": now,
-                "event_types": _sql.name_list(event_types, "event_types"),
-                "plugin_names": _sql.name_list(plugin_names, "plugin_names"),
-            },
-            class_row(RetryQueueItem),
-        )
+        params = {
+            "worker_id": worker_id,
+            "batch_size": batch_size,
+            "lock_timeout": _sql.whole_seconds(lock_timeout, "lock_timeout"),
+            "now": now,
+            "event_types": _sql.name_list(event_types, "event_types"),
+            "plugin_names": _sql.name_list(plugin_names, "plugin_names"),
+        }
+        async with self._read(self._q.acquire, params, class_row(RetryQueueItem), True) as (
+            conn,
+            cur,
+        ):
+            leased, bad = await self._decoded(cur, RetryQueueItem)
+            # One item Python cannot decode must not cost the batch its
+            # leases: it is failed for good, as the worker fails it.
+            for item, why in bad:
+                await conn.execute(self._q.fail, undecodable_failure(item, worker_id, why, now))
+        return leased
 
     async def complete(
         self,
@@ -523,9 +566,20 @@ class AsyncRetryQueue(QueueBase):
         }
         return set(await self._all(self._q.extend_locks, params, scalar_row))
 
-    async def release(self, item_ids: Iterable[int], worker_id: str) -> int:
-        """Give leased items back untouched (no retry spent), due at once."""
-        params = {"item_ids": list(item_ids), "worker_id": worker_id}
+    async def release(
+        self,
+        item_ids: Iterable[int],
+        worker_id: str,
+        leased_at: Iterable[datetime] | None = None,
+    ) -> int:
+        """Give leased items back untouched (no retry spent), due at once;
+        returns how many were. `leased_at`: one grant time per id, in the
+        same order: only those leases are given back (see complete)."""
+        params = {
+            "item_ids": list(item_ids),
+            "worker_id": worker_id,
+            "leased_at": None if leased_at is None else list(leased_at),
+        }
         return int(await self._one(self._q.release, params))
 
     # -- operating ------------------------------------------------------------
@@ -621,8 +675,16 @@ class AsyncRetryQueue(QueueBase):
         return await self._all(self._q.stats, {}, class_row(StatsRow))
 
     async def get(self, item_id: int) -> QueueEntry | None:
-        """Every column of one item (its error_history included), or None."""
-        rows = await self._all(self._q.get, {"item_id": item_id}, class_row(QueueEntry))
+        """Every column of one item (its error_history included), or None.
+        A JSON column Python cannot decode (see acquire) holds the server's
+        text instead, as a `retryq_py.RawJson` (a str)."""
+        async with self._read(self._q.get, {"item_id": item_id}, class_row(QueueEntry), True) as (
+            _,
+            cur,
+        ):
+            good, bad = await self._decoded(cur, QueueEntry)
+        # a row with a field it cannot decode, that field as the server's text
+        rows = good + [row for row, _ in bad]
         return rows[0] if rows else None
 
     async def due(

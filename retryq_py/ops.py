@@ -241,28 +241,36 @@ def resume(
 
 # --- metrics ----------------------------------------------------------------
 
-# A finished partition without statistics (never analyzed, or analyzed while
-# empty) is sampled: its first SAMPLE_PAGES pages are counted by a TID range
+# A leaf of completed items without statistics (never analyzed, or analyzed
+# while empty) is sampled: its first SAMPLE_PAGES pages are counted by a TID range
 # scan (8 MB at most, whatever the table's size) and the density scaled to
 # the table's pages. Smaller tables are thus counted exactly.
 SAMPLE_PAGES = 1000
 
 
-def _finished_rows(conn: Conn, schema: str | None) -> tuple[float, bool]:
-    """Rows in the finished partition and whether that is an estimate: the
-    planner's (reltuples per page at the last ANALYZE times the pages now),
-    else a sample of the first pages; exact when the sample is the table."""
-    stats = conn.execute(_q.FINISHED_STATS, {"finished": _q.finished_partition(schema)}).fetchone()
+def _completed_rows(conn: Conn, schema: str | None, others: float) -> tuple[float, bool]:
+    """Completed items and whether that is an estimate: the planner's
+    (reltuples per page at the last ANALYZE times the pages now) for the
+    finished partition's leaf of completed items, else a sample of its first
+    pages; exact when the sample is the table. On an install before 0039 the
+    same for the whole finished partition, less `others` (its dead letters
+    and cancelled items, counted exactly)."""
+    stats = conn.execute(
+        _q.FINISHED_STATS,
+        {"completed": _q.completed_leaf(schema), "finished": _q.finished_partition(schema)},
+    ).fetchone()
     if stats is None:
         return 0.0, False
     reltuples, relpages, pages = float(stats[0]), int(stats[1]), int(stats[2])
+    minus = 0.0 if stats[3] else others
     if reltuples >= 0 and relpages > 0:
-        return float(round(reltuples / relpages * pages)), True
-    row = conn.execute(compose(_q.FINISHED_SAMPLE, schema), {"pages": SAMPLE_PAGES}).fetchone()
+        return max(float(round(reltuples / relpages * pages)) - minus, 0.0), True
+    sample = _q.COMPLETED_SAMPLE if stats[3] else _q.FINISHED_SAMPLE
+    row = conn.execute(compose(sample, schema), {"pages": SAMPLE_PAGES}).fetchone()
     sampled = float(row[0]) if row else 0.0
     if pages <= SAMPLE_PAGES:
-        return sampled, False
-    return sampled * pages / SAMPLE_PAGES, True
+        return max(sampled - minus, 0.0), False
+    return max(sampled * pages / SAMPLE_PAGES - minus, 0.0), True
 
 
 def collect_queue_metrics(conn: Conn, schema: str | None = None) -> QueueMetrics:
@@ -276,12 +284,12 @@ def collect_queue_metrics(conn: Conn, schema: str | None = None) -> QueueMetrics
         cancelled = _read(cur, compose(_q.CANCELLED_COUNTS, schema))
     dead_total = sum(d.count for d in dead)
     cancelled_total = sum(c.count for c in cancelled)
-    finished, is_estimate = _finished_rows(conn, schema)
+    completed, is_estimate = _completed_rows(conn, schema, dead_total + cancelled_total)
     return QueueMetrics(
         sizes={
             "pending": float(pending),
             "processing": float(processing),
-            "completed": max(finished - dead_total - cancelled_total, 0.0),
+            "completed": completed,
             "dead_letter": float(dead_total),
             "cancelled": float(cancelled_total),
         },

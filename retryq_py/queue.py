@@ -18,7 +18,7 @@ _queue_base.py.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -37,6 +37,7 @@ from retryq_py._queue_base import (
     found_ids,
     new_ids,
     refuse_nul,
+    undecodable_failure,
     unnamed_refusal,
 )
 from retryq_py._session import binary_reads
@@ -52,6 +53,7 @@ from retryq_py._sql import (
     Seconds,
     StatsRow,
 )
+from retryq_py._sql.decode import row_fields, split_undecodable
 from retryq_py._sql.timestamps import load_infinite_timestamps
 
 if TYPE_CHECKING:
@@ -109,6 +111,26 @@ class RetryQueue(QueueBase):
             require_session(self.source)
             yield self.source
 
+    @contextmanager
+    def _read(
+        self,
+        query: sql.Composed,
+        params: Mapping[str, Any],
+        rows: RowFactory[T],
+        times: bool,
+    ) -> Iterator[tuple[psycopg.Connection[Any], psycopg.Cursor[T]]]:
+        """The connection, and a cursor that ran the query (see _all)."""
+        params = _sql.integer_params(params)
+        with self.connection() as conn, conn.cursor(row_factory=rows) as cur:
+            if times:
+                load_infinite_timestamps(cur)
+            try:
+                cur.execute(query, params, binary=times and binary_reads(cur))
+            except psycopg.DataError:
+                _sql.refuse_nul_params(params)  # names a NUL's field (22021)
+                raise
+            yield conn, cur
+
     def _all(
         self,
         query: sql.Composed,
@@ -121,16 +143,25 @@ class RetryQueue(QueueBase):
         must not fail the read), read in binary: whatever the session's
         DateStyle (see _session). Registering the loaders costs about 7 us a
         cursor, which add() (no times in its answer) does not pay."""
-        params = _sql.integer_params(params)
-        with self.connection() as conn, conn.cursor(row_factory=rows) as cur:
-            if times:
-                load_infinite_timestamps(cur)
-            try:
-                cur.execute(query, params, binary=times and binary_reads(cur))
-            except psycopg.DataError:
-                _sql.refuse_nul_params(params)  # names a NUL's field (22021)
-                raise
+        with self._read(query, params, rows, times) as (_, cur):
             return cur.fetchall()
+
+    @staticmethod
+    def _decoded(
+        cur: psycopg.Cursor[T], make: Callable[..., T]
+    ) -> tuple[list[T], list[tuple[T, str]]]:
+        """The rows that decode, and those that do not with why: when a
+        value cannot be decoded (a number or a nesting beyond Python's
+        json), each field on its own, a failing one holding the server's
+        text (_sql.decode, the worker's rule too)."""
+        try:
+            return cur.fetchall(), []
+        except (psycopg.OperationalError, psycopg.InterfaceError):
+            raise
+        except Exception:  # a loader's error (ValueError, RecursionError, ...)
+            if cur.pgresult is None:
+                raise
+        return split_undecodable(row_fields(cur, make))
 
     def _one(self, query: sql.Composed, params: Mapping[str, Any]) -> Any:
         params = _sql.integer_params(params)
@@ -367,19 +398,31 @@ class RetryQueue(QueueBase):
         paused key (retry_queue_pause) are never leased. Each item's
         `leased_at` names its lease: pass it back to complete, fail, snooze
         and extend_lock to fence them to this lease.
+
+        An item Python cannot decode (event_data or event_metadata holding
+        a number beyond its int-digit limit or JSON nested deeper than it
+        recurses) is not returned: it is failed for good as a dead letter
+        with code `retryq.undecodable_item` and the reason, without running
+        (as RetryWorker does), and the rest of the batch is returned.
         """
-        return self._all(
-            self._q.acquire,
-            {
-                "worker_id": worker_id,
-                "batch_size": batch_size,
-                "lock_timeout": _sql.whole_seconds(lock_timeout, "lock_timeout"),
-                "now": now,
-                "event_types": _sql.name_list(event_types, "event_types"),
-                "plugin_names": _sql.name_list(plugin_names, "plugin_names"),
-            },
-            class_row(RetryQueueItem),
-        )
+        params = {
+            "worker_id": worker_id,
+            "batch_size": batch_size,
+            "lock_timeout": _sql.whole_seconds(lock_timeout, "lock_timeout"),
+            "now": now,
+            "event_types": _sql.name_list(event_types, "event_types"),
+            "plugin_names": _sql.name_list(plugin_names, "plugin_names"),
+        }
+        with self._read(self._q.acquire, params, class_row(RetryQueueItem), True) as (
+            conn,
+            cur,
+        ):
+            leased, bad = self._decoded(cur, RetryQueueItem)
+            # One item Python cannot decode must not cost the batch its
+            # leases: it is failed for good, as the worker fails it.
+            for item, why in bad:
+                conn.execute(self._q.fail, undecodable_failure(item, worker_id, why, now))
+        return leased
 
     def complete(
         self,
@@ -522,9 +565,20 @@ class RetryQueue(QueueBase):
         }
         return set(self._all(self._q.extend_locks, params, scalar_row))
 
-    def release(self, item_ids: Iterable[int], worker_id: str) -> int:
-        """Give leased items back untouched (no retry spent), due at once."""
-        params = {"item_ids": list(item_ids), "worker_id": worker_id}
+    def release(
+        self,
+        item_ids: Iterable[int],
+        worker_id: str,
+        leased_at: Iterable[datetime] | None = None,
+    ) -> int:
+        """Give leased items back untouched (no retry spent), due at once;
+        returns how many were. `leased_at`: one grant time per id, in the
+        same order: only those leases are given back (see complete)."""
+        params = {
+            "item_ids": list(item_ids),
+            "worker_id": worker_id,
+            "leased_at": None if leased_at is None else list(leased_at),
+        }
         return int(self._one(self._q.release, params))
 
     # -- operating ------------------------------------------------------------
@@ -620,8 +674,16 @@ class RetryQueue(QueueBase):
         return self._all(self._q.stats, {}, class_row(StatsRow))
 
     def get(self, item_id: int) -> QueueEntry | None:
-        """Every column of one item (its error_history included), or None."""
-        rows = self._all(self._q.get, {"item_id": item_id}, class_row(QueueEntry))
+        """Every column of one item (its error_history included), or None.
+        A JSON column Python cannot decode (see acquire) holds the server's
+        text instead, as a `retryq_py.RawJson` (a str)."""
+        with self._read(self._q.get, {"item_id": item_id}, class_row(QueueEntry), True) as (
+            _,
+            cur,
+        ):
+            good, bad = self._decoded(cur, QueueEntry)
+        # a row with a field it cannot decode, that field as the server's text
+        rows = good + [row for row, _ in bad]
         return rows[0] if rows else None
 
     def due(

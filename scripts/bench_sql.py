@@ -269,7 +269,12 @@ def _sizes(dsn: str) -> dict[str, Any]:
             """
             SELECT c.relname, pg_table_size(c.oid), pg_indexes_size(c.oid)
             FROM pg_class AS c
-            WHERE c.relname IN ('_retryq_active', '_retryq_finished', 'daz_retry_queue_archive')
+            WHERE c.relname IN (
+                    '_retryq_active', '_retryq_finished', '_retryq_completed',
+                    '_retryq_dead_cancelled', 'daz_retry_queue_archive'
+                )
+                -- since 0034 the finished partition is two leaves (its own size 0)
+                AND c.relkind = 'r'
                 AND c.relnamespace = 'public'::regnamespace
             ORDER BY c.relname
             """
@@ -302,7 +307,10 @@ def _autovacuum_due(dsn: str) -> list[str]:
                         WHERE o LIKE 'autovacuum_vacuum_threshold=%'),
                         current_setting('autovacuum_vacuum_threshold')::float8) AS th
             ) AS o
-            WHERE s.relname IN ('_retryq_active', '_retryq_finished')
+            WHERE s.relname IN (
+                    '_retryq_active', '_retryq_finished', '_retryq_completed',
+                    '_retryq_dead_cancelled'
+                )
                 AND s.n_dead_tup > o.th + o.sf * greatest(c.reltuples, 0)
             """
         ).fetchall()

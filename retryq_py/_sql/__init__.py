@@ -16,6 +16,7 @@ Everything that other modules import from `retryq_py._sql` is re-exported here.
 
 from __future__ import annotations
 
+from retryq_py._sql.decode import UNDECODABLE, RawJson, json_text
 from retryq_py._sql.encode import (
     COPY_TYPES,
     EMPTY_TEXT_ARRAY,
@@ -106,11 +107,13 @@ __all__ = [
     "STATS",
     "TRY_CLEANUP",
     "TRY_CLEANUP_LOCK",
+    "UNDECODABLE",
     "CleanupResult",
     "Due",
     "Enqueued",
     "NewItem",
     "QueueEntry",
+    "RawJson",
     "RetryQueueItem",
     "Seconds",
     "Statements",
@@ -124,6 +127,7 @@ __all__ = [
     "integer_params",
     "is_blank",
     "json_default",
+    "json_text",
     "jsonb_encoder",
     "name_list",
     "random_uuids",

@@ -104,6 +104,8 @@ class DeadLetter:
     correlation_id: str | None
     created_at: datetime
     dead_lettered_at: datetime | None
+    # set for a dead letter cleanup moved to daz_retry_queue_archive
+    archived_at: datetime | None = None
 
 
 # --- installation -----------------------------------------------------------
@@ -123,6 +125,16 @@ READ_ONLY: LiteralString = (
 # yoyo's own table, in the schema the connection's search_path names first:
 # absent, nothing was ever applied there (and asking yoyo would create it).
 HAS_YOYO: LiteralString = "SELECT to_regclass('_yoyo_migration') IS NOT NULL"
+# Whether this role may read yoyo's tables (their owner, the installing role,
+# may): yoyo lists only the tables a role has a privilege on, so without it
+# sees none and takes its lock to create them (permission denied for
+# yoyo_lock). Absent _yoyo_version: not asked for.
+YOYO_READABLE: LiteralString = """
+SELECT
+    coalesce(has_table_privilege(to_regclass('_yoyo_migration'), 'SELECT'), TRUE)
+    AND coalesce(has_table_privilege(to_regclass('_yoyo_version'), 'SELECT'), TRUE),
+    current_user
+"""
 # What a rollback of the install would drop with the queue.
 LIVE_ITEMS: LiteralString = (
     "SELECT count(*) FROM daz_retry_queue WHERE status IN ('pending', 'processing')"
@@ -238,6 +250,20 @@ FROM {schema}daz_retry_queue_pauses
 ORDER BY event_type NULLS FIRST, plugin_name NULLS FIRST
 """
 
+# How many items the pauses hold back now, each once however many pauses
+# cover it (the view's held_count counts it under each); the view's rule.
+HELD_BACK: LiteralString = """
+SELECT count(*)
+FROM {schema}daz_retry_queue AS a
+WHERE a.status IN ('pending', 'processing')
+    AND (a.status = 'pending' OR a.locked_until <= now())
+    AND EXISTS (
+        SELECT 1 FROM {schema}daz_retry_queue_pauses AS z
+        WHERE (z.event_type IS NULL OR z.event_type = a.event_type)
+            AND (z.plugin_name IS NULL OR z.plugin_name = coalesce(a.plugin_name, ''))
+    )
+"""
+
 PAUSE: LiteralString = """
 SELECT {schema}retry_queue_pause(
     p_event_type => %(event_type)s,
@@ -294,15 +320,17 @@ GROUP BY q.event_type, q.plugin_name
 ORDER BY q.event_type, q.plugin_name
 """
 
-# The finished partition's statistics (from the last ANALYZE or VACUUM) and
-# its size now, in pages.
+# The statistics (from the last ANALYZE or VACUUM) and size now, in pages, of
+# the finished partition's leaf of completed items; of the whole finished
+# partition on an install before 0039_finished_leaves (leaf false).
 FINISHED_STATS: LiteralString = """
 SELECT
     c.reltuples::double precision,
     c.relpages,
-    pg_relation_size(c.oid) / current_setting('block_size')::integer
+    pg_relation_size(c.oid) / current_setting('block_size')::integer,
+    c.relname = '_retryq_completed'
 FROM pg_class AS c
-WHERE c.oid = to_regclass(%(finished)s)
+WHERE c.oid = coalesce(to_regclass(%(completed)s), to_regclass(%(finished)s))
 """
 
 FINISHED_SAMPLE: LiteralString = """
@@ -311,13 +339,29 @@ WHERE q.status IN ('completed', 'dead_letter', 'cancelled')
     AND q.ctid < format('(%%s,0)', %(pages)s::integer)::tid
 """
 
+COMPLETED_SAMPLE: LiteralString = """
+SELECT count(*) FROM {schema}daz_retry_queue AS q
+WHERE q.status = 'completed'
+    AND q.ctid < format('(%%s,0)', %(pages)s::integer)::tid
+"""
 
-def finished_partition(schema: str | None) -> str:
-    """The finished partition's name for to_regclass, quoted."""
-    table = sql.Identifier("_retryq_finished")
+
+def _private(schema: str | None, name: str) -> str:
+    table = sql.Identifier(name)
     if schema is None:
         return table.as_string(None)
     return sql.SQL("{}.{}").format(sql.Identifier(schema), table).as_string(None)
+
+
+def finished_partition(schema: str | None) -> str:
+    """The finished partition's name for to_regclass, quoted."""
+    return _private(schema, "_retryq_finished")
+
+
+def completed_leaf(schema: str | None) -> str:
+    """The name of the finished partition's leaf of completed items (0039),
+    for to_regclass, quoted."""
+    return _private(schema, "_retryq_completed")
 
 
 # --- dead letters -----------------------------------------------------------
@@ -337,6 +381,27 @@ DEAD_LETTERS: LiteralString = (
     " last_error_code, error_message, correlation_id, created_at, dead_lettered_at FROM "
     + _FILTERED
 )
+
+# The dead letters cleanup archived, by the same filter and order as
+# list_dead_letter_items (retryq_admin reads the archive; nothing replays it).
+ARCHIVED_DEAD_LETTERS: LiteralString = """
+SELECT
+    a.id, a.event_id, a.event_type, a.channel_name, a.plugin_name,
+    a.retry_count, a.max_retries, a.last_error_code, a.error_message,
+    a.correlation_id, a.created_at, a.dead_lettered_at, a.archived_at
+FROM {schema}daz_retry_queue_archive AS a
+WHERE a.status = 'dead_letter'
+    AND (%(item_ids)s::bigint[] IS NULL OR a.id = ANY(%(item_ids)s::bigint[]))
+    AND (%(event_type)s::text IS NULL OR a.event_type = %(event_type)s::text)
+    AND (%(plugin_name)s::text IS NULL OR a.plugin_name = %(plugin_name)s::text)
+    AND (%(error_code)s::text IS NULL OR a.last_error_code = %(error_code)s::text)
+    AND (
+        %(older_than)s::interval IS NULL
+        OR a.dead_lettered_at < now() - %(older_than)s::interval
+    )
+ORDER BY a.dead_lettered_at DESC, a.id DESC
+LIMIT %(limit)s
+"""
 
 DEAD_LETTER_IDS: LiteralString = "SELECT id FROM " + _FILTERED + " ORDER BY id"
 
@@ -400,6 +465,31 @@ CLEANUP_DUE: LiteralString = "SELECT due_count FROM cleanup_retry_queue_due(%s)"
 
 
 # --- cancel -----------------------------------------------------------------
+
+# An item cleanup moved to the archive (retryq_admin may read it); its newest
+# copy should a reused id have been archived twice (see the archive's key).
+ARCHIVED_ITEM: LiteralString = """
+SELECT
+    id, event_id, event_type, channel_name, plugin_name, event_data,
+    event_metadata, retry_count, max_retries, retry_delay_seconds,
+    backoff_multiplier, max_retry_delay_seconds, retry_jitter, priority,
+    correlation_id, tags, status, error_message, last_error_code,
+    error_history, created_at, next_retry_at, last_attempted_at,
+    completed_at, dead_lettered_at, locked_by, locked_until, dedupe_key,
+    archived_at
+FROM {schema}daz_retry_queue_archive
+WHERE id = %(item_id)s
+ORDER BY archived_at DESC
+LIMIT 1
+"""
+
+# When cleanup archived each given id (an id not archived is absent).
+ARCHIVED_AT: LiteralString = """
+SELECT a.id, max(a.archived_at)
+FROM {schema}daz_retry_queue_archive AS a
+WHERE a.id = ANY(%(item_ids)s::bigint[])
+GROUP BY a.id
+"""
 
 # The status of each given id that is still in the queue (an id it no longer
 # holds, never had or already cleaned up, is absent).

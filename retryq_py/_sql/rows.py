@@ -80,7 +80,9 @@ def snooze_count(metadata: Any) -> int:
 
 @dataclass(frozen=True)
 class QueueEntry:
-    """One row of daz_retry_queue, every column (for inspection)."""
+    """One row of daz_retry_queue, every column (for inspection); or, from
+    admin.item_show, an item that cleanup moved to daz_retry_queue_archive,
+    with archived_at set (None for an item still in the queue)."""
 
     id: int
     event_id: UUID
@@ -110,6 +112,7 @@ class QueueEntry:
     locked_by: str | None
     locked_until: datetime | None
     dedupe_key: str | None = None
+    archived_at: datetime | None = None
 
 
 class _Ids(NamedTuple):

@@ -233,7 +233,8 @@ WHERE {schema}extend_retry_lock(
 RELEASE: LiteralString = """
 SELECT {schema}release_retry_items(
     p_item_ids => %(item_ids)s::bigint[],
-    p_worker_id => %(worker_id)s
+    p_worker_id => %(worker_id)s,
+    p_leased_at => %(leased_at)s::timestamptz[]
 )
 """
 

@@ -8,12 +8,11 @@ the ones in `retryq_py._sql`, which name the functions in sql/functions/.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from json import loads as _json_loads
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from psycopg import sql
-from psycopg.adapt import Transformer
 from psycopg.rows import class_row
 from psycopg.types.json import JsonbLoader
 
@@ -58,10 +57,20 @@ BURIED = "dead_letter"  # SNOOZE's answer for a snooze past the bound
 # and whether its lease was taken over (a lease_expired entry naming it);
 # its metadata counts the snoozes (a snooze spends no attempt, so an item
 # snoozed and leased again by the same flush has the same retry_count); its
-# last_attempted_at is the grant time of its lease, if it has one.
+# last_attempted_at is the grant time of its lease, if it has one. Of the
+# metadata only a count retryq could have written (snooze_count's rule) is
+# read: a producer's value there may be one Python cannot decode.
 IN_DOUBT: LiteralString = """
 SELECT
-    q.id, q.status, q.locked_by, q.error_history, q.retry_count, q.event_metadata,
+    q.id, q.status, q.locked_by, q.error_history, q.retry_count,
+    CASE
+        WHEN pg_catalog.jsonb_typeof(q.event_metadata -> 'retryq_snoozes') = 'number'
+            AND (q.event_metadata ->> 'retryq_snoozes')::numeric BETWEEN 0 AND 10000
+            THEN pg_catalog.jsonb_build_object(
+                'retryq_snoozes', q.event_metadata -> 'retryq_snoozes'
+            )
+        ELSE '{{}}'::jsonb
+    END AS event_metadata,
     q.last_attempted_at
 FROM {schema}daz_retry_queue AS q
 WHERE q.id = ANY(%(item_ids)s::bigint[])
@@ -97,6 +106,38 @@ WHERE NOT EXISTS (
     SELECT
     FROM unnest(%(known)s::bigint[], %(known_until)s::timestamptz[]) AS k (id, locked_until)
     WHERE k.id = held.id AND k.locked_until = held.locked_until
+)
+"""
+
+# While acquires are in doubt (their replies lost, not yet taken up): the
+# leases the queue says this worker holds that it does not know (known as in
+# HELD), renewed in one round trip by the heartbeat, each fenced to its own
+# grant time and in id order (the one lock order, see Heartbeat.beat). The
+# take-up that holds them may come late (its own statements cut, a pool
+# slow to reconnect): renewed meanwhile, they do not run out under this live
+# worker. extend_retry_lock is volatile, so the filter is not pushed into
+# the ordered subquery.
+RENEW_UNKNOWN: LiteralString = """
+SELECT held.id
+FROM (
+    SELECT
+        id, last_attempted_at,
+        last_attempted_at + pg_catalog.make_interval(secs => %(lock_seconds)s::bigint)
+            AS locked_until
+    FROM {schema}daz_retry_queue
+    WHERE status = 'processing' AND locked_by = %(worker_id)s
+    ORDER BY id
+) AS held
+WHERE NOT EXISTS (
+    SELECT
+    FROM unnest(%(known)s::bigint[], %(known_until)s::timestamptz[]) AS k (id, locked_until)
+    WHERE k.id = held.id AND k.locked_until = held.locked_until
+)
+AND {schema}extend_retry_lock(
+    p_item_id => held.id,
+    p_worker_id => %(worker_id)s,
+    p_lock_timeout_seconds => %(lock_seconds)s::bigint,
+    p_leased_at => held.last_attempted_at
 )
 """
 
@@ -142,6 +183,7 @@ class FlushStatements:
         self.completed_at = compose(COMPLETED_AT, schema)
         self.in_doubt = compose(IN_DOUBT, schema)
         self.held = compose(HELD, schema)
+        self.renew_unknown = compose(RENEW_UNKNOWN, schema)
         self.extend_locks = compose(EXTEND_LOCKS, schema)
         self.old_backend_busy = compose(OLD_BACKEND_BUSY, schema)
 
@@ -173,38 +215,6 @@ def item_rows(cursor: Any) -> Callable[[Sequence[Any]], RetryQueueItem]:
     if res is None or [res.fname(i) for i in range(res.nfields)] != _ITEM_FIELD_NAMES:
         return class_row(RetryQueueItem)(cursor)
     return lambda values: RetryQueueItem(*values)
-
-
-def item_fields(cursor: Any) -> Iterator[tuple[int, RetryQueueItem, str | None]]:
-    """acquire's rows one by one, each column decoded on its own: (row
-    number, item, None) for a row that decodes, (row number, item, why) for
-    one that does not (a number json cannot read, an infinite timestamp):
-    that item's undecodable fields hold their text as the server sent it.
-    The slow path, taken only when decoding the whole batch raised."""
-    res = cursor.pgresult
-    if res is None:
-        return
-    tx = Transformer.from_context(cursor)
-    names = [res.fname(i).decode() for i in range(res.nfields)]
-    loaders = [tx.get_loader(res.ftype(i), res.fformat(i)) for i in range(res.nfields)]
-    for row in range(res.ntuples):
-        values: dict[str, Any] = {}
-        bad: list[str] = []
-        for col, name in enumerate(names):
-            raw = res.get_value(row, col)
-            if raw is None:
-                values[name] = None
-                continue
-            try:
-                values[name] = loaders[col].load(raw)
-            except Exception as exc:  # any loader's error: this field only
-                values[name] = bytes(raw).decode("utf-8", "replace")
-                bad.append(f"{name} ({type(exc).__name__}: {str(exc)[:200]})")
-        try:
-            built = RetryQueueItem(**values)
-        except TypeError as exc:  # the columns changed: not a value's fault
-            raise RuntimeError(f"acquire_retry_items returned columns {names}") from exc
-        yield row, built, ("cannot decode " + ", ".join(bad)) if bad else None
 
 
 class JsonbFromText(JsonbLoader):

@@ -97,7 +97,7 @@ if TYPE_CHECKING:
         migrate_rollback,
         migrate_status,
     )
-    from retryq_py.admin.pauses import list_pauses, pause, pause_key, resume
+    from retryq_py.admin.pauses import list_pauses, pause, pause_key, pauses_held, resume
     from retryq_py.admin.rate_limits import (
         clear_rate_limit,
         list_rate_limits,
@@ -162,6 +162,7 @@ _LAZY = {
     "migrate_rollback": "retryq_py.admin.migrations",
     "migrate_status": "retryq_py.admin.migrations",
     "list_pauses": "retryq_py.admin.pauses",
+    "pauses_held": "retryq_py.admin.pauses",
     "pause": "retryq_py.admin.pauses",
     "pause_key": "retryq_py.admin.pauses",
     "resume": "retryq_py.admin.pauses",
@@ -283,6 +284,7 @@ __all__ = [
     "parse_json_object",
     "pause",
     "pause_key",
+    "pauses_held",
     "queue",
     "refusal",
     "require_key",

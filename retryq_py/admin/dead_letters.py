@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
+import psycopg
 from psycopg.rows import class_row
 
-from retryq_py._sql import QueueEntry
+from retryq_py._sql import QueueEntry, compose
 from retryq_py._sql import ops as _q
 from retryq_py._sql.ops import DeadLetter, DeadLetterFilter, RequeueOutcome
 from retryq_py.admin.target import CommandError, Declined, Target, UsageProblem, connect, queue
@@ -29,11 +30,19 @@ __all__ = [
 ]
 
 
-def dead_letter_list(t: Target, filt: DeadLetterFilter, limit: int = 50) -> list[DeadLetter]:
-    """Dead letters matching the filter, most recent first."""
+def dead_letter_list(
+    t: Target, filt: DeadLetterFilter, limit: int = 50, *, archived: bool = False
+) -> list[DeadLetter]:
+    """Dead letters matching the filter, most recent first. archived: those
+    cleanup moved to daz_retry_queue_archive instead (archived_at set), which
+    requeue and purge no longer reach; psycopg's InsufficientPrivilege for a
+    role that may not read the archive."""
     if limit < 1:
         raise UsageProblem("invalid --limit: must be at least 1")
     with connect(t) as conn, conn.cursor(row_factory=class_row(DeadLetter)) as cur:
+        if archived:
+            query = compose(_q.ARCHIVED_DEAD_LETTERS, t.schema)
+            return cur.execute(query, filt.params(limit)).fetchall()
         return cur.execute(_q.DEAD_LETTERS, filt.params(limit)).fetchall()
 
 
@@ -65,9 +74,25 @@ def error_entries(item: QueueEntry) -> list[ErrorEntry]:
 
 
 def item_show(t: Target, item_id: int) -> QueueEntry:
-    """One item (any status) with its error history; CommandError when absent."""
+    """One item (any status) with its error history: from the queue, else
+    from daz_retry_queue_archive where cleanup moved it (archived_at set).
+    CommandError when neither has it, or when the archive is not readable
+    as this role (retryq_admin may read it)."""
     with connect(t) as conn:
         item = queue(conn, t).get(item_id)
+        if item is not None:
+            return item
+        try:
+            with conn.cursor(row_factory=class_row(QueueEntry)) as cur:
+                item = cur.execute(
+                    compose(_q.ARCHIVED_ITEM, t.schema), {"item_id": item_id}
+                ).fetchone()
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise CommandError(
+                f"no item with id {item_id} in the queue, and this role may not read "
+                "daz_retry_queue_archive, where cleanup moves dead letters and cancelled "
+                "items (grant it retryq_admin)"
+            ) from exc
     if item is None:
         raise CommandError(f"no item with id {item_id}")
     return item
@@ -104,6 +129,8 @@ class Requeued:
     and per id given, in id order (see requeue_dead_letter_items_report)."""
 
     outcomes: list[RequeueOutcome]
+    # not_found ids that cleanup archived: their archived_at
+    archived: dict[int, datetime] = field(default_factory=dict)
 
     @property
     def requeued(self) -> int:
@@ -120,6 +147,12 @@ class Requeued:
             now = any(o.item_id == skip.held_by and o.outcome == "requeued" for o in self.outcomes)
             holder = f"item {skip.held_by}, requeued now" if now else f"live item {skip.held_by}"
             return f"left a dead letter: its {what} is held by {holder}"
+        if skip.outcome == "not_found" and skip.item_id in self.archived:
+            return (
+                "archived by cleanup at"
+                f" {self.archived[skip.item_id].isoformat(sep=' ', timespec='seconds')}:"
+                " requeue cannot reach it; enqueue its event type and data again"
+            )
         return {
             "busy": "left a dead letter: another transaction holds it (run again)",
             "not_dead_letter": f"not a dead letter ({skip.item_status})",
@@ -132,8 +165,18 @@ def dead_letter_requeue_report(t: Target, filt: DeadLetterFilter) -> Requeued:
     """Requeue matching dead letters (one SQL call, so one transaction) and
     say what became of each chosen dead letter and each given id."""
     _require_filter(filt, "requeue")
-    with connect(t) as conn, conn.cursor(row_factory=class_row(RequeueOutcome)) as cur:
-        return Requeued(cur.execute(_q.REQUEUE_REPORT, filt.params()).fetchall())
+    with connect(t) as conn:
+        with conn.cursor(row_factory=class_row(RequeueOutcome)) as cur:
+            outcomes = cur.execute(_q.REQUEUE_REPORT, filt.params()).fetchall()
+        missing = [o.item_id for o in outcomes if o.outcome == "not_found"]
+        archived: dict[int, datetime] = {}
+        if missing:
+            try:
+                query = compose(_q.ARCHIVED_AT, t.schema)
+                archived = dict(conn.execute(query, {"item_ids": missing}).fetchall())
+            except psycopg.errors.InsufficientPrivilege:
+                pass  # a role that may not read the archive: "no such item"
+    return Requeued(outcomes, archived)
 
 
 def dead_letter_match(t: Target, filt: DeadLetterFilter) -> list[int]:

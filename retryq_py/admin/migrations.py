@@ -130,13 +130,21 @@ def _tables_text(tables: list[str]) -> str:
 
 
 def migrate_status(t: Target) -> list[MigrationRow]:
-    """Every packaged migration and whether it is applied; writes nothing."""
+    """Every packaged migration and whether it is applied; writes nothing.
+    CommandError when this role may not read yoyo's tables (only the role
+    that installed retryq, their owner, may unless granted)."""
     with open_connection(t) as conn:
         _require_schema(conn, t)
         if not _has_yoyo(conn):
             return [
                 MigrationRow(m.id, False) for m in read_migrations(str(_migrate.migrations_dir()))
             ]
+        row = conn.execute(_q.YOYO_READABLE).fetchone()
+        if row is not None and not row[0]:
+            raise CommandError(
+                f"permission denied for yoyo's tables (_yoyo_migration): role {row[1]} may not"
+                " read them; run retryq migrate --status as the role that installed retryq"
+            )
     return _statuses(t)
 
 

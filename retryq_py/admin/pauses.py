@@ -4,6 +4,8 @@ functions over a Target."""
 from __future__ import annotations
 
 from retryq_py import ops
+from retryq_py._sql import compose
+from retryq_py._sql import ops as _q
 from retryq_py._sql.ops import Pause
 from retryq_py.admin.target import CommandError, Target, connect
 
@@ -11,6 +13,15 @@ from retryq_py.admin.target import CommandError, Target, connect
 def list_pauses(t: Target) -> list[Pause]:
     with connect(t) as conn:
         return ops.list_pauses(conn, t.schema)
+
+
+def pauses_held(t: Target) -> tuple[list[Pause], int]:
+    """Every pause, and how many distinct items they hold back together (an
+    item under two pauses is in both rows' held_count, once in this total)."""
+    with connect(t) as conn:
+        rows = ops.list_pauses(conn, t.schema)
+        held = conn.execute(compose(_q.HELD_BACK, t.schema)).fetchone()
+    return rows, int(held[0]) if held else 0
 
 
 def pause(

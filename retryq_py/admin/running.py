@@ -69,10 +69,11 @@ def load_handlers(spec: str) -> Mapping[str, Any]:
     except BaseException as exc:
         # SystemExit (sys.exit() at import) included: a module that ends the
         # process while imported is a handlers module that raised, not a
-        # worker that ran and succeeded
-        raise CommandError(
-            f"importing {module_name}: {type(exc).__name__}: {first_line(exc)}"
-        ) from exc
+        # worker that ran and succeeded. A bare sys.exit()'s text is empty:
+        # its code, None, says what it was
+        bare = isinstance(exc, SystemExit) and exc.code is None
+        text = "None" if bare else first_line(exc)
+        raise CommandError(f"importing {module_name}: {type(exc).__name__}: {text}") from exc
     target_obj: Any = module
     for part in attr.split("."):
         try:

@@ -55,15 +55,23 @@ def dead_letter_list(
         int,
         typer.Option("--limit", metavar="N", min=1, max=BIGINT_MAX, help="At most this many rows."),
     ] = 50,
+    archived: Annotated[
+        bool,
+        typer.Option(
+            "--archived",
+            help="The dead letters cleanup moved to daz_retry_queue_archive"
+            " (requeue and purge no longer reach them).",
+        ),
+    ] = False,
 ) -> None:
     """Dead letters, most recent first."""
     t = admin.target(database, schema)
     filt = _filter(None, event_type, plugin, error_code, older_than)
-    rows = admin.dead_letter_list(t, filt, limit)
+    rows = admin.dead_letter_list(t, filt, limit, archived=archived)
     if not rows:
-        out.print("no dead letters match")
+        out.print("no archived dead letters match" if archived else "no dead letters match")
         return
-    out.print(dead_letters_table(rows))
+    out.print(dead_letters_table(rows, "archived dead letters" if archived else "dead letters"))
     if len(rows) == limit:
         out.print(f"(showing the first {limit}; raise --limit for more)")
 

@@ -93,7 +93,7 @@ def resume(
 
 def pauses(database: DatabaseOpt = None, schema: SchemaOpt = None) -> None:
     """Every pause: its key, since when, by whom, why, and the items it holds back."""
-    rows = admin.list_pauses(admin.target(database, schema))
+    rows, held = admin.pauses_held(admin.target(database, schema))
     if rows:
         out.print(pauses_table(rows))
-    out.print(f"{len(rows)} pause(s), {sum(z.held_count for z in rows)} item(s) held back")
+    out.print(f"{len(rows)} pause(s), {held} item(s) held back")

@@ -3,7 +3,6 @@ prints with; nothing here talks to the database."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
@@ -155,9 +154,11 @@ def dead_letters_table(rows: list[DeadLetter], title: str = "dead letters") -> T
         "dead since",
         title=title,
     )
+    archived = any(r.archived_at is not None for r in rows)
+    if archived:
+        table.add_column("archived")
     for r in rows:
-        _row(
-            table,
+        cells = [
             str(r.id),
             r.event_type,
             r.plugin_name or "",
@@ -166,12 +167,17 @@ def dead_letters_table(rows: list[DeadLetter], title: str = "dead letters") -> T
             r.last_error_code or "",
             short(r.error_message),
             when(r.dead_lettered_at),
-        )
+        ]
+        if archived:
+            cells.append(when(r.archived_at))
+        _row(table, *cells)
     return table
 
 
 def item_grid(item: QueueEntry) -> Table:
     """One item's fields, a label and a value per line."""
+    from retryq_py._sql.decode import json_text  # psycopg: loaded by the command only
+
     info = Table.grid(padding=(0, 2))
     info.add_column(style="bold")
     info.add_column()
@@ -179,7 +185,8 @@ def item_grid(item: QueueEntry) -> Table:
         ("id", str(item.id)),
         ("event_id", str(item.event_id)),
         ("event_type", item.event_type),
-        ("status", item.status),
+        # cleanup moved it out of the queue: requeue no longer finds it
+        ("status", item.status if item.archived_at is None else f"{item.status} (archived)"),
         ("channel", item.channel_name or ""),
         ("plugin", item.plugin_name or ""),
         ("retries", f"{item.retry_count}/{item.max_retries}"),
@@ -192,9 +199,11 @@ def item_grid(item: QueueEntry) -> Table:
         # a cancelled item's completed_at is when it was cancelled
         ("cancelled" if item.status == "cancelled" else "completed", when(item.completed_at)),
         ("dead since", when(item.dead_lettered_at)),
+        ("archived", when(item.archived_at)),
         ("last error", f"[{item.last_error_code or ''}] {item.error_message or ''}".strip()),
-        ("data", json.dumps(item.event_data, sort_keys=True)),
-        ("metadata", json.dumps(item.event_metadata, sort_keys=True)),
+        # a value Python could not decode (RawJson): the server's text
+        ("data", json_text(item.event_data, sort_keys=True)),
+        ("metadata", json_text(item.event_metadata, sort_keys=True)),
     ):
         _row(info, label, value)
     return info

@@ -5,7 +5,6 @@ gets that part only."""
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
@@ -26,6 +25,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from retryq_py import admin
+from retryq_py._sql.decode import json_text
 from retryq_py._sql.timestamps import infinite_text
 from retryq_py.web import data
 from retryq_py.web.auth import AuthMiddleware, LoopbackHostMiddleware
@@ -81,7 +81,8 @@ def _seconds(value: float) -> str:
 
 def _pretty(value: Any) -> str:
     """JSON for a person (the template escapes it, as any text)."""
-    return json.dumps(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
+    # a value Python could not decode (RawJson) is shown as the server sent it
+    return json_text(value, indent=2, ensure_ascii=False, sort_keys=True, default=str)
 
 
 def _templates() -> Jinja2Templates:
@@ -334,7 +335,7 @@ class Dashboard:
         """The item's event_data as JSON, whole (the item page shows the first
         SHOWN_MAX characters of a large one)."""
         item = admin.item_show(self.t, int(request.path_params["item_id"]))
-        body = json.dumps(item.event_data, ensure_ascii=False, default=str)
+        body = json_text(item.event_data, ensure_ascii=False, default=str)
         return Response(
             body,
             media_type="application/json",
@@ -344,7 +345,9 @@ class Dashboard:
     def dead_letters(self, request: Request) -> Response:
         filt = _dead_filter(request.query_params)
         limit = self.config.page_size
-        rows = admin.dead_letter_list(self.t, filt, limit)
+        # the dead letters cleanup moved to the archive: shown, never replayed
+        archived = _text(request.query_params, "archived") is not None
+        rows = admin.dead_letter_list(self.t, filt, limit, archived=archived)
         return self.render(
             request,
             "dead_letters.html",
@@ -352,6 +355,7 @@ class Dashboard:
                 "rows": rows,
                 "limit": limit,
                 "q": _dead_filter_query(request.query_params),
+                "archived": archived,
                 "page": "dead_letters",
             },
         )

@@ -22,13 +22,13 @@ from psycopg_pool import ConnectionPool
 from retryq_py import _session as session
 from retryq_py import metrics
 from retryq_py._sql import RetryQueueItem, snooze_count, whole_seconds
+from retryq_py._sql.decode import UNDECODABLE, row_fields
 from retryq_py._sql.timestamps import load_infinite_timestamps
 from retryq_py._sql.worker import (
     BURIED,
     FlushStatements,
     FlushText,
     JsonbFromText,
-    item_fields,
     item_rows,
 )
 from retryq_py.errors import explain, server_error_kind
@@ -61,6 +61,19 @@ class Written(NamedTuple):
     buried: frozenset[int] = frozenset()
 
 
+class PartlyWritten(Exception):
+    """The one-by-one write stopped after some outcomes were written, each
+    in a transaction of its own whose reply was read: `done` (those
+    outcomes, in order) and `written` (what became of them). Its __cause__
+    is what stopped it, for the caller to handle as if raised alone; the
+    other outcomes were not written."""
+
+    def __init__(self, done: list[Outcome], written: Written) -> None:
+        super().__init__(f"{len(done)} outcomes were written before the write stopped")
+        self.done = done
+        self.written = written
+
+
 class Writer(Protocol):
     """Writes outcomes and leases up to `want` items in one transaction."""
 
@@ -70,7 +83,6 @@ class Writer(Protocol):
 
 
 UNSTORABLE = "retryq.unstorable_outcome"
-UNDECODABLE = "retryq.undecodable_item"
 SNOOZE_LIMIT = "snooze_limit"  # snooze_retry_item's code past max_snoozes
 
 
@@ -180,27 +192,41 @@ class FlushWriter:
     ) -> Written:
         """The slow path: each failure in a transaction of its own, then the
         successes, then the lease. An outcome is changed in place to what was
-        written for it."""
+        written for it. Stopped by an error after some were written, it
+        raises PartlyWritten (from that error): written again, they would be
+        refused and counted as lost leases."""
         cur = _leasing(psycopg.ClientCursor(conn))
         failed_written: list[bool] = []
         buried = set()
-        for o in outcomes:
-            if not o.ok:
-                answer = self._fail_alone(cur, text, o)
-                failed_written.append(bool(answer))
-                if o.snooze is not None and answer == BURIED:
-                    buried.add(o.item.id)
-        ok = [o.item for o in outcomes if o.ok]
-        ok_ids = [i.id for i in ok]
+        done: list[Outcome] = []  # written, their replies read
         lost: set[int] = set()
-        if ok_ids:
-            completed, at = cur.execute(self._complete(text, ok)).fetchone() or (0, None)
-            lost = self._lost(conn, ok, completed, at)
-        leased: list[RetryQueueItem] = []
-        rejected: list[Outcome] = []
-        if want:
-            cur.execute(self._acquire(text, want))
-            leased, rejected = decode_leased(cur, self._worker_id)
+        try:
+            for o in outcomes:
+                if not o.ok:
+                    answer = self._fail_alone(cur, text, o)
+                    failed_written.append(bool(answer))
+                    if o.snooze is not None and answer == BURIED:
+                        buried.add(o.item.id)
+                    done.append(o)
+            ok = [o.item for o in outcomes if o.ok]
+            ok_ids = [i.id for i in ok]
+            if ok_ids:
+                completed, at = cur.execute(self._complete(text, ok)).fetchone() or (0, None)
+                done += [o for o in outcomes if o.ok]
+                lost = self._lost(conn, ok, completed, at)
+            leased: list[RetryQueueItem] = []
+            rejected: list[Outcome] = []
+            if want:
+                cur.execute(self._acquire(text, want))
+                leased, rejected = decode_leased(cur, self._worker_id)
+        except Exception as exc:
+            if not done:
+                raise
+            # (_lost's read failing: its successes count as written, as
+            # complete_retry_items' count was read)
+            raise PartlyWritten(
+                done, Written(lost, failed_written, [], buried=frozenset(buried))
+            ) from exc
         return Written(lost, failed_written, leased, rejected, frozenset(buried))
 
     def _fail_alone(self, cur: psycopg.ClientCursor[Any], text: FlushText, o: Outcome) -> Any:
@@ -351,7 +377,7 @@ def decode_leased(
         )
     leased: list[RetryQueueItem] = []
     rejected: list[Outcome] = []
-    for _, item, why in item_fields(cur):
+    for item, why in row_fields(cur, RetryQueueItem):
         if why is None:
             leased.append(item)
             continue
@@ -532,13 +558,23 @@ class Flusher:
                 outcomes = sorted(outcomes, key=lambda o: o.item.id)
                 written = self._writer.write(conn, outcomes, acquire)
         except BaseException as exc:
-            if lost_reply(exc):
+            error: BaseException = exc
+            if isinstance(exc, PartlyWritten) and exc.__cause__ is not None:
+                # written one by one, then stopped: those written are
+                # reported now, the others handled as the error says
+                written_now = {id(o) for o in exc.done}
+                outcomes = [o for o in outcomes if id(o) not in written_now]
+                self._report(exc.done, exc.written)
+                error = exc.__cause__
+            if lost_reply(error):
                 with self._doubt_lock:
                     self._doubt.update(o.item.id for o in outcomes)
                     if pid:
                         self._old_backends.add(pid)
                     self._lost_acquires += acquire > 0
             self._ledger.unclaim(outcomes, acquire)
+            if error is not exc:
+                raise error from None
             raise
         self._report(outcomes, written)
         # settled before the new items are held: their slots are the new ones'
@@ -711,6 +747,29 @@ class Flusher:
             self._report(done, Written(lost, failed_written, [], buried=frozenset(buried)))
         in_doubt = {o.item.id for o in doubtful}
         return again + [o for o in outcomes if o.item.id not in in_doubt]
+
+    def renew_unknown(self) -> int | None:
+        """While acquires are in doubt: renew the leases the queue says this
+        worker holds and the ledger does not know (those a lost acquire
+        granted), without holding them: the take-up does that, and may come
+        late. Returns how many were renewed; None when no acquire is in doubt
+        (nothing asked). A lease whose acquire is still running on the
+        server is not seen yet: a later call renews it."""
+        with self._doubt_lock:
+            if self._lost_acquires <= self._settled_acquires:
+                return None
+        known, until = self._ledger.known_leases()
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                self._statements.renew_unknown,
+                {
+                    "worker_id": self._worker_id,
+                    "known": known,
+                    "known_until": until,
+                    "lock_seconds": whole_seconds(self._lease.total_seconds(), "lock_timeout"),
+                },
+            ).fetchall()
+        return len(rows)
 
     def _adopt(self, conn: psycopg.Connection[Any], lost: int) -> None:
         """Acquires lost their reply: the items the queue says this worker

@@ -8,6 +8,10 @@ lease into the lease, and its statement gets a deadline of an eighth of a
 lease (see `Heartbeat.run`): a renewal lost to a broken or silent connection
 is tried again, twice if need be, before the lease runs out. A
 configuration error (see retryq_py.errors.server_error_kind) stops the worker.
+While an acquire's reply is in doubt (lost, not yet taken up by a lane), it
+also renews, under the same deadline, the leases the queue says the worker
+holds and it does not know: the take-up may come late (its own statements
+cut), and those leases must not run out under a live worker meanwhile.
 
 While every handler slot holds a handler past handler_timeout, the items
 waiting behind them could not start for as long: they are released (no
@@ -47,6 +51,7 @@ class Heartbeat:
         handler_timeout: float | None,
         done: threading.Event,
         fail: Callable[[BaseException], None] | None = None,
+        renew_unknown: Callable[[], int | None] | None = None,
         release: Release | None = None,
     ) -> None:
         self._ledger = ledger
@@ -57,6 +62,7 @@ class Heartbeat:
         self._handler_timeout = handler_timeout
         self._done = done
         self._fail = fail
+        self._renew_unknown = renew_unknown
         self._failed = False
         self._thread = threading.Thread(target=self.run, name="retryq-heartbeat", daemon=True)
 
@@ -68,13 +74,85 @@ class Heartbeat:
 
     def run(self) -> None:
         period = max(self._lock_timeout / 6, 0.05)
-        wait = period
-        while not self._done.wait(wait):
-            self._failed = False
-            self.beat(time.monotonic())
-            # a failed round (a connection lost) is tried again soon, not a
-            # sixth of a lease later: two misses in a row could cost a lease
-            wait = min(period, 0.2) if self._failed else period
+        # a tick short enough to renew soon the leases a lost acquire granted
+        # (noticed by a lane at any time), and to try a failed round again
+        tick = min(period, 0.2)
+        next_beat = time.monotonic() + period
+        next_unknown = 0.0
+        try:
+            while not self._done.wait(tick):
+                now = time.monotonic()
+                if self._renew_unknown is not None and now >= next_unknown:
+                    next_unknown = now + self._renew_unknown_round(tick, period)
+                if now < next_beat:
+                    continue
+                self._failed = False
+                try:
+                    self.beat(now)
+                except Exception as exc:
+                    # not the database's (a bug, a part of the caller's):
+                    # contained, and tried again as after a lost connection.
+                    # Leases that run out meanwhile are not counted on: an
+                    # item not started by then is not run (Ledger.begin)
+                    self._failed = True
+                    log.error(
+                        "worker %s: heartbeat failed (%s); leases not renewed this round"
+                        " are given up if they run out before a renewal succeeds",
+                        self._worker_id,
+                        explain(exc),
+                        exc_info=True,
+                    )
+                # a failed round (a connection lost) is tried again soon, not a
+                # sixth of a lease later: two misses in a row could cost a lease
+                next_beat = time.monotonic() + (tick if self._failed else period)
+        except BaseException as exc:
+            # the thread ends (an interrupt, not an error of a round): a
+            # worker leasing on without renewals would count on leases that
+            # run out under it, so it stops, and gives back what it holds
+            log.error(
+                "worker %s: the heartbeat stopped (%s); no lease can be renewed:"
+                " stopping the worker",
+                self._worker_id,
+                explain(exc),
+            )
+            if self._fail:
+                self._fail(exc)
+
+    def _renew_unknown_round(self, tick: float, period: float) -> float:
+        """Renews the leases lost acquires granted (see
+        Flusher.renew_unknown); returns the seconds until the next look: a
+        tick when no acquire is in doubt or the renewal failed, a period
+        after a renewal."""
+        assert self._renew_unknown is not None
+        try:
+            renewed = self._renew_unknown()
+        except DATABASE as exc:
+            if database_error(exc, own_arguments=True) == "configuration" and self._fail:
+                self._fail(exc)
+                return period
+            log.warning(
+                "worker %s: renewing the leases of an acquire in doubt failed (%s)",
+                self._worker_id,
+                explain(exc),
+            )
+            return tick
+        except Exception as exc:
+            log.error(
+                "worker %s: renewing the leases of an acquire in doubt failed (%s)",
+                self._worker_id,
+                explain(exc),
+                exc_info=True,
+            )
+            return tick
+        if renewed is None:
+            return tick
+        if renewed:
+            log.warning(
+                "worker %s: renewed %d leases an acquire in doubt granted, until they are taken up",
+                self._worker_id,
+                renewed,
+            )
+        return period
 
     def beat(self, now: float) -> set[int]:
         """One round: returns the held items whose lease turned out lost."""

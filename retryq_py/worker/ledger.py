@@ -344,9 +344,12 @@ class Ledger:
             self._returned.extend(items)
 
     def busy(self) -> tuple[bool, bool]:
-        """(a handler is running, something waits to be written or released)."""
+        """(a handler is running, something waits to be written or released:
+        an outcome, an item handed back, or one held and not yet taken by a
+        handler, such as those a take-up at the stop found leased)."""
         with self._lock:
-            return bool(self._running), bool(self._outcomes or self._returned)
+            waiting = bool(self._outcomes or self._returned) or not self._handoff.empty()
+            return bool(self._running), waiting
 
     def take_late(self) -> list[RetryQueueItem]:
         """Items still running after the grace period; their results, should
@@ -458,6 +461,11 @@ class Ledger:
         adoption's answer may be older than a lane's write."""
         with self._lock:
             self._settled_since = set()
+            return list(self._held), [item.locked_until for item, _ in self._held.values()]
+
+    def known_leases(self) -> tuple[list[int], list[datetime]]:
+        """held_leases without the watch: for a renewal, which settles nothing."""
+        with self._lock:
             return list(self._held), [item.locked_until for item, _ in self._held.values()]
 
     @property

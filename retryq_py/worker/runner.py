@@ -232,10 +232,10 @@ class RetryWorker:
         all (the CLI's --exit-when-drained): retries scheduled later are
         waited for and run, so a short backoff still ends in a final status.
 
-        Raises ValueError given both. In retryq 0.1.0, exit_when_idle meant
-        exit_when_drained: when it now returns with items still pending or
-        processing, a DeprecationWarning says so (pass exit_when_drained=True
-        for the old behaviour).
+        Raises ValueError given both. In pre-release builds of retryq,
+        exit_when_idle meant exit_when_drained: when it now returns with items
+        still pending or processing, a DeprecationWarning says so (pass
+        exit_when_drained=True for the old behaviour).
         """
         left_active = self._serve(exit_when_idle, exit_when_drained, install_signal_handlers)
         if left_active and exit_when_idle:
@@ -326,6 +326,7 @@ class RetryWorker:
                     handler_timeout=s.handler_timeout,
                     done=stop.done,
                     fail=stop.fail,
+                    renew_unknown=_shortly(pool, flusher.renew_unknown, s.lock_timeout),
                     release=shutdown.release,
                 ),
                 Maintenance(
@@ -494,9 +495,24 @@ def idle_changed_message(worker: str) -> str:
     return (
         f"{worker}.run(exit_when_idle=True) returned with items still pending or"
         " processing: it now returns once nothing is due now and the worker holds"
-        " nothing (the CLI's --exit-when-idle); in retryq 0.1.0 it waited for every"
-        " retry. Pass exit_when_drained=True to wait for them."
+        " nothing (the CLI's --exit-when-idle); pre-release builds of retryq"
+        " waited for every retry. Pass exit_when_drained=True to wait for them."
     )
+
+
+def _shortly(
+    pool: ConnectionPool[Any], renew: Callable[[], int | None], lease: float
+) -> Callable[[], int | None]:
+    """`renew` under the heartbeat's deadline (see _renewing)."""
+    if not isinstance(pool, WatchedPool):
+        return renew
+    watchdog = pool.watchdog
+
+    def shortly() -> int | None:
+        with watchdog.shorter(max(lease / 8, 0.5)):
+            return renew()
+
+    return shortly
 
 
 def _renewing(pool: ConnectionPool[Any], extend_locks: ExtendLocks, lease: float) -> ExtendLocks:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from datetime import datetime
 
 from retryq_py._sql import RetryQueueItem
 from retryq_py.errors import explain
@@ -20,7 +21,8 @@ from retryq_py.worker.ledger import Ledger
 
 log = logging.getLogger("retryq.worker")
 
-Release = Callable[[Iterable[int], str], int]
+# (item ids, worker id, each id's lease grant time or None: no fence) -> count
+Release = Callable[[Iterable[int], str, Iterable[datetime] | None], int]
 
 
 class Shutdown:
@@ -98,6 +100,10 @@ class Shutdown:
         if not items:
             return
         ids = [i.id for i in items]
-        self._release_ids(ids, self._worker_id)
+        # fenced to the leases held: a release whose reply was lost, tried
+        # again, must not give back a newer lease of the same item (the fence
+        # needs every grant time; an item built by hand has none)
+        leased_at = [i.leased_at for i in items if i.leased_at is not None]
+        self._release_ids(ids, self._worker_id, leased_at if len(leased_at) == len(ids) else None)
         self._ledger.settle(items, {"released": len(ids)})
         self._emit([WorkerEvent("released", item) for item in items])

@@ -79,7 +79,7 @@ BEGIN
         RETURNING a.*
     )
     -- the move of _retryq_finish, inline: see there
-    INSERT INTO _retryq_finished AS f (
+    INSERT INTO _retryq_completed AS f (
         id, event_id, event_type, channel_name, plugin_name, event_data,
         event_metadata, retry_count, max_retries, retry_delay_seconds,
         backoff_multiplier, max_retry_delay_seconds, retry_jitter, priority,

@@ -22,7 +22,7 @@ BEGIN
     IF NEW.created_at > statement_timestamp()
         OR NEW.created_at < statement_timestamp() - interval '1 minute' THEN
         RAISE EXCEPTION
-            'retryq: invalid created_at: the server sets it (the statement''s time; leave it out)'
+            'retryq: invalid created_at: must be within the minute before the statement''s time, not after it (leave it out: the server sets it)'
             USING ERRCODE = 'invalid_parameter_value', COLUMN = 'created_at';
     END IF;
     RAISE EXCEPTION

@@ -10,11 +10,11 @@
 -- dead_lettered_at made list_dead_letter_items five times slower (its
 -- ordered walk checks each row against the whole list of matching ids).
 CREATE INDEX _retryq_dead_correlation_idx
-ON _retryq_finished (correlation_id)
+ON _retryq_dead_cancelled (correlation_id)
 WHERE status = 'dead_letter';
 
 CREATE INDEX _retryq_dead_code_idx
-ON _retryq_finished (last_error_code, dead_lettered_at)
+ON _retryq_dead_cancelled (last_error_code, dead_lettered_at)
 WHERE status = 'dead_letter';
 
 -- retryq:undo

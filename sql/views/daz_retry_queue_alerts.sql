@@ -1,4 +1,7 @@
--- One row per item that needs a person's attention, with the reason.
+-- One row per item that needs a person's attention, with the reason. The
+-- dead letters through the queue, not its finished partition: the planner
+-- prunes to the partition that holds them, and the view does not depend on
+-- how that partition is laid out (0039 split it in two).
 CREATE OR REPLACE VIEW daz_retry_queue_alerts AS
 SELECT
     'dead_letter' AS alert,
@@ -10,7 +13,7 @@ SELECT
     f.error_message,
     f.last_error_code,
     f.dead_lettered_at AS since
-FROM _retryq_finished AS f
+FROM daz_retry_queue AS f
 WHERE f.status = 'dead_letter'
 UNION ALL
 SELECT

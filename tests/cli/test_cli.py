@@ -13,6 +13,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.conninfo import make_conninfo
 
 from retryq_py import RetryQueue, migrate
 from retryq_py import admin as cmd
@@ -501,6 +502,52 @@ def test_dead_letter_show_has_the_error_history(dsn: str, conn: Any) -> None:
         cmd.item_show(cmd.target(dsn), 999999)
 
 
+def test_an_archived_dead_letter_is_shown_and_listed_as_archived(dsn: str, conn: Any) -> None:
+    """On-call looks up a dead letter after cleanup moved it to the archive:
+    show finds it there (saying so and when), list --archived lists it, and
+    both work as a login role granted only retryq_admin."""
+    ids = _dead_mix(conn)
+    kept = RetryQueue(conn).add("pending.one", 1).id
+    assert cmd.cleanup(cmd.target(dsn), 0).archived == 3
+    role = f"t_oncall_{os.getpid()}"
+    conn.execute(f"CREATE ROLE {role} LOGIN IN ROLE retryq_admin")
+    try:
+        as_admin = make_conninfo(dsn, user=role)
+        item = cmd.item_show(cmd.target(as_admin), ids["chat"])
+        assert (item.status, item.event_type) == ("dead_letter", "cytube.event.chatMsg")
+        (archived_at,) = conn.execute(
+            "SELECT archived_at FROM daz_retry_queue_archive WHERE id = %s", (ids["chat"],)
+        ).fetchone()
+        assert item.archived_at == archived_at
+        assert [e.code for e in cmd.error_entries(item)] == ["08006"]
+        # an item still in the queue is not marked archived
+        assert cmd.item_show(cmd.target(as_admin), kept).archived_at is None
+
+        t = cmd.target(as_admin)
+        assert cmd.dead_letter_list(t, DeadLetterFilter()) == []
+        listed = cmd.dead_letter_list(t, DeadLetterFilter(error_code="08006"), archived=True)
+        assert [d.id for d in listed] == [ids["chat"], ids["sql"]]
+        assert all(d.archived_at == archived_at for d in listed)
+        old = DeadLetterFilter(older_than=timedelta(hours=1))
+        assert [d.id for d in cmd.dead_letter_list(t, old, archived=True)] == [ids["old_sql"]]
+
+        shown = run_cli("dead-letter", "show", str(ids["chat"]), dsn=as_admin)
+        assert shown.returncode == 0, shown.stderr
+        assert "dead_letter (archived)" in shown.stdout
+        assert "cytube.event.chatMsg failed" in shown.stdout
+        listed_cli = run_cli("dead-letter", "list", "--archived", "--plugin", "chat", dsn=as_admin)
+        assert listed_cli.returncode == 0, listed_cli.stderr
+        assert "archived dead letters" in listed_cli.stdout
+        assert str(ids["chat"]) in listed_cli.stdout and "sql.exec" not in listed_cli.stdout
+        # requeue cannot reach it, and says so rather than "no such item"
+        requeued = run_cli("dead-letter", "requeue", "--id", str(ids["chat"]), dsn=as_admin)
+        assert requeued.returncode == 1, requeued.stdout
+        assert f"id {ids['chat']}: archived by cleanup at" in requeued.stdout
+        assert "requeue cannot reach it" in requeued.stdout
+    finally:
+        conn.execute(f"DROP ROLE {role}")
+
+
 def test_dead_letter_requeue_by_filter_and_ids(dsn: str, conn: Any) -> None:
     ids = _dead_mix(conn)
     t = cmd.target(dsn)
@@ -822,6 +869,27 @@ def test_pause_commands(dsn: str, conn: Any) -> None:
     assert "sql.exec is not paused (paused: the whole queue)" in one_line_error(again)
     assert run_cli("resume", "--all", dsn=dsn).stdout.strip() == "resumed the whole queue"
     assert conn.execute("SELECT count(*) FROM daz_retry_queue_pauses").fetchone() == (0,)
+
+
+@AS_A_PROCESS
+def test_pauses_total_counts_each_item_held_back_once(dsn: str, conn: Any) -> None:
+    """Overlapping pauses: each row counts the items it covers, the total
+    counts every item held back once (as the fresh-user trial found: 5 + 2)."""
+    q = RetryQueue(conn)
+    for event_type in ("a", "a", "b", "b", "b"):
+        q.add(event_type, {})
+    q.add("c", {}, plugin="x")
+    assert [i.event_type for i in q.acquire("w", 10, event_types=["c"])] == ["c"]
+    t = cmd.target(dsn)
+    cmd.pause(t)
+    cmd.pause(t, "a")
+    cmd.pause(t, "c")  # its one item is leased: not held back
+    rows, held = cmd.pauses_held(t)
+    assert [(z.event_type, z.held_count) for z in rows] == [(None, 5), ("a", 2), ("c", 0)]
+    assert held == 5
+    listed = run_cli("pauses", dsn=dsn)
+    assert listed.returncode == 0, listed.stderr
+    assert "3 pause(s), 5 item(s) held back" in listed.stdout
 
 
 def test_pause_commands_for_the_items_without_a_plugin(dsn: str, conn: Any) -> None:

@@ -184,6 +184,27 @@ def test_status_writes_nothing(new_database: Any) -> None:
     assert tables == (0,)
 
 
+def test_status_as_a_role_that_may_not_read_yoyos_tables_says_whose_job_it_is(
+    dsn: str, conn: Any
+) -> None:
+    """A login role granted retryq_admin got `permission denied for table
+    yoyo_lock` (yoyo sees no table it may read, and locks to create them)."""
+    role = f"t_status_{os.getpid()}"
+    conn.execute(f"CREATE ROLE {role} LOGIN IN ROLE retryq_admin")
+    try:
+        result = run_cli(
+            "migrate", "--status", dsn=psycopg.conninfo.make_conninfo(dsn, user=role)
+        )
+        assert result.returncode == 1, result.stdout
+        line = one_line_error(result)
+        assert f"role {role} may not read them" in line, line
+        assert "as the role that installed retryq" in line, line
+        # the installing role still may
+        assert run_cli("migrate", "--status", dsn=dsn).returncode == 0
+    finally:
+        conn.execute(f"DROP ROLE {role}")
+
+
 # --- exit when idle: nothing due now, nothing held ------------------------------
 
 

@@ -79,6 +79,21 @@ def test_a_handlers_module_that_exits_at_import_is_an_import_error(
     assert line == "retryq: importing exiting: SystemExit: 0", line
 
 
+@pytest.mark.parametrize(
+    ("call", "shown"), [("sys.exit()", "None"), ("sys.exit('bye')", "bye")]
+)
+def test_a_handlers_module_exiting_says_the_code_it_gave(
+    dsn: str, tmp_path: Path, call: str, shown: str
+) -> None:
+    """A bare sys.exit() read `SystemExit: SystemExit` (its empty text
+    replaced by the class name)."""
+    (tmp_path / "exiter.py").write_text(f"import sys\n{call}\nHANDLERS = {{}}\n")
+    result = worker(dsn, tmp_path, "--handlers", "exiter:HANDLERS")
+    line = one_line_error(result)
+    assert result.returncode == 1, result.stderr
+    assert line == f"retryq: importing exiter: SystemExit: {shown}", line
+
+
 def test_a_statement_timeout_is_not_unreachability() -> None:
     """57014 at the start-up check exited 3, "database unreachable"."""
     message, code = _exit_for(pgerrors.QueryCanceled("canceling statement due to user request"))

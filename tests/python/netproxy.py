@@ -32,6 +32,7 @@ class Proxy:
         self._closed = False
         self._lock = threading.Lock()
         self._socks: list[socket.socket] = []
+        self._servers: set[socket.socket] = set()  # those of _socks facing the server
         self.dsn = make_conninfo(server_dsn, host="127.0.0.1", port=str(self.port))
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -57,12 +58,22 @@ class Proxy:
         once, while the server may still be running its statement."""
         with self._lock:
             socks, self._socks = self._socks, []
+            servers, self._servers = self._servers, set()
         for s in socks:
             with contextlib.suppress(OSError):
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             if now:
                 with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
+            elif s in servers:
+                # wakes the pump reading the server (nothing is sent): it
+                # ends, and the socket is reset. A server process that was
+                # idle ends at once; one running a statement finishes it (a
+                # COMMIT too) and loses its reply. Left blocked, the pump of
+                # an idle connection kept its server process for good, and a
+                # run's cuts used up the server's connections.
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RD)
             with contextlib.suppress(OSError):
                 s.close()
 
@@ -85,6 +96,7 @@ class Proxy:
                 continue
             with self._lock:
                 self._socks += [client, server]
+                self._servers.add(server)
             for a, b in ((client, server), (server, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 

@@ -195,14 +195,14 @@ def test_cancelled_items_are_counted_exactly_and_apart(dsn: str, conn: Conn) -> 
 
 
 def test_a_large_never_analyzed_table_is_sampled(dsn: str, conn: Conn) -> None:
-    conn.execute("ALTER TABLE _retryq_finished SET (autovacuum_enabled = false)")
+    conn.execute("ALTER TABLE _retryq_completed SET (autovacuum_enabled = false)")
     conn.execute(
         "INSERT INTO daz_retry_queue (event_type, event_data, status, completed_at)"
         " SELECT 'bulk', jsonb_build_object('n', g, 'text', repeat('x', 100)), 'completed', now()"
         " FROM generate_series(1, 100000) AS g"
     )
     pages = conn.execute(
-        "SELECT pg_relation_size('_retryq_finished') / current_setting('block_size')::int"
+        "SELECT pg_relation_size('_retryq_completed') / current_setting('block_size')::int"
     ).fetchone()
     assert pages is not None and pages[0] > ops.SAMPLE_PAGES  # else this proves nothing
     m = ops.collect_queue_metrics(conn)

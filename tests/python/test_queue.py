@@ -25,6 +25,7 @@ from psycopg_pool import ConnectionPool
 from retryq_py import (
     CleanupResult,
     Enqueued,
+    RawJson,
     RetryConfig,
     RetryQueue,
     RetryQueueItem,
@@ -339,6 +340,100 @@ def test_lock_timeout_rounds_up_to_whole_seconds(q: RetryQueue) -> None:
     assert item.locked_until == T0 + timedelta(seconds=1)
 
 
+# Values PostgreSQL stores and Python's json cannot read back (red team SQL
+# fault 1): a number beyond the int-digit limit (jsonb writes 1e5000 out in
+# full), a nesting deeper than Python recurses; in either JSON column.
+UNDECODABLE = {
+    "huge-int": ("""'{"n": 1e5000}'""", "'{}'", "event_data"),
+    "deep": ("(repeat('[', 5000) || repeat(']', 5000))::jsonb", "'{}'", "event_data"),
+    "metadata-huge-int": ("'{}'", """'{"n": 1e5000}'""", "event_metadata"),
+}
+
+
+def enqueue_sql(db: psycopg.Connection[Any], data: str, metadata: str = "'{}'") -> int:
+    """An item enqueued by SQL (as any producer may), data and metadata as SQL."""
+    row = db.execute(
+        f"SELECT id FROM enqueue_retry_item('dl.a', {data}, p_event_metadata => {metadata})"
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@pytest.mark.parametrize("kind", list(UNDECODABLE))
+def test_acquire_fails_an_item_python_cannot_decode_alone_and_returns_the_rest(
+    q: RetryQueue, db: psycopg.Connection[Any], kind: str
+) -> None:
+    """The red team's case: 3 good items with max_retries 1 and one bad,
+    acquire('w', 10, 1) four times, 1.2 s apart. Before: each acquire
+    raised after the SQL leased the whole batch; the good items became dead
+    letters without running and the bad one stayed processing."""
+    data, metadata, field = UNDECODABLE[kind]
+    bad = enqueue_sql(db, data, metadata)
+    good = [(q.add("dl.a", {"i": i}, max_retries=1)).id for i in range(3)]
+    returned: list[list[int]] = []
+    for n in range(4):
+        items = q.acquire("w", 10, 1, now=T0 + timedelta(seconds=1.2 * n))
+        returned.append([i.id for i in items])
+        assert q.complete_many([i.id for i in items], "w") == len(items)
+    assert returned == [good, [], [], []]
+    assert [status_of(db, i) for i in good] == ["completed"] * 3
+    row = db.execute(
+        "SELECT status, last_error_code, error_message, locked_by"
+        " FROM daz_retry_queue WHERE id = %s",
+        [bad],
+    ).fetchone()
+    assert row is not None
+    assert row[:2] == ("dead_letter", "retryq.undecodable_item")
+    assert row[2].startswith(f"retryq: acquire cannot decode {field} (")
+    assert row[3] is None  # not held: failed, not left processing
+
+
+def test_acquire_in_the_callers_transaction_fails_the_item_in_it(
+    qconn: psycopg.Connection[Any], db: psycopg.Connection[Any]
+) -> None:
+    """On a connection in a transaction, the failure joins the caller's
+    transaction with the lease: a rollback undoes both."""
+    bad = enqueue_sql(db, UNDECODABLE["deep"][0])
+    good = (RetryQueue(qconn).add("dl.a", {})).id
+    qconn.set_autocommit(False)
+    q = RetryQueue(qconn)
+    assert [i.id for i in q.acquire(W, 10, now=T0)] == [good]
+    assert status_of(db, bad) == "pending"  # not committed yet
+    qconn.rollback()
+    assert (status_of(db, bad), status_of(db, good)) == ("pending", "pending")
+    assert [i.id for i in q.acquire(W, 10, now=T0)] == [good]
+    qconn.commit()
+    assert (status_of(db, bad), status_of(db, good)) == ("dead_letter", "processing")
+
+
+@pytest.mark.parametrize("kind", list(UNDECODABLE))
+def test_get_holds_json_python_cannot_decode_as_the_servers_text(
+    q: RetryQueue, db: psycopg.Connection[Any], kind: str
+) -> None:
+    data, metadata, field = UNDECODABLE[kind]
+    bad = enqueue_sql(db, data, metadata)
+    got = q.get(bad)
+    assert got is not None
+    text = db.execute(f"SELECT {field}::text FROM daz_retry_queue WHERE id = %s", [bad]).fetchone()
+    assert text is not None
+    value = getattr(got, field)
+    assert isinstance(value, RawJson) and value == text[0]
+    # the other fields decode as ever
+    assert (got.id, got.event_type, got.status) == (bad, "dl.a", "pending")
+    assert (got.event_data if field == "event_metadata" else got.event_metadata) == {}
+
+
+def test_a_number_beyond_a_float_reads_as_infinity(
+    q: RetryQueue, db: psycopg.Connection[Any]
+) -> None:
+    """A decimal beyond a float's range decodes (as the worker reads it): inf."""
+    item_id = enqueue_sql(db, """('{"n": 1' || repeat('0', 400) || '.5}')::jsonb""")
+    got = q.get(item_id)
+    assert got is not None and got.event_data == {"n": float("inf")}
+    [item] = q.acquire(W, 10, now=T0)
+    assert (item.id, item.event_data) == (item_id, {"n": float("inf")})
+
+
 def test_complete_only_by_the_lease_holder(q: RetryQueue, db: psycopg.Connection[Any]) -> None:
     added = q.add_many([{"event_type": "e", "data": i} for i in range(3)], now=T0)
     ids = [a.id for a in added]
@@ -406,7 +501,7 @@ def test_extend_lock_and_release(q: RetryQueue) -> None:
 
 def test_each_acknowledgement_is_fenced_to_the_lease_it_names(q: RetryQueue) -> None:
     """An item's leased_at (its grant time) names its lease: an older
-    lease's complete, fail, snooze or renewal does not touch a newer lease
+    lease's complete, fail, snooze, renewal or release does not touch a newer lease
     of the same item held by the same worker (see tests/sql/test_lease_fence.py)."""
     a, b = (x.id for x in q.add_many([{"event_type": "e", "data": 1}] * 2, now=T0))
     first = {i.id: i for i in q.acquire(W, 2, 10, now=T0)}
@@ -421,12 +516,14 @@ def test_each_acknowledgement_is_fenced_to_the_lease_it_names(q: RetryQueue) -> 
     assert q.snooze(a, W, 60, leased_at=old) is False
     assert q.extend_lock(a, W, 60, leased_at=old) is False
     assert q.extend_locks([a, b], W, 60, [old, again[b].leased_at]) == {b}
+    assert q.release([a, b], W, [old, first[b].leased_at]) == 0
     row = q.get(a)
     assert row is not None and (row.status, row.locked_until) == (
         "processing",
         T0 + timedelta(seconds=11),
     )
-    assert q.complete_many([a, b], W, leased_at=[again[a].leased_at, again[b].leased_at]) == 2
+    assert q.release([b], W, [again[b].leased_at]) == 1  # its own lease, given back
+    assert q.complete_many([a], W, leased_at=[again[a].leased_at]) == 1
 
 
 # -- operating --------------------------------------------------------------------

@@ -14,6 +14,7 @@ import pytest
 
 from retryq_py import RetryQueue, RetryQueueItem, Snooze, WorkerEvent
 from retryq_py._sql import snooze_count
+from retryq_py._sql.worker import FlushStatements
 from tests.python.workers import WorkerType
 
 Conn = psycopg.Connection[Any]
@@ -140,3 +141,19 @@ def test_the_worker_reports_what_the_snooze_did(
     assert [(e.kind, e.code) for e in events] == [("dead_lettered", "snooze_limit")]
     recorded = db.execute("SELECT error_message FROM daz_retry_queue WHERE id = %s", [item])
     assert (events[0].error,) == recorded.fetchone()
+
+
+@pytest.mark.parametrize(("value", "count"), [*PRODUCER_VALUES, ("1e5000", 0)])
+def test_the_worker_rereads_a_count_in_doubt_alike(db: Conn, value: str, count: int) -> None:
+    """After a lost reply the worker reads the item's count again (the
+    in-doubt read): by the same rule, and not the rest of the metadata,
+    which may hold a number Python cannot decode (before: ValueError)."""
+    row = db.execute(
+        "INSERT INTO daz_retry_queue (event_type, event_data, event_metadata)"
+        " VALUES ('t', '{}', ('{\"retryq_snoozes\": ' || %s || ', \"n\": 1e5000}')::jsonb)"
+        " RETURNING id",
+        [value],
+    ).fetchone()
+    assert row is not None
+    [read] = db.execute(FlushStatements(None).in_doubt, {"item_ids": [row[0]]}).fetchall()
+    assert snooze_count(read[5]) == count

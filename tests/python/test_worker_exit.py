@@ -11,6 +11,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator
+from importlib.metadata import version
 from typing import Any
 
 import psycopg
@@ -78,6 +79,8 @@ def test_exit_when_idle_runs_what_is_due_and_leaves_what_is_scheduled_later(
     name = "RetryWorker" if Worker is RetryWorker else "AsyncRetryWorker"
     assert str(changed[0].message).startswith(f"{name}.run(exit_when_idle=True) returned")
     assert "Pass exit_when_drained=True" in str(changed[0].message)
+    # the old meaning is not the running version's
+    assert f"retryq {version('retryq')}" not in str(changed[0].message)
     # it points at the line that called run() (AsyncInThread's await for
     # AsyncRetryWorker), not into retryq
     caller = __file__ if Worker is RetryWorker else workers.__file__

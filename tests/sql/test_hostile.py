@@ -252,6 +252,49 @@ def test_an_explicit_id_of_a_finished_item_is_refused(conn: Conn) -> None:
     )
 
 
+def test_a_finished_id_is_refused_in_the_other_leaf_too(conn: Conn) -> None:
+    """The finished partition is two leaves (completed; dead letters and
+    cancelled items), each with its own key: an owner's INSERT or UPDATE
+    that puts a finished item's id into the other leaf is refused as the
+    one key of the single partition refused it."""
+    done = _completed(conn)
+    refused(
+        conn,
+        lambda: conn.execute(
+            "INSERT INTO daz_retry_queue (id, event_type, event_data, status, dead_lettered_at)"
+            " VALUES (%s, 't', '1', 'dead_letter', now())",
+            (done,),
+        ),
+        "23505",
+        "id",
+    )
+    row = conn.execute(
+        "INSERT INTO daz_retry_queue (event_type, event_data, status, dead_lettered_at)"
+        " VALUES ('t', '1', 'dead_letter', now()) RETURNING id"
+    ).fetchone()
+    assert row is not None
+    refused(
+        conn,
+        lambda: conn.execute(
+            "UPDATE daz_retry_queue SET id = %s, status = 'completed', dead_lettered_at = NULL,"
+            " completed_at = now() WHERE id = %s",
+            (done, row[0]),
+        ),
+        "23505",
+        "id",
+    )
+    refused(
+        conn,
+        lambda: conn.execute(
+            "UPDATE daz_retry_queue SET id = %s, status = 'dead_letter', completed_at = NULL,"
+            " dead_lettered_at = now() WHERE id = %s",
+            (row[0], done),
+        ),
+        "23505",
+        "id",
+    )
+
+
 def test_an_explicit_id_of_a_live_item_is_refused_under_the_public_name(conn: Conn) -> None:
     """The id of a pending item given again: 23505 from the active
     partition's primary key, which named the private partition
@@ -448,6 +491,27 @@ def test_a_producer_cannot_move_the_clock_of_its_rows(
         "22023",
         field,
         check=conn,
+    )
+
+
+def test_the_created_at_refusal_says_the_rule(producer: Conn, conn: Conn) -> None:
+    """clock_timestamp() is after the statement's time: refused, and the
+    message says the window (it said the server's time was the only value,
+    while a value 10 s back is accepted)."""
+    err = refused(
+        producer,
+        lambda: producer.execute(
+            "INSERT INTO daz_retry_queue (event_type, event_data, created_at)"
+            " VALUES ('t', '1', clock_timestamp())"
+        ),
+        "22023",
+        "created_at",
+        check=conn,
+    )
+    assert "within the minute before the statement's time, not after it" in str(err)
+    producer.execute(
+        "INSERT INTO daz_retry_queue (event_type, event_data, created_at)"
+        " VALUES ('t', '1', statement_timestamp() - interval '10 s')"
     )
 
 

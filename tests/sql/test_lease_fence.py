@@ -46,6 +46,17 @@ def token(leased: dict[str, Any]) -> datetime:
 def ack(conn: Conn, kind: str, item: int, now: datetime, leased_at: Any) -> bool:
     """One acknowledgement of `kind` by w1, fenced by `leased_at`."""
     common = {"worker_id": "w1", "now": now}
+    if kind == "release":  # a shutdown's give-back: no clock of its own
+        return (
+            scalar(
+                conn,
+                "release_retry_items",
+                item_ids=[item],
+                worker_id="w1",
+                leased_at=None if leased_at is None else [leased_at],
+            )
+            == 1
+        )
     if kind == "complete":
         return bool(
             scalar(conn, "complete_retry_item", item_id=item, leased_at=leased_at, **common)
@@ -109,7 +120,7 @@ def ack(conn: Conn, kind: str, item: int, now: datetime, leased_at: Any) -> bool
     )
 
 
-KINDS = ["complete", "complete_many", "fail", "snooze", "extend"]
+KINDS = ["complete", "complete_many", "fail", "snooze", "extend", "release"]
 
 
 def enqueue(conn: Conn) -> int:
@@ -180,7 +191,8 @@ def test_the_token_outlives_renewals_and_null_fences_nothing(conn: Conn, kind: s
     assert ack(conn, kind, item, T0 + s(30), token(leased))
 
     other = add(conn)
-    lease(conn, T0 + s(40))
+    # (a released item is leased again with it)
+    assert other in ids(acquire(conn, "w1", lock=LOCK, now=T0 + s(40)))
     assert ack(conn, kind, other, T0 + s(41), None)  # as before the fence
 
 
@@ -229,25 +241,43 @@ def test_complete_retry_items_fences_after_a_takeover_in_the_same_transaction(
     assert (row(conn, a)["status"], row(conn, b)["status"]) == ("processing", "completed")
 
 
+def test_release_retry_items_releases_only_the_named_leases(conn: Conn) -> None:
+    """A release fenced to its leases gives back those and no newer lease of
+    the same item (a release retried after its reply was lost, the item
+    leased to the same worker again meanwhile), also in a transaction that
+    took over leases (which narrows the ids first)."""
+    a, b, c = enqueue(conn), enqueue(conn), enqueue(conn)
+    first = {r["id"]: token(r) for r in acquire(conn, "w1", lock=LOCK, now=T0)}
+    assert scalar(conn, "release_retry_items", item_ids=[a], worker_id="w1") == 1
+    assert ids(acquire(conn, "w1", lock=LOCK, now=T0 + s(1))) == [a]
+    with conn.transaction():
+        conn.execute("UPDATE daz_retry_queue SET locked_until = %s WHERE id = %s", [T0 + s(2), c])
+        assert ids(acquire(conn, "w2", lock=LOCK, now=T0 + s(3))) == [c]
+        released = scalar(
+            conn,
+            "release_retry_items",
+            item_ids=[b, a],
+            worker_id="w1",
+            leased_at=[first[b], first[a]],
+        )
+    assert released == 1
+    assert (row(conn, a)["status"], row(conn, b)["status"]) == ("processing", "pending")
+
+
+@pytest.mark.parametrize("fn", ["complete_retry_items", "release_retry_items"])
 @pytest.mark.parametrize(
     "leased_at",
     [[T0], [T0, T0, T0], [T0, None], [[T0], [T0]]],
     ids=["shorter", "longer", "null-element", "two-dimensions"],
 )
-def test_complete_retry_items_refuses_grant_times_that_do_not_pair_with_the_ids(
-    conn: Conn, leased_at: Any
+def test_many_ids_refuse_grant_times_that_do_not_pair_with_the_ids(
+    conn: Conn, leased_at: Any, fn: str
 ) -> None:
     a, b = enqueue(conn), enqueue(conn)
     acquire(conn, "w1", lock=LOCK, now=T0)
+    clock = {"now": T0 + s(1)} if fn == "complete_retry_items" else {}
     with pytest.raises(psycopg.errors.InvalidParameterValue) as raised:
-        scalar(
-            conn,
-            "complete_retry_items",
-            item_ids=[a, b],
-            worker_id="w1",
-            now=T0 + s(1),
-            leased_at=leased_at,
-        )
+        scalar(conn, fn, item_ids=[a, b], worker_id="w1", leased_at=leased_at, **clock)
     assert raised.value.diag.column_name == "leased_at"
     assert {row(conn, a)["status"], row(conn, b)["status"]} == {"processing"}
 

@@ -185,12 +185,18 @@ def test_a_changed_signature_drops_the_old_function_first(tree: tuple[Path, Path
     sql_dir, mig_dir = tree
     fn = sql_dir / "functions" / "release_retry_items.sql"
     edit(
-        fn, "    p_worker_id text\n)", "    p_worker_id text,\n    p_note text DEFAULT 'a, (b)'\n)"
+        fn,
+        "    p_leased_at timestamptz[] DEFAULT NULL\n)",
+        "    p_leased_at timestamptz[] DEFAULT NULL,\n    p_note text DEFAULT 'a, (b)'\n)",
     )
     up, down = sqlgen.new("note", sql_root=sql_dir, mig_root=mig_dir)
-    old_drop = "DROP FUNCTION release_retry_items(p_item_ids bigint[], p_worker_id text);"
+    old_drop = (
+        "DROP FUNCTION release_retry_items(p_item_ids bigint[], p_worker_id text,"
+        " p_leased_at timestamptz[]);"
+    )
     new_drop = (
-        "DROP FUNCTION release_retry_items(p_item_ids bigint[], p_worker_id text, p_note text);"
+        "DROP FUNCTION release_retry_items(p_item_ids bigint[], p_worker_id text,"
+        " p_leased_at timestamptz[], p_note text);"
     )
     up_text, down_text = up.read_text(), down.read_text()
     assert up_text.index(old_drop) < up_text.index("CREATE OR REPLACE FUNCTION release_retry_items")

@@ -8,6 +8,7 @@ import base64
 import re
 import subprocess
 import sys
+from datetime import timezone
 from pathlib import Path
 
 import psycopg
@@ -161,6 +162,36 @@ def test_requeue_by_filter_and_one(seeded: Seeded) -> None:
     r = c.post(f"/items/{seeded.ids['dead_mail']}/requeue")
     assert "requeued 1" in r.text and 'id="item-status">pending' in r.text
     assert status_of(seeded.dsn, seeded.ids["dead_mail"]) == "pending"
+
+
+def test_an_archived_dead_letter_has_its_page_and_listing(seeded: Seeded) -> None:
+    """After cleanup archives the dead letters, /items/ID still shows one,
+    marked archived with the time and without a requeue button, and the dead
+    letters screen lists them with archived=1."""
+    dead = seeded.ids["dead_http"]
+    with psycopg.connect(seeded.dsn, autocommit=True) as conn:
+        conn.execute("SELECT cleanup_retry_queue(0)")
+        (archived_at,) = conn.execute(
+            "SELECT archived_at FROM daz_retry_queue_archive WHERE id = %s", (dead,)
+        ).fetchone()
+    c = client(seeded.dsn)
+    r = c.get(f"/items/{dead}")
+    assert r.status_code == 200
+    assert 'id="item-status">dead_letter' in r.text and 'id="item-archived"' in r.text
+    shown = f"{archived_at.astimezone(timezone.utc):%Y-%m-%d %H:%M:%S}"
+    assert text_of(r.text, "archived-at") == shown
+    assert 'id="requeue-item"' not in r.text
+    assert "webhook.post failed: http_500" in r.text
+    assert 'id="item-archived"' not in c.get(f"/items/{seeded.ids['due']}").text
+    assert c.get("/items/99999").status_code == 404
+
+    def rows(html: str) -> list[int]:
+        return [int(i) for i in re.findall(r'<tr data-id="(\d+)"', html)]
+
+    assert rows(c.get("/dead-letters").text) == []
+    listed = c.get("/dead-letters", params={"archived": "1", "plugin": "http"}).text
+    assert rows(listed) == [dead]
+    assert 'id="archived-hint"' in listed and "requeue-matching" not in listed
 
 
 def test_a_requeue_left_undone_says_why(seeded: Seeded) -> None:
