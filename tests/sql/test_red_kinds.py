@@ -231,6 +231,7 @@ REQUIRED: dict[str, str] = {
     "purge_dead_letter_items": "p_event_type => 'k'",
     "requeue_dead_letter_items": "p_event_type => 'k'",
     "requeue_dead_letter_items_report": "p_event_type => 'k'",
+    "release_retry_items": "p_item_ids => '{1}', p_worker_id => 'w'",
     "retry_circuit_close": "p_event_type => 'k'",
     "retry_circuit_configure": "p_event_type => 'k'",
     "retry_circuit_open": "p_event_type => 'k'",
