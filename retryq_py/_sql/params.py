@@ -24,8 +24,23 @@ def seconds(value: Seconds, field: str) -> float:
 
 # sql/private/_retryq_blank.sql's invisible characters, besides whitespace
 _INVISIBLE = frozenset(
-    "\u0085\u00a0\u00ad\u1680\u180e\u3000\ufeff"
-    + "".join(map(chr, [*range(0x2000, 0x2010), *range(0x2028, 0x2030), *range(0x205F, 0x2070)]))
+    "\u0085\u00a0\u00ad\u034f\u061c\u115f\u1160\u1680\u17b4\u17b5\u2800\u3000\u3164\ufeff\uffa0"
+    + "".join(
+        map(
+            chr,
+            [
+                *range(0x180B, 0x1810),
+                *range(0x2000, 0x2010),
+                *range(0x2028, 0x2030),
+                *range(0x205F, 0x2070),
+                *range(0xFE00, 0xFE10),
+                *range(0xFFF0, 0xFFF9),
+                *range(0x1BCA0, 0x1BCA4),
+                *range(0x1D173, 0x1D17B),
+                *range(0xE0000, 0xE1000),
+            ],
+        )
+    )
 )
 
 

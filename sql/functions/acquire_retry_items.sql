@@ -108,8 +108,11 @@ DECLARE
     -- with one handler): the routed fast path below
     v_single_type text;
 BEGIN
+    -- NULL means the default (a driver's unused argument: Go's nil, lib/pq's)
+    p_batch_size := coalesce(p_batch_size, 10);
+    p_lock_timeout_seconds := coalesce(p_lock_timeout_seconds, 300);
     -- the server's clock unless the owner moves it (see _retryq_clock)
-    IF p_now = now() THEN
+    IF p_now IS NULL OR p_now = now() THEN
         p_now := clock_timestamp();
     ELSE
         p_now := _retryq_clock(p_now);

@@ -38,8 +38,10 @@ DECLARE
     v_count integer;
     v_leased boolean;
 BEGIN
+    -- NULL means the default (a driver's unused argument: Go's nil, lib/pq's)
+    p_dry_run := coalesce(p_dry_run, FALSE);
     -- the server's clock unless the owner moves it (see _retryq_clock)
-    IF p_now = now() THEN
+    IF p_now IS NULL OR p_now = now() THEN
         p_now := clock_timestamp();
     ELSE
         p_now := _retryq_clock(p_now);

@@ -27,8 +27,12 @@ DECLARE
     v_batch_deleted bigint;
     v_batch_archived bigint;
 BEGIN
+    -- NULL means the default (a driver's unused argument: Go's nil, lib/pq's)
+    p_retention_days := coalesce(p_retention_days, 7);
+    p_batch_size := coalesce(p_batch_size, 5000);
+    p_archive_dead_letters := coalesce(p_archive_dead_letters, TRUE);
     -- the server's clock unless the owner moves it (see _retryq_clock)
-    IF p_now = now() THEN
+    IF p_now IS NULL OR p_now = now() THEN
         p_now := clock_timestamp();
     ELSE
         p_now := _retryq_clock(p_now);

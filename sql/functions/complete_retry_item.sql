@@ -3,7 +3,10 @@
 -- p_leased_at, when given, fences the call to one lease: it applies only
 -- while the item's lease is the one granted at p_leased_at (the row's
 -- last_attempted_at, which acquire_retry_items stamps at each grant: its
--- locked_until minus its p_lock_timeout_seconds). Without it, an
+-- locked_until minus its p_lock_timeout_seconds), compared to the
+-- millisecond (both truncated): drivers that keep milliseconds only, such as
+-- node-postgres's JS Date, send the grant time back truncated; two grants to
+-- one worker within one millisecond are not told apart. Without it, an
 -- acknowledgement of a worker's older lease (its reply lost, the item
 -- leased to the same worker again since) lands on the newer lease; with it,
 -- the call answers false, as for a lease lost. NULL: any lease p_worker_id
@@ -37,7 +40,7 @@ DECLARE
     v_streaks boolean;
 BEGIN
     -- the server's clock unless the owner moves it (see _retryq_clock)
-    IF p_now = now() THEN
+    IF p_now IS NULL OR p_now = now() THEN
         p_now := clock_timestamp();
     ELSE
         p_now := _retryq_clock(p_now);
@@ -49,7 +52,11 @@ BEGIN
         WHERE a.id = p_item_id
             AND a.status = 'processing'
             AND a.locked_by = p_worker_id
-            AND (p_leased_at IS NULL OR a.last_attempted_at = p_leased_at)
+            AND (
+                p_leased_at IS NULL
+                OR pg_catalog.date_trunc('milliseconds', a.last_attempted_at)
+                = pg_catalog.date_trunc('milliseconds', p_leased_at)
+            )
         FOR UPDATE SKIP LOCKED;
         IF NOT FOUND THEN
             IF (pg_catalog.ascii(p_worker_id) BETWEEN 33 AND 126
@@ -64,7 +71,11 @@ BEGIN
         WHERE a.id = p_item_id
             AND a.status = 'processing'
             AND a.locked_by = p_worker_id
-            AND (p_leased_at IS NULL OR a.last_attempted_at = p_leased_at)
+            AND (
+                p_leased_at IS NULL
+                OR pg_catalog.date_trunc('milliseconds', a.last_attempted_at)
+                = pg_catalog.date_trunc('milliseconds', p_leased_at)
+            )
         RETURNING a.*
     )
     -- the move of _retryq_finish, inline: see there

@@ -28,7 +28,7 @@ DECLARE
     v_ids bigint[] := p_item_ids;
 BEGIN
     -- the server's clock unless the owner moves it (see _retryq_clock)
-    IF p_now = now() THEN
+    IF p_now IS NULL OR p_now = now() THEN
         p_now := clock_timestamp();
     ELSE
         p_now := _retryq_clock(p_now);
@@ -71,8 +71,8 @@ BEGIN
                 AND a.locked_by = p_worker_id
                 AND (
                     p_leased_at IS NULL
-                    OR (a.id, a.last_attempted_at) IN (
-                        SELECT k.id, k.leased_at
+                    OR (a.id, pg_catalog.date_trunc('milliseconds', a.last_attempted_at)) IN (
+                        SELECT k.id, pg_catalog.date_trunc('milliseconds', k.leased_at)
                         FROM ROWS FROM (
                             pg_catalog.unnest(v_ids), pg_catalog.unnest(p_leased_at)
                         ) AS k (id, leased_at)
@@ -94,8 +94,8 @@ BEGIN
             -- a hashed subplan: one pass over the pairs, not one per row
             AND (
                 p_leased_at IS NULL
-                OR (a.id, a.last_attempted_at) IN (
-                    SELECT k.id, k.leased_at
+                OR (a.id, pg_catalog.date_trunc('milliseconds', a.last_attempted_at)) IN (
+                    SELECT k.id, pg_catalog.date_trunc('milliseconds', k.leased_at)
                     FROM ROWS FROM (
                         pg_catalog.unnest(v_ids), pg_catalog.unnest(p_leased_at)
                     ) AS k (id, leased_at)

@@ -38,7 +38,7 @@ DECLARE
     v_constraint text;
 BEGIN
     -- the server's clock unless the owner moves it (see _retryq_clock)
-    IF p_now = now() THEN
+    IF p_now IS NULL OR p_now = now() THEN
         p_now := clock_timestamp();
     ELSE
         p_now := _retryq_clock(p_now);

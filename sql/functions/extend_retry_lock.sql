@@ -16,8 +16,10 @@ SET jit = off
 SET search_path FROM CURRENT
 AS $$
 BEGIN
+    -- NULL means the default (a driver's unused argument: Go's nil, lib/pq's)
+    p_lock_timeout_seconds := coalesce(p_lock_timeout_seconds, 300);
     -- the server's clock unless the owner moves it (see _retryq_clock)
-    IF p_now = now() THEN
+    IF p_now IS NULL OR p_now = now() THEN
         p_now := clock_timestamp();
     ELSE
         p_now := _retryq_clock(p_now);
@@ -34,7 +36,11 @@ BEGIN
         WHERE a.id = p_item_id
             AND a.status = 'processing'
             AND a.locked_by = p_worker_id
-            AND (p_leased_at IS NULL OR a.last_attempted_at = p_leased_at)
+            AND (
+                p_leased_at IS NULL
+                OR pg_catalog.date_trunc('milliseconds', a.last_attempted_at)
+                = pg_catalog.date_trunc('milliseconds', p_leased_at)
+            )
         FOR UPDATE SKIP LOCKED;
         IF NOT FOUND THEN
             RETURN FALSE;
@@ -45,7 +51,11 @@ BEGIN
     WHERE a.id = p_item_id
         AND a.status = 'processing'
         AND a.locked_by = p_worker_id
-        AND (p_leased_at IS NULL OR a.last_attempted_at = p_leased_at);
+        AND (
+            p_leased_at IS NULL
+            OR pg_catalog.date_trunc('milliseconds', a.last_attempted_at)
+            = pg_catalog.date_trunc('milliseconds', p_leased_at)
+        );
     RETURN FOUND;
 END;
 $$;

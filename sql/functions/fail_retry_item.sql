@@ -32,8 +32,10 @@ DECLARE
     v_entry jsonb;
     v_due timestamptz;
 BEGIN
+    -- NULL means the default (a driver's unused argument: Go's nil, lib/pq's)
+    p_retryable := coalesce(p_retryable, TRUE);
     -- the server's clock unless the owner moves it (see _retryq_clock)
-    IF p_now = now() THEN
+    IF p_now IS NULL OR p_now = now() THEN
         p_now := clock_timestamp();
     ELSE
         p_now := _retryq_clock(p_now);
@@ -68,7 +70,11 @@ BEGIN
         WHERE a.id = p_item_id
             AND a.status = 'processing'
             AND a.locked_by = p_worker_id
-            AND (p_leased_at IS NULL OR a.last_attempted_at = p_leased_at);
+            AND (
+                p_leased_at IS NULL
+                OR pg_catalog.date_trunc('milliseconds', a.last_attempted_at)
+                = pg_catalog.date_trunc('milliseconds', p_leased_at)
+            );
         IF NOT FOUND THEN
             RETURN FALSE;
         END IF;
@@ -81,7 +87,11 @@ BEGIN
         WHERE a.id = p_item_id
             AND a.status = 'processing'
             AND a.locked_by = p_worker_id
-            AND (p_leased_at IS NULL OR a.last_attempted_at = p_leased_at)
+            AND (
+                p_leased_at IS NULL
+                OR pg_catalog.date_trunc('milliseconds', a.last_attempted_at)
+                = pg_catalog.date_trunc('milliseconds', p_leased_at)
+            )
         FOR UPDATE SKIP LOCKED;
     ELSE
         SELECT a.* INTO v_item
@@ -89,7 +99,11 @@ BEGIN
         WHERE a.id = p_item_id
             AND a.status = 'processing'
             AND a.locked_by = p_worker_id
-            AND (p_leased_at IS NULL OR a.last_attempted_at = p_leased_at)
+            AND (
+                p_leased_at IS NULL
+                OR pg_catalog.date_trunc('milliseconds', a.last_attempted_at)
+                = pg_catalog.date_trunc('milliseconds', p_leased_at)
+            )
         FOR UPDATE;
     END IF;
     IF NOT FOUND THEN
@@ -110,8 +124,10 @@ BEGIN
         'retryable', p_retryable
     );
     IF p_retry_after_seconds IS NOT NULL THEN
+        -- as numeric: a float8 written as JSON takes the session's
+        -- extra_float_digits (-15 wrote 123.456 as 100)
         v_entry := v_entry || pg_catalog.jsonb_build_object(
-            'retry_after_seconds', p_retry_after_seconds
+            'retry_after_seconds', p_retry_after_seconds::numeric
         );
     END IF;
     IF NOT p_retryable OR v_item.retry_count >= v_item.max_retries THEN

@@ -55,8 +55,8 @@ BEGIN
                 AND a.status = 'processing'
                 AND (
                     p_leased_at IS NULL
-                    OR (a.id, a.last_attempted_at) IN (
-                        SELECT k.id, k.leased_at
+                    OR (a.id, pg_catalog.date_trunc('milliseconds', a.last_attempted_at)) IN (
+                        SELECT k.id, pg_catalog.date_trunc('milliseconds', k.leased_at)
                         FROM ROWS FROM (
                             pg_catalog.unnest(v_ids), pg_catalog.unnest(p_leased_at)
                         ) AS k (id, leased_at)
@@ -73,8 +73,8 @@ BEGIN
         AND a.locked_by = p_worker_id
         AND (
             p_leased_at IS NULL
-            OR (a.id, a.last_attempted_at) IN (
-                SELECT k.id, k.leased_at
+            OR (a.id, pg_catalog.date_trunc('milliseconds', a.last_attempted_at)) IN (
+                SELECT k.id, pg_catalog.date_trunc('milliseconds', k.leased_at)
                 FROM ROWS FROM (
                     pg_catalog.unnest(v_ids), pg_catalog.unnest(p_leased_at)
                 ) AS k (id, leased_at)

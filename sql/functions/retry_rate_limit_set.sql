@@ -23,6 +23,8 @@ DECLARE
     v_plugin text := coalesce(p_plugin_name, '');
     v_rows integer;
 BEGIN
+    -- NULL means the default (a driver's unused argument: Go's nil, lib/pq's)
+    p_period_seconds := coalesce(p_period_seconds, 1);
     PERFORM _retryq_check_circuit_key(p_event_type);
     PERFORM _retryq_check_plugin_name(p_plugin_name);
     PERFORM _retryq_check(

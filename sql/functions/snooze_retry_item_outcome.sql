@@ -31,8 +31,10 @@ DECLARE
     v_snoozes numeric;
     v_due timestamptz;
 BEGIN
+    -- NULL means the default (a driver's unused argument: Go's nil, lib/pq's)
+    p_max_snoozes := coalesce(p_max_snoozes, 100);
     -- the server's clock unless the owner moves it (see _retryq_clock)
-    IF p_now = now() THEN
+    IF p_now IS NULL OR p_now = now() THEN
         p_now := clock_timestamp();
     ELSE
         p_now := _retryq_clock(p_now);
@@ -55,7 +57,11 @@ BEGIN
         WHERE a.id = p_item_id
             AND a.status = 'processing'
             AND a.locked_by = p_worker_id
-            AND (p_leased_at IS NULL OR a.last_attempted_at = p_leased_at)
+            AND (
+                p_leased_at IS NULL
+                OR pg_catalog.date_trunc('milliseconds', a.last_attempted_at)
+                = pg_catalog.date_trunc('milliseconds', p_leased_at)
+            )
         FOR UPDATE SKIP LOCKED;
     ELSE
         SELECT a.event_metadata INTO v_metadata
@@ -63,7 +69,11 @@ BEGIN
         WHERE a.id = p_item_id
             AND a.status = 'processing'
             AND a.locked_by = p_worker_id
-            AND (p_leased_at IS NULL OR a.last_attempted_at = p_leased_at)
+            AND (
+                p_leased_at IS NULL
+                OR pg_catalog.date_trunc('milliseconds', a.last_attempted_at)
+                = pg_catalog.date_trunc('milliseconds', p_leased_at)
+            )
         FOR UPDATE;
     END IF;
     IF NOT FOUND THEN

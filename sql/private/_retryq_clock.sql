@@ -1,16 +1,17 @@
 -- Only the server moves the clock (issue 12, item 3). Every function whose
 -- outcome depends on the time takes p_now DEFAULT now() so that tests move
 -- time instead of sleeping; the functions start with
---     IF p_now = now() THEN p_now := clock_timestamp();
+--     IF p_now IS NULL OR p_now = now() THEN p_now := clock_timestamp();
 --     ELSE p_now := _retryq_clock(p_now); END IF;
--- The default (or an explicit now()) becomes the server's clock at the call,
+-- The default, NULL (a driver's unused argument: NULL means the default) or
+-- an explicit now() becomes the server's clock at the call, for every role,
 -- so a lease counts from when it is granted, not from the start of the
 -- caller's transaction (one clock_timestamp() per call). Any other value is
 -- honoured only for a superuser or a member of the role that owns the queue
 -- (the role that installed it), as the caller is before the functions'
 -- SECURITY DEFINER: SET ROLE counts, the login role otherwise. Everyone else
--- gets 42501 naming now. NULL and the infinities are refused for everyone
--- (22023 naming now).
+-- gets 42501 naming now. The infinities are refused for everyone (22023
+-- naming now); so is NULL here, which the callers never pass.
 CREATE OR REPLACE FUNCTION _retryq_clock(p_now timestamptz)
 RETURNS timestamptz
 LANGUAGE plpgsql

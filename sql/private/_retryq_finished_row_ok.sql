@@ -47,7 +47,7 @@ BEGIN
         WHEN NOT (
             pg_catalog.length(p_event_type) <= 200 AND (
                 pg_catalog.ascii(p_event_type) BETWEEN 33 AND 126
-                OR p_event_type ~ '[^[:space:]\u0085\u00a0\u00ad\u1680\u180e\u2000-\u200f\u2028-\u202f\u205f-\u206f\u3000\ufeff]'
+                OR p_event_type ~ '[^[:space:]\u0085\u00a0\u00ad\u034f\u061c\u115f\u1160\u1680\u17b4\u17b5\u180b-\u180f\u2000-\u200f\u2028-\u202f\u205f-\u206f\u2800\u3000\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e0fff]'
             )
         ) THEN 'event_type'
         WHEN NOT (p_status = 'processing')

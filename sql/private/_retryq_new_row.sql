@@ -1,8 +1,8 @@
 -- A new active row (the guide's INSERT, add_many's COPY, the enqueue
 -- functions, a requeue), before PostgreSQL checks it; the trigger's WHEN calls
 -- it only for a row that has a NULL where the table has a default, JSON null
--- metadata, tags not numbered from 1, or breaks one of the table's rules, so
--- a good row costs one expression and no call.
+-- metadata, a server's metadata key, tags not numbered from 1, or breaks one of the
+-- table's rules, so a good row costs one expression and no call.
 -- - NULL takes the column's default, so that a client sending NULL for an
 --   optional field (Go's nil slice, lib/pq's nil) never loses the failed
 --   operation it is enqueuing. The defaults are those of
@@ -10,6 +10,12 @@
 -- - Tags with other bounds than 1-based are renumbered from 1.
 -- - JSON null metadata means "no metadata": '{}' (Go marshals a nil map as
 --   null). JSON null event_data stays refused: the payload is required.
+-- - The server's keys of event_metadata are dropped from a new item:
+--   retryq_snoozes (a producer's value would count as snoozes the item never
+--   had; a requeue drops it too, for a fresh budget) and retryq_former_id
+--   (written at a burial; a requeued row keeps it: it was leased or has a
+--   history, the burial's entry at least). A producer cannot write
+--   last_attempted_at or error_history; the enqueue functions write neither.
 -- - A row that breaks a rule is refused by _retryq_finished_row_ok under the
 --   public table's constraint name, not the private partition's.
 -- - A missing event_type or event_data is refused with 23502 naming the
@@ -35,6 +41,13 @@ BEGIN
     NEW.event_id := coalesce(NEW.event_id, gen_random_uuid());
     IF NEW.event_metadata IS NULL OR pg_catalog.jsonb_typeof(NEW.event_metadata) = 'null' THEN
         NEW.event_metadata := '{}';
+    END IF;
+    IF pg_catalog.jsonb_typeof(NEW.event_metadata) = 'object' THEN
+        NEW.event_metadata := NEW.event_metadata - CASE
+            WHEN NEW.last_attempted_at IS NULL AND NEW.error_history = '[]'::jsonb
+                THEN '{retryq_snoozes,retryq_former_id}'::text[]
+            ELSE '{retryq_snoozes}'::text[]
+        END;
     END IF;
     NEW.retry_count := coalesce(NEW.retry_count, 0);
     NEW.max_retries := coalesce(NEW.max_retries, 3);
@@ -81,6 +94,8 @@ WHEN (
     OR new.priority IS NULL OR new.tags IS NULL OR new.error_history IS NULL
     OR new.created_at IS NULL OR new.next_retry_at IS NULL
     OR pg_catalog.array_lower(new.tags, 1) <> 1
+    OR pg_catalog.jsonb_exists(new.event_metadata, 'retryq_snoozes')
+    OR pg_catalog.jsonb_exists(new.event_metadata, 'retryq_former_id')
     OR NOT (
         new.backoff_multiplier BETWEEN 1::float8 AND 10::float8
         AND (new.status = 'completed') = (new.completed_at IS NOT NULL)
@@ -90,7 +105,7 @@ WHEN (
         AND pg_catalog.length(new.event_type) <= 200
         AND (
             pg_catalog.ascii(new.event_type) BETWEEN 33 AND 126
-            OR new.event_type ~ '[^[:space:]\u0085\u00a0\u00ad\u1680\u180e\u2000-\u200f\u2028-\u202f\u205f-\u206f\u3000\ufeff]'  -- noqa: LT05
+            OR new.event_type ~ '[^[:space:]\u0085\u00a0\u00ad\u034f\u061c\u115f\u1160\u1680\u17b4\u17b5\u180b-\u180f\u2000-\u200f\u2028-\u202f\u205f-\u206f\u2800\u3000\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e0fff]'  -- noqa: LT05
         )
         AND (new.status = 'processing')
         = (new.locked_by IS NOT NULL AND new.locked_until IS NOT NULL)

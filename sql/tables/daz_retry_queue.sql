@@ -71,7 +71,7 @@ CREATE TABLE _retryq_active PARTITION OF daz_retry_queue (
     CONSTRAINT daz_retry_queue_event_type_check CHECK (
         length(event_type) <= 200 AND (
             ascii(event_type) BETWEEN 33 AND 126
-            OR event_type ~ '[^[:space:]\u0085\u00a0\u00ad\u1680\u180e\u2000-\u200f\u2028-\u202f\u205f-\u206f\u3000\ufeff]'  -- noqa: LT05
+            OR event_type ~ '[^[:space:]\u0085\u00a0\u00ad\u034f\u061c\u115f\u1160\u1680\u17b4\u17b5\u180b-\u180f\u2000-\u200f\u2028-\u202f\u205f-\u206f\u2800\u3000\u3164\ufe00-\ufe0f\ufeff\uffa0\ufff0-\ufff8\U0001bca0-\U0001bca3\U0001d173-\U0001d17a\U000e0000-\U000e0fff]'  -- noqa: LT05
         )
     ),
     CONSTRAINT daz_retry_queue_priority_check CHECK (priority BETWEEN 1 AND 10),

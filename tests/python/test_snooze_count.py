@@ -50,9 +50,12 @@ def db(module_dsn: str) -> Iterator[Conn]:
 
 
 def leased_with(db: Conn, value: str) -> RetryQueueItem:
+    # as the owner writes it: an enqueue drops the key (only the server
+    # counts snoozes), an UPDATE by the owner does not
+    db.execute("INSERT INTO daz_retry_queue (event_type, event_data) VALUES ('t', '{}')")
     db.execute(
-        "INSERT INTO daz_retry_queue (event_type, event_data, event_metadata)"
-        " VALUES ('t', '{}', ('{\"retryq_snoozes\": ' || %s || '}')::jsonb)",
+        "UPDATE _retryq_active SET event_metadata"
+        " = ('{\"retryq_snoozes\": ' || %s || '}')::jsonb",
         [value],
     )
     [item] = RetryQueue(db).acquire("w", 1)
@@ -146,11 +149,14 @@ def test_the_worker_rereads_a_count_in_doubt_alike(db: Conn, value: str, count: 
     in-doubt read): by the same rule, and not the rest of the metadata,
     which may hold a number Python cannot decode (before: ValueError)."""
     row = db.execute(
-        "INSERT INTO daz_retry_queue (event_type, event_data, event_metadata)"
-        " VALUES ('t', '{}', ('{\"retryq_snoozes\": ' || %s || ', \"n\": 1e5000}')::jsonb)"
-        " RETURNING id",
-        [value],
+        "INSERT INTO daz_retry_queue (event_type, event_data) VALUES ('t', '{}') RETURNING id"
     ).fetchone()
     assert row is not None
+    # as the owner writes it (an enqueue drops the server's key)
+    db.execute(
+        "UPDATE _retryq_active SET event_metadata"
+        " = ('{\"retryq_snoozes\": ' || %s || ', \"n\": 1e5000}')::jsonb WHERE id = %s",
+        [value, row[0]],
+    )
     [read] = db.execute(FlushStatements(None).in_doubt, {"item_ids": [row[0]]}).fetchall()
     assert snooze_count(read[5]) == count

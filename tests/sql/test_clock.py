@@ -150,8 +150,8 @@ def test_a_role_cannot_move_the_clock(
 
 
 @pytest.mark.parametrize("fn", list(CALLS))
-@pytest.mark.parametrize("when", ["'infinity'", "'-infinity'", "NULL"])
-def test_nobody_may_pass_an_infinite_or_null_clock(
+@pytest.mark.parametrize("when", ["'infinity'", "'-infinity'"])
+def test_nobody_may_pass_an_infinite_clock(
     clock_db: tuple[str, dict[str, int]], fn: str, when: str
 ) -> None:
     dsn, ids = clock_db
@@ -166,14 +166,16 @@ def test_nobody_may_pass_an_infinite_or_null_clock(
 
 
 @pytest.mark.parametrize("fn", list(CALLS))
+@pytest.mark.parametrize("when", ["now()", "NULL"])
 def test_a_role_may_pass_the_server_clock(
-    clock_db: tuple[str, dict[str, int]], logins: dict[str, str], fn: str
+    clock_db: tuple[str, dict[str, int]], logins: dict[str, str], fn: str, when: str
 ) -> None:
-    """p_now => now() (what retryq_py sends when no clock is given) is the default."""
+    """p_now => now() (what retryq_py sends when no clock is given) is the
+    default, and so is NULL (a driver's unused argument): neither moves it."""
     dsn, ids = clock_db
     role, text = CALLS[fn]
     with psycopg.connect(make_conninfo(dsn, user=logins[role])) as c:
-        c.execute(text.format(now="now()", **ids))  # type: ignore[arg-type]
+        c.execute(text.format(now=when, **ids))  # type: ignore[arg-type]
         c.rollback()
 
 

@@ -34,6 +34,7 @@ ALLOWED_CLASSES = {"22", "23", "54"}
 HOSTILE = st.sampled_from([
     "", " ", "\t", " \t\n\r\f\v", "\u00a0", "\u2028", "\ufeff", "\U0001f600", "e\u0301",
     "\u3000", "\u2003", "\u200b", "\u0085", " \u00a0\u2060", "\u3000x",
+    "\u3164", "\u2800", "\ufe0f", "\U000e0020", "\u115f\u034f", "\uffa0",
     "'", "''; DROP TABLE daz_retry_queue; --", '"', "\\", "\\u0000", "%s", "%I", "$$",
     "daz_retry_queue", "_retryq_active", "x" * 201, "y" * 5000, "w",
 ])
@@ -228,8 +229,13 @@ def test_every_function_refuses_with_a_class_and_writes_nothing(
 # whitespace and invisible characters: sql/private/_retryq_blank.sql's list
 # (PostgreSQL's [[:space:]] may hold more, which is refused too)
 BLANK_CHARS = frozenset(
-    " \t\n\r\f\v\u0085\u00a0\u00ad\u1680\u180e\u3000\ufeff"
-    + "".join(map(chr, [*range(0x2000, 0x2010), *range(0x2028, 0x2030), *range(0x205F, 0x2070)]))
+    " \t\n\r\f\v\u0085\u00a0\u00ad\u034f\u061c\u115f\u1160\u1680\u17b4\u17b5\u2800"
+    "\u3000\u3164\ufeff\uffa0"
+    + "".join(map(chr, [
+        *range(0x180B, 0x1810), *range(0x2000, 0x2010), *range(0x2028, 0x2030),
+        *range(0x205F, 0x2070), *range(0xFE00, 0xFE10), *range(0xFFF0, 0xFFF9),
+        *range(0x1BCA0, 0x1BCA4), *range(0x1D173, 0x1D17B), *range(0xE0000, 0xE1000),
+    ]))
 )
 
 
@@ -239,7 +245,8 @@ def _blank(value: Any) -> bool:
 
 def _must_refuse(fn: str, given: dict[str, Any]) -> bool:
     """Draws that every function must refuse, whatever else was drawn: a
-    group role's p_now (it never equals the server's now), a blank or
+    group role's p_now other than NULL (it never equals the server's now; NULL
+    means the server's clock), a blank or
     over-long worker id, any array (ids, tags, routing lists) with a NULL
     element or a second dimension, an enqueue's priority or max_retries
     beyond integer, items with a wrongly typed text key, an enqueue's blank
@@ -249,7 +256,7 @@ def _must_refuse(fn: str, given: dict[str, Any]) -> bool:
     arrays = [v for v in given.values() if isinstance(v, list)]
     beyond = [given.get(p) for p in ("p_priority", "p_max_retries")]
     return (
-        "p_now" in given
+        given.get("p_now") is not None
         or _blank(worker) or len(worker or "") > 200
         or any(e is None or isinstance(e, list) for a in arrays for e in a)
         or (fn.startswith("enqueue_retry_item")

@@ -11,7 +11,7 @@ failed, snoozed or renewed the newer lease while its handler ran.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -83,6 +83,18 @@ def ack(conn: Conn, kind: str, item: int, now: datetime, leased_at: Any) -> bool
                 leased_at=leased_at,
                 **common,
             )
+        )
+    if kind == "snooze_outcome":
+        return (
+            scalar(
+                conn,
+                "snooze_retry_item_outcome",
+                item_id=item,
+                delay_seconds=30.0,
+                leased_at=leased_at,
+                **common,
+            )
+            == "snoozed"
         )
     if kind == "snooze":
         return bool(
@@ -268,3 +280,26 @@ def test_many_ids_refuse_grant_times_that_do_not_pair_with_the_ids(
         scalar(conn, fn, item_ids=[a, b], worker_id="w1", leased_at=leased_at, **clock)
     assert raised.value.diag.column_name == "leased_at"
     assert {row(conn, a)["status"], row(conn, b)["status"]} == {"processing"}
+
+
+# a grant time with microseconds below the millisecond, as the server's clock
+# stamps it; node-postgres (a JS Date) sends it back truncated to .123
+UNDER_MS = timedelta(microseconds=123456)
+
+
+def millis(at: datetime) -> datetime:
+    return at.replace(microsecond=at.microsecond // 1000 * 1000)
+
+
+@pytest.mark.parametrize("kind", [*KINDS, "snooze_outcome"])
+def test_a_grant_time_kept_to_the_millisecond_fences_its_lease(conn: Conn, kind: str) -> None:
+    item = enqueue(conn)
+    first = lease(conn, T0 + UNDER_MS)
+    assert token(first) == T0 + UNDER_MS != millis(token(first))
+    releasing(conn, "fail", item, millis(token(first)))  # the failure is fenced too
+    second = lease(conn, T0 + s(2) + UNDER_MS)
+    before = row(conn, item)
+    # another lease's grant time is still refused, truncated or not
+    assert not ack(conn, kind, item, T0 + s(3), millis(token(first)))
+    assert row(conn, item) == before
+    assert ack(conn, kind, item, T0 + s(4), millis(token(second)))

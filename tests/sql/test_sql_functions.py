@@ -751,9 +751,13 @@ def test_cleanup_due_counts_what_cleanup_then_removes(conn: Conn) -> None:
     assert call(conn, "cleanup_retry_queue_due", retention_days=7, now=later) == [
         {"due_count": 0, "dead_letter_count": 0, "archive_count": 0}
     ]
-    for bad in (-1, 36501, None):
+    for bad in (-1, 36501):
         with pytest.raises(psycopg.errors.InvalidParameterValue, match="retention_days"):
             call(conn, "cleanup_retry_queue_due", retention_days=bad, now=later)
+    # NULL means the default, 7 (a driver's unused argument)
+    assert call(conn, "cleanup_retry_queue_due", retention_days=None, now=later) == [
+        {"due_count": 0, "dead_letter_count": 0, "archive_count": 0}
+    ]
 
 
 def test_retry_queue_due(conn: Conn) -> None:
@@ -841,7 +845,6 @@ def test_cleanup_refusals(conn: Conn) -> None:
         ({"retention_days": -1}, "retention_days"),
         ({"batch_size": 0}, "batch_size"),
         ({"max_rows": 0}, "max_rows"),
-        ({"archive_dead_letters": None}, "archive_dead_letters"),
     ]:
         with pytest.raises(psycopg.errors.InvalidParameterValue, match=field):
             call(conn, "cleanup_retry_queue", **{"retention_days": 0, "now": T0 + s(1), **kwargs})
@@ -999,16 +1002,18 @@ def test_a_fresh_item_is_not_near_its_retry_budget(conn: Conn) -> None:
 
 def test_finished_items_always_carry_their_finish_time(conn: Conn) -> None:
     # A NULL p_now used to store a completed item without completed_at, which
-    # cleanup then never removed; the CHECKs caught it, now p_now itself is refused
-    # (22023 naming now, see tests/sql/test_clock.py).
+    # cleanup then never removed; then p_now NULL was refused; now it means the
+    # server's clock, as the default does (see tests/sql/test_clock.py).
     item = enqueue(conn)
     acquire(conn)
-    with pytest.raises(psycopg.errors.InvalidParameterValue, match="now"):
-        complete(conn, item, now=None)  # type: ignore[arg-type]
-    assert row(conn, item)["status"] == "processing"
-    with pytest.raises(psycopg.errors.InvalidParameterValue, match="now"):
-        fail(conn, item, now=None, retryable=False)  # type: ignore[arg-type]
-    assert row(conn, item)["status"] == "processing"
+    assert complete(conn, item, now=None)  # type: ignore[arg-type]
+    done = row(conn, item)
+    assert done["status"] == "completed" and done["completed_at"] is not None
+    other = enqueue(conn)
+    acquire(conn)
+    assert fail(conn, other, now=None, retryable=False)  # type: ignore[arg-type]
+    buried = row(conn, other)
+    assert buried["status"] == "dead_letter" and buried["dead_lettered_at"] is not None
 
 
 # --- scripted interleavings ----------------------------------------------------------

@@ -72,10 +72,10 @@ def test_a_body_edited_in_the_source_fails_the_check_until_a_migration_is_writte
 def test_a_migration_edited_by_hand_fails_the_check(tree: tuple[Path, Path]) -> None:
     sql_dir, mig_dir = tree
     initial = mig_dir / "0001_initial.sql"
-    body = "= p_leased_at);\n    RETURN FOUND;"
+    body = "p_leased_at)\n        );\n    RETURN FOUND;"
     assert initial.read_text().count(body) == 1
     # a body changed in the migration only
-    edit(initial, body, "= p_leased_at);\n    RETURN TRUE;")
+    edit(initial, body, "p_leased_at)\n        );\n    RETURN TRUE;")
     problems = sqlgen.check(sql_dir, mig_dir)
     assert "sql/functions/extend_retry_lock.sql changed since the last migration" in problems
     # the same change made in both: the generated file no longer matches its rendering
@@ -110,8 +110,8 @@ def test_a_rollback_or_a_superseded_section_edited_by_hand_fails_the_check(
     edit(initial_down, "-- DROP VIEW daz_retry_queue_stats;", "DROP VIEW daz_retry_queue_stats;")
     # a section that a later migration ships again
     initial = mig_dir / "0001_initial.sql"
-    body = "= p_leased_at);\n    RETURN FOUND;"
-    edit(initial, body, "= p_leased_at);\n    RETURN TRUE;")
+    body = "p_leased_at)\n        );\n    RETURN FOUND;"
+    edit(initial, body, "p_leased_at)\n        );\n    RETURN TRUE;")
     assert sqlgen.check(sql_dir, mig_dir) == [
         "migrations/0002_tweak.rollback.sql was edited by hand (regenerate it)"
     ]
