@@ -312,7 +312,6 @@ def test_a_limit_lowered_and_raised_within_a_period_keeps_its_window(db: Conn) -
         (("x", None, 100001, 1.0), "max_leases"),
         (("x", None, 5, 0.0), "period_seconds"),
         (("x", None, 5, 0.0009), "period_seconds"),
-        (("x", None, 5, None), "period_seconds"),
         (("x", None, 5, float("nan")), "period_seconds"),
         (("x", None, 5, float("inf")), "period_seconds"),
         (("x", None, 5, 31536001.0), "period_seconds"),
