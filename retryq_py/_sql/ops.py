@@ -16,6 +16,7 @@ from uuid import UUID
 from psycopg import sql
 
 from retryq_py._sql.params import integer_params, refuse_nul_params
+from retryq_py._sql.statements import ENTRY_COLUMNS
 
 if TYPE_CHECKING:
     from typing_extensions import LiteralString
@@ -468,20 +469,18 @@ CLEANUP_DUE: LiteralString = "SELECT due_count FROM cleanup_retry_queue_due(%s)"
 
 # An item cleanup moved to the archive (retryq_admin may read it); its newest
 # copy should a reused id have been archived twice (see the archive's key).
-ARCHIVED_ITEM: LiteralString = """
-SELECT
-    id, event_id, event_type, channel_name, plugin_name, event_data,
-    event_metadata, retry_count, max_retries, retry_delay_seconds,
-    backoff_multiplier, max_retry_delay_seconds, retry_jitter, priority,
-    correlation_id, tags, status, error_message, last_error_code,
-    error_history, created_at, next_retry_at, last_attempted_at,
-    completed_at, dead_lettered_at, locked_by, locked_until, dedupe_key,
+ARCHIVED_ITEM: LiteralString = (
+    """
+SELECT"""
+    + ENTRY_COLUMNS
+    + """,
     archived_at
 FROM {schema}daz_retry_queue_archive
 WHERE id = %(item_id)s
 ORDER BY archived_at DESC
 LIMIT 1
 """
+)
 
 # When cleanup archived each given id (an id not archived is absent).
 ARCHIVED_AT: LiteralString = """

@@ -321,18 +321,25 @@ FROM {schema}daz_retry_queue_stats
 ORDER BY status, event_type, plugin_name
 """
 
-# Columns by name, so that a column added later does not break QueueEntry.
-GET: LiteralString = """
-SELECT
+# A QueueEntry's columns by name, so that a column added later does not break
+# it (the archive's copy adds archived_at, see _sql.ops.ARCHIVED_ITEM).
+ENTRY_COLUMNS: LiteralString = """
     id, event_id, event_type, channel_name, plugin_name, event_data,
     event_metadata, retry_count, max_retries, retry_delay_seconds,
     backoff_multiplier, max_retry_delay_seconds, retry_jitter, priority,
     correlation_id, tags, status, error_message, last_error_code,
     error_history, created_at, next_retry_at, last_attempted_at,
-    completed_at, dead_lettered_at, locked_by, locked_until, dedupe_key
+    completed_at, dead_lettered_at, locked_by, locked_until, dedupe_key"""
+
+GET: LiteralString = (
+    """
+SELECT"""
+    + ENTRY_COLUMNS
+    + """
 FROM {schema}daz_retry_queue
 WHERE id = %(item_id)s
 """
+)
 
 # For a worker deciding how long to sleep, or whether to exit: whether any item
 # (of its event types and plugins) is active, seconds (by the server's clock)
